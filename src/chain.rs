@@ -1,0 +1,152 @@
+//! The delegation chain: how a child token is derived from its parent, and the
+//! rules that make a token's path checkable from the token alone.
+//!
+//! DESIGN.md §2 promises 1 and 2 live here: a child is never broader, longer
+//! lived or deeper than allowed, and its `act` is written by the broker from the
+//! authenticated agent and the parent's `act`, never from request input.
+
+use crate::claims::{Actor, Claims, Delegation, TokenId};
+use crate::client_auth::AuthenticatedAgent;
+use crate::clock::UnixTime;
+use crate::policy::PolicyGrant;
+use crate::token::Verified;
+
+/// The facts of one issuance that are not derived from the chain.
+#[derive(Debug, Clone)]
+pub struct Issuance {
+    /// This broker's issuer identifier.
+    pub issuer: String,
+    /// Now.
+    pub issued_at: UnixTime,
+    /// A fresh token id.
+    pub jti: TokenId,
+}
+
+/// A token whose path breaks the narrowing rules.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChainError {
+    /// Deeper than the limit allows.
+    #[error("depth {depth} exceeds the limit {limit}")]
+    TooDeep {
+        /// The depth the token has or would have.
+        depth: u32,
+        /// The configured limit.
+        limit: u32,
+    },
+    /// A scope not held by the parent.
+    #[error("scopes are not a subset of the parent's")]
+    ScopeWidened,
+    /// An expiry after the parent's.
+    #[error("expiry is later than the parent's")]
+    LifetimeExtended,
+    /// `delegation.depth`, `delegation.hops` and `act` disagree.
+    #[error("act chain and delegation hops disagree")]
+    Inconsistent,
+    /// A hop was exchanged by an agent the previous token was not addressed to.
+    #[error("a hop was exchanged by an agent the parent was not addressed to")]
+    WrongHolder,
+}
+
+/// The root of a chain: an agent's own token (`client_credentials`), with no `act`.
+pub fn root(agent: &AuthenticatedAgent, grant: &PolicyGrant, issuance: Issuance) -> Claims {
+    Claims {
+        iss: issuance.issuer,
+        sub: agent.id().to_owned(),
+        aud: grant.target().to_owned(),
+        client_id: agent.id().to_owned(),
+        scope: grant.scope().clone(),
+        iat: issuance.issued_at,
+        exp: grant.expires_at(),
+        jti: issuance.jti,
+        act: None,
+        may_act: None,
+        delegation: Delegation::default(),
+    }
+}
+
+/// A child of `parent`, obtained by `actor` under `grant` (RFC 8693 §2.1, §4.1).
+///
+/// Re-checks the narrowing rules whatever the policy decided, so that a policy
+/// bug cannot widen a chain.
+pub fn derive(
+    parent: &Verified<Claims>,
+    actor: &AuthenticatedAgent,
+    grant: &PolicyGrant,
+    max_depth: u32,
+    issuance: Issuance,
+) -> Result<Claims, ChainError> {
+    let parent = parent.claims();
+    let depth = parent.delegation.depth.saturating_add(1);
+    if depth > max_depth {
+        return Err(ChainError::TooDeep { depth, limit: max_depth });
+    }
+    if !grant.scope().is_subset(&parent.scope) {
+        return Err(ChainError::ScopeWidened);
+    }
+    if grant.expires_at() > parent.exp {
+        return Err(ChainError::LifetimeExtended);
+    }
+    let mut hops = parent.delegation.hops.clone();
+    hops.push(parent.as_hop());
+    Ok(Claims {
+        iss: issuance.issuer,
+        sub: parent.sub.clone(),
+        aud: grant.target().to_owned(),
+        client_id: actor.id().to_owned(),
+        scope: grant.scope().clone(),
+        iat: issuance.issued_at,
+        exp: grant.expires_at(),
+        jti: issuance.jti,
+        // DESIGN.md §2.2: the broker writes the chain; `may_act` is not inherited.
+        act: Some(Actor { sub: actor.id().to_owned(), act: parent.act.clone().map(Box::new) }),
+        may_act: None,
+        delegation: Delegation { depth, hops },
+    })
+}
+
+/// Checks that a token's path is whole and only narrows: depth within the
+/// limit and equal to the number of hops and of actors, every hop exchanged
+/// by the agent its predecessor was addressed to, and scopes and expiry never
+/// growing from the root down to the token itself.
+pub fn check_path(claims: &Claims, max_depth: u32) -> Result<(), ChainError> {
+    let delegation = &claims.delegation;
+    if delegation.depth > max_depth {
+        return Err(ChainError::TooDeep { depth: delegation.depth, limit: max_depth });
+    }
+    let chain = claims.chain();
+    if usize::try_from(delegation.depth).ok() != Some(delegation.hops.len()) || chain.len() != delegation.hops.len() {
+        return Err(ChainError::Inconsistent);
+    }
+    // Each exchange's agent, oldest first: the agents of hops after the root,
+    // then this token's own client.
+    let exchangers = delegation.hops.iter().skip(1).map(|hop| hop.agent.as_str()).chain(
+        (!delegation.hops.is_empty()).then_some(claims.client_id.as_str()),
+    );
+    if !exchangers.eq(chain.iter().rev().copied()) {
+        return Err(ChainError::Inconsistent);
+    }
+    let mut previous = delegation.hops.first();
+    for hop in delegation.hops.iter().skip(1) {
+        if let Some(before) = previous {
+            narrows(before, &hop.agent, &hop.scope, hop.exp)?;
+        }
+        previous = Some(hop);
+    }
+    if let Some(last) = previous {
+        narrows(last, &claims.client_id, &claims.scope, claims.exp)?;
+    }
+    Ok(())
+}
+
+fn narrows(parent: &crate::claims::Hop, holder: &str, scope: &crate::claims::ScopeSet, exp: UnixTime) -> Result<(), ChainError> {
+    if parent.aud != holder {
+        return Err(ChainError::WrongHolder);
+    }
+    if !scope.is_subset(&parent.scope) {
+        return Err(ChainError::ScopeWidened);
+    }
+    if exp > parent.exp {
+        return Err(ChainError::LifetimeExtended);
+    }
+    Ok(())
+}

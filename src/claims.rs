@@ -1,0 +1,287 @@
+//! The claims of a Baton access token (RFC 9068 §2.2, RFC 8693 §4) and the
+//! values inside them.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::clock::UnixTime;
+
+/// The claims of a Baton access token.
+///
+/// Unknown claims are refused when a token is parsed: Baton only reads tokens
+/// it wrote, and a claim it did not write means the token is not one of its own.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Claims {
+    /// Issuer (RFC 7519 §4.1.1).
+    pub iss: String,
+    /// The original subject whose authority flows down the chain.
+    pub sub: String,
+    /// The single target: a resource URI or an agent id (RFC 8707, RFC 8693 §2.1).
+    pub aud: String,
+    /// The acting agent that obtained this token (RFC 9068 §2.2).
+    pub client_id: String,
+    /// Granted scopes (RFC 9068 §2.2.3).
+    pub scope: ScopeSet,
+    /// Issued at.
+    pub iat: UnixTime,
+    /// Expires at.
+    pub exp: UnixTime,
+    /// Unique token id.
+    pub jti: TokenId,
+    /// The chain of agents, newest outermost (RFC 8693 §4.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Actor>,
+    /// Who may act for the subject (RFC 8693 §4.4). Honoured, never copied into a child.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub may_act: Option<MayAct>,
+    /// The path of this token's authority: depth and every ancestor, root first.
+    pub delegation: Delegation,
+}
+
+impl Claims {
+    /// The agents of the `act` chain, newest first.
+    pub fn chain(&self) -> Vec<&str> {
+        let mut agents = Vec::new();
+        let mut next = self.act.as_ref();
+        while let Some(actor) = next {
+            agents.push(actor.sub.as_str());
+            next = actor.act.as_deref();
+        }
+        agents
+    }
+
+    /// This token as an entry in a child's `delegation.hops`.
+    pub fn as_hop(&self) -> Hop {
+        Hop {
+            jti: self.jti.clone(),
+            agent: self.client_id.clone(),
+            aud: self.aud.clone(),
+            scope: self.scope.clone(),
+            iat: self.iat,
+            exp: self.exp,
+        }
+    }
+}
+
+/// One actor of the `act` chain (RFC 8693 §4.1).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Actor {
+    /// The agent that acted.
+    pub sub: String,
+    /// The actor before it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Box<Actor>>,
+}
+
+/// The party a token's subject allows to act for it (RFC 8693 §4.4).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MayAct {
+    /// The agent that may act.
+    pub sub: String,
+}
+
+/// The `delegation` extension claim: how deep the token is and every token it
+/// descends from, so that narrowing can be checked from the token alone.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Delegation {
+    /// Exchanges between the root and this token; a root token has depth 0.
+    pub depth: u32,
+    /// One entry per ancestor token, root first.
+    pub hops: Vec<Hop>,
+}
+
+impl Delegation {
+    /// The ids of every ancestor, root first.
+    pub fn ancestry(&self) -> impl Iterator<Item = &TokenId> {
+        self.hops.iter().map(|hop| &hop.jti)
+    }
+}
+
+/// An ancestor token, as recorded in a descendant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hop {
+    /// The ancestor's `jti`.
+    pub jti: TokenId,
+    /// The agent that obtained the ancestor.
+    pub agent: String,
+    /// The ancestor's target.
+    pub aud: String,
+    /// The ancestor's scopes.
+    pub scope: ScopeSet,
+    /// When the ancestor was issued.
+    pub iat: UnixTime,
+    /// When the ancestor expires.
+    pub exp: UnixTime,
+}
+
+/// A token id (`jti`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TokenId(pub String);
+
+impl fmt::Display for TokenId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One scope token (RFC 6749 §3.3: `1*( %x21 / %x23-5B / %x5D-7E )`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Scope(String);
+
+impl Scope {
+    /// The scope as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A string that is not a valid scope token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a valid scope token (RFC 6749 §3.3)")]
+pub struct InvalidScopeToken;
+
+impl FromStr for Scope {
+    type Err = InvalidScopeToken;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let allowed = |byte: u8| byte == 0x21 || (0x23..=0x5B).contains(&byte) || (0x5D..=0x7E).contains(&byte);
+        if !text.is_empty() && text.bytes().all(allowed) {
+            Ok(Scope(text.to_owned()))
+        } else {
+            Err(InvalidScopeToken)
+        }
+    }
+}
+
+/// A set of scopes, written as one space-separated string (RFC 6749 §3.3).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScopeSet(BTreeSet<Scope>);
+
+impl ScopeSet {
+    /// Parses a space-delimited list. Empty items (double spaces) are refused,
+    /// as are invalid characters; duplicates collapse.
+    pub fn parse(text: &str) -> Result<ScopeSet, InvalidScopeToken> {
+        text.split(' ').map(Scope::from_str).collect::<Result<BTreeSet<_>, _>>().map(ScopeSet)
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether every scope of this set is in `other`.
+    pub fn is_subset(&self, other: &ScopeSet) -> bool {
+        self.0.is_subset(&other.0)
+    }
+
+    /// Whether `scope` is in the set.
+    pub fn contains(&self, scope: &Scope) -> bool {
+        self.0.contains(scope)
+    }
+
+    /// The scopes in both sets.
+    pub fn intersection(&self, other: &ScopeSet) -> ScopeSet {
+        ScopeSet(self.0.intersection(&other.0).cloned().collect())
+    }
+
+    /// The scopes, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &Scope> {
+        self.0.iter()
+    }
+
+    /// The number of scopes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl FromIterator<Scope> for ScopeSet {
+    fn from_iter<I: IntoIterator<Item = Scope>>(scopes: I) -> Self {
+        ScopeSet(scopes.into_iter().collect())
+    }
+}
+
+impl fmt::Display for ScopeSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for scope in &self.0 {
+            if !first {
+                f.write_str(" ")?;
+            }
+            f.write_str(scope.as_str())?;
+            first = false;
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for ScopeSet {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ScopeSet {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        ScopeSet::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_sets_round_trip_as_one_string() {
+        let scopes = ScopeSet::parse("flights.read flights.book").unwrap();
+        assert_eq!(serde_json::to_string(&scopes).unwrap(), "\"flights.book flights.read\"");
+    }
+
+    #[test]
+    fn scope_tokens_follow_rfc6749() {
+        assert!(ScopeSet::parse("").is_err());
+        assert!(ScopeSet::parse("a  b").is_err());
+        assert!(ScopeSet::parse("a\"b").is_err());
+        assert!(ScopeSet::parse("a\\b").is_err());
+        assert!(ScopeSet::parse("ünï").is_err());
+        assert_eq!(ScopeSet::parse("b a a").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn chain_reads_newest_first() {
+        let act = Actor { sub: "booker".into(), act: Some(Box::new(Actor { sub: "planner".into(), act: None })) };
+        let claims = Claims {
+            iss: "i".into(),
+            sub: "s".into(),
+            aud: "a".into(),
+            client_id: "booker".into(),
+            scope: ScopeSet::parse("x").unwrap(),
+            iat: UnixTime(0),
+            exp: UnixTime(1),
+            jti: TokenId("j".into()),
+            act: Some(act),
+            may_act: None,
+            delegation: Delegation::default(),
+        };
+        assert_eq!(claims.chain(), vec!["booker", "planner"]);
+        assert_eq!(
+            serde_json::to_value(&claims.act).unwrap(),
+            serde_json::json!({"sub": "booker", "act": {"sub": "planner"}})
+        );
+    }
+}

@@ -1,0 +1,53 @@
+//! `baton serve`: load everything, refuse to start on any problem, listen.
+
+use std::sync::Arc;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::grant::{Broker, Settings, Stores};
+use crate::keys::{self, KeySet};
+use crate::policy::Policy;
+use crate::store::memory::MemoryStore;
+
+pub(super) fn run(config: Config) -> Result<(), String> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let runtime = tokio::runtime::Runtime::new().map_err(|error| error.to_string())?;
+    runtime.block_on(serve(config))
+}
+
+/// Builds the broker the config describes, generating a first key when the
+/// key folder has none.
+pub fn build(config: &Config, clock: Arc<dyn Clock>) -> Result<Broker, String> {
+    let now = clock.now();
+    if !keys::has_current_key(&config.keys_dir, config.max_token_ttl, now).map_err(|error| error.to_string())? {
+        let kid = keys::generate(&config.keys_dir, config.signing_algorithm, config.max_token_ttl, now).map_err(|error| error.to_string())?;
+        tracing::info!(%kid, dir = %config.keys_dir.display(), "generated a signing key");
+    }
+    let keys = KeySet::load(&config.keys_dir, config.max_token_ttl, now).map_err(|error| error.to_string())?;
+    let policy = Policy::load(&config.policies_dir, super::lifetimes(config)).map_err(|error| format!("policy: {error}"))?;
+    let settings = Settings {
+        issuer: config.issuer.clone(),
+        max_depth: config.max_depth,
+        max_token_bytes: config.max_token_bytes,
+        max_body_bytes: config.max_body_bytes,
+        lifetimes: super::lifetimes(config),
+    };
+    let store = Arc::new(MemoryStore::new());
+    let stores = Stores { replay: store.clone(), revocation: store.clone(), audit: store };
+    Ok(Broker::new(settings, keys, policy, stores, clock))
+}
+
+async fn serve(config: Config) -> Result<(), String> {
+    let broker = build(&config, Arc::new(SystemClock))?;
+    let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|error| format!("listen on {}: {error}", config.listen))?;
+    tracing::info!(listen = %config.listen, issuer = %config.issuer, "baton is serving");
+    let app = crate::http::router(Arc::new(broker));
+    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .map_err(|error| error.to_string())
+}

@@ -1,0 +1,397 @@
+//! Client authentication at the token endpoint (RFC 6749 §2.3, RFC 7523 §2.2
+//! and §3): `client_secret_basic`, `client_secret_post` and `private_key_jwt`.
+//! Exactly one method per request; the agent it proves is the acting agent.
+
+use base64::Engine;
+use josekit::jws;
+use serde::Deserialize;
+
+use crate::clock::{Clock, UnixTime};
+use crate::keys::{self, Algorithm};
+use crate::policy::{Credentials, Inventory};
+use crate::store::{ReplayStore, StoreError, Use};
+
+/// `client_assertion_type` for JWT client assertions (RFC 7523 §2.2).
+pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// The longest lifetime an assertion may have left when presented: "near".
+pub const MAX_ASSERTION_LIFETIME: i64 = 300;
+
+/// Tolerated clock difference with clients, for `iat` and `nbf`.
+const CLOCK_SKEW: i64 = 30;
+
+/// A client secret as presented. Never printed.
+#[derive(Clone)]
+pub struct ClientSecret(String);
+
+impl ClientSecret {
+    /// Wraps a presented secret.
+    pub fn new(secret: String) -> Self {
+        ClientSecret(secret)
+    }
+}
+
+impl std::fmt::Debug for ClientSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientSecret(***)")
+    }
+}
+
+/// A client authentication method (RFC 8414 `token_endpoint_auth_methods_supported`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// HTTP Basic with the client id and secret.
+    ClientSecretBasic,
+    /// `client_id` and `client_secret` in the form body.
+    ClientSecretPost,
+    /// A JWT signed with the agent's registered key (RFC 7523).
+    PrivateKeyJwt,
+}
+
+impl AuthMethod {
+    /// The registered name of the method.
+    pub fn name(self) -> &'static str {
+        match self {
+            AuthMethod::ClientSecretBasic => "client_secret_basic",
+            AuthMethod::ClientSecretPost => "client_secret_post",
+            AuthMethod::PrivateKeyJwt => "private_key_jwt",
+        }
+    }
+}
+
+/// The credentials a request carries, before they are checked.
+#[derive(Debug, Clone)]
+pub enum Presented {
+    /// A client id and secret, by Basic or in the body.
+    Secret {
+        /// The claimed client id.
+        client_id: String,
+        /// The secret.
+        secret: ClientSecret,
+        /// How it came.
+        method: AuthMethod,
+    },
+    /// A JWT client assertion.
+    Assertion {
+        /// `client_id` from the body, if sent; must match the assertion.
+        client_id: Option<String>,
+        /// The assertion.
+        assertion: String,
+    },
+}
+
+/// The credential fields of a token request.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CredentialFields<'a> {
+    /// The `Authorization` header's value, if any.
+    pub authorization: Option<&'a str>,
+    /// `client_id` from the body.
+    pub client_id: Option<&'a str>,
+    /// `client_secret` from the body.
+    pub client_secret: Option<&'a str>,
+    /// `client_assertion_type` from the body.
+    pub client_assertion_type: Option<&'a str>,
+    /// `client_assertion` from the body.
+    pub client_assertion: Option<&'a str>,
+}
+
+/// An agent whose credentials were checked. Only [`authenticate`] makes one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthenticatedAgent {
+    id: String,
+    method: AuthMethod,
+}
+
+impl AuthenticatedAgent {
+    /// The agent's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// How it authenticated.
+    pub fn method(&self) -> AuthMethod {
+        self.method
+    }
+}
+
+/// Why a client was not authenticated.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientAuthError {
+    /// More than one method in one request (RFC 6749 §2.3).
+    #[error("more than one client authentication method")]
+    MultipleMethods,
+    /// No credentials at all.
+    #[error("no client authentication")]
+    Missing,
+    /// The `Authorization` header is not valid Basic credentials.
+    #[error("malformed Basic credentials")]
+    MalformedBasic,
+    /// `client_assertion_type` is missing or not the JWT bearer type.
+    #[error("unsupported client_assertion_type")]
+    UnsupportedAssertionType,
+    /// No agent with that id.
+    #[error("unknown client")]
+    UnknownClient,
+    /// The agent is past its `expires` date.
+    #[error("client is deprovisioned")]
+    Deprovisioned,
+    /// The agent is registered for another method.
+    #[error("client is registered for another authentication method")]
+    WrongMethod,
+    /// The secret does not match.
+    #[error("wrong client secret")]
+    WrongSecret,
+    /// The assertion fails a check of RFC 7523 §3.
+    #[error("client assertion: {0}")]
+    Assertion(&'static str),
+    /// The assertion's `jti` was already used.
+    #[error("client assertion replayed")]
+    Replayed,
+    /// Replay state could not be checked.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Works out which single method a request uses (RFC 6749 §2.3: a client must
+/// not use more than one).
+pub fn presented(fields: CredentialFields<'_>) -> Result<Presented, ClientAuthError> {
+    let basic = fields.authorization.map(parse_basic).transpose()?;
+    let uses_post = fields.client_secret.is_some();
+    let uses_assertion = fields.client_assertion.is_some() || fields.client_assertion_type.is_some();
+    match (basic, uses_post, uses_assertion) {
+        (Some((client_id, secret)), false, false) => {
+            if fields.client_id.is_some_and(|body_id| body_id != client_id) {
+                return Err(ClientAuthError::MultipleMethods);
+            }
+            Ok(Presented::Secret { client_id, secret: ClientSecret(secret), method: AuthMethod::ClientSecretBasic })
+        }
+        (None, true, false) => Ok(Presented::Secret {
+            client_id: fields.client_id.ok_or(ClientAuthError::Missing)?.to_owned(),
+            secret: ClientSecret(fields.client_secret.unwrap_or_default().to_owned()),
+            method: AuthMethod::ClientSecretPost,
+        }),
+        (None, false, true) => {
+            if fields.client_assertion_type != Some(ASSERTION_TYPE) {
+                return Err(ClientAuthError::UnsupportedAssertionType);
+            }
+            Ok(Presented::Assertion {
+                client_id: fields.client_id.map(str::to_owned),
+                assertion: fields.client_assertion.ok_or(ClientAuthError::Missing)?.to_owned(),
+            })
+        }
+        (None, false, false) => Err(ClientAuthError::Missing),
+        _ => Err(ClientAuthError::MultipleMethods),
+    }
+}
+
+/// `Authorization: Basic` with the id and secret form-urlencoded first
+/// (RFC 6749 §2.3.1).
+fn parse_basic(header: &str) -> Result<(String, String), ClientAuthError> {
+    let (scheme, encoded) = header.trim().split_once(' ').ok_or(ClientAuthError::MalformedBasic)?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(ClientAuthError::MalformedBasic);
+    }
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).map_err(|_| ClientAuthError::MalformedBasic)?;
+    let text = String::from_utf8(decoded).map_err(|_| ClientAuthError::MalformedBasic)?;
+    let (id, secret) = text.split_once(':').ok_or(ClientAuthError::MalformedBasic)?;
+    let unescape = |part: &str| -> String {
+        form_urlencoded::parse(format!("v={part}").as_bytes()).next().map(|(_, value)| value.into_owned()).unwrap_or_default()
+    };
+    let id = unescape(id);
+    if id.is_empty() {
+        return Err(ClientAuthError::MalformedBasic);
+    }
+    Ok((id, unescape(secret)))
+}
+
+/// The context an authentication is checked in.
+pub struct Verifier<'a> {
+    /// Registered agents.
+    pub inventory: &'a Inventory,
+    /// Single-use assertion ids.
+    pub replay: &'a dyn ReplayStore,
+    /// This broker's issuer: the only accepted assertion audience.
+    pub issuer: &'a str,
+    /// Now.
+    pub clock: &'a dyn Clock,
+}
+
+/// Checks the presented credentials against the inventory.
+pub async fn authenticate(presented: &Presented, context: &Verifier<'_>) -> Result<AuthenticatedAgent, ClientAuthError> {
+    let now = context.clock.now();
+    match presented {
+        Presented::Secret { client_id, secret, method } => {
+            let agent = context.inventory.agent(client_id).ok_or(ClientAuthError::UnknownClient)?;
+            let Credentials::Secret(hash) = &agent.credentials else {
+                return Err(ClientAuthError::WrongMethod);
+            };
+            if !hash.matches(&secret.0) {
+                return Err(ClientAuthError::WrongSecret);
+            }
+            if !agent.is_active(now) {
+                return Err(ClientAuthError::Deprovisioned);
+            }
+            Ok(AuthenticatedAgent { id: agent.id.clone(), method: *method })
+        }
+        Presented::Assertion { client_id, assertion } => {
+            let (id, expires) = check_assertion(assertion, client_id.as_deref(), context, now)?;
+            // RFC 7523 §3 item 7: the jti is single-use until the assertion expires.
+            let key = format!("client_assertion:{id}:{}", expires.1);
+            match context.replay.use_once(&key, expires.0, now).await? {
+                Use::First => Ok(AuthenticatedAgent { id, method: AuthMethod::PrivateKeyJwt }),
+                Use::Replayed => Err(ClientAuthError::Replayed),
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct AssertionHeader {
+    alg: String,
+    #[serde(default)]
+    kid: Option<String>,
+    #[serde(default)]
+    crit: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct AssertionClaims {
+    iss: Option<String>,
+    sub: Option<String>,
+    aud: Option<Audience>,
+    exp: Option<UnixTime>,
+    nbf: Option<UnixTime>,
+    iat: Option<UnixTime>,
+    jti: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Audience {
+    fn contains(&self, value: &str) -> bool {
+        match self {
+            Audience::One(one) => one == value,
+            Audience::Many(many) => many.iter().any(|item| item == value),
+        }
+    }
+}
+
+/// RFC 7523 §3, in order; returns the agent id and the assertion's (exp, jti).
+fn check_assertion(
+    assertion: &str,
+    body_client_id: Option<&str>,
+    context: &Verifier<'_>,
+    now: UnixTime,
+) -> Result<(String, (UnixTime, String)), ClientAuthError> {
+    const MALFORMED: ClientAuthError = ClientAuthError::Assertion("not a signed JWT");
+    if assertion.len() > 8 * 1024 {
+        return Err(ClientAuthError::Assertion("too large"));
+    }
+    let mut parts = assertion.split('.');
+    let (Some(header), Some(payload), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return Err(MALFORMED);
+    };
+    let decode = |part: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).map_err(|_| MALFORMED);
+    let header: AssertionHeader = serde_json::from_slice(&decode(header)?).map_err(|_| MALFORMED)?;
+    let algorithm = Algorithm::from_name(&header.alg).ok_or(ClientAuthError::Assertion("algorithm not allowed"))?;
+    if header.crit.is_some() {
+        return Err(ClientAuthError::Assertion("critical header parameters are not supported"));
+    }
+    // The claims are read before the signature is checked only to find whose
+    // key to check it with; nothing else is trusted until it verifies.
+    let unverified: AssertionClaims = serde_json::from_slice(&decode(payload)?).map_err(|_| MALFORMED)?;
+    let client_id = unverified.iss.clone().ok_or(ClientAuthError::Assertion("missing iss"))?;
+    let agent = context.inventory.agent(&client_id).ok_or(ClientAuthError::UnknownClient)?;
+    let Credentials::Keys(keys) = &agent.credentials else {
+        return Err(ClientAuthError::WrongMethod);
+    };
+    let candidates = keys.iter().filter(|key| key.algorithm() == algorithm).filter(|key| match &header.kid {
+        Some(kid) => key.public_jwk().key_id() == Some(kid.as_str()) || keys::thumbprint(key.public_jwk()).ok().as_deref() == Some(kid.as_str()),
+        None => true,
+    });
+    let mut verified = None;
+    for key in candidates {
+        if let Ok((payload, _)) = jws::deserialize_compact(assertion, key.verifier()) {
+            verified = Some(payload);
+            break;
+        }
+    }
+    let payload = verified.ok_or(ClientAuthError::Assertion("signature does not verify with a registered key"))?;
+    let claims: AssertionClaims = serde_json::from_slice(&payload).map_err(|_| MALFORMED)?;
+    // Item 1 and 2: iss and sub are the client id.
+    if claims.iss.as_deref() != Some(client_id.as_str()) || claims.sub.as_deref() != Some(client_id.as_str()) {
+        return Err(ClientAuthError::Assertion("iss and sub must both be the client id"));
+    }
+    if body_client_id.is_some_and(|id| id != client_id) {
+        return Err(ClientAuthError::Assertion("client_id does not match the assertion"));
+    }
+    // Item 3: the audience identifies this authorization server.
+    if !claims.aud.as_ref().is_some_and(|aud| aud.contains(context.issuer)) {
+        return Err(ClientAuthError::Assertion("aud must be the issuer"));
+    }
+    // Item 4: exp is required, in the future, and near.
+    let exp = claims.exp.ok_or(ClientAuthError::Assertion("missing exp"))?;
+    if exp <= now {
+        return Err(ClientAuthError::Assertion("expired"));
+    }
+    if exp.seconds_since(now) > MAX_ASSERTION_LIFETIME {
+        return Err(ClientAuthError::Assertion("exp is too far in the future"));
+    }
+    // Item 5 and 6: not before, issued at.
+    if claims.nbf.is_some_and(|nbf| nbf.seconds_since(now) > CLOCK_SKEW) {
+        return Err(ClientAuthError::Assertion("not yet valid"));
+    }
+    if claims.iat.is_some_and(|iat| iat.seconds_since(now) > CLOCK_SKEW) {
+        return Err(ClientAuthError::Assertion("issued in the future"));
+    }
+    // Item 7: a jti, for replay protection.
+    let jti = claims.jti.filter(|jti| !jti.is_empty() && jti.len() <= 256).ok_or(ClientAuthError::Assertion("missing jti"))?;
+    if !agent.is_active(now) {
+        return Err(ClientAuthError::Deprovisioned);
+    }
+    Ok((client_id, (exp, jti)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn basic(id: &str, secret: &str) -> String {
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}")))
+    }
+
+    #[test]
+    fn basic_credentials_are_form_decoded() {
+        let header = basic("my%20agent", "p%3Ass");
+        let Presented::Secret { client_id, secret, method } = presented(CredentialFields { authorization: Some(&header), ..Default::default() }).unwrap() else {
+            panic!("expected a secret");
+        };
+        assert_eq!(client_id, "my agent");
+        assert_eq!(secret.0, "p:ss");
+        assert_eq!(method, AuthMethod::ClientSecretBasic);
+        assert_eq!(format!("{secret:?}"), "ClientSecret(***)");
+    }
+
+    #[test]
+    fn one_method_per_request() {
+        let header = basic("a", "b");
+        let both = CredentialFields { authorization: Some(&header), client_secret: Some("b"), client_id: Some("a"), ..Default::default() };
+        assert!(matches!(presented(both), Err(ClientAuthError::MultipleMethods)));
+        let post_and_jwt = CredentialFields {
+            client_id: Some("a"),
+            client_secret: Some("b"),
+            client_assertion_type: Some(ASSERTION_TYPE),
+            client_assertion: Some("x.y.z"),
+            ..Default::default()
+        };
+        assert!(matches!(presented(post_and_jwt), Err(ClientAuthError::MultipleMethods)));
+        assert!(matches!(presented(CredentialFields::default()), Err(ClientAuthError::Missing)));
+        let bad = CredentialFields { authorization: Some("Bearer abc"), ..Default::default() };
+        assert!(matches!(presented(bad), Err(ClientAuthError::MalformedBasic)));
+    }
+}

@@ -1,0 +1,210 @@
+//! Configuration: an optional `baton.toml`, every key overridable by a
+//! `BATON_<KEY>` variable, safe local defaults for everything. Unknown keys,
+//! in the file or as variables, are refused by name (DESIGN.md §10).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::keys::Algorithm;
+
+/// The variable that names the config file; not itself a config key.
+pub const CONFIG_VARIABLE: &str = "BATON_CONFIG";
+
+/// The resolved configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Issuer identifier (`iss`), also the base of every endpoint URL.
+    pub issuer: String,
+    /// Key folder.
+    pub keys_dir: PathBuf,
+    /// Policy folder.
+    pub policies_dir: PathBuf,
+    /// Data folder.
+    pub data_dir: PathBuf,
+    /// Algorithm for newly generated keys.
+    pub signing_algorithm: Algorithm,
+    /// Largest delegation depth (RFC-open point, DESIGN.md §10).
+    pub max_depth: u32,
+    /// No token lives longer than this, in seconds.
+    pub max_token_ttl: i64,
+    /// Lifetime of tokens addressed to an agent that sets none, in seconds.
+    pub agent_token_ttl: i64,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Largest token accepted in a request, in bytes.
+    pub max_token_bytes: usize,
+}
+
+/// A configuration that cannot be used; the message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file or a variable does not parse, or names an unknown key.
+    #[error("config: {0}")]
+    Parse(String),
+    /// A key has a value outside what is allowed.
+    #[error("config key `{key}`: {problem}")]
+    Invalid {
+        /// The key.
+        key: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    listen: Option<SocketAddr>,
+    issuer: Option<String>,
+    keys_dir: Option<PathBuf>,
+    policies_dir: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    signing_algorithm: Option<Algorithm>,
+    max_depth: Option<u32>,
+    max_token_ttl: Option<i64>,
+    agent_token_ttl: Option<i64>,
+    max_body_bytes: Option<usize>,
+    max_token_bytes: Option<usize>,
+}
+
+impl Config {
+    /// Loads the file (if any) and applies `variables` (`BATON_*` pairs).
+    pub fn load(file: Option<&Path>, variables: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+                text.parse::<toml::Table>().map_err(|error| ConfigError::Parse(format!("{}: {error}", path.display())))?
+            }
+            None => toml::Table::new(),
+        };
+        for (name, value) in variables {
+            let Some(key) = name.strip_prefix("BATON_") else { continue };
+            if name == CONFIG_VARIABLE || key.is_empty() {
+                continue;
+            }
+            table.insert(key.to_ascii_lowercase(), variable_value(&value));
+        }
+        let raw = Raw::deserialize(toml::Value::Table(table)).map_err(|error| ConfigError::Parse(error.to_string()))?;
+        Config::resolve(raw)
+    }
+
+    fn resolve(raw: Raw) -> Result<Config, ConfigError> {
+        let listen = raw.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let issuer = raw.issuer.unwrap_or_else(|| format!("http://{listen}"));
+        check_issuer(&issuer)?;
+        let config = Config {
+            listen,
+            issuer,
+            keys_dir: raw.keys_dir.unwrap_or_else(|| "keys".into()),
+            policies_dir: raw.policies_dir.unwrap_or_else(|| "policies".into()),
+            data_dir: raw.data_dir.unwrap_or_else(|| "data".into()),
+            signing_algorithm: raw.signing_algorithm.unwrap_or(Algorithm::Es256),
+            max_depth: raw.max_depth.unwrap_or(5),
+            max_token_ttl: raw.max_token_ttl.unwrap_or(3600),
+            agent_token_ttl: raw.agent_token_ttl.unwrap_or(900),
+            max_body_bytes: raw.max_body_bytes.unwrap_or(64 * 1024),
+            max_token_bytes: raw.max_token_bytes.unwrap_or(16 * 1024),
+        };
+        within("max_depth", i64::from(config.max_depth), 1, 32)?;
+        within("max_token_ttl", config.max_token_ttl, 1, 86_400)?;
+        within("agent_token_ttl", config.agent_token_ttl, 1, config.max_token_ttl)?;
+        within("max_token_bytes", i64::try_from(config.max_token_bytes).unwrap_or(i64::MAX), 512, 1 << 20)?;
+        within("max_body_bytes", i64::try_from(config.max_body_bytes).unwrap_or(i64::MAX), 1024, 1 << 22)?;
+        Ok(config)
+    }
+}
+
+/// A variable's text as a TOML value: numbers and booleans as such, anything
+/// else as a string.
+fn variable_value(text: &str) -> toml::Value {
+    if let Ok(number) = text.parse::<i64>() {
+        return toml::Value::Integer(number);
+    }
+    match text {
+        "true" => toml::Value::Boolean(true),
+        "false" => toml::Value::Boolean(false),
+        _ => toml::Value::String(text.to_owned()),
+    }
+}
+
+fn check_issuer(issuer: &str) -> Result<(), ConfigError> {
+    let invalid = |problem: &str| ConfigError::Invalid { key: "issuer", problem: problem.to_owned() };
+    let rest = issuer
+        .strip_prefix("https://")
+        .or_else(|| issuer.strip_prefix("http://"))
+        .ok_or_else(|| invalid("must be an http:// or https:// URL"))?;
+    // RFC 8414 §2: no query or fragment; a trailing slash would make `iss` ambiguous.
+    if rest.is_empty() || rest.contains(['?', '#']) || issuer.ends_with('/') {
+        return Err(invalid("must have a host and no query, fragment or trailing slash"));
+    }
+    Ok(())
+}
+
+fn within(key: &'static str, value: i64, low: i64, high: i64) -> Result<(), ConfigError> {
+    if (low..=high).contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid { key, problem: format!("must be between {low} and {high}, not {value}") })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn defaults_are_local_and_safe() {
+        let config = Config::load(None, Vec::new()).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.issuer, "http://127.0.0.1:8080");
+        assert_eq!(config.keys_dir, PathBuf::from("keys"));
+        assert_eq!(config.policies_dir, PathBuf::from("policies"));
+        assert_eq!(config.data_dir, PathBuf::from("data"));
+        assert_eq!(config.signing_algorithm, Algorithm::Es256);
+        assert_eq!(config.max_depth, 5);
+    }
+
+    #[test]
+    fn variables_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("baton.toml");
+        std::fs::write(&path, "max_depth = 3\nsigning_algorithm = \"EdDSA\"\n").unwrap();
+        let config = Config::load(Some(&path), vars(&[("BATON_MAX_DEPTH", "4"), ("BATON_LISTEN", "127.0.0.1:9000"), ("HOME", "/")])).unwrap();
+        assert_eq!(config.max_depth, 4);
+        assert_eq!(config.signing_algorithm, Algorithm::EdDsa);
+        assert_eq!(config.issuer, "http://127.0.0.1:9000");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let typo = Config::load(None, vars(&[("BATON_MAX_DEPHT", "3")])).unwrap_err().to_string();
+        assert!(typo.contains("max_depht"), "{typo}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("baton.toml");
+        std::fs::write(&path, "lisen = \"127.0.0.1:1\"\n").unwrap();
+        let file_typo = Config::load(Some(&path), Vec::new()).unwrap_err().to_string();
+        assert!(file_typo.contains("lisen"), "{file_typo}");
+        let deep = Config::load(None, vars(&[("BATON_MAX_DEPTH", "0")])).unwrap_err().to_string();
+        assert!(deep.contains("max_depth"), "{deep}");
+        let issuer = Config::load(None, vars(&[("BATON_ISSUER", "ftp://x")])).unwrap_err().to_string();
+        assert!(issuer.contains("issuer"), "{issuer}");
+        let alg = Config::load(None, vars(&[("BATON_SIGNING_ALGORITHM", "HS256")])).unwrap_err().to_string();
+        assert!(alg.contains("HS256") || alg.contains("signing_algorithm"), "{alg}");
+    }
+}

@@ -1,0 +1,49 @@
+//! `client_credentials` (RFC 6749 §4.4): an agent's own token, the root of a
+//! chain. `sub` is the agent, there is no `act`, depth is 0.
+
+use super::{asked_scopes, named_target, Broker, Evidence, GrantError, Issued, TokenParams, TokenResponse};
+use crate::chain::{self, Issuance};
+use crate::client_auth::AuthenticatedAgent;
+use crate::policy::{Action, Ask};
+use crate::token;
+
+pub(super) fn handle(
+    broker: &Broker,
+    agent: &AuthenticatedAgent,
+    params: &TokenParams,
+    evidence: &mut Evidence,
+) -> Result<Issued, GrantError> {
+    evidence.subject = Some(agent.id().to_owned());
+    let requested = asked_scopes(params)?;
+    let target = named_target(params)?;
+    evidence.target = target.map(str::to_owned);
+    let now = broker.now();
+    let ask = Ask {
+        action: Action::Issue,
+        agent: agent.id(),
+        subject: agent.id(),
+        target,
+        requested: requested.as_ref(),
+        parent_scopes: None,
+        depth: 0,
+        chain: Vec::new(),
+        expires_no_later_than: None,
+        now,
+    };
+    let grant = broker.policy().grant(&ask)??;
+    evidence.target = Some(grant.target().to_owned());
+    evidence.rules = grant.reasons().to_vec();
+    let jti = broker.new_jti()?;
+    let claims = chain::root(agent, &grant, Issuance { issuer: broker.settings().issuer.clone(), issued_at: now, jti: jti.clone() });
+    let access_token = token::mint(&claims, broker.keys().signing())?;
+    Ok(Issued {
+        response: TokenResponse {
+            access_token,
+            issued_token_type: None,
+            token_type: "Bearer",
+            expires_in: claims.exp.seconds_since(now),
+            scope: claims.scope,
+        },
+        jti,
+    })
+}

@@ -1,0 +1,102 @@
+//! What can go wrong while granting a token. The mapping to OAuth error codes
+//! lives in one place: [`crate::oauth`].
+
+use crate::chain::ChainError;
+use crate::client_auth::ClientAuthError;
+use crate::policy::{PolicyError, Refusal};
+use crate::store::StoreError;
+use crate::token::{MintError, VerifyError};
+
+/// A token request that could not be granted.
+#[derive(Debug, thiserror::Error)]
+pub enum GrantError {
+    /// The request itself is malformed.
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    /// The client did not authenticate.
+    #[error(transparent)]
+    Client(#[from] ClientAuthError),
+    /// The `subject_token` is not acceptable.
+    #[error("subject_token: {0}")]
+    SubjectToken(Unacceptable),
+    /// The `actor_token` is not acceptable.
+    #[error("actor_token: {0}")]
+    ActorToken(Unacceptable),
+    /// The policy grants nothing.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// The derived child would break the narrowing rules.
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    /// The policy could not be evaluated.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// State could not be read or written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The token could not be signed.
+    #[error(transparent)]
+    Mint(#[from] MintError),
+}
+
+/// A malformed token request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// The body is not `application/x-www-form-urlencoded`.
+    #[error("the request body must be application/x-www-form-urlencoded")]
+    NotForm,
+    /// The body is over the size limit.
+    #[error("the request body is too large")]
+    TooLarge,
+    /// Only `POST` is allowed.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// A parameter appears twice (the name, when it is one Baton reads).
+    #[error("a request parameter is repeated: {0:?}")]
+    Repeated(Option<&'static str>),
+    /// A required parameter is missing.
+    #[error("missing parameter {0}")]
+    Missing(&'static str),
+    /// `grant_type` is not one Baton supports.
+    #[error("unsupported grant_type")]
+    UnsupportedGrantType,
+    /// A `*_token_type` Baton does not accept.
+    #[error("unsupported {0}")]
+    UnsupportedTokenType(&'static str),
+    /// `actor_token` without `actor_token_type`, or the other way round.
+    #[error("actor_token and actor_token_type must come together")]
+    ActorTokenPairing,
+    /// `scope` is not a valid list of scope tokens.
+    #[error("scope is malformed")]
+    MalformedScope,
+    /// More than one `audience` or `resource`.
+    #[error("more than one target")]
+    SeveralTargets,
+    /// `audience` and `resource` name different targets.
+    #[error("audience and resource disagree")]
+    ConflictingTargets,
+}
+
+/// Why a presented token is not acceptable. Kept for the audit trail; the
+/// client sees one neutral description (RFC 8693 §2.2.2).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unacceptable {
+    /// It does not verify.
+    #[error(transparent)]
+    Invalid(#[from] VerifyError),
+    /// It or an ancestor was revoked.
+    #[error("revoked")]
+    Revoked,
+    /// Its `aud` does not name the acting agent (DESIGN.md §2.3).
+    #[error("not addressed to the acting agent")]
+    NotAddressedToActor,
+    /// Its `may_act` names another agent (RFC 8693 §4.4).
+    #[error("may_act does not name the acting agent")]
+    MayActViolation,
+    /// Exchanging it would exceed the depth limit.
+    #[error("depth limit reached")]
+    DepthLimit,
+    /// The actor token is not the authenticated agent's own token.
+    #[error("does not identify the authenticated client")]
+    NotTheClient,
+}

@@ -1,0 +1,242 @@
+//! The token endpoint's grants: `client_credentials` (an agent's own token)
+//! and RFC 8693 token exchange. One handler per grant, each reading only the
+//! broker's settings, keys, policy and stores.
+//!
+//! Every outcome, issued or refused, is recorded as an audit event before
+//! the response leaves (DESIGN.md §2.7).
+
+mod client_credentials;
+pub mod error;
+pub mod params;
+mod token_exchange;
+
+use std::sync::Arc;
+
+use base64::Engine;
+use ring::rand::{SecureRandom, SystemRandom};
+
+pub use error::{GrantError, RequestError, Unacceptable};
+pub use params::TokenParams;
+
+use crate::claims::{ScopeSet, TokenId};
+use crate::client_auth::{self, AuthenticatedAgent, CredentialFields};
+use crate::clock::{Clock, UnixTime};
+use crate::keys::KeySet;
+use crate::policy::{Lifetimes, Policy};
+use crate::store::{AuditDecision, AuditEvent, AuditSink, ReplayStore, RevocationStore};
+use crate::token::Validation;
+
+/// `grant_type` for token exchange (RFC 8693 §2.1).
+pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+/// `grant_type` for an agent's own token (RFC 6749 §4.4).
+pub const CLIENT_CREDENTIALS: &str = "client_credentials";
+/// The token type of an access token (RFC 8693 §3).
+pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+/// The token type of a JWT (RFC 8693 §3).
+pub const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
+
+/// The broker's fixed settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Issuer identifier.
+    pub issuer: String,
+    /// Largest delegation depth a token may have.
+    pub max_depth: u32,
+    /// Longest token accepted as `subject_token` or `actor_token`, in bytes.
+    pub max_token_bytes: usize,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Token lifetimes.
+    pub lifetimes: Lifetimes,
+}
+
+/// The state a broker is built from.
+pub struct Stores {
+    /// Single-use ids.
+    pub replay: Arc<dyn ReplayStore>,
+    /// Revocations.
+    pub revocation: Arc<dyn RevocationStore>,
+    /// The audit trail.
+    pub audit: Arc<dyn AuditSink>,
+}
+
+/// Everything the token endpoint needs, built once at start.
+pub struct Broker {
+    settings: Settings,
+    keys: KeySet,
+    policy: Policy,
+    stores: Stores,
+    clock: Arc<dyn Clock>,
+    random: SystemRandom,
+}
+
+/// A token request as the HTTP layer hands it over.
+#[derive(Debug, Default)]
+pub struct TokenRequest {
+    /// The `Authorization` header's value, if any.
+    pub authorization: Option<String>,
+    /// The form parameters.
+    pub params: TokenParams,
+    /// The client's network address, for the audit trail.
+    pub client_address: Option<String>,
+}
+
+/// A successful token response (RFC 6749 §5.1, RFC 8693 §2.2.1).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TokenResponse {
+    /// The token.
+    pub access_token: String,
+    /// Set for token exchange.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issued_token_type: Option<&'static str>,
+    /// Always `Bearer` until DPoP binding lands.
+    pub token_type: &'static str,
+    /// Seconds until expiry.
+    pub expires_in: i64,
+    /// The granted scopes.
+    pub scope: ScopeSet,
+}
+
+/// What is known of a request as it is processed, for its audit event.
+#[derive(Debug, Default)]
+pub(crate) struct Evidence {
+    grant_type: String,
+    subject: Option<String>,
+    agent: Option<String>,
+    chain: Vec<String>,
+    target: Option<String>,
+    scopes_asked: Option<String>,
+    parent_jti: Option<TokenId>,
+    rules: Vec<String>,
+}
+
+/// A token the grant handlers minted, with what the audit trail needs.
+pub(crate) struct Issued {
+    response: TokenResponse,
+    jti: TokenId,
+}
+
+impl Broker {
+    /// Builds a broker.
+    pub fn new(settings: Settings, keys: KeySet, policy: Policy, stores: Stores, clock: Arc<dyn Clock>) -> Broker {
+        Broker { settings, keys, policy, stores, clock, random: SystemRandom::new() }
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The signing and published keys.
+    pub fn keys(&self) -> &KeySet {
+        &self.keys
+    }
+
+    /// The loaded policy.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Handles `POST /token`, recording the outcome.
+    pub async fn token(&self, request: TokenRequest) -> Result<TokenResponse, GrantError> {
+        let mut evidence = Evidence::default();
+        let outcome = self.grant(&request, &mut evidence).await;
+        let (decision, reason, jti, granted) = match &outcome {
+            Ok(issued) => (AuditDecision::Issued, None, Some(issued.jti.clone()), Some(issued.response.scope.to_string())),
+            Err(error) => (AuditDecision::Refused, Some(error.to_string()), None, None),
+        };
+        let event = AuditEvent {
+            time: self.clock.now(),
+            decision,
+            reason,
+            grant_type: evidence.grant_type,
+            subject: evidence.subject,
+            agent: evidence.agent,
+            chain: evidence.chain,
+            target: evidence.target,
+            scopes_asked: evidence.scopes_asked,
+            scopes_granted: granted,
+            jti,
+            parent_jti: evidence.parent_jti,
+            rules: evidence.rules,
+            client_address: request.client_address.clone(),
+        };
+        tracing::info!(target: "baton::audit", event = %serde_json::to_string(&event).unwrap_or_default());
+        // A token whose issuance cannot be recorded is not handed out.
+        self.stores.audit.record(event).await?;
+        outcome.map(|issued| issued.response)
+    }
+
+    async fn grant(&self, request: &TokenRequest, evidence: &mut Evidence) -> Result<Issued, GrantError> {
+        let params = &request.params;
+        let grant_type = params.require("grant_type")?;
+        evidence.grant_type = grant_type.to_owned();
+        evidence.scopes_asked = params.get("scope").map(str::to_owned);
+        if grant_type != CLIENT_CREDENTIALS && grant_type != TOKEN_EXCHANGE {
+            return Err(RequestError::UnsupportedGrantType.into());
+        }
+        let agent = self.authenticate(request).await?;
+        evidence.agent = Some(agent.id().to_owned());
+        if grant_type == TOKEN_EXCHANGE {
+            token_exchange::handle(self, &agent, params, evidence).await
+        } else {
+            client_credentials::handle(self, &agent, params, evidence)
+        }
+    }
+
+    async fn authenticate(&self, request: &TokenRequest) -> Result<AuthenticatedAgent, GrantError> {
+        let params = &request.params;
+        let presented = client_auth::presented(CredentialFields {
+            authorization: request.authorization.as_deref(),
+            client_id: params.get("client_id"),
+            client_secret: params.get("client_secret"),
+            client_assertion_type: params.get("client_assertion_type"),
+            client_assertion: params.get("client_assertion"),
+        })?;
+        let verifier = client_auth::Verifier {
+            inventory: self.policy.inventory(),
+            replay: self.stores.replay.as_ref(),
+            issuer: &self.settings.issuer,
+            clock: self.clock.as_ref(),
+        };
+        Ok(client_auth::authenticate(&presented, &verifier).await?)
+    }
+
+    fn validation(&self) -> Validation {
+        Validation {
+            issuer: self.settings.issuer.clone(),
+            max_token_bytes: self.settings.max_token_bytes,
+            max_depth: self.settings.max_depth,
+        }
+    }
+
+    fn now(&self) -> UnixTime {
+        self.clock.now()
+    }
+
+    /// A fresh, unguessable token id: 128 random bits.
+    fn new_jti(&self) -> Result<TokenId, GrantError> {
+        let mut bytes = [0u8; 16];
+        self.random
+            .fill(&mut bytes)
+            .map_err(|_| GrantError::Mint(crate::token::MintError::new("no randomness available")))?;
+        Ok(TokenId(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)))
+    }
+}
+
+/// The asked scopes, if any, parsed.
+fn asked_scopes(params: &TokenParams) -> Result<Option<ScopeSet>, GrantError> {
+    params
+        .get("scope")
+        .map(|text| ScopeSet::parse(text).map_err(|_| GrantError::Request(RequestError::MalformedScope)))
+        .transpose()
+}
+
+/// The one target named by `audience` and/or `resource` (RFC 8693 §2.1, RFC 8707).
+fn named_target(params: &TokenParams) -> Result<Option<&str>, GrantError> {
+    match (params.get("audience"), params.get("resource")) {
+        (Some(audience), Some(resource)) if audience != resource => Err(RequestError::ConflictingTargets.into()),
+        (Some(target), _) | (None, Some(target)) => Ok(Some(target)),
+        (None, None) => Ok(None),
+    }
+}

@@ -1,0 +1,98 @@
+//! The parameters of a token request (RFC 6749 §3.2, RFC 8693 §2.1), read
+//! from form pairs: each at most once, empty values treated as omitted
+//! (RFC 6749 §3.1), unknown ones ignored.
+
+use std::collections::HashMap;
+
+use super::error::RequestError;
+
+/// The parameters Baton reads. Anything else is ignored.
+const KNOWN: &[&str] = &[
+    "grant_type",
+    "scope",
+    "audience",
+    "resource",
+    "subject_token",
+    "subject_token_type",
+    "actor_token",
+    "actor_token_type",
+    "requested_token_type",
+    "client_id",
+    "client_secret",
+    "client_assertion",
+    "client_assertion_type",
+];
+
+/// Parameters that RFC 8693 §2.1 lets appear more than once; Baton issues a
+/// token for exactly one target, so a second one is refused as a target.
+const TARGETS: &[&str] = &["audience", "resource"];
+
+/// A token request's parameters.
+#[derive(Debug, Default, Clone)]
+pub struct TokenParams {
+    values: HashMap<&'static str, String>,
+}
+
+impl TokenParams {
+    /// Reads form pairs, refusing any parameter sent twice.
+    pub fn from_pairs<K, V>(pairs: impl IntoIterator<Item = (K, V)>) -> Result<TokenParams, RequestError>
+    where
+        K: AsRef<str>,
+        V: Into<String>,
+    {
+        let mut values = HashMap::new();
+        let mut seen = std::collections::HashSet::new();
+        for (name, value) in pairs {
+            let name = name.as_ref();
+            let known = KNOWN.iter().copied().find(|known| *known == name);
+            if !seen.insert(name.to_owned()) {
+                return Err(match known {
+                    Some(target) if TARGETS.contains(&target) => RequestError::SeveralTargets,
+                    other => RequestError::Repeated(other),
+                });
+            }
+            let value: String = value.into();
+            // RFC 6749 §3.1: a parameter without a value is treated as omitted.
+            if let (Some(known), false) = (known, value.is_empty()) {
+                values.insert(known, value);
+            }
+        }
+        Ok(TokenParams { values })
+    }
+
+    /// The value of a parameter, if sent and non-empty.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.values.get(name).map(String::as_str)
+    }
+
+    /// The value of a required parameter.
+    pub fn require(&self, name: &'static str) -> Result<&str, RequestError> {
+        self.get(name).ok_or(RequestError::Missing(name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_parameters_are_refused() {
+        let twice = TokenParams::from_pairs([("scope", "a"), ("scope", "b")]);
+        assert_eq!(twice.unwrap_err(), RequestError::Repeated(Some("scope")));
+        let unknown_twice = TokenParams::from_pairs([("x", "a"), ("x", "b")]);
+        assert_eq!(unknown_twice.unwrap_err(), RequestError::Repeated(None));
+        let empty_then_full = TokenParams::from_pairs([("scope", ""), ("scope", "b")]);
+        assert!(empty_then_full.is_err());
+        let two_targets = TokenParams::from_pairs([("audience", "a"), ("audience", "b")]);
+        assert_eq!(two_targets.unwrap_err(), RequestError::SeveralTargets);
+    }
+
+    #[test]
+    fn empty_values_are_omitted_and_unknown_ignored() {
+        let params = TokenParams::from_pairs([("scope", ""), ("x", "1"), ("grant_type", "g")]).unwrap();
+        assert_eq!(params.get("scope"), None);
+        assert_eq!(params.get("x"), None);
+        assert_eq!(params.require("grant_type").unwrap(), "g");
+        assert_eq!(params.require("audience").unwrap_err(), RequestError::Missing("audience"));
+    }
+}

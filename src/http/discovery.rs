@@ -1,0 +1,46 @@
+//! Discovery (RFC 8414, OIDC Discovery), the JWKS (RFC 7517), and health.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::client_auth::AuthMethod;
+use crate::grant::{Broker, CLIENT_CREDENTIALS, TOKEN_EXCHANGE};
+use crate::keys::Algorithm;
+
+/// One document serves both well-known paths, so they cannot disagree.
+pub(super) async fn metadata(State(broker): State<Arc<Broker>>) -> Json<Value> {
+    let issuer = &broker.settings().issuer;
+    let scopes: Vec<String> = broker.policy().inventory().all_scopes().iter().map(ToString::to_string).collect();
+    Json(json!({
+        "issuer": issuer,
+        "token_endpoint": format!("{issuer}/token"),
+        "jwks_uri": format!("{issuer}/jwks"),
+        "grant_types_supported": [CLIENT_CREDENTIALS, TOKEN_EXCHANGE],
+        "response_types_supported": [],
+        "token_endpoint_auth_methods_supported": [
+            AuthMethod::ClientSecretBasic.name(),
+            AuthMethod::ClientSecretPost.name(),
+            AuthMethod::PrivateKeyJwt.name(),
+        ],
+        "token_endpoint_auth_signing_alg_values_supported": [Algorithm::Es256.name(), Algorithm::EdDsa.name()],
+        "access_token_signing_alg_values_supported": broker.keys().algorithms(),
+        "scopes_supported": scopes,
+    }))
+}
+
+pub(super) async fn jwks(State(broker): State<Arc<Broker>>) -> Json<Value> {
+    Json(broker.keys().jwks())
+}
+
+pub(super) async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Ready once keys and policy are loaded, which a running broker always has;
+/// the store's reachability joins this check with the persistent stores.
+pub(super) async fn readyz(State(broker): State<Arc<Broker>>) -> Json<Value> {
+    Json(json!({ "status": "ready", "rules": broker.policy().rules().len() }))
+}

@@ -1,0 +1,49 @@
+//! OAuth error responses (RFC 6749 §5.2) from [`OAuthError`].
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use crate::grant::{GrantError, RequestError};
+use crate::oauth::{ErrorCode, OAuthError};
+
+/// A refused request, as sent.
+pub struct ErrorResponse(pub OAuthError);
+
+impl From<&GrantError> for ErrorResponse {
+    fn from(error: &GrantError) -> Self {
+        ErrorResponse(OAuthError::from(error))
+    }
+}
+
+impl IntoResponse for ErrorResponse {
+    fn into_response(self) -> Response {
+        let OAuthError { code, status, description } = self.0;
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+        let body = Json(serde_json::json!({ "error": code.as_str(), "error_description": description }));
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        match code {
+            // RFC 6749 §5.2: a 401 for invalid_client names the scheme.
+            ErrorCode::InvalidClient => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"baton\", charset=\"UTF-8\""));
+            }
+            ErrorCode::TemporarilyUnavailable => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            headers.insert(header::ALLOW, HeaderValue::from_static("POST"));
+        }
+        response
+    }
+}
+
+pub(super) async fn method_not_allowed() -> ErrorResponse {
+    ErrorResponse(OAuthError::from(&RequestError::MethodNotAllowed))
+}
+
+pub(super) async fn not_found() -> impl IntoResponse {
+    (StatusCode::NOT_FOUND, Json(serde_json::json!({ "error": "not_found" })))
+}

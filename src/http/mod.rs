@@ -1,0 +1,38 @@
+//! The HTTP surface (DESIGN.md §3). The only part of the broker that knows
+//! about HTTP: it turns requests into domain values and results into
+//! responses, and nothing more.
+
+mod discovery;
+mod error;
+mod token;
+
+use std::sync::Arc;
+
+use axum::http::{header, HeaderValue};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::grant::Broker;
+
+/// The broker's routes. Every response carries `Cache-Control: no-store`:
+/// tokens, errors and metadata alike are never to be cached by intermediaries
+/// (RFC 6749 §5.1).
+pub fn router(broker: Arc<Broker>) -> Router {
+    Router::new()
+        .route("/token", post(token::token).fallback(error::method_not_allowed))
+        .route("/.well-known/oauth-authorization-server", get(discovery::metadata))
+        .route("/.well-known/openid-configuration", get(discovery::metadata))
+        .route("/jwks", get(discovery::jwks))
+        .route("/healthz", get(discovery::healthz))
+        .route("/readyz", get(discovery::readyz))
+        .fallback(error::not_found)
+        .layer(axum::middleware::map_response(no_store))
+        .with_state(broker)
+}
+
+async fn no_store(mut response: Response) -> Response {
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}

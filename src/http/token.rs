@@ -1,0 +1,48 @@
+//! `POST /token`: the form body and the `Authorization` header become a
+//! [`TokenRequest`]; the broker's answer becomes JSON.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use super::error::ErrorResponse;
+use crate::grant::{Broker, GrantError, RequestError, TokenParams, TokenRequest};
+
+pub(super) async fn token(State(broker): State<Arc<Broker>>, request: Request) -> Response {
+    match read(&broker, request).await {
+        Ok(token_request) => match broker.token(token_request).await {
+            Ok(response) => Json(response).into_response(),
+            Err(error) => {
+                tracing::debug!(%error, "token request refused");
+                ErrorResponse::from(&error).into_response()
+            }
+        },
+        Err(error) => ErrorResponse::from(&GrantError::from(error)).into_response(),
+    }
+}
+
+async fn read(broker: &Broker, request: Request) -> Result<TokenRequest, RequestError> {
+    let (parts, body) = request.into_parts();
+    let is_form = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
+    if !is_form {
+        return Err(RequestError::NotForm);
+    }
+    let bytes = axum::body::to_bytes(body, broker.settings().max_body_bytes).await.map_err(|_| RequestError::TooLarge)?;
+    let params = TokenParams::from_pairs(form_urlencoded::parse(&bytes))?;
+    let authorization = match parts.headers.get_all(header::AUTHORIZATION).iter().collect::<Vec<_>>().as_slice() {
+        [] => None,
+        [one] => Some(one.to_str().map_err(|_| RequestError::Repeated(Some("authorization")))?.to_owned()),
+        _ => return Err(RequestError::Repeated(Some("authorization"))),
+    };
+    let client_address = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(address)| address.to_string());
+    Ok(TokenRequest { authorization, params, client_address })
+}

@@ -1,0 +1,471 @@
+//! Signing keys: generation, rotation, the JWKS, and the verifiers for the
+//! keys Baton trusts.
+//!
+//! Each key lives in `keys/<kid>.json` (mode 0600) with its creation time and,
+//! once rotated out, the time it was retired. A retired key stays in the JWKS
+//! until every token it can have signed has expired (`retired_at` plus the
+//! longest token lifetime); after that it is left out and the next rotation
+//! deletes it.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use josekit::jwk::Jwk;
+use josekit::jws::{JwsSigner, JwsVerifier, EdDSA, ES256};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::clock::UnixTime;
+
+/// A signature algorithm Baton signs or accepts (RFC 8725 §3.1: an allow-list).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Algorithm {
+    /// ECDSA with P-256 and SHA-256 (RFC 7518 §3.4); the default.
+    #[serde(rename = "ES256")]
+    Es256,
+    /// Ed25519 (RFC 8037).
+    #[serde(rename = "EdDSA")]
+    EdDsa,
+}
+
+impl Algorithm {
+    /// The JOSE name of the algorithm.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Es256 => "ES256",
+            Algorithm::EdDsa => "EdDSA",
+        }
+    }
+
+    /// Parses a JOSE algorithm name; anything outside the allow-list is `None`.
+    pub fn from_name(name: &str) -> Option<Algorithm> {
+        match name {
+            "ES256" => Some(Algorithm::Es256),
+            "EdDSA" => Some(Algorithm::EdDsa),
+            _ => None,
+        }
+    }
+}
+
+/// What can go wrong with keys.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// A key file could not be read or written.
+    #[error("key file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A key file is not a Baton key.
+    #[error("key file {path}: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A JWK is not a usable public or private key for an allowed algorithm.
+    #[error("unusable key: {0}")]
+    Unusable(String),
+    /// There is no current key to sign with.
+    #[error("no current signing key in {0} (run `baton keys generate`)")]
+    NoCurrentKey(PathBuf),
+    /// `generate` was asked for while a current key exists.
+    #[error("{0} already has a current key; use `baton keys rotate` to replace it")]
+    AlreadyHasKey(PathBuf),
+}
+
+/// A public key that verifies signatures, with its JWK for publication.
+pub struct VerifyingKey {
+    algorithm: Algorithm,
+    verifier: Box<dyn JwsVerifier>,
+    public_jwk: Jwk,
+}
+
+impl VerifyingKey {
+    /// Builds a verifier from a public (or private) JWK, for `ES256` (P-256) or
+    /// `EdDSA` (Ed25519) keys only. The JWK's `alg`, where present, must agree.
+    pub fn from_jwk(jwk: &Jwk) -> Result<VerifyingKey, KeyError> {
+        let algorithm = algorithm_of(jwk)?;
+        let public_jwk = jwk.to_public_key().map_err(|error| KeyError::Unusable(error.to_string()))?;
+        let verifier: Box<dyn JwsVerifier> = match algorithm {
+            Algorithm::Es256 => Box::new(ES256.verifier_from_jwk(&public_jwk).map_err(unusable)?),
+            Algorithm::EdDsa => Box::new(EdDSA.verifier_from_jwk(&public_jwk).map_err(unusable)?),
+        };
+        Ok(VerifyingKey { algorithm, verifier, public_jwk })
+    }
+
+    /// The algorithm this key verifies.
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// The verifier.
+    pub fn verifier(&self) -> &dyn JwsVerifier {
+        self.verifier.as_ref()
+    }
+
+    /// The public JWK.
+    pub fn public_jwk(&self) -> &Jwk {
+        &self.public_jwk
+    }
+}
+
+/// The key Baton signs with, built once when the key set loads.
+pub struct SigningKey {
+    kid: String,
+    algorithm: Algorithm,
+    signer: Box<dyn JwsSigner>,
+}
+
+impl SigningKey {
+    /// The key id (RFC 7638 thumbprint).
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The algorithm.
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// The signer.
+    pub fn signer(&self) -> &dyn JwsSigner {
+        self.signer.as_ref()
+    }
+}
+
+/// A key as stored on disk.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyFile {
+    algorithm: Algorithm,
+    created_at: UnixTime,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    retired_at: Option<UnixTime>,
+    jwk: Value,
+}
+
+/// One key in the folder, as `baton keys list` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyListing {
+    /// Key id.
+    pub kid: String,
+    /// Algorithm.
+    pub algorithm: Algorithm,
+    /// Creation time.
+    pub created_at: UnixTime,
+    /// When it was rotated out, if it was.
+    pub retired_at: Option<UnixTime>,
+    /// Its state now.
+    pub state: KeyState,
+}
+
+/// Where a key is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyState {
+    /// Signs new tokens.
+    Current,
+    /// Rotated out; still published until `until` so tokens it signed verify.
+    Published {
+        /// When the last token it signed expires.
+        until: UnixTime,
+    },
+    /// Rotated out and past every token it signed.
+    Expired,
+}
+
+/// The keys of one broker: the one it signs with and every one it publishes.
+pub struct KeySet {
+    signing: SigningKey,
+    verifying: BTreeMap<String, VerifyingKey>,
+}
+
+impl KeySet {
+    /// Loads the key folder. `max_token_ttl` is the longest lifetime of any
+    /// token, which bounds how long a retired key stays published.
+    pub fn load(dir: &Path, max_token_ttl: i64, now: UnixTime) -> Result<KeySet, KeyError> {
+        let mut signing: Option<(UnixTime, SigningKey)> = None;
+        let mut verifying = BTreeMap::new();
+        for (path, file) in read_folder(dir)? {
+            let jwk = Jwk::from_map(as_object(&path, &file.jwk)?).map_err(|error| invalid(&path, error))?;
+            let kid = thumbprint(&jwk).map_err(|error| invalid(&path, error))?;
+            match state(&file, max_token_ttl, now) {
+                KeyState::Expired => continue,
+                KeyState::Published { .. } => {}
+                KeyState::Current => {
+                    let newer = signing.as_ref().is_none_or(|(created, _)| file.created_at > *created);
+                    if newer {
+                        signing = Some((file.created_at, signing_key(&jwk, kid.clone(), file.algorithm)?));
+                    }
+                }
+            }
+            verifying.insert(kid, VerifyingKey::from_jwk(&jwk)?);
+        }
+        let (_, signing) = signing.ok_or_else(|| KeyError::NoCurrentKey(dir.to_path_buf()))?;
+        Ok(KeySet { signing, verifying })
+    }
+
+    /// The key that signs new tokens.
+    pub fn signing(&self) -> &SigningKey {
+        &self.signing
+    }
+
+    /// The published key with this id.
+    pub fn verifying(&self, kid: &str) -> Option<&VerifyingKey> {
+        self.verifying.get(kid)
+    }
+
+    /// The JWKS document (RFC 7517 §5): public keys only.
+    pub fn jwks(&self) -> Value {
+        let keys: Vec<Value> = self
+            .verifying
+            .iter()
+            .map(|(kid, key)| {
+                let mut jwk = key.public_jwk().clone();
+                jwk.set_key_id(kid.clone());
+                jwk.set_algorithm(key.algorithm().name());
+                jwk.set_key_use("sig");
+                Value::Object(jwk.as_ref().clone())
+            })
+            .collect();
+        serde_json::json!({ "keys": keys })
+    }
+
+    /// The algorithms of the published keys.
+    pub fn algorithms(&self) -> Vec<&'static str> {
+        let mut names: Vec<&'static str> = self.verifying.values().map(|key| key.algorithm().name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+}
+
+/// Whether the folder holds a key that can sign now.
+pub fn has_current_key(dir: &Path, max_token_ttl: i64, now: UnixTime) -> Result<bool, KeyError> {
+    Ok(read_folder(dir)?.iter().any(|(_, file)| state(file, max_token_ttl, now) == KeyState::Current))
+}
+
+/// Creates the first key. Refuses when the folder already has a current key.
+pub fn generate(dir: &Path, algorithm: Algorithm, max_token_ttl: i64, now: UnixTime) -> Result<String, KeyError> {
+    if has_current_key(dir, max_token_ttl, now)? {
+        return Err(KeyError::AlreadyHasKey(dir.to_path_buf()));
+    }
+    write_new_key(dir, algorithm, now)
+}
+
+/// Makes a new current key, retires the old ones (they stay published while
+/// tokens they signed live) and deletes keys past that.
+pub fn rotate(dir: &Path, algorithm: Algorithm, max_token_ttl: i64, now: UnixTime) -> Result<String, KeyError> {
+    let existing = read_folder(dir)?;
+    let kid = write_new_key(dir, algorithm, now)?;
+    for (path, mut file) in existing {
+        match state(&file, max_token_ttl, now) {
+            KeyState::Current => {
+                file.retired_at = Some(now);
+                write_key_file(&path, &file, false)?;
+            }
+            KeyState::Published { .. } => {}
+            KeyState::Expired => fs::remove_file(&path).map_err(|source| KeyError::Io { path: path.clone(), source })?,
+        }
+    }
+    Ok(kid)
+}
+
+/// Every key in the folder with its state.
+pub fn list(dir: &Path, max_token_ttl: i64, now: UnixTime) -> Result<Vec<KeyListing>, KeyError> {
+    let mut listings = Vec::new();
+    for (path, file) in read_folder(dir)? {
+        let jwk = Jwk::from_map(as_object(&path, &file.jwk)?).map_err(|error| invalid(&path, error))?;
+        listings.push(KeyListing {
+            kid: thumbprint(&jwk).map_err(|error| invalid(&path, error))?,
+            algorithm: file.algorithm,
+            created_at: file.created_at,
+            retired_at: file.retired_at,
+            state: state(&file, max_token_ttl, now),
+        });
+    }
+    listings.sort_by_key(|listing| listing.created_at);
+    Ok(listings)
+}
+
+/// The JWK thumbprint of a public key (RFC 7638 §3), base64url without padding.
+pub fn thumbprint(jwk: &Jwk) -> Result<String, String> {
+    let member = |name: &str| -> Result<Value, String> {
+        jwk.parameter(name).cloned().ok_or_else(|| format!("JWK lacks `{name}`"))
+    };
+    // RFC 7638 §3.2: only the required members, in lexicographic order.
+    let required: &[&str] = match jwk.key_type() {
+        "EC" => &["crv", "kty", "x", "y"],
+        "OKP" => &["crv", "kty", "x"],
+        other => return Err(format!("key type `{other}` is not allowed")),
+    };
+    let mut canonical = serde_json::Map::new();
+    for name in required {
+        canonical.insert((*name).to_owned(), member(name)?);
+    }
+    let json = serde_json::to_vec(&Value::Object(canonical)).map_err(|error| error.to_string())?;
+    let digest = ring::digest::digest(&ring::digest::SHA256, &json);
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref()))
+}
+
+fn algorithm_of(jwk: &Jwk) -> Result<Algorithm, KeyError> {
+    let algorithm = match (jwk.key_type(), jwk.curve()) {
+        ("EC", Some("P-256")) => Algorithm::Es256,
+        ("OKP", Some("Ed25519")) => Algorithm::EdDsa,
+        (kty, crv) => {
+            return Err(KeyError::Unusable(format!("key type {kty} with curve {} is not allowed", crv.unwrap_or("none"))))
+        }
+    };
+    match jwk.algorithm() {
+        Some(name) if Algorithm::from_name(name) != Some(algorithm) => {
+            Err(KeyError::Unusable(format!("JWK `alg` {name} does not match its key type")))
+        }
+        _ => Ok(algorithm),
+    }
+}
+
+fn signing_key(jwk: &Jwk, kid: String, algorithm: Algorithm) -> Result<SigningKey, KeyError> {
+    if algorithm_of(jwk)? != algorithm {
+        return Err(KeyError::Unusable("stored algorithm does not match the key".into()));
+    }
+    let signer: Box<dyn JwsSigner> = match algorithm {
+        Algorithm::Es256 => Box::new(ES256.signer_from_jwk(jwk).map_err(unusable)?),
+        Algorithm::EdDsa => Box::new(EdDSA.signer_from_jwk(jwk).map_err(unusable)?),
+    };
+    Ok(SigningKey { kid, algorithm, signer })
+}
+
+fn state(file: &KeyFile, max_token_ttl: i64, now: UnixTime) -> KeyState {
+    match file.retired_at {
+        None => KeyState::Current,
+        Some(retired) => {
+            let until = retired.plus(max_token_ttl);
+            if until > now {
+                KeyState::Published { until }
+            } else {
+                KeyState::Expired
+            }
+        }
+    }
+}
+
+fn write_new_key(dir: &Path, algorithm: Algorithm, now: UnixTime) -> Result<String, KeyError> {
+    let jwk = match algorithm {
+        Algorithm::Es256 => Jwk::generate_ec_key(josekit::jwk::alg::ec::EcCurve::P256),
+        Algorithm::EdDsa => Jwk::generate_ed_key(josekit::jwk::alg::ed::EdCurve::Ed25519),
+    }
+    .map_err(unusable)?;
+    let kid = thumbprint(&jwk).map_err(KeyError::Unusable)?;
+    let file = KeyFile { algorithm, created_at: now, retired_at: None, jwk: Value::Object(jwk.as_ref().clone()) };
+    fs::create_dir_all(dir).map_err(|source| KeyError::Io { path: dir.to_path_buf(), source })?;
+    write_key_file(&dir.join(format!("{kid}.json")), &file, true)?;
+    Ok(kid)
+}
+
+fn write_key_file(path: &Path, file: &KeyFile, create_new: bool) -> Result<(), KeyError> {
+    let io = |source| KeyError::Io { path: path.to_path_buf(), source };
+    let json = serde_json::to_vec_pretty(file).map_err(|error| KeyError::Unusable(error.to_string()))?;
+    // Write beside the target and rename, so a crash never leaves half a key.
+    let staging = path.with_extension("json.tmp");
+    let mut out = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&staging).map_err(io)?;
+    out.write_all(&json).map_err(io)?;
+    out.sync_all().map_err(io)?;
+    if create_new && path.exists() {
+        return Err(KeyError::Invalid { path: path.to_path_buf(), reason: "a key with this id already exists".into() });
+    }
+    fs::rename(&staging, path).map_err(io)
+}
+
+fn read_folder(dir: &Path) -> Result<Vec<(PathBuf, KeyFile)>, KeyError> {
+    let io = |source| KeyError::Io { path: dir.to_path_buf(), source };
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(io(error)),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(io)?.path();
+        if path.extension().and_then(|ext| ext.to_str()) != Some("json") {
+            continue;
+        }
+        let text = fs::read(&path).map_err(|source| KeyError::Io { path: path.clone(), source })?;
+        let file: KeyFile = serde_json::from_slice(&text).map_err(|error| invalid(&path, error))?;
+        files.push((path, file));
+    }
+    Ok(files)
+}
+
+fn as_object(path: &Path, value: &Value) -> Result<serde_json::Map<String, Value>, KeyError> {
+    value.as_object().cloned().ok_or_else(|| invalid(path, "`jwk` is not an object"))
+}
+
+fn invalid(path: &Path, reason: impl ToString) -> KeyError {
+    KeyError::Invalid { path: path.to_path_buf(), reason: reason.to_string() }
+}
+
+fn unusable(error: josekit::JoseError) -> KeyError {
+    KeyError::Unusable(error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR: i64 = 3600;
+
+    #[test]
+    fn thumbprint_matches_rfc7638_example_shape() {
+        // RFC 7638 §3.1 uses RSA; for EC we check the canonical form is stable.
+        let jwk = Jwk::generate_ec_key(josekit::jwk::alg::ec::EcCurve::P256).unwrap();
+        let public = jwk.to_public_key().unwrap();
+        assert_eq!(thumbprint(&jwk).unwrap(), thumbprint(&public).unwrap());
+        assert_eq!(thumbprint(&jwk).unwrap().len(), 43);
+    }
+
+    #[test]
+    fn generated_private_key_is_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let kid = generate(dir.path(), Algorithm::Es256, HOUR, UnixTime(1_000)).unwrap();
+        let mode = fs::metadata(dir.path().join(format!("{kid}.json"))).unwrap().permissions();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(mode.mode() & 0o777, 0o600);
+        assert!(matches!(generate(dir.path(), Algorithm::Es256, HOUR, UnixTime(1_000)), Err(KeyError::AlreadyHasKey(_))));
+    }
+
+    #[test]
+    fn rotation_keeps_the_old_key_published_until_its_tokens_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = generate(dir.path(), Algorithm::Es256, HOUR, UnixTime(1_000)).unwrap();
+        let new = rotate(dir.path(), Algorithm::EdDsa, HOUR, UnixTime(2_000)).unwrap();
+
+        let keys = KeySet::load(dir.path(), HOUR, UnixTime(2_000 + HOUR - 1)).unwrap();
+        assert_eq!(keys.signing().kid(), new);
+        assert!(keys.verifying(&old).is_some());
+        let published: Vec<Value> = keys.jwks()["keys"].as_array().unwrap().clone();
+        assert_eq!(published.len(), 2);
+        assert!(published.iter().all(|key| key.get("d").is_none()), "JWKS must hold public keys only");
+
+        let later = KeySet::load(dir.path(), HOUR, UnixTime(2_000 + HOUR)).unwrap();
+        assert!(later.verifying(&old).is_none());
+        rotate(dir.path(), Algorithm::Es256, HOUR, UnixTime(2_000 + HOUR)).unwrap();
+        assert_eq!(list(dir.path(), HOUR, UnixTime(2_000 + HOUR)).unwrap().len(), 2, "the expired key was deleted");
+    }
+
+    #[test]
+    fn only_allowed_key_types_verify() {
+        let rsa = Jwk::generate_rsa_key(2048).unwrap();
+        assert!(VerifyingKey::from_jwk(&rsa).is_err());
+        let mut mislabelled = Jwk::generate_ec_key(josekit::jwk::alg::ec::EcCurve::P256).unwrap();
+        mislabelled.set_algorithm("EdDSA");
+        assert!(VerifyingKey::from_jwk(&mislabelled).is_err());
+    }
+}

@@ -1,0 +1,5 @@
+//! The `baton` command.
+
+fn main() -> std::process::ExitCode {
+    baton::cli::run()
+}

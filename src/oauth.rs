@@ -1,0 +1,149 @@
+//! The one place where internal errors become OAuth error responses
+//! (RFC 6749 §5.2, RFC 8693 §2.2.2). Every variant is named: a new one does
+//! not compile until someone picks its code.
+//!
+//! Descriptions are fixed strings: they never echo a token, secret,
+//! assertion or proof, and one neutral text covers every unacceptable
+//! token so the code is no oracle of a token's state.
+
+use crate::chain::ChainError;
+use crate::client_auth::ClientAuthError;
+use crate::grant::{GrantError, RequestError};
+use crate::policy::Refusal;
+
+/// An OAuth 2.0 error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// RFC 6749 §5.2.
+    InvalidRequest,
+    /// RFC 6749 §5.2.
+    InvalidClient,
+    /// RFC 6749 §5.2.
+    UnsupportedGrantType,
+    /// RFC 6749 §5.2.
+    InvalidScope,
+    /// RFC 8693 §2.2.2.
+    InvalidTarget,
+    /// RFC 6749 §4.1.2.1, used by Baton when state cannot be checked.
+    TemporarilyUnavailable,
+    /// RFC 6749 §4.1.2.1.
+    ServerError,
+}
+
+impl ErrorCode {
+    /// The code as sent.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::InvalidClient => "invalid_client",
+            ErrorCode::UnsupportedGrantType => "unsupported_grant_type",
+            ErrorCode::InvalidScope => "invalid_scope",
+            ErrorCode::InvalidTarget => "invalid_target",
+            ErrorCode::TemporarilyUnavailable => "temporarily_unavailable",
+            ErrorCode::ServerError => "server_error",
+        }
+    }
+}
+
+/// An error response: code, HTTP status and a neutral description.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OAuthError {
+    /// The error code.
+    pub code: ErrorCode,
+    /// The HTTP status.
+    pub status: u16,
+    /// A description safe to send.
+    pub description: &'static str,
+}
+
+/// The one description for every unacceptable subject or actor token.
+pub const UNACCEPTABLE_TOKEN: &str = "the presented token is invalid, expired, revoked or not acceptable for this request";
+
+impl OAuthError {
+    const fn new(code: ErrorCode, status: u16, description: &'static str) -> Self {
+        OAuthError { code, status, description }
+    }
+
+    fn bad_request(code: ErrorCode, description: &'static str) -> Self {
+        OAuthError::new(code, 400, description)
+    }
+}
+
+impl From<&GrantError> for OAuthError {
+    fn from(error: &GrantError) -> Self {
+        use ErrorCode::*;
+        match error {
+            GrantError::Request(request) => request.into(),
+            GrantError::Client(client) => client.into(),
+            // RFC 8693 §2.2.2: an unacceptable subject_token is invalid_request, not invalid_grant.
+            GrantError::SubjectToken(_) | GrantError::ActorToken(_) => OAuthError::bad_request(InvalidRequest, UNACCEPTABLE_TOKEN),
+            GrantError::Refused(refusal) => refusal.into(),
+            GrantError::Chain(chain) => match chain {
+                ChainError::TooDeep { .. } => OAuthError::bad_request(InvalidRequest, UNACCEPTABLE_TOKEN),
+                ChainError::ScopeWidened => OAuthError::bad_request(InvalidScope, "the requested scope exceeds what the presented token holds"),
+                ChainError::LifetimeExtended | ChainError::Inconsistent | ChainError::WrongHolder => {
+                    OAuthError::new(ServerError, 500, "the token could not be issued")
+                }
+            },
+            GrantError::Policy(_) | GrantError::Mint(_) => OAuthError::new(ServerError, 500, "the token could not be issued"),
+            GrantError::Store(_) => OAuthError::new(TemporarilyUnavailable, 503, "state could not be checked; try again later"),
+        }
+    }
+}
+
+impl From<&RequestError> for OAuthError {
+    fn from(error: &RequestError) -> Self {
+        use ErrorCode::*;
+        match error {
+            RequestError::NotForm => OAuthError::bad_request(InvalidRequest, "the body must be application/x-www-form-urlencoded"),
+            RequestError::TooLarge => OAuthError::new(InvalidRequest, 413, "the request body is too large"),
+            RequestError::MethodNotAllowed => OAuthError::new(InvalidRequest, 405, "use POST"),
+            RequestError::Repeated(_) => OAuthError::bad_request(InvalidRequest, "a request parameter is repeated"),
+            RequestError::Missing(_) => OAuthError::bad_request(InvalidRequest, "a required parameter is missing"),
+            RequestError::UnsupportedGrantType => OAuthError::bad_request(UnsupportedGrantType, "the grant type is not supported"),
+            RequestError::UnsupportedTokenType(_) => OAuthError::bad_request(InvalidRequest, "the token type is not supported"),
+            RequestError::ActorTokenPairing => OAuthError::bad_request(InvalidRequest, "actor_token and actor_token_type must be sent together"),
+            RequestError::MalformedScope => OAuthError::bad_request(InvalidScope, "the scope parameter is malformed"),
+            RequestError::SeveralTargets => OAuthError::bad_request(InvalidTarget, "exactly one audience or resource may be requested"),
+            RequestError::ConflictingTargets => OAuthError::bad_request(InvalidTarget, "audience and resource name different targets"),
+        }
+    }
+}
+
+impl From<&ClientAuthError> for OAuthError {
+    fn from(error: &ClientAuthError) -> Self {
+        use ErrorCode::*;
+        const FAILED: &str = "client authentication failed";
+        match error {
+            // RFC 6749 §2.3: more than one method is a malformed request.
+            ClientAuthError::MultipleMethods => OAuthError::bad_request(InvalidRequest, "use exactly one client authentication method"),
+            ClientAuthError::Missing
+            | ClientAuthError::MalformedBasic
+            | ClientAuthError::UnsupportedAssertionType
+            | ClientAuthError::UnknownClient
+            | ClientAuthError::Deprovisioned
+            | ClientAuthError::WrongMethod
+            | ClientAuthError::WrongSecret
+            | ClientAuthError::Assertion(_)
+            | ClientAuthError::Replayed => OAuthError::new(InvalidClient, 401, FAILED),
+            ClientAuthError::Store(_) => OAuthError::new(TemporarilyUnavailable, 503, "state could not be checked; try again later"),
+        }
+    }
+}
+
+impl From<&Refusal> for OAuthError {
+    fn from(refusal: &Refusal) -> Self {
+        use ErrorCode::*;
+        match refusal {
+            Refusal::NoTarget => OAuthError::bad_request(InvalidTarget, "no target was named and none is configured"),
+            Refusal::UnknownTarget | Refusal::TargetDeprovisioned | Refusal::TargetNotPermitted => {
+                OAuthError::bad_request(InvalidTarget, "the requested target is unknown or not allowed")
+            }
+            Refusal::UnknownScope(_) | Refusal::BeyondParent(_) | Refusal::OutsideTarget(_) | Refusal::NotPermitted(_) => {
+                OAuthError::bad_request(InvalidScope, "the requested scope is unknown, exceeds the presented token, or is not allowed")
+            }
+            // The parent has no lifetime left to hand down: it is as good as expired.
+            Refusal::NoLifetime => OAuthError::bad_request(InvalidRequest, UNACCEPTABLE_TOKEN),
+        }
+    }
+}

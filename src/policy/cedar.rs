@@ -1,0 +1,195 @@
+//! Cedar rules (`*.cedar`), validated against the schema Baton ships and
+//! evaluated once per asked scope (DESIGN.md §5).
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::str::FromStr;
+
+use cedar_policy::{
+    Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicyId, PolicySet,
+    Request, RestrictedExpression, Schema, ValidationMode, Validator,
+};
+
+use super::inventory::Inventory;
+use super::PolicyError;
+use crate::claims::Scope;
+
+/// The schema shipped with Baton.
+pub const SCHEMA: &str = include_str!("schema.cedarschema");
+
+/// Which authorization is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// An agent's own token (`client_credentials`).
+    Issue,
+    /// A token exchange (RFC 8693).
+    Exchange,
+}
+
+impl Action {
+    fn name(self) -> &'static str {
+        match self {
+            Action::Issue => "issue",
+            Action::Exchange => "exchange",
+        }
+    }
+}
+
+/// The facts a rule may look at, besides principal, action and scope.
+#[derive(Debug, Clone)]
+pub struct Facts<'a> {
+    /// The chain's subject.
+    pub subject: &'a str,
+    /// The target.
+    pub target: &'a str,
+    /// Whether the target is an agent.
+    pub target_is_agent: bool,
+    /// The new token's depth.
+    pub depth: u32,
+    /// Agents that already acted.
+    pub chain: Vec<&'a str>,
+    /// The parent's scopes.
+    pub parent_scopes: Vec<&'a str>,
+    /// Whether the new token is DPoP-bound.
+    pub dpop_bound: bool,
+    /// The new token's lifetime in seconds.
+    pub ttl: i64,
+}
+
+/// The outcome for one scope, with the rules that decided it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// Whether the scope is granted.
+    pub allowed: bool,
+    /// Ids of the rules that decided (`file.cedar#n`).
+    pub reasons: Vec<String>,
+}
+
+/// Loaded, validated rules and the entities they are evaluated against.
+pub struct Rules {
+    schema: Schema,
+    policies: PolicySet,
+    entities: Entities,
+    authorizer: Authorizer,
+}
+
+impl Rules {
+    /// Reads every `*.cedar` file in `dir`, validates the set against the
+    /// schema in strict mode, and builds the entities from the inventory.
+    pub fn load(dir: &Path, inventory: &Inventory) -> Result<Rules, PolicyError> {
+        let (schema, _) = Schema::from_cedarschema_str(SCHEMA).map_err(|error| PolicyError::Rules(format!("shipped schema: {error}")))?;
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .map_err(|source| PolicyError::Read { path: dir.to_path_buf(), source })?
+            .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+            .filter(|path| path.extension().and_then(|ext| ext.to_str()) == Some("cedar"))
+            .collect();
+        files.sort();
+        let mut policies = PolicySet::new();
+        for path in &files {
+            let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read { path: path.clone(), source })?;
+            let name = path.file_name().and_then(|name| name.to_str()).unwrap_or("rules.cedar");
+            let parsed = PolicySet::from_str(&text).map_err(|error| PolicyError::Parse { path: path.clone(), reason: format!("{error:?}") })?;
+            for (index, policy) in parsed.policies().enumerate() {
+                let label = policy.annotation("id").map_or_else(|| index.to_string(), str::to_owned);
+                let renamed = policy.new_id(PolicyId::new(format!("{name}#{label}")));
+                policies.add(renamed).map_err(|error| PolicyError::Rules(error.to_string()))?;
+            }
+        }
+        let validation = Validator::new(schema.clone()).validate(&policies, ValidationMode::Strict);
+        if !validation.validation_passed() {
+            let errors: Vec<String> = validation.validation_errors().map(|error| format!("{error}")).collect();
+            return Err(PolicyError::Rules(format!("rules do not match the schema: {}", errors.join("; "))));
+        }
+        let entities = entities(inventory, &schema)?;
+        Ok(Rules { schema, policies, entities, authorizer: Authorizer::new() })
+    }
+
+    /// The number of rules loaded.
+    pub fn len(&self) -> usize {
+        self.policies.policies().count()
+    }
+
+    /// Whether no rule is loaded (then nothing is ever granted).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Decides each scope for `agent` under `action` with `facts`. A scope is
+    /// granted only where a permit matches and no forbid does; an evaluation
+    /// error counts as a denial (fail closed).
+    pub fn decide<'s>(
+        &self,
+        agent: &str,
+        action: Action,
+        scopes: impl IntoIterator<Item = &'s Scope>,
+        facts: &Facts<'_>,
+    ) -> Result<Vec<(&'s Scope, Verdict)>, PolicyError> {
+        let principal = uid("Agent", agent)?;
+        let action_uid = uid("Action", action.name())?;
+        let context = context(facts)?;
+        let mut verdicts = Vec::new();
+        for scope in scopes {
+            let request = Request::new(principal.clone(), action_uid.clone(), uid("Scope", scope.as_str())?, context.clone(), Some(&self.schema))
+                .map_err(|error| PolicyError::Rules(format!("request does not match the schema: {error}")))?;
+            let response = self.authorizer.is_authorized(&request, &self.policies, &self.entities);
+            let failed = response.diagnostics().errors().next().is_some();
+            let verdict = Verdict {
+                allowed: response.decision() == Decision::Allow && !failed,
+                reasons: response.diagnostics().reason().map(|id| id.to_string()).collect(),
+            };
+            verdicts.push((scope, verdict));
+        }
+        Ok(verdicts)
+    }
+}
+
+fn context(facts: &Facts<'_>) -> Result<Context, PolicyError> {
+    let strings = |items: &[&str]| RestrictedExpression::new_set(items.iter().map(|item| RestrictedExpression::new_string((*item).to_owned())));
+    Context::from_pairs([
+        ("subject".to_owned(), RestrictedExpression::new_string(facts.subject.to_owned())),
+        ("target".to_owned(), RestrictedExpression::new_string(facts.target.to_owned())),
+        ("target_is_agent".to_owned(), RestrictedExpression::new_bool(facts.target_is_agent)),
+        ("depth".to_owned(), RestrictedExpression::new_long(i64::from(facts.depth))),
+        ("chain".to_owned(), strings(&facts.chain)),
+        ("parent_scopes".to_owned(), strings(&facts.parent_scopes)),
+        ("dpop_bound".to_owned(), RestrictedExpression::new_bool(facts.dpop_bound)),
+        ("ttl".to_owned(), RestrictedExpression::new_long(facts.ttl)),
+    ])
+    .map_err(|error| PolicyError::Rules(format!("context: {error}")))
+}
+
+fn uid(kind: &str, id: &str) -> Result<EntityUid, PolicyError> {
+    let kind = EntityTypeName::from_str(kind).map_err(|error| PolicyError::Rules(error.to_string()))?;
+    let id = EntityId::from_str(id).map_err(|error| PolicyError::Rules(format!("{error:?}")))?;
+    Ok(EntityUid::from_type_name_and_id(kind, id))
+}
+
+fn entities(inventory: &Inventory, schema: &Schema) -> Result<Entities, PolicyError> {
+    let build = |error: cedar_policy::EntityAttrEvaluationError| PolicyError::Rules(error.to_string());
+    let mut all = Vec::new();
+    let mut groups = HashSet::new();
+    for agent in inventory.agents() {
+        let mut parents = HashSet::new();
+        for group in &agent.groups {
+            parents.insert(uid("Group", group)?);
+            groups.insert(group.clone());
+        }
+        let attrs = HashMap::from([
+            ("owner".to_owned(), RestrictedExpression::new_string(agent.owner.clone())),
+            ("purpose".to_owned(), RestrictedExpression::new_string(agent.purpose.clone())),
+        ]);
+        all.push(Entity::new(uid("Agent", &agent.id)?, attrs, parents).map_err(build)?);
+    }
+    for group in groups {
+        all.push(Entity::new_no_attrs(uid("Group", &group)?, HashSet::new()));
+    }
+    for resource in inventory.resources() {
+        let resource_uid = uid("Resource", &resource.uri)?;
+        let attrs = HashMap::from([("name".to_owned(), RestrictedExpression::new_string(resource.name.clone()))]);
+        all.push(Entity::new(resource_uid.clone(), attrs, HashSet::new()).map_err(build)?);
+        for scope in resource.scopes.iter() {
+            all.push(Entity::new_no_attrs(uid("Scope", scope.as_str())?, HashSet::from([resource_uid.clone()])));
+        }
+    }
+    Entities::from_entities(all, Some(schema)).map_err(|error| PolicyError::Rules(format!("entities: {error}")))
+}

@@ -1,0 +1,259 @@
+//! Policy: the inventory of agents and resources, and the Cedar rules that
+//! decide which scopes an agent may obtain for which target (DESIGN.md §5).
+//!
+//! Deny by default: a scope is granted only where a rule permits it, and a
+//! folder that does not load gives no policy at all.
+
+pub mod cedar;
+pub mod inventory;
+
+use std::path::{Path, PathBuf};
+
+pub use cedar::{Action, Facts, Rules, Verdict};
+pub use inventory::{Agent, Credentials, Inventory, Resource, Target};
+
+use crate::claims::{ScopeSet, Scope};
+use crate::clock::UnixTime;
+
+/// A policy folder that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// A file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A file does not parse (unknown keys are named here).
+    #[error("{path}: {reason}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The inventory is inconsistent.
+    #[error("{file}: {reason}")]
+    Inventory {
+        /// The file.
+        file: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The Cedar rules or their evaluation failed.
+    #[error("rules: {0}")]
+    Rules(String),
+}
+
+/// Lifetimes the policy applies.
+#[derive(Debug, Clone, Copy)]
+pub struct Lifetimes {
+    /// No token lives longer than this, in seconds.
+    pub max_token_ttl: i64,
+    /// Lifetime of tokens addressed to an agent that sets none, in seconds.
+    pub agent_token_ttl: i64,
+}
+
+/// What is asked of the policy for one token.
+#[derive(Debug, Clone)]
+pub struct Ask<'a> {
+    /// Issue or exchange.
+    pub action: Action,
+    /// The authenticated acting agent.
+    pub agent: &'a str,
+    /// The chain's subject.
+    pub subject: &'a str,
+    /// The named target, if any.
+    pub target: Option<&'a str>,
+    /// The asked scopes, if any.
+    pub requested: Option<&'a ScopeSet>,
+    /// The parent's scopes; `None` for an agent's own token.
+    pub parent_scopes: Option<&'a ScopeSet>,
+    /// The new token's depth.
+    pub depth: u32,
+    /// Agents that already acted.
+    pub chain: Vec<&'a str>,
+    /// The latest expiry the new token may have (parent's, actor token's).
+    pub expires_no_later_than: Option<UnixTime>,
+    /// Now.
+    pub now: UnixTime,
+}
+
+/// What the policy grants: target, scopes and expiry. Only [`Policy::grant`]
+/// makes one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyGrant {
+    target: String,
+    scope: ScopeSet,
+    expires_at: UnixTime,
+    reasons: Vec<String>,
+}
+
+impl PolicyGrant {
+    /// The target (`aud`).
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// The granted scopes.
+    pub fn scope(&self) -> &ScopeSet {
+        &self.scope
+    }
+
+    /// The expiry.
+    pub fn expires_at(&self) -> UnixTime {
+        self.expires_at
+    }
+
+    /// The rules that permitted the scopes.
+    pub fn reasons(&self) -> &[String] {
+        &self.reasons
+    }
+}
+
+/// Why the policy grants nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// No target named and the agent has no `default_audience`.
+    #[error("no target named and no default target")]
+    NoTarget,
+    /// The target is neither a registered resource nor agent.
+    #[error("target is not registered")]
+    UnknownTarget,
+    /// The target agent is past its expiry.
+    #[error("target agent is deprovisioned")]
+    TargetDeprovisioned,
+    /// No rule permits any scope for this target.
+    #[error("no rule permits this target")]
+    TargetNotPermitted,
+    /// An asked scope is not registered.
+    #[error("scope `{0}` is not registered")]
+    UnknownScope(Scope),
+    /// An asked scope is beyond the parent's.
+    #[error("scope `{0}` is beyond the parent token's")]
+    BeyondParent(Scope),
+    /// An asked scope belongs to another resource than the target.
+    #[error("scope `{0}` does not belong to the target")]
+    OutsideTarget(Scope),
+    /// An asked scope is not permitted by the rules.
+    #[error("scope `{0}` is not permitted")]
+    NotPermitted(Scope),
+    /// The parent already expires now.
+    #[error("no lifetime left")]
+    NoLifetime,
+}
+
+/// A loaded policy folder.
+pub struct Policy {
+    inventory: Inventory,
+    rules: Rules,
+    lifetimes: Lifetimes,
+}
+
+impl Policy {
+    /// Loads and validates the whole folder.
+    pub fn load(dir: &Path, lifetimes: Lifetimes) -> Result<Policy, PolicyError> {
+        let inventory = Inventory::load(dir)?;
+        let rules = Rules::load(dir, &inventory)?;
+        Ok(Policy { inventory, rules, lifetimes })
+    }
+
+    /// The inventory.
+    pub fn inventory(&self) -> &Inventory {
+        &self.inventory
+    }
+
+    /// The rules.
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
+    /// Decides target, scopes and lifetime for one token.
+    ///
+    /// Order: the target must be registered and live; asked scopes must be
+    /// registered, within the parent's and within the target API's; then each
+    /// candidate scope is put to the rules. A target for which nothing is
+    /// permitted is refused as a target; an asked scope that is not permitted
+    /// is refused as a scope (RFC 8693 §2.2.2, RFC 6749 §5.2).
+    pub fn grant(&self, ask: &Ask<'_>) -> Result<Result<PolicyGrant, Refusal>, PolicyError> {
+        let inventory = &self.inventory;
+        let target_name = match ask.target {
+            Some(name) => name,
+            None => match inventory.agent(ask.agent).and_then(|agent| agent.default_audience.as_deref()) {
+                Some(name) => name,
+                None => return Ok(Err(Refusal::NoTarget)),
+            },
+        };
+        let (universe, target_ttl, target_is_agent) = match inventory.target(target_name) {
+            None => return Ok(Err(Refusal::UnknownTarget)),
+            Some(Target::Agent(agent)) if !agent.is_active(ask.now) => return Ok(Err(Refusal::TargetDeprovisioned)),
+            Some(Target::Agent(agent)) => (inventory.all_scopes(), agent.token_ttl.unwrap_or(self.lifetimes.agent_token_ttl), true),
+            Some(Target::Resource(resource)) => (resource.scopes.clone(), resource.token_ttl, false),
+        };
+        if let Some(requested) = ask.requested {
+            for scope in requested.iter() {
+                if inventory.scope_owner(scope).is_none() {
+                    return Ok(Err(Refusal::UnknownScope(scope.clone())));
+                }
+                if ask.parent_scopes.is_some_and(|parent| !parent.contains(scope)) {
+                    return Ok(Err(Refusal::BeyondParent(scope.clone())));
+                }
+                if !universe.contains(scope) {
+                    return Ok(Err(Refusal::OutsideTarget(scope.clone())));
+                }
+            }
+        }
+        let candidates = match ask.parent_scopes {
+            Some(parent) => universe.intersection(parent),
+            None => universe,
+        };
+
+        let ttl = target_ttl.min(self.lifetimes.max_token_ttl);
+        let mut expires_at = ask.now.plus(ttl);
+        if let Some(cap) = ask.expires_no_later_than {
+            expires_at = expires_at.min(cap);
+        }
+        let lifetime = expires_at.seconds_since(ask.now);
+        if lifetime <= 0 {
+            return Ok(Err(Refusal::NoLifetime));
+        }
+
+        let facts = Facts {
+            subject: ask.subject,
+            target: target_name,
+            target_is_agent,
+            depth: ask.depth,
+            chain: ask.chain.clone(),
+            parent_scopes: ask.parent_scopes.map(|scopes| scopes.iter().map(Scope::as_str).collect()).unwrap_or_default(),
+            dpop_bound: false,
+            ttl: lifetime,
+        };
+        let verdicts = self.rules.decide(ask.agent, ask.action, candidates.iter(), &facts)?;
+        let mut permitted = Vec::new();
+        let mut reasons = Vec::new();
+        for (scope, verdict) in verdicts {
+            if verdict.allowed {
+                permitted.push(scope.clone());
+                reasons.extend(verdict.reasons);
+            }
+        }
+        let permitted: ScopeSet = permitted.into_iter().collect();
+        if permitted.is_empty() {
+            return Ok(Err(Refusal::TargetNotPermitted));
+        }
+        let scope = match ask.requested {
+            Some(requested) => {
+                if let Some(denied) = requested.iter().find(|scope| !permitted.contains(scope)) {
+                    return Ok(Err(Refusal::NotPermitted(denied.clone())));
+                }
+                requested.clone()
+            }
+            None => permitted,
+        };
+        reasons.sort();
+        reasons.dedup();
+        Ok(Ok(PolicyGrant { target: target_name.to_owned(), scope, expires_at, reasons }))
+    }
+}
