@@ -119,9 +119,12 @@ pub fn check_path(claims: &Claims, max_depth: u32) -> Result<(), ChainError> {
     }
     // Each exchange's agent, oldest first: the agents of hops after the root,
     // then this token's own client.
-    let exchangers = delegation.hops.iter().skip(1).map(|hop| hop.agent.as_str()).chain(
-        (!delegation.hops.is_empty()).then_some(claims.client_id.as_str()),
-    );
+    let exchangers = delegation
+        .hops
+        .iter()
+        .skip(1)
+        .map(|hop| hop.agent.as_str())
+        .chain((!delegation.hops.is_empty()).then_some(claims.client_id.as_str()));
     if !exchangers.eq(chain.iter().rev().copied()) {
         return Err(ChainError::Inconsistent);
     }
@@ -138,7 +141,12 @@ pub fn check_path(claims: &Claims, max_depth: u32) -> Result<(), ChainError> {
     Ok(())
 }
 
-fn narrows(parent: &crate::claims::Hop, holder: &str, scope: &crate::claims::ScopeSet, exp: UnixTime) -> Result<(), ChainError> {
+fn narrows(
+    parent: &crate::claims::Hop,
+    holder: &str,
+    scope: &crate::claims::ScopeSet,
+    exp: UnixTime,
+) -> Result<(), ChainError> {
     if parent.aud != holder {
         return Err(ChainError::WrongHolder);
     }

@@ -191,11 +191,16 @@ fn parse_basic(header: &str) -> Result<(String, String), ClientAuthError> {
     if !scheme.eq_ignore_ascii_case("basic") {
         return Err(ClientAuthError::MalformedBasic);
     }
-    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).map_err(|_| ClientAuthError::MalformedBasic)?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| ClientAuthError::MalformedBasic)?;
     let text = String::from_utf8(decoded).map_err(|_| ClientAuthError::MalformedBasic)?;
     let (id, secret) = text.split_once(':').ok_or(ClientAuthError::MalformedBasic)?;
     let unescape = |part: &str| -> String {
-        form_urlencoded::parse(format!("v={part}").as_bytes()).next().map(|(_, value)| value.into_owned()).unwrap_or_default()
+        form_urlencoded::parse(format!("v={part}").as_bytes())
+            .next()
+            .map(|(_, value)| value.into_owned())
+            .unwrap_or_default()
     };
     let id = unescape(id);
     if id.is_empty() {
@@ -217,7 +222,10 @@ pub struct Verifier<'a> {
 }
 
 /// Checks the presented credentials against the inventory.
-pub async fn authenticate(presented: &Presented, context: &Verifier<'_>) -> Result<AuthenticatedAgent, ClientAuthError> {
+pub async fn authenticate(
+    presented: &Presented,
+    context: &Verifier<'_>,
+) -> Result<AuthenticatedAgent, ClientAuthError> {
     let now = context.clock.now();
     match presented {
         Presented::Secret { client_id, secret, method } => {
@@ -311,7 +319,10 @@ fn check_assertion(
         return Err(ClientAuthError::WrongMethod);
     };
     let candidates = keys.iter().filter(|key| key.algorithm() == algorithm).filter(|key| match &header.kid {
-        Some(kid) => key.public_jwk().key_id() == Some(kid.as_str()) || keys::thumbprint(key.public_jwk()).ok().as_deref() == Some(kid.as_str()),
+        Some(kid) => {
+            key.public_jwk().key_id() == Some(kid.as_str())
+                || keys::thumbprint(key.public_jwk()).ok().as_deref() == Some(kid.as_str())
+        }
         None => true,
     });
     let mut verified = None;
@@ -350,7 +361,10 @@ fn check_assertion(
         return Err(ClientAuthError::Assertion("issued in the future"));
     }
     // Item 7: a jti, for replay protection.
-    let jti = claims.jti.filter(|jti| !jti.is_empty() && jti.len() <= 256).ok_or(ClientAuthError::Assertion("missing jti"))?;
+    let jti = claims
+        .jti
+        .filter(|jti| !jti.is_empty() && jti.len() <= 256)
+        .ok_or(ClientAuthError::Assertion("missing jti"))?;
     if !agent.is_active(now) {
         return Err(ClientAuthError::Deprovisioned);
     }
@@ -368,7 +382,9 @@ mod tests {
     #[test]
     fn basic_credentials_are_form_decoded() {
         let header = basic("my%20agent", "p%3Ass");
-        let Presented::Secret { client_id, secret, method } = presented(CredentialFields { authorization: Some(&header), ..Default::default() }).unwrap() else {
+        let Presented::Secret { client_id, secret, method } =
+            presented(CredentialFields { authorization: Some(&header), ..Default::default() }).unwrap()
+        else {
             panic!("expected a secret");
         };
         assert_eq!(client_id, "my agent");
@@ -380,7 +396,12 @@ mod tests {
     #[test]
     fn one_method_per_request() {
         let header = basic("a", "b");
-        let both = CredentialFields { authorization: Some(&header), client_secret: Some("b"), client_id: Some("a"), ..Default::default() };
+        let both = CredentialFields {
+            authorization: Some(&header),
+            client_secret: Some("b"),
+            client_id: Some("a"),
+            ..Default::default()
+        };
         assert!(matches!(presented(both), Err(ClientAuthError::MultipleMethods)));
         let post_and_jwt = CredentialFields {
             client_id: Some("a"),

@@ -23,9 +23,7 @@ impl UnixTime {
 
     /// The calendar date (UTC) this time falls on.
     pub fn date(self) -> Option<time::Date> {
-        time::OffsetDateTime::from_unix_timestamp(self.0)
-            .ok()
-            .map(|moment| moment.date())
+        time::OffsetDateTime::from_unix_timestamp(self.0).ok().map(|moment| moment.date())
     }
 }
 

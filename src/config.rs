@@ -81,11 +81,16 @@ struct Raw {
 
 impl Config {
     /// Loads the file (if any) and applies `variables` (`BATON_*` pairs).
-    pub fn load(file: Option<&Path>, variables: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
+    pub fn load(
+        file: Option<&Path>,
+        variables: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
         let mut table = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-                text.parse::<toml::Table>().map_err(|error| ConfigError::Parse(format!("{}: {error}", path.display())))?
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+                text.parse::<toml::Table>()
+                    .map_err(|error| ConfigError::Parse(format!("{}: {error}", path.display())))?
             }
             None => toml::Table::new(),
         };
@@ -185,7 +190,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("baton.toml");
         std::fs::write(&path, "max_depth = 3\nsigning_algorithm = \"EdDSA\"\n").unwrap();
-        let config = Config::load(Some(&path), vars(&[("BATON_MAX_DEPTH", "4"), ("BATON_LISTEN", "127.0.0.1:9000"), ("HOME", "/")])).unwrap();
+        let config = Config::load(
+            Some(&path),
+            vars(&[("BATON_MAX_DEPTH", "4"), ("BATON_LISTEN", "127.0.0.1:9000"), ("HOME", "/")]),
+        )
+        .unwrap();
         assert_eq!(config.max_depth, 4);
         assert_eq!(config.signing_algorithm, Algorithm::EdDsa);
         assert_eq!(config.issuer, "http://127.0.0.1:9000");

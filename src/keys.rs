@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use josekit::jwk::Jwk;
-use josekit::jws::{JwsSigner, JwsVerifier, EdDSA, ES256};
+use josekit::jws::{EdDSA, JwsSigner, JwsVerifier, ES256};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -273,7 +273,9 @@ pub fn rotate(dir: &Path, algorithm: Algorithm, max_token_ttl: i64, now: UnixTim
                 write_key_file(&path, &file, false)?;
             }
             KeyState::Published { .. } => {}
-            KeyState::Expired => fs::remove_file(&path).map_err(|source| KeyError::Io { path: path.clone(), source })?,
+            KeyState::Expired => {
+                fs::remove_file(&path).map_err(|source| KeyError::Io { path: path.clone(), source })?
+            }
         }
     }
     Ok(kid)
@@ -321,7 +323,10 @@ fn algorithm_of(jwk: &Jwk) -> Result<Algorithm, KeyError> {
         ("EC", Some("P-256")) => Algorithm::Es256,
         ("OKP", Some("Ed25519")) => Algorithm::EdDsa,
         (kty, crv) => {
-            return Err(KeyError::Unusable(format!("key type {kty} with curve {} is not allowed", crv.unwrap_or("none"))))
+            return Err(KeyError::Unusable(format!(
+                "key type {kty} with curve {} is not allowed",
+                crv.unwrap_or("none")
+            )))
         }
     };
     match jwk.algorithm() {
@@ -375,7 +380,8 @@ fn write_key_file(path: &Path, file: &KeyFile, create_new: bool) -> Result<(), K
     let json = serde_json::to_vec_pretty(file).map_err(|error| KeyError::Unusable(error.to_string()))?;
     // Write beside the target and rename, so a crash never leaves half a key.
     let staging = path.with_extension("json.tmp");
-    let mut out = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&staging).map_err(io)?;
+    let mut out =
+        fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&staging).map_err(io)?;
     out.write_all(&json).map_err(io)?;
     out.sync_all().map_err(io)?;
     if create_new && path.exists() {
@@ -438,7 +444,10 @@ mod tests {
         let mode = fs::metadata(dir.path().join(format!("{kid}.json"))).unwrap().permissions();
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(mode.mode() & 0o777, 0o600);
-        assert!(matches!(generate(dir.path(), Algorithm::Es256, HOUR, UnixTime(1_000)), Err(KeyError::AlreadyHasKey(_))));
+        assert!(matches!(
+            generate(dir.path(), Algorithm::Es256, HOUR, UnixTime(1_000)),
+            Err(KeyError::AlreadyHasKey(_))
+        ));
     }
 
     #[test]

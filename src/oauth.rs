@@ -57,7 +57,8 @@ pub struct OAuthError {
 }
 
 /// The one description for every unacceptable subject or actor token.
-pub const UNACCEPTABLE_TOKEN: &str = "the presented token is invalid, expired, revoked or not acceptable for this request";
+pub const UNACCEPTABLE_TOKEN: &str =
+    "the presented token is invalid, expired, revoked or not acceptable for this request";
 
 impl OAuthError {
     const fn new(code: ErrorCode, status: u16, description: &'static str) -> Self {
@@ -76,17 +77,25 @@ impl From<&GrantError> for OAuthError {
             GrantError::Request(request) => request.into(),
             GrantError::Client(client) => client.into(),
             // RFC 8693 §2.2.2: an unacceptable subject_token is invalid_request, not invalid_grant.
-            GrantError::SubjectToken(_) | GrantError::ActorToken(_) => OAuthError::bad_request(InvalidRequest, UNACCEPTABLE_TOKEN),
+            GrantError::SubjectToken(_) | GrantError::ActorToken(_) => {
+                OAuthError::bad_request(InvalidRequest, UNACCEPTABLE_TOKEN)
+            }
             GrantError::Refused(refusal) => refusal.into(),
             GrantError::Chain(chain) => match chain {
                 ChainError::TooDeep { .. } => OAuthError::bad_request(InvalidRequest, UNACCEPTABLE_TOKEN),
-                ChainError::ScopeWidened => OAuthError::bad_request(InvalidScope, "the requested scope exceeds what the presented token holds"),
+                ChainError::ScopeWidened => {
+                    OAuthError::bad_request(InvalidScope, "the requested scope exceeds what the presented token holds")
+                }
                 ChainError::LifetimeExtended | ChainError::Inconsistent | ChainError::WrongHolder => {
                     OAuthError::new(ServerError, 500, "the token could not be issued")
                 }
             },
-            GrantError::Policy(_) | GrantError::Mint(_) => OAuthError::new(ServerError, 500, "the token could not be issued"),
-            GrantError::Store(_) => OAuthError::new(TemporarilyUnavailable, 503, "state could not be checked; try again later"),
+            GrantError::Policy(_) | GrantError::Mint(_) => {
+                OAuthError::new(ServerError, 500, "the token could not be issued")
+            }
+            GrantError::Store(_) => {
+                OAuthError::new(TemporarilyUnavailable, 503, "state could not be checked; try again later")
+            }
         }
     }
 }
@@ -95,17 +104,29 @@ impl From<&RequestError> for OAuthError {
     fn from(error: &RequestError) -> Self {
         use ErrorCode::*;
         match error {
-            RequestError::NotForm => OAuthError::bad_request(InvalidRequest, "the body must be application/x-www-form-urlencoded"),
+            RequestError::NotForm => {
+                OAuthError::bad_request(InvalidRequest, "the body must be application/x-www-form-urlencoded")
+            }
             RequestError::TooLarge => OAuthError::new(InvalidRequest, 413, "the request body is too large"),
             RequestError::MethodNotAllowed => OAuthError::new(InvalidRequest, 405, "use POST"),
             RequestError::Repeated(_) => OAuthError::bad_request(InvalidRequest, "a request parameter is repeated"),
             RequestError::Missing(_) => OAuthError::bad_request(InvalidRequest, "a required parameter is missing"),
-            RequestError::UnsupportedGrantType => OAuthError::bad_request(UnsupportedGrantType, "the grant type is not supported"),
-            RequestError::UnsupportedTokenType(_) => OAuthError::bad_request(InvalidRequest, "the token type is not supported"),
-            RequestError::ActorTokenPairing => OAuthError::bad_request(InvalidRequest, "actor_token and actor_token_type must be sent together"),
+            RequestError::UnsupportedGrantType => {
+                OAuthError::bad_request(UnsupportedGrantType, "the grant type is not supported")
+            }
+            RequestError::UnsupportedTokenType(_) => {
+                OAuthError::bad_request(InvalidRequest, "the token type is not supported")
+            }
+            RequestError::ActorTokenPairing => {
+                OAuthError::bad_request(InvalidRequest, "actor_token and actor_token_type must be sent together")
+            }
             RequestError::MalformedScope => OAuthError::bad_request(InvalidScope, "the scope parameter is malformed"),
-            RequestError::SeveralTargets => OAuthError::bad_request(InvalidTarget, "exactly one audience or resource may be requested"),
-            RequestError::ConflictingTargets => OAuthError::bad_request(InvalidTarget, "audience and resource name different targets"),
+            RequestError::SeveralTargets => {
+                OAuthError::bad_request(InvalidTarget, "exactly one audience or resource may be requested")
+            }
+            RequestError::ConflictingTargets => {
+                OAuthError::bad_request(InvalidTarget, "audience and resource name different targets")
+            }
         }
     }
 }
@@ -116,7 +137,9 @@ impl From<&ClientAuthError> for OAuthError {
         const FAILED: &str = "client authentication failed";
         match error {
             // RFC 6749 §2.3: more than one method is a malformed request.
-            ClientAuthError::MultipleMethods => OAuthError::bad_request(InvalidRequest, "use exactly one client authentication method"),
+            ClientAuthError::MultipleMethods => {
+                OAuthError::bad_request(InvalidRequest, "use exactly one client authentication method")
+            }
             ClientAuthError::Missing
             | ClientAuthError::MalformedBasic
             | ClientAuthError::UnsupportedAssertionType
@@ -126,7 +149,9 @@ impl From<&ClientAuthError> for OAuthError {
             | ClientAuthError::WrongSecret
             | ClientAuthError::Assertion(_)
             | ClientAuthError::Replayed => OAuthError::new(InvalidClient, 401, FAILED),
-            ClientAuthError::Store(_) => OAuthError::new(TemporarilyUnavailable, 503, "state could not be checked; try again later"),
+            ClientAuthError::Store(_) => {
+                OAuthError::new(TemporarilyUnavailable, 503, "state could not be checked; try again later")
+            }
         }
     }
 }
@@ -139,9 +164,13 @@ impl From<&Refusal> for OAuthError {
             Refusal::UnknownTarget | Refusal::TargetDeprovisioned | Refusal::TargetNotPermitted => {
                 OAuthError::bad_request(InvalidTarget, "the requested target is unknown or not allowed")
             }
-            Refusal::UnknownScope(_) | Refusal::BeyondParent(_) | Refusal::OutsideTarget(_) | Refusal::NotPermitted(_) => {
-                OAuthError::bad_request(InvalidScope, "the requested scope is unknown, exceeds the presented token, or is not allowed")
-            }
+            Refusal::UnknownScope(_)
+            | Refusal::BeyondParent(_)
+            | Refusal::OutsideTarget(_)
+            | Refusal::NotPermitted(_) => OAuthError::bad_request(
+                InvalidScope,
+                "the requested scope is unknown, exceeds the presented token, or is not allowed",
+            ),
             // The parent has no lifetime left to hand down: it is as good as expired.
             Refusal::NoLifetime => OAuthError::bad_request(InvalidRequest, UNACCEPTABLE_TOKEN),
         }

@@ -114,7 +114,12 @@ pub fn mint(claims: &Claims, key: &SigningKey) -> Result<String, MintError> {
 }
 
 /// Verifies a Baton access token.
-pub fn verify(token: &str, keys: &KeySet, rules: &Validation, clock: &dyn Clock) -> Result<Verified<Claims>, VerifyError> {
+pub fn verify(
+    token: &str,
+    keys: &KeySet,
+    rules: &Validation,
+    clock: &dyn Clock,
+) -> Result<Verified<Claims>, VerifyError> {
     if token.len() > rules.max_token_bytes {
         return Err(VerifyError::TooLarge);
     }

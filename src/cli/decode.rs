@@ -25,11 +25,17 @@ pub fn tree(claims: &Claims) -> String {
     for (index, (agent, aud, scope, iat, exp, jti)) in hops.chain(std::iter::once(this)).enumerate() {
         let branch = if index == 0 { String::new() } else { format!("{}└─ ", "   ".repeat(index - 1)) };
         let how = if index == 0 { "obtained" } else { "exchanged for" };
-        out.push_str(&format!("{branch}{agent} {how} a token for {aud}  scope \"{scope}\"  {iat} .. {exp}  jti {jti}\n"));
+        out.push_str(&format!(
+            "{branch}{agent} {how} a token for {aud}  scope \"{scope}\"  {iat} .. {exp}  jti {jti}\n"
+        ));
     }
     let chain = claims.chain();
     if !chain.is_empty() {
-        out.push_str(&format!("act chain (newest first): {}   depth {}\n", chain.join(" <- "), claims.delegation.depth));
+        out.push_str(&format!(
+            "act chain (newest first): {}   depth {}\n",
+            chain.join(" <- "),
+            claims.delegation.depth
+        ));
     }
     out
 }

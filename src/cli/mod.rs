@@ -98,11 +98,13 @@ fn execute(cli: Cli) -> Result<(), String> {
             let (now, ttl) = (clock.now(), config.max_token_ttl);
             match action {
                 KeysAction::Generate => {
-                    let kid = keys::generate(dir, config.signing_algorithm, ttl, now).map_err(|error| error.to_string())?;
+                    let kid =
+                        keys::generate(dir, config.signing_algorithm, ttl, now).map_err(|error| error.to_string())?;
                     println!("generated {} key {kid} in {}", config.signing_algorithm.name(), dir.display());
                 }
                 KeysAction::Rotate => {
-                    let kid = keys::rotate(dir, config.signing_algorithm, ttl, now).map_err(|error| error.to_string())?;
+                    let kid =
+                        keys::rotate(dir, config.signing_algorithm, ttl, now).map_err(|error| error.to_string())?;
                     println!("rotated: {kid} now signs; earlier keys stay published until their tokens expire");
                     println!("restart the broker to sign with the new key");
                 }

@@ -22,11 +22,13 @@ pub(super) fn run(config: Config) -> Result<(), String> {
 pub fn build(config: &Config, clock: Arc<dyn Clock>) -> Result<Broker, String> {
     let now = clock.now();
     if !keys::has_current_key(&config.keys_dir, config.max_token_ttl, now).map_err(|error| error.to_string())? {
-        let kid = keys::generate(&config.keys_dir, config.signing_algorithm, config.max_token_ttl, now).map_err(|error| error.to_string())?;
+        let kid = keys::generate(&config.keys_dir, config.signing_algorithm, config.max_token_ttl, now)
+            .map_err(|error| error.to_string())?;
         tracing::info!(%kid, dir = %config.keys_dir.display(), "generated a signing key");
     }
     let keys = KeySet::load(&config.keys_dir, config.max_token_ttl, now).map_err(|error| error.to_string())?;
-    let policy = Policy::load(&config.policies_dir, super::lifetimes(config)).map_err(|error| format!("policy: {error}"))?;
+    let policy =
+        Policy::load(&config.policies_dir, super::lifetimes(config)).map_err(|error| format!("policy: {error}"))?;
     let settings = Settings {
         issuer: config.issuer.clone(),
         max_depth: config.max_depth,
@@ -41,7 +43,9 @@ pub fn build(config: &Config, clock: Arc<dyn Clock>) -> Result<Broker, String> {
 
 async fn serve(config: Config) -> Result<(), String> {
     let broker = build(&config, Arc::new(SystemClock))?;
-    let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|error| format!("listen on {}: {error}", config.listen))?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|error| format!("listen on {}: {error}", config.listen))?;
     tracing::info!(listen = %config.listen, issuer = %config.issuer, "baton is serving");
     let app = crate::http::router(Arc::new(broker));
     axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())

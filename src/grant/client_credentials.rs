@@ -34,7 +34,11 @@ pub(super) fn handle(
     evidence.target = Some(grant.target().to_owned());
     evidence.rules = grant.reasons().to_vec();
     let jti = broker.new_jti()?;
-    let claims = chain::root(agent, &grant, Issuance { issuer: broker.settings().issuer.clone(), issued_at: now, jti: jti.clone() });
+    let claims = chain::root(
+        agent,
+        &grant,
+        Issuance { issuer: broker.settings().issuer.clone(), issued_at: now, jti: jti.clone() },
+    );
     let access_token = token::mint(&claims, broker.keys().signing())?;
     Ok(Issued {
         response: TokenResponse {

@@ -142,7 +142,9 @@ impl Broker {
         let mut evidence = Evidence::default();
         let outcome = self.grant(&request, &mut evidence).await;
         let (decision, reason, jti, granted) = match &outcome {
-            Ok(issued) => (AuditDecision::Issued, None, Some(issued.jti.clone()), Some(issued.response.scope.to_string())),
+            Ok(issued) => {
+                (AuditDecision::Issued, None, Some(issued.jti.clone()), Some(issued.response.scope.to_string()))
+            }
             Err(error) => (AuditDecision::Refused, Some(error.to_string()), None, None),
         };
         let event = AuditEvent {

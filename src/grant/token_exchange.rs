@@ -8,8 +8,8 @@
 //! derived by [`chain::derive`], which re-checks every narrowing rule.
 
 use super::{
-    asked_scopes, named_target, Broker, Evidence, GrantError, Issued, RequestError, TokenParams, TokenResponse, Unacceptable,
-    ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE,
+    asked_scopes, named_target, Broker, Evidence, GrantError, Issued, RequestError, TokenParams, TokenResponse,
+    Unacceptable, ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE,
 };
 use crate::chain::{self, Issuance};
 use crate::claims::Claims;

@@ -26,7 +26,10 @@ impl IntoResponse for ErrorResponse {
         match code {
             // RFC 6749 §5.2: a 401 for invalid_client names the scheme.
             ErrorCode::InvalidClient => {
-                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"baton\", charset=\"UTF-8\""));
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"baton\", charset=\"UTF-8\""),
+                );
             }
             ErrorCode::TemporarilyUnavailable => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

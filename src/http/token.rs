@@ -36,13 +36,15 @@ async fn read(broker: &Broker, request: Request) -> Result<TokenRequest, Request
     if !is_form {
         return Err(RequestError::NotForm);
     }
-    let bytes = axum::body::to_bytes(body, broker.settings().max_body_bytes).await.map_err(|_| RequestError::TooLarge)?;
+    let bytes =
+        axum::body::to_bytes(body, broker.settings().max_body_bytes).await.map_err(|_| RequestError::TooLarge)?;
     let params = TokenParams::from_pairs(form_urlencoded::parse(&bytes))?;
     let authorization = match parts.headers.get_all(header::AUTHORIZATION).iter().collect::<Vec<_>>().as_slice() {
         [] => None,
         [one] => Some(one.to_str().map_err(|_| RequestError::Repeated(Some("authorization")))?.to_owned()),
         _ => return Err(RequestError::Repeated(Some("authorization"))),
     };
-    let client_address = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(address)| address.to_string());
+    let client_address =
+        parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(address)| address.to_string());
     Ok(TokenRequest { authorization, params, client_address })
 }

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::str::FromStr;
 
 use cedar_policy::{
-    Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicyId, PolicySet,
-    Request, RestrictedExpression, Schema, ValidationMode, Validator,
+    Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicyId, PolicySet, Request,
+    RestrictedExpression, Schema, ValidationMode, Validator,
 };
 
 use super::inventory::Inventory;
@@ -77,7 +77,8 @@ impl Rules {
     /// Reads every `*.cedar` file in `dir`, validates the set against the
     /// schema in strict mode, and builds the entities from the inventory.
     pub fn load(dir: &Path, inventory: &Inventory) -> Result<Rules, PolicyError> {
-        let (schema, _) = Schema::from_cedarschema_str(SCHEMA).map_err(|error| PolicyError::Rules(format!("shipped schema: {error}")))?;
+        let (schema, _) = Schema::from_cedarschema_str(SCHEMA)
+            .map_err(|error| PolicyError::Rules(format!("shipped schema: {error}")))?;
         let mut files: Vec<_> = std::fs::read_dir(dir)
             .map_err(|source| PolicyError::Read { path: dir.to_path_buf(), source })?
             .filter_map(|entry| entry.ok().map(|entry| entry.path()))
@@ -86,9 +87,11 @@ impl Rules {
         files.sort();
         let mut policies = PolicySet::new();
         for path in &files {
-            let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read { path: path.clone(), source })?;
+            let text =
+                std::fs::read_to_string(path).map_err(|source| PolicyError::Read { path: path.clone(), source })?;
             let name = path.file_name().and_then(|name| name.to_str()).unwrap_or("rules.cedar");
-            let parsed = PolicySet::from_str(&text).map_err(|error| PolicyError::Parse { path: path.clone(), reason: format!("{error:?}") })?;
+            let parsed = PolicySet::from_str(&text)
+                .map_err(|error| PolicyError::Parse { path: path.clone(), reason: format!("{error:?}") })?;
             for (index, policy) in parsed.policies().enumerate() {
                 let label = policy.annotation("id").map_or_else(|| index.to_string(), str::to_owned);
                 let renamed = policy.new_id(PolicyId::new(format!("{name}#{label}")));
@@ -129,8 +132,14 @@ impl Rules {
         let context = context(facts)?;
         let mut verdicts = Vec::new();
         for scope in scopes {
-            let request = Request::new(principal.clone(), action_uid.clone(), uid("Scope", scope.as_str())?, context.clone(), Some(&self.schema))
-                .map_err(|error| PolicyError::Rules(format!("request does not match the schema: {error}")))?;
+            let request = Request::new(
+                principal.clone(),
+                action_uid.clone(),
+                uid("Scope", scope.as_str())?,
+                context.clone(),
+                Some(&self.schema),
+            )
+            .map_err(|error| PolicyError::Rules(format!("request does not match the schema: {error}")))?;
             let response = self.authorizer.is_authorized(&request, &self.policies, &self.entities);
             let failed = response.diagnostics().errors().next().is_some();
             let verdict = Verdict {
@@ -144,7 +153,9 @@ impl Rules {
 }
 
 fn context(facts: &Facts<'_>) -> Result<Context, PolicyError> {
-    let strings = |items: &[&str]| RestrictedExpression::new_set(items.iter().map(|item| RestrictedExpression::new_string((*item).to_owned())));
+    let strings = |items: &[&str]| {
+        RestrictedExpression::new_set(items.iter().map(|item| RestrictedExpression::new_string((*item).to_owned())))
+    };
     Context::from_pairs([
         ("subject".to_owned(), RestrictedExpression::new_string(facts.subject.to_owned())),
         ("target".to_owned(), RestrictedExpression::new_string(facts.target.to_owned())),

@@ -123,10 +123,7 @@ impl Inventory {
 
     /// The registered target named `name`: a resource URI or an agent id.
     pub fn target(&self, name: &str) -> Option<Target<'_>> {
-        self.resources
-            .get(name)
-            .map(Target::Resource)
-            .or_else(|| self.agents.get(name).map(Target::Agent))
+        self.resources.get(name).map(Target::Resource).or_else(|| self.agents.get(name).map(Target::Agent))
     }
 
     /// The URI of the resource that defines `scope`.
@@ -159,13 +156,20 @@ impl Inventory {
             }
             let mut scopes = Vec::new();
             for text in &entry.scopes {
-                let scope: Scope = text.parse().map_err(|_| problem(format!("resource `{}`: `{text}` is not a valid scope", entry.uri)))?;
+                let scope: Scope = text
+                    .parse()
+                    .map_err(|_| problem(format!("resource `{}`: `{text}` is not a valid scope", entry.uri)))?;
                 if let Some(other) = scope_owner.insert(scope.clone(), entry.uri.clone()) {
                     return Err(problem(format!("scope `{text}` is defined by both `{other}` and `{}`", entry.uri)));
                 }
                 scopes.push(scope);
             }
-            let resource = Resource { uri: entry.uri.clone(), name: entry.name, scopes: scopes.into_iter().collect(), token_ttl: entry.ttl };
+            let resource = Resource {
+                uri: entry.uri.clone(),
+                name: entry.name,
+                scopes: scopes.into_iter().collect(),
+                token_ttl: entry.ttl,
+            };
             if resources.insert(entry.uri.clone(), resource).is_some() {
                 return Err(problem(format!("resource `{}` is registered twice", entry.uri)));
             }
@@ -174,10 +178,16 @@ impl Inventory {
         for entry in agents_file.agents {
             let agent = entry.into_agent()?;
             if resources.contains_key(&agent.id) {
-                return Err(PolicyError::Inventory { file: "agents.toml", reason: format!("agent `{}` has the same name as a resource", agent.id) });
+                return Err(PolicyError::Inventory {
+                    file: "agents.toml",
+                    reason: format!("agent `{}` has the same name as a resource", agent.id),
+                });
             }
             if agents.contains_key(&agent.id) {
-                return Err(PolicyError::Inventory { file: "agents.toml", reason: format!("agent `{}` is registered twice", agent.id) });
+                return Err(PolicyError::Inventory {
+                    file: "agents.toml",
+                    reason: format!("agent `{}` is registered twice", agent.id),
+                });
             }
             agents.insert(agent.id.clone(), agent);
         }
@@ -186,7 +196,10 @@ impl Inventory {
                 if !resources.contains_key(target) && !agents.contains_key(target) {
                     return Err(PolicyError::Inventory {
                         file: "agents.toml",
-                        reason: format!("agent `{}`: default_audience `{target}` is not a registered resource or agent", agent.id),
+                        reason: format!(
+                            "agent `{}`: default_audience `{target}` is not a registered resource or agent",
+                            agent.id
+                        ),
                     });
                 }
             }
@@ -223,7 +236,10 @@ struct AgentEntry {
 
 impl AgentEntry {
     fn into_agent(self) -> Result<Agent, PolicyError> {
-        let problem = |reason: String| PolicyError::Inventory { file: "agents.toml", reason: format!("agent `{}`: {reason}", self.id) };
+        let problem = |reason: String| PolicyError::Inventory {
+            file: "agents.toml",
+            reason: format!("agent `{}`: {reason}", self.id),
+        };
         if self.id.is_empty() || !self.id.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"-_.".contains(&byte)) {
             return Err(problem("id must be non-empty and use only letters, digits, `-`, `_` and `.`".into()));
         }
@@ -297,7 +313,8 @@ struct ResourceEntry {
 }
 
 fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, PolicyError> {
-    let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read { path: path.to_path_buf(), source })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|source| PolicyError::Read { path: path.to_path_buf(), source })?;
     toml::from_str(&text).map_err(|error| PolicyError::Parse { path: path.to_path_buf(), reason: error.to_string() })
 }
 
@@ -306,7 +323,11 @@ mod tests {
     use super::*;
 
     fn parse(agents: &str, resources: &str) -> Result<Inventory, PolicyError> {
-        Inventory::build(toml::from_str(agents).map_err(|e| PolicyError::Parse { path: "agents.toml".into(), reason: e.to_string() })?, toml::from_str(resources).unwrap())
+        Inventory::build(
+            toml::from_str(agents)
+                .map_err(|e| PolicyError::Parse { path: "agents.toml".into(), reason: e.to_string() })?,
+            toml::from_str(resources).unwrap(),
+        )
     }
 
     const RESOURCES: &str = r#"
@@ -319,7 +340,10 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_named() {
-        let error = parse("[[agents]]\nid='x'\nowner='o'\npurpose='p'\nexpires=2030-01-01\nsecret_sha257='00'", RESOURCES).err().unwrap();
+        let error =
+            parse("[[agents]]\nid='x'\nowner='o'\npurpose='p'\nexpires=2030-01-01\nsecret_sha257='00'", RESOURCES)
+                .err()
+                .unwrap();
         assert!(error.to_string().contains("secret_sha257"), "{error}");
     }
 
@@ -347,7 +371,8 @@ mod tests {
 
     #[test]
     fn a_scope_belongs_to_one_resource() {
-        let twice = format!("{RESOURCES}\n[[resources]]\nuri='https://other.example'\nname='B'\nscopes=['a.read']\nttl=60");
+        let twice =
+            format!("{RESOURCES}\n[[resources]]\nuri='https://other.example'\nname='B'\nscopes=['a.read']\nttl=60");
         assert!(parse("", &twice).is_err());
     }
 }

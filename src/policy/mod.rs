@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 pub use cedar::{Action, Facts, Rules, Verdict};
 pub use inventory::{Agent, Credentials, Inventory, Resource, Target};
 
-use crate::claims::{ScopeSet, Scope};
+use crate::claims::{Scope, ScopeSet};
 use crate::clock::UnixTime;
 
 /// A policy folder that cannot be used.
@@ -189,7 +189,9 @@ impl Policy {
         let (universe, target_ttl, target_is_agent) = match inventory.target(target_name) {
             None => return Ok(Err(Refusal::UnknownTarget)),
             Some(Target::Agent(agent)) if !agent.is_active(ask.now) => return Ok(Err(Refusal::TargetDeprovisioned)),
-            Some(Target::Agent(agent)) => (inventory.all_scopes(), agent.token_ttl.unwrap_or(self.lifetimes.agent_token_ttl), true),
+            Some(Target::Agent(agent)) => {
+                (inventory.all_scopes(), agent.token_ttl.unwrap_or(self.lifetimes.agent_token_ttl), true)
+            }
             Some(Target::Resource(resource)) => (resource.scopes.clone(), resource.token_ttl, false),
         };
         if let Some(requested) = ask.requested {
@@ -226,7 +228,10 @@ impl Policy {
             target_is_agent,
             depth: ask.depth,
             chain: ask.chain.clone(),
-            parent_scopes: ask.parent_scopes.map(|scopes| scopes.iter().map(Scope::as_str).collect()).unwrap_or_default(),
+            parent_scopes: ask
+                .parent_scopes
+                .map(|scopes| scopes.iter().map(Scope::as_str).collect())
+                .unwrap_or_default(),
             dpop_bound: false,
             ttl: lifetime,
         };
