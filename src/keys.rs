@@ -93,11 +93,17 @@ impl VerifyingKey {
     /// `EdDSA` (Ed25519) keys only. The JWK's `alg`, where present, must agree.
     pub fn from_jwk(jwk: &Jwk) -> Result<VerifyingKey, KeyError> {
         let algorithm = algorithm_of(jwk)?;
-        let public_jwk = jwk.to_public_key().map_err(|error| KeyError::Unusable(error.to_string()))?;
+        // `to_public_key` keeps only the key material, so the verifier does not
+        // insist on a `kid` in the header; the published copy keeps the `kid`.
+        let material = jwk.to_public_key().map_err(|error| KeyError::Unusable(error.to_string()))?;
         let verifier: Box<dyn JwsVerifier> = match algorithm {
-            Algorithm::Es256 => Box::new(ES256.verifier_from_jwk(&public_jwk).map_err(unusable)?),
-            Algorithm::EdDsa => Box::new(EdDSA.verifier_from_jwk(&public_jwk).map_err(unusable)?),
+            Algorithm::Es256 => Box::new(ES256.verifier_from_jwk(&material).map_err(unusable)?),
+            Algorithm::EdDsa => Box::new(EdDSA.verifier_from_jwk(&material).map_err(unusable)?),
         };
+        let mut public_jwk = material;
+        if let Some(kid) = jwk.key_id() {
+            public_jwk.set_key_id(kid);
+        }
         Ok(VerifyingKey { algorithm, verifier, public_jwk })
     }
 

@@ -1,0 +1,249 @@
+//! Client authentication (RFC 6749 §2.3, RFC 7523): one method a request,
+//! secrets checked by hash, assertions single-use; failures are 401
+//! `invalid_client` with `WWW-Authenticate`.
+
+use baton::client_auth::ASSERTION_TYPE;
+use josekit::jwk::Jwk;
+use serde_json::{json, Value};
+
+use crate::harness::*;
+
+struct KeyAgent {
+    harness: Harness,
+    key: Jwk,
+    _policies: tempfile::TempDir,
+}
+
+/// A broker whose agent `signer` authenticates with `private_key_jwt`, and
+/// whose agent `holder` uses a secret.
+fn key_agent() -> KeyAgent {
+    let key = Jwk::generate_ec_key(josekit::jwk::alg::ec::EcCurve::P256).unwrap();
+    let mut public = key.to_public_key().unwrap();
+    public.set_key_id("signer-key-1");
+    let jwk = Value::Object(public.as_ref().clone());
+    let jwk_toml =
+        format!("{{ kty = \"EC\", crv = \"P-256\", kid = \"signer-key-1\", x = {}, y = {} }}", jwk["x"], jwk["y"]);
+    let agents = format!(
+        "[[agents]]\nid = 'signer'\nowner = 'o'\npurpose = 'p'\nexpires = 2030-01-01\njwks = {{ keys = [ {jwk_toml} ] }}\n\
+         [[agents]]\nid = 'holder'\nowner = 'o'\npurpose = 'p'\nexpires = 2030-01-01\nsecret_sha256 = '{}'\n",
+        secret_hash("holder-secret")
+    );
+    let resources = "[[resources]]\nuri = 'https://api.example'\nname = 'API'\nscopes = ['read']\nttl = 300\n";
+    let folder = policy_folder(&agents, resources, "permit (principal, action == Action::\"issue\", resource);");
+    let harness = Harness::with(Options { policies: folder.path().to_owned(), ..Options::default() });
+    KeyAgent { harness, key, _policies: folder }
+}
+
+fn assertion_claims(jti: &str) -> Value {
+    json!({"iss": "signer", "sub": "signer", "aud": ISSUER, "exp": START.0 + 120, "iat": START.0, "jti": jti})
+}
+
+async fn with_assertion(harness: &Harness, assertion: &str) -> Response {
+    harness
+        .token(
+            None,
+            &[
+                ("grant_type", "client_credentials"),
+                ("audience", "https://api.example"),
+                ("client_assertion_type", ASSERTION_TYPE),
+                ("client_assertion", assertion),
+            ],
+        )
+        .await
+}
+
+#[track_caller]
+fn assert_invalid_client(response: &Response) {
+    response.assert_error(401, "invalid_client");
+    assert!(response.headers["www-authenticate"].to_str().unwrap().starts_with("Basic"), "{:?}", response.headers);
+}
+
+#[tokio::test]
+async fn private_key_jwt_authenticates_once_per_assertion() {
+    let setup = key_agent();
+    let header = json!({"alg": "ES256", "kid": "signer-key-1"});
+    let assertion = sign(&setup.key, &header, &assertion_claims("one"));
+    let first = with_assertion(&setup.harness, &assertion).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert_eq!(json_of(first.token())["sub"], "signer");
+    // RFC 7523 §3 item 7: the same jti is refused until the assertion expires.
+    assert_invalid_client(&with_assertion(&setup.harness, &assertion).await);
+    let fresh = sign(&setup.key, &header, &assertion_claims("two"));
+    assert_eq!(with_assertion(&setup.harness, &fresh).await.status, 200);
+    // Without a kid the registered keys are tried.
+    let no_kid = sign(&setup.key, &json!({"alg": "ES256"}), &assertion_claims("three"));
+    assert_eq!(with_assertion(&setup.harness, &no_kid).await.status, 200);
+}
+
+#[tokio::test]
+async fn bad_assertions_are_invalid_client() {
+    let setup = key_agent();
+    let harness = &setup.harness;
+    let header = json!({"alg": "ES256", "kid": "signer-key-1"});
+    let signed = |edit: &dyn Fn(&mut Value), jti: &str| {
+        let mut claims = assertion_claims(jti);
+        edit(&mut claims);
+        sign(&setup.key, &header, &claims)
+    };
+    let cases: Vec<(&str, String)> = vec![
+        ("wrong audience", signed(&|c| c["aud"] = json!("https://other.example"), "a1")),
+        ("token endpoint as audience", signed(&|c| c["aud"] = json!(format!("{ISSUER}/token")), "a2")),
+        ("expired", signed(&|c| c["exp"] = json!(START.0 - 1), "a3")),
+        ("exp too far ahead", signed(&|c| c["exp"] = json!(START.0 + 3600), "a4")),
+        (
+            "no exp",
+            signed(
+                &|c| {
+                    c.as_object_mut().unwrap().remove("exp");
+                },
+                "a5",
+            ),
+        ),
+        (
+            "no jti",
+            signed(
+                &|c| {
+                    c.as_object_mut().unwrap().remove("jti");
+                },
+                "a6",
+            ),
+        ),
+        ("sub differs from iss", signed(&|c| c["sub"] = json!("holder"), "a7")),
+        ("issued in the future", signed(&|c| c["iat"] = json!(START.0 + 100), "a8")),
+        ("not yet valid", signed(&|c| c["nbf"] = json!(START.0 + 100), "a9")),
+        (
+            "unknown client",
+            signed(
+                &|c| {
+                    c["iss"] = json!("ghost");
+                    c["sub"] = json!("ghost");
+                },
+                "a10",
+            ),
+        ),
+        (
+            "secret client by assertion",
+            signed(
+                &|c| {
+                    c["iss"] = json!("holder");
+                    c["sub"] = json!("holder");
+                },
+                "a11",
+            ),
+        ),
+    ];
+    for (case, assertion) in &cases {
+        let response = with_assertion(harness, assertion).await;
+        assert_eq!((response.status.as_u16(), response.error()), (401, "invalid_client"), "{case}: {}", response.body);
+    }
+    let stranger = Jwk::generate_ec_key(josekit::jwk::alg::ec::EcCurve::P256).unwrap();
+    assert_invalid_client(&with_assertion(harness, &sign(&stranger, &header, &assertion_claims("b1"))).await);
+    let none = format!("{}.{}.", b64(br#"{"alg":"none"}"#), b64(assertion_claims("b2").to_string().as_bytes()));
+    assert_invalid_client(&with_assertion(harness, &none).await);
+    assert_invalid_client(&with_assertion(harness, "garbage").await);
+
+    // client_id in the body must match the assertion.
+    let mismatch = harness
+        .token(
+            None,
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", "holder"),
+                ("client_assertion_type", ASSERTION_TYPE),
+                ("client_assertion", &sign(&setup.key, &header, &assertion_claims("b3"))),
+            ],
+        )
+        .await;
+    assert_invalid_client(&mismatch);
+    let wrong_type = harness
+        .token(
+            None,
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_assertion_type", "urn:example:other"),
+                ("client_assertion", &sign(&setup.key, &header, &assertion_claims("b4"))),
+            ],
+        )
+        .await;
+    assert_invalid_client(&wrong_type);
+}
+
+#[tokio::test]
+async fn secrets_by_basic_and_by_post() {
+    let harness = Harness::new();
+    let form = [("grant_type", "client_credentials")];
+    assert_eq!(harness.as_agent("orchestrator", &form).await.status, 200);
+    let post = harness
+        .token(
+            None,
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", "orchestrator"),
+                ("client_secret", "dev-only-orchestrator-secret"),
+            ],
+        )
+        .await;
+    assert_eq!(post.status, 200, "{}", post.body);
+
+    assert_invalid_client(&harness.token(Some(("orchestrator", "wrong")), &form).await);
+    assert_invalid_client(&harness.token(Some(("ghost", "dev-only-orchestrator-secret")), &form).await);
+    assert_invalid_client(&harness.token(None, &form).await);
+    let post_wrong = harness
+        .token(None, &[("grant_type", "client_credentials"), ("client_id", "orchestrator"), ("client_secret", "nope")])
+        .await;
+    assert_invalid_client(&post_wrong);
+    // The secret is never echoed.
+    assert!(!post_wrong.body.to_string().contains("nope"));
+}
+
+#[tokio::test]
+async fn more_than_one_method_is_invalid_request() {
+    let harness = Harness::new();
+    let both = harness
+        .token(
+            Some(("orchestrator", "dev-only-orchestrator-secret")),
+            &[("grant_type", "client_credentials"), ("client_secret", "dev-only-orchestrator-secret")],
+        )
+        .await;
+    both.assert_error(400, "invalid_request");
+    let post_and_assertion = harness
+        .token(
+            None,
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", "orchestrator"),
+                ("client_secret", "dev-only-orchestrator-secret"),
+                ("client_assertion_type", ASSERTION_TYPE),
+                ("client_assertion", "a.b.c"),
+            ],
+        )
+        .await;
+    post_and_assertion.assert_error(400, "invalid_request");
+}
+
+#[tokio::test]
+async fn an_expired_agent_gets_nothing() {
+    let harness = Harness::new();
+    let [root, ..] = harness.walk().await;
+    // The example agents expire on 2027-11-30: the day after, nothing.
+    let after_expiry = baton::clock::UnixTime(1_827_619_200); // 2027-12-01T00:00:00Z
+    harness.clock.advance(after_expiry.seconds_since(START));
+    assert_invalid_client(&harness.as_agent("orchestrator", &[("grant_type", "client_credentials")]).await);
+    assert_invalid_client(&harness.exchange("planner", &root, &[("audience", "booker")]).await);
+}
+
+#[tokio::test]
+async fn an_expired_target_agent_is_invalid_target() {
+    let agents = std::fs::read_to_string(example_policies().join("agents.toml")).unwrap().replacen(
+        "expires = 2027-11-30\ngroups = [\"travel\"]\ntoken_ttl = 1800",
+        "expires = 2026-11-01\ngroups = [\"travel\"]\ntoken_ttl = 1800",
+        1,
+    );
+    assert!(agents.contains("2026-11-01"), "the booker's expiry was rewritten");
+    let resources = std::fs::read_to_string(example_policies().join("resources.toml")).unwrap();
+    let rules = std::fs::read_to_string(example_policies().join("travel.cedar")).unwrap();
+    let folder = policy_folder(&agents, &resources, &rules);
+    let harness = Harness::with(Options { policies: folder.path().to_owned(), ..Options::default() });
+    let root = harness.as_agent("orchestrator", &[("grant_type", "client_credentials")]).await;
+    harness.exchange("planner", root.token(), &[("audience", "booker")]).await.assert_error(400, "invalid_target");
+}

@@ -1,0 +1,53 @@
+//! Discovery (RFC 8414) and the JWKS (RFC 7517).
+
+use crate::harness::*;
+
+#[tokio::test]
+async fn both_metadata_documents_agree_and_name_the_endpoints() {
+    let harness = Harness::new();
+    let oauth = harness.get("/.well-known/oauth-authorization-server").await;
+    let openid = harness.get("/.well-known/openid-configuration").await;
+    assert_eq!(oauth.status, 200);
+    assert_eq!(oauth.body, openid.body);
+    assert_eq!(oauth.headers["cache-control"], "no-store");
+    let metadata = &oauth.body;
+    assert_eq!(metadata["issuer"], ISSUER);
+    assert_eq!(metadata["token_endpoint"], format!("{ISSUER}/token"));
+    assert_eq!(metadata["jwks_uri"], format!("{ISSUER}/jwks"));
+    let grants = metadata["grant_types_supported"].as_array().unwrap();
+    assert!(grants.contains(&EXCHANGE.into()) && grants.contains(&"client_credentials".into()));
+    let methods = metadata["token_endpoint_auth_methods_supported"].as_array().unwrap();
+    for method in ["client_secret_basic", "client_secret_post", "private_key_jwt"] {
+        assert!(methods.contains(&method.into()), "{method}");
+    }
+    let scopes = metadata["scopes_supported"].as_array().unwrap();
+    assert_eq!(scopes.len(), 4);
+}
+
+#[tokio::test]
+async fn the_jwks_holds_the_signing_key_public_only() {
+    let harness = Harness::new();
+    let jwks = harness.get("/jwks").await;
+    let keys = jwks.body["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1);
+    let key = &keys[0];
+    assert_eq!(key["kid"], harness.broker_kid());
+    assert_eq!(key["alg"], "ES256");
+    assert_eq!(key["use"], "sig");
+    assert!(key.get("d").is_none(), "private part published: {key}");
+
+    // A token verifies with the published key alone.
+    let token = harness.as_agent("orchestrator", &[("grant_type", "client_credentials")]).await.token().to_owned();
+    let jwk = josekit::jwk::Jwk::from_map(key.as_object().unwrap().clone()).unwrap();
+    let verifier = josekit::jws::ES256.verifier_from_jwk(&jwk).unwrap();
+    josekit::jws::deserialize_compact(&token, &verifier).unwrap();
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let harness = Harness::new();
+    assert_eq!(harness.get("/healthz").await.status, 200);
+    let ready = harness.get("/readyz").await;
+    assert_eq!(ready.status, 200);
+    assert_eq!(ready.body["rules"], 5);
+}

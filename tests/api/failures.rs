@@ -1,0 +1,228 @@
+//! Malformed and hostile requests get the RFC's code, a neutral description
+//! and `no-store`; never a panic, never a token. State that cannot be
+//! checked fails closed.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::http::{header, Request};
+use baton::claims::Claims;
+use baton::clock::UnixTime;
+use baton::grant::Stores;
+use baton::store::{AuditEvent, AuditSink, ReplayStore, RevocationStore, Status, StoreError, Use};
+
+use crate::harness::*;
+
+#[tokio::test]
+async fn malformed_requests_are_invalid_request() {
+    let harness = Harness::new();
+    let [root, ..] = harness.walk().await;
+    let events_before = harness.store.events().len();
+
+    harness
+        .token(Some(("orchestrator", "dev-only-orchestrator-secret")), &[])
+        .await
+        .assert_error(400, "invalid_request");
+    harness
+        .as_agent("orchestrator", &[("grant_type", "client_credentials"), ("grant_type", "client_credentials")])
+        .await
+        .assert_error(400, "invalid_request");
+    harness
+        .as_agent("orchestrator", &[("grant_type", "client_credentials"), ("scope", "a"), ("scope", "b")])
+        .await
+        .assert_error(400, "invalid_request");
+    harness.as_agent("orchestrator", &[("grant_type", "password")]).await.assert_error(400, "unsupported_grant_type");
+    harness
+        .as_agent("orchestrator", &[("grant_type", "client_credentials"), ("scope", "bad\"scope")])
+        .await
+        .assert_error(400, "invalid_scope");
+    harness
+        .as_agent(
+            "orchestrator",
+            &[("grant_type", "client_credentials"), ("audience", "planner"), ("audience", "booker")],
+        )
+        .await
+        .assert_error(400, "invalid_target");
+
+    // Token exchange parameters (RFC 8693 §2.1).
+    let exchange = |extra: Vec<(&'static str, String)>| {
+        let mut form: Vec<(&str, String)> = vec![("grant_type", EXCHANGE.into())];
+        form.extend(extra);
+        form
+    };
+    let cases: Vec<(&str, Vec<(&str, String)>)> = vec![
+        ("no subject_token", exchange(vec![("subject_token_type", ACCESS_TOKEN.into())])),
+        ("no subject_token_type", exchange(vec![("subject_token", root.clone())])),
+        (
+            "unknown subject_token_type",
+            exchange(vec![
+                ("subject_token", root.clone()),
+                ("subject_token_type", "urn:ietf:params:oauth:token-type:saml2".into()),
+            ]),
+        ),
+        (
+            "unknown requested_token_type",
+            exchange(vec![
+                ("subject_token", root.clone()),
+                ("subject_token_type", ACCESS_TOKEN.into()),
+                ("requested_token_type", "urn:ietf:params:oauth:token-type:refresh_token".into()),
+            ]),
+        ),
+        (
+            "actor_token_type without actor_token",
+            exchange(vec![
+                ("subject_token", root.clone()),
+                ("subject_token_type", ACCESS_TOKEN.into()),
+                ("actor_token_type", ACCESS_TOKEN.into()),
+            ]),
+        ),
+        (
+            "repeated subject_token",
+            exchange(vec![
+                ("subject_token", root.clone()),
+                ("subject_token", root.clone()),
+                ("subject_token_type", ACCESS_TOKEN.into()),
+            ]),
+        ),
+    ];
+    for (case, form) in cases {
+        let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let response = harness.as_agent("planner", &form).await;
+        assert_eq!((response.status.as_u16(), response.error()), (400, "invalid_request"), "{case}: {}", response.body);
+        assert!(!response.body.to_string().contains(&root[..40]), "{case}: token echoed");
+    }
+    // Every refusal is still evidence; nothing was issued.
+    let events = harness.store.events();
+    assert!(events.len() > events_before);
+    assert!(events[events_before..].iter().all(|event| event.decision == baton::store::AuditDecision::Refused));
+}
+
+#[tokio::test]
+async fn wrong_methods_content_types_and_sizes_are_clear_4xx() {
+    let harness = Harness::new();
+    let get = harness.get("/token").await;
+    get.assert_error(405, "invalid_request");
+    assert_eq!(get.headers[header::ALLOW], "POST");
+
+    let json_body = harness
+        .send(
+            Request::post("/token")
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(header::AUTHORIZATION, basic_header("orchestrator", "dev-only-orchestrator-secret"))
+                .body(Body::from(r#"{"grant_type":"client_credentials"}"#))
+                .unwrap(),
+        )
+        .await;
+    json_body.assert_error(400, "invalid_request");
+
+    let huge = format!("grant_type=client_credentials&padding={}", "x".repeat(100 * 1024));
+    let oversize = harness
+        .send(
+            Request::post("/token")
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .header(header::AUTHORIZATION, basic_header("orchestrator", "dev-only-orchestrator-secret"))
+                .body(Body::from(huge))
+                .unwrap(),
+        )
+        .await;
+    oversize.assert_error(413, "invalid_request");
+
+    let two_auth = harness
+        .send(
+            Request::post("/token")
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .header(header::AUTHORIZATION, basic_header("orchestrator", "dev-only-orchestrator-secret"))
+                .header(header::AUTHORIZATION, basic_header("planner", "dev-only-planner-secret"))
+                .body(Body::from("grant_type=client_credentials"))
+                .unwrap(),
+        )
+        .await;
+    two_auth.assert_error(400, "invalid_request");
+
+    let not_found = harness.get("/nowhere").await;
+    assert_eq!(not_found.status, 404);
+    assert_eq!(not_found.headers[header::CACHE_CONTROL], "no-store");
+}
+
+#[tokio::test]
+async fn broken_form_encoding_does_not_panic() {
+    let harness = Harness::new();
+    for body in ["%", "grant_type=%ZZ", "&&&=&=", "grant_type=client_credentials&scope=%00", "\u{0}\u{1}"] {
+        let response = harness
+            .send(
+                Request::post("/token")
+                    .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .header(header::AUTHORIZATION, basic_header("orchestrator", "dev-only-orchestrator-secret"))
+                    .body(Body::from(body))
+                    .unwrap(),
+            )
+            .await;
+        assert!(response.status.is_client_error(), "{body:?}: {} {}", response.status, response.body);
+        assert!(response.body.get("access_token").is_none());
+    }
+}
+
+/// State that cannot be reached: every call fails.
+struct Unreachable;
+
+#[async_trait]
+impl ReplayStore for Unreachable {
+    async fn use_once(&self, _: &str, _: UnixTime, _: UnixTime) -> Result<Use, StoreError> {
+        Err(StoreError("connection refused".into()))
+    }
+}
+
+#[async_trait]
+impl RevocationStore for Unreachable {
+    async fn revoke(&self, _: &baton::claims::TokenId, _: UnixTime) -> Result<(), StoreError> {
+        Err(StoreError("connection refused".into()))
+    }
+    async fn check(&self, _: &Claims) -> Result<Status, StoreError> {
+        Err(StoreError("connection refused".into()))
+    }
+}
+
+#[async_trait]
+impl AuditSink for Unreachable {
+    async fn record(&self, _: AuditEvent) -> Result<(), StoreError> {
+        Err(StoreError("connection refused".into()))
+    }
+}
+
+#[tokio::test]
+async fn unreachable_state_fails_closed() {
+    // Revocation unreachable: an exchange cannot check its parent.
+    let memory = Arc::new(baton::store::memory::MemoryStore::new());
+    let revocation_down = Harness::with(Options {
+        stores: Some(Stores { replay: memory.clone(), revocation: Arc::new(Unreachable), audit: memory.clone() }),
+        ..Options::default()
+    });
+    let root_here = revocation_down.as_agent("orchestrator", &[("grant_type", "client_credentials")]).await;
+    assert_eq!(root_here.status, 200, "issuing a root needs no revocation read");
+    let refused = revocation_down.exchange("planner", root_here.token(), &[("audience", "booker")]).await;
+    refused.assert_error(503, "temporarily_unavailable");
+    assert!(refused.body.get("access_token").is_none());
+    assert_eq!(refused.headers[header::RETRY_AFTER], "1");
+
+    // Audit unreachable: a token whose issuance cannot be recorded is not handed out.
+    let audit_down = Harness::with(Options {
+        stores: Some(Stores { replay: memory.clone(), revocation: memory.clone(), audit: Arc::new(Unreachable) }),
+        ..Options::default()
+    });
+    audit_down
+        .as_agent("orchestrator", &[("grant_type", "client_credentials")])
+        .await
+        .assert_error(503, "temporarily_unavailable");
+}
+
+#[tokio::test]
+async fn unreachable_replay_state_fails_closed_for_assertions() {
+    let memory = Arc::new(baton::store::memory::MemoryStore::new());
+    let harness = Harness::with(Options {
+        stores: Some(Stores { replay: Arc::new(Unreachable), revocation: memory.clone(), audit: memory }),
+        ..Options::default()
+    });
+    // A secret needs no replay state; the request still succeeds.
+    assert_eq!(harness.as_agent("orchestrator", &[("grant_type", "client_credentials")]).await.status, 200);
+}

@@ -1,0 +1,238 @@
+//! A broker on a temporary key folder, a copy of a policy folder and a fixed
+//! clock, driven through its router.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, Request, StatusCode};
+use axum::Router;
+use base64::Engine;
+use baton::claims::Claims;
+use baton::clock::{FixedClock, UnixTime};
+use baton::grant::{Broker, Settings, Stores};
+use baton::keys::{self, Algorithm, KeySet};
+use baton::policy::{Lifetimes, Policy};
+use baton::store::memory::MemoryStore;
+use baton::store::{AuditSink, ReplayStore, RevocationStore};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+
+pub const ISSUER: &str = "http://127.0.0.1:8080";
+pub const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+pub const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
+pub const AIRLINE: &str = "https://api.airline.example";
+pub const CALENDAR: &str = "https://api.calendar.example";
+/// 2026-12-01T00:00:00Z: inside every example agent's registered life.
+pub const START: UnixTime = UnixTime(1_796_083_200);
+
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub clock: Arc<FixedClock>,
+    pub store: Arc<MemoryStore>,
+    pub router: Router,
+    pub broker: Arc<Broker>,
+}
+
+pub struct Options {
+    pub policies: PathBuf,
+    pub max_depth: u32,
+    pub algorithm: Algorithm,
+    pub stores: Option<Stores>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { policies: example_policies(), max_depth: 5, algorithm: Algorithm::Es256, stores: None }
+    }
+}
+
+pub fn example_policies() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")
+}
+
+pub struct Response {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl Response {
+    pub fn token(&self) -> &str {
+        self.body["access_token"].as_str().unwrap_or_else(|| panic!("no token in {}: {}", self.status, self.body))
+    }
+
+    pub fn error(&self) -> &str {
+        self.body["error"].as_str().unwrap_or_else(|| panic!("no error in {}: {}", self.status, self.body))
+    }
+
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, error: &str) {
+        assert_eq!((self.status.as_u16(), self.error()), (status, error), "body: {}", self.body);
+        assert_eq!(self.headers[header::CACHE_CONTROL], "no-store");
+    }
+}
+
+impl Harness {
+    pub fn new() -> Harness {
+        Harness::with(Options::default())
+    }
+
+    pub fn with(options: Options) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let keys_dir = dir.path().join("keys");
+        let lifetimes = Lifetimes { max_token_ttl: 3600, agent_token_ttl: 900 };
+        keys::generate(&keys_dir, options.algorithm, 3600, START).unwrap();
+        let keys = KeySet::load(&keys_dir, 3600, START).unwrap();
+        let policy = Policy::load(&options.policies, lifetimes).unwrap();
+        let clock = Arc::new(FixedClock::new(START));
+        let store = Arc::new(MemoryStore::new());
+        let stores = options.stores.unwrap_or_else(|| Stores {
+            replay: store.clone() as Arc<dyn ReplayStore>,
+            revocation: store.clone() as Arc<dyn RevocationStore>,
+            audit: store.clone() as Arc<dyn AuditSink>,
+        });
+        let settings = Settings {
+            issuer: ISSUER.into(),
+            max_depth: options.max_depth,
+            max_token_bytes: 16 * 1024,
+            max_body_bytes: 64 * 1024,
+            lifetimes,
+        };
+        let broker = Arc::new(Broker::new(settings, keys, policy, stores, clock.clone()));
+        let router = baton::http::router(broker.clone());
+        Harness { dir, clock, store, router, broker }
+    }
+
+    pub fn keys_dir(&self) -> PathBuf {
+        self.dir.path().join("keys")
+    }
+
+    pub async fn send(&self, request: Request<Body>) -> Response {
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+        Response { status, headers, body }
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.send(Request::get(path).body(Body::empty()).unwrap()).await
+    }
+
+    /// `POST /token` with `client_secret_basic` when `basic` is given.
+    pub async fn token(&self, basic: Option<(&str, &str)>, form: &[(&str, &str)]) -> Response {
+        let mut request = Request::post("/token").header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        if let Some((id, secret)) = basic {
+            request = request.header(header::AUTHORIZATION, basic_header(id, secret));
+        }
+        self.send(request.body(Body::from(form_body(form))).unwrap()).await
+    }
+
+    /// The example agent `agent` authenticating with its dev secret.
+    pub async fn as_agent(&self, agent: &str, form: &[(&str, &str)]) -> Response {
+        let secret = format!("dev-only-{agent}-secret");
+        self.token(Some((agent, &secret)), form).await
+    }
+
+    pub async fn exchange(&self, agent: &str, subject_token: &str, extra: &[(&str, &str)]) -> Response {
+        let mut form =
+            vec![("grant_type", EXCHANGE), ("subject_token", subject_token), ("subject_token_type", ACCESS_TOKEN)];
+        form.extend_from_slice(extra);
+        self.as_agent(agent, &form).await
+    }
+
+    /// The three hops of the example: orchestrator's own token for the
+    /// planner, the planner's for the booker, the booker's for the airline.
+    pub async fn walk(&self) -> [String; 3] {
+        let root =
+            self.as_agent("orchestrator", &[("grant_type", "client_credentials"), ("audience", "planner")]).await;
+        assert_eq!(root.status, StatusCode::OK, "{}", root.body);
+        let hop1 = self.exchange("planner", root.token(), &[("audience", "booker")]).await;
+        assert_eq!(hop1.status, StatusCode::OK, "{}", hop1.body);
+        let hop2 = self.exchange("booker", hop1.token(), &[("resource", AIRLINE), ("scope", "flights.book")]).await;
+        assert_eq!(hop2.status, StatusCode::OK, "{}", hop2.body);
+        [root.token().to_owned(), hop1.token().to_owned(), hop2.token().to_owned()]
+    }
+
+    /// Signs arbitrary header and claims with the broker's own key, to build
+    /// tokens the broker would never issue.
+    pub fn sign_with_broker_key(&self, header: &Value, claims: &Value) -> String {
+        let jwk = private_jwk(&self.keys_dir());
+        sign(&jwk, header, claims)
+    }
+
+    pub fn broker_kid(&self) -> String {
+        self.broker.keys().signing().kid().to_owned()
+    }
+}
+
+pub fn basic_header(id: &str, secret: &str) -> String {
+    let encode = |text: &str| form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>();
+    let pair = format!("{}:{}", encode(id), encode(secret));
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair))
+}
+
+pub fn form_body(form: &[(&str, &str)]) -> String {
+    form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish()
+}
+
+/// The claims of a token, decoded without checking it.
+pub fn claims_of(token: &str) -> Claims {
+    baton::token::peek(token).unwrap().claims
+}
+
+pub fn json_of(token: &str) -> Value {
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+}
+
+pub fn header_of(token: &str) -> Value {
+    let header = token.split('.').next().unwrap();
+    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap()
+}
+
+pub fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+pub fn private_jwk(keys_dir: &Path) -> josekit::jwk::Jwk {
+    let entry = std::fs::read_dir(keys_dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|path| path.extension().is_some_and(|ext| ext == "json"))
+        .unwrap();
+    let file: Value = serde_json::from_slice(&std::fs::read(entry).unwrap()).unwrap();
+    josekit::jwk::Jwk::from_map(file["jwk"].as_object().unwrap().clone()).unwrap()
+}
+
+/// A compact JWS over exactly `header` and `claims`, signed with `jwk`
+/// (ES256 or EdDSA by its key type).
+pub fn sign(jwk: &josekit::jwk::Jwk, header: &Value, claims: &Value) -> String {
+    use josekit::jws::JwsSigner;
+    let signing_input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
+    let signature = match jwk.key_type() {
+        "EC" => josekit::jws::ES256.signer_from_jwk(jwk).unwrap().sign(signing_input.as_bytes()).unwrap(),
+        _ => josekit::jws::EdDSA.signer_from_jwk(jwk).unwrap().sign(signing_input.as_bytes()).unwrap(),
+    };
+    format!("{signing_input}.{}", b64(&signature))
+}
+
+/// A policy folder written from text, for cases the example does not cover.
+pub fn policy_folder(agents: &str, resources: &str, rules: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("agents.toml"), agents).unwrap();
+    std::fs::write(dir.path().join("resources.toml"), resources).unwrap();
+    std::fs::write(dir.path().join("rules.cedar"), rules).unwrap();
+    dir
+}
+
+pub fn secret_hash(secret: &str) -> String {
+    ring::digest::digest(&ring::digest::SHA256, secret.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}

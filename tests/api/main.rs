@@ -1,0 +1,14 @@
+//! Baton's API tests: one binary, driven through the router (and one real
+//! socket), with data-driven cases under `tests/vectors/`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+
+mod client_auth;
+mod discovery;
+mod exchange;
+mod failures;
+mod forged;
+mod harness;
+mod properties;
+mod socket;
+mod vectors;

@@ -1,0 +1,170 @@
+//! The real binary on a real socket: `baton serve` with no config in a fresh
+//! folder holding only the example policies, and the README's walk over HTTP.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::harness::{example_policies, json_of, ACCESS_TOKEN, AIRLINE, EXCHANGE};
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn post(client: &reqwest::Client, url: &str, (id, secret): (&str, &str), form: &[(&str, &str)]) -> Value {
+    let response = client.post(url).basic_auth(id, Some(secret)).form(form).send().await.unwrap();
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert!(status.is_success(), "{status}: {body}");
+    body
+}
+
+#[tokio::test]
+async fn the_binary_serves_the_quick_start_walk_with_no_config() {
+    let folder = tempfile::tempdir().unwrap();
+    let policies = folder.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    for entry in std::fs::read_dir(example_policies()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, policies.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let _server = Server(
+        Command::new(env!("CARGO_BIN_EXE_baton"))
+            .arg("serve")
+            .current_dir(folder.path())
+            .env_clear()
+            .env("BATON_LISTEN", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let client = reqwest::Client::new();
+    let mut ready = false;
+    for _ in 0..100 {
+        if client.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "the broker did not come up");
+
+    // A key was generated on first start, private to its owner.
+    let key_file = std::fs::read_dir(folder.path().join("keys")).unwrap().next().unwrap().unwrap().path();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777, 0o600);
+
+    let metadata: Value = client
+        .get(format!("{base}/.well-known/oauth-authorization-server"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(metadata["issuer"], base);
+    let token_url = metadata["token_endpoint"].as_str().unwrap().to_owned();
+
+    let root = post(
+        &client,
+        &token_url,
+        ("orchestrator", "dev-only-orchestrator-secret"),
+        &[("grant_type", "client_credentials"), ("audience", "planner")],
+    )
+    .await;
+    let root = root["access_token"].as_str().unwrap().to_owned();
+    let hop1 = post(
+        &client,
+        &token_url,
+        ("planner", "dev-only-planner-secret"),
+        &[
+            ("grant_type", EXCHANGE),
+            ("subject_token", &root),
+            ("subject_token_type", ACCESS_TOKEN),
+            ("audience", "booker"),
+        ],
+    )
+    .await;
+    let hop1 = hop1["access_token"].as_str().unwrap().to_owned();
+    let hop2 = post(
+        &client,
+        &token_url,
+        ("booker", "dev-only-booker-secret"),
+        &[
+            ("grant_type", EXCHANGE),
+            ("subject_token", &hop1),
+            ("subject_token_type", ACCESS_TOKEN),
+            ("resource", AIRLINE),
+            ("scope", "flights.book"),
+        ],
+    )
+    .await;
+    assert_eq!(hop2["scope"], "flights.book");
+    let last = json_of(hop2["access_token"].as_str().unwrap());
+    assert_eq!(last["sub"], "orchestrator");
+    assert_eq!(last["aud"], AIRLINE);
+    assert_eq!(last["act"], json!({"sub": "booker", "act": {"sub": "planner"}}));
+
+    // The final token verifies against the served JWKS.
+    let jwks: Value = client.get(format!("{base}/jwks")).send().await.unwrap().json().await.unwrap();
+    let jwk = josekit::jwk::Jwk::from_map(jwks["keys"][0].as_object().unwrap().clone()).unwrap();
+    let verifier = josekit::jws::ES256.verifier_from_jwk(&jwk).unwrap();
+    josekit::jws::deserialize_compact(hop2["access_token"].as_str().unwrap(), &verifier).unwrap();
+}
+
+#[test]
+fn a_bad_config_is_refused_at_start_naming_the_key() {
+    let folder = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .arg("serve")
+        .current_dir(folder.path())
+        .env_clear()
+        .env("BATON_MAX_DEPHT", "3")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("max_depht"), "{stderr}");
+
+    std::fs::write(folder.path().join("baton.toml"), "max_token_ttl = -5\n").unwrap();
+    let output =
+        Command::new(env!("CARGO_BIN_EXE_baton")).arg("serve").current_dir(folder.path()).env_clear().output().unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("max_token_ttl"));
+}
+
+#[test]
+fn keys_generate_rotate_list_from_the_command_line() {
+    let folder = tempfile::tempdir().unwrap();
+    let baton = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_baton"))
+            .args(args)
+            .current_dir(folder.path())
+            .env_clear()
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    baton(&["keys", "generate"]);
+    baton(&["keys", "rotate"]);
+    let listing = baton(&["keys", "list"]);
+    assert_eq!(listing.lines().count(), 2, "{listing}");
+    assert!(listing.contains("current") && listing.contains("published until"), "{listing}");
+}
