@@ -204,3 +204,79 @@ fn entities(inventory: &Inventory, schema: &Schema) -> Result<Entities, PolicyEr
     }
     Entities::from_entities(all, Some(schema)).map_err(|error| PolicyError::Rules(format!("entities: {error}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::claims::ScopeSet;
+    use crate::clock::UnixTime;
+    use crate::policy::{Ask, Lifetimes, Policy, Refusal};
+
+    const AGENTS: &str = "[[agents]]\nid='a'\nowner='o'\npurpose='p'\nexpires=2030-01-01\n\
+        secret_sha256='0000000000000000000000000000000000000000000000000000000000000000'\n";
+    const RESOURCES: &str = "[[resources]]\nuri='https://api.example'\nname='API'\nscopes=['read','write']\nttl=60\n";
+
+    fn load(rules: &str) -> Result<Policy, PolicyError> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("agents.toml"), AGENTS).unwrap();
+        std::fs::write(dir.path().join("resources.toml"), RESOURCES).unwrap();
+        std::fs::write(dir.path().join("rules.cedar"), rules).unwrap();
+        Policy::load(dir.path(), Lifetimes { max_token_ttl: 3600, agent_token_ttl: 900 })
+    }
+
+    fn ask(scope: Option<&ScopeSet>) -> Ask<'_> {
+        Ask {
+            action: Action::Issue,
+            agent: "a",
+            subject: "a",
+            target: Some("https://api.example"),
+            requested: scope,
+            parent_scopes: None,
+            depth: 0,
+            chain: Vec::new(),
+            expires_no_later_than: None,
+            now: UnixTime(1_800_000_000),
+        }
+    }
+
+    #[test]
+    fn rules_that_do_not_match_the_schema_do_not_load() {
+        let unknown_attribute = "permit (principal, action, resource) when { principal.clearance == 3 };";
+        assert!(matches!(load(unknown_attribute), Err(PolicyError::Rules(_))));
+        assert!(load("permit (principal, action == Action::\"delete\", resource);").is_err());
+        assert!(matches!(load("permit (principal"), Err(PolicyError::Parse { .. })));
+    }
+
+    #[test]
+    fn no_rules_deny_everything() {
+        let policy = load("").unwrap();
+        assert!(policy.rules().is_empty());
+        assert_eq!(policy.grant(&ask(None)).unwrap(), Err(Refusal::TargetNotPermitted));
+    }
+
+    #[test]
+    fn a_scope_needs_a_permit_and_no_forbid() {
+        let policy = load(
+            "permit (principal, action, resource);\n\
+             forbid (principal, action, resource == Scope::\"write\") when { context.ttl > 30 };",
+        )
+        .unwrap();
+        let grant = policy.grant(&ask(None)).unwrap().unwrap();
+        assert_eq!(grant.scope(), &ScopeSet::parse("read").unwrap());
+        assert_eq!(grant.expires_at(), UnixTime(1_800_000_060));
+        let write = ScopeSet::parse("write").unwrap();
+        assert!(matches!(policy.grant(&ask(Some(&write))).unwrap(), Err(Refusal::NotPermitted(_))));
+    }
+
+    #[test]
+    fn a_rule_that_errors_denies() {
+        // The multiplication overflows at evaluation; Cedar would skip the
+        // erroring forbid, Baton denies instead (fail closed).
+        let policy = load(
+            "permit (principal, action, resource);\n\
+             forbid (principal, action, resource) when { context.ttl * 9223372036854775807 > 0 };",
+        )
+        .unwrap();
+        assert_eq!(policy.grant(&ask(None)).unwrap(), Err(Refusal::TargetNotPermitted));
+    }
+}
