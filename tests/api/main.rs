@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
+mod binary;
 mod client_auth;
 mod discovery;
 mod exchange;
@@ -10,5 +11,4 @@ mod failures;
 mod forged;
 mod harness;
 mod properties;
-mod socket;
 mod vectors;

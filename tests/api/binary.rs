@@ -168,3 +168,61 @@ fn keys_generate_rotate_list_from_the_command_line() {
     assert_eq!(listing.lines().count(), 2, "{listing}");
     assert!(listing.contains("current") && listing.contains("published until"), "{listing}");
 }
+
+#[tokio::test]
+async fn token_decode_prints_the_chain_as_a_tree() {
+    let harness = crate::harness::Harness::new();
+    let [_, _, last] = harness.walk().await;
+    let output =
+        Command::new(env!("CARGO_BIN_EXE_baton")).args(["token", "decode", &last]).env_clear().output().unwrap();
+    assert!(output.status.success());
+    let tree = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<&str> = tree.lines().collect();
+    assert!(lines[0].starts_with("subject orchestrator"), "{tree}");
+    assert!(lines[1].starts_with("orchestrator obtained a token for planner"), "{tree}");
+    assert!(lines[2].starts_with("└─ planner exchanged for a token for booker"), "{tree}");
+    assert!(lines[3].starts_with("   └─ booker exchanged for a token for https://api.airline.example"), "{tree}");
+    assert!(tree.contains("act chain (newest first): booker <- planner"), "{tree}");
+    assert!(tree.contains("not checked"), "the output must say the signature was not verified: {tree}");
+
+    let json = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["token", "decode", "--json", &last])
+        .env_clear()
+        .output()
+        .unwrap();
+    let claims: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(claims["act"], json!({"sub": "booker", "act": {"sub": "planner"}}));
+
+    let garbage =
+        Command::new(env!("CARGO_BIN_EXE_baton")).args(["token", "decode", "nope"]).env_clear().output().unwrap();
+    assert!(!garbage.status.success());
+}
+
+#[test]
+fn policy_check_validates_the_example_folder() {
+    let output = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["policy", "check"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_clear()
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout} {}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("3 agents, 2 resources, 5 rules: valid"), "{stdout}");
+
+    let broken = tempfile::tempdir().unwrap();
+    std::fs::create_dir(broken.path().join("policies")).unwrap();
+    std::fs::write(
+        broken.path().join("policies/agents.toml"),
+        "[[agents]]\nid = 'x'\nowner = 'o'\npurpose = 'p'\nexpires = 2030-01-01\nsecret_sha256 = '00'\nownr = 'typo'\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["policy", "check"])
+        .current_dir(broken.path())
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("ownr"));
+}
