@@ -47,11 +47,14 @@ async fn serve(config: Config) -> Result<(), String> {
         .await
         .map_err(|error| format!("listen on {}: {error}", config.listen))?;
     tracing::info!(listen = %config.listen, issuer = %config.issuer, "baton is serving");
-    let app = crate::http::router(Arc::new(broker));
-    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
-        .map_err(|error| error.to_string())
+    // Ctrl-C or SIGTERM (what `docker stop` sends) ends the broker gracefully.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|error| format!("signal handler: {error}"))?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+    };
+    crate::http::serve(listener, Arc::new(broker), shutdown).await.map_err(|error| error.to_string())
 }
