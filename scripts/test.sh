@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# The one command that runs every check: installs what the tests need on a
+# fresh Debian machine (Rust toolchain, Python 3 and Node already present),
+# then runs clippy, rustfmt, the test suite and the doctests.
+#
+#   ./scripts/test.sh
+#
+# Works as root, or as a user with sudo. Exits non-zero if anything fails.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+export DEBIAN_FRONTEND=noninteractive
+
+section() {
+    printf '\n==> %s\n' "$*"
+}
+
+die() {
+    printf 'error: %s\n' "$*" >&2
+    exit 1
+}
+
+# Runs a command as root: directly when root, else through sudo (never
+# prompting when there is no terminal to answer on).
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        if [ -t 0 ]; then
+            sudo "$@"
+        else
+            sudo -n "$@"
+        fi
+    else
+        die "not root and sudo is not available: cannot run: $*"
+    fi
+}
+
+is_installed() {
+    dpkg -s "$1" 2>/dev/null | grep -q '^Status: install ok installed$'
+}
+
+# ---------------------------------------------------------------------------
+# System packages the tests need. Add new ones to this list only.
+#   pkg-config, libssl-dev: the openssl-sys crate builds against OpenSSL
+#   curl:                   HTTP checks and the example walk
+# redis-server joins this list with the Redis-backed store and its tests.
+# ---------------------------------------------------------------------------
+install_system_packages() {
+    local packages=(
+        pkg-config
+        libssl-dev
+        curl
+    )
+    section "System packages: ${packages[*]}"
+    command -v dpkg >/dev/null 2>&1 || die "dpkg not found: this script expects Debian (install: ${packages[*]})"
+    local missing=()
+    local package
+    for package in "${packages[@]}"; do
+        is_installed "$package" || missing+=("$package")
+    done
+    if [ "${#missing[@]}" -eq 0 ]; then
+        echo "all present"
+        return
+    fi
+    echo "installing: ${missing[*]}"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+# clippy and rustfmt are rustup components that a minimal toolchain may lack.
+install_rust_components() {
+    section "Rust toolchain"
+    command -v cargo >/dev/null 2>&1 || die "cargo not found: install the Rust toolchain (https://rustup.rs)"
+    local missing=()
+    cargo clippy --version >/dev/null 2>&1 || missing+=(clippy)
+    cargo fmt --version >/dev/null 2>&1 || missing+=(rustfmt)
+    if [ "${#missing[@]}" -gt 0 ]; then
+        command -v rustup >/dev/null 2>&1 || die "missing ${missing[*]} and rustup is not available to add them"
+        echo "adding components: ${missing[*]}"
+        rustup component add "${missing[@]}"
+    fi
+    cargo --version
+    cargo clippy --version
+    cargo fmt --version
+}
+
+failed=()
+
+# Runs one check; a failure is recorded and the remaining checks still run.
+check() {
+    local name=$1
+    shift
+    section "$name"
+    if "$@"; then
+        echo "ok: $name"
+    else
+        echo "FAILED: $name" >&2
+        failed+=("$name")
+    fi
+}
+
+install_system_packages
+install_rust_components
+
+check "clippy" cargo clippy --all-targets --locked -- -D warnings
+check "rustfmt" cargo fmt --check
+if cargo nextest --version >/dev/null 2>&1; then
+    check "tests (nextest)" cargo nextest run --locked --all-targets --no-fail-fast
+else
+    check "tests (cargo test)" cargo test --locked --all-targets
+fi
+# nextest does not run doctests.
+check "doctests" cargo test --doc --locked
+
+section "Summary"
+if [ "${#failed[@]}" -gt 0 ]; then
+    printf 'failed: %s\n' "${failed[@]}" >&2
+    exit 1
+fi
+echo "all checks passed"
