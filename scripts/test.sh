@@ -93,9 +93,7 @@ check() {
     local name=$1
     shift
     section "$name"
-    if "$@"; then
-        echo "ok: $name"
-    else
+    if ! "$@"; then
         echo "FAILED: $name" >&2
         failed+=("$name")
     fi
@@ -106,17 +104,17 @@ install_rust_components
 
 check "clippy" cargo clippy --all-targets --locked -- -D warnings
 check "rustfmt" cargo fmt --check
+# nextest does not run doctests.
+check "doctests" cargo test --doc --locked
+# The test suite runs last, so that its summary closes the output.
 if cargo nextest --version >/dev/null 2>&1; then
     check "tests (nextest)" cargo nextest run --locked --all-targets --no-fail-fast
 else
     check "tests (cargo test)" cargo test --locked --all-targets
 fi
-# nextest does not run doctests.
-check "doctests" cargo test --doc --locked
 
-section "Summary"
 if [ "${#failed[@]}" -gt 0 ]; then
+    section "Summary"
     printf 'failed: %s\n' "${failed[@]}" >&2
     exit 1
 fi
-echo "all checks passed"
