@@ -1,7 +1,7 @@
 //! `client_credentials` (RFC 6749 §4.4): an agent's own token, the root of a
 //! chain. `sub` is the agent, there is no `act`, depth is 0.
 
-use super::{asked_scopes, named_target, Broker, Evidence, GrantError, Issued, TokenParams, TokenResponse};
+use super::{asked_scopes, named_target, Broker, Evidence, GrantError, Issued, TokenParams};
 use crate::chain::{self, Issuance};
 use crate::client_auth::AuthenticatedAgent;
 use crate::policy::{Action, Ask};
@@ -34,20 +34,7 @@ pub(super) fn handle(
     evidence.target = Some(grant.target().to_owned());
     evidence.rules = grant.reasons().to_vec();
     let jti = broker.new_jti()?;
-    let claims = chain::root(
-        agent,
-        &grant,
-        Issuance { issuer: broker.settings().issuer.clone(), issued_at: now, jti: jti.clone() },
-    );
+    let claims = chain::root(agent, &grant, Issuance { issuer: broker.settings().issuer.clone(), issued_at: now, jti });
     let access_token = token::mint(&claims, broker.keys().signing())?;
-    Ok(Issued {
-        response: TokenResponse {
-            access_token,
-            issued_token_type: None,
-            token_type: "Bearer",
-            expires_in: claims.exp.seconds_since(now),
-            scope: claims.scope,
-        },
-        jti,
-    })
+    Ok(Issued::new(claims, access_token, None, now))
 }

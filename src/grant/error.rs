@@ -87,6 +87,9 @@ pub enum Unacceptable {
     /// It or an ancestor was revoked.
     #[error("revoked")]
     Revoked,
+    /// Its subject or an agent of its chain was deprovisioned after it was issued.
+    #[error("deprovisioned")]
+    Deprovisioned,
     /// Its `aud` does not name the acting agent (DESIGN.md §2.3).
     #[error("not addressed to the acting agent")]
     NotAddressedToActor,

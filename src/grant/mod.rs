@@ -18,12 +18,12 @@ use ring::rand::{SecureRandom, SystemRandom};
 pub use error::{GrantError, RequestError, Unacceptable};
 pub use params::TokenParams;
 
-use crate::claims::{ScopeSet, TokenId};
+use crate::claims::{Claims, ScopeSet, TokenId};
 use crate::client_auth::{self, AuthenticatedAgent, CredentialFields};
 use crate::clock::{Clock, UnixTime};
 use crate::keys::KeySet;
 use crate::policy::{Lifetimes, Policy};
-use crate::store::{AuditDecision, AuditEvent, AuditSink, ReplayStore, RevocationStore};
+use crate::store::{AuditDecision, AuditEvent, AuditStore, ReplayStore, RevocationStore};
 use crate::token::Validation;
 
 /// `grant_type` for token exchange (RFC 8693 §2.1).
@@ -57,7 +57,7 @@ pub struct Stores {
     /// Revocations.
     pub revocation: Arc<dyn RevocationStore>,
     /// The audit trail.
-    pub audit: Arc<dyn AuditSink>,
+    pub audit: Arc<dyn AuditStore>,
 }
 
 /// Everything the token endpoint needs, built once at start.
@@ -114,6 +114,23 @@ pub(crate) struct Evidence {
 pub(crate) struct Issued {
     response: TokenResponse,
     jti: TokenId,
+    expires_at: UnixTime,
+}
+
+impl Issued {
+    fn new(claims: Claims, access_token: String, issued_token_type: Option<&'static str>, now: UnixTime) -> Issued {
+        Issued {
+            response: TokenResponse {
+                access_token,
+                issued_token_type,
+                token_type: "Bearer",
+                expires_in: claims.exp.seconds_since(now),
+                scope: claims.scope,
+            },
+            jti: claims.jti,
+            expires_at: claims.exp,
+        }
+    }
 }
 
 impl Broker {
@@ -141,17 +158,21 @@ impl Broker {
     pub async fn token(&self, request: TokenRequest) -> Result<TokenResponse, GrantError> {
         let mut evidence = Evidence::default();
         let outcome = self.grant(&request, &mut evidence).await;
-        let (decision, reason, jti, granted) = match &outcome {
-            Ok(issued) => {
-                (AuditDecision::Issued, None, Some(issued.jti.clone()), Some(issued.response.scope.to_string()))
-            }
-            Err(error) => (AuditDecision::Refused, Some(error.to_string()), None, None),
+        let (decision, reason, jti, granted, expires_at) = match &outcome {
+            Ok(issued) => (
+                AuditDecision::Issued,
+                None,
+                Some(issued.jti.clone()),
+                Some(issued.response.scope.to_string()),
+                Some(issued.expires_at),
+            ),
+            Err(error) => (AuditDecision::Refused, Some(error.to_string()), None, None, None),
         };
         let event = AuditEvent {
             time: self.clock.now(),
             decision,
             reason,
-            grant_type: evidence.grant_type,
+            action: evidence.grant_type,
             subject: evidence.subject,
             agent: evidence.agent,
             chain: evidence.chain,
@@ -160,6 +181,7 @@ impl Broker {
             scopes_granted: granted,
             jti,
             parent_jti: evidence.parent_jti,
+            expires_at,
             rules: evidence.rules,
             client_address: request.client_address.clone(),
         };

@@ -8,14 +8,14 @@
 //! derived by [`chain::derive`], which re-checks every narrowing rule.
 
 use super::{
-    asked_scopes, named_target, Broker, Evidence, GrantError, Issued, RequestError, TokenParams, TokenResponse,
-    Unacceptable, ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE,
+    asked_scopes, named_target, Broker, Evidence, GrantError, Issued, RequestError, TokenParams, Unacceptable,
+    ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE,
 };
 use crate::chain::{self, Issuance};
 use crate::claims::Claims;
 use crate::client_auth::AuthenticatedAgent;
 use crate::policy::{Action, Ask};
-use crate::store::Status;
+use crate::store::{Lineage, Status};
 use crate::token::{self, Verified};
 
 pub(super) async fn handle(
@@ -89,19 +89,10 @@ pub(super) async fn handle(
     evidence.rules = grant.reasons().to_vec();
 
     let jti = broker.new_jti()?;
-    let issuance = Issuance { issuer: broker.settings().issuer.clone(), issued_at: now, jti: jti.clone() };
+    let issuance = Issuance { issuer: broker.settings().issuer.clone(), issued_at: now, jti };
     let child = chain::derive(&parent, agent, &grant, broker.settings().max_depth, issuance)?;
     let access_token = token::mint(&child, broker.keys().signing())?;
-    Ok(Issued {
-        response: TokenResponse {
-            access_token,
-            issued_token_type: Some(ACCESS_TOKEN_TYPE),
-            token_type: "Bearer",
-            expires_in: child.exp.seconds_since(now),
-            scope: child.scope,
-        },
-        jti,
-    })
+    Ok(Issued::new(child, access_token, Some(ACCESS_TOKEN_TYPE), now))
 }
 
 /// Baton tokens are access tokens and JWTs; both names are accepted.
@@ -122,8 +113,9 @@ async fn live_token(
 ) -> Result<Verified<Claims>, GrantError> {
     let verified = token::verify(token, broker.keys(), &broker.validation(), broker.clock.as_ref())
         .map_err(|error| unacceptable(Unacceptable::Invalid(error)))?;
-    match broker.stores.revocation.check(verified.claims()).await? {
+    match broker.stores.revocation.check(&Lineage::of(verified.claims())).await? {
         Status::Active => Ok(verified),
         Status::Revoked => Err(unacceptable(Unacceptable::Revoked)),
+        Status::Deprovisioned => Err(unacceptable(Unacceptable::Deprovisioned)),
     }
 }

@@ -1,21 +1,23 @@
-//! In-process state for one node. Nothing survives a restart: a replayed
-//! client assertion is still refused for as long as the node runs, which
-//! covers its whole life when assertions live only minutes.
+//! In-process state for one node, lost on restart. For tests and tools; a
+//! served broker uses the embedded or the Redis store.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{AuditEvent, AuditSink, ReplayStore, RevocationStore, Status, StoreError, Use};
-use crate::claims::{Claims, TokenId};
+use super::{
+    AuditEvent, AuditFilter, AuditStore, Lineage, Principal, ReplayStore, RevocationStore, Status, StoreError, Use,
+};
+use crate::claims::TokenId;
 use crate::clock::UnixTime;
 
 /// Replay, revocation and audit state held in memory.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     used: Mutex<UsedIds>,
-    revoked: Mutex<HashSet<TokenId>>,
+    revoked: Mutex<HashMap<TokenId, UnixTime>>,
+    deprovisioned: Mutex<HashMap<Principal, UnixTime>>,
     events: Mutex<Vec<AuditEvent>>,
 }
 
@@ -61,37 +63,52 @@ impl ReplayStore for MemoryStore {
 
 #[async_trait]
 impl RevocationStore for MemoryStore {
-    async fn revoke(&self, jti: &TokenId, _until: UnixTime) -> Result<(), StoreError> {
-        self.revoked.lock().map_err(poisoned)?.insert(jti.clone());
+    async fn revoke(&self, jti: &TokenId, until: UnixTime) -> Result<(), StoreError> {
+        self.revoked.lock().map_err(poisoned)?.insert(jti.clone(), until);
         Ok(())
     }
 
-    async fn check(&self, claims: &Claims) -> Result<Status, StoreError> {
+    async fn deprovision(&self, principal: &Principal, at: UnixTime, _until: UnixTime) -> Result<(), StoreError> {
+        let mut deprovisioned = self.deprovisioned.lock().map_err(poisoned)?;
+        let entry = deprovisioned.entry(principal.clone()).or_insert(at);
+        *entry = (*entry).max(at);
+        Ok(())
+    }
+
+    async fn check(&self, lineage: &Lineage) -> Result<Status, StoreError> {
         let revoked = self.revoked.lock().map_err(poisoned)?;
-        let dead = revoked.contains(&claims.jti) || claims.delegation.ancestry().any(|jti| revoked.contains(jti));
-        Ok(if dead { Status::Revoked } else { Status::Active })
+        if lineage.jtis.iter().any(|jti| revoked.contains_key(jti)) {
+            return Ok(Status::Revoked);
+        }
+        let deprovisioned = self.deprovisioned.lock().map_err(poisoned)?;
+        let killed = lineage
+            .principals
+            .iter()
+            .any(|principal| deprovisioned.get(principal).is_some_and(|at| *at >= lineage.issued_at));
+        Ok(if killed { Status::Deprovisioned } else { Status::Active })
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
     }
 }
 
 #[async_trait]
-impl AuditSink for MemoryStore {
+impl AuditStore for MemoryStore {
     async fn record(&self, event: AuditEvent) -> Result<(), StoreError> {
         self.events.lock().map_err(poisoned)?.push(event);
         Ok(())
+    }
+
+    async fn query(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
+        let events = self.events.lock().map_err(poisoned)?;
+        Ok(events.iter().rev().filter(|event| filter.matches(event)).take(filter.limit()).cloned().collect())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn an_id_is_used_once() {
-        let store = MemoryStore::new();
-        assert_eq!(store.use_once("a", UnixTime(10), UnixTime(0)).await.unwrap(), Use::First);
-        assert_eq!(store.use_once("a", UnixTime(10), UnixTime(9)).await.unwrap(), Use::Replayed);
-        assert_eq!(store.use_once("b", UnixTime(10), UnixTime(0)).await.unwrap(), Use::First);
-    }
 
     #[tokio::test]
     async fn expired_ids_are_forgotten_and_swept() {

@@ -1,11 +1,14 @@
 //! State behind the broker: single-use ids (replay), revocation, and the
-//! audit trail (DESIGN.md §6). One trait each; every implementation must pass
-//! the same contract tests.
+//! audit trail (DESIGN.md §6). One trait each; every implementation passes
+//! the same contract suite (`tests/api/store_contract.rs`).
+//!
+//! Every write returns only once it is durable: a caller that got `Ok` may
+//! tell its client the revocation, the used id or the audit event is kept.
 
 pub mod memory;
 
 use async_trait::async_trait;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::claims::{Claims, TokenId};
 use crate::clock::UnixTime;
@@ -28,86 +31,195 @@ pub enum Use {
 #[async_trait]
 pub trait ReplayStore: Send + Sync {
     /// Records `id` as used until `until`, atomically telling whether it was
-    /// already recorded. An entry may be forgotten once `until` has passed,
-    /// and is kept exactly that long (`now` tells how long that is).
+    /// already recorded. The entry is kept until `until` and may be forgotten
+    /// after it (`now` tells how long that is).
     async fn use_once(&self, id: &str, until: UnixTime, now: UnixTime) -> Result<Use, StoreError>;
 }
 
-/// Whether a token may still be used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Someone whose deprovisioning kills the tokens naming them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "id")]
+pub enum Principal {
+    /// A registered agent, anywhere in a token's chain.
+    Agent(String),
+    /// A chain's subject.
+    Subject(String),
+}
+
+impl Principal {
+    /// A stable text key, `agent:<id>` or `subject:<id>`.
+    pub fn key(&self) -> String {
+        match self {
+            Principal::Agent(id) => format!("agent:{id}"),
+            Principal::Subject(id) => format!("subject:{id}"),
+        }
+    }
+}
+
+/// Whether a token may still be used (DESIGN.md §2.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Status {
-    /// Neither it nor any ancestor was revoked.
+    /// Nothing kills it.
     Active,
     /// It or an ancestor was revoked.
     Revoked,
+    /// Its subject or an agent of its chain was deprovisioned after it was issued.
+    Deprovisioned,
 }
 
-/// Revoked token ids, checked against a token and its whole ancestry.
+/// What a revocation check needs to know of a token: its id, its ancestry,
+/// when it was issued, and every principal it names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lineage {
+    /// The token and its ancestors, the token first.
+    pub jtis: Vec<TokenId>,
+    /// When the token was issued.
+    pub issued_at: UnixTime,
+    /// Its subject and every agent that obtained it or an ancestor.
+    pub principals: Vec<Principal>,
+}
+
+impl Lineage {
+    /// The lineage of a Baton token.
+    pub fn of(claims: &Claims) -> Lineage {
+        let mut jtis = vec![claims.jti.clone()];
+        jtis.extend(claims.delegation.ancestry().cloned());
+        let mut principals = vec![Principal::Subject(claims.sub.clone())];
+        for agent in claims.delegation.hops.iter().map(|hop| &hop.agent).chain(std::iter::once(&claims.client_id)) {
+            let principal = Principal::Agent(agent.clone());
+            if !principals.contains(&principal) {
+                principals.push(principal);
+            }
+        }
+        Lineage { jtis, issued_at: claims.iat, principals }
+    }
+}
+
+/// Revoked tokens and deprovisioned principals.
 #[async_trait]
 pub trait RevocationStore: Send + Sync {
-    /// Revokes `jti` (and so every token descending from it) until `until`,
-    /// the latest expiry of anything it can cover.
+    /// Revokes `jti`, and so every token descending from it, until `until`:
+    /// the expiry of the revoked token, which no descendant outlives.
     async fn revoke(&self, jti: &TokenId, until: UnixTime) -> Result<(), StoreError>;
 
-    /// Whether `claims` or any of its ancestors was revoked: one lookup.
-    async fn check(&self, claims: &Claims) -> Result<Status, StoreError>;
+    /// Deprovisions `principal` at `at`: every token naming it that was issued
+    /// at or before `at` is dead. `until` is when the last of those expires.
+    /// A later deprovisioning moves `at` forward, never back.
+    async fn deprovision(&self, principal: &Principal, at: UnixTime, until: UnixTime) -> Result<(), StoreError>;
+
+    /// Whether anything in `lineage` kills the token: one lookup.
+    async fn check(&self, lineage: &Lineage) -> Result<Status, StoreError>;
+
+    /// Whether the store can be reached now (for readiness).
+    async fn ping(&self) -> Result<(), StoreError>;
 }
 
 /// An issuance or a refusal, as evidence (DESIGN.md §2.7).
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AuditEvent {
     /// When.
     pub time: UnixTime,
     /// What was decided.
     pub decision: AuditDecision,
     /// Why it was refused, in internal detail (never sent to clients).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// The grant type.
-    pub grant_type: String,
+    /// The grant type, or the admin or revocation action.
+    pub action: String,
     /// The chain's subject, where known.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
-    /// The authenticated acting agent, where known.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The authenticated client, where known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
     /// The agents of the parent's chain, newest first.
+    #[serde(default)]
     pub chain: Vec<String>,
     /// The target.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
     /// The scopes asked, as written.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scopes_asked: Option<String>,
     /// The scopes granted.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scopes_granted: Option<String>,
-    /// The issued token's id.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The issued (or revoked) token's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jti: Option<TokenId>,
     /// The parent token's id.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_jti: Option<TokenId>,
+    /// When the issued token expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<UnixTime>,
     /// The rules that permitted the grant.
+    #[serde(default)]
     pub rules: Vec<String>,
     /// The client's network address.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_address: Option<String>,
 }
 
 /// The kind of decision an audit event records.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum AuditDecision {
     /// A token was issued.
     Issued,
     /// The request was refused.
     Refused,
+    /// A token was revoked or a principal deprovisioned.
+    Revoked,
 }
 
-/// Where audit events go.
+/// Which audit events to return. Every given field must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditFilter {
+    /// Events of this client.
+    pub agent: Option<String>,
+    /// Events of this subject.
+    pub subject: Option<String>,
+    /// Events whose `jti` is this.
+    pub jti: Option<TokenId>,
+    /// Events whose `parent_jti` is this.
+    pub parent_jti: Option<TokenId>,
+    /// Events at or after this time.
+    pub since: Option<UnixTime>,
+    /// Events at or before this time.
+    pub until: Option<UnixTime>,
+    /// At most this many events, newest first (default and cap: 1000).
+    pub limit: Option<usize>,
+}
+
+impl AuditFilter {
+    /// The most events one query returns.
+    pub const MAX_LIMIT: usize = 1000;
+
+    /// The effective limit.
+    pub fn limit(&self) -> usize {
+        self.limit.unwrap_or(Self::MAX_LIMIT).clamp(1, Self::MAX_LIMIT)
+    }
+
+    /// Whether `event` matches every given field.
+    pub fn matches(&self, event: &AuditEvent) -> bool {
+        self.agent.as_ref().is_none_or(|agent| event.agent.as_ref() == Some(agent))
+            && self.subject.as_ref().is_none_or(|subject| event.subject.as_ref() == Some(subject))
+            && self.jti.as_ref().is_none_or(|jti| event.jti.as_ref() == Some(jti))
+            && self.parent_jti.as_ref().is_none_or(|parent| event.parent_jti.as_ref() == Some(parent))
+            && self.since.is_none_or(|since| event.time >= since)
+            && self.until.is_none_or(|until| event.time <= until)
+    }
+}
+
+/// The audit trail.
 #[async_trait]
-pub trait AuditSink: Send + Sync {
-    /// Records one event.
+pub trait AuditStore: Send + Sync {
+    /// Records one event; `Ok` means it is durable.
     async fn record(&self, event: AuditEvent) -> Result<(), StoreError>;
+
+    /// Events matching `filter`, newest first, at most `filter.limit()`.
+    async fn query(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError>;
 }

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::{header, Request};
-use baton::claims::Claims;
 use baton::clock::UnixTime;
 use baton::grant::Stores;
-use baton::store::{AuditEvent, AuditSink, ReplayStore, RevocationStore, Status, StoreError, Use};
+use baton::store::{
+    AuditEvent, AuditFilter, AuditStore, Lineage, Principal, ReplayStore, RevocationStore, Status, StoreError, Use,
+};
 
 use crate::harness::*;
 
@@ -178,14 +179,23 @@ impl RevocationStore for Unreachable {
     async fn revoke(&self, _: &baton::claims::TokenId, _: UnixTime) -> Result<(), StoreError> {
         Err(StoreError("connection refused".into()))
     }
-    async fn check(&self, _: &Claims) -> Result<Status, StoreError> {
+    async fn deprovision(&self, _: &Principal, _: UnixTime, _: UnixTime) -> Result<(), StoreError> {
+        Err(StoreError("connection refused".into()))
+    }
+    async fn check(&self, _: &Lineage) -> Result<Status, StoreError> {
+        Err(StoreError("connection refused".into()))
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
         Err(StoreError("connection refused".into()))
     }
 }
 
 #[async_trait]
-impl AuditSink for Unreachable {
+impl AuditStore for Unreachable {
     async fn record(&self, _: AuditEvent) -> Result<(), StoreError> {
+        Err(StoreError("connection refused".into()))
+    }
+    async fn query(&self, _: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
         Err(StoreError("connection refused".into()))
     }
 }

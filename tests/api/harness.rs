@@ -14,7 +14,7 @@ use baton::grant::{Broker, Settings, Stores};
 use baton::keys::{self, Algorithm, KeySet};
 use baton::policy::{Lifetimes, Policy};
 use baton::store::memory::MemoryStore;
-use baton::store::{AuditSink, ReplayStore, RevocationStore};
+use baton::store::{AuditStore, ReplayStore, RevocationStore};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -91,7 +91,7 @@ impl Harness {
         let stores = options.stores.unwrap_or_else(|| Stores {
             replay: store.clone() as Arc<dyn ReplayStore>,
             revocation: store.clone() as Arc<dyn RevocationStore>,
-            audit: store.clone() as Arc<dyn AuditSink>,
+            audit: store.clone() as Arc<dyn AuditStore>,
         });
         let settings = Settings {
             issuer: ISSUER.into(),
