@@ -45,13 +45,14 @@ is_installed() {
 # System packages the tests need. Add new ones to this list only.
 #   pkg-config, libssl-dev: the openssl-sys crate builds against OpenSSL
 #   curl:                   HTTP checks and the example walk
-# redis-server joins this list with the Redis-backed store and its tests.
+#   redis-server:           the Redis store's tests start their own server
 # ---------------------------------------------------------------------------
 install_system_packages() {
     local packages=(
         pkg-config
         libssl-dev
         curl
+        redis-server
     )
     section "System packages: ${packages[*]}"
     command -v dpkg >/dev/null 2>&1 || die "dpkg not found: this script expects Debian (install: ${packages[*]})"

@@ -5,7 +5,9 @@
 //! Every write returns only once it is durable: a caller that got `Ok` may
 //! tell its client the revocation, the used id or the audit event is kept.
 
+pub mod embedded;
 pub mod memory;
+pub mod redis;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -223,3 +225,8 @@ pub trait AuditStore: Send + Sync {
     /// Events matching `filter`, newest first, at most `filter.limit()`.
     async fn query(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError>;
 }
+
+/// Everything a broker keeps: one store serves all three traits.
+pub trait StateStore: ReplayStore + RevocationStore + AuditStore {}
+
+impl<T: ReplayStore + RevocationStore + AuditStore> StateStore for T {}

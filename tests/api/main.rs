@@ -6,9 +6,13 @@
 mod binary;
 mod client_auth;
 mod discovery;
+mod embedded_store;
 mod exchange;
 mod failures;
 mod forged;
 mod harness;
 mod properties;
+mod redis_server;
+mod redis_store;
+mod store_contract;
 mod vectors;

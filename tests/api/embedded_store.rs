@@ -1,0 +1,1 @@
+//! The embedded store against the contract (in progress).

@@ -1,0 +1,1 @@
+//! The Redis store against the contract (in progress).

@@ -1,0 +1,161 @@
+//! The contract every state store passes: the in-memory one, the embedded
+//! one and Redis run the same cases.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use baton::claims::TokenId;
+use baton::clock::{Clock, SystemClock, UnixTime};
+use baton::store::{AuditDecision, AuditEvent, AuditFilter, Lineage, Principal, StateStore, Status, Use};
+
+fn jti(text: &str) -> TokenId {
+    TokenId(text.to_owned())
+}
+
+fn lineage(jtis: &[&str], issued_at: UnixTime, agents: &[&str], subject: &str) -> Lineage {
+    let mut principals = vec![Principal::Subject(subject.to_owned())];
+    principals.extend(agents.iter().map(|agent| Principal::Agent((*agent).to_owned())));
+    Lineage { jtis: jtis.iter().map(|text| jti(text)).collect(), issued_at, principals }
+}
+
+fn event(time: UnixTime, agent: &str, subject: &str, id: Option<&str>, parent: Option<&str>) -> AuditEvent {
+    AuditEvent {
+        time,
+        decision: if id.is_some() { AuditDecision::Issued } else { AuditDecision::Refused },
+        reason: None,
+        action: "client_credentials".into(),
+        subject: Some(subject.into()),
+        agent: Some(agent.into()),
+        chain: vec![],
+        target: Some("t".into()),
+        scopes_asked: None,
+        scopes_granted: None,
+        jti: id.map(jti),
+        parent_jti: parent.map(jti),
+        expires_at: Some(time.plus(600)),
+        rules: vec![],
+        client_address: None,
+    }
+}
+
+/// Runs every case against the stores `open` makes. `open` is called again
+/// (after the previous store is dropped) to check that acknowledged writes
+/// survive a reopen. `tag` keeps ids of separate runs on one server apart.
+pub async fn run<F, Fut>(open: F, tag: &str)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn StateStore>>,
+{
+    let now = SystemClock.now();
+    let id = |text: &str| format!("{tag}-{text}");
+    let store = open().await;
+    store.ping().await.unwrap();
+
+    // Replay: once, atomically, until the entry's end.
+    assert_eq!(store.use_once(&id("a"), now.plus(60), now).await.unwrap(), Use::First);
+    assert_eq!(store.use_once(&id("a"), now.plus(60), now).await.unwrap(), Use::Replayed);
+    assert_eq!(store.use_once(&id("b"), now.plus(60), now).await.unwrap(), Use::First);
+    let racers: Vec<_> = (0..32)
+        .map(|_| {
+            let store = store.clone();
+            let key = id("race");
+            tokio::spawn(async move { store.use_once(&key, now.plus(60), now).await.unwrap() })
+        })
+        .collect();
+    let mut firsts = 0;
+    for racer in racers {
+        if racer.await.unwrap() == Use::First {
+            firsts += 1;
+        }
+    }
+    assert_eq!(firsts, 1, "exactly one of concurrent uses is first");
+
+    // Revocation cascades through the lineage.
+    let (root, middle, leaf) = (id("root"), id("middle"), id("leaf"));
+    let leaf_lineage = lineage(&[&leaf, &middle, &root], now, &["a1", "a2"], "s1");
+    let root_lineage = lineage(&[&root], now, &["a1"], "s1");
+    assert_eq!(store.check(&leaf_lineage).await.unwrap(), Status::Active);
+    store.revoke(&jti(&middle), now.plus(600)).await.unwrap();
+    assert_eq!(store.check(&leaf_lineage).await.unwrap(), Status::Revoked);
+    assert_eq!(store.check(&lineage(&[&middle], now, &["a1"], "s1")).await.unwrap(), Status::Revoked);
+    assert_eq!(store.check(&root_lineage).await.unwrap(), Status::Active);
+
+    // Deprovisioning kills what was issued at or before it, not after.
+    let agent = id("agent");
+    let subject = id("subject");
+    let before = lineage(&[&id("t1")], now.plus(-10), &[&agent], "someone");
+    let after = lineage(&[&id("t2")], now.plus(10), &[&agent], "someone");
+    store.deprovision(&Principal::Agent(agent.clone()), now, now.plus(3600)).await.unwrap();
+    assert_eq!(store.check(&before).await.unwrap(), Status::Deprovisioned);
+    assert_eq!(store.check(&after).await.unwrap(), Status::Active);
+    store.deprovision(&Principal::Agent(agent.clone()), now.plus(-100), now.plus(3600)).await.unwrap();
+    assert_eq!(store.check(&before).await.unwrap(), Status::Deprovisioned, "never moves back");
+    store.deprovision(&Principal::Subject(subject.clone()), now, now.plus(3600)).await.unwrap();
+    assert_eq!(
+        store.check(&lineage(&[&id("t3")], now.plus(-1), &["other"], &subject)).await.unwrap(),
+        Status::Deprovisioned
+    );
+    assert_eq!(store.check(&lineage(&[&id("t4")], now.plus(-1), &["other"], "nobody")).await.unwrap(), Status::Active);
+
+    // Audit: newest first, every filter.
+    let (agent_a, agent_b) = (id("agent-a"), id("agent-b"));
+    store.record(event(now.plus(-30), &agent_a, "s", Some(&id("e1")), None)).await.unwrap();
+    store.record(event(now.plus(-20), &agent_b, "s", Some(&id("e2")), Some(&id("e1")))).await.unwrap();
+    store.record(event(now.plus(-10), &agent_a, "s2", None, Some(&id("e2")))).await.unwrap();
+    let of_a = store.query(&AuditFilter { agent: Some(agent_a.clone()), ..AuditFilter::default() }).await.unwrap();
+    assert_eq!(of_a.len(), 2);
+    assert!(of_a[0].time > of_a[1].time, "newest first");
+    let by_jti = store.query(&AuditFilter { jti: Some(jti(&id("e2"))), ..AuditFilter::default() }).await.unwrap();
+    assert_eq!(by_jti.len(), 1);
+    assert_eq!(by_jti[0].agent.as_deref(), Some(agent_b.as_str()));
+    let children =
+        store.query(&AuditFilter { parent_jti: Some(jti(&id("e1"))), ..AuditFilter::default() }).await.unwrap();
+    assert_eq!(children.len(), 1);
+    let windowed = store
+        .query(&AuditFilter {
+            agent: Some(agent_a.clone()),
+            since: Some(now.plus(-15)),
+            until: Some(now),
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(windowed.len(), 1);
+    assert_eq!(windowed[0].subject.as_deref(), Some("s2"));
+    let limited = store
+        .query(&AuditFilter { agent: Some(agent_a.clone()), limit: Some(1), ..AuditFilter::default() })
+        .await
+        .unwrap();
+    assert_eq!(limited.len(), 1);
+    assert_eq!(limited[0].time, now.plus(-10));
+
+    // What was acknowledged survives a reopen.
+    drop(store);
+    let reopened = open().await;
+    assert_eq!(reopened.use_once(&id("a"), now.plus(60), now).await.unwrap(), Use::Replayed);
+    assert_eq!(reopened.check(&leaf_lineage).await.unwrap(), Status::Revoked);
+    assert_eq!(reopened.check(&before).await.unwrap(), Status::Deprovisioned);
+    let kept = reopened.query(&AuditFilter { agent: Some(agent_a), ..AuditFilter::default() }).await.unwrap();
+    assert_eq!(kept.len(), 2);
+
+    // An id is forgotten once its end has passed.
+    assert_eq!(reopened.use_once(&id("short"), now.plus(1), now).await.unwrap(), Use::First);
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let later = SystemClock.now();
+    assert_eq!(reopened.use_once(&id("short"), later.plus(60), later).await.unwrap(), Use::First);
+}
+
+#[tokio::test]
+async fn memory_store_keeps_the_contract_within_one_life() {
+    // The in-memory store cannot survive a reopen: it shares one instance.
+    let store: Arc<dyn StateStore> = Arc::new(baton::store::memory::MemoryStore::new());
+    let shared = store.clone();
+    run(
+        move || {
+            let store = shared.clone();
+            async move { store }
+        },
+        "memory",
+    )
+    .await;
+}
