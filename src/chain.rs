@@ -39,12 +39,6 @@ pub enum ChainError {
     /// An expiry after the parent's.
     #[error("expiry is later than the parent's")]
     LifetimeExtended,
-    /// `delegation.depth`, `delegation.hops` and `act` disagree.
-    #[error("act chain and delegation hops disagree")]
-    Inconsistent,
-    /// A hop was exchanged by an agent the previous token was not addressed to.
-    #[error("a hop was exchanged by an agent the parent was not addressed to")]
-    WrongHolder,
 }
 
 /// The root of a chain: an agent's own token (`client_credentials`), with no `act`.
@@ -102,59 +96,4 @@ pub fn derive(
         may_act: None,
         delegation: Delegation { depth, hops },
     })
-}
-
-/// Checks that a token's path is whole and only narrows: depth within the
-/// limit and equal to the number of hops and of actors, every hop exchanged
-/// by the agent its predecessor was addressed to, and scopes and expiry never
-/// growing from the root down to the token itself.
-pub fn check_path(claims: &Claims, max_depth: u32) -> Result<(), ChainError> {
-    let delegation = &claims.delegation;
-    if delegation.depth > max_depth {
-        return Err(ChainError::TooDeep { depth: delegation.depth, limit: max_depth });
-    }
-    let chain = claims.chain();
-    if usize::try_from(delegation.depth).ok() != Some(delegation.hops.len()) || chain.len() != delegation.hops.len() {
-        return Err(ChainError::Inconsistent);
-    }
-    // Each exchange's agent, oldest first: the agents of hops after the root,
-    // then this token's own client.
-    let exchangers = delegation
-        .hops
-        .iter()
-        .skip(1)
-        .map(|hop| hop.agent.as_str())
-        .chain((!delegation.hops.is_empty()).then_some(claims.client_id.as_str()));
-    if !exchangers.eq(chain.iter().rev().copied()) {
-        return Err(ChainError::Inconsistent);
-    }
-    let mut previous = delegation.hops.first();
-    for hop in delegation.hops.iter().skip(1) {
-        if let Some(before) = previous {
-            narrows(before, &hop.agent, &hop.scope, hop.exp)?;
-        }
-        previous = Some(hop);
-    }
-    if let Some(last) = previous {
-        narrows(last, &claims.client_id, &claims.scope, claims.exp)?;
-    }
-    Ok(())
-}
-
-fn narrows(
-    parent: &crate::claims::Hop,
-    holder: &str,
-    scope: &crate::claims::ScopeSet,
-    exp: UnixTime,
-) -> Result<(), ChainError> {
-    if parent.aud != holder {
-        return Err(ChainError::WrongHolder);
-    }
-    if !scope.is_subset(&parent.scope) {
-        return Err(ChainError::ScopeWidened);
-    }
-    if exp > parent.exp {
-        return Err(ChainError::LifetimeExtended);
-    }
-    Ok(())
 }

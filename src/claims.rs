@@ -54,6 +54,44 @@ impl Claims {
         agents
     }
 
+    /// Checks that the token's path is whole and only narrows (DESIGN.md §4):
+    /// depth within the limit and equal to the number of hops and of actors,
+    /// every hop exchanged by the agent its predecessor was addressed to, and
+    /// scopes and expiry never growing from the root down to this token.
+    pub fn check_path(&self, max_depth: u32) -> Result<(), PathError> {
+        let delegation = &self.delegation;
+        if delegation.depth > max_depth {
+            return Err(PathError::TooDeep);
+        }
+        let chain = self.chain();
+        if usize::try_from(delegation.depth).ok() != Some(delegation.hops.len()) || chain.len() != delegation.hops.len()
+        {
+            return Err(PathError::Inconsistent);
+        }
+        // Each exchange's agent, oldest first: the agents of the hops after
+        // the root, then this token's own client.
+        let exchangers = delegation
+            .hops
+            .iter()
+            .skip(1)
+            .map(|hop| hop.agent.as_str())
+            .chain((!delegation.hops.is_empty()).then_some(self.client_id.as_str()));
+        if !exchangers.eq(chain.iter().rev().copied()) {
+            return Err(PathError::Inconsistent);
+        }
+        let mut previous = delegation.hops.first();
+        for hop in delegation.hops.iter().skip(1) {
+            if let Some(parent) = previous {
+                parent.narrows_to(&hop.agent, &hop.scope, hop.exp)?;
+            }
+            previous = Some(hop);
+        }
+        if let Some(parent) = previous {
+            parent.narrows_to(&self.client_id, &self.scope, self.exp)?;
+        }
+        Ok(())
+    }
+
     /// This token as an entry in a child's `delegation.hops`.
     pub fn as_hop(&self) -> Hop {
         Hop {
@@ -119,6 +157,42 @@ pub struct Hop {
     pub iat: UnixTime,
     /// When the ancestor expires.
     pub exp: UnixTime,
+}
+
+impl Hop {
+    /// Whether a child held by `holder` with `scope` and `exp` only narrows this hop.
+    fn narrows_to(&self, holder: &str, scope: &ScopeSet, exp: UnixTime) -> Result<(), PathError> {
+        if self.aud != holder {
+            return Err(PathError::WrongHolder);
+        }
+        if !scope.is_subset(&self.scope) {
+            return Err(PathError::ScopeWidened);
+        }
+        if exp > self.exp {
+            return Err(PathError::LifetimeExtended);
+        }
+        Ok(())
+    }
+}
+
+/// A token whose recorded path is not one the broker would have written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// Deeper than the limit.
+    #[error("deeper than the limit")]
+    TooDeep,
+    /// `delegation.depth`, `delegation.hops` and `act` disagree.
+    #[error("act chain and delegation hops disagree")]
+    Inconsistent,
+    /// A hop was exchanged by an agent its parent was not addressed to.
+    #[error("a hop was exchanged by an agent the parent was not addressed to")]
+    WrongHolder,
+    /// A hop holds a scope its parent did not.
+    #[error("a hop widened the scopes")]
+    ScopeWidened,
+    /// A hop outlives its parent.
+    #[error("a hop outlives its parent")]
+    LifetimeExtended,
 }
 
 /// A token id (`jti`).

@@ -60,7 +60,7 @@ impl AuthMethod {
 }
 
 /// The credentials a request carries, before they are checked.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Presented {
     /// A client id and secret, by Basic or in the body.
     Secret {
@@ -80,8 +80,22 @@ pub enum Presented {
     },
 }
 
+/// Secrets and assertions are never printed.
+impl std::fmt::Debug for Presented {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Presented::Secret { client_id, method, .. } => {
+                f.debug_struct("Secret").field("client_id", client_id).field("method", method).finish_non_exhaustive()
+            }
+            Presented::Assertion { client_id, .. } => {
+                f.debug_struct("Assertion").field("client_id", client_id).finish_non_exhaustive()
+            }
+        }
+    }
+}
+
 /// The credential fields of a token request.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Default, Clone, Copy)]
 pub struct CredentialFields<'a> {
     /// The `Authorization` header's value, if any.
     pub authorization: Option<&'a str>,
@@ -257,6 +271,8 @@ pub async fn authenticate(
 struct AssertionHeader {
     alg: String,
     #[serde(default)]
+    typ: Option<String>,
+    #[serde(default)]
     kid: Option<String>,
     #[serde(default)]
     crit: Option<serde_json::Value>,
@@ -266,27 +282,11 @@ struct AssertionHeader {
 struct AssertionClaims {
     iss: Option<String>,
     sub: Option<String>,
-    aud: Option<Audience>,
+    aud: Option<serde_json::Value>,
     exp: Option<UnixTime>,
     nbf: Option<UnixTime>,
     iat: Option<UnixTime>,
     jti: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Audience {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl Audience {
-    fn contains(&self, value: &str) -> bool {
-        match self {
-            Audience::One(one) => one == value,
-            Audience::Many(many) => many.iter().any(|item| item == value),
-        }
-    }
 }
 
 /// RFC 7523 §3, in order; returns the agent id and the assertion's (exp, jti).
@@ -309,6 +309,14 @@ fn check_assertion(
     let algorithm = Algorithm::from_name(&header.alg).ok_or(ClientAuthError::Assertion("algorithm not allowed"))?;
     if header.crit.is_some() {
         return Err(ClientAuthError::Assertion("critical header parameters are not supported"));
+    }
+    // A token of another kind (an access token, say) is never an assertion.
+    if header
+        .typ
+        .as_deref()
+        .is_some_and(|typ| !typ.eq_ignore_ascii_case("JWT") && !typ.eq_ignore_ascii_case("client-authentication+jwt"))
+    {
+        return Err(ClientAuthError::Assertion("typ is not a client assertion's"));
     }
     // The claims are read before the signature is checked only to find whose
     // key to check it with; nothing else is trusted until it verifies.
@@ -341,8 +349,10 @@ fn check_assertion(
     if body_client_id.is_some_and(|id| id != client_id) {
         return Err(ClientAuthError::Assertion("client_id does not match the assertion"));
     }
-    // Item 3: the audience identifies this authorization server.
-    if !claims.aud.as_ref().is_some_and(|aud| aud.contains(context.issuer)) {
+    // Item 3: the audience identifies this authorization server. Only the
+    // issuer itself, as a single string: a list could smuggle this server in
+    // beside another audience the assertion was really meant for.
+    if claims.aud.as_ref().and_then(serde_json::Value::as_str) != Some(context.issuer) {
         return Err(ClientAuthError::Assertion("aud must be the issuer"));
     }
     // Item 4: exp is required, in the future, and near.

@@ -435,7 +435,15 @@ mod tests {
     const HOUR: i64 = 3600;
 
     #[test]
-    fn thumbprint_matches_rfc7638_example_shape() {
+    fn thumbprint_matches_rfc8037_appendix_a3() {
+        let jwk =
+            Jwk::from_bytes(br#"{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}"#)
+                .unwrap();
+        assert_eq!(thumbprint(&jwk).unwrap(), "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k");
+    }
+
+    #[test]
+    fn thumbprint_ignores_private_and_optional_members() {
         // RFC 7638 §3.1 uses RSA; for EC we check the canonical form is stable.
         let jwk = Jwk::generate_ec_key(josekit::jwk::alg::ec::EcCurve::P256).unwrap();
         let public = jwk.to_public_key().unwrap();

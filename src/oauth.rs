@@ -86,9 +86,7 @@ impl From<&GrantError> for OAuthError {
                 ChainError::ScopeWidened => {
                     OAuthError::bad_request(InvalidScope, "the requested scope exceeds what the presented token holds")
                 }
-                ChainError::LifetimeExtended | ChainError::Inconsistent | ChainError::WrongHolder => {
-                    OAuthError::new(ServerError, 500, "the token could not be issued")
-                }
+                ChainError::LifetimeExtended => OAuthError::new(ServerError, 500, "the token could not be issued"),
             },
             GrantError::Policy(_) | GrantError::Mint(_) => {
                 OAuthError::new(ServerError, 500, "the token could not be issued")
@@ -123,6 +121,9 @@ impl From<&RequestError> for OAuthError {
             RequestError::MalformedScope => OAuthError::bad_request(InvalidScope, "the scope parameter is malformed"),
             RequestError::SeveralTargets => {
                 OAuthError::bad_request(InvalidTarget, "exactly one audience or resource may be requested")
+            }
+            RequestError::ResourceNotUri => {
+                OAuthError::bad_request(InvalidTarget, "resource must be an absolute URI without a fragment")
             }
             RequestError::ConflictingTargets => {
                 OAuthError::bad_request(InvalidTarget, "audience and resource name different targets")

@@ -8,8 +8,7 @@ use base64::Engine;
 use josekit::jws::{self, JwsHeader};
 use serde::Deserialize;
 
-use crate::chain::{self, ChainError};
-use crate::claims::Claims;
+use crate::claims::{Claims, PathError};
 use crate::clock::Clock;
 use crate::keys::{Algorithm, KeySet, SigningKey};
 
@@ -76,9 +75,9 @@ pub enum VerifyError {
     /// `iat` lies in the future.
     #[error("issued in the future")]
     IssuedInFuture,
-    /// The `delegation` path or `act` chain is inconsistent.
+    /// The `delegation` path or `act` chain is not one the broker writes.
     #[error("delegation path: {0}")]
-    Chain(#[from] ChainError),
+    Path(#[from] PathError),
 }
 
 /// Why a token could not be minted.
@@ -150,7 +149,7 @@ pub fn verify(
     if claims.iat > now {
         return Err(VerifyError::IssuedInFuture);
     }
-    chain::check_path(&claims, rules.max_depth)?;
+    claims.check_path(rules.max_depth)?;
     Ok(Verified(claims))
 }
 

@@ -16,7 +16,7 @@ pub(super) fn handle(
     evidence.subject = Some(agent.id().to_owned());
     let requested = asked_scopes(params)?;
     let target = named_target(params)?;
-    evidence.target = target.map(str::to_owned);
+    evidence.target = target.map(super::clip);
     let now = broker.now();
     let ask = Ask {
         action: Action::Issue,

@@ -72,6 +72,9 @@ pub enum RequestError {
     /// More than one `audience` or `resource`.
     #[error("more than one target")]
     SeveralTargets,
+    /// `resource` is not an absolute URI (RFC 8707 §2).
+    #[error("resource is not an absolute URI")]
+    ResourceNotUri,
     /// `audience` and `resource` name different targets.
     #[error("audience and resource disagree")]
     ConflictingTargets,

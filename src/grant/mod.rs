@@ -71,7 +71,7 @@ pub struct Broker {
 }
 
 /// A token request as the HTTP layer hands it over.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct TokenRequest {
     /// The `Authorization` header's value, if any.
     pub authorization: Option<String>,
@@ -79,6 +79,17 @@ pub struct TokenRequest {
     pub params: TokenParams,
     /// The client's network address, for the audit trail.
     pub client_address: Option<String>,
+}
+
+/// The `Authorization` header carries credentials: never printed.
+impl std::fmt::Debug for TokenRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenRequest")
+            .field("authorization", &self.authorization.as_ref().map(|_| "***"))
+            .field("params", &self.params)
+            .field("client_address", &self.client_address)
+            .finish()
+    }
 }
 
 /// A successful token response (RFC 6749 §5.1, RFC 8693 §2.2.1).
@@ -108,6 +119,60 @@ pub(crate) struct Evidence {
     scopes_asked: Option<String>,
     parent_jti: Option<TokenId>,
     rules: Vec<String>,
+}
+
+impl Evidence {
+    fn issued(self, time: UnixTime, issued: &Issued, client_address: Option<String>) -> AuditEvent {
+        let mut event = self.event(time, AuditDecision::Issued, None, client_address);
+        event.jti = Some(issued.jti.clone());
+        event.scopes_granted = Some(issued.response.scope.to_string());
+        event.expires_at = Some(issued.expires_at);
+        event
+    }
+
+    fn refused(self, time: UnixTime, error: &GrantError, client_address: Option<String>) -> AuditEvent {
+        self.event(time, AuditDecision::Refused, Some(error.to_string()), client_address)
+    }
+
+    fn event(
+        self,
+        time: UnixTime,
+        decision: AuditDecision,
+        reason: Option<String>,
+        client_address: Option<String>,
+    ) -> AuditEvent {
+        AuditEvent {
+            time,
+            decision,
+            reason,
+            action: self.grant_type,
+            subject: self.subject,
+            agent: self.agent,
+            chain: self.chain,
+            target: self.target,
+            scopes_asked: self.scopes_asked,
+            scopes_granted: None,
+            jti: None,
+            parent_jti: self.parent_jti,
+            expires_at: None,
+            rules: self.rules,
+            client_address,
+        }
+    }
+}
+
+/// Request text kept as evidence, cut to a bounded length so that a hostile
+/// request cannot flood the audit trail (or paste a token into it whole).
+pub(crate) fn clip(text: &str) -> String {
+    const MAX: usize = 256;
+    if text.len() <= MAX {
+        return text.to_owned();
+    }
+    let mut end = MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", text.get(..end).unwrap_or_default())
 }
 
 /// A token the grant handlers minted, with what the audit trail needs.
@@ -158,44 +223,37 @@ impl Broker {
     pub async fn token(&self, request: TokenRequest) -> Result<TokenResponse, GrantError> {
         let mut evidence = Evidence::default();
         let outcome = self.grant(&request, &mut evidence).await;
-        let (decision, reason, jti, granted, expires_at) = match &outcome {
-            Ok(issued) => (
-                AuditDecision::Issued,
-                None,
-                Some(issued.jti.clone()),
-                Some(issued.response.scope.to_string()),
-                Some(issued.expires_at),
-            ),
-            Err(error) => (AuditDecision::Refused, Some(error.to_string()), None, None, None),
+        let event = match &outcome {
+            Ok(issued) => evidence.issued(self.clock.now(), issued, request.client_address.clone()),
+            Err(error) => evidence.refused(self.clock.now(), error, request.client_address.clone()),
         };
-        let event = AuditEvent {
-            time: self.clock.now(),
-            decision,
-            reason,
-            action: evidence.grant_type,
-            subject: evidence.subject,
-            agent: evidence.agent,
-            chain: evidence.chain,
-            target: evidence.target,
-            scopes_asked: evidence.scopes_asked,
-            scopes_granted: granted,
-            jti,
-            parent_jti: evidence.parent_jti,
-            expires_at,
-            rules: evidence.rules,
-            client_address: request.client_address.clone(),
-        };
-        tracing::info!(target: "baton::audit", event = %serde_json::to_string(&event).unwrap_or_default());
         // A token whose issuance cannot be recorded is not handed out.
-        self.stores.audit.record(event).await?;
+        self.record(event).await?;
         outcome.map(|issued| issued.response)
+    }
+
+    /// Records a token request refused before it could be read (wrong
+    /// method, media type or size, repeated parameters): evidence too.
+    pub async fn refuse(&self, error: RequestError, client_address: Option<String>) -> GrantError {
+        let evidence = Evidence { grant_type: "token".into(), ..Evidence::default() };
+        let error = GrantError::Request(error);
+        match self.record(evidence.refused(self.clock.now(), &error, client_address)).await {
+            Ok(()) => error,
+            Err(unavailable) => unavailable.into(),
+        }
+    }
+
+    /// Logs an audit event as a structured `tracing` event and persists it.
+    pub(crate) async fn record(&self, event: AuditEvent) -> Result<(), crate::store::StoreError> {
+        tracing::info!(target: "baton::audit", event = %serde_json::to_string(&event).unwrap_or_default());
+        self.stores.audit.record(event).await
     }
 
     async fn grant(&self, request: &TokenRequest, evidence: &mut Evidence) -> Result<Issued, GrantError> {
         let params = &request.params;
         let grant_type = params.require("grant_type")?;
-        evidence.grant_type = grant_type.to_owned();
-        evidence.scopes_asked = params.get("scope").map(str::to_owned);
+        evidence.grant_type = clip(grant_type);
+        evidence.scopes_asked = params.get("scope").map(clip);
         if grant_type != CLIENT_CREDENTIALS && grant_type != TOKEN_EXCHANGE {
             return Err(RequestError::UnsupportedGrantType.into());
         }
@@ -258,6 +316,11 @@ fn asked_scopes(params: &TokenParams) -> Result<Option<ScopeSet>, GrantError> {
 
 /// The one target named by `audience` and/or `resource` (RFC 8693 §2.1, RFC 8707).
 fn named_target(params: &TokenParams) -> Result<Option<&str>, GrantError> {
+    // RFC 8707 §2: a resource is an absolute URI without a fragment; agents
+    // are named with `audience`.
+    if params.get("resource").is_some_and(|resource| !resource.contains("://") || resource.contains('#')) {
+        return Err(RequestError::ResourceNotUri.into());
+    }
     match (params.get("audience"), params.get("resource")) {
         (Some(audience), Some(resource)) if audience != resource => Err(RequestError::ConflictingTargets.into()),
         (Some(target), _) | (None, Some(target)) => Ok(Some(target)),

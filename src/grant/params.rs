@@ -28,9 +28,18 @@ const KNOWN: &[&str] = &[
 const TARGETS: &[&str] = &["audience", "resource"];
 
 /// A token request's parameters.
-#[derive(Debug, Default, Clone)]
+#[derive(Default, Clone)]
 pub struct TokenParams {
     values: HashMap<&'static str, String>,
+}
+
+/// Names only: values include secrets, assertions and tokens.
+impl std::fmt::Debug for TokenParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<&str> = self.values.keys().copied().collect();
+        names.sort_unstable();
+        f.debug_struct("TokenParams").field("names", &names).finish_non_exhaustive()
+    }
 }
 
 impl TokenParams {
@@ -85,6 +94,13 @@ mod tests {
         assert!(empty_then_full.is_err());
         let two_targets = TokenParams::from_pairs([("audience", "a"), ("audience", "b")]);
         assert_eq!(two_targets.unwrap_err(), RequestError::SeveralTargets);
+    }
+
+    #[test]
+    fn debug_output_names_parameters_without_values() {
+        let params = TokenParams::from_pairs([("client_secret", "s3cret"), ("subject_token", "eyJtoken")]).unwrap();
+        let printed = format!("{params:?}");
+        assert!(printed.contains("client_secret") && !printed.contains("s3cret") && !printed.contains("eyJtoken"));
     }
 
     #[test]

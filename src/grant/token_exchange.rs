@@ -35,12 +35,15 @@ pub(super) async fn handle(
         (None, None) => None,
         _ => return Err(RequestError::ActorTokenPairing.into()),
     };
-    if let Some(kind) = params.get("requested_token_type") {
-        accepted_type(kind, "requested_token_type")?;
-    }
+    // RFC 8693 §2.2.1: the issued type answers the requested one; Baton's
+    // tokens are both access tokens and JWTs.
+    let issued_token_type = match params.get("requested_token_type") {
+        Some(kind) => accepted_type(kind, "requested_token_type")?,
+        None => ACCESS_TOKEN_TYPE,
+    };
     let requested = asked_scopes(params)?;
     let target = named_target(params)?;
-    evidence.target = target.map(str::to_owned);
+    evidence.target = target.map(super::clip);
 
     // The subject token, and whether this agent may exchange it.
     let parent = live_token(broker, subject_token, GrantError::SubjectToken).await?;
@@ -92,13 +95,14 @@ pub(super) async fn handle(
     let issuance = Issuance { issuer: broker.settings().issuer.clone(), issued_at: now, jti };
     let child = chain::derive(&parent, agent, &grant, broker.settings().max_depth, issuance)?;
     let access_token = token::mint(&child, broker.keys().signing())?;
-    Ok(Issued::new(child, access_token, Some(ACCESS_TOKEN_TYPE), now))
+    Ok(Issued::new(child, access_token, Some(issued_token_type), now))
 }
 
 /// Baton tokens are access tokens and JWTs; both names are accepted.
-fn accepted_type(kind: &str, parameter: &'static str) -> Result<(), GrantError> {
+fn accepted_type(kind: &str, parameter: &'static str) -> Result<&'static str, GrantError> {
     match kind {
-        ACCESS_TOKEN_TYPE | JWT_TOKEN_TYPE => Ok(()),
+        ACCESS_TOKEN_TYPE => Ok(ACCESS_TOKEN_TYPE),
+        JWT_TOKEN_TYPE => Ok(JWT_TOKEN_TYPE),
         _ => Err(RequestError::UnsupportedTokenType(parameter).into()),
     }
 }

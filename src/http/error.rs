@@ -4,7 +4,11 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use crate::grant::{GrantError, RequestError};
+use std::sync::Arc;
+
+use axum::extract::State;
+
+use crate::grant::{Broker, GrantError, RequestError};
 use crate::oauth::{ErrorCode, OAuthError};
 
 /// A refused request, as sent.
@@ -34,7 +38,11 @@ impl IntoResponse for ErrorResponse {
             ErrorCode::TemporarilyUnavailable => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
-            _ => {}
+            ErrorCode::InvalidRequest
+            | ErrorCode::UnsupportedGrantType
+            | ErrorCode::InvalidScope
+            | ErrorCode::InvalidTarget
+            | ErrorCode::ServerError => {}
         }
         if status == StatusCode::METHOD_NOT_ALLOWED {
             headers.insert(header::ALLOW, HeaderValue::from_static("POST"));
@@ -43,8 +51,8 @@ impl IntoResponse for ErrorResponse {
     }
 }
 
-pub(super) async fn method_not_allowed() -> ErrorResponse {
-    ErrorResponse(OAuthError::from(&RequestError::MethodNotAllowed))
+pub(super) async fn method_not_allowed(State(broker): State<Arc<Broker>>) -> ErrorResponse {
+    ErrorResponse::from(&broker.refuse(RequestError::MethodNotAllowed, None).await)
 }
 
 pub(super) async fn not_found() -> impl IntoResponse {

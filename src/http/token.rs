@@ -10,22 +10,25 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::error::ErrorResponse;
-use crate::grant::{Broker, GrantError, RequestError, TokenParams, TokenRequest};
+use crate::grant::{Broker, RequestError, TokenParams, TokenRequest};
 
 pub(super) async fn token(State(broker): State<Arc<Broker>>, request: Request) -> Response {
-    match read(&broker, request).await {
-        Ok(token_request) => match broker.token(token_request).await {
-            Ok(response) => Json(response).into_response(),
-            Err(error) => {
-                tracing::debug!(%error, "token request refused");
-                ErrorResponse::from(&error).into_response()
-            }
-        },
-        Err(error) => ErrorResponse::from(&GrantError::from(error)).into_response(),
+    let client_address = client_address(&request);
+    let outcome = match read(&broker, request, client_address.clone()).await {
+        Ok(token_request) => broker.token(token_request).await,
+        Err(error) => Err(broker.refuse(error, client_address).await),
+    };
+    match outcome {
+        Ok(response) => Json(response).into_response(),
+        Err(error) => ErrorResponse::from(&error).into_response(),
     }
 }
 
-async fn read(broker: &Broker, request: Request) -> Result<TokenRequest, RequestError> {
+fn client_address(request: &Request) -> Option<String> {
+    request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(address)| address.to_string())
+}
+
+async fn read(broker: &Broker, request: Request, client_address: Option<String>) -> Result<TokenRequest, RequestError> {
     let (parts, body) = request.into_parts();
     let is_form = parts
         .headers

@@ -38,7 +38,9 @@ async fn the_binary_serves_the_quick_start_walk_with_no_config() {
     for entry in std::fs::read_dir(example_policies()).unwrap() {
         let path = entry.unwrap().path();
         if path.is_file() {
-            std::fs::copy(&path, policies.join(path.file_name().unwrap())).unwrap();
+            // The real clock runs here: keep the example agents alive whatever the date.
+            let text = std::fs::read_to_string(&path).unwrap().replace("expires = 2030-06-30", "expires = 9999-12-31");
+            std::fs::write(policies.join(path.file_name().unwrap()), text).unwrap();
         }
     }
     let port = free_port();
@@ -225,4 +227,26 @@ fn policy_check_validates_the_example_folder() {
         .unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("ownr"));
+}
+
+#[test]
+fn a_broken_policy_folder_stops_the_broker_at_start() {
+    let folder = tempfile::tempdir().unwrap();
+    let policies = folder.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    for name in ["agents.toml", "resources.toml"] {
+        std::fs::copy(example_policies().join(name), policies.join(name)).unwrap();
+    }
+    std::fs::write(policies.join("rules.cedar"), "permit (principal, action, resource) when { principal.rank > 1 };")
+        .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .arg("serve")
+        .current_dir(folder.path())
+        .env_clear()
+        .env("BATON_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "the broker started on a policy that does not load");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("policy") && stderr.contains("schema"), "{stderr}");
 }

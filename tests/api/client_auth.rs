@@ -8,15 +8,20 @@ use serde_json::{json, Value};
 
 use crate::harness::*;
 
-struct KeyAgent {
-    harness: Harness,
-    key: Jwk,
+pub struct KeyAgent {
+    pub harness: Harness,
+    pub key: Jwk,
     _policies: tempfile::TempDir,
 }
 
 /// A broker whose agent `signer` authenticates with `private_key_jwt`, and
 /// whose agent `holder` uses a secret.
 fn key_agent() -> KeyAgent {
+    key_agent_with(None)
+}
+
+/// The same, on the given stores.
+pub fn key_agent_with(stores: Option<baton::grant::Stores>) -> KeyAgent {
     let key = Jwk::generate_ec_key(josekit::jwk::alg::ec::EcCurve::P256).unwrap();
     let mut public = key.to_public_key().unwrap();
     public.set_key_id("signer-key-1");
@@ -30,15 +35,15 @@ fn key_agent() -> KeyAgent {
     );
     let resources = "[[resources]]\nuri = 'https://api.example'\nname = 'API'\nscopes = ['read']\nttl = 300\n";
     let folder = policy_folder(&agents, resources, "permit (principal, action == Action::\"issue\", resource);");
-    let harness = Harness::with(Options { policies: folder.path().to_owned(), ..Options::default() });
+    let harness = Harness::with(Options { policies: folder.path().to_owned(), stores, ..Options::default() });
     KeyAgent { harness, key, _policies: folder }
 }
 
-fn assertion_claims(jti: &str) -> Value {
+pub fn assertion_claims(jti: &str) -> Value {
     json!({"iss": "signer", "sub": "signer", "aud": ISSUER, "exp": START.0 + 120, "iat": START.0, "jti": jti})
 }
 
-async fn with_assertion(harness: &Harness, assertion: &str) -> Response {
+pub async fn with_assertion(harness: &Harness, assertion: &str) -> Response {
     harness
         .token(
             None,
@@ -88,6 +93,7 @@ async fn bad_assertions_are_invalid_client() {
     let cases: Vec<(&str, String)> = vec![
         ("wrong audience", signed(&|c| c["aud"] = json!("https://other.example"), "a1")),
         ("token endpoint as audience", signed(&|c| c["aud"] = json!(format!("{ISSUER}/token")), "a2")),
+        ("audience list smuggling the issuer", signed(&|c| c["aud"] = json!(["https://other.example", ISSUER]), "a12")),
         ("expired", signed(&|c| c["exp"] = json!(START.0 - 1), "a3")),
         ("exp too far ahead", signed(&|c| c["exp"] = json!(START.0 + 3600), "a4")),
         (
@@ -136,6 +142,9 @@ async fn bad_assertions_are_invalid_client() {
         let response = with_assertion(harness, assertion).await;
         assert_eq!((response.status.as_u16(), response.error()), (401, "invalid_client"), "{case}: {}", response.body);
     }
+    let typed =
+        sign(&setup.key, &json!({"alg": "ES256", "kid": "signer-key-1", "typ": "at+jwt"}), &assertion_claims("b5"));
+    assert_invalid_client(&with_assertion(harness, &typed).await);
     let stranger = Jwk::generate_ec_key(josekit::jwk::alg::ec::EcCurve::P256).unwrap();
     assert_invalid_client(&with_assertion(harness, &sign(&stranger, &header, &assertion_claims("b1"))).await);
     let none = format!("{}.{}.", b64(br#"{"alg":"none"}"#), b64(assertion_claims("b2").to_string().as_bytes()));
@@ -225,8 +234,8 @@ async fn more_than_one_method_is_invalid_request() {
 async fn an_expired_agent_gets_nothing() {
     let harness = Harness::new();
     let [root, ..] = harness.walk().await;
-    // The example agents expire on 2027-11-30: the day after, nothing.
-    let after_expiry = baton::clock::UnixTime(1_827_619_200); // 2027-12-01T00:00:00Z
+    // The example agents expire on 2030-06-30: the day after, nothing.
+    let after_expiry = baton::clock::UnixTime(time::macros::datetime!(2030-07-01 0:00 UTC).unix_timestamp());
     harness.clock.advance(after_expiry.seconds_since(START));
     assert_invalid_client(&harness.as_agent("orchestrator", &[("grant_type", "client_credentials")]).await);
     assert_invalid_client(&harness.exchange("planner", &root, &[("audience", "booker")]).await);
@@ -235,7 +244,7 @@ async fn an_expired_agent_gets_nothing() {
 #[tokio::test]
 async fn an_expired_target_agent_is_invalid_target() {
     let agents = std::fs::read_to_string(example_policies().join("agents.toml")).unwrap().replacen(
-        "expires = 2027-11-30\ngroups = [\"travel\"]\ntoken_ttl = 1800",
+        "expires = 2030-06-30\ngroups = [\"travel\"]\ntoken_ttl = 1800",
         "expires = 2026-11-01\ngroups = [\"travel\"]\ntoken_ttl = 1800",
         1,
     );

@@ -140,6 +140,10 @@ async fn wrong_methods_content_types_and_sizes_are_clear_4xx() {
         )
         .await;
     two_auth.assert_error(400, "invalid_request");
+    // Refused before the body was read, and still evidence.
+    let refusals = harness.store.events();
+    assert_eq!(refusals.len(), 4, "{refusals:?}");
+    assert!(refusals.iter().all(|event| event.decision == baton::store::AuditDecision::Refused));
 
     let not_found = harness.get("/nowhere").await;
     assert_eq!(not_found.status, 404);
@@ -229,10 +233,11 @@ async fn unreachable_state_fails_closed() {
 #[tokio::test]
 async fn unreachable_replay_state_fails_closed_for_assertions() {
     let memory = Arc::new(baton::store::memory::MemoryStore::new());
-    let harness = Harness::with(Options {
-        stores: Some(Stores { replay: Arc::new(Unreachable), revocation: memory.clone(), audit: memory }),
-        ..Options::default()
-    });
-    // A secret needs no replay state; the request still succeeds.
-    assert_eq!(harness.as_agent("orchestrator", &[("grant_type", "client_credentials")]).await.status, 200);
+    let stores = Stores { replay: Arc::new(Unreachable), revocation: memory.clone(), audit: memory };
+    let setup = crate::client_auth::key_agent_with(Some(stores));
+    let header = serde_json::json!({"alg": "ES256", "kid": "signer-key-1"});
+    let assertion = sign(&setup.key, &header, &crate::client_auth::assertion_claims("down"));
+    let refused = crate::client_auth::with_assertion(&setup.harness, &assertion).await;
+    refused.assert_error(503, "temporarily_unavailable");
+    assert!(refused.body.get("access_token").is_none());
 }

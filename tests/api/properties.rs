@@ -1,8 +1,10 @@
 //! A property test over random chains: whatever is asked, every issued token
 //! is narrower than its parent, and its chain is the broker's own writing.
 
-use baton::claims::{Actor, ScopeSet};
+use baton::claims::{Actor, Claims, ScopeSet};
+use baton::clock::UnixTime;
 use baton::grant::{TokenParams, TokenRequest};
+use baton::oauth::ErrorCode;
 use proptest::prelude::*;
 
 use crate::harness::*;
@@ -46,6 +48,44 @@ fn scope_text(indices: &[usize]) -> String {
     indices.iter().map(|index| SCOPES[*index]).collect::<Vec<_>>().join(" ")
 }
 
+/// What the rules above permit, computed independently of the broker:
+/// the oracle the property test holds every answer to.
+fn permitted(holder: &str, depth: u32, earlier_agents: &[&str]) -> ScopeSet {
+    let mut allowed: Vec<&str> = vec!["read"];
+    if holder == "b" {
+        allowed.extend(SCOPES);
+    }
+    if holder == "c" && depth <= 2 {
+        allowed.push("write");
+    }
+    if earlier_agents.contains(&"c") {
+        allowed.retain(|scope| *scope != "admin");
+    }
+    ScopeSet::parse(&allowed.join(" ")).unwrap()
+}
+
+/// The answer the broker must give, from the parent, the request and the oracle.
+fn expected(parent: &Claims, holder: &str, requested: Option<&ScopeSet>, now: UnixTime) -> Result<ScopeSet, ErrorCode> {
+    let depth = parent.delegation.depth + 1;
+    if parent.exp <= now || depth > MAX_DEPTH {
+        return Err(ErrorCode::InvalidRequest);
+    }
+    if requested.is_some_and(|asked| !asked.is_subset(&parent.scope)) {
+        return Err(ErrorCode::InvalidScope);
+    }
+    let grantable = parent.scope.intersection(&permitted(holder, depth, &parent.chain()));
+    if grantable.is_empty() {
+        return Err(ErrorCode::InvalidTarget);
+    }
+    match requested {
+        Some(asked) if !asked.is_subset(&grantable) => Err(ErrorCode::InvalidScope),
+        Some(asked) => Ok(asked.clone()),
+        None => Ok(grantable),
+    }
+}
+
+const MAX_DEPTH: u32 = 4;
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
@@ -54,7 +94,7 @@ proptest! {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {
             let policies = folder();
-            let harness = Harness::with(Options { policies: policies.path().to_owned(), max_depth: 4, ..Options::default() });
+            let harness = Harness::with(Options { policies: policies.path().to_owned(), max_depth: MAX_DEPTH, ..Options::default() });
             let root_holder = AGENTS[first];
             let root = harness.token(Some(("a", "s")), &[("grant_type", "client_credentials"), ("audience", root_holder)]).await;
             prop_assert_eq!(root.status.as_u16(), 200, "{}", root.body);
@@ -80,18 +120,16 @@ proptest! {
                     client_address: None,
                 };
                 let parent_claims = claims_of(&parent);
-                match harness.broker.token(request).await {
-                    Ok(response) => {
+                let requested = scope.as_deref().map(|text| ScopeSet::parse(text).unwrap());
+                let expectation = expected(&parent_claims, holder, requested.as_ref(), harness.clock_now());
+                match (harness.broker.token(request).await, expectation) {
+                    (Ok(response), Ok(scopes)) => {
                         let child = claims_of(&response.access_token);
+                        prop_assert_eq!(&child.scope, &scopes, "granted differs from the oracle");
                         prop_assert!(child.scope.is_subset(&parent_claims.scope), "scope widened");
-                        prop_assert!(!child.scope.is_empty());
-                        if let Some(scope) = &scope {
-                            prop_assert_eq!(&child.scope, &ScopeSet::parse(scope).unwrap(), "granted differs from asked");
-                        }
                         prop_assert!(child.exp <= parent_claims.exp, "lifetime extended");
                         prop_assert!(child.exp > harness.clock_now());
                         prop_assert_eq!(child.delegation.depth, parent_claims.delegation.depth + 1);
-                        prop_assert!(child.delegation.depth <= 4);
                         prop_assert_eq!(&child.sub, &parent_claims.sub);
                         prop_assert_eq!(&child.client_id, holder);
                         prop_assert_eq!(
@@ -99,20 +137,18 @@ proptest! {
                             Some(Actor { sub: holder.to_owned(), act: parent_claims.act.clone().map(Box::new) })
                         );
                         prop_assert_eq!(child.delegation.hops.last().map(|hop| &hop.jti), Some(&parent_claims.jti));
-                        prop_assert!(baton::chain::check_path(&child, 4).is_ok());
+                        prop_assert!(child.check_path(MAX_DEPTH).is_ok());
                         if target == "https://api.example" {
                             break;
                         }
                         parent = response.access_token;
                         holder = target;
                     }
-                    Err(error) => {
-                        let code = baton::oauth::OAuthError::from(&error).code;
-                        prop_assert!(
-                            matches!(code, baton::oauth::ErrorCode::InvalidScope | baton::oauth::ErrorCode::InvalidTarget | baton::oauth::ErrorCode::InvalidRequest),
-                            "unexpected {:?}: {}", code, error
-                        );
+                    (Err(error), Err(code)) => {
+                        prop_assert_eq!(baton::oauth::OAuthError::from(&error).code, code, "{}", error);
                     }
+                    (Ok(response), Err(code)) => prop_assert!(false, "issued {} where the oracle expects {:?}", response.scope, code),
+                    (Err(error), Ok(scopes)) => prop_assert!(false, "refused ({}) where the oracle grants {}", error, scopes),
                 }
             }
             Ok(())
@@ -121,7 +157,7 @@ proptest! {
 }
 
 impl Harness {
-    fn clock_now(&self) -> baton::clock::UnixTime {
+    fn clock_now(&self) -> UnixTime {
         use baton::clock::Clock;
         self.clock.now()
     }

@@ -31,6 +31,7 @@ struct Expect {
     error: Option<String>,
     scope: Option<String>,
     aud: Option<String>,
+    issued_token_type: Option<String>,
 }
 
 #[tokio::test]
@@ -80,6 +81,9 @@ async fn exchange_vectors() {
                 if let Some(scope) = &vector.expect.scope {
                     assert_eq!(response.body["scope"], scope.as_str(), "{context}");
                     assert_eq!(claims["scope"], scope.as_str(), "{context}");
+                }
+                if let Some(kind) = &vector.expect.issued_token_type {
+                    assert_eq!(response.body["issued_token_type"], kind.as_str(), "{context}");
                 }
                 if let Some(aud) = &vector.expect.aud {
                     assert_eq!(claims["aud"], aud.as_str(), "{context}");
