@@ -354,11 +354,16 @@ fn signing_key(jwk: &Jwk, kid: String, algorithm: Algorithm) -> Result<SigningKe
     Ok(SigningKey { kid, algorithm, signer })
 }
 
+/// How often a running broker reloads its key folder, in seconds.
+pub const RELOAD_INTERVAL: i64 = 10;
+
 fn state(file: &KeyFile, max_token_ttl: i64, now: UnixTime) -> KeyState {
     match file.retired_at {
         None => KeyState::Current,
         Some(retired) => {
-            let until = retired.plus(max_token_ttl);
+            // A running broker may sign with the retired key until its next
+            // reload: those tokens too must verify for their whole life.
+            let until = retired.plus(max_token_ttl).plus(RELOAD_INTERVAL);
             if until > now {
                 KeyState::Published { until }
             } else {
@@ -470,17 +475,18 @@ mod tests {
         let old = generate(dir.path(), Algorithm::Es256, HOUR, UnixTime(1_000)).unwrap();
         let new = rotate(dir.path(), Algorithm::EdDsa, HOUR, UnixTime(2_000)).unwrap();
 
-        let keys = KeySet::load(dir.path(), HOUR, UnixTime(2_000 + HOUR - 1)).unwrap();
+        let keys = KeySet::load(dir.path(), HOUR, UnixTime(2_000 + HOUR + RELOAD_INTERVAL - 1)).unwrap();
         assert_eq!(keys.signing().kid(), new);
         assert!(keys.verifying(&old).is_some());
         let published: Vec<Value> = keys.jwks()["keys"].as_array().unwrap().clone();
         assert_eq!(published.len(), 2);
         assert!(published.iter().all(|key| key.get("d").is_none()), "JWKS must hold public keys only");
 
-        let later = KeySet::load(dir.path(), HOUR, UnixTime(2_000 + HOUR)).unwrap();
+        let past = UnixTime(2_000 + HOUR + RELOAD_INTERVAL);
+        let later = KeySet::load(dir.path(), HOUR, past).unwrap();
         assert!(later.verifying(&old).is_none());
-        rotate(dir.path(), Algorithm::Es256, HOUR, UnixTime(2_000 + HOUR)).unwrap();
-        assert_eq!(list(dir.path(), HOUR, UnixTime(2_000 + HOUR)).unwrap().len(), 2, "the expired key was deleted");
+        rotate(dir.path(), Algorithm::Es256, HOUR, past).unwrap();
+        assert_eq!(list(dir.path(), HOUR, past).unwrap().len(), 2, "the expired key was deleted");
     }
 
     #[test]

@@ -106,7 +106,7 @@ fn execute(cli: Cli) -> Result<(), String> {
                     let kid =
                         keys::rotate(dir, config.signing_algorithm, ttl, now).map_err(|error| error.to_string())?;
                     println!("rotated: {kid} now signs; earlier keys stay published until their tokens expire");
-                    println!("restart the broker to sign with the new key");
+                    println!("a running broker picks the new key up within {} seconds", keys::RELOAD_INTERVAL);
                 }
                 KeysAction::List => {
                     for key in keys::list(dir, ttl, now).map_err(|error| error.to_string())? {

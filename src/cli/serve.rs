@@ -42,7 +42,8 @@ pub fn build(config: &Config, clock: Arc<dyn Clock>) -> Result<Broker, String> {
 }
 
 async fn serve(config: Config) -> Result<(), String> {
-    let broker = build(&config, Arc::new(SystemClock))?;
+    let broker = Arc::new(build(&config, Arc::new(SystemClock))?);
+    tokio::spawn(reload_keys(broker.clone(), config.clone(), Arc::new(SystemClock)));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|error| format!("listen on {}: {error}", config.listen))?;
@@ -56,5 +57,26 @@ async fn serve(config: Config) -> Result<(), String> {
             _ = terminate.recv() => {}
         }
     };
-    crate::http::serve(listener, Arc::new(broker), shutdown).await.map_err(|error| error.to_string())
+    crate::http::serve(listener, broker, shutdown).await.map_err(|error| error.to_string())
+}
+
+/// Reloads the key folder every few seconds, so that `baton keys rotate`
+/// takes effect without a restart and retired keys leave the JWKS on time.
+/// A folder that fails to load is logged and the keys in use stay.
+async fn reload_keys(broker: Arc<Broker>, config: Config, clock: Arc<dyn Clock>) {
+    let period = std::time::Duration::from_secs(keys::RELOAD_INTERVAL.unsigned_abs());
+    let mut ticks = tokio::time::interval(period);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        match KeySet::load(&config.keys_dir, config.max_token_ttl, clock.now()) {
+            Ok(keys) => {
+                if keys.signing().kid() != broker.keys().signing().kid() {
+                    tracing::info!(kid = %keys.signing().kid(), "signing with a new key");
+                }
+                broker.replace_keys(keys);
+            }
+            Err(error) => tracing::warn!(%error, "key folder did not reload; keeping the keys in use"),
+        }
+    }
 }

@@ -10,7 +10,7 @@ pub mod error;
 pub mod params;
 mod token_exchange;
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use base64::Engine;
 use ring::rand::{SecureRandom, SystemRandom};
@@ -63,7 +63,7 @@ pub struct Stores {
 /// Everything the token endpoint needs, built once at start.
 pub struct Broker {
     settings: Settings,
-    keys: KeySet,
+    keys: RwLock<Arc<KeySet>>,
     policy: Policy,
     stores: Stores,
     clock: Arc<dyn Clock>,
@@ -201,7 +201,7 @@ impl Issued {
 impl Broker {
     /// Builds a broker.
     pub fn new(settings: Settings, keys: KeySet, policy: Policy, stores: Stores, clock: Arc<dyn Clock>) -> Broker {
-        Broker { settings, keys, policy, stores, clock, random: SystemRandom::new() }
+        Broker { settings, keys: RwLock::new(Arc::new(keys)), policy, stores, clock, random: SystemRandom::new() }
     }
 
     /// The settings.
@@ -209,9 +209,22 @@ impl Broker {
         &self.settings
     }
 
-    /// The signing and published keys.
-    pub fn keys(&self) -> &KeySet {
-        &self.keys
+    /// The signing and published keys, as of the last load.
+    pub fn keys(&self) -> Arc<KeySet> {
+        match self.keys.read() {
+            Ok(keys) => keys.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Swaps in a freshly loaded key set (after `baton keys rotate`, or when
+    /// a retired key's publication ends).
+    pub fn replace_keys(&self, keys: KeySet) {
+        let keys = Arc::new(keys);
+        match self.keys.write() {
+            Ok(mut current) => *current = keys,
+            Err(poisoned) => *poisoned.into_inner() = keys,
+        }
     }
 
     /// The loaded policy.

@@ -44,10 +44,10 @@ async fn read(broker: &Broker, request: Request, client_address: Option<String>)
     let params = TokenParams::from_pairs(form_urlencoded::parse(&bytes))?;
     let authorization = match parts.headers.get_all(header::AUTHORIZATION).iter().collect::<Vec<_>>().as_slice() {
         [] => None,
-        [one] => Some(one.to_str().map_err(|_| RequestError::Repeated(Some("authorization")))?.to_owned()),
+        // Bytes that are not text cannot be Basic credentials: client
+        // authentication refuses them as malformed.
+        [one] => Some(String::from_utf8_lossy(one.as_bytes()).into_owned()),
         _ => return Err(RequestError::Repeated(Some("authorization"))),
     };
-    let client_address =
-        parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(address)| address.to_string());
     Ok(TokenRequest { authorization, params, client_address })
 }

@@ -128,6 +128,38 @@ async fn the_binary_serves_the_quick_start_walk_with_no_config() {
     let jwk = josekit::jwk::Jwk::from_map(jwks["keys"][0].as_object().unwrap().clone()).unwrap();
     let verifier = josekit::jws::ES256.verifier_from_jwk(&jwk).unwrap();
     josekit::jws::deserialize_compact(hop2["access_token"].as_str().unwrap(), &verifier).unwrap();
+
+    // Rotation while serving: the new key signs within a reload, and the old
+    // key stays published so that tokens it signed still verify.
+    let rotate = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["keys", "rotate"])
+        .current_dir(folder.path())
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(rotate.status.success(), "{}", String::from_utf8_lossy(&rotate.stderr));
+    let old_kid = crate::harness::header_of(&root)["kid"].clone();
+    let mut new_token = None;
+    for _ in 0..60 {
+        let fresh = post(
+            &client,
+            &token_url,
+            ("orchestrator", "dev-only-orchestrator-secret"),
+            &[("grant_type", "client_credentials")],
+        )
+        .await;
+        let fresh = fresh["access_token"].as_str().unwrap().to_owned();
+        if crate::harness::header_of(&fresh)["kid"] != old_kid {
+            new_token = Some(fresh);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(new_token.is_some(), "the rotated key never started signing");
+    let jwks: Value = client.get(format!("{base}/jwks")).send().await.unwrap().json().await.unwrap();
+    let kids: Vec<&Value> = jwks["keys"].as_array().unwrap().iter().map(|key| &key["kid"]).collect();
+    assert_eq!(kids.len(), 2);
+    assert!(kids.contains(&&old_kid), "the retired key left the JWKS too early");
 }
 
 #[test]

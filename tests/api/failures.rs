@@ -140,9 +140,19 @@ async fn wrong_methods_content_types_and_sizes_are_clear_4xx() {
         )
         .await;
     two_auth.assert_error(400, "invalid_request");
+    let binary_credentials = harness
+        .send(
+            Request::post("/token")
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .header(header::AUTHORIZATION, axum::http::HeaderValue::from_bytes(b"Basic \xff\xfe").unwrap())
+                .body(Body::from("grant_type=client_credentials"))
+                .unwrap(),
+        )
+        .await;
+    binary_credentials.assert_error(401, "invalid_client");
     // Refused before the body was read, and still evidence.
     let refusals = harness.store.events();
-    assert_eq!(refusals.len(), 4, "{refusals:?}");
+    assert_eq!(refusals.len(), 5, "{refusals:?}");
     assert!(refusals.iter().all(|event| event.decision == baton::store::AuditDecision::Refused));
 
     let not_found = harness.get("/nowhere").await;
