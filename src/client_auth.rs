@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::clock::{Clock, UnixTime};
 use crate::keys::{self, Algorithm};
-use crate::policy::{Credentials, Inventory};
+use crate::policy::{Client, Credentials, Inventory};
 use crate::store::{ReplayStore, StoreError, Use};
 
 /// `client_assertion_type` for JWT client assertions (RFC 7523 §2.2).
@@ -109,7 +109,37 @@ pub struct CredentialFields<'a> {
     pub client_assertion: Option<&'a str>,
 }
 
-/// An agent whose credentials were checked. Only [`authenticate`] makes one.
+/// A client whose credentials were checked: an agent, or an API that
+/// introspects. Only [`authenticate`] makes one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthenticatedClient {
+    id: String,
+    method: AuthMethod,
+    api: Option<String>,
+}
+
+impl AuthenticatedClient {
+    /// The client id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The URI of the API this client introspects for, when it is one.
+    pub fn api(&self) -> Option<&str> {
+        self.api.as_deref()
+    }
+
+    /// The client as an agent; `None` for an API.
+    pub fn into_agent(self) -> Option<AuthenticatedAgent> {
+        match self.api {
+            None => Some(AuthenticatedAgent { id: self.id, method: self.method }),
+            Some(_) => None,
+        }
+    }
+}
+
+/// An agent whose credentials were checked: the only party that obtains and
+/// exchanges tokens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthenticatedAgent {
     id: String,
@@ -161,6 +191,12 @@ pub enum ClientAuthError {
     /// The assertion's `jti` was already used.
     #[error("client assertion replayed")]
     Replayed,
+    /// An agent's credentials were used where only an introspecting API may act.
+    #[error("client is not an introspecting API")]
+    NotAnIntrospector,
+    /// An API's credentials were used where only an agent may act.
+    #[error("client is not an agent")]
+    NotAnAgent,
     /// Replay state could not be checked.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -239,32 +275,44 @@ pub struct Verifier<'a> {
 pub async fn authenticate(
     presented: &Presented,
     context: &Verifier<'_>,
-) -> Result<AuthenticatedAgent, ClientAuthError> {
+) -> Result<AuthenticatedClient, ClientAuthError> {
     let now = context.clock.now();
-    match presented {
+    let (id, method) = match presented {
         Presented::Secret { client_id, secret, method } => {
-            let agent = context.inventory.agent(client_id).ok_or(ClientAuthError::UnknownClient)?;
-            let Credentials::Secret(hash) = &agent.credentials else {
+            let client = context.inventory.client(client_id).ok_or(ClientAuthError::UnknownClient)?;
+            let Credentials::Secret(hash) = client.credentials() else {
                 return Err(ClientAuthError::WrongMethod);
             };
             if !hash.matches(&secret.0) {
                 return Err(ClientAuthError::WrongSecret);
             }
-            if !agent.is_active(now) {
+            if !client.is_active(now) {
                 return Err(ClientAuthError::Deprovisioned);
             }
-            Ok(AuthenticatedAgent { id: agent.id.clone(), method: *method })
+            (client_id.clone(), *method)
         }
         Presented::Assertion { client_id, assertion } => {
-            let (id, expires) = check_assertion(assertion, client_id.as_deref(), context, now)?;
+            let checked = check_assertion(assertion, client_id.as_deref(), context, now)?;
             // RFC 7523 §3 item 7: the jti is single-use until the assertion expires.
-            let key = format!("client_assertion:{id}:{}", expires.1);
-            match context.replay.use_once(&key, expires.0, now).await? {
-                Use::First => Ok(AuthenticatedAgent { id, method: AuthMethod::PrivateKeyJwt }),
-                Use::Replayed => Err(ClientAuthError::Replayed),
+            let key = format!("client_assertion:{}:{}", checked.client_id, checked.jti);
+            match context.replay.use_once(&key, checked.expires_at, now).await? {
+                Use::First => (checked.client_id, AuthMethod::PrivateKeyJwt),
+                Use::Replayed => return Err(ClientAuthError::Replayed),
             }
         }
-    }
+    };
+    let api = match context.inventory.client(&id) {
+        Some(Client::Resource(resource)) => Some(resource.uri.clone()),
+        Some(Client::Agent(_)) | None => None,
+    };
+    Ok(AuthenticatedClient { id, method, api })
+}
+
+/// An assertion that passed RFC 7523 §3, before its `jti` is spent.
+struct CheckedAssertion {
+    client_id: String,
+    jti: String,
+    expires_at: UnixTime,
 }
 
 #[derive(Deserialize)]
@@ -289,13 +337,13 @@ struct AssertionClaims {
     jti: Option<String>,
 }
 
-/// RFC 7523 §3, in order; returns the agent id and the assertion's (exp, jti).
+/// RFC 7523 §3, in order.
 fn check_assertion(
     assertion: &str,
     body_client_id: Option<&str>,
     context: &Verifier<'_>,
     now: UnixTime,
-) -> Result<(String, (UnixTime, String)), ClientAuthError> {
+) -> Result<CheckedAssertion, ClientAuthError> {
     const MALFORMED: ClientAuthError = ClientAuthError::Assertion("not a signed JWT");
     if assertion.len() > 8 * 1024 {
         return Err(ClientAuthError::Assertion("too large"));
@@ -322,8 +370,8 @@ fn check_assertion(
     // key to check it with; nothing else is trusted until it verifies.
     let unverified: AssertionClaims = serde_json::from_slice(&decode(payload)?).map_err(|_| MALFORMED)?;
     let client_id = unverified.iss.clone().ok_or(ClientAuthError::Assertion("missing iss"))?;
-    let agent = context.inventory.agent(&client_id).ok_or(ClientAuthError::UnknownClient)?;
-    let Credentials::Keys(keys) = &agent.credentials else {
+    let client = context.inventory.client(&client_id).ok_or(ClientAuthError::UnknownClient)?;
+    let Credentials::Keys(keys) = client.credentials() else {
         return Err(ClientAuthError::WrongMethod);
     };
     let candidates = keys.iter().filter(|key| key.algorithm() == algorithm).filter(|key| match &header.kid {
@@ -375,10 +423,10 @@ fn check_assertion(
         .jti
         .filter(|jti| !jti.is_empty() && jti.len() <= 256)
         .ok_or(ClientAuthError::Assertion("missing jti"))?;
-    if !agent.is_active(now) {
+    if !client.is_active(now) {
         return Err(ClientAuthError::Deprovisioned);
     }
-    Ok((client_id, (exp, jti)))
+    Ok(CheckedAssertion { client_id, jti, expires_at: exp })
 }
 
 #[cfg(test)]

@@ -12,6 +12,10 @@ use crate::keys::Algorithm;
 /// The variable that names the config file; not itself a config key.
 pub const CONFIG_VARIABLE: &str = "BATON_CONFIG";
 
+/// The variable holding the admin token for the command line's admin calls;
+/// the broker itself only ever sees its hash (`admin_token_sha256`).
+pub const ADMIN_TOKEN_VARIABLE: &str = "BATON_ADMIN_TOKEN";
+
 /// The resolved configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -37,6 +41,12 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Largest token accepted in a request, in bytes.
     pub max_token_bytes: usize,
+    /// Redis for shared state (`redis://` or `rediss://`); the embedded store when absent.
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key, so that brokers can share a server.
+    pub redis_prefix: String,
+    /// SHA-256 (hex) of the admin token; the admin API is off when absent.
+    pub admin_token_sha256: Option<String>,
 }
 
 /// A configuration that cannot be used; the message names the key.
@@ -77,6 +87,9 @@ struct Raw {
     agent_token_ttl: Option<i64>,
     max_body_bytes: Option<usize>,
     max_token_bytes: Option<usize>,
+    redis_url: Option<String>,
+    redis_prefix: Option<String>,
+    admin_token_sha256: Option<String>,
 }
 
 impl Config {
@@ -96,7 +109,7 @@ impl Config {
         };
         for (name, value) in variables {
             let Some(key) = name.strip_prefix("BATON_") else { continue };
-            if name == CONFIG_VARIABLE || key.is_empty() {
+            if name == CONFIG_VARIABLE || name == ADMIN_TOKEN_VARIABLE || key.is_empty() {
                 continue;
             }
             table.insert(key.to_ascii_lowercase(), variable_value(&value));
@@ -121,7 +134,26 @@ impl Config {
             agent_token_ttl: raw.agent_token_ttl.unwrap_or(900),
             max_body_bytes: raw.max_body_bytes.unwrap_or(64 * 1024),
             max_token_bytes: raw.max_token_bytes.unwrap_or(16 * 1024),
+            redis_url: raw.redis_url,
+            redis_prefix: raw.redis_prefix.unwrap_or_else(|| "baton:".into()),
+            admin_token_sha256: raw.admin_token_sha256,
         };
+        if let Some(url) = &config.redis_url {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return Err(ConfigError::Invalid {
+                    key: "redis_url",
+                    problem: "must start with redis:// or rediss://".into(),
+                });
+            }
+        }
+        if let Some(hash) = &config.admin_token_sha256 {
+            if hash.len() != 64 || !hash.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+                return Err(ConfigError::Invalid {
+                    key: "admin_token_sha256",
+                    problem: "must be 64 hex digits".into(),
+                });
+            }
+        }
         within("max_depth", i64::from(config.max_depth), 1, 32)?;
         within("max_token_ttl", config.max_token_ttl, 1, 86_400)?;
         within("agent_token_ttl", config.agent_token_ttl, 1, config.max_token_ttl)?;
@@ -213,6 +245,10 @@ mod tests {
         assert!(deep.contains("max_depth"), "{deep}");
         let issuer = Config::load(None, vars(&[("BATON_ISSUER", "ftp://x")])).unwrap_err().to_string();
         assert!(issuer.contains("issuer"), "{issuer}");
+        let redis = Config::load(None, vars(&[("BATON_REDIS_URL", "http://x")])).unwrap_err().to_string();
+        assert!(redis.contains("redis_url"), "{redis}");
+        let admin = Config::load(None, vars(&[("BATON_ADMIN_TOKEN_SHA256", "abc")])).unwrap_err().to_string();
+        assert!(admin.contains("admin_token_sha256"), "{admin}");
         let alg = Config::load(None, vars(&[("BATON_SIGNING_ALGORITHM", "HS256")])).unwrap_err().to_string();
         assert!(alg.contains("HS256") || alg.contains("signing_algorithm"), "{alg}");
     }

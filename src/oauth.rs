@@ -19,6 +19,8 @@ pub enum ErrorCode {
     /// RFC 6749 §5.2.
     InvalidClient,
     /// RFC 6749 §5.2.
+    UnauthorizedClient,
+    /// RFC 6749 §5.2.
     UnsupportedGrantType,
     /// RFC 6749 §5.2.
     InvalidScope,
@@ -36,6 +38,7 @@ impl ErrorCode {
         match self {
             ErrorCode::InvalidRequest => "invalid_request",
             ErrorCode::InvalidClient => "invalid_client",
+            ErrorCode::UnauthorizedClient => "unauthorized_client",
             ErrorCode::UnsupportedGrantType => "unsupported_grant_type",
             ErrorCode::InvalidScope => "invalid_scope",
             ErrorCode::InvalidTarget => "invalid_target",
@@ -88,6 +91,10 @@ impl From<&GrantError> for OAuthError {
                 }
                 ChainError::LifetimeExtended => OAuthError::new(ServerError, 500, "the token could not be issued"),
             },
+            // RFC 7009 §2.1: the request is refused and the client told so.
+            GrantError::NotAHolder(_) => {
+                OAuthError::bad_request(UnauthorizedClient, "the client may not revoke this token")
+            }
             GrantError::Policy(_) | GrantError::Mint(_) => {
                 OAuthError::new(ServerError, 500, "the token could not be issued")
             }
@@ -150,6 +157,9 @@ impl From<&ClientAuthError> for OAuthError {
             | ClientAuthError::WrongSecret
             | ClientAuthError::Assertion(_)
             | ClientAuthError::Replayed => OAuthError::new(InvalidClient, 401, FAILED),
+            ClientAuthError::NotAnAgent | ClientAuthError::NotAnIntrospector => {
+                OAuthError::bad_request(UnauthorizedClient, "this client may not use this endpoint")
+            }
             ClientAuthError::Store(_) => {
                 OAuthError::new(TemporarilyUnavailable, 503, "state could not be checked; try again later")
             }

@@ -7,7 +7,9 @@ use crate::config::Config;
 use crate::grant::{Broker, Settings, Stores};
 use crate::keys::{self, KeySet};
 use crate::policy::Policy;
-use crate::store::memory::MemoryStore;
+use crate::store::embedded::EmbeddedStore;
+use crate::store::redis::RedisStore;
+use crate::store::StateStore;
 
 pub(super) fn run(config: Config) -> Result<(), String> {
     tracing_subscriber::fmt()
@@ -19,7 +21,7 @@ pub(super) fn run(config: Config) -> Result<(), String> {
 
 /// Builds the broker the config describes, generating a first key when the
 /// key folder has none.
-pub fn build(config: &Config, clock: Arc<dyn Clock>) -> Result<Broker, String> {
+pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> Result<Broker, String> {
     let now = clock.now();
     if !keys::has_current_key(&config.keys_dir, config.max_token_ttl, now).map_err(|error| error.to_string())? {
         let kid = keys::generate(&config.keys_dir, config.signing_algorithm, config.max_token_ttl, now)
@@ -35,14 +37,33 @@ pub fn build(config: &Config, clock: Arc<dyn Clock>) -> Result<Broker, String> {
         max_token_bytes: config.max_token_bytes,
         max_body_bytes: config.max_body_bytes,
         lifetimes: super::lifetimes(config),
+        admin_token_sha256: config.admin_token_sha256.clone(),
     };
-    let store = Arc::new(MemoryStore::new());
+    let store = open_store(config).await?;
     let stores = Stores { replay: store.clone(), revocation: store.clone(), audit: store };
     Ok(Broker::new(settings, keys, policy, stores, clock))
 }
 
+/// Redis when `redis_url` is set (several nodes share it), else the embedded
+/// file database under `data_dir` (one node).
+async fn open_store(config: &Config) -> Result<Arc<dyn StateStore>, String> {
+    match &config.redis_url {
+        Some(url) => {
+            let store =
+                RedisStore::connect(url, &config.redis_prefix).await.map_err(|error| format!("redis: {error}"))?;
+            tracing::info!(prefix = %config.redis_prefix, "state in Redis");
+            Ok(Arc::new(store))
+        }
+        None => {
+            let store = EmbeddedStore::open(&config.data_dir).map_err(|error| format!("data folder: {error}"))?;
+            tracing::info!(dir = %config.data_dir.display(), "state in the embedded store");
+            Ok(Arc::new(store))
+        }
+    }
+}
+
 async fn serve(config: Config) -> Result<(), String> {
-    let broker = Arc::new(build(&config, Arc::new(SystemClock))?);
+    let broker = Arc::new(build(&config, Arc::new(SystemClock)).await?);
     tokio::spawn(reload_keys(broker.clone(), config.clone(), Arc::new(SystemClock)));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -34,6 +34,9 @@ pub enum GrantError {
     /// State could not be read or written.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The client may not revoke this token.
+    #[error(transparent)]
+    NotAHolder(#[from] super::revocation::NotAHolder),
     /// The token could not be signed.
     #[error(transparent)]
     Mint(#[from] MintError),

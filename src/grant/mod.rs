@@ -5,9 +5,12 @@
 //! Every outcome, issued or refused, is recorded as an audit event before
 //! the response leaves (DESIGN.md §2.7).
 
+pub mod admin;
 mod client_credentials;
 pub mod error;
+mod introspection;
 pub mod params;
+pub mod revocation;
 mod token_exchange;
 
 use std::sync::{Arc, RwLock};
@@ -16,14 +19,18 @@ use base64::Engine;
 use ring::rand::{SecureRandom, SystemRandom};
 
 pub use error::{GrantError, RequestError, Unacceptable};
+pub use introspection::{ActiveToken, Introspection};
 pub use params::TokenParams;
+pub use revocation::NotAHolder;
 
 use crate::claims::{Claims, ScopeSet, TokenId};
-use crate::client_auth::{self, AuthenticatedAgent, CredentialFields};
+use crate::client_auth::{self, AuthenticatedClient, ClientAuthError, CredentialFields};
 use crate::clock::{Clock, UnixTime};
 use crate::keys::KeySet;
-use crate::policy::{Lifetimes, Policy};
-use crate::store::{AuditDecision, AuditEvent, AuditStore, ReplayStore, RevocationStore};
+use crate::policy::{Lifetimes, Policy, Target};
+use crate::store::{
+    AuditDecision, AuditEvent, AuditStore, Lineage, Principal, ReplayStore, RevocationStore, Status, StoreError,
+};
 use crate::token::Validation;
 
 /// `grant_type` for token exchange (RFC 8693 §2.1).
@@ -48,6 +55,8 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// Token lifetimes.
     pub lifetimes: Lifetimes,
+    /// SHA-256 (hex) of the admin token; the admin API is off when absent.
+    pub admin_token_sha256: Option<String>,
 }
 
 /// The state a broker is built from.
@@ -256,6 +265,39 @@ impl Broker {
         }
     }
 
+    /// Whether a verified token is alive (DESIGN.md §2.4): neither it nor an
+    /// ancestor revoked, and neither its subject nor any agent of its chain
+    /// deprovisioned since it was issued, whether by the admin API or by the
+    /// inventory (an agent removed from `agents.toml` or past its expiry).
+    pub async fn status(&self, claims: &Claims) -> Result<Status, StoreError> {
+        self.status_of(&Lineage::of(claims)).await
+    }
+
+    /// The status of a lineage: the inventory first, then the store.
+    pub(crate) async fn status_of(&self, lineage: &Lineage) -> Result<Status, StoreError> {
+        let now = self.now();
+        let inventory = self.policy.inventory();
+        let retired = lineage.principals.iter().any(|principal| match principal {
+            // An agent removed or past its expiry; an API that is no longer
+            // registered counts the same for the tokens addressed to it.
+            Principal::Agent(id) => match inventory.target(id) {
+                Some(Target::Agent(agent)) => !agent.is_active(now),
+                Some(Target::Resource(_)) => false,
+                None => true,
+            },
+            Principal::Subject(_) => false,
+        });
+        if retired {
+            return Ok(Status::Deprovisioned);
+        }
+        self.stores.revocation.check(lineage).await
+    }
+
+    /// Whether the state store answers now (readiness).
+    pub async fn ping_store(&self) -> Result<(), StoreError> {
+        self.stores.revocation.ping().await
+    }
+
     /// Logs an audit event as a structured `tracing` event and persists it.
     pub(crate) async fn record(&self, event: AuditEvent) -> Result<(), crate::store::StoreError> {
         tracing::info!(target: "baton::audit", event = %serde_json::to_string(&event).unwrap_or_default());
@@ -270,8 +312,10 @@ impl Broker {
         if grant_type != CLIENT_CREDENTIALS && grant_type != TOKEN_EXCHANGE {
             return Err(RequestError::UnsupportedGrantType.into());
         }
-        let agent = self.authenticate(request).await?;
-        evidence.agent = Some(agent.id().to_owned());
+        let client = self.authenticate_client(request.authorization.as_deref(), params).await?;
+        evidence.agent = Some(client.id().to_owned());
+        // RFC 6749 §5.2: an API's introspection credentials obtain no tokens.
+        let agent = client.into_agent().ok_or(ClientAuthError::NotAnAgent)?;
         if grant_type == TOKEN_EXCHANGE {
             token_exchange::handle(self, &agent, params, evidence).await
         } else {
@@ -279,10 +323,14 @@ impl Broker {
         }
     }
 
-    async fn authenticate(&self, request: &TokenRequest) -> Result<AuthenticatedAgent, GrantError> {
-        let params = &request.params;
+    /// Authenticates the client of a request to any endpoint.
+    pub async fn authenticate_client(
+        &self,
+        authorization: Option<&str>,
+        params: &TokenParams,
+    ) -> Result<AuthenticatedClient, GrantError> {
         let presented = client_auth::presented(CredentialFields {
-            authorization: request.authorization.as_deref(),
+            authorization,
             client_id: params.get("client_id"),
             client_secret: params.get("client_secret"),
             client_assertion_type: params.get("client_assertion_type"),

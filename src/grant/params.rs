@@ -21,6 +21,8 @@ const KNOWN: &[&str] = &[
     "client_secret",
     "client_assertion",
     "client_assertion_type",
+    "token",
+    "token_type_hint",
 ];
 
 /// Parameters that RFC 8693 §2.1 lets appear more than once; Baton issues a

@@ -15,7 +15,7 @@ use crate::chain::{self, Issuance};
 use crate::claims::Claims;
 use crate::client_auth::AuthenticatedAgent;
 use crate::policy::{Action, Ask};
-use crate::store::{Lineage, Status};
+use crate::store::Status;
 use crate::token::{self, Verified};
 
 pub(super) async fn handle(
@@ -117,7 +117,7 @@ async fn live_token(
 ) -> Result<Verified<Claims>, GrantError> {
     let verified = token::verify(token, &broker.keys(), &broker.validation(), broker.clock.as_ref())
         .map_err(|error| unacceptable(Unacceptable::Invalid(error)))?;
-    match broker.stores.revocation.check(&Lineage::of(verified.claims())).await? {
+    match broker.status(verified.claims()).await? {
         Status::Active => Ok(verified),
         Status::Revoked => Err(unacceptable(Unacceptable::Revoked)),
         Status::Deprovisioned => Err(unacceptable(Unacceptable::Deprovisioned)),

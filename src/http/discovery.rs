@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 
@@ -18,6 +19,8 @@ pub(super) async fn metadata(State(broker): State<Arc<Broker>>) -> Json<Value> {
         "issuer": issuer,
         "token_endpoint": format!("{issuer}/token"),
         "jwks_uri": format!("{issuer}/jwks"),
+        "introspection_endpoint": format!("{issuer}/introspect"),
+        "revocation_endpoint": format!("{issuer}/revoke"),
         "grant_types_supported": [CLIENT_CREDENTIALS, TOKEN_EXCHANGE],
         "response_types_supported": [],
         "token_endpoint_auth_methods_supported": [
@@ -26,6 +29,16 @@ pub(super) async fn metadata(State(broker): State<Arc<Broker>>) -> Json<Value> {
             AuthMethod::PrivateKeyJwt.name(),
         ],
         "token_endpoint_auth_signing_alg_values_supported": [Algorithm::Es256.name(), Algorithm::EdDsa.name()],
+        "introspection_endpoint_auth_methods_supported": [
+            AuthMethod::ClientSecretBasic.name(),
+            AuthMethod::ClientSecretPost.name(),
+            AuthMethod::PrivateKeyJwt.name(),
+        ],
+        "revocation_endpoint_auth_methods_supported": [
+            AuthMethod::ClientSecretBasic.name(),
+            AuthMethod::ClientSecretPost.name(),
+            AuthMethod::PrivateKeyJwt.name(),
+        ],
         "access_token_signing_alg_values_supported": broker.keys().algorithms(),
         "scopes_supported": scopes,
     }))
@@ -39,8 +52,11 @@ pub(super) async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Ready once keys and policy are loaded, which a running broker always has;
-/// the store's reachability joins this check with the persistent stores.
-pub(super) async fn readyz(State(broker): State<Arc<Broker>>) -> Json<Value> {
-    Json(json!({ "status": "ready", "rules": broker.policy().rules().len() }))
+/// Ready when keys and policy are loaded (always, in a running broker) and
+/// the state store answers; not ready (503) while it does not.
+pub(super) async fn readyz(State(broker): State<Arc<Broker>>) -> (StatusCode, Json<Value>) {
+    match broker.ping_store().await {
+        Ok(()) => (StatusCode::OK, Json(json!({ "status": "ready", "rules": broker.policy().rules().len() }))),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "unavailable", "store": "unreachable" }))),
+    }
 }

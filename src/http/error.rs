@@ -39,6 +39,7 @@ impl IntoResponse for ErrorResponse {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ErrorCode::InvalidRequest
+            | ErrorCode::UnauthorizedClient
             | ErrorCode::UnsupportedGrantType
             | ErrorCode::InvalidScope
             | ErrorCode::InvalidTarget

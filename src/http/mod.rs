@@ -2,9 +2,10 @@
 //! about HTTP: it turns requests into domain values and results into
 //! responses, and nothing more.
 
+mod admin;
 mod discovery;
 mod error;
-mod token;
+mod form;
 
 use std::sync::Arc;
 
@@ -20,12 +21,15 @@ use crate::grant::Broker;
 /// (RFC 6749 §5.1).
 pub fn router(broker: Arc<Broker>) -> Router {
     Router::new()
-        .route("/token", post(token::token).fallback(error::method_not_allowed))
+        .route("/token", post(form::token).fallback(error::method_not_allowed))
+        .route("/introspect", post(form::introspect).fallback(error::method_not_allowed))
+        .route("/revoke", post(form::revoke).fallback(error::method_not_allowed))
         .route("/.well-known/oauth-authorization-server", get(discovery::metadata))
         .route("/.well-known/openid-configuration", get(discovery::metadata))
         .route("/jwks", get(discovery::jwks))
         .route("/healthz", get(discovery::healthz))
         .route("/readyz", get(discovery::readyz))
+        .merge(admin::router(broker.clone()))
         .fallback(error::not_found)
         .layer(axum::middleware::map_response(no_store))
         .with_state(broker)

@@ -47,6 +47,8 @@ pub enum Credentials {
     Secret(SecretHash),
     /// `private_key_jwt` (RFC 7523): the agent's public keys.
     Keys(Vec<VerifyingKey>),
+    /// No way to authenticate.
+    None,
 }
 
 /// The SHA-256 digest of a client secret. Only the digest is ever stored.
@@ -59,7 +61,8 @@ impl SecretHash {
         bool::from(digest.as_ref().ct_eq(&self.0))
     }
 
-    fn from_hex(text: &str) -> Option<SecretHash> {
+    /// Parses 64 hex digits.
+    pub fn from_hex(text: &str) -> Option<SecretHash> {
         if text.len() != 64 {
             return None;
         }
@@ -88,6 +91,38 @@ pub struct Resource {
     pub scopes: ScopeSet,
     /// Lifetime of tokens addressed to it, in seconds.
     pub token_ttl: i64,
+    /// How the API authenticates to introspect tokens addressed to it, if it does.
+    pub introspection: Option<(String, Credentials)>,
+}
+
+/// A party that authenticates to Baton.
+pub enum Client<'a> {
+    /// An agent: it obtains and exchanges tokens.
+    Agent(&'a Agent),
+    /// An API: it introspects tokens addressed to it.
+    Resource(&'a Resource),
+}
+
+impl Client<'_> {
+    /// How it authenticates.
+    pub fn credentials(&self) -> &Credentials {
+        match self {
+            Client::Agent(agent) => &agent.credentials,
+            Client::Resource(resource) => match &resource.introspection {
+                Some((_, credentials)) => credentials,
+                // Unreachable: only resources with credentials are clients.
+                None => &Credentials::None,
+            },
+        }
+    }
+
+    /// Whether it may authenticate at `now`.
+    pub fn is_active(&self, now: UnixTime) -> bool {
+        match self {
+            Client::Agent(agent) => agent.is_active(now),
+            Client::Resource(_) => true,
+        }
+    }
 }
 
 /// What a request may name as its target.
@@ -103,9 +138,19 @@ pub struct Inventory {
     agents: BTreeMap<String, Agent>,
     resources: BTreeMap<String, Resource>,
     scope_owner: HashMap<Scope, String>,
+    /// Introspecting APIs by client id, to their URI.
+    introspectors: HashMap<String, String>,
 }
 
 impl Inventory {
+    /// The agent or introspecting API with this client id.
+    pub fn client(&self, id: &str) -> Option<Client<'_>> {
+        match self.introspectors.get(id) {
+            Some(uri) => self.resources.get(uri).map(Client::Resource),
+            None => self.agents.get(id).map(Client::Agent),
+        }
+    }
+
     /// The agent with this id.
     pub fn agent(&self, id: &str) -> Option<&Agent> {
         self.agents.get(id)
@@ -146,6 +191,7 @@ impl Inventory {
     fn build(agents_file: AgentsFile, resources_file: ResourcesFile) -> Result<Inventory, PolicyError> {
         let mut resources = BTreeMap::new();
         let mut scope_owner = HashMap::new();
+        let mut introspectors = HashMap::new();
         for entry in resources_file.resources {
             let problem = |reason: String| PolicyError::Inventory { file: "resources.toml", reason };
             if !(entry.uri.starts_with("https://") || entry.uri.starts_with("http://")) {
@@ -164,11 +210,30 @@ impl Inventory {
                 }
                 scopes.push(scope);
             }
+            let introspection =
+                match (entry.client_id, credentials(entry.secret_sha256.as_deref(), entry.jwks.as_ref())) {
+                    (None, None) if entry.secret_sha256.is_none() && entry.jwks.is_none() => None,
+                    (Some(client_id), Some(Ok(credentials))) => {
+                        if introspectors.insert(client_id.clone(), entry.uri.clone()).is_some() {
+                            return Err(problem(format!("client_id `{client_id}` is used twice")));
+                        }
+                        Some((client_id, credentials))
+                    }
+                    (_, Some(Err(reason))) => return Err(problem(format!("resource `{}`: {reason}", entry.uri))),
+                    _ => {
+                        return Err(problem(format!(
+                            "resource `{}`: an introspecting API needs `client_id` and exactly one of \
+                         `secret_sha256` and `jwks`",
+                            entry.uri
+                        )))
+                    }
+                };
             let resource = Resource {
                 uri: entry.uri.clone(),
                 name: entry.name,
                 scopes: scopes.into_iter().collect(),
                 token_ttl: entry.ttl,
+                introspection,
             };
             if resources.insert(entry.uri.clone(), resource).is_some() {
                 return Err(problem(format!("resource `{}` is registered twice", entry.uri)));
@@ -183,7 +248,7 @@ impl Inventory {
                     reason: format!("agent `{}` has the same name as a resource", agent.id),
                 });
             }
-            if agents.contains_key(&agent.id) {
+            if agents.contains_key(&agent.id) || introspectors.contains_key(&agent.id) {
                 return Err(PolicyError::Inventory {
                     file: "agents.toml",
                     reason: format!("agent `{}` is registered twice", agent.id),
@@ -204,7 +269,7 @@ impl Inventory {
                 }
             }
         }
-        Ok(Inventory { agents, resources, scope_owner })
+        Ok(Inventory { agents, resources, scope_owner, introspectors })
     }
 }
 
@@ -260,29 +325,9 @@ impl AgentEntry {
         if self.token_ttl.is_some_and(|ttl| ttl <= 0) {
             return Err(problem("`token_ttl` must be positive".into()));
         }
-        let credentials = match (&self.secret_sha256, &self.jwks) {
-            (Some(hex), None) => Credentials::Secret(
-                SecretHash::from_hex(hex).ok_or_else(|| problem("`secret_sha256` must be 64 hex digits".into()))?,
-            ),
-            (None, Some(jwks)) => {
-                let keys = jwks
-                    .get("keys")
-                    .and_then(|keys| keys.as_array())
-                    .filter(|keys| !keys.is_empty())
-                    .ok_or_else(|| problem("`jwks` must have a non-empty `keys` array".into()))?;
-                let mut verifying = Vec::new();
-                for key in keys {
-                    let map = key.as_object().cloned().ok_or_else(|| problem("a JWK must be a table".into()))?;
-                    let jwk = Jwk::from_map(map).map_err(|error| problem(format!("bad JWK: {error}")))?;
-                    if jwk.parameter("d").is_some() {
-                        return Err(problem("`jwks` must hold public keys only".into()));
-                    }
-                    verifying.push(VerifyingKey::from_jwk(&jwk).map_err(|error| problem(error.to_string()))?);
-                }
-                Credentials::Keys(verifying)
-            }
-            _ => return Err(problem("give exactly one of `secret_sha256` and `jwks`".into())),
-        };
+        let credentials = credentials(self.secret_sha256.as_deref(), self.jwks.as_ref())
+            .ok_or_else(|| problem("give exactly one of `secret_sha256` and `jwks`".into()))?
+            .map_err(problem)?;
         Ok(Agent {
             id: self.id,
             owner: self.owner,
@@ -294,6 +339,37 @@ impl AgentEntry {
             credentials,
         })
     }
+}
+
+/// Credentials from `secret_sha256` or `jwks`; `None` unless exactly one is given.
+fn credentials(secret_sha256: Option<&str>, jwks: Option<&serde_json::Value>) -> Option<Result<Credentials, String>> {
+    match (secret_sha256, jwks) {
+        (Some(hex), None) => Some(
+            SecretHash::from_hex(hex)
+                .map(Credentials::Secret)
+                .ok_or_else(|| "`secret_sha256` must be 64 hex digits".into()),
+        ),
+        (None, Some(jwks)) => Some(public_keys(jwks).map(Credentials::Keys)),
+        _ => None,
+    }
+}
+
+fn public_keys(jwks: &serde_json::Value) -> Result<Vec<VerifyingKey>, String> {
+    let keys = jwks
+        .get("keys")
+        .and_then(|keys| keys.as_array())
+        .filter(|keys| !keys.is_empty())
+        .ok_or("`jwks` must have a non-empty `keys` array")?;
+    let mut verifying = Vec::new();
+    for key in keys {
+        let map = key.as_object().cloned().ok_or("a JWK must be a table")?;
+        let jwk = Jwk::from_map(map).map_err(|error| format!("bad JWK: {error}"))?;
+        if jwk.parameter("d").is_some() {
+            return Err("`jwks` must hold public keys only".into());
+        }
+        verifying.push(VerifyingKey::from_jwk(&jwk).map_err(|error| error.to_string())?);
+    }
+    Ok(verifying)
 }
 
 #[derive(Deserialize)]
@@ -310,6 +386,13 @@ struct ResourceEntry {
     name: String,
     scopes: Vec<String>,
     ttl: i64,
+    /// The client id the API uses at the introspection endpoint, if it does.
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    secret_sha256: Option<String>,
+    #[serde(default)]
+    jwks: Option<serde_json::Value>,
 }
 
 fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, PolicyError> {

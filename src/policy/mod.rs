@@ -10,7 +10,7 @@ pub mod inventory;
 use std::path::{Path, PathBuf};
 
 pub use cedar::{Action, Facts, Rules, Verdict};
-pub use inventory::{Agent, Credentials, Inventory, Resource, Target};
+pub use inventory::{Agent, Client, Credentials, Inventory, Resource, Target};
 
 use crate::claims::{Scope, ScopeSet};
 use crate::clock::UnixTime;

@@ -1,1 +1,648 @@
-//! The embedded store (in progress).
+//! The default single-node state store (DESIGN.md §6): one redb file,
+//! `<data>/baton.redb`, that survives `kill -9` and restarts.
+//!
+//! Every write goes through one writer thread, which commits whatever is
+//! queued in one durable transaction (group commit): concurrent callers share
+//! one fsync, and each is answered only once its write is committed. Reads
+//! open their own read transaction (MVCC) and never wait for the writer.
+//!
+//! Tables:
+//! - `used` (id → until), `revoked` (jti → until), `deprovisioned`
+//!   (principal key → (at, until)), each with a `*_expiry` multimap
+//!   (until → key), so housekeeping reads only what has expired.
+//! - `events`: (time, sequence) → the event as JSON, so newest-first and time
+//!   ranges are key ranges; `events_by_{agent,subject,jti,parent_jti}`
+//!   multimaps → (time, sequence), so a filtered query reads only its events.
+//! - `meta`: the next audit sequence number.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+
+use async_trait::async_trait;
+use redb::{
+    Database, MultimapTable, MultimapTableDefinition, ReadableDatabase, ReadableMultimapTable, ReadableTable, Table,
+    TableDefinition, WriteTransaction,
+};
+use tokio::sync::oneshot;
+
+use super::{
+    AuditEvent, AuditFilter, AuditStore, Lineage, Principal, ReplayStore, RevocationStore, Status, StoreError, Use,
+};
+use crate::claims::TokenId;
+use crate::clock::UnixTime;
+
+/// The database file inside the data folder.
+const FILE_NAME: &str = "baton.redb";
+
+type Expiry = MultimapTableDefinition<'static, i64, &'static str>;
+/// An audit event's key: its time, then its arrival order.
+type EventKey = (i64, u64);
+type EventIndex = MultimapTableDefinition<'static, &'static str, EventKey>;
+
+const USED: TableDefinition<&str, i64> = TableDefinition::new("used");
+const USED_EXPIRY: Expiry = MultimapTableDefinition::new("used_expiry");
+const REVOKED: TableDefinition<&str, i64> = TableDefinition::new("revoked");
+const REVOKED_EXPIRY: Expiry = MultimapTableDefinition::new("revoked_expiry");
+const DEPROVISIONED: TableDefinition<&str, (i64, i64)> = TableDefinition::new("deprovisioned");
+const DEPROVISIONED_EXPIRY: Expiry = MultimapTableDefinition::new("deprovisioned_expiry");
+const EVENTS: TableDefinition<EventKey, &str> = TableDefinition::new("events");
+const EVENTS_BY_AGENT: EventIndex = MultimapTableDefinition::new("events_by_agent");
+const EVENTS_BY_SUBJECT: EventIndex = MultimapTableDefinition::new("events_by_subject");
+const EVENTS_BY_JTI: EventIndex = MultimapTableDefinition::new("events_by_jti");
+const EVENTS_BY_PARENT: EventIndex = MultimapTableDefinition::new("events_by_parent_jti");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const NEXT_SEQUENCE: &str = "next_sequence";
+
+/// The most writes one transaction takes: enough to share an fsync widely,
+/// few enough that the first caller in a batch is not kept long.
+const MAX_BATCH: usize = 256;
+/// Seconds (of the callers' clock) between two housekeeping passes.
+const SWEEP_INTERVAL: i64 = 60;
+/// The most expired entries of one kind a pass removes, to bound its transaction.
+const SWEEP_LIMIT: usize = 10_000;
+/// Revocations and deprovisionings outlive the tokens they cover by this many
+/// seconds, more than any verifier's clock leeway, so a swept entry never
+/// revives a token that some verifier still accepts.
+const KEEP_AFTER_EXPIRY: i64 = 300;
+/// The page cache: the working set of one broker fits well within it.
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Replay, revocation and audit state in a redb file under the data folder.
+pub struct EmbeddedStore {
+    path: PathBuf,
+    db: Arc<Database>,
+    writer: Option<WriterHandle>,
+    commits: Arc<AtomicU64>,
+    writer_alive: Arc<AtomicBool>,
+}
+
+struct WriterHandle {
+    requests: mpsc::Sender<Request>,
+    thread: JoinHandle<()>,
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) `data_dir/baton.redb`, creating the folder if
+    /// needed, and starts the writer thread.
+    pub fn open(data_dir: &Path) -> Result<EmbeddedStore, StoreError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|error| StoreError(format!("cannot create {}: {error}", data_dir.display())))?;
+        let path = data_dir.join(FILE_NAME);
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|error| StoreError(format!("cannot open {}: {error}", path.display())))?;
+        create_tables(&db)?;
+        let db = Arc::new(db);
+        let commits = Arc::new(AtomicU64::new(0));
+        let writer_alive = Arc::new(AtomicBool::new(true));
+        let (requests, queue) = mpsc::channel();
+        let writer = Writer {
+            db: db.clone(),
+            commits: commits.clone(),
+            _alive: AliveFlag(writer_alive.clone()),
+            sweeps: Housekeeping::default(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("baton-store-writer".into())
+            .spawn(move || writer.run(&queue))
+            .map_err(|error| StoreError(format!("cannot start the store writer: {error}")))?;
+        Ok(EmbeddedStore { path, db, writer: Some(WriterHandle { requests, thread }), commits, writer_alive })
+    }
+
+    /// How many write transactions were committed; tests use it to show that
+    /// concurrent writes share commits.
+    #[doc(hidden)]
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// Queues `write` for the writer and waits until it is committed. A writer
+    /// that is gone, or a commit that failed, is an error: callers fail closed.
+    async fn submit(&self, write: Write) -> Result<Applied, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let writer = self.writer.as_ref().ok_or_else(writer_gone)?;
+        writer.requests.send(Request { write, reply }).map_err(|_| writer_gone())?;
+        answer.await.map_err(|_| writer_gone())?
+    }
+}
+
+impl fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmbeddedStore").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl Drop for EmbeddedStore {
+    /// Closes the queue and waits for the writer to commit what is queued and
+    /// let go of the file, so that it can be reopened at once.
+    fn drop(&mut self) {
+        if let Some(WriterHandle { requests, thread }) = self.writer.take() {
+            drop(requests);
+            if thread.join().is_err() {
+                tracing::error!("embedded store: the writer thread panicked");
+            }
+        }
+    }
+}
+
+fn writer_gone() -> StoreError {
+    StoreError("embedded store: the writer has stopped".into())
+}
+
+/// Creates every table, so that read transactions always find them.
+fn create_tables(db: &Database) -> Result<(), StoreError> {
+    let create = || -> Result<(), Failure> {
+        let txn = db.begin_write()?;
+        WriteTables::open(&txn)?;
+        txn.commit()?;
+        Ok(())
+    };
+    create().map_err(StoreError::from)
+}
+
+#[async_trait]
+impl ReplayStore for EmbeddedStore {
+    async fn use_once(&self, id: &str, until: UnixTime, now: UnixTime) -> Result<Use, StoreError> {
+        match self.submit(Write::UseOnce { id: id.to_owned(), until, now }).await? {
+            Applied::Used(answer) => Ok(answer),
+            Applied::Kept => Err(StoreError("embedded store: a use got no answer".into())),
+        }
+    }
+}
+
+#[async_trait]
+impl RevocationStore for EmbeddedStore {
+    async fn revoke(&self, jti: &TokenId, until: UnixTime) -> Result<(), StoreError> {
+        self.submit(Write::Revoke { jti: jti.0.clone(), until }).await.map(drop)
+    }
+
+    async fn deprovision(&self, principal: &Principal, at: UnixTime, until: UnixTime) -> Result<(), StoreError> {
+        self.submit(Write::Deprovision { key: principal.key(), at, until }).await.map(drop)
+    }
+
+    async fn check(&self, lineage: &Lineage) -> Result<Status, StoreError> {
+        check(&self.db, lineage).map_err(StoreError::from)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        // A store that can read but no longer write is not ready either.
+        if !self.writer_alive.load(Ordering::Acquire) {
+            return Err(writer_gone());
+        }
+        let read = || -> Result<(), Failure> {
+            let txn = self.db.begin_read()?;
+            txn.open_table(META)?.get(NEXT_SEQUENCE)?;
+            Ok(())
+        };
+        read().map_err(StoreError::from)
+    }
+}
+
+#[async_trait]
+impl AuditStore for EmbeddedStore {
+    async fn record(&self, event: AuditEvent) -> Result<(), StoreError> {
+        // Encoded here, so that the writer's transaction only meets storage errors.
+        let json = serde_json::to_string(&event).map_err(|error| StoreError::from(Failure::Json(error)))?;
+        self.submit(Write::Record { event: Box::new(event), json }).await.map(drop)
+    }
+
+    async fn query(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
+        query(&self.db, filter).map_err(StoreError::from)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Reads
+
+/// One read transaction, one point lookup per jti and per principal.
+fn check(db: &Database, lineage: &Lineage) -> Result<Status, Failure> {
+    let txn = db.begin_read()?;
+    let revoked = txn.open_table(REVOKED)?;
+    for jti in &lineage.jtis {
+        if revoked.get(jti.0.as_str())?.is_some() {
+            return Ok(Status::Revoked);
+        }
+    }
+    let deprovisioned = txn.open_table(DEPROVISIONED)?;
+    for principal in &lineage.principals {
+        let at = deprovisioned.get(principal.key().as_str())?.map(|entry| entry.value().0);
+        if at.is_some_and(|at| at >= lineage.issued_at.0) {
+            return Ok(Status::Deprovisioned);
+        }
+    }
+    Ok(Status::Active)
+}
+
+/// Reads the most selective index the filter names (or the time range of the
+/// whole log), newest first, until `filter.limit()` events match.
+fn query(db: &Database, filter: &AuditFilter) -> Result<Vec<AuditEvent>, Failure> {
+    let since = filter.since.map_or(i64::MIN, |time| time.0);
+    let until = filter.until.map_or(i64::MAX, |time| time.0);
+    let mut found = Found { filter, events: Vec::new() };
+    if since > until {
+        return Ok(found.events);
+    }
+    let txn = db.begin_read()?;
+    let events = txn.open_table(EVENTS)?;
+    let index = [
+        (EVENTS_BY_JTI, filter.jti.as_ref().map(|jti| jti.0.as_str())),
+        (EVENTS_BY_PARENT, filter.parent_jti.as_ref().map(|jti| jti.0.as_str())),
+        (EVENTS_BY_AGENT, filter.agent.as_deref()),
+        (EVENTS_BY_SUBJECT, filter.subject.as_deref()),
+    ]
+    .into_iter()
+    .find_map(|(table, key)| key.map(|key| (table, key)));
+    match index {
+        Some((table, key)) => {
+            let index = txn.open_multimap_table(table)?;
+            for entry in index.get(key)?.rev() {
+                let (time, sequence) = entry?.value();
+                if time > until {
+                    continue;
+                }
+                if time < since {
+                    break;
+                }
+                if let Some(json) = events.get((time, sequence))? {
+                    if found.offer(json.value())? {
+                        break;
+                    }
+                }
+            }
+        }
+        None => {
+            for entry in events.range((since, 0)..=(until, u64::MAX))?.rev() {
+                if found.offer(entry?.1.value())? {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(found.events)
+}
+
+/// The events a query has matched so far.
+struct Found<'a> {
+    filter: &'a AuditFilter,
+    events: Vec<AuditEvent>,
+}
+
+impl Found<'_> {
+    /// Keeps the event if it matches; true once the limit is reached.
+    fn offer(&mut self, json: &str) -> Result<bool, Failure> {
+        let event: AuditEvent = serde_json::from_str(json)?;
+        if self.filter.matches(&event) {
+            self.events.push(event);
+        }
+        Ok(self.events.len() >= self.filter.limit())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The writer
+
+/// A write waiting for its commit.
+struct Request {
+    write: Write,
+    reply: oneshot::Sender<Result<Applied, StoreError>>,
+}
+
+enum Write {
+    UseOnce { id: String, until: UnixTime, now: UnixTime },
+    Revoke { jti: String, until: UnixTime },
+    Deprovision { key: String, at: UnixTime, until: UnixTime },
+    Record { event: Box<AuditEvent>, json: String },
+}
+
+/// What a committed write answers.
+enum Applied {
+    /// A use, first or replayed.
+    Used(Use),
+    /// Anything else: the write is kept.
+    Kept,
+}
+
+/// The thread that owns every write transaction.
+struct Writer {
+    db: Arc<Database>,
+    commits: Arc<AtomicU64>,
+    _alive: AliveFlag,
+    sweeps: Housekeeping,
+}
+
+/// Clears the flag when the writer ends, however it ends.
+struct AliveFlag(Arc<AtomicBool>);
+
+impl Drop for AliveFlag {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+impl Writer {
+    /// Takes what is queued, commits it in one transaction and answers each
+    /// caller; ends when the store closes the queue and it is drained.
+    fn run(mut self, queue: &mpsc::Receiver<Request>) {
+        while let Ok(first) = queue.recv() {
+            let mut batch = vec![first];
+            batch.extend(queue.try_iter().take(MAX_BATCH.saturating_sub(1)));
+            match self.commit(&batch) {
+                Ok(answers) => {
+                    self.commits.fetch_add(1, Ordering::Relaxed);
+                    // A caller that stopped waiting needs no answer.
+                    for (request, answer) in batch.into_iter().zip(answers) {
+                        let _ = request.reply.send(Ok(answer));
+                    }
+                }
+                Err(failure) => {
+                    tracing::error!(error = %failure, writes = batch.len(), "embedded store: a commit failed");
+                    let error = StoreError::from(failure);
+                    for request in batch {
+                        let _ = request.reply.send(Err(error.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies the writes in arrival order (so each use sees the ones before
+    /// it), sweeps when due, and commits durably.
+    fn commit(&mut self, batch: &[Request]) -> Result<Vec<Applied>, Failure> {
+        let txn = self.db.begin_write()?;
+        let mut answers = Vec::with_capacity(batch.len());
+        {
+            let mut tables = WriteTables::open(&txn)?;
+            for request in batch {
+                answers.push(tables.apply(&request.write)?);
+            }
+            if let Some(now) = self.sweeps.due(batch) {
+                tables.sweep(now)?;
+            }
+        }
+        txn.commit()?;
+        Ok(answers)
+    }
+}
+
+/// When to remove expired entries. The only time the store knows is the `now`
+/// its callers pass to `use_once`, so passes follow that clock.
+#[derive(Default)]
+struct Housekeeping {
+    next: Option<UnixTime>,
+}
+
+impl Housekeeping {
+    /// The time to sweep at, if a pass is due; the first comes at once, to
+    /// clear what expired while the broker was down.
+    fn due(&mut self, batch: &[Request]) -> Option<UnixTime> {
+        let now = batch
+            .iter()
+            .filter_map(|request| match request.write {
+                Write::UseOnce { now, .. } => Some(now),
+                _ => None,
+            })
+            .max()?;
+        if self.next.is_some_and(|next| now < next) {
+            return None;
+        }
+        self.next = Some(now.plus(SWEEP_INTERVAL));
+        Some(now)
+    }
+}
+
+/// Every table, open in one write transaction.
+struct WriteTables<'txn> {
+    used: Table<'txn, &'static str, i64>,
+    used_expiry: MultimapTable<'txn, i64, &'static str>,
+    revoked: Table<'txn, &'static str, i64>,
+    revoked_expiry: MultimapTable<'txn, i64, &'static str>,
+    deprovisioned: Table<'txn, &'static str, (i64, i64)>,
+    deprovisioned_expiry: MultimapTable<'txn, i64, &'static str>,
+    events: Table<'txn, EventKey, &'static str>,
+    by_agent: MultimapTable<'txn, &'static str, EventKey>,
+    by_subject: MultimapTable<'txn, &'static str, EventKey>,
+    by_jti: MultimapTable<'txn, &'static str, EventKey>,
+    by_parent: MultimapTable<'txn, &'static str, EventKey>,
+    meta: Table<'txn, &'static str, u64>,
+}
+
+impl<'txn> WriteTables<'txn> {
+    fn open(txn: &'txn WriteTransaction) -> Result<Self, Failure> {
+        Ok(WriteTables {
+            used: txn.open_table(USED)?,
+            used_expiry: txn.open_multimap_table(USED_EXPIRY)?,
+            revoked: txn.open_table(REVOKED)?,
+            revoked_expiry: txn.open_multimap_table(REVOKED_EXPIRY)?,
+            deprovisioned: txn.open_table(DEPROVISIONED)?,
+            deprovisioned_expiry: txn.open_multimap_table(DEPROVISIONED_EXPIRY)?,
+            events: txn.open_table(EVENTS)?,
+            by_agent: txn.open_multimap_table(EVENTS_BY_AGENT)?,
+            by_subject: txn.open_multimap_table(EVENTS_BY_SUBJECT)?,
+            by_jti: txn.open_multimap_table(EVENTS_BY_JTI)?,
+            by_parent: txn.open_multimap_table(EVENTS_BY_PARENT)?,
+            meta: txn.open_table(META)?,
+        })
+    }
+
+    fn apply(&mut self, write: &Write) -> Result<Applied, Failure> {
+        match write {
+            Write::UseOnce { id, until, now } => self.use_once(id, *until, *now).map(Applied::Used),
+            Write::Revoke { jti, until } => self.revoke(jti, *until).map(|()| Applied::Kept),
+            Write::Deprovision { key, at, until } => self.deprovision(key, *at, *until).map(|()| Applied::Kept),
+            Write::Record { event, json } => self.record(event, json).map(|()| Applied::Kept),
+        }
+    }
+
+    /// An entry whose end has passed counts as absent and is replaced.
+    fn use_once(&mut self, id: &str, until: UnixTime, now: UnixTime) -> Result<Use, Failure> {
+        if self.used.get(id)?.is_some_and(|entry| entry.value() > now.0) {
+            return Ok(Use::Replayed);
+        }
+        self.used.insert(id, until.0)?;
+        self.used_expiry.insert(until.0, id)?;
+        Ok(Use::First)
+    }
+
+    /// A revocation is never shortened by a later one.
+    fn revoke(&mut self, jti: &str, until: UnixTime) -> Result<(), Failure> {
+        let kept = self.revoked.get(jti)?.map(|entry| entry.value());
+        let until = kept.map_or(until.0, |kept| kept.max(until.0));
+        self.revoked.insert(jti, until)?;
+        self.revoked_expiry.insert(until, jti)?;
+        Ok(())
+    }
+
+    /// Keeps the latest `at` and the latest `until`: a deprovisioning never
+    /// moves back.
+    fn deprovision(&mut self, key: &str, at: UnixTime, until: UnixTime) -> Result<(), Failure> {
+        let kept = self.deprovisioned.get(key)?.map(|entry| entry.value());
+        let (at, until) =
+            kept.map_or((at.0, until.0), |(kept_at, kept_until)| (kept_at.max(at.0), kept_until.max(until.0)));
+        self.deprovisioned.insert(key, (at, until))?;
+        self.deprovisioned_expiry.insert(until, key)?;
+        Ok(())
+    }
+
+    fn record(&mut self, event: &AuditEvent, json: &str) -> Result<(), Failure> {
+        let sequence = self.meta.get(NEXT_SEQUENCE)?.map_or(0, |entry| entry.value());
+        self.meta.insert(NEXT_SEQUENCE, sequence.saturating_add(1))?;
+        let key = (event.time.0, sequence);
+        self.events.insert(key, json)?;
+        let indexes = [
+            (&mut self.by_agent, event.agent.as_deref()),
+            (&mut self.by_subject, event.subject.as_deref()),
+            (&mut self.by_jti, event.jti.as_ref().map(|jti| jti.0.as_str())),
+            (&mut self.by_parent, event.parent_jti.as_ref().map(|jti| jti.0.as_str())),
+        ];
+        for (index, value) in indexes {
+            if let Some(value) = value {
+                index.insert(value, key)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes used ids past their end, and revocations and deprovisionings
+    /// past theirs by `KEEP_AFTER_EXPIRY`. Audit events are kept.
+    fn sweep(&mut self, now: UnixTime) -> Result<(), Failure> {
+        let used = sweep(&mut self.used, &mut self.used_expiry, now.0, |until| until)?;
+        let cutoff = now.plus(-KEEP_AFTER_EXPIRY).0;
+        let revoked = sweep(&mut self.revoked, &mut self.revoked_expiry, cutoff, |until| until)?;
+        let deprovisioned = sweep(&mut self.deprovisioned, &mut self.deprovisioned_expiry, cutoff, |(_, until)| until)?;
+        tracing::debug!(used, revoked, deprovisioned, "embedded store: expired entries removed");
+        Ok(())
+    }
+}
+
+/// Removes the entries of `table` whose end is at or before `cutoff`, found
+/// through `expiry`. An expiry entry may be stale (the entry was extended or
+/// replaced since): the table's own `until` decides.
+fn sweep<V>(
+    table: &mut Table<'_, &'static str, V>,
+    expiry: &mut MultimapTable<'_, i64, &'static str>,
+    cutoff: i64,
+    until_of: impl for<'a> Fn(V::SelfType<'a>) -> i64,
+) -> Result<usize, Failure>
+where
+    V: redb::Value + 'static,
+{
+    let mut expired = Vec::new();
+    'scan: for entry in expiry.range(..=cutoff)? {
+        let (until, keys) = entry?;
+        for key in keys {
+            if expired.len() >= SWEEP_LIMIT {
+                break 'scan;
+            }
+            expired.push((until.value(), key?.value().to_owned()));
+        }
+    }
+    let mut removed = 0;
+    for (until, key) in &expired {
+        expiry.remove(*until, key.as_str())?;
+        if table.get(key.as_str())?.is_some_and(|entry| until_of(entry.value()) <= cutoff) {
+            table.remove(key.as_str())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+// ---------------------------------------------------------------------------
+// Errors
+
+/// What can go wrong inside the store; it reaches callers as a `StoreError`.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error("database: {0}")]
+    Database(#[from] redb::Error),
+    #[error("audit event encoding: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// redb has one error type per operation; each converts into `redb::Error`.
+macro_rules! database_failures {
+    ($($error:ty),*) => {
+        $(impl From<$error> for Failure {
+            fn from(error: $error) -> Self {
+                Failure::Database(error.into())
+            }
+        })*
+    };
+}
+
+database_failures!(redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+
+impl From<Failure> for StoreError {
+    fn from(failure: Failure) -> Self {
+        StoreError(format!("embedded store: {failure}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{AuditDecision, AuditFilter};
+
+    fn event(time: UnixTime) -> AuditEvent {
+        AuditEvent {
+            time,
+            decision: AuditDecision::Revoked,
+            reason: None,
+            action: "revoke".into(),
+            subject: None,
+            agent: Some("a".into()),
+            chain: vec![],
+            target: None,
+            scopes_asked: None,
+            scopes_granted: None,
+            jti: None,
+            parent_jti: None,
+            expires_at: None,
+            rules: vec![],
+            client_address: None,
+        }
+    }
+
+    fn count(store: &EmbeddedStore) -> [u64; 4] {
+        use redb::ReadableTableMetadata;
+        let txn = store.db.begin_read().unwrap();
+        [
+            txn.open_table(USED).unwrap().len().unwrap(),
+            txn.open_table(REVOKED).unwrap().len().unwrap(),
+            txn.open_table(DEPROVISIONED).unwrap().len().unwrap(),
+            txn.open_table(EVENTS).unwrap().len().unwrap(),
+        ]
+    }
+
+    #[tokio::test]
+    async fn housekeeping_removes_what_expired_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        // The first use sweeps at once (nothing yet) and sets the next pass at 1060.
+        store.use_once("old", UnixTime(1010), UnixTime(1000)).await.unwrap();
+        store.use_once("live", UnixTime(5000), UnixTime(1000)).await.unwrap();
+        store.revoke(&TokenId("gone".into()), UnixTime(1100)).await.unwrap();
+        store.revoke(&TokenId("recent".into()), UnixTime(1900)).await.unwrap();
+        let agent = Principal::Agent("x".into());
+        store.deprovision(&agent, UnixTime(1000), UnixTime(1100)).await.unwrap();
+        store.record(event(UnixTime(1000))).await.unwrap();
+        assert_eq!(count(&store), [2, 2, 1, 1]);
+
+        // Not due yet at 1059: nothing moves.
+        store.use_once("other", UnixTime(5000), UnixTime(1059)).await.unwrap();
+        assert_eq!(count(&store), [3, 2, 1, 1]);
+
+        // At 2000: "old" ended, "gone" and the deprovisioning ended more than
+        // KEEP_AFTER_EXPIRY ago, "recent" less than that.
+        store.use_once("new", UnixTime(5000), UnixTime(2000)).await.unwrap();
+        assert_eq!(count(&store), [3, 1, 0, 1]);
+        assert_eq!(store.use_once("live", UnixTime(5000), UnixTime(2000)).await.unwrap(), Use::Replayed);
+        let lineage = Lineage { jtis: vec![TokenId("recent".into())], issued_at: UnixTime(0), principals: vec![] };
+        assert_eq!(store.check(&lineage).await.unwrap(), Status::Revoked);
+        assert_eq!(store.query(&AuditFilter::default()).await.unwrap().len(), 1);
+    }
+}

@@ -78,17 +78,21 @@ pub struct Lineage {
     pub jtis: Vec<TokenId>,
     /// When the token was issued.
     pub issued_at: UnixTime,
-    /// Its subject and every agent that obtained it or an ancestor.
+    /// Its subject, every agent that obtained it or an ancestor, and the
+    /// agent it is addressed to.
     pub principals: Vec<Principal>,
 }
 
 impl Lineage {
-    /// The lineage of a Baton token.
+    /// The lineage of a Baton token. Its holder (`aud`) counts too: a token
+    /// addressed to a deprovisioned agent must not be exchanged into a fresh
+    /// one that outlives the deprovisioning.
     pub fn of(claims: &Claims) -> Lineage {
         let mut jtis = vec![claims.jti.clone()];
         jtis.extend(claims.delegation.ancestry().cloned());
         let mut principals = vec![Principal::Subject(claims.sub.clone())];
-        for agent in claims.delegation.hops.iter().map(|hop| &hop.agent).chain(std::iter::once(&claims.client_id)) {
+        let agents = claims.delegation.hops.iter().map(|hop| &hop.agent).chain([&claims.client_id, &claims.aud]);
+        for agent in agents {
             let principal = Principal::Agent(agent.clone());
             if !principals.contains(&principal) {
                 principals.push(principal);

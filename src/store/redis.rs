@@ -1,1 +1,558 @@
-//! The Redis store (in progress).
+//! The Redis store: replay, revocation and audit state shared by every node
+//! of a deployment (DESIGN.md §6).
+//!
+//! Keys, all under the configured prefix (`baton:` below):
+//!
+//! | key | type | holds | expires |
+//! |---|---|---|---|
+//! | `baton:used:{id}` | string | `1` | at the id's end (`EXAT until`) |
+//! | `baton:revoked:{jti}` | string | `1` | the revoked token's expiry + [`KEEP_AFTER_END`] |
+//! | `baton:deprovisioned:{agent:…\|subject:…}` | string | the latest `at` (Unix seconds) | the last covered token's expiry + [`KEEP_AFTER_END`] |
+//! | `baton:audit` | stream | one `event` field (JSON) per entry | never; capped near [`AUDIT_STREAM_CAP`] entries |
+//! | `baton:audit:jti:{jti}` | list | ids of the stream entries naming `jti` (the latest [`AUDIT_SCAN_LIMIT`]) | the token's expiry + one day |
+//! | `baton:audit:parent:{jti}` | list | ids of the stream entries whose parent is `jti` (the latest [`AUDIT_SCAN_LIMIT`]) | the token's expiry + one day |
+//!
+//! Every revocation and deprovisioning is also published, in the transaction
+//! that writes it, on the channel `baton:revocations` as a JSON
+//! [`RevocationNotice`], so nodes and verifiers may keep a pushed copy.
+//!
+//! Every call is bounded ([`CALL_DEADLINE`]): when Redis cannot be reached the
+//! call fails and its caller fails closed (DESIGN.md §2.5); the connection is
+//! re-established by itself once Redis answers again.
+//!
+//! Writes are acknowledged by Redis once applied; they are durable when the
+//! server runs with `appendonly yes` and `appendfsync always`.
+//!
+//! The check reads several keys in one `MGET`, so the keys of one lineage must
+//! live on one server: a single Redis (with replicas or Sentinel), not a
+//! Redis Cluster.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::RwLock;
+use std::time::Duration;
+
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::streams::{StreamId, StreamRangeReply};
+use ::redis::{Client, RedisError, RedisResult, Value};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    AuditEvent, AuditFilter, AuditStore, Lineage, Principal, ReplayStore, RevocationStore, Status, StoreError, Use,
+};
+use crate::claims::TokenId;
+use crate::clock::UnixTime;
+
+/// How long one connection attempt may take.
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long Redis may take to answer one request on an open connection.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// The most any store call waits, whatever the connection is doing: past it
+/// the call fails, so callers answer 503 quickly instead of queueing.
+pub const CALL_DEADLINE: Duration = Duration::from_secs(2);
+/// Seconds a revocation or deprovisioning is kept after the end its caller
+/// gave: the nodes' clocks and Redis's may differ, and verifiers accept a
+/// token for a short leeway after its `exp`.
+pub const KEEP_AFTER_END: i64 = 300;
+/// The audit stream is trimmed to about this many entries.
+pub const AUDIT_STREAM_CAP: u64 = 1_000_000;
+/// The most entries one audit query reads before it stops.
+pub const AUDIT_SCAN_LIMIT: usize = 100_000;
+
+/// Reconnection attempts behind one failed connection, beyond the first:
+/// few, so that an outage fails calls quickly rather than queueing them.
+const RECONNECT_RETRIES: usize = 1;
+const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(100);
+const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(200);
+/// Audit indexes outlive the token they index by this many seconds.
+const AUDIT_INDEX_AFTER_END: i64 = 86_400;
+/// Stream entries read (or fetched by id) per round trip of a query.
+const AUDIT_PAGE: usize = 1000;
+/// Seconds an event's `time` may differ from the Redis clock that stamped its
+/// stream id; a time-windowed query reads this much wider, then filters.
+const AUDIT_CLOCK_SKEW: i64 = 300;
+/// Expiry times are clamped to 9999-12-31, which Redis accepts.
+const LATEST_EXPIRY: i64 = 253_402_300_799;
+
+/// Raises a principal's deprovisioning time, never lowering it, and pushes
+/// its expiry later, never earlier. `EXPIREAT … NX` covers a key created
+/// here (no expiry yet), `GT` one that exists.
+/// KEYS[1]: the principal's key. ARGV[1]: `at`. ARGV[2]: keep until.
+const DEPROVISION_SCRIPT: &str = r"
+local stored = redis.call('GET', KEYS[1])
+if stored and not tonumber(stored) then
+  return redis.error_reply('ERR unreadable deprovisioning time')
+end
+if not stored or tonumber(ARGV[1]) > tonumber(stored) then
+  redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
+end
+redis.call('EXPIREAT', KEYS[1], ARGV[2], 'NX')
+redis.call('EXPIREAT', KEYS[1], ARGV[2], 'GT')
+return 1
+";
+
+/// Appends an event to the capped stream and its id to each index list, in
+/// one atomic step, since the id is only known once `XADD` ran.
+/// KEYS[1]: the stream; KEYS[2..]: index lists. ARGV[1]: the event (JSON);
+/// ARGV[2]: the indexes' expiry; ARGV[3]: the stream's cap; ARGV[4]: the
+/// indexes' cap.
+const RECORD_SCRIPT: &str = r"
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'event', ARGV[1])
+for index = 2, #KEYS do
+  redis.call('RPUSH', KEYS[index], id)
+  redis.call('LTRIM', KEYS[index], -tonumber(ARGV[4]), -1)
+  redis.call('EXPIREAT', KEYS[index], ARGV[2], 'NX')
+  redis.call('EXPIREAT', KEYS[index], ARGV[2], 'GT')
+end
+return id
+";
+
+/// A revocation as published on `{prefix}revocations`, for nodes and
+/// verifiers that keep a pushed copy. A copy applies a principal's `at` as
+/// a maximum, like the store: a notice never moves it back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RevocationNotice {
+    /// A token, and so its descendants, was revoked.
+    Token {
+        /// The revoked token's id.
+        jti: TokenId,
+        /// When the revoked token expires.
+        until: UnixTime,
+    },
+    /// A principal was deprovisioned.
+    Principal {
+        /// Who.
+        principal: Principal,
+        /// Tokens naming them issued at or before this are dead.
+        at: UnixTime,
+        /// When the last of those expires.
+        until: UnixTime,
+    },
+}
+
+/// Replay, revocation and audit state in Redis, shared by every node.
+pub struct RedisStore {
+    client: Client,
+    link: RwLock<Link>,
+    keys: Keys,
+}
+
+/// The connection in use, numbered so that concurrent calls that all saw it
+/// hang replace it once.
+struct Link {
+    generation: u64,
+    manager: ConnectionManager,
+}
+
+impl fmt::Debug for RedisStore {
+    // By hand: the client's connection details may carry a password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("address", &self.client.get_connection_info().addr().to_string())
+            .field("prefix", &self.keys.prefix)
+            .finish()
+    }
+}
+
+impl RedisStore {
+    /// Connects to the Redis at `url` (`redis://[user:password@]host[:port][/db]`),
+    /// keeping every key under `prefix`. Fails when Redis cannot be reached
+    /// now; after that, an outage fails calls, never the store.
+    ///
+    /// `rediss://` is refused: this build carries no TLS client for Redis.
+    pub async fn connect(url: &str, prefix: &str) -> Result<RedisStore, StoreError> {
+        let scheme = url.split_once("://").map(|(scheme, _)| scheme.to_ascii_lowercase());
+        match scheme.as_deref() {
+            Some("redis") => {}
+            Some("rediss") => {
+                return Err(StoreError(
+                    "rediss:// needs TLS, which is not built into Baton's Redis client; \
+                     use redis:// over a trusted network or a TLS tunnel"
+                        .into(),
+                ))
+            }
+            // The URL is not echoed: it may carry a password.
+            _ => return Err(StoreError("the Redis URL must start with redis://".into())),
+        }
+        let client = Client::open(url).map_err(|_| StoreError("the Redis URL is not valid".into()))?;
+        let address = client.get_connection_info().addr().to_string();
+        let unreachable = |reason: String| StoreError(format!("cannot reach Redis at {address}: {reason}"));
+        let manager =
+            match tokio::time::timeout(CALL_DEADLINE, ConnectionManager::new_with_config(client.clone(), config()))
+                .await
+            {
+                Ok(Ok(manager)) => manager,
+                Ok(Err(error)) => return Err(unreachable(describe(&error))),
+                Err(_) => return Err(unreachable(format!("no answer within {CALL_DEADLINE:?}"))),
+            };
+        let store = RedisStore { client, link: RwLock::new(Link { generation: 0, manager }), keys: Keys::new(prefix) };
+        store.ping().await.map_err(|error| unreachable(error.0))?;
+        Ok(store)
+    }
+
+    /// The pub/sub channel revocations are published on (as [`RevocationNotice`]s).
+    pub fn revocation_channel(&self) -> String {
+        self.keys.revocations()
+    }
+
+    /// Runs one request on the current connection, bounded by [`CALL_DEADLINE`].
+    async fn call<T, F, Fut>(&self, operation: &'static str, request: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let (generation, manager) = {
+            let link = self.link.read().map_err(|_| StoreError("the Redis connection state is poisoned".into()))?;
+            (link.generation, link.manager.clone())
+        };
+        match tokio::time::timeout(CALL_DEADLINE, request(manager)).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => {
+                if error.is_timeout() {
+                    self.replace(generation);
+                }
+                Err(StoreError(format!("redis {operation}: {}", describe(&error))))
+            }
+            Err(_) => {
+                self.replace(generation);
+                Err(StoreError(format!("redis {operation}: no answer within {CALL_DEADLINE:?}")))
+            }
+        }
+    }
+
+    /// Swaps in a fresh connection manager after a call hung. The library
+    /// reconnects by itself when a connection drops, but not when one merely
+    /// stops answering (a peer gone without a reset), which could last until
+    /// the kernel gives up on it. The new manager connects on first use.
+    fn replace(&self, generation: u64) {
+        let Ok(mut link) = self.link.write() else { return };
+        if link.generation != generation {
+            return; // another call already replaced it
+        }
+        if let Ok(manager) = ConnectionManager::new_lazy_with_config(self.client.clone(), config()) {
+            *link = Link { generation: generation.wrapping_add(1), manager };
+        }
+    }
+
+    /// Events named by an index list, newest first.
+    async fn query_index(&self, index: String, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
+        let mut command = ::redis::cmd("LRANGE");
+        command.arg(&index).arg(negative(AUDIT_SCAN_LIMIT)).arg(-1);
+        let ids: Vec<String> =
+            self.call("query", |mut manager| async move { command.query_async(&mut manager).await }).await?;
+        let stream = self.keys.audit();
+        let mut found = Vec::new();
+        for chunk in ids.rchunks(AUDIT_PAGE) {
+            let mut pipeline = ::redis::pipe();
+            for id in chunk.iter().rev() {
+                pipeline.cmd("XRANGE").arg(&stream).arg(id).arg(id);
+            }
+            let replies: Vec<StreamRangeReply> =
+                self.call("query", |mut manager| async move { pipeline.query_async(&mut manager).await }).await?;
+            // An id whose entry was trimmed from the stream yields nothing.
+            for entry in replies.into_iter().flat_map(|reply| reply.ids) {
+                if keep(entry, filter, &mut found)? {
+                    return Ok(found);
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Events in the stream, newest first, read backwards page by page.
+    async fn query_scan(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
+        let stream = self.keys.audit();
+        // Stream ids are Redis's milliseconds, close to but not the events'
+        // own times: read a little wider, `matches` keeps the exact window.
+        let mut end = filter.until.map_or_else(
+            || "+".to_owned(),
+            |until| milliseconds(until.plus(AUDIT_CLOCK_SKEW).plus(1)).saturating_sub(1).to_string(),
+        );
+        let start = filter
+            .since
+            .map_or_else(|| "-".to_owned(), |since| milliseconds(since.plus(-AUDIT_CLOCK_SKEW)).to_string());
+        let mut found = Vec::new();
+        let mut scanned = 0;
+        loop {
+            let mut command = ::redis::cmd("XREVRANGE");
+            command.arg(&stream).arg(&end).arg(&start).arg("COUNT").arg(AUDIT_PAGE);
+            let page: StreamRangeReply =
+                self.call("query", |mut manager| async move { command.query_async(&mut manager).await }).await?;
+            let count = page.ids.len();
+            let last = page.ids.last().map(|entry| format!("({}", entry.id));
+            for entry in page.ids {
+                if keep(entry, filter, &mut found)? {
+                    return Ok(found);
+                }
+            }
+            scanned += count;
+            match last {
+                Some(next) if count == AUDIT_PAGE && scanned < AUDIT_SCAN_LIMIT => end = next,
+                _ => return Ok(found),
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ReplayStore for RedisStore {
+    async fn use_once(&self, id: &str, until: UnixTime, now: UnixTime) -> Result<Use, StoreError> {
+        // An end already past still records the id briefly, so that two
+        // concurrent uses cannot both be first.
+        let end = if until <= now { now.plus(1) } else { until };
+        let mut command = ::redis::cmd("SET");
+        command.arg(self.keys.used(id)).arg(1).arg("NX").arg("EXAT").arg(expiry(end));
+        let reply: Value =
+            self.call("use_once", |mut manager| async move { command.query_async(&mut manager).await }).await?;
+        match reply {
+            Value::Okay => Ok(Use::First),
+            Value::SimpleString(text) if text == "OK" => Ok(Use::First),
+            Value::Nil => Ok(Use::Replayed),
+            _ => Err(StoreError("redis use_once: unexpected reply to SET".into())),
+        }
+    }
+}
+
+#[async_trait]
+impl RevocationStore for RedisStore {
+    async fn revoke(&self, jti: &TokenId, until: UnixTime) -> Result<(), StoreError> {
+        let key = self.keys.revoked(jti);
+        let keep_until = expiry(until.plus(KEEP_AFTER_END));
+        let notice = notice(&RevocationNotice::Token { jti: jti.clone(), until })?;
+        let mut pipeline = ::redis::pipe();
+        // NX then EXPIREAT GT: a second revocation never shortens the first.
+        pipeline.atomic();
+        pipeline.cmd("SET").arg(&key).arg(1).arg("NX").arg("EXAT").arg(keep_until).ignore();
+        pipeline.cmd("EXPIREAT").arg(&key).arg(keep_until).arg("GT").ignore();
+        pipeline.cmd("PUBLISH").arg(self.keys.revocations()).arg(notice).ignore();
+        self.call("revoke", |mut manager| async move { pipeline.query_async::<()>(&mut manager).await }).await
+    }
+
+    async fn deprovision(&self, principal: &Principal, at: UnixTime, until: UnixTime) -> Result<(), StoreError> {
+        let notice = notice(&RevocationNotice::Principal { principal: principal.clone(), at, until })?;
+        let mut pipeline = ::redis::pipe();
+        pipeline.atomic();
+        pipeline
+            .cmd("EVAL")
+            .arg(DEPROVISION_SCRIPT)
+            .arg(1)
+            .arg(self.keys.deprovisioned(principal))
+            .arg(at.0)
+            .arg(expiry(until.plus(KEEP_AFTER_END)))
+            .ignore();
+        pipeline.cmd("PUBLISH").arg(self.keys.revocations()).arg(notice).ignore();
+        self.call("deprovision", |mut manager| async move { pipeline.query_async::<()>(&mut manager).await }).await
+    }
+
+    async fn check(&self, lineage: &Lineage) -> Result<Status, StoreError> {
+        let revoked = lineage.jtis.iter().map(|jti| self.keys.revoked(jti));
+        let deprovisioned = lineage.principals.iter().map(|principal| self.keys.deprovisioned(principal));
+        let keys: Vec<String> = revoked.chain(deprovisioned).collect();
+        if keys.is_empty() {
+            return Ok(Status::Active); // names nothing that could be revoked
+        }
+        let mut command = ::redis::cmd("MGET");
+        command.arg(&keys);
+        // One round trip for the token, its ancestry and every principal.
+        let values: Vec<Option<String>> =
+            self.call("check", |mut manager| async move { command.query_async(&mut manager).await }).await?;
+        if values.len() != keys.len() {
+            return Err(StoreError("redis check: MGET answered a different number of keys".into()));
+        }
+        let (revoked, deprovisioned) = values.split_at(lineage.jtis.len().min(values.len()));
+        if revoked.iter().any(Option::is_some) {
+            return Ok(Status::Revoked);
+        }
+        for at in deprovisioned.iter().flatten() {
+            let at: i64 = at.parse().map_err(|_| StoreError("redis check: unreadable deprovisioning time".into()))?;
+            if at >= lineage.issued_at.0 {
+                return Ok(Status::Deprovisioned);
+            }
+        }
+        Ok(Status::Active)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let reply: String = self
+            .call("ping", |mut manager| async move { ::redis::cmd("PING").query_async(&mut manager).await })
+            .await?;
+        if reply == "PONG" {
+            Ok(())
+        } else {
+            Err(StoreError("redis ping: unexpected reply".into()))
+        }
+    }
+}
+
+#[async_trait]
+impl AuditStore for RedisStore {
+    async fn record(&self, event: AuditEvent) -> Result<(), StoreError> {
+        let json = serde_json::to_string(&event).map_err(|_| StoreError("audit event cannot be encoded".into()))?;
+        let mut keys = vec![self.keys.audit()];
+        keys.extend(event.jti.as_ref().map(|jti| self.keys.audit_by_jti(jti)));
+        keys.extend(event.parent_jti.as_ref().map(|parent| self.keys.audit_by_parent(parent)));
+        let index_expiry = expiry(event.expires_at.unwrap_or(event.time).plus(AUDIT_INDEX_AFTER_END));
+        let mut command = ::redis::cmd("EVAL");
+        command
+            .arg(RECORD_SCRIPT)
+            .arg(keys.len())
+            .arg(&keys)
+            .arg(json)
+            .arg(index_expiry)
+            .arg(AUDIT_STREAM_CAP)
+            .arg(AUDIT_SCAN_LIMIT);
+        // The reply (the entry's id) comes once Redis applied, and with
+        // `appendfsync always` persisted, the whole script.
+        let _id: String =
+            self.call("record", |mut manager| async move { command.query_async(&mut manager).await }).await?;
+        Ok(())
+    }
+
+    async fn query(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
+        // An index names every event that can match; the jti's is the shorter.
+        match (&filter.jti, &filter.parent_jti) {
+            (Some(jti), _) => self.query_index(self.keys.audit_by_jti(jti), filter).await,
+            (None, Some(parent)) => self.query_index(self.keys.audit_by_parent(parent), filter).await,
+            (None, None) => self.query_scan(filter).await,
+        }
+    }
+}
+
+/// Key names, all under one prefix.
+#[derive(Debug, Clone)]
+struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    fn new(prefix: &str) -> Keys {
+        Keys { prefix: prefix.to_owned() }
+    }
+
+    fn used(&self, id: &str) -> String {
+        format!("{}used:{id}", self.prefix)
+    }
+
+    fn revoked(&self, jti: &TokenId) -> String {
+        format!("{}revoked:{}", self.prefix, jti.0)
+    }
+
+    fn deprovisioned(&self, principal: &Principal) -> String {
+        format!("{}deprovisioned:{}", self.prefix, principal.key())
+    }
+
+    fn revocations(&self) -> String {
+        format!("{}revocations", self.prefix)
+    }
+
+    fn audit(&self) -> String {
+        format!("{}audit", self.prefix)
+    }
+
+    fn audit_by_jti(&self, jti: &TokenId) -> String {
+        format!("{}audit:jti:{}", self.prefix, jti.0)
+    }
+
+    fn audit_by_parent(&self, parent: &TokenId) -> String {
+        format!("{}audit:parent:{}", self.prefix, parent.0)
+    }
+}
+
+fn config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(CONNECTION_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_number_of_retries(RECONNECT_RETRIES)
+        .set_min_delay(RECONNECT_MIN_DELAY)
+        .set_max_delay(RECONNECT_MAX_DELAY)
+}
+
+/// What went wrong, in words of our own: a server's message may echo the
+/// arguments of a command, and arguments are ids.
+fn describe(error: &RedisError) -> String {
+    if error.is_timeout() {
+        "timed out".into()
+    } else if error.is_connection_refusal() {
+        "connection refused".into()
+    } else if error.is_connection_dropped() {
+        "connection lost".into()
+    } else if let Some(code) = error.code() {
+        format!("{} ({code})", error.category())
+    } else {
+        error.category().into()
+    }
+}
+
+fn notice(notice: &RevocationNotice) -> Result<String, StoreError> {
+    serde_json::to_string(notice).map_err(|_| StoreError("revocation notice cannot be encoded".into()))
+}
+
+/// An expiry Redis accepts: `EXAT`/`EXPIREAT` refuse 0 and below, and
+/// overflow in milliseconds far in the future. A time in the past deletes
+/// the key, which is right: nothing it covers is alive.
+fn expiry(at: UnixTime) -> i64 {
+    at.0.clamp(1, LATEST_EXPIRY)
+}
+
+/// A Unix time as stream-id milliseconds (ids start at 0).
+fn milliseconds(at: UnixTime) -> u64 {
+    u64::try_from(at.0.clamp(0, LATEST_EXPIRY)).unwrap_or(0).saturating_mul(1000)
+}
+
+/// `-count`, as a list index counting from the end.
+fn negative(count: usize) -> i64 {
+    i64::try_from(count).map_or(i64::MIN, |count| -count)
+}
+
+/// Decodes a stream entry and keeps it when it matches; true once `found`
+/// holds as many events as the filter asks.
+fn keep(entry: StreamId, filter: &AuditFilter, found: &mut Vec<AuditEvent>) -> Result<bool, StoreError> {
+    let unreadable = || StoreError(format!("unreadable audit entry {}", entry.id));
+    let json: String = entry.get("event").ok_or_else(unreadable)?;
+    let event: AuditEvent = serde_json::from_str(&json).map_err(|_| unreadable())?;
+    if filter.matches(&event) {
+        found.push(event);
+    }
+    Ok(found.len() >= filter.limit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notices_are_tagged_json() {
+        let token = RevocationNotice::Token { jti: TokenId("j1".into()), until: UnixTime(100) };
+        assert_eq!(notice(&token).unwrap(), r#"{"kind":"token","jti":"j1","until":100}"#);
+        let principal = RevocationNotice::Principal {
+            principal: Principal::Agent("a1".into()),
+            at: UnixTime(5),
+            until: UnixTime(9),
+        };
+        let json = notice(&principal).unwrap();
+        assert_eq!(json, r#"{"kind":"principal","principal":{"kind":"agent","id":"a1"},"at":5,"until":9}"#);
+        assert_eq!(serde_json::from_str::<RevocationNotice>(&json).unwrap(), principal);
+    }
+
+    #[test]
+    fn expiries_stay_within_what_redis_accepts() {
+        assert_eq!(expiry(UnixTime(0)), 1);
+        assert_eq!(expiry(UnixTime(-5)), 1);
+        assert_eq!(expiry(UnixTime(1_800_000_000)), 1_800_000_000);
+        assert_eq!(expiry(UnixTime(i64::MAX)), LATEST_EXPIRY);
+        assert_eq!(milliseconds(UnixTime(-1)), 0);
+        assert_eq!(milliseconds(UnixTime(2)), 2000);
+        assert_eq!(negative(3), -3);
+    }
+
+    #[test]
+    fn keys_live_under_the_prefix() {
+        let keys = Keys::new("baton:");
+        assert_eq!(keys.used("x"), "baton:used:x");
+        assert_eq!(keys.revoked(&TokenId("j".into())), "baton:revoked:j");
+        assert_eq!(keys.deprovisioned(&Principal::Subject("s".into())), "baton:deprovisioned:subject:s");
+        assert_eq!(keys.audit_by_parent(&TokenId("p".into())), "baton:audit:parent:p");
+    }
+}

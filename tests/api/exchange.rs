@@ -108,7 +108,7 @@ async fn a_scope_the_policy_does_not_permit_is_invalid_scope() {
         .await
         .assert_error(400, "invalid_scope");
     assert!(
-        harness.store.events().iter().filter(|event| event.decision == baton::store::AuditDecision::Refused).count()
+        harness.events().await.iter().filter(|event| event.decision == baton::store::AuditDecision::Refused).count()
             >= 3
     );
 }
@@ -321,7 +321,7 @@ async fn every_decision_is_audited() {
     let harness = Harness::new();
     let [_, hop1, hop2] = harness.walk().await;
     harness.exchange("booker", &hop1, &[("resource", CALENDAR)]).await.assert_error(400, "invalid_target");
-    let events = harness.store.events();
+    let events = harness.events().await;
     assert_eq!(events.len(), 4);
     let issued = &events[2];
     assert_eq!(issued.decision, baton::store::AuditDecision::Issued);

@@ -19,7 +19,7 @@ use crate::harness::*;
 async fn malformed_requests_are_invalid_request() {
     let harness = Harness::new();
     let [root, ..] = harness.walk().await;
-    let events_before = harness.store.events().len();
+    let events_before = harness.events().await.len();
 
     harness
         .token(Some(("orchestrator", "dev-only-orchestrator-secret")), &[])
@@ -94,7 +94,7 @@ async fn malformed_requests_are_invalid_request() {
         assert!(!response.body.to_string().contains(&root[..40]), "{case}: token echoed");
     }
     // Every refusal is still evidence; nothing was issued.
-    let events = harness.store.events();
+    let events = harness.events().await;
     assert!(events.len() > events_before);
     assert!(events[events_before..].iter().all(|event| event.decision == baton::store::AuditDecision::Refused));
 }
@@ -151,7 +151,7 @@ async fn wrong_methods_content_types_and_sizes_are_clear_4xx() {
         .await;
     binary_credentials.assert_error(401, "invalid_client");
     // Refused before the body was read, and still evidence.
-    let refusals = harness.store.events();
+    let refusals = harness.events().await;
     assert_eq!(refusals.len(), 5, "{refusals:?}");
     assert!(refusals.iter().all(|event| event.decision == baton::store::AuditDecision::Refused));
 

@@ -14,12 +14,12 @@ fn good_claims() -> Value {
 }
 
 async fn assert_refused(harness: &Harness, token: &str, case: &str) {
-    let before = harness.store.events().len();
+    let before = harness.events().await.len();
     let response = harness.exchange("planner", token, &[("audience", "booker")]).await;
     assert_eq!((response.status.as_u16(), response.error()), (400, "invalid_request"), "{case}: {}", response.body);
     assert_eq!(response.body["error_description"], baton::oauth::UNACCEPTABLE_TOKEN, "{case}");
     assert!(!response.body.to_string().contains(token.split('.').next().unwrap()), "{case}: the token is echoed");
-    let events = harness.store.events();
+    let events = harness.events().await;
     assert_eq!(events.len(), before + 1);
     assert_eq!(events.last().unwrap().decision, baton::store::AuditDecision::Refused, "{case}");
 }

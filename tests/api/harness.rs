@@ -9,17 +9,18 @@ use axum::http::{header, HeaderMap, Request, StatusCode};
 use axum::Router;
 use base64::Engine;
 use baton::claims::Claims;
-use baton::clock::{FixedClock, UnixTime};
+use baton::clock::{Clock, FixedClock, UnixTime};
 use baton::grant::{Broker, Settings, Stores};
 use baton::keys::{self, Algorithm, KeySet};
 use baton::policy::{Lifetimes, Policy};
-use baton::store::memory::MemoryStore;
-use baton::store::{AuditStore, ReplayStore, RevocationStore};
+use baton::store::embedded::EmbeddedStore;
+use baton::store::{AuditEvent, AuditFilter, AuditStore, ReplayStore, RevocationStore};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
 
 pub const ISSUER: &str = "http://127.0.0.1:8080";
+pub const ADMIN_TOKEN: &str = "test-admin-token";
 pub const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 pub const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
 pub const AIRLINE: &str = "https://api.airline.example";
@@ -28,11 +29,15 @@ pub const CALENDAR: &str = "https://api.calendar.example";
 pub const START: UnixTime = UnixTime(1_796_083_200);
 
 pub struct Harness {
-    pub dir: tempfile::TempDir,
+    pub dir: Arc<tempfile::TempDir>,
     pub clock: Arc<FixedClock>,
-    pub store: Arc<MemoryStore>,
+    /// The embedded store the broker keeps its state in (unless other
+    /// stores were given).
+    pub store: Arc<EmbeddedStore>,
     pub router: Router,
     pub broker: Arc<Broker>,
+    settings: Settings,
+    stores: Stores,
 }
 
 pub struct Options {
@@ -40,11 +45,13 @@ pub struct Options {
     pub max_depth: u32,
     pub algorithm: Algorithm,
     pub stores: Option<Stores>,
+    /// Whether the admin API is on (with `ADMIN_TOKEN`).
+    pub admin: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { policies: example_policies(), max_depth: 5, algorithm: Algorithm::Es256, stores: None }
+        Options { policies: example_policies(), max_depth: 5, algorithm: Algorithm::Es256, stores: None, admin: true }
     }
 }
 
@@ -84,10 +91,8 @@ impl Harness {
         let keys_dir = dir.path().join("keys");
         let lifetimes = Lifetimes { max_token_ttl: 3600, agent_token_ttl: 900 };
         keys::generate(&keys_dir, options.algorithm, 3600, START).unwrap();
-        let keys = KeySet::load(&keys_dir, 3600, START).unwrap();
-        let policy = Policy::load(&options.policies, lifetimes).unwrap();
         let clock = Arc::new(FixedClock::new(START));
-        let store = Arc::new(MemoryStore::new());
+        let store = Arc::new(EmbeddedStore::open(&dir.path().join("data")).unwrap());
         let stores = options.stores.unwrap_or_else(|| Stores {
             replay: store.clone() as Arc<dyn ReplayStore>,
             revocation: store.clone() as Arc<dyn RevocationStore>,
@@ -99,10 +104,54 @@ impl Harness {
             max_token_bytes: 16 * 1024,
             max_body_bytes: 64 * 1024,
             lifetimes,
+            admin_token_sha256: options.admin.then(|| secret_hash(ADMIN_TOKEN)),
         };
-        let broker = Arc::new(Broker::new(settings, keys, policy, stores, clock.clone()));
+        Harness::start(Arc::new(dir), clock, store, settings, stores, &options.policies)
+    }
+
+    fn start(
+        dir: Arc<tempfile::TempDir>,
+        clock: Arc<FixedClock>,
+        store: Arc<EmbeddedStore>,
+        settings: Settings,
+        stores: Stores,
+        policies: &Path,
+    ) -> Harness {
+        let keys = KeySet::load(&dir.path().join("keys"), 3600, clock.now()).unwrap();
+        let policy = Policy::load(policies, settings.lifetimes).unwrap();
+        let broker_stores = Stores {
+            replay: stores.replay.clone(),
+            revocation: stores.revocation.clone(),
+            audit: stores.audit.clone(),
+        };
+        let broker = Arc::new(Broker::new(settings.clone(), keys, policy, broker_stores, clock.clone()));
         let router = baton::http::router(broker.clone());
-        Harness { dir, clock, store, router, broker }
+        Harness { dir, clock, store, router, broker, settings, stores }
+    }
+
+    /// The same broker restarted on another policy folder: same keys, same
+    /// state, same clock.
+    pub fn restarted_with(&self, policies: &Path) -> Harness {
+        let stores = Stores {
+            replay: self.stores.replay.clone(),
+            revocation: self.stores.revocation.clone(),
+            audit: self.stores.audit.clone(),
+        };
+        Harness::start(
+            self.dir.clone(),
+            self.clock.clone(),
+            self.store.clone(),
+            self.settings.clone(),
+            stores,
+            policies,
+        )
+    }
+
+    /// Every audit event of the embedded store, oldest first.
+    pub async fn events(&self) -> Vec<AuditEvent> {
+        let mut events = self.store.query(&AuditFilter::default()).await.unwrap();
+        events.reverse();
+        events
     }
 
     pub fn keys_dir(&self) -> PathBuf {

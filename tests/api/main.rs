@@ -14,5 +14,6 @@ mod harness;
 mod properties;
 mod redis_server;
 mod redis_store;
+mod revocation;
 mod store_contract;
 mod vectors;

@@ -1,0 +1,235 @@
+//! What the admin API does for a security team (DESIGN.md §3): revoke by
+//! `jti`, deprovision, trace a token's ancestors and descendants, list the
+//! inventory with its use, and read the audit trail.
+
+use serde::Serialize;
+
+use super::{Broker, GrantError};
+use crate::claims::TokenId;
+use crate::clock::UnixTime;
+use crate::policy::inventory::SecretHash;
+use crate::store::{AuditDecision, AuditEvent, AuditFilter, Lineage, Principal, Status, StoreError};
+
+/// The most tokens one trace walks, so that a huge grant tree cannot make
+/// one request unbounded.
+const MAX_TRACE_NODES: usize = 1000;
+
+/// One token in a trace, from its audit record.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TraceNode {
+    /// Token id.
+    pub jti: TokenId,
+    /// The agent that obtained it.
+    pub agent: Option<String>,
+    /// Its subject.
+    pub subject: Option<String>,
+    /// Its target.
+    pub target: Option<String>,
+    /// Its scopes.
+    pub scope: Option<String>,
+    /// Issued at.
+    pub issued_at: UnixTime,
+    /// Expires at.
+    pub expires_at: Option<UnixTime>,
+    /// Alive or dead, and why.
+    pub status: Status,
+    /// Whether it has expired.
+    pub expired: bool,
+    /// Its children, for descendants.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<TraceNode>,
+}
+
+/// A token's place in its grant tree.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Trace {
+    /// The ancestors, root first.
+    pub ancestors: Vec<TraceNode>,
+    /// The token itself, with its descendants as children.
+    pub token: TraceNode,
+    /// Whether the walk stopped at the node limit.
+    pub truncated: bool,
+}
+
+/// An agent of the inventory with its recent use.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AgentReport {
+    /// Client id.
+    pub id: String,
+    /// Who answers for it.
+    pub owner: String,
+    /// What it is for.
+    pub purpose: String,
+    /// Last day it may act.
+    pub expires: String,
+    /// Groups.
+    pub groups: Vec<String>,
+    /// Whether it is within its registered life.
+    pub active: bool,
+    /// Its most recent audit event.
+    pub last_use: Option<UnixTime>,
+    /// Tokens issued to it in the last 24 hours (at most the query cap).
+    pub tokens_issued_last_day: usize,
+}
+
+impl Broker {
+    /// Whether `presented` is the admin token. Always false when none is
+    /// configured: the admin API is then off.
+    pub fn is_admin(&self, presented: &str) -> bool {
+        let Some(hash) = self.settings.admin_token_sha256.as_deref().and_then(SecretHash::from_hex) else {
+            return false;
+        };
+        hash.matches(presented)
+    }
+
+    /// Whether the admin API is on.
+    pub fn admin_enabled(&self) -> bool {
+        self.settings.admin_token_sha256.is_some()
+    }
+
+    /// Revokes a token by id, and so its descendants.
+    pub async fn revoke_jti(&self, jti: &TokenId) -> Result<UnixTime, GrantError> {
+        let issued = self.issued_event(jti).await?;
+        let now = self.now();
+        // Unknown here (issued before the audit trail, or by another
+        // deployment): cover the longest lifetime any token can have.
+        let until =
+            issued.and_then(|event| event.expires_at).unwrap_or(now.plus(self.settings.lifetimes.max_token_ttl));
+        self.stores.revocation.revoke(jti, until).await?;
+        let mut event = super::Evidence { grant_type: "admin_revoke".into(), ..Default::default() }.event(
+            now,
+            AuditDecision::Revoked,
+            None,
+            None,
+        );
+        event.jti = Some(jti.clone());
+        event.expires_at = Some(until);
+        self.record(event).await?;
+        Ok(until)
+    }
+
+    /// The ancestors and descendants of a token, each with its status.
+    pub async fn trace(&self, jti: &TokenId) -> Result<Option<Trace>, GrantError> {
+        let Some(event) = self.issued_event(jti).await? else {
+            return Ok(None);
+        };
+        // Ancestors, newest first while walking up, then reversed.
+        let mut path = vec![event];
+        while let Some(parent) = path.last().and_then(|event| event.parent_jti.clone()) {
+            match self.issued_event(&parent).await? {
+                Some(event) if path.len() < MAX_TRACE_NODES => path.push(event),
+                _ => break,
+            }
+        }
+        path.reverse();
+        let mut ancestors = Vec::new();
+        for depth in 1..path.len() {
+            ancestors.push(self.node(path.get(..depth).unwrap_or_default()).await?);
+        }
+        let mut budget = MAX_TRACE_NODES;
+        let token = self.subtree(path, &mut budget).await?;
+        Ok(Some(Trace { ancestors, token, truncated: budget == 0 }))
+    }
+
+    /// The inventory, each agent with its last use and recent issuance.
+    pub async fn agent_reports(&self) -> Result<Vec<AgentReport>, GrantError> {
+        let now = self.now();
+        let mut reports = Vec::new();
+        for agent in self.policy.inventory().agents() {
+            let last = self
+                .stores
+                .audit
+                .query(&AuditFilter { agent: Some(agent.id.clone()), limit: Some(1), ..AuditFilter::default() })
+                .await?;
+            let day = self
+                .stores
+                .audit
+                .query(&AuditFilter {
+                    agent: Some(agent.id.clone()),
+                    since: Some(now.plus(-86_400)),
+                    ..AuditFilter::default()
+                })
+                .await?;
+            reports.push(AgentReport {
+                id: agent.id.clone(),
+                owner: agent.owner.clone(),
+                purpose: agent.purpose.clone(),
+                expires: agent.expires.to_string(),
+                groups: agent.groups.clone(),
+                active: agent.is_active(now),
+                last_use: last.first().map(|event| event.time),
+                tokens_issued_last_day: day.iter().filter(|event| event.decision == AuditDecision::Issued).count(),
+            });
+        }
+        Ok(reports)
+    }
+
+    /// Audit events matching `filter`, newest first.
+    pub async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, GrantError> {
+        Ok(self.stores.audit.query(filter).await?)
+    }
+
+    async fn issued_event(&self, jti: &TokenId) -> Result<Option<AuditEvent>, StoreError> {
+        let events = self.stores.audit.query(&AuditFilter { jti: Some(jti.clone()), ..AuditFilter::default() }).await?;
+        Ok(events.into_iter().find(|event| event.decision == AuditDecision::Issued))
+    }
+
+    /// The node for the last token of `path` (root first), its status
+    /// computed from the whole path as its lineage.
+    async fn node(&self, path: &[AuditEvent]) -> Result<TraceNode, GrantError> {
+        let Some(event) = path.last() else {
+            return Err(GrantError::Store(StoreError("empty trace path".into())));
+        };
+        let mut principals = Vec::new();
+        if let Some(subject) = &event.subject {
+            principals.push(Principal::Subject(subject.clone()));
+        }
+        for agent in path.iter().filter_map(|step| step.agent.clone()) {
+            let principal = Principal::Agent(agent);
+            if !principals.contains(&principal) {
+                principals.push(principal);
+            }
+        }
+        let lineage = Lineage {
+            jtis: path.iter().rev().filter_map(|step| step.jti.clone()).collect(),
+            issued_at: event.time,
+            principals,
+        };
+        let now = self.now();
+        Ok(TraceNode {
+            jti: event.jti.clone().unwrap_or_else(|| TokenId(String::new())),
+            agent: event.agent.clone(),
+            subject: event.subject.clone(),
+            target: event.target.clone(),
+            scope: event.scopes_granted.clone(),
+            issued_at: event.time,
+            expires_at: event.expires_at,
+            status: self.status_of(&lineage).await?,
+            expired: event.expires_at.is_some_and(|exp| exp <= now),
+            children: Vec::new(),
+        })
+    }
+
+    /// The last token of `path` with every descendant, depth first, within `budget` nodes.
+    async fn subtree(&self, path: Vec<AuditEvent>, budget: &mut usize) -> Result<TraceNode, GrantError> {
+        let mut node = self.node(&path).await?;
+        *budget = budget.saturating_sub(1);
+        let children = self
+            .stores
+            .audit
+            .query(&AuditFilter { parent_jti: Some(node.jti.clone()), ..AuditFilter::default() })
+            .await?;
+        let mut children: Vec<AuditEvent> =
+            children.into_iter().filter(|event| event.decision == AuditDecision::Issued).collect();
+        children.sort_by_key(|event| event.time);
+        for child in children {
+            if *budget == 0 {
+                break;
+            }
+            let mut child_path = path.clone();
+            child_path.push(child);
+            node.children.push(Box::pin(self.subtree(child_path, budget)).await?);
+        }
+        Ok(node)
+    }
+}

@@ -1,0 +1,100 @@
+//! Token introspection (RFC 7662) for the APIs registered as introspecting
+//! clients. An API sees only tokens addressed to it; anything else, and any
+//! token that is not alive, is exactly `{"active":false}` (RFC 7662 §2.2).
+
+use serde::Serialize;
+
+use super::{Broker, GrantError, TokenParams};
+use crate::claims::{Actor, Delegation, ScopeSet, TokenId};
+use crate::client_auth::ClientAuthError;
+use crate::clock::UnixTime;
+use crate::store::Status;
+use crate::token;
+
+/// An introspection response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Introspection {
+    /// The token is alive and addressed to the asking API.
+    Active(Box<ActiveToken>),
+    /// Anything else: nothing more is said.
+    Inactive {
+        /// Always false.
+        active: bool,
+    },
+}
+
+impl Introspection {
+    fn inactive() -> Introspection {
+        Introspection::Inactive { active: false }
+    }
+}
+
+/// What an API learns of an active token (RFC 7662 §2.2, plus the chain).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ActiveToken {
+    /// Always true.
+    pub active: bool,
+    /// Issuer.
+    pub iss: String,
+    /// The chain's subject.
+    pub sub: String,
+    /// The target.
+    pub aud: String,
+    /// The agent that obtained the token.
+    pub client_id: String,
+    /// Granted scopes.
+    pub scope: ScopeSet,
+    /// `Bearer` until DPoP binding lands.
+    pub token_type: &'static str,
+    /// Issued at.
+    pub iat: UnixTime,
+    /// Expires at.
+    pub exp: UnixTime,
+    /// Token id.
+    pub jti: TokenId,
+    /// The chain of agents, newest outermost.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub act: Option<Actor>,
+    /// Depth and ancestry.
+    pub delegation: Delegation,
+}
+
+impl Broker {
+    /// Handles `POST /introspect`.
+    pub async fn introspect(
+        &self,
+        authorization: Option<&str>,
+        params: &TokenParams,
+    ) -> Result<Introspection, GrantError> {
+        let client = self.authenticate_client(authorization, params).await?;
+        // Only APIs registered to introspect may; an agent learns nothing here.
+        let api = client.api().ok_or(ClientAuthError::NotAnIntrospector)?.to_owned();
+        let token = params.require("token")?;
+        let Ok(verified) = token::verify(token, &self.keys(), &self.validation(), self.clock.as_ref()) else {
+            return Ok(Introspection::inactive());
+        };
+        let claims = verified.claims();
+        if claims.aud != api {
+            return Ok(Introspection::inactive());
+        }
+        // A store that cannot answer is not a verdict: fail closed (503).
+        if self.status(claims).await? != Status::Active {
+            return Ok(Introspection::inactive());
+        }
+        Ok(Introspection::Active(Box::new(ActiveToken {
+            active: true,
+            iss: claims.iss.clone(),
+            sub: claims.sub.clone(),
+            aud: claims.aud.clone(),
+            client_id: claims.client_id.clone(),
+            scope: claims.scope.clone(),
+            token_type: "Bearer",
+            iat: claims.iat,
+            exp: claims.exp,
+            jti: claims.jti.clone(),
+            act: claims.act.clone(),
+            delegation: claims.delegation.clone(),
+        })))
+    }
+}

@@ -1,0 +1,78 @@
+//! Token revocation (RFC 7009) by the agents that hold a token or one of its
+//! ancestors. Revoking a token revokes every token that descends from it:
+//! each descendant carries the revoked `jti` in its ancestry.
+
+use super::{Broker, Evidence, GrantError, TokenParams};
+use crate::claims::Claims;
+use crate::client_auth::ClientAuthError;
+use crate::store::{AuditDecision, Principal};
+use crate::token;
+
+/// Why an authenticated client may not revoke a token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the client holds neither the token nor any of its ancestors")]
+pub struct NotAHolder;
+
+impl Broker {
+    /// Handles `POST /revoke`. Unknown, invalid or expired tokens get 200
+    /// (RFC 7009 §2.2): there is nothing left to revoke.
+    pub async fn revoke(
+        &self,
+        authorization: Option<&str>,
+        params: &TokenParams,
+        client_address: Option<String>,
+    ) -> Result<(), GrantError> {
+        let client = self.authenticate_client(authorization, params).await?;
+        let agent = client.into_agent().ok_or(ClientAuthError::NotAnAgent)?;
+        let token = params.require("token")?;
+        let Ok(verified) = token::verify(token, &self.keys(), &self.validation(), self.clock.as_ref()) else {
+            return Ok(());
+        };
+        let claims = verified.claims();
+        let mut evidence = Evidence {
+            grant_type: "revoke".into(),
+            subject: Some(claims.sub.clone()),
+            agent: Some(agent.id().to_owned()),
+            chain: claims.chain().into_iter().map(str::to_owned).collect(),
+            target: Some(claims.aud.clone()),
+            ..Evidence::default()
+        };
+        if !holds(agent.id(), claims) {
+            let error = GrantError::NotAHolder(NotAHolder);
+            self.record(std::mem::take(&mut evidence).refused(self.now(), &error, client_address)).await?;
+            return Err(error);
+        }
+        // Descendants never outlive the revoked token: its expiry bounds the entry.
+        self.stores.revocation.revoke(&claims.jti, claims.exp).await?;
+        let mut event = evidence.event(self.now(), AuditDecision::Revoked, None, client_address);
+        event.jti = Some(claims.jti.clone());
+        event.expires_at = Some(claims.exp);
+        self.record(event).await?;
+        Ok(())
+    }
+
+    /// Deprovisions an agent or a subject now: every token naming it that
+    /// exists is dead (admin API). Tokens issued later are not affected.
+    pub async fn deprovision(&self, principal: &Principal) -> Result<(), GrantError> {
+        let now = self.now();
+        // Every token issued up to now expires within the longest lifetime.
+        let until = now.plus(self.settings.lifetimes.max_token_ttl);
+        self.stores.revocation.deprovision(principal, now, until).await?;
+        let (agent, subject) = match principal {
+            Principal::Agent(id) => (Some(id.clone()), None),
+            Principal::Subject(id) => (None, Some(id.clone())),
+        };
+        let evidence = Evidence { grant_type: "deprovision".into(), agent, subject, ..Evidence::default() };
+        self.record(evidence.event(now, AuditDecision::Revoked, None, None)).await?;
+        Ok(())
+    }
+}
+
+/// DESIGN.md §10: the client a token was issued to, the agent it is addressed
+/// to, or the holder of any ancestor (the agent that obtained it or the one
+/// it was addressed to).
+fn holds(agent: &str, claims: &Claims) -> bool {
+    claims.client_id == agent
+        || claims.aud == agent
+        || claims.delegation.hops.iter().any(|hop| hop.agent == agent || hop.aud == agent)
+}

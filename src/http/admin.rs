@@ -1,0 +1,130 @@
+//! The admin API under `/admin`, for security teams. Off unless an admin
+//! token is configured; each request carries it as a bearer token, checked
+//! against its configured SHA-256 in constant time.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error::ErrorResponse;
+use crate::claims::TokenId;
+use crate::grant::Broker;
+use crate::store::{AuditFilter, Principal};
+
+/// The admin routes, behind the admin credential.
+pub(super) fn router(broker: Arc<Broker>) -> Router<Arc<Broker>> {
+    Router::new()
+        .route("/admin/revoke", post(revoke))
+        .route("/admin/deprovision", post(deprovision))
+        .route("/admin/trace/{jti}", get(trace))
+        .route("/admin/agents", get(agents))
+        .route("/admin/audit", get(audit))
+        .route_layer(axum::middleware::from_fn_with_state(broker, authorize))
+}
+
+async fn authorize(State(broker): State<Arc<Broker>>, request: Request, next: Next) -> Response {
+    if !broker.admin_enabled() {
+        return (StatusCode::NOT_FOUND, Json(json!({ "error": "not_found" }))).into_response();
+    }
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim);
+    if presented.is_some_and(|token| broker.is_admin(token)) {
+        return next.run(request).await;
+    }
+    let mut response = (
+        StatusCode::UNAUTHORIZED,
+        Json(json!({ "error": "invalid_token", "error_description": "admin credential required" })),
+    )
+        .into_response();
+    // RFC 6750 §3: name the scheme the endpoint expects.
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"baton-admin\""));
+    response
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeBody {
+    jti: TokenId,
+}
+
+async fn revoke(
+    State(broker): State<Arc<Broker>>,
+    body: Result<Json<RevokeBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Ok(Json(body)) = body else { return bad_body() };
+    match broker.revoke_jti(&body.jti).await {
+        Ok(until) => Json(json!({ "revoked": body.jti, "until": until })).into_response(),
+        Err(error) => ErrorResponse::from(&error).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeprovisionBody {
+    agent: Option<String>,
+    subject: Option<String>,
+}
+
+async fn deprovision(
+    State(broker): State<Arc<Broker>>,
+    body: Result<Json<DeprovisionBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let principal = match body {
+        Ok(Json(DeprovisionBody { agent: Some(agent), subject: None })) => Principal::Agent(agent),
+        Ok(Json(DeprovisionBody { agent: None, subject: Some(subject) })) => Principal::Subject(subject),
+        _ => return bad_body(),
+    };
+    match broker.deprovision(&principal).await {
+        Ok(()) => Json(json!({ "deprovisioned": principal })).into_response(),
+        Err(error) => ErrorResponse::from(&error).into_response(),
+    }
+}
+
+async fn trace(State(broker): State<Arc<Broker>>, Path(jti): Path<String>) -> Response {
+    match broker.trace(&TokenId(jti)).await {
+        Ok(Some(trace)) => Json(trace).into_response(),
+        Ok(None) => (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "error": "not_found", "error_description": "no token with this id was issued here" })),
+        )
+            .into_response(),
+        Err(error) => ErrorResponse::from(&error).into_response(),
+    }
+}
+
+async fn agents(State(broker): State<Arc<Broker>>) -> Response {
+    match broker.agent_reports().await {
+        Ok(reports) => Json(json!({ "agents": reports })).into_response(),
+        Err(error) => ErrorResponse::from(&error).into_response(),
+    }
+}
+
+async fn audit(
+    State(broker): State<Arc<Broker>>,
+    filter: Result<Query<AuditFilter>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(filter)) = filter else { return bad_body() };
+    match broker.audit_events(&filter).await {
+        Ok(events) => Json(json!({ "events": events })).into_response(),
+        Err(error) => ErrorResponse::from(&error).into_response(),
+    }
+}
+
+fn bad_body() -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({ "error": "invalid_request", "error_description": "the request body or query is malformed" })),
+    )
+        .into_response()
+}

@@ -1,0 +1,288 @@
+//! Revocation that cascades (DESIGN.md §2.4): through `/revoke`, the admin
+//! API and the inventory, seen by introspection and by further exchange.
+
+use axum::body::Body;
+use axum::http::{header, Request};
+use serde_json::{json, Value};
+
+use crate::harness::*;
+
+/// Agents a → b → c → d, each passing everything on, and an API the last
+/// one calls, which introspects.
+fn four_agents() -> tempfile::TempDir {
+    let secret = secret_hash("s");
+    let agents: String = ["a", "b", "c", "d"]
+        .iter()
+        .map(|id| {
+            format!("[[agents]]\nid='{id}'\nowner='o'\npurpose='p'\nexpires=2030-01-01\nsecret_sha256='{secret}'\n")
+        })
+        .collect();
+    let resources = format!(
+        "[[resources]]\nuri='https://api.example'\nname='API'\nscopes=['read']\nttl=300\nclient_id='api'\nsecret_sha256='{}'\n",
+        secret_hash("api-secret")
+    );
+    policy_folder(&agents, &resources, "permit (principal, action, resource);")
+}
+
+struct Chain {
+    harness: Harness,
+    /// hop 1 (a's own token, for b) … hop 4 (d's, for the API).
+    hops: Vec<String>,
+    _policies: tempfile::TempDir,
+}
+
+async fn four_hops() -> Chain {
+    let policies = four_agents();
+    let harness = Harness::with(Options { policies: policies.path().to_owned(), ..Options::default() });
+    let root = harness.token(Some(("a", "s")), &[("grant_type", "client_credentials"), ("audience", "b")]).await;
+    let mut hops = vec![root.token().to_owned()];
+    for (holder, next) in [("b", "c"), ("c", "d"), ("d", "https://api.example")] {
+        let child = exchange(&harness, holder, hops.last().unwrap(), next).await;
+        assert_eq!(child.status, 200, "{holder}: {}", child.body);
+        hops.push(child.token().to_owned());
+    }
+    Chain { harness, hops, _policies: policies }
+}
+
+async fn exchange(harness: &Harness, holder: &str, token: &str, audience: &str) -> Response {
+    harness
+        .token(
+            Some((holder, "s")),
+            &[
+                ("grant_type", EXCHANGE),
+                ("subject_token", token),
+                ("subject_token_type", ACCESS_TOKEN),
+                ("audience", audience),
+            ],
+        )
+        .await
+}
+
+async fn form(harness: &Harness, path: &str, basic: (&str, &str), form: &[(&str, &str)]) -> Response {
+    harness
+        .send(
+            Request::post(path)
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .header(header::AUTHORIZATION, basic_header(basic.0, basic.1))
+                .body(Body::from(form_body(form)))
+                .unwrap(),
+        )
+        .await
+}
+
+async fn introspect(harness: &Harness, token: &str) -> Value {
+    let response = form(harness, "/introspect", ("api", "api-secret"), &[("token", token)]).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(response.headers["cache-control"], "no-store");
+    response.body
+}
+
+async fn admin(harness: &Harness, method: &str, path: &str, body: Option<Value>) -> Response {
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::AUTHORIZATION, format!("Bearer {ADMIN_TOKEN}"))
+        .header(header::CONTENT_TYPE, "application/json");
+    harness.send(request.body(body.map_or_else(Body::empty, |body| Body::from(body.to_string()))).unwrap()).await
+}
+
+#[tokio::test]
+async fn introspection_shows_the_chain_to_the_api_it_is_addressed_to() {
+    let chain = four_hops().await;
+    let active = introspect(&chain.harness, &chain.hops[3]).await;
+    assert_eq!(active["active"], true);
+    assert_eq!(active["sub"], "a");
+    assert_eq!(active["act"], json!({"sub": "d", "act": {"sub": "c", "act": {"sub": "b"}}}));
+    assert_eq!(active["delegation"]["depth"], 3);
+    assert_eq!(active["delegation"]["hops"].as_array().unwrap().len(), 3);
+    // Not addressed to this API: nothing more than inactive.
+    assert_eq!(introspect(&chain.harness, &chain.hops[0]).await, json!({"active": false}));
+    assert_eq!(introspect(&chain.harness, "garbage").await, json!({"active": false}));
+    // Agents do not introspect; wrong credentials are invalid_client.
+    form(&chain.harness, "/introspect", ("d", "s"), &[("token", &chain.hops[3])])
+        .await
+        .assert_error(400, "unauthorized_client");
+    form(&chain.harness, "/introspect", ("api", "wrong"), &[("token", &chain.hops[3])])
+        .await
+        .assert_error(401, "invalid_client");
+    chain.harness.clock.advance(301);
+    assert_eq!(introspect(&chain.harness, &chain.hops[3]).await, json!({"active": false}), "expired");
+}
+
+#[tokio::test]
+async fn revoking_hop_two_kills_hops_two_to_four_and_spares_hop_one() {
+    let chain = four_hops().await;
+    let harness = &chain.harness;
+    // c holds hop 2 (it is addressed to c) and may revoke it.
+    let revoked = form(harness, "/revoke", ("c", "s"), &[("token", &chain.hops[1])]).await;
+    assert_eq!(revoked.status, 200, "{}", revoked.body);
+    assert_eq!(revoked.headers["cache-control"], "no-store");
+
+    assert_eq!(introspect(harness, &chain.hops[3]).await, json!({"active": false}));
+    exchange(harness, "c", &chain.hops[1], "d").await.assert_error(400, "invalid_request");
+    exchange(harness, "d", &chain.hops[2], "https://api.example").await.assert_error(400, "invalid_request");
+    // Hop 1 lives on: b can still exchange it.
+    assert_eq!(exchange(harness, "b", &chain.hops[0], "c").await.status, 200);
+
+    let trace = admin(harness, "GET", &format!("/admin/trace/{}", claims_of(&chain.hops[1]).jti), None).await;
+    assert_eq!(trace.status, 200, "{}", trace.body);
+    assert_eq!(trace.body["ancestors"][0]["status"], "active");
+    assert_eq!(trace.body["token"]["status"], "revoked");
+    assert_eq!(trace.body["token"]["children"][0]["status"], "revoked");
+    assert_eq!(trace.body["token"]["children"][0]["children"][0]["status"], "revoked");
+    assert_eq!(trace.body["token"]["children"][0]["children"][0]["agent"], "d");
+}
+
+#[tokio::test]
+async fn only_holders_revoke_and_unknown_tokens_get_200() {
+    let chain = four_hops().await;
+    let harness = &chain.harness;
+    // a obtained the root, so it holds an ancestor of hop 4.
+    let outsider = {
+        let response = form(harness, "/revoke", ("api", "api-secret"), &[("token", &chain.hops[3])]).await;
+        response.assert_error(400, "unauthorized_client");
+        response
+    };
+    assert!(outsider.body.get("access_token").is_none());
+    // d did not hold hop 1.
+    form(harness, "/revoke", ("d", "s"), &[("token", &chain.hops[0])]).await.assert_error(400, "unauthorized_client");
+    assert_eq!(introspect(harness, &chain.hops[3]).await["active"], true, "a refused revocation revokes nothing");
+    assert_eq!(form(harness, "/revoke", ("a", "s"), &[("token", "not-a-token")]).await.status, 200);
+    assert_eq!(form(harness, "/revoke", ("a", "s"), &[("token", &chain.hops[3])]).await.status, 200);
+    assert_eq!(introspect(harness, &chain.hops[3]).await, json!({"active": false}));
+    form(harness, "/revoke", ("a", "wrong"), &[("token", &chain.hops[3])]).await.assert_error(401, "invalid_client");
+    form(harness, "/revoke", ("a", "s"), &[]).await.assert_error(400, "invalid_request");
+}
+
+#[tokio::test]
+async fn deprovisioning_the_middle_agent_kills_every_token_it_appears_in() {
+    let chain = four_hops().await;
+    let harness = &chain.harness;
+    let done = admin(harness, "POST", "/admin/deprovision", Some(json!({"agent": "c"}))).await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert_eq!(introspect(harness, &chain.hops[3]).await, json!({"active": false}));
+    // Hop 2 was addressed to c: c cannot exchange it into a fresh token.
+    exchange(harness, "c", &chain.hops[1], "d").await.assert_error(400, "invalid_request");
+    exchange(harness, "d", &chain.hops[2], "https://api.example").await.assert_error(400, "invalid_request");
+    // Hop 1 does not name c.
+    assert_eq!(exchange(harness, "b", &chain.hops[0], "d").await.status, 200);
+
+    // Re-enabled: c is still registered, and what it gets after the cut works.
+    harness.clock.advance(1);
+    let fresh = harness.token(Some(("c", "s")), &[("grant_type", "client_credentials"), ("audience", "d")]).await;
+    assert_eq!(fresh.status, 200);
+    let onward = exchange(harness, "d", fresh.token(), "https://api.example").await;
+    assert_eq!(onward.status, 200, "{}", onward.body);
+    assert_eq!(introspect(harness, onward.token()).await["active"], true);
+}
+
+#[tokio::test]
+async fn deprovisioning_a_subject_kills_its_whole_tree() {
+    let chain = four_hops().await;
+    let harness = &chain.harness;
+    let other = harness.token(Some(("b", "s")), &[("grant_type", "client_credentials"), ("audience", "c")]).await;
+    assert_eq!(admin(harness, "POST", "/admin/deprovision", Some(json!({"subject": "a"}))).await.status, 200);
+    for (holder, token, next) in
+        [("b", &chain.hops[0], "c"), ("c", &chain.hops[1], "d"), ("d", &chain.hops[2], "https://api.example")]
+    {
+        exchange(harness, holder, token, next).await.assert_error(400, "invalid_request");
+    }
+    assert_eq!(introspect(harness, &chain.hops[3]).await, json!({"active": false}));
+    assert_eq!(exchange(harness, "c", other.token(), "d").await.status, 200, "another subject's tree lives");
+}
+
+#[tokio::test]
+async fn an_agent_removed_from_the_inventory_is_deprovisioned() {
+    let chain = four_hops().await;
+    // The same key folder, a policy folder without c: the broker restarted
+    // after the security team removed c.
+    let secret = secret_hash("s");
+    let agents: String = ["a", "b", "d"]
+        .iter()
+        .map(|id| {
+            format!("[[agents]]\nid='{id}'\nowner='o'\npurpose='p'\nexpires=2030-01-01\nsecret_sha256='{secret}'\n")
+        })
+        .collect();
+    let resources = format!(
+        "[[resources]]\nuri='https://api.example'\nname='API'\nscopes=['read']\nttl=300\nclient_id='api'\nsecret_sha256='{}'\n",
+        secret_hash("api-secret")
+    );
+    let without_c = policy_folder(&agents, &resources, "permit (principal, action, resource);");
+    let restarted = chain.harness.restarted_with(without_c.path());
+    assert_eq!(introspect(&restarted, &chain.hops[3]).await, json!({"active": false}));
+    assert_eq!(exchange(&restarted, "b", &chain.hops[0], "d").await.status, 200);
+}
+
+#[tokio::test]
+async fn the_admin_api_needs_its_credential() {
+    let harness = Harness::new();
+    let bare = harness.send(Request::get("/admin/agents").body(Body::empty()).unwrap()).await;
+    assert_eq!(bare.status, 401);
+    assert!(bare.headers["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
+    let wrong = harness
+        .send(Request::get("/admin/agents").header(header::AUTHORIZATION, "Bearer nope").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(wrong.status, 401);
+    let agents = admin(&harness, "GET", "/admin/agents", None).await;
+    assert_eq!(agents.status, 200);
+    let listed = agents.body["agents"].as_array().unwrap();
+    assert_eq!(listed.len(), 3);
+    assert_eq!(listed[0]["owner"], "travel-team@example.com");
+    admin(&harness, "POST", "/admin/deprovision", Some(json!({"agent": "x", "subject": "y"})))
+        .await
+        .assert_error(400, "invalid_request");
+    admin(&harness, "POST", "/admin/revoke", Some(json!({"nope": 1}))).await.assert_error(400, "invalid_request");
+    assert_eq!(admin(&harness, "GET", "/admin/trace/unknown", None).await.status, 404);
+}
+
+#[tokio::test]
+async fn admin_revoke_trace_agents_and_audit() {
+    let harness = Harness::new();
+    let [root, hop1, hop2] = harness.walk().await;
+    let jti = claims_of(&hop1).jti;
+    let revoked = admin(&harness, "POST", "/admin/revoke", Some(json!({"jti": jti}))).await;
+    assert_eq!(revoked.status, 200, "{}", revoked.body);
+    assert_eq!(revoked.body["until"], claims_of(&hop1).exp.0);
+    harness.exchange("booker", &hop1, &[("resource", AIRLINE)]).await.assert_error(400, "invalid_request");
+
+    let trace = admin(&harness, "GET", &format!("/admin/trace/{}", claims_of(&hop2).jti), None).await;
+    assert_eq!(trace.body["ancestors"].as_array().unwrap().len(), 2);
+    assert_eq!(trace.body["ancestors"][0]["jti"], claims_of(&root).jti.0);
+    assert_eq!(trace.body["ancestors"][0]["status"], "active");
+    assert_eq!(trace.body["ancestors"][1]["status"], "revoked");
+    assert_eq!(trace.body["token"]["status"], "revoked");
+    assert_eq!(trace.body["token"]["agent"], "booker");
+    assert_eq!(trace.body["token"]["scope"], "flights.book");
+
+    let agents = admin(&harness, "GET", "/admin/agents", None).await;
+    let booker =
+        agents.body["agents"].as_array().unwrap().iter().find(|agent| agent["id"] == "booker").unwrap().clone();
+    assert_eq!(booker["tokens_issued_last_day"], 1);
+    assert!(booker["last_use"].is_number());
+
+    let by_agent = admin(&harness, "GET", "/admin/audit?agent=planner", None).await;
+    let events = by_agent.body["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["decision"], "issued");
+    let by_jti = admin(&harness, "GET", &format!("/admin/audit?jti={}", jti.0), None).await;
+    let decisions: Vec<&Value> =
+        by_jti.body["events"].as_array().unwrap().iter().map(|event| &event["decision"]).collect();
+    assert_eq!(decisions, vec![&json!("revoked"), &json!("issued")], "newest first");
+    let window = admin(&harness, "GET", &format!("/admin/audit?since={}&limit=2", START.0), None).await;
+    assert_eq!(window.body["events"].as_array().unwrap().len(), 2);
+    assert_eq!(admin(&harness, "GET", "/admin/audit?bogus=1", None).await.status, 400);
+}
+
+#[tokio::test]
+async fn the_admin_api_is_off_without_a_credential() {
+    let harness = Harness::with(Options { admin: false, ..Options::default() });
+    let response = harness
+        .send(
+            Request::get("/admin/agents")
+                .header(header::AUTHORIZATION, format!("Bearer {ADMIN_TOKEN}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(response.status, 404);
+}
