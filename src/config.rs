@@ -155,7 +155,7 @@ impl Config {
             }
         }
         within("max_depth", i64::from(config.max_depth), 1, 32)?;
-        within("max_token_ttl", config.max_token_ttl, 1, 86_400)?;
+        within("max_token_ttl", config.max_token_ttl, 1, crate::token::MAX_LIFETIME)?;
         within("agent_token_ttl", config.agent_token_ttl, 1, config.max_token_ttl)?;
         within("max_token_bytes", i64::try_from(config.max_token_bytes).unwrap_or(i64::MAX), 512, 1 << 20)?;
         within("max_body_bytes", i64::try_from(config.max_body_bytes).unwrap_or(i64::MAX), 1024, 1 << 22)?;

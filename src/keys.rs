@@ -188,6 +188,24 @@ pub enum KeyState {
     Expired,
 }
 
+/// Where verification finds a published key by its `kid`.
+pub trait KeyLookup {
+    /// The published key with this id.
+    fn verifying(&self, kid: &str) -> Option<&VerifyingKey>;
+}
+
+impl KeyLookup for KeySet {
+    fn verifying(&self, kid: &str) -> Option<&VerifyingKey> {
+        self.verifying.get(kid)
+    }
+}
+
+impl KeyLookup for BTreeMap<String, VerifyingKey> {
+    fn verifying(&self, kid: &str) -> Option<&VerifyingKey> {
+        self.get(kid)
+    }
+}
+
 /// The keys of one broker: the one it signs with and every one it publishes.
 pub struct KeySet {
     signing: SigningKey,
@@ -222,11 +240,6 @@ impl KeySet {
     /// The key that signs new tokens.
     pub fn signing(&self) -> &SigningKey {
         &self.signing
-    }
-
-    /// The published key with this id.
-    pub fn verifying(&self, kid: &str) -> Option<&VerifyingKey> {
-        self.verifying.get(kid)
     }
 
     /// The JWKS document (RFC 7517 §5): public keys only.

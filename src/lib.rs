@@ -34,3 +34,4 @@ pub mod oauth;
 pub mod policy;
 pub mod store;
 pub mod token;
+pub mod verifier;

@@ -10,7 +10,10 @@ use serde::Deserialize;
 
 use crate::claims::{Claims, PathError};
 use crate::clock::Clock;
-use crate::keys::{Algorithm, KeySet, SigningKey};
+use crate::keys::{Algorithm, KeyLookup, SigningKey};
+
+/// No Baton token lives longer than a day (the `max_token_ttl` ceiling).
+pub const MAX_LIFETIME: i64 = 86_400;
 
 /// The media type of a JWT access token (RFC 9068 §2.1).
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
@@ -36,6 +39,10 @@ pub struct Validation {
     pub max_token_bytes: usize,
     /// Largest `delegation.depth` accepted.
     pub max_depth: u32,
+    /// Signature algorithms accepted (a subset of Baton's allow-list).
+    pub algorithms: Vec<Algorithm>,
+    /// Tolerated clock difference for `exp` and `iat`, in seconds.
+    pub leeway: i64,
 }
 
 /// Why a token did not verify. Kept for logs and audit; clients see one
@@ -60,6 +67,12 @@ pub enum VerifyError {
     /// The header carries `crit` (RFC 7515 §4.1.11): Baton defines no extensions.
     #[error("critical header parameters are not supported")]
     CriticalHeader,
+    /// The header names or carries its own key (`jku`, `x5u`, `jwk`, `x5c`).
+    #[error("the header points at its own key")]
+    KeyInHeader,
+    /// `exp` is further from `iat` than any token Baton issues can be.
+    #[error("lifetime longer than any issued token's")]
+    LifetimeTooLong,
     /// The signature does not verify.
     #[error("bad signature")]
     BadSignature,
@@ -101,6 +114,14 @@ struct Header {
     kid: Option<String>,
     #[serde(default)]
     crit: Option<serde_json::Value>,
+    #[serde(default)]
+    jku: Option<serde_json::Value>,
+    #[serde(default)]
+    x5u: Option<serde_json::Value>,
+    #[serde(default)]
+    jwk: Option<serde_json::Value>,
+    #[serde(default)]
+    x5c: Option<serde_json::Value>,
 }
 
 /// Signs `claims` as an `at+jwt`.
@@ -115,7 +136,7 @@ pub fn mint(claims: &Claims, key: &SigningKey) -> Result<String, MintError> {
 /// Verifies a Baton access token.
 pub fn verify(
     token: &str,
-    keys: &KeySet,
+    keys: &dyn KeyLookup,
     rules: &Validation,
     clock: &dyn Clock,
 ) -> Result<Verified<Claims>, VerifyError> {
@@ -129,9 +150,16 @@ pub fn verify(
         _ => return Err(VerifyError::WrongType),
     }
     // RFC 8725 §3.1: the algorithm must be on the allow-list and match the key.
-    let algorithm = Algorithm::from_name(&header.alg).ok_or(VerifyError::AlgorithmNotAllowed)?;
+    let algorithm = Algorithm::from_name(&header.alg)
+        .filter(|algorithm| rules.algorithms.contains(algorithm))
+        .ok_or(VerifyError::AlgorithmNotAllowed)?;
     if header.crit.is_some() {
         return Err(VerifyError::CriticalHeader);
+    }
+    // RFC 8725 §3.10: keys come from the issuer's JWKS by `kid`, never from
+    // the token itself. Baton writes none of these, so their presence is an attack.
+    if header.jku.is_some() || header.x5u.is_some() || header.jwk.is_some() || header.x5c.is_some() {
+        return Err(VerifyError::KeyInHeader);
     }
     let key = header.kid.as_deref().and_then(|kid| keys.verifying(kid)).ok_or(VerifyError::UnknownKey)?;
     if key.algorithm() != algorithm {
@@ -143,11 +171,14 @@ pub fn verify(
         return Err(VerifyError::WrongIssuer);
     }
     let now = clock.now();
-    if claims.exp <= now {
+    if claims.exp.plus(rules.leeway) <= now {
         return Err(VerifyError::Expired);
     }
-    if claims.iat > now {
+    if claims.iat > now.plus(rules.leeway) {
         return Err(VerifyError::IssuedInFuture);
+    }
+    if claims.exp.seconds_since(claims.iat) > MAX_LIFETIME {
+        return Err(VerifyError::LifetimeTooLong);
     }
     claims.check_path(rules.max_depth)?;
     Ok(Verified(claims))

@@ -9,7 +9,6 @@ use crate::claims::{Actor, Delegation, ScopeSet, TokenId};
 use crate::client_auth::ClientAuthError;
 use crate::clock::UnixTime;
 use crate::store::Status;
-use crate::token;
 
 /// An introspection response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -71,7 +70,7 @@ impl Broker {
         // Only APIs registered to introspect may; an agent learns nothing here.
         let api = client.api().ok_or(ClientAuthError::NotAnIntrospector)?.to_owned();
         let token = params.require("token")?;
-        let Ok(verified) = token::verify(token, &self.keys(), &self.validation(), self.clock.as_ref()) else {
+        let Ok(verified) = self.verify(token) else {
             return Ok(Introspection::inactive());
         };
         let claims = verified.claims();

@@ -26,7 +26,7 @@ pub use revocation::NotAHolder;
 use crate::claims::{Claims, ScopeSet, TokenId};
 use crate::client_auth::{self, AuthenticatedClient, ClientAuthError, CredentialFields};
 use crate::clock::{Clock, UnixTime};
-use crate::keys::KeySet;
+use crate::keys::{Algorithm, KeySet};
 use crate::policy::{Lifetimes, Policy, Target};
 use crate::store::{
     AuditDecision, AuditEvent, AuditStore, Lineage, Principal, ReplayStore, RevocationStore, Status, StoreError,
@@ -345,11 +345,18 @@ impl Broker {
         Ok(client_auth::authenticate(&presented, &verifier).await?)
     }
 
+    /// Verifies one of this broker's own tokens.
+    fn verify(&self, token: &str) -> Result<crate::token::Verified<Claims>, crate::token::VerifyError> {
+        crate::token::verify(token, self.keys().as_ref(), &self.validation(), self.clock.as_ref())
+    }
+
     fn validation(&self) -> Validation {
         Validation {
             issuer: self.settings.issuer.clone(),
             max_token_bytes: self.settings.max_token_bytes,
             max_depth: self.settings.max_depth,
+            algorithms: vec![Algorithm::Es256, Algorithm::EdDsa],
+            leeway: 0,
         }
     }
 

@@ -6,7 +6,6 @@ use super::{Broker, Evidence, GrantError, TokenParams};
 use crate::claims::Claims;
 use crate::client_auth::ClientAuthError;
 use crate::store::{AuditDecision, Principal};
-use crate::token;
 
 /// Why an authenticated client may not revoke a token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -25,7 +24,7 @@ impl Broker {
         let client = self.authenticate_client(authorization, params).await?;
         let agent = client.into_agent().ok_or(ClientAuthError::NotAnAgent)?;
         let token = params.require("token")?;
-        let Ok(verified) = token::verify(token, &self.keys(), &self.validation(), self.clock.as_ref()) else {
+        let Ok(verified) = self.verify(token) else {
             return Ok(());
         };
         let claims = verified.claims();

@@ -115,7 +115,7 @@ async fn live_token(
     token: &str,
     unacceptable: fn(Unacceptable) -> GrantError,
 ) -> Result<Verified<Claims>, GrantError> {
-    let verified = token::verify(token, &broker.keys(), &broker.validation(), broker.clock.as_ref())
+    let verified = broker.verify(token)
         .map_err(|error| unacceptable(Unacceptable::Invalid(error)))?;
     match broker.status(verified.claims()).await? {
         Status::Active => Ok(verified),

@@ -47,11 +47,19 @@ pub struct Options {
     pub stores: Option<Stores>,
     /// Whether the admin API is on (with `ADMIN_TOKEN`).
     pub admin: bool,
+    pub issuer: String,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { policies: example_policies(), max_depth: 5, algorithm: Algorithm::Es256, stores: None, admin: true }
+        Options {
+            policies: example_policies(),
+            max_depth: 5,
+            algorithm: Algorithm::Es256,
+            stores: None,
+            admin: true,
+            issuer: ISSUER.into(),
+        }
     }
 }
 
@@ -99,7 +107,7 @@ impl Harness {
             audit: store.clone() as Arc<dyn AuditStore>,
         });
         let settings = Settings {
-            issuer: ISSUER.into(),
+            issuer: options.issuer.clone(),
             max_depth: options.max_depth,
             max_token_bytes: 16 * 1024,
             max_body_bytes: 64 * 1024,
@@ -145,6 +153,16 @@ impl Harness {
             stores,
             policies,
         )
+    }
+
+    /// A broker served on a real loopback socket, its issuer the socket's URL.
+    pub async fn served(options: Options) -> (Harness, String) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let issuer = format!("http://{}", listener.local_addr().unwrap());
+        let harness = Harness::with(Options { issuer: issuer.clone(), ..options });
+        let router = harness.router.clone();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        (harness, issuer)
     }
 
     /// Every audit event of the embedded store, oldest first.

@@ -17,3 +17,4 @@ mod redis_store;
 mod revocation;
 mod store_contract;
 mod vectors;
+mod verifier;

@@ -1,0 +1,281 @@
+//! The verifier for APIs that receive Baton tokens (DESIGN.md §7).
+//!
+//! An API builds one [`Verifier`] with [`Verifier::builder`] and puts
+//! [`VerifierLayer`] in front of its routes. Each request's bearer token is
+//! checked in the order RFC 9068 §4 and RFC 8725 give: explicit type, the
+//! algorithm allow-list, the signature against the issuer's JWKS (found by
+//! discovery, cached, refetched on an unknown `kid` at most once per
+//! [`JWKS_REFETCH_INTERVAL`]), issuer, audience, times, the `delegation`
+//! path (only narrowing, within the depth limit), required scopes, and
+//! revocation. The handler receives the caller as a typed [`Caller`].
+//!
+//! There is no way to switch signature checking off. Skipping the revocation
+//! check is possible only through [`danger`], and says so.
+
+pub mod danger;
+mod jwks;
+mod layer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use jwks::JwksError;
+pub use layer::{VerifierLayer, VerifierService};
+
+use crate::claims::{Claims, ScopeSet};
+use crate::clock::{Clock, SystemClock};
+use crate::keys::Algorithm;
+use crate::store::{Lineage, RevocationStore, Status, StoreError};
+use crate::token::{self, Validation, VerifyError};
+
+/// The shortest time between two JWKS fetches caused by unknown `kid`s, so
+/// that a stream of forged tokens cannot make the API hammer the issuer.
+pub const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How revocation is checked.
+#[derive(Clone)]
+pub enum RevocationSource {
+    /// The broker's own state store (its Redis, or its embedded store when
+    /// the API runs in the same process): one lookup per request.
+    Store(Arc<dyn RevocationStore>),
+    /// No check at all: only through [`danger::without_revocation_check`].
+    Unchecked,
+}
+
+/// A caller whose token passed every check. Only the verifier makes one.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    claims: Claims,
+}
+
+impl Caller {
+    /// Whose authority flows (the chain's subject).
+    pub fn subject(&self) -> &str {
+        &self.claims.sub
+    }
+
+    /// The agent calling now: the one that obtained this token.
+    pub fn agent(&self) -> &str {
+        &self.claims.client_id
+    }
+
+    /// The agents that exchanged the token on its way here, newest first.
+    pub fn chain(&self) -> Vec<&str> {
+        self.claims.chain()
+    }
+
+    /// The granted scopes.
+    pub fn scope(&self) -> &ScopeSet {
+        &self.claims.scope
+    }
+
+    /// Every claim.
+    pub fn claims(&self) -> &Claims {
+        &self.claims
+    }
+}
+
+/// Why a request is refused (RFC 6750 §3.1).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Rejection {
+    /// No bearer token, or more than one.
+    #[error("no bearer token")]
+    Missing,
+    /// The token does not verify.
+    #[error("invalid token: {0}")]
+    Invalid(VerifyError),
+    /// The token is for another API.
+    #[error("token is for another audience")]
+    WrongAudience,
+    /// The token lacks a required scope.
+    #[error("insufficient scope")]
+    InsufficientScope,
+    /// It, an ancestor, or a principal of its chain was revoked.
+    #[error("token revoked")]
+    Revoked,
+    /// The issuer's keys or the revocation state cannot be read: fail closed.
+    #[error("verification unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Checks Baton tokens for one API.
+pub struct Verifier {
+    audience: String,
+    required_scopes: ScopeSet,
+    rules: Validation,
+    keys: jwks::JwksCache,
+    revocation: RevocationSource,
+    clock: Arc<dyn Clock>,
+    realm: String,
+}
+
+impl Verifier {
+    /// A builder for the issuer at `issuer`.
+    pub fn builder(issuer: impl Into<String>) -> VerifierBuilder {
+        VerifierBuilder {
+            issuer: issuer.into(),
+            audience: None,
+            required_scopes: ScopeSet::default(),
+            algorithms: vec![Algorithm::Es256, Algorithm::EdDsa],
+            leeway: 30,
+            max_depth: 5,
+            revocation: None,
+            clock: Arc::new(SystemClock),
+            http: None,
+        }
+    }
+
+    /// The scopes every request must hold.
+    pub fn required_scopes(&self) -> &ScopeSet {
+        &self.required_scopes
+    }
+
+    /// The realm named in `WWW-Authenticate`.
+    pub fn realm(&self) -> &str {
+        &self.realm
+    }
+
+    /// Checks a bearer token.
+    pub async fn verify(&self, token: &str) -> Result<Caller, Rejection> {
+        let keys = self.keys.current().await.map_err(|error| Rejection::Unavailable(error.to_string()))?;
+        let verified = match token::verify(token, keys.as_ref(), &self.rules, self.clock.as_ref()) {
+            // A key we do not know yet may be a rotation at the issuer.
+            Err(VerifyError::UnknownKey) => {
+                let keys = self.keys.refetch().await.map_err(|error| Rejection::Unavailable(error.to_string()))?;
+                token::verify(token, keys.as_ref(), &self.rules, self.clock.as_ref())
+            }
+            other => other,
+        }
+        .map_err(Rejection::Invalid)?;
+        let claims = verified.claims();
+        if claims.aud != self.audience {
+            return Err(Rejection::WrongAudience);
+        }
+        if !self.required_scopes.is_subset(&claims.scope) {
+            return Err(Rejection::InsufficientScope);
+        }
+        match &self.revocation {
+            RevocationSource::Store(store) => match store.check(&Lineage::of(claims)).await {
+                Ok(Status::Active) => {}
+                Ok(Status::Revoked | Status::Deprovisioned) => return Err(Rejection::Revoked),
+                Err(StoreError(reason)) => return Err(Rejection::Unavailable(reason)),
+            },
+            RevocationSource::Unchecked => {}
+        }
+        Ok(Caller { claims: claims.clone() })
+    }
+}
+
+/// Builds a [`Verifier`] with safe defaults: ES256 and EdDSA only, 30 s of
+/// leeway, depth at most 5, and a revocation source required.
+pub struct VerifierBuilder {
+    issuer: String,
+    audience: Option<String>,
+    required_scopes: ScopeSet,
+    algorithms: Vec<Algorithm>,
+    leeway: i64,
+    max_depth: u32,
+    revocation: Option<RevocationSource>,
+    clock: Arc<dyn Clock>,
+    http: Option<reqwest::Client>,
+}
+
+/// A verifier that cannot be built as configured.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BuildError {
+    /// No audience: every API must say which tokens are its own.
+    #[error("an audience is required")]
+    NoAudience,
+    /// No revocation source: use the broker's store, or say so through `danger`.
+    #[error("a revocation source is required")]
+    NoRevocationSource,
+    /// The algorithm list is empty.
+    #[error("at least one algorithm is required")]
+    NoAlgorithm,
+    /// Leeway must be between 0 and 300 seconds.
+    #[error("leeway must be between 0 and 300 seconds")]
+    Leeway,
+}
+
+impl VerifierBuilder {
+    /// The API's own identifier: tokens must carry it as `aud`.
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audience = Some(audience.into());
+        self
+    }
+
+    /// Scopes every request must hold.
+    pub fn require_scopes(mut self, scopes: ScopeSet) -> Self {
+        self.required_scopes = scopes;
+        self
+    }
+
+    /// Accepted algorithms, within ES256 and EdDSA.
+    pub fn algorithms(mut self, algorithms: Vec<Algorithm>) -> Self {
+        self.algorithms = algorithms;
+        self
+    }
+
+    /// Tolerated clock difference, in seconds (0 to 300).
+    pub fn leeway(mut self, seconds: i64) -> Self {
+        self.leeway = seconds;
+        self
+    }
+
+    /// The deepest delegation accepted.
+    pub fn max_depth(mut self, depth: u32) -> Self {
+        self.max_depth = depth;
+        self
+    }
+
+    /// Where revocation is checked.
+    pub fn revocation(mut self, store: Arc<dyn RevocationStore>) -> Self {
+        self.revocation = Some(RevocationSource::Store(store));
+        self
+    }
+
+    /// The clock (tests use a fixed one).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The HTTP client used for discovery and the JWKS.
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http = Some(client);
+        self
+    }
+
+    pub(crate) fn unchecked_revocation(mut self) -> Self {
+        self.revocation = Some(RevocationSource::Unchecked);
+        self
+    }
+
+    /// Builds the verifier. Keys are fetched on first use.
+    pub fn build(self) -> Result<Verifier, BuildError> {
+        let audience = self.audience.ok_or(BuildError::NoAudience)?;
+        let revocation = self.revocation.ok_or(BuildError::NoRevocationSource)?;
+        if self.algorithms.is_empty() {
+            return Err(BuildError::NoAlgorithm);
+        }
+        if !(0..=300).contains(&self.leeway) {
+            return Err(BuildError::Leeway);
+        }
+        let http = self.http.unwrap_or_default();
+        Ok(Verifier {
+            realm: audience.clone(),
+            audience,
+            required_scopes: self.required_scopes,
+            rules: Validation {
+                issuer: self.issuer.clone(),
+                max_token_bytes: 16 * 1024,
+                max_depth: self.max_depth,
+                algorithms: self.algorithms,
+                leeway: self.leeway,
+            },
+            keys: jwks::JwksCache::new(self.issuer, http),
+            revocation,
+            clock: self.clock,
+        })
+    }
+}
