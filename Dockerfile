@@ -14,8 +14,9 @@ RUN cargo build --release --locked
 
 # --- run --------------------------------------------------------------------
 FROM debian:bookworm-slim
+# curl serves the compose file's health checks (GET /readyz).
 RUN apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates libssl3 \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates curl libssl3 \
     && rm -rf /var/lib/apt/lists/*
 # An unprivileged user; keys/ and data/ are created owned by it so that fresh
 # named volumes mounted there inherit that ownership.

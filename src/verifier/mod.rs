@@ -13,6 +13,7 @@
 //! check is possible only through [`danger`], and says so.
 
 pub mod danger;
+mod introspection;
 mod jwks;
 mod layer;
 
@@ -38,6 +39,9 @@ pub enum RevocationSource {
     /// The broker's own state store (its Redis, or its embedded store when
     /// the API runs in the same process): one lookup per request.
     Store(Arc<dyn RevocationStore>),
+    /// The broker's introspection endpoint (RFC 7662), answers cached
+    /// briefly: one call per token per cache period.
+    Introspection(Arc<introspection::Introspector>),
     /// No check at all: only through [`danger::without_revocation_check`].
     Unchecked,
 }
@@ -122,6 +126,7 @@ impl Verifier {
             revocation: None,
             clock: Arc::new(SystemClock),
             http: None,
+            introspection: None,
         }
     }
 
@@ -160,6 +165,11 @@ impl Verifier {
                 Ok(Status::Revoked | Status::Deprovisioned) => return Err(Rejection::Revoked),
                 Err(StoreError(reason)) => return Err(Rejection::Unavailable(reason)),
             },
+            RevocationSource::Introspection(introspector) => match introspector.is_active(token, &claims.jti).await {
+                Ok(true) => {}
+                Ok(false) => return Err(Rejection::Revoked),
+                Err(reason) => return Err(Rejection::Unavailable(reason)),
+            },
             RevocationSource::Unchecked => {}
         }
         Ok(Caller { claims: claims.clone() })
@@ -178,6 +188,7 @@ pub struct VerifierBuilder {
     revocation: Option<RevocationSource>,
     clock: Arc<dyn Clock>,
     http: Option<reqwest::Client>,
+    introspection: Option<(String, String, Duration)>,
 }
 
 /// A verifier that cannot be built as configured.
@@ -189,6 +200,9 @@ pub enum BuildError {
     /// No revocation source: use the broker's store, or say so through `danger`.
     #[error("a revocation source is required")]
     NoRevocationSource,
+    /// Both a store and introspection were given.
+    #[error("give one revocation source, not two")]
+    TwoRevocationSources,
     /// The algorithm list is empty.
     #[error("at least one algorithm is required")]
     NoAlgorithm,
@@ -234,6 +248,19 @@ impl VerifierBuilder {
         self
     }
 
+    /// Where revocation is checked: the broker's introspection endpoint
+    /// (found by discovery), authenticated as the API's introspection client
+    /// with `client_secret_basic`; answers are cached for `cache`.
+    pub fn introspection(
+        mut self,
+        client_id: impl Into<String>,
+        client_secret: impl Into<String>,
+        cache: Duration,
+    ) -> Self {
+        self.introspection = Some((client_id.into(), client_secret.into(), cache));
+        self
+    }
+
     /// The clock (tests use a fixed one).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -254,14 +281,21 @@ impl VerifierBuilder {
     /// Builds the verifier. Keys are fetched on first use.
     pub fn build(self) -> Result<Verifier, BuildError> {
         let audience = self.audience.ok_or(BuildError::NoAudience)?;
-        let revocation = self.revocation.ok_or(BuildError::NoRevocationSource)?;
+        let http = self.http.unwrap_or_default();
+        let revocation = match (self.revocation, self.introspection) {
+            (Some(_), Some(_)) => return Err(BuildError::TwoRevocationSources),
+            (Some(source), None) => source,
+            (None, Some((client_id, secret, cache))) => RevocationSource::Introspection(Arc::new(
+                introspection::Introspector::new(self.issuer.clone(), http.clone(), client_id, secret, cache),
+            )),
+            (None, None) => return Err(BuildError::NoRevocationSource),
+        };
         if self.algorithms.is_empty() {
             return Err(BuildError::NoAlgorithm);
         }
         if !(0..=300).contains(&self.leeway) {
             return Err(BuildError::Leeway);
         }
-        let http = self.http.unwrap_or_default();
         Ok(Verifier {
             realm: audience.clone(),
             audience,

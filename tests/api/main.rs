@@ -11,6 +11,7 @@ mod exchange;
 mod failures;
 mod forged;
 mod harness;
+mod nodes;
 mod properties;
 mod redis_server;
 mod redis_store;

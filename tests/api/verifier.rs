@@ -127,3 +127,29 @@ fn the_builder_insists_on_audience_and_revocation() {
         .build()
         .is_err());
 }
+
+#[tokio::test]
+async fn introspection_as_the_revocation_source() {
+    let (harness, issuer) = Harness::served(Options::default()).await;
+    let verifier = Verifier::builder(&issuer)
+        .audience(AIRLINE)
+        .clock(harness.clock.clone())
+        .introspection("airline-api", "dev-only-airline-api-secret", std::time::Duration::ZERO)
+        .build()
+        .unwrap();
+    let api = airline_api(verifier);
+    let [_, hop1, hop2] = harness.walk().await;
+    assert_eq!(call(&api, Some(&format!("Bearer {hop2}"))).await.0, 200);
+    use baton::store::RevocationStore;
+    harness.store.revoke(&claims_of(&hop1).jti, START.plus(3600)).await.unwrap();
+    assert_eq!(call(&api, Some(&format!("Bearer {hop2}"))).await.0, 401, "the broker says inactive");
+
+    let wrong = Verifier::builder(&issuer)
+        .audience(AIRLINE)
+        .clock(harness.clock.clone())
+        .introspection("airline-api", "wrong", std::time::Duration::ZERO)
+        .build()
+        .unwrap();
+    let [_, _, fresh] = harness.walk().await;
+    assert_eq!(call(&airline_api(wrong), Some(&format!("Bearer {fresh}"))).await.0, 503, "cannot check: fail closed");
+}
