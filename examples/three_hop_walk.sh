@@ -2,7 +2,7 @@
 # The quick-start walk: orchestrator -> planner -> booker -> airline API.
 #
 # Needs a broker running with the example policies (policies/), by default at
-# http://127.0.0.1:8080 (set BATON_URL to use another), plus curl and python3.
+# http://127.0.0.1:8080 (set BROKER_URL to use another), plus curl and python3.
 #
 #   cargo run --release -- serve      # in another terminal
 #   examples/three_hop_walk.sh
@@ -11,7 +11,7 @@
 # agents in policies/agents.toml.
 set -euo pipefail
 
-URL=${BATON_URL:-http://127.0.0.1:8080}
+URL=${BROKER_URL:-http://127.0.0.1:8080}
 URL=${URL%/}
 
 TOKEN_EXCHANGE=urn:ietf:params:oauth:grant-type:token-exchange

@@ -35,7 +35,7 @@ pub const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
 
 /// How revocation is checked.
 #[derive(Clone)]
-pub enum RevocationSource {
+pub(crate) enum RevocationSource {
     /// The broker's own state store (its Redis, or its embedded store when
     /// the API runs in the same process): one lookup per request.
     Store(Arc<dyn RevocationStore>),

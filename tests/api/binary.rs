@@ -1,25 +1,13 @@
 //! The real binary on a real socket: `baton serve` with no config in a fresh
 //! folder holding only the example policies, and the README's walk over HTTP.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::harness::{example_policies, json_of, ACCESS_TOKEN, AIRLINE, EXCHANGE};
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use crate::process::{free_port, BrokerProcess};
 
 async fn post(client: &reqwest::Client, url: &str, (id, secret): (&str, &str), form: &[(&str, &str)]) -> Value {
     let response = client.post(url).basic_auth(id, Some(secret)).form(form).send().await.unwrap();
@@ -32,40 +20,9 @@ async fn post(client: &reqwest::Client, url: &str, (id, secret): (&str, &str), f
 
 #[tokio::test]
 async fn the_binary_serves_the_quick_start_walk_with_no_config() {
-    let folder = tempfile::tempdir().unwrap();
-    let policies = folder.path().join("policies");
-    std::fs::create_dir(&policies).unwrap();
-    for entry in std::fs::read_dir(example_policies()).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_file() {
-            // The real clock runs here: keep the example agents alive whatever the date.
-            let text = std::fs::read_to_string(&path).unwrap().replace("expires = 2030-06-30", "expires = 9999-12-31");
-            std::fs::write(policies.join(path.file_name().unwrap()), text).unwrap();
-        }
-    }
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let _server = Server(
-        Command::new(env!("CARGO_BIN_EXE_baton"))
-            .arg("serve")
-            .current_dir(folder.path())
-            .env_clear()
-            .env("BATON_LISTEN", format!("127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let broker = BrokerProcess::start(&[]).await;
+    let (folder, base) = (&broker.folder, broker.url.clone());
     let client = reqwest::Client::new();
-    let mut ready = false;
-    for _ in 0..100 {
-        if client.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ready, "the broker did not come up");
 
     // A key was generated on first start, private to its owner.
     let key_file = std::fs::read_dir(folder.path().join("keys")).unwrap().next().unwrap().unwrap().path();
