@@ -87,6 +87,51 @@ install_rust_components() {
     cargo fmt --version
 }
 
+# ---------------------------------------------------------------------------
+# The interop tests' clients (tests/interop/, run by tests/api/interop.rs),
+# pinned in their lock files:
+#   node/package-lock.json   openid-client, jose       -> node/node_modules/
+#   python/requirements.txt  PyJWT[crypto], requests   -> python/.venv/
+# Each is reinstalled only when its lock file (or the Python) changed.
+# ---------------------------------------------------------------------------
+install_interop_dependencies() {
+    section "Interop test clients (Node, Python)"
+    command -v node >/dev/null 2>&1 || die "node not found: the interop tests need Node.js 20 or later"
+    command -v npm >/dev/null 2>&1 || die "npm not found: the interop tests need it with Node.js"
+    command -v python3 >/dev/null 2>&1 || die "python3 not found: the interop tests need Python 3"
+    local node_dir=tests/interop/node
+    local python_dir=tests/interop/python
+    local want stamp
+
+    want=$(sha256sum "$node_dir/package-lock.json" | cut -d' ' -f1)
+    stamp="$node_dir/node_modules/.installed-lock-sha256"
+    if [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+        echo "node: up to date"
+    else
+        (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+        printf '%s\n' "$want" >"$stamp"
+        echo "node: installed $(cd "$node_dir" && npm ls --depth=0 2>/dev/null | tail -n +2 | sed 's/^[^a-z@]*//' | tr '\n' ' ')"
+    fi
+
+    # Debian splits venv's pip bootstrap into python3-venv.
+    if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+        echo "installing: python3-venv"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv
+    fi
+    want="$(sha256sum "$python_dir/requirements.txt" | cut -d' ' -f1) $(python3 --version 2>&1)"
+    stamp="$python_dir/.venv/.installed-requirements-sha256"
+    if [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+        echo "python: up to date"
+    else
+        rm -rf "$python_dir/.venv"
+        python3 -m venv "$python_dir/.venv"
+        "$python_dir/.venv/bin/pip" install --quiet --disable-pip-version-check -r "$python_dir/requirements.txt"
+        printf '%s\n' "$want" >"$stamp"
+        echo "python: installed $("$python_dir/.venv/bin/pip" freeze --disable-pip-version-check | tr '\n' ' ')"
+    fi
+}
+
 failed=()
 
 # Runs one check; a failure is recorded and the remaining checks still run.
@@ -102,6 +147,7 @@ check() {
 
 install_system_packages
 install_rust_components
+install_interop_dependencies
 
 check "clippy" cargo clippy --all-targets --locked -- -D warnings
 check "rustfmt" cargo fmt --check

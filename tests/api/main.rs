@@ -12,6 +12,7 @@ mod exchange;
 mod failures;
 mod forged;
 mod harness;
+mod interop;
 mod nodes;
 mod process;
 mod properties;
