@@ -115,8 +115,7 @@ async fn live_token(
     token: &str,
     unacceptable: fn(Unacceptable) -> GrantError,
 ) -> Result<Verified<Claims>, GrantError> {
-    let verified = broker.verify(token)
-        .map_err(|error| unacceptable(Unacceptable::Invalid(error)))?;
+    let verified = broker.verify(token).map_err(|error| unacceptable(Unacceptable::Invalid(error)))?;
     match broker.status(verified.claims()).await? {
         Status::Active => Ok(verified),
         Status::Revoked => Err(unacceptable(Unacceptable::Revoked)),
