@@ -22,3 +22,4 @@ mod revocation;
 mod store_contract;
 mod vectors;
 mod verifier;
+mod verifier_vectors;
