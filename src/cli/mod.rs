@@ -1,15 +1,16 @@
 //! The command line (DESIGN.md §8): a thin layer that loads configuration
 //! and calls into the library.
 
+pub mod admin;
 pub mod decode;
 pub mod serve;
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, CONFIG_VARIABLE};
+use crate::config::{Config, ADMIN_TOKEN_VARIABLE, CONFIG_VARIABLE};
 use crate::keys;
 use crate::policy::{Lifetimes, Policy};
 
@@ -42,6 +43,60 @@ enum Command {
     Token {
         #[command(subcommand)]
         action: TokenAction,
+    },
+    /// Revoke a token, or deprovision an agent or a subject (admin API).
+    Revoke {
+        #[command(subcommand)]
+        action: RevokeAction,
+    },
+    /// The agent inventory with its use, and warnings about expiry (admin API).
+    Agents {
+        /// Print the broker's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+/// Where the admin API is and how to authenticate to it.
+#[derive(Args, Debug)]
+struct AdminArgs {
+    /// The broker's base URL [default: the config's `issuer`].
+    #[arg(long)]
+    url: Option<String>,
+    /// The admin token. Prefer the variable: arguments are visible to other
+    /// users of the machine.
+    #[arg(long, env = ADMIN_TOKEN_VARIABLE, hide_env_values = true)]
+    admin_token: Option<admin::AdminToken>,
+}
+
+#[derive(Subcommand, Debug)]
+enum RevokeAction {
+    /// Revoke a token, and so every token that descends from it.
+    Token {
+        /// The token's `jti`, or the whole token.
+        // A jti may start with `-`: base64url.
+        #[arg(allow_hyphen_values = true)]
+        token: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Deprovision an agent: every token it obtained, holds or appears in dies.
+    Agent {
+        /// The agent's id.
+        #[arg(allow_hyphen_values = true)]
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Deprovision a subject: every token issued on its authority dies.
+    Subject {
+        /// The subject (`sub`).
+        #[arg(allow_hyphen_values = true)]
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
     },
 }
 
@@ -86,12 +141,31 @@ pub fn run() -> std::process::ExitCode {
 }
 
 fn execute(cli: Cli) -> Result<(), String> {
-    if let Command::Token { action: TokenAction::Decode { token, json } } = &cli.command {
-        return decode::print(token, *json);
-    }
-    let config = load_config(cli.config)?;
+    let (action, args) = match cli.command {
+        Command::Token { action: TokenAction::Decode { token, json } } => return decode::print(&token, json),
+        Command::Revoke { action: RevokeAction::Token { token, admin } } => (admin::Action::RevokeToken(token), admin),
+        Command::Revoke { action: RevokeAction::Agent { id, admin } } => (admin::Action::DeprovisionAgent(id), admin),
+        Command::Revoke { action: RevokeAction::Subject { id, admin } } => {
+            (admin::Action::DeprovisionSubject(id), admin)
+        }
+        Command::Agents { json, admin } => (admin::Action::Agents { json }, admin),
+        command => return local(command, cli.config),
+    };
+    // The config is read only for the default URL, so that `--url` works
+    // wherever the command runs.
+    let url = match args.url {
+        Some(url) => url,
+        None if args.admin_token.is_none() => return Err(admin::AdminError::NoToken.to_string()),
+        None => load_config(cli.config)?.issuer,
+    };
+    admin::run(action, &url, args.admin_token).map_err(|error| error.to_string())
+}
+
+/// The commands that work on this machine's config, keys and policy.
+fn local(command: Command, config: Option<PathBuf>) -> Result<(), String> {
+    let config = load_config(config)?;
     let clock = SystemClock;
-    match cli.command {
+    match command {
         Command::Serve => serve::run(config),
         Command::Keys { action } => {
             let dir = &config.keys_dir;
@@ -140,7 +214,8 @@ fn execute(cli: Cli) -> Result<(), String> {
             }
             Ok(())
         }
-        Command::Token { .. } => Ok(()),
+        // Handled by `execute`, which reads no config for them.
+        Command::Token { .. } | Command::Revoke { .. } | Command::Agents { .. } => Ok(()),
     }
 }
 

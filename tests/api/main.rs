@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
 mod binary;
+mod cli_admin;
 mod client_auth;
 mod discovery;
 mod embedded_store;

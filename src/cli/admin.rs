@@ -1,0 +1,418 @@
+//! `baton revoke token|agent|subject` and `baton agents`: the admin API
+//! (DESIGN.md §3) over HTTP, authenticated with the admin token.
+//!
+//! The admin token is a secret: it travels only in the `Authorization`
+//! header, its `Debug` is redacted, and no output of these commands, not even
+//! an error, contains it.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::claims::TokenId;
+use crate::clock::{Clock, SystemClock, UnixTime};
+use crate::config::ADMIN_TOKEN_VARIABLE;
+use crate::token;
+
+/// Agents whose last day is this close get a warning.
+const EXPIRY_WARNING_DAYS: i64 = 14;
+/// The most one admin call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The admin token, as given on the command line or in
+/// `BATON_ADMIN_TOKEN`. `Debug` prints `AdminToken(***)`.
+#[derive(Clone)]
+pub struct AdminToken(String);
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(***)")
+    }
+}
+
+impl FromStr for AdminToken {
+    type Err = std::convert::Infallible;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(AdminToken(text.to_owned()))
+    }
+}
+
+/// What to ask of the admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Revoke a token, given by its `jti` or whole, and so its descendants.
+    RevokeToken(String),
+    /// Deprovision an agent.
+    DeprovisionAgent(String),
+    /// Deprovision a subject.
+    DeprovisionSubject(String),
+    /// List the inventory, as a table or as the raw JSON.
+    Agents {
+        /// Print the broker's JSON instead of a table.
+        json: bool,
+    },
+}
+
+/// Why an admin call failed. Never carries the admin token.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// No admin token was given.
+    #[error("no admin token: pass --admin-token or set {ADMIN_TOKEN_VARIABLE}")]
+    NoToken,
+    /// The URL is not an `http://` URL.
+    #[error(
+        "the broker URL `{0}` must start with http://: this command line has no TLS; pass --url with the \
+         broker's plain address (its `listen`), on its host or through a tunnel"
+    )]
+    BadUrl(String),
+    /// The broker could not be reached, or its answer could not be read.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The broker answered with an error status.
+    #[error("{}", refused(*status, error.as_deref(), description.as_deref()))]
+    Refused {
+        /// The HTTP status.
+        status: reqwest::StatusCode,
+        /// The JSON `error`, when there was one.
+        error: Option<String>,
+        /// The JSON `error_description`, when there was one.
+        description: Option<String>,
+    },
+    /// The argument has two dots but is not a token whose `jti` can be read.
+    #[error("cannot read the jti of that token: {0}")]
+    Unreadable(String),
+    /// The broker answered success with a body that is not what the admin
+    /// API sends.
+    #[error("unexpected answer from the broker: {0}")]
+    Unexpected(String),
+}
+
+fn refused(status: reqwest::StatusCode, error: Option<&str>, description: Option<&str>) -> String {
+    let mut text = format!("the broker answered {status}");
+    match (error, description) {
+        (Some(error), Some(description)) => text.push_str(&format!(": {error}: {description}")),
+        (Some(error), None) => text.push_str(&format!(": {error}")),
+        (None, Some(description)) => text.push_str(&format!(": {description}")),
+        (None, None) => {}
+    }
+    if status == reqwest::StatusCode::NOT_FOUND {
+        text.push_str(" (the admin API is off unless the broker has `admin_token_sha256` configured)");
+    }
+    text
+}
+
+/// What `POST /admin/revoke` answers.
+#[derive(Debug, Deserialize)]
+struct Revoked {
+    revoked: TokenId,
+    until: UnixTime,
+}
+
+/// One agent of `GET /admin/agents`.
+#[derive(Debug, Deserialize)]
+struct AgentRow {
+    id: String,
+    owner: String,
+    purpose: String,
+    expires: String,
+    active: bool,
+    last_use: Option<UnixTime>,
+    tokens_issued_last_day: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct Inventory {
+    agents: Vec<AgentRow>,
+}
+
+/// A client of one broker's admin API.
+#[derive(Debug)]
+pub struct AdminClient {
+    http: reqwest::Client,
+    base: String,
+    token: AdminToken,
+}
+
+impl AdminClient {
+    /// A client for the broker at `base` (its issuer URL). Redirects are not
+    /// followed, so the admin token goes nowhere but `base`.
+    pub fn new(base: &str, token: AdminToken) -> Result<AdminClient, AdminError> {
+        // reqwest is built without a TLS backend: say so rather than fail
+        // with "scheme is not http" deep in the connector.
+        if !base.starts_with("http://") {
+            return Err(AdminError::BadUrl(base.to_owned()));
+        }
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(CALL_TIMEOUT)
+            .build()
+            .map_err(|error| AdminError::Unreachable(chain(&error)))?;
+        Ok(AdminClient { http, base: base.trim_end_matches('/').to_owned(), token })
+    }
+
+    /// `POST /admin/revoke`: revokes `jti` and every token descending from it.
+    async fn revoke(&self, jti: &str) -> Result<Revoked, AdminError> {
+        let body = self.call(self.http.post(self.url("/admin/revoke")).json(&json!({ "jti": jti }))).await?;
+        serde_json::from_value(body).map_err(|error| AdminError::Unexpected(error.to_string()))
+    }
+
+    /// `POST /admin/deprovision` with `{"agent": id}` or `{"subject": id}`.
+    async fn deprovision(&self, kind: &str, id: &str) -> Result<(), AdminError> {
+        self.call(self.http.post(self.url("/admin/deprovision")).json(&json!({ kind: id }))).await.map(drop)
+    }
+
+    /// `GET /admin/agents`, as the broker sent it.
+    async fn agents(&self) -> Result<Value, AdminError> {
+        self.call(self.http.get(self.url("/admin/agents"))).await
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends `request` with the admin token; any status but success is an
+    /// error carrying the body's `error` and `error_description`.
+    async fn call(&self, request: reqwest::RequestBuilder) -> Result<Value, AdminError> {
+        // `bearer_auth` marks the header sensitive, so reqwest never shows it.
+        let response =
+            request.bearer_auth(&self.token.0).send().await.map_err(|error| AdminError::Unreachable(chain(&error)))?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|error| AdminError::Unreachable(chain(&error)))?;
+        let body: Option<Value> = serde_json::from_slice(&bytes).ok();
+        if !status.is_success() {
+            let field =
+                |name: &str| body.as_ref().and_then(|body| body.get(name)).and_then(Value::as_str).map(str::to_owned);
+            return Err(AdminError::Refused { status, error: field("error"), description: field("error_description") });
+        }
+        body.ok_or_else(|| AdminError::Unexpected(format!("{status} without a JSON body")))
+    }
+}
+
+/// An error with its causes, `outer: inner: …`: reqwest's own message names
+/// only the outermost ("error sending request"), not why.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
+/// Runs `action` against the broker at `url`, printing the outcome.
+pub fn run(action: Action, url: &str, token: Option<AdminToken>) -> Result<(), AdminError> {
+    let token = token.filter(|token| !token.0.is_empty()).ok_or(AdminError::NoToken)?;
+    let client = AdminClient::new(url, token)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| AdminError::Unreachable(format!("cannot start the runtime: {error}")))?;
+    let text = runtime.block_on(perform(&client, action))?;
+    // A closed pipe (`| head`) is not an error worth a panic.
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
+    Ok(())
+}
+
+async fn perform(client: &AdminClient, action: Action) -> Result<String, AdminError> {
+    match action {
+        Action::RevokeToken(argument) => {
+            let jti = jti_of(&argument)?;
+            let revoked = client.revoke(&jti).await?;
+            Ok(format!(
+                "revoked token {} and every token that descends from it; the revocation is kept until {}, when the \
+                 last of them has expired\n",
+                revoked.revoked, revoked.until
+            ))
+        }
+        Action::DeprovisionAgent(id) => {
+            client.deprovision("agent", &id).await?;
+            Ok(format!(
+                "deprovisioned agent {id}: every token it obtained, is addressed to, or appears in the chain of is \
+                 now dead; tokens issued from now on are not affected (to keep it out, remove it from agents.toml \
+                 or end its `expires`)\n"
+            ))
+        }
+        Action::DeprovisionSubject(id) => {
+            client.deprovision("subject", &id).await?;
+            Ok(format!(
+                "deprovisioned subject {id}: every token issued so far on its authority is now dead; tokens issued \
+                 from now on are not affected\n"
+            ))
+        }
+        Action::Agents { json } => {
+            let body = client.agents().await?;
+            if json {
+                let text =
+                    serde_json::to_string_pretty(&body).map_err(|error| AdminError::Unexpected(error.to_string()))?;
+                return Ok(text + "\n");
+            }
+            let inventory: Inventory =
+                serde_json::from_value(body).map_err(|error| AdminError::Unexpected(error.to_string()))?;
+            let today = SystemClock.now().date();
+            Ok(table(&inventory.agents) + &warnings(&inventory.agents, today))
+        }
+    }
+}
+
+/// The `jti` to revoke: the argument itself, or the `jti` claim of a whole
+/// token (three parts, two dots).
+fn jti_of(argument: &str) -> Result<String, AdminError> {
+    let argument = argument.trim();
+    if argument.matches('.').count() != 2 {
+        return Ok(argument.to_owned());
+    }
+    // Read without verifying the signature: only the id is taken from it, and
+    // the broker revokes that id whoever signed the token. A forged token can
+    // only name a jti the admin could have typed.
+    let unverified = token::peek(argument).map_err(|error| AdminError::Unreadable(error.to_string()))?;
+    Ok(unverified.claims.jti.0)
+}
+
+/// The inventory as an aligned table, one agent a row.
+fn table(agents: &[AgentRow]) -> String {
+    let header = ["ID", "OWNER", "PURPOSE", "EXPIRES", "ACTIVE", "LAST USE", "ISSUED (24H)"].map(str::to_owned);
+    let rows: Vec<[String; 7]> = agents
+        .iter()
+        .map(|agent| {
+            [
+                agent.id.clone(),
+                agent.owner.clone(),
+                agent.purpose.clone(),
+                agent.expires.clone(),
+                if agent.active { "yes" } else { "no" }.to_owned(),
+                agent.last_use.map_or_else(|| "never".to_owned(), |time| time.to_string()),
+                agent.tokens_issued_last_day.to_string(),
+            ]
+        })
+        .collect();
+    let mut widths = [0usize; 7];
+    for row in std::iter::once(&header).chain(&rows) {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        let cells: Vec<String> = row.iter().zip(widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Warnings for agents that are past their expiry, close to it, or never used.
+fn warnings(agents: &[AgentRow], today: Option<time::Date>) -> String {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    let mut out = String::new();
+    for agent in agents {
+        let days_left = time::Date::parse(&agent.expires, format)
+            .ok()
+            .zip(today)
+            .map(|(expires, today)| (expires - today).whole_days());
+        if !agent.active {
+            out.push_str(&format!(
+                "warning: agent `{}` expired on {} and gets nothing: remove it from agents.toml or renew it\n",
+                agent.id, agent.expires
+            ));
+        } else if let Some(days) = days_left.filter(|days| (0..=EXPIRY_WARNING_DAYS).contains(days)) {
+            let when = match days {
+                0 => "today is its last day".to_owned(),
+                1 => "tomorrow is its last day".to_owned(),
+                _ => format!("{days} days left"),
+            };
+            out.push_str(&format!("warning: agent `{}` expires on {} ({when})\n", agent.id, agent.expires));
+        }
+        if agent.last_use.is_none() {
+            out.push_str(&format!("warning: agent `{}` was never used\n", agent.id));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str, expires: &str, active: bool, last_use: Option<i64>) -> AgentRow {
+        AgentRow {
+            id: id.into(),
+            owner: "team@example.com".into(),
+            purpose: "tests".into(),
+            expires: expires.into(),
+            active,
+            last_use: last_use.map(UnixTime),
+            tokens_issued_last_day: 3,
+        }
+    }
+
+    #[test]
+    fn the_table_aligns_its_columns() {
+        let table = table(&[row("a", "2030-06-30", true, Some(0)), row("longer-id", "2030-06-30", false, None)]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3, "{table}");
+        assert!(lines[0].starts_with("ID         OWNER"), "{table}");
+        assert!(lines[1].starts_with("a          team@example.com"), "{table}");
+        assert!(lines[1].contains("1970-01-01T00:00:00Z") && lines[1].ends_with(" 3"), "{table}");
+        assert!(lines[2].contains("  no  ") && lines[2].contains("never"), "{table}");
+    }
+
+    #[test]
+    fn warnings_name_expired_expiring_and_unused_agents() {
+        let today = time::macros::date!(2030 - 06 - 20);
+        let text = warnings(
+            &[
+                row("old", "2030-06-01", false, Some(1)),
+                row("soon", "2030-06-30", true, Some(1)),
+                row("last", "2030-06-20", true, Some(1)),
+                row("fine", "2031-01-01", true, Some(1)),
+                row("idle", "2031-01-01", true, None),
+            ],
+            Some(today),
+        );
+        assert!(text.contains("agent `old` expired on 2030-06-01"), "{text}");
+        assert!(text.contains("agent `soon` expires on 2030-06-30 (10 days left)"), "{text}");
+        assert!(text.contains("agent `last` expires on 2030-06-20 (today is its last day)"), "{text}");
+        assert!(!text.contains("`fine`"), "{text}");
+        assert!(text.contains("agent `idle` was never used"), "{text}");
+    }
+
+    #[test]
+    fn a_jti_is_taken_as_is_and_a_token_is_read_for_its_jti() {
+        assert_eq!(jti_of(" abc_-123 ").unwrap(), "abc_-123");
+        let header = base64_url(br#"{"alg":"ES256","typ":"at+jwt","kid":"k"}"#);
+        let claims = base64_url(
+            br#"{"iss":"http://127.0.0.1:8080","sub":"s","aud":"a","client_id":"s","scope":"x","iat":1,"exp":2,"jti":"the-jti","delegation":{"depth":0,"hops":[]}}"#,
+        );
+        assert_eq!(jti_of(&format!("{header}.{claims}.c2ln")).unwrap(), "the-jti");
+        assert!(jti_of("not.a.token").is_err());
+    }
+
+    fn base64_url(bytes: &[u8]) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    #[test]
+    fn errors_name_the_status_and_the_oauth_error_but_never_the_token() {
+        let error = AdminError::Refused {
+            status: reqwest::StatusCode::UNAUTHORIZED,
+            error: Some("invalid_token".into()),
+            description: Some("admin credential required".into()),
+        };
+        assert_eq!(error.to_string(), "the broker answered 401 Unauthorized: invalid_token: admin credential required");
+        let off = AdminError::Refused {
+            status: reqwest::StatusCode::NOT_FOUND,
+            error: Some("not_found".into()),
+            description: None,
+        };
+        assert!(off.to_string().contains("admin_token_sha256"), "{off}");
+        assert_eq!(format!("{:?}", AdminToken("secret".into())), "AdminToken(***)");
+        let missing = AdminError::NoToken.to_string();
+        assert!(missing.contains("--admin-token") && missing.contains("BATON_ADMIN_TOKEN"), "{missing}");
+    }
+}
