@@ -165,6 +165,11 @@ impl AdminClient {
         self.call(self.http.post(self.url("/admin/deprovision")).json(&json!({ kind: id }))).await.map(drop)
     }
 
+    /// `GET /admin/trace/{jti}`: ancestors and descendants with their status.
+    pub(super) async fn trace(&self, jti: &str) -> Result<Value, AdminError> {
+        self.call(self.http.get(self.url(&format!("/admin/trace/{jti}")))).await
+    }
+
     /// `GET /admin/agents`, as the broker sent it.
     async fn agents(&self) -> Result<Value, AdminError> {
         self.call(self.http.get(self.url("/admin/agents"))).await

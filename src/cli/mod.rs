@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod decode;
 pub mod serve;
+mod trace;
 
 use std::path::PathBuf;
 
@@ -118,6 +119,22 @@ enum PolicyAction {
 
 #[derive(Subcommand, Debug)]
 enum TokenAction {
+    /// Verify a token against its issuer's JWKS and print its chain as a
+    /// tree, with owners and purposes, and with the admin API each token's
+    /// status and the descendants.
+    Trace {
+        /// The token.
+        token: String,
+        /// Print JSON instead of a tree.
+        #[arg(long)]
+        json: bool,
+        /// The broker's base URL [default: the config's `issuer`].
+        #[arg(long)]
+        url: Option<String>,
+        /// The admin token, for statuses and descendants (optional).
+        #[arg(long, env = ADMIN_TOKEN_VARIABLE, hide_env_values = true)]
+        admin_token: Option<admin::AdminToken>,
+    },
     /// Print a token's chain as a tree (the signature is not checked).
     Decode {
         /// The token.
@@ -143,6 +160,9 @@ pub fn run() -> std::process::ExitCode {
 fn execute(cli: Cli) -> Result<(), String> {
     let (action, args) = match cli.command {
         Command::Token { action: TokenAction::Decode { token, json } } => return decode::print(&token, json),
+        Command::Token { action: TokenAction::Trace { token, json, url, admin_token } } => {
+            return trace_token(&token, json, url, admin_token, cli.config)
+        }
         Command::Revoke { action: RevokeAction::Token { token, admin } } => (admin::Action::RevokeToken(token), admin),
         Command::Revoke { action: RevokeAction::Agent { id, admin } } => (admin::Action::DeprovisionAgent(id), admin),
         Command::Revoke { action: RevokeAction::Subject { id, admin } } => {
@@ -159,6 +179,25 @@ fn execute(cli: Cli) -> Result<(), String> {
         None => load_config(cli.config)?.issuer,
     };
     admin::run(action, &url, args.admin_token).map_err(|error| error.to_string())
+}
+
+/// `baton token trace`: the inventory, where the local policy folder loads,
+/// names owners and purposes.
+fn trace_token(
+    token: &str,
+    json: bool,
+    url: Option<String>,
+    admin_token: Option<admin::AdminToken>,
+    config: Option<PathBuf>,
+) -> Result<(), String> {
+    let config = load_config(config)?;
+    let issuer = url.unwrap_or_else(|| config.issuer.clone());
+    let policy = Policy::load(&config.policies_dir, lifetimes(&config)).ok();
+    let client = admin_token
+        .map(|token| admin::AdminClient::new(&issuer, token))
+        .transpose()
+        .map_err(|error| error.to_string())?;
+    trace::run(token, json, &issuer, policy.as_ref().map(Policy::inventory), client)
 }
 
 /// The commands that work on this machine's config, keys and policy.

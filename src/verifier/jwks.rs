@@ -13,7 +13,12 @@ use super::JWKS_REFETCH_INTERVAL;
 use crate::keys::{self, VerifyingKey};
 
 /// Published keys by `kid`.
-pub(super) type PublishedKeys = BTreeMap<String, VerifyingKey>;
+pub type PublishedKeys = BTreeMap<String, VerifyingKey>;
+
+/// The keys `issuer` publishes, found by discovery (RFC 8414 §3), once.
+pub async fn published_keys(issuer: &str, http: &reqwest::Client) -> Result<PublishedKeys, JwksError> {
+    JwksCache::new(issuer.to_owned(), http.clone()).fetch().await
+}
 
 /// The issuer's keys could not be fetched.
 #[derive(Debug, Clone, thiserror::Error)]

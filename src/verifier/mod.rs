@@ -20,7 +20,7 @@ mod layer;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use jwks::JwksError;
+pub use jwks::{published_keys, JwksError};
 pub use layer::{VerifierLayer, VerifierService};
 
 use crate::claims::{Claims, ScopeSet};

@@ -239,3 +239,61 @@ fn a_broken_policy_folder_stops_the_broker_at_start() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("policy") && stderr.contains("schema"), "{stderr}");
 }
+
+#[tokio::test]
+async fn token_trace_verifies_and_shows_statuses_and_descendants() {
+    let admin_hash = crate::harness::secret_hash("trace-admin");
+    let broker = BrokerProcess::start(&[("BATON_ADMIN_TOKEN_SHA256", admin_hash.as_str())]).await;
+    let client = reqwest::Client::new();
+    let token_url = format!("{}/token", broker.url);
+    let root = post(
+        &client,
+        &token_url,
+        ("orchestrator", "dev-only-orchestrator-secret"),
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    let root = root["access_token"].as_str().unwrap().to_owned();
+    let hop1 = post(
+        &client,
+        &token_url,
+        ("planner", "dev-only-planner-secret"),
+        &[
+            ("grant_type", EXCHANGE),
+            ("subject_token", &root),
+            ("subject_token_type", ACCESS_TOKEN),
+            ("audience", "booker"),
+        ],
+    )
+    .await;
+    let hop1 = hop1["access_token"].as_str().unwrap().to_owned();
+    let trace = |token: &str, admin: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_baton"));
+        command.args(["token", "trace", "--url", &broker.url, token]).current_dir(broker.folder.path()).env_clear();
+        if let Some(admin) = admin {
+            command.env("BATON_ADMIN_TOKEN", admin);
+        }
+        command.output().unwrap()
+    };
+
+    let plain = trace(&hop1, None);
+    let text = String::from_utf8_lossy(&plain.stdout);
+    assert!(plain.status.success(), "{text}{}", String::from_utf8_lossy(&plain.stderr));
+    assert!(text.starts_with("verified: signed by key"), "{text}");
+    assert!(text.contains("orchestrator (owner platform-team@example.com;"), "{text}");
+    assert!(text.contains("└─ planner (owner travel-team@example.com;"), "{text}");
+    assert!(text.contains("need the admin API"), "{text}");
+
+    let full = trace(&root, Some("trace-admin"));
+    let text = String::from_utf8_lossy(&full.stdout);
+    assert!(full.status.success(), "{text}{}", String::from_utf8_lossy(&full.stderr));
+    assert!(text.contains("[active]") && text.contains("└─ planner"), "descendants with statuses: {text}");
+    assert!(!text.contains("trace-admin"));
+
+    // A forged token does not trace: it is verified first.
+    let mut forged = hop1.clone();
+    forged.replace_range(forged.len() - 4.., "AAAA");
+    let refused = trace(&forged, None);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("does not verify"));
+}
