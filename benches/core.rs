@@ -121,6 +121,20 @@ fn costs(c: &mut Criterion) {
         let lineage = Lineage::of(&claims);
         b.iter(|| runtime.block_on(fixture.store.check(&lineage)).expect("checks"))
     });
+    // The same check on Redis: one MGET over loopback, against a server this
+    // benchmark starts (skipped, and said so, where redis-server is absent).
+    match RedisForBench::start() {
+        Some(redis) => {
+            let store = runtime
+                .block_on(baton::store::redis::RedisStore::connect(&redis.url(), "bench:"))
+                .expect("redis store");
+            let lineage = Lineage::of(&claims);
+            group.bench_function("revocation check (Redis, one round trip)", |b| {
+                b.iter(|| runtime.block_on(store.check(&lineage)).expect("checks"))
+            });
+        }
+        None => eprintln!("redis-server not found: the Redis revocation check is not measured"),
+    }
     group.bench_function("mint (sign a child)", |b| {
         b.iter(|| baton::token::mint(&claims, keys.signing()).expect("mints"))
     });
@@ -141,6 +155,41 @@ fn costs(c: &mut Criterion) {
     });
     group.finish();
     drop(fixture.root);
+}
+
+/// A throwaway redis-server on a free loopback port, without persistence.
+struct RedisForBench {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl RedisForBench {
+    fn start() -> Option<RedisForBench> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(RedisForBench { child, port });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        None
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+}
+
+impl Drop for RedisForBench {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 criterion_group!(benches, costs);
