@@ -8,7 +8,7 @@ use std::time::Duration;
 use baton::clock::{Clock, SystemClock};
 use serde_json::Value;
 
-use crate::harness::{claims_of, example_policies, secret_hash, ACCESS_TOKEN, EXCHANGE};
+use crate::harness::{claims_of, secret_hash, ACCESS_TOKEN, EXCHANGE};
 
 /// Long and distinctive, so that any leak into an output is found.
 const ADMIN: &str = "cli-admin-test-token-7f3a9c1e5b";
@@ -31,28 +31,16 @@ struct Broker {
     _server: Server,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// `baton serve` in a fresh folder holding the example policies (with the
 /// agents kept alive whatever the date) plus `extra_agents`, the admin API on
 /// when `admin` is.
 async fn start(extra_agents: &str, admin: bool) -> Broker {
     let folder = tempfile::tempdir().unwrap();
-    let policies = folder.path().join("policies");
-    std::fs::create_dir(&policies).unwrap();
-    for entry in std::fs::read_dir(example_policies()).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_file() {
-            let text = std::fs::read_to_string(&path).unwrap().replace("expires = 2030-06-30", "expires = 9999-12-31");
-            std::fs::write(policies.join(path.file_name().unwrap()), text).unwrap();
-        }
-    }
+    let policies = crate::process::copy_example_policies(folder.path());
     let agents = policies.join("agents.toml");
     let text = std::fs::read_to_string(&agents).unwrap() + extra_agents;
     std::fs::write(&agents, text).unwrap();
-    let port = free_port();
+    let port = crate::process::free_port();
     let listen = format!("127.0.0.1:{port}");
     let mut command = Command::new(env!("CARGO_BIN_EXE_baton"));
     command

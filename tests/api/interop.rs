@@ -17,8 +17,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::example_policies;
-
 /// How long each language's tests may take before they are stopped.
 const RUN_LIMIT: Duration = Duration::from_secs(180);
 
@@ -50,16 +48,7 @@ impl Broker {
     /// key for `private_key_jwt` instead of a secret.
     fn start(public_jwk: &Value) -> Broker {
         let folder = tempfile::tempdir().unwrap();
-        let policies = folder.path().join("policies");
-        std::fs::create_dir(&policies).unwrap();
-        for entry in std::fs::read_dir(example_policies()).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_file() {
-                let text =
-                    std::fs::read_to_string(&path).unwrap().replace("expires = 2030-06-30", "expires = 9999-12-31");
-                std::fs::write(policies.join(path.file_name().unwrap()), text).unwrap();
-            }
-        }
+        let policies = crate::process::copy_example_policies(folder.path());
         let jwk = format!(
             "{{ kty = \"EC\", crv = \"P-256\", kid = \"{KEY_ID}\", x = {}, y = {} }}",
             public_jwk["x"], public_jwk["y"]

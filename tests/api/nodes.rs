@@ -13,9 +13,7 @@ use baton::client_auth::ASSERTION_TYPE;
 use baton::clock::{Clock, SystemClock};
 use serde_json::{json, Value};
 
-use crate::harness::{
-    example_policies, json_of, policy_folder, secret_hash, sign, ACCESS_TOKEN, ADMIN_TOKEN, AIRLINE, EXCHANGE,
-};
+use crate::harness::{json_of, policy_folder, secret_hash, sign, ACCESS_TOKEN, ADMIN_TOKEN, AIRLINE, EXCHANGE};
 use crate::redis_server::RedisServer;
 
 /// A folder the brokers of one test run in: the example policies (with
@@ -31,17 +29,7 @@ struct Deployment {
 impl Deployment {
     fn new() -> Deployment {
         let folder = tempfile::tempdir().unwrap();
-        let policies = folder.path().join("policies");
-        std::fs::create_dir(&policies).unwrap();
-        for entry in std::fs::read_dir(example_policies()).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_file() {
-                // The real clock runs here: keep the example agents alive whatever the date.
-                let text =
-                    std::fs::read_to_string(&path).unwrap().replace("expires = 2030-06-30", "expires = 9999-12-31");
-                std::fs::write(policies.join(path.file_name().unwrap()), text).unwrap();
-            }
-        }
+        let policies = crate::process::copy_example_policies(folder.path());
         let output = Command::new(env!("CARGO_BIN_EXE_baton"))
             .args(["keys", "generate"])
             .current_dir(folder.path())
