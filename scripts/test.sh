@@ -153,6 +153,8 @@ check "clippy" cargo clippy --all-targets --locked -- -D warnings
 check "rustfmt" cargo fmt --check
 # nextest does not run doctests.
 check "doctests" cargo test --doc --locked
+# The examples' binaries, which tests/api/examples.rs runs as a user would.
+check "examples" cargo build --examples --locked
 # The test suite runs last, so that its summary closes the output.
 if cargo nextest --version >/dev/null 2>&1; then
     check "tests (nextest)" cargo nextest run --locked --all-targets --no-fail-fast
