@@ -7,6 +7,7 @@
 
 pub mod embedded;
 pub mod memory;
+pub mod mirror;
 pub mod redis;
 
 use async_trait::async_trait;

@@ -14,6 +14,7 @@ mod failures;
 mod forged;
 mod harness;
 mod interop;
+mod mirror;
 mod nodes;
 mod process;
 mod properties;
