@@ -234,6 +234,11 @@ pub fn presented(fields: CredentialFields<'_>) -> Result<Presented, ClientAuthEr
     }
 }
 
+/// The client id of Basic credentials, if they parse (for evidence).
+pub fn basic_client_id(header: &str) -> Option<String> {
+    parse_basic(header).ok().map(|(id, _)| id)
+}
+
 /// `Authorization: Basic` with the id and secret form-urlencoded first
 /// (RFC 6749 §2.3.1).
 fn parse_basic(header: &str) -> Result<(String, String), ClientAuthError> {

@@ -93,8 +93,7 @@ impl Broker {
         let now = self.now();
         // Unknown here (issued before the audit trail, or by another
         // deployment): cover the longest lifetime any token can have.
-        let until =
-            issued.and_then(|event| event.expires_at).unwrap_or(now.plus(self.settings.lifetimes.max_token_ttl));
+        let until = issued.and_then(|event| event.expires_at).unwrap_or(now.plus(crate::token::MAX_LIFETIME));
         self.stores.revocation.revoke(jti, until).await?;
         let mut event = super::Evidence { grant_type: "admin_revoke".into(), ..Default::default() }.event(
             now,
@@ -184,7 +183,10 @@ impl Broker {
         if let Some(subject) = &event.subject {
             principals.push(Principal::Subject(subject.clone()));
         }
-        for agent in path.iter().filter_map(|step| step.agent.clone()) {
+        // As in `Lineage::of`: the agents that obtained each token, and the
+        // holder this one is addressed to.
+        let agents = path.iter().filter_map(|step| step.agent.clone()).chain(event.target.clone());
+        for agent in agents {
             let principal = Principal::Agent(agent);
             if !principals.contains(&principal) {
                 principals.push(principal);

@@ -121,6 +121,7 @@ pub struct TokenResponse {
 #[derive(Debug, Default)]
 pub(crate) struct Evidence {
     grant_type: String,
+    claimed_client: Option<String>,
     subject: Option<String>,
     agent: Option<String>,
     chain: Vec<String>,
@@ -165,9 +166,25 @@ impl Evidence {
             parent_jti: self.parent_jti,
             expires_at: None,
             rules: self.rules,
+            claimed_client: self.claimed_client,
             client_address,
         }
     }
+}
+
+/// The client id a request claims, by Basic credentials, `client_id`, or a
+/// client assertion's `iss` (read unverified: it is evidence, not identity).
+fn claimed_client(request: &TokenRequest) -> Option<String> {
+    let params = &request.params;
+    let from_basic = request.authorization.as_deref().and_then(client_auth::basic_client_id);
+    let from_assertion = || {
+        params.get("client_assertion").and_then(|assertion| {
+            let payload = assertion.split('.').nth(1)?;
+            let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
+            serde_json::from_slice::<serde_json::Value>(&json).ok()?.get("iss")?.as_str().map(str::to_owned)
+        })
+    };
+    from_basic.or_else(|| params.get("client_id").map(str::to_owned)).or_else(from_assertion)
 }
 
 /// Request text kept as evidence, cut to a bounded length so that a hostile
@@ -306,6 +323,9 @@ impl Broker {
 
     async fn grant(&self, request: &TokenRequest, evidence: &mut Evidence) -> Result<Issued, GrantError> {
         let params = &request.params;
+        // Until authentication succeeds, the evidence names the client the
+        // request claims to be, so that attempts against one client show.
+        evidence.claimed_client = claimed_client(request).map(|id| clip(&id));
         let grant_type = params.require("grant_type")?;
         evidence.grant_type = clip(grant_type);
         evidence.scopes_asked = params.get("scope").map(clip);

@@ -54,8 +54,9 @@ impl Broker {
     /// exists is dead (admin API). Tokens issued later are not affected.
     pub async fn deprovision(&self, principal: &Principal) -> Result<(), GrantError> {
         let now = self.now();
-        // Every token issued up to now expires within the longest lifetime.
-        let until = now.plus(self.settings.lifetimes.max_token_ttl);
+        // Every token issued up to now expires within the longest lifetime
+        // any token can have, whatever `max_token_ttl` was when it was issued.
+        let until = now.plus(crate::token::MAX_LIFETIME);
         self.stores.revocation.deprovision(principal, now, until).await?;
         let (agent, subject) = match principal {
             Principal::Agent(id) => (Some(id.clone()), None),

@@ -37,8 +37,10 @@ async fn authorize(State(broker): State<Arc<Broker>>, request: Request, next: Ne
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(|value| value.split_once(' '))
+        // RFC 7235 §2.1: the scheme is case-insensitive.
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
     if presented.is_some_and(|token| broker.is_admin(token)) {
         return next.run(request).await;
     }

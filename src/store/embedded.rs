@@ -603,6 +603,7 @@ mod tests {
             parent_jti: None,
             expires_at: None,
             rules: vec![],
+            claimed_client: None,
             client_address: None,
         }
     }

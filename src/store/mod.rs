@@ -164,6 +164,9 @@ pub struct AuditEvent {
     /// The rules that permitted the grant.
     #[serde(default)]
     pub rules: Vec<String>,
+    /// The client the request claimed to be, authenticated or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_client: Option<String>,
     /// The client's network address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_address: Option<String>,

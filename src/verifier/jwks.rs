@@ -36,8 +36,14 @@ struct JwkSet {
     keys: Vec<serde_json::Map<String, serde_json::Value>>,
 }
 
+/// How long a fetched JWKS is trusted before it is fetched again, so that a
+/// key withdrawn at the issuer (an emergency rotation) stops verifying here.
+pub(super) const JWKS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(300);
+
 struct State {
     keys: Option<Arc<PublishedKeys>>,
+    /// When the keys were fetched.
+    fetched_at: Option<Instant>,
     /// When an unknown `kid` last caused a fetch.
     refetched_at: Option<Instant>,
 }
@@ -50,16 +56,18 @@ pub(super) struct JwksCache {
 
 impl JwksCache {
     pub(super) fn new(issuer: String, http: reqwest::Client) -> JwksCache {
-        JwksCache { issuer, http, state: Mutex::new(State { keys: None, refetched_at: None }) }
+        JwksCache { issuer, http, state: Mutex::new(State { keys: None, fetched_at: None, refetched_at: None }) }
     }
 
-    /// The cached keys, fetched on first use.
+    /// The cached keys, fetched on first use and again once they are older
+    /// than [`JWKS_MAX_AGE`].
     pub(super) async fn current(&self) -> Result<Arc<PublishedKeys>, JwksError> {
         let mut state = self.state.lock().await;
-        if let Some(keys) = &state.keys {
-            return Ok(keys.clone());
+        let fresh = state.fetched_at.is_some_and(|at| at.elapsed() < JWKS_MAX_AGE);
+        match (&state.keys, fresh) {
+            (Some(keys), true) => Ok(keys.clone()),
+            _ => self.fetch_into(&mut state).await,
         }
-        self.fetch_into(&mut state).await
     }
 
     /// Fetches again for an unknown `kid`, unless an unknown `kid` already
@@ -78,6 +86,7 @@ impl JwksCache {
 
     async fn fetch_into(&self, state: &mut State) -> Result<Arc<PublishedKeys>, JwksError> {
         let keys = Arc::new(self.fetch().await?);
+        state.fetched_at = Some(Instant::now());
         state.keys = Some(keys.clone());
         Ok(keys)
     }

@@ -33,6 +33,10 @@ use crate::token::{self, Validation, VerifyError};
 /// that a stream of forged tokens cannot make the API hammer the issuer.
 pub const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
 
+/// The longest an introspection answer may be cached: a revocation is seen
+/// by the API within this time.
+pub const MAX_INTROSPECTION_CACHE: Duration = Duration::from_secs(10);
+
 /// How revocation is checked.
 #[derive(Clone)]
 pub(crate) enum RevocationSource {
@@ -203,6 +207,12 @@ pub enum BuildError {
     /// Both a store and introspection were given.
     #[error("give one revocation source, not two")]
     TwoRevocationSources,
+    /// The HTTP client could not be built.
+    #[error("the HTTP client could not be built")]
+    HttpClient,
+    /// The introspection cache is longer than [`MAX_INTROSPECTION_CACHE`].
+    #[error("introspection answers may be cached for at most 10 seconds")]
+    IntrospectionCache,
     /// The algorithm list is empty.
     #[error("at least one algorithm is required")]
     NoAlgorithm,
@@ -281,10 +291,21 @@ impl VerifierBuilder {
     /// Builds the verifier. Keys are fetched on first use.
     pub fn build(self) -> Result<Verifier, BuildError> {
         let audience = self.audience.ok_or(BuildError::NoAudience)?;
-        let http = self.http.unwrap_or_default();
+        // A silent issuer must not stall the API: every call is bounded.
+        let http = match self.http {
+            Some(http) => http,
+            None => reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(2))
+                .timeout(Duration::from_secs(5))
+                .build()
+                .map_err(|_| BuildError::HttpClient)?,
+        };
         let revocation = match (self.revocation, self.introspection) {
             (Some(_), Some(_)) => return Err(BuildError::TwoRevocationSources),
             (Some(source), None) => source,
+            (None, Some((_, _, cache))) if cache > MAX_INTROSPECTION_CACHE => {
+                return Err(BuildError::IntrospectionCache)
+            }
             (None, Some((client_id, secret, cache))) => RevocationSource::Introspection(Arc::new(
                 introspection::Introspector::new(self.issuer.clone(), http.clone(), client_id, secret, cache),
             )),

@@ -44,6 +44,7 @@ fn event(time: UnixTime) -> AuditEvent {
         parent_jti: None,
         expires_at: None,
         rules: vec![],
+        claimed_client: None,
         client_address: None,
     }
 }

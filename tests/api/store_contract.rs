@@ -34,6 +34,7 @@ fn event(time: UnixTime, agent: &str, subject: &str, id: Option<&str>, parent: O
         parent_jti: parent.map(jti),
         expires_at: Some(time.plus(600)),
         rules: vec![],
+        claimed_client: None,
         client_address: None,
     }
 }

@@ -153,3 +153,25 @@ async fn introspection_as_the_revocation_source() {
     let [_, _, fresh] = harness.walk().await;
     assert_eq!(call(&airline_api(wrong), Some(&format!("Bearer {fresh}"))).await.0, 503, "cannot check: fail closed");
 }
+
+#[tokio::test]
+async fn a_silent_issuer_cannot_stall_the_api() {
+    // Accepts connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let issuer = format!("http://{}", silent.local_addr().unwrap());
+    let harness = Harness::new();
+    let verifier = builder(&harness, &issuer).build().unwrap();
+    let [_, _, hop2] = harness.walk().await;
+    let outcome = tokio::time::timeout(std::time::Duration::from_secs(20), verifier.verify(&hop2)).await;
+    assert!(matches!(outcome, Ok(Err(baton::verifier::Rejection::Unavailable(_)))), "{outcome:?}");
+    drop(silent);
+}
+
+#[test]
+fn introspection_answers_are_cached_briefly_at_most() {
+    let long = Verifier::builder(ISSUER)
+        .audience(AIRLINE)
+        .introspection("api", "secret", std::time::Duration::from_secs(3600))
+        .build();
+    assert!(long.is_err(), "a revocation must reach the API within seconds");
+}
