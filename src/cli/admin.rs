@@ -50,6 +50,10 @@ pub enum Action {
     DeprovisionAgent(String),
     /// Deprovision a subject.
     DeprovisionSubject(String),
+    /// Lift the block of a deprovisioned agent.
+    ReinstateAgent(String),
+    /// Lift the block of a deprovisioned subject.
+    ReinstateSubject(String),
     /// List the inventory, as a table or as the raw JSON.
     Agents {
         /// Print the broker's JSON instead of a table.
@@ -165,6 +169,11 @@ impl AdminClient {
         self.call(self.http.post(self.url("/admin/deprovision")).json(&json!({ kind: id }))).await.map(drop)
     }
 
+    /// `POST /admin/reinstate` with `{"agent": id}` or `{"subject": id}`.
+    async fn reinstate(&self, kind: &str, id: &str) -> Result<(), AdminError> {
+        self.call(self.http.post(self.url("/admin/reinstate")).json(&json!({ kind: id }))).await.map(drop)
+    }
+
     /// `GET /admin/trace/{jti}`: ancestors and descendants with their status.
     pub(super) async fn trace(&self, jti: &str) -> Result<Value, AdminError> {
         self.call(self.http.get(self.url(&format!("/admin/trace/{jti}")))).await
@@ -238,16 +247,23 @@ async fn perform(client: &AdminClient, action: Action) -> Result<String, AdminEr
             client.deprovision("agent", &id).await?;
             Ok(format!(
                 "deprovisioned agent {id}: every token it obtained, is addressed to, or appears in the chain of is \
-                 now dead; tokens issued from now on are not affected (to keep it out, remove it from agents.toml \
-                 or end its `expires`)\n"
+                 now dead, and it cannot authenticate until `baton reinstate agent {id}`\n"
             ))
         }
         Action::DeprovisionSubject(id) => {
             client.deprovision("subject", &id).await?;
             Ok(format!(
-                "deprovisioned subject {id}: every token issued so far on its authority is now dead; tokens issued \
-                 from now on are not affected\n"
+                "deprovisioned subject {id}: every token on its authority is now dead, and stays so until \
+                 `baton reinstate subject {id}`\n"
             ))
+        }
+        Action::ReinstateAgent(id) => {
+            client.reinstate("agent", &id).await?;
+            Ok(format!("reinstated agent {id}: tokens issued from now on live; those cut off stay dead\n"))
+        }
+        Action::ReinstateSubject(id) => {
+            client.reinstate("subject", &id).await?;
+            Ok(format!("reinstated subject {id}: tokens issued from now on live; those cut off stay dead\n"))
         }
         Action::Agents { json } => {
             let body = client.agents().await?;

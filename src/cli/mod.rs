@@ -50,6 +50,11 @@ enum Command {
         #[command(subcommand)]
         action: RevokeAction,
     },
+    /// Lift the block of a deprovisioned agent or subject (admin API).
+    Reinstate {
+        #[command(subcommand)]
+        action: ReinstateAction,
+    },
     /// The agent inventory with its use, and warnings about expiry (admin API).
     Agents {
         /// Print the broker's JSON instead of a table.
@@ -83,7 +88,8 @@ enum RevokeAction {
         #[command(flatten)]
         admin: AdminArgs,
     },
-    /// Deprovision an agent: every token it obtained, holds or appears in dies.
+    /// Deprovision an agent: every token it obtained, holds or appears in dies,
+    /// and it cannot authenticate until reinstated.
     Agent {
         /// The agent's id.
         #[arg(allow_hyphen_values = true)]
@@ -92,6 +98,26 @@ enum RevokeAction {
         admin: AdminArgs,
     },
     /// Deprovision a subject: every token issued on its authority dies.
+    Subject {
+        /// The subject (`sub`).
+        #[arg(allow_hyphen_values = true)]
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ReinstateAction {
+    /// Let a deprovisioned agent authenticate again; its old tokens stay dead.
+    Agent {
+        /// The agent's id.
+        #[arg(allow_hyphen_values = true)]
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Let new tokens on a deprovisioned subject's authority live; old ones stay dead.
     Subject {
         /// The subject (`sub`).
         #[arg(allow_hyphen_values = true)]
@@ -167,6 +193,12 @@ fn execute(cli: Cli) -> Result<(), String> {
         Command::Revoke { action: RevokeAction::Agent { id, admin } } => (admin::Action::DeprovisionAgent(id), admin),
         Command::Revoke { action: RevokeAction::Subject { id, admin } } => {
             (admin::Action::DeprovisionSubject(id), admin)
+        }
+        Command::Reinstate { action: ReinstateAction::Agent { id, admin } } => {
+            (admin::Action::ReinstateAgent(id), admin)
+        }
+        Command::Reinstate { action: ReinstateAction::Subject { id, admin } } => {
+            (admin::Action::ReinstateSubject(id), admin)
         }
         Command::Agents { json, admin } => (admin::Action::Agents { json }, admin),
         command => return local(command, cli.config),
@@ -254,7 +286,7 @@ fn local(command: Command, config: Option<PathBuf>) -> Result<(), String> {
             Ok(())
         }
         // Handled by `execute`, which reads no config for them.
-        Command::Token { .. } | Command::Revoke { .. } | Command::Agents { .. } => Ok(()),
+        Command::Token { .. } | Command::Revoke { .. } | Command::Reinstate { .. } | Command::Agents { .. } => Ok(()),
     }
 }
 

@@ -362,7 +362,21 @@ impl Broker {
             issuer: &self.settings.issuer,
             clock: self.clock.as_ref(),
         };
-        Ok(client_auth::authenticate(&presented, &verifier).await?)
+        let client = client_auth::authenticate(&presented, &verifier).await?;
+        // A deprovisioned agent stays out until it is reinstated.
+        if client.api().is_none() {
+            // A token "issued at the end of time" is killed by a block only,
+            // never by a deprovisioning's cut-off in the past.
+            let own = Lineage {
+                jtis: Vec::new(),
+                issued_at: UnixTime(i64::MAX),
+                principals: vec![Principal::Agent(client.id().to_owned()), Principal::Subject(client.id().to_owned())],
+            };
+            if self.stores.revocation.check(&own).await? != Status::Active {
+                return Err(ClientAuthError::Deprovisioned.into());
+            }
+        }
+        Ok(client)
     }
 
     /// Verifies one of this broker's own tokens.

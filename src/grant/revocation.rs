@@ -50,22 +50,36 @@ impl Broker {
         Ok(())
     }
 
-    /// Deprovisions an agent or a subject now: every token naming it that
-    /// exists is dead (admin API). Tokens issued later are not affected.
+    /// Deprovisions an agent or a subject now (admin API): every token naming
+    /// it that exists is dead, and it stays blocked (an agent cannot
+    /// authenticate, no token naming it lives) until it is reinstated.
     pub async fn deprovision(&self, principal: &Principal) -> Result<(), GrantError> {
         let now = self.now();
         // Every token issued up to now expires within the longest lifetime
         // any token can have, whatever `max_token_ttl` was when it was issued.
         let until = now.plus(crate::token::MAX_LIFETIME);
         self.stores.revocation.deprovision(principal, now, until).await?;
-        let (agent, subject) = match principal {
-            Principal::Agent(id) => (Some(id.clone()), None),
-            Principal::Subject(id) => (None, Some(id.clone())),
-        };
-        let evidence = Evidence { grant_type: "deprovision".into(), agent, subject, ..Evidence::default() };
-        self.record(evidence.event(now, AuditDecision::Revoked, None, None)).await?;
+        self.stores.revocation.block(principal, true).await?;
+        self.record(principal_event("deprovision", principal, now)).await?;
         Ok(())
     }
+
+    /// Lifts a deprovisioned principal's block (admin API): tokens issued from
+    /// now on live; those cut off by the deprovisioning stay dead.
+    pub async fn reinstate(&self, principal: &Principal) -> Result<(), GrantError> {
+        self.stores.revocation.block(principal, false).await?;
+        self.record(principal_event("reinstate", principal, self.now())).await?;
+        Ok(())
+    }
+}
+
+fn principal_event(action: &str, principal: &Principal, now: crate::clock::UnixTime) -> crate::store::AuditEvent {
+    let (agent, subject) = match principal {
+        Principal::Agent(id) => (Some(id.clone()), None),
+        Principal::Subject(id) => (None, Some(id.clone())),
+    };
+    let evidence = Evidence { grant_type: action.into(), agent, subject, ..Evidence::default() };
+    evidence.event(now, AuditDecision::Revoked, None, None)
 }
 
 /// DESIGN.md §10: the client a token was issued to, the agent it is addressed

@@ -23,6 +23,7 @@ pub(super) fn router(broker: Arc<Broker>) -> Router<Arc<Broker>> {
     Router::new()
         .route("/admin/revoke", post(revoke))
         .route("/admin/deprovision", post(deprovision))
+        .route("/admin/reinstate", post(reinstate))
         .route("/admin/trace/{jti}", get(trace))
         .route("/admin/agents", get(agents))
         .route("/admin/audit", get(audit))
@@ -78,17 +79,33 @@ struct DeprovisionBody {
     subject: Option<String>,
 }
 
+/// One agent or one subject, exactly.
+fn principal_of(body: Result<Json<DeprovisionBody>, axum::extract::rejection::JsonRejection>) -> Option<Principal> {
+    match body {
+        Ok(Json(DeprovisionBody { agent: Some(agent), subject: None })) => Some(Principal::Agent(agent)),
+        Ok(Json(DeprovisionBody { agent: None, subject: Some(subject) })) => Some(Principal::Subject(subject)),
+        _ => None,
+    }
+}
+
 async fn deprovision(
     State(broker): State<Arc<Broker>>,
     body: Result<Json<DeprovisionBody>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    let principal = match body {
-        Ok(Json(DeprovisionBody { agent: Some(agent), subject: None })) => Principal::Agent(agent),
-        Ok(Json(DeprovisionBody { agent: None, subject: Some(subject) })) => Principal::Subject(subject),
-        _ => return bad_body(),
-    };
+    let Some(principal) = principal_of(body) else { return bad_body() };
     match broker.deprovision(&principal).await {
         Ok(()) => Json(json!({ "deprovisioned": principal })).into_response(),
+        Err(error) => ErrorResponse::from(&error).into_response(),
+    }
+}
+
+async fn reinstate(
+    State(broker): State<Arc<Broker>>,
+    body: Result<Json<DeprovisionBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Some(principal) = principal_of(body) else { return bad_body() };
+    match broker.reinstate(&principal).await {
+        Ok(()) => Json(json!({ "reinstated": principal })).into_response(),
         Err(error) => ErrorResponse::from(&error).into_response(),
     }
 }

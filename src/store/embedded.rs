@@ -48,6 +48,8 @@ const REVOKED: TableDefinition<&str, i64> = TableDefinition::new("revoked");
 const REVOKED_EXPIRY: Expiry = MultimapTableDefinition::new("revoked_expiry");
 const DEPROVISIONED: TableDefinition<&str, (i64, i64)> = TableDefinition::new("deprovisioned");
 const DEPROVISIONED_EXPIRY: Expiry = MultimapTableDefinition::new("deprovisioned_expiry");
+/// Blocked principals, kept until the block is lifted.
+const BLOCKED: TableDefinition<&str, ()> = TableDefinition::new("blocked");
 const EVENTS: TableDefinition<EventKey, &str> = TableDefinition::new("events");
 const EVENTS_BY_AGENT: EventIndex = MultimapTableDefinition::new("events_by_agent");
 const EVENTS_BY_SUBJECT: EventIndex = MultimapTableDefinition::new("events_by_subject");
@@ -184,6 +186,10 @@ impl RevocationStore for EmbeddedStore {
         self.submit(Write::Deprovision { key: principal.key(), at, until }).await.map(drop)
     }
 
+    async fn block(&self, principal: &Principal, blocked: bool) -> Result<(), StoreError> {
+        self.submit(Write::Block { key: principal.key(), blocked }).await.map(drop)
+    }
+
     async fn check(&self, lineage: &Lineage) -> Result<Status, StoreError> {
         check(&self.db, lineage).map_err(StoreError::from)
     }
@@ -225,6 +231,12 @@ fn check(db: &Database, lineage: &Lineage) -> Result<Status, Failure> {
     for jti in &lineage.jtis {
         if revoked.get(jti.0.as_str())?.is_some() {
             return Ok(Status::Revoked);
+        }
+    }
+    let blocked = txn.open_table(BLOCKED)?;
+    for principal in &lineage.principals {
+        if blocked.get(principal.key().as_str())?.is_some() {
+            return Ok(Status::Deprovisioned);
         }
     }
     let deprovisioned = txn.open_table(DEPROVISIONED)?;
@@ -315,6 +327,7 @@ enum Write {
     UseOnce { id: String, until: UnixTime, now: UnixTime },
     Revoke { jti: String, until: UnixTime },
     Deprovision { key: String, at: UnixTime, until: UnixTime },
+    Block { key: String, blocked: bool },
     Record { event: Box<AuditEvent>, json: String },
 }
 
@@ -422,6 +435,7 @@ struct WriteTables<'txn> {
     revoked_expiry: MultimapTable<'txn, i64, &'static str>,
     deprovisioned: Table<'txn, &'static str, (i64, i64)>,
     deprovisioned_expiry: MultimapTable<'txn, i64, &'static str>,
+    blocked: Table<'txn, &'static str, ()>,
     events: Table<'txn, EventKey, &'static str>,
     by_agent: MultimapTable<'txn, &'static str, EventKey>,
     by_subject: MultimapTable<'txn, &'static str, EventKey>,
@@ -439,6 +453,7 @@ impl<'txn> WriteTables<'txn> {
             revoked_expiry: txn.open_multimap_table(REVOKED_EXPIRY)?,
             deprovisioned: txn.open_table(DEPROVISIONED)?,
             deprovisioned_expiry: txn.open_multimap_table(DEPROVISIONED_EXPIRY)?,
+            blocked: txn.open_table(BLOCKED)?,
             events: txn.open_table(EVENTS)?,
             by_agent: txn.open_multimap_table(EVENTS_BY_AGENT)?,
             by_subject: txn.open_multimap_table(EVENTS_BY_SUBJECT)?,
@@ -453,8 +468,18 @@ impl<'txn> WriteTables<'txn> {
             Write::UseOnce { id, until, now } => self.use_once(id, *until, *now).map(Applied::Used),
             Write::Revoke { jti, until } => self.revoke(jti, *until).map(|()| Applied::Kept),
             Write::Deprovision { key, at, until } => self.deprovision(key, *at, *until).map(|()| Applied::Kept),
+            Write::Block { key, blocked } => self.block(key, *blocked).map(|()| Applied::Kept),
             Write::Record { event, json } => self.record(event, json).map(|()| Applied::Kept),
         }
+    }
+
+    fn block(&mut self, key: &str, blocked: bool) -> Result<(), Failure> {
+        if blocked {
+            self.blocked.insert(key, ())?;
+        } else {
+            self.blocked.remove(key)?;
+        }
+        Ok(())
     }
 
     /// An entry whose end has passed counts as absent and is replaced.

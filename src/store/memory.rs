@@ -18,6 +18,7 @@ pub struct MemoryStore {
     used: Mutex<UsedIds>,
     revoked: Mutex<HashMap<TokenId, UnixTime>>,
     deprovisioned: Mutex<HashMap<Principal, UnixTime>>,
+    blocked: Mutex<std::collections::HashSet<Principal>>,
     events: Mutex<Vec<AuditEvent>>,
 }
 
@@ -75,10 +76,24 @@ impl RevocationStore for MemoryStore {
         Ok(())
     }
 
+    async fn block(&self, principal: &Principal, blocked: bool) -> Result<(), StoreError> {
+        let mut set = self.blocked.lock().map_err(poisoned)?;
+        if blocked {
+            set.insert(principal.clone());
+        } else {
+            set.remove(principal);
+        }
+        Ok(())
+    }
+
     async fn check(&self, lineage: &Lineage) -> Result<Status, StoreError> {
         let revoked = self.revoked.lock().map_err(poisoned)?;
         if lineage.jtis.iter().any(|jti| revoked.contains_key(jti)) {
             return Ok(Status::Revoked);
+        }
+        let blocked = self.blocked.lock().map_err(poisoned)?;
+        if lineage.principals.iter().any(|principal| blocked.contains(principal)) {
+            return Ok(Status::Deprovisioned);
         }
         let deprovisioned = self.deprovisioned.lock().map_err(poisoned)?;
         let killed = lineage

@@ -135,6 +135,10 @@ impl RevocationStore for RevocationMirror {
         Err(StoreError("read-only mirror".into()))
     }
 
+    async fn block(&self, _principal: &Principal, _blocked: bool) -> Result<(), StoreError> {
+        Err(StoreError("read-only mirror".into()))
+    }
+
     async fn check(&self, lineage: &Lineage) -> Result<Status, StoreError> {
         let state = self.shared.read()?;
         self.shared.fresh(&state)?;
@@ -200,6 +204,8 @@ struct State {
     revoked: HashMap<TokenId, UnixTime>,
     /// Deprovisioned principals.
     deprovisioned: HashMap<Principal, Deprovisioning>,
+    /// Blocked principals.
+    blocked: std::collections::HashSet<Principal>,
     /// When the subscription was last proven to have delivered everything
     /// published before; `None` while it is down or not yet loaded.
     proven_at: Option<Instant>,
@@ -219,6 +225,9 @@ impl State {
     fn status(&self, lineage: &Lineage) -> Status {
         if lineage.jtis.iter().any(|jti| self.revoked.contains_key(jti)) {
             return Status::Revoked;
+        }
+        if lineage.principals.iter().any(|principal| self.blocked.contains(principal)) {
+            return Status::Deprovisioned;
         }
         let deprovisioned = lineage
             .principals
@@ -252,6 +261,12 @@ impl State {
             RevocationNotice::Principal { principal, at, until } => {
                 self.deprovision(principal, at, until.plus(KEEP_AFTER_END));
             }
+            RevocationNotice::Block { principal, blocked: true } => {
+                self.blocked.insert(principal);
+            }
+            RevocationNotice::Block { principal, blocked: false } => {
+                self.blocked.remove(&principal);
+            }
         }
     }
 
@@ -264,6 +279,9 @@ impl State {
         for (principal, entry) in loaded.deprovisioned {
             self.deprovision(principal, entry.at, entry.until);
         }
+        // Blocks are state, not history: the store's current set replaces
+        // this one, so that a block lifted while disconnected is lifted here.
+        self.blocked = loaded.blocked;
     }
 
     /// Drops entries that ended before `now`.
@@ -305,6 +323,7 @@ struct Names {
     channel: String,
     revoked: String,
     deprovisioned: String,
+    blocked: String,
 }
 
 impl Names {
@@ -313,6 +332,7 @@ impl Names {
             channel: format!("{prefix}revocations"),
             revoked: format!("{prefix}revoked:"),
             deprovisioned: format!("{prefix}deprovisioned:"),
+            blocked: format!("{prefix}blocked:"),
         }
     }
 }
@@ -468,6 +488,19 @@ impl Source {
                 let at: i64 =
                     at.parse().map_err(|_| StoreError("redis load: unreadable deprovisioning time".into()))?;
                 state.deprovision(principal, UnixTime(at), until);
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        cursor = 0;
+        loop {
+            let (next, keys) = scan(&mut connection, cursor, &pattern(&self.names.blocked)).await?;
+            for key in &keys {
+                if let Some(principal) = key.strip_prefix(&self.names.blocked).and_then(principal_of) {
+                    state.blocked.insert(principal);
+                }
             }
             if next == 0 {
                 break;

@@ -67,7 +67,8 @@ pub enum Status {
     Active,
     /// It or an ancestor was revoked.
     Revoked,
-    /// Its subject or an agent of its chain was deprovisioned after it was issued.
+    /// Its subject or an agent of its chain was deprovisioned after it was
+    /// issued, or is blocked now.
     Deprovisioned,
 }
 
@@ -114,6 +115,12 @@ pub trait RevocationStore: Send + Sync {
     /// at or before `at` is dead. `until` is when the last of those expires.
     /// A later deprovisioning moves `at` forward, never back.
     async fn deprovision(&self, principal: &Principal, at: UnixTime, until: UnixTime) -> Result<(), StoreError>;
+
+    /// Blocks a principal, or lifts the block: while blocked, an agent cannot
+    /// authenticate and every token naming the principal is dead, whenever it
+    /// was issued. Lifting the block revives nothing that a deprovisioning
+    /// cut off; it only lets new tokens live.
+    async fn block(&self, principal: &Principal, blocked: bool) -> Result<(), StoreError>;
 
     /// Whether anything in `lineage` kills the token: one lookup.
     async fn check(&self, lineage: &Lineage) -> Result<Status, StoreError>;

@@ -130,6 +130,13 @@ pub enum RevocationNotice {
         /// When the last of those expires.
         until: UnixTime,
     },
+    /// A principal was blocked, or its block lifted.
+    Block {
+        /// Who.
+        principal: Principal,
+        /// Whether it is blocked now.
+        blocked: bool,
+    },
 }
 
 /// Replay, revocation and audit state in Redis, shared by every node.
@@ -346,10 +353,25 @@ impl RevocationStore for RedisStore {
         self.call("deprovision", |mut manager| async move { pipeline.query_async::<()>(&mut manager).await }).await
     }
 
+    async fn block(&self, principal: &Principal, blocked: bool) -> Result<(), StoreError> {
+        let notice = notice(&RevocationNotice::Block { principal: principal.clone(), blocked })?;
+        let mut pipeline = ::redis::pipe();
+        pipeline.atomic();
+        // A block lasts until it is lifted: no expiry.
+        if blocked {
+            pipeline.cmd("SET").arg(self.keys.blocked(principal)).arg(1).ignore();
+        } else {
+            pipeline.cmd("DEL").arg(self.keys.blocked(principal)).ignore();
+        }
+        pipeline.cmd("PUBLISH").arg(self.keys.revocations()).arg(notice).ignore();
+        self.call("block", |mut manager| async move { pipeline.query_async::<()>(&mut manager).await }).await
+    }
+
     async fn check(&self, lineage: &Lineage) -> Result<Status, StoreError> {
         let revoked = lineage.jtis.iter().map(|jti| self.keys.revoked(jti));
+        let blocked = lineage.principals.iter().map(|principal| self.keys.blocked(principal));
         let deprovisioned = lineage.principals.iter().map(|principal| self.keys.deprovisioned(principal));
-        let keys: Vec<String> = revoked.chain(deprovisioned).collect();
+        let keys: Vec<String> = revoked.chain(blocked).chain(deprovisioned).collect();
         if keys.is_empty() {
             return Ok(Status::Active); // names nothing that could be revoked
         }
@@ -361,9 +383,13 @@ impl RevocationStore for RedisStore {
         if values.len() != keys.len() {
             return Err(StoreError("redis check: MGET answered a different number of keys".into()));
         }
-        let (revoked, deprovisioned) = values.split_at(lineage.jtis.len().min(values.len()));
+        let (revoked, principals) = values.split_at(lineage.jtis.len().min(values.len()));
         if revoked.iter().any(Option::is_some) {
             return Ok(Status::Revoked);
+        }
+        let (blocked, deprovisioned) = principals.split_at(lineage.principals.len().min(principals.len()));
+        if blocked.iter().any(Option::is_some) {
+            return Ok(Status::Deprovisioned);
         }
         for at in deprovisioned.iter().flatten() {
             let at: i64 = at.parse().map_err(|_| StoreError("redis check: unreadable deprovisioning time".into()))?;
@@ -441,6 +467,10 @@ impl Keys {
 
     fn deprovisioned(&self, principal: &Principal) -> String {
         format!("{}deprovisioned:{}", self.prefix, principal.key())
+    }
+
+    fn blocked(&self, principal: &Principal) -> String {
+        format!("{}blocked:{}", self.prefix, principal.key())
     }
 
     fn revocations(&self) -> String {

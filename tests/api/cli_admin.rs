@@ -202,7 +202,26 @@ async fn revoke_and_agents_from_the_command_line() {
             ],
         )
         .await;
-    assert_eq!((status, refused["error"].as_str()), (400, Some("invalid_request")), "{refused}");
+    // Deprovisioned: the booker cannot even authenticate.
+    assert_eq!((status, refused["error"].as_str()), (401, Some("invalid_client")), "{refused}");
+    let back = succeeded(&baton(folder, &["reinstate", "agent", "booker", "--url", url], &admin, &mut outputs));
+    assert!(back.contains("reinstated agent booker"), "{back}");
+    let (status, still_dead) = broker
+        .token(
+            "booker",
+            &[
+                ("grant_type", EXCHANGE),
+                ("subject_token", &to_booker),
+                ("subject_token_type", ACCESS_TOKEN),
+                ("resource", crate::harness::AIRLINE),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (status, still_dead["error"].as_str()),
+        (400, Some("invalid_request")),
+        "the cut-off holds: {still_dead}"
+    );
 
     // The inventory, with the URL taken from the config (`issuer` follows `listen`).
     let listed = succeeded(&baton(folder, &["agents"], &[admin[0], ("BATON_LISTEN", &broker.listen)], &mut outputs));

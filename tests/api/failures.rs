@@ -196,6 +196,9 @@ impl RevocationStore for Unreachable {
     async fn deprovision(&self, _: &Principal, _: UnixTime, _: UnixTime) -> Result<(), StoreError> {
         Err(StoreError("connection refused".into()))
     }
+    async fn block(&self, _: &Principal, _: bool) -> Result<(), StoreError> {
+        Err(StoreError("connection refused".into()))
+    }
     async fn check(&self, _: &Lineage) -> Result<Status, StoreError> {
         Err(StoreError("connection refused".into()))
     }
@@ -222,9 +225,18 @@ async fn unreachable_state_fails_closed() {
         stores: Some(Stores { replay: memory.clone(), revocation: Arc::new(Unreachable), audit: memory.clone() }),
         ..Options::default()
     });
+    // Whether the agent is blocked cannot be read: not even its own token.
     let root_here = revocation_down.as_agent("orchestrator", &[("grant_type", "client_credentials")]).await;
-    assert_eq!(root_here.status, 200, "issuing a root needs no revocation read");
-    let refused = revocation_down.exchange("planner", root_here.token(), &[("audience", "booker")]).await;
+    root_here.assert_error(503, "temporarily_unavailable");
+    let header = serde_json::json!({"alg": "ES256", "typ": "at+jwt", "kid": revocation_down.broker_kid()});
+    let root = revocation_down.sign_with_broker_key(
+        &header,
+        &serde_json::json!({
+            "iss": ISSUER, "sub": "orchestrator", "aud": "planner", "client_id": "orchestrator", "scope": "flights.read",
+            "iat": START.0, "exp": START.0 + 600, "jti": "root-down", "delegation": {"depth": 0, "hops": []}
+        }),
+    );
+    let refused = revocation_down.exchange("planner", &root, &[("audience", "booker")]).await;
     refused.assert_error(503, "temporarily_unavailable");
     assert!(refused.body.get("access_token").is_none());
     assert_eq!(refused.headers[header::RETRY_AFTER], "1");

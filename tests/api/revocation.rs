@@ -161,19 +161,26 @@ async fn deprovisioning_the_middle_agent_kills_every_token_it_appears_in() {
     let done = admin(harness, "POST", "/admin/deprovision", Some(json!({"agent": "c"}))).await;
     assert_eq!(done.status, 200, "{}", done.body);
     assert_eq!(introspect(harness, &chain.hops[3]).await, json!({"active": false}));
-    // Hop 2 was addressed to c: c cannot exchange it into a fresh token.
-    exchange(harness, "c", &chain.hops[1], "d").await.assert_error(400, "invalid_request");
+    // c itself is out: it cannot even authenticate to exchange hop 2.
+    exchange(harness, "c", &chain.hops[1], "d").await.assert_error(401, "invalid_client");
     exchange(harness, "d", &chain.hops[2], "https://api.example").await.assert_error(400, "invalid_request");
     // Hop 1 does not name c.
     assert_eq!(exchange(harness, "b", &chain.hops[0], "d").await.status, 200);
 
-    // Re-enabled: c is still registered, and what it gets after the cut works.
+    // Deprovisioned means out: c cannot authenticate until it is reinstated.
     harness.clock.advance(1);
+    let blocked = harness.token(Some(("c", "s")), &[("grant_type", "client_credentials"), ("audience", "d")]).await;
+    blocked.assert_error(401, "invalid_client");
+
+    // Re-enabled: what c gets after the reinstatement works; what was cut off stays dead.
+    assert_eq!(admin(harness, "POST", "/admin/reinstate", Some(json!({"agent": "c"}))).await.status, 200);
     let fresh = harness.token(Some(("c", "s")), &[("grant_type", "client_credentials"), ("audience", "d")]).await;
-    assert_eq!(fresh.status, 200);
+    assert_eq!(fresh.status, 200, "{}", fresh.body);
     let onward = exchange(harness, "d", fresh.token(), "https://api.example").await;
     assert_eq!(onward.status, 200, "{}", onward.body);
     assert_eq!(introspect(harness, onward.token()).await["active"], true);
+    assert_eq!(introspect(harness, &chain.hops[3]).await, json!({"active": false}), "the cut-off holds");
+    exchange(harness, "c", &chain.hops[1], "d").await.assert_error(400, "invalid_request");
 }
 
 #[tokio::test]

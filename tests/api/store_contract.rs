@@ -98,6 +98,15 @@ where
     );
     assert_eq!(store.check(&lineage(&[&id("t4")], now.plus(-1), &["other"], "nobody")).await.unwrap(), Status::Active);
 
+    // A block kills whatever names the principal, whenever issued, until lifted.
+    let blocked = id("blocked");
+    let later = lineage(&[&id("t5")], now.plus(100), &[&blocked], "someone");
+    store.block(&Principal::Agent(blocked.clone()), true).await.unwrap();
+    assert_eq!(store.check(&later).await.unwrap(), Status::Deprovisioned);
+    store.block(&Principal::Agent(blocked.clone()), false).await.unwrap();
+    assert_eq!(store.check(&later).await.unwrap(), Status::Active);
+    store.block(&Principal::Subject(blocked.clone()), true).await.unwrap();
+
     // Audit: newest first, every filter.
     let (agent_a, agent_b) = (id("agent-a"), id("agent-b"));
     store.record(event(now.plus(-30), &agent_a, "s", Some(&id("e1")), None)).await.unwrap();
@@ -136,6 +145,8 @@ where
     assert_eq!(reopened.use_once(&id("a"), now.plus(60), now).await.unwrap(), Use::Replayed);
     assert_eq!(reopened.check(&leaf_lineage).await.unwrap(), Status::Revoked);
     assert_eq!(reopened.check(&before).await.unwrap(), Status::Deprovisioned);
+    let blocked_subject = lineage(&[&id("t6")], now.plus(100), &[], &blocked);
+    assert_eq!(reopened.check(&blocked_subject).await.unwrap(), Status::Deprovisioned, "a block survives a reopen");
     let kept = reopened.query(&AuditFilter { agent: Some(agent_a), ..AuditFilter::default() }).await.unwrap();
     assert_eq!(kept.len(), 2);
 
