@@ -65,6 +65,7 @@ async fn open_store(config: &Config) -> Result<Arc<dyn StateStore>, String> {
 async fn serve(config: Config) -> Result<(), String> {
     let broker = Arc::new(build(&config, Arc::new(SystemClock)).await?);
     tokio::spawn(reload_keys(broker.clone(), config.clone(), Arc::new(SystemClock)));
+    tokio::spawn(retire_expired_agents(broker.clone()));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|error| format!("listen on {}: {error}", config.listen))?;
@@ -98,6 +99,25 @@ async fn reload_keys(broker: Arc<Broker>, config: Config, clock: Arc<dyn Clock>)
                 broker.replace_keys(keys);
             }
             Err(error) => tracing::warn!(%error, "key folder did not reload; keeping the keys in use"),
+        }
+    }
+}
+
+/// Once a minute, records in the store the agents that have passed their
+/// `expires`, so that verifiers reading the store see their tokens dead.
+async fn retire_expired_agents(broker: Arc<Broker>) {
+    let mut done = std::collections::HashSet::new();
+    let mut ticks = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        ticks.tick().await;
+        match broker.retire_expired_agents(&done).await {
+            Ok(retired) => {
+                for id in retired {
+                    tracing::info!(agent = %id, "agent past its expiry: its tokens are dead");
+                    done.insert(id);
+                }
+            }
+            Err(error) => tracing::warn!(%error, "expired agents not recorded yet; retrying"),
         }
     }
 }

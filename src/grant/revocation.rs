@@ -64,6 +64,27 @@ impl Broker {
         Ok(())
     }
 
+    /// Writes a deprovisioning for every agent of the inventory that is past
+    /// its `expires` and not yet in `done`, so that verifiers reading the
+    /// store, not the inventory, see its tokens dead too. The cut-off only:
+    /// an agent whose `expires` is extended later gets new tokens, never
+    /// its old ones back. Returns the agents written.
+    pub async fn retire_expired_agents(
+        &self,
+        done: &std::collections::HashSet<String>,
+    ) -> Result<Vec<String>, GrantError> {
+        let now = self.now();
+        let mut retired = Vec::new();
+        for agent in self.policy.inventory().agents().filter(|agent| !agent.is_active(now) && !done.contains(&agent.id))
+        {
+            let principal = Principal::Agent(agent.id.clone());
+            self.stores.revocation.deprovision(&principal, now, now.plus(crate::token::MAX_LIFETIME)).await?;
+            self.record(principal_event("expired", &principal, now)).await?;
+            retired.push(agent.id.clone());
+        }
+        Ok(retired)
+    }
+
     /// Lifts a deprovisioned principal's block (admin API): tokens issued from
     /// now on live; those cut off by the deprovisioning stay dead.
     pub async fn reinstate(&self, principal: &Principal) -> Result<(), GrantError> {

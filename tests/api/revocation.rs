@@ -293,3 +293,21 @@ async fn the_admin_api_is_off_without_a_credential() {
         .await;
     assert_eq!(response.status, 404);
 }
+
+#[tokio::test]
+async fn an_expired_agent_is_recorded_for_verifiers_reading_the_store() {
+    use baton::store::{Lineage, RevocationStore, Status};
+    let chain = four_hops().await;
+    let harness = &chain.harness;
+    let lineage = Lineage::of(&claims_of(&chain.hops[3]));
+    assert_eq!(harness.store.check(&lineage).await.unwrap(), Status::Active);
+    // The agents of `four_agents` expire on 2030-01-01.
+    harness.clock.advance(
+        baton::clock::UnixTime(time::macros::datetime!(2030-01-02 0:00 UTC).unix_timestamp()).seconds_since(START),
+    );
+    let retired = harness.broker.retire_expired_agents(&Default::default()).await.unwrap();
+    assert_eq!(retired.len(), 4);
+    assert_eq!(harness.store.check(&lineage).await.unwrap(), Status::Deprovisioned, "the store alone says dead");
+    let again = harness.broker.retire_expired_agents(&retired.into_iter().collect()).await.unwrap();
+    assert!(again.is_empty());
+}
