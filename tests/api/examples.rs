@@ -34,3 +34,62 @@ async fn the_walk_script_runs_against_the_broker() {
     assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.contains("\"sub\": \"booker\""), "{stdout}");
 }
+
+#[tokio::test]
+async fn protected_api_answers_who_calls_through_whom() {
+    let broker = BrokerProcess::start(&[]).await;
+    let port = crate::process::free_port();
+    let mut api = Command::new(example("protected_api"))
+        .env("BROKER_URL", &broker.url)
+        .env("API_LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let token_url = format!("{}/token", broker.url);
+    let token = |agent: &'static str, form: Vec<(&'static str, String)>| {
+        let client = client.clone();
+        let url = token_url.clone();
+        async move {
+            let response = client
+                .post(url)
+                .basic_auth(agent, Some(format!("dev-only-{agent}-secret")))
+                .form(&form)
+                .send()
+                .await
+                .unwrap();
+            let body: serde_json::Value = response.json().await.unwrap();
+            body["access_token"].as_str().unwrap_or_else(|| panic!("{body}")).to_owned()
+        }
+    };
+    let exchange = |token: String, target: (&'static str, &'static str)| {
+        vec![
+            ("grant_type", crate::harness::EXCHANGE.to_owned()),
+            ("subject_token", token),
+            ("subject_token_type", crate::harness::ACCESS_TOKEN.to_owned()),
+            (target.0, target.1.to_owned()),
+        ]
+    };
+    let root = token("orchestrator", vec![("grant_type", "client_credentials".to_owned())]).await;
+    let hop1 = token("planner", exchange(root, ("audience", "booker"))).await;
+    let mut form = exchange(hop1, ("resource", crate::harness::AIRLINE));
+    form.push(("scope", "flights.book".to_owned()));
+    let hop2 = token("booker", form).await;
+
+    let bookings = format!("http://127.0.0.1:{port}/bookings");
+    let mut answer = None;
+    for _ in 0..100 {
+        if let Ok(response) = client.post(&bookings).bearer_auth(&hop2).send().await {
+            answer = Some((response.status().as_u16(), response.text().await.unwrap()));
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let unauthenticated = client.post(&bookings).send().await.map(|response| response.status().as_u16());
+    let _ = api.kill();
+    let _ = api.wait();
+    let (status, body) = answer.expect("the protected API did not come up");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"by\":\"booker\"") && body.contains("\"chain\":[\"booker\",\"planner\"]"), "{body}");
+    assert_eq!(unauthenticated.unwrap(), 401);
+}
