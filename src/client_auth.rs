@@ -3,7 +3,6 @@
 //! Exactly one method per request; the agent it proves is the acting agent.
 
 use base64::Engine;
-use josekit::jws;
 use serde::Deserialize;
 
 use crate::clock::{Clock, UnixTime};
@@ -388,7 +387,7 @@ fn check_assertion(
     });
     let mut verified = None;
     for key in candidates {
-        if let Ok((payload, _)) = jws::deserialize_compact(assertion, key.verifier()) {
+        if let Ok(payload) = crate::token::verified_payload(assertion, key) {
             verified = Some(payload);
             break;
         }

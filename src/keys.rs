@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use josekit::jwk::Jwk;
-use josekit::jws::{EdDSA, JwsSigner, JwsVerifier, ES256};
+use ring::rand::SystemRandom;
+use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, UnparsedPublicKey};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -82,9 +83,12 @@ pub enum KeyError {
 }
 
 /// A public key that verifies signatures, with its JWK for publication.
+/// Verification is `ring`'s, on the raw key built once.
 pub struct VerifyingKey {
     algorithm: Algorithm,
-    verifier: Box<dyn JwsVerifier>,
+    /// The public key as `ring` reads it: the uncompressed P-256 point, or
+    /// the 32 bytes of an Ed25519 key.
+    public: Vec<u8>,
     public_jwk: Jwk,
 }
 
@@ -93,18 +97,13 @@ impl VerifyingKey {
     /// `EdDSA` (Ed25519) keys only. The JWK's `alg`, where present, must agree.
     pub fn from_jwk(jwk: &Jwk) -> Result<VerifyingKey, KeyError> {
         let algorithm = algorithm_of(jwk)?;
-        // `to_public_key` keeps only the key material, so the verifier does not
-        // insist on a `kid` in the header; the published copy keeps the `kid`.
-        let material = jwk.to_public_key().map_err(|error| KeyError::Unusable(error.to_string()))?;
-        let verifier: Box<dyn JwsVerifier> = match algorithm {
-            Algorithm::Es256 => Box::new(ES256.verifier_from_jwk(&material).map_err(unusable)?),
-            Algorithm::EdDsa => Box::new(EdDSA.verifier_from_jwk(&material).map_err(unusable)?),
-        };
-        let mut public_jwk = material;
+        let public = public_bytes(jwk, algorithm)?;
+        // `to_public_key` keeps only the key material; the published copy keeps the `kid`.
+        let mut public_jwk = jwk.to_public_key().map_err(unusable)?;
         if let Some(kid) = jwk.key_id() {
             public_jwk.set_key_id(kid);
         }
-        Ok(VerifyingKey { algorithm, verifier, public_jwk })
+        Ok(VerifyingKey { algorithm, public, public_jwk })
     }
 
     /// The algorithm this key verifies.
@@ -112,9 +111,14 @@ impl VerifyingKey {
         self.algorithm
     }
 
-    /// The verifier.
-    pub fn verifier(&self) -> &dyn JwsVerifier {
-        self.verifier.as_ref()
+    /// Whether `signature` is this key's over `message` (JWS form: `r || s`
+    /// for ES256, RFC 7518 §3.4).
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        let algorithm: &'static dyn signature::VerificationAlgorithm = match self.algorithm {
+            Algorithm::Es256 => &signature::ECDSA_P256_SHA256_FIXED,
+            Algorithm::EdDsa => &signature::ED25519,
+        };
+        UnparsedPublicKey::new(algorithm, &self.public).verify(message, signature).is_ok()
     }
 
     /// The public JWK.
@@ -123,11 +127,18 @@ impl VerifyingKey {
     }
 }
 
+/// The key pair a signing key holds.
+enum Signer {
+    Es256(EcdsaKeyPair),
+    EdDsa(Ed25519KeyPair),
+}
+
 /// The key Baton signs with, built once when the key set loads.
 pub struct SigningKey {
     kid: String,
     algorithm: Algorithm,
-    signer: Box<dyn JwsSigner>,
+    signer: Signer,
+    random: SystemRandom,
 }
 
 impl SigningKey {
@@ -141,9 +152,15 @@ impl SigningKey {
         self.algorithm
     }
 
-    /// The signer.
-    pub fn signer(&self) -> &dyn JwsSigner {
-        self.signer.as_ref()
+    /// Signs `message` (JWS form: `r || s` for ES256, RFC 7518 §3.4).
+    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
+        match &self.signer {
+            Signer::Es256(pair) => pair
+                .sign(&self.random, message)
+                .map(|signature| signature.as_ref().to_vec())
+                .map_err(|_| KeyError::Unusable("signing failed".into())),
+            Signer::EdDsa(pair) => Ok(pair.sign(message).as_ref().to_vec()),
+        }
     }
 }
 
@@ -360,11 +377,64 @@ fn signing_key(jwk: &Jwk, kid: String, algorithm: Algorithm) -> Result<SigningKe
     if algorithm_of(jwk)? != algorithm {
         return Err(KeyError::Unusable("stored algorithm does not match the key".into()));
     }
-    let signer: Box<dyn JwsSigner> = match algorithm {
-        Algorithm::Es256 => Box::new(ES256.signer_from_jwk(jwk).map_err(unusable)?),
-        Algorithm::EdDsa => Box::new(EdDSA.signer_from_jwk(jwk).map_err(unusable)?),
+    let private = member_bytes(jwk, "d")?;
+    let public = public_bytes(jwk, algorithm)?;
+    let random = SystemRandom::new();
+    let signer = match algorithm {
+        Algorithm::Es256 => Signer::Es256(
+            EcdsaKeyPair::from_private_key_and_public_key(
+                &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+                &private,
+                &public,
+                &random,
+            )
+            .map_err(|error| KeyError::Unusable(format!("P-256 key: {error}")))?,
+        ),
+        Algorithm::EdDsa => Signer::EdDsa(
+            Ed25519KeyPair::from_seed_and_public_key(&private, &public)
+                .map_err(|error| KeyError::Unusable(format!("Ed25519 key: {error}")))?,
+        ),
     };
-    Ok(SigningKey { kid, algorithm, signer })
+    // A pair that does not sign what its own public key verifies is refused here.
+    let key = SigningKey { kid, algorithm, signer, random };
+    let probe = key.sign(b"probe")?;
+    let verifying = VerifyingKey::from_jwk(jwk)?;
+    if !verifying.verify(b"probe", &probe) {
+        return Err(KeyError::Unusable("the private and public parts do not match".into()));
+    }
+    Ok(key)
+}
+
+/// A JWK member, base64url-decoded.
+fn member_bytes(jwk: &Jwk, name: &str) -> Result<Vec<u8>, KeyError> {
+    let text = jwk
+        .parameter(name)
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| KeyError::Unusable(format!("JWK lacks `{name}`")))?;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .map_err(|_| KeyError::Unusable(format!("JWK `{name}` is not base64url")))
+}
+
+/// The public key as `ring` reads it.
+fn public_bytes(jwk: &Jwk, algorithm: Algorithm) -> Result<Vec<u8>, KeyError> {
+    match algorithm {
+        Algorithm::Es256 => {
+            let (x, y) = (member_bytes(jwk, "x")?, member_bytes(jwk, "y")?);
+            if x.len() != 32 || y.len() != 32 {
+                return Err(KeyError::Unusable("P-256 coordinates must be 32 bytes".into()));
+            }
+            // SEC 1 §2.3.3: the uncompressed point.
+            Ok([&[0x04][..], &x, &y].concat())
+        }
+        Algorithm::EdDsa => {
+            let x = member_bytes(jwk, "x")?;
+            if x.len() != 32 {
+                return Err(KeyError::Unusable("an Ed25519 key is 32 bytes".into()));
+            }
+            Ok(x)
+        }
+    }
 }
 
 /// How often a running broker reloads its key folder, in seconds.
