@@ -1,5 +1,6 @@
 //! `baton serve`: load everything, refuse to start on any problem, listen.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use crate::clock::{Clock, SystemClock};
@@ -62,8 +63,33 @@ async fn open_store(config: &Config) -> Result<Arc<dyn StateStore>, String> {
     }
 }
 
+/// The agents this broker has known, kept in `data_dir/known-agents.json`:
+/// those missing from the inventory now are deprovisioned, and the file then
+/// holds every agent ever seen.
+pub async fn deprovision_removed_agents(broker: &Broker, data_dir: &Path) -> Result<Vec<String>, String> {
+    let path = data_dir.join("known-agents.json");
+    let known: Vec<String> = match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|error| format!("{}: {error}", path.display()))?,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(error) => return Err(format!("{}: {error}", path.display())),
+    };
+    let removed = broker.deprovision_removed_agents(&known).await.map_err(|error| error.to_string())?;
+    let mut all: std::collections::BTreeSet<String> = known.into_iter().collect();
+    all.extend(broker.policy().inventory().agents().map(|agent| agent.id.clone()));
+    let json = serde_json::to_vec_pretty(&all).map_err(|error| error.to_string())?;
+    std::fs::create_dir_all(data_dir).map_err(|error| format!("{}: {error}", data_dir.display()))?;
+    // Written beside and renamed, so that a crash never leaves half a list.
+    let staging = path.with_extension("json.tmp");
+    std::fs::write(&staging, json).map_err(|error| format!("{}: {error}", staging.display()))?;
+    std::fs::rename(&staging, &path).map_err(|error| format!("{}: {error}", path.display()))?;
+    Ok(removed)
+}
+
 async fn serve(config: Config) -> Result<(), String> {
     let broker = Arc::new(build(&config, Arc::new(SystemClock)).await?);
+    for id in deprovision_removed_agents(&broker, &config.data_dir).await? {
+        tracing::info!(agent = %id, "agent removed from the inventory: deprovisioned");
+    }
     tokio::spawn(reload_keys(broker.clone(), config.clone(), Arc::new(SystemClock)));
     tokio::spawn(retire_expired_agents(broker.clone()));
     let listener = tokio::net::TcpListener::bind(config.listen)

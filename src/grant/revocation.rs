@@ -85,6 +85,20 @@ impl Broker {
         Ok(retired)
     }
 
+    /// Deprovisions every agent of `known` that the inventory no longer has:
+    /// removing an agent from `agents.toml` kills its tokens in the store,
+    /// for verifiers that read only the store, and blocks it, so that adding
+    /// it back revives none of its old tokens. Returns the agents written.
+    pub async fn deprovision_removed_agents(&self, known: &[String]) -> Result<Vec<String>, GrantError> {
+        let inventory = self.policy.inventory();
+        let mut removed = Vec::new();
+        for id in known.iter().filter(|id| inventory.agent(id).is_none()) {
+            self.deprovision(&Principal::Agent(id.clone())).await?;
+            removed.push(id.clone());
+        }
+        Ok(removed)
+    }
+
     /// Lifts a deprovisioned principal's block (admin API): tokens issued from
     /// now on live; those cut off by the deprovisioning stay dead.
     pub async fn reinstate(&self, principal: &Principal) -> Result<(), GrantError> {

@@ -24,6 +24,11 @@ async fn the_binary_serves_the_quick_start_walk_with_no_config() {
     let (folder, base) = (&broker.folder, broker.url.clone());
     let client = reqwest::Client::new();
 
+    // The agents it has known are kept, so that a later removal is seen.
+    let known: Vec<String> =
+        serde_json::from_slice(&std::fs::read(folder.path().join("data/known-agents.json")).unwrap()).unwrap();
+    assert_eq!(known, ["booker", "orchestrator", "planner"]);
+
     // A key was generated on first start, private to its owner.
     let key_file = std::fs::read_dir(folder.path().join("keys")).unwrap().next().unwrap().unwrap().path();
     use std::os::unix::fs::PermissionsExt;

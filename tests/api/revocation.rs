@@ -311,3 +311,47 @@ async fn an_expired_agent_is_recorded_for_verifiers_reading_the_store() {
     let again = harness.broker.retire_expired_agents(&retired.into_iter().collect()).await.unwrap();
     assert!(again.is_empty());
 }
+
+#[tokio::test]
+async fn an_agent_removed_from_the_inventory_is_deprovisioned_in_the_store_and_stays_out() {
+    use baton::store::{Lineage, RevocationStore, Status};
+    let chain = four_hops().await;
+    let data = tempfile::tempdir().unwrap();
+    let serve = baton::cli::serve::deprovision_removed_agents;
+    assert!(serve(&chain.harness.broker, data.path()).await.unwrap().is_empty());
+
+    let secret = secret_hash("s");
+    let inventory = |ids: &[&str]| -> String {
+        ids.iter()
+            .map(|id| {
+                format!("[[agents]]\nid='{id}'\nowner='o'\npurpose='p'\nexpires=2030-01-01\nsecret_sha256='{secret}'\n")
+            })
+            .collect()
+    };
+    let resources = format!(
+        "[[resources]]\nuri='https://api.example'\nname='API'\nscopes=['read']\nttl=300\nclient_id='api'\nsecret_sha256='{}'\n",
+        secret_hash("api-secret")
+    );
+    let without_c = policy_folder(&inventory(&["a", "b", "d"]), &resources, "permit (principal, action, resource);");
+    let restarted = chain.harness.restarted_with(without_c.path());
+    assert_eq!(serve(&restarted.broker, data.path()).await.unwrap(), vec!["c".to_owned()]);
+    // The store alone now says so: what a verifier reading the store sees.
+    let lineage = Lineage::of(&claims_of(&chain.hops[3]));
+    assert_eq!(chain.harness.store.check(&lineage).await.unwrap(), Status::Deprovisioned);
+
+    // Added back: still out until reinstated, and its old tokens stay dead.
+    let with_c = policy_folder(&inventory(&["a", "b", "c", "d"]), &resources, "permit (principal, action, resource);");
+    let again = chain.harness.restarted_with(with_c.path());
+    assert!(serve(&again.broker, data.path()).await.unwrap().is_empty());
+    again
+        .token(Some(("c", "s")), &[("grant_type", "client_credentials"), ("audience", "d")])
+        .await
+        .assert_error(401, "invalid_client");
+    again.clock.advance(1);
+    assert_eq!(admin(&again, "POST", "/admin/reinstate", Some(json!({"agent": "c"}))).await.status, 200);
+    assert_eq!(
+        again.token(Some(("c", "s")), &[("grant_type", "client_credentials"), ("audience", "d")]).await.status,
+        200
+    );
+    assert_eq!(introspect(&again, &chain.hops[3]).await, json!({"active": false}));
+}
