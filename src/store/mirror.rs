@@ -35,14 +35,14 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use ::redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
-use ::redis::{AsyncConnectionConfig, Client, Msg, RedisError, RedisResult, Value};
+use ::redis::{AsyncConnectionConfig, Client, Msg, RedisResult, Value};
 use async_trait::async_trait;
 use futures_util::{FutureExt, StreamExt};
 use serde::Deserialize;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use super::redis::{RevocationNotice, CALL_DEADLINE, CONNECTION_TIMEOUT, KEEP_AFTER_END, RESPONSE_TIMEOUT};
+use super::redis::{describe, RevocationNotice, CALL_DEADLINE, CONNECTION_TIMEOUT, KEEP_AFTER_END, RESPONSE_TIMEOUT};
 use super::{Lineage, Principal, RevocationStore, Status, StoreError};
 use crate::claims::TokenId;
 use crate::clock::{Clock, SystemClock, UnixTime};
@@ -376,22 +376,6 @@ fn client(url: &str) -> Result<Client, StoreError> {
         return Err(StoreError("the revocation mirror needs a redis:// URL".into()));
     }
     Client::open(url).map_err(|_| StoreError("the Redis URL is not valid".into()))
-}
-
-/// What went wrong, in words of our own: a server's message may echo the
-/// arguments of a command, and arguments are ids.
-fn describe(error: &RedisError) -> String {
-    if error.is_timeout() {
-        "timed out".into()
-    } else if error.is_connection_refusal() {
-        "connection refused".into()
-    } else if error.is_connection_dropped() {
-        "connection lost".into()
-    } else if let Some(code) = error.code() {
-        format!("{} ({code})", error.category())
-    } else {
-        error.category().into()
-    }
 }
 
 /// Awaits one Redis request for at most `deadline`.

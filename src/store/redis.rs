@@ -501,7 +501,7 @@ fn config() -> ConnectionManagerConfig {
 
 /// What went wrong, in words of our own: a server's message may echo the
 /// arguments of a command, and arguments are ids.
-fn describe(error: &RedisError) -> String {
+pub(super) fn describe(error: &RedisError) -> String {
     if error.is_timeout() {
         "timed out".into()
     } else if error.is_connection_refusal() {

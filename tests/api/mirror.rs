@@ -19,12 +19,10 @@ use baton::store::redis::RedisStore;
 use baton::store::{Lineage, Principal, RevocationStore, Status};
 use baton::verifier::{Caller, Verifier, VerifierLayer};
 use serde_json::json;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 use tower::ServiceExt;
 
 use crate::harness::*;
-use crate::redis_server::RedisServer;
+use crate::redis_server::{RedisServer, SilentLink};
 
 const PREFIX: &str = "mirror:";
 /// The staleness bound of most tests: short, so that outages show quickly.
@@ -206,79 +204,6 @@ async fn an_outage_fails_closed_and_a_restart_resumes() {
     eventually("ping", RECOVERY, || async { mirror.ping().await.is_ok() }).await;
 }
 
-/// A TCP relay to Redis that can go silent: once silenced, open paths keep
-/// their sockets but carry nothing more (a peer gone without a reset), and
-/// new connections are held unanswered; healed, new ones are relayed again.
-struct SilentLink {
-    port: u16,
-    silent: watch::Sender<bool>,
-}
-
-impl SilentLink {
-    async fn to(server: &RedisServer) -> SilentLink {
-        let target = server.url().trim_start_matches("redis://").trim_end_matches('/').to_owned();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (silent, watching) = watch::channel(false);
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let mut watching = watching.clone();
-                let target = target.clone();
-                tokio::spawn(async move {
-                    if *watching.borrow() {
-                        return std::future::pending::<()>().await;
-                    }
-                    let upstream = TcpStream::connect(target).await.unwrap();
-                    tokio::select! {
-                        _ = pump(&client, &upstream) => {}
-                        _ = pump(&upstream, &client) => {}
-                        _ = async { drop(watching.wait_for(|silent| *silent).await) } => {
-                            // Hold both sockets open, forever silent.
-                            std::future::pending::<()>().await;
-                        }
-                    }
-                });
-            }
-        });
-        SilentLink { port, silent }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn set_silent(&self, silent: bool) {
-        self.silent.send_replace(silent);
-    }
-}
-
-/// Copies `from` to `to` until either closes.
-async fn pump(from: &TcpStream, to: &TcpStream) {
-    let mut buffer = vec![0u8; 16 * 1024];
-    loop {
-        if from.readable().await.is_err() {
-            return;
-        }
-        let read = match from.try_read(&mut buffer) {
-            Ok(0) => return,
-            Ok(read) => read,
-            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(_) => return,
-        };
-        let mut sent = 0;
-        while sent < read {
-            if to.writable().await.is_err() {
-                return;
-            }
-            match to.try_write(&buffer[sent..read]) {
-                Ok(written) => sent += written,
-                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(_) => return,
-            }
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_silent_subscription_fails_closed_and_is_replaced() {
     let server = RedisServer::start();
@@ -288,14 +213,14 @@ async fn a_silent_subscription_fails_closed_and_is_replaced() {
     let now = SystemClock.now();
 
     // No reset ever comes: only the missing heartbeat answers tell.
-    link.set_silent(true);
+    link.silence();
     let active = lineage("other", now, "a");
     eventually("failing closed", STALENESS + RECOVERY, || async { mirror.check(&active).await.is_err() }).await;
     assert!(mirror.ping().await.is_err());
     // Made while the mirror hears nothing: the reload must find it.
     store.revoke(&TokenId("during-silence".into()), now.plus(600)).await.unwrap();
 
-    link.set_silent(false);
+    link.heal();
     let during = lineage("during-silence", now, "a");
     eventually("fresh again", RECOVERY, || async { status(&mirror, &during).await == Some(Status::Revoked) }).await;
     eventually("the rest active", RECOVERY, || async { status(&mirror, &active).await == Some(Status::Active) }).await;

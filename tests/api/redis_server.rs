@@ -6,6 +6,9 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
 pub struct RedisServer {
     child: Option<Child>,
     port: u16,
@@ -72,5 +75,84 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A TCP relay to Redis that can go silent: once silenced, open paths keep
+/// their sockets but carry nothing more (a peer gone without a reset), and
+/// new connections are held unanswered; healed, new ones are relayed again.
+pub struct SilentLink {
+    port: u16,
+    silent: watch::Sender<bool>,
+}
+
+impl SilentLink {
+    pub async fn to(server: &RedisServer) -> SilentLink {
+        let target = server.url().trim_start_matches("redis://").trim_end_matches('/').to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (silent, watching) = watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let mut watching = watching.clone();
+                let target = target.clone();
+                tokio::spawn(async move {
+                    if *watching.borrow() {
+                        return std::future::pending::<()>().await;
+                    }
+                    let upstream = tokio::net::TcpStream::connect(target).await.unwrap();
+                    tokio::select! {
+                        _ = pump(&client, &upstream) => {}
+                        _ = pump(&upstream, &client) => {}
+                        _ = async { drop(watching.wait_for(|silent| *silent).await) } => {
+                            // Hold both sockets open, forever silent.
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                });
+            }
+        });
+        SilentLink { port, silent }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// From now on, open paths carry nothing and new connections hang.
+    pub fn silence(&self) {
+        self.silent.send_replace(true);
+    }
+
+    /// New connections are relayed again (silenced paths stay lost).
+    pub fn heal(&self) {
+        self.silent.send_replace(false);
+    }
+}
+
+/// Copies `from` to `to` until either closes.
+async fn pump(from: &tokio::net::TcpStream, to: &tokio::net::TcpStream) {
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        if from.readable().await.is_err() {
+            return;
+        }
+        let read = match from.try_read(&mut buffer) {
+            Ok(0) => return,
+            Ok(read) => read,
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(_) => return,
+        };
+        let mut sent = 0;
+        while sent < read {
+            if to.writable().await.is_err() {
+                return;
+            }
+            match to.try_write(&buffer[sent..read]) {
+                Ok(written) => sent += written,
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(_) => return,
+            }
+        }
     }
 }

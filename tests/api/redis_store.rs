@@ -1,7 +1,6 @@
 //! The Redis store against the contract, an outage, pub/sub and two nodes,
 //! on a real `redis-server`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,9 +11,8 @@ use baton::store::{
     AuditDecision, AuditEvent, AuditStore, Lineage, Principal, ReplayStore, RevocationStore, StateStore, Status, Use,
 };
 use serde_json::json;
-use tokio::net::{TcpListener, TcpStream};
 
-use crate::redis_server::RedisServer;
+use crate::redis_server::{RedisServer, SilentLink};
 
 /// How long a call may take while Redis is down: a bound on hanging, not a
 /// performance target.
@@ -99,84 +97,6 @@ async fn an_outage_fails_calls_and_service_resumes() {
     assert_eq!(store.check(&revoked).await.unwrap(), Status::Revoked, "the revocation survived a SIGKILL");
     assert_eq!(store.use_once("after-outage", now.plus(60), now).await.unwrap(), Use::First);
     store.record(event(now)).await.unwrap();
-}
-
-/// A TCP relay to Redis that can go silent: once `silence`d, every open
-/// path swallows what it gets and never answers again (as when a peer
-/// vanishes without a reset), and new connections are accepted but never
-/// served; after `heal`, new connections are relayed again.
-struct SilentLink {
-    port: u16,
-    open: Arc<AtomicBool>,
-}
-
-impl SilentLink {
-    async fn to(server: &RedisServer) -> SilentLink {
-        let target = server.url().trim_start_matches("redis://").trim_end_matches('/').to_owned();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let open = Arc::new(AtomicBool::new(true));
-        let relay_open = open.clone();
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let open = relay_open.clone();
-                let target = target.clone();
-                tokio::spawn(async move {
-                    if !open.load(Ordering::SeqCst) {
-                        let _held = client;
-                        return std::future::pending().await;
-                    }
-                    let upstream = Arc::new(TcpStream::connect(target).await.unwrap());
-                    let client = Arc::new(client);
-                    tokio::spawn(relay(client.clone(), upstream.clone(), open.clone()));
-                    relay(upstream, client, open).await;
-                });
-            }
-        });
-        SilentLink { port, open }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn silence(&self) {
-        self.open.store(false, Ordering::SeqCst);
-    }
-
-    fn heal(&self) {
-        self.open.store(true, Ordering::SeqCst);
-    }
-}
-
-/// Copies `from` to `to` until either closes, or forever stalls once the link is silenced.
-async fn relay(from: Arc<TcpStream>, to: Arc<TcpStream>, open: Arc<AtomicBool>) {
-    let mut buffer = vec![0u8; 16 * 1024];
-    loop {
-        if from.readable().await.is_err() {
-            return;
-        }
-        let read = match from.try_read(&mut buffer) {
-            Ok(0) => return,
-            Ok(read) => read,
-            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(_) => return,
-        };
-        if !open.load(Ordering::SeqCst) {
-            return std::future::pending().await; // this path is lost for good
-        }
-        let mut sent = 0;
-        while sent < read {
-            if to.writable().await.is_err() {
-                return;
-            }
-            match to.try_write(&buffer[sent..read]) {
-                Ok(written) => sent += written,
-                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(_) => return,
-            }
-        }
-    }
 }
 
 #[tokio::test]
