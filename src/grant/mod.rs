@@ -339,6 +339,8 @@ impl Broker {
         if grant_type == TOKEN_EXCHANGE {
             token_exchange::handle(self, &agent, params, evidence).await
         } else {
+            // The token would carry the agent as its subject too.
+            self.ensure_not_blocked(agent.id(), Some(agent.id())).await?;
             client_credentials::handle(self, &agent, params, evidence)
         }
     }
@@ -362,21 +364,22 @@ impl Broker {
             issuer: &self.settings.issuer,
             clock: self.clock.as_ref(),
         };
-        let client = client_auth::authenticate(&presented, &verifier).await?;
-        // A deprovisioned agent stays out until it is reinstated.
-        if client.api().is_none() {
-            // A token "issued at the end of time" is killed by a block only,
-            // never by a deprovisioning's cut-off in the past.
-            let own = Lineage {
-                jtis: Vec::new(),
-                issued_at: UnixTime(i64::MAX),
-                principals: vec![Principal::Agent(client.id().to_owned()), Principal::Subject(client.id().to_owned())],
-            };
-            if self.stores.revocation.check(&own).await? != Status::Active {
-                return Err(ClientAuthError::Deprovisioned.into());
-            }
+        Ok(client_auth::authenticate(&presented, &verifier).await?)
+    }
+
+    /// Refuses a deprovisioned agent until it is reinstated (DESIGN.md §2.4).
+    /// An exchange needs no separate call: the parent's revocation check
+    /// names its holder, the acting agent, and asks here only when it fails.
+    pub(crate) async fn ensure_not_blocked(&self, agent: &str, subject: Option<&str>) -> Result<(), GrantError> {
+        let mut principals = vec![Principal::Agent(agent.to_owned())];
+        principals.extend(subject.map(|subject| Principal::Subject(subject.to_owned())));
+        // A token "issued at the end of time" is killed by a block only,
+        // never by a deprovisioning's cut-off in the past.
+        let own = Lineage { jtis: Vec::new(), issued_at: UnixTime(i64::MAX), principals };
+        match self.stores.revocation.check(&own).await? {
+            Status::Active => Ok(()),
+            Status::Revoked | Status::Deprovisioned => Err(ClientAuthError::Deprovisioned.into()),
         }
-        Ok(client)
     }
 
     /// Verifies one of this broker's own tokens.

@@ -23,6 +23,7 @@ impl Broker {
     ) -> Result<(), GrantError> {
         let client = self.authenticate_client(authorization, params).await?;
         let agent = client.into_agent().ok_or(ClientAuthError::NotAnAgent)?;
+        self.ensure_not_blocked(agent.id(), None).await?;
         let token = params.require("token")?;
         let Ok(verified) = self.verify(token) else {
             return Ok(());

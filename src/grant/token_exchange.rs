@@ -46,7 +46,15 @@ pub(super) async fn handle(
     evidence.target = target.map(super::clip);
 
     // The subject token, and whether this agent may exchange it.
-    let parent = live_token(broker, subject_token, GrantError::SubjectToken).await?;
+    let parent = match live_token(broker, subject_token, GrantError::SubjectToken).await {
+        // The parent names its holder: a blocked acting agent is told so
+        // as a client, not through its token (one lookup on the way through).
+        Err(GrantError::SubjectToken(Unacceptable::Deprovisioned)) => {
+            broker.ensure_not_blocked(agent.id(), None).await?;
+            return Err(GrantError::SubjectToken(Unacceptable::Deprovisioned));
+        }
+        other => other?,
+    };
     let claims = parent.claims();
     evidence.subject = Some(claims.sub.clone());
     evidence.chain = claims.chain().into_iter().map(str::to_owned).collect();

@@ -241,6 +241,30 @@ async fn unreachable_state_fails_closed() {
     assert!(refused.body.get("access_token").is_none());
     assert_eq!(refused.headers[header::RETRY_AFTER], "1");
 
+    // Introspection and revocation cannot read the state either: 503, never a verdict.
+    let form = |path: &'static str, basic: (&str, &str), token: &str| {
+        Request::post(path)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::AUTHORIZATION, basic_header(basic.0, basic.1))
+            .body(Body::from(form_body(&[("token", token)])))
+            .unwrap()
+    };
+    let for_the_api = revocation_down.sign_with_broker_key(
+        &header,
+        &serde_json::json!({
+            "iss": ISSUER, "sub": "booker", "aud": AIRLINE, "client_id": "booker", "scope": "flights.read",
+            "iat": START.0, "exp": START.0 + 300, "jti": "api-down", "delegation": {"depth": 0, "hops": []}
+        }),
+    );
+    let introspected =
+        revocation_down.send(form("/introspect", ("airline-api", "dev-only-airline-api-secret"), &for_the_api)).await;
+    introspected.assert_error(503, "temporarily_unavailable");
+    assert!(introspected.body.get("active").is_none(), "no verdict when the state cannot be read");
+    revocation_down
+        .send(form("/revoke", ("planner", "dev-only-planner-secret"), &root))
+        .await
+        .assert_error(503, "temporarily_unavailable");
+
     // Audit unreachable: a token whose issuance cannot be recorded is not handed out.
     let audit_down = Harness::with(Options {
         stores: Some(Stores { replay: memory.clone(), revocation: memory.clone(), audit: Arc::new(Unreachable) }),
