@@ -72,6 +72,8 @@ pub struct Stores {
 /// Everything the token endpoint needs, built once at start.
 pub struct Broker {
     settings: Settings,
+    /// The rules this broker's own tokens are checked by, built once.
+    validation: Validation,
     keys: RwLock<Arc<KeySet>>,
     policy: Policy,
     stores: Stores,
@@ -227,7 +229,22 @@ impl Issued {
 impl Broker {
     /// Builds a broker.
     pub fn new(settings: Settings, keys: KeySet, policy: Policy, stores: Stores, clock: Arc<dyn Clock>) -> Broker {
-        Broker { settings, keys: RwLock::new(Arc::new(keys)), policy, stores, clock, random: SystemRandom::new() }
+        let validation = Validation {
+            issuer: settings.issuer.clone(),
+            max_token_bytes: settings.max_token_bytes,
+            max_depth: settings.max_depth,
+            algorithms: vec![Algorithm::Es256, Algorithm::EdDsa],
+            leeway: 0,
+        };
+        Broker {
+            settings,
+            validation,
+            keys: RwLock::new(Arc::new(keys)),
+            policy,
+            stores,
+            clock,
+            random: SystemRandom::new(),
+        }
     }
 
     /// The settings.
@@ -384,17 +401,7 @@ impl Broker {
 
     /// Verifies one of this broker's own tokens.
     fn verify(&self, token: &str) -> Result<crate::token::Verified<Claims>, crate::token::VerifyError> {
-        crate::token::verify(token, self.keys().as_ref(), &self.validation(), self.clock.as_ref())
-    }
-
-    fn validation(&self) -> Validation {
-        Validation {
-            issuer: self.settings.issuer.clone(),
-            max_token_bytes: self.settings.max_token_bytes,
-            max_depth: self.settings.max_depth,
-            algorithms: vec![Algorithm::Es256, Algorithm::EdDsa],
-            leeway: 0,
-        }
+        crate::token::verify(token, self.keys().as_ref(), &self.validation, self.clock.as_ref())
     }
 
     fn now(&self) -> UnixTime {
