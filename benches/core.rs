@@ -40,6 +40,7 @@ async fn token(broker: &Broker, agent: &str, form: &[(&str, &str)]) -> String {
         authorization: Some(basic(agent, &format!("dev-only-{agent}-secret"))),
         params: TokenParams::from_pairs(form.iter().copied()).expect("form"),
         client_address: None,
+        dpop_proofs: Vec::new(),
     };
     broker.token(request).await.expect("token").access_token
 }
@@ -65,6 +66,7 @@ async fn fixture() -> Fixture {
         max_body_bytes: 64 * 1024,
         lifetimes,
         admin_token_sha256: None,
+        dpop_nonce: false,
     };
     let clock = Arc::new(FixedClock::new(now));
     let broker = Arc::new(Broker::new(settings, keys, policy, stores, clock.clone()));

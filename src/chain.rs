@@ -5,7 +5,7 @@
 //! lived or deeper than allowed, and its `act` is written by the broker from the
 //! authenticated agent and the parent's `act`, never from request input.
 
-use crate::claims::{Actor, Claims, Delegation, TokenId};
+use crate::claims::{Actor, Claims, Confirmation, Delegation, TokenId};
 use crate::client_auth::AuthenticatedAgent;
 use crate::clock::UnixTime;
 use crate::policy::PolicyGrant;
@@ -20,6 +20,9 @@ pub struct Issuance {
     pub issued_at: UnixTime,
     /// A fresh token id.
     pub jti: TokenId,
+    /// The thumbprint of the DPoP key the requester proved, if it did: the
+    /// token is bound to it (RFC 9449 §5).
+    pub bound_to: Option<String>,
 }
 
 /// A token whose path breaks the narrowing rules.
@@ -39,6 +42,10 @@ pub enum ChainError {
     /// An expiry after the parent's.
     #[error("expiry is later than the parent's")]
     LifetimeExtended,
+    /// A child of a DPoP-bound token that would not be bound: once a chain
+    /// is sender-constrained it stays so.
+    #[error("the parent is DPoP-bound and the child would not be")]
+    Unbound,
 }
 
 /// The root of a chain: an agent's own token (`client_credentials`), with no `act`.
@@ -54,6 +61,7 @@ pub fn root(agent: &AuthenticatedAgent, grant: &PolicyGrant, issuance: Issuance)
         jti: issuance.jti,
         act: None,
         may_act: None,
+        cnf: issuance.bound_to.map(|jkt| Confirmation { jkt }),
         delegation: Delegation::default(),
     }
 }
@@ -80,6 +88,9 @@ pub fn derive(
     if grant.expires_at() > parent.exp {
         return Err(ChainError::LifetimeExtended);
     }
+    if parent.cnf.is_some() && issuance.bound_to.is_none() {
+        return Err(ChainError::Unbound);
+    }
     let mut hops = parent.delegation.hops.clone();
     hops.push(parent.as_hop());
     Ok(Claims {
@@ -94,6 +105,7 @@ pub fn derive(
         // DESIGN.md §2.2: the broker writes the chain; `may_act` is not inherited.
         act: Some(Actor { sub: actor.id().to_owned(), act: parent.act.clone().map(Box::new) }),
         may_act: None,
+        cnf: issuance.bound_to.map(|jkt| Confirmation { jkt }),
         delegation: Delegation { depth, hops },
     })
 }

@@ -38,6 +38,9 @@ pub struct Claims {
     /// Who may act for the subject (RFC 8693 §4.4). Honoured, never copied into a child.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub may_act: Option<MayAct>,
+    /// The key the token is bound to, when it is DPoP-bound (RFC 9449 §6.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
     /// The path of this token's authority: depth and every ancestor, root first.
     pub delegation: Delegation,
 }
@@ -79,6 +82,10 @@ impl Claims {
         if !exchangers.eq(chain.iter().rev().copied()) {
             return Err(PathError::Inconsistent);
         }
+        // Only a chain's root may come from an identity provider.
+        if delegation.hops.iter().skip(1).any(|hop| hop.iss.is_some()) {
+            return Err(PathError::Inconsistent);
+        }
         let mut previous = delegation.hops.first();
         for hop in delegation.hops.iter().skip(1) {
             if let Some(parent) = previous {
@@ -101,8 +108,30 @@ impl Claims {
             scope: self.scope.clone(),
             iat: self.iat,
             exp: self.exp,
+            jkt: self.cnf.as_ref().map(|cnf| cnf.jkt.clone()),
+            iss: None,
         }
     }
+
+    /// The thumbprint of the key this token is bound to, if it is.
+    pub fn jkt(&self) -> Option<&str> {
+        self.cnf.as_ref().map(|cnf| cnf.jkt.as_str())
+    }
+
+    /// Whether this token and every ancestor Baton issued are DPoP-bound:
+    /// the whole path so far is sender-constrained. (A person's token from
+    /// an identity provider, at the root, is not Baton's to bind.)
+    pub fn path_is_bound(&self) -> bool {
+        self.cnf.is_some() && self.delegation.hops.iter().all(|hop| hop.jkt.is_some() || hop.iss.is_some())
+    }
+}
+
+/// Confirmation of the key a token is bound to (RFC 7800 §3.1, RFC 9449 §6.1).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Confirmation {
+    /// The JWK SHA-256 thumbprint of the key (RFC 7638).
+    pub jkt: String,
 }
 
 /// One actor of the `act` chain (RFC 8693 §4.1).
@@ -151,21 +180,36 @@ pub struct Hop {
     pub agent: String,
     /// The ancestor's target.
     pub aud: String,
-    /// The ancestor's scopes.
+    /// The ancestor's scopes (a person's token from an identity provider
+    /// may have none).
+    #[serde(default, skip_serializing_if = "ScopeSet::is_empty")]
     pub scope: ScopeSet,
     /// When the ancestor was issued.
     pub iat: UnixTime,
     /// When the ancestor expires.
     pub exp: UnixTime,
+    /// The thumbprint of the key the ancestor was bound to, if it was DPoP-bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jkt: Option<String>,
+    /// Set only on a chain's root that a trusted identity provider issued:
+    /// that provider's issuer. Such a hop's `aud` is the provider's client,
+    /// not an agent, and its `jti` is the token's own or its SHA-256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
 }
 
 impl Hop {
     /// Whether a child held by `holder` with `scope` and `exp` only narrows this hop.
     fn narrows_to(&self, holder: &str, scope: &ScopeSet, exp: UnixTime) -> Result<(), PathError> {
-        if self.aud != holder {
+        // A person's token is addressed to the identity provider's client;
+        // which agents may start a chain from it is the broker's to decide.
+        let from_provider = self.iss.is_some();
+        if !from_provider && self.aud != holder {
             return Err(PathError::WrongHolder);
         }
-        if !scope.is_subset(&self.scope) {
+        // Its scopes, where it carries any, cap the chain (DESIGN.md §10).
+        let capped = !from_provider || !self.scope.is_empty();
+        if capped && !scope.is_subset(&self.scope) {
             return Err(PathError::ScopeWidened);
         }
         if exp > self.exp {
@@ -350,6 +394,7 @@ mod tests {
             jti: TokenId("j".into()),
             act: Some(act),
             may_act: None,
+            cnf: None,
             delegation: Delegation::default(),
         };
         assert_eq!(claims.chain(), vec!["booker", "planner"]);

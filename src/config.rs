@@ -47,6 +47,9 @@ pub struct Config {
     pub redis_prefix: String,
     /// SHA-256 (hex) of the admin token; the admin API is off when absent.
     pub admin_token_sha256: Option<String>,
+    /// Whether DPoP proofs at the token endpoint must carry a server nonce
+    /// (RFC 9449 §8).
+    pub dpop_nonce: bool,
 }
 
 /// A configuration that cannot be used; the message names the key.
@@ -90,6 +93,7 @@ struct Raw {
     redis_url: Option<String>,
     redis_prefix: Option<String>,
     admin_token_sha256: Option<String>,
+    dpop_nonce: Option<bool>,
 }
 
 impl Config {
@@ -137,6 +141,7 @@ impl Config {
             redis_url: raw.redis_url,
             redis_prefix: raw.redis_prefix.unwrap_or_else(|| "baton:".into()),
             admin_token_sha256: raw.admin_token_sha256,
+            dpop_nonce: raw.dpop_nonce.unwrap_or(false),
         };
         if let Some(url) = &config.redis_url {
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {

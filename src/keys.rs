@@ -139,6 +139,9 @@ pub struct SigningKey {
     algorithm: Algorithm,
     signer: Signer,
     random: SystemRandom,
+    /// HKDF pseudorandom key extracted from the private key, for secrets
+    /// every node that shares this key must agree on.
+    derivation: ring::hkdf::Prk,
 }
 
 impl SigningKey {
@@ -150,6 +153,17 @@ impl SigningKey {
     /// The algorithm.
     pub fn algorithm(&self) -> Algorithm {
         self.algorithm
+    }
+
+    /// 32 bytes derived from the private key for one `purpose` (HKDF,
+    /// RFC 5869): a secret that every node sharing this key holds, and
+    /// that says nothing about the key itself.
+    pub fn derive_secret(&self, purpose: &[u8]) -> Option<[u8; 32]> {
+        let mut secret = [0u8; 32];
+        let info = [purpose];
+        let material = self.derivation.expand(&info, ring::hkdf::HKDF_SHA256).ok()?;
+        material.fill(&mut secret).ok()?;
+        Some(secret)
     }
 
     /// Signs `message` (JWS form: `r || s` for ES256, RFC 7518 §3.4).
@@ -396,7 +410,8 @@ fn signing_key(jwk: &Jwk, kid: String, algorithm: Algorithm) -> Result<SigningKe
         ),
     };
     // A pair that does not sign what its own public key verifies is refused here.
-    let key = SigningKey { kid, algorithm, signer, random };
+    let derivation = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"baton signing key").extract(&private);
+    let key = SigningKey { kid, algorithm, signer, random, derivation };
     let probe = key.sign(b"probe")?;
     let verifying = VerifyingKey::from_jwk(jwk)?;
     if !verifying.verify(b"probe", &probe) {

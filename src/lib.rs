@@ -27,6 +27,7 @@ pub mod cli;
 pub mod client_auth;
 pub mod clock;
 pub mod config;
+pub mod dpop;
 pub mod grant;
 pub mod http;
 pub mod keys;

@@ -8,6 +8,7 @@
 
 use crate::chain::ChainError;
 use crate::client_auth::ClientAuthError;
+use crate::dpop::ProofError;
 use crate::grant::{GrantError, RequestError};
 use crate::policy::Refusal;
 
@@ -26,6 +27,10 @@ pub enum ErrorCode {
     InvalidScope,
     /// RFC 8693 §2.2.2.
     InvalidTarget,
+    /// RFC 9449 §5: the DPoP proof is missing or not acceptable.
+    InvalidDpopProof,
+    /// RFC 9449 §8: the proof must carry the server's current nonce.
+    UseDpopNonce,
     /// RFC 6749 §4.1.2.1, used by Baton when state cannot be checked.
     TemporarilyUnavailable,
     /// RFC 6749 §4.1.2.1.
@@ -42,6 +47,8 @@ impl ErrorCode {
             ErrorCode::UnsupportedGrantType => "unsupported_grant_type",
             ErrorCode::InvalidScope => "invalid_scope",
             ErrorCode::InvalidTarget => "invalid_target",
+            ErrorCode::InvalidDpopProof => "invalid_dpop_proof",
+            ErrorCode::UseDpopNonce => "use_dpop_nonce",
             ErrorCode::TemporarilyUnavailable => "temporarily_unavailable",
             ErrorCode::ServerError => "server_error",
         }
@@ -90,7 +97,9 @@ impl From<&GrantError> for OAuthError {
                     OAuthError::bad_request(InvalidScope, "the requested scope exceeds what the presented token holds")
                 }
                 ChainError::LifetimeExtended => OAuthError::new(ServerError, 500, "the token could not be issued"),
+                ChainError::Unbound => OAuthError::bad_request(InvalidDpopProof, DPOP_REQUIRED),
             },
+            GrantError::Dpop(proof) => proof.into(),
             // RFC 7009 §2.1: the request is refused and the client told so.
             GrantError::NotAHolder(_) => {
                 OAuthError::bad_request(UnauthorizedClient, "the client may not revoke this token")
@@ -101,6 +110,32 @@ impl From<&GrantError> for OAuthError {
             GrantError::Store(_) => {
                 OAuthError::new(TemporarilyUnavailable, 503, "state could not be checked; try again later")
             }
+        }
+    }
+}
+
+/// The description when a bound token is used without a proof.
+const DPOP_REQUIRED: &str = "a DPoP proof of the key the token is bound to is required";
+
+impl From<&ProofError> for OAuthError {
+    fn from(error: &ProofError) -> Self {
+        use ErrorCode::*;
+        match error {
+            ProofError::UseNonce => OAuthError::bad_request(UseDpopNonce, "use the nonce in the DPoP-Nonce header"),
+            ProofError::Required => OAuthError::bad_request(InvalidDpopProof, DPOP_REQUIRED),
+            ProofError::KeyMismatch => OAuthError::bad_request(InvalidDpopProof, DPOP_REQUIRED),
+            ProofError::Several
+            | ProofError::Malformed
+            | ProofError::WrongType
+            | ProofError::AlgorithmNotAllowed
+            | ProofError::UnusableKey
+            | ProofError::PrivateKey
+            | ProofError::BadSignature
+            | ProofError::WrongMethod
+            | ProofError::WrongUri
+            | ProofError::Stale
+            | ProofError::AccessTokenHash
+            | ProofError::Replayed => OAuthError::bad_request(InvalidDpopProof, "the DPoP proof is not acceptable"),
         }
     }
 }

@@ -39,6 +39,7 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> Result<Broker, Str
         max_body_bytes: config.max_body_bytes,
         lifetimes: super::lifetimes(config),
         admin_token_sha256: config.admin_token_sha256.clone(),
+        dpop_nonce: config.dpop_nonce,
     };
     let store = open_store(config).await?;
     let stores = Stores { replay: store.clone(), revocation: store.clone(), audit: store };

@@ -4,6 +4,7 @@
 use super::{asked_scopes, named_target, Broker, Evidence, GrantError, Issued, TokenParams};
 use crate::chain::{self, Issuance};
 use crate::client_auth::AuthenticatedAgent;
+use crate::dpop::Proof;
 use crate::policy::{Action, Ask};
 use crate::token;
 
@@ -11,6 +12,7 @@ pub(super) fn handle(
     broker: &Broker,
     agent: &AuthenticatedAgent,
     params: &TokenParams,
+    proof: Option<&Proof>,
     evidence: &mut Evidence,
 ) -> Result<Issued, GrantError> {
     evidence.subject = Some(agent.id().to_owned());
@@ -28,13 +30,21 @@ pub(super) fn handle(
         depth: 0,
         chain: Vec::new(),
         expires_no_later_than: None,
+        dpop_bound: proof.is_some(),
+        chain_dpop_bound: proof.is_some(),
         now,
     };
     let grant = broker.policy().grant(&ask)??;
     evidence.target = Some(grant.target().to_owned());
     evidence.rules = grant.reasons().to_vec();
     let jti = broker.new_jti()?;
-    let claims = chain::root(agent, &grant, Issuance { issuer: broker.settings().issuer.clone(), issued_at: now, jti });
+    let issuance = Issuance {
+        issuer: broker.settings().issuer.clone(),
+        issued_at: now,
+        jti,
+        bound_to: proof.map(|proof| proof.jkt().to_owned()),
+    };
+    let claims = chain::root(agent, &grant, issuance);
     let access_token = token::mint(&claims, broker.keys().signing())?;
     Ok(Issued::new(claims, access_token, None, now))
 }

@@ -3,6 +3,7 @@
 
 use crate::chain::ChainError;
 use crate::client_auth::ClientAuthError;
+use crate::dpop::ProofError;
 use crate::policy::{PolicyError, Refusal};
 use crate::store::StoreError;
 use crate::token::{MintError, VerifyError};
@@ -40,6 +41,9 @@ pub enum GrantError {
     /// The token could not be signed.
     #[error(transparent)]
     Mint(#[from] MintError),
+    /// The DPoP proof is missing where needed, or not acceptable (RFC 9449 §4.3).
+    #[error("DPoP proof: {0}")]
+    Dpop(#[from] ProofError),
 }
 
 /// A malformed token request.

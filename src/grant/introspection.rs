@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use super::{Broker, GrantError, TokenParams};
-use crate::claims::{Actor, Delegation, ScopeSet, TokenId};
+use crate::claims::{Actor, Confirmation, Delegation, ScopeSet, TokenId};
 use crate::client_auth::ClientAuthError;
 use crate::clock::UnixTime;
 use crate::store::Status;
@@ -44,7 +44,7 @@ pub struct ActiveToken {
     pub client_id: String,
     /// Granted scopes.
     pub scope: ScopeSet,
-    /// `Bearer` until DPoP binding lands.
+    /// `DPoP` for a bound token (RFC 9449 §6.2), else `Bearer`.
     pub token_type: &'static str,
     /// Issued at.
     pub iat: UnixTime,
@@ -55,6 +55,10 @@ pub struct ActiveToken {
     /// The chain of agents, newest outermost.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub act: Option<Actor>,
+    /// The key a bound token is bound to: the API must check the caller's
+    /// proof against it (RFC 9449 §6.2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
     /// Depth and ancestry.
     pub delegation: Delegation,
 }
@@ -88,11 +92,12 @@ impl Broker {
             aud: claims.aud.clone(),
             client_id: claims.client_id.clone(),
             scope: claims.scope.clone(),
-            token_type: "Bearer",
+            token_type: if claims.cnf.is_some() { "DPoP" } else { "Bearer" },
             iat: claims.iat,
             exp: claims.exp,
             jti: claims.jti.clone(),
             act: claims.act.clone(),
+            cnf: claims.cnf.clone(),
             delegation: claims.delegation.clone(),
         })))
     }

@@ -26,10 +26,11 @@ pub use revocation::NotAHolder;
 use crate::claims::{Claims, ScopeSet, TokenId};
 use crate::client_auth::{self, AuthenticatedClient, ClientAuthError, CredentialFields};
 use crate::clock::{Clock, UnixTime};
+use crate::dpop::{self, nonce::Nonces, Proof, ProofError};
 use crate::keys::{Algorithm, KeySet};
 use crate::policy::{Lifetimes, Policy, Target};
 use crate::store::{
-    AuditDecision, AuditEvent, AuditStore, Lineage, Principal, ReplayStore, RevocationStore, Status, StoreError,
+    AuditDecision, AuditEvent, AuditStore, Lineage, Principal, ReplayStore, RevocationStore, Status, StoreError, Use,
 };
 use crate::token::Validation;
 
@@ -57,6 +58,8 @@ pub struct Settings {
     pub lifetimes: Lifetimes,
     /// SHA-256 (hex) of the admin token; the admin API is off when absent.
     pub admin_token_sha256: Option<String>,
+    /// Whether DPoP proofs must carry a server nonce (RFC 9449 §8).
+    pub dpop_nonce: bool,
 }
 
 /// The state a broker is built from.
@@ -90,6 +93,8 @@ pub struct TokenRequest {
     pub params: TokenParams,
     /// The client's network address, for the audit trail.
     pub client_address: Option<String>,
+    /// Every `DPoP` header's value (RFC 9449 §4.1; more than one is refused).
+    pub dpop_proofs: Vec<String>,
 }
 
 /// The `Authorization` header carries credentials: never printed.
@@ -99,6 +104,7 @@ impl std::fmt::Debug for TokenRequest {
             .field("authorization", &self.authorization.as_ref().map(|_| "***"))
             .field("params", &self.params)
             .field("client_address", &self.client_address)
+            .field("dpop_proofs", &self.dpop_proofs.len())
             .finish()
     }
 }
@@ -111,7 +117,7 @@ pub struct TokenResponse {
     /// Set for token exchange.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub issued_token_type: Option<&'static str>,
-    /// Always `Bearer` until DPoP binding lands.
+    /// `DPoP` for a token bound to the client's key (RFC 9449 §5), else `Bearer`.
     pub token_type: &'static str,
     /// Seconds until expiry.
     pub expires_in: i64,
@@ -216,7 +222,7 @@ impl Issued {
             response: TokenResponse {
                 access_token,
                 issued_token_type,
-                token_type: "Bearer",
+                token_type: if claims.cnf.is_some() { "DPoP" } else { "Bearer" },
                 expires_in: claims.exp.seconds_since(now),
                 scope: claims.scope,
             },
@@ -353,13 +359,52 @@ impl Broker {
         evidence.agent = Some(client.id().to_owned());
         // RFC 6749 §5.2: an API's introspection credentials obtain no tokens.
         let agent = client.into_agent().ok_or(ClientAuthError::NotAnAgent)?;
+        let proof = self.dpop_proof(&request.dpop_proofs).await?;
         if grant_type == TOKEN_EXCHANGE {
-            token_exchange::handle(self, &agent, params, evidence).await
+            token_exchange::handle(self, &agent, params, proof.as_ref(), evidence).await
         } else {
             // The token would carry the agent as its subject too.
             self.ensure_not_blocked(agent.id(), Some(agent.id())).await?;
-            client_credentials::handle(self, &agent, params, evidence)
+            client_credentials::handle(self, &agent, params, proof.as_ref(), evidence)
         }
+    }
+
+    /// The request's DPoP proof, checked (RFC 9449 §4.3) and its `jti` spent
+    /// on every node; `None` when the client sent none.
+    async fn dpop_proof(&self, proofs: &[String]) -> Result<Option<Proof>, GrantError> {
+        let proof = match proofs {
+            [] => return Ok(None),
+            [proof] => proof,
+            _ => return Err(ProofError::Several.into()),
+        };
+        let now = self.now();
+        let nonces = self.dpop_nonces()?;
+        let token_endpoint = format!("{}/token", self.settings.issuer);
+        let expected =
+            dpop::Expected { method: "POST", uri: &token_endpoint, access_token: None, nonce: nonces.as_ref() };
+        let proof = dpop::check(proof, &expected, now)?;
+        match self.stores.replay.use_once(&proof.replay_id(), proof.replay_until(), now).await? {
+            Use::First => Ok(Some(proof)),
+            Use::Replayed => Err(ProofError::Replayed.into()),
+        }
+    }
+
+    /// The server nonce DPoP proofs must carry now, when nonces are on: the
+    /// HTTP layer hands it out in a `DPoP-Nonce` header (RFC 9449 §8).
+    pub fn dpop_nonce(&self) -> Option<String> {
+        self.dpop_nonces().ok().flatten().map(|nonces| nonces.current(self.now()))
+    }
+
+    fn dpop_nonces(&self) -> Result<Option<Nonces>, GrantError> {
+        if !self.settings.dpop_nonce {
+            return Ok(None);
+        }
+        let secret = self
+            .keys()
+            .signing()
+            .derive_secret(b"dpop nonce")
+            .ok_or_else(|| GrantError::Mint(crate::token::MintError::new("no nonce secret")))?;
+        Ok(Some(Nonces::new(&secret)))
     }
 
     /// Authenticates the client of a request to any endpoint.

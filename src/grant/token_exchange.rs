@@ -14,6 +14,7 @@ use super::{
 use crate::chain::{self, Issuance};
 use crate::claims::Claims;
 use crate::client_auth::AuthenticatedAgent;
+use crate::dpop::{Proof, ProofError};
 use crate::policy::{Action, Ask};
 use crate::store::Status;
 use crate::token::{self, Verified};
@@ -22,6 +23,7 @@ pub(super) async fn handle(
     broker: &Broker,
     agent: &AuthenticatedAgent,
     params: &TokenParams,
+    proof: Option<&Proof>,
     evidence: &mut Evidence,
 ) -> Result<Issued, GrantError> {
     // RFC 8693 §2.1: the parameters.
@@ -66,6 +68,15 @@ pub(super) async fn handle(
     if claims.may_act.as_ref().is_some_and(|may_act| may_act.sub != agent.id()) {
         return Err(GrantError::SubjectToken(Unacceptable::MayActViolation));
     }
+    // DESIGN.md §2.3: a bound chain stays bound, so its child is bound to
+    // the exchanging agent's key; a token bound to the agent's own key
+    // is used only with a proof of that key.
+    if claims.cnf.is_some() && proof.is_none() {
+        return Err(ProofError::Required.into());
+    }
+    if let Some(jkt) = claims.jkt().filter(|_| claims.client_id == agent.id()) {
+        proves(proof, jkt)?;
+    }
     let depth = claims.delegation.depth.saturating_add(1);
     if depth > broker.settings().max_depth {
         return Err(GrantError::SubjectToken(Unacceptable::DepthLimit));
@@ -78,6 +89,9 @@ pub(super) async fn handle(
         let actor = actor.claims();
         if actor.sub != agent.id() || actor.client_id != agent.id() || actor.act.is_some() {
             return Err(GrantError::ActorToken(Unacceptable::NotTheClient));
+        }
+        if let Some(jkt) = actor.jkt() {
+            proves(proof, jkt)?;
         }
         expires_no_later_than = expires_no_later_than.min(actor.exp);
     }
@@ -93,6 +107,8 @@ pub(super) async fn handle(
         depth,
         chain: claims.chain(),
         expires_no_later_than: Some(expires_no_later_than),
+        dpop_bound: proof.is_some(),
+        chain_dpop_bound: proof.is_some() && claims.path_is_bound(),
         now,
     };
     let grant = broker.policy().grant(&ask)??;
@@ -100,10 +116,24 @@ pub(super) async fn handle(
     evidence.rules = grant.reasons().to_vec();
 
     let jti = broker.new_jti()?;
-    let issuance = Issuance { issuer: broker.settings().issuer.clone(), issued_at: now, jti };
+    let issuance = Issuance {
+        issuer: broker.settings().issuer.clone(),
+        issued_at: now,
+        jti,
+        bound_to: proof.map(|proof| proof.jkt().to_owned()),
+    };
     let child = chain::derive(&parent, agent, &grant, broker.settings().max_depth, issuance)?;
     let access_token = token::mint(&child, broker.keys().signing())?;
     Ok(Issued::new(child, access_token, Some(issued_token_type), now))
+}
+
+/// The request proves the key `jkt` (RFC 9449 §4.3 step 13, at the broker).
+fn proves(proof: Option<&Proof>, jkt: &str) -> Result<(), ProofError> {
+    match proof {
+        None => Err(ProofError::Required),
+        Some(proof) if proof.jkt() != jkt => Err(ProofError::KeyMismatch),
+        Some(_) => Ok(()),
+    }
 }
 
 /// Baton tokens are access tokens and JWTs; both names are accepted.

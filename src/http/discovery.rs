@@ -40,6 +40,7 @@ pub(super) async fn metadata(State(broker): State<Arc<Broker>>) -> Json<Value> {
             AuthMethod::PrivateKeyJwt.name(),
         ],
         "access_token_signing_alg_values_supported": broker.keys().algorithms(),
+        "dpop_signing_alg_values_supported": crate::dpop::ALGORITHMS.map(Algorithm::name),
         "scopes_supported": scopes,
     }))
 }

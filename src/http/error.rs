@@ -39,6 +39,8 @@ impl IntoResponse for ErrorResponse {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ErrorCode::InvalidRequest
+            | ErrorCode::InvalidDpopProof
+            | ErrorCode::UseDpopNonce
             | ErrorCode::UnauthorizedClient
             | ErrorCode::UnsupportedGrantType
             | ErrorCode::InvalidScope

@@ -6,11 +6,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::error::ErrorResponse;
+
+/// The proof header (RFC 9449 §4.1).
+pub(super) const DPOP: HeaderName = HeaderName::from_static("dpop");
+/// The server nonce header (RFC 9449 §8.1).
+const DPOP_NONCE: HeaderName = HeaderName::from_static("dpop-nonce");
 use crate::grant::{Broker, RequestError, TokenParams, TokenRequest};
 
 pub(super) async fn token(State(broker): State<Arc<Broker>>, request: Request) -> Response {
@@ -18,10 +23,15 @@ pub(super) async fn token(State(broker): State<Arc<Broker>>, request: Request) -
         Ok(form) => broker.token(form).await,
         Err((error, client_address)) => Err(broker.refuse(error, client_address).await),
     };
-    match outcome {
+    let mut response = match outcome {
         Ok(response) => Json(response).into_response(),
         Err(error) => ErrorResponse::from(&error).into_response(),
+    };
+    // RFC 9449 §8: the nonce the next proof must carry, when nonces are on.
+    if let Some(nonce) = broker.dpop_nonce().and_then(|nonce| HeaderValue::from_str(&nonce).ok()) {
+        response.headers_mut().insert(DPOP_NONCE, nonce);
     }
+    response
 }
 
 pub(super) async fn introspect(State(broker): State<Arc<Broker>>, request: Request) -> Response {
@@ -74,5 +84,12 @@ async fn read(broker: &Broker, request: Request) -> Result<TokenRequest, (Reques
         [one] => Some(String::from_utf8_lossy(one.as_bytes()).into_owned()),
         _ => return Err(refuse(RequestError::Repeated(Some("authorization")))),
     };
-    Ok(TokenRequest { authorization, params, client_address })
+    // Values that are not text cannot be proofs: they fail as malformed.
+    let dpop_proofs = parts
+        .headers
+        .get_all(DPOP)
+        .iter()
+        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+        .collect();
+    Ok(TokenRequest { authorization, params, client_address, dpop_proofs })
 }

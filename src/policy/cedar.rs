@@ -52,6 +52,9 @@ pub struct Facts<'a> {
     pub parent_scopes: Vec<&'a str>,
     /// Whether the new token is DPoP-bound.
     pub dpop_bound: bool,
+    /// Whether the new token and every token of the chain Baton issued
+    /// before it are DPoP-bound.
+    pub chain_dpop_bound: bool,
     /// The new token's lifetime in seconds.
     pub ttl: i64,
 }
@@ -164,6 +167,7 @@ fn context(facts: &Facts<'_>) -> Result<Context, PolicyError> {
         ("chain".to_owned(), strings(&facts.chain)),
         ("parent_scopes".to_owned(), strings(&facts.parent_scopes)),
         ("dpop_bound".to_owned(), RestrictedExpression::new_bool(facts.dpop_bound)),
+        ("chain_dpop_bound".to_owned(), RestrictedExpression::new_bool(facts.chain_dpop_bound)),
         ("ttl".to_owned(), RestrictedExpression::new_long(facts.ttl)),
     ])
     .map_err(|error| PolicyError::Rules(format!("context: {error}")))
@@ -235,8 +239,25 @@ mod tests {
             depth: 0,
             chain: Vec::new(),
             expires_no_later_than: None,
+            dpop_bound: false,
+            chain_dpop_bound: false,
             now: UnixTime(1_800_000_000),
         }
+    }
+
+    #[test]
+    fn rules_can_require_a_bound_token_or_a_bound_chain() {
+        let policy = load(
+            "permit (principal, action, resource);\n\
+             forbid (principal, action, resource == Scope::\"write\") unless { context.chain_dpop_bound };\n\
+             forbid (principal, action, resource == Scope::\"read\") unless { context.dpop_bound };",
+        )
+        .unwrap();
+        assert_eq!(policy.grant(&ask(None)).unwrap(), Err(Refusal::TargetNotPermitted));
+        let bound = Ask { dpop_bound: true, ..ask(None) };
+        assert_eq!(policy.grant(&bound).unwrap().unwrap().scope(), &ScopeSet::parse("read").unwrap());
+        let whole_chain = Ask { dpop_bound: true, chain_dpop_bound: true, ..ask(None) };
+        assert_eq!(policy.grant(&whole_chain).unwrap().unwrap().scope(), &ScopeSet::parse("read write").unwrap());
     }
 
     #[test]

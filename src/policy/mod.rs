@@ -77,6 +77,10 @@ pub struct Ask<'a> {
     pub chain: Vec<&'a str>,
     /// The latest expiry the new token may have (parent's, actor token's).
     pub expires_no_later_than: Option<UnixTime>,
+    /// Whether the new token would be DPoP-bound.
+    pub dpop_bound: bool,
+    /// Whether it and every token Baton issued before it in the chain would be.
+    pub chain_dpop_bound: bool,
     /// Now.
     pub now: UnixTime,
 }
@@ -232,7 +236,8 @@ impl Policy {
                 .parent_scopes
                 .map(|scopes| scopes.iter().map(Scope::as_str).collect())
                 .unwrap_or_default(),
-            dpop_bound: false,
+            dpop_bound: ask.dpop_bound,
+            chain_dpop_bound: ask.chain_dpop_bound,
             ttl: lifetime,
         };
         let verdicts = self.rules.decide(ask.agent, ask.action, candidates.iter(), &facts)?;

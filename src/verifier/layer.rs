@@ -1,7 +1,9 @@
 //! The tower layer that puts the verifier in front of an axum router, and
 //! the extractor that hands the [`Caller`] to handlers. Refusals follow
 //! RFC 6750 §3: 401 with `WWW-Authenticate: Bearer`, `error="invalid_token"`
-//! for a bad token, 403 `error="insufficient_scope"` for a missing scope.
+//! for a bad token, 403 `error="insufficient_scope"` for a missing scope;
+//! and RFC 9449 §7 for DPoP: the `DPoP` scheme with one `DPoP` proof, and
+//! a `DPoP` challenge naming `invalid_dpop_proof` when the proof fails.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -17,7 +19,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tower::{Layer, Service};
 
-use super::{Caller, Rejection, Verifier};
+use super::{Caller, Presented, Rejection, Verifier};
+use crate::dpop::ProofError;
 
 /// Verifies every request's bearer token before the inner service sees it.
 #[derive(Clone)]
@@ -66,8 +69,18 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
-            let outcome = match bearer(&request) {
-                Some(token) => verifier.verify(&token).await,
+            let outcome = match credentials(&request) {
+                Some(Credentials { scheme: Scheme::Bearer, token }) => {
+                    verifier.verify_presented(Presented::Bearer(&token)).await
+                }
+                Some(Credentials { scheme: Scheme::Dpop, token }) => match proof(&request) {
+                    Ok(proof) => {
+                        let method = request.method().as_str();
+                        let path = request.uri().path();
+                        verifier.verify_presented(Presented::Dpop { token: &token, proof: &proof, method, path }).await
+                    }
+                    Err(rejection) => Err(rejection),
+                },
                 None => Err(Rejection::Missing),
             };
             match outcome {
@@ -81,8 +94,19 @@ where
     }
 }
 
-/// The one `Authorization: Bearer` token (RFC 6750 §2.1).
-fn bearer(request: &Request<Body>) -> Option<String> {
+enum Scheme {
+    Bearer,
+    Dpop,
+}
+
+struct Credentials {
+    scheme: Scheme,
+    token: String,
+}
+
+/// The one `Authorization` header's token, under `Bearer` (RFC 6750 §2.1)
+/// or `DPoP` (RFC 9449 §7.1).
+fn credentials(request: &Request<Body>) -> Option<Credentials> {
     let mut values = request.headers().get_all(header::AUTHORIZATION).iter();
     let value = values.next()?;
     if values.next().is_some() {
@@ -90,12 +114,45 @@ fn bearer(request: &Request<Body>) -> Option<String> {
     }
     let text = value.to_str().ok()?;
     let (scheme, token) = text.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned()).filter(|token| !token.is_empty())
+    let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+        Scheme::Bearer
+    } else if scheme.eq_ignore_ascii_case("dpop") {
+        Scheme::Dpop
+    } else {
+        return None;
+    };
+    let token = token.trim();
+    (!token.is_empty()).then(|| Credentials { scheme, token: token.to_owned() })
+}
+
+/// The request's one `DPoP` header (RFC 9449 §4.3 step 1).
+fn proof(request: &Request<Body>) -> Result<String, Rejection> {
+    let mut values = request.headers().get_all("dpop").iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        let several = request.headers().get_all("dpop").iter().count() > 1;
+        return Err(Rejection::Proof(if several { ProofError::Several } else { ProofError::Required }));
+    };
+    value.to_str().map(str::to_owned).map_err(|_| Rejection::Proof(ProofError::Malformed))
 }
 
 fn refusal(verifier: &Verifier, rejection: &Rejection) -> Response {
     let realm = verifier.realm().replace('"', "");
+    let algs = crate::dpop::ALGORITHMS.map(crate::keys::Algorithm::name).join(" ");
     let (status, challenge, error) = match rejection {
+        // RFC 9449 §7.1: a failed proof is answered with a DPoP challenge.
+        Rejection::Proof(_) => (
+            StatusCode::UNAUTHORIZED,
+            format!("DPoP realm=\"{realm}\", error=\"invalid_dpop_proof\", algs=\"{algs}\""),
+            "invalid_dpop_proof",
+        ),
+        // Both schemes are named, so that the client learns which it must use.
+        Rejection::WrongScheme => (
+            StatusCode::UNAUTHORIZED,
+            format!(
+                "Bearer realm=\"{realm}\", error=\"invalid_token\", DPoP realm=\"{realm}\", error=\"invalid_token\", algs=\"{algs}\""
+            ),
+            "invalid_token",
+        ),
         // RFC 6750 §3.1: no error code when no credentials were sent.
         Rejection::Missing => (StatusCode::UNAUTHORIZED, format!("Bearer realm=\"{realm}\""), "invalid_request"),
         Rejection::Invalid(_) | Rejection::WrongAudience | Rejection::Revoked => {

@@ -7,7 +7,10 @@
 //! discovery, cached, refetched on an unknown `kid` at most once per
 //! [`JWKS_REFETCH_INTERVAL`]), issuer, audience, times, the `delegation`
 //! path (only narrowing, within the depth limit), required scopes, and
-//! revocation. The handler receives the caller as a typed [`Caller`].
+//! revocation. A DPoP-bound token (RFC 9449) passes only under the `DPoP`
+//! scheme with a proof of its key, for this request, used once; presented
+//! as `Bearer` it is refused. The handler receives the caller as a typed
+//! [`Caller`].
 //!
 //! There is no way to switch signature checking off. Skipping the revocation
 //! check is possible only through [`danger`], and says so.
@@ -25,8 +28,10 @@ pub use layer::{VerifierLayer, VerifierService};
 
 use crate::claims::{Claims, ScopeSet};
 use crate::clock::{Clock, SystemClock};
+use crate::dpop::{self, ProofError};
 use crate::keys::Algorithm;
-use crate::store::{Lineage, RevocationStore, Status, StoreError};
+use crate::store::memory::MemoryStore;
+use crate::store::{Lineage, ReplayStore, RevocationStore, Status, StoreError, Use};
 use crate::token::{self, Validation, VerifyError};
 
 /// The shortest time between two JWKS fetches caused by unknown `kid`s, so
@@ -101,9 +106,34 @@ pub enum Rejection {
     /// It, an ancestor, or a principal of its chain was revoked.
     #[error("token revoked")]
     Revoked,
+    /// A DPoP-bound token presented as a bearer token (RFC 9449 §7.1), or
+    /// an unbound one under the `DPoP` scheme.
+    #[error("token presented under the wrong scheme")]
+    WrongScheme,
+    /// The DPoP proof is missing or not acceptable (RFC 9449 §4.3).
+    #[error("DPoP proof: {0}")]
+    Proof(ProofError),
     /// The issuer's keys or the revocation state cannot be read: fail closed.
     #[error("verification unavailable: {0}")]
     Unavailable(String),
+}
+
+/// What a request presents: a token, and under the `DPoP` scheme its proof.
+#[derive(Debug, Clone, Copy)]
+pub enum Presented<'a> {
+    /// `Authorization: Bearer` (RFC 6750).
+    Bearer(&'a str),
+    /// `Authorization: DPoP` with the request's one `DPoP` header (RFC 9449 §7.1).
+    Dpop {
+        /// The access token.
+        token: &'a str,
+        /// The proof.
+        proof: &'a str,
+        /// The request's method.
+        method: &'a str,
+        /// The request's path (the API's public URL is put before it).
+        path: &'a str,
+    },
 }
 
 /// Checks Baton tokens for one API.
@@ -115,6 +145,10 @@ pub struct Verifier {
     revocation: RevocationSource,
     clock: Arc<dyn Clock>,
     realm: String,
+    /// Where clients reach this API: the start of every proof's `htu`.
+    public_url: Option<String>,
+    /// Single use of proof `jti`s.
+    replay: Arc<dyn ReplayStore>,
 }
 
 impl Verifier {
@@ -131,6 +165,8 @@ impl Verifier {
             clock: Arc::new(SystemClock),
             http: None,
             introspection: None,
+            public_url: None,
+            replay: None,
         }
     }
 
@@ -144,8 +180,51 @@ impl Verifier {
         &self.realm
     }
 
-    /// Checks a bearer token.
+    /// Checks a bearer token. A DPoP-bound token is refused here: it is
+    /// accepted only with a proof, through [`Verifier::verify_presented`].
     pub async fn verify(&self, token: &str) -> Result<Caller, Rejection> {
+        self.verify_presented(Presented::Bearer(token)).await
+    }
+
+    /// Checks what a request presents: a bearer token, or a DPoP-bound
+    /// token with its proof (RFC 9449 §7.1).
+    pub async fn verify_presented(&self, presented: Presented<'_>) -> Result<Caller, Rejection> {
+        let token = match presented {
+            Presented::Bearer(token) | Presented::Dpop { token, .. } => token,
+        };
+        let caller = self.verify_token(token).await?;
+        let proof = match (presented, caller.claims.jkt()) {
+            (Presented::Bearer(_), None) => return Ok(caller),
+            (Presented::Dpop { proof, method, path, .. }, Some(jkt)) => (proof, method, path, jkt),
+            (Presented::Bearer(_), Some(_)) | (Presented::Dpop { .. }, None) => return Err(Rejection::WrongScheme),
+        };
+        self.check_proof(token, proof).await?;
+        Ok(caller)
+    }
+
+    /// RFC 9449 §4.3 at a resource server, with step 13: the proof's key is
+    /// the token's, and its `jti` is used once.
+    async fn check_proof(
+        &self,
+        token: &str,
+        (proof, method, path, jkt): (&str, &str, &str, &str),
+    ) -> Result<(), Rejection> {
+        let base = self.public_url.as_deref().unwrap_or(&self.audience);
+        let uri = format!("{}{path}", base.trim_end_matches('/'));
+        let now = self.clock.now();
+        let expected = dpop::Expected { method, uri: &uri, access_token: Some(token), nonce: None };
+        let proof = dpop::check(proof, &expected, now).map_err(Rejection::Proof)?;
+        if proof.jkt() != jkt {
+            return Err(Rejection::Proof(ProofError::KeyMismatch));
+        }
+        match self.replay.use_once(&proof.replay_id(), proof.replay_until(), now).await {
+            Ok(Use::First) => Ok(()),
+            Ok(Use::Replayed) => Err(Rejection::Proof(ProofError::Replayed)),
+            Err(StoreError(reason)) => Err(Rejection::Unavailable(reason)),
+        }
+    }
+
+    async fn verify_token(&self, token: &str) -> Result<Caller, Rejection> {
         let keys = self.keys.current().await.map_err(|error| Rejection::Unavailable(error.to_string()))?;
         let verified = match token::verify(token, keys.as_ref(), &self.rules, self.clock.as_ref()) {
             // A key we do not know yet may be a rotation at the issuer.
@@ -193,6 +272,8 @@ pub struct VerifierBuilder {
     clock: Arc<dyn Clock>,
     http: Option<reqwest::Client>,
     introspection: Option<(String, String, Duration)>,
+    public_url: Option<String>,
+    replay: Option<Arc<dyn ReplayStore>>,
 }
 
 /// A verifier that cannot be built as configured.
@@ -271,6 +352,21 @@ impl VerifierBuilder {
         self
     }
 
+    /// Where clients reach this API (scheme, host and port), the start of
+    /// the `htu` of DPoP proofs [default: the audience].
+    pub fn public_url(mut self, url: impl Into<String>) -> Self {
+        self.public_url = Some(url.into());
+        self
+    }
+
+    /// Where DPoP proof `jti`s are recorded as used: the broker's store, so
+    /// that every instance of the API refuses a replay [default: this
+    /// process's memory].
+    pub fn replay(mut self, store: Arc<dyn ReplayStore>) -> Self {
+        self.replay = Some(store);
+        self
+    }
+
     /// The clock (tests use a fixed one).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -331,6 +427,8 @@ impl VerifierBuilder {
             keys: jwks::JwksCache::new(self.issuer, http),
             revocation,
             clock: self.clock,
+            public_url: self.public_url,
+            replay: self.replay.unwrap_or_else(|| Arc::new(MemoryStore::new())),
         })
     }
 }

@@ -48,6 +48,8 @@ pub struct Options {
     /// Whether the admin API is on (with `ADMIN_TOKEN`).
     pub admin: bool,
     pub issuer: String,
+    /// Whether DPoP proofs must carry a server nonce.
+    pub dpop_nonce: bool,
 }
 
 impl Default for Options {
@@ -59,6 +61,7 @@ impl Default for Options {
             stores: None,
             admin: true,
             issuer: ISSUER.into(),
+            dpop_nonce: false,
         }
     }
 }
@@ -113,6 +116,7 @@ impl Harness {
             max_body_bytes: 64 * 1024,
             lifetimes,
             admin_token_sha256: options.admin.then(|| secret_hash(ADMIN_TOKEN)),
+            dpop_nonce: options.dpop_nonce,
         };
         Harness::start(Arc::new(dir), clock, store, settings, stores, &options.policies)
     }
@@ -191,9 +195,22 @@ impl Harness {
 
     /// `POST /token` with `client_secret_basic` when `basic` is given.
     pub async fn token(&self, basic: Option<(&str, &str)>, form: &[(&str, &str)]) -> Response {
+        self.token_with_proofs(basic, form, &[]).await
+    }
+
+    /// `POST /token` with a `DPoP` header for each of `proofs`.
+    pub async fn token_with_proofs(
+        &self,
+        basic: Option<(&str, &str)>,
+        form: &[(&str, &str)],
+        proofs: &[&str],
+    ) -> Response {
         let mut request = Request::post("/token").header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
         if let Some((id, secret)) = basic {
             request = request.header(header::AUTHORIZATION, basic_header(id, secret));
+        }
+        for proof in proofs {
+            request = request.header("DPoP", *proof);
         }
         self.send(request.body(Body::from(form_body(form))).unwrap()).await
     }

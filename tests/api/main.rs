@@ -7,6 +7,7 @@ mod binary;
 mod cli_admin;
 mod client_auth;
 mod discovery;
+mod dpop;
 mod embedded_store;
 mod examples;
 mod exchange;

@@ -118,6 +118,7 @@ proptest! {
                     authorization: Some(basic_header(holder, "s")),
                     params: TokenParams::from_pairs(form).unwrap(),
                     client_address: None,
+                    dpop_proofs: Vec::new(),
                 };
                 let parent_claims = claims_of(&parent);
                 let requested = scope.as_deref().map(|text| ScopeSet::parse(text).unwrap());

@@ -203,6 +203,8 @@ fn refused_by(outcome: &Result<Caller, Rejection>) -> &'static str {
         Err(Rejection::WrongAudience) => "aud",
         Err(Rejection::InsufficientScope) => "scope",
         Err(Rejection::Revoked) => "revoked",
+        Err(Rejection::WrongScheme) => "scheme",
+        Err(Rejection::Proof(_)) => "dpop_proof",
         Err(Rejection::Unavailable(_)) => "unavailable",
     }
 }
