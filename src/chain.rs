@@ -5,11 +5,12 @@
 //! lived or deeper than allowed, and its `act` is written by the broker from the
 //! authenticated agent and the parent's `act`, never from request input.
 
-use crate::claims::{Actor, Claims, Confirmation, Delegation, TokenId};
+use crate::claims::{Actor, Claims, Confirmation, Delegation, Hop, TokenId};
 use crate::client_auth::AuthenticatedAgent;
 use crate::clock::UnixTime;
 use crate::policy::PolicyGrant;
 use crate::token::Verified;
+use crate::upstream::Person;
 
 /// The facts of one issuance that are not derived from the chain.
 #[derive(Debug, Clone)]
@@ -107,5 +108,53 @@ pub fn derive(
         may_act: None,
         cnf: issuance.bound_to.map(|jkt| Confirmation { jkt }),
         delegation: Delegation { depth, hops },
+    })
+}
+
+/// The first hop of a person's chain: a child of the person's token from a
+/// trusted identity provider, obtained by `actor` under `grant`.
+///
+/// The person's token is the root hop, marked with its issuer; it caps the
+/// child's expiry, and its scopes, where it has any, cap the child's.
+pub fn start(
+    person: &Person,
+    actor: &AuthenticatedAgent,
+    grant: &PolicyGrant,
+    max_depth: u32,
+    issuance: Issuance,
+) -> Result<Claims, ChainError> {
+    let depth = 1;
+    if depth > max_depth {
+        return Err(ChainError::TooDeep { depth, limit: max_depth });
+    }
+    if person.scope().is_some_and(|scope| !grant.scope().is_subset(scope)) {
+        return Err(ChainError::ScopeWidened);
+    }
+    if grant.expires_at() > person.expires_at() {
+        return Err(ChainError::LifetimeExtended);
+    }
+    let root = Hop {
+        jti: person.token_id().clone(),
+        agent: person.client().to_owned(),
+        aud: person.audience().to_owned(),
+        scope: person.scope().cloned().unwrap_or_default(),
+        iat: person.issued_at(),
+        exp: person.expires_at(),
+        jkt: None,
+        iss: Some(person.issuer().to_owned()),
+    };
+    Ok(Claims {
+        iss: issuance.issuer,
+        sub: person.subject().to_owned(),
+        aud: grant.target().to_owned(),
+        client_id: actor.id().to_owned(),
+        scope: grant.scope().clone(),
+        iat: issuance.issued_at,
+        exp: grant.expires_at(),
+        jti: issuance.jti,
+        act: Some(Actor { sub: actor.id().to_owned(), act: None }),
+        may_act: None,
+        cnf: issuance.bound_to.map(|jkt| Confirmation { jkt }),
+        delegation: Delegation { depth, hops: vec![root] },
     })
 }

@@ -9,7 +9,7 @@
 //! # Architecture
 //!
 //! Data flows one way:
-//! `cli → http → grant → {token, chain, policy, store, keys, client_auth} → {claims, clock}`.
+//! `cli → http → grant → {token, chain, policy, store, keys, client_auth, dpop, upstream} → {claims, clock}`.
 //! Only [`http`] knows about HTTP; [`oauth`] is the one place that maps
 //! internal errors to OAuth error codes.
 //!
@@ -35,4 +35,5 @@ pub mod oauth;
 pub mod policy;
 pub mod store;
 pub mod token;
+pub mod upstream;
 pub mod verifier;

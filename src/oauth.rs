@@ -110,6 +110,11 @@ impl From<&GrantError> for OAuthError {
             GrantError::Store(_) => {
                 OAuthError::new(TemporarilyUnavailable, 503, "state could not be checked; try again later")
             }
+            GrantError::IdentityProvider(_) => OAuthError::new(
+                TemporarilyUnavailable,
+                503,
+                "the identity provider could not be reached; try again later",
+            ),
         }
     }
 }

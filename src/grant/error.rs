@@ -41,6 +41,9 @@ pub enum GrantError {
     /// The token could not be signed.
     #[error(transparent)]
     Mint(#[from] MintError),
+    /// A trusted identity provider's metadata or keys cannot be fetched.
+    #[error("identity provider unreachable: {0}")]
+    IdentityProvider(String),
     /// The DPoP proof is missing where needed, or not acceptable (RFC 9449 §4.3).
     #[error("DPoP proof: {0}")]
     Dpop(#[from] ProofError),
@@ -112,4 +115,16 @@ pub enum Unacceptable {
     /// The actor token is not the authenticated agent's own token.
     #[error("does not identify the authenticated client")]
     NotTheClient,
+    /// Neither Baton's nor from a trusted identity provider.
+    #[error("issuer not trusted")]
+    UntrustedIssuer,
+    /// The acting agent may not start chains from this identity provider.
+    #[error("the agent may not start chains from this identity provider")]
+    MayNotStartChain,
+    /// The identity provider's token does not validate.
+    #[error("{0}")]
+    Upstream(String),
+    /// The person's name is that of a registered agent or resource.
+    #[error("the person's name is a registered agent's or resource's")]
+    SubjectIsRegistered,
 }

@@ -33,6 +33,7 @@ use crate::store::{
     AuditDecision, AuditEvent, AuditStore, Lineage, Principal, ReplayStore, RevocationStore, Status, StoreError, Use,
 };
 use crate::token::Validation;
+use crate::upstream::Providers;
 
 /// `grant_type` for token exchange (RFC 8693 §2.1).
 pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -42,6 +43,8 @@ pub const CLIENT_CREDENTIALS: &str = "client_credentials";
 pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 /// The token type of a JWT (RFC 8693 §3).
 pub const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
+/// The token type of an OpenID Connect ID token (RFC 8693 §3).
+pub const ID_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:id_token";
 
 /// The broker's fixed settings.
 #[derive(Debug, Clone)]
@@ -82,6 +85,8 @@ pub struct Broker {
     stores: Stores,
     clock: Arc<dyn Clock>,
     random: SystemRandom,
+    /// The trusted identity providers' discovered keys.
+    providers: Providers,
 }
 
 /// A token request as the HTTP layer hands it over.
@@ -248,6 +253,7 @@ impl Broker {
             keys: RwLock::new(Arc::new(keys)),
             policy,
             stores,
+            providers: Providers::new(clock.clone()),
             clock,
             random: SystemRandom::new(),
         }
@@ -279,6 +285,11 @@ impl Broker {
     /// The loaded policy.
     pub fn policy(&self) -> &Policy {
         &self.policy
+    }
+
+    /// The trusted identity providers, as discovered.
+    pub(crate) fn providers(&self) -> &Providers {
+        &self.providers
     }
 
     /// Handles `POST /token`, recording the outcome.

@@ -1,23 +1,84 @@
 //! Token exchange (RFC 8693 §2): an agent trades a token addressed to it for
 //! a narrower, shorter-lived child addressed to the next hop.
 //!
-//! The checks, in order: the parameters (§2.1); the `subject_token` verifies,
-//! is not revoked, is addressed to the acting agent and, where it carries
-//! `may_act`, names it (§4.4); the `actor_token`, when sent, is the acting
-//! agent's own live token; the depth limit; the policy; then the child is
-//! derived by [`chain::derive`], which re-checks every narrowing rule.
+//! The checks, in order: the parameters (§2.1); the `subject_token`, which
+//! is one of two kinds. A Baton token must verify, be alive, be addressed to
+//! the acting agent and, where it carries `may_act`, name it (§4.4); a bound
+//! one needs a proof (RFC 9449). A person's token from a trusted identity
+//! provider must validate at that provider's keys, and the acting agent must
+//! be one allowed to start chains from it. Then the `actor_token`, when sent,
+//! is the acting agent's own live token; the depth limit; the policy; and
+//! the child is made by [`chain::derive`] or [`chain::start`], which re-check
+//! every narrowing rule.
 
 use super::{
     asked_scopes, named_target, Broker, Evidence, GrantError, Issued, RequestError, TokenParams, Unacceptable,
-    ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE,
+    ACCESS_TOKEN_TYPE, ID_TOKEN_TYPE, JWT_TOKEN_TYPE,
 };
 use crate::chain::{self, Issuance};
-use crate::claims::Claims;
+use crate::claims::{Claims, ScopeSet};
 use crate::client_auth::AuthenticatedAgent;
+use crate::clock::UnixTime;
 use crate::dpop::{Proof, ProofError};
 use crate::policy::{Action, Ask};
-use crate::store::Status;
+use crate::store::{Lineage, Principal, Status};
 use crate::token::{self, Verified};
+use crate::upstream::{Person, UpstreamError};
+
+/// The token an exchange starts from.
+enum Parent {
+    /// One of Baton's own tokens.
+    Token(Verified<Claims>),
+    /// A person's token from a trusted identity provider: a chain's root.
+    Person(Person),
+}
+
+impl Parent {
+    fn subject(&self) -> &str {
+        match self {
+            Parent::Token(token) => &token.claims().sub,
+            Parent::Person(person) => person.subject(),
+        }
+    }
+
+    /// The agents that acted before, newest first.
+    fn chain(&self) -> Vec<&str> {
+        match self {
+            Parent::Token(token) => token.claims().chain(),
+            Parent::Person(_) => Vec::new(),
+        }
+    }
+
+    /// The scopes that cap the child; a person's token may set none.
+    fn scope(&self) -> Option<&ScopeSet> {
+        match self {
+            Parent::Token(token) => Some(&token.claims().scope),
+            Parent::Person(person) => person.scope(),
+        }
+    }
+
+    fn expires_at(&self) -> UnixTime {
+        match self {
+            Parent::Token(token) => token.claims().exp,
+            Parent::Person(person) => person.expires_at(),
+        }
+    }
+
+    fn depth(&self) -> u32 {
+        match self {
+            Parent::Token(token) => token.claims().delegation.depth,
+            Parent::Person(_) => 0,
+        }
+    }
+
+    /// Whether every token Baton issued on the way here is DPoP-bound.
+    fn path_is_bound(&self) -> bool {
+        match self {
+            Parent::Token(token) => token.claims().path_is_bound(),
+            Parent::Person(_) => true,
+        }
+    }
+}
 
 pub(super) async fn handle(
     broker: &Broker,
@@ -28,7 +89,7 @@ pub(super) async fn handle(
 ) -> Result<Issued, GrantError> {
     // RFC 8693 §2.1: the parameters.
     let subject_token = params.require("subject_token")?;
-    accepted_type(params.require("subject_token_type")?, "subject_token_type")?;
+    let subject_type = subject_type(params.require("subject_token_type")?)?;
     let actor_token = match (params.get("actor_token"), params.get("actor_token_type")) {
         (Some(token), Some(kind)) => {
             accepted_type(kind, "actor_token_type")?;
@@ -48,6 +109,76 @@ pub(super) async fn handle(
     evidence.target = target.map(super::clip);
 
     // The subject token, and whether this agent may exchange it.
+    let parent = match issuer_of(subject_token) {
+        Some(issuer) if issuer != broker.settings().issuer => {
+            person(broker, agent, subject_token, &issuer, evidence).await?
+        }
+        _ if subject_type == ID_TOKEN_TYPE => return Err(GrantError::SubjectToken(Unacceptable::UntrustedIssuer)),
+        _ => own_token(broker, agent, subject_token, proof, evidence).await?,
+    };
+    let depth = parent.depth().saturating_add(1);
+    if depth > broker.settings().max_depth {
+        return Err(GrantError::SubjectToken(Unacceptable::DepthLimit));
+    }
+
+    // The actor token: the acting agent's own token, which also caps the lifetime.
+    let mut expires_no_later_than = parent.expires_at();
+    if let Some(actor_token) = actor_token {
+        let actor = live_token(broker, actor_token, GrantError::ActorToken).await?;
+        let actor = actor.claims();
+        if actor.sub != agent.id() || actor.client_id != agent.id() || actor.act.is_some() {
+            return Err(GrantError::ActorToken(Unacceptable::NotTheClient));
+        }
+        if let Some(jkt) = actor.jkt() {
+            proves(proof, jkt)?;
+        }
+        expires_no_later_than = expires_no_later_than.min(actor.exp);
+    }
+
+    let now = broker.now();
+    let ask = Ask {
+        action: Action::Exchange,
+        agent: agent.id(),
+        subject: parent.subject(),
+        target,
+        requested: requested.as_ref(),
+        parent_scopes: parent.scope(),
+        depth,
+        chain: parent.chain(),
+        expires_no_later_than: Some(expires_no_later_than),
+        dpop_bound: proof.is_some(),
+        chain_dpop_bound: proof.is_some() && parent.path_is_bound(),
+        now,
+    };
+    let grant = broker.policy().grant(&ask)??;
+    evidence.target = Some(grant.target().to_owned());
+    evidence.rules = grant.reasons().to_vec();
+
+    let jti = broker.new_jti()?;
+    let issuance = Issuance {
+        issuer: broker.settings().issuer.clone(),
+        issued_at: now,
+        jti,
+        bound_to: proof.map(|proof| proof.jkt().to_owned()),
+    };
+    let max_depth = broker.settings().max_depth;
+    let child = match &parent {
+        Parent::Token(token) => chain::derive(token, agent, &grant, max_depth, issuance)?,
+        Parent::Person(person) => chain::start(person, agent, &grant, max_depth, issuance)?,
+    };
+    let access_token = token::mint(&child, broker.keys().signing())?;
+    Ok(Issued::new(child, access_token, Some(issued_token_type), now))
+}
+
+/// A Baton token as the parent: alive, addressed to the acting agent, and
+/// used with a proof where it is bound.
+async fn own_token(
+    broker: &Broker,
+    agent: &AuthenticatedAgent,
+    subject_token: &str,
+    proof: Option<&Proof>,
+    evidence: &mut Evidence,
+) -> Result<Parent, GrantError> {
     let parent = match live_token(broker, subject_token, GrantError::SubjectToken).await {
         // The parent names its holder: a blocked acting agent is told so
         // as a client, not through its token (one lookup on the way through).
@@ -77,54 +208,63 @@ pub(super) async fn handle(
     if let Some(jkt) = claims.jkt().filter(|_| claims.client_id == agent.id()) {
         proves(proof, jkt)?;
     }
-    let depth = claims.delegation.depth.saturating_add(1);
-    if depth > broker.settings().max_depth {
-        return Err(GrantError::SubjectToken(Unacceptable::DepthLimit));
+    Ok(Parent::Token(parent))
+}
+
+/// A person's token from the trusted provider `issuer` as the parent: valid
+/// at that provider, presented by an agent allowed to start chains from it,
+/// and neither the sign-in revoked nor the person deprovisioned.
+async fn person(
+    broker: &Broker,
+    agent: &AuthenticatedAgent,
+    subject_token: &str,
+    issuer: &str,
+    evidence: &mut Evidence,
+) -> Result<Parent, GrantError> {
+    let policy = broker.policy();
+    let trusted = policy.issuers().get(issuer).ok_or(GrantError::SubjectToken(Unacceptable::UntrustedIssuer))?;
+    if !trusted.agents.contains(agent.id()) {
+        return Err(GrantError::SubjectToken(Unacceptable::MayNotStartChain));
     }
-
-    // The actor token: the acting agent's own token, which also caps the lifetime.
-    let mut expires_no_later_than = claims.exp;
-    if let Some(actor_token) = actor_token {
-        let actor = live_token(broker, actor_token, GrantError::ActorToken).await?;
-        let actor = actor.claims();
-        if actor.sub != agent.id() || actor.client_id != agent.id() || actor.act.is_some() {
-            return Err(GrantError::ActorToken(Unacceptable::NotTheClient));
-        }
-        if let Some(jkt) = actor.jkt() {
-            proves(proof, jkt)?;
-        }
-        expires_no_later_than = expires_no_later_than.min(actor.exp);
+    let person = match broker.providers().verify(trusted, subject_token).await {
+        Ok(person) => person,
+        Err(UpstreamError::Invalid(reason)) => return Err(GrantError::SubjectToken(Unacceptable::Upstream(reason))),
+        Err(UpstreamError::Unreachable(reason)) => return Err(GrantError::IdentityProvider(reason)),
+    };
+    evidence.subject = Some(person.subject().to_owned());
+    evidence.parent_jti = Some(person.token_id().clone());
+    // A person must never pass for an agent in policy or in revocation.
+    if policy.inventory().target(person.subject()).is_some() {
+        return Err(GrantError::SubjectToken(Unacceptable::SubjectIsRegistered));
     }
-
-    let now = broker.now();
-    let ask = Ask {
-        action: Action::Exchange,
-        agent: agent.id(),
-        subject: &claims.sub,
-        target,
-        requested: requested.as_ref(),
-        parent_scopes: Some(&claims.scope),
-        depth,
-        chain: claims.chain(),
-        expires_no_later_than: Some(expires_no_later_than),
-        dpop_bound: proof.is_some(),
-        chain_dpop_bound: proof.is_some() && claims.path_is_bound(),
-        now,
+    let lineage = Lineage {
+        jtis: vec![person.token_id().clone()],
+        issued_at: person.issued_at(),
+        principals: vec![Principal::Subject(person.subject().to_owned())],
     };
-    let grant = broker.policy().grant(&ask)??;
-    evidence.target = Some(grant.target().to_owned());
-    evidence.rules = grant.reasons().to_vec();
+    match broker.status_of(&lineage).await? {
+        Status::Active => Ok(Parent::Person(person)),
+        Status::Revoked => Err(GrantError::SubjectToken(Unacceptable::Revoked)),
+        Status::Deprovisioned => Err(GrantError::SubjectToken(Unacceptable::Deprovisioned)),
+    }
+}
 
-    let jti = broker.new_jti()?;
-    let issuance = Issuance {
-        issuer: broker.settings().issuer.clone(),
-        issued_at: now,
-        jti,
-        bound_to: proof.map(|proof| proof.jkt().to_owned()),
-    };
-    let child = chain::derive(&parent, agent, &grant, broker.settings().max_depth, issuance)?;
-    let access_token = token::mint(&child, broker.keys().signing())?;
-    Ok(Issued::new(child, access_token, Some(issued_token_type), now))
+/// The `iss` a token claims, read unverified: it only chooses which
+/// configured issuer checks the token, and is never fetched from.
+fn issuer_of(token: &str) -> Option<String> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
+    serde_json::from_slice::<serde_json::Value>(&json).ok()?.get("iss")?.as_str().map(str::to_owned)
+}
+
+/// A `subject_token_type`: Baton's tokens, or a person's ID token or JWT
+/// access token (RFC 8693 §3).
+fn subject_type(kind: &str) -> Result<&'static str, GrantError> {
+    match kind {
+        ID_TOKEN_TYPE => Ok(ID_TOKEN_TYPE),
+        other => accepted_type(other, "subject_token_type"),
+    }
 }
 
 /// The request proves the key `jkt` (RFC 9449 §4.3 step 13, at the broker).

@@ -6,11 +6,13 @@
 
 pub mod cedar;
 pub mod inventory;
+pub mod issuers;
 
 use std::path::{Path, PathBuf};
 
 pub use cedar::{Action, Facts, Rules, Verdict};
 pub use inventory::{Agent, Client, Credentials, Inventory, Resource, Target};
+pub use issuers::{Issuers, TrustedIssuer};
 
 use crate::claims::{Scope, ScopeSet};
 use crate::clock::UnixTime;
@@ -152,6 +154,7 @@ pub enum Refusal {
 /// A loaded policy folder.
 pub struct Policy {
     inventory: Inventory,
+    issuers: Issuers,
     rules: Rules,
     lifetimes: Lifetimes,
 }
@@ -160,13 +163,20 @@ impl Policy {
     /// Loads and validates the whole folder.
     pub fn load(dir: &Path, lifetimes: Lifetimes) -> Result<Policy, PolicyError> {
         let inventory = Inventory::load(dir)?;
+        let issuers = Issuers::load(dir)?;
+        issuers.check_agents(|id| inventory.agent(id).is_some())?;
         let rules = Rules::load(dir, &inventory)?;
-        Ok(Policy { inventory, rules, lifetimes })
+        Ok(Policy { inventory, issuers, rules, lifetimes })
     }
 
     /// The inventory.
     pub fn inventory(&self) -> &Inventory {
         &self.inventory
+    }
+
+    /// The trusted identity providers.
+    pub fn issuers(&self) -> &Issuers {
+        &self.issuers
     }
 
     /// The rules.

@@ -93,7 +93,10 @@ impl Lineage {
         let mut jtis = vec![claims.jti.clone()];
         jtis.extend(claims.delegation.ancestry().cloned());
         let mut principals = vec![Principal::Subject(claims.sub.clone())];
-        let agents = claims.delegation.hops.iter().map(|hop| &hop.agent).chain([&claims.client_id, &claims.aud]);
+        // A chain's root from an identity provider names that provider's
+        // client, not an agent.
+        let hop_agents = claims.delegation.hops.iter().filter(|hop| hop.iss.is_none()).map(|hop| &hop.agent);
+        let agents = hop_agents.chain([&claims.client_id, &claims.aud]);
         for agent in agents {
             let principal = Principal::Agent(agent.clone());
             if !principals.contains(&principal) {

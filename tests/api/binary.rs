@@ -204,7 +204,7 @@ fn policy_check_validates_the_example_folder() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout} {}", String::from_utf8_lossy(&output.stderr));
-    assert!(stdout.contains("3 agents, 2 resources, 5 rules: valid"), "{stdout}");
+    assert!(stdout.contains("3 agents, 2 resources, 6 rules: valid"), "{stdout}");
 
     let broken = tempfile::tempdir().unwrap();
     std::fs::create_dir(broken.path().join("policies")).unwrap();

@@ -49,5 +49,5 @@ async fn health_and_readiness() {
     assert_eq!(harness.get("/healthz").await.status, 200);
     let ready = harness.get("/readyz").await;
     assert_eq!(ready.status, 200);
-    assert_eq!(ready.body["rules"], 5);
+    assert_eq!(ready.body["rules"], 6);
 }

@@ -14,6 +14,7 @@ mod exchange;
 mod failures;
 mod forged;
 mod harness;
+mod identity_provider;
 mod interop;
 mod mirror;
 mod nodes;

@@ -35,8 +35,13 @@ pub fn copy_example_policies(folder: &Path) -> PathBuf {
 impl BrokerProcess {
     /// `baton serve` with no config but `BATON_LISTEN` and `extra` variables.
     pub async fn start(extra: &[(&str, &str)]) -> BrokerProcess {
+        BrokerProcess::start_with_policies(extra, |_| {}).await
+    }
+
+    /// The same, after `change` has edited the copy of the example policies.
+    pub async fn start_with_policies(extra: &[(&str, &str)], change: impl FnOnce(&Path)) -> BrokerProcess {
         let folder = tempfile::tempdir().unwrap();
-        copy_example_policies(folder.path());
+        change(&copy_example_policies(folder.path()));
         let port = free_port();
         let mut command = Command::new(env!("CARGO_BIN_EXE_baton"));
         command

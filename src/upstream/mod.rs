@@ -1,0 +1,281 @@
+//! People's tokens from trusted identity providers (DESIGN.md §3): an ID
+//! token or JWT access token that starts a chain for the person it names.
+//!
+//! Only providers listed in `issuers.toml` are ever contacted, at the issuer
+//! URL written there: a token's `iss` only selects among them, and its
+//! `jku`, `x5u` or `kid` never make Baton fetch anything. Metadata and keys
+//! come from OIDC discovery through the `openidconnect` crate, are cached,
+//! and are fetched again on an unknown key at most once per
+//! [`REFETCH_INTERVAL`].
+//!
+//! Validation is the `openidconnect` crate's (OIDC Core §3.1.3.7): issuer,
+//! audience, algorithm allow-list, signature with the provider's keys, and
+//! expiry against Baton's clock. The nonce belongs to the sign-in and is not
+//! Baton's to check.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use openidconnect::core::{
+    CoreGenderClaim, CoreJsonWebKeySet, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm,
+    CoreProviderMetadata,
+};
+use openidconnect::{
+    AdditionalClaims, ClaimsVerificationError, ClientId, IdToken, IdTokenVerifier, IssuerUrl, JsonWebTokenType, Nonce,
+    SignatureVerificationError,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::claims::{ScopeSet, TokenId};
+use crate::clock::{Clock, UnixTime};
+use crate::policy::TrustedIssuer;
+
+/// The shortest time between two key fetches for one provider caused by an
+/// unknown key, so that forged tokens cannot make Baton hammer it.
+pub const REFETCH_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The longest the provider's metadata and keys are used before they are
+/// fetched again.
+pub const MAX_AGE: Duration = Duration::from_secs(300);
+
+/// A person a trusted provider vouched for. Only [`Providers::verify`]
+/// makes one.
+#[derive(Debug, Clone)]
+pub struct Person {
+    issuer: String,
+    subject: String,
+    client: String,
+    audience: String,
+    scope: Option<ScopeSet>,
+    token_id: TokenId,
+    issued_at: UnixTime,
+    expires_at: UnixTime,
+}
+
+impl Person {
+    /// The provider's issuer identifier.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The chain's subject: the person, prefixed as the provider is configured.
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+
+    /// The client the person signed in to (`azp`, else the audience).
+    pub fn client(&self) -> &str {
+        &self.client
+    }
+
+    /// The audience the token was checked for.
+    pub fn audience(&self) -> &str {
+        &self.audience
+    }
+
+    /// The scopes the token carries, if any: they cap the chain.
+    pub fn scope(&self) -> Option<&ScopeSet> {
+        self.scope.as_ref()
+    }
+
+    /// The token's `jti`, or the SHA-256 of the token when it has none, so
+    /// that the sign-in can be revoked like any ancestor.
+    pub fn token_id(&self) -> &TokenId {
+        &self.token_id
+    }
+
+    /// When the token was issued.
+    pub fn issued_at(&self) -> UnixTime {
+        self.issued_at
+    }
+
+    /// When the token expires: no token of the chain outlives it.
+    pub fn expires_at(&self) -> UnixTime {
+        self.expires_at
+    }
+}
+
+/// Why a person's token is not accepted.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpstreamError {
+    /// The token fails validation (issuer, audience, algorithm, signature,
+    /// expiry), or lacks the claim that names the person.
+    #[error("identity provider token: {0}")]
+    Invalid(String),
+    /// The provider's metadata or keys cannot be fetched: fail closed.
+    #[error("identity provider unreachable: {0}")]
+    Unreachable(String),
+}
+
+/// The claims beside the standard ones that Baton reads.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct OtherClaims {
+    #[serde(flatten)]
+    claims: serde_json::Map<String, serde_json::Value>,
+}
+
+impl AdditionalClaims for OtherClaims {}
+
+type PersonToken = IdToken<OtherClaims, CoreGenderClaim, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm>;
+
+/// One provider's discovered keys.
+struct Discovered {
+    keys: CoreJsonWebKeySet,
+    jwks_uri: openidconnect::JsonWebKeySetUrl,
+    fetched: Instant,
+}
+
+/// The trusted providers' caches, shared by every request.
+pub struct Providers {
+    /// `None` when no client could be built: every provider is then unreachable.
+    http: Option<reqwest::Client>,
+    clock: Arc<dyn Clock>,
+    discovered: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Discovered>>>>>,
+}
+
+impl Providers {
+    /// Caches for providers reached with bounded HTTP calls, without
+    /// following redirects (OIDC Discovery §4: the issuer answers itself).
+    pub fn new(clock: Arc<dyn Clock>) -> Providers {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(5))
+            .build()
+            .ok();
+        Providers { http, clock, discovered: Mutex::new(HashMap::new()) }
+    }
+
+    /// Validates a person's token from `trusted` and names the person.
+    pub async fn verify(&self, trusted: &TrustedIssuer, token: &str) -> Result<Person, UpstreamError> {
+        let parsed: PersonToken = token.parse().map_err(|_| UpstreamError::Invalid("not a JWT".into()))?;
+        let slot = self.slot(&trusted.issuer);
+        let mut discovered = slot.lock().await;
+        let keys = self.keys(trusted, &mut discovered, false).await?;
+        match self.check(trusted, &parsed, keys) {
+            // A key not seen yet may be a rotation at the provider.
+            Err(ClaimsVerificationError::SignatureVerification(SignatureVerificationError::NoMatchingKey)) => {
+                let keys = self.keys(trusted, &mut discovered, true).await?;
+                self.check(trusted, &parsed, keys)
+            }
+            other => other,
+        }
+        .map_err(|error| UpstreamError::Invalid(error.to_string()))?;
+        drop(discovered);
+        self.person(trusted, token)
+    }
+
+    fn slot(&self, issuer: &str) -> Arc<tokio::sync::Mutex<Option<Discovered>>> {
+        let mut slots = match self.discovered.lock() {
+            Ok(slots) => slots,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        slots.entry(issuer.to_owned()).or_default().clone()
+    }
+
+    /// The provider's keys: discovered on first use or when too old, and
+    /// fetched again on `unknown_key` when the last fetch is not too recent.
+    async fn keys<'a>(
+        &self,
+        trusted: &TrustedIssuer,
+        discovered: &'a mut Option<Discovered>,
+        unknown_key: bool,
+    ) -> Result<&'a CoreJsonWebKeySet, UpstreamError> {
+        let http = self.http.as_ref().ok_or_else(|| UpstreamError::Unreachable("no HTTP client".into()))?;
+        let stale = discovered.as_ref().is_none_or(|known| known.fetched.elapsed() > MAX_AGE);
+        let may_refetch = discovered.as_ref().is_some_and(|known| known.fetched.elapsed() >= REFETCH_INTERVAL);
+        if stale {
+            let issuer = IssuerUrl::new(trusted.issuer.clone())
+                .map_err(|error| UpstreamError::Unreachable(error.to_string()))?;
+            let metadata = CoreProviderMetadata::discover_async(issuer, http)
+                .await
+                .map_err(|error| UpstreamError::Unreachable(format!("discovery: {error}")))?;
+            *discovered = Some(Discovered {
+                keys: metadata.jwks().clone(),
+                jwks_uri: metadata.jwks_uri().clone(),
+                fetched: Instant::now(),
+            });
+        } else if unknown_key && may_refetch {
+            if let Some(known) = discovered.as_mut() {
+                known.keys = CoreJsonWebKeySet::fetch_async(&known.jwks_uri, http)
+                    .await
+                    .map_err(|error| UpstreamError::Unreachable(format!("keys: {error}")))?;
+                known.fetched = Instant::now();
+            }
+        }
+        discovered.as_ref().map(|known| &known.keys).ok_or_else(|| UpstreamError::Unreachable("no keys".into()))
+    }
+
+    fn check(
+        &self,
+        trusted: &TrustedIssuer,
+        token: &PersonToken,
+        keys: &CoreJsonWebKeySet,
+    ) -> Result<(), ClaimsVerificationError> {
+        let issuer = IssuerUrl::new(trusted.issuer.clone())
+            .map_err(|error| ClaimsVerificationError::Other(error.to_string()))?;
+        let algorithms = trusted
+            .algorithms
+            .iter()
+            .filter_map(|name| serde_json::from_value(serde_json::Value::String(name.clone())).ok());
+        let clock = self.clock.clone();
+        let verifier =
+            IdTokenVerifier::new_public_client(ClientId::new(trusted.audience.clone()), issuer, keys.clone())
+                .set_allowed_algs(algorithms)
+                // ID tokens are `JWT`; JWT access tokens are `at+jwt` (RFC 9068 §2.1).
+                .set_allowed_jose_types(
+                    ["JWT", "at+jwt"].into_iter().filter_map(|typ| JsonWebTokenType::new(typ.into()).normalize().ok()),
+                )
+                .set_time_fn(move || {
+                    chrono::DateTime::from_timestamp(clock.now().0, 0)
+                        .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
+                });
+        // The nonce binds the token to the sign-in that asked for it; that is
+        // the client's check, not Baton's.
+        token.claims(&verifier, |_: Option<&Nonce>| Ok(())).map(|_| ())
+    }
+
+    /// The person a validated token names.
+    fn person(&self, trusted: &TrustedIssuer, raw: &str) -> Result<Person, UpstreamError> {
+        // Read only after `check` passed, from the same token.
+        let payload = raw.split('.').nth(1).ok_or_else(|| UpstreamError::Invalid("not a JWT".into()))?;
+        let bytes = URL_SAFE_NO_PAD.decode(payload).map_err(|_| UpstreamError::Invalid("payload".into()))?;
+        let claims: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&bytes).map_err(|_| UpstreamError::Invalid("payload".into()))?;
+        let text = |name: &str| claims.get(name).and_then(serde_json::Value::as_str);
+        let name = text(&trusted.subject_claim)
+            .filter(|name| !name.is_empty())
+            .ok_or_else(|| UpstreamError::Invalid(format!("no `{}` claim", trusted.subject_claim)))?;
+        // An email names a person only once the provider has verified it.
+        if trusted.subject_claim == "email" && claims.get("email_verified") != Some(&serde_json::Value::Bool(true)) {
+            return Err(UpstreamError::Invalid("email not verified".into()));
+        }
+        let scope = match text("scope") {
+            Some(scope) => Some(ScopeSet::parse(scope).map_err(|_| UpstreamError::Invalid("scope".into()))?),
+            None => None,
+        };
+        let token_id = match text("jti") {
+            Some(jti) if !jti.is_empty() && jti.len() <= 256 => TokenId(jti.to_owned()),
+            _ => TokenId(URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, raw.as_bytes()))),
+        };
+        let client = text("azp").or(text("client_id")).unwrap_or(&trusted.audience).to_owned();
+        // Both were checked to be present and valid times by `check`.
+        let time = |name: &str| claims.get(name).and_then(serde_json::Value::as_i64).map(UnixTime);
+        let (Some(issued_at), Some(expires_at)) = (time("iat"), time("exp")) else {
+            return Err(UpstreamError::Invalid("iat and exp must be whole seconds".into()));
+        };
+        Ok(Person {
+            issuer: trusted.issuer.clone(),
+            subject: trusted.subject(name),
+            client,
+            audience: trusted.audience.clone(),
+            scope,
+            token_id,
+            issued_at,
+            expires_at,
+        })
+    }
+}

@@ -1,0 +1,268 @@
+//! A person's chain (DESIGN.md §3, issue: trusted identity providers): a
+//! real OpenID provider nobody here wrote (`oidc-provider`, started on
+//! loopback by this test) signs a person in through its own pages; the ID
+//! token starts a chain of three agents, each hop DPoP-bound, and the API
+//! sees the person at the end. Tokens from anywhere else are refused, and a
+//! token's `iss` or `jku` never makes the broker fetch anything.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{header, Request};
+use axum::routing::get;
+use axum::{Json, Router};
+use baton::clock::{Clock, SystemClock};
+use baton::dpop::{ProofFor, ProofKey};
+use baton::verifier::{Caller, Verifier, VerifierLayer};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+use crate::harness::{b64, claims_of, secret_hash, AIRLINE};
+use crate::process::{free_port, BrokerProcess};
+
+const ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
+const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
+const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const ADMIN: &str = "identity-provider-test-admin";
+
+fn node_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/node")
+}
+
+/// `tests/interop/node/idp.js`, answering one command a line.
+struct IdentityProvider {
+    child: Child,
+    input: ChildStdin,
+    output: BufReader<ChildStdout>,
+    issuer: String,
+}
+
+impl IdentityProvider {
+    fn start() -> IdentityProvider {
+        let installed = node_dir().join("node_modules/oidc-provider/package.json");
+        assert!(installed.exists(), "oidc-provider is not installed: run ./scripts/test.sh, which installs it");
+        let mut child = Command::new("node")
+            .arg("idp.js")
+            .current_dir(node_dir())
+            .env("IDP_PORT", free_port().to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node");
+        let input = child.stdin.take().unwrap();
+        let mut output = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        output.read_line(&mut line).unwrap();
+        let ready: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("idp.js said: {line}"));
+        let issuer = ready["issuer"].as_str().unwrap().to_owned();
+        IdentityProvider { child, input, output, issuer }
+    }
+
+    fn ask(&mut self, command: &str) -> Value {
+        writeln!(self.input, "{command}").unwrap();
+        let mut line = String::new();
+        self.output.read_line(&mut line).unwrap();
+        let answer: Value = serde_json::from_str(&line).unwrap();
+        assert!(answer.get("error").is_none(), "idp.js: {answer}");
+        answer
+    }
+
+    /// A person signed in through the provider's login and consent pages.
+    fn sign_in(&mut self, name: &str) -> String {
+        self.ask(&format!("login {name}"))["id_token"].as_str().unwrap().to_owned()
+    }
+
+    fn token(&mut self, command: &str, claims: Value) -> String {
+        self.ask(&format!("{command} {claims}"))["token"].as_str().unwrap().to_owned()
+    }
+}
+
+impl Drop for IdentityProvider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The broker on the example policies, trusting the provider for chains the
+/// orchestrator starts, its people named `idp|<sub>`.
+async fn broker_trusting(issuer: &str) -> BrokerProcess {
+    let issuers = format!(
+        "[[issuers]]\nissuer = \"{issuer}\"\naudience = \"baton-demo\"\nalgorithms = [\"RS256\"]\n\
+         subject_prefix = \"idp|\"\nagents = [\"orchestrator\"]\n"
+    );
+    let hash = secret_hash(ADMIN);
+    BrokerProcess::start_with_policies(&[("BATON_ADMIN_TOKEN_SHA256", hash.as_str())], |policies| {
+        std::fs::write(policies.join("issuers.toml"), issuers).unwrap();
+    })
+    .await
+}
+
+struct Client {
+    http: reqwest::Client,
+    url: String,
+}
+
+impl Client {
+    /// `POST /token` as the example agent, with a DPoP proof by `key`.
+    async fn exchange(&self, agent: &str, key: &ProofKey, subject: (&str, &str), extra: &[(&str, &str)]) -> Value {
+        let endpoint = format!("{}/token", self.url);
+        let proof = key.proof(ProofFor { method: "POST", uri: &endpoint, ..ProofFor::default() }, SystemClock.now());
+        let mut form = vec![("grant_type", EXCHANGE), ("subject_token", subject.0), ("subject_token_type", subject.1)];
+        form.extend_from_slice(extra);
+        let response = self
+            .http
+            .post(endpoint)
+            .basic_auth(agent, Some(format!("dev-only-{agent}-secret")))
+            .header("DPoP", proof.unwrap())
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        response.json().await.unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_signed_in_at_a_real_provider_starts_a_bound_three_hop_chain() {
+    let mut provider = IdentityProvider::start();
+    let broker = broker_trusting(&provider.issuer).await;
+    let client = Client { http: reqwest::Client::new(), url: broker.url.clone() };
+    let id_token = provider.sign_in("alice");
+    let (orchestrator, planner, booker) =
+        (ProofKey::generate().unwrap(), ProofKey::generate().unwrap(), ProofKey::generate().unwrap());
+
+    let hop1 = client.exchange("orchestrator", &orchestrator, (&id_token, ID_TOKEN), &[("audience", "planner")]).await;
+    let hop1 = hop1["access_token"].as_str().unwrap_or_else(|| panic!("{hop1}")).to_owned();
+    let hop2 = client.exchange("planner", &planner, (&hop1, ACCESS_TOKEN), &[("audience", "booker")]).await;
+    let hop2 = hop2["access_token"].as_str().unwrap_or_else(|| panic!("{hop2}")).to_owned();
+    let extra = [("resource", AIRLINE), ("scope", "flights.book")];
+    let hop3 = client.exchange("booker", &booker, (&hop2, ACCESS_TOKEN), &extra).await;
+    assert_eq!(hop3["token_type"], "DPoP", "{hop3}");
+    let hop3 = hop3["access_token"].as_str().unwrap().to_owned();
+
+    // The person is the subject all the way; the sign-in is the root hop.
+    let claims = claims_of(&hop3);
+    assert_eq!(claims.sub, "idp|alice");
+    assert_eq!(claims.chain(), vec!["booker", "planner", "orchestrator"]);
+    assert_eq!(claims.delegation.depth, 3);
+    let root = &claims.delegation.hops[0];
+    assert_eq!(root.iss.as_deref(), Some(provider.issuer.as_str()));
+    assert_eq!((root.agent.as_str(), root.aud.as_str()), ("baton-demo", "baton-demo"));
+    let keys: Vec<Option<&str>> = claims.delegation.hops.iter().map(|hop| hop.jkt.as_deref()).collect();
+    assert_eq!(keys, vec![None, Some(orchestrator.jkt()), Some(planner.jkt())]);
+    assert_eq!(claims.jkt(), Some(booker.jkt()));
+
+    // The API, checking with introspection, sees the person and the chain.
+    let verifier = Verifier::builder(broker.url.clone())
+        .audience(AIRLINE)
+        .public_url(AIRLINE)
+        .introspection("airline-api", "dev-only-airline-api-secret", std::time::Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let api = Router::new()
+        .route(
+            "/bookings",
+            get(|caller: Caller| async move { Json(json!({ "subject": caller.subject(), "chain": caller.chain() })) }),
+        )
+        .layer(VerifierLayer::new(Arc::new(verifier)));
+    let call = |token: String, key: &ProofKey| {
+        let request = ProofFor {
+            method: "GET",
+            uri: "https://api.airline.example/bookings",
+            access_token: Some(&token),
+            nonce: None,
+        };
+        let proof = key.proof(request, SystemClock.now()).unwrap();
+        let request = Request::get("/bookings")
+            .header(header::AUTHORIZATION, format!("DPoP {token}"))
+            .header("DPoP", proof)
+            .body(Body::empty())
+            .unwrap();
+        let api = api.clone();
+        async move {
+            let response = api.oneshot(request).await.unwrap();
+            let status = response.status().as_u16();
+            let bytes = response.into_body().collect().await.unwrap().to_bytes();
+            (status, serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null))
+        }
+    };
+    let (status, body) = call(hop3.clone(), &booker).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"subject": "idp|alice", "chain": ["booker", "planner", "orchestrator"]}));
+    // Stolen: the planner's key does not prove the booker's token.
+    assert_eq!(call(hop3.clone(), &planner).await.0, 401);
+
+    // Deprovisioning the person ends the whole chain.
+    let response = client
+        .http
+        .post(format!("{}/admin/deprovision", broker.url))
+        .bearer_auth(ADMIN)
+        .json(&json!({"subject": "idp|alice"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.text().await.unwrap());
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await; // past the verifier's 1 s cache
+    assert_eq!(call(hop3, &booker).await.0, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_not_from_the_trusted_provider_as_configured_are_refused() {
+    let mut provider = IdentityProvider::start();
+    let broker = broker_trusting(&provider.issuer).await;
+    let client = Client { http: reqwest::Client::new(), url: broker.url.clone() };
+    let key = ProofKey::generate().unwrap();
+    let now = SystemClock.now().0;
+    let issuer = provider.issuer.clone();
+    let claims = |overrides: Value| {
+        let mut claims = json!({"iss": issuer, "sub": "mallory", "aud": "baton-demo", "iat": now, "exp": now + 600});
+        for (name, value) in overrides.as_object().unwrap() {
+            claims[name] = value.clone();
+        }
+        claims
+    };
+    let valid = provider.token("sign", claims(json!({})));
+    let refused = |body: &Value| body["error"] == "invalid_request";
+    let to_planner = [("audience", "planner")];
+
+    // The control: the provider's own signature, as configured, passes.
+    let ok = client.exchange("orchestrator", &key, (&valid, ID_TOKEN), &to_planner).await;
+    assert_eq!(claims_of(ok["access_token"].as_str().unwrap_or_else(|| panic!("{ok}"))).sub, "idp|mallory");
+
+    let cases = [
+        ("another audience", provider.token("sign", claims(json!({"aud": "someone-else"})))),
+        ("another key under the provider's kid", provider.token("forge", claims(json!({})))),
+        ("expired", provider.token("sign", claims(json!({"iat": now - 7200, "exp": now - 3600})))),
+        ("no subject", provider.token("sign", claims(json!({"sub": null})))),
+    ];
+    for (case, token) in cases {
+        let body = client.exchange("orchestrator", &key, (&token, ID_TOKEN), &to_planner).await;
+        assert!(refused(&body), "{case}: {body}");
+    }
+    // An agent not allowed to start chains from this provider.
+    let body = client.exchange("planner", &key, (&valid, ID_TOKEN), &[("audience", "booker")]).await;
+    assert!(refused(&body), "planner: {body}");
+
+    // An issuer nobody configured, pointing at a listener that would see
+    // any fetch: nothing connects to it.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let lure = format!("http://{}", listener.local_addr().unwrap());
+    let header =
+        b64(json!({"alg": "RS256", "kid": "lure", "jku": format!("{lure}/jwks"), "x5u": format!("{lure}/x5u")})
+            .to_string()
+            .as_bytes());
+    let payload = b64(claims(json!({"iss": lure})).to_string().as_bytes());
+    let untrusted = format!("{header}.{payload}.{}", b64(b"not a signature"));
+    for kind in [ID_TOKEN, ACCESS_TOKEN] {
+        let body = client.exchange("orchestrator", &key, (&untrusted, kind), &to_planner).await;
+        assert!(refused(&body), "untrusted issuer: {body}");
+    }
+    assert!(listener.accept().is_err(), "the broker fetched from a token's own URLs");
+}
