@@ -27,6 +27,7 @@ pub(super) fn handle(
         parent_scopes: None,
         depth: 0,
         chain: Vec::new(),
+        dpop_bound: false,
         expires_no_later_than: None,
         now,
     };

@@ -92,6 +92,7 @@ pub(super) async fn handle(
         parent_scopes: Some(&claims.scope),
         depth,
         chain: claims.chain(),
+        dpop_bound: false,
         expires_no_later_than: Some(expires_no_later_than),
         now,
     };

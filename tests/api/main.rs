@@ -5,6 +5,7 @@
 
 mod binary;
 mod cli_admin;
+mod cli_policy;
 mod client_auth;
 mod discovery;
 mod embedded_store;
