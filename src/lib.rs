@@ -30,6 +30,7 @@ pub mod config;
 pub mod grant;
 pub mod http;
 pub mod keys;
+pub mod metrics;
 pub mod oauth;
 pub mod policy;
 pub mod store;

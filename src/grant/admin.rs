@@ -7,7 +7,9 @@ use serde::Serialize;
 use super::{Broker, GrantError};
 use crate::claims::TokenId;
 use crate::clock::UnixTime;
+use crate::metrics::RevokedVia;
 use crate::policy::inventory::SecretHash;
+use crate::policy::lifecycle::{self, AgentWarning};
 use crate::store::{AuditDecision, AuditEvent, AuditFilter, Lineage, Principal, Status, StoreError};
 
 /// The most tokens one trace walks, so that a huge grant tree cannot make
@@ -70,6 +72,9 @@ pub struct AgentReport {
     pub last_use: Option<UnixTime>,
     /// Tokens issued to it in the last 24 hours (at most the query cap).
     pub tokens_issued_last_day: usize,
+    /// What needs attention: expired or expiring within 14 days, unused
+    /// for 30 days or never used, without an owner.
+    pub warnings: Vec<AgentWarning>,
 }
 
 impl Broker {
@@ -95,6 +100,7 @@ impl Broker {
         // deployment): cover the longest lifetime any token can have.
         let until = issued.and_then(|event| event.expires_at).unwrap_or(now.plus(crate::token::MAX_LIFETIME));
         self.stores.revocation.revoke(jti, until).await?;
+        self.metrics().count_revocation(RevokedVia::Admin);
         let mut event = super::Evidence { grant_type: "admin_revoke".into(), ..Default::default() }.event(
             now,
             AuditDecision::Revoked,
@@ -149,14 +155,16 @@ impl Broker {
                     ..AuditFilter::default()
                 })
                 .await?;
+            let last_use = last.first().map(|event| event.time);
             reports.push(AgentReport {
+                warnings: lifecycle::warnings(agent, last_use, now),
                 id: agent.id.clone(),
                 owner: agent.owner.clone(),
                 purpose: agent.purpose.clone(),
                 expires: agent.expires.to_string(),
                 groups: agent.groups.clone(),
                 active: agent.is_active(now),
-                last_use: last.first().map(|event| event.time),
+                last_use,
                 tokens_issued_last_day: day.iter().filter(|event| event.decision == AuditDecision::Issued).count(),
             });
         }

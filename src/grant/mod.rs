@@ -27,6 +27,7 @@ use crate::claims::{Claims, ScopeSet, TokenId};
 use crate::client_auth::{self, AuthenticatedClient, ClientAuthError, CredentialFields};
 use crate::clock::{Clock, UnixTime};
 use crate::keys::{Algorithm, KeySet};
+use crate::metrics::Metrics;
 use crate::policy::{Lifetimes, Policy, Target};
 use crate::store::{
     AuditDecision, AuditEvent, AuditStore, Lineage, Principal, ReplayStore, RevocationStore, Status, StoreError,
@@ -79,6 +80,7 @@ pub struct Broker {
     stores: Stores,
     clock: Arc<dyn Clock>,
     random: SystemRandom,
+    metrics: Metrics,
 }
 
 /// A token request as the HTTP layer hands it over.
@@ -244,6 +246,7 @@ impl Broker {
             stores,
             clock,
             random: SystemRandom::new(),
+            metrics: Metrics::new(),
         }
     }
 
@@ -275,6 +278,11 @@ impl Broker {
         &self.policy
     }
 
+    /// The broker's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// Handles `POST /token`, recording the outcome.
     pub async fn token(&self, request: TokenRequest) -> Result<TokenResponse, GrantError> {
         let mut evidence = Evidence::default();
@@ -284,8 +292,12 @@ impl Broker {
             Err(error) => evidence.refused(self.clock.now(), error, request.client_address.clone()),
         };
         // A token whose issuance cannot be recorded is not handed out.
-        self.record(event).await?;
-        outcome.map(|issued| issued.response)
+        let answer = match self.record(event).await {
+            Ok(()) => outcome.map(|issued| issued.response),
+            Err(unavailable) => Err(unavailable.into()),
+        };
+        self.metrics.count_token(request.params.get("grant_type"), answer.as_ref().map(drop));
+        answer
     }
 
     /// Records a token request refused before it could be read (wrong
@@ -293,10 +305,12 @@ impl Broker {
     pub async fn refuse(&self, error: RequestError, client_address: Option<String>) -> GrantError {
         let evidence = Evidence { grant_type: "token".into(), ..Evidence::default() };
         let error = GrantError::Request(error);
-        match self.record(evidence.refused(self.clock.now(), &error, client_address)).await {
+        let error = match self.record(evidence.refused(self.clock.now(), &error, client_address)).await {
             Ok(()) => error,
             Err(unavailable) => unavailable.into(),
-        }
+        };
+        self.metrics.count_token(None, Err(&error));
+        error
     }
 
     /// Whether a verified token is alive (DESIGN.md §2.4): neither it nor an
