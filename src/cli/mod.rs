@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod decode;
 mod policy;
+mod reload;
 pub mod serve;
 mod trace;
 

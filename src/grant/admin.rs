@@ -10,6 +10,7 @@ use crate::clock::UnixTime;
 use crate::metrics::RevokedVia;
 use crate::policy::inventory::SecretHash;
 use crate::policy::lifecycle::{self, AgentWarning};
+use crate::policy::Policy;
 use crate::store::{AuditDecision, AuditEvent, AuditFilter, Lineage, Principal, Status, StoreError};
 
 /// The most tokens one trace walks, so that a huge grant tree cannot make
@@ -127,12 +128,14 @@ impl Broker {
             }
         }
         path.reverse();
+        // One policy for the whole trace, even if a reload lands meanwhile.
+        let policy = self.policy();
         let mut ancestors = Vec::new();
         for depth in 1..path.len() {
-            ancestors.push(self.node(path.get(..depth).unwrap_or_default()).await?);
+            ancestors.push(self.node(&policy, path.get(..depth).unwrap_or_default()).await?);
         }
         let mut budget = MAX_TRACE_NODES;
-        let token = self.subtree(path, &mut budget).await?;
+        let token = self.subtree(&policy, path, &mut budget).await?;
         Ok(Some(Trace { ancestors, token, truncated: budget == 0 }))
     }
 
@@ -140,7 +143,8 @@ impl Broker {
     pub async fn agent_reports(&self) -> Result<Vec<AgentReport>, GrantError> {
         let now = self.now();
         let mut reports = Vec::new();
-        for agent in self.policy.inventory().agents() {
+        let policy = self.policy();
+        for agent in policy.inventory().agents() {
             let last = self
                 .stores
                 .audit
@@ -183,7 +187,7 @@ impl Broker {
 
     /// The node for the last token of `path` (root first), its status
     /// computed from the whole path as its lineage.
-    async fn node(&self, path: &[AuditEvent]) -> Result<TraceNode, GrantError> {
+    async fn node(&self, policy: &Policy, path: &[AuditEvent]) -> Result<TraceNode, GrantError> {
         let Some(event) = path.last() else {
             return Err(GrantError::Store(StoreError("empty trace path".into())));
         };
@@ -214,15 +218,20 @@ impl Broker {
             scope: event.scopes_granted.clone(),
             issued_at: event.time,
             expires_at: event.expires_at,
-            status: self.status_of(&lineage).await?,
+            status: self.status_of(policy, &lineage).await?,
             expired: event.expires_at.is_some_and(|exp| exp <= now),
             children: Vec::new(),
         })
     }
 
     /// The last token of `path` with every descendant, depth first, within `budget` nodes.
-    async fn subtree(&self, path: Vec<AuditEvent>, budget: &mut usize) -> Result<TraceNode, GrantError> {
-        let mut node = self.node(&path).await?;
+    async fn subtree(
+        &self,
+        policy: &Policy,
+        path: Vec<AuditEvent>,
+        budget: &mut usize,
+    ) -> Result<TraceNode, GrantError> {
+        let mut node = self.node(policy, &path).await?;
         *budget = budget.saturating_sub(1);
         let children = self
             .stores
@@ -238,7 +247,7 @@ impl Broker {
             }
             let mut child_path = path.clone();
             child_path.push(child);
-            node.children.push(Box::pin(self.subtree(child_path, budget)).await?);
+            node.children.push(Box::pin(self.subtree(policy, child_path, budget)).await?);
         }
         Ok(node)
     }

@@ -4,11 +4,12 @@
 use super::{asked_scopes, named_target, Broker, Evidence, GrantError, Issued, TokenParams};
 use crate::chain::{self, Issuance};
 use crate::client_auth::AuthenticatedAgent;
-use crate::policy::{Action, Ask};
+use crate::policy::{Action, Ask, Policy};
 use crate::token;
 
 pub(super) fn handle(
     broker: &Broker,
+    policy: &Policy,
     agent: &AuthenticatedAgent,
     params: &TokenParams,
     evidence: &mut Evidence,
@@ -31,7 +32,7 @@ pub(super) fn handle(
         expires_no_later_than: None,
         now,
     };
-    let grant = broker.policy().grant(&ask)??;
+    let grant = policy.grant(&ask)??;
     evidence.target = Some(grant.target().to_owned());
     evidence.rules = grant.reasons().to_vec();
     let jti = broker.new_jti()?;

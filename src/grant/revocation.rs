@@ -83,8 +83,8 @@ impl Broker {
     ) -> Result<Vec<String>, GrantError> {
         let now = self.now();
         let mut retired = Vec::new();
-        for agent in self.policy.inventory().agents().filter(|agent| !agent.is_active(now) && !done.contains(&agent.id))
-        {
+        let policy = self.policy();
+        for agent in policy.inventory().agents().filter(|agent| !agent.is_active(now) && !done.contains(&agent.id)) {
             let principal = Principal::Agent(agent.id.clone());
             self.stores.revocation.deprovision(&principal, now, now.plus(crate::token::MAX_LIFETIME)).await?;
             self.record(principal_event("expired", &principal, now)).await?;
@@ -99,7 +99,8 @@ impl Broker {
     /// for verifiers that read only the store, and blocks it, so that adding
     /// it back revives none of its old tokens. Returns the agents written.
     pub async fn deprovision_removed_agents(&self, known: &[String]) -> Result<Vec<String>, GrantError> {
-        let inventory = self.policy.inventory();
+        let policy = self.policy();
+        let inventory = policy.inventory();
         let mut removed = Vec::new();
         for id in known.iter().filter(|id| inventory.agent(id).is_none()) {
             self.deprovision_for(&Principal::Agent(id.clone()), DeprovisionCause::Removed).await?;

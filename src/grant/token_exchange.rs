@@ -14,12 +14,13 @@ use super::{
 use crate::chain::{self, Issuance};
 use crate::claims::Claims;
 use crate::client_auth::AuthenticatedAgent;
-use crate::policy::{Action, Ask};
+use crate::policy::{Action, Ask, Policy};
 use crate::store::Status;
 use crate::token::{self, Verified};
 
 pub(super) async fn handle(
     broker: &Broker,
+    policy: &Policy,
     agent: &AuthenticatedAgent,
     params: &TokenParams,
     evidence: &mut Evidence,
@@ -46,7 +47,7 @@ pub(super) async fn handle(
     evidence.target = target.map(super::clip);
 
     // The subject token, and whether this agent may exchange it.
-    let parent = match live_token(broker, subject_token, GrantError::SubjectToken).await {
+    let parent = match live_token(broker, policy, subject_token, GrantError::SubjectToken).await {
         // The parent names its holder: a blocked acting agent is told so
         // as a client, not through its token (one lookup on the way through).
         Err(GrantError::SubjectToken(Unacceptable::Deprovisioned)) => {
@@ -74,7 +75,7 @@ pub(super) async fn handle(
     // The actor token: the acting agent's own token, which also caps the lifetime.
     let mut expires_no_later_than = claims.exp;
     if let Some(actor_token) = actor_token {
-        let actor = live_token(broker, actor_token, GrantError::ActorToken).await?;
+        let actor = live_token(broker, policy, actor_token, GrantError::ActorToken).await?;
         let actor = actor.claims();
         if actor.sub != agent.id() || actor.client_id != agent.id() || actor.act.is_some() {
             return Err(GrantError::ActorToken(Unacceptable::NotTheClient));
@@ -96,7 +97,7 @@ pub(super) async fn handle(
         expires_no_later_than: Some(expires_no_later_than),
         now,
     };
-    let grant = broker.policy().grant(&ask)??;
+    let grant = policy.grant(&ask)??;
     evidence.target = Some(grant.target().to_owned());
     evidence.rules = grant.reasons().to_vec();
 
@@ -121,11 +122,12 @@ fn accepted_type(kind: &str, parameter: &'static str) -> Result<&'static str, Gr
 /// request as unavailable.
 async fn live_token(
     broker: &Broker,
+    policy: &Policy,
     token: &str,
     unacceptable: fn(Unacceptable) -> GrantError,
 ) -> Result<Verified<Claims>, GrantError> {
     let verified = broker.verify(token).map_err(|error| unacceptable(Unacceptable::Invalid(error)))?;
-    match broker.status(verified.claims()).await? {
+    match broker.status_in(policy, verified.claims()).await? {
         Status::Active => Ok(verified),
         Status::Revoked => Err(unacceptable(Unacceptable::Revoked)),
         Status::Deprovisioned => Err(unacceptable(Unacceptable::Deprovisioned)),
