@@ -27,6 +27,7 @@ pub(super) fn spawn(broker: Arc<Broker>, config: Config) -> Result<(), String> {
     let (nudge, nudges) = mpsc::channel::<()>(1);
     let from_files = nudge.clone();
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        tracing::debug!(?event, "policy folder event");
         // A watch error (a queue overflow) may hide a change: reload to be sure.
         if event.as_ref().map_or(true, |event| is_change(&event.kind)) {
             let _ = from_files.try_send(());
