@@ -31,6 +31,7 @@ pub mod dpop;
 pub mod grant;
 pub mod http;
 pub mod keys;
+pub mod metrics;
 pub mod oauth;
 pub mod policy;
 pub mod store;

@@ -10,6 +10,7 @@ use crate::chain::ChainError;
 use crate::client_auth::ClientAuthError;
 use crate::dpop::ProofError;
 use crate::grant::{GrantError, RequestError};
+use crate::policy::explain::{Explanation, Outcome};
 use crate::policy::Refusal;
 
 /// An OAuth 2.0 error code.
@@ -226,4 +227,16 @@ impl From<&Refusal> for OAuthError {
             Refusal::NoLifetime => OAuthError::bad_request(InvalidRequest, UNACCEPTABLE_TOKEN),
         }
     }
+}
+
+/// A dry run's explanation as JSON, a refusal carrying the OAuth error code
+/// the client would be sent (`outcome.error`).
+pub fn explanation_json(explanation: &Explanation) -> serde_json::Value {
+    let mut json = serde_json::json!(explanation);
+    if let (Outcome::Refused { refusal }, Some(outcome)) =
+        (&explanation.outcome, json.get_mut("outcome").and_then(serde_json::Value::as_object_mut))
+    {
+        outcome.insert("error".into(), OAuthError::from(refusal).code.as_str().into());
+    }
+    json
 }

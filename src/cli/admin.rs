@@ -13,12 +13,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::claims::TokenId;
-use crate::clock::{Clock, SystemClock, UnixTime};
+use crate::clock::UnixTime;
 use crate::config::ADMIN_TOKEN_VARIABLE;
+use crate::policy::lifecycle::AgentWarning;
 use crate::token;
 
-/// Agents whose last day is this close get a warning.
-const EXPIRY_WARNING_DAYS: i64 = 14;
 /// The most one admin call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -126,6 +125,9 @@ struct AgentRow {
     active: bool,
     last_use: Option<UnixTime>,
     tokens_issued_last_day: u64,
+    /// Computed by the broker; absent from brokers older than the field.
+    #[serde(default)]
+    warnings: Vec<AgentWarning>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -274,8 +276,7 @@ async fn perform(client: &AdminClient, action: Action) -> Result<String, AdminEr
             }
             let inventory: Inventory =
                 serde_json::from_value(body).map_err(|error| AdminError::Unexpected(error.to_string()))?;
-            let today = SystemClock.now().date();
-            Ok(table(&inventory.agents) + &warnings(&inventory.agents, today))
+            Ok(table(&inventory.agents) + &warnings(&inventory.agents))
         }
     }
 }
@@ -326,30 +327,13 @@ fn table(agents: &[AgentRow]) -> String {
     out
 }
 
-/// Warnings for agents that are past their expiry, close to it, or never used.
-fn warnings(agents: &[AgentRow], today: Option<time::Date>) -> String {
-    let format = time::macros::format_description!("[year]-[month]-[day]");
+/// The broker's warnings, one line each: expired or expiring, idle or never
+/// used, without an owner.
+fn warnings(agents: &[AgentRow]) -> String {
     let mut out = String::new();
     for agent in agents {
-        let days_left = time::Date::parse(&agent.expires, format)
-            .ok()
-            .zip(today)
-            .map(|(expires, today)| (expires - today).whole_days());
-        if !agent.active {
-            out.push_str(&format!(
-                "warning: agent `{}` expired on {} and gets nothing: remove it from agents.toml or renew it\n",
-                agent.id, agent.expires
-            ));
-        } else if let Some(days) = days_left.filter(|days| (0..=EXPIRY_WARNING_DAYS).contains(days)) {
-            let when = match days {
-                0 => "today is its last day".to_owned(),
-                1 => "tomorrow is its last day".to_owned(),
-                _ => format!("{days} days left"),
-            };
-            out.push_str(&format!("warning: agent `{}` expires on {} ({when})\n", agent.id, agent.expires));
-        }
-        if agent.last_use.is_none() {
-            out.push_str(&format!("warning: agent `{}` was never used\n", agent.id));
+        for warning in &agent.warnings {
+            out.push_str(&format!("warning: agent `{}` {warning}\n", agent.id));
         }
     }
     out
@@ -368,6 +352,7 @@ mod tests {
             active,
             last_use: last_use.map(UnixTime),
             tokens_issued_last_day: 3,
+            warnings: Vec::new(),
         }
     }
 
@@ -383,23 +368,24 @@ mod tests {
     }
 
     #[test]
-    fn warnings_name_expired_expiring_and_unused_agents() {
-        let today = time::macros::date!(2030 - 06 - 20);
-        let text = warnings(
-            &[
-                row("old", "2030-06-01", false, Some(1)),
-                row("soon", "2030-06-30", true, Some(1)),
-                row("last", "2030-06-20", true, Some(1)),
-                row("fine", "2031-01-01", true, Some(1)),
-                row("idle", "2031-01-01", true, None),
-            ],
-            Some(today),
+    fn the_broker_s_warnings_are_printed_one_a_line() {
+        let body = serde_json::json!({"agents": [
+            {"id": "old", "owner": "o", "purpose": "p", "expires": "2030-06-01", "active": false, "last_use": 1,
+             "tokens_issued_last_day": 0, "warnings": [{"kind": "expired", "expires": "2030-06-01"}]},
+            {"id": "soon", "owner": "o", "purpose": "p", "expires": "2030-06-30", "active": true, "last_use": null,
+             "tokens_issued_last_day": 0, "warnings": [
+                {"kind": "expires_soon", "expires": "2030-06-30", "days_left": 10}, {"kind": "never_used"}]},
+            {"id": "fine", "owner": "o", "purpose": "p", "expires": "2031-01-01", "active": true, "last_use": 1,
+             "tokens_issued_last_day": 0},
+        ]});
+        let inventory: Inventory = serde_json::from_value(body).unwrap();
+        let text = warnings(&inventory.agents);
+        assert_eq!(
+            text,
+            "warning: agent `old` expired on 2030-06-01 and gets nothing: remove it from agents.toml or renew it\n\
+             warning: agent `soon` expires on 2030-06-30 (10 days left)\n\
+             warning: agent `soon` was never used\n"
         );
-        assert!(text.contains("agent `old` expired on 2030-06-01"), "{text}");
-        assert!(text.contains("agent `soon` expires on 2030-06-30 (10 days left)"), "{text}");
-        assert!(text.contains("agent `last` expires on 2030-06-20 (today is its last day)"), "{text}");
-        assert!(!text.contains("`fine`"), "{text}");
-        assert!(text.contains("agent `idle` was never used"), "{text}");
     }
 
     #[test]

@@ -3,6 +3,8 @@
 
 pub mod admin;
 pub mod decode;
+mod policy;
+mod reload;
 pub mod serve;
 mod trace;
 
@@ -10,7 +12,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, SystemClock, UnixTime};
 use crate::config::{Config, ADMIN_TOKEN_VARIABLE, CONFIG_VARIABLE};
 use crate::keys;
 use crate::policy::{Lifetimes, Policy};
@@ -138,9 +140,85 @@ enum KeysAction {
 }
 
 #[derive(Subcommand, Debug)]
+// Parsed once per run: the size of the explain arguments costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum PolicyAction {
-    /// Validate the whole policy folder.
+    /// Validate the whole policy folder: schema, inventory, names the rules
+    /// use, rules that can never match, agents near or past expiry.
     Check,
+    /// Run the test cases in the folder's `tests/*.toml`.
+    Test,
+    /// Dry-run a token request: per scope, whether it would be granted and
+    /// which rules permitted or forbade it. Nothing is issued.
+    Explain(ExplainArgs),
+}
+
+/// A token request to dry-run against the local policy folder.
+#[derive(Args, Debug)]
+struct ExplainArgs {
+    /// `issue` (an agent's own token) or `exchange`.
+    #[arg(long, value_parser = ["issue", "exchange"], default_value = "exchange")]
+    action: String,
+    /// The acting agent.
+    #[arg(long)]
+    agent: String,
+    /// The chain's subject (for `issue`, the agent).
+    #[arg(long)]
+    subject: Option<String>,
+    /// The target (`audience` / `resource`) [default: the agent's `default_audience`].
+    #[arg(long)]
+    target: Option<String>,
+    /// The asked scopes, space-separated [default: every permitted one].
+    #[arg(long)]
+    scope: Option<String>,
+    /// The parent token's scopes, space-separated (for `exchange`).
+    #[arg(long)]
+    parent_scope: Option<String>,
+    /// The agents that already acted, newest first, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    chain: Vec<String>,
+    /// The new token's depth [default: the chain's length + 1].
+    #[arg(long)]
+    depth: Option<u32>,
+    /// Ask as for a DPoP-bound token.
+    #[arg(long)]
+    dpop_bound: bool,
+    /// Ask as for a token whose whole chain is DPoP-bound.
+    #[arg(long)]
+    chain_dpop_bound: bool,
+    /// Seconds the parent token has left.
+    #[arg(long, allow_hyphen_values = true)]
+    ttl: Option<i64>,
+    /// When to ask (RFC 3339) [default: now].
+    #[arg(long)]
+    at: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+impl ExplainArgs {
+    /// The question, through the same parser the admin API and the test
+    /// cases use.
+    fn question(&self) -> Result<crate::policy::explain::Question, String> {
+        let split = |text: &Option<String>| {
+            text.as_ref().map(|text| text.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+        };
+        let value = serde_json::json!({
+            "action": self.action,
+            "agent": self.agent,
+            "subject": self.subject,
+            "target": self.target,
+            "scopes": split(&self.scope),
+            "parent_scopes": split(&self.parent_scope),
+            "chain": self.chain,
+            "depth": self.depth,
+            "dpop_bound": self.dpop_bound,
+            "chain_dpop_bound": self.chain_dpop_bound,
+            "ttl": self.ttl,
+        });
+        serde_json::from_value(value).map_err(|error| error.to_string())
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -266,24 +344,21 @@ fn local(command: Command, config: Option<PathBuf>) -> Result<(), String> {
             }
             Ok(())
         }
-        Command::Policy { action: PolicyAction::Check } => {
-            let policy = Policy::load(&config.policies_dir, lifetimes(&config)).map_err(|error| error.to_string())?;
-            let inventory = policy.inventory();
-            let now = clock.now();
-            println!(
-                "{}: {} agents, {} resources, {} rules: valid",
-                config.policies_dir.display(),
-                inventory.agents().count(),
-                inventory.resources().count(),
-                policy.rules().len()
-            );
-            for agent in inventory.agents().filter(|agent| !agent.is_active(now)) {
-                println!("warning: agent `{}` expired on {} and gets nothing", agent.id, agent.expires);
+        Command::Policy { action } => {
+            let dir = &config.policies_dir;
+            match action {
+                PolicyAction::Check => policy::check(dir, lifetimes(&config), clock.now()),
+                PolicyAction::Test => policy::test(dir, lifetimes(&config), clock.now()),
+                PolicyAction::Explain(args) => {
+                    let at = match &args.at {
+                        Some(text) => time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                            .map(|moment| UnixTime(moment.unix_timestamp()))
+                            .map_err(|error| format!("--at `{text}`: {error}"))?,
+                        None => clock.now(),
+                    };
+                    policy::explain(dir, lifetimes(&config), &args.question()?, at, args.json)
+                }
             }
-            if policy.rules().is_empty() {
-                println!("warning: no rules: every request will be denied");
-            }
-            Ok(())
         }
         // Handled by `execute`, which reads no config for them.
         Command::Token { .. } | Command::Revoke { .. } | Command::Reinstate { .. } | Command::Agents { .. } => Ok(()),

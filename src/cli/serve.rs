@@ -93,6 +93,7 @@ async fn serve(config: Config) -> Result<(), String> {
     }
     tokio::spawn(reload_keys(broker.clone(), config.clone(), Arc::new(SystemClock)));
     tokio::spawn(retire_expired_agents(broker.clone()));
+    super::reload::spawn(broker.clone(), config.clone())?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|error| format!("listen on {}: {error}", config.listen))?;

@@ -7,7 +7,10 @@ use serde::Serialize;
 use super::{Broker, GrantError};
 use crate::claims::TokenId;
 use crate::clock::UnixTime;
+use crate::metrics::RevokedVia;
 use crate::policy::inventory::SecretHash;
+use crate::policy::lifecycle::{self, AgentWarning};
+use crate::policy::Policy;
 use crate::store::{AuditDecision, AuditEvent, AuditFilter, Lineage, Principal, Status, StoreError};
 
 /// The most tokens one trace walks, so that a huge grant tree cannot make
@@ -70,6 +73,9 @@ pub struct AgentReport {
     pub last_use: Option<UnixTime>,
     /// Tokens issued to it in the last 24 hours (at most the query cap).
     pub tokens_issued_last_day: usize,
+    /// What needs attention: expired or expiring within 14 days, unused
+    /// for 30 days or never used, without an owner.
+    pub warnings: Vec<AgentWarning>,
 }
 
 impl Broker {
@@ -95,6 +101,7 @@ impl Broker {
         // deployment): cover the longest lifetime any token can have.
         let until = issued.and_then(|event| event.expires_at).unwrap_or(now.plus(crate::token::MAX_LIFETIME));
         self.stores.revocation.revoke(jti, until).await?;
+        self.metrics().count_revocation(RevokedVia::Admin);
         let mut event = super::Evidence { grant_type: "admin_revoke".into(), ..Default::default() }.event(
             now,
             AuditDecision::Revoked,
@@ -121,12 +128,14 @@ impl Broker {
             }
         }
         path.reverse();
+        // One policy for the whole trace, even if a reload lands meanwhile.
+        let policy = self.policy();
         let mut ancestors = Vec::new();
         for depth in 1..path.len() {
-            ancestors.push(self.node(path.get(..depth).unwrap_or_default()).await?);
+            ancestors.push(self.node(&policy, path.get(..depth).unwrap_or_default()).await?);
         }
         let mut budget = MAX_TRACE_NODES;
-        let token = self.subtree(path, &mut budget).await?;
+        let token = self.subtree(&policy, path, &mut budget).await?;
         Ok(Some(Trace { ancestors, token, truncated: budget == 0 }))
     }
 
@@ -134,7 +143,8 @@ impl Broker {
     pub async fn agent_reports(&self) -> Result<Vec<AgentReport>, GrantError> {
         let now = self.now();
         let mut reports = Vec::new();
-        for agent in self.policy.inventory().agents() {
+        let policy = self.policy();
+        for agent in policy.inventory().agents() {
             let last = self
                 .stores
                 .audit
@@ -149,14 +159,16 @@ impl Broker {
                     ..AuditFilter::default()
                 })
                 .await?;
+            let last_use = last.first().map(|event| event.time);
             reports.push(AgentReport {
+                warnings: lifecycle::warnings(agent, last_use, now),
                 id: agent.id.clone(),
                 owner: agent.owner.clone(),
                 purpose: agent.purpose.clone(),
                 expires: agent.expires.to_string(),
                 groups: agent.groups.clone(),
                 active: agent.is_active(now),
-                last_use: last.first().map(|event| event.time),
+                last_use,
                 tokens_issued_last_day: day.iter().filter(|event| event.decision == AuditDecision::Issued).count(),
             });
         }
@@ -175,7 +187,7 @@ impl Broker {
 
     /// The node for the last token of `path` (root first), its status
     /// computed from the whole path as its lineage.
-    async fn node(&self, path: &[AuditEvent]) -> Result<TraceNode, GrantError> {
+    async fn node(&self, policy: &Policy, path: &[AuditEvent]) -> Result<TraceNode, GrantError> {
         let Some(event) = path.last() else {
             return Err(GrantError::Store(StoreError("empty trace path".into())));
         };
@@ -206,15 +218,20 @@ impl Broker {
             scope: event.scopes_granted.clone(),
             issued_at: event.time,
             expires_at: event.expires_at,
-            status: self.status_of(&lineage).await?,
+            status: self.status_of(policy, &lineage).await?,
             expired: event.expires_at.is_some_and(|exp| exp <= now),
             children: Vec::new(),
         })
     }
 
     /// The last token of `path` with every descendant, depth first, within `budget` nodes.
-    async fn subtree(&self, path: Vec<AuditEvent>, budget: &mut usize) -> Result<TraceNode, GrantError> {
-        let mut node = self.node(&path).await?;
+    async fn subtree(
+        &self,
+        policy: &Policy,
+        path: Vec<AuditEvent>,
+        budget: &mut usize,
+    ) -> Result<TraceNode, GrantError> {
+        let mut node = self.node(policy, &path).await?;
         *budget = budget.saturating_sub(1);
         let children = self
             .stores
@@ -230,7 +247,7 @@ impl Broker {
             }
             let mut child_path = path.clone();
             child_path.push(child);
-            node.children.push(Box::pin(self.subtree(child_path, budget)).await?);
+            node.children.push(Box::pin(self.subtree(policy, child_path, budget)).await?);
         }
         Ok(node)
     }

@@ -5,11 +5,12 @@ use super::{asked_scopes, named_target, Broker, Evidence, GrantError, Issued, To
 use crate::chain::{self, Issuance};
 use crate::client_auth::AuthenticatedAgent;
 use crate::dpop::Proof;
-use crate::policy::{Action, Ask};
+use crate::policy::{Action, Ask, Policy};
 use crate::token;
 
 pub(super) fn handle(
     broker: &Broker,
+    policy: &Policy,
     agent: &AuthenticatedAgent,
     params: &TokenParams,
     proof: Option<&Proof>,
@@ -34,7 +35,7 @@ pub(super) fn handle(
         chain_dpop_bound: proof.is_some(),
         now,
     };
-    let grant = broker.policy().grant(&ask)??;
+    let grant = policy.grant(&ask)??;
     evidence.target = Some(grant.target().to_owned());
     evidence.rules = grant.reasons().to_vec();
     let jti = broker.new_jti()?;

@@ -70,7 +70,9 @@ impl Broker {
         authorization: Option<&str>,
         params: &TokenParams,
     ) -> Result<Introspection, GrantError> {
-        let client = self.authenticate_client(authorization, params).await?;
+        // One policy for the whole request, even if a reload lands meanwhile.
+        let policy = self.policy();
+        let client = self.authenticate_client_in(&policy, authorization, params).await?;
         // Only APIs registered to introspect may; an agent learns nothing here.
         let api = client.api().ok_or(ClientAuthError::NotAnIntrospector)?.to_owned();
         let token = params.require("token")?;
@@ -82,7 +84,7 @@ impl Broker {
             return Ok(Introspection::inactive());
         }
         // A store that cannot answer is not a verdict: fail closed (503).
-        if self.status(claims).await? != Status::Active {
+        if self.status_in(&policy, claims).await? != Status::Active {
             return Ok(Introspection::inactive());
         }
         Ok(Introspection::Active(Box::new(ActiveToken {

@@ -8,6 +8,7 @@
 pub mod admin;
 mod client_credentials;
 pub mod error;
+mod governance;
 mod introspection;
 pub mod params;
 pub mod revocation;
@@ -28,6 +29,7 @@ use crate::client_auth::{self, AuthenticatedClient, ClientAuthError, CredentialF
 use crate::clock::{Clock, UnixTime};
 use crate::dpop::{self, nonce::Nonces, Proof, ProofError};
 use crate::keys::{Algorithm, KeySet};
+use crate::metrics::Metrics;
 use crate::policy::{Lifetimes, Policy, Target};
 use crate::store::{
     AuditDecision, AuditEvent, AuditStore, Lineage, Principal, ReplayStore, RevocationStore, Status, StoreError, Use,
@@ -81,12 +83,14 @@ pub struct Broker {
     /// The rules this broker's own tokens are checked by, built once.
     validation: Validation,
     keys: RwLock<Arc<KeySet>>,
-    policy: Policy,
+    /// Swapped whole on reload; each request takes one snapshot.
+    policy: RwLock<Arc<Policy>>,
     stores: Stores,
     clock: Arc<dyn Clock>,
     random: SystemRandom,
     /// The trusted identity providers' discovered keys.
     providers: Providers,
+    metrics: Metrics,
 }
 
 /// A token request as the HTTP layer hands it over.
@@ -251,11 +255,12 @@ impl Broker {
             settings,
             validation,
             keys: RwLock::new(Arc::new(keys)),
-            policy,
+            policy: RwLock::new(Arc::new(policy)),
             stores,
             providers: Providers::new(clock.clone()),
             clock,
             random: SystemRandom::new(),
+            metrics: Metrics::new(),
         }
     }
 
@@ -282,9 +287,18 @@ impl Broker {
         }
     }
 
-    /// The loaded policy.
-    pub fn policy(&self) -> &Policy {
-        &self.policy
+    /// The policy in force now: a snapshot that a reload does not change
+    /// under its holder. A request takes one and uses it throughout.
+    pub fn policy(&self) -> Arc<Policy> {
+        match self.policy.read() {
+            Ok(policy) => policy.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The broker's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The trusted identity providers, as discovered.
@@ -294,15 +308,21 @@ impl Broker {
 
     /// Handles `POST /token`, recording the outcome.
     pub async fn token(&self, request: TokenRequest) -> Result<TokenResponse, GrantError> {
+        // One policy for the whole request, even if a reload lands meanwhile.
+        let policy = self.policy();
         let mut evidence = Evidence::default();
-        let outcome = self.grant(&request, &mut evidence).await;
+        let outcome = self.grant(&policy, &request, &mut evidence).await;
         let event = match &outcome {
             Ok(issued) => evidence.issued(self.clock.now(), issued, request.client_address.clone()),
             Err(error) => evidence.refused(self.clock.now(), error, request.client_address.clone()),
         };
         // A token whose issuance cannot be recorded is not handed out.
-        self.record(event).await?;
-        outcome.map(|issued| issued.response)
+        let answer = match self.record(event).await {
+            Ok(()) => outcome.map(|issued| issued.response),
+            Err(unavailable) => Err(unavailable.into()),
+        };
+        self.metrics.count_token(request.params.get("grant_type"), answer.as_ref().map(drop));
+        answer
     }
 
     /// Records a token request refused before it could be read (wrong
@@ -310,10 +330,12 @@ impl Broker {
     pub async fn refuse(&self, error: RequestError, client_address: Option<String>) -> GrantError {
         let evidence = Evidence { grant_type: "token".into(), ..Evidence::default() };
         let error = GrantError::Request(error);
-        match self.record(evidence.refused(self.clock.now(), &error, client_address)).await {
+        let error = match self.record(evidence.refused(self.clock.now(), &error, client_address)).await {
             Ok(()) => error,
             Err(unavailable) => unavailable.into(),
-        }
+        };
+        self.metrics.count_token(None, Err(&error));
+        error
     }
 
     /// Whether a verified token is alive (DESIGN.md §2.4): neither it nor an
@@ -321,13 +343,18 @@ impl Broker {
     /// deprovisioned since it was issued, whether by the admin API or by the
     /// inventory (an agent removed from `agents.toml` or past its expiry).
     pub async fn status(&self, claims: &Claims) -> Result<Status, StoreError> {
-        self.status_of(&Lineage::of(claims)).await
+        self.status_in(&self.policy(), claims).await
+    }
+
+    /// [`Broker::status`] against the request's policy snapshot.
+    pub(crate) async fn status_in(&self, policy: &Policy, claims: &Claims) -> Result<Status, StoreError> {
+        self.status_of(policy, &Lineage::of(claims)).await
     }
 
     /// The status of a lineage: the inventory first, then the store.
-    pub(crate) async fn status_of(&self, lineage: &Lineage) -> Result<Status, StoreError> {
+    pub(crate) async fn status_of(&self, policy: &Policy, lineage: &Lineage) -> Result<Status, StoreError> {
         let now = self.now();
-        let inventory = self.policy.inventory();
+        let inventory = policy.inventory();
         let retired = lineage.principals.iter().any(|principal| match principal {
             // An agent removed or past its expiry; an API that is no longer
             // registered counts the same for the tokens addressed to it.
@@ -355,7 +382,12 @@ impl Broker {
         self.stores.audit.record(event).await
     }
 
-    async fn grant(&self, request: &TokenRequest, evidence: &mut Evidence) -> Result<Issued, GrantError> {
+    async fn grant(
+        &self,
+        policy: &Policy,
+        request: &TokenRequest,
+        evidence: &mut Evidence,
+    ) -> Result<Issued, GrantError> {
         let params = &request.params;
         // Until authentication succeeds, the evidence names the client the
         // request claims to be, so that attempts against one client show.
@@ -366,17 +398,17 @@ impl Broker {
         if grant_type != CLIENT_CREDENTIALS && grant_type != TOKEN_EXCHANGE {
             return Err(RequestError::UnsupportedGrantType.into());
         }
-        let client = self.authenticate_client(request.authorization.as_deref(), params).await?;
+        let client = self.authenticate_client_in(policy, request.authorization.as_deref(), params).await?;
         evidence.agent = Some(client.id().to_owned());
         // RFC 6749 §5.2: an API's introspection credentials obtain no tokens.
         let agent = client.into_agent().ok_or(ClientAuthError::NotAnAgent)?;
         let proof = self.dpop_proof(&request.dpop_proofs).await?;
         if grant_type == TOKEN_EXCHANGE {
-            token_exchange::handle(self, &agent, params, proof.as_ref(), evidence).await
+            token_exchange::handle(self, policy, &agent, params, proof.as_ref(), evidence).await
         } else {
             // The token would carry the agent as its subject too.
             self.ensure_not_blocked(agent.id(), Some(agent.id())).await?;
-            client_credentials::handle(self, &agent, params, proof.as_ref(), evidence)
+            client_credentials::handle(self, policy, &agent, params, proof.as_ref(), evidence)
         }
     }
 
@@ -424,6 +456,16 @@ impl Broker {
         authorization: Option<&str>,
         params: &TokenParams,
     ) -> Result<AuthenticatedClient, GrantError> {
+        self.authenticate_client_in(&self.policy(), authorization, params).await
+    }
+
+    /// [`Broker::authenticate_client`] against the request's policy snapshot.
+    pub(crate) async fn authenticate_client_in(
+        &self,
+        policy: &Policy,
+        authorization: Option<&str>,
+        params: &TokenParams,
+    ) -> Result<AuthenticatedClient, GrantError> {
         let presented = client_auth::presented(CredentialFields {
             authorization,
             client_id: params.get("client_id"),
@@ -432,7 +474,7 @@ impl Broker {
             client_assertion: params.get("client_assertion"),
         })?;
         let verifier = client_auth::Verifier {
-            inventory: self.policy.inventory(),
+            inventory: policy.inventory(),
             replay: self.stores.replay.as_ref(),
             issuer: &self.settings.issuer,
             clock: self.clock.as_ref(),

@@ -5,6 +5,7 @@
 use super::{Broker, Evidence, GrantError, TokenParams};
 use crate::claims::Claims;
 use crate::client_auth::ClientAuthError;
+use crate::metrics::{DeprovisionCause, RevokedVia};
 use crate::store::{AuditDecision, Principal};
 
 /// Why an authenticated client may not revoke a token.
@@ -44,6 +45,7 @@ impl Broker {
         }
         // Descendants never outlive the revoked token: its expiry bounds the entry.
         self.stores.revocation.revoke(&claims.jti, claims.exp).await?;
+        self.metrics().count_revocation(RevokedVia::RevocationEndpoint);
         let mut event = evidence.event(self.now(), AuditDecision::Revoked, None, client_address);
         event.jti = Some(claims.jti.clone());
         event.expires_at = Some(claims.exp);
@@ -55,6 +57,10 @@ impl Broker {
     /// it that exists is dead, and it stays blocked (an agent cannot
     /// authenticate, no token naming it lives) until it is reinstated.
     pub async fn deprovision(&self, principal: &Principal) -> Result<(), GrantError> {
+        self.deprovision_for(principal, DeprovisionCause::Admin).await
+    }
+
+    async fn deprovision_for(&self, principal: &Principal, cause: DeprovisionCause) -> Result<(), GrantError> {
         let now = self.now();
         // Every token issued up to now expires within the longest lifetime
         // any token can have, whatever `max_token_ttl` was when it was issued.
@@ -62,6 +68,7 @@ impl Broker {
         self.stores.revocation.deprovision(principal, now, until).await?;
         self.stores.revocation.block(principal, true).await?;
         self.record(principal_event("deprovision", principal, now)).await?;
+        self.metrics().count_deprovisioning(matches!(principal, Principal::Agent(_)), cause);
         Ok(())
     }
 
@@ -76,11 +83,12 @@ impl Broker {
     ) -> Result<Vec<String>, GrantError> {
         let now = self.now();
         let mut retired = Vec::new();
-        for agent in self.policy.inventory().agents().filter(|agent| !agent.is_active(now) && !done.contains(&agent.id))
-        {
+        let policy = self.policy();
+        for agent in policy.inventory().agents().filter(|agent| !agent.is_active(now) && !done.contains(&agent.id)) {
             let principal = Principal::Agent(agent.id.clone());
             self.stores.revocation.deprovision(&principal, now, now.plus(crate::token::MAX_LIFETIME)).await?;
             self.record(principal_event("expired", &principal, now)).await?;
+            self.metrics().count_deprovisioning(true, DeprovisionCause::Expired);
             retired.push(agent.id.clone());
         }
         Ok(retired)
@@ -91,10 +99,11 @@ impl Broker {
     /// for verifiers that read only the store, and blocks it, so that adding
     /// it back revives none of its old tokens. Returns the agents written.
     pub async fn deprovision_removed_agents(&self, known: &[String]) -> Result<Vec<String>, GrantError> {
-        let inventory = self.policy.inventory();
+        let policy = self.policy();
+        let inventory = policy.inventory();
         let mut removed = Vec::new();
         for id in known.iter().filter(|id| inventory.agent(id).is_none()) {
-            self.deprovision(&Principal::Agent(id.clone())).await?;
+            self.deprovision_for(&Principal::Agent(id.clone()), DeprovisionCause::Removed).await?;
             removed.push(id.clone());
         }
         Ok(removed)

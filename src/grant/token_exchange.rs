@@ -20,7 +20,7 @@ use crate::claims::{Claims, ScopeSet};
 use crate::client_auth::AuthenticatedAgent;
 use crate::clock::UnixTime;
 use crate::dpop::{Proof, ProofError};
-use crate::policy::{Action, Ask};
+use crate::policy::{Action, Ask, Policy};
 use crate::store::{Lineage, Principal, Status};
 use crate::token::{self, Verified};
 use crate::upstream::{Person, UpstreamError};
@@ -82,6 +82,7 @@ impl Parent {
 
 pub(super) async fn handle(
     broker: &Broker,
+    policy: &Policy,
     agent: &AuthenticatedAgent,
     params: &TokenParams,
     proof: Option<&Proof>,
@@ -111,10 +112,10 @@ pub(super) async fn handle(
     // The subject token, and whether this agent may exchange it.
     let parent = match issuer_of(subject_token) {
         Some(issuer) if issuer != broker.settings().issuer => {
-            person(broker, agent, subject_token, &issuer, evidence).await?
+            person(broker, policy, agent, subject_token, &issuer, evidence).await?
         }
         _ if subject_type == ID_TOKEN_TYPE => return Err(GrantError::SubjectToken(Unacceptable::UntrustedIssuer)),
-        _ => own_token(broker, agent, subject_token, proof, evidence).await?,
+        _ => own_token(broker, policy, agent, subject_token, proof, evidence).await?,
     };
     let depth = parent.depth().saturating_add(1);
     if depth > broker.settings().max_depth {
@@ -124,7 +125,7 @@ pub(super) async fn handle(
     // The actor token: the acting agent's own token, which also caps the lifetime.
     let mut expires_no_later_than = parent.expires_at();
     if let Some(actor_token) = actor_token {
-        let actor = live_token(broker, actor_token, GrantError::ActorToken).await?;
+        let actor = live_token(broker, policy, actor_token, GrantError::ActorToken).await?;
         let actor = actor.claims();
         if actor.sub != agent.id() || actor.client_id != agent.id() || actor.act.is_some() {
             return Err(GrantError::ActorToken(Unacceptable::NotTheClient));
@@ -150,7 +151,7 @@ pub(super) async fn handle(
         chain_dpop_bound: proof.is_some() && parent.path_is_bound(),
         now,
     };
-    let grant = broker.policy().grant(&ask)??;
+    let grant = policy.grant(&ask)??;
     evidence.target = Some(grant.target().to_owned());
     evidence.rules = grant.reasons().to_vec();
 
@@ -174,12 +175,13 @@ pub(super) async fn handle(
 /// used with a proof where it is bound.
 async fn own_token(
     broker: &Broker,
+    policy: &Policy,
     agent: &AuthenticatedAgent,
     subject_token: &str,
     proof: Option<&Proof>,
     evidence: &mut Evidence,
 ) -> Result<Parent, GrantError> {
-    let parent = match live_token(broker, subject_token, GrantError::SubjectToken).await {
+    let parent = match live_token(broker, policy, subject_token, GrantError::SubjectToken).await {
         // The parent names its holder: a blocked acting agent is told so
         // as a client, not through its token (one lookup on the way through).
         Err(GrantError::SubjectToken(Unacceptable::Deprovisioned)) => {
@@ -216,12 +218,12 @@ async fn own_token(
 /// and neither the sign-in revoked nor the person deprovisioned.
 async fn person(
     broker: &Broker,
+    policy: &Policy,
     agent: &AuthenticatedAgent,
     subject_token: &str,
     issuer: &str,
     evidence: &mut Evidence,
 ) -> Result<Parent, GrantError> {
-    let policy = broker.policy();
     let trusted = policy.issuers().get(issuer).ok_or(GrantError::SubjectToken(Unacceptable::UntrustedIssuer))?;
     if !trusted.agents.contains(agent.id()) {
         return Err(GrantError::SubjectToken(Unacceptable::MayNotStartChain));
@@ -242,7 +244,7 @@ async fn person(
         issued_at: person.issued_at(),
         principals: vec![Principal::Subject(person.subject().to_owned())],
     };
-    match broker.status_of(&lineage).await? {
+    match broker.status_of(policy, &lineage).await? {
         Status::Active => Ok(Parent::Person(person)),
         Status::Revoked => Err(GrantError::SubjectToken(Unacceptable::Revoked)),
         Status::Deprovisioned => Err(GrantError::SubjectToken(Unacceptable::Deprovisioned)),
@@ -290,11 +292,12 @@ fn accepted_type(kind: &str, parameter: &'static str) -> Result<&'static str, Gr
 /// request as unavailable.
 async fn live_token(
     broker: &Broker,
+    policy: &Policy,
     token: &str,
     unacceptable: fn(Unacceptable) -> GrantError,
 ) -> Result<Verified<Claims>, GrantError> {
     let verified = broker.verify(token).map_err(|error| unacceptable(Unacceptable::Invalid(error)))?;
-    match broker.status(verified.claims()).await? {
+    match broker.status_in(policy, verified.claims()).await? {
         Status::Active => Ok(verified),
         Status::Revoked => Err(unacceptable(Unacceptable::Revoked)),
         Status::Deprovisioned => Err(unacceptable(Unacceptable::Deprovisioned)),

@@ -15,7 +15,8 @@ use serde_json::json;
 
 use super::error::ErrorResponse;
 use crate::claims::TokenId;
-use crate::grant::Broker;
+use crate::grant::{Broker, GrantError};
+use crate::policy::explain::{ExplainError, Question};
 use crate::store::{AuditFilter, Principal};
 
 /// The admin routes, behind the admin credential.
@@ -27,6 +28,7 @@ pub(super) fn router(broker: Arc<Broker>) -> Router<Arc<Broker>> {
         .route("/admin/trace/{jti}", get(trace))
         .route("/admin/agents", get(agents))
         .route("/admin/audit", get(audit))
+        .route("/admin/policy/explain", post(explain))
         .route_layer(axum::middleware::from_fn_with_state(broker, authorize))
 }
 
@@ -138,6 +140,30 @@ async fn audit(
         Ok(events) => Json(json!({ "events": events })).into_response(),
         Err(error) => ErrorResponse::from(&error).into_response(),
     }
+}
+
+/// A dry run against the policy in force: the request as JSON (a
+/// [`Question`]), the answer scope by scope, and for a refusal the OAuth
+/// error the client would get.
+async fn explain(
+    State(broker): State<Arc<Broker>>,
+    body: Result<Json<Question>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let question = match body {
+        Ok(Json(question)) => question,
+        // An unknown or misspelt field is named (DESIGN.md §10).
+        Err(rejection) => return bad_question(rejection.body_text()),
+    };
+    match broker.explain(&question) {
+        Ok(explanation) => Json(crate::oauth::explanation_json(&explanation)).into_response(),
+        Err(ExplainError::Question(error)) => bad_question(error.to_string()),
+        Err(ExplainError::Policy(error)) => ErrorResponse::from(&GrantError::Policy(error)).into_response(),
+    }
+}
+
+fn bad_question(description: String) -> Response {
+    (StatusCode::BAD_REQUEST, Json(json!({ "error": "invalid_request", "error_description": description })))
+        .into_response()
 }
 
 fn bad_body() -> Response {

@@ -29,6 +29,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/jwks", get(discovery::jwks))
         .route("/healthz", get(discovery::healthz))
         .route("/readyz", get(discovery::readyz))
+        .route("/metrics", get(metrics))
         .merge(admin::router(broker.clone()))
         .fallback(error::not_found)
         .layer(axum::middleware::map_response(no_store))
@@ -44,6 +45,16 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let app = router(broker).into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
+
+/// `GET /metrics`: the broker's metrics, rendered; nothing in them names a
+/// client, a subject or a token, so they are served like `/healthz`.
+async fn metrics(axum::extract::State(broker): axum::extract::State<Arc<Broker>>) -> Response {
+    use axum::response::IntoResponse;
+    match broker.metrics().render() {
+        Ok(text) => ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response(),
+        Err(_) => axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
 }
 
 async fn no_store(mut response: Response) -> Response {

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::str::FromStr;
 
 use cedar_policy::{
-    Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicyId, PolicySet, Request,
-    RestrictedExpression, Schema, ValidationMode, Validator,
+    Authorizer, Context, Decision, Effect, Entities, Entity, EntityId, EntityTypeName, EntityUid, Policy, PolicyId,
+    PolicySet, Request, RestrictedExpression, Schema, ValidationMode, ValidationWarning, Validator,
 };
 
 use super::inventory::Inventory;
@@ -18,7 +18,8 @@ use crate::claims::Scope;
 pub const SCHEMA: &str = include_str!("schema.cedarschema");
 
 /// Which authorization is asked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Action {
     /// An agent's own token (`client_credentials`).
     Issue,
@@ -27,7 +28,8 @@ pub enum Action {
 }
 
 impl Action {
-    fn name(self) -> &'static str {
+    /// The Cedar action's id (`Action::"issue"`, `Action::"exchange"`).
+    pub fn name(self) -> &'static str {
         match self {
             Action::Issue => "issue",
             Action::Exchange => "exchange",
@@ -68,10 +70,32 @@ pub struct Verdict {
     pub reasons: Vec<String>,
 }
 
+/// The outcome for one scope with every rule that had a say, for a dry run
+/// ([`Rules::explain`]): unlike [`Verdict`], it names the permits that
+/// matched even when a forbid won, and the rules that failed to evaluate.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ScopeVerdict {
+    /// Whether the scope is granted: exactly what [`Rules::decide`] says.
+    pub allowed: bool,
+    /// Ids of the permits whose conditions held.
+    pub permitted_by: Vec<String>,
+    /// Ids of the forbids whose conditions held.
+    pub forbidden_by: Vec<String>,
+    /// Ids of the rules whose evaluation failed; any failure denies.
+    pub failed: Vec<String>,
+}
+
 /// Loaded, validated rules and the entities they are evaluated against.
 pub struct Rules {
     schema: Schema,
     policies: PolicySet,
+    /// The permits alone and the forbids alone, so that a dry run can name
+    /// both the permits and the forbids that match one request: Cedar's own
+    /// diagnostics name only the side that decided.
+    permits: PolicySet,
+    forbids: PolicySet,
+    /// Rules the validator proved can never apply, with its reason.
+    inert: Vec<(String, String)>,
     entities: Entities,
     authorizer: Authorizer,
 }
@@ -106,8 +130,31 @@ impl Rules {
             let errors: Vec<String> = validation.validation_errors().map(|error| format!("{error}")).collect();
             return Err(PolicyError::Rules(format!("rules do not match the schema: {}", errors.join("; "))));
         }
+        let inert = validation
+            .validation_warnings()
+            .filter(|warning| {
+                matches!(
+                    warning,
+                    ValidationWarning::ImpossiblePolicy(_) | ValidationWarning::InvalidActionApplication(_)
+                )
+            })
+            .map(|warning| (warning.policy_id().to_string(), warning.to_string()))
+            .collect();
+        let (permits, forbids) = split_by_effect(&policies)?;
         let entities = entities(inventory, &schema)?;
-        Ok(Rules { schema, policies, entities, authorizer: Authorizer::new() })
+        Ok(Rules { schema, policies, permits, forbids, inert, entities, authorizer: Authorizer::new() })
+    }
+
+    /// Every rule, in the order of its file and place.
+    pub(crate) fn policies(&self) -> impl Iterator<Item = &Policy> {
+        self.policies.policies()
+    }
+
+    /// The rules the schema validator proved can never apply to any request
+    /// (a condition that is always false, an action that never applies to
+    /// the principal and resource named), each with the validator's reason.
+    pub fn inert(&self) -> &[(String, String)] {
+        &self.inert
     }
 
     /// The number of rules loaded.
@@ -153,6 +200,74 @@ impl Rules {
         }
         Ok(verdicts)
     }
+}
+
+impl Rules {
+    /// Like [`Rules::decide`], for a dry run: each scope's decision together
+    /// with every permit and every forbid that matched and every rule that
+    /// failed. The decision comes from the same evaluation `decide` makes.
+    pub fn explain<'s>(
+        &self,
+        agent: &str,
+        action: Action,
+        scopes: impl IntoIterator<Item = &'s Scope>,
+        facts: &Facts<'_>,
+    ) -> Result<Vec<(&'s Scope, ScopeVerdict)>, PolicyError> {
+        let principal = uid("Agent", agent)?;
+        let action_uid = uid("Action", action.name())?;
+        let context = context(facts)?;
+        let mut verdicts = Vec::new();
+        for scope in scopes {
+            let request = Request::new(
+                principal.clone(),
+                action_uid.clone(),
+                uid("Scope", scope.as_str())?,
+                context.clone(),
+                Some(&self.schema),
+            )
+            .map_err(|error| PolicyError::Rules(format!("request does not match the schema: {error}")))?;
+            let whole = self.authorizer.is_authorized(&request, &self.policies, &self.entities);
+            let permits = self.authorizer.is_authorized(&request, &self.permits, &self.entities);
+            let forbids = self.authorizer.is_authorized(&request, &self.forbids, &self.entities);
+            let mut failed: Vec<String> =
+                whole.diagnostics().errors().map(|error| policy_of(error).to_string()).collect();
+            failed.sort();
+            failed.dedup();
+            let ids = |response: &cedar_policy::Response| {
+                let mut ids: Vec<String> = response.diagnostics().reason().map(ToString::to_string).collect();
+                ids.sort();
+                ids
+            };
+            let verdict = ScopeVerdict {
+                allowed: whole.decision() == Decision::Allow && failed.is_empty(),
+                permitted_by: ids(&permits),
+                forbidden_by: ids(&forbids),
+                failed,
+            };
+            verdicts.push((scope, verdict));
+        }
+        Ok(verdicts)
+    }
+}
+
+fn policy_of(error: &cedar_policy::AuthorizationError) -> &PolicyId {
+    match error {
+        cedar_policy::AuthorizationError::PolicyEvaluationError(error) => error.policy_id(),
+    }
+}
+
+/// The permits and the forbids of `policies`, as two sets.
+fn split_by_effect(policies: &PolicySet) -> Result<(PolicySet, PolicySet), PolicyError> {
+    let mut permits = PolicySet::new();
+    let mut forbids = PolicySet::new();
+    for policy in policies.policies() {
+        let side = match policy.effect() {
+            Effect::Permit => &mut permits,
+            Effect::Forbid => &mut forbids,
+        };
+        side.add(policy.clone()).map_err(|error| PolicyError::Rules(error.to_string()))?;
+    }
+    Ok((permits, forbids))
 }
 
 fn context(facts: &Facts<'_>) -> Result<Context, PolicyError> {

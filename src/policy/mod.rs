@@ -4,13 +4,17 @@
 //! Deny by default: a scope is granted only where a rule permits it, and a
 //! folder that does not load gives no policy at all.
 
+pub mod cases;
 pub mod cedar;
+pub mod check;
+pub mod explain;
 pub mod inventory;
 pub mod issuers;
+pub mod lifecycle;
 
 use std::path::{Path, PathBuf};
 
-pub use cedar::{Action, Facts, Rules, Verdict};
+pub use cedar::{Action, Facts, Rules, ScopeVerdict, Verdict};
 pub use inventory::{Agent, Client, Credentials, Inventory, Resource, Target};
 pub use issuers::{Issuers, TrustedIssuer};
 
@@ -151,6 +155,48 @@ pub enum Refusal {
     NoLifetime,
 }
 
+impl Refusal {
+    /// A stable name for the kind of refusal, without its scope: what policy
+    /// test cases expect and what metrics count by (a bounded set).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::NoTarget => "no_target",
+            Refusal::UnknownTarget => "unknown_target",
+            Refusal::TargetDeprovisioned => "target_deprovisioned",
+            Refusal::TargetNotPermitted => "target_not_permitted",
+            Refusal::UnknownScope(_) => "unknown_scope",
+            Refusal::BeyondParent(_) => "beyond_parent",
+            Refusal::OutsideTarget(_) => "outside_target",
+            Refusal::NotPermitted(_) => "not_permitted",
+            Refusal::NoLifetime => "no_lifetime",
+        }
+    }
+
+    /// The scope the refusal names, if it names one.
+    pub fn scope(&self) -> Option<&Scope> {
+        match self {
+            Refusal::UnknownScope(scope)
+            | Refusal::BeyondParent(scope)
+            | Refusal::OutsideTarget(scope)
+            | Refusal::NotPermitted(scope) => Some(scope),
+            Refusal::NoTarget
+            | Refusal::UnknownTarget
+            | Refusal::TargetDeprovisioned
+            | Refusal::TargetNotPermitted
+            | Refusal::NoLifetime => None,
+        }
+    }
+}
+
+/// What [`Policy::grant`] settles before the rules are asked: the target,
+/// the scopes to put to the rules, the expiry and the facts.
+struct Prepared<'a> {
+    target: &'a str,
+    candidates: ScopeSet,
+    expires_at: UnixTime,
+    facts: Facts<'a>,
+}
+
 /// A loaded policy folder.
 pub struct Policy {
     inventory: Inventory,
@@ -192,64 +238,11 @@ impl Policy {
     /// permitted is refused as a target; an asked scope that is not permitted
     /// is refused as a scope (RFC 8693 §2.2.2, RFC 6749 §5.2).
     pub fn grant(&self, ask: &Ask<'_>) -> Result<Result<PolicyGrant, Refusal>, PolicyError> {
-        let inventory = &self.inventory;
-        let target_name = match ask.target {
-            Some(name) => name,
-            None => match inventory.agent(ask.agent).and_then(|agent| agent.default_audience.as_deref()) {
-                Some(name) => name,
-                None => return Ok(Err(Refusal::NoTarget)),
-            },
+        let prepared = match self.prepare(ask) {
+            Ok(prepared) => prepared,
+            Err(refusal) => return Ok(Err(refusal)),
         };
-        let (universe, target_ttl, target_is_agent) = match inventory.target(target_name) {
-            None => return Ok(Err(Refusal::UnknownTarget)),
-            Some(Target::Agent(agent)) if !agent.is_active(ask.now) => return Ok(Err(Refusal::TargetDeprovisioned)),
-            Some(Target::Agent(agent)) => {
-                (inventory.all_scopes(), agent.token_ttl.unwrap_or(self.lifetimes.agent_token_ttl), true)
-            }
-            Some(Target::Resource(resource)) => (resource.scopes.clone(), resource.token_ttl, false),
-        };
-        if let Some(requested) = ask.requested {
-            for scope in requested.iter() {
-                if inventory.scope_owner(scope).is_none() {
-                    return Ok(Err(Refusal::UnknownScope(scope.clone())));
-                }
-                if ask.parent_scopes.is_some_and(|parent| !parent.contains(scope)) {
-                    return Ok(Err(Refusal::BeyondParent(scope.clone())));
-                }
-                if !universe.contains(scope) {
-                    return Ok(Err(Refusal::OutsideTarget(scope.clone())));
-                }
-            }
-        }
-        let candidates = match ask.parent_scopes {
-            Some(parent) => universe.intersection(parent),
-            None => universe,
-        };
-
-        let ttl = target_ttl.min(self.lifetimes.max_token_ttl);
-        let mut expires_at = ask.now.plus(ttl);
-        if let Some(cap) = ask.expires_no_later_than {
-            expires_at = expires_at.min(cap);
-        }
-        let lifetime = expires_at.seconds_since(ask.now);
-        if lifetime <= 0 {
-            return Ok(Err(Refusal::NoLifetime));
-        }
-
-        let facts = Facts {
-            subject: ask.subject,
-            target: target_name,
-            target_is_agent,
-            depth: ask.depth,
-            chain: ask.chain.clone(),
-            parent_scopes: ask
-                .parent_scopes
-                .map(|scopes| scopes.iter().map(Scope::as_str).collect())
-                .unwrap_or_default(),
-            dpop_bound: ask.dpop_bound,
-            chain_dpop_bound: ask.chain_dpop_bound,
-            ttl: lifetime,
-        };
+        let Prepared { target: target_name, candidates, expires_at, facts } = prepared;
         let verdicts = self.rules.decide(ask.agent, ask.action, candidates.iter(), &facts)?;
         let mut permitted = Vec::new();
         let mut reasons = Vec::new();
@@ -275,5 +268,70 @@ impl Policy {
         reasons.sort();
         reasons.dedup();
         Ok(Ok(PolicyGrant { target: target_name.to_owned(), scope, expires_at, reasons }))
+    }
+
+    /// The checks before the rules, in order: the target must be registered
+    /// and live; asked scopes must be registered, within the parent's and
+    /// within the target API's; the token must have some lifetime left.
+    fn prepare<'a>(&'a self, ask: &'a Ask<'a>) -> Result<Prepared<'a>, Refusal> {
+        let inventory = &self.inventory;
+        let target_name = match ask.target {
+            Some(name) => name,
+            None => match inventory.agent(ask.agent).and_then(|agent| agent.default_audience.as_deref()) {
+                Some(name) => name,
+                None => return Err(Refusal::NoTarget),
+            },
+        };
+        let (universe, target_ttl, target_is_agent) = match inventory.target(target_name) {
+            None => return Err(Refusal::UnknownTarget),
+            Some(Target::Agent(agent)) if !agent.is_active(ask.now) => return Err(Refusal::TargetDeprovisioned),
+            Some(Target::Agent(agent)) => {
+                (inventory.all_scopes(), agent.token_ttl.unwrap_or(self.lifetimes.agent_token_ttl), true)
+            }
+            Some(Target::Resource(resource)) => (resource.scopes.clone(), resource.token_ttl, false),
+        };
+        if let Some(requested) = ask.requested {
+            for scope in requested.iter() {
+                if inventory.scope_owner(scope).is_none() {
+                    return Err(Refusal::UnknownScope(scope.clone()));
+                }
+                if ask.parent_scopes.is_some_and(|parent| !parent.contains(scope)) {
+                    return Err(Refusal::BeyondParent(scope.clone()));
+                }
+                if !universe.contains(scope) {
+                    return Err(Refusal::OutsideTarget(scope.clone()));
+                }
+            }
+        }
+        let candidates = match ask.parent_scopes {
+            Some(parent) => universe.intersection(parent),
+            None => universe,
+        };
+
+        let ttl = target_ttl.min(self.lifetimes.max_token_ttl);
+        let mut expires_at = ask.now.plus(ttl);
+        if let Some(cap) = ask.expires_no_later_than {
+            expires_at = expires_at.min(cap);
+        }
+        let lifetime = expires_at.seconds_since(ask.now);
+        if lifetime <= 0 {
+            return Err(Refusal::NoLifetime);
+        }
+
+        let facts = Facts {
+            subject: ask.subject,
+            target: target_name,
+            target_is_agent,
+            depth: ask.depth,
+            chain: ask.chain.clone(),
+            parent_scopes: ask
+                .parent_scopes
+                .map(|scopes| scopes.iter().map(Scope::as_str).collect())
+                .unwrap_or_default(),
+            dpop_bound: ask.dpop_bound,
+            chain_dpop_bound: ask.chain_dpop_bound,
+            ttl: lifetime,
+        };
+        Ok(Prepared { target: target_name, candidates, expires_at, facts })
     }
 }

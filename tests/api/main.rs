@@ -5,6 +5,7 @@
 
 mod binary;
 mod cli_admin;
+mod cli_policy;
 mod client_auth;
 mod discovery;
 mod dpop;
@@ -13,7 +14,9 @@ mod examples;
 mod exchange;
 mod failures;
 mod forged;
+mod governance;
 mod harness;
+mod hot_reload;
 mod identity_provider;
 mod interop;
 mod mirror;

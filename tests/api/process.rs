@@ -60,6 +60,11 @@ impl BrokerProcess {
         process
     }
 
+    /// The process id, for signals.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     async fn wait_until_healthy(&self) {
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(20);
