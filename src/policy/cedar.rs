@@ -6,8 +6,8 @@ use std::path::Path;
 use std::str::FromStr;
 
 use cedar_policy::{
-    Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicyId, PolicySet, Request,
-    RestrictedExpression, Schema, ValidationMode, Validator,
+    Authorizer, Context, Decision, Effect, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicyId, PolicySet,
+    Request, RestrictedExpression, Schema, ValidationMode, Validator,
 };
 
 use super::inventory::Inventory;
@@ -71,6 +71,9 @@ pub struct Rules {
     policies: PolicySet,
     entities: Entities,
     authorizer: Authorizer,
+    /// Permit rules annotated `@approval("…")`, by id, with the annotation's
+    /// text: a scope they permit needs a person's approval (issue 7).
+    approvals: HashMap<String, String>,
 }
 
 impl Rules {
@@ -86,6 +89,7 @@ impl Rules {
             .collect();
         files.sort();
         let mut policies = PolicySet::new();
+        let mut approvals = HashMap::new();
         for path in &files {
             let text =
                 std::fs::read_to_string(path).map_err(|source| PolicyError::Read { path: path.clone(), source })?;
@@ -94,7 +98,18 @@ impl Rules {
                 .map_err(|error| PolicyError::Parse { path: path.clone(), reason: format!("{error:?}") })?;
             for (index, policy) in parsed.policies().enumerate() {
                 let label = policy.annotation("id").map_or_else(|| index.to_string(), str::to_owned);
-                let renamed = policy.new_id(PolicyId::new(format!("{name}#{label}")));
+                let id = format!("{name}#{label}");
+                if let Some(text) = policy.annotation("approval") {
+                    // On a forbid it could only mean nothing: refuse it rather than ignore it.
+                    if policy.effect() != Effect::Permit {
+                        return Err(PolicyError::Parse {
+                            path: path.clone(),
+                            reason: format!("rule {id}: @approval belongs on a permit rule"),
+                        });
+                    }
+                    approvals.insert(id.clone(), text.to_owned());
+                }
+                let renamed = policy.new_id(PolicyId::new(id));
                 policies.add(renamed).map_err(|error| PolicyError::Rules(error.to_string()))?;
             }
         }
@@ -104,7 +119,13 @@ impl Rules {
             return Err(PolicyError::Rules(format!("rules do not match the schema: {}", errors.join("; "))));
         }
         let entities = entities(inventory, &schema)?;
-        Ok(Rules { schema, policies, entities, authorizer: Authorizer::new() })
+        Ok(Rules { schema, policies, entities, authorizer: Authorizer::new(), approvals })
+    }
+
+    /// The `@approval` text of the permit rule `rule` (`file.cedar#id`), if
+    /// it carries one.
+    pub fn approval(&self, rule: &str) -> Option<&str> {
+        self.approvals.get(rule).map(String::as_str)
     }
 
     /// The number of rules loaded.

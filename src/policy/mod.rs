@@ -4,11 +4,13 @@
 //! Deny by default: a scope is granted only where a rule permits it, and a
 //! folder that does not load gives no policy at all.
 
+mod approval;
 pub mod cedar;
 pub mod inventory;
 
 use std::path::{Path, PathBuf};
 
+pub use approval::ApprovalNeed;
 pub use cedar::{Action, Facts, Rules, Verdict};
 pub use inventory::{Agent, Client, Credentials, Inventory, Resource, Target};
 
@@ -89,6 +91,7 @@ pub struct PolicyGrant {
     scope: ScopeSet,
     expires_at: UnixTime,
     reasons: Vec<String>,
+    approval: Option<ApprovalNeed>,
 }
 
 impl PolicyGrant {
@@ -110,6 +113,11 @@ impl PolicyGrant {
     /// The rules that permitted the scopes.
     pub fn reasons(&self) -> &[String] {
         &self.reasons
+    }
+
+    /// The granted scopes that need a person's approval, if any.
+    pub fn approval(&self) -> Option<&ApprovalNeed> {
+        self.approval.as_ref()
     }
 }
 
@@ -238,9 +246,11 @@ impl Policy {
         let verdicts = self.rules.decide(ask.agent, ask.action, candidates.iter(), &facts)?;
         let mut permitted = Vec::new();
         let mut reasons = Vec::new();
+        let mut permits = Vec::new();
         for (scope, verdict) in verdicts {
             if verdict.allowed {
                 permitted.push(scope.clone());
+                permits.push((scope.clone(), verdict.reasons.clone()));
                 reasons.extend(verdict.reasons);
             }
         }
@@ -259,6 +269,7 @@ impl Policy {
         };
         reasons.sort();
         reasons.dedup();
-        Ok(Ok(PolicyGrant { target: target_name.to_owned(), scope, expires_at, reasons }))
+        let approval = approval::required(inventory, &self.rules, target_name, &scope, &permits);
+        Ok(Ok(PolicyGrant { target: target_name.to_owned(), scope, expires_at, reasons, approval }))
     }
 }
