@@ -94,6 +94,6 @@ pub fn derive(
         // DESIGN.md §2.2: the broker writes the chain; `may_act` is not inherited.
         act: Some(Actor { sub: actor.id().to_owned(), act: parent.act.clone().map(Box::new) }),
         may_act: None,
-        delegation: Delegation { depth, hops },
+        delegation: Delegation { depth, hops, approval: None },
     })
 }
