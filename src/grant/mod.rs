@@ -170,6 +170,7 @@ impl Evidence {
             rules: self.rules,
             claimed_client: self.claimed_client,
             client_address,
+            approval: None,
         }
     }
 }
