@@ -40,6 +40,10 @@ pub enum GrantError {
     /// The token could not be signed.
     #[error(transparent)]
     Mint(#[from] MintError),
+    /// A scope needs a person's approval, which is pending, refused or
+    /// does not cover this request.
+    #[error(transparent)]
+    Approval(#[from] super::approval::ApprovalError),
 }
 
 /// A malformed token request.

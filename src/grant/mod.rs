@@ -6,18 +6,21 @@
 //! the response leaves (DESIGN.md §2.7).
 
 pub mod admin;
+pub mod approval;
 mod client_credentials;
 pub mod error;
 mod introspection;
 pub mod params;
 pub mod revocation;
 mod token_exchange;
+pub mod webhook;
 
 use std::sync::{Arc, RwLock};
 
 use base64::Engine;
 use ring::rand::{SecureRandom, SystemRandom};
 
+pub use approval::{ApprovalError, ApprovalSettings, Approver, PendingApproval};
 pub use error::{GrantError, RequestError, Unacceptable};
 pub use introspection::{ActiveToken, Introspection};
 pub use params::TokenParams;
@@ -29,7 +32,8 @@ use crate::clock::{Clock, UnixTime};
 use crate::keys::{Algorithm, KeySet};
 use crate::policy::{Lifetimes, Policy, Target};
 use crate::store::{
-    AuditDecision, AuditEvent, AuditStore, Lineage, Principal, ReplayStore, RevocationStore, Status, StoreError,
+    AuditApproval, AuditDecision, AuditEvent, AuditStore, Lineage, Principal, ReplayStore, RevocationStore, Status,
+    StoreError,
 };
 use crate::token::Validation;
 
@@ -77,6 +81,7 @@ pub struct Broker {
     keys: RwLock<Arc<KeySet>>,
     policy: Policy,
     stores: Stores,
+    approvals: ApprovalSettings,
     clock: Arc<dyn Clock>,
     random: SystemRandom,
 }
@@ -131,6 +136,7 @@ pub(crate) struct Evidence {
     scopes_asked: Option<String>,
     parent_jti: Option<TokenId>,
     rules: Vec<String>,
+    approval: Option<AuditApproval>,
 }
 
 impl Evidence {
@@ -143,7 +149,12 @@ impl Evidence {
     }
 
     fn refused(self, time: UnixTime, error: &GrantError, client_address: Option<String>) -> AuditEvent {
-        self.event(time, AuditDecision::Refused, Some(error.to_string()), client_address)
+        // A request put to a person is not refused: it waits.
+        let decision = match error {
+            GrantError::Approval(ApprovalError::Pending(_)) => AuditDecision::Pending,
+            _ => AuditDecision::Refused,
+        };
+        self.event(time, decision, Some(error.to_string()), client_address)
     }
 
     fn event(
@@ -170,7 +181,7 @@ impl Evidence {
             rules: self.rules,
             claimed_client: self.claimed_client,
             client_address,
-            approval: None,
+            approval: self.approval,
         }
     }
 }
@@ -243,6 +254,7 @@ impl Broker {
             keys: RwLock::new(Arc::new(keys)),
             policy,
             stores,
+            approvals: ApprovalSettings::default(),
             clock,
             random: SystemRandom::new(),
         }
@@ -359,7 +371,7 @@ impl Broker {
         } else {
             // The token would carry the agent as its subject too.
             self.ensure_not_blocked(agent.id(), Some(agent.id())).await?;
-            client_credentials::handle(self, &agent, params, evidence)
+            client_credentials::handle(self, &agent, params, evidence).await
         }
     }
 

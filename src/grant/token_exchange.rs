@@ -4,12 +4,14 @@
 //! The checks, in order: the parameters (§2.1); the `subject_token` verifies,
 //! is not revoked, is addressed to the acting agent and, where it carries
 //! `may_act`, names it (§4.4); the `actor_token`, when sent, is the acting
-//! agent's own live token; the depth limit; the policy; then the child is
-//! derived by [`chain::derive`], which re-checks every narrowing rule.
+//! agent's own live token; the depth limit; the policy; a person's approval
+//! where a granted scope needs one; then the child is derived by
+//! [`chain::derive`], which re-checks every narrowing rule.
 
+use super::approval::{self, Asked};
 use super::{
     asked_scopes, named_target, Broker, Evidence, GrantError, Issued, RequestError, TokenParams, Unacceptable,
-    ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE,
+    ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE, TOKEN_EXCHANGE,
 };
 use crate::chain::{self, Issuance};
 use crate::claims::Claims;
@@ -98,10 +100,14 @@ pub(super) async fn handle(
     let grant = broker.policy().grant(&ask)??;
     evidence.target = Some(grant.target().to_owned());
     evidence.rules = grant.reasons().to_vec();
+    let asked =
+        Asked { grant_type: TOKEN_EXCHANGE, subject: &claims.sub, agent: agent.id(), parent_jti: Some(&claims.jti) };
+    let approval = approval::check(broker, &asked, &grant, params, evidence).await?;
 
     let jti = broker.new_jti()?;
     let issuance = Issuance { issuer: broker.settings().issuer.clone(), issued_at: now, jti };
-    let child = chain::derive(&parent, agent, &grant, broker.settings().max_depth, issuance)?;
+    let mut child = chain::derive(&parent, agent, &grant, broker.settings().max_depth, issuance)?;
+    child.delegation.approval = approval;
     let access_token = token::mint(&child, broker.keys().signing())?;
     Ok(Issued::new(child, access_token, Some(issued_token_type), now))
 }

@@ -27,6 +27,9 @@ pub(super) fn router(broker: Arc<Broker>) -> Router<Arc<Broker>> {
         .route("/admin/trace/{jti}", get(trace))
         .route("/admin/agents", get(agents))
         .route("/admin/audit", get(audit))
+        .route("/admin/approvals", get(super::approvals::list))
+        .route("/admin/approvals/{id}/approve", post(super::approvals::approve))
+        .route("/admin/approvals/{id}/deny", post(super::approvals::deny))
         .route_layer(axum::middleware::from_fn_with_state(broker, authorize))
 }
 
@@ -140,7 +143,7 @@ async fn audit(
     }
 }
 
-fn bad_body() -> Response {
+pub(super) fn bad_body() -> Response {
     (
         StatusCode::BAD_REQUEST,
         Json(json!({ "error": "invalid_request", "error_description": "the request body or query is malformed" })),

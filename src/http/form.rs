@@ -20,7 +20,7 @@ pub(super) async fn token(State(broker): State<Arc<Broker>>, request: Request) -
     };
     match outcome {
         Ok(response) => Json(response).into_response(),
-        Err(error) => ErrorResponse::from(&error).into_response(),
+        Err(error) => super::approvals::token_error(&error),
     }
 }
 

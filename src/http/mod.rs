@@ -3,6 +3,7 @@
 //! responses, and nothing more.
 
 mod admin;
+mod approvals;
 mod discovery;
 mod error;
 mod form;
