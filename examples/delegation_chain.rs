@@ -12,6 +12,11 @@
 //! task that knows only its own credentials and what it was handed. The
 //! airline API runs in this process too, behind the verifier. `BROKER_URL`
 //! names the broker (default `http://127.0.0.1:8080`).
+//!
+//! In the example policies a booking needs a person's approval: the booker
+//! is told `authorization_pending` with an `approval_id`, prints it, and
+//! polls every `interval` seconds (as a CIBA client does) until the booker's
+//! owner approves with `baton approvals approve <id> --as travel-team@example.com`.
 
 #[path = "shared/airline.rs"]
 mod airline;
@@ -29,16 +34,20 @@ struct Agent {
 }
 
 impl Agent {
+    /// Asks for a token; when a person must approve, polls with the
+    /// approval's id until the token comes or the answer is another error.
     async fn token(&self, http: &reqwest::Client, broker: &str, form: &[(&str, &str)]) -> Result<String, String> {
-        let response = http
-            .post(format!("{broker}/token"))
-            .basic_auth(self.id, Some(self.secret))
-            .form(form)
-            .send()
-            .await
-            .map_err(|error| format!("{}: {error}", self.id))?;
-        let status = response.status();
-        let body: Value = response.json().await.map_err(|error| format!("{}: {error}", self.id))?;
+        let (mut status, mut body) = self.post(http, broker, form).await?;
+        if let Some(id) = pending(&body) {
+            println!("{:>12}: waiting for a person to approve {id}", self.id);
+            println!("{:>12}  (approve: baton approvals approve {id} --as <approver>)", "");
+            let mut polled = form.to_vec();
+            polled.push(("approval_id", &id));
+            while let Some(interval) = pending(&body).and(body.get("interval")).and_then(Value::as_u64) {
+                tokio::time::sleep(std::time::Duration::from_secs(interval)).await;
+                (status, body) = self.post(http, broker, &polled).await?;
+            }
+        }
         match body.get("access_token").and_then(Value::as_str) {
             Some(token) => {
                 println!(
@@ -51,6 +60,24 @@ impl Agent {
             }
             None => Err(format!("{} was refused ({status}): {body}", self.id)),
         }
+    }
+
+    async fn post(
+        &self,
+        http: &reqwest::Client,
+        broker: &str,
+        form: &[(&str, &str)],
+    ) -> Result<(reqwest::StatusCode, Value), String> {
+        let response = http
+            .post(format!("{broker}/token"))
+            .basic_auth(self.id, Some(self.secret))
+            .form(form)
+            .send()
+            .await
+            .map_err(|error| format!("{}: {error}", self.id))?;
+        let status = response.status();
+        let body: Value = response.json().await.map_err(|error| format!("{}: {error}", self.id))?;
+        Ok((status, body))
     }
 
     async fn exchange(
@@ -68,6 +95,13 @@ impl Agent {
         }
         self.token(http, broker, &form).await
     }
+}
+
+/// The approval id of an `authorization_pending` answer.
+fn pending(body: &Value) -> Option<String> {
+    (body.get("error").and_then(Value::as_str) == Some("authorization_pending"))
+        .then(|| body.get("approval_id").and_then(Value::as_str).map(str::to_owned))
+        .flatten()
 }
 
 fn audience_of(token: &str) -> String {

@@ -9,6 +9,13 @@
 #
 # The client secrets below are the published DEV ONLY secrets of the example
 # agents in policies/agents.toml.
+#
+# Step 3 books: in the example policies a person must approve that. The
+# broker answers `authorization_pending` with an approval id; the script
+# prints it and polls, as a CIBA client does, until the booker's owner
+# approves (or denies) it with
+#   baton approvals approve <id> --as travel-team@example.com
+# (the broker needs an admin token for that: see the README).
 set -euo pipefail
 
 URL=${BROKER_URL:-http://127.0.0.1:8080}
@@ -41,14 +48,44 @@ if isinstance(token, str):
 '
 }
 
-# POSTs to /token with the given curl arguments; prints the response minus
-# the token and leaves the token in $TOKEN. Stops with the broker's error
-# JSON when no token comes back.
-request_token() {
-    local response
-    if ! response=$(curl -sS "$@" "$URL/token"); then
+# Prints one string field of a JSON object, or nothing.
+field() {
+    python3 -c '
+import json, sys
+try:
+    body = json.load(sys.stdin)
+except ValueError:
+    sys.exit(0)
+value = body.get(sys.argv[1]) if isinstance(body, dict) else None
+if isinstance(value, (str, int)):
+    print(value)
+' "$1"
+}
+
+post_token() {
+    if ! curl -sS "$@" "$URL/token"; then
         echo "error: no answer from $URL/token: is the broker running (cargo run --release -- serve)?" >&2
         exit 1
+    fi
+}
+
+# POSTs to /token with the given curl arguments; prints the response minus
+# the token and leaves the token in $TOKEN. While a person's approval is
+# pending, polls with the approval id. Stops with the broker's error JSON
+# when no token comes back.
+request_token() {
+    local response id interval
+    response=$(post_token "$@")
+    if [ "$(printf '%s' "$response" | field error)" = authorization_pending ]; then
+        id=$(printf '%s' "$response" | field approval_id)
+        echo "waiting for a person to approve $id; as the booker's owner, run:"
+        echo "  cargo run --release -- approvals approve $id --as travel-team@example.com"
+        while [ "$(printf '%s' "$response" | field error)" = authorization_pending ]; do
+            interval=$(printf '%s' "$response" | field interval)
+            sleep "${interval:-5}"
+            response=$(post_token "$@" -d approval_id="$id")
+        done
+        echo "approved"
     fi
     TOKEN=$(printf '%s' "$response" | access_token)
     if [ -z "$TOKEN" ]; then

@@ -107,7 +107,7 @@ pub fn derive(
         act: Some(Actor { sub: actor.id().to_owned(), act: parent.act.clone().map(Box::new) }),
         may_act: None,
         cnf: issuance.bound_to.map(|jkt| Confirmation { jkt }),
-        delegation: Delegation { depth, hops },
+        delegation: Delegation { depth, hops, approval: None },
     })
 }
 
@@ -142,6 +142,7 @@ pub fn start(
         exp: person.expires_at(),
         jkt: None,
         iss: Some(person.issuer().to_owned()),
+        approval: None,
     };
     Ok(Claims {
         iss: issuance.issuer,
@@ -155,6 +156,6 @@ pub fn start(
         act: Some(Actor { sub: actor.id().to_owned(), act: None }),
         may_act: None,
         cnf: issuance.bound_to.map(|jkt| Confirmation { jkt }),
-        delegation: Delegation { depth, hops: vec![root] },
+        delegation: Delegation { depth, hops: vec![root], approval: None },
     })
 }

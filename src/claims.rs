@@ -110,6 +110,7 @@ impl Claims {
             exp: self.exp,
             jkt: self.cnf.as_ref().map(|cnf| cnf.jkt.clone()),
             iss: None,
+            approval: self.delegation.approval.clone(),
         }
     }
 
@@ -161,6 +162,11 @@ pub struct Delegation {
     pub depth: u32,
     /// One entry per ancestor token, root first.
     pub hops: Vec<Hop>,
+    /// The person's approval this token was issued under, when a scope of it
+    /// needed one; it moves into [`Hop::approval`] when the token becomes an
+    /// ancestor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<HopApproval>,
 }
 
 impl Delegation {
@@ -196,6 +202,22 @@ pub struct Hop {
     /// not an agent, and its `jti` is the token's own or its SHA-256.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
+    /// The person's approval the ancestor was issued under, if it needed one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<HopApproval>,
+}
+
+/// A person's approval of one token request (issue 7): which approval, who
+/// gave it and when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HopApproval {
+    /// The approval's id.
+    pub id: String,
+    /// Who approved.
+    pub approver: String,
+    /// When.
+    pub approved_at: UnixTime,
 }
 
 impl Hop {

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::grant::Approver;
 use crate::keys::Algorithm;
 
 /// The variable that names the config file; not itself a config key.
@@ -50,6 +51,12 @@ pub struct Config {
     /// Whether DPoP proofs at the token endpoint must carry a server nonce
     /// (RFC 9449 §8).
     pub dpop_nonce: bool,
+    /// Who approves a request whose scopes need a person's approval.
+    pub approver: Approver,
+    /// Seconds an approval stays usable.
+    pub approval_ttl: i64,
+    /// `http://` URL that new pending approvals are posted to.
+    pub approval_webhook: Option<String>,
 }
 
 /// A configuration that cannot be used; the message names the key.
@@ -94,6 +101,9 @@ struct Raw {
     redis_prefix: Option<String>,
     admin_token_sha256: Option<String>,
     dpop_nonce: Option<bool>,
+    approver: Option<Approver>,
+    approval_ttl: Option<i64>,
+    approval_webhook: Option<String>,
 }
 
 impl Config {
@@ -142,7 +152,17 @@ impl Config {
             redis_prefix: raw.redis_prefix.unwrap_or_else(|| "baton:".into()),
             admin_token_sha256: raw.admin_token_sha256,
             dpop_nonce: raw.dpop_nonce.unwrap_or(false),
+            approver: raw.approver.unwrap_or_default(),
+            approval_ttl: raw.approval_ttl.unwrap_or(crate::grant::approval::DEFAULT_APPROVAL_TTL),
+            approval_webhook: raw.approval_webhook,
         };
+        if config.approval_webhook.as_deref().is_some_and(|url| !url.starts_with("http://")) {
+            return Err(ConfigError::Invalid {
+                key: "approval_webhook",
+                problem: "must be an http:// URL (this build has no TLS client)".into(),
+            });
+        }
+        within("approval_ttl", config.approval_ttl, 30, 86_400)?;
         if let Some(url) = &config.redis_url {
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
                 return Err(ConfigError::Invalid {
@@ -220,6 +240,9 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from("data"));
         assert_eq!(config.signing_algorithm, Algorithm::Es256);
         assert_eq!(config.max_depth, 5);
+        assert_eq!((config.approver, config.approval_ttl, config.approval_webhook), (Approver::Owner, 600, None));
+        let subject = Config::load(None, vars(&[("BATON_APPROVER", "subject")])).unwrap();
+        assert_eq!(subject.approver, Approver::Subject);
     }
 
     #[test]
@@ -254,6 +277,12 @@ mod tests {
         assert!(redis.contains("redis_url"), "{redis}");
         let admin = Config::load(None, vars(&[("BATON_ADMIN_TOKEN_SHA256", "abc")])).unwrap_err().to_string();
         assert!(admin.contains("admin_token_sha256"), "{admin}");
+        let approver = Config::load(None, vars(&[("BATON_APPROVER", "anyone")])).unwrap_err().to_string();
+        assert!(approver.contains("anyone"), "{approver}");
+        let hook = Config::load(None, vars(&[("BATON_APPROVAL_WEBHOOK", "https://x")])).unwrap_err().to_string();
+        assert!(hook.contains("approval_webhook"), "{hook}");
+        let ttl = Config::load(None, vars(&[("BATON_APPROVAL_TTL", "5")])).unwrap_err().to_string();
+        assert!(ttl.contains("approval_ttl"), "{ttl}");
         let alg = Config::load(None, vars(&[("BATON_SIGNING_ALGORITHM", "HS256")])).unwrap_err().to_string();
         assert!(alg.contains("HS256") || alg.contains("signing_algorithm"), "{alg}");
     }

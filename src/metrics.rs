@@ -10,6 +10,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::client_auth::ClientAuthError;
@@ -76,6 +77,7 @@ pub struct Metrics {
     revoked: Family<RevocationLabels, Counter>,
     deprovisioned: Family<DeprovisionLabels, Counter>,
     policy_reloads: Family<OutcomeLabels, Counter>,
+    pending_approvals: Gauge,
 }
 
 impl Default for Metrics {
@@ -114,7 +116,18 @@ impl Metrics {
         for outcome in ["ok", "failed"] {
             drop(policy_reloads.get_or_create(&OutcomeLabels { outcome }));
         }
-        Metrics { registry, issued, refused, revoked, deprovisioned, policy_reloads }
+        let pending_approvals = Gauge::default();
+        registry.register(
+            "baton_approvals_pending",
+            "Requests waiting for a person's approval, as of the last scrape",
+            pending_approvals.clone(),
+        );
+        Metrics { registry, issued, refused, revoked, deprovisioned, policy_reloads, pending_approvals }
+    }
+
+    /// Sets how many approvals are pending now.
+    pub fn set_pending_approvals(&self, pending: usize) {
+        self.pending_approvals.set(i64::try_from(pending).unwrap_or(i64::MAX));
     }
 
     /// Counts the answer to one token request: issued, or refused with its
@@ -176,6 +189,7 @@ impl Metrics {
 /// Exhaustive: a new variant does not compile until it has a label.
 fn reason(error: &GrantError) -> String {
     use crate::dpop::ProofError;
+    use crate::grant::ApprovalError;
     let label = match error {
         GrantError::Request(request) => request_reason(request),
         GrantError::Client(client) => client_reason(client),
@@ -189,6 +203,17 @@ fn reason(error: &GrantError) -> String {
             crate::chain::ChainError::Unbound => "chain_unbound",
         },
         GrantError::IdentityProvider(_) => "identity_provider_unavailable",
+        GrantError::Approval(approval) => match approval {
+            ApprovalError::Pending(_) => "approval_pending",
+            ApprovalError::Denied => "approval_denied",
+            ApprovalError::Expired => "approval_expired",
+            ApprovalError::Unknown => "approval_unknown",
+            ApprovalError::Mismatch => "approval_mismatch",
+            ApprovalError::Used => "approval_used",
+            ApprovalError::NotFound => "approval_not_found",
+            ApprovalError::WrongApprover => "approval_wrong_approver",
+            ApprovalError::AlreadyDecided(_) => "approval_already_decided",
+        },
         GrantError::Dpop(proof) => match proof {
             ProofError::Several => "dpop_several",
             ProofError::Malformed => "dpop_malformed",

@@ -9,7 +9,7 @@
 use crate::chain::ChainError;
 use crate::client_auth::ClientAuthError;
 use crate::dpop::ProofError;
-use crate::grant::{GrantError, RequestError};
+use crate::grant::{ApprovalError, GrantError, RequestError};
 use crate::policy::explain::{Explanation, Outcome};
 use crate::policy::Refusal;
 
@@ -36,6 +36,14 @@ pub enum ErrorCode {
     TemporarilyUnavailable,
     /// RFC 6749 §4.1.2.1.
     ServerError,
+    /// RFC 6749 §5.2: the approval given does not cover this request.
+    InvalidGrant,
+    /// CIBA Core §11, RFC 8628 §3.5: a person has not decided yet.
+    AuthorizationPending,
+    /// CIBA Core §11, RFC 8628 §3.5: the person denied the request.
+    AccessDenied,
+    /// CIBA Core §11, RFC 8628 §3.5: the approval expired.
+    ExpiredToken,
 }
 
 impl ErrorCode {
@@ -52,6 +60,10 @@ impl ErrorCode {
             ErrorCode::UseDpopNonce => "use_dpop_nonce",
             ErrorCode::TemporarilyUnavailable => "temporarily_unavailable",
             ErrorCode::ServerError => "server_error",
+            ErrorCode::InvalidGrant => "invalid_grant",
+            ErrorCode::AuthorizationPending => "authorization_pending",
+            ErrorCode::AccessDenied => "access_denied",
+            ErrorCode::ExpiredToken => "expired_token",
         }
     }
 }
@@ -116,6 +128,7 @@ impl From<&GrantError> for OAuthError {
                 503,
                 "the identity provider could not be reached; try again later",
             ),
+            GrantError::Approval(approval) => approval.into(),
         }
     }
 }
@@ -142,6 +155,36 @@ impl From<&ProofError> for OAuthError {
             | ProofError::Stale
             | ProofError::AccessTokenHash
             | ProofError::Replayed => OAuthError::bad_request(InvalidDpopProof, "the DPoP proof is not acceptable"),
+        }
+    }
+}
+
+/// The same neutral text for every approval id that does not fit the
+/// request, so that the answer tells nothing about other requests.
+pub const APPROVAL_NOT_FOR_THIS_REQUEST: &str = "the approval_id is unknown, already used, or for another request";
+
+impl From<&ApprovalError> for OAuthError {
+    fn from(error: &ApprovalError) -> Self {
+        use ErrorCode::*;
+        match error {
+            // CIBA Core §11: 400 for every polling answer.
+            ApprovalError::Pending(_) => OAuthError::bad_request(
+                AuthorizationPending,
+                "a person must approve this request; poll with approval_id",
+            ),
+            ApprovalError::Denied => OAuthError::bad_request(AccessDenied, "the approver denied this request"),
+            ApprovalError::Expired => OAuthError::bad_request(ExpiredToken, "the approval expired; ask again"),
+            ApprovalError::Unknown | ApprovalError::Mismatch | ApprovalError::Used => {
+                OAuthError::bad_request(InvalidGrant, APPROVAL_NOT_FOR_THIS_REQUEST)
+            }
+            // The admin API's answers to an approver's decision.
+            ApprovalError::NotFound => OAuthError::new(InvalidRequest, 404, "no approval with this id"),
+            ApprovalError::WrongApprover => {
+                OAuthError::new(AccessDenied, 403, "this approver may not decide this request")
+            }
+            ApprovalError::AlreadyDecided(_) => {
+                OAuthError::new(InvalidRequest, 409, "the approval was already decided")
+            }
         }
     }
 }

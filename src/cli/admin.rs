@@ -102,7 +102,9 @@ fn refused(status: reqwest::StatusCode, error: Option<&str>, description: Option
         (None, Some(description)) => text.push_str(&format!(": {description}")),
         (None, None) => {}
     }
-    if status == reqwest::StatusCode::NOT_FOUND {
+    // The admin API answers a bare `not_found` when it is off; other 404s
+    // (an unknown approval) are about what was asked.
+    if status == reqwest::StatusCode::NOT_FOUND && error.is_none_or(|error| error == "not_found") {
         text.push_str(" (the admin API is off unless the broker has `admin_token_sha256` configured)");
     }
     text
@@ -184,6 +186,16 @@ impl AdminClient {
     /// `GET /admin/agents`, as the broker sent it.
     async fn agents(&self) -> Result<Value, AdminError> {
         self.call(self.http.get(self.url("/admin/agents"))).await
+    }
+
+    /// `GET path` on the admin API.
+    pub(super) async fn get(&self, path: &str) -> Result<Value, AdminError> {
+        self.call(self.http.get(self.url(path))).await
+    }
+
+    /// `POST path` with a JSON `body` on the admin API.
+    pub(super) async fn post(&self, path: &str, body: &Value) -> Result<Value, AdminError> {
+        self.call(self.http.post(self.url(path)).json(body)).await
     }
 
     fn url(&self, path: &str) -> String {

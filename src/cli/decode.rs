@@ -20,14 +20,33 @@ pub(super) fn print(token: &str, json: bool) -> Result<(), String> {
 /// child indented under its parent.
 pub fn tree(claims: &Claims) -> String {
     let mut out = format!("subject {}  (issuer {})\n", claims.sub, claims.iss);
-    let hops = claims.delegation.hops.iter().map(|hop| (&hop.agent, &hop.aud, &hop.scope, hop.iat, hop.exp, &hop.jti));
-    let this = (&claims.client_id, &claims.aud, &claims.scope, claims.iat, claims.exp, &claims.jti);
-    for (index, (agent, aud, scope, iat, exp, jti)) in hops.chain(std::iter::once(this)).enumerate() {
+    let hops = claims
+        .delegation
+        .hops
+        .iter()
+        .map(|hop| (&hop.agent, &hop.aud, &hop.scope, hop.iat, hop.exp, &hop.jti, hop.approval.as_ref()));
+    let this = (
+        &claims.client_id,
+        &claims.aud,
+        &claims.scope,
+        claims.iat,
+        claims.exp,
+        &claims.jti,
+        claims.delegation.approval.as_ref(),
+    );
+    for (index, (agent, aud, scope, iat, exp, jti, approval)) in hops.chain(std::iter::once(this)).enumerate() {
         let branch = if index == 0 { String::new() } else { format!("{}└─ ", "   ".repeat(index - 1)) };
         let how = if index == 0 { "obtained" } else { "exchanged for" };
         out.push_str(&format!(
             "{branch}{agent} {how} a token for {aud}  scope \"{scope}\"  {iat} .. {exp}  jti {jti}\n"
         ));
+        if let Some(approval) = approval {
+            let indent = "   ".repeat(index);
+            out.push_str(&format!(
+                "{indent}   approved by {} at {}  (approval {})\n",
+                approval.approver, approval.approved_at, approval.id
+            ));
+        }
     }
     let chain = claims.chain();
     if !chain.is_empty() {
@@ -38,4 +57,45 @@ pub fn tree(claims: &Claims) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::claims::{Actor, Delegation, HopApproval, ScopeSet, TokenId};
+    use crate::clock::UnixTime;
+
+    #[test]
+    fn an_approved_token_shows_who_approved_it() {
+        let approval =
+            HopApproval { id: "ap1".into(), approver: "owner@example.com".into(), approved_at: UnixTime(60) };
+        let root = Claims {
+            iss: "http://127.0.0.1:8080".into(),
+            sub: "a".into(),
+            aud: "b".into(),
+            client_id: "a".into(),
+            scope: ScopeSet::parse("x").unwrap(),
+            iat: UnixTime(0),
+            exp: UnixTime(600),
+            jti: TokenId("root".into()),
+            act: None,
+            may_act: None,
+            cnf: None,
+            delegation: Delegation { depth: 0, hops: vec![], approval: Some(approval) },
+        };
+        let child = Claims {
+            aud: "https://api.example".into(),
+            client_id: "b".into(),
+            jti: TokenId("child".into()),
+            act: Some(Actor { sub: "b".into(), act: None }),
+            delegation: Delegation { depth: 1, hops: vec![root.as_hop()], approval: None },
+            ..root.clone()
+        };
+        let text = tree(&child);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[1].starts_with("a obtained a token for b"), "{text}");
+        assert_eq!(lines[2], "   approved by owner@example.com at 1970-01-01T00:01:00Z  (approval ap1)", "{text}");
+        assert!(lines[3].starts_with("└─ b exchanged for a token for https://api.example"), "{text}");
+        assert_eq!(lines.len(), 5, "{text}");
+    }
 }

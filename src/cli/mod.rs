@@ -2,6 +2,7 @@
 //! and calls into the library.
 
 pub mod admin;
+mod approvals;
 pub mod decode;
 mod policy;
 mod reload;
@@ -64,6 +65,11 @@ enum Command {
         json: bool,
         #[command(flatten)]
         admin: AdminArgs,
+    },
+    /// List, approve or deny requests waiting for a person's approval (admin API).
+    Approvals {
+        #[command(subcommand)]
+        action: approvals::ApprovalsAction,
     },
 }
 
@@ -279,6 +285,7 @@ fn execute(cli: Cli) -> Result<(), String> {
             (admin::Action::ReinstateSubject(id), admin)
         }
         Command::Agents { json, admin } => (admin::Action::Agents { json }, admin),
+        Command::Approvals { action } => return approvals::execute(action, cli.config),
         command => return local(command, cli.config),
     };
     // The config is read only for the default URL, so that `--url` works
@@ -361,7 +368,11 @@ fn local(command: Command, config: Option<PathBuf>) -> Result<(), String> {
             }
         }
         // Handled by `execute`, which reads no config for them.
-        Command::Token { .. } | Command::Revoke { .. } | Command::Reinstate { .. } | Command::Agents { .. } => Ok(()),
+        Command::Token { .. }
+        | Command::Revoke { .. }
+        | Command::Reinstate { .. }
+        | Command::Agents { .. }
+        | Command::Approvals { .. } => Ok(()),
     }
 }
 

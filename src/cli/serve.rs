@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::grant::{Broker, Settings, Stores};
+use crate::grant::webhook::Webhook;
+use crate::grant::{ApprovalSettings, Broker, Settings, Stores};
 use crate::keys::{self, KeySet};
 use crate::policy::Policy;
 use crate::store::embedded::EmbeddedStore;
@@ -42,8 +43,12 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> Result<Broker, Str
         dpop_nonce: config.dpop_nonce,
     };
     let store = open_store(config).await?;
+    let webhook =
+        config.approval_webhook.as_deref().map(Webhook::new).transpose().map_err(|error| error.to_string())?;
+    let approvals =
+        ApprovalSettings { store: store.clone(), approver: config.approver, ttl: config.approval_ttl, webhook };
     let stores = Stores { replay: store.clone(), revocation: store.clone(), audit: store };
-    Ok(Broker::new(settings, keys, policy, stores, clock))
+    Ok(Broker::new(settings, keys, policy, stores, clock).with_approvals(approvals))
 }
 
 /// Redis when `redis_url` is set (several nodes share it), else the embedded

@@ -1,14 +1,15 @@
 //! `client_credentials` (RFC 6749 §4.4): an agent's own token, the root of a
 //! chain. `sub` is the agent, there is no `act`, depth is 0.
 
-use super::{asked_scopes, named_target, Broker, Evidence, GrantError, Issued, TokenParams};
+use super::approval::{self, Asked};
+use super::{asked_scopes, named_target, Broker, Evidence, GrantError, Issued, TokenParams, CLIENT_CREDENTIALS};
 use crate::chain::{self, Issuance};
 use crate::client_auth::AuthenticatedAgent;
 use crate::dpop::Proof;
 use crate::policy::{Action, Ask, Policy};
 use crate::token;
 
-pub(super) fn handle(
+pub(super) async fn handle(
     broker: &Broker,
     policy: &Policy,
     agent: &AuthenticatedAgent,
@@ -38,6 +39,8 @@ pub(super) fn handle(
     let grant = policy.grant(&ask)??;
     evidence.target = Some(grant.target().to_owned());
     evidence.rules = grant.reasons().to_vec();
+    let asked = Asked { grant_type: CLIENT_CREDENTIALS, subject: agent.id(), agent: agent.id(), parent_jti: None };
+    let approval = approval::check(broker, &asked, &grant, params, evidence).await?;
     let jti = broker.new_jti()?;
     let issuance = Issuance {
         issuer: broker.settings().issuer.clone(),
@@ -45,7 +48,8 @@ pub(super) fn handle(
         jti,
         bound_to: proof.map(|proof| proof.jkt().to_owned()),
     };
-    let claims = chain::root(agent, &grant, issuance);
+    let mut claims = chain::root(agent, &grant, issuance);
+    claims.delegation.approval = approval;
     let access_token = token::mint(&claims, broker.keys().signing())?;
     Ok(Issued::new(claims, access_token, None, now))
 }

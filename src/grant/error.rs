@@ -47,6 +47,10 @@ pub enum GrantError {
     /// The DPoP proof is missing where needed, or not acceptable (RFC 9449 §4.3).
     #[error("DPoP proof: {0}")]
     Dpop(#[from] ProofError),
+    /// A scope needs a person's approval, which is pending, refused or
+    /// does not cover this request.
+    #[error(transparent)]
+    Approval(#[from] super::approval::ApprovalError),
 }
 
 /// A malformed token request.

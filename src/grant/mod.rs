@@ -6,6 +6,7 @@
 //! the response leaves (DESIGN.md §2.7).
 
 pub mod admin;
+pub mod approval;
 mod client_credentials;
 pub mod error;
 mod governance;
@@ -13,12 +14,14 @@ mod introspection;
 pub mod params;
 pub mod revocation;
 mod token_exchange;
+pub mod webhook;
 
 use std::sync::{Arc, RwLock};
 
 use base64::Engine;
 use ring::rand::{SecureRandom, SystemRandom};
 
+pub use approval::{ApprovalError, ApprovalSettings, Approver, PendingApproval};
 pub use error::{GrantError, RequestError, Unacceptable};
 pub use introspection::{ActiveToken, Introspection};
 pub use params::TokenParams;
@@ -32,7 +35,8 @@ use crate::keys::{Algorithm, KeySet};
 use crate::metrics::Metrics;
 use crate::policy::{Lifetimes, Policy, Target};
 use crate::store::{
-    AuditDecision, AuditEvent, AuditStore, Lineage, Principal, ReplayStore, RevocationStore, Status, StoreError, Use,
+    AuditApproval, AuditDecision, AuditEvent, AuditStore, Lineage, Principal, ReplayStore, RevocationStore, Status,
+    StoreError, Use,
 };
 use crate::token::Validation;
 use crate::upstream::Providers;
@@ -86,6 +90,7 @@ pub struct Broker {
     /// Swapped whole on reload; each request takes one snapshot.
     policy: RwLock<Arc<Policy>>,
     stores: Stores,
+    approvals: ApprovalSettings,
     clock: Arc<dyn Clock>,
     random: SystemRandom,
     /// The trusted identity providers' discovered keys.
@@ -146,6 +151,7 @@ pub(crate) struct Evidence {
     scopes_asked: Option<String>,
     parent_jti: Option<TokenId>,
     rules: Vec<String>,
+    approval: Option<AuditApproval>,
 }
 
 impl Evidence {
@@ -158,7 +164,12 @@ impl Evidence {
     }
 
     fn refused(self, time: UnixTime, error: &GrantError, client_address: Option<String>) -> AuditEvent {
-        self.event(time, AuditDecision::Refused, Some(error.to_string()), client_address)
+        // A request put to a person is not refused: it waits.
+        let decision = match error {
+            GrantError::Approval(ApprovalError::Pending(_)) => AuditDecision::Pending,
+            _ => AuditDecision::Refused,
+        };
+        self.event(time, decision, Some(error.to_string()), client_address)
     }
 
     fn event(
@@ -185,6 +196,7 @@ impl Evidence {
             rules: self.rules,
             claimed_client: self.claimed_client,
             client_address,
+            approval: self.approval,
         }
     }
 }
@@ -258,6 +270,7 @@ impl Broker {
             policy: RwLock::new(Arc::new(policy)),
             stores,
             providers: Providers::new(clock.clone()),
+            approvals: ApprovalSettings::default(),
             clock,
             random: SystemRandom::new(),
             metrics: Metrics::new(),
@@ -408,7 +421,7 @@ impl Broker {
         } else {
             // The token would carry the agent as its subject too.
             self.ensure_not_blocked(agent.id(), Some(agent.id())).await?;
-            client_credentials::handle(self, policy, &agent, params, proof.as_ref(), evidence)
+            client_credentials::handle(self, policy, &agent, params, proof.as_ref(), evidence).await
         }
     }
 

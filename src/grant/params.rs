@@ -23,6 +23,7 @@ const KNOWN: &[&str] = &[
     "client_assertion_type",
     "token",
     "token_type_hint",
+    "approval_id",
 ];
 
 /// Parameters that RFC 8693 §2.1 lets appear more than once; Baton issues a

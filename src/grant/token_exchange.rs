@@ -7,16 +7,18 @@
 //! one needs a proof (RFC 9449). A person's token from a trusted identity
 //! provider must validate at that provider's keys, and the acting agent must
 //! be one allowed to start chains from it. Then the `actor_token`, when sent,
-//! is the acting agent's own live token; the depth limit; the policy; and
-//! the child is made by [`chain::derive`] or [`chain::start`], which re-check
-//! every narrowing rule.
+//! is the acting agent's own live token; the depth limit; the policy; a
+//! person's approval where a granted scope needs one; and the child is made
+//! by [`chain::derive`] or [`chain::start`], which re-check every narrowing
+//! rule.
 
+use super::approval::{self, Asked};
 use super::{
     asked_scopes, named_target, Broker, Evidence, GrantError, Issued, RequestError, TokenParams, Unacceptable,
-    ACCESS_TOKEN_TYPE, ID_TOKEN_TYPE, JWT_TOKEN_TYPE,
+    ACCESS_TOKEN_TYPE, ID_TOKEN_TYPE, JWT_TOKEN_TYPE, TOKEN_EXCHANGE,
 };
 use crate::chain::{self, Issuance};
-use crate::claims::{Claims, ScopeSet};
+use crate::claims::{Claims, ScopeSet, TokenId};
 use crate::client_auth::AuthenticatedAgent;
 use crate::clock::UnixTime;
 use crate::dpop::{Proof, ProofError};
@@ -46,6 +48,14 @@ impl Parent {
         match self {
             Parent::Token(token) => token.claims().chain(),
             Parent::Person(_) => Vec::new(),
+        }
+    }
+
+    /// The parent's id: its `jti`, or a person's sign-in's.
+    fn token_id(&self) -> &TokenId {
+        match self {
+            Parent::Token(token) => &token.claims().jti,
+            Parent::Person(person) => person.token_id(),
         }
     }
 
@@ -154,6 +164,13 @@ pub(super) async fn handle(
     let grant = policy.grant(&ask)??;
     evidence.target = Some(grant.target().to_owned());
     evidence.rules = grant.reasons().to_vec();
+    let asked = Asked {
+        grant_type: TOKEN_EXCHANGE,
+        subject: parent.subject(),
+        agent: agent.id(),
+        parent_jti: Some(parent.token_id()),
+    };
+    let approval = approval::check(broker, &asked, &grant, params, evidence).await?;
 
     let jti = broker.new_jti()?;
     let issuance = Issuance {
@@ -163,10 +180,11 @@ pub(super) async fn handle(
         bound_to: proof.map(|proof| proof.jkt().to_owned()),
     };
     let max_depth = broker.settings().max_depth;
-    let child = match &parent {
+    let mut child = match &parent {
         Parent::Token(token) => chain::derive(token, agent, &grant, max_depth, issuance)?,
         Parent::Person(person) => chain::start(person, agent, &grant, max_depth, issuance)?,
     };
+    child.delegation.approval = approval;
     let access_token = token::mint(&child, broker.keys().signing())?;
     Ok(Issued::new(child, access_token, Some(issued_token_type), now))
 }

@@ -29,6 +29,9 @@ pub(super) fn router(broker: Arc<Broker>) -> Router<Arc<Broker>> {
         .route("/admin/agents", get(agents))
         .route("/admin/audit", get(audit))
         .route("/admin/policy/explain", post(explain))
+        .route("/admin/approvals", get(super::approvals::list))
+        .route("/admin/approvals/{id}/approve", post(super::approvals::approve))
+        .route("/admin/approvals/{id}/deny", post(super::approvals::deny))
         .route_layer(axum::middleware::from_fn_with_state(broker, authorize))
 }
 
@@ -166,7 +169,7 @@ fn bad_question(description: String) -> Response {
         .into_response()
 }
 
-fn bad_body() -> Response {
+pub(super) fn bad_body() -> Response {
     (
         StatusCode::BAD_REQUEST,
         Json(json!({ "error": "invalid_request", "error_description": "the request body or query is malformed" })),

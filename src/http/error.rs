@@ -45,7 +45,11 @@ impl IntoResponse for ErrorResponse {
             | ErrorCode::UnsupportedGrantType
             | ErrorCode::InvalidScope
             | ErrorCode::InvalidTarget
-            | ErrorCode::ServerError => {}
+            | ErrorCode::ServerError
+            | ErrorCode::InvalidGrant
+            | ErrorCode::AuthorizationPending
+            | ErrorCode::AccessDenied
+            | ErrorCode::ExpiredToken => {}
         }
         if status == StatusCode::METHOD_NOT_ALLOWED {
             headers.insert(header::ALLOW, HeaderValue::from_static("POST"));

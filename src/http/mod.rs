@@ -3,6 +3,7 @@
 //! responses, and nothing more.
 
 mod admin;
+mod approvals;
 mod discovery;
 mod error;
 mod form;
@@ -51,6 +52,10 @@ pub async fn serve(
 /// client, a subject or a token, so they are served like `/healthz`.
 async fn metrics(axum::extract::State(broker): axum::extract::State<Arc<Broker>>) -> Response {
     use axum::response::IntoResponse;
+    // The one gauge read from the store; if it cannot answer, the last value stays.
+    if let Ok(pending) = broker.pending_approvals().await {
+        broker.metrics().set_pending_approvals(pending.len());
+    }
     match broker.metrics().render() {
         Ok(text) => ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response(),
         Err(_) => axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response(),

@@ -98,6 +98,9 @@ pub struct Rules {
     inert: Vec<(String, String)>,
     entities: Entities,
     authorizer: Authorizer,
+    /// Permit rules annotated `@approval("…")`, by id, with the annotation's
+    /// text: a scope they permit needs a person's approval (issue 7).
+    approvals: HashMap<String, String>,
 }
 
 impl Rules {
@@ -113,6 +116,7 @@ impl Rules {
             .collect();
         files.sort();
         let mut policies = PolicySet::new();
+        let mut approvals = HashMap::new();
         for path in &files {
             let text =
                 std::fs::read_to_string(path).map_err(|source| PolicyError::Read { path: path.clone(), source })?;
@@ -121,7 +125,18 @@ impl Rules {
                 .map_err(|error| PolicyError::Parse { path: path.clone(), reason: format!("{error:?}") })?;
             for (index, policy) in parsed.policies().enumerate() {
                 let label = policy.annotation("id").map_or_else(|| index.to_string(), str::to_owned);
-                let renamed = policy.new_id(PolicyId::new(format!("{name}#{label}")));
+                let id = format!("{name}#{label}");
+                if let Some(text) = policy.annotation("approval") {
+                    // On a forbid it could only mean nothing: refuse it rather than ignore it.
+                    if policy.effect() != Effect::Permit {
+                        return Err(PolicyError::Parse {
+                            path: path.clone(),
+                            reason: format!("rule {id}: @approval belongs on a permit rule"),
+                        });
+                    }
+                    approvals.insert(id.clone(), text.to_owned());
+                }
+                let renamed = policy.new_id(PolicyId::new(id));
                 policies.add(renamed).map_err(|error| PolicyError::Rules(error.to_string()))?;
             }
         }
@@ -142,7 +157,7 @@ impl Rules {
             .collect();
         let (permits, forbids) = split_by_effect(&policies)?;
         let entities = entities(inventory, &schema)?;
-        Ok(Rules { schema, policies, permits, forbids, inert, entities, authorizer: Authorizer::new() })
+        Ok(Rules { schema, policies, permits, forbids, inert, entities, authorizer: Authorizer::new(), approvals })
     }
 
     /// Every rule, in the order of its file and place.
@@ -155,6 +170,12 @@ impl Rules {
     /// the principal and resource named), each with the validator's reason.
     pub fn inert(&self) -> &[(String, String)] {
         &self.inert
+    }
+
+    /// The `@approval` text of the permit rule `rule` (`file.cedar#id`), if
+    /// it carries one.
+    pub fn approval(&self, rule: &str) -> Option<&str> {
+        self.approvals.get(rule).map(String::as_str)
     }
 
     /// The number of rules loaded.

@@ -91,6 +91,9 @@ pub struct Resource {
     pub scopes: ScopeSet,
     /// Lifetime of tokens addressed to it, in seconds.
     pub token_ttl: i64,
+    /// Its scopes that a person must approve before a token carrying them is
+    /// issued for this API (issue 7).
+    pub approval: ScopeSet,
     /// How the API authenticates to introspect tokens addressed to it, if it does.
     pub introspection: Option<(String, Credentials)>,
 }
@@ -210,6 +213,19 @@ impl Inventory {
                 }
                 scopes.push(scope);
             }
+            let scopes: ScopeSet = scopes.into_iter().collect();
+            let mut approval = Vec::new();
+            for text in &entry.approval {
+                match text.parse::<Scope>() {
+                    Ok(scope) if scopes.contains(&scope) => approval.push(scope),
+                    _ => {
+                        return Err(problem(format!(
+                            "resource `{}`: approval names `{text}`, which is not one of its scopes",
+                            entry.uri
+                        )))
+                    }
+                }
+            }
             let introspection =
                 match (entry.client_id, credentials(entry.secret_sha256.as_deref(), entry.jwks.as_ref())) {
                     (None, None) if entry.secret_sha256.is_none() && entry.jwks.is_none() => None,
@@ -231,8 +247,9 @@ impl Inventory {
             let resource = Resource {
                 uri: entry.uri.clone(),
                 name: entry.name,
-                scopes: scopes.into_iter().collect(),
+                scopes,
                 token_ttl: entry.ttl,
+                approval: approval.into_iter().collect(),
                 introspection,
             };
             if resources.insert(entry.uri.clone(), resource).is_some() {
@@ -386,6 +403,9 @@ struct ResourceEntry {
     name: String,
     scopes: Vec<String>,
     ttl: i64,
+    /// Scopes that need a person's approval when issued for this API.
+    #[serde(default)]
+    approval: Vec<String>,
     /// The client id the API uses at the introspection endpoint, if it does.
     #[serde(default)]
     client_id: Option<String>,
@@ -450,6 +470,17 @@ mod tests {
         let agent = inventory.agent("x").unwrap();
         assert!(agent.is_active(UnixTime(86_400 + 86_399)));
         assert!(!agent.is_active(UnixTime(2 * 86_400)));
+    }
+
+    #[test]
+    fn approval_names_scopes_of_its_own_resource() {
+        let marked = RESOURCES.replace("ttl = 60", "ttl = 60\napproval = [\"a.read\"]");
+        let inventory = parse("", &marked).unwrap();
+        let resource = inventory.resources().next().unwrap();
+        assert_eq!(resource.approval, ScopeSet::parse("a.read").unwrap());
+        let foreign = RESOURCES.replace("ttl = 60", "ttl = 60\napproval = [\"b.write\"]");
+        let error = parse("", &foreign).err().unwrap().to_string();
+        assert!(error.contains("b.write"), "{error}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! Deny by default: a scope is granted only where a rule permits it, and a
 //! folder that does not load gives no policy at all.
 
+mod approval;
 pub mod cases;
 pub mod cedar;
 pub mod check;
@@ -14,6 +15,7 @@ pub mod lifecycle;
 
 use std::path::{Path, PathBuf};
 
+pub use approval::ApprovalNeed;
 pub use cedar::{Action, Facts, Rules, ScopeVerdict, Verdict};
 pub use inventory::{Agent, Client, Credentials, Inventory, Resource, Target};
 pub use issuers::{Issuers, TrustedIssuer};
@@ -99,6 +101,7 @@ pub struct PolicyGrant {
     scope: ScopeSet,
     expires_at: UnixTime,
     reasons: Vec<String>,
+    approval: Option<ApprovalNeed>,
 }
 
 impl PolicyGrant {
@@ -120,6 +123,11 @@ impl PolicyGrant {
     /// The rules that permitted the scopes.
     pub fn reasons(&self) -> &[String] {
         &self.reasons
+    }
+
+    /// The granted scopes that need a person's approval, if any.
+    pub fn approval(&self) -> Option<&ApprovalNeed> {
+        self.approval.as_ref()
     }
 }
 
@@ -246,9 +254,11 @@ impl Policy {
         let verdicts = self.rules.decide(ask.agent, ask.action, candidates.iter(), &facts)?;
         let mut permitted = Vec::new();
         let mut reasons = Vec::new();
+        let mut permits = Vec::new();
         for (scope, verdict) in verdicts {
             if verdict.allowed {
                 permitted.push(scope.clone());
+                permits.push((scope.clone(), verdict.reasons.clone()));
                 reasons.extend(verdict.reasons);
             }
         }
@@ -267,7 +277,8 @@ impl Policy {
         };
         reasons.sort();
         reasons.dedup();
-        Ok(Ok(PolicyGrant { target: target_name.to_owned(), scope, expires_at, reasons }))
+        let approval = approval::required(&self.inventory, &self.rules, target_name, &scope, &permits);
+        Ok(Ok(PolicyGrant { target: target_name.to_owned(), scope, expires_at, reasons, approval }))
     }
 
     /// The checks before the rules, in order: the target must be registered

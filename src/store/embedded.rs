@@ -14,6 +14,7 @@
 //!   ranges are key ranges; `events_by_{agent,subject,jti,parent_jti}`
 //!   multimaps → (time, sequence), so a filtered query reads only its events.
 //! - `meta`: the next audit sequence number.
+//! - `approvals`, `approvals_expiry`: see `embedded_approvals.rs`.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -113,6 +114,11 @@ impl EmbeddedStore {
             .spawn(move || writer.run(&queue))
             .map_err(|error| StoreError(format!("cannot start the store writer: {error}")))?;
         Ok(EmbeddedStore { path, db, writer: Some(WriterHandle { requests, thread }), commits, writer_alive })
+    }
+
+    /// The database, for the approvals kept in the same file.
+    pub(super) fn database(&self) -> Arc<Database> {
+        self.db.clone()
     }
 
     /// How many write transactions were committed; tests use it to show that
@@ -630,6 +636,7 @@ mod tests {
             rules: vec![],
             claimed_client: None,
             client_address: None,
+            approval: None,
         }
     }
 

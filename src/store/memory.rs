@@ -6,13 +6,15 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
+use super::approvals::MAX_LISTED;
 use super::{
-    AuditEvent, AuditFilter, AuditStore, Lineage, Principal, ReplayStore, RevocationStore, Status, StoreError, Use,
+    Approval, ApprovalId, ApprovalState, ApprovalStore, AuditEvent, AuditFilter, AuditStore, Lineage, Principal,
+    ReplayStore, RevocationStore, Status, StoreError, Use,
 };
 use crate::claims::TokenId;
 use crate::clock::UnixTime;
 
-/// Replay, revocation and audit state held in memory.
+/// Replay, revocation, audit and approval state held in memory.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     used: Mutex<UsedIds>,
@@ -20,6 +22,7 @@ pub struct MemoryStore {
     deprovisioned: Mutex<HashMap<Principal, UnixTime>>,
     blocked: Mutex<std::collections::HashSet<Principal>>,
     events: Mutex<Vec<AuditEvent>>,
+    approvals: Mutex<HashMap<ApprovalId, Approval>>,
 }
 
 impl MemoryStore {
@@ -118,6 +121,45 @@ impl AuditStore for MemoryStore {
     async fn query(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
         let events = self.events.lock().map_err(poisoned)?;
         Ok(events.iter().rev().filter(|event| filter.matches(event)).take(filter.limit()).cloned().collect())
+    }
+}
+
+#[async_trait]
+impl ApprovalStore for MemoryStore {
+    async fn create(&self, approval: &Approval) -> Result<(), StoreError> {
+        let mut approvals = self.approvals.lock().map_err(poisoned)?;
+        // Records past their keeping time go whenever a new one comes.
+        let now = approval.created_at;
+        approvals.retain(|_, kept| kept.keep_until() > now);
+        approvals.insert(approval.id.clone(), approval.clone());
+        Ok(())
+    }
+
+    async fn approval(&self, id: &ApprovalId) -> Result<Option<Approval>, StoreError> {
+        Ok(self.approvals.lock().map_err(poisoned)?.get(id).cloned())
+    }
+
+    async fn transition(&self, from: ApprovalState, next: &Approval) -> Result<bool, StoreError> {
+        let mut approvals = self.approvals.lock().map_err(poisoned)?;
+        match approvals.get_mut(&next.id) {
+            Some(current) if current.state == from => {
+                *current = next.clone();
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn pending(&self, now: UnixTime) -> Result<Vec<Approval>, StoreError> {
+        let approvals = self.approvals.lock().map_err(poisoned)?;
+        let mut pending: Vec<Approval> = approvals
+            .values()
+            .filter(|approval| approval.state == ApprovalState::Pending && !approval.is_expired(now))
+            .cloned()
+            .collect();
+        pending.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        pending.truncate(MAX_LISTED);
+        Ok(pending)
     }
 }
 

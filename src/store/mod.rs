@@ -1,17 +1,22 @@
-//! State behind the broker: single-use ids (replay), revocation, and the
-//! audit trail (DESIGN.md §6). One trait each; every implementation passes
-//! the same contract suite (`tests/api/store_contract.rs`).
+//! State behind the broker: single-use ids (replay), revocation, the audit
+//! trail (DESIGN.md §6) and pending human approvals. One trait each; every
+//! implementation passes the same contract suite (`tests/api/store_contract.rs`).
 //!
 //! Every write returns only once it is durable: a caller that got `Ok` may
 //! tell its client the revocation, the used id or the audit event is kept.
 
+pub mod approvals;
 pub mod embedded;
+mod embedded_approvals;
 pub mod memory;
 pub mod mirror;
 pub mod redis;
+mod redis_approvals;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+
+pub use approvals::{Approval, ApprovalId, ApprovalState, ApprovalStore, Decision, Fingerprint};
 
 use crate::claims::{Claims, TokenId};
 use crate::clock::UnixTime;
@@ -180,6 +185,19 @@ pub struct AuditEvent {
     /// The client's network address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_address: Option<String>,
+    /// The human approval the event concerns, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<AuditApproval>,
+}
+
+/// The approval an audit event concerns: its id and, once decided, who decided.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditApproval {
+    /// The approval's id.
+    pub id: ApprovalId,
+    /// Who approved or denied it, once someone did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approver: Option<String>,
 }
 
 /// The kind of decision an audit event records.
@@ -192,6 +210,12 @@ pub enum AuditDecision {
     Refused,
     /// A token was revoked or a principal deprovisioned.
     Revoked,
+    /// A token request waits for a person's approval (issue 7).
+    Pending,
+    /// A person approved a pending request.
+    Approved,
+    /// A person denied a pending request.
+    Denied,
 }
 
 /// Which audit events to return. Every given field must match.
@@ -244,7 +268,7 @@ pub trait AuditStore: Send + Sync {
     async fn query(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError>;
 }
 
-/// Everything a broker keeps: one store serves all three traits.
-pub trait StateStore: ReplayStore + RevocationStore + AuditStore {}
+/// Everything a broker keeps: one store serves every trait.
+pub trait StateStore: ReplayStore + RevocationStore + AuditStore + ApprovalStore {}
 
-impl<T: ReplayStore + RevocationStore + AuditStore> StateStore for T {}
+impl<T: ReplayStore + RevocationStore + AuditStore + ApprovalStore> StateStore for T {}

@@ -11,6 +11,8 @@
 //! | `baton:audit` | stream | one `event` field (JSON) per entry | never; capped near [`AUDIT_STREAM_CAP`] entries |
 //! | `baton:audit:jti:{jti}` | list | ids of the stream entries naming `jti` (the latest [`AUDIT_SCAN_LIMIT`]) | the token's expiry + one day |
 //! | `baton:audit:parent:{jti}` | list | ids of the stream entries whose parent is `jti` (the latest [`AUDIT_SCAN_LIMIT`]) | the token's expiry + one day |
+//! | `baton:approval:{id}` | hash | `state` and `record` (the approval as JSON) | the approval's expiry + one day |
+//! | `baton:approvals:pending` | sorted set | ids of pending approvals, scored by their expiry | never; expired ids are pruned |
 //!
 //! Every revocation and deprovisioning is also published, in the transaction
 //! that writes it, on the channel `baton:revocations` as a JSON
@@ -204,8 +206,13 @@ impl RedisStore {
         self.keys.revocations()
     }
 
+    /// `suffix` under this store's key prefix.
+    pub(super) fn prefixed(&self, suffix: &str) -> String {
+        format!("{}{suffix}", self.keys.prefix)
+    }
+
     /// Runs one request on the current connection, bounded by [`CALL_DEADLINE`].
-    async fn call<T, F, Fut>(&self, operation: &'static str, request: F) -> Result<T, StoreError>
+    pub(super) async fn call<T, F, Fut>(&self, operation: &'static str, request: F) -> Result<T, StoreError>
     where
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = RedisResult<T>>,

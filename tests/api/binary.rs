@@ -18,9 +18,14 @@ async fn post(client: &reqwest::Client, url: &str, (id, secret): (&str, &str), f
     body
 }
 
+/// The README's admin token for the walk's approval step.
+const ADMIN: &str = "binary-walk-admin-token-3c9d2e";
+
 #[tokio::test]
 async fn the_binary_serves_the_quick_start_walk_with_no_config() {
-    let broker = BrokerProcess::start(&[]).await;
+    // No config file: only the admin token's hash, which the walk's booking
+    // approval needs (README, quick start).
+    let broker = BrokerProcess::start(&[("BATON_ADMIN_TOKEN_SHA256", &crate::harness::secret_hash(ADMIN))]).await;
     let (folder, base) = (&broker.folder, broker.url.clone());
     let client = reqwest::Client::new();
 
@@ -66,24 +71,43 @@ async fn the_binary_serves_the_quick_start_walk_with_no_config() {
     )
     .await;
     let hop1 = hop1["access_token"].as_str().unwrap().to_owned();
-    let hop2 = post(
-        &client,
-        &token_url,
-        ("booker", "dev-only-booker-secret"),
-        &[
-            ("grant_type", EXCHANGE),
-            ("subject_token", &hop1),
-            ("subject_token_type", ACCESS_TOKEN),
-            ("resource", AIRLINE),
-            ("scope", "flights.book"),
-        ],
-    )
-    .await;
+    let booking = [
+        ("grant_type", EXCHANGE),
+        ("subject_token", &hop1),
+        ("subject_token_type", ACCESS_TOKEN),
+        ("resource", AIRLINE),
+        ("scope", "flights.book"),
+    ];
+    // The booking waits for the booker's owner, who approves it.
+    let pending = client
+        .post(&token_url)
+        .basic_auth("booker", Some("dev-only-booker-secret"))
+        .form(&booking)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pending.status(), 400);
+    let pending: Value = pending.json().await.unwrap();
+    assert_eq!(pending["error"], "authorization_pending", "{pending}");
+    let id = pending["approval_id"].as_str().unwrap().to_owned();
+    let approved = client
+        .post(format!("{base}/admin/approvals/{id}/approve"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"approver": "travel-team@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(approved.status(), 200);
+    let mut repeated = booking.to_vec();
+    repeated.push(("approval_id", &id));
+    let hop2 = post(&client, &token_url, ("booker", "dev-only-booker-secret"), &repeated).await;
     assert_eq!(hop2["scope"], "flights.book");
     let last = json_of(hop2["access_token"].as_str().unwrap());
     assert_eq!(last["sub"], "orchestrator");
     assert_eq!(last["aud"], AIRLINE);
     assert_eq!(last["act"], json!({"sub": "booker", "act": {"sub": "planner"}}));
+    assert_eq!(last["delegation"]["approval"]["id"], id.as_str());
+    assert_eq!(last["delegation"]["approval"]["approver"], "travel-team@example.com");
 
     // The final token verifies against the served JWKS.
     let jwks: Value = client.get(format!("{base}/jwks")).send().await.unwrap().json().await.unwrap();

@@ -70,7 +70,7 @@ async fn bound_walk(harness: &Harness, keys: &Agents) -> [String; 3] {
     assert_eq!(root.status, StatusCode::OK, "{}", root.body);
     let hop1 = bound(harness, "planner", &keys.planner, &exchange_form(root.token(), &[("audience", "booker")])).await;
     assert_eq!(hop1.status, StatusCode::OK, "{}", hop1.body);
-    let form = exchange_form(hop1.token(), &[("resource", AIRLINE), ("scope", "flights.book")]);
+    let form = exchange_form(hop1.token(), &[("resource", AIRLINE), ("scope", "flights.read")]);
     let hop2 = bound(harness, "booker", &keys.booker, &form).await;
     assert_eq!(hop2.status, StatusCode::OK, "{}", hop2.body);
     [root.token().to_owned(), hop1.token().to_owned(), hop2.token().to_owned()]
@@ -120,7 +120,12 @@ async fn a_stolen_bound_actor_token_is_useless_without_its_key() {
     let own = bound(&harness, "booker", &keys.booker, &[("grant_type", "client_credentials"), ("resource", AIRLINE)]);
     let own = own.await;
     assert_eq!(own.status, StatusCode::OK, "{}", own.body);
-    let actor = [("resource", AIRLINE), ("actor_token", own.token()), ("actor_token_type", ACCESS_TOKEN)];
+    let actor = [
+        ("resource", AIRLINE),
+        ("scope", "flights.read"),
+        ("actor_token", own.token()),
+        ("actor_token_type", ACCESS_TOKEN),
+    ];
     let form = exchange_form(&hop1, &actor);
     // With a proof of another key (the thief's), the actor token is refused.
     let thief = ProofKey::generate().unwrap();

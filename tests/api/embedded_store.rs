@@ -37,6 +37,7 @@ fn event(time: UnixTime, id: &str) -> AuditEvent {
         rules: vec![],
         claimed_client: None,
         client_address: None,
+        approval: None,
     }
 }
 

@@ -1,20 +1,53 @@
 //! The runnable examples, run as their README says, against a real broker.
 
 use std::process::Command;
+use std::time::Duration;
 
 use crate::process::{example, BrokerProcess};
 
+/// The admin token the approver uses in these runs.
+const ADMIN: &str = "examples-admin-token-8b2f4d";
+
+/// The example broker, with the admin API on for the booking's approver.
+async fn broker() -> BrokerProcess {
+    BrokerProcess::start(&[("BATON_ADMIN_TOKEN_SHA256", &crate::harness::secret_hash(ADMIN))]).await
+}
+
+/// Acts as the booker's owner: waits for the booking to be asked for, then
+/// approves it through the admin API, as `baton approvals approve` does.
+async fn approve_the_booking(url: &str) -> String {
+    let client = reqwest::Client::new();
+    for _ in 0..300 {
+        let listed: serde_json::Value =
+            client.get(format!("{url}/admin/approvals")).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
+        if let Some(id) = listed["approvals"][0]["id"].as_str() {
+            let approved = client
+                .post(format!("{url}/admin/approvals/{id}/approve"))
+                .bearer_auth(ADMIN)
+                .json(&serde_json::json!({"approver": "travel-team@example.com"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(approved.status(), 200);
+            return id.to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the booking was never put to its approver");
+}
+
 #[tokio::test]
 async fn delegation_chain_books_through_three_agents_and_prints_the_chain() {
-    let broker = BrokerProcess::start(&[]).await;
-    let output = tokio::task::spawn_blocking({
+    let broker = broker().await;
+    let run = tokio::task::spawn_blocking({
         let url = broker.url.clone();
         move || Command::new(example("delegation_chain")).env("BROKER_URL", url).output().unwrap()
-    })
-    .await
-    .unwrap();
+    });
+    let id = approve_the_booking(&broker.url).await;
+    let output = run.await.unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains(&format!("booker: waiting for a person to approve {id}")), "{stdout}");
     assert!(stdout.contains("airline API: booking for orchestrator by booker (chain: booker <- planner)"), "{stdout}");
     assert!(stdout.contains("API decision: 200 OK"), "{stdout}");
     assert!(stdout.contains("act chain (newest first): booker <- planner   depth 2"), "{stdout}");
@@ -22,22 +55,24 @@ async fn delegation_chain_books_through_three_agents_and_prints_the_chain() {
 
 #[tokio::test]
 async fn the_walk_script_runs_against_the_broker() {
-    let broker = BrokerProcess::start(&[]).await;
+    let broker = broker().await;
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/three_hop_walk.sh");
-    let output = tokio::task::spawn_blocking({
+    let run = tokio::task::spawn_blocking({
         let url = broker.url.clone();
         move || Command::new("bash").arg(script).env("BROKER_URL", url).output().unwrap()
-    })
-    .await
-    .unwrap();
+    });
+    let id = approve_the_booking(&broker.url).await;
+    let output = run.await.unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.contains("\"sub\": \"booker\""), "{stdout}");
+    assert!(stdout.contains(&format!("approvals approve {id} --as travel-team@example.com")), "{stdout}");
+    assert!(stdout.contains("\"approver\": \"travel-team@example.com\""), "{stdout}");
 }
 
 #[tokio::test]
 async fn protected_api_answers_who_calls_through_whom() {
-    let broker = BrokerProcess::start(&[]).await;
+    let broker = broker().await;
     let port = crate::process::free_port();
     let mut api = Command::new(example("protected_api"))
         .env("BROKER_URL", &broker.url)
@@ -74,6 +109,20 @@ async fn protected_api_answers_who_calls_through_whom() {
     let hop1 = token("planner", exchange(root, ("audience", "booker"))).await;
     let mut form = exchange(hop1, ("resource", crate::harness::AIRLINE));
     form.push(("scope", "flights.book".to_owned()));
+    // The booking waits for its approver.
+    let pending: serde_json::Value = client
+        .post(&token_url)
+        .basic_auth("booker", Some("dev-only-booker-secret"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(pending["error"], "authorization_pending", "{pending}");
+    let id = approve_the_booking(&broker.url).await;
+    form.push(("approval_id", id));
     let hop2 = token("booker", form).await;
 
     let bookings = format!("http://127.0.0.1:{port}/bookings");

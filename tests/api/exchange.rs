@@ -322,8 +322,11 @@ async fn every_decision_is_audited() {
     let [_, hop1, hop2] = harness.walk().await;
     harness.exchange("booker", &hop1, &[("resource", CALENDAR)]).await.assert_error(400, "invalid_target");
     let events = harness.events().await;
-    assert_eq!(events.len(), 4);
-    let issued = &events[2];
+    // Two issued, the booking asked (pending) and approved, then issued, then refused.
+    assert_eq!(events.len(), 6);
+    assert_eq!(events[2].decision, baton::store::AuditDecision::Pending);
+    assert_eq!(events[3].decision, baton::store::AuditDecision::Approved);
+    let issued = &events[4];
     assert_eq!(issued.decision, baton::store::AuditDecision::Issued);
     assert_eq!(issued.agent.as_deref(), Some("booker"));
     assert_eq!(issued.subject.as_deref(), Some("orchestrator"));
@@ -334,7 +337,8 @@ async fn every_decision_is_audited() {
     assert_eq!(issued.jti, Some(claims_of(&hop2).jti));
     assert_eq!(issued.parent_jti, Some(claims_of(&hop1).jti));
     assert!(issued.rules.iter().any(|rule| rule.contains("booker-to-airline")), "{:?}", issued.rules);
-    let refused = &events[3];
+    assert_eq!(issued.approval.as_ref().unwrap().approver.as_deref(), Some("travel-team@example.com"));
+    let refused = &events[5];
     assert_eq!(refused.decision, baton::store::AuditDecision::Refused);
     assert!(refused.reason.as_deref().unwrap().contains("target"), "{:?}", refused.reason);
     assert_eq!(refused.target.as_deref(), Some(CALENDAR));

@@ -10,11 +10,11 @@ use axum::Router;
 use base64::Engine;
 use baton::claims::Claims;
 use baton::clock::{Clock, FixedClock, UnixTime};
-use baton::grant::{Broker, Settings, Stores};
+use baton::grant::{ApprovalSettings, Approver, Broker, Settings, Stores};
 use baton::keys::{self, Algorithm, KeySet};
 use baton::policy::{Lifetimes, Policy};
 use baton::store::embedded::EmbeddedStore;
-use baton::store::{AuditEvent, AuditFilter, AuditStore, ReplayStore, RevocationStore};
+use baton::store::{ApprovalId, ApprovalStore, AuditEvent, AuditFilter, AuditStore, ReplayStore, RevocationStore};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -27,6 +27,8 @@ pub const AIRLINE: &str = "https://api.airline.example";
 pub const CALENDAR: &str = "https://api.calendar.example";
 /// 2026-12-01T00:00:00Z: inside every example agent's registered life.
 pub const START: UnixTime = UnixTime(1_796_083_200);
+/// The booker's owner in the example inventory: who approves its bookings.
+pub const BOOKER_OWNER: &str = "travel-team@example.com";
 
 pub struct Harness {
     pub dir: Arc<tempfile::TempDir>,
@@ -38,6 +40,15 @@ pub struct Harness {
     pub broker: Arc<Broker>,
     settings: Settings,
     stores: Stores,
+    approvals: Approvals,
+}
+
+/// How the harness's broker keeps and announces approvals.
+#[derive(Clone)]
+pub struct Approvals {
+    pub store: Arc<dyn ApprovalStore>,
+    pub approver: Approver,
+    pub webhook: Option<String>,
 }
 
 pub struct Options {
@@ -50,6 +61,10 @@ pub struct Options {
     pub issuer: String,
     /// Whether DPoP proofs must carry a server nonce.
     pub dpop_nonce: bool,
+    /// Where approvals live (default: the harness's embedded store).
+    pub approval_store: Option<Arc<dyn ApprovalStore>>,
+    pub approver: Approver,
+    pub approval_webhook: Option<String>,
 }
 
 impl Default for Options {
@@ -62,6 +77,9 @@ impl Default for Options {
             admin: true,
             issuer: ISSUER.into(),
             dpop_nonce: false,
+            approval_store: None,
+            approver: Approver::Owner,
+            approval_webhook: None,
         }
     }
 }
@@ -118,7 +136,12 @@ impl Harness {
             admin_token_sha256: options.admin.then(|| secret_hash(ADMIN_TOKEN)),
             dpop_nonce: options.dpop_nonce,
         };
-        Harness::start(Arc::new(dir), clock, store, settings, stores, &options.policies)
+        let approvals = Approvals {
+            store: options.approval_store.unwrap_or_else(|| store.clone() as Arc<dyn ApprovalStore>),
+            approver: options.approver,
+            webhook: options.approval_webhook,
+        };
+        Harness::start(Arc::new(dir), clock, store, settings, stores, approvals, &options.policies)
     }
 
     fn start(
@@ -127,6 +150,7 @@ impl Harness {
         store: Arc<EmbeddedStore>,
         settings: Settings,
         stores: Stores,
+        approvals: Approvals,
         policies: &Path,
     ) -> Harness {
         let keys = KeySet::load(&dir.path().join("keys"), 3600, clock.now()).unwrap();
@@ -136,9 +160,17 @@ impl Harness {
             revocation: stores.revocation.clone(),
             audit: stores.audit.clone(),
         };
-        let broker = Arc::new(Broker::new(settings.clone(), keys, policy, broker_stores, clock.clone()));
+        let approval_settings = ApprovalSettings {
+            store: approvals.store.clone(),
+            approver: approvals.approver,
+            ttl: 600,
+            webhook: approvals.webhook.as_deref().map(|url| baton::grant::webhook::Webhook::new(url).unwrap()),
+        };
+        let broker = Arc::new(
+            Broker::new(settings.clone(), keys, policy, broker_stores, clock.clone()).with_approvals(approval_settings),
+        );
         let router = baton::http::router(broker.clone());
-        Harness { dir, clock, store, router, broker, settings, stores }
+        Harness { dir, clock, store, router, broker, settings, stores, approvals }
     }
 
     /// The same broker restarted on another policy folder: same keys, same
@@ -155,6 +187,7 @@ impl Harness {
             self.store.clone(),
             self.settings.clone(),
             stores,
+            self.approvals.clone(),
             policies,
         )
     }
@@ -236,9 +269,23 @@ impl Harness {
         assert_eq!(root.status, StatusCode::OK, "{}", root.body);
         let hop1 = self.exchange("planner", root.token(), &[("audience", "booker")]).await;
         assert_eq!(hop1.status, StatusCode::OK, "{}", hop1.body);
-        let hop2 = self.exchange("booker", hop1.token(), &[("resource", AIRLINE), ("scope", "flights.book")]).await;
+        let hop2 =
+            self.approved_exchange("booker", hop1.token(), &[("resource", AIRLINE), ("scope", "flights.book")]).await;
         assert_eq!(hop2.status, StatusCode::OK, "{}", hop2.body);
         [root.token().to_owned(), hop1.token().to_owned(), hop2.token().to_owned()]
+    }
+
+    /// An exchange that needs a person's approval: asked, approved by the
+    /// agent's owner (the example's approver), then repeated with the id.
+    pub async fn approved_exchange(&self, agent: &str, subject_token: &str, extra: &[(&str, &str)]) -> Response {
+        let pending = self.exchange(agent, subject_token, extra).await;
+        pending.assert_error(400, "authorization_pending");
+        let id = pending.body["approval_id"].as_str().unwrap().to_owned();
+        let owner = self.broker.policy().inventory().agent(agent).unwrap().owner.clone();
+        self.broker.decide_approval(&ApprovalId(id.clone()), &owner, true).await.unwrap();
+        let mut repeated = extra.to_vec();
+        repeated.push(("approval_id", &id));
+        self.exchange(agent, subject_token, &repeated).await
     }
 
     /// Signs arbitrary header and claims with the broker's own key, to build

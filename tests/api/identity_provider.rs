@@ -141,7 +141,21 @@ async fn a_person_signed_in_at_a_real_provider_starts_a_bound_three_hop_chain() 
     let hop1 = hop1["access_token"].as_str().unwrap_or_else(|| panic!("{hop1}")).to_owned();
     let hop2 = client.exchange("planner", &planner, (&hop1, ACCESS_TOKEN), &[("audience", "booker")]).await;
     let hop2 = hop2["access_token"].as_str().unwrap_or_else(|| panic!("{hop2}")).to_owned();
+    // Booking needs a person's approval (the booker's owner, by default).
     let extra = [("resource", AIRLINE), ("scope", "flights.book")];
+    let pending = client.exchange("booker", &booker, (&hop2, ACCESS_TOKEN), &extra).await;
+    assert_eq!(pending["error"], "authorization_pending", "{pending}");
+    let approval_id = pending["approval_id"].as_str().unwrap().to_owned();
+    let response = client
+        .http
+        .post(format!("{}/admin/approvals/{approval_id}/approve", broker.url))
+        .bearer_auth(ADMIN)
+        .json(&json!({"approver": "travel-team@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.text().await.unwrap());
+    let extra = [("resource", AIRLINE), ("scope", "flights.book"), ("approval_id", approval_id.as_str())];
     let hop3 = client.exchange("booker", &booker, (&hop2, ACCESS_TOKEN), &extra).await;
     assert_eq!(hop3["token_type"], "DPoP", "{hop3}");
     let hop3 = hop3["access_token"].as_str().unwrap().to_owned();
@@ -157,6 +171,8 @@ async fn a_person_signed_in_at_a_real_provider_starts_a_bound_three_hop_chain() 
     let keys: Vec<Option<&str>> = claims.delegation.hops.iter().map(|hop| hop.jkt.as_deref()).collect();
     assert_eq!(keys, vec![None, Some(orchestrator.jkt()), Some(planner.jkt())]);
     assert_eq!(claims.jkt(), Some(booker.jkt()));
+    let approval = claims.delegation.approval.as_ref().expect("the approval is recorded");
+    assert_eq!((approval.id.as_str(), approval.approver.as_str()), (approval_id.as_str(), "travel-team@example.com"));
 
     // The API, checking with introspection, sees the person and the chain.
     let verifier = Verifier::builder(broker.url.clone())

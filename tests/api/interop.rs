@@ -61,6 +61,12 @@ impl Broker {
                  expires = 9999-12-31\ngroups = [\"travel\"]\njwks = {{ keys = [ {jwk} ] }}\n"
             ),
         );
+        // These clients test JOSE and OAuth interop, not approvals (covered
+        // by tests/api/approvals.rs): the booking they make is not marked.
+        let resources = policies.join("resources.toml");
+        let text = std::fs::read_to_string(&resources).unwrap();
+        assert!(text.contains("approval = [\"flights.book\"]"), "the example marks bookings");
+        std::fs::write(&resources, text.replace("approval = [\"flights.book\"]", "")).unwrap();
         // Its root tokens go to the planner, as the orchestrator's do; the
         // forbid on flights.book still lets the chain through the planner.
         append(

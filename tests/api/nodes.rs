@@ -173,13 +173,21 @@ async fn planner_exchange(node: &Node, root: &str) -> Reply {
     exchange(node, "planner", root, &[("audience", "booker")]).await
 }
 
-/// orchestrator → planner → booker → airline API, as in the README.
+/// orchestrator → planner → booker → airline API, as in the README, the
+/// booking approved by its approver.
 async fn walk(node: &Node) -> [String; 3] {
     let root = as_agent(node, "orchestrator", &[("grant_type", "client_credentials"), ("audience", "planner")]).await;
     assert_eq!(root.status, 200, "{}", root.body);
     let hop1 = planner_exchange(node, root.token()).await;
     assert_eq!(hop1.status, 200, "{}", hop1.body);
-    let hop2 = booker_exchange(node, hop1.token()).await;
+    // The booking waits for the booker's owner, who approves it on this node.
+    let pending = booker_exchange(node, hop1.token()).await;
+    pending.assert_error(400, "authorization_pending");
+    let id = pending.body["approval_id"].as_str().unwrap().to_owned();
+    let approve = client().post(node.url(&format!("/admin/approvals/{id}/approve")));
+    admin(node, approve.json(&json!({"approver": "travel-team@example.com"}))).await;
+    let booking = [("resource", AIRLINE), ("scope", "flights.book"), ("approval_id", id.as_str())];
+    let hop2 = exchange(node, "booker", hop1.token(), &booking).await;
     assert_eq!(hop2.status, 200, "{}", hop2.body);
     [root.token().to_owned(), hop1.token().to_owned(), hop2.token().to_owned()]
 }

@@ -44,6 +44,7 @@ fn event(time: UnixTime) -> AuditEvent {
         rules: vec![],
         claimed_client: None,
         client_address: None,
+        approval: None,
     }
 }
 

@@ -4,9 +4,13 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use baton::claims::ScopeSet;
 use baton::claims::TokenId;
 use baton::clock::{Clock, SystemClock, UnixTime};
-use baton::store::{AuditDecision, AuditEvent, AuditFilter, Lineage, Principal, StateStore, Status, Use};
+use baton::store::{
+    Approval, ApprovalId, ApprovalState, AuditDecision, AuditEvent, AuditFilter, Decision, Fingerprint, Lineage,
+    Principal, StateStore, Status, Use,
+};
 
 fn jti(text: &str) -> TokenId {
     TokenId(text.to_owned())
@@ -36,7 +40,80 @@ fn event(time: UnixTime, agent: &str, subject: &str, id: Option<&str>, parent: O
         rules: vec![],
         claimed_client: None,
         client_address: None,
+        approval: None,
     }
+}
+
+fn approval(id: &str, now: UnixTime, ttl: i64) -> Approval {
+    Approval {
+        id: ApprovalId(id.to_owned()),
+        request: Fingerprint {
+            subject: "orchestrator".into(),
+            agent: "booker".into(),
+            parent_jti: Some(jti("parent")),
+            target: "https://api.airline.example".into(),
+            scope: ScopeSet::parse("flights.book").unwrap(),
+        },
+        grant_type: "urn:ietf:params:oauth:grant-type:token-exchange".into(),
+        scopes_needing_approval: ScopeSet::parse("flights.book").unwrap(),
+        marked_by: vec!["resources.toml: https://api.airline.example".into()],
+        approver: "travel-team@example.com".into(),
+        created_at: now,
+        expires_at: now.plus(ttl),
+        state: ApprovalState::Pending,
+        decision: None,
+    }
+}
+
+/// Approvals: kept, listed while pending, moved on only from the state the
+/// caller saw, and used once however many nodes race for it.
+async fn approvals(store: &Arc<dyn StateStore>, tag: &str, now: UnixTime) -> Approval {
+    let id = |text: &str| format!("{tag}-approval-{text}");
+    assert_eq!(store.approval(&ApprovalId(id("none"))).await.unwrap(), None);
+    let asked = approval(&id("a"), now, 600);
+    store.create(&asked).await.unwrap();
+    store.create(&approval(&id("short"), now, 1)).await.unwrap();
+    assert_eq!(store.approval(&asked.id).await.unwrap(), Some(asked.clone()));
+    let pending: Vec<ApprovalId> = store.pending(now).await.unwrap().into_iter().map(|a| a.id).collect();
+    assert!(pending.contains(&asked.id) && pending.contains(&ApprovalId(id("short"))), "{pending:?}");
+    let later: Vec<ApprovalId> = store.pending(now.plus(1)).await.unwrap().into_iter().map(|a| a.id).collect();
+    assert!(later.contains(&asked.id) && !later.contains(&ApprovalId(id("short"))), "expired ones are not listed");
+
+    // Decided once: a second decision from `pending` finds it moved on.
+    let approved = Approval {
+        state: ApprovalState::Approved,
+        decision: Some(Decision { approver: "travel-team@example.com".into(), at: now }),
+        ..asked.clone()
+    };
+    let denied = Approval { state: ApprovalState::Denied, ..approved.clone() };
+    assert!(store.transition(ApprovalState::Pending, &approved).await.unwrap());
+    assert!(!store.transition(ApprovalState::Pending, &denied).await.unwrap());
+    assert_eq!(store.approval(&asked.id).await.unwrap(), Some(approved.clone()));
+    let listed: Vec<ApprovalId> = store.pending(now).await.unwrap().into_iter().map(|a| a.id).collect();
+    assert!(!listed.contains(&asked.id), "decided approvals are not pending");
+    assert!(!store.transition(ApprovalState::Pending, &approval(&id("missing"), now, 600)).await.unwrap());
+
+    // Used once, whoever races.
+    let consumed = Approval { state: ApprovalState::Consumed, ..approved.clone() };
+    let racers: Vec<_> = (0..16)
+        .map(|_| {
+            let (store, consumed) = (store.clone(), consumed.clone());
+            tokio::spawn(async move { store.transition(ApprovalState::Approved, &consumed).await.unwrap() })
+        })
+        .collect();
+    let mut winners = 0;
+    for racer in racers {
+        if racer.await.unwrap() {
+            winners += 1;
+        }
+    }
+    assert_eq!(winners, 1, "exactly one use of an approval wins");
+    assert_eq!(store.approval(&asked.id).await.unwrap().unwrap().state, ApprovalState::Consumed);
+
+    // A fresh pending one, to find again after a reopen.
+    let kept = approval(&id("kept"), now, 600);
+    store.create(&kept).await.unwrap();
+    kept
 }
 
 /// Runs every case against the stores `open` makes. `open` is called again
@@ -139,9 +216,16 @@ where
     assert_eq!(limited.len(), 1);
     assert_eq!(limited[0].time, now.plus(-10));
 
+    let kept = approvals(&store, tag, now).await;
+
     // What was acknowledged survives a reopen.
     drop(store);
     let reopened = open().await;
+    assert_eq!(reopened.approval(&kept.id).await.unwrap(), Some(kept.clone()), "an approval survives a reopen");
+    assert_eq!(
+        reopened.approval(&ApprovalId(format!("{tag}-approval-a"))).await.unwrap().map(|a| a.state),
+        Some(ApprovalState::Consumed)
+    );
     assert_eq!(reopened.use_once(&id("a"), now.plus(60), now).await.unwrap(), Use::Replayed);
     assert_eq!(reopened.check(&leaf_lineage).await.unwrap(), Status::Revoked);
     assert_eq!(reopened.check(&before).await.unwrap(), Status::Deprovisioned);

@@ -1,7 +1,9 @@
 //! Data-driven cases from `tests/vectors/exchange/*.json`, each naming the
 //! clause it checks. A case runs against the example policies after the
 //! three-hop walk; `subject_token` names one of its tokens (`root`, `hop1`,
-//! `hop2`) or is given literally.
+//! `hop2`) or is given literally. A case with `approved_by` must first answer
+//! `authorization_pending`; that person approves, and the request is
+//! repeated with `approval_id` before `expect` is checked.
 
 use std::path::Path;
 
@@ -21,6 +23,8 @@ struct Vector {
     subject_token: Option<String>,
     #[serde(default)]
     params: Map<String, Value>,
+    /// The approver who approves the request before it is repeated (issue 7).
+    approved_by: Option<String>,
     expect: Expect,
 }
 
@@ -63,11 +67,25 @@ async fn exchange_vectors() {
             form.retain(|(existing, _)| existing != key);
             form.push((key.clone(), value.to_owned()));
         }
-        let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let response = match &vector.agent {
-            Some(agent) => harness.as_agent(agent, &pairs).await,
-            None => harness.token(None, &pairs).await,
+        let send = |form: Vec<(String, String)>| {
+            let (harness, agent) = (&harness, vector.agent.clone());
+            async move {
+                let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                match &agent {
+                    Some(agent) => harness.as_agent(agent, &pairs).await,
+                    None => harness.token(None, &pairs).await,
+                }
+            }
         };
+        let mut response = send(form.clone()).await;
+        if let Some(approver) = &vector.approved_by {
+            let context = format!("{name}: asked first: {}", response.body);
+            assert_eq!(response.body["error"], "authorization_pending", "{context}");
+            let id = response.body["approval_id"].as_str().unwrap().to_owned();
+            harness.broker.decide_approval(&baton::store::ApprovalId(id.clone()), approver, true).await.unwrap();
+            form.push(("approval_id".into(), id));
+            response = send(form).await;
+        }
         let context = format!("{name} ({}: {}): {}", vector.rfc, vector.description, response.body);
         assert_eq!(response.status.as_u16(), vector.expect.status, "{context}");
         assert_eq!(response.headers["cache-control"], "no-store", "{context}");

@@ -1,0 +1,297 @@
+//! Human approval at impact thresholds (issue 7), at the token endpoint.
+//!
+//! After the policy granted, a grant whose scopes include one marked for
+//! approval is not issued at once. A request without `approval_id` creates a
+//! pending approval for exactly that request and answers
+//! `authorization_pending` with the id and a polling interval, the way a CIBA
+//! client polls with its `auth_req_id` (OpenID CIBA Core §7.3, §11). The
+//! approver decides through the admin API; the agent then repeats the same
+//! request with `approval_id` and gets its token, whose `delegation` records
+//! the approval. An approval covers one request and is used once.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use super::{clip, Broker, Evidence, GrantError, TokenParams};
+use crate::claims::HopApproval;
+use crate::clock::UnixTime;
+use crate::policy::PolicyGrant;
+use crate::store::memory::MemoryStore;
+use crate::store::{
+    Approval, ApprovalId, ApprovalState, ApprovalStore, AuditApproval, AuditDecision, Decision, Fingerprint,
+};
+
+/// Seconds a client waits between two polls (CIBA Core §7.3 `interval`).
+pub const POLL_INTERVAL: i64 = 5;
+/// How long an approval can be decided and used, unless configured.
+pub const DEFAULT_APPROVAL_TTL: i64 = 600;
+/// The request parameter carrying the approval's id, like CIBA's `auth_req_id`.
+pub const APPROVAL_ID: &str = "approval_id";
+
+/// Who decides a request that needs approval.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Approver {
+    /// The acting agent's owner, as registered in `agents.toml`.
+    #[default]
+    Owner,
+    /// The chain's subject: the person whose authority flows.
+    Subject,
+}
+
+/// How approvals are kept and announced.
+pub struct ApprovalSettings {
+    /// Where approvals live; shared by every node of a deployment.
+    pub store: Arc<dyn ApprovalStore>,
+    /// Who decides.
+    pub approver: Approver,
+    /// Seconds an approval stays usable.
+    pub ttl: i64,
+    /// Where new pending approvals are announced, if anywhere.
+    pub webhook: Option<super::webhook::Webhook>,
+}
+
+impl Default for ApprovalSettings {
+    /// In-process approvals: enough for one node and for tools; a served
+    /// broker is given its state store instead.
+    fn default() -> Self {
+        ApprovalSettings {
+            store: Arc::new(MemoryStore::new()),
+            approver: Approver::Owner,
+            ttl: DEFAULT_APPROVAL_TTL,
+            webhook: None,
+        }
+    }
+}
+
+/// An approval the client should poll for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingApproval {
+    /// Its id, to send back as `approval_id`.
+    pub id: ApprovalId,
+    /// Seconds to wait between polls.
+    pub interval: i64,
+    /// Seconds until it expires.
+    pub expires_in: i64,
+}
+
+/// Why a request that needs approval gets no token (yet), or why an
+/// approver's decision is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApprovalError {
+    /// Waiting for the approver.
+    #[error("authorization pending: approval {} waits for a decision", .0.id)]
+    Pending(PendingApproval),
+    /// The approver denied the request.
+    #[error("the approver denied the request")]
+    Denied,
+    /// The approval expired before it was decided or used.
+    #[error("the approval expired")]
+    Expired,
+    /// No approval with that id is kept.
+    #[error("unknown approval id")]
+    Unknown,
+    /// The approval covers another request (subject, agent, parent, target or scopes differ).
+    #[error("the approval covers another request")]
+    Mismatch,
+    /// The approval was already used for a token.
+    #[error("the approval was already used")]
+    Used,
+    /// The admin API was asked about an approval that is not kept.
+    #[error("no approval with this id")]
+    NotFound,
+    /// The named approver is not the one configured for this request.
+    #[error("this approver may not decide this request")]
+    WrongApprover,
+    /// The approval was already decided.
+    #[error("the approval is already {}", .0.as_str())]
+    AlreadyDecided(ApprovalState),
+}
+
+/// The request a grant would answer, for its approval's fingerprint.
+pub(super) struct Asked<'a> {
+    pub grant_type: &'a str,
+    pub subject: &'a str,
+    pub agent: &'a str,
+    pub parent_jti: Option<&'a crate::claims::TokenId>,
+}
+
+/// Lets a grant through when it needs no approval (`None`), or when the
+/// request carries the id of an approval for exactly it, which is then used
+/// up (`Some`, to record in the token). Anything else is an error: a new
+/// pending approval, or a refusal.
+pub(super) async fn check(
+    broker: &Broker,
+    asked: &Asked<'_>,
+    grant: &PolicyGrant,
+    params: &TokenParams,
+    evidence: &mut Evidence,
+) -> Result<Option<HopApproval>, GrantError> {
+    let Some(need) = grant.approval() else { return Ok(None) };
+    let fingerprint = Fingerprint {
+        subject: asked.subject.to_owned(),
+        agent: asked.agent.to_owned(),
+        parent_jti: asked.parent_jti.cloned(),
+        target: grant.target().to_owned(),
+        scope: grant.scope().clone(),
+    };
+    let now = broker.now();
+    let Some(presented) = params.get(APPROVAL_ID) else {
+        let approver = broker.approver_for(&fingerprint);
+        let approval = Approval {
+            id: ApprovalId(broker.new_jti()?.0),
+            request: fingerprint,
+            grant_type: asked.grant_type.to_owned(),
+            scopes_needing_approval: need.scopes.clone(),
+            marked_by: need.marked_by.clone(),
+            approver,
+            created_at: now,
+            expires_at: now.plus(broker.approvals.ttl),
+            state: ApprovalState::Pending,
+            decision: None,
+        };
+        broker.approvals.store.create(&approval).await?;
+        evidence.approval = Some(AuditApproval { id: approval.id.clone(), approver: None });
+        if let Some(webhook) = &broker.approvals.webhook {
+            webhook.announce(&approval);
+        }
+        return Err(pending(&approval, now).into());
+    };
+    evidence.approval = Some(AuditApproval { id: ApprovalId(clip(presented)), approver: None });
+    // Ids are 22 base64url characters; anything else was never issued, and
+    // is not worth a store lookup.
+    if presented.len() != 22 || !presented.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"-_".contains(&byte)) {
+        return Err(ApprovalError::Unknown.into());
+    }
+    let id = ApprovalId(presented.to_owned());
+    let approval = broker.approvals.store.approval(&id).await?.ok_or(ApprovalError::Unknown)?;
+    if approval.request != fingerprint {
+        return Err(ApprovalError::Mismatch.into());
+    }
+    evidence.approval = Some(AuditApproval {
+        id: approval.id.clone(),
+        approver: approval.decision.as_ref().map(|decision| decision.approver.clone()),
+    });
+    match (approval.state, &approval.decision) {
+        (ApprovalState::Denied, _) => Err(ApprovalError::Denied.into()),
+        (ApprovalState::Consumed, _) => Err(ApprovalError::Used.into()),
+        (ApprovalState::Pending | ApprovalState::Approved, _) if approval.is_expired(now) => {
+            Err(ApprovalError::Expired.into())
+        }
+        (ApprovalState::Pending, _) => Err(pending(&approval, now).into()),
+        (ApprovalState::Approved, None) => {
+            Err(crate::store::StoreError("an approved approval has no decision".into()).into())
+        }
+        (ApprovalState::Approved, Some(decision)) => {
+            let stamp = HopApproval {
+                id: approval.id.0.clone(),
+                approver: decision.approver.clone(),
+                approved_at: decision.at,
+            };
+            let consumed = Approval { state: ApprovalState::Consumed, ..approval };
+            // Single use: of two concurrent repeats, only one moves it on.
+            if !broker.approvals.store.transition(ApprovalState::Approved, &consumed).await? {
+                return Err(ApprovalError::Used.into());
+            }
+            Ok(Some(stamp))
+        }
+    }
+}
+
+fn pending(approval: &Approval, now: UnixTime) -> ApprovalError {
+    ApprovalError::Pending(PendingApproval {
+        id: approval.id.clone(),
+        interval: POLL_INTERVAL,
+        expires_in: approval.expires_at.seconds_since(now),
+    })
+}
+
+impl Broker {
+    /// Sets where approvals are kept, who decides them and where they are
+    /// announced. Without this call a broker keeps them in memory.
+    pub fn with_approvals(mut self, approvals: ApprovalSettings) -> Broker {
+        self.approvals = approvals;
+        self
+    }
+
+    /// The person configured to decide `request`.
+    fn approver_for(&self, request: &Fingerprint) -> String {
+        match self.approvals.approver {
+            Approver::Subject => request.subject.clone(),
+            // The acting agent authenticated, so it is in the inventory; an
+            // owner that is somehow missing leaves nobody able to approve.
+            Approver::Owner => {
+                self.policy().inventory().agent(&request.agent).map(|agent| agent.owner.clone()).unwrap_or_default()
+            }
+        }
+    }
+
+    /// Pending approvals, oldest first, for the approvers.
+    pub async fn pending_approvals(&self) -> Result<Vec<Approval>, GrantError> {
+        Ok(self.approvals.store.pending(self.now()).await?)
+    }
+
+    /// Approves (`approve`) or denies a pending approval as `approver`, who
+    /// must be the one configured for its request. Audited either way.
+    pub async fn decide_approval(
+        &self,
+        id: &ApprovalId,
+        approver: &str,
+        approve: bool,
+    ) -> Result<Approval, GrantError> {
+        let now = self.now();
+        let mut evidence = Evidence {
+            grant_type: if approve { "approval_approve" } else { "approval_deny" }.into(),
+            approval: Some(AuditApproval { id: ApprovalId(clip(&id.0)), approver: Some(clip(approver)) }),
+            ..Evidence::default()
+        };
+        let outcome = self.decide(id, approver, approve, now, &mut evidence).await;
+        let event = match &outcome {
+            Ok(_) => {
+                let decision = if approve { AuditDecision::Approved } else { AuditDecision::Denied };
+                evidence.event(now, decision, None, None)
+            }
+            Err(error) => evidence.refused(now, error, None),
+        };
+        self.record(event).await?;
+        outcome
+    }
+
+    async fn decide(
+        &self,
+        id: &ApprovalId,
+        approver: &str,
+        approve: bool,
+        now: UnixTime,
+        evidence: &mut Evidence,
+    ) -> Result<Approval, GrantError> {
+        let approval = self.approvals.store.approval(id).await?.ok_or(ApprovalError::NotFound)?;
+        evidence.subject = Some(approval.request.subject.clone());
+        evidence.agent = Some(approval.request.agent.clone());
+        evidence.target = Some(approval.request.target.clone());
+        evidence.scopes_asked = Some(approval.request.scope.to_string());
+        evidence.parent_jti = approval.request.parent_jti.clone();
+        evidence.rules = approval.marked_by.clone();
+        if approval.approver.is_empty() || approval.approver != approver {
+            return Err(ApprovalError::WrongApprover.into());
+        }
+        if approval.state != ApprovalState::Pending {
+            return Err(ApprovalError::AlreadyDecided(approval.state).into());
+        }
+        if approval.is_expired(now) {
+            return Err(ApprovalError::Expired.into());
+        }
+        let decided = Approval {
+            state: if approve { ApprovalState::Approved } else { ApprovalState::Denied },
+            decision: Some(Decision { approver: approver.to_owned(), at: now }),
+            ..approval
+        };
+        if !self.approvals.store.transition(ApprovalState::Pending, &decided).await? {
+            // Someone decided first: report what they decided.
+            let state = self.approvals.store.approval(id).await?.map_or(ApprovalState::Consumed, |now| now.state);
+            return Err(ApprovalError::AlreadyDecided(state).into());
+        }
+        Ok(decided)
+    }
+}

@@ -1,0 +1,544 @@
+//! Human approval at impact thresholds (issue 7), over HTTP: a scope marked
+//! for approval answers `authorization_pending`; the approver decides through
+//! the admin API or `baton approvals`; the agent repeats with `approval_id`
+//! and gets a token whose `delegation` records the approval, once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::http::{header, Request};
+use baton::clock::UnixTime;
+use baton::grant::Approver;
+use baton::store::{Approval, ApprovalId, ApprovalState, ApprovalStore, AuditDecision, StateStore, StoreError};
+use serde_json::{json, Value};
+
+use crate::harness::*;
+
+const BOOK: &[(&str, &str)] = &[("resource", AIRLINE), ("scope", "flights.book")];
+
+async fn admin(harness: &Harness, method: &str, path: &str, body: Option<Value>) -> Response {
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::AUTHORIZATION, format!("Bearer {ADMIN_TOKEN}"))
+        .header(header::CONTENT_TYPE, "application/json");
+    harness.send(request.body(body.map_or_else(Body::empty, |body| Body::from(body.to_string()))).unwrap()).await
+}
+
+async fn decide(harness: &Harness, id: &str, verb: &str, approver: &str) -> Response {
+    admin(harness, "POST", &format!("/admin/approvals/{id}/{verb}"), Some(json!({ "approver": approver }))).await
+}
+
+/// The orchestrator's token and the planner's token for the booker.
+async fn two_hops(harness: &Harness) -> (String, String) {
+    let root = harness.as_agent("orchestrator", &[("grant_type", "client_credentials"), ("audience", "planner")]).await;
+    let hop1 = harness.exchange("planner", root.token(), &[("audience", "booker")]).await;
+    (root.token().to_owned(), hop1.token().to_owned())
+}
+
+/// Asks for a booking and returns the pending approval's id.
+async fn ask(harness: &Harness, hop1: &str) -> String {
+    let pending = harness.exchange("booker", hop1, BOOK).await;
+    pending.assert_error(400, "authorization_pending");
+    pending.body["approval_id"].as_str().unwrap().to_owned()
+}
+
+/// The pending-approvals line of `GET /metrics`.
+async fn pending_gauge(harness: &Harness) -> String {
+    let request = axum::http::Request::get("/metrics").body(axum::body::Body::empty()).unwrap();
+    let response = tower::ServiceExt::oneshot(harness.router.clone(), request).await.unwrap();
+    let bytes = http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes();
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    text.lines().filter(|line| line.starts_with("baton_approvals_pending")).collect::<Vec<_>>().join("\n")
+}
+
+async fn repeat(harness: &Harness, hop1: &str, id: &str) -> Response {
+    harness.exchange("booker", hop1, &[("resource", AIRLINE), ("scope", "flights.book"), ("approval_id", id)]).await
+}
+
+#[tokio::test]
+async fn a_booking_waits_for_the_owner_and_its_token_records_the_approval() {
+    let harness = Harness::new();
+    let (_, hop1) = two_hops(&harness).await;
+
+    // Asked: pending, with what a polling client needs (CIBA Core §7.3).
+    let pending = harness.exchange("booker", &hop1, BOOK).await;
+    pending.assert_error(400, "authorization_pending");
+    let id = pending.body["approval_id"].as_str().unwrap().to_owned();
+    assert_eq!(id.len(), 22, "128 random bits, base64url: {id}");
+    assert_eq!(pending.body["interval"], 5);
+    assert_eq!(pending.body["expires_in"], 600);
+    assert!(pending.body.get("access_token").is_none());
+
+    // Polled before a decision: still pending, same id.
+    let polled = repeat(&harness, &hop1, &id).await;
+    polled.assert_error(400, "authorization_pending");
+    assert_eq!(polled.body["approval_id"], id.as_str());
+
+    // The approvers see it; only the booker's owner may decide.
+    let listed = admin(&harness, "GET", "/admin/approvals", None).await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    let approvals = listed.body["approvals"].as_array().unwrap();
+    assert_eq!(approvals.len(), 1, "{}", listed.body);
+    assert_eq!(approvals[0]["id"], id.as_str());
+    assert_eq!(approvals[0]["approver"], BOOKER_OWNER);
+    assert_eq!(approvals[0]["request"]["agent"], "booker");
+    assert_eq!(approvals[0]["request"]["subject"], "orchestrator");
+    assert_eq!(approvals[0]["request"]["target"], AIRLINE);
+    assert_eq!(approvals[0]["request"]["scope"], "flights.book");
+    assert_eq!(approvals[0]["request"]["parent_jti"], claims_of(&hop1).jti.0.as_str());
+    assert!(pending_gauge(&harness).await.contains("baton_approvals_pending 1"));
+    decide(&harness, &id, "approve", "platform-team@example.com").await.assert_error(403, "access_denied");
+    decide(&harness, &id, "approve", "orchestrator").await.assert_error(403, "access_denied");
+    decide(&harness, "AAAAAAAAAAAAAAAAAAAAAA", "approve", BOOKER_OWNER).await.assert_error(404, "invalid_request");
+    admin(&harness, "POST", &format!("/admin/approvals/{id}/approve"), Some(json!({"who": "x"})))
+        .await
+        .assert_error(400, "invalid_request");
+
+    harness.clock.advance(30);
+    let approved = decide(&harness, &id, "approve", BOOKER_OWNER).await;
+    assert_eq!(approved.status, 200, "{}", approved.body);
+    assert_eq!(approved.body["approval"]["state"], "approved");
+    decide(&harness, &id, "deny", BOOKER_OWNER).await.assert_error(409, "invalid_request");
+    let listed = admin(&harness, "GET", "/admin/approvals", None).await;
+    assert_eq!(listed.body["approvals"], json!([]), "decided approvals are no longer pending");
+    assert!(pending_gauge(&harness).await.contains("baton_approvals_pending 0"));
+
+    // Repeated: the token, with the approval in its delegation.
+    harness.clock.advance(5);
+    let issued = repeat(&harness, &hop1, &id).await;
+    assert_eq!(issued.status, 200, "{}", issued.body);
+    assert_eq!(issued.body["scope"], "flights.book");
+    let token = json_of(issued.token());
+    assert_eq!(
+        token["delegation"]["approval"],
+        json!({"id": id, "approver": BOOKER_OWNER, "approved_at": START.0 + 30})
+    );
+    assert!(token["delegation"]["hops"].as_array().unwrap().iter().all(|hop| hop.get("approval").is_none()));
+    // It verifies, deny_unknown_fields and all.
+    let claims = baton::token::verify(
+        issued.token(),
+        harness.broker.keys().as_ref(),
+        &baton::token::Validation {
+            issuer: ISSUER.into(),
+            max_token_bytes: 16 * 1024,
+            max_depth: 5,
+            algorithms: vec![baton::keys::Algorithm::Es256],
+            leeway: 0,
+        },
+        harness.clock.as_ref(),
+    )
+    .unwrap();
+    assert_eq!(claims.claims().delegation.approval.as_ref().unwrap().approver, BOOKER_OWNER);
+    // The API sees it through introspection too.
+    let introspected = harness
+        .send(
+            Request::post("/introspect")
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .header(header::AUTHORIZATION, basic_header("airline-api", "dev-only-airline-api-secret"))
+                .body(Body::from(form_body(&[("token", issued.token())])))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(introspected.body["active"], true, "{}", introspected.body);
+    assert_eq!(introspected.body["delegation"]["approval"], token["delegation"]["approval"]);
+
+    // Single use.
+    repeat(&harness, &hop1, &id).await.assert_error(400, "invalid_grant");
+
+    // Everything is evidence: asked, polled, refused approvers, approved, issued, reused.
+    let events = harness.events().await;
+    let of = |decision: AuditDecision| {
+        events
+            .iter()
+            .filter(|event| event.decision == decision && event.approval.as_ref().is_some_and(|a| a.id.0 == id))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(of(AuditDecision::Pending).len(), 2, "asked and polled");
+    assert_eq!(of(AuditDecision::Approved).len(), 1);
+    assert_eq!(of(AuditDecision::Approved)[0].approval.as_ref().unwrap().approver.as_deref(), Some(BOOKER_OWNER));
+    assert_eq!(of(AuditDecision::Approved)[0].agent.as_deref(), Some("booker"));
+    let issued_events = of(AuditDecision::Issued);
+    assert_eq!(issued_events.len(), 1, "consumed once");
+    assert_eq!(issued_events[0].jti.as_ref().unwrap().0, claims_of(issued.token()).jti.0);
+    let refused = of(AuditDecision::Refused);
+    let reasons: Vec<&str> = refused.iter().filter_map(|event| event.reason.as_deref()).collect();
+    assert!(reasons.iter().any(|reason| reason.contains("may not decide")), "{reasons:?}");
+    assert!(reasons.iter().any(|reason| reason.contains("already approved")), "{reasons:?}");
+    assert!(reasons.iter().any(|reason| reason.contains("already used")), "{reasons:?}");
+}
+
+#[tokio::test]
+async fn a_denied_booking_is_access_denied() {
+    let harness = Harness::new();
+    let (_, hop1) = two_hops(&harness).await;
+    let id = ask(&harness, &hop1).await;
+    let denied = decide(&harness, &id, "deny", BOOKER_OWNER).await;
+    assert_eq!((denied.status.as_u16(), &denied.body["approval"]["state"]), (200, &json!("denied")));
+    repeat(&harness, &hop1, &id).await.assert_error(400, "access_denied");
+    decide(&harness, &id, "approve", BOOKER_OWNER).await.assert_error(409, "invalid_request");
+    repeat(&harness, &hop1, &id).await.assert_error(400, "access_denied");
+    let events = harness.events().await;
+    assert!(events.iter().any(|event| event.decision == AuditDecision::Denied));
+    assert!(events.iter().any(|event| event.decision == AuditDecision::Refused
+        && event.reason.as_deref() == Some("the approver denied the request")));
+}
+
+#[tokio::test]
+async fn an_approval_expires() {
+    let harness = Harness::new();
+    let (_, hop1) = two_hops(&harness).await;
+
+    // Undecided past its end: expired_token, and it can no longer be approved.
+    let id = ask(&harness, &hop1).await;
+    harness.clock.advance(599);
+    repeat(&harness, &hop1, &id).await.assert_error(400, "authorization_pending");
+    harness.clock.advance(1);
+    repeat(&harness, &hop1, &id).await.assert_error(400, "expired_token");
+    decide(&harness, &id, "approve", BOOKER_OWNER).await.assert_error(400, "expired_token");
+    assert_eq!(admin(&harness, "GET", "/admin/approvals", None).await.body["approvals"], json!([]));
+
+    // Approved but not used in time: expired too.
+    let id = ask(&harness, &hop1).await;
+    assert_eq!(decide(&harness, &id, "approve", BOOKER_OWNER).await.status, 200);
+    harness.clock.advance(600);
+    repeat(&harness, &hop1, &id).await.assert_error(400, "expired_token");
+}
+
+#[tokio::test]
+async fn an_approval_covers_exactly_one_request() {
+    let harness = Harness::new();
+    let (root, hop1) = two_hops(&harness).await;
+    let id = ask(&harness, &hop1).await;
+    assert_eq!(decide(&harness, &id, "approve", BOOKER_OWNER).await.status, 200);
+
+    // Other scopes.
+    harness
+        .exchange(
+            "booker",
+            &hop1,
+            &[("resource", AIRLINE), ("scope", "flights.book flights.read"), ("approval_id", &id)],
+        )
+        .await
+        .assert_error(400, "invalid_grant");
+    // Another parent token: the planner's next one for the booker.
+    let other_parent = harness.exchange("planner", &root, &[("audience", "booker")]).await;
+    let refused = repeat(&harness, other_parent.token(), &id).await;
+    refused.assert_error(400, "invalid_grant");
+    assert_eq!(refused.body["error_description"], baton::oauth::APPROVAL_NOT_FOR_THIS_REQUEST);
+    // An id that was never issued, and one that is not even shaped like one.
+    repeat(&harness, &hop1, "BBBBBBBBBBBBBBBBBBBBBB").await.assert_error(400, "invalid_grant");
+    repeat(&harness, &hop1, "../../etc").await.assert_error(400, "invalid_grant");
+    // None of that used it up: the request it covers still gets its token.
+    let issued = repeat(&harness, &hop1, &id).await;
+    assert_eq!(issued.status, 200, "{}", issued.body);
+    let reasons: Vec<String> = harness.events().await.into_iter().filter_map(|event| event.reason).collect();
+    assert!(reasons.iter().any(|reason| reason == "the approval covers another request"), "{reasons:?}");
+    assert!(reasons.iter().any(|reason| reason == "unknown approval id"), "{reasons:?}");
+}
+
+/// A Cedar `@approval` mark, on a rule that serves both an API and an agent,
+/// and on an agent's own token (`client_credentials`).
+fn pay_policies() -> tempfile::TempDir {
+    let agent = |id: &str, owner: &str| {
+        format!(
+            "[[agents]]\nid = \"{id}\"\nowner = \"{owner}\"\npurpose = \"p\"\nexpires = 2030-06-30\n\
+             secret_sha256 = \"{}\"\n",
+            secret_hash(&format!("dev-only-{id}-secret"))
+        )
+    };
+    let agents = agent("payer", "finance@example.com")
+        + &agent("other", "finance@example.com")
+        + &agent("helper", "h@example.com");
+    policy_folder(
+        &agents,
+        "[[resources]]\nuri = \"https://pay.example\"\nname = \"Pay\"\nscopes = [\"pay\", \"read\"]\nttl = 300\n",
+        "@id(\"pay\")\n@approval(\"payments move money\")\n\
+         permit (principal, action == Action::\"issue\", resource == Scope::\"pay\");\n\
+         @id(\"read\")\npermit (principal, action == Action::\"issue\", resource == Scope::\"read\");\n",
+    )
+}
+
+#[tokio::test]
+async fn an_annotated_rule_asks_for_approval_of_an_agents_own_token() {
+    let policies = pay_policies();
+    let harness = Harness::with(Options { policies: policies.path().to_owned(), ..Options::default() });
+    let pay = |agent: &'static str, target: &'static str, scope: &'static str, id: Option<String>| {
+        let harness = &harness;
+        async move {
+            let mut form = vec![("grant_type", "client_credentials"), ("resource", target), ("scope", scope)];
+            let id = id.unwrap_or_default();
+            if !id.is_empty() {
+                form.push(("approval_id", &id));
+            }
+            harness.as_agent(agent, &form).await
+        }
+    };
+    // Reading needs nobody.
+    assert_eq!(pay("payer", "https://pay.example", "read", None).await.status, 200);
+    let pending = pay("payer", "https://pay.example", "pay", None).await;
+    pending.assert_error(400, "authorization_pending");
+    let id = pending.body["approval_id"].as_str().unwrap().to_owned();
+    let listed = admin(&harness, "GET", "/admin/approvals", None).await;
+    assert_eq!(listed.body["approvals"][0]["marked_by"], json!(["rules.cedar#pay: payments move money"]));
+    assert_eq!(decide(&harness, &id, "approve", "finance@example.com").await.status, 200);
+
+    // Another agent, even one with the same owner, another target, other scopes: not this request.
+    pay("other", "https://pay.example", "pay", Some(id.clone())).await.assert_error(400, "invalid_grant");
+    harness
+        .as_agent(
+            "payer",
+            &[("grant_type", "client_credentials"), ("audience", "helper"), ("scope", "pay"), ("approval_id", &id)],
+        )
+        .await
+        .assert_error(400, "invalid_grant");
+    pay("payer", "https://pay.example", "pay read", Some(id.clone())).await.assert_error(400, "invalid_grant");
+
+    let issued = pay("payer", "https://pay.example", "pay", Some(id.clone())).await;
+    assert_eq!(issued.status, 200, "{}", issued.body);
+    assert_eq!(json_of(issued.token())["delegation"]["approval"]["approver"], "finance@example.com");
+    assert_eq!(json_of(issued.token())["delegation"]["depth"], 0);
+}
+
+#[tokio::test]
+async fn the_subject_approves_when_configured_so() {
+    let harness = Harness::with(Options { approver: Approver::Subject, ..Options::default() });
+    let (_, hop1) = two_hops(&harness).await;
+    let id = ask(&harness, &hop1).await;
+    decide(&harness, &id, "approve", BOOKER_OWNER).await.assert_error(403, "access_denied");
+    assert_eq!(decide(&harness, &id, "approve", "orchestrator").await.status, 200);
+    let issued = repeat(&harness, &hop1, &id).await;
+    assert_eq!(json_of(issued.token())["delegation"]["approval"]["approver"], "orchestrator");
+}
+
+#[tokio::test]
+async fn the_approval_stamp_travels_into_the_hops_of_descendants() {
+    // A booking right approved at an agent hop, by an annotated rule: the
+    // approved token's child lists it in its hop.
+    let agent = |id: &str| {
+        format!(
+            "[[agents]]\nid = \"{id}\"\nowner = \"o@example.com\"\npurpose = \"p\"\nexpires = 2030-06-30\n\
+             secret_sha256 = \"{}\"\n",
+            secret_hash(&format!("dev-only-{id}-secret"))
+        )
+    };
+    let policies = policy_folder(
+        &(agent("a") + &agent("b")),
+        "[[resources]]\nuri = \"https://api.example\"\nname = \"API\"\nscopes = [\"x\"]\nttl = 300\n",
+        "permit (principal == Agent::\"a\", action == Action::\"issue\", resource);\n\
+         @id(\"to-b\")\n@approval(\"b acts for a\")\n\
+         permit (principal == Agent::\"a\", action == Action::\"exchange\", resource) when { context.target == \"b\" };\n\
+         permit (principal == Agent::\"b\", action == Action::\"exchange\", resource);\n",
+    );
+    let harness = Harness::with(Options { policies: policies.path().to_owned(), ..Options::default() });
+    let root = harness.as_agent("a", &[("grant_type", "client_credentials"), ("audience", "a")]).await;
+    assert_eq!(root.status, 200, "{}", root.body);
+    let approved = harness.approved_exchange("a", root.token(), &[("audience", "b")]).await;
+    assert_eq!(approved.status, 200, "{}", approved.body);
+    let stamp = json_of(approved.token())["delegation"]["approval"].clone();
+    assert_eq!(stamp["approver"], "o@example.com");
+    let child = harness.exchange("b", approved.token(), &[("resource", "https://api.example")]).await;
+    assert_eq!(child.status, 200, "{}", child.body);
+    let child = json_of(child.token());
+    assert!(child["delegation"].get("approval").is_none(), "the child itself needed none");
+    assert_eq!(child["delegation"]["hops"][1]["approval"], stamp);
+    assert!(child["delegation"]["hops"][0].get("approval").is_none());
+}
+
+/// A webhook receiver on 127.0.0.1 that hands every posted body to the test.
+async fn webhook_receiver() -> (String, tokio::sync::mpsc::UnboundedReceiver<Value>) {
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+            let sender = sender.clone();
+            async move {
+                let _ = sender.send(body);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, receiver)
+}
+
+#[tokio::test]
+async fn approvers_are_told_by_webhook_and_a_failing_webhook_fails_nothing() {
+    let (url, mut received) = webhook_receiver().await;
+    let harness = Harness::with(Options { approval_webhook: Some(url), ..Options::default() });
+    let (_, hop1) = two_hops(&harness).await;
+    let id = ask(&harness, &hop1).await;
+    let notice = tokio::time::timeout(Duration::from_secs(10), received.recv()).await.unwrap().unwrap();
+    assert_eq!(
+        notice,
+        json!({
+            "event": "approval_requested",
+            "approval_id": id,
+            "subject": "orchestrator",
+            "agent": "booker",
+            "parent_jti": claims_of(&hop1).jti.0,
+            "target": AIRLINE,
+            "scopes": "flights.book",
+            "scopes_needing_approval": "flights.book",
+            "approver": BOOKER_OWNER,
+            "created_at": START.0,
+            "expires_at": START.0 + 600,
+        })
+    );
+    assert!(!notice.to_string().contains(&hop1), "no token in the notice");
+    // A poll announces nothing new.
+    repeat(&harness, &hop1, &id).await.assert_error(400, "authorization_pending");
+    assert!(tokio::time::timeout(Duration::from_millis(300), received.recv()).await.is_err());
+
+    // Nobody listening: the request is still answered, and still listed.
+    let closed = format!("http://127.0.0.1:{}/hook", crate::process::free_port());
+    let harness = Harness::with(Options { approval_webhook: Some(closed), ..Options::default() });
+    let (_, hop1) = two_hops(&harness).await;
+    let id = ask(&harness, &hop1).await;
+    assert_eq!(admin(&harness, "GET", "/admin/approvals", None).await.body["approvals"][0]["id"], id.as_str());
+}
+
+/// Approvals that cannot be read or written.
+struct Unreachable;
+
+#[async_trait]
+impl ApprovalStore for Unreachable {
+    async fn create(&self, _: &Approval) -> Result<(), StoreError> {
+        Err(StoreError("connection refused".into()))
+    }
+    async fn approval(&self, _: &ApprovalId) -> Result<Option<Approval>, StoreError> {
+        Err(StoreError("connection refused".into()))
+    }
+    async fn transition(&self, _: ApprovalState, _: &Approval) -> Result<bool, StoreError> {
+        Err(StoreError("connection refused".into()))
+    }
+    async fn pending(&self, _: UnixTime) -> Result<Vec<Approval>, StoreError> {
+        Err(StoreError("connection refused".into()))
+    }
+}
+
+#[tokio::test]
+async fn unreachable_approvals_fail_closed() {
+    let harness = Harness::with(Options { approval_store: Some(Arc::new(Unreachable)), ..Options::default() });
+    let (_, hop1) = two_hops(&harness).await;
+    harness.exchange("booker", &hop1, BOOK).await.assert_error(503, "temporarily_unavailable");
+    repeat(&harness, &hop1, "CCCCCCCCCCCCCCCCCCCCCC").await.assert_error(503, "temporarily_unavailable");
+    admin(&harness, "GET", "/admin/approvals", None).await.assert_error(503, "temporarily_unavailable");
+    decide(&harness, "CCCCCCCCCCCCCCCCCCCCCC", "approve", BOOKER_OWNER)
+        .await
+        .assert_error(503, "temporarily_unavailable");
+    // Scopes that need no approval do not touch it.
+    let read = harness.exchange("booker", &hop1, &[("resource", AIRLINE), ("scope", "flights.read")]).await;
+    assert_eq!(read.status, 200, "{}", read.body);
+}
+
+#[tokio::test]
+async fn on_redis_an_approval_asked_on_one_node_is_decided_on_another() {
+    let server = crate::redis_server::RedisServer::start();
+    let redis = || async {
+        Arc::new(baton::store::redis::RedisStore::connect(&server.url(), "baton:").await.unwrap())
+            as Arc<dyn StateStore>
+    };
+    let node = |store: Arc<dyn StateStore>| {
+        Harness::with(Options {
+            stores: Some(baton::grant::Stores {
+                replay: store.clone(),
+                revocation: store.clone(),
+                audit: store.clone(),
+            }),
+            approval_store: Some(store),
+            ..Options::default()
+        })
+    };
+    let (asking, deciding) = (node(redis().await), node(redis().await));
+    let (_, hop1) = two_hops(&asking).await;
+    let id = ask(&asking, &hop1).await;
+    let listed = admin(&deciding, "GET", "/admin/approvals", None).await;
+    assert_eq!(listed.body["approvals"][0]["id"], id.as_str(), "{}", listed.body);
+    decide(&deciding, &id, "approve", "someone@example.com").await.assert_error(403, "access_denied");
+    assert_eq!(decide(&deciding, &id, "approve", BOOKER_OWNER).await.status, 200);
+    let issued = repeat(&asking, &hop1, &id).await;
+    assert_eq!(issued.status, 200, "{}", issued.body);
+    assert_eq!(json_of(issued.token())["delegation"]["approval"]["id"], id.as_str());
+    repeat(&asking, &hop1, &id).await.assert_error(400, "invalid_grant");
+
+    let denied = ask(&asking, &hop1).await;
+    assert_eq!(decide(&deciding, &denied, "deny", BOOKER_OWNER).await.status, 200);
+    repeat(&asking, &hop1, &denied).await.assert_error(400, "access_denied");
+    let late = ask(&asking, &hop1).await;
+    asking.clock.advance(600);
+    repeat(&asking, &hop1, &late).await.assert_error(400, "expired_token");
+}
+
+#[tokio::test]
+async fn baton_approvals_lists_approves_and_denies_through_the_admin_api() {
+    const ADMIN: &str = "approvals-cli-admin-token-5e1f0b";
+    let hash = secret_hash(ADMIN);
+    let broker = crate::process::BrokerProcess::start(&[("BATON_ADMIN_TOKEN_SHA256", &hash)]).await;
+    let client = reqwest::Client::new();
+    let token = |agent: &'static str, form: Vec<(&'static str, String)>| {
+        let client = client.clone();
+        let url = format!("{}/token", broker.url);
+        async move {
+            let response = client
+                .post(url)
+                .basic_auth(agent, Some(format!("dev-only-{agent}-secret")))
+                .form(&form)
+                .send()
+                .await
+                .unwrap();
+            (response.status().as_u16(), response.json::<Value>().await.unwrap())
+        }
+    };
+    let exchange = |subject: &str, extra: &[(&'static str, &str)]| {
+        let mut form = vec![
+            ("grant_type", EXCHANGE.to_owned()),
+            ("subject_token", subject.to_owned()),
+            ("subject_token_type", ACCESS_TOKEN.to_owned()),
+        ];
+        form.extend(extra.iter().map(|(name, value)| (*name, (*value).to_owned())));
+        form
+    };
+    let (_, root) = token("orchestrator", vec![("grant_type", "client_credentials".into())]).await;
+    let (_, hop1) = token("planner", exchange(root["access_token"].as_str().unwrap(), &[("audience", "booker")])).await;
+    let hop1 = hop1["access_token"].as_str().unwrap().to_owned();
+    let (status, pending) = token("booker", exchange(&hop1, BOOK)).await;
+    assert_eq!((status, pending["error"].as_str()), (400, Some("authorization_pending")), "{pending}");
+    let id = pending["approval_id"].as_str().unwrap().to_owned();
+
+    let baton = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+            .args(args)
+            .args(["--url", &broker.url])
+            .current_dir(broker.folder.path())
+            .env_clear()
+            .env("BATON_ADMIN_TOKEN", ADMIN)
+            .output()
+            .unwrap()
+    };
+    let listed = baton(&["approvals", "list"]);
+    let text = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(listed.status.success(), "{text}{}", String::from_utf8_lossy(&listed.stderr));
+    let row = text.lines().find(|line| line.starts_with(&id)).unwrap_or_else(|| panic!("{text}"));
+    assert!(row.contains("booker") && row.contains(AIRLINE) && row.contains(BOOKER_OWNER), "{text}");
+
+    let wrong = baton(&["approvals", "deny", &id, "--as", "mallory@example.com"]);
+    let error = String::from_utf8_lossy(&wrong.stderr).into_owned();
+    assert!(!wrong.status.success());
+    assert!(error.contains("403") && error.contains("access_denied"), "{error}");
+    assert!(!error.contains(ADMIN), "the admin token never shows");
+
+    let approved = baton(&["approvals", "approve", &id, "--as", BOOKER_OWNER]);
+    let text = String::from_utf8_lossy(&approved.stdout).into_owned();
+    assert!(approved.status.success(), "{text}{}", String::from_utf8_lossy(&approved.stderr));
+    assert!(text.contains(&format!("approved {id} as {BOOKER_OWNER}")), "{text}");
+    let (status, issued) = token("booker", exchange(&hop1, &[BOOK[0], BOOK[1], ("approval_id", &id)])).await;
+    assert_eq!(status, 200, "{issued}");
+    assert_eq!(json_of(issued["access_token"].as_str().unwrap())["delegation"]["approval"]["id"], id.as_str());
+    let empty = baton(&["approvals", "list"]);
+    assert_eq!(String::from_utf8_lossy(&empty.stdout), "no pending approvals\n");
+}
