@@ -20,11 +20,10 @@ pub(super) fn print(token: &str, json: bool) -> Result<(), String> {
 /// child indented under its parent.
 pub fn tree(claims: &Claims) -> String {
     let mut out = format!("subject {}  (issuer {})\n", claims.sub, claims.iss);
-    let hops = claims
-        .delegation
-        .hops
-        .iter()
-        .map(|hop| (&hop.agent, &hop.aud, &hop.scope, hop.iat, hop.exp, &hop.jti, hop.approval.as_ref()));
+    let hops = claims.delegation.hops.iter().map(|hop| {
+        let origin = (hop.iss.as_deref(), hop.jkt.as_deref());
+        (&hop.agent, &hop.aud, &hop.scope, hop.iat, hop.exp, &hop.jti, hop.approval.as_ref(), origin)
+    });
     let this = (
         &claims.client_id,
         &claims.aud,
@@ -33,13 +32,19 @@ pub fn tree(claims: &Claims) -> String {
         claims.exp,
         &claims.jti,
         claims.delegation.approval.as_ref(),
+        (None, claims.jkt()),
     );
-    for (index, (agent, aud, scope, iat, exp, jti, approval)) in hops.chain(std::iter::once(this)).enumerate() {
+    for (index, (agent, aud, scope, iat, exp, jti, approval, (provider, key))) in
+        hops.chain(std::iter::once(this)).enumerate()
+    {
         let branch = if index == 0 { String::new() } else { format!("{}└─ ", "   ".repeat(index - 1)) };
         let how = if index == 0 { "obtained" } else { "exchanged for" };
-        out.push_str(&format!(
-            "{branch}{agent} {how} a token for {aud}  scope \"{scope}\"  {iat} .. {exp}  jti {jti}\n"
-        ));
+        let what = match provider {
+            Some(provider) => format!("the person signed in at {provider} (client {agent})"),
+            None => format!("{agent} {how} a token for {aud}  scope \"{scope}\""),
+        };
+        let key = key.map(|key| format!("  DPoP key {key}")).unwrap_or_default();
+        out.push_str(&format!("{branch}{what}  {iat} .. {exp}  jti {jti}{key}\n"));
         if let Some(approval) = approval {
             let indent = "   ".repeat(index);
             out.push_str(&format!(
@@ -97,5 +102,39 @@ mod tests {
         assert_eq!(lines[2], "   approved by owner@example.com at 1970-01-01T00:01:00Z  (approval ap1)", "{text}");
         assert!(lines[3].starts_with("└─ b exchanged for a token for https://api.example"), "{text}");
         assert_eq!(lines.len(), 5, "{text}");
+    }
+
+    #[test]
+    fn a_persons_sign_in_and_bound_keys_are_shown() {
+        let sign_in = crate::claims::Hop {
+            jti: TokenId("sign-in".into()),
+            agent: "web-app".into(),
+            aud: "web-app".into(),
+            scope: ScopeSet::default(),
+            iat: UnixTime(0),
+            exp: UnixTime(600),
+            jkt: None,
+            iss: Some("https://login.example.com".into()),
+            approval: None,
+        };
+        let token = Claims {
+            iss: "http://127.0.0.1:8080".into(),
+            sub: "idp|alice".into(),
+            aud: "planner".into(),
+            client_id: "orchestrator".into(),
+            scope: ScopeSet::parse("x").unwrap(),
+            iat: UnixTime(10),
+            exp: UnixTime(600),
+            jti: TokenId("first".into()),
+            act: Some(Actor { sub: "orchestrator".into(), act: None }),
+            may_act: None,
+            cnf: Some(crate::claims::Confirmation { jkt: "key-1".into() }),
+            delegation: Delegation { depth: 1, hops: vec![sign_in], approval: None },
+        };
+        let text = tree(&token);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[1].starts_with("the person signed in at https://login.example.com (client web-app)"), "{text}");
+        assert!(lines[2].starts_with("└─ orchestrator exchanged for a token for planner"), "{text}");
+        assert!(lines[2].ends_with("DPoP key key-1"), "{text}");
     }
 }

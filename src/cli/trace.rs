@@ -82,6 +82,10 @@ struct Step<'a> {
     iat: crate::clock::UnixTime,
     exp: crate::clock::UnixTime,
     jti: &'a str,
+    /// The identity provider of a person's sign-in at the root.
+    provider: Option<&'a str>,
+    /// The DPoP key the token is bound to.
+    key: Option<&'a str>,
 }
 
 fn steps(claims: &Claims) -> Vec<Step<'_>> {
@@ -96,6 +100,8 @@ fn steps(claims: &Claims) -> Vec<Step<'_>> {
             iat: hop.iat,
             exp: hop.exp,
             jti: &hop.jti.0,
+            provider: hop.iss.as_deref(),
+            key: hop.jkt.as_deref(),
         })
         .collect();
     steps.push(Step {
@@ -105,6 +111,8 @@ fn steps(claims: &Claims) -> Vec<Step<'_>> {
         iat: claims.iat,
         exp: claims.exp,
         jti: &claims.jti.0,
+        provider: None,
+        key: claims.jkt(),
     });
     steps
 }
@@ -134,15 +142,12 @@ fn render(trace: &Trace, inventory: Option<&Inventory>) -> String {
         let branch = if index == 0 { String::new() } else { format!("{}└─ ", "   ".repeat(index - 1)) };
         let how = if index == 0 { "obtained" } else { "exchanged for" };
         let status = status_of(trace, index, count).map(|status| format!("  [{status}]")).unwrap_or_default();
-        out.push_str(&format!(
-            "{branch}{} {how} a token for {}  scope \"{}\"  {} .. {}  jti {}{status}\n",
-            who(step.agent, inventory),
-            step.aud,
-            step.scope,
-            step.iat,
-            step.exp,
-            step.jti
-        ));
+        let key = step.key.map(|key| format!("  DPoP key {key}")).unwrap_or_default();
+        let what = match step.provider {
+            Some(provider) => format!("the person signed in at {provider} (client {})", step.agent),
+            None => format!("{} {how} a token for {}  scope \"{}\"", who(step.agent, inventory), step.aud, step.scope),
+        };
+        out.push_str(&format!("{branch}{what}  {} .. {}  jti {}{key}{status}\n", step.iat, step.exp, step.jti));
     }
     if let Some(children) =
         trace.admin.as_ref().and_then(|admin| admin.get("token")).and_then(|token| token.get("children"))

@@ -182,6 +182,50 @@ test('private_key_jwt first hop (then client_secret_post): the same walk', async
   await walk('private_key_jwt', 'before', root, { plannerAuth: post('planner'), bookerAuth: post('booker') });
 });
 
+test('DPoP (RFC 9449): openid-client binds every hop to its agent\'s key', async () => {
+  const agents = ['orchestrator', 'planner', 'booker'];
+  const keys = Object.fromEntries(await Promise.all(agents.map(async (agent) => [agent, await client.randomDPoPKeyPair('ES256')])));
+  const thumbprint = async (agent) => jose.calculateJwkThumbprint(await jose.exportJWK(keys[agent].publicKey));
+  const as = (agent) => {
+    const config = basic(agent);
+    return { config, DPoP: client.getDPoPHandle(config, keys[agent]) };
+  };
+  const grant = (agent, grantType, parameters) => {
+    const { config, DPoP } = as(agent);
+    return client.genericGrantRequest(config, grantType, parameters, { DPoP });
+  };
+
+  const root = await grant('orchestrator', 'client_credentials', { audience: 'planner' });
+  const hop1 = await grant('planner', EXCHANGE, {
+    subject_token: root.access_token, subject_token_type: ACCESS_TOKEN, audience: 'booker',
+  });
+  const hop2 = await grant('booker', EXCHANGE, {
+    subject_token: hop1.access_token, subject_token_type: ACCESS_TOKEN, resource: AIRLINE, scope: 'flights.read',
+  });
+  for (const response of [root, hop1, hop2]) {
+    assert.equal(response.token_type, 'dpop', 'RFC 9449 §5: token_type DPoP');
+  }
+  const last = await verify(hop2.access_token, AIRLINE);
+  assert.equal(last.payload.cnf.jkt, await thumbprint('booker'), 'bound to the exchanging agent\'s key');
+  assert.deepEqual(
+    last.payload.delegation.hops.map((hop) => hop.jkt),
+    [await thumbprint('orchestrator'), await thumbprint('planner')],
+    'the path records every hop\'s key',
+  );
+
+  // The booker without its key: the bound chain stays bound.
+  let refusal;
+  try {
+    await client.genericGrantRequest(basic('booker'), EXCHANGE, {
+      subject_token: hop1.access_token, subject_token_type: ACCESS_TOKEN, resource: AIRLINE, scope: 'flights.read',
+    });
+  } catch (error) {
+    refusal = error;
+  }
+  assert.ok(refusal, 'an unbound exchange of a bound token is refused');
+  assert.equal(refusal.error, 'invalid_dpop_proof');
+});
+
 test('a wrong secret is refused: 401 invalid_client with a Basic challenge', async () => {
   const wrong = configFor('orchestrator', client.ClientSecretBasic('not-the-secret'));
   let refusal;
