@@ -69,9 +69,9 @@ async fn open_store(config: &Config) -> Result<Arc<dyn StateStore>, String> {
     }
 }
 
-/// The agents this broker has known, kept in `data_dir/known-agents.json`:
+/// The agents of the inventory last loaded, kept in `data_dir/known-agents.json`:
 /// those missing from the inventory now are deprovisioned, and the file then
-/// holds every agent ever seen.
+/// holds the agents of this inventory.
 pub async fn deprovision_removed_agents(broker: &Broker, data_dir: &Path) -> Result<Vec<String>, String> {
     let path = data_dir.join("known-agents.json");
     let known: Vec<String> = match std::fs::read(&path) {
@@ -80,8 +80,10 @@ pub async fn deprovision_removed_agents(broker: &Broker, data_dir: &Path) -> Res
         Err(error) => return Err(format!("{}: {error}", path.display())),
     };
     let removed = broker.deprovision_removed_agents(&known).await.map_err(|error| error.to_string())?;
-    let mut all: std::collections::BTreeSet<String> = known.into_iter().collect();
-    all.extend(broker.policy().inventory().agents().map(|agent| agent.id.clone()));
+    // Only the agents of this inventory: one removed is deprovisioned once,
+    // not again at every reload (which would undo a reinstatement).
+    let all: std::collections::BTreeSet<String> =
+        broker.policy().inventory().agents().map(|agent| agent.id.clone()).collect();
     let json = serde_json::to_vec_pretty(&all).map_err(|error| error.to_string())?;
     std::fs::create_dir_all(data_dir).map_err(|error| format!("{}: {error}", data_dir.display()))?;
     // Written beside and renamed, so that a crash never leaves half a list.

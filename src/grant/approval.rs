@@ -217,13 +217,18 @@ impl Broker {
 
     /// The person configured to decide `request`.
     fn approver_for(&self, request: &Fingerprint) -> String {
+        let policy = self.policy();
+        let inventory = policy.inventory();
         match self.approvals.approver {
-            Approver::Subject => request.subject.clone(),
+            // A chain an agent started for itself has no person as subject:
+            // that agent's owner answers for it, not the agent.
+            Approver::Subject => match inventory.agent(&request.subject) {
+                Some(agent) => agent.owner.clone(),
+                None => request.subject.clone(),
+            },
             // The acting agent authenticated, so it is in the inventory; an
             // owner that is somehow missing leaves nobody able to approve.
-            Approver::Owner => {
-                self.policy().inventory().agent(&request.agent).map(|agent| agent.owner.clone()).unwrap_or_default()
-            }
+            Approver::Owner => inventory.agent(&request.agent).map(|agent| agent.owner.clone()).unwrap_or_default(),
         }
     }
 

@@ -122,7 +122,7 @@ pub(super) async fn handle(
     // The subject token, and whether this agent may exchange it.
     let parent = match issuer_of(subject_token) {
         Some(issuer) if issuer != broker.settings().issuer => {
-            person(broker, policy, agent, subject_token, &issuer, evidence).await?
+            person(broker, policy, agent, subject_token, &issuer, proof, evidence).await?
         }
         _ if subject_type == ID_TOKEN_TYPE => return Err(GrantError::SubjectToken(Unacceptable::UntrustedIssuer)),
         _ => own_token(broker, policy, agent, subject_token, proof, evidence).await?,
@@ -240,6 +240,7 @@ async fn person(
     agent: &AuthenticatedAgent,
     subject_token: &str,
     issuer: &str,
+    proof: Option<&Proof>,
     evidence: &mut Evidence,
 ) -> Result<Parent, GrantError> {
     let trusted = policy.issuers().get(issuer).ok_or(GrantError::SubjectToken(Unacceptable::UntrustedIssuer))?;
@@ -257,6 +258,14 @@ async fn person(
     if policy.inventory().target(person.subject()).is_some() {
         return Err(GrantError::SubjectToken(Unacceptable::SubjectIsRegistered));
     }
+    // A provider's token bound to a key (RFC 9449 §6.1) is used only with a
+    // proof of that key.
+    if let Some(jkt) = person.jkt() {
+        proves(proof, jkt)?;
+    }
+    // No parent token names the acting agent here: a blocked agent is
+    // refused explicitly.
+    broker.ensure_not_blocked(agent.id(), None).await?;
     let lineage = Lineage {
         jtis: vec![person.token_id().clone()],
         issued_at: person.issued_at(),

@@ -110,10 +110,15 @@ impl Issuers {
             if entry.agents.is_empty() {
                 return Err(invalid("name at least one agent in `agents`"));
             }
-            // Two providers with one prefix could name two people alike.
-            if !prefixes.insert(entry.subject_prefix.clone()) {
-                return Err(invalid("another issuer has the same subject_prefix; subjects could collide"));
+            // Two providers whose prefixes are equal, or one the start of
+            // the other ("" and "b|"), could name two people alike.
+            let overlapping = prefixes.iter().any(|other: &String| {
+                other.starts_with(&entry.subject_prefix) || entry.subject_prefix.starts_with(other)
+            });
+            if overlapping {
+                return Err(invalid("its subject_prefix overlaps another issuer's; subjects could collide"));
             }
+            prefixes.insert(entry.subject_prefix.clone());
             issuers.push(TrustedIssuer {
                 issuer: entry.issuer,
                 audience: entry.audience,
@@ -188,10 +193,15 @@ mod tests {
         assert!(refused("algorithms = [\"none\"]", "https://login.example.com"));
         assert!(refused("algorithm = [\"RS256\"]", "https://login.example.com"), "unknown keys are named");
         assert!(!refused("", "http://127.0.0.1:4000"));
-        let twice =
-            format!("{ONE}\n[[issuers]]\nissuer = \"https://other.example\"\naudience = \"b\"\nagents = [\"a\"]");
-        assert!(Issuers::parse(&twice).is_err(), "two providers without distinct prefixes");
-        let prefixed = format!("{twice}\nsubject_prefix = \"other|\"");
-        assert!(Issuers::parse(&prefixed).is_ok());
+        let entry = |issuer: &str, prefix: &str| {
+            format!("[[issuers]]\nissuer = \"{issuer}\"\naudience = \"b\"\nagents = [\"a\"]\nsubject_prefix = \"{prefix}\"\n")
+        };
+        let two = |first: &str, second: &str| {
+            Issuers::parse(&(entry("https://one.example", first) + &entry("https://two.example", second)))
+        };
+        assert!(two("", "").is_err(), "two providers without prefixes");
+        assert!(two("", "other|").is_err(), "one's `other|alice` would be the other's `alice`");
+        assert!(two("corp|", "corp|eu|").is_err());
+        assert!(two("corp|", "partner|").is_ok());
     }
 }

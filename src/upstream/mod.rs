@@ -53,6 +53,7 @@ pub struct Person {
     token_id: TokenId,
     issued_at: UnixTime,
     expires_at: UnixTime,
+    jkt: Option<String>,
 }
 
 impl Person {
@@ -90,6 +91,12 @@ impl Person {
     /// When the token was issued.
     pub fn issued_at(&self) -> UnixTime {
         self.issued_at
+    }
+
+    /// The thumbprint of the key the provider bound the token to
+    /// (`cnf.jkt`, RFC 9449 §6.1), if it did.
+    pub fn jkt(&self) -> Option<&str> {
+        self.jkt.as_deref()
     }
 
     /// When the token expires: no token of the chain outlives it.
@@ -257,6 +264,15 @@ impl Providers {
             Some(scope) => Some(ScopeSet::parse(scope).map_err(|_| UpstreamError::Invalid("scope".into()))?),
             None => None,
         };
+        // A binding Baton cannot check (mTLS `x5t#S256`, or anything but
+        // `jkt`) would make the token a bearer token here: refused.
+        let jkt = match claims.get("cnf") {
+            None => None,
+            Some(cnf) => match cnf.get("jkt").and_then(serde_json::Value::as_str) {
+                Some(jkt) => Some(jkt.to_owned()),
+                None => return Err(UpstreamError::Invalid("bound by a method other than DPoP".into())),
+            },
+        };
         let token_id = match text("jti") {
             Some(jti) if !jti.is_empty() && jti.len() <= 256 => TokenId(jti.to_owned()),
             _ => TokenId(URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, raw.as_bytes()))),
@@ -276,6 +292,7 @@ impl Providers {
             token_id,
             issued_at,
             expires_at,
+            jkt,
         })
     }
 }

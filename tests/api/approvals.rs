@@ -307,10 +307,13 @@ async fn the_subject_approves_when_configured_so() {
     let harness = Harness::with(Options { approver: Approver::Subject, ..Options::default() });
     let (_, hop1) = two_hops(&harness).await;
     let id = ask(&harness, &hop1).await;
+    // The subject here is the orchestrator, an agent: it may not approve
+    // its own chain's booking; its owner answers for it.
     decide(&harness, &id, "approve", BOOKER_OWNER).await.assert_error(403, "access_denied");
-    assert_eq!(decide(&harness, &id, "approve", "orchestrator").await.status, 200);
+    decide(&harness, &id, "approve", "orchestrator").await.assert_error(403, "access_denied");
+    assert_eq!(decide(&harness, &id, "approve", "platform-team@example.com").await.status, 200);
     let issued = repeat(&harness, &hop1, &id).await;
-    assert_eq!(json_of(issued.token())["delegation"]["approval"]["approver"], "orchestrator");
+    assert_eq!(json_of(issued.token())["delegation"]["approval"]["approver"], "platform-team@example.com");
 }
 
 #[tokio::test]

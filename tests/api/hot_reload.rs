@@ -126,11 +126,12 @@ async fn an_agent_removed_while_serving_is_deprovisioned_at_the_reload() {
     assert_eq!((status, gone["error"].as_str()), (401, Some("invalid_client")));
     let known: Vec<String> =
         serde_json::from_slice(&std::fs::read(broker.folder.path().join("data/known-agents.json")).unwrap()).unwrap();
-    assert!(known.contains(&"booker".to_owned()), "a removed agent stays known: {known:?}");
+    assert!(!known.contains(&"booker".to_owned()), "deprovisioned once, then forgotten: {known:?}");
 
     // Put back, it stays blocked until reinstated (as at a restart).
     std::fs::write(&agents, &text).unwrap();
     eventually("the reload that puts it back", || async { metric(&broker, RELOADED).await >= 2 }).await;
     let (status, _) = token(&broker, "booker", &[("grant_type", "client_credentials")]).await;
     assert_eq!(status, 401);
+    assert_eq!(metric(&broker, removed).await, 1, "a reload does not deprovision it again");
 }

@@ -280,5 +280,38 @@ async fn tokens_not_from_the_trusted_provider_as_configured_are_refused() {
         let body = client.exchange("orchestrator", &key, (&untrusted, kind), &to_planner).await;
         assert!(refused(&body), "untrusted issuer: {body}");
     }
+    // A token the trusted provider did sign, naming other places for keys
+    // in its header: those are never fetched either.
+    let pointed = json!({
+        "header": {"jku": format!("{lure}/jwks"), "x5u": format!("{lure}/x5u")},
+        "claims": claims(json!({"sub": "pointer"})),
+    });
+    let token = provider.token("sign-with-header", pointed);
+    let body = client.exchange("orchestrator", &key, (&token, ID_TOKEN), &to_planner).await;
+    assert!(body["access_token"].is_string(), "checked with the provider's own keys: {body}");
     assert!(listener.accept().is_err(), "the broker fetched from a token's own URLs");
+
+    // A provider's token bound to a key: only with a proof of that key.
+    let holder = ProofKey::generate().unwrap();
+    let bound = provider.token("sign", claims(json!({"sub": "bound", "cnf": {"jkt": holder.jkt()}})));
+    let body = client.exchange("orchestrator", &key, (&bound, ID_TOKEN), &to_planner).await;
+    assert_eq!(body["error"], "invalid_dpop_proof", "{body}");
+    let body = client.exchange("orchestrator", &holder, (&bound, ID_TOKEN), &to_planner).await;
+    assert!(body["access_token"].is_string(), "{body}");
+    let other_binding = provider.token("sign", claims(json!({"sub": "mtls", "cnf": {"x5t#S256": "abc"}})));
+    let body = client.exchange("orchestrator", &key, (&other_binding, ID_TOKEN), &to_planner).await;
+    assert!(refused(&body), "a binding Baton cannot check: {body}");
+
+    // A blocked agent starts no chain, though no parent token names it.
+    let response = client
+        .http
+        .post(format!("{}/admin/deprovision", broker.url))
+        .bearer_auth(ADMIN)
+        .json(&json!({"agent": "orchestrator"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+    let body = client.exchange("orchestrator", &key, (&valid, ID_TOKEN), &to_planner).await;
+    assert_eq!(body["error"], "invalid_client", "{body}");
 }

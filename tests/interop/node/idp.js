@@ -11,6 +11,8 @@
 //   sign <claims json>  a JWT of these claims signed with the provider's key
 //   forge <claims json> the same claims signed with another key under the
 //                       provider's kid -> {"token"}
+//   sign-with-header {"header": {...}, "claims": {...}}
+//                       signed with the provider's key, extra header members
 // It stops when its input closes.
 
 import { createHash, randomBytes } from 'node:crypto';
@@ -142,14 +144,18 @@ async function exchangeCode(code, verifier) {
   return { id_token: body.id_token };
 }
 
-async function sign(claims, key) {
-  return new jose.SignJWT(claims).setProtectedHeader({ alg: 'RS256', kid, typ: 'JWT' }).sign(key);
+async function sign(claims, key, header = {}) {
+  return new jose.SignJWT(claims).setProtectedHeader({ alg: 'RS256', kid, typ: 'JWT', ...header }).sign(key);
 }
 
 const commands = {
   login: (argument) => login(argument),
   sign: async (argument) => ({ token: await sign(JSON.parse(argument), privateKey) }),
   forge: async (argument) => ({ token: await sign(JSON.parse(argument), foreignKey) }),
+  'sign-with-header': async (argument) => {
+    const { header, claims } = JSON.parse(argument);
+    return { token: await sign(claims, privateKey, header) };
+  },
 };
 
 for await (const line of createInterface({ input: process.stdin })) {
