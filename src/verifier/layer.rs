@@ -76,6 +76,8 @@ where
                 Some(Credentials { scheme: Scheme::Dpop, token }) => match proof(&request) {
                     Ok(proof) => {
                         let method = request.method().as_str();
+                        // As this service sees it: behind a `nest`, the
+                        // public URL must include the nest's prefix.
                         let path = request.uri().path();
                         verifier.verify_presented(Presented::Dpop { token: &token, proof: &proof, method, path }).await
                     }

@@ -192,14 +192,18 @@ impl Verifier {
         let token = match presented {
             Presented::Bearer(token) | Presented::Dpop { token, .. } => token,
         };
-        let caller = self.verify_token(token).await?;
-        let proof = match (presented, caller.claims.jkt()) {
-            (Presented::Bearer(_), None) => return Ok(caller),
-            (Presented::Dpop { proof, method, path, .. }, Some(jkt)) => (proof, method, path, jkt),
+        let claims = self.signed_for_this_api(token).await?;
+        // The holder is proven before anything else is looked at, so that a
+        // thief without the key learns nothing from scope or revocation.
+        match (presented, claims.jkt()) {
+            (Presented::Bearer(_), None) => {}
+            (Presented::Dpop { proof, method, path, .. }, Some(jkt)) => {
+                self.check_proof(token, (proof, method, path, jkt)).await?;
+            }
             (Presented::Bearer(_), Some(_)) | (Presented::Dpop { .. }, None) => return Err(Rejection::WrongScheme),
-        };
-        self.check_proof(token, proof).await?;
-        Ok(caller)
+        }
+        self.authorize(token, &claims).await?;
+        Ok(Caller { claims })
     }
 
     /// RFC 9449 §4.3 at a resource server, with step 13: the proof's key is
@@ -224,7 +228,8 @@ impl Verifier {
         }
     }
 
-    async fn verify_token(&self, token: &str) -> Result<Caller, Rejection> {
+    /// RFC 9068 §4: the token verifies with the issuer's keys and is for this API.
+    async fn signed_for_this_api(&self, token: &str) -> Result<Claims, Rejection> {
         let keys = self.keys.current().await.map_err(|error| Rejection::Unavailable(error.to_string()))?;
         let verified = match token::verify(token, keys.as_ref(), &self.rules, self.clock.as_ref()) {
             // A key we do not know yet may be a rotation at the issuer.
@@ -239,6 +244,11 @@ impl Verifier {
         if claims.aud != self.audience {
             return Err(Rejection::WrongAudience);
         }
+        Ok(claims.clone())
+    }
+
+    /// The required scopes, and that neither the token nor its lineage is revoked.
+    async fn authorize(&self, token: &str, claims: &Claims) -> Result<(), Rejection> {
         if !self.required_scopes.is_subset(&claims.scope) {
             return Err(Rejection::InsufficientScope);
         }
@@ -255,7 +265,7 @@ impl Verifier {
             },
             RevocationSource::Unchecked => {}
         }
-        Ok(Caller { claims: claims.clone() })
+        Ok(())
     }
 }
 
@@ -352,8 +362,9 @@ impl VerifierBuilder {
         self
     }
 
-    /// Where clients reach this API (scheme, host and port), the start of
-    /// the `htu` of DPoP proofs [default: the audience].
+    /// Where clients reach this API (scheme, host and port, and the prefix
+    /// of a `nest` the layer sits under), the start of the `htu` of DPoP
+    /// proofs [default: the audience].
     pub fn public_url(mut self, url: impl Into<String>) -> Self {
         self.public_url = Some(url.into());
         self

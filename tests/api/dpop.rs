@@ -282,8 +282,13 @@ async fn introspection_names_the_key() {
 
 /// The airline API, reached by its clients at `https://api.airline.example`.
 fn airline_api(harness: &Harness, issuer: &str) -> Router {
+    airline_api_requiring(harness, issuer, baton::claims::ScopeSet::default())
+}
+
+fn airline_api_requiring(harness: &Harness, issuer: &str, scopes: baton::claims::ScopeSet) -> Router {
     let verifier = Verifier::builder(issuer)
         .audience(AIRLINE)
+        .require_scopes(scopes)
         .public_url(AIRLINE)
         .clock(harness.clock.clone())
         .revocation(harness.store.clone())
@@ -345,4 +350,14 @@ async fn the_api_accepts_a_bound_token_only_with_a_proof_of_its_key() {
     let (status, _) = call(&api, &format!("DPoP {unbound}"), &[&proof(&keys.booker, "GET", BOOKINGS, &unbound)]).await;
     assert_eq!(status, 401);
     assert_eq!(call(&api, &format!("Bearer {unbound}"), &[]).await.0, 200);
+
+    // The holder is proven first: a thief learns nothing of the token's
+    // scopes; the holder is told what is missing.
+    let booking = airline_api_requiring(&harness, &issuer, baton::claims::ScopeSet::parse("flights.book").unwrap());
+    let (status, challenge) = call(&booking, &dpop, &[&proof(&thief, "GET", BOOKINGS, &token)]).await;
+    assert_eq!(status, 401);
+    assert!(challenge.contains("invalid_dpop_proof"), "{challenge}");
+    let (status, challenge) = call(&booking, &dpop, &[&proof(&keys.booker, "GET", BOOKINGS, &token)]).await;
+    assert_eq!(status, 403);
+    assert!(challenge.contains("insufficient_scope"), "{challenge}");
 }
