@@ -130,8 +130,15 @@ fn table(question: &Question, explanation: &Explanation) -> String {
         out.push_str(&format!("  {:<width$}  {asked}  {decision}  {}\n", scope.scope, why.join("; ")));
     }
     match &explanation.outcome {
-        Outcome::Granted { scopes, expires_in, .. } => {
+        Outcome::Granted { scopes, expires_in, approval, .. } => {
             out.push_str(&format!("result: granted {} for {expires_in} s\n", scopes.join(" ")));
+            if let Some(approval) = approval {
+                out.push_str(&format!(
+                    "        once a person approves {} (marked by {}): until then authorization_pending\n",
+                    approval.scopes.join(" "),
+                    approval.marked_by.join(", ")
+                ));
+            }
         }
         Outcome::Refused { refusal } => {
             let error = OAuthError::from(refusal).code.as_str();

@@ -99,6 +99,9 @@ pub enum Expected {
         scopes: Vec<String>,
         /// The permits behind them, sorted, when the case names them.
         rules: Option<Vec<String>>,
+        /// The scopes that need a person's approval, sorted (empty: none),
+        /// when the case names them.
+        approval: Option<Vec<String>>,
     },
     /// No token, for this reason.
     Refused {
@@ -150,6 +153,8 @@ struct ExpectEntry {
     #[serde(default)]
     rules: Option<Vec<String>>,
     #[serde(default)]
+    approval: Option<Vec<String>>,
+    #[serde(default)]
     refused: Option<String>,
     #[serde(default)]
     scope: Option<String>,
@@ -188,18 +193,18 @@ pub fn load(path: &Path) -> Result<Vec<Case>, CaseError> {
                     .map_err(|_| invalid(format!("`at` must be a date and time with an offset, not `{at}`")))
             })
             .transpose()?;
-        let ExpectEntry { granted, rules, refused, scope } = entry.expect;
+        let ExpectEntry { granted, rules, approval, refused, scope } = entry.expect;
         let expect =
             match (granted, refused) {
                 (Some(mut scopes), None) if scope.is_none() => {
                     scopes.sort();
-                    let rules = rules.map(|mut rules| {
-                        rules.sort();
-                        rules
-                    });
-                    Expected::Granted { scopes, rules }
+                    let sorted = |mut list: Vec<String>| {
+                        list.sort();
+                        list
+                    };
+                    Expected::Granted { scopes, rules: rules.map(sorted), approval: approval.map(sorted) }
                 }
-                (None, Some(code)) if rules.is_none() => {
+                (None, Some(code)) if rules.is_none() && approval.is_none() => {
                     if !REFUSAL_CODES.contains(&code.as_str()) {
                         return Err(invalid(format!(
                             "`refused = \"{code}\"` is no refusal; use one of {}",
@@ -209,7 +214,7 @@ pub fn load(path: &Path) -> Result<Vec<Case>, CaseError> {
                     Expected::Refused { code, scope }
                 }
                 _ => return Err(invalid(
-                    "`expect` takes either `granted` (and optionally `rules`) or `refused` (and optionally `scope`)"
+                    "`expect` takes either `granted` (and optionally `rules`, `approval`) or `refused` (and optionally `scope`)"
                         .into(),
                 )),
             };
@@ -236,18 +241,25 @@ impl Case {
             Err(ExplainError::Policy(error)) => return CaseResult::Error(error.to_string()),
         };
         let actual = match &explanation.outcome {
-            Outcome::Granted { scopes, rules, .. } => {
+            Outcome::Granted { scopes, rules, approval, .. } => {
                 let mut scopes = scopes.clone();
                 scopes.sort();
-                Expected::Granted { scopes, rules: Some(rules.clone()) }
+                let mut needed = approval.as_ref().map(|approval| approval.scopes.clone()).unwrap_or_default();
+                needed.sort();
+                Expected::Granted { scopes, rules: Some(rules.clone()), approval: Some(needed) }
             }
             Outcome::Refused { refusal } => {
                 Expected::Refused { code: refusal.code().to_owned(), scope: refusal.scope().map(ToString::to_string) }
             }
         };
         let matches = match (&self.expect, &actual) {
-            (Expected::Granted { scopes, rules }, Expected::Granted { scopes: granted, rules: Some(permitting) }) => {
-                scopes == granted && rules.as_ref().is_none_or(|rules| rules == permitting)
+            (
+                Expected::Granted { scopes, rules, approval },
+                Expected::Granted { scopes: granted, rules: Some(permitting), approval: Some(needed) },
+            ) => {
+                scopes == granted
+                    && rules.as_ref().is_none_or(|rules| rules == permitting)
+                    && approval.as_ref().is_none_or(|approval| approval == needed)
             }
             (Expected::Refused { code, scope }, Expected::Refused { code: refused, scope: named }) => {
                 code == refused && scope.as_ref().is_none_or(|scope| Some(scope) == named.as_ref())
@@ -265,11 +277,14 @@ impl Case {
 impl std::fmt::Display for Expected {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Expected::Granted { scopes, rules } => {
+            Expected::Granted { scopes, rules, approval } => {
                 write!(f, "granted [{}]", scopes.join(" "))?;
-                match rules {
-                    Some(rules) => write!(f, " by [{}]", rules.join(", ")),
-                    None => Ok(()),
+                if let Some(rules) = rules {
+                    write!(f, " by [{}]", rules.join(", "))?;
+                }
+                match approval {
+                    Some(approval) if !approval.is_empty() => write!(f, " once [{}] is approved", approval.join(" ")),
+                    Some(_) | None => Ok(()),
                 }
             }
             Expected::Refused { code, scope: Some(scope) } => write!(f, "refused: {code} ({scope})"),
@@ -298,6 +313,20 @@ mod tests {
     }
 
     const CASE: &str = "[[case]]\nname = 'own token'\n[case.request]\naction = 'issue'\nagent = 'orchestrator'\n";
+
+    #[test]
+    fn a_case_can_say_which_scopes_wait_for_approval() {
+        let booking = "[[case]]\nname = 'book'\n[case.request]\naction = 'exchange'\nagent = 'booker'\n\
+                       subject = 'orchestrator'\ntarget = 'https://api.airline.example'\nscopes = ['flights.book']\n\
+                       parent_scopes = ['flights.book']\nchain = ['planner']\n[case.expect]\ngranted = ['flights.book']\n";
+        let run = |approval: &str| {
+            let (_dir, path) = write(&format!("{booking}{approval}"));
+            load(&path).unwrap().remove(0).run(&example(), NOW)
+        };
+        assert_eq!(run("approval = ['flights.book']\n"), CaseResult::Pass);
+        assert!(matches!(run("approval = []\n"), CaseResult::Fail { .. }), "the example marks flights.book");
+        assert_eq!(run(""), CaseResult::Pass, "not named, not checked");
+    }
 
     #[test]
     fn unknown_keys_are_named() {

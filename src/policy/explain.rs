@@ -113,6 +113,10 @@ pub enum Outcome {
         expires_in: i64,
         /// The permits behind them.
         rules: Vec<String>,
+        /// The scopes a person must approve first (the broker answers
+        /// `authorization_pending` until then), and what marked them.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        approval: Option<ApprovalNeeded>,
     },
     /// Nothing would be issued.
     Refused {
@@ -120,6 +124,15 @@ pub enum Outcome {
         #[serde(flatten)]
         refusal: Refusal,
     },
+}
+
+/// What a granted request must wait for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApprovalNeeded {
+    /// The scopes that need a person's approval.
+    pub scopes: Vec<String>,
+    /// What marked them: `resources.toml: <uri>` or `<rule id>: <annotation>`.
+    pub marked_by: Vec<String>,
 }
 
 /// One scope put to the rules.
@@ -229,6 +242,10 @@ impl Policy {
                 scopes: grant.scope().iter().map(ToString::to_string).collect(),
                 expires_in: grant.expires_at().seconds_since(now),
                 rules: grant.reasons().to_vec(),
+                approval: grant.approval().map(|need| ApprovalNeeded {
+                    scopes: need.scopes.iter().map(ToString::to_string).collect(),
+                    marked_by: need.marked_by.clone(),
+                }),
             },
             Err(refusal) => Outcome::Refused { refusal },
         };
@@ -300,7 +317,10 @@ mod tests {
         let explanation =
             policy.explain(&question(serde_json::json!({"action": "issue", "agent": "orchestrator"})), NOW).unwrap();
         assert_eq!(explanation.target.as_deref(), Some("planner"));
-        let Outcome::Granted { scopes, expires_in, rules } = &explanation.outcome else { panic!("{explanation:?}") };
+        let Outcome::Granted { scopes, expires_in, rules, approval } = &explanation.outcome else {
+            panic!("{explanation:?}")
+        };
+        assert_eq!(approval, &None, "an agent's own token for the planner needs nobody's approval");
         assert_eq!(scopes.len(), 4);
         assert_eq!(*expires_in, 3600);
         assert_eq!(rules, &["travel.cedar#orchestrator-to-planner"]);
