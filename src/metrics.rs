@@ -78,6 +78,7 @@ pub struct Metrics {
     deprovisioned: Family<DeprovisionLabels, Counter>,
     policy_reloads: Family<OutcomeLabels, Counter>,
     pending_approvals: Gauge,
+    waiting: Family<GrantLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -122,7 +123,13 @@ impl Metrics {
             "Requests waiting for a person's approval, as of the last scrape",
             pending_approvals.clone(),
         );
-        Metrics { registry, issued, refused, revoked, deprovisioned, policy_reloads, pending_approvals }
+        let waiting = Family::<GrantLabels, Counter>::default();
+        registry.register(
+            "baton_token_requests_awaiting_approval",
+            "Token requests answered authorization_pending, by grant type (each poll counts)",
+            waiting.clone(),
+        );
+        Metrics { registry, issued, refused, revoked, deprovisioned, policy_reloads, pending_approvals, waiting }
     }
 
     /// Sets how many approvals are pending now.
@@ -142,6 +149,11 @@ impl Metrics {
         match outcome {
             Ok(()) => {
                 self.issued.get_or_create(&GrantLabels { grant_type }).inc();
+            }
+            // Waiting for a person is not a refusal: alerts on refusals must
+            // not fire because approvers are at lunch.
+            Err(GrantError::Approval(crate::grant::ApprovalError::Pending(_))) => {
+                self.waiting.get_or_create(&GrantLabels { grant_type }).inc();
             }
             Err(error) => {
                 let labels =

@@ -47,11 +47,16 @@ async fn ask(harness: &Harness, hop1: &str) -> String {
 
 /// The pending-approvals line of `GET /metrics`.
 async fn pending_gauge(harness: &Harness) -> String {
+    metric_lines(harness, "baton_approvals_pending").await
+}
+
+/// The lines of `GET /metrics` that start with `prefix`.
+async fn metric_lines(harness: &Harness, prefix: &str) -> String {
     let request = axum::http::Request::get("/metrics").body(axum::body::Body::empty()).unwrap();
     let response = tower::ServiceExt::oneshot(harness.router.clone(), request).await.unwrap();
     let bytes = http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes();
     let text = String::from_utf8(bytes.to_vec()).unwrap();
-    text.lines().filter(|line| line.starts_with("baton_approvals_pending")).collect::<Vec<_>>().join("\n")
+    text.lines().filter(|line| line.starts_with(prefix)).collect::<Vec<_>>().join("\n")
 }
 
 async fn repeat(harness: &Harness, hop1: &str, id: &str) -> Response {
@@ -90,6 +95,11 @@ async fn a_booking_waits_for_the_owner_and_its_token_records_the_approval() {
     assert_eq!(approvals[0]["request"]["scope"], "flights.book");
     assert_eq!(approvals[0]["request"]["parent_jti"], claims_of(&hop1).jti.0.as_str());
     assert!(pending_gauge(&harness).await.contains("baton_approvals_pending 1"));
+    // Asked and polled once: waiting, not refused.
+    let waiting = metric_lines(&harness, "baton_token_requests_awaiting_approval_total").await;
+    assert!(waiting.contains("grant_type=\"token_exchange\"} 2"), "{waiting}");
+    let refused = metric_lines(&harness, "baton_token_requests_refused_total").await;
+    assert!(!refused.contains("approval_pending"), "{refused}");
     decide(&harness, &id, "approve", "platform-team@example.com").await.assert_error(403, "access_denied");
     decide(&harness, &id, "approve", "orchestrator").await.assert_error(403, "access_denied");
     decide(&harness, "AAAAAAAAAAAAAAAAAAAAAA", "approve", BOOKER_OWNER).await.assert_error(404, "invalid_request");
