@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::{header, Request};
-use baton::clock::UnixTime;
+use baton::clock::{Clock, SystemClock, UnixTime};
 use baton::grant::Approver;
 use baton::store::{Approval, ApprovalId, ApprovalState, ApprovalStore, AuditDecision, StateStore, StoreError};
 use serde_json::{json, Value};
@@ -464,6 +464,7 @@ async fn on_redis_an_approval_asked_on_one_node_is_decided_on_another() {
                 audit: store.clone(),
             }),
             approval_store: Some(store),
+            start: SystemClock.now(),
             ..Options::default()
         })
     };

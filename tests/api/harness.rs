@@ -65,6 +65,9 @@ pub struct Options {
     pub approval_store: Option<Arc<dyn ApprovalStore>>,
     pub approver: Approver,
     pub approval_webhook: Option<String>,
+    /// Where the fixed clock starts. A store that keeps time itself (Redis
+    /// expires keys on its own clock) needs the real time here.
+    pub start: UnixTime,
 }
 
 impl Default for Options {
@@ -80,6 +83,7 @@ impl Default for Options {
             approval_store: None,
             approver: Approver::Owner,
             approval_webhook: None,
+            start: START,
         }
     }
 }
@@ -119,8 +123,8 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let keys_dir = dir.path().join("keys");
         let lifetimes = Lifetimes { max_token_ttl: 3600, agent_token_ttl: 900 };
-        keys::generate(&keys_dir, options.algorithm, 3600, START).unwrap();
-        let clock = Arc::new(FixedClock::new(START));
+        keys::generate(&keys_dir, options.algorithm, 3600, options.start).unwrap();
+        let clock = Arc::new(FixedClock::new(options.start));
         let store = Arc::new(EmbeddedStore::open(&dir.path().join("data")).unwrap());
         let stores = options.stores.unwrap_or_else(|| Stores {
             replay: store.clone() as Arc<dyn ReplayStore>,
