@@ -69,7 +69,10 @@ pub struct AgentReport {
     pub groups: Vec<String>,
     /// Whether it is within its registered life.
     pub active: bool,
-    /// Its most recent audit event.
+    /// When it last asked for a token as the authenticated client, whether
+    /// issued, refused or put to an approver. Events that only name it (an
+    /// admin's deprovisioning or reinstatement, its expiry, an approver's
+    /// decision) are not use.
     pub last_use: Option<UnixTime>,
     /// Tokens issued to it in the last 24 hours (at most the query cap).
     pub tokens_issued_last_day: usize,
@@ -145,11 +148,6 @@ impl Broker {
         let mut reports = Vec::new();
         let policy = self.policy();
         for agent in policy.inventory().agents() {
-            let last = self
-                .stores
-                .audit
-                .query(&AuditFilter { agent: Some(agent.id.clone()), limit: Some(1), ..AuditFilter::default() })
-                .await?;
             let day = self
                 .stores
                 .audit
@@ -159,7 +157,7 @@ impl Broker {
                     ..AuditFilter::default()
                 })
                 .await?;
-            let last_use = last.first().map(|event| event.time);
+            let last_use = self.last_token_request(&agent.id).await?;
             reports.push(AgentReport {
                 warnings: lifecycle::warnings(agent, last_use, now),
                 id: agent.id.clone(),
@@ -173,6 +171,23 @@ impl Broker {
             });
         }
         Ok(reports)
+    }
+
+    /// When `agent` last asked the token endpoint for a token, whatever the
+    /// answer: the newest event of either grant type it made as the client.
+    async fn last_token_request(&self, agent: &str) -> Result<Option<UnixTime>, StoreError> {
+        let mut last = None;
+        for grant_type in [super::CLIENT_CREDENTIALS, super::TOKEN_EXCHANGE] {
+            let filter = AuditFilter {
+                agent: Some(agent.to_owned()),
+                action: Some(grant_type.to_owned()),
+                limit: Some(1),
+                ..AuditFilter::default()
+            };
+            let newest = self.stores.audit.query(&filter).await?.first().map(|event| event.time);
+            last = last.max(newest);
+        }
+        Ok(last)
     }
 
     /// Audit events matching `filter`, newest first.

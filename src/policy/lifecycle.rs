@@ -40,7 +40,7 @@ pub enum AgentWarning {
     NeverUsed,
     /// Its last use is long ago.
     Idle {
-        /// Its most recent audit event.
+        /// When it last asked for a token.
         last_use: UnixTime,
         /// Whole days since.
         days: i64,
@@ -102,7 +102,7 @@ pub fn registration_warnings(agent: &Agent, now: UnixTime) -> Vec<AgentWarning> 
     warnings
 }
 
-/// Every warning about `agent`, given its most recent use: those of its
+/// Every warning about `agent`, given when it last asked for a token: those of its
 /// registration, then never used or idle for [`IDLE_WARNING_DAYS`]. An
 /// expired agent cannot be used, so its use is not warned about.
 pub fn warnings(agent: &Agent, last_use: Option<UnixTime>, now: UnixTime) -> Vec<AgentWarning> {

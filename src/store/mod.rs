@@ -230,6 +230,10 @@ pub struct AuditFilter {
     pub jti: Option<TokenId>,
     /// Events whose `parent_jti` is this.
     pub parent_jti: Option<TokenId>,
+    /// Events of this action: a grant type (`client_credentials`, the token
+    /// exchange URN) for an agent's own token requests, or an admin or
+    /// approver action (`deprovision`, `reinstate`, `expired`, `approval_approve`…).
+    pub action: Option<String>,
     /// Events at or after this time.
     pub since: Option<UnixTime>,
     /// Events at or before this time.
@@ -253,6 +257,7 @@ impl AuditFilter {
             && self.subject.as_ref().is_none_or(|subject| event.subject.as_ref() == Some(subject))
             && self.jti.as_ref().is_none_or(|jti| event.jti.as_ref() == Some(jti))
             && self.parent_jti.as_ref().is_none_or(|parent| event.parent_jti.as_ref() == Some(parent))
+            && self.action.as_ref().is_none_or(|action| &event.action == action)
             && self.since.is_none_or(|since| event.time >= since)
             && self.until.is_none_or(|until| event.time <= until)
     }

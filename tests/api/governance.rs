@@ -3,6 +3,7 @@
 
 use axum::body::Body;
 use axum::http::{header, Request};
+use baton::clock::Clock;
 use serde_json::{json, Value};
 
 use crate::harness::{example_policies, policy_folder, secret_hash, Harness, Response, ADMIN_TOKEN, AIRLINE, CALENDAR};
@@ -222,4 +223,54 @@ async fn the_agents_list_carries_warnings_for_unused_expiring_and_expired_agents
     assert_eq!(warnings(&list.body, "soon"), [json!({"kind": "expired", "expires": "2026-12-10"})]);
     assert_eq!(harness.broker.retire_expired_agents(&Default::default()).await.unwrap(), ["soon"]);
     issue("soon").await.assert_error(401, "invalid_client");
+}
+
+/// A policy folder of agents that all expire on 2030-01-01, with the secret
+/// `s`, and one API whose `read` scope everyone may have.
+fn agents_folder(ids: &[&str]) -> tempfile::TempDir {
+    let secret = secret_hash("s");
+    let agents: String = ids
+        .iter()
+        .map(|id| {
+            format!("[[agents]]\nid='{id}'\nowner='o'\npurpose='p'\nexpires=2030-01-01\nsecret_sha256='{secret}'\n")
+        })
+        .collect();
+    let resources = "[[resources]]\nuri='https://api.example'\nname='API'\nscopes=['read']\nttl=300\n";
+    policy_folder(&agents, resources, "permit (principal, action, resource);")
+}
+
+/// The agent `id` of `GET /admin/agents`.
+async fn agent_report(harness: &Harness, id: &str) -> Value {
+    let list = admin(harness, "GET", "/admin/agents", None).await;
+    assert_eq!(list.status, 200, "{}", list.body);
+    list.body["agents"].as_array().unwrap().iter().find(|agent| agent["id"] == id).unwrap().clone()
+}
+
+#[tokio::test]
+async fn an_admins_action_on_an_agent_is_not_its_use() {
+    let policies = agents_folder(&["worker"]);
+    let harness = Harness::with(crate::harness::Options { policies: policies.path().to_owned(), ..Default::default() });
+    let client = &harness;
+    let ask = |scope: &'static str| async move {
+        let form = [("grant_type", "client_credentials"), ("resource", "https://api.example"), ("scope", scope)];
+        client.token(Some(("worker", "s")), &form).await
+    };
+    assert_eq!(ask("read").await.status, 200);
+    let used_at = harness.clock.now().0;
+
+    // A month on, an admin deprovisions and reinstates it: both events name
+    // the agent, and neither is the agent asking for anything.
+    harness.clock.advance(31 * 86_400);
+    assert_eq!(admin(&harness, "POST", "/admin/deprovision", Some(json!({"agent": "worker"}))).await.status, 200);
+    harness.clock.advance(1);
+    assert_eq!(admin(&harness, "POST", "/admin/reinstate", Some(json!({"agent": "worker"}))).await.status, 200);
+    let report = agent_report(&harness, "worker").await;
+    assert_eq!(report["last_use"], json!(used_at), "{report}");
+    assert_eq!(report["warnings"], json!([{"kind": "idle", "last_use": used_at, "days": 31}]), "{report}");
+
+    // A refused request is the agent's own use all the same.
+    ask("write").await.assert_error(400, "invalid_scope");
+    let report = agent_report(&harness, "worker").await;
+    assert_eq!(report["last_use"], json!(harness.clock.now().0), "{report}");
+    assert_eq!(report["warnings"], json!([]), "{report}");
 }
