@@ -116,7 +116,7 @@ async fn main() -> Result<(), String> {
     // The airline API, on a free loopback port.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|error| error.to_string())?;
     let api = format!("http://{}", listener.local_addr().map_err(|error| error.to_string())?);
-    let router = airline::router(&broker)?;
+    let router = airline::router(&broker, &api)?;
     tokio::spawn(async move { axum::serve(listener, router).await });
 
     let (to_planner, planner_inbox) = oneshot::channel::<String>();

@@ -7,7 +7,9 @@
 //!
 //! Then call `POST http://127.0.0.1:9090/bookings` with a token for
 //! `https://api.airline.example` holding `flights.book` (the README's walk
-//! ends with one). `BROKER_URL` names the broker (default
+//! ends with one). A DPoP-bound token (the `person_chain` example ends with
+//! one) is accepted only under `Authorization: DPoP`, with a proof for
+//! `http://<API_LISTEN>/bookings`. `BROKER_URL` names the broker (default
 //! `http://127.0.0.1:8080`), `API_LISTEN` this API's address (default
 //! `127.0.0.1:9090`).
 
@@ -21,5 +23,7 @@ async fn main() -> Result<(), String> {
     let listener =
         tokio::net::TcpListener::bind(&listen).await.map_err(|error| format!("listen on {listen}: {error}"))?;
     println!("airline API on http://{listen}/bookings, trusting {issuer}");
-    axum::serve(listener, airline::router(&issuer)?).await.map_err(|error| error.to_string())
+    axum::serve(listener, airline::router(&issuer, &format!("http://{listen}"))?)
+        .await
+        .map_err(|error| error.to_string())
 }

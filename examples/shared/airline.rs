@@ -13,12 +13,14 @@ use serde_json::{json, Value};
 /// The API's identifier: tokens for it carry this `aud`.
 pub const AIRLINE: &str = "https://api.airline.example";
 
-/// The airline API's routes behind a verifier for `issuer`. Revocation is
+/// The airline API's routes behind a verifier for `issuer`, reached by
+/// clients at `public_url` (the `htu` of their DPoP proofs). Revocation is
 /// checked by introspection, as the API registered in `policies/resources.toml`
 /// (dev-only credentials), answers cached for two seconds.
-pub fn router(issuer: &str) -> Result<Router, String> {
+pub fn router(issuer: &str, public_url: &str) -> Result<Router, String> {
     let verifier = Verifier::builder(issuer)
         .audience(AIRLINE)
+        .public_url(public_url)
         .require_scopes(ScopeSet::parse("flights.book").map_err(|error| error.to_string())?)
         .introspection("airline-api", "dev-only-airline-api-secret", Duration::from_secs(2))
         .build()

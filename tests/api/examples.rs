@@ -1,8 +1,10 @@
-//! The runnable examples, run as their README says, against a real broker.
+//! The runnable examples, run as their README says, against a real broker
+//! (and, for a person's chain, a real OpenID provider).
 
 use std::process::Command;
 use std::time::Duration;
 
+use crate::identity_provider::IdentityProvider;
 use crate::process::{example, BrokerProcess};
 
 /// The admin token the approver uses in these runs.
@@ -70,16 +72,43 @@ async fn the_walk_script_runs_against_the_broker() {
     assert!(stdout.contains("\"approver\": \"travel-team@example.com\""), "{stdout}");
 }
 
+/// `examples/protected_api` on a free loopback port, stopped when dropped.
+struct ProtectedApi {
+    child: std::process::Child,
+    url: String,
+}
+
+impl ProtectedApi {
+    async fn start(broker: &str) -> ProtectedApi {
+        let port = crate::process::free_port();
+        let child = Command::new(example("protected_api"))
+            .env("BROKER_URL", broker)
+            .env("API_LISTEN", format!("127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let api = ProtectedApi { child, url: format!("http://127.0.0.1:{port}") };
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                return api;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the protected API did not come up");
+    }
+}
+
+impl Drop for ProtectedApi {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[tokio::test]
 async fn protected_api_answers_who_calls_through_whom() {
     let broker = broker().await;
-    let port = crate::process::free_port();
-    let mut api = Command::new(example("protected_api"))
-        .env("BROKER_URL", &broker.url)
-        .env("API_LISTEN", format!("127.0.0.1:{port}"))
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let api = ProtectedApi::start(&broker.url).await;
     let client = reqwest::Client::new();
     let token_url = format!("{}/token", broker.url);
     let token = |agent: &'static str, form: Vec<(&'static str, String)>| {
@@ -125,20 +154,55 @@ async fn protected_api_answers_who_calls_through_whom() {
     form.push(("approval_id", id));
     let hop2 = token("booker", form).await;
 
-    let bookings = format!("http://127.0.0.1:{port}/bookings");
-    let mut answer = None;
-    for _ in 0..100 {
-        if let Ok(response) = client.post(&bookings).bearer_auth(&hop2).send().await {
-            answer = Some((response.status().as_u16(), response.text().await.unwrap()));
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let unauthenticated = client.post(&bookings).send().await.map(|response| response.status().as_u16());
-    let _ = api.kill();
-    let _ = api.wait();
-    let (status, body) = answer.expect("the protected API did not come up");
+    let bookings = format!("{}/bookings", api.url);
+    let response = client.post(&bookings).bearer_auth(&hop2).send().await.unwrap();
+    let (status, body) = (response.status().as_u16(), response.text().await.unwrap());
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"by\":\"booker\"") && body.contains("\"chain\":[\"booker\",\"planner\"]"), "{body}");
-    assert_eq!(unauthenticated.unwrap(), 401);
+    assert_eq!(client.post(&bookings).send().await.unwrap().status(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn person_chain_takes_a_sign_in_through_three_bound_hops_to_the_api() {
+    let mut provider = IdentityProvider::start();
+    // `policies/issuers.toml` as the README writes it, for this provider.
+    let issuers = format!(
+        "[[issuers]]\nissuer = \"{}\"\naudience = \"baton-demo\"\nsubject_prefix = \"idp|\"\n\
+         agents = [\"orchestrator\"]\n",
+        provider.issuer
+    );
+    let hash = crate::harness::secret_hash(ADMIN);
+    let broker = BrokerProcess::start_with_policies(&[("BATON_ADMIN_TOKEN_SHA256", hash.as_str())], |policies| {
+        std::fs::write(policies.join("issuers.toml"), issuers).unwrap();
+    })
+    .await;
+    let api = ProtectedApi::start(&broker.url).await;
+    let id_token = provider.sign_in("alice");
+    let run = tokio::task::spawn_blocking({
+        let (broker, api) = (broker.url.clone(), api.url.clone());
+        move || {
+            Command::new(example("person_chain"))
+                .arg(id_token)
+                .env("BROKER_URL", broker)
+                .env("API_URL", api)
+                .output()
+                .unwrap()
+        }
+    });
+    let id = approve_the_booking(&broker.url).await;
+    let output = run.await.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains(&format!("booker: waiting for a person to approve {id}")), "{stdout}");
+    for agent in ["orchestrator", "planner", "booker"] {
+        assert!(stdout.contains(&format!("{agent}: \"DPoP\" token for ")), "{agent}: {stdout}");
+    }
+    // The API saw the person and the chain, with a proof of the booker's key.
+    let decision = stdout.lines().find(|line| line.starts_with("API decision: ")).unwrap_or_else(|| panic!("{stdout}"));
+    let answer: serde_json::Value = serde_json::from_str(decision.trim_start_matches("API decision: 200 ")).unwrap();
+    assert_eq!(answer["for"], "idp|alice", "{decision}");
+    assert_eq!(answer["by"], "booker", "{decision}");
+    assert_eq!(answer["chain"], serde_json::json!(["booker", "planner", "orchestrator"]), "{decision}");
+    let root = format!("\"baton-demo\" for \"baton-demo\" (from identity provider \"{}\")", provider.issuer);
+    assert!(stdout.contains(&root), "{stdout}");
 }

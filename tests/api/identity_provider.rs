@@ -34,15 +34,15 @@ fn node_dir() -> PathBuf {
 }
 
 /// `tests/interop/node/idp.js`, answering one command a line.
-struct IdentityProvider {
+pub struct IdentityProvider {
     child: Child,
     input: ChildStdin,
     output: BufReader<ChildStdout>,
-    issuer: String,
+    pub issuer: String,
 }
 
 impl IdentityProvider {
-    fn start() -> IdentityProvider {
+    pub fn start() -> IdentityProvider {
         let installed = node_dir().join("node_modules/oidc-provider/package.json");
         assert!(installed.exists(), "oidc-provider is not installed: run ./scripts/test.sh, which installs it");
         let mut child = Command::new("node")
@@ -73,7 +73,7 @@ impl IdentityProvider {
     }
 
     /// A person signed in through the provider's login and consent pages.
-    fn sign_in(&mut self, name: &str) -> String {
+    pub fn sign_in(&mut self, name: &str) -> String {
         self.ask(&format!("login {name}"))["id_token"].as_str().unwrap().to_owned()
     }
 
