@@ -114,8 +114,9 @@ pub fn derive(
 /// The first hop of a person's chain: a child of the person's token from a
 /// trusted identity provider, obtained by `actor` under `grant`.
 ///
-/// The person's token is the root hop, marked with its issuer; it caps the
-/// child's expiry, and its scopes, where it has any, cap the child's.
+/// The person's token is the root hop, marked with its issuer and, if the
+/// provider bound it, its key; it caps the child's expiry, and its scopes,
+/// where it has any, cap the child's.
 pub fn start(
     person: &Person,
     actor: &AuthenticatedAgent,
@@ -140,7 +141,8 @@ pub fn start(
         scope: person.scope().cloned().unwrap_or_default(),
         iat: person.issued_at(),
         exp: person.expires_at(),
-        jkt: None,
+        // The key the provider bound the sign-in to, checked by the caller.
+        jkt: person.jkt().map(str::to_owned),
         iss: Some(person.issuer().to_owned()),
         approval: None,
     };

@@ -297,7 +297,10 @@ async fn tokens_not_from_the_trusted_provider_as_configured_are_refused() {
     let body = client.exchange("orchestrator", &key, (&bound, ID_TOKEN), &to_planner).await;
     assert_eq!(body["error"], "invalid_dpop_proof", "{body}");
     let body = client.exchange("orchestrator", &holder, (&bound, ID_TOKEN), &to_planner).await;
-    assert!(body["access_token"].is_string(), "{body}");
+    let started = claims_of(body["access_token"].as_str().unwrap_or_else(|| panic!("{body}")));
+    // The sign-in's key is the root hop's, as each agent's is its hop's.
+    assert_eq!(started.delegation.hops[0].jkt.as_deref(), Some(holder.jkt()));
+    assert_eq!(started.jkt(), Some(holder.jkt()));
     let other_binding = provider.token("sign", claims(json!({"sub": "mtls", "cnf": {"x5t#S256": "abc"}})));
     let body = client.exchange("orchestrator", &key, (&other_binding, ID_TOKEN), &to_planner).await;
     assert!(refused(&body), "a binding Baton cannot check: {body}");
