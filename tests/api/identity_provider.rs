@@ -26,6 +26,7 @@ use crate::process::{free_port, BrokerProcess};
 
 const ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
 const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
+const JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
 const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ADMIN: &str = "identity-provider-test-admin";
 
@@ -75,6 +76,12 @@ impl IdentityProvider {
     /// A person signed in through the provider's login and consent pages.
     pub fn sign_in(&mut self, name: &str) -> String {
         self.ask(&format!("login {name}"))["id_token"].as_str().unwrap().to_owned()
+    }
+
+    /// A person signed in as [`IdentityProvider::sign_in`] does, the client
+    /// asking for Baton as the resource: the provider's JWT access token.
+    fn access_token(&mut self, name: &str) -> String {
+        self.ask(&format!("login-access {name}"))["access_token"].as_str().unwrap().to_owned()
     }
 
     fn token(&mut self, command: &str, claims: Value) -> String {
@@ -226,6 +233,47 @@ async fn a_person_signed_in_at_a_real_provider_starts_a_bound_three_hop_chain() 
     assert!(response.status().is_success(), "{}", response.text().await.unwrap());
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await; // past the verifier's 1 s cache
     assert_eq!(call(hop3, &booker).await.0, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jwt_access_token_from_the_provider_starts_a_chain_its_scopes_cap() {
+    let mut provider = IdentityProvider::start();
+    let broker = broker_trusting(&provider.issuer).await;
+    let client = Client { http: reqwest::Client::new(), url: broker.url.clone() };
+    // RFC 9068, issued by the provider itself for Baton as the resource.
+    let access_token = provider.access_token("alice");
+    let header = base64::Engine::decode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        access_token.split('.').next().unwrap(),
+    );
+    let header: Value = serde_json::from_slice(&header.unwrap()).unwrap();
+    assert_eq!(header["typ"], "at+jwt", "{header}");
+    let (orchestrator, planner, booker) =
+        (ProofKey::generate().unwrap(), ProofKey::generate().unwrap(), ProofKey::generate().unwrap());
+
+    for kind in [ACCESS_TOKEN, JWT] {
+        let hop1 =
+            client.exchange("orchestrator", &orchestrator, (&access_token, kind), &[("audience", "planner")]).await;
+        let hop1 = hop1["access_token"].as_str().unwrap_or_else(|| panic!("{kind}: {hop1}")).to_owned();
+        let claims = claims_of(&hop1);
+        assert_eq!(claims.sub, "idp|alice");
+        let root = &claims.delegation.hops[0];
+        assert_eq!(root.iss.as_deref(), Some(provider.issuer.as_str()));
+        assert_eq!(root.scope.to_string(), "flights.read");
+        assert_eq!(claims.jkt(), Some(orchestrator.jkt()));
+
+        let hop2 = client.exchange("planner", &planner, (&hop1, ACCESS_TOKEN), &[("audience", "booker")]).await;
+        let hop2 = hop2["access_token"].as_str().unwrap_or_else(|| panic!("{hop2}")).to_owned();
+        let read = [("resource", AIRLINE), ("scope", "flights.read")];
+        let hop3 = client.exchange("booker", &booker, (&hop2, ACCESS_TOKEN), &read).await;
+        let hop3 = claims_of(hop3["access_token"].as_str().unwrap_or_else(|| panic!("{hop3}")));
+        assert_eq!((hop3.sub.as_str(), hop3.scope.to_string()), ("idp|alice", "flights.read".to_owned()));
+        // The person's token allowed reading only: no agent may book on it.
+        let book = [("resource", AIRLINE), ("scope", "flights.book")];
+        let refused = client.exchange("booker", &booker, (&hop2, ACCESS_TOKEN), &book).await;
+        assert_eq!(refused["error"], "invalid_scope", "{refused}");
+        assert!(refused.get("access_token").is_none());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

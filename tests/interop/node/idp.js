@@ -8,6 +8,9 @@
 // and answers each with one JSON line:
 //   login <name>        sign <name> in (authorization code flow with PKCE,
 //                       through the login and consent pages) -> {"id_token"}
+//   login-access <name> the same, asking for Baton as the resource (RFC 8707):
+//                       -> {"access_token"}, a JWT access token (RFC 9068)
+//                       for the audience Baton trusts, scope flights.read
 //   sign <claims json>  a JWT of these claims signed with the provider's key
 //   forge <claims json> the same claims signed with another key under the
 //                       provider's kid -> {"token"}
@@ -20,7 +23,7 @@ import { createServer } from 'node:http';
 import { createInterface } from 'node:readline';
 
 import * as jose from 'jose';
-import Provider from 'oidc-provider';
+import Provider, { errors } from 'oidc-provider';
 
 // Standard output carries only the answers; the provider's notices go to
 // standard error.
@@ -36,6 +39,9 @@ const issuer = `http://127.0.0.1:${port}`;
 const clientId = process.env.IDP_CLIENT_ID ?? 'baton-demo';
 const clientSecret = 'dev-only-baton-demo-secret';
 const redirectUri = 'http://127.0.0.1/callback';
+// The resource indicator for Baton: its access tokens are JWTs for the
+// audience Baton checks, the client id.
+const batonResource = 'urn:baton:token-exchange';
 
 const kid = 'idp-key-1';
 const { privateKey } = await jose.generateKeyPair('RS256', { extractable: true });
@@ -57,6 +63,20 @@ const provider = new Provider(issuer, {
     claims: () => ({ sub: id, email: `${id}@example.com`, email_verified: true }),
   }),
   pkce: { required: () => true },
+  features: {
+    resourceIndicators: {
+      enabled: true,
+      getResourceServerInfo: (_, indicator) => {
+        if (indicator !== batonResource) throw new errors.InvalidTarget();
+        return {
+          scope: 'flights.read',
+          audience: clientId,
+          accessTokenFormat: 'jwt',
+          jwt: { sign: { alg: 'RS256' } },
+        };
+      },
+    },
+  },
   ttl: { IdToken: 3600 },
 });
 // Quiet: the dev-interactions warning goes to stderr once.
@@ -93,8 +113,9 @@ async function step(jar, url, form) {
   return response;
 }
 
-/// The authorization code flow, as a browser would walk it.
-async function login(name) {
+/// The authorization code flow, as a browser would walk it; with a
+/// `resource`, its access token is the answer rather than the ID token.
+async function login(name, resource) {
   const jar = new Jar();
   const verifier = randomBytes(32).toString('base64url');
   const challenge = createHash('sha256').update(verifier).digest('base64url');
@@ -102,6 +123,7 @@ async function login(name) {
   authorize.search = new URLSearchParams({
     client_id: clientId, response_type: 'code', scope: 'openid email', redirect_uri: redirectUri,
     code_challenge: challenge, code_challenge_method: 'S256', nonce: randomBytes(8).toString('hex'),
+    ...(resource ? { resource, scope: 'openid email flights.read' } : {}),
   }).toString();
   let response = await step(jar, authorize);
   for (let hops = 0; hops < 10; hops += 1) {
@@ -110,7 +132,7 @@ async function login(name) {
     if (location.startsWith(redirectUri)) {
       const code = new URL(location).searchParams.get('code');
       if (!code) throw new Error(`no code in ${location}`);
-      return exchangeCode(code, verifier);
+      return exchangeCode(code, verifier, resource);
     }
     const interaction = location.match(/\/interaction\/([^/?]+)/);
     if (interaction) {
@@ -128,7 +150,7 @@ async function login(name) {
   throw new Error('too many redirects');
 }
 
-async function exchangeCode(code, verifier) {
+async function exchangeCode(code, verifier, resource) {
   const response = await fetch(new URL('/token', issuer), {
     method: 'POST',
     headers: {
@@ -137,9 +159,14 @@ async function exchangeCode(code, verifier) {
     },
     body: new URLSearchParams({
       grant_type: 'authorization_code', code, redirect_uri: redirectUri, code_verifier: verifier,
+      ...(resource ? { resource } : {}),
     }).toString(),
   });
   const body = await response.json();
+  if (resource) {
+    if (!body.access_token) throw new Error(`no access_token: ${JSON.stringify(body)}`);
+    return { access_token: body.access_token };
+  }
   if (!body.id_token) throw new Error(`no id_token: ${JSON.stringify(body)}`);
   return { id_token: body.id_token };
 }
@@ -150,6 +177,7 @@ async function sign(claims, key, header = {}) {
 
 const commands = {
   login: (argument) => login(argument),
+  'login-access': (argument) => login(argument, batonResource),
   sign: async (argument) => ({ token: await sign(JSON.parse(argument), privateKey) }),
   forge: async (argument) => ({ token: await sign(JSON.parse(argument), foreignKey) }),
   'sign-with-header': async (argument) => {
