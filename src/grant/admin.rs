@@ -74,7 +74,10 @@ pub struct AgentReport {
     /// admin's deprovisioning or reinstatement, its expiry, an approver's
     /// decision) are not use.
     pub last_use: Option<UnixTime>,
-    /// Tokens issued to it in the last 24 hours (at most the query cap).
+    /// Tokens issued to it in the last 24 hours, counted up to
+    /// [`AuditFilter::MAX_COUNT`] (100,000). With the Redis store the count
+    /// reads at most the newest 100,000 audit events of the day, of every
+    /// agent, so on a busier deployment it can fall short.
     pub tokens_issued_last_day: usize,
     /// What needs attention: expired or expiring within 14 days, unused
     /// for 30 days or never used, without an owner.
@@ -148,15 +151,13 @@ impl Broker {
         let mut reports = Vec::new();
         let policy = self.policy();
         for agent in policy.inventory().agents() {
-            let day = self
-                .stores
-                .audit
-                .query(&AuditFilter {
-                    agent: Some(agent.id.clone()),
-                    since: Some(now.plus(-86_400)),
-                    ..AuditFilter::default()
-                })
-                .await?;
+            let issued_last_day = AuditFilter {
+                agent: Some(agent.id.clone()),
+                decision: Some(AuditDecision::Issued),
+                since: Some(now.plus(-86_400)),
+                ..AuditFilter::default()
+            };
+            let tokens_issued_last_day = self.stores.audit.count(&issued_last_day).await?;
             let last_use = self.last_token_request(&agent.id).await?;
             reports.push(AgentReport {
                 warnings: lifecycle::warnings(agent, last_use, now),
@@ -167,7 +168,7 @@ impl Broker {
                 groups: agent.groups.clone(),
                 active: agent.is_active(now),
                 last_use,
-                tokens_issued_last_day: day.iter().filter(|event| event.decision == AuditDecision::Issued).count(),
+                tokens_issued_last_day,
             });
         }
         Ok(reports)

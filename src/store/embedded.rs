@@ -30,7 +30,8 @@ use redb::{
 use tokio::sync::oneshot;
 
 use super::{
-    AuditEvent, AuditFilter, AuditStore, Lineage, Principal, ReplayStore, RevocationStore, Status, StoreError, Use,
+    AuditEvent, AuditFilter, AuditStore, Lineage, Principal, ReplayStore, RevocationStore, Status, StoreError, Take,
+    Use,
 };
 use crate::claims::TokenId;
 use crate::clock::UnixTime;
@@ -223,7 +224,21 @@ impl AuditStore for EmbeddedStore {
     }
 
     async fn query(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
-        query(&self.db, filter).map_err(StoreError::from)
+        let mut events = Vec::new();
+        scan(&self.db, filter, &mut |event| {
+            events.push(event);
+            events.len() >= filter.limit()
+        })?;
+        Ok(events)
+    }
+
+    async fn count(&self, filter: &AuditFilter) -> Result<usize, StoreError> {
+        let mut count = 0;
+        scan(&self.db, filter, &mut |_| {
+            count += 1;
+            count >= AuditFilter::MAX_COUNT
+        })?;
+        Ok(count)
     }
 }
 
@@ -256,13 +271,13 @@ fn check(db: &Database, lineage: &Lineage) -> Result<Status, Failure> {
 }
 
 /// Reads the most selective index the filter names (or the time range of the
-/// whole log), newest first, until `filter.limit()` events match.
-fn query(db: &Database, filter: &AuditFilter) -> Result<Vec<AuditEvent>, Failure> {
+/// whole log), newest first, handing `take` each matching event until it
+/// wants no more.
+fn scan(db: &Database, filter: &AuditFilter, take: &mut Take<'_>) -> Result<(), Failure> {
     let since = filter.since.map_or(i64::MIN, |time| time.0);
     let until = filter.until.map_or(i64::MAX, |time| time.0);
-    let mut found = Found { filter, events: Vec::new() };
     if since > until {
-        return Ok(found.events);
+        return Ok(());
     }
     let txn = db.begin_read()?;
     let events = txn.open_table(EVENTS)?;
@@ -286,7 +301,7 @@ fn query(db: &Database, filter: &AuditFilter) -> Result<Vec<AuditEvent>, Failure
                     break;
                 }
                 if let Some(json) = events.get((time, sequence))? {
-                    if found.offer(json.value())? {
+                    if offer(json.value(), filter, take)? {
                         break;
                     }
                 }
@@ -294,30 +309,19 @@ fn query(db: &Database, filter: &AuditFilter) -> Result<Vec<AuditEvent>, Failure
         }
         None => {
             for entry in events.range((since, 0)..=(until, u64::MAX))?.rev() {
-                if found.offer(entry?.1.value())? {
+                if offer(entry?.1.value(), filter, take)? {
                     break;
                 }
             }
         }
     }
-    Ok(found.events)
+    Ok(())
 }
 
-/// The events a query has matched so far.
-struct Found<'a> {
-    filter: &'a AuditFilter,
-    events: Vec<AuditEvent>,
-}
-
-impl Found<'_> {
-    /// Keeps the event if it matches; true once the limit is reached.
-    fn offer(&mut self, json: &str) -> Result<bool, Failure> {
-        let event: AuditEvent = serde_json::from_str(json)?;
-        if self.filter.matches(&event) {
-            self.events.push(event);
-        }
-        Ok(self.events.len() >= self.filter.limit())
-    }
+/// Hands the event to `take` if it matches; true once `take` wants no more.
+fn offer(json: &str, filter: &AuditFilter, take: &mut Take<'_>) -> Result<bool, Failure> {
+    let event: AuditEvent = serde_json::from_str(json)?;
+    Ok(filter.matches(&event) && take(event))
 }
 
 // ---------------------------------------------------------------------------

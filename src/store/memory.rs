@@ -122,6 +122,11 @@ impl AuditStore for MemoryStore {
         let events = self.events.lock().map_err(poisoned)?;
         Ok(events.iter().rev().filter(|event| filter.matches(event)).take(filter.limit()).cloned().collect())
     }
+
+    async fn count(&self, filter: &AuditFilter) -> Result<usize, StoreError> {
+        let events = self.events.lock().map_err(poisoned)?;
+        Ok(events.iter().filter(|event| filter.matches(event)).take(AuditFilter::MAX_COUNT).count())
+    }
 }
 
 #[async_trait]

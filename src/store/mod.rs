@@ -234,6 +234,8 @@ pub struct AuditFilter {
     /// exchange URN) for an agent's own token requests, or an admin or
     /// approver action (`deprovision`, `reinstate`, `expired`, `approval_approve`…).
     pub action: Option<String>,
+    /// Events of this decision (`issued`, `refused`, `pending`…).
+    pub decision: Option<AuditDecision>,
     /// Events at or after this time.
     pub since: Option<UnixTime>,
     /// Events at or before this time.
@@ -245,6 +247,10 @@ pub struct AuditFilter {
 impl AuditFilter {
     /// The most events one query returns.
     pub const MAX_LIMIT: usize = 1000;
+
+    /// The most events one count reaches: it stops there, so that counting
+    /// a busy agent's day stays a bounded read.
+    pub const MAX_COUNT: usize = 100_000;
 
     /// The effective limit.
     pub fn limit(&self) -> usize {
@@ -258,6 +264,7 @@ impl AuditFilter {
             && self.jti.as_ref().is_none_or(|jti| event.jti.as_ref() == Some(jti))
             && self.parent_jti.as_ref().is_none_or(|parent| event.parent_jti.as_ref() == Some(parent))
             && self.action.as_ref().is_none_or(|action| &event.action == action)
+            && self.decision.is_none_or(|decision| event.decision == decision)
             && self.since.is_none_or(|since| event.time >= since)
             && self.until.is_none_or(|until| event.time <= until)
     }
@@ -271,7 +278,18 @@ pub trait AuditStore: Send + Sync {
 
     /// Events matching `filter`, newest first, at most `filter.limit()`.
     async fn query(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// How many events match `filter`, whatever its `limit`, up to
+    /// [`AuditFilter::MAX_COUNT`]. A store that cannot count past what one
+    /// query returns keeps this default, and so counts at most the limit.
+    async fn count(&self, filter: &AuditFilter) -> Result<usize, StoreError> {
+        Ok(self.query(filter).await?.len())
+    }
 }
+
+/// Where a store's scan hands each matching event, newest first; it answers
+/// true once it wants no more, and the scan stops.
+pub(crate) type Take<'a> = dyn FnMut(AuditEvent) -> bool + Send + 'a;
 
 /// Everything a broker keeps: one store serves every trait.
 pub trait StateStore: ReplayStore + RevocationStore + AuditStore + ApprovalStore {}

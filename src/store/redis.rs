@@ -41,7 +41,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AuditEvent, AuditFilter, AuditStore, Lineage, Principal, ReplayStore, RevocationStore, Status, StoreError, Use,
+    AuditEvent, AuditFilter, AuditStore, Lineage, Principal, ReplayStore, RevocationStore, Status, StoreError, Take,
+    Use,
 };
 use crate::claims::TokenId;
 use crate::clock::UnixTime;
@@ -250,14 +251,24 @@ impl RedisStore {
         }
     }
 
+    /// Hands `take` the events matching `filter`, newest first, until it
+    /// wants no more. An index names every event that can match; the jti's
+    /// is the shorter.
+    async fn scan(&self, filter: &AuditFilter, take: &mut Take<'_>) -> Result<(), StoreError> {
+        match (&filter.jti, &filter.parent_jti) {
+            (Some(jti), _) => self.scan_index(self.keys.audit_by_jti(jti), filter, take).await,
+            (None, Some(parent)) => self.scan_index(self.keys.audit_by_parent(parent), filter, take).await,
+            (None, None) => self.scan_stream(filter, take).await,
+        }
+    }
+
     /// Events named by an index list, newest first.
-    async fn query_index(&self, index: String, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
+    async fn scan_index(&self, index: String, filter: &AuditFilter, take: &mut Take<'_>) -> Result<(), StoreError> {
         let mut command = ::redis::cmd("LRANGE");
         command.arg(&index).arg(negative(AUDIT_SCAN_LIMIT)).arg(-1);
         let ids: Vec<String> =
             self.call("query", |mut manager| async move { command.query_async(&mut manager).await }).await?;
         let stream = self.keys.audit();
-        let mut found = Vec::new();
         for chunk in ids.rchunks(AUDIT_PAGE) {
             let mut pipeline = ::redis::pipe();
             for id in chunk.iter().rev() {
@@ -267,16 +278,17 @@ impl RedisStore {
                 self.call("query", |mut manager| async move { pipeline.query_async(&mut manager).await }).await?;
             // An id whose entry was trimmed from the stream yields nothing.
             for entry in replies.into_iter().flat_map(|reply| reply.ids) {
-                if keep(entry, filter, &mut found)? {
-                    return Ok(found);
+                if offer(entry, filter, take)? {
+                    return Ok(());
                 }
             }
         }
-        Ok(found)
+        Ok(())
     }
 
-    /// Events in the stream, newest first, read backwards page by page.
-    async fn query_scan(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
+    /// Events in the stream, newest first, read backwards page by page, at
+    /// most [`AUDIT_SCAN_LIMIT`] entries of it.
+    async fn scan_stream(&self, filter: &AuditFilter, take: &mut Take<'_>) -> Result<(), StoreError> {
         let stream = self.keys.audit();
         // Stream ids are Redis's milliseconds, close to but not the events'
         // own times: read a little wider, `matches` keeps the exact window.
@@ -287,7 +299,6 @@ impl RedisStore {
         let start = filter
             .since
             .map_or_else(|| "-".to_owned(), |since| milliseconds(since.plus(-AUDIT_CLOCK_SKEW)).to_string());
-        let mut found = Vec::new();
         let mut scanned = 0;
         loop {
             let mut command = ::redis::cmd("XREVRANGE");
@@ -297,14 +308,14 @@ impl RedisStore {
             let count = page.ids.len();
             let last = page.ids.last().map(|entry| format!("({}", entry.id));
             for entry in page.ids {
-                if keep(entry, filter, &mut found)? {
-                    return Ok(found);
+                if offer(entry, filter, take)? {
+                    return Ok(());
                 }
             }
             scanned += count;
             match last {
                 Some(next) if count == AUDIT_PAGE && scanned < AUDIT_SCAN_LIMIT => end = next,
-                _ => return Ok(found),
+                _ => return Ok(()),
             }
         }
     }
@@ -444,12 +455,25 @@ impl AuditStore for RedisStore {
     }
 
     async fn query(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
-        // An index names every event that can match; the jti's is the shorter.
-        match (&filter.jti, &filter.parent_jti) {
-            (Some(jti), _) => self.query_index(self.keys.audit_by_jti(jti), filter).await,
-            (None, Some(parent)) => self.query_index(self.keys.audit_by_parent(parent), filter).await,
-            (None, None) => self.query_scan(filter).await,
-        }
+        let mut events = Vec::new();
+        self.scan(filter, &mut |event| {
+            events.push(event);
+            events.len() >= filter.limit()
+        })
+        .await?;
+        Ok(events)
+    }
+
+    /// Counts within what one scan reads: at most [`AUDIT_SCAN_LIMIT`]
+    /// entries of the stream, of every agent, newest first.
+    async fn count(&self, filter: &AuditFilter) -> Result<usize, StoreError> {
+        let mut count = 0;
+        self.scan(filter, &mut |_| {
+            count += 1;
+            count >= AuditFilter::MAX_COUNT
+        })
+        .await?;
+        Ok(count)
     }
 }
 
@@ -543,16 +567,13 @@ fn negative(count: usize) -> i64 {
     i64::try_from(count).map_or(i64::MIN, |count| -count)
 }
 
-/// Decodes a stream entry and keeps it when it matches; true once `found`
-/// holds as many events as the filter asks.
-fn keep(entry: StreamId, filter: &AuditFilter, found: &mut Vec<AuditEvent>) -> Result<bool, StoreError> {
+/// Decodes a stream entry and hands it to `take` when it matches; true once
+/// `take` wants no more.
+fn offer(entry: StreamId, filter: &AuditFilter, take: &mut Take<'_>) -> Result<bool, StoreError> {
     let unreadable = || StoreError(format!("unreadable audit entry {}", entry.id));
     let json: String = entry.get("event").ok_or_else(unreadable)?;
     let event: AuditEvent = serde_json::from_str(&json).map_err(|_| unreadable())?;
-    if filter.matches(&event) {
-        found.push(event);
-    }
-    Ok(found.len() >= filter.limit())
+    Ok(filter.matches(&event) && take(event))
 }
 
 #[cfg(test)]

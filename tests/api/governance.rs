@@ -274,3 +274,34 @@ async fn an_admins_action_on_an_agent_is_not_its_use() {
     assert_eq!(report["last_use"], json!(harness.clock.now().0), "{report}");
     assert_eq!(report["warnings"], json!([]), "{report}");
 }
+
+#[tokio::test]
+async fn tokens_issued_in_the_last_day_are_counted_past_the_query_cap() {
+    use baton::store::{AuditEvent, AuditFilter, AuditStore};
+    let policies = agents_folder(&["busy"]);
+    let harness = Harness::with(crate::harness::Options { policies: policies.path().to_owned(), ..Default::default() });
+    let now = harness.clock.now().0;
+    let event = |seconds_ago: i64, decision: &str| -> AuditEvent {
+        serde_json::from_value(json!({
+            "time": now - seconds_ago, "decision": decision, "action": "client_credentials", "agent": "busy",
+        }))
+        .unwrap()
+    };
+    // More issued tokens in the day than one query returns, older ones, and
+    // newer refusals that a capped query would have read first.
+    let issued_in_day = AuditFilter::MAX_LIMIT + 50;
+    let mut events: Vec<AuditEvent> = (0..issued_in_day).map(|n| event(60 + n as i64 % 80_000, "issued")).collect();
+    events.extend((0..20).map(|_| event(2 * 86_400, "issued")));
+    events.extend((0..30).map(|_| event(1, "refused")));
+    // Recorded concurrently: the embedded store commits them in groups.
+    let mut writes = tokio::task::JoinSet::new();
+    for event in events {
+        let store = harness.store.clone();
+        writes.spawn(async move { store.record(event).await.unwrap() });
+    }
+    writes.join_all().await;
+
+    let report = agent_report(&harness, "busy").await;
+    assert_eq!(report["tokens_issued_last_day"], json!(issued_in_day), "{report}");
+    assert_eq!(report["last_use"], json!(now - 1), "{report}");
+}
