@@ -16,6 +16,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use baton::clock::{Clock, SystemClock};
 use baton::dpop::{ProofFor, ProofKey};
+use baton::oauth::UNACCEPTABLE_TOKEN;
 use baton::verifier::{Caller, Verifier, VerifierLayer};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
@@ -96,18 +97,35 @@ impl Drop for IdentityProvider {
     }
 }
 
-/// The broker on the example policies, trusting the provider for chains the
-/// orchestrator starts, its people named `idp|<sub>`.
-async fn broker_trusting(issuer: &str) -> BrokerProcess {
-    let issuers = format!(
-        "[[issuers]]\nissuer = \"{issuer}\"\naudience = \"baton-demo\"\nalgorithms = [\"RS256\"]\n\
-         subject_prefix = \"idp|\"\nagents = [\"orchestrator\"]\n"
-    );
+/// An `issuers.toml` entry trusting `issuer` for chains the orchestrator
+/// starts, with these algorithms and subject prefix.
+fn trust(issuer: &str, algorithms: &str, prefix: &str) -> String {
+    format!(
+        "[[issuers]]\nissuer = \"{issuer}\"\naudience = \"baton-demo\"\nalgorithms = {algorithms}\n\
+         subject_prefix = \"{prefix}\"\nagents = [\"orchestrator\"]\n"
+    )
+}
+
+/// The broker on the example policies with this `issuers.toml`.
+async fn broker_with_issuers(issuers: String) -> BrokerProcess {
     let hash = secret_hash(ADMIN);
     BrokerProcess::start_with_policies(&[("BATON_ADMIN_TOKEN_SHA256", hash.as_str())], |policies| {
         std::fs::write(policies.join("issuers.toml"), issuers).unwrap();
     })
     .await
+}
+
+/// The broker trusting the provider for RS256 tokens, its people named `idp|<sub>`.
+async fn broker_trusting(issuer: &str) -> BrokerProcess {
+    broker_with_issuers(trust(issuer, r#"["RS256"]"#, "idp|")).await
+}
+
+/// A refusal of the subject token: RFC 8693 §2.2.2, with the one neutral
+/// description, and no token.
+fn assert_refused(body: &Value, case: &str) {
+    assert_eq!(body["error"], "invalid_request", "{case}: {body}");
+    assert_eq!(body["error_description"], UNACCEPTABLE_TOKEN, "{case}: {body}");
+    assert!(body.get("access_token").is_none(), "{case}: {body}");
 }
 
 struct Client {
@@ -116,6 +134,13 @@ struct Client {
 }
 
 impl Client {
+    /// How many tokens the broker has issued by exchange, from `/metrics`.
+    async fn exchanged(&self) -> u64 {
+        let text = self.http.get(format!("{}/metrics", self.url)).send().await.unwrap().text().await.unwrap();
+        let series = "baton_tokens_issued_total{grant_type=\"token_exchange\"} ";
+        text.lines().find_map(|line| line.strip_prefix(series)).map_or(0, |count| count.trim().parse().unwrap())
+    }
+
     /// `POST /token` as the example agent, with a DPoP proof by `key`.
     async fn exchange(&self, agent: &str, key: &ProofKey, subject: (&str, &str), extra: &[(&str, &str)]) -> Value {
         let endpoint = format!("{}/token", self.url);
@@ -292,7 +317,6 @@ async fn tokens_not_from_the_trusted_provider_as_configured_are_refused() {
         claims
     };
     let valid = provider.token("sign", claims(json!({})));
-    let refused = |body: &Value| body["error"] == "invalid_request";
     let to_planner = [("audience", "planner")];
 
     // The control: the provider's own signature, as configured, passes.
@@ -307,11 +331,11 @@ async fn tokens_not_from_the_trusted_provider_as_configured_are_refused() {
     ];
     for (case, token) in cases {
         let body = client.exchange("orchestrator", &key, (&token, ID_TOKEN), &to_planner).await;
-        assert!(refused(&body), "{case}: {body}");
+        assert_refused(&body, case);
     }
     // An agent not allowed to start chains from this provider.
     let body = client.exchange("planner", &key, (&valid, ID_TOKEN), &[("audience", "booker")]).await;
-    assert!(refused(&body), "planner: {body}");
+    assert_refused(&body, "an agent not listed for the provider");
 
     // An issuer nobody configured, pointing at a listener that would see
     // any fetch: nothing connects to it.
@@ -326,7 +350,7 @@ async fn tokens_not_from_the_trusted_provider_as_configured_are_refused() {
     let untrusted = format!("{header}.{payload}.{}", b64(b"not a signature"));
     for kind in [ID_TOKEN, ACCESS_TOKEN] {
         let body = client.exchange("orchestrator", &key, (&untrusted, kind), &to_planner).await;
-        assert!(refused(&body), "untrusted issuer: {body}");
+        assert_refused(&body, "an untrusted issuer");
     }
     // A token the trusted provider did sign, naming other places for keys
     // in its header: those are never fetched either.
@@ -351,7 +375,7 @@ async fn tokens_not_from_the_trusted_provider_as_configured_are_refused() {
     assert_eq!(started.jkt(), Some(holder.jkt()));
     let other_binding = provider.token("sign", claims(json!({"sub": "mtls", "cnf": {"x5t#S256": "abc"}})));
     let body = client.exchange("orchestrator", &key, (&other_binding, ID_TOKEN), &to_planner).await;
-    assert!(refused(&body), "a binding Baton cannot check: {body}");
+    assert_refused(&body, "a binding Baton cannot check");
 
     // A blocked agent starts no chain, though no parent token names it.
     let response = client
@@ -365,4 +389,28 @@ async fn tokens_not_from_the_trusted_provider_as_configured_are_refused() {
     assert!(response.status().is_success());
     let body = client.exchange("orchestrator", &key, (&valid, ID_TOKEN), &to_planner).await;
     assert_eq!(body["error"], "invalid_client", "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_signed_with_an_algorithm_its_issuer_is_not_trusted_for_is_refused() {
+    let mut provider = IdentityProvider::start();
+    let now = SystemClock.now().0;
+    let claims = json!({"iss": provider.issuer, "sub": "alice", "aud": "baton-demo", "iat": now, "exp": now + 600});
+    // ES256, with a key the provider publishes: only the allow-list stands in the way.
+    let es256 = provider.token("sign-es256", claims);
+    let key = ProofKey::generate().unwrap();
+    let to_planner = [("audience", "planner")];
+
+    let rs256_only = broker_trusting(&provider.issuer).await;
+    let client = Client { http: reqwest::Client::new(), url: rs256_only.url.clone() };
+    let body = client.exchange("orchestrator", &key, (&es256, ID_TOKEN), &to_planner).await;
+    assert_refused(&body, "ES256 from an issuer trusted for RS256 only");
+    assert_eq!(client.exchanged().await, 0);
+
+    // The control: the same token, where the issuer is trusted for ES256.
+    let both = broker_with_issuers(trust(&provider.issuer, r#"["RS256", "ES256"]"#, "idp|")).await;
+    let client = Client { http: reqwest::Client::new(), url: both.url.clone() };
+    let body = client.exchange("orchestrator", &key, (&es256, ID_TOKEN), &to_planner).await;
+    assert_eq!(claims_of(body["access_token"].as_str().unwrap_or_else(|| panic!("{body}"))).sub, "idp|alice");
+    assert_eq!(client.exchanged().await, 1);
 }

@@ -14,6 +14,9 @@
 //   sign <claims json>  a JWT of these claims signed with the provider's key
 //   forge <claims json> the same claims signed with another key under the
 //                       provider's kid -> {"token"}
+//   sign-es256 <claims json>
+//                       signed with the provider's second published key, an
+//                       ES256 one (it signs nothing else) -> {"token"}
 //   sign-with-header {"header": {...}, "claims": {...}}
 //                       signed with the provider's key, extra header members
 // It stops when its input closes.
@@ -47,6 +50,11 @@ const kid = 'idp-key-1';
 const { privateKey } = await jose.generateKeyPair('RS256', { extractable: true });
 const signingJwk = { ...(await jose.exportJWK(privateKey)), kid, alg: 'RS256', use: 'sig' };
 const { privateKey: foreignKey } = await jose.generateKeyPair('RS256');
+// Published beside the RSA key, so that a relying party that allows only
+// RS256 can be shown a token it must refuse though the key is the provider's.
+const ecKid = 'idp-key-2';
+const { privateKey: ecKey } = await jose.generateKeyPair('ES256', { extractable: true });
+const ecJwk = { ...(await jose.exportJWK(ecKey)), kid: ecKid, alg: 'ES256', use: 'sig' };
 
 const provider = new Provider(issuer, {
   clients: [{
@@ -56,7 +64,7 @@ const provider = new Provider(issuer, {
     grant_types: ['authorization_code'],
     response_types: ['code'],
   }],
-  jwks: { keys: [signingJwk] },
+  jwks: { keys: [signingJwk, ecJwk] },
   claims: { openid: ['sub'], email: ['email', 'email_verified'] },
   findAccount: (_, id) => ({
     accountId: id,
@@ -180,6 +188,9 @@ const commands = {
   'login-access': (argument) => login(argument, batonResource),
   sign: async (argument) => ({ token: await sign(JSON.parse(argument), privateKey) }),
   forge: async (argument) => ({ token: await sign(JSON.parse(argument), foreignKey) }),
+  'sign-es256': async (argument) => ({
+    token: await sign(JSON.parse(argument), ecKey, { alg: 'ES256', kid: ecKid }),
+  }),
   'sign-with-header': async (argument) => {
     const { header, claims } = JSON.parse(argument);
     return { token: await sign(claims, privateKey, header) };
