@@ -189,12 +189,33 @@ pub(super) async fn check(
                 approver: decision.approver.clone(),
                 approved_at: decision.at,
             };
-            let consumed = Approval { state: ApprovalState::Consumed, ..approval };
+            let consumed = Approval { state: ApprovalState::Consumed, ..approval.clone() };
             // Single use: of two concurrent repeats, only one moves it on.
             if !broker.approvals.store.transition(ApprovalState::Approved, &consumed).await? {
                 return Err(ApprovalError::Used.into());
             }
+            // Spent before the token is minted and recorded, so that no
+            // second repeat can get past this point meanwhile; put back by
+            // `restore` if no token leaves after all.
+            evidence.spent_approval = Some(approval);
             Ok(Some(stamp))
+        }
+    }
+}
+
+/// Makes an approval usable again when the request that spent it handed out
+/// no token (minting it or recording its issuance failed): it covers one
+/// token, and none left. Only the request holding the spent state moves it
+/// back, and only from `consumed`, so two repeats still never both get a
+/// token; a repeat that came meanwhile was told it was used, and may retry.
+/// If the store cannot be written, the approval stays spent: fail closed.
+pub(super) async fn restore(broker: &Broker, approved: Approval) {
+    let id = approved.id.clone();
+    match broker.approvals.store.transition(ApprovalState::Consumed, &approved).await {
+        Ok(true) => tracing::info!(approval = %id, "no token was handed out: the approval is usable again"),
+        Ok(false) => tracing::warn!(approval = %id, "the spent approval changed meanwhile; left as it is"),
+        Err(error) => {
+            tracing::warn!(approval = %id, %error, "no token was handed out, but the approval stays spent");
         }
     }
 }

@@ -35,8 +35,8 @@ use crate::keys::{Algorithm, KeySet};
 use crate::metrics::Metrics;
 use crate::policy::{Lifetimes, Policy, Target};
 use crate::store::{
-    AuditApproval, AuditDecision, AuditEvent, AuditStore, Lineage, Principal, ReplayStore, RevocationStore, Status,
-    StoreError, Use,
+    Approval, AuditApproval, AuditDecision, AuditEvent, AuditStore, Lineage, Principal, ReplayStore, RevocationStore,
+    Status, StoreError, Use,
 };
 use crate::token::Validation;
 use crate::upstream::Providers;
@@ -152,6 +152,9 @@ pub(crate) struct Evidence {
     parent_jti: Option<TokenId>,
     rules: Vec<String>,
     approval: Option<AuditApproval>,
+    /// The approval this request spent, as it stood approved: not evidence,
+    /// but what to put back if no token leaves after all.
+    spent_approval: Option<Approval>,
 }
 
 impl Evidence {
@@ -325,6 +328,7 @@ impl Broker {
         let policy = self.policy();
         let mut evidence = Evidence::default();
         let outcome = self.grant(&policy, &request, &mut evidence).await;
+        let spent_approval = evidence.spent_approval.take();
         let event = match &outcome {
             Ok(issued) => evidence.issued(self.clock.now(), issued, request.client_address.clone()),
             Err(error) => evidence.refused(self.clock.now(), error, request.client_address.clone()),
@@ -334,6 +338,9 @@ impl Broker {
             Ok(()) => outcome.map(|issued| issued.response),
             Err(unavailable) => Err(unavailable.into()),
         };
+        if let (Err(_), Some(approved)) = (&answer, spent_approval) {
+            approval::restore(self, approved).await;
+        }
         self.metrics.count_token(request.params.get("grant_type"), answer.as_ref().map(drop));
         answer
     }

@@ -3,6 +3,7 @@
 //! the admin API or `baton approvals`; the agent repeats with `approval_id`
 //! and gets a token whose `delegation` records the approval, once.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,8 +11,12 @@ use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::{header, Request};
 use baton::clock::{Clock, SystemClock, UnixTime};
-use baton::grant::Approver;
-use baton::store::{Approval, ApprovalId, ApprovalState, ApprovalStore, AuditDecision, StateStore, StoreError};
+use baton::grant::{Approver, Stores};
+use baton::store::memory::MemoryStore;
+use baton::store::{
+    Approval, ApprovalId, ApprovalState, ApprovalStore, AuditDecision, AuditEvent, AuditFilter, AuditStore, StateStore,
+    StoreError,
+};
 use serde_json::{json, Value};
 
 use crate::harness::*;
@@ -432,6 +437,58 @@ impl ApprovalStore for Unreachable {
     async fn pending(&self, _: UnixTime) -> Result<Vec<Approval>, StoreError> {
         Err(StoreError("connection refused".into()))
     }
+}
+
+/// An audit trail that cannot record an issuance while `down` is set: the
+/// broker then hands out no token.
+struct IssuancesUnrecorded {
+    trail: MemoryStore,
+    down: AtomicBool,
+}
+
+#[async_trait]
+impl AuditStore for IssuancesUnrecorded {
+    async fn record(&self, event: AuditEvent) -> Result<(), StoreError> {
+        if self.down.load(Ordering::SeqCst) && event.decision == AuditDecision::Issued {
+            return Err(StoreError("disk full".into()));
+        }
+        self.trail.record(event).await
+    }
+    async fn query(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
+        self.trail.query(filter).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_spent_on_a_token_that_never_left_is_usable_once_again() {
+    let state = Arc::new(MemoryStore::new());
+    let audit = Arc::new(IssuancesUnrecorded { trail: MemoryStore::new(), down: AtomicBool::new(false) });
+    let stores = Stores { replay: state.clone(), revocation: state, audit: audit.clone() };
+    let harness = Harness::with(Options { stores: Some(stores), ..Options::default() });
+    let (_, hop1) = two_hops(&harness).await;
+    let id = ask(&harness, &hop1).await;
+    assert_eq!(decide(&harness, &id, "approve", BOOKER_OWNER).await.status, 200);
+
+    // The token is minted but its issuance cannot be recorded: not handed
+    // out, and the approval is not spent on it.
+    audit.down.store(true, Ordering::SeqCst);
+    repeat(&harness, &hop1, &id).await.assert_error(503, "temporarily_unavailable");
+    audit.down.store(false, Ordering::SeqCst);
+
+    // Concurrent repeats: exactly one gets the token.
+    let repeats = (0..4).map(|_| repeat(&harness, &hop1, &id));
+    let answers = futures_util::future::join_all(repeats).await;
+    let issued: Vec<&Response> = answers.iter().filter(|answer| answer.status == 200).collect();
+    assert_eq!(issued.len(), 1, "{:?}", answers.iter().map(|answer| &answer.body).collect::<Vec<_>>());
+    assert_eq!(json_of(issued[0].token())["delegation"]["approval"]["id"], id.as_str());
+    for refused in answers.iter().filter(|answer| answer.status != 200) {
+        refused.assert_error(400, "invalid_grant");
+    }
+    repeat(&harness, &hop1, &id).await.assert_error(400, "invalid_grant");
+    let filter = AuditFilter { decision: Some(AuditDecision::Issued), ..AuditFilter::default() };
+    let issuances = audit.query(&filter).await.unwrap();
+    let under_approval = issuances.iter().filter(|event| event.approval.as_ref().is_some_and(|a| a.id.0 == id));
+    assert_eq!(under_approval.count(), 1);
 }
 
 #[tokio::test]
