@@ -141,8 +141,13 @@ impl Client {
         text.lines().find_map(|line| line.strip_prefix(series)).map_or(0, |count| count.trim().parse().unwrap())
     }
 
-    /// `POST /token` as the example agent, with a DPoP proof by `key`.
+    /// `POST /token` as the example agent, with a DPoP proof by `key`: the answer's body.
     async fn exchange(&self, agent: &str, key: &ProofKey, subject: (&str, &str), extra: &[(&str, &str)]) -> Value {
+        self.answer(agent, key, subject, extra).await.1
+    }
+
+    /// The same, with the answer's status.
+    async fn answer(&self, agent: &str, key: &ProofKey, subject: (&str, &str), extra: &[(&str, &str)]) -> (u16, Value) {
         let endpoint = format!("{}/token", self.url);
         let proof = key.proof(ProofFor { method: "POST", uri: &endpoint, ..ProofFor::default() }, SystemClock.now());
         let mut form = vec![("grant_type", EXCHANGE), ("subject_token", subject.0), ("subject_token_type", subject.1)];
@@ -156,7 +161,7 @@ impl Client {
             .send()
             .await
             .unwrap();
-        response.json().await.unwrap()
+        (response.status().as_u16(), response.json().await.unwrap())
     }
 }
 
@@ -267,11 +272,7 @@ async fn a_jwt_access_token_from_the_provider_starts_a_chain_its_scopes_cap() {
     let client = Client { http: reqwest::Client::new(), url: broker.url.clone() };
     // RFC 9068, issued by the provider itself for Baton as the resource.
     let access_token = provider.access_token("alice");
-    let header = base64::Engine::decode(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-        access_token.split('.').next().unwrap(),
-    );
-    let header: Value = serde_json::from_slice(&header.unwrap()).unwrap();
+    let header = crate::harness::header_of(&access_token);
     assert_eq!(header["typ"], "at+jwt", "{header}");
     let (orchestrator, planner, booker) =
         (ProofKey::generate().unwrap(), ProofKey::generate().unwrap(), ProofKey::generate().unwrap());
@@ -363,6 +364,24 @@ async fn tokens_not_from_the_trusted_provider_as_configured_are_refused() {
     assert!(body["access_token"].is_string(), "checked with the provider's own keys: {body}");
     assert!(listener.accept().is_err(), "the broker fetched from a token's own URLs");
 
+    // Baton's own token is no ID token: presented as one, it is refused.
+    let root: Value = client
+        .http
+        .post(format!("{}/token", broker.url))
+        .basic_auth("orchestrator", Some("dev-only-orchestrator-secret"))
+        .form(&[("grant_type", "client_credentials"), ("audience", "planner")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let root = root["access_token"].as_str().unwrap_or_else(|| panic!("{root}"));
+    let body = client.exchange("planner", &key, (root, ID_TOKEN), &[("audience", "booker")]).await;
+    assert_refused(&body, "a Baton token as an ID token");
+    let body = client.exchange("planner", &key, (root, ACCESS_TOKEN), &[("audience", "booker")]).await;
+    assert!(body["access_token"].is_string(), "the same token as what it is: {body}");
+
     // A provider's token bound to a key: only with a proof of that key.
     let holder = ProofKey::generate().unwrap();
     let bound = provider.token("sign", claims(json!({"sub": "bound", "cnf": {"jkt": holder.jkt()}})));
@@ -413,4 +432,51 @@ async fn a_token_signed_with_an_algorithm_its_issuer_is_not_trusted_for_is_refus
     let body = client.exchange("orchestrator", &key, (&es256, ID_TOKEN), &to_planner).await;
     assert_eq!(claims_of(body["access_token"].as_str().unwrap_or_else(|| panic!("{body}"))).sub, "idp|alice");
     assert_eq!(client.exchanged().await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_provider_makes_the_exchange_unavailable_and_issues_nothing() {
+    // A trusted issuer nothing listens at.
+    let issuer = format!("http://127.0.0.1:{}", free_port());
+    let broker = broker_with_issuers(trust(&issuer, r#"["RS256"]"#, "idp|")).await;
+    let client = Client { http: reqwest::Client::new(), url: broker.url.clone() };
+    let now = SystemClock.now().0;
+    let header = b64(json!({"alg": "RS256", "kid": "idp-key-1", "typ": "JWT"}).to_string().as_bytes());
+    let claims = json!({"iss": issuer, "sub": "alice", "aud": "baton-demo", "iat": now, "exp": now + 600});
+    let token = format!("{header}.{}.{}", b64(claims.to_string().as_bytes()), b64(b"unchecked"));
+    let key = ProofKey::generate().unwrap();
+
+    let (status, body) = client.answer("orchestrator", &key, (&token, ID_TOKEN), &[("audience", "planner")]).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "temporarily_unavailable", "{body}");
+    assert_eq!(body["error_description"], "the identity provider could not be reached; try again later");
+    assert!(body.get("access_token").is_none(), "{body}");
+    assert_eq!(client.exchanged().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_named_like_a_registered_agent_or_api_starts_no_chain() {
+    let mut provider = IdentityProvider::start();
+    // No prefix: the provider's names are the chain's subjects as they are.
+    let broker = broker_with_issuers(trust(&provider.issuer, r#"["RS256"]"#, "")).await;
+    let client = Client { http: reqwest::Client::new(), url: broker.url.clone() };
+    let key = ProofKey::generate().unwrap();
+    let now = SystemClock.now().0;
+    let mut signed = |sub: &str| {
+        provider.token(
+            "sign",
+            json!({"iss": provider.issuer, "sub": sub, "aud": "baton-demo", "iat": now, "exp": now + 600}),
+        )
+    };
+    let to_planner = [("audience", "planner")];
+    for name in ["planner", AIRLINE] {
+        let token = signed(name);
+        let body = client.exchange("orchestrator", &key, (&token, ID_TOKEN), &to_planner).await;
+        assert_refused(&body, name);
+    }
+    assert_eq!(client.exchanged().await, 0);
+    // The control: a name no agent or API has.
+    let token = signed("alice");
+    let body = client.exchange("orchestrator", &key, (&token, ID_TOKEN), &to_planner).await;
+    assert_eq!(claims_of(body["access_token"].as_str().unwrap_or_else(|| panic!("{body}"))).sub, "alice");
 }
