@@ -1,6 +1,7 @@
 //! `baton serve`: load everything, refuse to start on any problem, listen.
 
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::clock::{Clock, SystemClock};
@@ -74,23 +75,59 @@ async fn open_store(config: &Config) -> Result<Arc<dyn StateStore>, String> {
 /// holds the agents of this inventory.
 pub async fn deprovision_removed_agents(broker: &Broker, data_dir: &Path) -> Result<Vec<String>, String> {
     let path = data_dir.join("known-agents.json");
-    let known: Vec<String> = match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|error| format!("{}: {error}", path.display()))?,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(error) => return Err(format!("{}: {error}", path.display())),
-    };
+    let known: Vec<String> = read_json(&path)?.unwrap_or_default();
     let removed = broker.deprovision_removed_agents(&known).await.map_err(|error| error.to_string())?;
     // Only the agents of this inventory: one removed is deprovisioned once,
     // not again at every reload (which would undo a reinstatement).
-    let all: std::collections::BTreeSet<String> =
-        broker.policy().inventory().agents().map(|agent| agent.id.clone()).collect();
-    let json = serde_json::to_vec_pretty(&all).map_err(|error| error.to_string())?;
+    let all: BTreeSet<String> = broker.policy().inventory().agents().map(|agent| agent.id.clone()).collect();
+    write_json(data_dir, &path, &all)?;
+    Ok(removed)
+}
+
+/// Retires the agents of the inventory past their `expires` (see
+/// [`Broker::retire_expired_agents`]) that are not retired yet. Those
+/// retired are kept in `data_dir/retired-agents.json` with the `expires`
+/// they were retired at, so that a restart writes no second deprovisioning,
+/// audit event or metric for them, while an agent whose `expires` was moved
+/// is retired again once it passes the new one.
+pub async fn retire_expired_agents(broker: &Broker, data_dir: &Path) -> Result<Vec<String>, String> {
+    let path = data_dir.join("retired-agents.json");
+    let recorded: BTreeMap<String, String> = read_json(&path)?.unwrap_or_default();
+    let policy = broker.policy();
+    let expires_now = |id: &str| policy.inventory().agent(id).map(|agent| agent.expires.to_string());
+    // Retired at the `expires` the inventory still gives: done. An agent
+    // whose `expires` moved, or that is gone, is dropped.
+    let mut done: BTreeMap<String, String> = recorded
+        .iter()
+        .filter(|(id, expires)| expires_now(id).as_ref() == Some(*expires))
+        .map(|(id, expires)| (id.clone(), expires.clone()))
+        .collect();
+    let ids: HashSet<String> = done.keys().cloned().collect();
+    let retired = broker.retire_expired_agents(&ids).await.map_err(|error| error.to_string())?;
+    done.extend(retired.iter().filter_map(|id| Some((id.clone(), expires_now(id)?))));
+    if done != recorded {
+        write_json(data_dir, &path, &done)?;
+    }
+    Ok(retired)
+}
+
+/// A JSON file of the data folder, `None` when there is none yet.
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, String> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|error| format!("{}: {error}", path.display())),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(format!("{}: {error}", path.display())),
+    }
+}
+
+/// Writes a JSON file of the data folder beside and renames it, so that a
+/// crash never leaves half a file.
+fn write_json(data_dir: &Path, path: &Path, value: &impl serde::Serialize) -> Result<(), String> {
+    let json = serde_json::to_vec_pretty(value).map_err(|error| error.to_string())?;
     std::fs::create_dir_all(data_dir).map_err(|error| format!("{}: {error}", data_dir.display()))?;
-    // Written beside and renamed, so that a crash never leaves half a list.
     let staging = path.with_extension("json.tmp");
     std::fs::write(&staging, json).map_err(|error| format!("{}: {error}", staging.display()))?;
-    std::fs::rename(&staging, &path).map_err(|error| format!("{}: {error}", path.display()))?;
-    Ok(removed)
+    std::fs::rename(&staging, path).map_err(|error| format!("{}: {error}", path.display()))
 }
 
 async fn serve(config: Config) -> Result<(), String> {
@@ -99,7 +136,7 @@ async fn serve(config: Config) -> Result<(), String> {
         tracing::info!(agent = %id, "agent removed from the inventory: deprovisioned");
     }
     tokio::spawn(reload_keys(broker.clone(), config.clone(), Arc::new(SystemClock)));
-    tokio::spawn(retire_expired_agents(broker.clone()));
+    tokio::spawn(retire_expired_agents_every_minute(broker.clone(), config.data_dir.clone()));
     super::reload::spawn(broker.clone(), config.clone())?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -138,18 +175,17 @@ async fn reload_keys(broker: Arc<Broker>, config: Config, clock: Arc<dyn Clock>)
     }
 }
 
-/// Once a minute, records in the store the agents that have passed their
-/// `expires`, so that verifiers reading the store see their tokens dead.
-async fn retire_expired_agents(broker: Arc<Broker>) {
-    let mut done = std::collections::HashSet::new();
+/// Once a minute, from the start, records in the store the agents that have
+/// passed their `expires`, so that verifiers reading the store see their
+/// tokens dead.
+async fn retire_expired_agents_every_minute(broker: Arc<Broker>, data_dir: PathBuf) {
     let mut ticks = tokio::time::interval(std::time::Duration::from_secs(60));
     loop {
         ticks.tick().await;
-        match broker.retire_expired_agents(&done).await {
+        match retire_expired_agents(&broker, &data_dir).await {
             Ok(retired) => {
                 for id in retired {
                     tracing::info!(agent = %id, "agent past its expiry: its tokens are dead");
-                    done.insert(id);
                 }
             }
             Err(error) => tracing::warn!(%error, "expired agents not recorded yet; retrying"),

@@ -305,3 +305,45 @@ async fn tokens_issued_in_the_last_day_are_counted_past_the_query_cap() {
     assert_eq!(report["tokens_issued_last_day"], json!(issued_in_day), "{report}");
     assert_eq!(report["last_use"], json!(now - 1), "{report}");
 }
+
+#[tokio::test]
+async fn an_expired_agent_is_retired_once_across_restarts_and_again_past_a_new_expiry() {
+    use baton::store::{AuditFilter, AuditStore};
+    let secret = secret_hash("s");
+    let folder = |expires: &str| {
+        let agents =
+            format!("[[agents]]\nid='soon'\nowner='o'\npurpose='p'\nexpires={expires}\nsecret_sha256='{secret}'\n");
+        let resources = "[[resources]]\nuri='https://api.example'\nname='API'\nscopes=['read']\nttl=300\n";
+        policy_folder(&agents, resources, "permit (principal, action, resource);")
+    };
+    let expiring = folder("2026-12-10");
+    let harness = Harness::with(crate::harness::Options { policies: expiring.path().to_owned(), ..Default::default() });
+    let data = tempfile::tempdir().unwrap();
+    let retire = baton::cli::serve::retire_expired_agents;
+    let expired_events = || async {
+        let filter = AuditFilter { agent: Some("soon".into()), action: Some("expired".into()), ..Default::default() };
+        harness.store.query(&filter).await.unwrap().len()
+    };
+    assert!(retire(&harness.broker, data.path()).await.unwrap().is_empty(), "not expired yet");
+
+    harness.clock.advance(10 * 86_400);
+    assert_eq!(retire(&harness.broker, data.path()).await.unwrap(), ["soon"]);
+    assert!(retire(&harness.broker, data.path()).await.unwrap().is_empty());
+    // Restarted on the same store and data folder: nothing written again.
+    let restarted = harness.restarted_with(expiring.path());
+    assert!(retire(&restarted.broker, data.path()).await.unwrap().is_empty());
+    assert_eq!(
+        series(&metrics(&restarted).await, "baton_principals_deprovisioned_total{kind=\"agent\",cause=\"expired\"}"),
+        0
+    );
+    assert_eq!(expired_events().await, 1);
+
+    // Its life extended, then over again: retired once more.
+    let extended = folder("2027-01-31");
+    let renewed = harness.restarted_with(extended.path());
+    assert!(retire(&renewed.broker, data.path()).await.unwrap().is_empty(), "active again");
+    harness.clock.advance(60 * 86_400);
+    assert_eq!(retire(&renewed.broker, data.path()).await.unwrap(), ["soon"]);
+    assert!(retire(&renewed.broker, data.path()).await.unwrap().is_empty());
+    assert_eq!(expired_events().await, 2);
+}
