@@ -612,4 +612,17 @@ async fn baton_approvals_lists_approves_and_denies_through_the_admin_api() {
     assert_eq!(json_of(issued["access_token"].as_str().unwrap())["delegation"]["approval"]["id"], id.as_str());
     let empty = baton(&["approvals", "list"]);
     assert_eq!(String::from_utf8_lossy(&empty.stdout), "no pending approvals\n");
+
+    // Asked again and denied from the command line: the repeat is access_denied.
+    let (status, pending) = token("booker", exchange(&hop1, BOOK)).await;
+    assert_eq!((status, pending["error"].as_str()), (400, Some("authorization_pending")), "{pending}");
+    let id = pending["approval_id"].as_str().unwrap().to_owned();
+    let denied = baton(&["approvals", "deny", &id, "--as", BOOKER_OWNER]);
+    let text = String::from_utf8_lossy(&denied.stdout).into_owned();
+    assert!(denied.status.success(), "{text}{}", String::from_utf8_lossy(&denied.stderr));
+    assert!(text.contains(&format!("denied {id} as {BOOKER_OWNER}")), "{text}");
+    let (status, refused) = token("booker", exchange(&hop1, &[BOOK[0], BOOK[1], ("approval_id", &id)])).await;
+    assert_eq!((status, refused["error"].as_str()), (400, Some("access_denied")), "{refused}");
+    let again = baton(&["approvals", "deny", &id, "--as", BOOKER_OWNER]);
+    assert!(!again.status.success(), "a decided approval is not decided again");
 }

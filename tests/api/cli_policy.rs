@@ -82,6 +82,20 @@ fn check_names_agents_without_owner_purpose_or_expiry() {
 }
 
 #[test]
+fn check_warns_of_an_agent_already_past_its_expiry() {
+    let folder = example_copy();
+    let agents = std::fs::read_to_string(folder.path().join("agents.toml")).unwrap()
+        + "\n[[agents]]\nid = \"retired\"\nowner = \"ops@example.com\"\npurpose = \"Old reports\"\n\
+           expires = 2020-01-01\nsecret_sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\n";
+    std::fs::write(folder.path().join("agents.toml"), agents).unwrap();
+    let (ok, stdout, stderr) = baton(folder.path(), &["check"]);
+    let expected =
+        "warning: agent `retired` expired on 2020-01-01 and gets nothing: remove it from agents.toml or renew it";
+    assert!(stdout.contains(expected), "missing {expected:?} in:\n{stdout}");
+    assert!(ok, "a warning does not fail the check: {stdout}{stderr}");
+}
+
+#[test]
 fn test_runs_the_shipped_cases_and_fails_on_a_wrong_expectation() {
     let (ok, stdout, stderr) = baton(&example_policies(), &["test"]);
     assert!(ok, "{stdout}{stderr}");

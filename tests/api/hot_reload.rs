@@ -1,6 +1,7 @@
 //! Policy hot reload in the real binary: a changed folder is swapped in, a
-//! broken one is refused while the old policy serves, `SIGHUP` reloads, and
-//! an agent removed from the inventory is deprovisioned at the reload.
+//! broken one is refused while the old policy serves, `SIGHUP` reloads, an
+//! agent removed from the inventory is deprovisioned at the reload, and one
+//! past its expiry is deprovisioned by the broker's own loop.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -134,4 +135,25 @@ async fn an_agent_removed_while_serving_is_deprovisioned_at_the_reload() {
     let (status, _) = token(&broker, "booker", &[("grant_type", "client_credentials")]).await;
     assert_eq!(status, 401);
     assert_eq!(metric(&broker, removed).await, 1, "a reload does not deprovision it again");
+}
+
+#[tokio::test]
+async fn an_agent_past_its_expiry_at_start_is_deprovisioned_without_anyone_acting() {
+    let broker = BrokerProcess::start_with_policies(&[], |policies| {
+        let path = policies.join("agents.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let start = text.find("id = \"booker\"").unwrap();
+        let expires = start + text[start..].find("expires = 9999-12-31").unwrap();
+        let text =
+            format!("{}expires = 2020-01-01{}", &text[..expires], &text[expires + "expires = 9999-12-31".len()..]);
+        std::fs::write(&path, text).unwrap();
+    })
+    .await;
+    let expired = "baton_principals_deprovisioned_total{kind=\"agent\",cause=\"expired\"}";
+    eventually("the booker's retirement", || async { metric(&broker, expired).await == 1 }).await;
+    let (status, refused) = token(&broker, "booker", &[("grant_type", "client_credentials")]).await;
+    assert_eq!((status, refused["error"].as_str()), (401, Some("invalid_client")), "{refused}");
+    let retired: Value =
+        serde_json::from_slice(&std::fs::read(broker.folder.path().join("data/retired-agents.json")).unwrap()).unwrap();
+    assert_eq!(retired, serde_json::json!({"booker": "2020-01-01"}));
 }
