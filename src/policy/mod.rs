@@ -251,18 +251,27 @@ impl Policy {
             Err(refusal) => return Ok(Err(refusal)),
         };
         let Prepared { target: target_name, candidates, expires_at, facts } = prepared;
-        let verdicts = self.rules.decide(ask.agent, ask.action, candidates.iter(), &facts)?;
-        let mut permitted = Vec::new();
-        let mut reasons = Vec::new();
-        let mut permits = Vec::new();
-        for (scope, verdict) in verdicts {
-            if verdict.allowed {
-                permitted.push(scope.clone());
-                permits.push((scope.clone(), verdict.reasons.clone()));
-                reasons.extend(verdict.reasons);
-            }
+        // The asked scopes are decided first. When each is permitted, the
+        // other candidates cannot change the answer and are not evaluated;
+        // otherwise they tell a target the agent may not use at all
+        // (`invalid_target`) from a scope it may not have (`invalid_scope`).
+        let asked = ask.requested.filter(|requested| !requested.is_empty());
+        let mut verdicts = match asked {
+            Some(requested) => self.rules.decide(ask.agent, ask.action, requested.iter(), &facts)?,
+            None => Vec::new(),
+        };
+        let every_asked_permitted = asked.is_some() && verdicts.iter().all(|(_, verdict)| verdict.allowed);
+        if !every_asked_permitted {
+            let undecided: Vec<&Scope> =
+                candidates.iter().filter(|scope| asked.is_none_or(|requested| !requested.contains(scope))).collect();
+            verdicts.extend(self.rules.decide(ask.agent, ask.action, undecided, &facts)?);
         }
-        let permitted: ScopeSet = permitted.into_iter().collect();
+        let permits: Vec<(Scope, Vec<String>)> = verdicts
+            .into_iter()
+            .filter(|(_, verdict)| verdict.allowed)
+            .map(|(scope, verdict)| (scope.clone(), verdict.reasons))
+            .collect();
+        let permitted: ScopeSet = permits.iter().map(|(scope, _)| scope.clone()).collect();
         if permitted.is_empty() {
             return Ok(Err(Refusal::TargetNotPermitted));
         }
@@ -275,6 +284,12 @@ impl Policy {
             }
             None => permitted,
         };
+        // The evidence names the rules behind the scopes granted.
+        let mut reasons: Vec<String> = permits
+            .iter()
+            .filter(|(permitted, _)| scope.contains(permitted))
+            .flat_map(|(_, rules)| rules.iter().cloned())
+            .collect();
         reasons.sort();
         reasons.dedup();
         let approval = approval::required(&self.inventory, &self.rules, target_name, &scope, &permits);
