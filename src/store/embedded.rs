@@ -72,7 +72,7 @@ const SWEEP_LIMIT: usize = 10_000;
 /// revives a token that some verifier still accepts.
 const KEEP_AFTER_EXPIRY: i64 = 300;
 /// The page cache: the working set of one broker fits well within it.
-const CACHE_BYTES: usize = 64 * 1024 * 1024;
+const CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Replay, revocation and audit state in a redb file under the data folder.
 pub struct EmbeddedStore {
@@ -405,6 +405,7 @@ impl Writer {
             if let Some(now) = self.sweeps.due(batch) {
                 tables.sweep(now)?;
             }
+            tables.finish()?;
         }
         txn.commit()?;
         Ok(answers)
@@ -452,10 +453,15 @@ struct WriteTables<'txn> {
     by_jti: MultimapTable<'txn, &'static str, EventKey>,
     by_parent: MultimapTable<'txn, &'static str, EventKey>,
     meta: Table<'txn, &'static str, u64>,
+    /// The next audit sequence number, read once and written back once a
+    /// transaction rather than once an event.
+    next_sequence: u64,
 }
 
 impl<'txn> WriteTables<'txn> {
     fn open(txn: &'txn WriteTransaction) -> Result<Self, Failure> {
+        let meta = txn.open_table(META)?;
+        let next_sequence = meta.get(NEXT_SEQUENCE)?.map_or(0, |entry| entry.value());
         Ok(WriteTables {
             used: txn.open_table(USED)?,
             used_expiry: txn.open_multimap_table(USED_EXPIRY)?,
@@ -469,8 +475,15 @@ impl<'txn> WriteTables<'txn> {
             by_subject: txn.open_multimap_table(EVENTS_BY_SUBJECT)?,
             by_jti: txn.open_multimap_table(EVENTS_BY_JTI)?,
             by_parent: txn.open_multimap_table(EVENTS_BY_PARENT)?,
-            meta: txn.open_table(META)?,
+            meta,
+            next_sequence,
         })
+    }
+
+    /// Writes back what is kept in memory during the transaction.
+    fn finish(&mut self) -> Result<(), Failure> {
+        self.meta.insert(NEXT_SEQUENCE, self.next_sequence)?;
+        Ok(())
     }
 
     fn apply(&mut self, write: &Write) -> Result<Applied, Failure> {
@@ -523,8 +536,8 @@ impl<'txn> WriteTables<'txn> {
     }
 
     fn record(&mut self, event: &AuditEvent, json: &str) -> Result<(), Failure> {
-        let sequence = self.meta.get(NEXT_SEQUENCE)?.map_or(0, |entry| entry.value());
-        self.meta.insert(NEXT_SEQUENCE, sequence.saturating_add(1))?;
+        let sequence = self.next_sequence;
+        self.next_sequence = sequence.saturating_add(1);
         let key = (event.time.0, sequence);
         self.events.insert(key, json)?;
         let indexes = [
