@@ -198,23 +198,12 @@ impl Rules {
         scopes: impl IntoIterator<Item = &'s Scope>,
         facts: &Facts<'_>,
     ) -> Result<Vec<(&'s Scope, Verdict)>, PolicyError> {
-        let principal = uid("Agent", agent)?;
-        let action_uid = uid("Action", action.name())?;
-        let context = context(facts)?;
+        // Not validated against the schema on every request: requests are
+        // built by `requests` alone from fixed types (a test checks them
+        // against the schema), and a value of the wrong type would only fail
+        // a rule's evaluation, which denies.
         let mut verdicts = Vec::new();
-        for scope in scopes {
-            // Not validated against the schema on every request: the request
-            // is built here from fixed types (a test checks it against the
-            // schema), and a value of the wrong type would only fail a rule's
-            // evaluation, which denies.
-            let request = Request::new(
-                principal.clone(),
-                action_uid.clone(),
-                uid("Scope", scope.as_str())?,
-                context.clone(),
-                None,
-            )
-            .map_err(|error| PolicyError::Rules(format!("request: {error}")))?;
+        for (scope, request) in requests(agent, action, scopes, facts, None)? {
             let response = self.authorizer.is_authorized(&request, &self.policies, &self.entities);
             let failed = response.diagnostics().errors().next().is_some();
             let verdict = Verdict {
@@ -238,19 +227,8 @@ impl Rules {
         scopes: impl IntoIterator<Item = &'s Scope>,
         facts: &Facts<'_>,
     ) -> Result<Vec<(&'s Scope, ScopeVerdict)>, PolicyError> {
-        let principal = uid("Agent", agent)?;
-        let action_uid = uid("Action", action.name())?;
-        let context = context(facts)?;
         let mut verdicts = Vec::new();
-        for scope in scopes {
-            let request = Request::new(
-                principal.clone(),
-                action_uid.clone(),
-                uid("Scope", scope.as_str())?,
-                context.clone(),
-                Some(&self.schema),
-            )
-            .map_err(|error| PolicyError::Rules(format!("request does not match the schema: {error}")))?;
+        for (scope, request) in requests(agent, action, scopes, facts, Some(&self.schema))? {
             let whole = self.authorizer.is_authorized(&request, &self.policies, &self.entities);
             let permits = self.authorizer.is_authorized(&request, &self.permits, &self.entities);
             let forbids = self.authorizer.is_authorized(&request, &self.forbids, &self.entities);
@@ -293,6 +271,35 @@ fn split_by_effect(policies: &PolicySet) -> Result<(PolicySet, PolicySet), Polic
         side.add(policy.clone()).map_err(|error| PolicyError::Rules(error.to_string()))?;
     }
     Ok((permits, forbids))
+}
+
+/// One Cedar request per scope: principal the agent, the action, resource
+/// the scope, and the facts as context; checked against `schema` when one is
+/// given.
+fn requests<'s>(
+    agent: &str,
+    action: Action,
+    scopes: impl IntoIterator<Item = &'s Scope>,
+    facts: &Facts<'_>,
+    schema: Option<&Schema>,
+) -> Result<Vec<(&'s Scope, Request)>, PolicyError> {
+    let principal = uid("Agent", agent)?;
+    let action_uid = uid("Action", action.name())?;
+    let context = context(facts)?;
+    scopes
+        .into_iter()
+        .map(|scope| {
+            let request = Request::new(
+                principal.clone(),
+                action_uid.clone(),
+                uid("Scope", scope.as_str())?,
+                context.clone(),
+                schema,
+            )
+            .map_err(|error| PolicyError::Rules(format!("request does not match the schema: {error}")))?;
+            Ok((scope, request))
+        })
+        .collect()
 }
 
 fn context(facts: &Facts<'_>) -> Result<Context, PolicyError> {
@@ -457,15 +464,10 @@ mod tests {
             chain_dpop_bound: false,
             ttl: 60,
         };
+        let scopes = ScopeSet::parse("read write").unwrap();
         for action in [Action::Issue, Action::Exchange] {
-            let request = Request::new(
-                uid("Agent", "a").unwrap(),
-                uid("Action", action.name()).unwrap(),
-                uid("Scope", "read").unwrap(),
-                context(&facts).unwrap(),
-                Some(&rules.schema),
-            );
-            assert!(request.is_ok(), "{action:?}: {:?}", request.err());
+            let checked = requests("a", action, scopes.iter(), &facts, Some(&rules.schema));
+            assert_eq!(checked.map(|requests| requests.len()).map_err(|error| error.to_string()), Ok(2), "{action:?}");
         }
     }
 

@@ -241,8 +241,9 @@ impl Policy {
     /// Decides target, scopes and lifetime for one token.
     ///
     /// Order: the target must be registered and live; asked scopes must be
-    /// registered, within the parent's and within the target API's; then each
-    /// candidate scope is put to the rules. A target for which nothing is
+    /// registered, within the parent's and within the target API's; then the
+    /// asked scopes are put to the rules, and the other candidates too when
+    /// one is refused or none was asked. A target for which nothing is
     /// permitted is refused as a target; an asked scope that is not permitted
     /// is refused as a scope (RFC 8693 §2.2.2, RFC 6749 §5.2).
     pub fn grant(&self, ask: &Ask<'_>) -> Result<Result<PolicyGrant, Refusal>, PolicyError> {
@@ -257,7 +258,10 @@ impl Policy {
         // (`invalid_target`) from a scope it may not have (`invalid_scope`).
         let asked = ask.requested.filter(|requested| !requested.is_empty());
         let mut verdicts = match asked {
-            Some(requested) => self.rules.decide(ask.agent, ask.action, requested.iter(), &facts)?,
+            Some(requested) => {
+                debug_assert!(requested.iter().all(|scope| candidates.contains(scope)), "prepare checked this");
+                self.rules.decide(ask.agent, ask.action, requested.iter(), &facts)?
+            }
             None => Vec::new(),
         };
         let every_asked_permitted = asked.is_some() && verdicts.iter().all(|(_, verdict)| verdict.allowed);

@@ -456,6 +456,8 @@ struct WriteTables<'txn> {
     /// The next audit sequence number, read once and written back once a
     /// transaction rather than once an event.
     next_sequence: u64,
+    /// `next_sequence` as the transaction found it.
+    first_sequence: u64,
 }
 
 impl<'txn> WriteTables<'txn> {
@@ -477,12 +479,16 @@ impl<'txn> WriteTables<'txn> {
             by_parent: txn.open_multimap_table(EVENTS_BY_PARENT)?,
             meta,
             next_sequence,
+            first_sequence: next_sequence,
         })
     }
 
-    /// Writes back what is kept in memory during the transaction.
+    /// Writes back what is kept in memory during the transaction, if it
+    /// changed.
     fn finish(&mut self) -> Result<(), Failure> {
-        self.meta.insert(NEXT_SEQUENCE, self.next_sequence)?;
+        if self.next_sequence != self.first_sequence {
+            self.meta.insert(NEXT_SEQUENCE, self.next_sequence)?;
+        }
         Ok(())
     }
 
