@@ -1,6 +1,9 @@
-//! What one token costs: raw signature verification as the baseline, then
-//! Baton's verification, the verifier with its revocation check, the
-//! revocation check alone, and one whole exchange in process.
+//! What one token costs: raw signature verification and signing as the
+//! baselines, then Baton's verification, the verifier with its revocation
+//! check, the revocation check alone, minting, the Cedar decision for one
+//! exchange, and one whole exchange in process. After the measurements it
+//! prints each one's mean as a ratio to its baseline (verification to raw
+//! verification, minting and the whole exchange to raw signing).
 //!
 //! `cargo bench --bench core`
 
@@ -10,15 +13,43 @@ use std::sync::Arc;
 
 use base64::Engine;
 use baton::claims::Claims;
+use baton::claims::ScopeSet;
 use baton::clock::{Clock, FixedClock, SystemClock};
 use baton::grant::{Broker, Settings, Stores, TokenParams, TokenRequest};
 use baton::keys::{self, Algorithm, KeyLookup, KeySet};
-use baton::policy::{Lifetimes, Policy};
+use baton::policy::{Action, Ask, Lifetimes, Policy};
 use baton::store::embedded::EmbeddedStore;
 use baton::store::{Lineage, RevocationStore};
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::Criterion;
 
 const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const GROUP: &str = "token";
+
+/// A measurement: its id (criterion's folder name) and what it is.
+struct Measured(&'static str, &'static str);
+
+const RAW_VERIFY: Measured = Measured("raw_verify", "raw ES256 verify with ring (baseline)");
+const BATON_VERIFY: Measured = Measured("baton_verify", "Baton's verification, every check, no revocation");
+const VERIFIER: Measured = Measured("verifier", "the verifier: every check and the embedded revocation check");
+const CHECK_EMBEDDED: Measured = Measured("check_embedded", "revocation check, embedded store");
+const CHECK_REDIS: Measured = Measured("check_redis", "revocation check, Redis over loopback (one round trip)");
+const RAW_SIGN: Measured = Measured("raw_sign", "raw ES256 sign with ring (baseline)");
+const MINT: Measured = Measured("mint", "minting a child (claims, encoding, ES256 signature)");
+const POLICY: Measured = Measured("policy", "the policy decision of one exchange (Cedar, the example rules)");
+const EXCHANGE_IN_PROCESS: Measured =
+    Measured("exchange", "one exchange in process (auth, policy, revocation, mint, durable audit)");
+
+/// Each measurement and the baseline it is a ratio to.
+const RATIOS: [(&Measured, &Measured); 8] = [
+    (&BATON_VERIFY, &RAW_VERIFY),
+    (&VERIFIER, &RAW_VERIFY),
+    (&CHECK_EMBEDDED, &RAW_VERIFY),
+    (&CHECK_REDIS, &RAW_VERIFY),
+    (&MINT, &RAW_SIGN),
+    (&POLICY, &RAW_SIGN),
+    (&EXCHANGE_IN_PROCESS, &RAW_VERIFY),
+    (&EXCHANGE_IN_PROCESS, &RAW_SIGN),
+];
 const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
 
 fn basic(id: &str, secret: &str) -> String {
@@ -107,10 +138,8 @@ fn costs(c: &mut Criterion) {
     // The baseline: ring's ES256 verification of the token's signature alone.
     let (signing_input, signature) = hop1.rsplit_once('.').expect("compact JWS");
     let signature = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(signature).expect("base64url");
-    group.bench_function("raw ES256 verify (baseline)", |b| {
-        b.iter(|| assert!(key.verify(signing_input.as_bytes(), &signature)))
-    });
-    group.bench_function("baton verify (all checks, no revocation)", |b| {
+    group.bench_function(RAW_VERIFY.0, |b| b.iter(|| assert!(key.verify(signing_input.as_bytes(), &signature))));
+    group.bench_function(BATON_VERIFY.0, |b| {
         b.iter(|| baton::token::verify(&hop1, keys.as_ref(), &rules, fixture.clock.as_ref()).expect("verifies"))
     });
     let verifier = baton::verifier::Verifier::builder(&fixture.issuer)
@@ -119,10 +148,8 @@ fn costs(c: &mut Criterion) {
         .revocation(fixture.store.clone())
         .build()
         .expect("verifier");
-    group.bench_function("verifier (all checks and the revocation check)", |b| {
-        b.iter(|| runtime.block_on(verifier.verify(&hop1)).expect("verifies"))
-    });
-    group.bench_function("revocation check (embedded store)", |b| {
+    group.bench_function(VERIFIER.0, |b| b.iter(|| runtime.block_on(verifier.verify(&hop1)).expect("verifies")));
+    group.bench_function(CHECK_EMBEDDED.0, |b| {
         let lineage = Lineage::of(&claims);
         b.iter(|| runtime.block_on(fixture.store.check(&lineage)).expect("checks"))
     });
@@ -134,16 +161,33 @@ fn costs(c: &mut Criterion) {
                 .block_on(baton::store::redis::RedisStore::connect(&redis.url(), "bench:"))
                 .expect("redis store");
             let lineage = Lineage::of(&claims);
-            group.bench_function("revocation check (Redis, one round trip)", |b| {
-                b.iter(|| runtime.block_on(store.check(&lineage)).expect("checks"))
-            });
+            group
+                .bench_function(CHECK_REDIS.0, |b| b.iter(|| runtime.block_on(store.check(&lineage)).expect("checks")));
         }
         None => eprintln!("redis-server not found: the Redis revocation check is not measured"),
     }
-    group.bench_function("mint (sign a child)", |b| {
-        b.iter(|| baton::token::mint(&claims, keys.signing()).expect("mints"))
-    });
-    group.bench_function("exchange in process (auth, policy, revocation, mint, durable audit)", |b| {
+    group.bench_function(RAW_SIGN.0, |b| b.iter(|| keys.signing().sign(signing_input.as_bytes()).expect("signs")));
+    group.bench_function(MINT.0, |b| b.iter(|| baton::token::mint(&claims, keys.signing()).expect("mints")));
+    // The booker's hop of the walk: the asked scope, out of the parent's,
+    // decided against every rule of the example folder.
+    let policy = fixture.broker.policy();
+    let asked = ScopeSet::parse("flights.read").expect("scope");
+    let ask = Ask {
+        action: Action::Exchange,
+        agent: "booker",
+        subject: &claims.sub,
+        target: Some("https://api.airline.example"),
+        requested: Some(&asked),
+        parent_scopes: Some(&claims.scope),
+        depth: claims.delegation.depth + 1,
+        chain: claims.chain(),
+        expires_no_later_than: Some(claims.exp),
+        dpop_bound: false,
+        chain_dpop_bound: false,
+        now: fixture.clock.now(),
+    };
+    group.bench_function(POLICY.0, |b| b.iter(|| policy.grant(&ask).expect("evaluates").expect("granted")));
+    group.bench_function(EXCHANGE_IN_PROCESS.0, |b| {
         b.iter(|| {
             runtime.block_on(token(
                 &fixture.broker,
@@ -198,5 +242,45 @@ impl Drop for RedisForBench {
     }
 }
 
-criterion_group!(benches, costs);
-criterion_main!(benches);
+fn main() {
+    let mut criterion = Criterion::default().configure_from_args();
+    costs(&mut criterion);
+    criterion.final_summary();
+    print_ratios();
+}
+
+/// Each measurement's mean over its baseline's, read back from what
+/// criterion wrote (`target/criterion/token/<id>/new/estimates.json`); a
+/// measurement this run filtered out is left out.
+fn print_ratios() {
+    // Where criterion writes: CRITERION_HOME, else the target folder's `criterion`.
+    let root = match (std::env::var_os("CRITERION_HOME"), std::env::var_os("CARGO_TARGET_DIR")) {
+        (Some(home), _) => std::path::PathBuf::from(home),
+        (None, Some(target)) => std::path::PathBuf::from(target).join("criterion"),
+        (None, None) => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("criterion"),
+    };
+    let mean_ns = |measured: &Measured| -> Option<f64> {
+        let path = root.join(GROUP).join(measured.0).join("new").join("estimates.json");
+        let estimates: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+        estimates["mean"]["point_estimate"].as_f64()
+    };
+    println!("\n| measurement | mean | ratio to its baseline |");
+    println!("|---|--:|---|");
+    for baseline in [&RAW_VERIFY, &RAW_SIGN] {
+        if let Some(mean) = mean_ns(baseline) {
+            println!("| {} | {:.1} µs | — |", baseline.1, mean / 1000.0);
+        }
+    }
+    for (measured, baseline) in RATIOS {
+        if let (Some(mean), Some(base)) = (mean_ns(measured), mean_ns(baseline)) {
+            println!(
+                "| {} | {:.1} µs | {:.2}× {} ({:.0}% of its rate) |",
+                measured.1,
+                mean / 1000.0,
+                mean / base,
+                baseline.0,
+                100.0 * base / mean
+            );
+        }
+    }
+}
