@@ -28,6 +28,11 @@ impl<T> Verified<T> {
     pub fn claims(&self) -> &T {
         &self.0
     }
+
+    /// The verified value, kept once the token's checks are done with.
+    pub fn into_claims(self) -> T {
+        self.0
+    }
 }
 
 /// The rules a token must meet.

@@ -240,11 +240,10 @@ impl Verifier {
             other => other,
         }
         .map_err(Rejection::Invalid)?;
-        let claims = verified.claims();
-        if claims.aud != self.audience {
+        if verified.claims().aud != self.audience {
             return Err(Rejection::WrongAudience);
         }
-        Ok(claims.clone())
+        Ok(verified.into_claims())
     }
 
     /// The required scopes, and that neither the token nor its lineage is revoked.
