@@ -254,15 +254,16 @@ fn check(db: &Database, lineage: &Lineage) -> Result<Status, Failure> {
             return Ok(Status::Revoked);
         }
     }
+    let keys: Vec<String> = lineage.principals.iter().map(Principal::key).collect();
     let blocked = txn.open_table(BLOCKED)?;
-    for principal in &lineage.principals {
-        if blocked.get(principal.key().as_str())?.is_some() {
+    for key in &keys {
+        if blocked.get(key.as_str())?.is_some() {
             return Ok(Status::Deprovisioned);
         }
     }
     let deprovisioned = txn.open_table(DEPROVISIONED)?;
-    for principal in &lineage.principals {
-        let at = deprovisioned.get(principal.key().as_str())?.map(|entry| entry.value().0);
+    for key in &keys {
+        let at = deprovisioned.get(key.as_str())?.map(|entry| entry.value().0);
         if at.is_some_and(|at| at >= lineage.issued_at.0) {
             return Ok(Status::Deprovisioned);
         }
