@@ -25,7 +25,7 @@ use crate::dpop::{Proof, ProofError};
 use crate::policy::{Action, Ask, Policy};
 use crate::store::{Lineage, Principal, Status};
 use crate::token::{self, Verified};
-use crate::upstream::{Person, UpstreamError};
+use crate::upstream::{Declared, Person, UpstreamError};
 
 /// The token an exchange starts from.
 enum Parent {
@@ -122,7 +122,9 @@ pub(super) async fn handle(
     // The subject token, and whether this agent may exchange it.
     let parent = match issuer_of(subject_token) {
         Some(issuer) if issuer != broker.settings().issuer => {
-            person(broker, policy, agent, subject_token, &issuer, proof, evidence).await?
+            let declared = if subject_type == ID_TOKEN_TYPE { Declared::IdToken } else { Declared::AccessTokenOrJwt };
+            let presented = PersonToken { token: subject_token, issuer: &issuer, declared };
+            person(broker, policy, agent, presented, proof, evidence).await?
         }
         _ if subject_type == ID_TOKEN_TYPE => return Err(GrantError::SubjectToken(Unacceptable::UntrustedIssuer)),
         _ => own_token(broker, policy, agent, subject_token, proof, evidence).await?,
@@ -238,16 +240,16 @@ async fn person(
     broker: &Broker,
     policy: &Policy,
     agent: &AuthenticatedAgent,
-    subject_token: &str,
-    issuer: &str,
+    presented: PersonToken<'_>,
     proof: Option<&Proof>,
     evidence: &mut Evidence,
 ) -> Result<Parent, GrantError> {
+    let PersonToken { token: subject_token, issuer, declared } = presented;
     let trusted = policy.issuers().get(issuer).ok_or(GrantError::SubjectToken(Unacceptable::UntrustedIssuer))?;
     if !trusted.agents.contains(agent.id()) {
         return Err(GrantError::SubjectToken(Unacceptable::MayNotStartChain));
     }
-    let person = match broker.providers().verify(trusted, subject_token).await {
+    let person = match broker.providers().verify(trusted, subject_token, declared).await {
         Ok(person) => person,
         Err(UpstreamError::Invalid(reason)) => return Err(GrantError::SubjectToken(Unacceptable::Upstream(reason))),
         Err(UpstreamError::Unreachable(reason)) => return Err(GrantError::IdentityProvider(reason)),
@@ -276,6 +278,14 @@ async fn person(
         Status::Revoked => Err(GrantError::SubjectToken(Unacceptable::Revoked)),
         Status::Deprovisioned => Err(GrantError::SubjectToken(Unacceptable::Deprovisioned)),
     }
+}
+
+/// A `subject_token` whose `iss` names another issuer than this broker.
+struct PersonToken<'a> {
+    token: &'a str,
+    /// Its `iss`, read unverified: it only chooses the configured issuer.
+    issuer: &'a str,
+    declared: Declared,
 }
 
 /// The `iss` a token claims, read unverified: it only chooses which

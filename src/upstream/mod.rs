@@ -105,6 +105,27 @@ impl Person {
     }
 }
 
+/// What the client declared a person's token to be (`subject_token_type`,
+/// RFC 8693 §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Declared {
+    /// An ID token: its `typ`, if any, is `JWT`, never `at+jwt`, so that an
+    /// access token cannot pass for a sign-in (RFC 9068 §2.1, RFC 8725 §3.11).
+    IdToken,
+    /// An access token or a JWT: `JWT` (as many providers label access
+    /// tokens) or `at+jwt` (RFC 9068).
+    AccessTokenOrJwt,
+}
+
+impl Declared {
+    fn jose_types(self) -> &'static [&'static str] {
+        match self {
+            Declared::IdToken => &["JWT"],
+            Declared::AccessTokenOrJwt => &["JWT", "at+jwt"],
+        }
+    }
+}
+
 /// Why a person's token is not accepted.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum UpstreamError {
@@ -157,16 +178,21 @@ impl Providers {
     }
 
     /// Validates a person's token from `trusted` and names the person.
-    pub async fn verify(&self, trusted: &TrustedIssuer, token: &str) -> Result<Person, UpstreamError> {
+    pub async fn verify(
+        &self,
+        trusted: &TrustedIssuer,
+        token: &str,
+        declared: Declared,
+    ) -> Result<Person, UpstreamError> {
         let parsed: PersonToken = token.parse().map_err(|_| UpstreamError::Invalid("not a JWT".into()))?;
         let slot = self.slot(&trusted.issuer);
         let mut discovered = slot.lock().await;
         let keys = self.keys(trusted, &mut discovered, false).await?;
-        match self.check(trusted, &parsed, keys) {
+        match self.check(trusted, &parsed, keys, declared) {
             // A key not seen yet may be a rotation at the provider.
             Err(ClaimsVerificationError::SignatureVerification(SignatureVerificationError::NoMatchingKey)) => {
                 let keys = self.keys(trusted, &mut discovered, true).await?;
-                self.check(trusted, &parsed, keys)
+                self.check(trusted, &parsed, keys, declared)
             }
             other => other,
         }
@@ -221,6 +247,7 @@ impl Providers {
         trusted: &TrustedIssuer,
         token: &PersonToken,
         keys: &CoreJsonWebKeySet,
+        declared: Declared,
     ) -> Result<(), ClaimsVerificationError> {
         let issuer = IssuerUrl::new(trusted.issuer.clone())
             .map_err(|error| ClaimsVerificationError::Other(error.to_string()))?;
@@ -232,9 +259,11 @@ impl Providers {
         let verifier =
             IdTokenVerifier::new_public_client(ClientId::new(trusted.audience.clone()), issuer, keys.clone())
                 .set_allowed_algs(algorithms)
-                // ID tokens are `JWT`; JWT access tokens are `at+jwt` (RFC 9068 §2.1).
                 .set_allowed_jose_types(
-                    ["JWT", "at+jwt"].into_iter().filter_map(|typ| JsonWebTokenType::new(typ.into()).normalize().ok()),
+                    declared
+                        .jose_types()
+                        .iter()
+                        .filter_map(|typ| JsonWebTokenType::new((*typ).into()).normalize().ok()),
                 )
                 .set_time_fn(move || {
                     chrono::DateTime::from_timestamp(clock.now().0, 0)

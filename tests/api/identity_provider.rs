@@ -276,6 +276,10 @@ async fn a_jwt_access_token_from_the_provider_starts_a_chain_its_scopes_cap() {
     assert_eq!(header["typ"], "at+jwt", "{header}");
     let (orchestrator, planner, booker) =
         (ProofKey::generate().unwrap(), ProofKey::generate().unwrap(), ProofKey::generate().unwrap());
+    // An access token never passes for a sign-in (RFC 9068 §2.1).
+    let as_sign_in =
+        client.exchange("orchestrator", &orchestrator, (&access_token, ID_TOKEN), &[("audience", "planner")]).await;
+    assert_refused(&as_sign_in, "an at+jwt access token declared as an ID token");
 
     for kind in [ACCESS_TOKEN, JWT] {
         let hop1 =
