@@ -138,6 +138,20 @@ pub(super) async fn check(
     };
     let now = broker.now();
     let Some(presented) = params.get(APPROVAL_ID) else {
+        // The same request asked again while its approval waits gets that
+        // approval's id back: approvers are not asked twice for one request,
+        // however often an agent repeats it.
+        let waiting = broker
+            .approvals
+            .store
+            .pending(now)
+            .await?
+            .into_iter()
+            .find(|approval| approval.request == fingerprint && approval.grant_type == asked.grant_type);
+        if let Some(approval) = waiting {
+            evidence.approval = Some(AuditApproval { id: approval.id.clone(), approver: None });
+            return Err(pending(&approval, now).into());
+        }
         let approver = broker.approver_for(&fingerprint);
         let approval = Approval {
             id: ApprovalId(broker.new_jti()?.0),

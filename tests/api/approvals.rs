@@ -408,9 +408,19 @@ async fn approvers_are_told_by_webhook_and_a_failing_webhook_fails_nothing() {
         })
     );
     assert!(!notice.to_string().contains(&hop1), "no token in the notice");
-    // A poll announces nothing new.
+    // A poll announces nothing new, and neither does the same request
+    // asked again without the id: it is told the waiting approval's id.
     repeat(&harness, &hop1, &id).await.assert_error(400, "authorization_pending");
+    assert_eq!(ask(&harness, &hop1).await, id);
     assert!(tokio::time::timeout(Duration::from_millis(300), received.recv()).await.is_err());
+    assert_eq!(admin(&harness, "GET", "/admin/approvals", None).await.body["approvals"].as_array().unwrap().len(), 1);
+    // Another request (another scope set) is another approval.
+    let both = [("resource", AIRLINE), ("scope", "flights.book flights.read")];
+    let other = harness.exchange("booker", &hop1, &both).await;
+    other.assert_error(400, "authorization_pending");
+    assert_ne!(other.body["approval_id"], id.as_str());
+    let other_notice = tokio::time::timeout(Duration::from_secs(10), received.recv()).await.unwrap().unwrap();
+    assert_eq!(other_notice["approval_id"], other.body["approval_id"]);
 
     // Nobody listening: the request is still answered, and still listed.
     let closed = format!("http://127.0.0.1:{}/hook", crate::process::free_port());
