@@ -1,7 +1,8 @@
 //! Approvals in the embedded store's redb file.
 //!
 //! Tables: `approvals` (id → the approval as JSON) and `approvals_expiry`
-//! (keep-until → id), so that a sweep reads only what is past keeping.
+//! (keep-until → id), so that a sweep reads only what is past keeping, and
+//! a listing of the pending ones only what has not expired.
 //!
 //! Approvals are few (one per person-facing decision), so their writes do
 //! not go through the writer thread's group commit: each runs its own
@@ -16,7 +17,7 @@ use redb::{
     Database, MultimapTableDefinition, ReadableDatabase, ReadableMultimapTable, ReadableTable, TableDefinition,
 };
 
-use super::approvals::{decode, encode, MAX_LISTED};
+use super::approvals::{decode, encode, KEEP_AFTER_EXPIRY, MAX_LISTED};
 use super::embedded::EmbeddedStore;
 use super::{Approval, ApprovalId, ApprovalState, ApprovalStore, StoreError};
 use crate::clock::UnixTime;
@@ -106,12 +107,25 @@ impl ApprovalStore for EmbeddedStore {
                 Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
                 Err(error) => return Err(failure(error)),
             };
+            let expiry = match txn.open_multimap_table(APPROVALS_EXPIRY) {
+                Ok(expiry) => expiry,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(error) => return Err(failure(error)),
+            };
+            // Only approvals not yet expired are read: each is indexed at its
+            // expiry plus the keeping time, so those are the entries past
+            // now plus the keeping time (a day's decided ones are skipped).
+            let unexpired = now.plus(KEEP_AFTER_EXPIRY).0.saturating_add(1);
             let mut pending = Vec::new();
-            for entry in table.iter().map_err(failure)? {
-                let (_, json) = entry.map_err(failure)?;
-                let approval = decode(json.value())?;
-                if approval.state == ApprovalState::Pending && !approval.is_expired(now) {
-                    pending.push(approval);
+            for entry in expiry.range(unexpired..).map_err(failure)? {
+                let (_, ids) = entry.map_err(failure)?;
+                for id in ids {
+                    let id = id.map_err(failure)?;
+                    let Some(json) = table.get(id.value()).map_err(failure)? else { continue };
+                    let approval = decode(json.value())?;
+                    if approval.state == ApprovalState::Pending && !approval.is_expired(now) {
+                        pending.push(approval);
+                    }
                 }
             }
             pending.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
