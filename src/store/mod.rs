@@ -280,11 +280,8 @@ pub trait AuditStore: Send + Sync {
     async fn query(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError>;
 
     /// How many events match `filter`, whatever its `limit`, up to
-    /// [`AuditFilter::MAX_COUNT`]. A store that cannot count past what one
-    /// query returns keeps this default, and so counts at most the limit.
-    async fn count(&self, filter: &AuditFilter) -> Result<usize, StoreError> {
-        Ok(self.query(filter).await?.len())
-    }
+    /// [`AuditFilter::MAX_COUNT`].
+    async fn count(&self, filter: &AuditFilter) -> Result<usize, StoreError>;
 }
 
 /// Where a store's scan hands each matching event, newest first; it answers

@@ -467,6 +467,9 @@ impl AuditStore for IssuancesUnrecorded {
     async fn query(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
         self.trail.query(filter).await
     }
+    async fn count(&self, filter: &AuditFilter) -> Result<usize, StoreError> {
+        self.trail.count(filter).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

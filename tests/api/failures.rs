@@ -215,6 +215,9 @@ impl AuditStore for Unreachable {
     async fn query(&self, _: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
         Err(StoreError("connection refused".into()))
     }
+    async fn count(&self, _: &AuditFilter) -> Result<usize, StoreError> {
+        Err(StoreError("connection refused".into()))
+    }
 }
 
 #[tokio::test]

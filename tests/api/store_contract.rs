@@ -215,6 +215,18 @@ where
         .unwrap();
     assert_eq!(limited.len(), 1);
     assert_eq!(limited[0].time, now.plus(-10));
+    // A count ignores the limit and honours decision and action.
+    let issued_of_a = AuditFilter {
+        agent: Some(agent_a.clone()),
+        decision: Some(AuditDecision::Issued),
+        limit: Some(1),
+        ..AuditFilter::default()
+    };
+    assert_eq!(store.count(&issued_of_a).await.unwrap(), 1);
+    let all_of_a = AuditFilter { agent: Some(agent_a.clone()), limit: Some(1), ..AuditFilter::default() };
+    assert_eq!(store.count(&all_of_a).await.unwrap(), 2);
+    let other_action = AuditFilter { action: Some("deprovision".into()), ..all_of_a.clone() };
+    assert_eq!(store.count(&other_action).await.unwrap(), 0);
 
     let kept = approvals(&store, tag, now).await;
 
