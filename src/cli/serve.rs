@@ -124,9 +124,10 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, S
 /// crash never leaves half a file.
 fn write_json(data_dir: &Path, path: &Path, value: &impl serde::Serialize) -> Result<(), String> {
     let json = serde_json::to_vec_pretty(value).map_err(|error| error.to_string())?;
-    std::fs::create_dir_all(data_dir).map_err(|error| format!("{}: {error}", data_dir.display()))?;
+    crate::store::data_dir::prepare(data_dir).map_err(|error| format!("{}: {error}", data_dir.display()))?;
     let staging = path.with_extension("json.tmp");
-    std::fs::write(&staging, json).map_err(|error| format!("{}: {error}", staging.display()))?;
+    crate::store::data_dir::write_private(&staging, &json)
+        .map_err(|error| format!("{}: {error}", staging.display()))?;
     std::fs::rename(&staging, path).map_err(|error| format!("{}: {error}", path.display()))
 }
 

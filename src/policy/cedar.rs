@@ -2,7 +2,7 @@
 //! evaluated once per asked scope (DESIGN.md §5).
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use cedar_policy::{
@@ -109,20 +109,11 @@ impl Rules {
     pub fn load(dir: &Path, inventory: &Inventory) -> Result<Rules, PolicyError> {
         let (schema, _) = Schema::from_cedarschema_str(SCHEMA)
             .map_err(|error| PolicyError::Rules(format!("shipped schema: {error}")))?;
-        let mut files: Vec<_> = std::fs::read_dir(dir)
-            .map_err(|source| PolicyError::Read { path: dir.to_path_buf(), source })?
-            .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-            .filter(|path| path.extension().and_then(|ext| ext.to_str()) == Some("cedar"))
-            .collect();
-        files.sort();
         let mut policies = PolicySet::new();
         let mut approvals = HashMap::new();
-        for path in &files {
-            let text =
-                std::fs::read_to_string(path).map_err(|source| PolicyError::Read { path: path.clone(), source })?;
+        for path in &cedar_files(dir)? {
             let name = path.file_name().and_then(|name| name.to_str()).unwrap_or("rules.cedar");
-            let parsed = PolicySet::from_str(&text)
-                .map_err(|error| PolicyError::Parse { path: path.clone(), reason: format!("{error:?}") })?;
+            let parsed = parse_file(path)?;
             for (index, policy) in parsed.policies().enumerate() {
                 let label = policy.annotation("id").map_or_else(|| index.to_string(), str::to_owned);
                 let id = format!("{name}#{label}");
@@ -158,6 +149,15 @@ impl Rules {
         let (permits, forbids) = split_by_effect(&policies)?;
         let entities = entities(inventory, &schema)?;
         Ok(Rules { schema, policies, permits, forbids, inert, entities, authorizer: Authorizer::new(), approvals })
+    }
+
+    /// Why each `*.cedar` file of `dir` that cannot be read or parsed fails:
+    /// [`Rules::load`] stops at the first, `baton policy check` names them all.
+    pub fn unparsable_files(dir: &Path) -> Vec<PolicyError> {
+        match cedar_files(dir) {
+            Ok(files) => files.iter().filter_map(|path| parse_file(path).err()).collect(),
+            Err(error) => vec![error],
+        }
     }
 
     /// Every rule, in the order of its file and place.
@@ -354,6 +354,25 @@ fn entities(inventory: &Inventory, schema: &Schema) -> Result<Entities, PolicyEr
         }
     }
     Entities::from_entities(all, Some(schema)).map_err(|error| PolicyError::Rules(format!("entities: {error}")))
+}
+
+/// The `*.cedar` files of `dir`, in name order.
+fn cedar_files(dir: &Path) -> Result<Vec<PathBuf>, PolicyError> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|source| PolicyError::Read { path: dir.to_path_buf(), source })?
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| path.extension().and_then(|ext| ext.to_str()) == Some("cedar"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// One rules file, read and parsed (not yet validated).
+fn parse_file(path: &Path) -> Result<PolicySet, PolicyError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|source| PolicyError::Read { path: path.to_path_buf(), source })?;
+    PolicySet::from_str(&text)
+        .map_err(|error| PolicyError::Parse { path: path.to_path_buf(), reason: format!("{error:?}") })
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ use serde_json::Value;
 use super::cases;
 use super::inventory::Inventory;
 use super::lifecycle::{self, AgentWarning};
-use super::{Action, Lifetimes, Policy};
+use super::{Action, Issuers, Lifetimes, Policy, PolicyError, Rules};
 use crate::clock::UnixTime;
 
 /// How much a finding matters.
@@ -202,7 +202,7 @@ pub fn check(dir: &Path, lifetimes: Lifetimes, now: UnixTime) -> Report {
     let mut findings = missing_agent_fields(&dir.join("agents.toml"));
     let mut counts = None;
     match Policy::load(dir, lifetimes) {
-        Err(error) => findings.push(Finding::DoesNotLoad(error.to_string())),
+        Err(error) => findings.extend(load_problems(dir, &error).into_iter().map(Finding::DoesNotLoad)),
         Ok(policy) => {
             let inventory = policy.inventory();
             counts = Some((inventory.agents().count(), inventory.resources().count(), policy.rules().len()));
@@ -229,6 +229,33 @@ pub fn check(dir: &Path, lifetimes: Lifetimes, now: UnixTime) -> Report {
     // Stable: errors first, then in the order found.
     findings.sort_by_key(|finding| std::cmp::Reverse(finding.severity()));
     Report { dir: dir.to_path_buf(), counts, test_cases, findings }
+}
+
+/// Why the folder does not load, file by file: the loader stops at its first
+/// problem (`first`), the check loads each part on its own and names every
+/// one that fails, so that one broken file does not hide the others.
+fn load_problems(dir: &Path, first: &PolicyError) -> Vec<String> {
+    let inventory = Inventory::load(dir);
+    let mut found: Vec<PolicyError> = Vec::new();
+    match (&inventory, Issuers::load(dir)) {
+        (Ok(inventory), Ok(issuers)) => found.extend(issuers.check_agents(|id| inventory.agent(id).is_some()).err()),
+        (_, issuers) => found.extend(issuers.err()),
+    }
+    let unparsable = Rules::unparsable_files(dir);
+    // The rules are validated against the schema only once every file parses
+    // and the inventory they are checked with loads.
+    if let (true, Ok(inventory)) = (unparsable.is_empty(), &inventory) {
+        found.extend(Rules::load(dir, inventory).err());
+    }
+    found.extend(unparsable);
+    let mut problems = vec![first.to_string()];
+    let inventory_problem = inventory.err().map(|error| error.to_string());
+    for problem in inventory_problem.into_iter().chain(found.iter().map(ToString::to_string)) {
+        if !problems.contains(&problem) {
+            problems.push(problem);
+        }
+    }
+    problems
 }
 
 /// Agents lacking `owner`, `purpose` or `expires`, read from the raw file so
@@ -599,6 +626,40 @@ mod tests {
             finding,
             Finding::Agent { warning: AgentWarning::ExpiresSoon { days_left: 7, .. }, .. }
         )));
+    }
+
+    #[test]
+    fn every_file_that_does_not_load_is_named_not_only_the_first() {
+        let dir = folder(&agents("flavour='x'\n"), "permit (principal, action, resource);");
+        std::fs::write(dir.path().join("zz-broken.cedar"), "permit (principal, action, resource").unwrap();
+        std::fs::write(dir.path().join("also-broken.cedar"), "forbid principal;").unwrap();
+        std::fs::write(dir.path().join("issuers.toml"), "[[issuers]]\nissuer = 'not a url'\n").unwrap();
+        let report = check(dir.path(), Lifetimes { max_token_ttl: 3600, agent_token_ttl: 900 }, NOW);
+        let problems: Vec<&str> = report
+            .findings
+            .iter()
+            .filter_map(|finding| match finding {
+                Finding::DoesNotLoad(reason) => Some(reason.as_str()),
+                _ => None,
+            })
+            .collect();
+        for part in ["flavour", "zz-broken.cedar", "also-broken.cedar", "issuers.toml"] {
+            assert!(problems.iter().any(|problem| problem.contains(part)), "{part} missing from {problems:#?}");
+        }
+        let distinct: HashSet<&&str> = problems.iter().collect();
+        assert_eq!(distinct.len(), problems.len(), "each problem once: {problems:#?}");
+        assert!(report.has_errors());
+    }
+
+    #[test]
+    fn rules_that_break_the_schema_are_named_beside_an_inventory_that_loads() {
+        let dir = folder(&agents(""), "permit (principal, action, resource) when { context.no_such_thing };");
+        let report = check(dir.path(), Lifetimes { max_token_ttl: 3600, agent_token_ttl: 900 }, NOW);
+        assert!(
+            matches!(&report.findings[..], [Finding::DoesNotLoad(reason)] if reason.contains("schema")),
+            "{:?}",
+            report.findings
+        );
     }
 
     #[test]

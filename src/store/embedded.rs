@@ -92,13 +92,16 @@ impl EmbeddedStore {
     /// Opens (or creates) `data_dir/baton.redb`, creating the folder if
     /// needed, and starts the writer thread.
     pub fn open(data_dir: &Path) -> Result<EmbeddedStore, StoreError> {
-        std::fs::create_dir_all(data_dir)
+        super::data_dir::prepare(data_dir)
             .map_err(|error| StoreError(format!("cannot create {}: {error}", data_dir.display())))?;
         let path = data_dir.join(FILE_NAME);
         let db = redb::Builder::new()
             .set_cache_size(CACHE_BYTES)
             .create(&path)
             .map_err(|error| StoreError(format!("cannot open {}: {error}", path.display())))?;
+        // redb creates the file as the umask allows.
+        super::data_dir::restrict(&path)
+            .map_err(|error| StoreError(format!("cannot restrict {}: {error}", path.display())))?;
         create_tables(&db)?;
         let db = Arc::new(db);
         let commits = Arc::new(AtomicU64::new(0));

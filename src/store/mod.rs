@@ -6,6 +6,7 @@
 //! tell its client the revocation, the used id or the audit event is kept.
 
 pub mod approvals;
+pub mod data_dir;
 pub mod embedded;
 mod embedded_approvals;
 pub mod memory;

@@ -38,6 +38,14 @@ async fn the_binary_serves_the_quick_start_walk_with_no_config() {
     let key_file = std::fs::read_dir(folder.path().join("keys")).unwrap().next().unwrap().unwrap().path();
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777, 0o600);
+    // The state is the broker's user's alone: the folder 0700, each file in it 0600.
+    let data = folder.path().join("data");
+    assert_eq!(std::fs::metadata(&data).unwrap().permissions().mode() & 0o777, 0o700);
+    let files: Vec<_> = std::fs::read_dir(&data).unwrap().map(|entry| entry.unwrap().path()).collect();
+    assert!(files.iter().any(|file| file.ends_with("baton.redb")), "{files:?}");
+    for file in files {
+        assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600, "{}", file.display());
+    }
 
     let metadata: Value = client
         .get(format!("{base}/.well-known/oauth-authorization-server"))
