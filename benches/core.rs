@@ -98,6 +98,7 @@ async fn fixture() -> Fixture {
         lifetimes,
         admin_token_sha256: None,
         dpop_nonce: false,
+        clock_leeway_seconds: 30,
     };
     let clock = Arc::new(FixedClock::new(now));
     let broker = Arc::new(Broker::new(settings, keys, policy, stores, clock.clone()));

@@ -47,6 +47,30 @@ pub enum ChainError {
     /// is sender-constrained it stays so.
     #[error("the parent is DPoP-bound and the child would not be")]
     Unbound,
+    /// The acting agent already acted in the parent's chain (it obtained
+    /// the parent or an ancestor) and its registration does not allow it
+    /// to act again (DESIGN.md §2.2: no cycles).
+    #[error("the acting agent already acted in this chain")]
+    ActsAgain,
+}
+
+/// Whether an agent that already acted in a chain may act in it again: only
+/// where its registration says so (`may_act_again` in `agents.toml`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reentry {
+    /// The default: an agent acts at most once in a chain.
+    Refuse,
+    /// The agent's registration allows it explicitly; the hop is marked.
+    Allow,
+}
+
+/// Refuses `actor` on `parent` when it already acted in the parent's chain
+/// and `reentry` does not allow that; else whether it acts again.
+pub fn acts_again(parent: &Claims, actor: &str, reentry: Reentry) -> Result<bool, ChainError> {
+    match (parent.has_acted(actor), reentry) {
+        (true, Reentry::Refuse) => Err(ChainError::ActsAgain),
+        (again, _) => Ok(again),
+    }
 }
 
 /// The root of a chain: an agent's own token (`client_credentials`), with no `act`.
@@ -70,12 +94,15 @@ pub fn root(agent: &AuthenticatedAgent, grant: &PolicyGrant, issuance: Issuance)
 /// A child of `parent`, obtained by `actor` under `grant` (RFC 8693 §2.1, §4.1).
 ///
 /// Re-checks the narrowing rules whatever the policy decided, so that a policy
-/// bug cannot widen a chain.
+/// bug cannot widen a chain, and refuses an agent that already acted in the
+/// chain unless `reentry` allows it ([`Claims::check_path`] holds verified
+/// tokens to the same rule).
 pub fn derive(
     parent: &Verified<Claims>,
     actor: &AuthenticatedAgent,
     grant: &PolicyGrant,
     max_depth: u32,
+    reentry: Reentry,
     issuance: Issuance,
 ) -> Result<Claims, ChainError> {
     let parent = parent.claims();
@@ -83,6 +110,7 @@ pub fn derive(
     if depth > max_depth {
         return Err(ChainError::TooDeep { depth, limit: max_depth });
     }
+    let again = acts_again(parent, actor.id(), reentry)?;
     if !grant.scope().is_subset(&parent.scope) {
         return Err(ChainError::ScopeWidened);
     }
@@ -107,7 +135,7 @@ pub fn derive(
         act: Some(Actor { sub: actor.id().to_owned(), act: parent.act.clone().map(Box::new) }),
         may_act: None,
         cnf: issuance.bound_to.map(|jkt| Confirmation { jkt }),
-        delegation: Delegation { depth, hops, approval: None },
+        delegation: Delegation { depth, hops, approval: None, acts_again: again },
     })
 }
 
@@ -145,6 +173,7 @@ pub fn start(
         jkt: person.jkt().map(str::to_owned),
         iss: Some(person.issuer().to_owned()),
         approval: None,
+        acts_again: false,
     };
     Ok(Claims {
         iss: issuance.issuer,
@@ -158,6 +187,6 @@ pub fn start(
         act: Some(Actor { sub: actor.id().to_owned(), act: None }),
         may_act: None,
         cnf: issuance.bound_to.map(|jkt| Confirmation { jkt }),
-        delegation: Delegation { depth, hops: vec![root], approval: None },
+        delegation: Delegation { depth, hops: vec![root], approval: None, acts_again: false },
     })
 }

@@ -57,9 +57,31 @@ impl Claims {
         agents
     }
 
+    /// The agents that obtained this token and each ancestor Baton issued,
+    /// oldest first, each with whether it was marked as acting again: the
+    /// root's agent, then the `act` chain's. A person's sign-in at the root
+    /// is the identity provider's client, not an agent, and is left out.
+    fn obtainers(&self) -> impl Iterator<Item = (&str, bool)> {
+        self.delegation
+            .hops
+            .iter()
+            .filter(|hop| hop.iss.is_none())
+            .map(|hop| (hop.agent.as_str(), hop.acts_again))
+            .chain(std::iter::once((self.client_id.as_str(), self.delegation.acts_again)))
+    }
+
+    /// Whether `agent` already acted in this token's chain: it obtained this
+    /// token or an ancestor (DESIGN.md §2.2: an agent acts at most once in a
+    /// chain, unless its registration allows it explicitly). The comparison
+    /// is exact, byte for byte.
+    pub fn has_acted(&self, agent: &str) -> bool {
+        self.obtainers().any(|(obtainer, _)| obtainer == agent)
+    }
+
     /// Checks that the token's path is whole and only narrows (DESIGN.md §4):
     /// depth within the limit and equal to the number of hops and of actors,
-    /// every hop exchanged by the agent its predecessor was addressed to, and
+    /// every hop exchanged by the agent its predecessor was addressed to,
+    /// no agent acting twice unless that hop is marked as allowed to, and
     /// scopes and expiry never growing from the root down to this token.
     pub fn check_path(&self, max_depth: u32) -> Result<(), PathError> {
         let delegation = &self.delegation;
@@ -84,6 +106,19 @@ impl Claims {
         }
         // Only a chain's root may come from an identity provider.
         if delegation.hops.iter().skip(1).any(|hop| hop.iss.is_some()) {
+            return Err(PathError::Inconsistent);
+        }
+        // An agent acts at most once, unless the broker marked the hop as one
+        // its policy allowed; a mark where no agent repeats is not the broker's.
+        let mut earlier: Vec<&str> = Vec::with_capacity(delegation.hops.len().saturating_add(1));
+        for (agent, acts_again) in self.obtainers() {
+            match (earlier.contains(&agent), acts_again) {
+                (true, false) => return Err(PathError::ActsAgain),
+                (false, true) => return Err(PathError::Inconsistent),
+                _ => earlier.push(agent),
+            }
+        }
+        if delegation.hops.iter().any(|hop| hop.iss.is_some() && hop.acts_again) {
             return Err(PathError::Inconsistent);
         }
         let mut previous = delegation.hops.first();
@@ -111,6 +146,7 @@ impl Claims {
             jkt: self.cnf.as_ref().map(|cnf| cnf.jkt.clone()),
             iss: None,
             approval: self.delegation.approval.clone(),
+            acts_again: self.delegation.acts_again,
         }
     }
 
@@ -151,6 +187,19 @@ pub struct Actor {
 pub struct MayAct {
     /// The agent that may act.
     pub sub: String,
+    /// The issuer that names the agent, when given: for an agent, this broker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+}
+
+impl MayAct {
+    /// Whether the claim names `agent` as the broker `issuer` knows it: `sub`
+    /// equal to the agent's id byte for byte (no case folding, trimming or
+    /// Unicode normalisation: a lookalike is another name), and `iss`, where
+    /// given, this broker.
+    pub fn names(&self, agent: &str, issuer: &str) -> bool {
+        self.sub.as_bytes() == agent.as_bytes() && self.iss.as_deref().is_none_or(|iss| iss == issuer)
+    }
 }
 
 /// The `delegation` extension claim: how deep the token is and every token it
@@ -167,6 +216,17 @@ pub struct Delegation {
     /// ancestor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<HopApproval>,
+    /// Set when the agent that obtained this token had already acted in its
+    /// chain, which its registration allows (`may_act_again` in
+    /// `agents.toml`); it moves into [`Hop::acts_again`] with the token.
+    /// Absent otherwise, and a verifier refuses a repeated agent without it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub acts_again: bool,
+}
+
+/// For `skip_serializing_if`: a flag that is off is not written.
+fn is_false(flag: &bool) -> bool {
+    !*flag
 }
 
 impl Delegation {
@@ -205,6 +265,10 @@ pub struct Hop {
     /// The person's approval the ancestor was issued under, if it needed one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<HopApproval>,
+    /// Whether the ancestor's agent had acted before in the chain, as its
+    /// registration allowed ([`Delegation::acts_again`]).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub acts_again: bool,
 }
 
 /// A person's approval of one token request (issue 7): which approval, who
@@ -259,6 +323,9 @@ pub enum PathError {
     /// A hop outlives its parent.
     #[error("a hop outlives its parent")]
     LifetimeExtended,
+    /// An agent acts twice in the chain, and the hop is not marked as allowed to.
+    #[error("an agent acts twice in the chain")]
+    ActsAgain,
 }
 
 /// A token id (`jti`).
@@ -400,6 +467,103 @@ mod tests {
         assert!(ScopeSet::parse("a\\b").is_err());
         assert!(ScopeSet::parse("ünï").is_err());
         assert_eq!(ScopeSet::parse("b a a").unwrap().len(), 2);
+    }
+
+    /// A token obtained by each of `agents` in turn, the first by
+    /// `client_credentials` for the second, each addressed to the next.
+    fn walked(agents: &[&str]) -> Claims {
+        let scope = ScopeSet::parse("x").unwrap();
+        let (first, rest) = agents.split_first().unwrap();
+        let mut hops = Vec::new();
+        let mut act = None;
+        let mut holder = (*first).to_owned();
+        for (index, next) in rest.iter().enumerate() {
+            hops.push(Hop {
+                jti: TokenId(format!("t{index}")),
+                agent: holder.clone(),
+                aud: (*next).to_owned(),
+                scope: scope.clone(),
+                iat: UnixTime(0),
+                exp: UnixTime(100),
+                jkt: None,
+                iss: None,
+                approval: None,
+                acts_again: false,
+            });
+            act = Some(Actor { sub: (*next).to_owned(), act: act.map(Box::new) });
+            holder = (*next).to_owned();
+        }
+        Claims {
+            iss: "i".into(),
+            sub: (*first).to_owned(),
+            aud: "https://api.example".into(),
+            client_id: holder,
+            scope,
+            iat: UnixTime(0),
+            exp: UnixTime(100),
+            jti: TokenId("last".into()),
+            act,
+            may_act: None,
+            cnf: None,
+            delegation: Delegation {
+                depth: u32::try_from(hops.len()).unwrap(),
+                hops,
+                approval: None,
+                acts_again: false,
+            },
+        }
+    }
+
+    #[test]
+    fn an_agent_acts_once_in_a_chain_unless_the_hop_is_marked() {
+        let straight = walked(&["a", "b", "c"]);
+        assert_eq!(straight.check_path(5), Ok(()));
+        assert!(straight.has_acted("a") && straight.has_acted("b") && straight.has_acted("c"));
+        assert!(!straight.has_acted("d") && !straight.has_acted("A"));
+
+        // a → b → a: the root's agent acts again.
+        let mut back = walked(&["a", "b", "a"]);
+        assert_eq!(back.check_path(5), Err(PathError::ActsAgain));
+        back.delegation.acts_again = true;
+        assert_eq!(back.check_path(5), Ok(()));
+        // b → c → b, deeper in the chain, then once more on.
+        let mut loop_ = walked(&["a", "b", "c", "b", "d"]);
+        assert_eq!(loop_.check_path(5), Err(PathError::ActsAgain));
+        loop_.delegation.hops[3].acts_again = true;
+        assert_eq!(loop_.check_path(5), Ok(()));
+        // A mark where nobody repeats is not the broker's writing.
+        let mut marked = walked(&["a", "b", "c"]);
+        marked.delegation.hops[1].acts_again = true;
+        assert_eq!(marked.check_path(5), Err(PathError::Inconsistent));
+        let mut marked = walked(&["a", "b", "c"]);
+        marked.delegation.acts_again = true;
+        assert_eq!(marked.check_path(5), Err(PathError::Inconsistent));
+    }
+
+    #[test]
+    fn a_person_signed_in_at_a_provider_is_not_an_agent_of_the_chain() {
+        // The sign-in's client happens to share a name with the first agent.
+        let mut started = walked(&["web-app", "orchestrator"]);
+        started.delegation.hops[0].iss = Some("https://idp.example".into());
+        started.delegation.hops[0].agent = "orchestrator".into();
+        assert_eq!(started.check_path(5), Ok(()));
+        assert!(started.has_acted("orchestrator"));
+        assert_eq!(started.obtainers().count(), 1);
+    }
+
+    #[test]
+    fn may_act_names_an_agent_exactly() {
+        let may_act = |sub: &str, iss: Option<&str>| MayAct { sub: sub.into(), iss: iss.map(str::to_owned) };
+        let broker = "https://baton.example";
+        assert!(may_act("orchestrator", None).names("orchestrator", broker));
+        assert!(may_act("orchestrator", Some(broker)).names("orchestrator", broker));
+        assert!(!may_act("orchestrator", Some("https://idp.example")).names("orchestrator", broker));
+        for lookalike in
+            ["Orchestrator", "orchestrator ", " orchestrator", "orches\u{200B}trator", "\u{43e}rchestrator", ""]
+        {
+            assert!(!may_act(lookalike, None).names("orchestrator", broker), "{lookalike:?}");
+        }
+        assert!(!may_act("planner", None).names("orchestrator", broker));
     }
 
     #[test]

@@ -13,11 +13,18 @@ use crate::store::{ReplayStore, StoreError, Use};
 /// `client_assertion_type` for JWT client assertions (RFC 7523 §2.2).
 pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
-/// The longest lifetime an assertion may have left when presented: "near".
+/// The longest lifetime an assertion may have left when presented ("near"),
+/// and the longest it may have from `iat` to `exp`, in seconds, both before
+/// the clock leeway.
 pub const MAX_ASSERTION_LIFETIME: i64 = 300;
 
-/// Tolerated clock difference with clients, for `iat` and `nbf`.
-const CLOCK_SKEW: i64 = 30;
+/// The oldest an assertion's `iat` may be when presented, in seconds,
+/// before the clock leeway: an assertion is made for one request.
+pub const MAX_ASSERTION_AGE: i64 = 300;
+
+/// The latest NumericDate read: the last second of the year 9999. Anything
+/// later, or before the epoch, is no time an assertion is really made at.
+const LATEST_DATE: f64 = 253_402_300_799.0;
 
 /// A client secret as presented. Never printed.
 #[derive(Clone)]
@@ -273,6 +280,8 @@ pub struct Verifier<'a> {
     pub issuer: &'a str,
     /// Now.
     pub clock: &'a dyn Clock,
+    /// Seconds of clock difference tolerated with clients (RFC 7523 §3 item 4).
+    pub leeway: i64,
 }
 
 /// Checks the presented credentials against the inventory.
@@ -328,6 +337,14 @@ struct AssertionHeader {
     kid: Option<String>,
     #[serde(default)]
     crit: Option<serde_json::Value>,
+    #[serde(default)]
+    jku: Option<serde_json::Value>,
+    #[serde(default)]
+    x5u: Option<serde_json::Value>,
+    #[serde(default)]
+    jwk: Option<serde_json::Value>,
+    #[serde(default)]
+    x5c: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -335,10 +352,46 @@ struct AssertionClaims {
     iss: Option<String>,
     sub: Option<String>,
     aud: Option<serde_json::Value>,
-    exp: Option<UnixTime>,
-    nbf: Option<UnixTime>,
-    iat: Option<UnixTime>,
+    exp: Option<serde_json::Number>,
+    nbf: Option<serde_json::Number>,
+    iat: Option<serde_json::Number>,
     jti: Option<String>,
+}
+
+/// Which way a fractional NumericDate is rounded to whole seconds: always
+/// the way that makes the assertion's window narrower.
+#[derive(Clone, Copy)]
+enum Round {
+    /// An end (`exp`): down.
+    Down,
+    /// A start (`iat`, `nbf`): up.
+    Up,
+}
+
+/// A NumericDate (RFC 7519 §2: seconds since the epoch, "non-integer values
+/// can be represented") as whole seconds, or `None` when it is outside the
+/// years 1970 to 9999, so that no extreme value reaches the arithmetic.
+fn numeric_date(value: &serde_json::Number, round: Round) -> Option<UnixTime> {
+    if let Some(seconds) = value.as_i64() {
+        // The bound is an exact integer, far within i64 and f64.
+        return (0..=LATEST_DATE as i64).contains(&seconds).then_some(UnixTime(seconds));
+    }
+    let seconds = value.as_f64().filter(|seconds| seconds.is_finite() && (0.0..=LATEST_DATE).contains(seconds))?;
+    let whole = match round {
+        Round::Down => seconds.floor(),
+        Round::Up => seconds.ceil(),
+    };
+    // In range, as checked above: the conversion is exact.
+    Some(UnixTime(whole as i64))
+}
+
+/// An optional NumericDate claim, refused when present and not a date.
+fn date_claim(
+    value: Option<&serde_json::Number>,
+    round: Round,
+    problem: &'static str,
+) -> Result<Option<UnixTime>, ClientAuthError> {
+    value.map(|value| numeric_date(value, round).ok_or(ClientAuthError::Assertion(problem))).transpose()
 }
 
 /// RFC 7523 §3, in order.
@@ -361,6 +414,11 @@ fn check_assertion(
     let algorithm = Algorithm::from_name(&header.alg).ok_or(ClientAuthError::Assertion("algorithm not allowed"))?;
     if header.crit.is_some() {
         return Err(ClientAuthError::Assertion("critical header parameters are not supported"));
+    }
+    // RFC 8725 §3.10: the key is the one registered for the client, never
+    // one the assertion names or carries.
+    if header.jku.is_some() || header.x5u.is_some() || header.jwk.is_some() || header.x5c.is_some() {
+        return Err(ClientAuthError::Assertion("the header names or carries a key"));
     }
     // A token of another kind (an access token, say) is never an assertion.
     if header
@@ -407,20 +465,36 @@ fn check_assertion(
     if claims.aud.as_ref().and_then(serde_json::Value::as_str) != Some(context.issuer) {
         return Err(ClientAuthError::Assertion("aud must be the issuer"));
     }
-    // Item 4: exp is required, in the future, and near.
-    let exp = claims.exp.ok_or(ClientAuthError::Assertion("missing exp"))?;
-    if exp <= now {
+    // Item 4: exp is required, in the future, and near, with "some small
+    // leeway ... to account for clock skew". Times are NumericDates, which
+    // may be fractional (RFC 7519 §2); absurd ones are refused.
+    let leeway = context.leeway;
+    let exp = date_claim(claims.exp.as_ref(), Round::Down, "exp is not a valid NumericDate")?
+        .ok_or(ClientAuthError::Assertion("missing exp"))?;
+    let nbf = date_claim(claims.nbf.as_ref(), Round::Up, "nbf is not a valid NumericDate")?;
+    let iat = date_claim(claims.iat.as_ref(), Round::Up, "iat is not a valid NumericDate")?;
+    if exp.plus(leeway) <= now {
         return Err(ClientAuthError::Assertion("expired"));
     }
-    if exp.seconds_since(now) > MAX_ASSERTION_LIFETIME {
+    if exp.seconds_since(now) > MAX_ASSERTION_LIFETIME.saturating_add(leeway) {
         return Err(ClientAuthError::Assertion("exp is too far in the future"));
     }
-    // Item 5 and 6: not before, issued at.
-    if claims.nbf.is_some_and(|nbf| nbf.seconds_since(now) > CLOCK_SKEW) {
+    // Item 5: not before.
+    if nbf.is_some_and(|nbf| nbf.seconds_since(now) > leeway) {
         return Err(ClientAuthError::Assertion("not yet valid"));
     }
-    if claims.iat.is_some_and(|iat| iat.seconds_since(now) > CLOCK_SKEW) {
-        return Err(ClientAuthError::Assertion("issued in the future"));
+    // Item 6: issued at, neither in the future nor long ago, and the whole
+    // lifetime short: an assertion is made for the request it comes with.
+    if let Some(iat) = iat {
+        if iat.seconds_since(now) > leeway {
+            return Err(ClientAuthError::Assertion("issued in the future"));
+        }
+        if now.seconds_since(iat) > MAX_ASSERTION_AGE.saturating_add(leeway) {
+            return Err(ClientAuthError::Assertion("issued too long ago"));
+        }
+        if exp.seconds_since(iat) > MAX_ASSERTION_LIFETIME.saturating_add(leeway) {
+            return Err(ClientAuthError::Assertion("lifetime is too long"));
+        }
     }
     // Item 7: a jti, for replay protection.
     let jti = claims
@@ -430,7 +504,8 @@ fn check_assertion(
     if !client.is_active(now) {
         return Err(ClientAuthError::Deprovisioned);
     }
-    Ok(CheckedAssertion { client_id, jti, expires_at: exp })
+    // Spent for as long as it could be accepted, leeway included.
+    Ok(CheckedAssertion { client_id, jti, expires_at: exp.plus(leeway) })
 }
 
 #[cfg(test)]
@@ -453,6 +528,30 @@ mod tests {
         assert_eq!(secret.0, "p:ss");
         assert_eq!(method, AuthMethod::ClientSecretBasic);
         assert_eq!(format!("{secret:?}"), "ClientSecret(***)");
+    }
+
+    #[test]
+    fn numeric_dates_may_be_fractional_but_never_extreme() {
+        let number = |text: &str| serde_json::from_str::<serde_json::Number>(text).unwrap();
+        assert_eq!(numeric_date(&number("1796083500"), Round::Down), Some(UnixTime(1_796_083_500)));
+        assert_eq!(numeric_date(&number("1796083500.5"), Round::Down), Some(UnixTime(1_796_083_500)));
+        assert_eq!(numeric_date(&number("1796083500.5"), Round::Up), Some(UnixTime(1_796_083_501)));
+        assert_eq!(numeric_date(&number("1.7960835e9"), Round::Down), Some(UnixTime(1_796_083_500)));
+        for extreme in [
+            "-9223372036854775808",
+            "9223372036854775807",
+            "9223372036854775808",
+            "18446744073709551615",
+            "-1",
+            "-0.5",
+            "1e300",
+            "-1e300",
+            "253402300800",
+            "253402300799.5",
+        ] {
+            assert_eq!(numeric_date(&number(extreme), Round::Down), None, "{extreme}");
+            assert_eq!(numeric_date(&number(extreme), Round::Up), None, "{extreme}");
+        }
     }
 
     #[test]

@@ -17,6 +17,14 @@ pub const CONFIG_VARIABLE: &str = "BATON_CONFIG";
 /// the broker itself only ever sees its hash (`admin_token_sha256`).
 pub const ADMIN_TOKEN_VARIABLE: &str = "BATON_ADMIN_TOKEN";
 
+/// The default `clock_leeway_seconds`: enough for clocks kept by NTP.
+pub const DEFAULT_CLOCK_LEEWAY: i64 = 30;
+
+/// The largest `clock_leeway_seconds`: revocations are kept 300 seconds
+/// past the end of the tokens they cover, so no larger leeway may accept a
+/// token whose revocation was already swept.
+pub const MAX_CLOCK_LEEWAY: i64 = 300;
+
 /// The resolved configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -57,6 +65,9 @@ pub struct Config {
     pub approval_ttl: i64,
     /// `http://` URL that new pending approvals are posted to.
     pub approval_webhook: Option<String>,
+    /// Seconds of clock difference tolerated with other nodes, clients and
+    /// identity providers, where times are checked.
+    pub clock_leeway_seconds: i64,
 }
 
 /// A configuration that cannot be used; the message names the key.
@@ -104,6 +115,7 @@ struct Raw {
     approver: Option<Approver>,
     approval_ttl: Option<i64>,
     approval_webhook: Option<String>,
+    clock_leeway_seconds: Option<i64>,
 }
 
 impl Config {
@@ -155,6 +167,7 @@ impl Config {
             approver: raw.approver.unwrap_or_default(),
             approval_ttl: raw.approval_ttl.unwrap_or(crate::grant::approval::DEFAULT_APPROVAL_TTL),
             approval_webhook: raw.approval_webhook,
+            clock_leeway_seconds: raw.clock_leeway_seconds.unwrap_or(DEFAULT_CLOCK_LEEWAY),
         };
         if config.approval_webhook.as_deref().is_some_and(|url| !url.starts_with("http://")) {
             return Err(ConfigError::Invalid {
@@ -163,6 +176,7 @@ impl Config {
             });
         }
         within("approval_ttl", config.approval_ttl, 30, 86_400)?;
+        within("clock_leeway_seconds", config.clock_leeway_seconds, 0, MAX_CLOCK_LEEWAY)?;
         if let Some(url) = &config.redis_url {
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
                 return Err(ConfigError::Invalid {
@@ -243,6 +257,19 @@ mod tests {
         assert_eq!((config.approver, config.approval_ttl, config.approval_webhook), (Approver::Owner, 600, None));
         let subject = Config::load(None, vars(&[("BATON_APPROVER", "subject")])).unwrap();
         assert_eq!(subject.approver, Approver::Subject);
+        assert_eq!(config.clock_leeway_seconds, 30);
+    }
+
+    #[test]
+    fn clock_leeway_is_small_and_bounded() {
+        let none = Config::load(None, vars(&[("BATON_CLOCK_LEEWAY_SECONDS", "0")])).unwrap();
+        assert_eq!(none.clock_leeway_seconds, 0);
+        let most = Config::load(None, vars(&[("BATON_CLOCK_LEEWAY_SECONDS", "300")])).unwrap();
+        assert_eq!(most.clock_leeway_seconds, 300);
+        for bad in ["301", "-1", "86400"] {
+            let error = Config::load(None, vars(&[("BATON_CLOCK_LEEWAY_SECONDS", bad)])).unwrap_err().to_string();
+            assert!(error.contains("clock_leeway_seconds"), "{bad}: {error}");
+        }
     }
 
     #[test]

@@ -213,6 +213,7 @@ fn reason(error: &GrantError) -> String {
             crate::chain::ChainError::ScopeWidened => "chain_scope_widened",
             crate::chain::ChainError::LifetimeExtended => "chain_lifetime_extended",
             crate::chain::ChainError::Unbound => "chain_unbound",
+            crate::chain::ChainError::ActsAgain => "chain_acts_again",
         },
         GrantError::IdentityProvider(_) => "identity_provider_unavailable",
         GrantError::Approval(approval) => match approval {

@@ -105,7 +105,11 @@ impl From<&GrantError> for OAuthError {
             }
             GrantError::Refused(refusal) => refusal.into(),
             GrantError::Chain(chain) => match chain {
-                ChainError::TooDeep { .. } => OAuthError::bad_request(InvalidRequest, UNACCEPTABLE_TOKEN),
+                // RFC 8693 §2.2.2: the subject_token is not acceptable for
+                // this agent, as past the depth limit.
+                ChainError::TooDeep { .. } | ChainError::ActsAgain => {
+                    OAuthError::bad_request(InvalidRequest, UNACCEPTABLE_TOKEN)
+                }
                 ChainError::ScopeWidened => {
                     OAuthError::bad_request(InvalidScope, "the requested scope exceeds what the presented token holds")
                 }

@@ -42,6 +42,7 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> Result<Broker, Str
         lifetimes: super::lifetimes(config),
         admin_token_sha256: config.admin_token_sha256.clone(),
         dpop_nonce: config.dpop_nonce,
+        clock_leeway_seconds: config.clock_leeway_seconds,
     };
     let store = open_store(config).await?;
     let webhook =

@@ -128,6 +128,12 @@ struct Header {
     typ: Option<String>,
     alg: String,
     jwk: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    jku: Option<serde_json::Value>,
+    #[serde(default)]
+    x5u: Option<serde_json::Value>,
+    #[serde(default)]
+    x5c: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -168,6 +174,11 @@ pub fn check(proof: &str, expected: &Expected<'_>, now: UnixTime) -> Result<Proo
     let algorithm = Algorithm::from_name(&header.alg)
         .filter(|algorithm| ALGORITHMS.contains(algorithm))
         .ok_or(ProofError::AlgorithmNotAllowed)?;
+    // The key is the `jwk` the proof carries (§4.2); a proof that also
+    // names a key elsewhere (RFC 8725 §3.10) is not one Baton reads.
+    if header.jku.is_some() || header.x5u.is_some() || header.x5c.is_some() {
+        return Err(ProofError::Malformed);
+    }
     let jwk = header.jwk.ok_or(ProofError::Malformed)?;
     // 7. No private key in the header (checked before the key is used).
     if PRIVATE_MEMBERS.iter().any(|member| jwk.contains_key(*member)) {

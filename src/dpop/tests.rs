@@ -159,3 +159,21 @@ fn replay_ids_are_per_key_and_per_jti() {
     let theirs = check(&other.sign(&other.header(), &claims()).unwrap(), &expected(), NOW).unwrap();
     assert_ne!(first.replay_id(), theirs.replay_id());
 }
+
+#[test]
+fn a_proof_carries_its_key_as_jwk_and_names_no_other() {
+    let key = key();
+    for (name, value) in [
+        ("jku", json!("https://attacker.example/jwks")),
+        ("x5u", json!("https://attacker.example/cert")),
+        ("x5c", json!(["MIIB"])),
+    ] {
+        let mut header = key.header();
+        header[name] = value;
+        let proof = key.sign(&header, &claims()).unwrap();
+        assert_eq!(check(&proof, &expected(), NOW), Err(ProofError::Malformed), "{name}");
+    }
+    // The control: `jwk` alone, as RFC 9449 §4.2 requires.
+    let proof = key.sign(&key.header(), &claims()).unwrap();
+    assert!(check(&proof, &expected(), NOW).is_ok());
+}

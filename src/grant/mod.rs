@@ -69,6 +69,10 @@ pub struct Settings {
     pub admin_token_sha256: Option<String>,
     /// Whether DPoP proofs must carry a server nonce (RFC 9449 §8).
     pub dpop_nonce: bool,
+    /// Seconds of clock difference tolerated with other nodes, clients and
+    /// identity providers (`clock_leeway_seconds`). A child's `exp` is still
+    /// capped by its parent's, so no leeway makes a token outlive its parent.
+    pub clock_leeway_seconds: i64,
 }
 
 /// The state a broker is built from.
@@ -264,7 +268,7 @@ impl Broker {
             max_token_bytes: settings.max_token_bytes,
             max_depth: settings.max_depth,
             algorithms: vec![Algorithm::Es256, Algorithm::EdDsa],
-            leeway: 0,
+            leeway: settings.clock_leeway_seconds,
         };
         Broker {
             settings,
@@ -498,6 +502,7 @@ impl Broker {
             replay: self.stores.replay.as_ref(),
             issuer: &self.settings.issuer,
             clock: self.clock.as_ref(),
+            leeway: self.settings.clock_leeway_seconds,
         };
         Ok(client_auth::authenticate(&presented, &verifier).await?)
     }

@@ -5,19 +5,23 @@
 //! is one of two kinds. A Baton token must verify, be alive, be addressed to
 //! the acting agent and, where it carries `may_act`, name it (§4.4); a bound
 //! one needs a proof (RFC 9449). A person's token from a trusted identity
-//! provider must validate at that provider's keys, and the acting agent must
-//! be one allowed to start chains from it. Then the `actor_token`, when sent,
-//! is the acting agent's own live token; the depth limit; the policy; a
-//! person's approval where a granted scope needs one; and the child is made
-//! by [`chain::derive`] or [`chain::start`], which re-check every narrowing
-//! rule.
+//! provider must validate at that provider's keys, the acting agent must be
+//! one allowed to start chains from it and, where the token carries
+//! `may_act`, the one it names; a provider's token that carries its own
+//! `act` is refused ([`crate::upstream`]). `may_act` names an agent by its
+//! exact id, byte for byte. Then the depth limit; an agent that already
+//! acted in the chain is refused unless its registration allows it to act
+//! again ([`chain::acts_again`]); the `actor_token`, when sent, is the
+//! acting agent's own live token; the policy; a person's approval where a
+//! granted scope needs one; and the child is made by [`chain::derive`] or
+//! [`chain::start`], which re-check every rule.
 
 use super::approval::{self, Asked};
 use super::{
     asked_scopes, named_target, Broker, Evidence, GrantError, Issued, RequestError, TokenParams, Unacceptable,
     ACCESS_TOKEN_TYPE, ID_TOKEN_TYPE, JWT_TOKEN_TYPE, TOKEN_EXCHANGE,
 };
-use crate::chain::{self, Issuance};
+use crate::chain::{self, Issuance, Reentry};
 use crate::claims::{Claims, ScopeSet, TokenId};
 use crate::client_auth::AuthenticatedAgent;
 use crate::clock::UnixTime;
@@ -133,6 +137,15 @@ pub(super) async fn handle(
     if depth > broker.settings().max_depth {
         return Err(GrantError::SubjectToken(Unacceptable::DepthLimit));
     }
+    // DESIGN.md §2.2: no cycles. Refused before the policy is asked, so that
+    // no person is asked to approve a hop that would not be issued.
+    let reentry = match policy.inventory().agent(agent.id()) {
+        Some(registered) if registered.may_act_again => Reentry::Allow,
+        _ => Reentry::Refuse,
+    };
+    if let Parent::Token(token) = &parent {
+        chain::acts_again(token.claims(), agent.id(), reentry)?;
+    }
 
     // The actor token: the acting agent's own token, which also caps the lifetime.
     let mut expires_no_later_than = parent.expires_at();
@@ -183,7 +196,7 @@ pub(super) async fn handle(
     };
     let max_depth = broker.settings().max_depth;
     let mut child = match &parent {
-        Parent::Token(token) => chain::derive(token, agent, &grant, max_depth, issuance)?,
+        Parent::Token(token) => chain::derive(token, agent, &grant, max_depth, reentry, issuance)?,
         Parent::Person(person) => chain::start(person, agent, &grant, max_depth, issuance)?,
     };
     child.delegation.approval = approval;
@@ -218,7 +231,7 @@ async fn own_token(
     if claims.aud != agent.id() {
         return Err(GrantError::SubjectToken(Unacceptable::NotAddressedToActor));
     }
-    if claims.may_act.as_ref().is_some_and(|may_act| may_act.sub != agent.id()) {
+    if claims.may_act.as_ref().is_some_and(|may_act| !may_act.names(agent.id(), &broker.settings().issuer)) {
         return Err(GrantError::SubjectToken(Unacceptable::MayActViolation));
     }
     // DESIGN.md §2.3: a bound chain stays bound, so its child is bound to
@@ -249,13 +262,19 @@ async fn person(
     if !trusted.agents.contains(agent.id()) {
         return Err(GrantError::SubjectToken(Unacceptable::MayNotStartChain));
     }
-    let person = match broker.providers().verify(trusted, subject_token, declared).await {
+    let leeway = broker.settings().clock_leeway_seconds;
+    let person = match broker.providers().verify(trusted, subject_token, declared, leeway).await {
         Ok(person) => person,
         Err(UpstreamError::Invalid(reason)) => return Err(GrantError::SubjectToken(Unacceptable::Upstream(reason))),
         Err(UpstreamError::Unreachable(reason)) => return Err(GrantError::IdentityProvider(reason)),
     };
     evidence.subject = Some(person.subject().to_owned());
     evidence.parent_jti = Some(person.token_id().clone());
+    // RFC 8693 §4.4, as for Baton's own tokens: the person allowed this one
+    // agent, named exactly.
+    if person.may_act().is_some_and(|may_act| !may_act.names(agent.id(), &broker.settings().issuer)) {
+        return Err(GrantError::SubjectToken(Unacceptable::MayActViolation));
+    }
     // A person must never pass for an agent in policy or in revocation.
     if policy.inventory().target(person.subject()).is_some() {
         return Err(GrantError::SubjectToken(Unacceptable::SubjectIsRegistered));

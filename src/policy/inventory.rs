@@ -31,6 +31,11 @@ pub struct Agent {
     pub default_audience: Option<String>,
     /// How it authenticates.
     pub credentials: Credentials,
+    /// Whether it may act again in a chain it already acted in
+    /// (`may_act_again`, off by default: DESIGN.md §2.2, no cycles). Tokens
+    /// it obtains that way are marked, so verifiers see the repetition was
+    /// allowed.
+    pub may_act_again: bool,
 }
 
 impl Agent {
@@ -314,6 +319,8 @@ struct AgentEntry {
     secret_sha256: Option<String>,
     #[serde(default)]
     jwks: Option<serde_json::Value>,
+    #[serde(default)]
+    may_act_again: bool,
 }
 
 impl AgentEntry {
@@ -354,6 +361,7 @@ impl AgentEntry {
             token_ttl: self.token_ttl,
             default_audience: self.default_audience,
             credentials,
+            may_act_again: self.may_act_again,
         })
     }
 }
@@ -470,6 +478,20 @@ mod tests {
         let agent = inventory.agent("x").unwrap();
         assert!(agent.is_active(UnixTime(86_400 + 86_399)));
         assert!(!agent.is_active(UnixTime(2 * 86_400)));
+    }
+
+    #[test]
+    fn acting_again_is_off_unless_an_agent_is_registered_for_it() {
+        let entry = |extra: &str| {
+            format!(
+                "[[agents]]\nid='x'\nowner='o'\npurpose='p'\nexpires=2030-01-01\n\
+                 secret_sha256='0000000000000000000000000000000000000000000000000000000000000000'\n{extra}"
+            )
+        };
+        assert!(!parse(&entry(""), RESOURCES).unwrap().agent("x").unwrap().may_act_again);
+        assert!(parse(&entry("may_act_again = true"), RESOURCES).unwrap().agent("x").unwrap().may_act_again);
+        let error = parse(&entry("may_act_again = 'yes'"), RESOURCES).err().unwrap().to_string();
+        assert!(error.contains("may_act_again") || error.contains("bool"), "{error}");
     }
 
     #[test]

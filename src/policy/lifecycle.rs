@@ -136,6 +136,7 @@ mod tests {
             token_ttl: None,
             default_audience: None,
             credentials: Credentials::None,
+            may_act_again: false,
         }
     }
 

@@ -10,8 +10,21 @@
 //!
 //! Validation is the `openidconnect` crate's (OIDC Core §3.1.3.7): issuer,
 //! audience, algorithm allow-list, signature with the provider's keys, and
-//! expiry against Baton's clock. The nonce belongs to the sign-in and is not
-//! Baton's to check.
+//! expiry against Baton's clock, with the configured leeway for the clocks'
+//! difference; `iat` no later than now plus that leeway. The nonce belongs
+//! to the sign-in and is not Baton's to check. Before it, as for Baton's own
+//! tokens (RFC 8725 §3.10), a header that names or carries a key (`jku`,
+//! `x5u`, `jwk`, `x5c`) is refused: keys come from the provider's JWKS only.
+//!
+//! Two claims of RFC 8693 are read from the verified token:
+//! - `may_act` (§4.4), an object with `sub` and optionally `iss`: where the
+//!   token carries it, only the agent it names exactly may start the chain
+//!   (checked by the exchange with [`MayAct::names`]); a `may_act` that is
+//!   not such an object is refused.
+//! - `act` (§4.1): a token that already carries a delegation history is
+//!   refused. Baton cannot verify a chain another issuer wrote, and it will
+//!   neither drop that history silently nor graft it into its own chain,
+//!   whose every hop it vouches for.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -29,7 +42,7 @@ use openidconnect::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::claims::{ScopeSet, TokenId};
+use crate::claims::{MayAct, ScopeSet, TokenId};
 use crate::clock::{Clock, UnixTime};
 use crate::policy::TrustedIssuer;
 
@@ -54,6 +67,7 @@ pub struct Person {
     issued_at: UnixTime,
     expires_at: UnixTime,
     jkt: Option<String>,
+    may_act: Option<MayAct>,
 }
 
 impl Person {
@@ -102,6 +116,12 @@ impl Person {
     /// When the token expires: no token of the chain outlives it.
     pub fn expires_at(&self) -> UnixTime {
         self.expires_at
+    }
+
+    /// The one agent the person allows to act, where the token says
+    /// (`may_act`, RFC 8693 §4.4).
+    pub fn may_act(&self) -> Option<&MayAct> {
+        self.may_act.as_ref()
     }
 }
 
@@ -177,22 +197,25 @@ impl Providers {
         Providers { http, clock, discovered: Mutex::new(HashMap::new()) }
     }
 
-    /// Validates a person's token from `trusted` and names the person.
+    /// Validates a person's token from `trusted` and names the person,
+    /// tolerating `leeway` seconds of clock difference with the provider.
     pub async fn verify(
         &self,
         trusted: &TrustedIssuer,
         token: &str,
         declared: Declared,
+        leeway: i64,
     ) -> Result<Person, UpstreamError> {
+        refuse_key_headers(token)?;
         let parsed: PersonToken = token.parse().map_err(|_| UpstreamError::Invalid("not a JWT".into()))?;
         let slot = self.slot(&trusted.issuer);
         let mut discovered = slot.lock().await;
         let keys = self.keys(trusted, &mut discovered, false).await?;
-        match self.check(trusted, &parsed, keys, declared) {
+        match self.check(trusted, &parsed, keys, declared, leeway) {
             // A key not seen yet may be a rotation at the provider.
             Err(ClaimsVerificationError::SignatureVerification(SignatureVerificationError::NoMatchingKey)) => {
                 let keys = self.keys(trusted, &mut discovered, true).await?;
-                self.check(trusted, &parsed, keys, declared)
+                self.check(trusted, &parsed, keys, declared, leeway)
             }
             other => other,
         }
@@ -248,6 +271,7 @@ impl Providers {
         token: &PersonToken,
         keys: &CoreJsonWebKeySet,
         declared: Declared,
+        leeway: i64,
     ) -> Result<(), ClaimsVerificationError> {
         let issuer = IssuerUrl::new(trusted.issuer.clone())
             .map_err(|error| ClaimsVerificationError::Other(error.to_string()))?;
@@ -255,7 +279,14 @@ impl Providers {
             .algorithms
             .iter()
             .filter_map(|name| serde_json::from_value(serde_json::Value::String(name.clone())).ok());
-        let clock = self.clock.clone();
+        let now = self.clock.now();
+        let at = |time: UnixTime| {
+            chrono::DateTime::from_timestamp(time.0, 0).unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
+        };
+        // The crate refuses a token once this time reaches `exp`: the leeway
+        // is taken off now. The child is capped by `exp` all the same.
+        let expiry_clock = at(now.plus(leeway.saturating_neg()));
+        let latest_issue = at(now.plus(leeway));
         let verifier =
             IdTokenVerifier::new_public_client(ClientId::new(trusted.audience.clone()), issuer, keys.clone())
                 .set_allowed_algs(algorithms)
@@ -265,9 +296,15 @@ impl Providers {
                         .iter()
                         .filter_map(|typ| JsonWebTokenType::new((*typ).into()).normalize().ok()),
                 )
-                .set_time_fn(move || {
-                    chrono::DateTime::from_timestamp(clock.now().0, 0)
-                        .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
+                .set_time_fn(move || expiry_clock)
+                // OIDC Core §3.1.3.7 step 10: `iat` may limit how far away
+                // a token was issued; one from the future is refused.
+                .set_issue_time_verifier_fn(move |issued| {
+                    if issued > latest_issue {
+                        Err("issued in the future".to_owned())
+                    } else {
+                        Ok(())
+                    }
                 });
         // The nonce binds the token to the sign-in that asked for it; that is
         // the client's check, not Baton's.
@@ -302,6 +339,19 @@ impl Providers {
                 None => return Err(UpstreamError::Invalid("bound by a method other than DPoP".into())),
             },
         };
+        // RFC 8693 §4.1: a history written by another issuer cannot be
+        // verified here; it is refused rather than dropped (module doc).
+        if claims.contains_key("act") {
+            return Err(UpstreamError::Invalid("the token carries its own act chain".into()));
+        }
+        // RFC 8693 §4.4: the one party allowed to act, checked by the exchange.
+        let may_act = match claims.get("may_act") {
+            None => None,
+            Some(value) => Some(
+                serde_json::from_value::<MayAct>(value.clone())
+                    .map_err(|_| UpstreamError::Invalid("may_act is not an object with a string sub".into()))?,
+            ),
+        };
         let token_id = match text("jti") {
             Some(jti) if !jti.is_empty() && jti.len() <= 256 => TokenId(jti.to_owned()),
             _ => TokenId(URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, raw.as_bytes()))),
@@ -322,6 +372,21 @@ impl Providers {
             issued_at,
             expires_at,
             jkt,
+            may_act,
         })
     }
+}
+
+/// Refuses a token whose JOSE header names or carries a key (RFC 8725
+/// §3.10): the provider's keys come from its JWKS, found by discovery, and
+/// Baton's own verifier refuses these headers just the same.
+fn refuse_key_headers(token: &str) -> Result<(), UpstreamError> {
+    let header = token.split('.').next().ok_or_else(|| UpstreamError::Invalid("not a JWT".into()))?;
+    let bytes = URL_SAFE_NO_PAD.decode(header).map_err(|_| UpstreamError::Invalid("not a JWT".into()))?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes).map_err(|_| UpstreamError::Invalid("not a JWT".into()))?;
+    if ["jku", "x5u", "jwk", "x5c"].iter().any(|name| header.contains_key(*name)) {
+        return Err(UpstreamError::Invalid("the header names or carries a key".into()));
+    }
+    Ok(())
 }

@@ -342,8 +342,10 @@ async fn the_approval_stamp_travels_into_the_hops_of_descendants() {
             secret_hash(&format!("dev-only-{id}-secret"))
         )
     };
+    // `a` exchanges a token addressed to itself: acting twice in the chain,
+    // which its registration allows.
     let policies = policy_folder(
-        &(agent("a") + &agent("b")),
+        &(agent("a") + "may_act_again = true\n" + &agent("b")),
         "[[resources]]\nuri = \"https://api.example\"\nname = \"API\"\nscopes = [\"x\"]\nttl = 300\n",
         "permit (principal == Agent::\"a\", action == Action::\"issue\", resource);\n\
          @id(\"to-b\")\n@approval(\"b acts for a\")\n\

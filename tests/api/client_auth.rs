@@ -22,6 +22,11 @@ fn key_agent() -> KeyAgent {
 
 /// The same, on the given stores.
 pub fn key_agent_with(stores: Option<baton::grant::Stores>) -> KeyAgent {
+    key_agent_options(Options { stores, ..Options::default() })
+}
+
+/// The same, with these harness options (the policies are the test's own).
+fn key_agent_options(options: Options) -> KeyAgent {
     let key = Jwk::generate_ec_key(josekit::jwk::alg::ec::EcCurve::P256).unwrap();
     let mut public = key.to_public_key().unwrap();
     public.set_key_id("signer-key-1");
@@ -35,7 +40,7 @@ pub fn key_agent_with(stores: Option<baton::grant::Stores>) -> KeyAgent {
     );
     let resources = "[[resources]]\nuri = 'https://api.example'\nname = 'API'\nscopes = ['read']\nttl = 300\n";
     let folder = policy_folder(&agents, resources, "permit (principal, action == Action::\"issue\", resource);");
-    let harness = Harness::with(Options { policies: folder.path().to_owned(), stores, ..Options::default() });
+    let harness = Harness::with(Options { policies: folder.path().to_owned(), ..options });
     KeyAgent { harness, key, _policies: folder }
 }
 
@@ -258,4 +263,99 @@ async fn an_expired_target_agent_is_invalid_target() {
     let harness = Harness::with(Options { policies: folder.path().to_owned(), ..Options::default() });
     let root = harness.as_agent("orchestrator", &[("grant_type", "client_credentials")]).await;
     harness.exchange("planner", root.token(), &[("audience", "booker")]).await.assert_error(400, "invalid_target");
+}
+
+/// RFC 7523 §3 items 4–6 with RFC 7519 §2 NumericDates: an assertion is made
+/// for the request it comes with, so its `iat` is recent and its lifetime
+/// short; fractional times are dates, extreme ones are not.
+#[tokio::test]
+async fn assertion_times_are_bounded_and_may_be_fractional() {
+    let setup = key_agent();
+    let harness = &setup.harness;
+    let header = json!({"alg": "ES256", "kid": "signer-key-1"});
+    let signed = |times: Value, jti: &str| {
+        let mut claims = assertion_claims(jti);
+        claims.as_object_mut().unwrap().remove("iat");
+        for (name, value) in times.as_object().unwrap() {
+            claims[name] = value.clone();
+        }
+        sign(&setup.key, &header, &claims)
+    };
+    let (now, day) = (START.0, 86_400);
+    let refused = [
+        ("iat a day old", json!({"iat": now - day, "exp": now + 60})),
+        ("iat of -2^63", json!({"iat": i64::MIN, "exp": now + 60})),
+        ("iat of 2^63 - 1", json!({"iat": i64::MAX, "exp": now + 60})),
+        ("iat of 2^64 - 1", json!({"iat": u64::MAX, "exp": now + 60})),
+        ("iat of 1e300", json!({"iat": 1e300, "exp": now + 60})),
+        ("iat as text", json!({"iat": now.to_string(), "exp": now + 60})),
+        ("nbf of -2^63", json!({"nbf": i64::MIN, "exp": now + 60})),
+        ("nbf of -0.5", json!({"nbf": -0.5, "exp": now + 60})),
+        ("exp of -2^63", json!({"exp": i64::MIN})),
+        ("exp of 2^63 - 1", json!({"exp": i64::MAX})),
+        ("exp of -1e300", json!({"exp": -1e300})),
+        // Issued 100 s ago, expiring in 250 s: each bound alone is met, the
+        // lifetime of 350 s is not.
+        ("lifetime too long", json!({"iat": now - 100, "exp": now + 250})),
+        ("iat 20 s ahead, no leeway", json!({"iat": now + 20, "exp": now + 60})),
+    ];
+    for (index, (case, times)) in refused.into_iter().enumerate() {
+        let response = with_assertion(harness, &signed(times, &format!("refused-{index}"))).await;
+        assert_eq!((response.status.as_u16(), response.error()), (401, "invalid_client"), "{case}: {}", response.body);
+    }
+    let accepted = [
+        ("fractional exp", json!({"exp": now as f64 + 60.5})),
+        (
+            "fractional iat, nbf and exp",
+            json!({"iat": now as f64 - 0.25, "nbf": now as f64 - 0.75, "exp": now as f64 + 60.5}),
+        ),
+        ("a lifetime of 250 s", json!({"iat": now - 100, "exp": now + 150})),
+    ];
+    for (index, (case, times)) in accepted.into_iter().enumerate() {
+        let response = with_assertion(harness, &signed(times, &format!("accepted-{index}"))).await;
+        assert_eq!(response.status, 200, "{case}: {}", response.body);
+    }
+}
+
+/// `clock_leeway_seconds` applies to a client's clock as to the nodes'.
+#[tokio::test]
+async fn the_clock_leeway_tolerates_a_client_clock_a_little_off() {
+    let setup = key_agent_options(Options { clock_leeway_seconds: 30, ..Options::default() });
+    let header = json!({"alg": "ES256", "kid": "signer-key-1"});
+    let signed = |iat: i64, exp: i64, jti: &str| {
+        let mut claims = assertion_claims(jti);
+        claims["iat"] = json!(iat);
+        claims["exp"] = json!(exp);
+        sign(&setup.key, &header, &claims)
+    };
+    let now = START.0;
+    let ahead = with_assertion(&setup.harness, &signed(now + 20, now + 80, "ahead")).await;
+    assert_eq!(ahead.status, 200, "20 s ahead: {}", ahead.body);
+    let behind = with_assertion(&setup.harness, &signed(now - 70, now - 10, "behind")).await;
+    assert_eq!(behind.status, 200, "expired 10 s ago: {}", behind.body);
+    for (case, iat, exp) in [("40 s ahead", now + 40, now + 80), ("expired 40 s ago", now - 100, now - 40)] {
+        assert_invalid_client(&with_assertion(&setup.harness, &signed(iat, exp, case)).await);
+    }
+}
+
+/// RFC 8725 §3.10: the key is the one registered for the client, never one
+/// the assertion names or carries, even when the signature is the client's.
+#[tokio::test]
+async fn an_assertion_naming_or_carrying_a_key_is_refused() {
+    let setup = key_agent();
+    let public = Value::Object(setup.key.to_public_key().unwrap().as_ref().clone());
+    let members = [
+        ("jku", json!("https://attacker.example/jwks")),
+        ("x5u", json!("https://attacker.example/cert.pem")),
+        ("jwk", public),
+        ("x5c", json!(["MIIBszCCAVmgAwIBAgIU"])),
+    ];
+    for (name, value) in members {
+        let mut header = json!({"alg": "ES256", "kid": "signer-key-1"});
+        header[name] = value;
+        let assertion = sign(&setup.key, &header, &assertion_claims(&format!("header-{name}")));
+        assert_invalid_client(&with_assertion(&setup.harness, &assertion).await);
+    }
+    let plain = sign(&setup.key, &json!({"alg": "ES256", "kid": "signer-key-1"}), &assertion_claims("plain"));
+    assert_eq!(with_assertion(&setup.harness, &plain).await.status, 200);
 }

@@ -267,8 +267,8 @@ async fn an_actor_token_must_be_the_clients_own() {
 async fn depth_stops_at_the_limit() {
     let secret = secret_hash("s");
     let agents = format!(
-        "[[agents]]\nid='a'\nowner='o'\npurpose='p'\nexpires=2030-01-01\nsecret_sha256='{secret}'\n\
-         [[agents]]\nid='b'\nowner='o'\npurpose='p'\nexpires=2030-01-01\nsecret_sha256='{secret}'\n"
+        "[[agents]]\nid='a'\nowner='o'\npurpose='p'\nexpires=2030-01-01\nsecret_sha256='{secret}'\nmay_act_again=true\n\
+         [[agents]]\nid='b'\nowner='o'\npurpose='p'\nexpires=2030-01-01\nsecret_sha256='{secret}'\nmay_act_again=true\n"
     );
     let resources = "[[resources]]\nuri='https://api.example'\nname='API'\nscopes=['read']\nttl=300\n";
     let rules = "permit (principal, action, resource);";

@@ -68,6 +68,9 @@ pub struct Options {
     /// Where the fixed clock starts. A store that keeps time itself (Redis
     /// expires keys on its own clock) needs the real time here.
     pub start: UnixTime,
+    /// `clock_leeway_seconds`: none by default, as every part of the harness
+    /// reads the one fixed clock.
+    pub clock_leeway_seconds: i64,
 }
 
 impl Default for Options {
@@ -84,6 +87,7 @@ impl Default for Options {
             approver: Approver::Owner,
             approval_webhook: None,
             start: START,
+            clock_leeway_seconds: 0,
         }
     }
 }
@@ -139,6 +143,7 @@ impl Harness {
             lifetimes,
             admin_token_sha256: options.admin.then(|| secret_hash(ADMIN_TOKEN)),
             dpop_nonce: options.dpop_nonce,
+            clock_leeway_seconds: options.clock_leeway_seconds,
         };
         let approvals = Approvals {
             store: options.approval_store.unwrap_or_else(|| store.clone() as Arc<dyn ApprovalStore>),

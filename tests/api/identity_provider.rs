@@ -358,14 +358,14 @@ async fn tokens_not_from_the_trusted_provider_as_configured_are_refused() {
         assert_refused(&body, "an untrusted issuer");
     }
     // A token the trusted provider did sign, naming other places for keys
-    // in its header: those are never fetched either.
+    // in its header: refused (RFC 8725 §3.10), and those are never fetched either.
     let pointed = json!({
         "header": {"jku": format!("{lure}/jwks"), "x5u": format!("{lure}/x5u")},
         "claims": claims(json!({"sub": "pointer"})),
     });
     let token = provider.token("sign-with-header", pointed);
     let body = client.exchange("orchestrator", &key, (&token, ID_TOKEN), &to_planner).await;
-    assert!(body["access_token"].is_string(), "checked with the provider's own keys: {body}");
+    assert_refused(&body, "a header naming other places for keys");
     assert!(listener.accept().is_err(), "the broker fetched from a token's own URLs");
 
     // Baton's own token is no ID token: presented as one, it is refused.
@@ -483,4 +483,122 @@ async fn a_person_named_like_a_registered_agent_or_api_starts_no_chain() {
     let token = signed("alice");
     let body = client.exchange("orchestrator", &key, (&token, ID_TOKEN), &to_planner).await;
     assert_eq!(claims_of(body["access_token"].as_str().unwrap_or_else(|| panic!("{body}"))).sub, "alice");
+}
+
+/// RFC 8693 §4.4 on a person's token: where the provider's token carries
+/// `may_act`, only the agent it names, byte for byte, starts the chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_providers_may_act_names_the_one_agent_that_may_start_the_chain() {
+    let mut provider = IdentityProvider::start();
+    // Both the orchestrator and the planner may start chains from this provider.
+    let issuers = trust(&provider.issuer, r#"["RS256"]"#, "idp|")
+        .replace("agents = [\"orchestrator\"]", "agents = [\"orchestrator\", \"planner\"]");
+    let broker = broker_with_issuers(issuers).await;
+    let client = Client { http: reqwest::Client::new(), url: broker.url.clone() };
+    let key = ProofKey::generate().unwrap();
+    let now = SystemClock.now().0;
+    let issuer = provider.issuer.clone();
+    let mut signed = |may_act: Value| {
+        let claims = json!({"iss": issuer, "sub": "alice", "aud": "baton-demo", "iat": now, "exp": now + 600, "may_act": may_act});
+        provider.token("sign", claims)
+    };
+    let for_orchestrator = signed(json!({"sub": "orchestrator"}));
+    let to_booker = [("audience", "booker")];
+    let body = client.exchange("planner", &key, (&for_orchestrator, ID_TOKEN), &to_booker).await;
+    assert_refused(&body, "another agent than the one named");
+
+    let lookalikes = [
+        ("other case", json!({"sub": "Orchestrator"})),
+        ("all capitals", json!({"sub": "ORCHESTRATOR"})),
+        ("trailing space", json!({"sub": "orchestrator "})),
+        ("leading space", json!({"sub": " orchestrator"})),
+        ("zero-width space", json!({"sub": "orches\u{200B}trator"})),
+        ("Cyrillic o", json!({"sub": "\u{43e}rchestrator"})),
+        ("Cyrillic o, e, a and c", json!({"sub": "\u{43e}r\u{441}h\u{435}str\u{430}tor"})),
+        ("another issuer's orchestrator", json!({"sub": "orchestrator", "iss": "https://elsewhere.example"})),
+        ("a name, not an object", json!("orchestrator")),
+        ("a list of names", json!([{"sub": "orchestrator"}])),
+        ("no sub", json!({"iss": broker.url})),
+    ];
+    let to_planner = [("audience", "planner")];
+    for (case, may_act) in lookalikes {
+        let token = signed(may_act);
+        let body = client.exchange("orchestrator", &key, (&token, ID_TOKEN), &to_planner).await;
+        assert_refused(&body, case);
+    }
+    assert_eq!(client.exchanged().await, 0, "nothing issued");
+
+    // The controls: the agent named exactly, with or without this broker as `iss`.
+    let body = client.exchange("orchestrator", &key, (&for_orchestrator, ID_TOKEN), &to_planner).await;
+    let started = claims_of(body["access_token"].as_str().unwrap_or_else(|| panic!("{body}")));
+    assert_eq!(started.chain(), vec!["orchestrator"]);
+    assert!(started.may_act.is_none(), "may_act is never copied into the child");
+    let with_issuer = signed(json!({"sub": "orchestrator", "iss": broker.url}));
+    let body = client.exchange("orchestrator", &key, (&with_issuer, ID_TOKEN), &to_planner).await;
+    assert!(body["access_token"].is_string(), "{body}");
+    assert_eq!(client.exchanged().await, 2);
+}
+
+/// A provider's token is a chain's root and nothing else: one carrying its
+/// own `act` history is refused (Baton cannot verify another issuer's
+/// chain), as is one whose header names or carries a key, or one issued
+/// further in the future than the clock leeway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_token_with_its_own_history_or_key_or_from_the_future_is_refused() {
+    let mut provider = IdentityProvider::start();
+    let broker = broker_trusting(&provider.issuer).await;
+    let client = Client { http: reqwest::Client::new(), url: broker.url.clone() };
+    let key = ProofKey::generate().unwrap();
+    let now = SystemClock.now().0;
+    let issuer = provider.issuer.clone();
+    let claims = |overrides: Value| {
+        let mut claims = json!({"iss": issuer, "sub": "alice", "aud": "baton-demo", "iat": now, "exp": now + 600});
+        for (name, value) in overrides.as_object().unwrap() {
+            claims[name] = value.clone();
+        }
+        claims
+    };
+    let to_planner = [("audience", "planner")];
+    let public_jwk = json!({"kty": "EC", "crv": "P-256", "x": b64(&[1; 32]), "y": b64(&[2; 32])});
+    let cases = [
+        ("an act chain", provider.token("sign", claims(json!({"act": {"sub": "someone-else"}})))),
+        ("an act naming the agent itself", provider.token("sign", claims(json!({"act": {"sub": "orchestrator"}})))),
+        ("a nested act chain", provider.token("sign", claims(json!({"act": {"sub": "x", "act": {"sub": "y"}}})))),
+        ("issued an hour ahead", provider.token("sign", claims(json!({"iat": now + 3600, "exp": now + 7200})))),
+        (
+            "a jku header",
+            provider.token(
+                "sign-with-header",
+                json!({"header": {"jku": "http://127.0.0.1:9/jwks"}, "claims": claims(json!({}))}),
+            ),
+        ),
+        (
+            "an x5u header",
+            provider.token(
+                "sign-with-header",
+                json!({"header": {"x5u": "http://127.0.0.1:9/x5u"}, "claims": claims(json!({}))}),
+            ),
+        ),
+        (
+            "a jwk header",
+            provider.token("sign-with-header", json!({"header": {"jwk": public_jwk}, "claims": claims(json!({}))})),
+        ),
+        (
+            "an x5c header",
+            provider.token(
+                "sign-with-header",
+                json!({"header": {"x5c": ["MIIBszCCAVmgAwIBAgIU"]}, "claims": claims(json!({}))}),
+            ),
+        ),
+    ];
+    for (case, token) in cases {
+        let body = client.exchange("orchestrator", &key, (&token, ID_TOKEN), &to_planner).await;
+        assert_refused(&body, case);
+    }
+    assert_eq!(client.exchanged().await, 0, "nothing issued");
+    // The control, and the default leeway of 30 s for a provider's clock a
+    // little ahead.
+    let ahead = provider.token("sign", claims(json!({"iat": now + 10})));
+    let body = client.exchange("orchestrator", &key, (&ahead, ID_TOKEN), &to_planner).await;
+    assert!(body["access_token"].is_string(), "{body}");
 }

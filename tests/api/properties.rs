@@ -18,7 +18,7 @@ fn folder() -> tempfile::TempDir {
     let secret = secret_hash("s");
     let agents: String = AGENTS
         .iter()
-        .map(|id| format!("[[agents]]\nid='{id}'\nowner='o'\npurpose='p'\nexpires=2030-01-01\ntoken_ttl=900\nsecret_sha256='{secret}'\n"))
+        .map(|id| format!("[[agents]]\nid='{id}'\nowner='o'\npurpose='p'\nexpires=2030-01-01\ntoken_ttl=900\nsecret_sha256='{secret}'\n{}", again(id)))
         .collect();
     let resources =
         "[[resources]]\nuri='https://api.example'\nname='API'\nscopes=['read','write','admin','audit']\nttl=120\n";
@@ -30,6 +30,15 @@ fn folder() -> tempfile::TempDir {
         forbid (principal, action == Action::"exchange", resource == Scope::"admin") when { context.chain.contains("c") };
     "#;
     policy_folder(&agents, resources, rules)
+}
+
+/// Only `c` may act again in a chain it already acted in.
+fn again(id: &str) -> &'static str {
+    if id == "c" {
+        "may_act_again = true\n"
+    } else {
+        ""
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -67,7 +76,9 @@ fn permitted(holder: &str, depth: u32, earlier_agents: &[&str]) -> ScopeSet {
 /// The answer the broker must give, from the parent, the request and the oracle.
 fn expected(parent: &Claims, holder: &str, requested: Option<&ScopeSet>, now: UnixTime) -> Result<ScopeSet, ErrorCode> {
     let depth = parent.delegation.depth + 1;
-    if parent.exp <= now || depth > MAX_DEPTH {
+    // Every chain starts with `a`'s own token; an agent acts once, but `c`.
+    let acted = holder == "a" || parent.chain().contains(&holder);
+    if parent.exp <= now || depth > MAX_DEPTH || (acted && holder != "c") {
         return Err(ErrorCode::InvalidRequest);
     }
     if requested.is_some_and(|asked| !asked.is_subset(&parent.scope)) {
@@ -139,6 +150,8 @@ proptest! {
                         );
                         prop_assert_eq!(child.delegation.hops.last().map(|hop| &hop.jti), Some(&parent_claims.jti));
                         prop_assert!(child.check_path(MAX_DEPTH).is_ok());
+                        let acted = holder == "a" || parent_claims.chain().contains(&holder);
+                        prop_assert_eq!(child.delegation.acts_again, acted, "only a repeat is marked");
                         if target == "https://api.example" {
                             break;
                         }
