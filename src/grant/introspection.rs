@@ -80,7 +80,10 @@ impl Broker {
             return Ok(Introspection::inactive());
         };
         let claims = verified.claims();
-        if claims.aud != api {
+        // The clock leeway lets a token from a node a little ahead verify;
+        // it never lengthens a life: past `exp` by this broker's clock, the
+        // token is inactive.
+        if claims.aud != api || claims.exp <= self.now() {
             return Ok(Introspection::inactive());
         }
         // A store that cannot answer is not a verdict: fail closed (503).

@@ -24,7 +24,10 @@ fn folder() -> tempfile::TempDir {
             )
         })
         .collect();
-    let resources = format!("[[resources]]\nuri='{API}'\nname='API'\nscopes=['read']\nttl=300\n");
+    let resources = format!(
+        "[[resources]]\nuri='{API}'\nname='API'\nscopes=['read']\nttl=300\nclient_id='api'\nsecret_sha256='{}'\n",
+        secret_hash("api-secret")
+    );
     policy_folder(&agents, &resources, "permit (principal, action, resource);")
 }
 
@@ -226,4 +229,24 @@ async fn the_clock_leeway_tolerates_a_node_ahead_and_never_extends_a_lifetime() 
         assert_refused(&expired, "expired");
         assert_eq!(setup.issued().await, before, "leeway {leeway}");
     }
+}
+
+#[tokio::test]
+async fn the_clock_leeway_never_keeps_an_expired_token_active_at_introspection() {
+    let setup = setup(30);
+    let token = setup.hop("b", &setup.root("b").await, API).await;
+    let introspect = || async {
+        let request = axum::http::Request::post("/introspect")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("authorization", basic_header("api", "api-secret"))
+            .body(axum::body::Body::from(form_body(&[("token", token.as_str())])))
+            .unwrap();
+        let response = setup.harness.send(request).await;
+        assert_eq!(response.status, 200, "{}", response.body);
+        response.body
+    };
+    assert_eq!(introspect().await["active"], true);
+    let exp = claims_of(&token).exp;
+    setup.harness.clock.advance(exp.seconds_since(START) + 10);
+    assert_eq!(introspect().await, json!({"active": false}), "10 s past exp, within 30 s of leeway");
 }
