@@ -174,7 +174,7 @@ impl Config {
             auth_failures_per_client: raw.auth_failures_per_client.unwrap_or(10),
             auth_failures_per_address: raw.auth_failures_per_address.unwrap_or(100),
             refusal_interval: raw.refusal_interval.unwrap_or(60),
-            refusal_max_keys: raw.refusal_max_keys.unwrap_or(1000),
+            refusal_max_keys: raw.refusal_max_keys.unwrap_or(200),
         };
         if config.approval_webhook.as_deref().is_some_and(|url| !url.starts_with("http://")) {
             return Err(ConfigError::Invalid {
@@ -315,7 +315,7 @@ mod tests {
     fn abuse_limits_default_safe_and_are_bounded() {
         let config = Config::load(None, Vec::new()).unwrap();
         assert_eq!((config.auth_failures_per_client, config.auth_failures_per_address), (10, 100));
-        assert_eq!((config.refusal_interval, config.refusal_max_keys), (60, 1000));
+        assert_eq!((config.refusal_interval, config.refusal_max_keys), (60, 200));
         let set = Config::load(
             None,
             vars(&[

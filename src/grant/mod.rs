@@ -599,7 +599,9 @@ impl Broker {
         /// A throttle key's claimed client is cut shorter than evidence is:
         /// it only tells budgets apart.
         const KEY_BYTES: usize = 64;
-        let origin = throttle::Origin::of(client_address);
+        let Some(origin) = throttle::Origin::of(client_address) else {
+            return self.verify_client(policy, authorization, params).await;
+        };
         let mut claimed = claimed_client(authorization, params).unwrap_or_default();
         if claimed.len() > KEY_BYTES {
             let mut end = KEY_BYTES;

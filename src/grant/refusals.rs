@@ -28,7 +28,7 @@ pub struct RefusalSettings {
 
 impl Default for RefusalSettings {
     fn default() -> Self {
-        RefusalSettings { interval: 60, max_keys: 1000 }
+        RefusalSettings { interval: 60, max_keys: 200 }
     }
 }
 

@@ -59,18 +59,19 @@ pub struct Throttled {
 
 /// Where a request comes from, as throttling sees it: the IP address
 /// (without the port, which every connection changes), an IPv6 address by
-/// its /64 (what one host is usually given). Unknown when the HTTP layer did
-/// not say; such requests share one budget.
+/// its /64 (what one host is usually given).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct Origin(Option<IpAddr>);
+pub(crate) struct Origin(IpAddr);
 
 impl Origin {
     /// The origin of `address`, as the HTTP layer gives it (`ip:port`).
-    pub(crate) fn of(address: Option<&str>) -> Origin {
-        let ip = address.and_then(|text| {
-            text.parse::<SocketAddr>().map(|socket| socket.ip()).or_else(|_| text.parse::<IpAddr>()).ok()
-        });
-        Origin(ip.map(|ip| match ip {
+    /// The server always gives one; a caller without one (the library
+    /// called directly) is not throttled, since one budget shared by every
+    /// such caller would let any of them lock the others out.
+    pub(crate) fn of(address: Option<&str>) -> Option<Origin> {
+        let text = address?;
+        let ip = text.parse::<SocketAddr>().map(|socket| socket.ip()).or_else(|_| text.parse::<IpAddr>()).ok()?;
+        Some(Origin(match ip {
             IpAddr::V4(_) => ip,
             IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
                 Some(v4) => IpAddr::V4(v4),
@@ -241,7 +242,7 @@ mod tests {
     #[test]
     fn failures_spend_the_budget_and_checks_do_not() {
         let (throttle, clock) = throttle(3, 100);
-        let here = Origin::of(Some("10.0.0.1:4000"));
+        let here = Origin::of(Some("10.0.0.1:4000")).unwrap();
         for _ in 0..50 {
             assert_eq!(throttle.check(here, "booker"), Ok(()), "asking costs nothing");
         }
@@ -251,9 +252,9 @@ mod tests {
         let refused = throttle.check(here, "booker").unwrap_err();
         assert!((1..=20).contains(&refused.retry_after), "{refused:?}");
         // Another port of the same host is the same origin; another client or host is not.
-        assert!(throttle.check(Origin::of(Some("10.0.0.1:5000")), "booker").is_err());
+        assert!(throttle.check(Origin::of(Some("10.0.0.1:5000")).unwrap(), "booker").is_err());
         assert_eq!(throttle.check(here, "planner"), Ok(()));
-        assert_eq!(throttle.check(Origin::of(Some("10.0.0.2:4000")), "booker"), Ok(()));
+        assert_eq!(throttle.check(Origin::of(Some("10.0.0.2:4000")).unwrap(), "booker"), Ok(()));
         clock.advance(60);
         assert_eq!(throttle.check(here, "booker"), Ok(()), "the budget refills");
     }
@@ -261,19 +262,19 @@ mod tests {
     #[test]
     fn an_address_that_fails_for_many_clients_is_throttled_for_all() {
         let (throttle, _) = throttle(10, 5);
-        let here = Origin::of(Some("192.0.2.7:1"));
+        let here = Origin::of(Some("192.0.2.7:1")).unwrap();
         for index in 0..5 {
             throttle.failed(here, &format!("client-{index}"));
         }
         assert!(throttle.check(here, "never-tried").is_err());
-        assert_eq!(throttle.check(Origin::of(Some("192.0.2.8:1")), "never-tried"), Ok(()));
+        assert_eq!(throttle.check(Origin::of(Some("192.0.2.8:1")).unwrap(), "never-tried"), Ok(()));
     }
 
     #[test]
     fn pruning_forgets_whole_budgets_and_keys_are_capped() {
         let (throttle, clock) = throttle(2, 1000);
         for index in 0..100u32 {
-            throttle.failed(Origin::of(Some(&format!("10.1.{}.{}:1", index / 256, index % 256))), "x");
+            throttle.failed(Origin::of(Some(&format!("10.1.{}.{}:1", index / 256, index % 256))).unwrap(), "x");
         }
         assert_eq!(throttle.keys(), 200);
         clock.advance(120);
@@ -291,6 +292,6 @@ mod tests {
         assert_eq!(Origin::of(Some("[2001:db8::1]:443")), Origin::of(Some("[2001:db8::ffff]:80")));
         assert_ne!(Origin::of(Some("[2001:db8::1]:443")), Origin::of(Some("[2001:db8:0:1::1]:443")));
         assert_eq!(Origin::of(Some("[::ffff:10.0.0.1]:1")), Origin::of(Some("10.0.0.1:2")));
-        assert_eq!(Origin::of(None), Origin::of(Some("not an address")));
+        assert_eq!((Origin::of(None), Origin::of(Some("not an address"))), (None, None));
     }
 }
