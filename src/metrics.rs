@@ -373,6 +373,26 @@ mod tests {
     }
 
     #[test]
+    fn unauthenticated_refusals_are_counted_by_reason_alone() {
+        let metrics = Metrics::new();
+        let throttled = GrantError::Throttled(crate::grant::Throttled { retry_after: 6 });
+        for _ in 0..3 {
+            metrics.count_unauthenticated(reason(&throttled));
+        }
+        metrics.count_unauthenticated(reason(&GrantError::Client(ClientAuthError::WrongSecret)));
+        let text = metrics.render().unwrap();
+        let mut lines = series(&text, "baton_unauthenticated_refusals_total");
+        lines.sort();
+        assert_eq!(
+            lines,
+            [
+                "baton_unauthenticated_refusals_total{reason=\"client_wrong_secret\"} 1",
+                "baton_unauthenticated_refusals_total{reason=\"throttled\"} 3"
+            ]
+        );
+    }
+
+    #[test]
     fn reloads_read_zero_before_the_first() {
         let metrics = Metrics::new();
         metrics.count_policy_reload(false);

@@ -222,3 +222,63 @@ async fn junk_grows_the_state_by_less_than_two_mebibytes_and_shows_in_aggregate(
     let last = harness.events().await.pop().unwrap();
     assert_eq!((last.decision, last.agent.as_deref()), (AuditDecision::Refused, Some("planner")));
 }
+
+#[tokio::test]
+async fn junk_over_http_is_absorbed_while_an_agent_elsewhere_is_served() {
+    const JUNK: usize = 4_000;
+    const AT_ONCE: usize = 16;
+    let harness = Harness::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    // The server as `baton serve` runs it: it records each client's address.
+    tokio::spawn(baton::http::serve(listener, harness.broker.clone(), std::future::pending()));
+    let client_from =
+        |ip: [u8; 4]| reqwest::Client::builder().local_address(std::net::IpAddr::from(ip)).build().unwrap();
+    let attacker = client_from([127, 0, 0, 2]);
+    let started = Instant::now();
+    let mut sent = 0;
+    while sent < JUNK {
+        let mut batch = tokio::task::JoinSet::new();
+        for index in sent..(sent + AT_ONCE).min(JUNK) {
+            let request = match index % 4 {
+                0 => attacker.post(format!("{url}/token")).basic_auth("orchestrator", Some(format!("guess-{index}"))),
+                1 => attacker.post(format!("{url}/token")).basic_auth(format!("nobody-{index}"), Some("x")),
+                2 => attacker.post(format!("{url}/token")).header(header::CONTENT_TYPE, "text/plain"),
+                _ => attacker.get(format!("{url}/token")),
+            };
+            let request = request.header(header::CONTENT_TYPE, FORM).body("grant_type=client_credentials");
+            batch.spawn(async move { request.send().await.unwrap().status().as_u16() });
+        }
+        sent += batch.len();
+        while let Some(status) = batch.join_next().await {
+            assert!([400, 401, 405, 429].contains(&status.unwrap()));
+        }
+    }
+    let elapsed = started.elapsed();
+    eprintln!(
+        "{JUNK} junk requests over HTTP from one address, {AT_ONCE} at once, in {elapsed:?} ({:.0}/s, debug build)",
+        JUNK as f64 / elapsed.as_secs_f64()
+    );
+    // The guessing address is throttled for the orchestrator; the
+    // orchestrator from another address is served.
+    let token = |client: &reqwest::Client| {
+        client
+            .post(format!("{url}/token"))
+            .basic_auth("orchestrator", Some(ORCHESTRATOR))
+            .header(header::CONTENT_TYPE, FORM)
+            .body("grant_type=client_credentials&audience=planner")
+            .send()
+    };
+    let throttled = token(&attacker).await.unwrap();
+    assert_eq!(throttled.status(), 429);
+    assert!(throttled.headers().contains_key(header::RETRY_AFTER));
+    assert_eq!(token(&client_from([127, 0, 0, 1])).await.unwrap().status(), 200);
+    // Counted by the attacker's address.
+    assert_eq!(harness.broker.flush_refusals().await.unwrap(), JUNK as u64 + 1);
+    let filter = AuditFilter { action: Some("unauthenticated_refusals".into()), ..AuditFilter::default() };
+    let aggregate = harness.store.query(&filter).await.unwrap().pop().unwrap();
+    assert!(aggregate
+        .refusals
+        .iter()
+        .all(|count| count.overflow || count.client_address.as_deref() == Some("127.0.0.2")));
+}
