@@ -191,6 +191,7 @@ async fn junk_grows_the_state_by_less_than_two_mebibytes_and_shows_in_aggregate(
     let aggregates = harness.store.query(&filter).await.unwrap();
     assert_eq!(aggregates.len(), 1);
     let aggregate = &aggregates[0];
+    eprintln!("the aggregate event: {} bytes of JSON", serde_json::to_string(aggregate).unwrap().len());
     assert_eq!(aggregate.decision, AuditDecision::Refused);
     assert_eq!(aggregate.refusals.iter().map(|count| count.count).sum::<u64>(), JUNK as u64);
     assert!(aggregate.refusals.len() <= 200 + 40, "bounded: {}", aggregate.refusals.len());
