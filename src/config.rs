@@ -68,6 +68,18 @@ pub struct Config {
     /// Seconds of clock difference tolerated with other nodes, clients and
     /// identity providers, where times are checked.
     pub clock_leeway_seconds: i64,
+    /// Failed client authentications allowed per minute from one address
+    /// for one claimed client, before that address is answered 429 for it.
+    pub auth_failures_per_client: u32,
+    /// Failed client authentications allowed per minute from one address,
+    /// whatever client it claims, before that address is answered 429.
+    pub auth_failures_per_address: u32,
+    /// Seconds between two audit events counting the refusals of
+    /// unauthenticated requests.
+    pub refusal_interval: u64,
+    /// Most distinct (reason, claimed client, address) counts kept per
+    /// interval; past it, refusals are counted by reason alone.
+    pub refusal_max_keys: usize,
 }
 
 /// A configuration that cannot be used; the message names the key.
@@ -116,6 +128,10 @@ struct Raw {
     approval_ttl: Option<i64>,
     approval_webhook: Option<String>,
     clock_leeway_seconds: Option<i64>,
+    auth_failures_per_client: Option<u32>,
+    auth_failures_per_address: Option<u32>,
+    refusal_interval: Option<u64>,
+    refusal_max_keys: Option<usize>,
 }
 
 impl Config {
@@ -168,6 +184,10 @@ impl Config {
             approval_ttl: raw.approval_ttl.unwrap_or(crate::grant::approval::DEFAULT_APPROVAL_TTL),
             approval_webhook: raw.approval_webhook,
             clock_leeway_seconds: raw.clock_leeway_seconds.unwrap_or(DEFAULT_CLOCK_LEEWAY),
+            auth_failures_per_client: raw.auth_failures_per_client.unwrap_or(10),
+            auth_failures_per_address: raw.auth_failures_per_address.unwrap_or(100),
+            refusal_interval: raw.refusal_interval.unwrap_or(60),
+            refusal_max_keys: raw.refusal_max_keys.unwrap_or(200),
         };
         if config.approval_webhook.as_deref().is_some_and(|url| !url.starts_with("http://")) {
             return Err(ConfigError::Invalid {
@@ -198,6 +218,10 @@ impl Config {
         within("agent_token_ttl", config.agent_token_ttl, 1, config.max_token_ttl)?;
         within("max_token_bytes", i64::try_from(config.max_token_bytes).unwrap_or(i64::MAX), 512, 1 << 20)?;
         within("max_body_bytes", i64::try_from(config.max_body_bytes).unwrap_or(i64::MAX), 1024, 1 << 22)?;
+        within("auth_failures_per_client", i64::from(config.auth_failures_per_client), 1, 10_000)?;
+        within("auth_failures_per_address", i64::from(config.auth_failures_per_address), 1, 100_000)?;
+        within("refusal_interval", i64::try_from(config.refusal_interval).unwrap_or(i64::MAX), 1, 3600)?;
+        within("refusal_max_keys", i64::try_from(config.refusal_max_keys).unwrap_or(i64::MAX), 1, 100_000)?;
         Ok(config)
     }
 }
@@ -312,5 +336,33 @@ mod tests {
         assert!(ttl.contains("approval_ttl"), "{ttl}");
         let alg = Config::load(None, vars(&[("BATON_SIGNING_ALGORITHM", "HS256")])).unwrap_err().to_string();
         assert!(alg.contains("HS256") || alg.contains("signing_algorithm"), "{alg}");
+    }
+
+    #[test]
+    fn abuse_limits_default_safe_and_are_bounded() {
+        let config = Config::load(None, Vec::new()).unwrap();
+        assert_eq!((config.auth_failures_per_client, config.auth_failures_per_address), (10, 100));
+        assert_eq!((config.refusal_interval, config.refusal_max_keys), (60, 200));
+        let set = Config::load(
+            None,
+            vars(&[
+                ("BATON_AUTH_FAILURES_PER_CLIENT", "3"),
+                ("BATON_AUTH_FAILURES_PER_ADDRESS", "30"),
+                ("BATON_REFUSAL_INTERVAL", "5"),
+                ("BATON_REFUSAL_MAX_KEYS", "50"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!((set.auth_failures_per_client, set.auth_failures_per_address), (3, 30));
+        assert_eq!((set.refusal_interval, set.refusal_max_keys), (5, 50));
+        for (key, value) in [
+            ("BATON_AUTH_FAILURES_PER_CLIENT", "0"),
+            ("BATON_AUTH_FAILURES_PER_ADDRESS", "1000000"),
+            ("BATON_REFUSAL_INTERVAL", "0"),
+            ("BATON_REFUSAL_MAX_KEYS", "0"),
+        ] {
+            let error = Config::load(None, vars(&[(key, value)])).unwrap_err().to_string();
+            assert!(error.contains(&key["BATON_".len()..].to_ascii_lowercase()), "{error}");
+        }
     }
 }

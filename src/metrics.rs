@@ -33,6 +33,11 @@ struct RefusalLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RevocationLabels {
     via: &'static str,
 }
@@ -79,6 +84,7 @@ pub struct Metrics {
     policy_reloads: Family<OutcomeLabels, Counter>,
     pending_approvals: Gauge,
     waiting: Family<GrantLabels, Counter>,
+    unauthenticated: Family<ReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -129,7 +135,24 @@ impl Metrics {
             "Token requests answered authorization_pending, by grant type (each poll counts)",
             waiting.clone(),
         );
-        Metrics { registry, issued, refused, revoked, deprovisioned, policy_reloads, pending_approvals, waiting }
+        let unauthenticated = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "baton_unauthenticated_refusals",
+            "Requests refused before their client authenticated (token, introspection and revocation \
+             endpoints), by reason; the audit trail holds them as one event per interval",
+            unauthenticated.clone(),
+        );
+        Metrics {
+            registry,
+            issued,
+            refused,
+            revoked,
+            deprovisioned,
+            policy_reloads,
+            pending_approvals,
+            waiting,
+            unauthenticated,
+        }
     }
 
     /// Sets how many approvals are pending now.
@@ -161,6 +184,13 @@ impl Metrics {
                 self.refused.get_or_create(&labels).inc();
             }
         }
+    }
+
+    /// Counts a request refused before its client authenticated, by the
+    /// reason label of [`reason`] (a fixed set: never the claimed client or
+    /// the address).
+    pub fn count_unauthenticated(&self, reason: String) {
+        self.unauthenticated.get_or_create(&ReasonLabels { reason }).inc();
     }
 
     /// Counts a revoked token.
@@ -199,7 +229,7 @@ impl Metrics {
 
 /// A refusal's reason label: the variant of Baton's error, never its text.
 /// Exhaustive: a new variant does not compile until it has a label.
-fn reason(error: &GrantError) -> String {
+pub fn reason(error: &GrantError) -> String {
     use crate::dpop::ProofError;
     use crate::grant::ApprovalError;
     let label = match error {
@@ -248,6 +278,7 @@ fn reason(error: &GrantError) -> String {
         GrantError::Store(_) => "store_unavailable",
         GrantError::NotAHolder(_) => "not_a_holder",
         GrantError::Mint(_) => "mint_failed",
+        GrantError::Throttled(_) => "throttled",
     };
     label.to_owned()
 }
@@ -340,6 +371,26 @@ mod tests {
         ), "{text}");
         assert!(!text.contains("calendar.write") && !text.contains("evil"), "no request text in labels: {text}");
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn unauthenticated_refusals_are_counted_by_reason_alone() {
+        let metrics = Metrics::new();
+        let throttled = GrantError::Throttled(crate::grant::Throttled { retry_after: 6 });
+        for _ in 0..3 {
+            metrics.count_unauthenticated(reason(&throttled));
+        }
+        metrics.count_unauthenticated(reason(&GrantError::Client(ClientAuthError::WrongSecret)));
+        let text = metrics.render().unwrap();
+        let mut lines = series(&text, "baton_unauthenticated_refusals_total");
+        lines.sort();
+        assert_eq!(
+            lines,
+            [
+                "baton_unauthenticated_refusals_total{reason=\"client_wrong_secret\"} 1",
+                "baton_unauthenticated_refusals_total{reason=\"throttled\"} 3"
+            ]
+        );
     }
 
     #[test]

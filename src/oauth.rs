@@ -133,6 +133,12 @@ impl From<&GrantError> for OAuthError {
                 "the identity provider could not be reached; try again later",
             ),
             GrantError::Approval(approval) => approval.into(),
+            // RFC 6749 has no code for "too many requests": Baton's code for
+            // "try again later", with 429 (RFC 6585 §4) and `Retry-After`. The
+            // text says nothing of whether the credential was right.
+            GrantError::Throttled(_) => {
+                OAuthError::new(TemporarilyUnavailable, 429, "too many requests; try again later")
+            }
         }
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::grant::webhook::Webhook;
-use crate::grant::{ApprovalSettings, Broker, Settings, Stores};
+use crate::grant::{ApprovalSettings, Broker, RefusalSettings, Settings, Stores, ThrottleSettings};
 use crate::keys::{self, KeySet};
 use crate::policy::Policy;
 use crate::store::embedded::EmbeddedStore;
@@ -50,7 +50,12 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> Result<Broker, Str
     let approvals =
         ApprovalSettings { store: store.clone(), approver: config.approver, ttl: config.approval_ttl, webhook };
     let stores = Stores { replay: store.clone(), revocation: store.clone(), audit: store };
-    Ok(Broker::new(settings, keys, policy, stores, clock).with_approvals(approvals))
+    let throttle =
+        ThrottleSettings { per_client: config.auth_failures_per_client, per_address: config.auth_failures_per_address };
+    let refusals = RefusalSettings { interval: config.refusal_interval, max_keys: config.refusal_max_keys };
+    Ok(Broker::new(settings, keys, policy, stores, clock)
+        .with_approvals(approvals)
+        .with_abuse_limits(throttle, refusals))
 }
 
 /// Redis when `redis_url` is set (several nodes share it), else the embedded
@@ -139,6 +144,7 @@ async fn serve(config: Config) -> Result<(), String> {
     }
     tokio::spawn(reload_keys(broker.clone(), config.clone(), Arc::new(SystemClock)));
     tokio::spawn(retire_expired_agents_every_minute(broker.clone(), config.data_dir.clone()));
+    tokio::spawn(flush_refusals_every_interval(broker.clone()));
     super::reload::spawn(broker.clone(), config.clone())?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -153,7 +159,28 @@ async fn serve(config: Config) -> Result<(), String> {
             _ = terminate.recv() => {}
         }
     };
-    crate::http::serve(listener, broker, shutdown).await.map_err(|error| error.to_string())
+    let served = crate::http::serve(listener, broker.clone(), shutdown).await.map_err(|error| error.to_string());
+    // The refusals counted since the last interval are evidence too.
+    if let Err(error) = broker.flush_refusals().await {
+        tracing::warn!(%error, "refusals of unauthenticated requests not recorded at shutdown");
+    }
+    served
+}
+
+/// Every interval, writes the refusals of unauthenticated requests counted
+/// since the last as one audit event, and lets the throttle forget the
+/// budgets that are whole again. Counts that cannot be written wait for the
+/// next interval.
+async fn flush_refusals_every_interval(broker: Arc<Broker>) {
+    let mut ticks = tokio::time::interval(broker.refusal_interval());
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        broker.prune_throttle();
+        if let Err(error) = broker.flush_refusals().await {
+            tracing::warn!(%error, "refusals of unauthenticated requests not recorded yet; retrying");
+        }
+    }
 }
 
 /// Reloads the key folder every few seconds, so that `baton keys rotate`

@@ -51,6 +51,10 @@ pub enum GrantError {
     /// does not cover this request.
     #[error(transparent)]
     Approval(#[from] super::approval::ApprovalError),
+    /// The client's address failed to authenticate too often: refused
+    /// without checking the credential (DESIGN.md §12).
+    #[error(transparent)]
+    Throttled(#[from] super::throttle::Throttled),
 }
 
 /// A malformed token request.

@@ -69,10 +69,11 @@ impl Broker {
         &self,
         authorization: Option<&str>,
         params: &TokenParams,
+        client_address: Option<&str>,
     ) -> Result<Introspection, GrantError> {
         // One policy for the whole request, even if a reload lands meanwhile.
         let policy = self.policy();
-        let client = self.authenticate_client_in(&policy, authorization, params).await?;
+        let client = self.authenticate_client_in(&policy, authorization, params, client_address).await?;
         // Only APIs registered to introspect may; an agent learns nothing here.
         let api = client.api().ok_or(ClientAuthError::NotAnIntrospector)?.to_owned();
         let token = params.require("token")?;

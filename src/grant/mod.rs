@@ -3,7 +3,9 @@
 //! broker's settings, keys, policy and stores.
 //!
 //! Every outcome, issued or refused, is recorded as an audit event before
-//! the response leaves (DESIGN.md §2.7).
+//! the response leaves (DESIGN.md §2.7); refusals of requests whose client
+//! never authenticated are counted together instead, one event per interval,
+//! and failed client authentication is throttled (DESIGN.md §12).
 
 pub mod admin;
 pub mod approval;
@@ -12,7 +14,9 @@ pub mod error;
 mod governance;
 mod introspection;
 pub mod params;
+pub mod refusals;
 pub mod revocation;
+pub mod throttle;
 mod token_exchange;
 pub mod webhook;
 
@@ -25,7 +29,9 @@ pub use approval::{ApprovalError, ApprovalSettings, Approver, PendingApproval};
 pub use error::{GrantError, RequestError, Unacceptable};
 pub use introspection::{ActiveToken, Introspection};
 pub use params::TokenParams;
+pub use refusals::RefusalSettings;
 pub use revocation::NotAHolder;
+pub use throttle::{ThrottleSettings, Throttled};
 
 use crate::claims::{Claims, ScopeSet, TokenId};
 use crate::client_auth::{self, AuthenticatedClient, ClientAuthError, CredentialFields};
@@ -33,6 +39,7 @@ use crate::clock::{Clock, UnixTime};
 use crate::dpop::{self, nonce::Nonces, Proof, ProofError};
 use crate::keys::{Algorithm, KeySet};
 use crate::metrics::Metrics;
+use crate::oauth::{ErrorCode, OAuthError};
 use crate::policy::{Lifetimes, Policy, Target};
 use crate::store::{
     Approval, AuditApproval, AuditDecision, AuditEvent, AuditStore, Lineage, Principal, ReplayStore, RevocationStore,
@@ -100,6 +107,11 @@ pub struct Broker {
     /// The trusted identity providers' discovered keys.
     providers: Providers,
     metrics: Metrics,
+    /// Failed client authentication, counted per address and client.
+    throttle: throttle::Throttle,
+    /// Refusals of unauthenticated requests since the last aggregate event.
+    refusals: refusals::Refusals,
+    refusal_settings: RefusalSettings,
 }
 
 /// A token request as the HTTP layer hands it over.
@@ -204,15 +216,15 @@ impl Evidence {
             claimed_client: self.claimed_client,
             client_address,
             approval: self.approval,
+            refusals: Vec::new(),
         }
     }
 }
 
 /// The client id a request claims, by Basic credentials, `client_id`, or a
 /// client assertion's `iss` (read unverified: it is evidence, not identity).
-fn claimed_client(request: &TokenRequest) -> Option<String> {
-    let params = &request.params;
-    let from_basic = request.authorization.as_deref().and_then(client_auth::basic_client_id);
+fn claimed_client(authorization: Option<&str>, params: &TokenParams) -> Option<String> {
+    let from_basic = authorization.and_then(client_auth::basic_client_id);
     let from_assertion = || {
         params.get("client_assertion").and_then(|assertion| {
             let payload = assertion.split('.').nth(1)?;
@@ -235,6 +247,15 @@ pub(crate) fn clip(text: &str) -> String {
         end -= 1;
     }
     format!("{}…", text.get(..end).unwrap_or_default())
+}
+
+/// The host part of a client address (`ip:port`): the port changes with
+/// every connection, so counting by it would count nothing together.
+fn host(client_address: Option<&str>) -> Option<String> {
+    client_address.map(|address| match address.parse::<std::net::SocketAddr>() {
+        Ok(socket) => socket.ip().to_string(),
+        Err(_) => clip(address),
+    })
 }
 
 /// A token the grant handlers minted, with what the audit trail needs.
@@ -278,10 +299,22 @@ impl Broker {
             stores,
             providers: Providers::new(clock.clone()),
             approvals: ApprovalSettings::default(),
-            clock,
             random: SystemRandom::new(),
             metrics: Metrics::new(),
+            throttle: throttle::Throttle::new(ThrottleSettings::default(), clock.clone()),
+            refusals: refusals::Refusals::new(RefusalSettings::default()),
+            refusal_settings: RefusalSettings::default(),
+            clock,
         }
+    }
+
+    /// The same broker with these limits on failed client authentication
+    /// and on the counting of unauthenticated refusals.
+    pub fn with_abuse_limits(mut self, throttle: ThrottleSettings, refusals: RefusalSettings) -> Broker {
+        self.throttle = throttle::Throttle::new(throttle, self.clock.clone());
+        self.refusals = refusals::Refusals::new(refusals);
+        self.refusal_settings = refusals;
+        self
     }
 
     /// The settings.
@@ -332,6 +365,16 @@ impl Broker {
         let policy = self.policy();
         let mut evidence = Evidence::default();
         let outcome = self.grant(&policy, &request, &mut evidence).await;
+        let outcome = match (outcome, &evidence.agent) {
+            // No client authenticated: counted with the others of its kind,
+            // not an event of its own, so that junk cannot flood the trail.
+            (Err(error), None) => {
+                self.count_refusal(&error, evidence.claimed_client.take(), request.client_address.as_deref());
+                self.metrics.count_token(request.params.get("grant_type"), Err(&error));
+                return Err(error);
+            }
+            (outcome, _) => outcome,
+        };
         let spent_approval = evidence.spent_approval.take();
         let event = match &outcome {
             Ok(issued) => evidence.issued(self.clock.now(), issued, request.client_address.clone()),
@@ -349,17 +392,59 @@ impl Broker {
         answer
     }
 
-    /// Records a token request refused before it could be read (wrong
-    /// method, media type or size, repeated parameters): evidence too.
+    /// Counts a token request refused before it could be read (wrong
+    /// method, media type or size, repeated parameters): evidence too, in
+    /// the next aggregate event.
     pub async fn refuse(&self, error: RequestError, client_address: Option<String>) -> GrantError {
-        let evidence = Evidence { grant_type: "token".into(), ..Evidence::default() };
         let error = GrantError::Request(error);
-        let error = match self.record(evidence.refused(self.clock.now(), &error, client_address)).await {
-            Ok(()) => error,
-            Err(unavailable) => unavailable.into(),
-        };
+        self.count_refusal(&error, None, client_address.as_deref());
         self.metrics.count_token(None, Err(&error));
         error
+    }
+
+    /// Counts an introspection or revocation request refused before it
+    /// could be read, as [`Broker::refuse`] does for the token endpoint.
+    pub fn refuse_unread(&self, error: RequestError, client_address: Option<&str>) -> GrantError {
+        let error = GrantError::Request(error);
+        self.count_refusal(&error, None, client_address);
+        error
+    }
+
+    /// Counts the refusal of a request whose client never authenticated,
+    /// for the next aggregate event and the metrics.
+    fn count_refusal(&self, error: &GrantError, claimed_client: Option<String>, client_address: Option<&str>) {
+        let reason = crate::metrics::reason(error);
+        tracing::debug!(target: "baton::audit", %reason, ?claimed_client, ?client_address, "unauthenticated request refused");
+        self.metrics.count_unauthenticated(reason.clone());
+        self.refusals.count(self.now(), reason, claimed_client, host(client_address), 1);
+    }
+
+    /// Writes the refusals of unauthenticated requests counted since the
+    /// last call as one audit event, `action` [`refusals::UNAUTHENTICATED_REFUSALS`],
+    /// and answers how many it counts (0: nothing to write). Counts whose
+    /// event cannot be written are kept for the next call. A background task
+    /// calls it every interval and at shutdown; tests call it at will.
+    pub async fn flush_refusals(&self) -> Result<u64, StoreError> {
+        let Some(taken) = self.refusals.take() else { return Ok(0) };
+        let total = taken.total();
+        match self.record(taken.event(self.now())).await {
+            Ok(()) => Ok(total),
+            Err(error) => {
+                self.refusals.restore(taken);
+                Err(error)
+            }
+        }
+    }
+
+    /// How often [`Broker::flush_refusals`] is to be called.
+    pub fn refusal_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.refusal_settings.interval)
+    }
+
+    /// Forgets the failed authentications whose budget is whole again, so
+    /// that the throttle's memory follows recent failures only.
+    pub fn prune_throttle(&self) {
+        self.throttle.prune();
     }
 
     /// Whether a verified token is alive (DESIGN.md §2.4): neither it nor an
@@ -415,14 +500,15 @@ impl Broker {
         let params = &request.params;
         // Until authentication succeeds, the evidence names the client the
         // request claims to be, so that attempts against one client show.
-        evidence.claimed_client = claimed_client(request).map(|id| clip(&id));
+        evidence.claimed_client = claimed_client(request.authorization.as_deref(), params).map(|id| clip(&id));
         let grant_type = params.require("grant_type")?;
         evidence.grant_type = clip(grant_type);
         evidence.scopes_asked = params.get("scope").map(clip);
         if grant_type != CLIENT_CREDENTIALS && grant_type != TOKEN_EXCHANGE {
             return Err(RequestError::UnsupportedGrantType.into());
         }
-        let client = self.authenticate_client_in(policy, request.authorization.as_deref(), params).await?;
+        let address = request.client_address.as_deref();
+        let client = self.authenticate_in(policy, request.authorization.as_deref(), params, address).await?;
         evidence.agent = Some(client.id().to_owned());
         // RFC 6749 §5.2: an API's introspection credentials obtain no tokens.
         let agent = client.into_agent().ok_or(ClientAuthError::NotAnAgent)?;
@@ -474,17 +560,74 @@ impl Broker {
         Ok(Some(Nonces::new(&secret)))
     }
 
-    /// Authenticates the client of a request to any endpoint.
+    /// Authenticates the client of a request to the introspection or
+    /// revocation endpoint, throttled by `client_address`; a refusal is
+    /// counted as unauthenticated.
     pub async fn authenticate_client(
         &self,
         authorization: Option<&str>,
         params: &TokenParams,
+        client_address: Option<&str>,
     ) -> Result<AuthenticatedClient, GrantError> {
-        self.authenticate_client_in(&self.policy(), authorization, params).await
+        self.authenticate_client_in(&self.policy(), authorization, params, client_address).await
     }
 
     /// [`Broker::authenticate_client`] against the request's policy snapshot.
     pub(crate) async fn authenticate_client_in(
+        &self,
+        policy: &Policy,
+        authorization: Option<&str>,
+        params: &TokenParams,
+        client_address: Option<&str>,
+    ) -> Result<AuthenticatedClient, GrantError> {
+        let outcome = self.authenticate_in(policy, authorization, params, client_address).await;
+        if let Err(error) = &outcome {
+            let claimed = claimed_client(authorization, params).map(|id| clip(&id));
+            self.count_refusal(error, claimed, client_address);
+        }
+        outcome
+    }
+
+    /// Authenticates a client unless its address failed too often, and
+    /// counts a failure against the address (DESIGN.md §12). A throttled
+    /// request is refused before its credential is checked, so that
+    /// guessing stays slow whatever the guess. The budgets are the caller's
+    /// own address's: an agent elsewhere is never locked out by them.
+    async fn authenticate_in(
+        &self,
+        policy: &Policy,
+        authorization: Option<&str>,
+        params: &TokenParams,
+        client_address: Option<&str>,
+    ) -> Result<AuthenticatedClient, GrantError> {
+        /// A throttle key's claimed client is cut shorter than evidence is:
+        /// it only tells budgets apart.
+        const KEY_BYTES: usize = 64;
+        let Some(origin) = throttle::Origin::of(client_address) else {
+            return self.verify_client(policy, authorization, params).await;
+        };
+        let mut claimed = claimed_client(authorization, params).unwrap_or_default();
+        if claimed.len() > KEY_BYTES {
+            let mut end = KEY_BYTES;
+            while !claimed.is_char_boundary(end) {
+                end -= 1;
+            }
+            claimed.truncate(end);
+        }
+        self.throttle.check(origin, &claimed)?;
+        let outcome = self.verify_client(policy, authorization, params).await;
+        // RFC 6749 §5.2: only a failed authentication (invalid_client)
+        // spends the budget; a malformed request or a store outage does not.
+        if let Err(GrantError::Client(error)) = &outcome {
+            if OAuthError::from(error).code == ErrorCode::InvalidClient {
+                self.throttle.failed(origin, &claimed);
+            }
+        }
+        outcome
+    }
+
+    /// Checks the credentials a request presents.
+    async fn verify_client(
         &self,
         policy: &Policy,
         authorization: Option<&str>,

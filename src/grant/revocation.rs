@@ -22,7 +22,7 @@ impl Broker {
         params: &TokenParams,
         client_address: Option<String>,
     ) -> Result<(), GrantError> {
-        let client = self.authenticate_client(authorization, params).await?;
+        let client = self.authenticate_client(authorization, params, client_address.as_deref()).await?;
         let agent = client.into_agent().ok_or(ClientAuthError::NotAnAgent)?;
         self.ensure_not_blocked(agent.id(), None).await?;
         let token = params.require("token")?;

@@ -6,23 +6,31 @@ use axum::Json;
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Request, State};
 
 use crate::grant::{Broker, GrantError, RequestError};
 use crate::oauth::{ErrorCode, OAuthError};
 
 /// A refused request, as sent.
-pub struct ErrorResponse(pub OAuthError);
+pub struct ErrorResponse {
+    error: OAuthError,
+    /// Seconds to wait before trying again, where the refusal says.
+    retry_after: Option<u64>,
+}
 
 impl From<&GrantError> for ErrorResponse {
     fn from(error: &GrantError) -> Self {
-        ErrorResponse(OAuthError::from(error))
+        let retry_after = match error {
+            GrantError::Throttled(throttled) => Some(throttled.retry_after),
+            _ => None,
+        };
+        ErrorResponse { error: OAuthError::from(error), retry_after }
     }
 }
 
 impl IntoResponse for ErrorResponse {
     fn into_response(self) -> Response {
-        let OAuthError { code, status, description } = self.0;
+        let OAuthError { code, status, description } = self.error;
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
         let body = Json(serde_json::json!({ "error": code.as_str(), "error_description": description }));
         let mut response = (status, body).into_response();
@@ -51,6 +59,10 @@ impl IntoResponse for ErrorResponse {
             | ErrorCode::AccessDenied
             | ErrorCode::ExpiredToken => {}
         }
+        // RFC 9110 §10.2.3: in seconds.
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         if status == StatusCode::METHOD_NOT_ALLOWED {
             headers.insert(header::ALLOW, HeaderValue::from_static("POST"));
         }
@@ -58,8 +70,9 @@ impl IntoResponse for ErrorResponse {
     }
 }
 
-pub(super) async fn method_not_allowed(State(broker): State<Arc<Broker>>) -> ErrorResponse {
-    ErrorResponse::from(&broker.refuse(RequestError::MethodNotAllowed, None).await)
+pub(super) async fn method_not_allowed(State(broker): State<Arc<Broker>>, request: Request) -> ErrorResponse {
+    let client_address = super::form::client_address(&request);
+    ErrorResponse::from(&broker.refuse(RequestError::MethodNotAllowed, client_address).await)
 }
 
 pub(super) async fn not_found() -> impl IntoResponse {

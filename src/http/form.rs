@@ -36,8 +36,10 @@ pub(super) async fn token(State(broker): State<Arc<Broker>>, request: Request) -
 
 pub(super) async fn introspect(State(broker): State<Arc<Broker>>, request: Request) -> Response {
     let outcome = match read(&broker, request).await {
-        Ok(form) => broker.introspect(form.authorization.as_deref(), &form.params).await,
-        Err((error, _)) => Err(error.into()),
+        Ok(form) => {
+            broker.introspect(form.authorization.as_deref(), &form.params, form.client_address.as_deref()).await
+        }
+        Err((error, client_address)) => Err(broker.refuse_unread(error, client_address.as_deref())),
     };
     match outcome {
         Ok(answer) => Json(answer).into_response(),
@@ -48,7 +50,7 @@ pub(super) async fn introspect(State(broker): State<Arc<Broker>>, request: Reque
 pub(super) async fn revoke(State(broker): State<Arc<Broker>>, request: Request) -> Response {
     let outcome = match read(&broker, request).await {
         Ok(form) => broker.revoke(form.authorization.as_deref(), &form.params, form.client_address).await,
-        Err((error, _)) => Err(error.into()),
+        Err((error, client_address)) => Err(broker.refuse_unread(error, client_address.as_deref())),
     };
     match outcome {
         // RFC 7009 §2.2: 200 with an empty body.
@@ -60,8 +62,7 @@ pub(super) async fn revoke(State(broker): State<Arc<Broker>>, request: Request) 
 /// The request's form, credentials and origin; on failure, the reason and
 /// the origin, so that the refusal can still be audited.
 async fn read(broker: &Broker, request: Request) -> Result<TokenRequest, (RequestError, Option<String>)> {
-    let client_address =
-        request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(address)| address.to_string());
+    let client_address = client_address(&request);
     let (parts, body) = request.into_parts();
     let refuse = |error| (error, client_address.clone());
     let is_form = parts
@@ -92,4 +93,9 @@ async fn read(broker: &Broker, request: Request) -> Result<TokenRequest, (Reques
         .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
         .collect();
     Ok(TokenRequest { authorization, params, client_address, dpop_proofs })
+}
+
+/// The client's address (`ip:port`), where the server recorded it.
+pub(super) fn client_address(request: &Request) -> Option<String> {
+    request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(address)| address.to_string())
 }

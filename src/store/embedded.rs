@@ -664,6 +664,7 @@ mod tests {
             claimed_client: None,
             client_address: None,
             approval: None,
+            refusals: Vec::new(),
         }
     }
 

@@ -189,6 +189,30 @@ pub struct AuditEvent {
     /// The human approval the event concerns, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<AuditApproval>,
+    /// For the one event that stands for an interval's refusals of
+    /// unauthenticated requests (DESIGN.md §12): their counts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refusals: Vec<RefusalCount>,
+}
+
+/// How many requests, whose client never authenticated, were refused for
+/// one reason, claiming one client, from one address, in an interval.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RefusalCount {
+    /// Why: a fixed label, as in the metrics (`client_wrong_secret`, `not_form`…).
+    pub reason: String,
+    /// The client the requests claimed to be, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_client: Option<String>,
+    /// The IP address they came from, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_address: Option<String>,
+    /// Counted past the interval's bound on distinct keys: the claimed client
+    /// and the address are not kept.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub overflow: bool,
+    /// How many.
+    pub count: u64,
 }
 
 /// The approval an audit event concerns: its id and, once decided, who decided.

@@ -200,9 +200,12 @@ async fn secrets_by_basic_and_by_post() {
     assert_eq!(post.status, 200, "{}", post.body);
 
     assert_invalid_client(&harness.token(Some(("orchestrator", "wrong")), &form).await);
-    let attempt = harness.events().await.pop().unwrap();
+    // Counted with the other refusals of unauthenticated requests, in one event.
+    assert_eq!(harness.broker.flush_refusals().await.unwrap(), 1);
+    let aggregate = harness.events().await.pop().unwrap();
+    let attempt = &aggregate.refusals[0];
     assert_eq!(attempt.claimed_client.as_deref(), Some("orchestrator"), "a failed attempt names the client it claimed");
-    assert_eq!(attempt.agent, None, "but not as the authenticated agent");
+    assert_eq!(aggregate.agent, None, "but not as the authenticated agent");
     assert_invalid_client(&harness.token(Some(("ghost", "dev-only-orchestrator-secret")), &form).await);
     assert_invalid_client(&harness.token(None, &form).await);
     let post_wrong = harness

@@ -38,6 +38,7 @@ fn event(time: UnixTime, id: &str) -> AuditEvent {
         claimed_client: None,
         client_address: None,
         approval: None,
+        refusals: Vec::new(),
     }
 }
 

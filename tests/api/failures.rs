@@ -150,10 +150,13 @@ async fn wrong_methods_content_types_and_sizes_are_clear_4xx() {
         )
         .await;
     binary_credentials.assert_error(401, "invalid_client");
-    // Refused before the body was read, and still evidence.
+    // Refused before the body was read, and still evidence: counted together
+    // with the other refusals of unauthenticated requests, in one event.
+    assert_eq!(harness.broker.flush_refusals().await.unwrap(), 5);
     let refusals = harness.events().await;
-    assert_eq!(refusals.len(), 5, "{refusals:?}");
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
     assert!(refusals.iter().all(|event| event.decision == baton::store::AuditDecision::Refused));
+    assert_eq!(refusals[0].refusals.iter().map(|count| count.count).sum::<u64>(), 5, "{refusals:?}");
 
     let not_found = harness.get("/nowhere").await;
     assert_eq!(not_found.status, 404);

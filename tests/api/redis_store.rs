@@ -45,6 +45,7 @@ fn event(time: UnixTime) -> AuditEvent {
         claimed_client: None,
         client_address: None,
         approval: None,
+        refusals: Vec::new(),
     }
 }
 

@@ -41,6 +41,7 @@ fn event(time: UnixTime, agent: &str, subject: &str, id: Option<&str>, parent: O
         claimed_client: None,
         client_address: None,
         approval: None,
+        refusals: Vec::new(),
     }
 }
 
