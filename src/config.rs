@@ -57,6 +57,8 @@ pub struct Config {
     pub approval_ttl: i64,
     /// `http://` URL that new pending approvals are posted to.
     pub approval_webhook: Option<String>,
+    /// How many approvals one agent may have pending at once.
+    pub max_pending_approvals_per_agent: usize,
 }
 
 /// A configuration that cannot be used; the message names the key.
@@ -104,6 +106,7 @@ struct Raw {
     approver: Option<Approver>,
     approval_ttl: Option<i64>,
     approval_webhook: Option<String>,
+    max_pending_approvals_per_agent: Option<usize>,
 }
 
 impl Config {
@@ -155,6 +158,9 @@ impl Config {
             approver: raw.approver.unwrap_or_default(),
             approval_ttl: raw.approval_ttl.unwrap_or(crate::grant::approval::DEFAULT_APPROVAL_TTL),
             approval_webhook: raw.approval_webhook,
+            max_pending_approvals_per_agent: raw
+                .max_pending_approvals_per_agent
+                .unwrap_or(crate::grant::approval::DEFAULT_MAX_PENDING_PER_AGENT),
         };
         if config.approval_webhook.as_deref().is_some_and(|url| !url.starts_with("http://")) {
             return Err(ConfigError::Invalid {
@@ -163,6 +169,8 @@ impl Config {
             });
         }
         within("approval_ttl", config.approval_ttl, 30, 86_400)?;
+        let max_pending = i64::try_from(config.max_pending_approvals_per_agent).unwrap_or(i64::MAX);
+        within("max_pending_approvals_per_agent", max_pending, 1, 10_000)?;
         if let Some(url) = &config.redis_url {
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
                 return Err(ConfigError::Invalid {
@@ -243,6 +251,17 @@ mod tests {
         assert_eq!((config.approver, config.approval_ttl, config.approval_webhook), (Approver::Owner, 600, None));
         let subject = Config::load(None, vars(&[("BATON_APPROVER", "subject")])).unwrap();
         assert_eq!(subject.approver, Approver::Subject);
+    }
+
+    #[test]
+    fn pending_approvals_per_agent_are_capped_within_bounds() {
+        assert_eq!(Config::load(None, Vec::new()).unwrap().max_pending_approvals_per_agent, 20);
+        let five = Config::load(None, vars(&[("BATON_MAX_PENDING_APPROVALS_PER_AGENT", "5")])).unwrap();
+        assert_eq!(five.max_pending_approvals_per_agent, 5);
+        for bad in ["0", "10001", "-1", "many"] {
+            let error = Config::load(None, vars(&[("BATON_MAX_PENDING_APPROVALS_PER_AGENT", bad)])).unwrap_err();
+            assert!(error.to_string().contains("max_pending_approvals_per_agent"), "{bad}: {error}");
+        }
     }
 
     #[test]

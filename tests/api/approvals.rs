@@ -12,6 +12,7 @@ use axum::body::Body;
 use axum::http::{header, Request};
 use baton::clock::{Clock, SystemClock, UnixTime};
 use baton::grant::{Approver, Stores};
+use baton::store::approvals::{ApprovalPage, ApprovalQuery, Creation};
 use baton::store::memory::MemoryStore;
 use baton::store::{
     Approval, ApprovalId, ApprovalState, ApprovalStore, AuditDecision, AuditEvent, AuditFilter, AuditStore, StateStore,
@@ -435,7 +436,7 @@ struct Unreachable;
 
 #[async_trait]
 impl ApprovalStore for Unreachable {
-    async fn create(&self, _: &Approval) -> Result<(), StoreError> {
+    async fn create(&self, _: &Approval, _: usize) -> Result<Creation, StoreError> {
         Err(StoreError("connection refused".into()))
     }
     async fn approval(&self, _: &ApprovalId) -> Result<Option<Approval>, StoreError> {
@@ -444,7 +445,10 @@ impl ApprovalStore for Unreachable {
     async fn transition(&self, _: ApprovalState, _: &Approval) -> Result<bool, StoreError> {
         Err(StoreError("connection refused".into()))
     }
-    async fn pending(&self, _: UnixTime) -> Result<Vec<Approval>, StoreError> {
+    async fn list(&self, _: &ApprovalQuery) -> Result<ApprovalPage, StoreError> {
+        Err(StoreError("connection refused".into()))
+    }
+    async fn count_pending(&self, _: UnixTime) -> Result<u64, StoreError> {
         Err(StoreError("connection refused".into()))
     }
 }

@@ -50,7 +50,8 @@ fn approval(id: &str, now: UnixTime, ttl: i64) -> Approval {
         request: Fingerprint {
             subject: "orchestrator".into(),
             agent: "booker".into(),
-            parent_jti: Some(jti("parent")),
+            // A parent per approval: each is its own request, not a repeat.
+            parent_jti: Some(jti(&format!("parent-of-{id}"))),
             target: "https://api.airline.example".into(),
             scope: ScopeSet::parse("flights.book").unwrap(),
         },
@@ -71,8 +72,8 @@ async fn approvals(store: &Arc<dyn StateStore>, tag: &str, now: UnixTime) -> App
     let id = |text: &str| format!("{tag}-approval-{text}");
     assert_eq!(store.approval(&ApprovalId(id("none"))).await.unwrap(), None);
     let asked = approval(&id("a"), now, 600);
-    store.create(&asked).await.unwrap();
-    store.create(&approval(&id("short"), now, 1)).await.unwrap();
+    store.create(&asked, 20).await.unwrap();
+    store.create(&approval(&id("short"), now, 1), 20).await.unwrap();
     assert_eq!(store.approval(&asked.id).await.unwrap(), Some(asked.clone()));
     let pending: Vec<ApprovalId> = store.pending(now).await.unwrap().into_iter().map(|a| a.id).collect();
     assert!(pending.contains(&asked.id) && pending.contains(&ApprovalId(id("short"))), "{pending:?}");
@@ -112,7 +113,7 @@ async fn approvals(store: &Arc<dyn StateStore>, tag: &str, now: UnixTime) -> App
 
     // A fresh pending one, to find again after a reopen.
     let kept = approval(&id("kept"), now, 600);
-    store.create(&kept).await.unwrap();
+    store.create(&kept, 20).await.unwrap();
     kept
 }
 
