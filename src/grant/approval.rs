@@ -8,6 +8,13 @@
 //! approver decides through the admin API; the agent then repeats the same
 //! request with `approval_id` and gets its token, whose `delegation` records
 //! the approval. An approval covers one request and is used once.
+//!
+//! Pending approvals are bounded and de-duplicated (DESIGN.md §11): the same
+//! request asked again gets its waiting approval's id, found through the
+//! store's index on the request; an agent with
+//! [`ApprovalSettings::max_pending_per_agent`] approvals waiting gets no new
+//! one ([`ApprovalError::TooManyPending`], audited like any refusal) until
+//! one is decided or expires.
 
 use std::sync::Arc;
 
@@ -176,7 +183,7 @@ pub(super) async fn check(
                 }
                 approval
             }
-            Creation::Waiting(waiting) => waiting,
+            Creation::Waiting(waiting) => *waiting,
             Creation::Full => return Err(ApprovalError::TooManyPending.into()),
         };
         evidence.approval = Some(AuditApproval { id: approval.id.clone(), approver: None });

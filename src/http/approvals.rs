@@ -87,7 +87,9 @@ fn query_of(params: ListParams) -> Option<ApprovalQuery> {
         None => None,
     };
     let limit = params.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) || params.agent.as_ref().is_some_and(|agent| agent.is_empty()) {
+    // Agent ids are short; a longer one names nobody and is not worth a lookup.
+    let agent_valid = params.agent.as_ref().is_none_or(|agent| (1..=256).contains(&agent.len()));
+    if !(1..=MAX_PAGE).contains(&limit) || !agent_valid {
         return None;
     }
     let now = crate::clock::UnixTime(0);

@@ -268,7 +268,7 @@ pub enum Creation {
     /// The approval was recorded, pending.
     Created,
     /// The same request already waits for this approval: nothing recorded.
-    Waiting(Approval),
+    Waiting(Box<Approval>),
     /// The agent already has as many pending approvals as allowed: nothing recorded.
     Full,
 }

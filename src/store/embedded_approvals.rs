@@ -183,7 +183,7 @@ impl ApprovalStore for EmbeddedStore {
                 let creation = if let Some(waiting) =
                     waiting.filter(|waiting| waiting.is_listed_as(ApprovalState::Pending, now))
                 {
-                    Creation::Waiting(waiting)
+                    Creation::Waiting(Box::new(waiting))
                 } else if tables.pending_of(&approval.request.agent, now, max_pending_per_agent)?
                     >= max_pending_per_agent
                 {

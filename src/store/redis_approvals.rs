@@ -165,7 +165,7 @@ impl ApprovalStore for RedisStore {
             0 => Ok(Creation::Created),
             2 => Ok(Creation::Full),
             _ => match self.approval(&ApprovalId(id)).await? {
-                Some(waiting) => Ok(Creation::Waiting(waiting)),
+                Some(waiting) => Ok(Creation::Waiting(Box::new(waiting))),
                 // Gone between the two calls (decided and past keeping):
                 // fail this request closed rather than create a second one.
                 None => Err(StoreError("a pending approval vanished while it was read".into())),

@@ -30,7 +30,7 @@ impl InMemory {
         self.sweep(now);
         let waiting = self.requests.get(&approval.request_key()).and_then(|id| self.records.get(id));
         if let Some(waiting) = waiting.filter(|waiting| waiting.is_listed_as(ApprovalState::Pending, now)) {
-            return Creation::Waiting(waiting.clone());
+            return Creation::Waiting(Box::new(waiting.clone()));
         }
         let agent = &approval.request.agent;
         let pending = self
