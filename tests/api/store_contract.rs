@@ -439,11 +439,24 @@ pub async fn approval_race(store: Arc<dyn StateStore>, now: UnixTime) {
     assert!(waited_on.iter().all(|id| *id == listed[0].id));
 }
 
-async fn approval_contract(store: Arc<dyn StateStore>) {
+async fn approval_contract(store: Arc<dyn StateStore>) -> UnixTime {
     let now = SystemClock.now();
     approval_indexes(store.clone(), now).await;
     approval_cap(store.clone(), now).await;
     approval_race(store, now).await;
+    now
+}
+
+/// After a reopen, the indexes are there: a repeat still finds its approval,
+/// and the count and the listing still see it.
+async fn approval_indexes_survive_a_reopen(store: Arc<dyn StateStore>, now: UnixTime) {
+    match store.create(&asked("racer-again", "racing", 0, now, 600), 20).await.unwrap() {
+        Creation::Waiting(waiting) => assert!(waiting.id.0.starts_with("racer-"), "{waiting:?}"),
+        other => panic!("a repeat after a reopen was {other:?}"),
+    }
+    let racing = ApprovalQuery { agent: Some("racing".into()), ..ApprovalQuery::pending(now) };
+    assert_eq!(store.list(&racing).await.unwrap().approvals.len(), 1);
+    assert!(store.count_pending(now).await.unwrap() > 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -454,13 +467,16 @@ async fn memory_store_indexes_approvals() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_store_indexes_approvals() {
     let dir = tempfile::tempdir().unwrap();
-    let store = baton::store::embedded::EmbeddedStore::open(&dir.path().join("data")).unwrap();
-    approval_contract(Arc::new(store)).await;
+    let open = || Arc::new(baton::store::embedded::EmbeddedStore::open(&dir.path().join("data")).unwrap());
+    let now = approval_contract(open()).await;
+    approval_indexes_survive_a_reopen(open(), now).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_store_indexes_approvals() {
     let server = crate::redis_server::RedisServer::start();
-    let store = baton::store::redis::RedisStore::connect(&server.url(), "baton:").await.unwrap();
-    approval_contract(Arc::new(store)).await;
+    let connect =
+        || async { Arc::new(baton::store::redis::RedisStore::connect(&server.url(), "baton:").await.unwrap()) };
+    let now = approval_contract(connect().await).await;
+    approval_indexes_survive_a_reopen(connect().await, now).await;
 }
