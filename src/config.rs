@@ -80,6 +80,8 @@ pub struct Config {
     /// Most distinct (reason, claimed client, address) counts kept per
     /// interval; past it, refusals are counted by reason alone.
     pub refusal_max_keys: usize,
+    /// How many approvals one agent may have pending at once.
+    pub max_pending_approvals_per_agent: usize,
 }
 
 /// A configuration that cannot be used; the message names the key.
@@ -132,6 +134,7 @@ struct Raw {
     auth_failures_per_address: Option<u32>,
     refusal_interval: Option<u64>,
     refusal_max_keys: Option<usize>,
+    max_pending_approvals_per_agent: Option<usize>,
 }
 
 impl Config {
@@ -188,6 +191,9 @@ impl Config {
             auth_failures_per_address: raw.auth_failures_per_address.unwrap_or(100),
             refusal_interval: raw.refusal_interval.unwrap_or(60),
             refusal_max_keys: raw.refusal_max_keys.unwrap_or(200),
+            max_pending_approvals_per_agent: raw
+                .max_pending_approvals_per_agent
+                .unwrap_or(crate::grant::approval::DEFAULT_MAX_PENDING_PER_AGENT),
         };
         if config.approval_webhook.as_deref().is_some_and(|url| !url.starts_with("http://")) {
             return Err(ConfigError::Invalid {
@@ -197,6 +203,8 @@ impl Config {
         }
         within("approval_ttl", config.approval_ttl, 30, 86_400)?;
         within("clock_leeway_seconds", config.clock_leeway_seconds, 0, MAX_CLOCK_LEEWAY)?;
+        let max_pending = i64::try_from(config.max_pending_approvals_per_agent).unwrap_or(i64::MAX);
+        within("max_pending_approvals_per_agent", max_pending, 1, 10_000)?;
         if let Some(url) = &config.redis_url {
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
                 return Err(ConfigError::Invalid {
@@ -293,6 +301,17 @@ mod tests {
         for bad in ["301", "-1", "86400"] {
             let error = Config::load(None, vars(&[("BATON_CLOCK_LEEWAY_SECONDS", bad)])).unwrap_err().to_string();
             assert!(error.contains("clock_leeway_seconds"), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn pending_approvals_per_agent_are_capped_within_bounds() {
+        assert_eq!(Config::load(None, Vec::new()).unwrap().max_pending_approvals_per_agent, 20);
+        let five = Config::load(None, vars(&[("BATON_MAX_PENDING_APPROVALS_PER_AGENT", "5")])).unwrap();
+        assert_eq!(five.max_pending_approvals_per_agent, 5);
+        for bad in ["0", "10001", "-1", "many"] {
+            let error = Config::load(None, vars(&[("BATON_MAX_PENDING_APPROVALS_PER_AGENT", bad)])).unwrap_err();
+            assert!(error.to_string().contains("max_pending_approvals_per_agent"), "{bad}: {error}");
         }
     }
 

@@ -126,7 +126,7 @@ impl Metrics {
         let pending_approvals = Gauge::default();
         registry.register(
             "baton_approvals_pending",
-            "Requests waiting for a person's approval, as of the last scrape",
+            "Requests waiting for a person's approval, as of the last scrape (read from the store's counts)",
             pending_approvals.clone(),
         );
         let waiting = Family::<GrantLabels, Counter>::default();
@@ -256,6 +256,7 @@ pub fn reason(error: &GrantError) -> String {
             ApprovalError::NotFound => "approval_not_found",
             ApprovalError::WrongApprover => "approval_wrong_approver",
             ApprovalError::AlreadyDecided(_) => "approval_already_decided",
+            ApprovalError::TooManyPending => "approval_too_many_pending",
         },
         GrantError::Dpop(proof) => match proof {
             ProofError::Several => "dpop_several",

@@ -195,6 +195,16 @@ impl From<&ApprovalError> for OAuthError {
             ApprovalError::AlreadyDecided(_) => {
                 OAuthError::new(InvalidRequest, 409, "the approval was already decided")
             }
+            // A quota, not a fault of the request nor of the broker: 429
+            // (RFC 6585 §4) with the code clients already treat as "retry
+            // later" (RFC 6749 §4.1.2.1). Not CIBA's `slow_down`, which tells
+            // a poller to lengthen its interval for an approval it holds;
+            // this request has none, and polling faster is not the cause.
+            ApprovalError::TooManyPending => OAuthError::new(
+                TemporarilyUnavailable,
+                429,
+                "too many requests of this client wait for approval; ask again once one is decided or expired",
+            ),
         }
     }
 }

@@ -14,11 +14,23 @@ use crate::clock::UnixTime;
 /// What to do with approvals.
 #[derive(Subcommand, Debug)]
 pub(super) enum ApprovalsAction {
-    /// List the pending approvals, oldest first.
+    /// List approvals, newest first, one page at a time (pending ones by default).
     List {
         /// Print the broker's JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Only those in this state: pending (waiting, not expired), approved, denied or consumed.
+        #[arg(long, default_value = "pending")]
+        state: String,
+        /// Only this agent's.
+        #[arg(long)]
+        agent: Option<String>,
+        /// At most this many (1 to 200).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Start after this place: the `next` a previous page printed.
+        #[arg(long, allow_hyphen_values = true)]
+        before: Option<String>,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -67,6 +79,9 @@ struct Request {
 #[derive(Debug, Deserialize)]
 struct Listing {
     approvals: Vec<Row>,
+    /// Where the next page starts, if there may be more.
+    #[serde(default)]
+    next: Option<String>,
 }
 
 /// Runs `action`; the config is read only for the default URL.
@@ -95,13 +110,25 @@ pub(super) fn execute(action: ApprovalsAction, config: Option<PathBuf>) -> Resul
 async fn perform(client: &AdminClient, action: ApprovalsAction) -> Result<String, AdminError> {
     let unexpected = |error: serde_json::Error| AdminError::Unexpected(error.to_string());
     match action {
-        ApprovalsAction::List { json, .. } => {
-            let body = client.get("/admin/approvals").await?;
+        ApprovalsAction::List { json, state, agent, limit, before, .. } => {
+            let mut query = form_urlencoded::Serializer::new(String::new());
+            query.append_pair("state", &state).append_pair("limit", &limit.to_string());
+            if let Some(agent) = &agent {
+                query.append_pair("agent", agent);
+            }
+            if let Some(before) = &before {
+                query.append_pair("before", before);
+            }
+            let body = client.get(&format!("/admin/approvals?{}", query.finish())).await?;
             if json {
                 return Ok(serde_json::to_string_pretty(&body).map_err(unexpected)? + "\n");
             }
             let listing: Listing = serde_json::from_value(body).map_err(unexpected)?;
-            Ok(table(&listing.approvals))
+            let mut text = table(&listing.approvals, &state);
+            if let Some(next) = listing.next {
+                text.push_str(&format!("more: repeat with --before {next}\n"));
+            }
+            Ok(text)
         }
         ApprovalsAction::Approve { id, approver, .. } => {
             decide(client, &id, &approver, "approve").await?;
@@ -124,10 +151,10 @@ async fn decide(client: &AdminClient, id: &str, approver: &str, verb: &str) -> R
     client.post(&format!("/admin/approvals/{id}/{verb}"), &json!({ "approver": approver })).await
 }
 
-/// The pending approvals as an aligned table, one a row.
-fn table(rows: &[Row]) -> String {
+/// The approvals as an aligned table, one a row.
+fn table(rows: &[Row], state: &str) -> String {
     if rows.is_empty() {
-        return "no pending approvals\n".to_owned();
+        return format!("no {state} approvals\n");
     }
     let header = ["ID", "AGENT", "SUBJECT", "TARGET", "SCOPES", "APPROVER", "EXPIRES"].map(str::to_owned);
     let cells: Vec<[String; 7]> = rows
@@ -176,11 +203,12 @@ mod tests {
             approver: "travel-team@example.com".into(),
             expires_at: UnixTime(0),
         }];
-        let text = table(&rows);
+        let text = table(&rows, "pending");
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with("ID   AGENT   SUBJECT"), "{text}");
         assert!(lines[1].contains("booker") && lines[1].contains("travel-team@example.com"), "{text}");
         assert!(lines[1].ends_with("1970-01-01T00:00:00Z"), "{text}");
-        assert_eq!(table(&[]), "no pending approvals\n");
+        assert_eq!(table(&[], "pending"), "no pending approvals\n");
+        assert_eq!(table(&[], "denied"), "no denied approvals\n");
     }
 }

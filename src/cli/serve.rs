@@ -47,8 +47,13 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> Result<Broker, Str
     let store = open_store(config).await?;
     let webhook =
         config.approval_webhook.as_deref().map(Webhook::new).transpose().map_err(|error| error.to_string())?;
-    let approvals =
-        ApprovalSettings { store: store.clone(), approver: config.approver, ttl: config.approval_ttl, webhook };
+    let approvals = ApprovalSettings {
+        store: store.clone(),
+        approver: config.approver,
+        ttl: config.approval_ttl,
+        max_pending_per_agent: config.max_pending_approvals_per_agent,
+        webhook,
+    };
     let stores = Stores { replay: store.clone(), revocation: store.clone(), audit: store };
     let throttle =
         ThrottleSettings { per_client: config.auth_failures_per_client, per_address: config.auth_failures_per_address };

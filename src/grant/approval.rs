@@ -8,6 +8,13 @@
 //! approver decides through the admin API; the agent then repeats the same
 //! request with `approval_id` and gets its token, whose `delegation` records
 //! the approval. An approval covers one request and is used once.
+//!
+//! Pending approvals are bounded and de-duplicated (DESIGN.md §11): the same
+//! request asked again gets its waiting approval's id, found through the
+//! store's index on the request; an agent with
+//! [`ApprovalSettings::max_pending_per_agent`] approvals waiting gets no new
+//! one ([`ApprovalError::TooManyPending`], audited like any refusal) until
+//! one is decided or expires.
 
 use std::sync::Arc;
 
@@ -17,6 +24,7 @@ use super::{clip, Broker, Evidence, GrantError, TokenParams};
 use crate::claims::HopApproval;
 use crate::clock::UnixTime;
 use crate::policy::PolicyGrant;
+use crate::store::approvals::{ApprovalPage, ApprovalQuery, Creation};
 use crate::store::memory::MemoryStore;
 use crate::store::{
     Approval, ApprovalId, ApprovalState, ApprovalStore, AuditApproval, AuditDecision, Decision, Fingerprint,
@@ -26,6 +34,10 @@ use crate::store::{
 pub const POLL_INTERVAL: i64 = 5;
 /// How long an approval can be decided and used, unless configured.
 pub const DEFAULT_APPROVAL_TTL: i64 = 600;
+/// How many approvals one agent may have pending at once, unless configured:
+/// enough for an agent waiting on a few people, few enough that one agent
+/// cannot flood its approvers or the store.
+pub const DEFAULT_MAX_PENDING_PER_AGENT: usize = 20;
 /// The request parameter carrying the approval's id, like CIBA's `auth_req_id`.
 pub const APPROVAL_ID: &str = "approval_id";
 
@@ -48,6 +60,9 @@ pub struct ApprovalSettings {
     pub approver: Approver,
     /// Seconds an approval stays usable.
     pub ttl: i64,
+    /// How many approvals one agent may have pending at once; past it a new
+    /// request is refused, while a repeat of a pending one still gets its id.
+    pub max_pending_per_agent: usize,
     /// Where new pending approvals are announced, if anywhere.
     pub webhook: Option<super::webhook::Webhook>,
 }
@@ -60,6 +75,7 @@ impl Default for ApprovalSettings {
             store: Arc::new(MemoryStore::new()),
             approver: Approver::Owner,
             ttl: DEFAULT_APPROVAL_TTL,
+            max_pending_per_agent: DEFAULT_MAX_PENDING_PER_AGENT,
             webhook: None,
         }
     }
@@ -107,6 +123,10 @@ pub enum ApprovalError {
     /// The approval was already decided.
     #[error("the approval is already {}", .0.as_str())]
     AlreadyDecided(ApprovalState),
+    /// The agent already has as many requests waiting for approval as
+    /// allowed: a new one is refused until one is decided or expires.
+    #[error("the agent has too many requests waiting for approval")]
+    TooManyPending,
 }
 
 /// The request a grant would answer, for its approval's fingerprint.
@@ -138,20 +158,6 @@ pub(super) async fn check(
     };
     let now = broker.now();
     let Some(presented) = params.get(APPROVAL_ID) else {
-        // The same request asked again while its approval waits gets that
-        // approval's id back: approvers are not asked twice for one request,
-        // however often an agent repeats it.
-        let waiting = broker
-            .approvals
-            .store
-            .pending(now)
-            .await?
-            .into_iter()
-            .find(|approval| approval.request == fingerprint && approval.grant_type == asked.grant_type);
-        if let Some(approval) = waiting {
-            evidence.approval = Some(AuditApproval { id: approval.id.clone(), approver: None });
-            return Err(pending(&approval, now).into());
-        }
         let approver = broker.approver_for(&fingerprint);
         let approval = Approval {
             id: ApprovalId(broker.new_jti()?.0),
@@ -165,11 +171,22 @@ pub(super) async fn check(
             state: ApprovalState::Pending,
             decision: None,
         };
-        broker.approvals.store.create(&approval).await?;
+        // The same request asked again while its approval waits gets that
+        // approval's id back, found through the store's index on the request
+        // and atomically with creation: approvers are not asked (nor the
+        // webhook posted) twice for one request, however often an agent
+        // repeats it, concurrently or not.
+        let approval = match broker.approvals.store.create(&approval, broker.approvals.max_pending_per_agent).await? {
+            Creation::Created => {
+                if let Some(webhook) = &broker.approvals.webhook {
+                    webhook.announce(&approval);
+                }
+                approval
+            }
+            Creation::Waiting(waiting) => *waiting,
+            Creation::Full => return Err(ApprovalError::TooManyPending.into()),
+        };
         evidence.approval = Some(AuditApproval { id: approval.id.clone(), approver: None });
-        if let Some(webhook) = &broker.approvals.webhook {
-            webhook.announce(&approval);
-        }
         return Err(pending(&approval, now).into());
     };
     evidence.approval = Some(AuditApproval { id: ApprovalId(clip(presented)), approver: None });
@@ -267,9 +284,18 @@ impl Broker {
         }
     }
 
-    /// Pending approvals, oldest first, for the approvers.
-    pub async fn pending_approvals(&self) -> Result<Vec<Approval>, GrantError> {
-        Ok(self.approvals.store.pending(self.now()).await?)
+    /// One page of approvals, newest first, for the approvers: `query`'s
+    /// time is set to now.
+    pub async fn list_approvals(&self, query: ApprovalQuery) -> Result<ApprovalPage, GrantError> {
+        let query = ApprovalQuery { now: self.now(), ..query };
+        Ok(self.approvals.store.list(&query).await?)
+    }
+
+    /// How many approvals are pending now, from the store's counts: never
+    /// reads the approvals themselves, so a scrape costs the same however
+    /// many wait.
+    pub async fn count_pending_approvals(&self) -> Result<u64, GrantError> {
+        Ok(self.approvals.store.count_pending(self.now()).await?)
     }
 
     /// Approves (`approve`) or denies a pending approval as `approver`, who

@@ -4,6 +4,10 @@
 //! request already got its `authorization_pending`, and approvers can list
 //! pending approvals through the admin API (`GET /admin/approvals`).
 //!
+//! One post per approval: the broker announces only an approval the store
+//! says it created, and the store creates one per request, atomically, so a
+//! request repeated (even by concurrent calls) is announced once.
+//!
 //! The notice names the request, never a token: the agent's token stays with
 //! the agent.
 

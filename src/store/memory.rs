@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::approvals::MAX_LISTED;
+use super::approvals::{ApprovalPage, ApprovalQuery, Creation, InMemory};
 use super::{
     Approval, ApprovalId, ApprovalState, ApprovalStore, AuditEvent, AuditFilter, AuditStore, Lineage, Principal,
     ReplayStore, RevocationStore, Status, StoreError, Use,
@@ -22,7 +22,7 @@ pub struct MemoryStore {
     deprovisioned: Mutex<HashMap<Principal, UnixTime>>,
     blocked: Mutex<std::collections::HashSet<Principal>>,
     events: Mutex<Vec<AuditEvent>>,
-    approvals: Mutex<HashMap<ApprovalId, Approval>>,
+    approvals: Mutex<InMemory>,
 }
 
 impl MemoryStore {
@@ -131,40 +131,24 @@ impl AuditStore for MemoryStore {
 
 #[async_trait]
 impl ApprovalStore for MemoryStore {
-    async fn create(&self, approval: &Approval) -> Result<(), StoreError> {
-        let mut approvals = self.approvals.lock().map_err(poisoned)?;
-        // Records past their keeping time go whenever a new one comes.
-        let now = approval.created_at;
-        approvals.retain(|_, kept| kept.keep_until() > now);
-        approvals.insert(approval.id.clone(), approval.clone());
-        Ok(())
+    async fn create(&self, approval: &Approval, max_pending_per_agent: usize) -> Result<Creation, StoreError> {
+        Ok(self.approvals.lock().map_err(poisoned)?.create(approval, max_pending_per_agent))
     }
 
     async fn approval(&self, id: &ApprovalId) -> Result<Option<Approval>, StoreError> {
-        Ok(self.approvals.lock().map_err(poisoned)?.get(id).cloned())
+        Ok(self.approvals.lock().map_err(poisoned)?.approval(id))
     }
 
     async fn transition(&self, from: ApprovalState, next: &Approval) -> Result<bool, StoreError> {
-        let mut approvals = self.approvals.lock().map_err(poisoned)?;
-        match approvals.get_mut(&next.id) {
-            Some(current) if current.state == from => {
-                *current = next.clone();
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
+        Ok(self.approvals.lock().map_err(poisoned)?.transition(from, next))
     }
 
-    async fn pending(&self, now: UnixTime) -> Result<Vec<Approval>, StoreError> {
-        let approvals = self.approvals.lock().map_err(poisoned)?;
-        let mut pending: Vec<Approval> = approvals
-            .values()
-            .filter(|approval| approval.state == ApprovalState::Pending && !approval.is_expired(now))
-            .cloned()
-            .collect();
-        pending.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-        pending.truncate(MAX_LISTED);
-        Ok(pending)
+    async fn list(&self, query: &ApprovalQuery) -> Result<ApprovalPage, StoreError> {
+        Ok(self.approvals.lock().map_err(poisoned)?.list(query))
+    }
+
+    async fn count_pending(&self, now: UnixTime) -> Result<u64, StoreError> {
+        Ok(self.approvals.lock().map_err(poisoned)?.count_pending(now))
     }
 }
 

@@ -12,6 +12,7 @@ use axum::body::Body;
 use axum::http::{header, Request};
 use baton::clock::{Clock, SystemClock, UnixTime};
 use baton::grant::{Approver, Stores};
+use baton::store::approvals::{ApprovalPage, ApprovalQuery, Creation};
 use baton::store::memory::MemoryStore;
 use baton::store::{
     Approval, ApprovalId, ApprovalState, ApprovalStore, AuditDecision, AuditEvent, AuditFilter, AuditStore, StateStore,
@@ -437,7 +438,7 @@ struct Unreachable;
 
 #[async_trait]
 impl ApprovalStore for Unreachable {
-    async fn create(&self, _: &Approval) -> Result<(), StoreError> {
+    async fn create(&self, _: &Approval, _: usize) -> Result<Creation, StoreError> {
         Err(StoreError("connection refused".into()))
     }
     async fn approval(&self, _: &ApprovalId) -> Result<Option<Approval>, StoreError> {
@@ -446,7 +447,10 @@ impl ApprovalStore for Unreachable {
     async fn transition(&self, _: ApprovalState, _: &Approval) -> Result<bool, StoreError> {
         Err(StoreError("connection refused".into()))
     }
-    async fn pending(&self, _: UnixTime) -> Result<Vec<Approval>, StoreError> {
+    async fn list(&self, _: &ApprovalQuery) -> Result<ApprovalPage, StoreError> {
+        Err(StoreError("connection refused".into()))
+    }
+    async fn count_pending(&self, _: UnixTime) -> Result<u64, StoreError> {
         Err(StoreError("connection refused".into()))
     }
 }
@@ -640,4 +644,191 @@ async fn baton_approvals_lists_approves_and_denies_through_the_admin_api() {
     assert_eq!((status, refused["error"].as_str()), (400, Some("access_denied")), "{refused}");
     let again = baton(&["approvals", "deny", &id, "--as", BOOKER_OWNER]);
     assert!(!again.status.success(), "a decided approval is not decided again");
+
+    // Filtered by state and agent, a page at a time.
+    let denied = baton(&["approvals", "list", "--state", "denied", "--agent", "booker", "--limit", "1"]);
+    let text = String::from_utf8_lossy(&denied.stdout).into_owned();
+    assert!(denied.status.success(), "{text}{}", String::from_utf8_lossy(&denied.stderr));
+    assert!(text.lines().any(|line| line.starts_with(&id)), "{text}");
+    let next = text.lines().find_map(|line| line.strip_prefix("more: repeat with --before "));
+    let next = next.unwrap_or_else(|| panic!("a full page says where the next starts: {text}"));
+    let rest = baton(&["approvals", "list", "--state", "denied", "--agent", "booker", "--before", next]);
+    assert_eq!(String::from_utf8_lossy(&rest.stdout), "no denied approvals\n");
+    let bad = baton(&["approvals", "list", "--state", "maybe"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid_request"));
+}
+
+#[tokio::test]
+async fn past_the_cap_a_new_request_is_refused_and_audited_while_others_are_served() {
+    let harness = Harness::with(Options { max_pending_approvals: 2, ..Options::default() });
+    let (root, hop1) = two_hops(&harness).await;
+    // Each parent token makes another request: two fill the booker's cap.
+    let parent = || async { harness.exchange("planner", &root, &[("audience", "booker")]).await.token().to_owned() };
+    let first = ask(&harness, &hop1).await;
+    let second_parent = parent().await;
+    let second = ask(&harness, &second_parent).await;
+    assert_ne!(first, second);
+
+    let third_parent = parent().await;
+    let refused = harness.exchange("booker", &third_parent, BOOK).await;
+    refused.assert_error(429, "temporarily_unavailable");
+    assert!(refused.body.get("approval_id").is_none(), "{}", refused.body);
+    let description = refused.body["error_description"].as_str().unwrap();
+    assert!(description.contains("too many") && !description.contains("booker"), "{description}");
+    assert_eq!(admin(&harness, "GET", "/admin/approvals", None).await.body["approvals"].as_array().unwrap().len(), 2);
+
+    // A repeat of a pending request still gets its id; what needs no
+    // approval is served; other agents are served.
+    assert_eq!(ask(&harness, &hop1).await, first);
+    let read = harness.exchange("booker", &third_parent, &[("resource", AIRLINE), ("scope", "flights.read")]).await;
+    assert_eq!(read.status, 200, "{}", read.body);
+    assert!(!parent().await.is_empty(), "the planner is served");
+
+    // Audited one by one (the agent authenticated), and counted.
+    let events = harness.events().await;
+    let capped: Vec<&AuditEvent> = events
+        .iter()
+        .filter(|event| event.reason.as_deref() == Some("the agent has too many requests waiting for approval"))
+        .collect();
+    assert_eq!(capped.len(), 1, "{events:?}");
+    assert_eq!((capped[0].decision, capped[0].agent.as_deref()), (AuditDecision::Refused, Some("booker")));
+    let counted = metric_lines(&harness, "baton_token_requests_refused_total").await;
+    assert!(counted.contains("reason=\"approval_too_many_pending\"} 1"), "{counted}");
+
+    // A decision makes room.
+    assert_eq!(decide(&harness, &second, "deny", BOOKER_OWNER).await.status, 200);
+    let third = ask(&harness, &third_parent).await;
+    assert!(third != first && third != second);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_requests_at_once_make_one_approval_and_one_webhook_post() {
+    let (url, mut received) = webhook_receiver().await;
+    let harness = Harness::with(Options { approval_webhook: Some(url), ..Options::default() });
+    let (_, hop1) = two_hops(&harness).await;
+    let answers = futures_util::future::join_all((0..8).map(|_| harness.exchange("booker", &hop1, BOOK))).await;
+    for answer in &answers {
+        answer.assert_error(400, "authorization_pending");
+    }
+    let id = answers[0].body["approval_id"].as_str().unwrap();
+    assert!(answers.iter().all(|answer| answer.body["approval_id"] == id), "one approval for one request");
+    let notice = tokio::time::timeout(Duration::from_secs(10), received.recv()).await.unwrap().unwrap();
+    assert_eq!(notice["approval_id"], id);
+    assert!(tokio::time::timeout(Duration::from_millis(300), received.recv()).await.is_err(), "posted once");
+    let listed = admin(&harness, "GET", "/admin/approvals", None).await;
+    assert_eq!(listed.body["approvals"].as_array().unwrap().len(), 1, "{}", listed.body);
+}
+
+/// Approvals that count how often they are listed or read one by one.
+struct Counting {
+    inner: MemoryStore,
+    reads: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait]
+impl ApprovalStore for Counting {
+    async fn create(&self, approval: &Approval, cap: usize) -> Result<Creation, StoreError> {
+        self.inner.create(approval, cap).await
+    }
+    async fn approval(&self, id: &ApprovalId) -> Result<Option<Approval>, StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.approval(id).await
+    }
+    async fn transition(&self, from: ApprovalState, next: &Approval) -> Result<bool, StoreError> {
+        self.inner.transition(from, next).await
+    }
+    async fn list(&self, query: &ApprovalQuery) -> Result<ApprovalPage, StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.list(query).await
+    }
+    async fn count_pending(&self, now: UnixTime) -> Result<u64, StoreError> {
+        self.inner.count_pending(now).await
+    }
+}
+
+/// Every approval `GET /admin/approvals?{query}` lists, following `next`.
+async fn every_listed(harness: &Harness, query: &str) -> Vec<Value> {
+    let mut listed = Vec::new();
+    let mut path = format!("/admin/approvals?{query}");
+    for _ in 0..50 {
+        let page = admin(harness, "GET", &path, None).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        listed.extend(page.body["approvals"].as_array().unwrap().iter().cloned());
+        match page.body["next"].as_str() {
+            Some(next) => path = format!("/admin/approvals?{query}&before={next}"),
+            None => return listed,
+        }
+    }
+    panic!("the listing did not end");
+}
+
+#[tokio::test]
+async fn with_many_pending_the_scrape_reads_a_count_and_the_listing_shows_the_newest_first() {
+    let store = Arc::new(Counting { inner: MemoryStore::new(), reads: Default::default() });
+    let harness = Harness::with(Options { approval_store: Some(store.clone()), ..Options::default() });
+    // 1,100 pending, asked a minute ago by 110 other agents: straight into the store.
+    const MANY: usize = 1_100;
+    for index in 0..MANY {
+        let approval = Approval {
+            id: ApprovalId(format!("direct-{index:04}")),
+            request: baton::store::Fingerprint {
+                subject: "someone".into(),
+                agent: format!("agent-{}", index % 110),
+                parent_jti: Some(baton::claims::TokenId(format!("parent-{index}"))),
+                target: AIRLINE.into(),
+                scope: baton::claims::ScopeSet::parse("flights.book").unwrap(),
+            },
+            grant_type: EXCHANGE.into(),
+            scopes_needing_approval: baton::claims::ScopeSet::parse("flights.book").unwrap(),
+            marked_by: vec![],
+            approver: BOOKER_OWNER.into(),
+            created_at: START.plus(-60),
+            expires_at: START.plus(540),
+            state: ApprovalState::Pending,
+            decision: None,
+        };
+        assert_eq!(store.create(&approval, 20).await.unwrap(), Creation::Created);
+    }
+
+    // The scrape reads the count, not the approvals.
+    assert_eq!(pending_gauge(&harness).await, format!("baton_approvals_pending {MANY}"));
+    assert_eq!(store.reads.load(Ordering::SeqCst), 0, "/metrics neither lists nor reads approvals");
+
+    // Past 1,000 pending: a new request is listed first, and its repeat gets its id.
+    let (_, hop1) = two_hops(&harness).await;
+    let id = ask(&harness, &hop1).await;
+    assert_eq!(ask(&harness, &hop1).await, id);
+    assert_eq!(pending_gauge(&harness).await, format!("baton_approvals_pending {}", MANY + 1));
+    let first = admin(&harness, "GET", "/admin/approvals", None).await;
+    assert_eq!(first.body["approvals"][0]["id"], id.as_str(), "the newest first");
+    assert_eq!(first.body["approvals"].as_array().unwrap().len(), 50, "one page by default");
+    assert!(first.body["next"].is_string(), "{}", first.body["next"]);
+
+    // Every page bounded, every approval once, newest first.
+    let all = every_listed(&harness, "limit=200").await;
+    assert_eq!(all.len(), MANY + 1);
+    let mut ids: Vec<&str> = all.iter().map(|approval| approval["id"].as_str().unwrap()).collect();
+    assert_eq!(ids[1], "direct-1099");
+    assert_eq!(ids[MANY], "direct-0000");
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), MANY + 1);
+
+    // By agent, and by state.
+    let booker = every_listed(&harness, "agent=booker&limit=1").await;
+    assert_eq!(booker.iter().map(|approval| approval["id"].as_str().unwrap()).collect::<Vec<_>>(), [id.as_str()]);
+    assert_eq!(every_listed(&harness, "agent=agent-7").await.len(), 10);
+    assert_eq!(decide(&harness, &id, "deny", BOOKER_OWNER).await.status, 200);
+    let denied = admin(&harness, "GET", "/admin/approvals?state=denied", None).await;
+    assert_eq!(denied.body["approvals"][0]["id"], id.as_str(), "{}", denied.body);
+    assert_eq!(denied.body["next"], Value::Null);
+    let pending = admin(&harness, "GET", "/admin/approvals?agent=booker", None).await;
+    assert_eq!(pending.body["approvals"], json!([]));
+    assert_eq!(pending_gauge(&harness).await, format!("baton_approvals_pending {MANY}"));
+
+    // Questions that are not valid are refused, never answered with everything.
+    for bad in ["state=bogus", "limit=0", "limit=201", "limit=x", "before=garbage", "agent=", "page=2"] {
+        admin(&harness, "GET", &format!("/admin/approvals?{bad}"), None).await.assert_error(400, "invalid_request");
+    }
 }

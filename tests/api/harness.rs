@@ -49,6 +49,7 @@ pub struct Approvals {
     pub store: Arc<dyn ApprovalStore>,
     pub approver: Approver,
     pub webhook: Option<String>,
+    pub max_pending_per_agent: usize,
 }
 
 pub struct Options {
@@ -65,6 +66,8 @@ pub struct Options {
     pub approval_store: Option<Arc<dyn ApprovalStore>>,
     pub approver: Approver,
     pub approval_webhook: Option<String>,
+    /// How many approvals one agent may have pending.
+    pub max_pending_approvals: usize,
     /// Where the fixed clock starts. A store that keeps time itself (Redis
     /// expires keys on its own clock) needs the real time here.
     pub start: UnixTime,
@@ -86,6 +89,7 @@ impl Default for Options {
             approval_store: None,
             approver: Approver::Owner,
             approval_webhook: None,
+            max_pending_approvals: baton::grant::approval::DEFAULT_MAX_PENDING_PER_AGENT,
             start: START,
             clock_leeway_seconds: 0,
         }
@@ -149,6 +153,7 @@ impl Harness {
             store: options.approval_store.unwrap_or_else(|| store.clone() as Arc<dyn ApprovalStore>),
             approver: options.approver,
             webhook: options.approval_webhook,
+            max_pending_per_agent: options.max_pending_approvals,
         };
         Harness::start(Arc::new(dir), clock, store, settings, stores, approvals, &options.policies)
     }
@@ -173,6 +178,7 @@ impl Harness {
             store: approvals.store.clone(),
             approver: approvals.approver,
             ttl: 600,
+            max_pending_per_agent: approvals.max_pending_per_agent,
             webhook: approvals.webhook.as_deref().map(|url| baton::grant::webhook::Webhook::new(url).unwrap()),
         };
         let broker = Arc::new(

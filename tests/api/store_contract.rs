@@ -7,6 +7,7 @@ use std::sync::Arc;
 use baton::claims::ScopeSet;
 use baton::claims::TokenId;
 use baton::clock::{Clock, SystemClock, UnixTime};
+use baton::store::approvals::{ApprovalQuery, Creation, DEFAULT_PAGE, MAX_PAGE};
 use baton::store::{
     Approval, ApprovalId, ApprovalState, AuditDecision, AuditEvent, AuditFilter, Decision, Fingerprint, Lineage,
     Principal, StateStore, Status, Use,
@@ -51,7 +52,8 @@ fn approval(id: &str, now: UnixTime, ttl: i64) -> Approval {
         request: Fingerprint {
             subject: "orchestrator".into(),
             agent: "booker".into(),
-            parent_jti: Some(jti("parent")),
+            // A parent per approval: each is its own request, not a repeat.
+            parent_jti: Some(jti(&format!("parent-of-{id}"))),
             target: "https://api.airline.example".into(),
             scope: ScopeSet::parse("flights.book").unwrap(),
         },
@@ -72,8 +74,8 @@ async fn approvals(store: &Arc<dyn StateStore>, tag: &str, now: UnixTime) -> App
     let id = |text: &str| format!("{tag}-approval-{text}");
     assert_eq!(store.approval(&ApprovalId(id("none"))).await.unwrap(), None);
     let asked = approval(&id("a"), now, 600);
-    store.create(&asked).await.unwrap();
-    store.create(&approval(&id("short"), now, 1)).await.unwrap();
+    store.create(&asked, 20).await.unwrap();
+    store.create(&approval(&id("short"), now, 1), 20).await.unwrap();
     assert_eq!(store.approval(&asked.id).await.unwrap(), Some(asked.clone()));
     let pending: Vec<ApprovalId> = store.pending(now).await.unwrap().into_iter().map(|a| a.id).collect();
     assert!(pending.contains(&asked.id) && pending.contains(&ApprovalId(id("short"))), "{pending:?}");
@@ -113,7 +115,7 @@ async fn approvals(store: &Arc<dyn StateStore>, tag: &str, now: UnixTime) -> App
 
     // A fresh pending one, to find again after a reopen.
     let kept = approval(&id("kept"), now, 600);
-    store.create(&kept).await.unwrap();
+    store.create(&kept, 20).await.unwrap();
     kept
 }
 
@@ -267,4 +269,215 @@ async fn memory_store_keeps_the_contract_within_one_life() {
         "memory",
     )
     .await;
+}
+
+// ---- Approval indexes: de-duplication, the per-agent cap, paged listing and
+// the pending count, the same on every store.
+
+/// A pending approval of `agent` for its own request number `request`,
+/// created at `created_at` for `ttl` seconds.
+fn asked(id: &str, agent: &str, request: usize, created_at: UnixTime, ttl: i64) -> Approval {
+    let mut asked = approval(id, created_at, ttl);
+    asked.request.agent = agent.to_owned();
+    asked.request.parent_jti = Some(jti(&format!("{agent}-parent-{request}")));
+    asked
+}
+
+/// Every page of `query`, following `next`, checking each page's bound.
+async fn every_page(store: &Arc<dyn StateStore>, query: ApprovalQuery) -> Vec<Approval> {
+    let mut listed: Vec<Approval> = Vec::new();
+    let mut query = query;
+    for _ in 0..100 {
+        let page = store.list(&query).await.unwrap();
+        assert!(page.approvals.len() <= query.limit, "a page holds at most its limit");
+        listed.extend(page.approvals);
+        match page.next {
+            Some(next) => query.before = Some(next),
+            None => return listed,
+        }
+    }
+    panic!("the listing did not end");
+}
+
+/// With 1,100 approvals pending (past the old listing's 1,000), a repeat of
+/// any request is resolved through the index to its approval; the listing
+/// reads newest first, a bounded page at a time, by state and by agent; the
+/// count follows every creation, decision and expiry.
+pub async fn approval_indexes(store: Arc<dyn StateStore>, now: UnixTime) {
+    const MANY: usize = 1_100;
+    const CAP: usize = 20;
+    // 110 agents with 10 each, one second apart in groups of 100.
+    let agent_of = |index: usize| format!("agent-{}", index % 110);
+    let creations = (0..MANY).map(|index| {
+        let store = store.clone();
+        let approval = asked(&format!("many-{index:04}"), &agent_of(index), index, now.plus((index / 100) as i64), 600);
+        async move { store.create(&approval, CAP).await.unwrap() }
+    });
+    // A few at a time: the embedded store serialises its writes anyway.
+    let created: Vec<Creation> = futures_util::StreamExt::collect(futures_util::StreamExt::buffer_unordered(
+        futures_util::stream::iter(creations),
+        8,
+    ))
+    .await;
+    assert!(created.iter().all(|creation| *creation == Creation::Created), "distinct requests are created");
+    let later = now.plus(20);
+    assert_eq!(store.count_pending(later).await.unwrap(), MANY as u64);
+
+    // A repeat (a new id, the same request) gets the waiting approval, first and last alike.
+    for index in [0, 550, MANY - 1] {
+        let repeat = asked("repeat", &agent_of(index), index, later, 600);
+        match store.create(&repeat, CAP).await.unwrap() {
+            Creation::Waiting(waiting) => assert_eq!(waiting.id.0, format!("many-{index:04}")),
+            other => panic!("a repeat of request {index} was {other:?}"),
+        }
+    }
+    assert_eq!(store.approval(&ApprovalId("repeat".into())).await.unwrap(), None, "nothing recorded for a repeat");
+    assert_eq!(store.count_pending(later).await.unwrap(), MANY as u64);
+
+    // Newest first, in bounded pages, every one listed once.
+    let first = store.list(&ApprovalQuery::pending(later)).await.unwrap();
+    assert_eq!(first.approvals.len(), DEFAULT_PAGE);
+    assert_eq!(first.approvals[0].id.0, "many-1099", "the newest comes first");
+    let all = every_page(&store, ApprovalQuery { limit: MAX_PAGE, ..ApprovalQuery::pending(later) }).await;
+    assert_eq!(all.len(), MANY);
+    assert!(all.windows(2).all(|pair| (pair[0].created_at, &pair[0].id) > (pair[1].created_at, &pair[1].id)));
+    // By agent: only its own, newest first.
+    let of_agent = ApprovalQuery { agent: Some(agent_of(7)), limit: 3, ..ApprovalQuery::pending(later) };
+    let mine = every_page(&store, of_agent).await;
+    assert_eq!(mine.len(), 10);
+    assert!(mine.iter().all(|approval| approval.request.agent == agent_of(7)));
+    assert_eq!(mine[0].id.0, "many-0997");
+
+    // Decided: out of the pending listing and count, into its state's.
+    let decided = store.approval(&ApprovalId("many-0007".into())).await.unwrap().unwrap();
+    let denied = Approval {
+        state: ApprovalState::Denied,
+        decision: Some(Decision { approver: "someone".into(), at: later }),
+        ..decided.clone()
+    };
+    assert!(store.transition(ApprovalState::Pending, &denied).await.unwrap());
+    assert_eq!(store.count_pending(later).await.unwrap(), MANY as u64 - 1);
+    let pending_of_agent = ApprovalQuery { agent: Some(agent_of(7)), ..ApprovalQuery::pending(later) };
+    assert_eq!(store.list(&pending_of_agent).await.unwrap().approvals.len(), 9);
+    let denied_listing = ApprovalQuery { state: ApprovalState::Denied, ..ApprovalQuery::pending(later) };
+    assert_eq!(store.list(&denied_listing).await.unwrap().approvals, vec![denied.clone()]);
+    // The same request asked again after its decision is a new approval.
+    let again = asked("many-0007-again", &agent_of(7), 7, later, 600);
+    assert_eq!(store.create(&again, CAP).await.unwrap(), Creation::Created);
+    assert_eq!(store.count_pending(later).await.unwrap(), MANY as u64);
+
+    // Expired: out of the count and the pending listing (the first group
+    // expires at now + 600, the last at now + 610).
+    let expired_first = now.plus(600);
+    assert_eq!(store.count_pending(expired_first).await.unwrap(), MANY as u64 - 100 + 1);
+    let after_all = now.plus(611);
+    assert_eq!(store.count_pending(after_all).await.unwrap(), 1, "only the one asked again at +20");
+    let left = store.list(&ApprovalQuery::pending(after_all)).await.unwrap();
+    assert_eq!(left.approvals.iter().map(|a| a.id.0.as_str()).collect::<Vec<_>>(), ["many-0007-again"]);
+    // An expired request asked again is a new approval too.
+    let renewed = asked("many-0000-renewed", &agent_of(0), 0, after_all, 600);
+    assert_eq!(store.create(&renewed, CAP).await.unwrap(), Creation::Created);
+}
+
+/// The cap counts an agent's pending approvals only: past it a new request
+/// is refused, a repeat still waits, other agents are served, and a decision
+/// or an expiry makes room.
+pub async fn approval_cap(store: Arc<dyn StateStore>, now: UnixTime) {
+    const CAP: usize = 3;
+    for request in 0..CAP {
+        let approval = asked(&format!("capped-{request}"), "capped", request, now, 600);
+        assert_eq!(store.create(&approval, CAP).await.unwrap(), Creation::Created);
+    }
+    let one_more = asked("capped-3", "capped", 3, now, 600);
+    assert_eq!(store.create(&one_more, CAP).await.unwrap(), Creation::Full);
+    assert_eq!(store.approval(&one_more.id).await.unwrap(), None, "nothing recorded past the cap");
+    match store.create(&asked("capped-repeat", "capped", 1, now, 600), CAP).await.unwrap() {
+        Creation::Waiting(waiting) => assert_eq!(waiting.id.0, "capped-1"),
+        other => panic!("a repeat at the cap was {other:?}"),
+    }
+    let other_agent = asked("uncapped-0", "uncapped", 0, now, 600);
+    assert_eq!(store.create(&other_agent, CAP).await.unwrap(), Creation::Created);
+
+    // A decision makes room.
+    let first = store.approval(&ApprovalId("capped-0".into())).await.unwrap().unwrap();
+    let approved = Approval {
+        state: ApprovalState::Approved,
+        decision: Some(Decision { approver: "someone".into(), at: now }),
+        ..first
+    };
+    assert!(store.transition(ApprovalState::Pending, &approved).await.unwrap());
+    assert_eq!(store.create(&one_more, CAP).await.unwrap(), Creation::Created);
+    let fifth = asked("capped-4", "capped", 4, now.plus(1), 600);
+    assert_eq!(store.create(&fifth, CAP).await.unwrap(), Creation::Full);
+    // An expiry makes room.
+    let later = asked("capped-5", "capped", 5, now.plus(600), 600);
+    assert_eq!(store.create(&later, CAP).await.unwrap(), Creation::Created);
+}
+
+/// Identical requests racing: one creates, every other waits on it.
+pub async fn approval_race(store: Arc<dyn StateStore>, now: UnixTime) {
+    let racers: Vec<_> = (0..16)
+        .map(|racer| {
+            let store = store.clone();
+            let approval = asked(&format!("racer-{racer}"), "racing", 0, now, 600);
+            tokio::spawn(async move { store.create(&approval, 20).await.unwrap() })
+        })
+        .collect();
+    let mut created = Vec::new();
+    let mut waited_on = Vec::new();
+    for racer in racers {
+        match racer.await.unwrap() {
+            Creation::Created => created.push(()),
+            Creation::Waiting(waiting) => waited_on.push(waiting.id),
+            Creation::Full => panic!("one request is not past the cap"),
+        }
+    }
+    assert_eq!(created.len(), 1, "exactly one of identical requests creates an approval");
+    assert_eq!(waited_on.len(), 15);
+    let listed = store.list(&ApprovalQuery { agent: Some("racing".into()), ..ApprovalQuery::pending(now) }).await;
+    let listed = listed.unwrap().approvals;
+    assert_eq!(listed.len(), 1);
+    assert!(waited_on.iter().all(|id| *id == listed[0].id));
+}
+
+async fn approval_contract(store: Arc<dyn StateStore>) -> UnixTime {
+    let now = SystemClock.now();
+    approval_indexes(store.clone(), now).await;
+    approval_cap(store.clone(), now).await;
+    approval_race(store, now).await;
+    now
+}
+
+/// After a reopen, the indexes are there: a repeat still finds its approval,
+/// and the count and the listing still see it.
+async fn approval_indexes_survive_a_reopen(store: Arc<dyn StateStore>, now: UnixTime) {
+    match store.create(&asked("racer-again", "racing", 0, now, 600), 20).await.unwrap() {
+        Creation::Waiting(waiting) => assert!(waiting.id.0.starts_with("racer-"), "{waiting:?}"),
+        other => panic!("a repeat after a reopen was {other:?}"),
+    }
+    let racing = ApprovalQuery { agent: Some("racing".into()), ..ApprovalQuery::pending(now) };
+    assert_eq!(store.list(&racing).await.unwrap().approvals.len(), 1);
+    assert!(store.count_pending(now).await.unwrap() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_store_indexes_approvals() {
+    approval_contract(Arc::new(baton::store::memory::MemoryStore::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_store_indexes_approvals() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = || Arc::new(baton::store::embedded::EmbeddedStore::open(&dir.path().join("data")).unwrap());
+    let now = approval_contract(open()).await;
+    approval_indexes_survive_a_reopen(open(), now).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_store_indexes_approvals() {
+    let server = crate::redis_server::RedisServer::start();
+    let connect =
+        || async { Arc::new(baton::store::redis::RedisStore::connect(&server.url(), "baton:").await.unwrap()) };
+    let now = approval_contract(connect().await).await;
+    approval_indexes_survive_a_reopen(connect().await, now).await;
 }
