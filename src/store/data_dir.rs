@@ -10,16 +10,22 @@ use std::path::Path;
 const FOLDER_MODE: u32 = 0o700;
 const FILE_MODE: u32 = 0o600;
 
+/// The kinds of file the broker writes here: the embedded store's database,
+/// its JSON records, and those records while they are being replaced.
+const OWN_EXTENSIONS: [&str; 3] = ["redb", "json", "tmp"];
+
 /// Creates `dir` (and its parents) if needed, and leaves it, and every file
-/// already in it, readable by this user only: a folder made by an older
-/// version, or by hand, is tightened too.
+/// of the broker's already in it, readable by this user only: a folder made
+/// by an older version, or by hand, is tightened too. Other files are left
+/// as they are, in case `data_dir` names a folder shared with something else.
 pub fn prepare(dir: &Path) -> io::Result<()> {
     DirBuilder::new().recursive(true).mode(FOLDER_MODE).create(dir)?;
     std::fs::set_permissions(dir, Permissions::from_mode(FOLDER_MODE))?;
     for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        if entry.file_type()?.is_file() {
-            restrict(&entry.path())?;
+        let (entry, path) = entry.map(|entry| (entry.file_type(), entry.path()))?;
+        let own = path.extension().and_then(|ext| ext.to_str()).is_some_and(|ext| OWN_EXTENSIONS.contains(&ext));
+        if entry?.is_file() && own {
+            restrict(&path)?;
         }
     }
     Ok(())
@@ -57,8 +63,12 @@ mod tests {
         let old = dir.join("old.json");
         std::fs::write(&old, b"{}").unwrap();
         std::fs::set_permissions(&old, Permissions::from_mode(0o644)).unwrap();
+        let script = dir.join("notes.sh");
+        std::fs::write(&script, b"#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&script, Permissions::from_mode(0o755)).unwrap();
         prepare(&dir).unwrap();
         assert_eq!((mode(&dir), mode(&old)), (0o700, 0o600));
+        assert_eq!(mode(&script), 0o755, "a file that is not the broker's keeps its mode");
 
         let new = dir.join("new.json");
         write_private(&new, b"[]").unwrap();
