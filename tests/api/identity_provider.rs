@@ -506,6 +506,10 @@ async fn a_providers_may_act_names_the_one_agent_that_may_start_the_chain() {
     let to_booker = [("audience", "booker")];
     let body = client.exchange("planner", &key, (&for_orchestrator, ID_TOKEN), &to_booker).await;
     assert_refused(&body, "another agent than the one named");
+    // The control: named, the planner may start this chain for the booker.
+    let for_planner = signed(json!({"sub": "planner"}));
+    let body = client.exchange("planner", &key, (&for_planner, ID_TOKEN), &to_booker).await;
+    assert!(body["access_token"].is_string(), "the planner named in may_act: {body}");
 
     let lookalikes = [
         ("other case", json!({"sub": "Orchestrator"})),
@@ -526,7 +530,7 @@ async fn a_providers_may_act_names_the_one_agent_that_may_start_the_chain() {
         let body = client.exchange("orchestrator", &key, (&token, ID_TOKEN), &to_planner).await;
         assert_refused(&body, case);
     }
-    assert_eq!(client.exchanged().await, 0, "nothing issued");
+    assert_eq!(client.exchanged().await, 1, "nothing issued but the planner's control");
 
     // The controls: the agent named exactly, with or without this broker as `iss`.
     let body = client.exchange("orchestrator", &key, (&for_orchestrator, ID_TOKEN), &to_planner).await;
@@ -536,7 +540,7 @@ async fn a_providers_may_act_names_the_one_agent_that_may_start_the_chain() {
     let with_issuer = signed(json!({"sub": "orchestrator", "iss": broker.url}));
     let body = client.exchange("orchestrator", &key, (&with_issuer, ID_TOKEN), &to_planner).await;
     assert!(body["access_token"].is_string(), "{body}");
-    assert_eq!(client.exchanged().await, 2);
+    assert_eq!(client.exchanged().await, 3);
 }
 
 /// A provider's token is a chain's root and nothing else: one carrying its
