@@ -151,7 +151,14 @@ async fn serve(config: Config) -> Result<(), String> {
             _ = terminate.recv() => {}
         }
     };
-    crate::http::serve(listener, broker, shutdown).await.map_err(|error| error.to_string())
+    let limits = crate::http::Limits {
+        header_timeout: std::time::Duration::from_millis(config.header_timeout_ms),
+        body_timeout: std::time::Duration::from_millis(config.body_timeout_ms),
+        idle_timeout: std::time::Duration::from_millis(config.idle_timeout_ms),
+        max_connections: config.max_connections,
+        max_connections_per_address: config.max_connections_per_address,
+    };
+    crate::http::serve(listener, broker, limits, shutdown).await.map_err(|error| error.to_string())
 }
 
 /// Reloads the key folder every few seconds, so that `baton keys rotate`
