@@ -216,7 +216,12 @@ impl Config {
         within("idle_timeout_ms", wide(config.idle_timeout_ms), 100, 3_600_000)?;
         let count = |value: usize| i64::try_from(value).unwrap_or(i64::MAX);
         within("max_connections", count(config.max_connections), 1, 1_000_000)?;
-        within("max_connections_per_address", count(config.max_connections_per_address), 1, count(config.max_connections))?;
+        within(
+            "max_connections_per_address",
+            count(config.max_connections_per_address),
+            1,
+            count(config.max_connections),
+        )?;
         Ok(config)
     }
 }

@@ -193,11 +193,8 @@ async fn handle(
 
 /// RFC 9110 §15.5.9: the client did not send its request in time. No RFC
 /// 6749 code is closer than `invalid_request`.
-const BODY_TIMEOUT: OAuthError = OAuthError {
-    code: ErrorCode::InvalidRequest,
-    status: 408,
-    description: "the request body did not arrive in time",
-};
+const BODY_TIMEOUT: OAuthError =
+    OAuthError { code: ErrorCode::InvalidRequest, status: 408, description: "the request body did not arrive in time" };
 
 /// The `Content-Length` a request declares (hyper has refused conflicting or
 /// malformed ones already).
@@ -451,7 +448,11 @@ fn fit_descriptors(wanted: usize) -> usize {
     };
     let fits = usize::try_from(soft.saturating_sub(RESERVED_DESCRIPTORS)).unwrap_or(usize::MAX).max(1);
     if fits < wanted {
-        tracing::warn!(max_connections = wanted, descriptors = soft, "descriptor limit too low: serving at most {fits} connections");
+        tracing::warn!(
+            max_connections = wanted,
+            descriptors = soft,
+            "descriptor limit too low: serving at most {fits} connections"
+        );
     }
     fits.min(wanted)
 }

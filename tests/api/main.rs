@@ -8,6 +8,7 @@ mod binary;
 mod cli_admin;
 mod cli_policy;
 mod client_auth;
+mod connections;
 mod discovery;
 mod dpop;
 mod embedded_store;
