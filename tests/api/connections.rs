@@ -209,6 +209,24 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
 }
 
 #[tokio::test]
+async fn a_client_that_stops_reading_responses_is_closed() {
+    let served = serve(Limits { idle_timeout: Duration::from_secs(2), ..short() }).await;
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(served.address).await.unwrap();
+    let (_reader, mut writer) = stream.into_split();
+    // Requests sent back to back, their responses never read: the server's
+    // writes stall, then its reads, then ours.
+    let request = b"GET /jwks HTTP/1.1\r\nHost: baton\r\n\r\n".repeat(64);
+    let start = Instant::now();
+    let outcome =
+        tokio::time::timeout(Duration::from_secs(30), async { while writer.write_all(&request).await.is_ok() {} })
+            .await;
+    assert!(outcome.is_ok(), "a client that reads nothing held its connection for 30 s with a 2 s idle timeout");
+    eprintln!("stalled reader: closed after {:?} (idle timeout 2 s)", start.elapsed());
+}
+
+#[tokio::test]
 async fn a_body_declared_over_the_cap_is_refused_at_once() {
     // A long body deadline: the answer owes nothing to it.
     let served = serve(Limits { body_timeout: Duration::from_secs(60), ..short() }).await;
