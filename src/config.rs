@@ -65,7 +65,8 @@ pub struct Config {
     /// its headers; past that it is answered 408 and disconnected.
     pub body_timeout_ms: u64,
     /// Milliseconds a keep-alive connection may wait, idle, for its next
-    /// request before it is closed.
+    /// request before it is closed; also the longest a response may wait,
+    /// unread, for a client that stopped reading.
     pub idle_timeout_ms: u64,
     /// Most connections open at once; one more is closed as soon as accepted.
     /// Kept under the descriptor limit, which the broker raises if it may.
@@ -288,6 +289,17 @@ mod tests {
         let config = Config::load(None, Vec::new()).unwrap();
         assert_eq!((config.header_timeout_ms, config.body_timeout_ms, config.idle_timeout_ms), (5_000, 10_000, 60_000));
         assert_eq!((config.max_connections, config.max_connections_per_address), (4_096, 128));
+        // The same defaults as the server's own, used where no config is read.
+        let served = crate::http::Limits::default();
+        let millis = |duration: std::time::Duration| u64::try_from(duration.as_millis()).unwrap();
+        assert_eq!(
+            (millis(served.header_timeout), millis(served.body_timeout), millis(served.idle_timeout)),
+            (config.header_timeout_ms, config.body_timeout_ms, config.idle_timeout_ms)
+        );
+        assert_eq!(
+            (served.max_connections, served.max_connections_per_address),
+            (config.max_connections, config.max_connections_per_address)
+        );
         let set = Config::load(
             None,
             vars(&[

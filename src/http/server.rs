@@ -106,7 +106,7 @@ pub(super) async fn run(
         };
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
-            Err(error) if is_one_connections(&error) => continue,
+            Err(error) if is_connection_error(&error) => continue,
             Err(error) => {
                 tracing::warn!(%error, "accepting connections failed; retrying shortly");
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
@@ -146,7 +146,7 @@ pub(super) async fn run(
 }
 
 /// Errors of one connection that went away before it was accepted.
-fn is_one_connections(error: &io::Error) -> bool {
+fn is_connection_error(error: &io::Error) -> bool {
     matches!(
         error.kind(),
         io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
@@ -189,8 +189,9 @@ async fn handle(
         Some(answered) => answered,
         // The body came whole in time: the handler's own work is not cut.
         None if complete.load(Ordering::Acquire) => call.await,
-        // The handler still waits for the body: it is dropped mid-read,
-        // before it has acted on anything.
+        // The handler still waits for the body: it is dropped mid-read.
+        // Every handler reads its whole body before it acts, so nothing
+        // is left half done.
         None => return refusal(BODY_TIMEOUT),
     };
     match answered {
