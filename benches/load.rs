@@ -778,6 +778,9 @@ impl Broker {
             .current_dir(folder.path())
             .env_clear()
             .env("BATON_LISTEN", format!("127.0.0.1:{port}"))
+            // Every connection of a run comes from this one address: allow
+            // as many as `BATON_LOAD_CONNECTIONS` may ask for.
+            .env("BATON_MAX_CONNECTIONS_PER_ADDRESS", "1024")
             .stdin(Stdio::null())
             // The audit lines the broker logs are written (write(2) is made)
             // but not kept; the durable audit trail is in the store.

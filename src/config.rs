@@ -82,6 +82,23 @@ pub struct Config {
     pub refusal_max_keys: usize,
     /// How many approvals one agent may have pending at once.
     pub max_pending_approvals_per_agent: usize,
+    /// Milliseconds a client has to send a request's headers: from the
+    /// connection's start for its first request, from the first byte for
+    /// later ones. A client slower than that is disconnected.
+    pub header_timeout_ms: u64,
+    /// Milliseconds a client has to send a request's whole body, counted from
+    /// its headers; past that it is answered 408 and disconnected.
+    pub body_timeout_ms: u64,
+    /// Milliseconds a keep-alive connection may wait, idle, for its next
+    /// request before it is closed; also the longest a response may wait,
+    /// unread, for a client that stopped reading.
+    pub idle_timeout_ms: u64,
+    /// Most connections open at once; one more is closed as soon as accepted.
+    /// Kept under the descriptor limit, which the broker raises if it may.
+    pub max_connections: usize,
+    /// Most connections open at once from one client address, so that one
+    /// address cannot take the slots that others need.
+    pub max_connections_per_address: usize,
 }
 
 /// A configuration that cannot be used; the message names the key.
@@ -135,6 +152,11 @@ struct Raw {
     refusal_interval: Option<u64>,
     refusal_max_keys: Option<usize>,
     max_pending_approvals_per_agent: Option<usize>,
+    header_timeout_ms: Option<u64>,
+    body_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+    max_connections: Option<usize>,
+    max_connections_per_address: Option<usize>,
 }
 
 impl Config {
@@ -194,6 +216,11 @@ impl Config {
             max_pending_approvals_per_agent: raw
                 .max_pending_approvals_per_agent
                 .unwrap_or(crate::grant::approval::DEFAULT_MAX_PENDING_PER_AGENT),
+            header_timeout_ms: raw.header_timeout_ms.unwrap_or(5_000),
+            body_timeout_ms: raw.body_timeout_ms.unwrap_or(10_000),
+            idle_timeout_ms: raw.idle_timeout_ms.unwrap_or(60_000),
+            max_connections: raw.max_connections.unwrap_or(4_096),
+            max_connections_per_address: raw.max_connections_per_address.unwrap_or(128),
         };
         if config.approval_webhook.as_deref().is_some_and(|url| !url.starts_with("http://")) {
             return Err(ConfigError::Invalid {
@@ -230,6 +257,18 @@ impl Config {
         within("auth_failures_per_address", i64::from(config.auth_failures_per_address), 1, 100_000)?;
         within("refusal_interval", i64::try_from(config.refusal_interval).unwrap_or(i64::MAX), 1, 3600)?;
         within("refusal_max_keys", i64::try_from(config.refusal_max_keys).unwrap_or(i64::MAX), 1, 100_000)?;
+        let wide = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+        within("header_timeout_ms", wide(config.header_timeout_ms), 100, 120_000)?;
+        within("body_timeout_ms", wide(config.body_timeout_ms), 100, 600_000)?;
+        within("idle_timeout_ms", wide(config.idle_timeout_ms), 100, 3_600_000)?;
+        let count = |value: usize| i64::try_from(value).unwrap_or(i64::MAX);
+        within("max_connections", count(config.max_connections), 1, 1_000_000)?;
+        within(
+            "max_connections_per_address",
+            count(config.max_connections_per_address),
+            1,
+            count(config.max_connections),
+        )?;
         Ok(config)
     }
 }
@@ -313,6 +352,51 @@ mod tests {
             let error = Config::load(None, vars(&[("BATON_MAX_PENDING_APPROVALS_PER_AGENT", bad)])).unwrap_err();
             assert!(error.to_string().contains("max_pending_approvals_per_agent"), "{bad}: {error}");
         }
+    }
+
+    #[test]
+    fn connection_limits_have_safe_defaults_and_bounds() {
+        let config = Config::load(None, Vec::new()).unwrap();
+        assert_eq!((config.header_timeout_ms, config.body_timeout_ms, config.idle_timeout_ms), (5_000, 10_000, 60_000));
+        assert_eq!((config.max_connections, config.max_connections_per_address), (4_096, 128));
+        // The same defaults as the server's own, used where no config is read.
+        let served = crate::http::Limits::default();
+        let millis = |duration: std::time::Duration| u64::try_from(duration.as_millis()).unwrap();
+        assert_eq!(
+            (millis(served.header_timeout), millis(served.body_timeout), millis(served.idle_timeout)),
+            (config.header_timeout_ms, config.body_timeout_ms, config.idle_timeout_ms)
+        );
+        assert_eq!(
+            (served.max_connections, served.max_connections_per_address),
+            (config.max_connections, config.max_connections_per_address)
+        );
+        let set = Config::load(
+            None,
+            vars(&[
+                ("BATON_HEADER_TIMEOUT_MS", "1000"),
+                ("BATON_BODY_TIMEOUT_MS", "2000"),
+                ("BATON_IDLE_TIMEOUT_MS", "3000"),
+                ("BATON_MAX_CONNECTIONS", "100"),
+                ("BATON_MAX_CONNECTIONS_PER_ADDRESS", "10"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!((set.header_timeout_ms, set.body_timeout_ms, set.idle_timeout_ms), (1_000, 2_000, 3_000));
+        assert_eq!((set.max_connections, set.max_connections_per_address), (100, 10));
+        for (key, value) in [
+            ("HEADER_TIMEOUT_MS", "0"),
+            ("HEADER_TIMEOUT_MS", "600000"),
+            ("BODY_TIMEOUT_MS", "10"),
+            ("IDLE_TIMEOUT_MS", "0"),
+            ("MAX_CONNECTIONS", "0"),
+            ("MAX_CONNECTIONS_PER_ADDRESS", "0"),
+            ("MAX_CONNECTIONS_PER_ADDRESS", "5000"),
+        ] {
+            let error = Config::load(None, vars(&[(&format!("BATON_{key}"), value)])).unwrap_err().to_string();
+            assert!(error.contains(&key.to_ascii_lowercase()), "{key}={value}: {error}");
+        }
+        // A negative number is refused when read, not wrapped around.
+        assert!(Config::load(None, vars(&[("BATON_MAX_CONNECTIONS", "-1")])).is_err());
     }
 
     #[test]

@@ -164,7 +164,15 @@ async fn serve(config: Config) -> Result<(), String> {
             _ = terminate.recv() => {}
         }
     };
-    let served = crate::http::serve(listener, broker.clone(), shutdown).await.map_err(|error| error.to_string());
+    let limits = crate::http::Limits {
+        header_timeout: std::time::Duration::from_millis(config.header_timeout_ms),
+        body_timeout: std::time::Duration::from_millis(config.body_timeout_ms),
+        idle_timeout: std::time::Duration::from_millis(config.idle_timeout_ms),
+        max_connections: config.max_connections,
+        max_connections_per_address: config.max_connections_per_address,
+    };
+    let served =
+        crate::http::serve(listener, broker.clone(), limits, shutdown).await.map_err(|error| error.to_string());
     // The refusals counted since the last interval are evidence too.
     if let Err(error) = broker.flush_refusals().await {
         tracing::warn!(%error, "refusals of unauthenticated requests not recorded at shutdown");

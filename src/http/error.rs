@@ -28,6 +28,14 @@ impl From<&GrantError> for ErrorResponse {
     }
 }
 
+/// An error decided before any grant logic ran (at the connection), which
+/// asks for no particular wait.
+impl From<OAuthError> for ErrorResponse {
+    fn from(error: OAuthError) -> Self {
+        ErrorResponse { error, retry_after: None }
+    }
+}
+
 impl IntoResponse for ErrorResponse {
     fn into_response(self) -> Response {
         let OAuthError { code, status, description } = self.error;

@@ -7,6 +7,9 @@ mod approvals;
 mod discovery;
 mod error;
 mod form;
+mod server;
+
+pub use server::Limits;
 
 use std::sync::Arc;
 
@@ -38,14 +41,19 @@ pub fn router(broker: Arc<Broker>) -> Router {
 }
 
 /// Serves the broker on `listener` until `shutdown` completes, recording each
-/// client's address for the audit trail.
+/// client's address for the audit trail. `limits` bound how long a client may
+/// take and how many connections it may hold; request bodies are capped at
+/// the broker's `max_body_bytes`. The soft descriptor limit is raised, if
+/// need be and allowed, to hold `limits.max_connections`; if it cannot be,
+/// fewer connections are served.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     broker: Arc<Broker>,
+    limits: Limits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(broker).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    let max_body_bytes = broker.settings().max_body_bytes;
+    server::run(listener, router(broker), limits, max_body_bytes, shutdown).await
 }
 
 /// `GET /metrics`: the broker's metrics, rendered; nothing in them names a

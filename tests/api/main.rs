@@ -9,6 +9,7 @@ mod binary;
 mod cli_admin;
 mod cli_policy;
 mod client_auth;
+mod connections;
 mod delegation_rules;
 mod discovery;
 mod dpop;
