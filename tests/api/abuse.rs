@@ -232,7 +232,12 @@ async fn junk_over_http_is_absorbed_while_an_agent_elsewhere_is_served() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     // The server as `baton serve` runs it: it records each client's address.
-    tokio::spawn(baton::http::serve(listener, harness.broker.clone(), std::future::pending()));
+    tokio::spawn(baton::http::serve(
+        listener,
+        harness.broker.clone(),
+        baton::http::Limits::default(),
+        std::future::pending(),
+    ));
     let client_from =
         |ip: [u8; 4]| reqwest::Client::builder().local_address(std::net::IpAddr::from(ip)).build().unwrap();
     let attacker = client_from([127, 0, 0, 2]);
