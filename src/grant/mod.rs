@@ -39,7 +39,6 @@ use crate::clock::{Clock, UnixTime};
 use crate::dpop::{self, nonce::Nonces, Proof, ProofError};
 use crate::keys::{Algorithm, KeySet};
 use crate::metrics::Metrics;
-use crate::oauth::{ErrorCode, OAuthError};
 use crate::policy::{Lifetimes, Policy, Target};
 use crate::store::{
     Approval, AuditApproval, AuditDecision, AuditEvent, AuditStore, Lineage, Principal, ReplayStore, RevocationStore,
@@ -52,6 +51,9 @@ use crate::upstream::Providers;
 pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 /// `grant_type` for an agent's own token (RFC 6749 §4.4).
 pub const CLIENT_CREDENTIALS: &str = "client_credentials";
+/// The `action` of the event for a refusal at the introspection or
+/// revocation endpoint after the client proved its credential.
+pub const CLIENT_AUTHENTICATION: &str = "client_authentication";
 /// The token type of an access token (RFC 8693 §3).
 pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 /// The token type of a JWT (RFC 8693 §3).
@@ -112,6 +114,8 @@ pub struct Broker {
     /// Refusals of unauthenticated requests since the last aggregate event.
     refusals: refusals::Refusals,
     refusal_settings: RefusalSettings,
+    /// The proxies whose forwarded client address is believed.
+    trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 /// A token request as the HTTP layer hands it over.
@@ -221,6 +225,14 @@ impl Evidence {
     }
 }
 
+/// Whether a refusal came after the client proved its credential.
+fn proves_identity(error: &GrantError) -> bool {
+    match error {
+        GrantError::Client(error) => error.proves_identity(),
+        _ => false,
+    }
+}
+
 /// The client id a request claims, by Basic credentials, `client_id`, or a
 /// client assertion's `iss` (read unverified: it is evidence, not identity).
 fn claimed_client(authorization: Option<&str>, params: &TokenParams) -> Option<String> {
@@ -249,13 +261,13 @@ pub(crate) fn clip(text: &str) -> String {
     format!("{}…", text.get(..end).unwrap_or_default())
 }
 
-/// The host part of a client address (`ip:port`): the port changes with
-/// every connection, so counting by it would count nothing together.
-fn host(client_address: Option<&str>) -> Option<String> {
-    client_address.map(|address| match address.parse::<std::net::SocketAddr>() {
-        Ok(socket) => socket.ip().to_string(),
-        Err(_) => clip(address),
-    })
+/// A client address as refusals are counted by: the address grouped as
+/// the throttle groups it (an IP address without the port, which changes
+/// with every connection; an IPv6 address by its /64), so that the counts
+/// and the budgets name the same origins.
+fn grouped(client_address: Option<&str>) -> Option<String> {
+    let address = client_address?;
+    Some(throttle::Origin::of(Some(address)).map_or_else(|| clip(address), |origin| origin.to_string()))
 }
 
 /// A token the grant handlers minted, with what the audit trail needs.
@@ -304,6 +316,7 @@ impl Broker {
             throttle: throttle::Throttle::new(ThrottleSettings::default(), clock.clone()),
             refusals: refusals::Refusals::new(RefusalSettings::default()),
             refusal_settings: RefusalSettings::default(),
+            trusted_proxies: Vec::new(),
             clock,
         }
     }
@@ -315,6 +328,19 @@ impl Broker {
         self.refusals = refusals::Refusals::new(refusals);
         self.refusal_settings = refusals;
         self
+    }
+
+    /// The same broker believing the client address that these proxies
+    /// forward (`Forwarded`, `X-Forwarded-For`) when a request comes from
+    /// one of them; from anyone else those headers are ignored.
+    pub fn with_trusted_proxies(mut self, proxies: Vec<std::net::IpAddr>) -> Broker {
+        self.trusted_proxies = proxies;
+        self
+    }
+
+    /// The proxies whose forwarded client address is believed.
+    pub fn trusted_proxies(&self) -> &[std::net::IpAddr] {
+        &self.trusted_proxies
     }
 
     /// The settings.
@@ -366,6 +392,12 @@ impl Broker {
         let mut evidence = Evidence::default();
         let outcome = self.grant(&policy, &request, &mut evidence).await;
         let outcome = match (outcome, &evidence.agent) {
+            // Refused after the client proved its credential: the agent is
+            // known for certain, and the refusal is an event of its own.
+            (Err(error), None) if proves_identity(&error) => {
+                evidence.agent = evidence.claimed_client.clone();
+                Err(error)
+            }
             // No client authenticated: counted with the others of its kind,
             // not an event of its own, so that junk cannot flood the trail.
             (Err(error), None) => {
@@ -416,7 +448,10 @@ impl Broker {
         let reason = crate::metrics::reason(error);
         tracing::debug!(target: "baton::audit", %reason, ?claimed_client, ?client_address, "unauthenticated request refused");
         self.metrics.count_unauthenticated(reason.clone());
-        self.refusals.count(self.now(), reason, claimed_client, host(client_address), 1);
+        // A registered client stays named even past the bound on keys, so
+        // that junk cannot hide guessing against it.
+        let registered = claimed_client.as_deref().is_some_and(|id| self.policy().inventory().client(id).is_some());
+        self.refusals.count(self.now(), reason, (claimed_client, registered), grouped(client_address), 1);
     }
 
     /// Writes the refusals of unauthenticated requests counted since the
@@ -583,7 +618,19 @@ impl Broker {
         let outcome = self.authenticate_in(policy, authorization, params, client_address).await;
         if let Err(error) = &outcome {
             let claimed = claimed_client(authorization, params).map(|id| clip(&id));
-            self.count_refusal(error, claimed, client_address);
+            if proves_identity(error) {
+                // The agent is known for certain: an event of its own, and
+                // a refusal that cannot be recorded is not answered either.
+                let evidence = Evidence {
+                    grant_type: CLIENT_AUTHENTICATION.into(),
+                    agent: claimed.clone(),
+                    claimed_client: claimed,
+                    ..Evidence::default()
+                };
+                self.record(evidence.refused(self.now(), error, client_address.map(str::to_owned))).await?;
+            } else {
+                self.count_refusal(error, claimed, client_address);
+            }
         }
         outcome
     }
@@ -616,12 +663,10 @@ impl Broker {
         }
         self.throttle.check(origin, &claimed)?;
         let outcome = self.verify_client(policy, authorization, params).await;
-        // RFC 6749 §5.2: only a failed authentication (invalid_client)
-        // spends the budget; a malformed request or a store outage does not.
-        if let Err(GrantError::Client(error)) = &outcome {
-            if OAuthError::from(error).code == ErrorCode::InvalidClient {
-                self.throttle.failed(origin, &claimed);
-            }
+        match &outcome {
+            Ok(_) => self.throttle.succeeded(origin, &claimed),
+            Err(GrantError::Client(error)) if error.spends_budget() => self.throttle.failed(origin, &claimed),
+            Err(_) => {}
         }
         outcome
     }
