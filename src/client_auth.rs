@@ -208,6 +208,56 @@ pub enum ClientAuthError {
     Store(#[from] StoreError),
 }
 
+impl ClientAuthError {
+    /// Whether the refusal came after the client proved it holds its
+    /// credential (the secret matched, the assertion's signature verified):
+    /// such a refusal names an agent for certain, and cannot be produced
+    /// without its key, so it is recorded as an event of its own rather than
+    /// counted with the junk (DESIGN.md §2.7, §12).
+    pub fn proves_identity(&self) -> bool {
+        match self {
+            ClientAuthError::Deprovisioned
+            | ClientAuthError::Replayed
+            | ClientAuthError::NotAnIntrospector
+            | ClientAuthError::NotAnAgent => true,
+            ClientAuthError::MultipleMethods
+            | ClientAuthError::Missing
+            | ClientAuthError::MalformedBasic
+            | ClientAuthError::UnsupportedAssertionType
+            | ClientAuthError::UnknownClient
+            | ClientAuthError::WrongMethod
+            | ClientAuthError::WrongSecret
+            | ClientAuthError::Assertion(_)
+            | ClientAuthError::Store(_) => false,
+        }
+    }
+
+    /// Whether the refusal spends the address's budget of failed
+    /// authentications (DESIGN.md §12): every failed authentication
+    /// (RFC 6749 §5.2 `invalid_client`) does. A deprovisioned agent and a
+    /// replayed assertion do too, so that retrying them (a captured
+    /// assertion can be replayed by anyone) cannot write events without
+    /// bound. A request using two methods, a client of the wrong kind and a
+    /// store outage are not guesses and spend nothing.
+    pub fn spends_budget(&self) -> bool {
+        match self {
+            ClientAuthError::Missing
+            | ClientAuthError::MalformedBasic
+            | ClientAuthError::UnsupportedAssertionType
+            | ClientAuthError::UnknownClient
+            | ClientAuthError::Deprovisioned
+            | ClientAuthError::WrongMethod
+            | ClientAuthError::WrongSecret
+            | ClientAuthError::Assertion(_)
+            | ClientAuthError::Replayed => true,
+            ClientAuthError::MultipleMethods
+            | ClientAuthError::NotAnIntrospector
+            | ClientAuthError::NotAnAgent
+            | ClientAuthError::Store(_) => false,
+        }
+    }
+}
+
 /// Works out which single method a request uses (RFC 6749 §2.3: a client must
 /// not use more than one).
 pub fn presented(fields: CredentialFields<'_>) -> Result<Presented, ClientAuthError> {

@@ -2,12 +2,12 @@
 //! `BATON_<KEY>` variable, safe local defaults for everything. Unknown keys,
 //! in the file or as variables, are refused by name (DESIGN.md §10).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::grant::Approver;
+use crate::grant::{Approver, RefusalSettings, ThrottleSettings};
 use crate::keys::Algorithm;
 
 /// The variable that names the config file; not itself a config key.
@@ -99,6 +99,10 @@ pub struct Config {
     /// Most connections open at once from one client address, so that one
     /// address cannot take the slots that others need.
     pub max_connections_per_address: usize,
+    /// Proxies whose forwarded client address (`Forwarded`, else
+    /// `X-Forwarded-For`) is believed for throttling and the audit trail;
+    /// none by default, so that no client can choose its own address.
+    pub trusted_proxies: Vec<IpAddr>,
 }
 
 /// A configuration that cannot be used; the message names the key.
@@ -157,6 +161,7 @@ struct Raw {
     idle_timeout_ms: Option<u64>,
     max_connections: Option<usize>,
     max_connections_per_address: Option<usize>,
+    trusted_proxies: Option<Vec<IpAddr>>,
 }
 
 impl Config {
@@ -179,7 +184,9 @@ impl Config {
             if name == CONFIG_VARIABLE || name == ADMIN_TOKEN_VARIABLE || key.is_empty() {
                 continue;
             }
-            table.insert(key.to_ascii_lowercase(), variable_value(&value));
+            let key = key.to_ascii_lowercase();
+            let value = if LIST_KEYS.contains(&key.as_str()) { list_value(&value) } else { variable_value(&value) };
+            table.insert(key, value);
         }
         let raw = Raw::deserialize(toml::Value::Table(table)).map_err(|error| ConfigError::Parse(error.to_string()))?;
         Config::resolve(raw)
@@ -189,6 +196,8 @@ impl Config {
         let listen = raw.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
         let issuer = raw.issuer.unwrap_or_else(|| format!("http://{listen}"));
         check_issuer(&issuer)?;
+        // The defaults are the broker's own, defined once beside the code.
+        let (throttle, refusals) = (ThrottleSettings::default(), RefusalSettings::default());
         let config = Config {
             listen,
             issuer,
@@ -209,10 +218,10 @@ impl Config {
             approval_ttl: raw.approval_ttl.unwrap_or(crate::grant::approval::DEFAULT_APPROVAL_TTL),
             approval_webhook: raw.approval_webhook,
             clock_leeway_seconds: raw.clock_leeway_seconds.unwrap_or(DEFAULT_CLOCK_LEEWAY),
-            auth_failures_per_client: raw.auth_failures_per_client.unwrap_or(10),
-            auth_failures_per_address: raw.auth_failures_per_address.unwrap_or(100),
-            refusal_interval: raw.refusal_interval.unwrap_or(60),
-            refusal_max_keys: raw.refusal_max_keys.unwrap_or(200),
+            auth_failures_per_client: raw.auth_failures_per_client.unwrap_or(throttle.per_client),
+            auth_failures_per_address: raw.auth_failures_per_address.unwrap_or(throttle.per_address),
+            refusal_interval: raw.refusal_interval.unwrap_or(refusals.interval),
+            refusal_max_keys: raw.refusal_max_keys.unwrap_or(refusals.max_keys),
             max_pending_approvals_per_agent: raw
                 .max_pending_approvals_per_agent
                 .unwrap_or(crate::grant::approval::DEFAULT_MAX_PENDING_PER_AGENT),
@@ -221,6 +230,7 @@ impl Config {
             idle_timeout_ms: raw.idle_timeout_ms.unwrap_or(60_000),
             max_connections: raw.max_connections.unwrap_or(4_096),
             max_connections_per_address: raw.max_connections_per_address.unwrap_or(128),
+            trusted_proxies: raw.trusted_proxies.unwrap_or_default(),
         };
         if config.approval_webhook.as_deref().is_some_and(|url| !url.starts_with("http://")) {
             return Err(ConfigError::Invalid {
@@ -269,8 +279,24 @@ impl Config {
             1,
             count(config.max_connections),
         )?;
+        within("trusted_proxies", i64::try_from(config.trusted_proxies.len()).unwrap_or(i64::MAX), 0, 1000)?;
         Ok(config)
     }
+}
+
+/// The keys whose value is a list: as a variable, comma-separated.
+const LIST_KEYS: &[&str] = &["trusted_proxies"];
+
+/// A variable's comma-separated text as a TOML array of strings, blanks
+/// dropped (so that an empty variable is an empty list).
+fn list_value(text: &str) -> toml::Value {
+    toml::Value::Array(
+        text.split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(|item| toml::Value::String(item.to_owned()))
+            .collect(),
+    )
 }
 
 /// A variable's text as a TOML value: numbers and booleans as such, anything
@@ -467,5 +493,37 @@ mod tests {
             let error = Config::load(None, vars(&[(key, value)])).unwrap_err().to_string();
             assert!(error.contains(&key["BATON_".len()..].to_ascii_lowercase()), "{error}");
         }
+    }
+
+    #[test]
+    fn trusted_proxies_are_a_list_of_addresses_and_none_by_default() {
+        assert!(Config::load(None, Vec::new()).unwrap().trusted_proxies.is_empty());
+        let ips = |list: &[&str]| list.iter().map(|ip| ip.parse::<IpAddr>().unwrap()).collect::<Vec<_>>();
+        let two = Config::load(None, vars(&[("BATON_TRUSTED_PROXIES", "10.0.0.1, ::1")])).unwrap();
+        assert_eq!(two.trusted_proxies, ips(&["10.0.0.1", "::1"]));
+        let one = Config::load(None, vars(&[("BATON_TRUSTED_PROXIES", "10.0.0.1")])).unwrap();
+        assert_eq!(one.trusted_proxies, ips(&["10.0.0.1"]));
+        let empty = Config::load(None, vars(&[("BATON_TRUSTED_PROXIES", "")])).unwrap();
+        assert!(empty.trusted_proxies.is_empty());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("baton.toml");
+        std::fs::write(&path, "trusted_proxies = [\"192.0.2.1\", \"2001:db8::1\"]\n").unwrap();
+        let file = Config::load(Some(&path), Vec::new()).unwrap();
+        assert_eq!(file.trusted_proxies, ips(&["192.0.2.1", "2001:db8::1"]));
+        for bad in ["10.0.0.0/8", "proxy.example", "10.0.0.1;10.0.0.2"] {
+            let error = Config::load(None, vars(&[("BATON_TRUSTED_PROXIES", bad)])).unwrap_err().to_string();
+            assert!(error.contains("trusted_proxies") || error.contains("IP address"), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn abuse_defaults_are_the_brokers_own() {
+        let config = Config::load(None, Vec::new()).unwrap();
+        let (throttle, refusals) = (ThrottleSettings::default(), RefusalSettings::default());
+        assert_eq!(
+            (config.auth_failures_per_client, config.auth_failures_per_address),
+            (throttle.per_client, throttle.per_address)
+        );
+        assert_eq!((config.refusal_interval, config.refusal_max_keys), (refusals.interval, refusals.max_keys));
     }
 }

@@ -55,12 +55,16 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> Result<Broker, Str
         webhook,
     };
     let stores = Stores { replay: store.clone(), revocation: store.clone(), audit: store };
-    let throttle =
-        ThrottleSettings { per_client: config.auth_failures_per_client, per_address: config.auth_failures_per_address };
+    let throttle = ThrottleSettings {
+        per_client: config.auth_failures_per_client,
+        per_address: config.auth_failures_per_address,
+        ..ThrottleSettings::default()
+    };
     let refusals = RefusalSettings { interval: config.refusal_interval, max_keys: config.refusal_max_keys };
     Ok(Broker::new(settings, keys, policy, stores, clock)
         .with_approvals(approvals)
-        .with_abuse_limits(throttle, refusals))
+        .with_abuse_limits(throttle, refusals)
+        .with_trusted_proxies(config.trusted_proxies.clone()))
 }
 
 /// Redis when `redis_url` is set (several nodes share it), else the embedded
@@ -150,6 +154,7 @@ async fn serve(config: Config) -> Result<(), String> {
     tokio::spawn(reload_keys(broker.clone(), config.clone(), Arc::new(SystemClock)));
     tokio::spawn(retire_expired_agents_every_minute(broker.clone(), config.data_dir.clone()));
     tokio::spawn(flush_refusals_every_interval(broker.clone()));
+    tokio::spawn(prune_throttle_every_few_seconds(broker.clone()));
     super::reload::spawn(broker.clone(), config.clone())?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -181,18 +186,28 @@ async fn serve(config: Config) -> Result<(), String> {
 }
 
 /// Every interval, writes the refusals of unauthenticated requests counted
-/// since the last as one audit event, and lets the throttle forget the
-/// budgets that are whole again. Counts that cannot be written wait for the
-/// next interval.
+/// since the last as one audit event. Counts that cannot be written wait
+/// for the next interval.
 async fn flush_refusals_every_interval(broker: Arc<Broker>) {
     let mut ticks = tokio::time::interval(broker.refusal_interval());
     ticks.tick().await;
     loop {
         ticks.tick().await;
-        broker.prune_throttle();
         if let Err(error) = broker.flush_refusals().await {
             tracing::warn!(%error, "refusals of unauthenticated requests not recorded yet; retrying");
         }
+    }
+}
+
+/// Every few seconds, lets the throttle forget the budgets that are whole
+/// again, so that its tables rarely fill: a full table is pruned in the
+/// request too, but that costs the request.
+async fn prune_throttle_every_few_seconds(broker: Arc<Broker>) {
+    let mut ticks = tokio::time::interval(crate::grant::throttle::PRUNE_INTERVAL);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        broker.prune_throttle();
     }
 }
 

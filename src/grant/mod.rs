@@ -5,10 +5,12 @@
 //! Every outcome, issued or refused, is recorded as an audit event before
 //! the response leaves (DESIGN.md §2.7); refusals of requests whose client
 //! never authenticated are counted together instead, one event per interval,
-//! and failed client authentication is throttled (DESIGN.md §12).
+//! and failed client authentication is throttled (DESIGN.md §12; both in
+//! `client_authentication`).
 
 pub mod admin;
 pub mod approval;
+mod client_authentication;
 mod client_credentials;
 pub mod error;
 mod governance;
@@ -25,6 +27,8 @@ use std::sync::{Arc, RwLock};
 use base64::Engine;
 use ring::rand::{SecureRandom, SystemRandom};
 
+use client_authentication::{claimed_client, proves_identity};
+
 pub use approval::{ApprovalError, ApprovalSettings, Approver, PendingApproval};
 pub use error::{GrantError, RequestError, Unacceptable};
 pub use introspection::{ActiveToken, Introspection};
@@ -34,12 +38,11 @@ pub use revocation::NotAHolder;
 pub use throttle::{ThrottleSettings, Throttled};
 
 use crate::claims::{Claims, ScopeSet, TokenId};
-use crate::client_auth::{self, AuthenticatedClient, ClientAuthError, CredentialFields};
+use crate::client_auth::ClientAuthError;
 use crate::clock::{Clock, UnixTime};
 use crate::dpop::{self, nonce::Nonces, Proof, ProofError};
 use crate::keys::{Algorithm, KeySet};
 use crate::metrics::Metrics;
-use crate::oauth::{ErrorCode, OAuthError};
 use crate::policy::{Lifetimes, Policy, Target};
 use crate::store::{
     Approval, AuditApproval, AuditDecision, AuditEvent, AuditStore, Lineage, Principal, ReplayStore, RevocationStore,
@@ -52,6 +55,9 @@ use crate::upstream::Providers;
 pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 /// `grant_type` for an agent's own token (RFC 6749 §4.4).
 pub const CLIENT_CREDENTIALS: &str = "client_credentials";
+/// The `action` of the event for a refusal at the introspection or
+/// revocation endpoint after the client proved its credential.
+pub const CLIENT_AUTHENTICATION: &str = "client_authentication";
 /// The token type of an access token (RFC 8693 §3).
 pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 /// The token type of a JWT (RFC 8693 §3).
@@ -112,6 +118,8 @@ pub struct Broker {
     /// Refusals of unauthenticated requests since the last aggregate event.
     refusals: refusals::Refusals,
     refusal_settings: RefusalSettings,
+    /// The proxies whose forwarded client address is believed.
+    trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 /// A token request as the HTTP layer hands it over.
@@ -221,20 +229,6 @@ impl Evidence {
     }
 }
 
-/// The client id a request claims, by Basic credentials, `client_id`, or a
-/// client assertion's `iss` (read unverified: it is evidence, not identity).
-fn claimed_client(authorization: Option<&str>, params: &TokenParams) -> Option<String> {
-    let from_basic = authorization.and_then(client_auth::basic_client_id);
-    let from_assertion = || {
-        params.get("client_assertion").and_then(|assertion| {
-            let payload = assertion.split('.').nth(1)?;
-            let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
-            serde_json::from_slice::<serde_json::Value>(&json).ok()?.get("iss")?.as_str().map(str::to_owned)
-        })
-    };
-    from_basic.or_else(|| params.get("client_id").map(str::to_owned)).or_else(from_assertion)
-}
-
 /// Request text kept as evidence, cut to a bounded length so that a hostile
 /// request cannot flood the audit trail (or paste a token into it whole).
 pub(crate) fn clip(text: &str) -> String {
@@ -247,15 +241,6 @@ pub(crate) fn clip(text: &str) -> String {
         end -= 1;
     }
     format!("{}…", text.get(..end).unwrap_or_default())
-}
-
-/// The host part of a client address (`ip:port`): the port changes with
-/// every connection, so counting by it would count nothing together.
-fn host(client_address: Option<&str>) -> Option<String> {
-    client_address.map(|address| match address.parse::<std::net::SocketAddr>() {
-        Ok(socket) => socket.ip().to_string(),
-        Err(_) => clip(address),
-    })
 }
 
 /// A token the grant handlers minted, with what the audit trail needs.
@@ -304,17 +289,9 @@ impl Broker {
             throttle: throttle::Throttle::new(ThrottleSettings::default(), clock.clone()),
             refusals: refusals::Refusals::new(RefusalSettings::default()),
             refusal_settings: RefusalSettings::default(),
+            trusted_proxies: Vec::new(),
             clock,
         }
-    }
-
-    /// The same broker with these limits on failed client authentication
-    /// and on the counting of unauthenticated refusals.
-    pub fn with_abuse_limits(mut self, throttle: ThrottleSettings, refusals: RefusalSettings) -> Broker {
-        self.throttle = throttle::Throttle::new(throttle, self.clock.clone());
-        self.refusals = refusals::Refusals::new(refusals);
-        self.refusal_settings = refusals;
-        self
     }
 
     /// The settings.
@@ -366,6 +343,12 @@ impl Broker {
         let mut evidence = Evidence::default();
         let outcome = self.grant(&policy, &request, &mut evidence).await;
         let outcome = match (outcome, &evidence.agent) {
+            // Refused after the client proved its credential: the agent is
+            // known for certain, and the refusal is an event of its own.
+            (Err(error), None) if proves_identity(&error) => {
+                evidence.agent = evidence.claimed_client.clone();
+                Err(error)
+            }
             // No client authenticated: counted with the others of its kind,
             // not an event of its own, so that junk cannot flood the trail.
             (Err(error), None) => {
@@ -390,61 +373,6 @@ impl Broker {
         }
         self.metrics.count_token(request.params.get("grant_type"), answer.as_ref().map(drop));
         answer
-    }
-
-    /// Counts a token request refused before it could be read (wrong
-    /// method, media type or size, repeated parameters): evidence too, in
-    /// the next aggregate event.
-    pub async fn refuse(&self, error: RequestError, client_address: Option<String>) -> GrantError {
-        let error = GrantError::Request(error);
-        self.count_refusal(&error, None, client_address.as_deref());
-        self.metrics.count_token(None, Err(&error));
-        error
-    }
-
-    /// Counts an introspection or revocation request refused before it
-    /// could be read, as [`Broker::refuse`] does for the token endpoint.
-    pub fn refuse_unread(&self, error: RequestError, client_address: Option<&str>) -> GrantError {
-        let error = GrantError::Request(error);
-        self.count_refusal(&error, None, client_address);
-        error
-    }
-
-    /// Counts the refusal of a request whose client never authenticated,
-    /// for the next aggregate event and the metrics.
-    fn count_refusal(&self, error: &GrantError, claimed_client: Option<String>, client_address: Option<&str>) {
-        let reason = crate::metrics::reason(error);
-        tracing::debug!(target: "baton::audit", %reason, ?claimed_client, ?client_address, "unauthenticated request refused");
-        self.metrics.count_unauthenticated(reason.clone());
-        self.refusals.count(self.now(), reason, claimed_client, host(client_address), 1);
-    }
-
-    /// Writes the refusals of unauthenticated requests counted since the
-    /// last call as one audit event, `action` [`refusals::UNAUTHENTICATED_REFUSALS`],
-    /// and answers how many it counts (0: nothing to write). Counts whose
-    /// event cannot be written are kept for the next call. A background task
-    /// calls it every interval and at shutdown; tests call it at will.
-    pub async fn flush_refusals(&self) -> Result<u64, StoreError> {
-        let Some(taken) = self.refusals.take() else { return Ok(0) };
-        let total = taken.total();
-        match self.record(taken.event(self.now())).await {
-            Ok(()) => Ok(total),
-            Err(error) => {
-                self.refusals.restore(taken);
-                Err(error)
-            }
-        }
-    }
-
-    /// How often [`Broker::flush_refusals`] is to be called.
-    pub fn refusal_interval(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(self.refusal_settings.interval)
-    }
-
-    /// Forgets the failed authentications whose budget is whole again, so
-    /// that the throttle's memory follows recent failures only.
-    pub fn prune_throttle(&self) {
-        self.throttle.prune();
     }
 
     /// Whether a verified token is alive (DESIGN.md §2.4): neither it nor an
@@ -558,96 +486,6 @@ impl Broker {
             .derive_secret(b"dpop nonce")
             .ok_or_else(|| GrantError::Mint(crate::token::MintError::new("no nonce secret")))?;
         Ok(Some(Nonces::new(&secret)))
-    }
-
-    /// Authenticates the client of a request to the introspection or
-    /// revocation endpoint, throttled by `client_address`; a refusal is
-    /// counted as unauthenticated.
-    pub async fn authenticate_client(
-        &self,
-        authorization: Option<&str>,
-        params: &TokenParams,
-        client_address: Option<&str>,
-    ) -> Result<AuthenticatedClient, GrantError> {
-        self.authenticate_client_in(&self.policy(), authorization, params, client_address).await
-    }
-
-    /// [`Broker::authenticate_client`] against the request's policy snapshot.
-    pub(crate) async fn authenticate_client_in(
-        &self,
-        policy: &Policy,
-        authorization: Option<&str>,
-        params: &TokenParams,
-        client_address: Option<&str>,
-    ) -> Result<AuthenticatedClient, GrantError> {
-        let outcome = self.authenticate_in(policy, authorization, params, client_address).await;
-        if let Err(error) = &outcome {
-            let claimed = claimed_client(authorization, params).map(|id| clip(&id));
-            self.count_refusal(error, claimed, client_address);
-        }
-        outcome
-    }
-
-    /// Authenticates a client unless its address failed too often, and
-    /// counts a failure against the address (DESIGN.md §12). A throttled
-    /// request is refused before its credential is checked, so that
-    /// guessing stays slow whatever the guess. The budgets are the caller's
-    /// own address's: an agent elsewhere is never locked out by them.
-    async fn authenticate_in(
-        &self,
-        policy: &Policy,
-        authorization: Option<&str>,
-        params: &TokenParams,
-        client_address: Option<&str>,
-    ) -> Result<AuthenticatedClient, GrantError> {
-        /// A throttle key's claimed client is cut shorter than evidence is:
-        /// it only tells budgets apart.
-        const KEY_BYTES: usize = 64;
-        let Some(origin) = throttle::Origin::of(client_address) else {
-            return self.verify_client(policy, authorization, params).await;
-        };
-        let mut claimed = claimed_client(authorization, params).unwrap_or_default();
-        if claimed.len() > KEY_BYTES {
-            let mut end = KEY_BYTES;
-            while !claimed.is_char_boundary(end) {
-                end -= 1;
-            }
-            claimed.truncate(end);
-        }
-        self.throttle.check(origin, &claimed)?;
-        let outcome = self.verify_client(policy, authorization, params).await;
-        // RFC 6749 §5.2: only a failed authentication (invalid_client)
-        // spends the budget; a malformed request or a store outage does not.
-        if let Err(GrantError::Client(error)) = &outcome {
-            if OAuthError::from(error).code == ErrorCode::InvalidClient {
-                self.throttle.failed(origin, &claimed);
-            }
-        }
-        outcome
-    }
-
-    /// Checks the credentials a request presents.
-    async fn verify_client(
-        &self,
-        policy: &Policy,
-        authorization: Option<&str>,
-        params: &TokenParams,
-    ) -> Result<AuthenticatedClient, GrantError> {
-        let presented = client_auth::presented(CredentialFields {
-            authorization,
-            client_id: params.get("client_id"),
-            client_secret: params.get("client_secret"),
-            client_assertion_type: params.get("client_assertion_type"),
-            client_assertion: params.get("client_assertion"),
-        })?;
-        let verifier = client_auth::Verifier {
-            inventory: policy.inventory(),
-            replay: self.stores.replay.as_ref(),
-            issuer: &self.settings.issuer,
-            clock: self.clock.as_ref(),
-            leeway: self.settings.clock_leeway_seconds,
-        };
-        Ok(client_auth::authenticate(&presented, &verifier).await?)
     }
 
     /// Refuses a deprovisioned agent until it is reinstated (DESIGN.md §2.4).

@@ -22,13 +22,19 @@ pub struct RefusalSettings {
     /// Seconds between two aggregate events.
     pub interval: u64,
     /// Most distinct (reason, claimed client, address) keys in one interval;
-    /// past it, requests are counted by reason alone.
+    /// past it, requests are counted by reason alone, or by reason and
+    /// claimed client when that client is registered.
     pub max_keys: usize,
 }
 
+/// The default seconds between two aggregate events.
+pub const DEFAULT_INTERVAL: u64 = 60;
+/// The default bound on distinct keys per interval.
+pub const DEFAULT_MAX_KEYS: usize = 200;
+
 impl Default for RefusalSettings {
     fn default() -> Self {
-        RefusalSettings { interval: 60, max_keys: 200 }
+        RefusalSettings { interval: DEFAULT_INTERVAL, max_keys: DEFAULT_MAX_KEYS }
     }
 }
 
@@ -41,11 +47,19 @@ struct Key {
     overflow: bool,
 }
 
+/// How many refusals a key counts, and whether its claimed client is one
+/// the inventory registers (so that it stays named past the bound).
+#[derive(Debug, Clone, Copy, Default)]
+struct Count {
+    count: u64,
+    registered: bool,
+}
+
 /// The counts since the last event.
 #[derive(Debug, Default)]
 struct Tally {
     since: Option<UnixTime>,
-    counts: HashMap<Key, u64>,
+    counts: HashMap<Key, Count>,
 }
 
 /// The counts of the interval under way.
@@ -57,7 +71,7 @@ pub(crate) struct Refusals {
 /// An interval's counts, taken out to be written.
 pub(crate) struct Taken {
     since: UnixTime,
-    counts: HashMap<Key, u64>,
+    counts: HashMap<Key, Count>,
 }
 
 impl Refusals {
@@ -70,13 +84,14 @@ impl Refusals {
         self.tally.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Counts `count` refusals for `reason`, from `client_address` (an IP
-    /// address, no port), claiming `claimed_client` (already clipped).
+    /// Counts `count` refusals for `reason`, from `client_address` (an
+    /// origin as the throttle groups it), claiming `claimed_client` (already
+    /// clipped, and whether the inventory registers it).
     pub(crate) fn count(
         &self,
         now: UnixTime,
         reason: String,
-        claimed_client: Option<String>,
+        (claimed_client, registered): (Option<String>, bool),
         client_address: Option<String>,
         count: u64,
     ) {
@@ -86,12 +101,9 @@ impl Refusals {
         let key = if tally.counts.len() < self.max_keys || tally.counts.contains_key(&key) {
             key
         } else {
-            // Random client ids or addresses cannot grow memory: past the
-            // bound, only the reason is kept.
-            Key { reason: key.reason, claimed_client: None, client_address: None, overflow: true }
+            Key::overflow(key, registered)
         };
-        let total = tally.counts.entry(key).or_default();
-        *total = total.saturating_add(count);
+        add(&mut tally, key, Count { count, registered });
     }
 
     /// Takes the interval's counts, leaving an empty tally; `None` when
@@ -103,20 +115,44 @@ impl Refusals {
     }
 
     /// Puts counts back whose event could not be written, to go with the
-    /// next one.
+    /// next one; overflow counts stay overflow counts.
     pub(crate) fn restore(&self, taken: Taken) {
-        for (key, count) in taken.counts {
-            self.count(taken.since, key.reason, key.claimed_client, key.client_address, count);
-        }
         let mut tally = self.tally();
+        // The keys that had a place first, so that they get one again.
+        let (overflow, placed): (Vec<_>, Vec<_>) = taken.counts.into_iter().partition(|(key, _)| key.overflow);
+        for (key, count) in placed.into_iter().chain(overflow) {
+            let key = if key.overflow || tally.counts.len() < self.max_keys || tally.counts.contains_key(&key) {
+                key
+            } else {
+                Key::overflow(key, count.registered)
+            };
+            add(&mut tally, key, count);
+        }
         tally.since = Some(tally.since.map_or(taken.since, |since| since.min(taken.since)));
     }
+}
+
+impl Key {
+    /// The key a count goes under past the bound: random client ids or
+    /// addresses cannot grow memory, so only the reason is kept, and the
+    /// claimed client when the inventory registers it (bounded by the
+    /// inventory), so that junk cannot hide guessing against a real agent.
+    fn overflow(key: Key, registered: bool) -> Key {
+        let claimed_client = if registered { key.claimed_client } else { None };
+        Key { reason: key.reason, claimed_client, client_address: None, overflow: true }
+    }
+}
+
+fn add(tally: &mut Tally, key: Key, count: Count) {
+    let total = tally.counts.entry(key).or_default();
+    total.count = total.count.saturating_add(count.count);
+    total.registered |= count.registered;
 }
 
 impl Taken {
     /// How many refusals it counts.
     pub(crate) fn total(&self) -> u64 {
-        self.counts.values().fold(0, |total, count| total.saturating_add(*count))
+        self.counts.values().fold(0, |total, count| total.saturating_add(count.count))
     }
 
     /// The audit event that stands for these refusals, largest counts first.
@@ -129,7 +165,7 @@ impl Taken {
                 claimed_client: key.claimed_client.clone(),
                 client_address: key.client_address.clone(),
                 overflow: key.overflow,
-                count: *count,
+                count: count.count,
             })
             .collect();
         refusals.sort_by(|one, other| {
@@ -172,15 +208,19 @@ impl Taken {
 mod tests {
     use super::*;
 
+    fn unregistered(client: &str) -> (Option<String>, bool) {
+        (Some(client.to_owned()), false)
+    }
+
     #[test]
     fn counts_are_bounded_by_key_and_add_up() {
         let refusals = Refusals::new(RefusalSettings { interval: 60, max_keys: 3 });
         assert!(refusals.take().is_none(), "nothing refused, nothing to write");
         for index in 0..100 {
-            let client = Some(format!("random-{index}"));
+            let client = unregistered(&format!("random-{index}"));
             refusals.count(UnixTime(10 + index), "client_unknown".into(), client, Some("10.0.0.1".into()), 1);
         }
-        refusals.count(UnixTime(500), "client_unknown".into(), Some("random-0".into()), Some("10.0.0.1".into()), 2);
+        refusals.count(UnixTime(500), "client_unknown".into(), unregistered("random-0"), Some("10.0.0.1".into()), 2);
         let taken = refusals.take().unwrap();
         assert_eq!(taken.total(), 102);
         let event = taken.event(UnixTime(600));
@@ -194,13 +234,65 @@ mod tests {
     }
 
     #[test]
+    fn past_the_bound_a_registered_client_stays_named() {
+        let refusals = Refusals::new(RefusalSettings { interval: 60, max_keys: 2 });
+        for index in 0..50 {
+            let junk = unregistered(&format!("random-{index}"));
+            refusals.count(UnixTime(10), "client_unknown".into(), junk, Some(format!("10.0.0.{index}")), 1);
+        }
+        for index in 0..7 {
+            let booker = (Some("booker".to_owned()), true);
+            refusals.count(UnixTime(10), "client_wrong_secret".into(), booker, Some(format!("10.0.1.{index}")), 1);
+        }
+        let event = refusals.take().unwrap().event(UnixTime(600));
+        let guesses: Vec<_> = event.refusals.iter().filter(|count| count.reason == "client_wrong_secret").collect();
+        assert_eq!(guesses.len(), 1, "{:?}", event.refusals);
+        let guesses = guesses[0];
+        assert_eq!((guesses.claimed_client.as_deref(), guesses.overflow, guesses.count), (Some("booker"), true, 7));
+        assert_eq!(guesses.client_address, None, "the address is dropped");
+        let junk = event.refusals.iter().find(|count| count.overflow && count.reason == "client_unknown").unwrap();
+        assert_eq!((junk.claimed_client.as_ref(), junk.count), (None, 48));
+        assert_eq!(event.refusals.len(), 4, "two keys and two overflow rows: {:?}", event.refusals);
+    }
+
+    #[test]
     fn counts_that_could_not_be_written_go_with_the_next_event() {
         let refusals = Refusals::new(RefusalSettings::default());
-        refusals.count(UnixTime(10), "not_form".into(), None, None, 5);
+        refusals.count(UnixTime(10), "not_form".into(), (None, false), None, 5);
         let taken = refusals.take().unwrap();
-        refusals.count(UnixTime(20), "not_form".into(), None, None, 1);
+        refusals.count(UnixTime(20), "not_form".into(), (None, false), None, 1);
         refusals.restore(taken);
         let again = refusals.take().unwrap();
         assert_eq!((again.total(), again.since), (6, UnixTime(10)));
+    }
+
+    #[test]
+    fn restored_overflow_counts_stay_overflow_counts() {
+        let refusals = Refusals::new(RefusalSettings { interval: 60, max_keys: 1 });
+        refusals.count(UnixTime(10), "not_form".into(), (None, false), Some("10.0.0.1".into()), 1);
+        for reason in 0..20 {
+            refusals.count(UnixTime(10), format!("reason-{reason}"), unregistered("x"), Some("10.0.0.2".into()), 3);
+        }
+        refusals.count(UnixTime(10), "client_wrong_secret".into(), (Some("booker".into()), true), None, 2);
+        let taken = refusals.take().unwrap();
+        let mut before = taken.event(UnixTime(20)).refusals;
+        // The new interval has room: still, what was overflow stays so.
+        refusals.restore(taken);
+        let taken = refusals.take().unwrap();
+        let mut after = taken.event(UnixTime(20)).refusals;
+        before.sort_by(|one, other| one.reason.cmp(&other.reason));
+        after.sort_by(|one, other| one.reason.cmp(&other.reason));
+        assert_eq!(before, after);
+        // Another key took the one place meanwhile: what no longer fits
+        // folds into the overflow, a registered client still named.
+        refusals.count(UnixTime(30), "too_large".into(), (None, false), Some("10.0.0.3".into()), 1);
+        refusals.restore(taken);
+        let again = refusals.take().unwrap().event(UnixTime(40)).refusals;
+        let not_form = again.iter().find(|count| count.reason == "not_form").unwrap();
+        assert!(not_form.overflow && not_form.client_address.is_none(), "{again:?}");
+        let booker = again.iter().find(|count| count.reason == "client_wrong_secret").unwrap();
+        assert_eq!((booker.claimed_client.as_deref(), booker.overflow), (Some("booker"), true));
+        assert_eq!(again.iter().map(|count| count.count).sum::<u64>(), 1 + 1 + 60 + 2);
+        assert_eq!(again.iter().filter(|count| !count.overflow).count(), 1, "{again:?}");
     }
 }

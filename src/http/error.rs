@@ -79,7 +79,7 @@ impl IntoResponse for ErrorResponse {
 }
 
 pub(super) async fn method_not_allowed(State(broker): State<Arc<Broker>>, request: Request) -> ErrorResponse {
-    let client_address = super::form::client_address(&request);
+    let client_address = super::form::client_address(&broker, &request);
     ErrorResponse::from(&broker.refuse(RequestError::MethodNotAllowed, client_address).await)
 }
 

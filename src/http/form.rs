@@ -2,10 +2,9 @@
 //! `application/x-www-form-urlencoded` body of bounded size and at most one
 //! `Authorization` header (RFC 6749 §2.3, §3.2), and answers JSON.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -62,7 +61,7 @@ pub(super) async fn revoke(State(broker): State<Arc<Broker>>, request: Request) 
 /// The request's form, credentials and origin; on failure, the reason and
 /// the origin, so that the refusal can still be audited.
 async fn read(broker: &Broker, request: Request) -> Result<TokenRequest, (RequestError, Option<String>)> {
-    let client_address = client_address(&request);
+    let client_address = client_address(broker, &request);
     let (parts, body) = request.into_parts();
     let refuse = |error| (error, client_address.clone());
     let is_form = parts
@@ -95,7 +94,8 @@ async fn read(broker: &Broker, request: Request) -> Result<TokenRequest, (Reques
     Ok(TokenRequest { authorization, params, client_address, dpop_proofs })
 }
 
-/// The client's address (`ip:port`), where the server recorded it.
-pub(super) fn client_address(request: &Request) -> Option<String> {
-    request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(address)| address.to_string())
+/// The client's address, where the server recorded it: the peer's
+/// `ip:port`, or the IP address a trusted proxy forwarded for.
+pub(super) fn client_address(broker: &Broker, request: &Request) -> Option<String> {
+    super::client_address::of(request, broker.trusted_proxies())
 }

@@ -4,6 +4,7 @@
 
 mod admin;
 mod approvals;
+mod client_address;
 mod discovery;
 mod error;
 mod form;

@@ -3,11 +3,16 @@
 //! elsewhere, and junk is counted in aggregate rather than kept row by row.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{header, Request, StatusCode};
+use baton::clock::Clock;
+use baton::grant::{Broker, RefusalSettings, Settings, Stores, ThrottleSettings};
+use baton::keys::KeySet;
+use baton::policy::{Lifetimes, Policy};
 use baton::store::{AuditDecision, AuditFilter, AuditStore};
 use tower::ServiceExt;
 
@@ -287,4 +292,158 @@ async fn junk_over_http_is_absorbed_while_an_agent_elsewhere_is_served() {
         .refusals
         .iter()
         .all(|count| count.overflow || count.client_address.as_deref() == Some("127.0.0.2")));
+}
+
+/// A broker on the harness's keys, example policies, store and clock, with
+/// these refusal limits, believing the client addresses `proxies` forward;
+/// driven through its own router.
+fn broker_with(harness: &Harness, proxies: &[&str], refusals: RefusalSettings) -> (axum::Router, Arc<Broker>) {
+    let lifetimes = Lifetimes { max_token_ttl: 3600, agent_token_ttl: 900 };
+    let settings = Settings {
+        issuer: ISSUER.into(),
+        max_depth: 5,
+        max_token_bytes: 16 * 1024,
+        max_body_bytes: 64 * 1024,
+        lifetimes,
+        admin_token_sha256: None,
+        dpop_nonce: false,
+        clock_leeway_seconds: 0,
+    };
+    let keys = KeySet::load(&harness.keys_dir(), 3600, harness.clock.now()).unwrap();
+    let policy = Policy::load(&example_policies(), lifetimes).unwrap();
+    let stores =
+        Stores { replay: harness.store.clone(), revocation: harness.store.clone(), audit: harness.store.clone() };
+    let broker = Broker::new(settings, keys, policy, stores, harness.clock.clone())
+        .with_abuse_limits(ThrottleSettings::default(), refusals)
+        .with_trusted_proxies(proxies.iter().map(|ip| ip.parse().unwrap()).collect());
+    let broker = Arc::new(broker);
+    (baton::http::router(broker.clone()), broker)
+}
+
+async fn status(router: &axum::Router, request: Request<Body>) -> u16 {
+    router.clone().oneshot(request).await.unwrap().status().as_u16()
+}
+
+fn forwarded(mut request: Request<Body>, name: &'static str, value: &str) -> Request<Body> {
+    request.headers_mut().append(name, value.parse().unwrap());
+    request
+}
+
+async fn aggregate_of(harness: &Harness, broker: &Broker) -> Vec<baton::store::RefusalCount> {
+    broker.flush_refusals().await.unwrap();
+    let filter = AuditFilter { action: Some("unauthenticated_refusals".into()), ..AuditFilter::default() };
+    harness.store.query(&filter).await.unwrap().pop().unwrap().refusals
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_budget() {
+    let harness = Harness::new();
+    let (router, broker) = broker_with(&harness, &["127.0.0.9"], RefusalSettings::default());
+    let proxy = "127.0.0.9:3000";
+    let via = |client: &str, secret: &str| {
+        forwarded(client_credentials(proxy, "orchestrator", secret), "x-forwarded-for", client)
+    };
+    // One client behind the proxy guesses until its budget is spent...
+    for attempt in 0..10 {
+        assert_eq!(status(&router, via("203.0.113.1", &format!("guess-{attempt}"))).await, 401);
+    }
+    assert_eq!(status(&router, via("203.0.113.1", ORCHESTRATOR)).await, 429);
+    // ...even when it writes another address on the left of the chain itself.
+    assert_eq!(status(&router, via("198.51.100.99, 203.0.113.1", ORCHESTRATOR)).await, 429);
+    // Another client behind the same proxy is served (RFC 7239 `Forwarded`).
+    let other = forwarded(
+        client_credentials(proxy, "orchestrator", ORCHESTRATOR),
+        "forwarded",
+        r#"for=203.0.113.2;proto=http"#,
+    );
+    assert_eq!(status(&router, other).await, 200);
+    let issued = harness.events().await.pop().unwrap();
+    assert_eq!((issued.decision, issued.client_address.as_deref()), (AuditDecision::Issued, Some("203.0.113.2")));
+    // A forwarded header from a peer that is not a trusted proxy is ignored:
+    // it neither borrows the throttled client's budget nor escapes its own.
+    let untrusted = "127.0.0.8:3000";
+    let claims_a = |secret: &str| {
+        forwarded(client_credentials(untrusted, "orchestrator", secret), "x-forwarded-for", "203.0.113.1")
+    };
+    assert_eq!(status(&router, claims_a(ORCHESTRATOR)).await, 200);
+    assert_eq!(harness.events().await.pop().unwrap().client_address.as_deref(), Some(untrusted));
+    for attempt in 0..10 {
+        let spoofed = forwarded(
+            client_credentials(untrusted, "orchestrator", &format!("guess-{attempt}")),
+            "x-forwarded-for",
+            &format!("198.51.100.{attempt}"),
+        );
+        assert_eq!(status(&router, spoofed).await, 401);
+    }
+    assert_eq!(status(&router, claims_a(ORCHESTRATOR)).await, 429, "counted against the peer itself");
+    assert_eq!(status(&router, via("203.0.113.2", ORCHESTRATOR)).await, 200);
+    // The refusals are counted by the address the throttle used.
+    let refusals = aggregate_of(&harness, &broker).await;
+    let guesses = |address: &str| {
+        refusals
+            .iter()
+            .filter(|count| count.reason == "client_wrong_secret" && count.client_address.as_deref() == Some(address))
+            .map(|count| count.count)
+            .sum::<u64>()
+    };
+    assert_eq!((guesses("203.0.113.1"), guesses("127.0.0.8")), (10, 10), "{refusals:?}");
+}
+
+#[tokio::test]
+async fn an_agent_proving_its_secret_is_served_while_junk_spends_its_address() {
+    let harness = Harness::new();
+    let shared = "127.0.0.21:1000";
+    assert_eq!(harness.send(client_credentials(shared, "orchestrator", ORCHESTRATOR)).await.status, 200);
+    // Junk with random client ids from the same address, well past the
+    // address's budget of 100 a minute, between the agent's requests.
+    let mut statuses = Vec::new();
+    for round in 0..6 {
+        for index in 0..30 {
+            let junk = client_credentials(shared, &format!("ghost-{round}-{index}"), "x");
+            statuses.push(harness.send(junk).await.status.as_u16());
+        }
+        assert_eq!(harness.send(client_credentials(shared, "orchestrator", ORCHESTRATOR)).await.status, 200);
+    }
+    assert!(statuses.iter().filter(|status| **status == 429).count() >= 70, "{statuses:?}");
+    // Anyone else from there is throttled...
+    assert_throttled(&harness.send(introspection(shared, "airline-api", API_SECRET)).await);
+    // ...and the agent's own budget still holds: guessing at it stays slow.
+    for attempt in 0..10 {
+        let guess = client_credentials(shared, "orchestrator", &format!("guess-{attempt}"));
+        harness.send(guess).await.assert_error(401, "invalid_client");
+    }
+    assert_throttled(&harness.send(client_credentials(shared, "orchestrator", ORCHESTRATOR)).await);
+}
+
+#[tokio::test]
+async fn past_the_bound_guessing_at_a_registered_agent_stays_named_and_ipv6_is_counted_by_64() {
+    let harness = Harness::new();
+    let (router, broker) = broker_with(&harness, &[], RefusalSettings { interval: 60, max_keys: 5 });
+    // Two hosts of one IPv6 /64: one origin, one count.
+    for address in ["[2001:db8:1:2::1]:1000", "[2001:db8:1:2::ffff]:2000"] {
+        assert_eq!(status(&router, client_credentials(address, "nobody", "x")).await, 401);
+    }
+    // Junk from random client ids and addresses fills the bound...
+    for index in 0..50 {
+        let address = format!("127.0.1.{index}:1");
+        assert_eq!(status(&router, client_credentials(&address, &format!("random-{index}"), "x")).await, 401);
+    }
+    // ...and guessing at a real agent, each guess from another address, still shows.
+    for index in 0..7 {
+        let address = format!("127.0.2.{index}:1");
+        assert_eq!(status(&router, client_credentials(&address, "orchestrator", "guess")).await, 401);
+    }
+    let refusals = aggregate_of(&harness, &broker).await;
+    let v6 = refusals.iter().find(|count| count.claimed_client.as_deref() == Some("nobody")).unwrap();
+    assert_eq!((v6.client_address.as_deref(), v6.count), (Some("2001:db8:1:2::/64"), 2), "{refusals:?}");
+    let guesses: Vec<_> = refusals.iter().filter(|count| count.reason == "client_wrong_secret").collect();
+    assert_eq!(guesses.len(), 1, "{refusals:?}");
+    assert_eq!(
+        (guesses[0].claimed_client.as_deref(), guesses[0].client_address.as_deref(), guesses[0].overflow),
+        (Some("orchestrator"), None, true)
+    );
+    assert_eq!(guesses[0].count, 7);
+    let junk = refusals.iter().find(|count| count.overflow && count.reason == "client_unknown").unwrap();
+    assert_eq!(junk.claimed_client, None, "an unregistered client is not kept past the bound");
+    assert!(refusals.len() <= 5 + 2, "{refusals:?}");
 }

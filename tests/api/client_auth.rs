@@ -362,3 +362,61 @@ async fn an_assertion_naming_or_carrying_a_key_is_refused() {
     let plain = sign(&setup.key, &json!({"alg": "ES256", "kid": "signer-key-1"}), &assertion_claims("plain"));
     assert_eq!(with_assertion(&setup.harness, &plain).await.status, 200);
 }
+
+/// The refusals of the trail that are events of their own, not the aggregate.
+async fn own_refusals(harness: &Harness) -> Vec<baton::store::AuditEvent> {
+    let events = harness.events().await;
+    events
+        .into_iter()
+        .filter(|event| event.decision == baton::store::AuditDecision::Refused)
+        .filter(|event| event.action != baton::grant::refusals::UNAUTHENTICATED_REFUSALS)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_refusal_after_the_credential_is_proven_is_an_event_naming_the_agent() {
+    let harness = Harness::new();
+    let after_expiry = baton::clock::UnixTime(time::macros::datetime!(2030-07-01 0:00 UTC).unix_timestamp());
+    harness.clock.advance(after_expiry.seconds_since(START));
+    // A wrong secret proves nothing: counted with the junk.
+    assert_invalid_client(
+        &harness.token(Some(("orchestrator", "wrong")), &[("grant_type", "client_credentials")]).await,
+    );
+    assert!(own_refusals(&harness).await.is_empty());
+    // The right secret of a deprovisioned agent: refused, and recorded as such.
+    assert_invalid_client(&harness.as_agent("orchestrator", &[("grant_type", "client_credentials")]).await);
+    let refused = own_refusals(&harness).await;
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].agent.as_deref(), Some("orchestrator"));
+    assert_eq!(refused[0].action, "client_credentials");
+    assert!(refused[0].reason.as_deref().unwrap().contains("deprovisioned"), "{:?}", refused[0].reason);
+    // At the introspection endpoint too.
+    let form = form_body(&[("token", "anything")]);
+    let request = axum::http::Request::post("/introspect")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("authorization", basic_header("orchestrator", "dev-only-orchestrator-secret"))
+        .body(axum::body::Body::from(form))
+        .unwrap();
+    assert_invalid_client(&harness.send(request).await);
+    let refused = own_refusals(&harness).await;
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert_eq!(
+        (refused[1].agent.as_deref(), refused[1].action.as_str()),
+        (Some("orchestrator"), "client_authentication")
+    );
+    assert_eq!(harness.broker.flush_refusals().await.unwrap(), 1, "only the wrong secret is in the aggregate");
+}
+
+#[tokio::test]
+async fn a_replayed_assertion_is_an_event_naming_the_agent() {
+    let setup = key_agent();
+    let header = json!({"alg": "ES256", "kid": "signer-key-1"});
+    let assertion = sign(&setup.key, &header, &assertion_claims("once"));
+    assert_eq!(with_assertion(&setup.harness, &assertion).await.status, 200);
+    assert_invalid_client(&with_assertion(&setup.harness, &assertion).await);
+    let refused = own_refusals(&setup.harness).await;
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].agent.as_deref(), Some("signer"));
+    assert!(refused[0].reason.as_deref().unwrap().contains("replayed"), "{:?}", refused[0].reason);
+    assert_eq!(setup.harness.broker.flush_refusals().await.unwrap(), 0);
+}

@@ -1,0 +1,233 @@
+//! Client authentication at the token, introspection and revocation
+//! endpoints, as the grants see it (DESIGN.md §12): the credential checked
+//! (`client_auth`), failed attempts throttled per address and client
+//! (`throttle`), and the refusals of requests whose client never proved
+//! itself counted in aggregate (`refusals`) rather than one event each.
+
+use base64::Engine;
+
+use super::{
+    refusals, throttle, Broker, Evidence, GrantError, RefusalSettings, RequestError, ThrottleSettings, TokenParams,
+    CLIENT_AUTHENTICATION,
+};
+use crate::client_auth::{self, AuthenticatedClient, CredentialFields};
+use crate::policy::Policy;
+use crate::store::StoreError;
+
+/// Whether a refusal came after the client proved its credential.
+pub(super) fn proves_identity(error: &GrantError) -> bool {
+    match error {
+        GrantError::Client(error) => error.proves_identity(),
+        _ => false,
+    }
+}
+
+/// The client id a request claims, by Basic credentials, `client_id`, or a
+/// client assertion's `iss` (read unverified: it is evidence, not identity).
+pub(super) fn claimed_client(authorization: Option<&str>, params: &TokenParams) -> Option<String> {
+    let from_basic = authorization.and_then(client_auth::basic_client_id);
+    let from_assertion = || {
+        params.get("client_assertion").and_then(|assertion| {
+            let payload = assertion.split('.').nth(1)?;
+            let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
+            serde_json::from_slice::<serde_json::Value>(&json).ok()?.get("iss")?.as_str().map(str::to_owned)
+        })
+    };
+    from_basic.or_else(|| params.get("client_id").map(str::to_owned)).or_else(from_assertion)
+}
+
+/// A client address as refusals are counted by: the address grouped as
+/// the throttle groups it (an IP address without the port, which changes
+/// with every connection; an IPv6 address by its /64), so that the counts
+/// and the budgets name the same origins.
+fn grouped(client_address: Option<&str>) -> Option<String> {
+    let address = client_address?;
+    Some(throttle::Origin::of(Some(address)).map_or_else(|| super::clip(address), |origin| origin.to_string()))
+}
+
+impl Broker {
+    /// The same broker with these limits on failed client authentication
+    /// and on the counting of unauthenticated refusals.
+    pub fn with_abuse_limits(mut self, throttle: ThrottleSettings, refusals: RefusalSettings) -> Broker {
+        self.throttle = throttle::Throttle::new(throttle, self.clock.clone());
+        self.refusals = refusals::Refusals::new(refusals);
+        self.refusal_settings = refusals;
+        self
+    }
+
+    /// The same broker believing the client address that these proxies
+    /// forward (`Forwarded`, `X-Forwarded-For`) when a request comes from
+    /// one of them; from anyone else those headers are ignored.
+    pub fn with_trusted_proxies(mut self, proxies: Vec<std::net::IpAddr>) -> Broker {
+        self.trusted_proxies = proxies;
+        self
+    }
+
+    /// The proxies whose forwarded client address is believed.
+    pub fn trusted_proxies(&self) -> &[std::net::IpAddr] {
+        &self.trusted_proxies
+    }
+
+    /// Counts a token request refused before it could be read (wrong
+    /// method, media type or size, repeated parameters): evidence too, in
+    /// the next aggregate event.
+    pub async fn refuse(&self, error: RequestError, client_address: Option<String>) -> GrantError {
+        let error = GrantError::Request(error);
+        self.count_refusal(&error, None, client_address.as_deref());
+        self.metrics.count_token(None, Err(&error));
+        error
+    }
+
+    /// Counts an introspection or revocation request refused before it
+    /// could be read, as [`Broker::refuse`] does for the token endpoint.
+    pub fn refuse_unread(&self, error: RequestError, client_address: Option<&str>) -> GrantError {
+        let error = GrantError::Request(error);
+        self.count_refusal(&error, None, client_address);
+        error
+    }
+
+    /// Counts the refusal of a request whose client never authenticated,
+    /// for the next aggregate event and the metrics.
+    pub(super) fn count_refusal(
+        &self,
+        error: &GrantError,
+        claimed_client: Option<String>,
+        client_address: Option<&str>,
+    ) {
+        let reason = crate::metrics::reason(error);
+        tracing::debug!(target: "baton::audit", %reason, ?claimed_client, ?client_address, "unauthenticated request refused");
+        self.metrics.count_unauthenticated(reason.clone());
+        // A registered client stays named even past the bound on keys, so
+        // that junk cannot hide guessing against it.
+        let registered = claimed_client.as_deref().is_some_and(|id| self.policy().inventory().client(id).is_some());
+        self.refusals.count(self.now(), reason, (claimed_client, registered), grouped(client_address), 1);
+    }
+
+    /// Writes the refusals of unauthenticated requests counted since the
+    /// last call as one audit event, `action` [`refusals::UNAUTHENTICATED_REFUSALS`],
+    /// and answers how many it counts (0: nothing to write). Counts whose
+    /// event cannot be written are kept for the next call. A background task
+    /// calls it every interval and at shutdown; tests call it at will.
+    pub async fn flush_refusals(&self) -> Result<u64, StoreError> {
+        let Some(taken) = self.refusals.take() else { return Ok(0) };
+        let total = taken.total();
+        match self.record(taken.event(self.now())).await {
+            Ok(()) => Ok(total),
+            Err(error) => {
+                self.refusals.restore(taken);
+                Err(error)
+            }
+        }
+    }
+
+    /// How often [`Broker::flush_refusals`] is to be called.
+    pub fn refusal_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.refusal_settings.interval)
+    }
+
+    /// Forgets the failed authentications whose budget is whole again, so
+    /// that the throttle's memory follows recent failures only.
+    pub fn prune_throttle(&self) {
+        self.throttle.prune();
+    }
+
+    /// Authenticates the client of a request to the introspection or
+    /// revocation endpoint, throttled by `client_address`; a refusal is
+    /// counted as unauthenticated.
+    pub async fn authenticate_client(
+        &self,
+        authorization: Option<&str>,
+        params: &TokenParams,
+        client_address: Option<&str>,
+    ) -> Result<AuthenticatedClient, GrantError> {
+        self.authenticate_client_in(&self.policy(), authorization, params, client_address).await
+    }
+
+    /// [`Broker::authenticate_client`] against the request's policy snapshot.
+    pub(crate) async fn authenticate_client_in(
+        &self,
+        policy: &Policy,
+        authorization: Option<&str>,
+        params: &TokenParams,
+        client_address: Option<&str>,
+    ) -> Result<AuthenticatedClient, GrantError> {
+        let outcome = self.authenticate_in(policy, authorization, params, client_address).await;
+        if let Err(error) = &outcome {
+            let claimed = claimed_client(authorization, params).map(|id| super::clip(&id));
+            if proves_identity(error) {
+                // The agent is known for certain: an event of its own, and
+                // a refusal that cannot be recorded is not answered either.
+                let evidence = Evidence {
+                    grant_type: CLIENT_AUTHENTICATION.into(),
+                    agent: claimed.clone(),
+                    claimed_client: claimed,
+                    ..Evidence::default()
+                };
+                self.record(evidence.refused(self.now(), error, client_address.map(str::to_owned))).await?;
+            } else {
+                self.count_refusal(error, claimed, client_address);
+            }
+        }
+        outcome
+    }
+
+    /// Authenticates a client unless its address failed too often, and
+    /// counts a failure against the address (DESIGN.md §12). A throttled
+    /// request is refused before its credential is checked, so that
+    /// guessing stays slow whatever the guess. The budgets are the caller's
+    /// own address's: an agent elsewhere is never locked out by them.
+    pub(super) async fn authenticate_in(
+        &self,
+        policy: &Policy,
+        authorization: Option<&str>,
+        params: &TokenParams,
+        client_address: Option<&str>,
+    ) -> Result<AuthenticatedClient, GrantError> {
+        /// A throttle key's claimed client is cut shorter than evidence is:
+        /// it only tells budgets apart.
+        const KEY_BYTES: usize = 64;
+        let Some(origin) = throttle::Origin::of(client_address) else {
+            return self.verify_client(policy, authorization, params).await;
+        };
+        let mut claimed = claimed_client(authorization, params).unwrap_or_default();
+        if claimed.len() > KEY_BYTES {
+            let mut end = KEY_BYTES;
+            while !claimed.is_char_boundary(end) {
+                end -= 1;
+            }
+            claimed.truncate(end);
+        }
+        self.throttle.check(origin, &claimed)?;
+        let outcome = self.verify_client(policy, authorization, params).await;
+        match &outcome {
+            Ok(_) => self.throttle.succeeded(origin, &claimed),
+            Err(GrantError::Client(error)) if error.spends_budget() => self.throttle.failed(origin, &claimed),
+            Err(_) => {}
+        }
+        outcome
+    }
+
+    /// Checks the credentials a request presents.
+    async fn verify_client(
+        &self,
+        policy: &Policy,
+        authorization: Option<&str>,
+        params: &TokenParams,
+    ) -> Result<AuthenticatedClient, GrantError> {
+        let presented = client_auth::presented(CredentialFields {
+            authorization,
+            client_id: params.get("client_id"),
+            client_secret: params.get("client_secret"),
+            client_assertion_type: params.get("client_assertion_type"),
+            client_assertion: params.get("client_assertion"),
+        })?;
+        let verifier = client_auth::Verifier {
+            inventory: policy.inventory(),
+            replay: self.stores.replay.as_ref(),
+            issuer: &self.settings.issuer,
+            clock: self.clock.as_ref(),
+            leeway: self.settings.clock_leeway_seconds,
+        };
+        Ok(client_auth::authenticate(&presented, &verifier).await?)
+    }
+}
