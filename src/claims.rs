@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::clock::UnixTime;
+use crate::clock::{UnixMicros, UnixTime};
 
 /// The claims of a Baton access token.
 ///
@@ -111,6 +111,7 @@ impl Claims {
             jkt: self.cnf.as_ref().map(|cnf| cnf.jkt.clone()),
             iss: None,
             approval: self.delegation.approval.clone(),
+            iat_micros: self.delegation.iat_micros,
         }
     }
 
@@ -167,6 +168,11 @@ pub struct Delegation {
     /// ancestor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<HopApproval>,
+    /// When this token was issued, in microseconds: ordered finer than
+    /// `iat`, so that a deprovisioning's cut-off in the same second as the
+    /// issue tells which came first. It moves into [`Hop::iat_micros`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat_micros: Option<UnixMicros>,
 }
 
 impl Delegation {
@@ -205,6 +211,9 @@ pub struct Hop {
     /// The person's approval the ancestor was issued under, if it needed one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<HopApproval>,
+    /// When the ancestor was issued, in microseconds, where Baton recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat_micros: Option<UnixMicros>,
 }
 
 /// A person's approval of one token request (issue 7): which approval, who

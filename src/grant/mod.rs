@@ -29,7 +29,7 @@ pub use revocation::NotAHolder;
 
 use crate::claims::{Claims, ScopeSet, TokenId};
 use crate::client_auth::{self, AuthenticatedClient, ClientAuthError, CredentialFields};
-use crate::clock::{Clock, UnixTime};
+use crate::clock::{Clock, UnixMicros, UnixTime};
 use crate::dpop::{self, nonce::Nonces, Proof, ProofError};
 use crate::keys::{Algorithm, KeySet};
 use crate::metrics::Metrics;
@@ -375,7 +375,7 @@ impl Broker {
     pub(crate) async fn status_of(&self, policy: &Policy, lineage: &Lineage) -> Result<Status, StoreError> {
         let now = self.now();
         let inventory = policy.inventory();
-        let retired = lineage.principals.iter().any(|principal| match principal {
+        let retired = lineage.principals.iter().any(|named| match &named.principal {
             // An agent removed or past its expiry; an API that is no longer
             // registered counts the same for the tokens addressed to it.
             Principal::Agent(id) => match inventory.target(id) {
@@ -510,7 +510,7 @@ impl Broker {
         principals.extend(subject.map(|subject| Principal::Subject(subject.to_owned())));
         // A token "issued at the end of time" is killed by a block only,
         // never by a deprovisioning's cut-off in the past.
-        let own = Lineage { jtis: Vec::new(), issued_at: UnixTime(i64::MAX), principals };
+        let own = Lineage::at(Vec::new(), UnixMicros::MAX, principals);
         match self.stores.revocation.check(&own).await? {
             Status::Active => Ok(()),
             Status::Revoked | Status::Deprovisioned => Err(ClientAuthError::Deprovisioned.into()),
@@ -524,6 +524,11 @@ impl Broker {
 
     fn now(&self) -> UnixTime {
         self.clock.now()
+    }
+
+    /// Now, in microseconds (an issue instant or a deprovisioning's cut-off).
+    fn now_micros(&self) -> UnixMicros {
+        self.clock.now_micros()
     }
 
     /// A fresh, unguessable token id: 128 random bits.

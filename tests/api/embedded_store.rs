@@ -120,7 +120,7 @@ fn acknowledged_events_survive_a_kill() {
             assert_eq!(recorded(&store, id).await, 1, "acknowledged event {id} was lost");
         }
         for jti in &acknowledged.revoked {
-            let lineage = Lineage { jtis: vec![TokenId(jti.clone())], issued_at: UnixTime(0), principals: vec![] };
+            let lineage = Lineage { jtis: vec![TokenId(jti.clone())], principals: vec![] };
             assert_eq!(store.check(&lineage).await.unwrap(), Status::Revoked, "acknowledged revocation {jti} was lost");
         }
     });
@@ -225,4 +225,19 @@ async fn reopen_after_drop(store: Arc<EmbeddedStore>, dir: &Path) {
     drop(store);
     let reopened = EmbeddedStore::open(dir).unwrap();
     assert_eq!(recorded(&reopened, "batch-0-0").await, 1);
+}
+
+#[tokio::test]
+async fn embedded_store_keeps_the_audit_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    crate::store_contract::retention(
+        move |retention| {
+            let data = data.clone();
+            async move { Arc::new(EmbeddedStore::open_with_retention(&data, retention).unwrap()) as Arc<dyn StateStore> }
+        },
+        async {},
+        "embedded",
+    )
+    .await;
 }
