@@ -57,6 +57,10 @@ pub struct Config {
     pub approval_ttl: i64,
     /// `http://` URL that new pending approvals are posted to.
     pub approval_webhook: Option<String>,
+    /// Days audit events are kept (both stores); the issuance of a token
+    /// still alive is kept however old. At least one day, the longest any
+    /// token lives, so trimming by age never reaches a live token's events.
+    pub audit_retention_days: u32,
 }
 
 /// A configuration that cannot be used; the message names the key.
@@ -104,6 +108,7 @@ struct Raw {
     approver: Option<Approver>,
     approval_ttl: Option<i64>,
     approval_webhook: Option<String>,
+    audit_retention_days: Option<u32>,
 }
 
 impl Config {
@@ -155,6 +160,7 @@ impl Config {
             approver: raw.approver.unwrap_or_default(),
             approval_ttl: raw.approval_ttl.unwrap_or(crate::grant::approval::DEFAULT_APPROVAL_TTL),
             approval_webhook: raw.approval_webhook,
+            audit_retention_days: raw.audit_retention_days.unwrap_or(crate::store::DEFAULT_AUDIT_RETENTION_DAYS),
         };
         if config.approval_webhook.as_deref().is_some_and(|url| !url.starts_with("http://")) {
             return Err(ConfigError::Invalid {
@@ -184,6 +190,7 @@ impl Config {
         within("agent_token_ttl", config.agent_token_ttl, 1, config.max_token_ttl)?;
         within("max_token_bytes", i64::try_from(config.max_token_bytes).unwrap_or(i64::MAX), 512, 1 << 20)?;
         within("max_body_bytes", i64::try_from(config.max_body_bytes).unwrap_or(i64::MAX), 1024, 1 << 22)?;
+        within("audit_retention_days", i64::from(config.audit_retention_days), 1, 3650)?;
         Ok(config)
     }
 }
@@ -285,5 +292,16 @@ mod tests {
         assert!(ttl.contains("approval_ttl"), "{ttl}");
         let alg = Config::load(None, vars(&[("BATON_SIGNING_ALGORITHM", "HS256")])).unwrap_err().to_string();
         assert!(alg.contains("HS256") || alg.contains("signing_algorithm"), "{alg}");
+    }
+
+    #[test]
+    fn audit_retention_defaults_to_ninety_days_and_is_bounded() {
+        assert_eq!(Config::load(None, Vec::new()).unwrap().audit_retention_days, 90);
+        let kept = Config::load(None, vars(&[("BATON_AUDIT_RETENTION_DAYS", "7")])).unwrap();
+        assert_eq!(kept.audit_retention_days, 7);
+        for bad in ["0", "3651"] {
+            let error = Config::load(None, vars(&[("BATON_AUDIT_RETENTION_DAYS", bad)])).unwrap_err().to_string();
+            assert!(error.contains("audit_retention_days"), "{error}");
+        }
     }
 }
