@@ -846,6 +846,68 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_older_file_is_migrated_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(EmbeddedStore::open(dir.path()).unwrap());
+        // What an older release left: a whole-seconds deprovisioning, and an
+        // issuance recorded before the issuance indexes.
+        let mut issued = event(UnixTime(990));
+        issued.decision = AuditDecision::Issued;
+        issued.jti = Some(TokenId("old-token".into()));
+        issued.parent_jti = Some(TokenId("old-parent".into()));
+        {
+            let db = Database::open(dir.path().join(FILE_NAME)).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(DEPROVISIONED).unwrap().insert("agent:x", (1000, 5000)).unwrap();
+            txn.open_table(EVENTS).unwrap().insert((990, 7), serde_json::to_string(&issued).unwrap().as_str()).unwrap();
+            txn.open_table(META).unwrap().remove(ISSUED_INDEXED).unwrap();
+            txn.commit().unwrap();
+        }
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let named_at = |second: i64, micros: i64| {
+            Lineage::at(
+                vec![],
+                UnixMicros(UnixMicros::start_of(UnixTime(second)).0 + micros),
+                [Principal::Agent("x".into())],
+            )
+        };
+        assert_eq!(store.check(&named_at(1000, 999_999)).await.unwrap(), Status::Deprovisioned, "its whole second");
+        assert_eq!(store.check(&named_at(1001, 0)).await.unwrap(), Status::Active, "not the next");
+        assert_eq!(store.issued(&TokenId("old-token".into())).await.unwrap(), Some(issued.clone()));
+        assert_eq!(store.children(&TokenId("old-parent".into()), 10).await.unwrap(), vec![issued]);
+        let txn = store.db.begin_read().unwrap();
+        assert!(txn.open_table(DEPROVISIONED).unwrap().get("agent:x").unwrap().is_none(), "moved, not copied");
+    }
+
+    #[tokio::test]
+    async fn retention_drops_old_events_with_their_index_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open_with_retention(dir.path(), Retention::days(1)).unwrap();
+        let day = 86_400;
+        let mut old = event(UnixTime(1000));
+        old.decision = AuditDecision::Issued;
+        old.jti = Some(TokenId("old".into()));
+        old.parent_jti = Some(TokenId("parent".into()));
+        old.expires_at = Some(UnixTime(1600));
+        let mut alive = old.clone();
+        alive.jti = Some(TokenId("alive".into()));
+        alive.expires_at = Some(UnixTime(1000 + 3 * day));
+        store.record(old).await.unwrap();
+        store.record(alive.clone()).await.unwrap();
+        store.record(event(UnixTime(1000 + day + 500))).await.unwrap();
+        // Housekeeping at 1000 + 2 days: the first event is past the day kept.
+        store.use_once("tick", UnixTime(1000 + 3 * day), UnixTime(1000 + 2 * day)).await.unwrap();
+        assert_eq!(count(&store)[3], 2, "the old event went, the live token's issuance stayed");
+        assert_eq!(store.issued(&TokenId("old".into())).await.unwrap(), None);
+        assert_eq!(store.children(&TokenId("parent".into()), 10).await.unwrap(), vec![alive]);
+        let txn = store.db.begin_read().unwrap();
+        let by_agent = txn.open_multimap_table(EVENTS_BY_AGENT).unwrap();
+        assert_eq!(by_agent.get("a").unwrap().count(), 2, "its index entries went with it");
+        let by_jti = txn.open_multimap_table(EVENTS_BY_JTI).unwrap();
+        assert_eq!(by_jti.get("old").unwrap().count(), 0);
+    }
+
+    #[tokio::test]
     async fn housekeeping_removes_what_expired_and_keeps_the_rest() {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(dir.path()).unwrap();

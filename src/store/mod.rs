@@ -4,6 +4,45 @@
 //!
 //! Every write returns only once it is durable: a caller that got `Ok` may
 //! tell its client the revocation, the used id or the audit event is kept.
+//!
+//! ## A token's life (DESIGN.md §2.4)
+//!
+//! - **Exact cut-offs.** Deprovisioning a principal records a cut-off
+//!   instant in microseconds ([`UnixMicros`], from the broker's clock) and,
+//!   for an admin's deprovisioning, blocks it, in one atomic write
+//!   ([`RevocationStore::deprovision`]). Baton tokens carry their issue
+//!   instant in `delegation.iat_micros` (and each ancestor's in its hop), so
+//!   a token issued after a reinstatement, even within the same second as
+//!   the deprovisioning, is not cut off. `iat` and `exp` stay whole seconds.
+//! - **Status follows the ancestors.** A principal is compared with the
+//!   issue instant of the first token of the lineage that named it
+//!   ([`Lineage::of`]): the subject from the root, an agent from the first
+//!   token it obtained or that was addressed to it. An exchange is made by
+//!   the agent the parent is addressed to, so a child minted from a parent
+//!   issued before its agent's cut-off (in the race with the
+//!   deprovisioning) is dead with its parent, after reinstatement too; and
+//!   a child of a revoked parent carries the parent's id. A token only
+//!   Baton's older releases issued, or a person's sign-in at a provider,
+//!   counts from the first microsecond of its `iat`; a cut-off recorded in
+//!   whole seconds counts as the last microsecond of its second, so older
+//!   state kills exactly what it killed before.
+//! - **What is left.** A chain's first token (an agent's own token, or the
+//!   first hop of a person's chain) is named by nothing before it: if it is
+//!   minted in the instant between its agent's block check and a
+//!   deprovisioning's write, it is dead while the agent stays blocked and
+//!   lives after a reinstatement, like any token issued after the cut-off.
+//!   On several nodes, cut-offs and issue instants are as ordered as the
+//!   nodes' clocks are.
+//!
+//! ## Evidence
+//!
+//! An audit store keeps issuance events in indexes of their own
+//! ([`AuditStore::issued`], [`AuditStore::children`]), so a trace finds a
+//! token, its ancestors and its children whatever number of refusals or
+//! revocations name it; a repeated revocation is not recorded again
+//! ([`RevocationStore::revoke`] tells whether it is the first). Events are
+//! kept for a [`Retention`] (default [`DEFAULT_AUDIT_RETENTION_DAYS`] days),
+//! except the issuance or revocation of a token that has not expired.
 
 pub mod approvals;
 pub mod embedded;

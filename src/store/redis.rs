@@ -570,8 +570,18 @@ impl AuditStore for RedisStore {
         command.arg(self.keys.audit_issued(jti));
         let json: Option<String> =
             self.call("issued", |mut manager| async move { command.query_async(&mut manager).await }).await?;
-        json.map(|json| serde_json::from_str(&json).map_err(|_| StoreError("unreadable issuance event".into())))
-            .transpose()
+        if let Some(json) = json {
+            return serde_json::from_str(&json).map(Some).map_err(|_| StoreError("unreadable issuance event".into()));
+        }
+        // Recorded before issuance keys existed: the token's index list,
+        // read whole for its issuance.
+        let filter = AuditFilter {
+            jti: Some(jti.clone()),
+            decision: Some(AuditDecision::Issued),
+            limit: Some(1),
+            ..AuditFilter::default()
+        };
+        Ok(self.query(&filter).await?.into_iter().next())
     }
 
     async fn children(&self, parent: &TokenId, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
