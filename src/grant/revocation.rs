@@ -6,7 +6,7 @@ use super::{Broker, Evidence, GrantError, TokenParams};
 use crate::claims::Claims;
 use crate::client_auth::ClientAuthError;
 use crate::metrics::{DeprovisionCause, RevokedVia};
-use crate::store::{AuditDecision, Cutoff, Principal};
+use crate::store::{AuditDecision, Blocking, Cutoff, Principal};
 
 /// Why an authenticated client may not revoke a token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -71,7 +71,8 @@ impl Broker {
         // The cut-off is exact and lands with the block in one write: a
         // token issued after a later reinstatement lives at once, and none
         // slips between a cut-off and its block.
-        let cutoff = Cutoff { at: self.now_micros(), until: now.plus(crate::token::MAX_LIFETIME), block: true };
+        let cutoff =
+            Cutoff { at: self.now_micros(), until: now.plus(crate::token::MAX_LIFETIME), block: Blocking::Block };
         self.stores.revocation.deprovision(principal, &cutoff).await?;
         self.record(principal_event("deprovision", principal, now)).await?;
         self.metrics().count_deprovisioning(matches!(principal, Principal::Agent(_)), cause);
@@ -92,7 +93,8 @@ impl Broker {
         let policy = self.policy();
         for agent in policy.inventory().agents().filter(|agent| !agent.is_active(now) && !done.contains(&agent.id)) {
             let principal = Principal::Agent(agent.id.clone());
-            let cutoff = Cutoff { at: self.now_micros(), until: now.plus(crate::token::MAX_LIFETIME), block: false };
+            let cutoff =
+                Cutoff { at: self.now_micros(), until: now.plus(crate::token::MAX_LIFETIME), block: Blocking::Keep };
             self.stores.revocation.deprovision(&principal, &cutoff).await?;
             self.record(principal_event("expired", &principal, now)).await?;
             self.metrics().count_deprovisioning(true, DeprovisionCause::Expired);
@@ -117,10 +119,15 @@ impl Broker {
     }
 
     /// Lifts a deprovisioned principal's block (admin API): tokens issued from
-    /// now on live; those cut off by the deprovisioning stay dead.
+    /// now on live; those cut off by the deprovisioning stay dead, and so
+    /// does any that named the principal while it was blocked (the cut-off
+    /// moves to now with the block's lifting, in one write).
     pub async fn reinstate(&self, principal: &Principal) -> Result<(), GrantError> {
-        self.stores.revocation.block(principal, false).await?;
-        self.record(principal_event("reinstate", principal, self.now())).await?;
+        let now = self.now();
+        let cutoff =
+            Cutoff { at: self.now_micros(), until: now.plus(crate::token::MAX_LIFETIME), block: Blocking::Lift };
+        self.stores.revocation.deprovision(principal, &cutoff).await?;
+        self.record(principal_event("reinstate", principal, now)).await?;
         Ok(())
     }
 }

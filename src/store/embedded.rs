@@ -44,8 +44,8 @@ use redb::{
 use tokio::sync::oneshot;
 
 use super::{
-    outlives, verdict, AuditDecision, AuditEvent, AuditFilter, AuditStore, Cutoff, Lineage, Principal, ReplayStore,
-    Retention, RevocationStore, Status, StoreError, Take, Use,
+    outlives, verdict, AuditDecision, AuditEvent, AuditFilter, AuditStore, Blocking, Cutoff, Lineage, Principal,
+    ReplayStore, Retention, RevocationStore, Status, StoreError, Take, Use,
 };
 use crate::claims::TokenId;
 use crate::clock::{UnixMicros, UnixTime};
@@ -611,13 +611,21 @@ impl<'txn> WriteTables<'txn> {
     }
 
     /// Keeps the latest cut-off and the latest `until` (a deprovisioning
-    /// never moves back), and blocks in the same transaction.
+    /// never moves back), and blocks or lifts the block in the same
+    /// transaction.
     fn deprovision(&mut self, key: &str, cutoff: &Cutoff) -> Result<(), Failure> {
-        self.cut_off(key, cutoff.at.0, cutoff.until.0)?;
-        if cutoff.block {
-            self.blocked.insert(key, ())?;
+        match cutoff.block {
+            Blocking::Block => {
+                self.blocked.insert(key, ())?;
+            }
+            Blocking::Lift => {
+                if self.blocked.remove(key)?.is_none() {
+                    return Ok(());
+                }
+            }
+            Blocking::Keep => {}
         }
-        Ok(())
+        self.cut_off(key, cutoff.at.0, cutoff.until.0)
     }
 
     fn cut_off(&mut self, key: &str, at: i64, until: i64) -> Result<(), Failure> {
@@ -917,7 +925,7 @@ mod tests {
         store.revoke(&TokenId("gone".into()), UnixTime(1100)).await.unwrap();
         store.revoke(&TokenId("recent".into()), UnixTime(1900)).await.unwrap();
         let agent = Principal::Agent("x".into());
-        let cutoff = Cutoff { at: UnixMicros::end_of(UnixTime(1000)), until: UnixTime(1100), block: false };
+        let cutoff = Cutoff { at: UnixMicros::end_of(UnixTime(1000)), until: UnixTime(1100), block: Blocking::Keep };
         store.deprovision(&agent, &cutoff).await.unwrap();
         store.record(event(UnixTime(1000))).await.unwrap();
         assert_eq!(count(&store), [2, 2, 1, 1]);

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use super::approvals::MAX_LISTED;
 use super::{
     outlives, verdict, Approval, ApprovalId, ApprovalState, ApprovalStore, AuditDecision, AuditEvent, AuditFilter,
-    AuditStore, Cutoff, Lineage, Principal, ReplayStore, Retention, RevocationStore, Status, StoreError, Use,
+    AuditStore, Blocking, Cutoff, Lineage, Principal, ReplayStore, Retention, RevocationStore, Status, StoreError, Use,
 };
 use crate::claims::TokenId;
 use crate::clock::{UnixMicros, UnixTime};
@@ -88,11 +88,19 @@ impl RevocationStore for MemoryStore {
         // Both locks held: the cut-off and the block land together.
         let mut deprovisioned = self.deprovisioned.lock().map_err(poisoned)?;
         let mut blocked = self.blocked.lock().map_err(poisoned)?;
+        match cutoff.block {
+            Blocking::Block => {
+                blocked.insert(principal.clone());
+            }
+            Blocking::Lift => {
+                if !blocked.remove(principal) {
+                    return Ok(());
+                }
+            }
+            Blocking::Keep => {}
+        }
         let entry = deprovisioned.entry(principal.clone()).or_insert(cutoff.at);
         *entry = (*entry).max(cutoff.at);
-        if cutoff.block {
-            blocked.insert(principal.clone());
-        }
         Ok(())
     }
 

@@ -26,13 +26,14 @@
 //!   counts from the first microsecond of its `iat`; a cut-off recorded in
 //!   whole seconds counts as the last microsecond of its second, so older
 //!   state kills exactly what it killed before.
-//! - **What is left.** A chain's first token (an agent's own token, or the
-//!   first hop of a person's chain) is named by nothing before it: if it is
-//!   minted in the instant between its agent's block check and a
-//!   deprovisioning's write, it is dead while the agent stays blocked and
-//!   lives after a reinstatement, like any token issued after the cut-off.
-//!   On several nodes, cut-offs and issue instants are as ordered as the
-//!   nodes' clocks are.
+//! - **Reinstatement moves the cut-off.** Lifting an admin's block also
+//!   moves the cut-off to that instant, in the same write
+//!   ([`Blocking::Lift`]): a chain's first token (an agent's own, or the
+//!   first hop of a person's chain), which nothing before it names, minted
+//!   in the instant between its agent's block check and the deprovisioning's
+//!   write, stays dead too. What is issued after the reinstatement lives.
+//! - **What is left.** On several nodes, cut-offs and issue instants are as
+//!   ordered as the nodes' clocks are.
 //!
 //! ## Evidence
 //!
@@ -186,15 +187,31 @@ impl Lineage {
     }
 }
 
-/// A principal's deprovisioning, written in one step.
+/// A principal's cut-off, written in one step with what it does to the
+/// principal's block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cutoff {
     /// Tokens naming the principal since this instant or before are dead.
     pub at: UnixMicros,
     /// When the last of those expires.
     pub until: UnixTime,
-    /// Whether the principal is blocked too, in the same write.
-    pub block: bool,
+    /// What happens to the block, in the same write.
+    pub block: Blocking,
+}
+
+/// What a cut-off does to its principal's block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blocking {
+    /// Blocks the principal: an admin's deprovisioning.
+    Block,
+    /// Lifts the block, if there is one, and only then moves the cut-off (to
+    /// the instant the block is lifted): a reinstatement. Whatever was
+    /// issued while the principal was blocked, a token that slipped past the
+    /// block check as the deprovisioning landed included, stays dead; what
+    /// is issued from then on lives. A principal not blocked is left alone.
+    Lift,
+    /// Leaves the block as it is: an agent past its registered life.
+    Keep,
 }
 
 /// Revoked tokens and deprovisioned principals.
@@ -206,10 +223,10 @@ pub trait RevocationStore: Send + Sync {
     /// revocation only keeps the later `until`).
     async fn revoke(&self, jti: &TokenId, until: UnixTime) -> Result<bool, StoreError>;
 
-    /// Deprovisions `principal` at `cutoff.at`, and blocks it when
-    /// `cutoff.block`, in one atomic write: every token whose lineage named
-    /// the principal at or before `at` is dead. A later deprovisioning moves
-    /// `at` forward, never back.
+    /// Deprovisions `principal` at `cutoff.at`, and blocks it or lifts its
+    /// block as `cutoff.block` says, in one atomic write: every token whose
+    /// lineage named the principal at or before `at` is dead. A later
+    /// cut-off moves `at` forward, never back.
     async fn deprovision(&self, principal: &Principal, cutoff: &Cutoff) -> Result<(), StoreError>;
 
     /// Blocks a principal, or lifts the block: while blocked, an agent cannot

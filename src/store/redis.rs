@@ -50,8 +50,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    verdict, AuditDecision, AuditEvent, AuditFilter, AuditStore, Cutoff, Lineage, Principal, ReplayStore, Retention,
-    RevocationStore, Status, StoreError, Take, Use,
+    verdict, AuditDecision, AuditEvent, AuditFilter, AuditStore, Blocking, Cutoff, Lineage, Principal, ReplayStore,
+    Retention, RevocationStore, Status, StoreError, Take, Use,
 };
 use crate::claims::TokenId;
 use crate::clock::{UnixMicros, UnixTime};
@@ -86,11 +86,15 @@ const AUDIT_CLOCK_SKEW: i64 = 300;
 const LATEST_EXPIRY: i64 = 253_402_300_799;
 
 /// Raises a principal's cut-off, never lowering it, and pushes its expiry
-/// later, never earlier. `EXPIREAT … NX` covers a key created here (no
+/// later, never earlier, with what it does to the block, and publishes the
+/// notices: one atomic step. `EXPIREAT … NX` covers a key created here (no
 /// expiry yet), `GT` one that exists. A stored bare number is an older
-/// whole-seconds cut-off: the last microsecond of that second.
-/// KEYS[1]: the principal's key. ARGV[1]: the cut-off in microseconds.
-/// ARGV[2]: keep until.
+/// whole-seconds cut-off: the last microsecond of that second. A lift
+/// changes nothing for a principal that is not blocked.
+/// KEYS[1]: the principal's cut-off key; KEYS[2]: its block key.
+/// ARGV[1]: the cut-off in microseconds; ARGV[2]: keep until; ARGV[3]:
+/// `block`, `lift` or `keep`; ARGV[4]: the channel; ARGV[5]: the cut-off's
+/// notice; ARGV[6]: the block's notice.
 const DEPROVISION_SCRIPT: &str = r"
 local stored = redis.call('GET', KEYS[1])
 local current = nil
@@ -104,11 +108,23 @@ if stored then
     return redis.error_reply('ERR unreadable deprovisioning time')
   end
 end
+local mode = ARGV[3]
+if mode == 'lift' and redis.call('DEL', KEYS[2]) == 0 then
+  return 0
+end
+if mode == 'block' then
+  redis.call('SET', KEYS[2], 1)
+  redis.call('PUBLISH', ARGV[4], ARGV[6])
+end
 if not current or tonumber(ARGV[1]) > current then
   redis.call('SET', KEYS[1], ARGV[1] .. 'us', 'KEEPTTL')
 end
 redis.call('EXPIREAT', KEYS[1], ARGV[2], 'NX')
 redis.call('EXPIREAT', KEYS[1], ARGV[2], 'GT')
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+if mode == 'lift' then
+  redis.call('PUBLISH', ARGV[4], ARGV[6])
+end
 return 1
 ";
 
@@ -428,24 +444,29 @@ impl RevocationStore for RedisStore {
             at_micros: Some(cutoff.at),
             until: cutoff.until,
         })?;
-        let mut pipeline = ::redis::pipe();
-        // One MULTI: the cut-off and the block land together, for every reader.
-        pipeline.atomic();
-        pipeline
-            .cmd("EVAL")
+        let (mode, blocked) = match cutoff.block {
+            Blocking::Block => ("block", true),
+            Blocking::Lift => ("lift", false),
+            Blocking::Keep => ("keep", false),
+        };
+        let block_notice = self::notice(&RevocationNotice::Block { principal: principal.clone(), blocked })?;
+        // One script: the cut-off and the block land together, for every
+        // reader, and a block is published before its cut-off, a lifting after.
+        let mut command = ::redis::cmd("EVAL");
+        command
             .arg(DEPROVISION_SCRIPT)
-            .arg(1)
+            .arg(2)
             .arg(self.keys.deprovisioned(principal))
+            .arg(self.keys.blocked(principal))
             .arg(cutoff.at.0)
             .arg(expiry(cutoff.until.plus(KEEP_AFTER_END)))
-            .ignore();
-        pipeline.cmd("PUBLISH").arg(self.keys.revocations()).arg(notice).ignore();
-        if cutoff.block {
-            let blocked = self::notice(&RevocationNotice::Block { principal: principal.clone(), blocked: true })?;
-            pipeline.cmd("SET").arg(self.keys.blocked(principal)).arg(1).ignore();
-            pipeline.cmd("PUBLISH").arg(self.keys.revocations()).arg(blocked).ignore();
-        }
-        self.call("deprovision", |mut manager| async move { pipeline.query_async::<()>(&mut manager).await }).await
+            .arg(mode)
+            .arg(self.keys.revocations())
+            .arg(notice)
+            .arg(block_notice);
+        self.call("deprovision", |mut manager| async move { command.query_async::<i64>(&mut manager).await })
+            .await
+            .map(drop)
     }
 
     async fn block(&self, principal: &Principal, blocked: bool) -> Result<(), StoreError> {

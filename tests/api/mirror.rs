@@ -16,7 +16,7 @@ use baton::clock::{Clock, SystemClock, UnixMicros, UnixTime};
 use baton::grant::Stores;
 use baton::store::mirror::RevocationMirror;
 use baton::store::redis::RedisStore;
-use baton::store::{Cutoff, Lineage, Principal, RevocationStore, Status};
+use baton::store::{Blocking, Cutoff, Lineage, Principal, RevocationStore, Status};
 use baton::verifier::{Caller, Verifier, VerifierLayer};
 use serde_json::json;
 use tower::ServiceExt;
@@ -47,7 +47,7 @@ fn lineage(jti: &str, issued_at: UnixTime, agent: &str) -> Lineage {
 
 /// A deprovisioning in whole seconds, as the tests write them.
 fn cutoff(at: UnixTime, until: UnixTime) -> Cutoff {
-    Cutoff { at: UnixMicros::end_of(at), until, block: false }
+    Cutoff { at: UnixMicros::end_of(at), until, block: Blocking::Keep }
 }
 
 /// Polls `probe` until it holds, failing the test after `within`.

@@ -8,8 +8,8 @@ use baton::claims::TokenId;
 use baton::clock::{Clock, SystemClock, UnixMicros, UnixTime};
 use baton::store::redis::RedisStore;
 use baton::store::{
-    AuditDecision, AuditEvent, AuditStore, Cutoff, Lineage, Principal, ReplayStore, RevocationStore, StateStore,
-    Status, Use,
+    AuditDecision, AuditEvent, AuditStore, Blocking, Cutoff, Lineage, Principal, ReplayStore, RevocationStore,
+    StateStore, Status, Use,
 };
 use serde_json::json;
 
@@ -29,7 +29,7 @@ fn lineage(jti: &str, issued_at: UnixTime, agent: &str) -> Lineage {
 
 /// A deprovisioning in whole seconds, as the tests write them.
 fn cutoff(at: UnixTime, until: UnixTime) -> Cutoff {
-    Cutoff { at: UnixMicros::end_of(at), until, block: false }
+    Cutoff { at: UnixMicros::end_of(at), until, block: Blocking::Keep }
 }
 
 fn event(time: UnixTime) -> AuditEvent {

@@ -469,7 +469,7 @@ async fn a_token_issued_right_after_reinstatement_lives_at_once() {
 
 #[tokio::test]
 async fn a_child_minted_after_its_parents_cutoff_stays_dead_after_reinstatement() {
-    use baton::store::{Cutoff, Principal, RevocationStore};
+    use baton::store::{Blocking, Cutoff, Principal, RevocationStore};
     let chain = four_hops().await;
     let harness = &chain.harness;
     // hop 2 (b's, for c) was minted before the cut-off; hop 3 (c's child of
@@ -477,7 +477,7 @@ async fn a_child_minted_after_its_parents_cutoff_stays_dead_after_reinstatement(
     let parent = claims_of(&chain.hops[1]).delegation.iat_micros.unwrap();
     let child = claims_of(&chain.hops[2]).delegation.iat_micros.unwrap();
     assert!(parent < child);
-    let cutoff = Cutoff { at: parent, until: START.plus(86_400), block: true };
+    let cutoff = Cutoff { at: parent, until: START.plus(86_400), block: Blocking::Block };
     assert!(cutoff.at < child);
     harness.store.deprovision(&Principal::Agent("c".into()), &cutoff).await.unwrap();
     assert_eq!(introspect(harness, &chain.hops[3]).await, json!({"active": false}));
@@ -515,4 +515,29 @@ async fn a_trace_says_when_it_stopped_at_its_node_limit() {
     let cut = admin(harness, "GET", &format!("/admin/trace/{}", root.0), None).await;
     assert_eq!(cut.status, 200);
     assert_eq!(cut.body["truncated"], true, "the walk stopped at 1000 tokens");
+}
+
+#[tokio::test]
+async fn a_token_minted_as_its_agents_deprovisioning_landed_stays_dead_after_reinstatement() {
+    use baton::clock::UnixMicros;
+    use baton::store::{Blocking, Cutoff, Principal, RevocationStore};
+    let chain = four_hops().await;
+    let harness = &chain.harness;
+    // c's own token, minted after the cut-off that a deprovisioning took but
+    // before its write landed (the block check let it through).
+    let own = harness.token(Some(("c", "s")), &[("grant_type", "client_credentials"), ("audience", "d")]).await;
+    assert_eq!(own.status, 200, "{}", own.body);
+    let minted = claims_of(own.token()).delegation.iat_micros.unwrap();
+    let cutoff = Cutoff { at: UnixMicros(minted.0 - 1), until: START.plus(86_400), block: Blocking::Block };
+    harness.store.deprovision(&Principal::Agent("c".into()), &cutoff).await.unwrap();
+    exchange(harness, "d", own.token(), "https://api.example").await.assert_error(400, "invalid_request");
+
+    assert_eq!(admin(harness, "POST", "/admin/reinstate", Some(json!({"agent": "c"}))).await.status, 200);
+    exchange(harness, "d", own.token(), "https://api.example").await.assert_error(400, "invalid_request");
+    // What c gets now lives, in the same second.
+    let fresh = harness.token(Some(("c", "s")), &[("grant_type", "client_credentials"), ("audience", "d")]).await;
+    assert_eq!(exchange(harness, "d", fresh.token(), "https://api.example").await.status, 200);
+    // Reinstating an agent that is not deprovisioned kills nothing.
+    assert_eq!(admin(harness, "POST", "/admin/reinstate", Some(json!({"agent": "d"}))).await.status, 200);
+    assert_eq!(exchange(harness, "d", fresh.token(), "https://api.example").await.status, 200);
 }

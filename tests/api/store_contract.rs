@@ -8,8 +8,8 @@ use baton::claims::ScopeSet;
 use baton::claims::TokenId;
 use baton::clock::{Clock, SystemClock, UnixMicros, UnixTime};
 use baton::store::{
-    Approval, ApprovalId, ApprovalState, AuditDecision, AuditEvent, AuditFilter, Cutoff, Decision, Fingerprint,
-    Lineage, Named, Principal, Retention, StateStore, Status, Use,
+    Approval, ApprovalId, ApprovalState, AuditDecision, AuditEvent, AuditFilter, Blocking, Cutoff, Decision,
+    Fingerprint, Lineage, Named, Principal, Retention, StateStore, Status, Use,
 };
 
 fn jti(text: &str) -> TokenId {
@@ -29,7 +29,7 @@ fn lineage_at(jtis: &[&str], since: UnixMicros, agents: &[&str], subject: &str) 
 /// A deprovisioning in whole seconds, as older brokers wrote them: it kills
 /// every token of its second.
 fn cutoff(at: UnixTime, until: UnixTime) -> Cutoff {
-    Cutoff { at: UnixMicros::end_of(at), until, block: false }
+    Cutoff { at: UnixMicros::end_of(at), until, block: Blocking::Keep }
 }
 
 fn event(time: UnixTime, agent: &str, subject: &str, id: Option<&str>, parent: Option<&str>) -> AuditEvent {
@@ -277,7 +277,7 @@ async fn exact_cutoffs(store: &Arc<dyn StateStore>, tag: &str, now: UnixTime) {
     let same = lineage_at(&[&format!("{tag}-x2")], at, &[&agent], "someone");
     let after = lineage_at(&[&format!("{tag}-x3")], UnixMicros(at.0 + 1), &[&agent], "someone");
     assert_eq!(store.check(&after).await.unwrap(), Status::Active);
-    store.deprovision(&principal, &Cutoff { at, until: now.plus(3600), block: true }).await.unwrap();
+    store.deprovision(&principal, &Cutoff { at, until: now.plus(3600), block: Blocking::Block }).await.unwrap();
     // Blocked with the cut-off: even a token issued after it is dead now.
     assert_eq!(store.check(&after).await.unwrap(), Status::Deprovisioned, "the block came with the cut-off");
     store.block(&principal, false).await.unwrap();
@@ -297,9 +297,28 @@ async fn exact_cutoffs(store: &Arc<dyn StateStore>, tag: &str, now: UnixTime) {
     assert_eq!(store.check(&child).await.unwrap(), Status::Deprovisioned, "a child follows its ancestors");
     // Without a block the cut-off alone: nothing after it is dead.
     let quiet = Principal::Agent(format!("{tag}-quiet"));
-    store.deprovision(&quiet, &Cutoff { at, until: now.plus(3600), block: false }).await.unwrap();
+    store.deprovision(&quiet, &Cutoff { at, until: now.plus(3600), block: Blocking::Keep }).await.unwrap();
     let later = lineage_at(&[&format!("{tag}-x5")], UnixMicros(at.0 + 1), &[&format!("{tag}-quiet")], "someone");
     assert_eq!(store.check(&later).await.unwrap(), Status::Active);
+    // Lifting a block that is not there changes nothing, the cut-off included.
+    let lift = |instant: i64| Cutoff { at: UnixMicros(at.0 + instant), until: now.plus(3600), block: Blocking::Lift };
+    store.deprovision(&quiet, &lift(30)).await.unwrap();
+    assert_eq!(store.check(&later).await.unwrap(), Status::Active, "not blocked: nothing to reinstate");
+
+    // A reinstatement lifts the block and moves the cut-off to its own
+    // instant, in one write: a token that slipped past the block check as
+    // the deprovisioning landed (named after its cut-off) stays dead.
+    let again = format!("{tag}-again");
+    store
+        .deprovision(&Principal::Agent(again.clone()), &Cutoff { at, until: now.plus(3600), block: Blocking::Block })
+        .await
+        .unwrap();
+    let slipped = lineage_at(&[&format!("{tag}-x6")], UnixMicros(at.0 + 5), &[&again], "someone");
+    let reissued = lineage_at(&[&format!("{tag}-x7")], UnixMicros(at.0 + 11), &[&again], "someone");
+    assert_eq!(store.check(&reissued).await.unwrap(), Status::Deprovisioned, "blocked");
+    store.deprovision(&Principal::Agent(again.clone()), &lift(10)).await.unwrap();
+    assert_eq!(store.check(&slipped).await.unwrap(), Status::Deprovisioned, "issued while blocked: dead");
+    assert_eq!(store.check(&reissued).await.unwrap(), Status::Active, "issued after the reinstatement");
 }
 
 /// A revocation tells whether it is the first, so that a repeated one is
