@@ -220,21 +220,18 @@ impl Broker {
             return Err(GrantError::Store(StoreError("empty trace path".into())));
         };
         // As in `Lineage::of`: the subject named from the root, each agent
-        // from the first token that it obtained or that was addressed to it.
-        // An audit event keeps its time in whole seconds, so each token
-        // counts from the first microsecond of its second: a token issued in
-        // the very second of a later cut-off shows dead here, whatever
-        // introspection (which reads the token's own instant) says.
+        // from the first token that it obtained or that was addressed to it,
+        // each token at its issue instant (an event recorded before issue
+        // instants were: the first microsecond of its second).
+        let instant = |step: &AuditEvent| step.iat_micros.unwrap_or(UnixMicros::start_of(step.time));
         let mut lineage =
             Lineage { jtis: path.iter().rev().filter_map(|step| step.jti.clone()).collect(), principals: Vec::new() };
-        let root = path.first().map_or(event.time, |step| step.time);
-        if let Some(subject) = &event.subject {
-            lineage.name(Principal::Subject(subject.clone()), UnixMicros::start_of(root));
+        if let (Some(subject), Some(root)) = (&event.subject, path.first()) {
+            lineage.name(Principal::Subject(subject.clone()), instant(root));
         }
         for step in path {
-            let since = UnixMicros::start_of(step.time);
             for agent in step.agent.iter().chain(&step.target) {
-                lineage.name(Principal::Agent(agent.clone()), since);
+                lineage.name(Principal::Agent(agent.clone()), instant(step));
             }
         }
         let now = self.now();

@@ -163,6 +163,7 @@ impl Evidence {
         event.jti = Some(issued.jti.clone());
         event.scopes_granted = Some(issued.response.scope.to_string());
         event.expires_at = Some(issued.expires_at);
+        event.iat_micros = issued.iat_micros;
         event
     }
 
@@ -196,6 +197,7 @@ impl Evidence {
             jti: None,
             parent_jti: self.parent_jti,
             expires_at: None,
+            iat_micros: None,
             rules: self.rules,
             claimed_client: self.claimed_client,
             client_address,
@@ -238,6 +240,7 @@ pub(crate) struct Issued {
     response: TokenResponse,
     jti: TokenId,
     expires_at: UnixTime,
+    iat_micros: Option<UnixMicros>,
 }
 
 impl Issued {
@@ -252,6 +255,7 @@ impl Issued {
             },
             jti: claims.jti,
             expires_at: claims.exp,
+            iat_micros: claims.delegation.iat_micros,
         }
     }
 }

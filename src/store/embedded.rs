@@ -846,6 +846,7 @@ mod tests {
             jti: None,
             parent_jti: None,
             expires_at: None,
+            iat_micros: None,
             rules: vec![],
             claimed_client: None,
             client_address: None,

@@ -300,6 +300,10 @@ pub struct AuditEvent {
     /// When the issued token expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<UnixTime>,
+    /// When the issued token was issued, in microseconds (its
+    /// `delegation.iat_micros`): a trace orders it against cut-offs exactly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat_micros: Option<UnixMicros>,
     /// The rules that permitted the grant.
     #[serde(default)]
     pub rules: Vec<String>,

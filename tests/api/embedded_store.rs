@@ -34,6 +34,7 @@ fn event(time: UnixTime, id: &str) -> AuditEvent {
         jti: Some(TokenId(id.into())),
         parent_jti: None,
         expires_at: Some(time.plus(600)),
+        iat_micros: None,
         rules: vec![],
         claimed_client: None,
         client_address: None,

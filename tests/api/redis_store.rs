@@ -47,6 +47,7 @@ fn event(time: UnixTime) -> AuditEvent {
         jti: None,
         parent_jti: None,
         expires_at: None,
+        iat_micros: None,
         rules: vec![],
         claimed_client: None,
         client_address: None,

@@ -469,6 +469,10 @@ async fn a_token_issued_right_after_reinstatement_lives_at_once() {
     let onward = exchange(harness, "d", fresh.token(), "https://api.example").await;
     assert_eq!(onward.status, 200, "the fresh token can be exchanged: {}", onward.body);
     assert_eq!(introspect(harness, onward.token()).await["active"], true);
+    let trace = admin(harness, "GET", &format!("/admin/trace/{}", claims_of(fresh.token()).jti.0), None).await;
+    assert_eq!(trace.body["token"]["status"], "active", "the trace orders it exactly too: {}", trace.body);
+    let old = admin(harness, "GET", &format!("/admin/trace/{}", claims_of(&chain.hops[1]).jti.0), None).await;
+    assert_eq!(old.body["token"]["status"], "deprovisioned");
     // What was issued before the deprovisioning stays dead.
     assert_eq!(introspect(harness, &chain.hops[3]).await, json!({"active": false}));
     exchange(harness, "c", &chain.hops[1], "d").await.assert_error(400, "invalid_request");
