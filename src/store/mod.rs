@@ -43,7 +43,12 @@
 //! revocations name it; a repeated revocation is not recorded again
 //! ([`RevocationStore::revoke`] tells whether it is the first). Events are
 //! kept for a [`Retention`] (default [`DEFAULT_AUDIT_RETENTION_DAYS`] days),
-//! except the issuance or revocation of a token that has not expired.
+//! except the issuance or revocation of a token that has not expired. (On
+//! Redis the stream is trimmed by age alone: a retention of at least a day,
+//! the longest any token lives, keeps every live token's events there; a
+//! shorter one, for tests, leaves its issuance in its issuance key only.
+//! Tokens a Redis store recorded before it kept issuance keys are still
+//! found, but not their children.)
 
 pub mod approvals;
 pub mod embedded;
