@@ -492,8 +492,10 @@ impl Writer {
     }
 }
 
-/// When to remove expired entries. The only time the store knows is the `now`
-/// its callers pass to `use_once`, so passes follow that clock.
+/// When to remove expired entries. The only time the store knows is the one
+/// its callers pass: the `now` of `use_once`, and the time of each audit
+/// event (the broker's clock, like `now`), so that a broker whose clients
+/// spend no single-use ids still sweeps. Passes follow that clock.
 struct Housekeeping {
     next: Option<UnixTime>,
     /// Seconds audit events are kept.
@@ -506,8 +508,9 @@ impl Housekeeping {
     fn due(&mut self, batch: &[Request]) -> Option<UnixTime> {
         let now = batch
             .iter()
-            .filter_map(|request| match request.write {
-                Write::UseOnce { now, .. } => Some(now),
+            .filter_map(|request| match &request.write {
+                Write::UseOnce { now, .. } => Some(*now),
+                Write::Record { event, .. } => Some(event.time),
                 _ => None,
             })
             .max()?;
@@ -925,6 +928,16 @@ mod tests {
         assert_eq!(by_agent.get("a").unwrap().count(), 2, "its index entries went with it");
         let by_jti = txn.open_multimap_table(EVENTS_BY_JTI).unwrap();
         assert_eq!(by_jti.get("old").unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn audit_events_alone_bring_housekeeping() {
+        // A broker whose clients spend no single-use ids still sweeps.
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open_with_retention(dir.path(), Retention::days(1)).unwrap();
+        store.record(event(UnixTime(1000))).await.unwrap();
+        store.record(event(UnixTime(1000 + 2 * 86_400))).await.unwrap();
+        assert_eq!(count(&store)[3], 1);
     }
 
     #[tokio::test]

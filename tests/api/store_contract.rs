@@ -400,8 +400,9 @@ where
     store.record(alive.clone()).await.unwrap();
     settle.await;
     // What makes each store look: an embedded store's housekeeping follows
-    // its callers' clock, the others trim as events come.
-    let now = SystemClock.now();
+    // its callers' clock (moved past its next pass here), the others trim as
+    // events come.
+    let now = SystemClock.now().plus(120);
     store.use_once(&id("tick"), now.plus(60), now).await.unwrap();
     store.record(event(now, &agent, "fresh", None, None)).await.unwrap();
 
