@@ -92,8 +92,12 @@ const SWEEP_LIMIT: usize = 10_000;
 /// seconds, more than any verifier's clock leeway, so a swept entry never
 /// revives a token that some verifier still accepts.
 const KEEP_AFTER_EXPIRY: i64 = 300;
+/// The most audit events one pass removes for retention: few enough that
+/// the batch carrying the pass is not kept long. A pass that reaches it
+/// leaves the next one due at once, so sweeping keeps up with any inflow.
+const EVENT_SWEEP_LIMIT: usize = 2_000;
 /// The most audit events one pass examines for retention.
-const RETENTION_SCAN_LIMIT: usize = 2 * SWEEP_LIMIT;
+const RETENTION_SCAN_LIMIT: usize = 2 * EVENT_SWEEP_LIMIT;
 /// The page cache: the working set of one broker fits well within it.
 const CACHE_BYTES: usize = 16 * 1024 * 1024;
 
@@ -483,7 +487,9 @@ impl Writer {
                 answers.push(tables.apply(&request.write)?);
             }
             if let Some(now) = self.sweeps.due(batch) {
-                tables.sweep(now, self.sweeps.retention)?;
+                if tables.sweep(now, self.sweeps.retention)? {
+                    self.sweeps.again(now);
+                }
             }
             tables.finish()?;
         }
@@ -519,6 +525,11 @@ impl Housekeeping {
         }
         self.next = Some(now.plus(SWEEP_INTERVAL));
         Some(now)
+    }
+
+    /// A pass left old events behind: the next batch sweeps again.
+    fn again(&mut self, now: UnixTime) {
+        self.next = Some(now);
     }
 }
 
@@ -715,15 +726,16 @@ impl<'txn> WriteTables<'txn> {
 
     /// Removes used ids past their end, revocations and deprovisionings past
     /// theirs by `KEEP_AFTER_EXPIRY`, and audit events older than
-    /// `retention` seconds.
-    fn sweep(&mut self, now: UnixTime, retention: i64) -> Result<(), Failure> {
+    /// `retention` seconds; answers whether old events are left for
+    /// another pass.
+    fn sweep(&mut self, now: UnixTime, retention: i64) -> Result<bool, Failure> {
         let used = sweep(&mut self.used, &mut self.used_expiry, now.0, |until| until)?;
         let cutoff = now.plus(-KEEP_AFTER_EXPIRY).0;
         let revoked = sweep(&mut self.revoked, &mut self.revoked_expiry, cutoff, |until| until)?;
         let deprovisioned = sweep(&mut self.cutoffs, &mut self.deprovisioned_expiry, cutoff, |(_, until)| until)?;
         let events = self.sweep_events(now, now.plus(retention.saturating_neg()))?;
         tracing::debug!(used, revoked, deprovisioned, events, "embedded store: expired entries removed");
-        Ok(())
+        Ok(events >= EVENT_SWEEP_LIMIT)
     }
 
     /// Removes events from before `horizon`, oldest first, with their index
@@ -737,7 +749,7 @@ impl<'txn> WriteTables<'txn> {
             if !outlives(&event, now) {
                 old.push((key.value(), event));
             }
-            if old.len() >= SWEEP_LIMIT {
+            if old.len() >= EVENT_SWEEP_LIMIT {
                 break;
             }
         }
@@ -938,6 +950,26 @@ mod tests {
         store.record(event(UnixTime(1000))).await.unwrap();
         store.record(event(UnixTime(1000 + 2 * 86_400))).await.unwrap();
         assert_eq!(count(&store)[3], 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retention_keeps_up_past_one_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(EmbeddedStore::open_with_retention(dir.path(), Retention::days(1)).unwrap());
+        let old = EVENT_SWEEP_LIMIT * 2 + 10;
+        let mut writes = tokio::task::JoinSet::new();
+        for _ in 0..old {
+            let store = store.clone();
+            writes.spawn(async move { store.record(event(UnixTime(1000))).await.unwrap() });
+        }
+        while writes.join_next().await.is_some() {}
+        // Each batch past the retention carries one bounded pass, and the
+        // next batch another, until the old events are gone.
+        let later = UnixTime(1000 + 2 * 86_400);
+        for _ in 0..4 {
+            store.record(event(later)).await.unwrap();
+        }
+        assert_eq!(count(&store)[3], 4);
     }
 
     #[tokio::test]
