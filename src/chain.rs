@@ -7,7 +7,7 @@
 
 use crate::claims::{Actor, Claims, Confirmation, Delegation, Hop, TokenId};
 use crate::client_auth::AuthenticatedAgent;
-use crate::clock::UnixTime;
+use crate::clock::{UnixMicros, UnixTime};
 use crate::policy::PolicyGrant;
 use crate::token::Verified;
 use crate::upstream::Person;
@@ -19,6 +19,9 @@ pub struct Issuance {
     pub issuer: String,
     /// Now.
     pub issued_at: UnixTime,
+    /// Now, in microseconds: orders the issue against a deprovisioning's
+    /// cut-off within the same second.
+    pub iat_micros: UnixMicros,
     /// A fresh token id.
     pub jti: TokenId,
     /// The thumbprint of the DPoP key the requester proved, if it did: the
@@ -87,7 +90,7 @@ pub fn root(agent: &AuthenticatedAgent, grant: &PolicyGrant, issuance: Issuance)
         act: None,
         may_act: None,
         cnf: issuance.bound_to.map(|jkt| Confirmation { jkt }),
-        delegation: Delegation::default(),
+        delegation: Delegation { iat_micros: Some(issuance.iat_micros), ..Delegation::default() },
     }
 }
 
@@ -135,7 +138,13 @@ pub fn derive(
         act: Some(Actor { sub: actor.id().to_owned(), act: parent.act.clone().map(Box::new) }),
         may_act: None,
         cnf: issuance.bound_to.map(|jkt| Confirmation { jkt }),
-        delegation: Delegation { depth, hops, approval: None, acts_again: again },
+        delegation: Delegation {
+            depth,
+            hops,
+            approval: None,
+            acts_again: again,
+            iat_micros: Some(issuance.iat_micros),
+        },
     })
 }
 
@@ -174,6 +183,7 @@ pub fn start(
         iss: Some(person.issuer().to_owned()),
         approval: None,
         acts_again: false,
+        iat_micros: None,
     };
     Ok(Claims {
         iss: issuance.issuer,
@@ -187,6 +197,12 @@ pub fn start(
         act: Some(Actor { sub: actor.id().to_owned(), act: None }),
         may_act: None,
         cnf: issuance.bound_to.map(|jkt| Confirmation { jkt }),
-        delegation: Delegation { depth, hops: vec![root], approval: None, acts_again: false },
+        delegation: Delegation {
+            depth,
+            hops: vec![root],
+            approval: None,
+            acts_again: false,
+            iat_micros: Some(issuance.iat_micros),
+        },
     })
 }

@@ -103,6 +103,10 @@ pub struct Config {
     /// `X-Forwarded-For`) is believed for throttling and the audit trail;
     /// none by default, so that no client can choose its own address.
     pub trusted_proxies: Vec<IpAddr>,
+    /// Days audit events are kept (both stores); the issuance of a token
+    /// still alive is kept however old. At least one day, the longest any
+    /// token lives, so trimming by age never reaches a live token's events.
+    pub audit_retention_days: u32,
 }
 
 /// A configuration that cannot be used; the message names the key.
@@ -162,6 +166,7 @@ struct Raw {
     max_connections: Option<usize>,
     max_connections_per_address: Option<usize>,
     trusted_proxies: Option<Vec<IpAddr>>,
+    audit_retention_days: Option<u32>,
 }
 
 impl Config {
@@ -231,6 +236,7 @@ impl Config {
             max_connections: raw.max_connections.unwrap_or(4_096),
             max_connections_per_address: raw.max_connections_per_address.unwrap_or(128),
             trusted_proxies: raw.trusted_proxies.unwrap_or_default(),
+            audit_retention_days: raw.audit_retention_days.unwrap_or(crate::store::DEFAULT_AUDIT_RETENTION_DAYS),
         };
         if config.approval_webhook.as_deref().is_some_and(|url| !url.starts_with("http://")) {
             return Err(ConfigError::Invalid {
@@ -280,6 +286,7 @@ impl Config {
             count(config.max_connections),
         )?;
         within("trusted_proxies", i64::try_from(config.trusted_proxies.len()).unwrap_or(i64::MAX), 0, 1000)?;
+        within("audit_retention_days", i64::from(config.audit_retention_days), 1, 3650)?;
         Ok(config)
     }
 }
@@ -525,5 +532,14 @@ mod tests {
             (throttle.per_client, throttle.per_address)
         );
         assert_eq!((config.refusal_interval, config.refusal_max_keys), (refusals.interval, refusals.max_keys));
+    }
+    fn audit_retention_defaults_to_ninety_days_and_is_bounded() {
+        assert_eq!(Config::load(None, Vec::new()).unwrap().audit_retention_days, 90);
+        let kept = Config::load(None, vars(&[("BATON_AUDIT_RETENTION_DAYS", "7")])).unwrap();
+        assert_eq!(kept.audit_retention_days, 7);
+        for bad in ["0", "3651"] {
+            let error = Config::load(None, vars(&[("BATON_AUDIT_RETENTION_DAYS", bad)])).unwrap_err().to_string();
+            assert!(error.contains("audit_retention_days"), "{error}");
+        }
     }
 }

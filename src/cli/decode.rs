@@ -86,14 +86,26 @@ mod tests {
             act: None,
             may_act: None,
             cnf: None,
-            delegation: Delegation { depth: 0, hops: vec![], approval: Some(approval), acts_again: false },
+            delegation: Delegation {
+                depth: 0,
+                hops: vec![],
+                approval: Some(approval),
+                acts_again: false,
+                iat_micros: None,
+            },
         };
         let child = Claims {
             aud: "https://api.example".into(),
             client_id: "b".into(),
             jti: TokenId("child".into()),
             act: Some(Actor { sub: "b".into(), act: None }),
-            delegation: Delegation { depth: 1, hops: vec![root.as_hop()], approval: None, acts_again: false },
+            delegation: Delegation {
+                depth: 1,
+                hops: vec![root.as_hop()],
+                approval: None,
+                acts_again: false,
+                iat_micros: None,
+            },
             ..root.clone()
         };
         let text = tree(&child);
@@ -117,6 +129,7 @@ mod tests {
             iss: Some("https://login.example.com".into()),
             approval: None,
             acts_again: false,
+            iat_micros: None,
         };
         let token = Claims {
             iss: "http://127.0.0.1:8080".into(),
@@ -130,7 +143,13 @@ mod tests {
             act: Some(Actor { sub: "orchestrator".into(), act: None }),
             may_act: None,
             cnf: Some(crate::claims::Confirmation { jkt: "key-1".into() }),
-            delegation: Delegation { depth: 1, hops: vec![sign_in], approval: None, acts_again: false },
+            delegation: Delegation {
+                depth: 1,
+                hops: vec![sign_in],
+                approval: None,
+                acts_again: false,
+                iat_micros: None,
+            },
         };
         let text = tree(&token);
         let lines: Vec<&str> = text.lines().collect();

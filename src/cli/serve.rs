@@ -12,7 +12,7 @@ use crate::keys::{self, KeySet};
 use crate::policy::Policy;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::redis::RedisStore;
-use crate::store::StateStore;
+use crate::store::{Retention, StateStore};
 
 pub(super) fn run(config: Config) -> Result<(), String> {
     tracing_subscriber::fmt()
@@ -70,15 +70,18 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> Result<Broker, Str
 /// Redis when `redis_url` is set (several nodes share it), else the embedded
 /// file database under `data_dir` (one node).
 async fn open_store(config: &Config) -> Result<Arc<dyn StateStore>, String> {
+    let retention = Retention::days(config.audit_retention_days);
     match &config.redis_url {
         Some(url) => {
-            let store =
-                RedisStore::connect(url, &config.redis_prefix).await.map_err(|error| format!("redis: {error}"))?;
+            let store = RedisStore::connect_with_retention(url, &config.redis_prefix, retention)
+                .await
+                .map_err(|error| format!("redis: {error}"))?;
             tracing::info!(prefix = %config.redis_prefix, "state in Redis");
             Ok(Arc::new(store))
         }
         None => {
-            let store = EmbeddedStore::open(&config.data_dir).map_err(|error| format!("data folder: {error}"))?;
+            let store = EmbeddedStore::open_with_retention(&config.data_dir, retention)
+                .map_err(|error| format!("data folder: {error}"))?;
             tracing::info!(dir = %config.data_dir.display(), "state in the embedded store");
             Ok(Arc::new(store))
         }

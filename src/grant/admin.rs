@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::{Broker, GrantError};
 use crate::claims::TokenId;
-use crate::clock::UnixTime;
+use crate::clock::{UnixMicros, UnixTime};
 use crate::metrics::RevokedVia;
 use crate::policy::inventory::SecretHash;
 use crate::policy::lifecycle::{self, AgentWarning};
@@ -99,14 +99,17 @@ impl Broker {
         self.settings.admin_token_sha256.is_some()
     }
 
-    /// Revokes a token by id, and so its descendants.
+    /// Revokes a token by id, and so its descendants. Revoking a token
+    /// already revoked changes nothing and records nothing.
     pub async fn revoke_jti(&self, jti: &TokenId) -> Result<UnixTime, GrantError> {
-        let issued = self.issued_event(jti).await?;
+        let issued = self.stores.audit.issued(jti).await?;
         let now = self.now();
         // Unknown here (issued before the audit trail, or by another
         // deployment): cover the longest lifetime any token can have.
         let until = issued.and_then(|event| event.expires_at).unwrap_or(now.plus(crate::token::MAX_LIFETIME));
-        self.stores.revocation.revoke(jti, until).await?;
+        if !self.stores.revocation.revoke(jti, until).await? {
+            return Ok(until);
+        }
         self.metrics().count_revocation(RevokedVia::Admin);
         let mut event = super::Evidence { grant_type: "admin_revoke".into(), ..Default::default() }.event(
             now,
@@ -121,16 +124,30 @@ impl Broker {
     }
 
     /// The ancestors and descendants of a token, each with its status.
+    ///
+    /// Issuances are read through the stores' issuance indexes
+    /// ([`AuditStore::issued`], [`AuditStore::children`]), so no number of
+    /// refusals or revocations naming a token hides it or its children.
+    ///
+    /// [`AuditStore::issued`]: crate::store::AuditStore::issued
+    /// [`AuditStore::children`]: crate::store::AuditStore::children
     pub async fn trace(&self, jti: &TokenId) -> Result<Option<Trace>, GrantError> {
-        let Some(event) = self.issued_event(jti).await? else {
+        let Some(event) = self.stores.audit.issued(jti).await? else {
             return Ok(None);
         };
         // Ancestors, newest first while walking up, then reversed.
         let mut path = vec![event];
+        let mut truncated = false;
         while let Some(parent) = path.last().and_then(|event| event.parent_jti.clone()) {
-            match self.issued_event(&parent).await? {
-                Some(event) if path.len() < MAX_TRACE_NODES => path.push(event),
-                _ => break,
+            if path.len() >= MAX_TRACE_NODES {
+                truncated = true;
+                break;
+            }
+            // A parent without an issuance here is a person's sign-in at an
+            // identity provider, or past its retention: the walk ends.
+            match self.stores.audit.issued(&parent).await? {
+                Some(event) => path.push(event),
+                None => break,
             }
         }
         path.reverse();
@@ -140,9 +157,9 @@ impl Broker {
         for depth in 1..path.len() {
             ancestors.push(self.node(&policy, path.get(..depth).unwrap_or_default()).await?);
         }
-        let mut budget = MAX_TRACE_NODES;
-        let token = self.subtree(&policy, path, &mut budget).await?;
-        Ok(Some(Trace { ancestors, token, truncated: budget == 0 }))
+        let mut walk = Walk { budget: MAX_TRACE_NODES, truncated };
+        let token = self.subtree(&policy, path, &mut walk).await?;
+        Ok(Some(Trace { ancestors, token, truncated: walk.truncated }))
     }
 
     /// The inventory, each agent with its last use and recent issuance.
@@ -196,35 +213,27 @@ impl Broker {
         Ok(self.stores.audit.query(filter).await?)
     }
 
-    async fn issued_event(&self, jti: &TokenId) -> Result<Option<AuditEvent>, StoreError> {
-        let events = self.stores.audit.query(&AuditFilter { jti: Some(jti.clone()), ..AuditFilter::default() }).await?;
-        Ok(events.into_iter().find(|event| event.decision == AuditDecision::Issued))
-    }
-
     /// The node for the last token of `path` (root first), its status
     /// computed from the whole path as its lineage.
     async fn node(&self, policy: &Policy, path: &[AuditEvent]) -> Result<TraceNode, GrantError> {
         let Some(event) = path.last() else {
             return Err(GrantError::Store(StoreError("empty trace path".into())));
         };
-        let mut principals = Vec::new();
-        if let Some(subject) = &event.subject {
-            principals.push(Principal::Subject(subject.clone()));
+        // As in `Lineage::of`: the subject named from the root, each agent
+        // from the first token that it obtained or that was addressed to it,
+        // each token at its issue instant (an event recorded before issue
+        // instants were: the first microsecond of its second).
+        let instant = |step: &AuditEvent| step.iat_micros.unwrap_or(UnixMicros::start_of(step.time));
+        let mut lineage =
+            Lineage { jtis: path.iter().rev().filter_map(|step| step.jti.clone()).collect(), principals: Vec::new() };
+        if let (Some(subject), Some(root)) = (&event.subject, path.first()) {
+            lineage.name(Principal::Subject(subject.clone()), instant(root));
         }
-        // As in `Lineage::of`: the agents that obtained each token, and the
-        // holder this one is addressed to.
-        let agents = path.iter().filter_map(|step| step.agent.clone()).chain(event.target.clone());
-        for agent in agents {
-            let principal = Principal::Agent(agent);
-            if !principals.contains(&principal) {
-                principals.push(principal);
+        for step in path {
+            for agent in step.agent.iter().chain(&step.target) {
+                lineage.name(Principal::Agent(agent.clone()), instant(step));
             }
         }
-        let lineage = Lineage {
-            jtis: path.iter().rev().filter_map(|step| step.jti.clone()).collect(),
-            issued_at: event.time,
-            principals,
-        };
         let now = self.now();
         Ok(TraceNode {
             jti: event.jti.clone().unwrap_or_else(|| TokenId(String::new())),
@@ -240,31 +249,28 @@ impl Broker {
         })
     }
 
-    /// The last token of `path` with every descendant, depth first, within `budget` nodes.
-    async fn subtree(
-        &self,
-        policy: &Policy,
-        path: Vec<AuditEvent>,
-        budget: &mut usize,
-    ) -> Result<TraceNode, GrantError> {
+    /// The last token of `path` with every descendant, depth first, oldest
+    /// child first, within the walk's budget of nodes.
+    async fn subtree(&self, policy: &Policy, path: Vec<AuditEvent>, walk: &mut Walk) -> Result<TraceNode, GrantError> {
         let mut node = self.node(policy, &path).await?;
-        *budget = budget.saturating_sub(1);
-        let children = self
-            .stores
-            .audit
-            .query(&AuditFilter { parent_jti: Some(node.jti.clone()), ..AuditFilter::default() })
-            .await?;
-        let mut children: Vec<AuditEvent> =
-            children.into_iter().filter(|event| event.decision == AuditDecision::Issued).collect();
-        children.sort_by_key(|event| event.time);
+        walk.budget = walk.budget.saturating_sub(1);
+        // One more than the budget allows tells whether the walk stops short.
+        let children = self.stores.audit.children(&node.jti, walk.budget.saturating_add(1)).await?;
         for child in children {
-            if *budget == 0 {
+            if walk.budget == 0 {
+                walk.truncated = true;
                 break;
             }
             let mut child_path = path.clone();
             child_path.push(child);
-            node.children.push(Box::pin(self.subtree(policy, child_path, budget)).await?);
+            node.children.push(Box::pin(self.subtree(policy, child_path, walk)).await?);
         }
         Ok(node)
     }
+}
+
+/// How far a trace may still walk, and whether it left tokens out.
+struct Walk {
+    budget: usize,
+    truncated: bool,
 }

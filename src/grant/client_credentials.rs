@@ -45,6 +45,7 @@ pub(super) async fn handle(
     let issuance = Issuance {
         issuer: broker.settings().issuer.clone(),
         issued_at: now,
+        iat_micros: broker.now_micros(),
         jti,
         bound_to: proof.map(|proof| proof.jkt().to_owned()),
     };

@@ -39,7 +39,7 @@ pub use throttle::{ThrottleSettings, Throttled};
 
 use crate::claims::{Claims, ScopeSet, TokenId};
 use crate::client_auth::ClientAuthError;
-use crate::clock::{Clock, UnixTime};
+use crate::clock::{Clock, UnixMicros, UnixTime};
 use crate::dpop::{self, nonce::Nonces, Proof, ProofError};
 use crate::keys::{Algorithm, KeySet};
 use crate::metrics::Metrics;
@@ -187,6 +187,7 @@ impl Evidence {
         event.jti = Some(issued.jti.clone());
         event.scopes_granted = Some(issued.response.scope.to_string());
         event.expires_at = Some(issued.expires_at);
+        event.iat_micros = issued.iat_micros;
         event
     }
 
@@ -220,6 +221,7 @@ impl Evidence {
             jti: None,
             parent_jti: self.parent_jti,
             expires_at: None,
+            iat_micros: None,
             rules: self.rules,
             claimed_client: self.claimed_client,
             client_address,
@@ -248,6 +250,7 @@ pub(crate) struct Issued {
     response: TokenResponse,
     jti: TokenId,
     expires_at: UnixTime,
+    iat_micros: Option<UnixMicros>,
 }
 
 impl Issued {
@@ -262,6 +265,7 @@ impl Issued {
             },
             jti: claims.jti,
             expires_at: claims.exp,
+            iat_micros: claims.delegation.iat_micros,
         }
     }
 }
@@ -392,7 +396,7 @@ impl Broker {
     pub(crate) async fn status_of(&self, policy: &Policy, lineage: &Lineage) -> Result<Status, StoreError> {
         let now = self.now();
         let inventory = policy.inventory();
-        let retired = lineage.principals.iter().any(|principal| match principal {
+        let retired = lineage.principals.iter().any(|named| match &named.principal {
             // An agent removed or past its expiry; an API that is no longer
             // registered counts the same for the tokens addressed to it.
             Principal::Agent(id) => match inventory.target(id) {
@@ -496,7 +500,7 @@ impl Broker {
         principals.extend(subject.map(|subject| Principal::Subject(subject.to_owned())));
         // A token "issued at the end of time" is killed by a block only,
         // never by a deprovisioning's cut-off in the past.
-        let own = Lineage { jtis: Vec::new(), issued_at: UnixTime(i64::MAX), principals };
+        let own = Lineage::at(Vec::new(), UnixMicros::MAX, principals);
         match self.stores.revocation.check(&own).await? {
             Status::Active => Ok(()),
             Status::Revoked | Status::Deprovisioned => Err(ClientAuthError::Deprovisioned.into()),
@@ -510,6 +514,11 @@ impl Broker {
 
     fn now(&self) -> UnixTime {
         self.clock.now()
+    }
+
+    /// Now, in microseconds (an issue instant or a deprovisioning's cut-off).
+    fn now_micros(&self) -> UnixMicros {
+        self.clock.now_micros()
     }
 
     /// A fresh, unguessable token id: 128 random bits.

@@ -195,6 +195,7 @@ impl Taken {
             jti: None,
             parent_jti: None,
             expires_at: None,
+            iat_micros: None,
             rules: Vec::new(),
             claimed_client: None,
             client_address: None,

@@ -6,7 +6,7 @@ use super::{Broker, Evidence, GrantError, TokenParams};
 use crate::claims::Claims;
 use crate::client_auth::ClientAuthError;
 use crate::metrics::{DeprovisionCause, RevokedVia};
-use crate::store::{AuditDecision, Principal};
+use crate::store::{AuditDecision, Blocking, Cutoff, Principal};
 
 /// Why an authenticated client may not revoke a token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -44,7 +44,11 @@ impl Broker {
             return Err(error);
         }
         // Descendants never outlive the revoked token: its expiry bounds the entry.
-        self.stores.revocation.revoke(&claims.jti, claims.exp).await?;
+        if !self.stores.revocation.revoke(&claims.jti, claims.exp).await? {
+            // Already revoked: still 200 (RFC 7009 §2.2), but nothing new
+            // happened, so no new evidence that would crowd out the rest.
+            return Ok(());
+        }
         self.metrics().count_revocation(RevokedVia::RevocationEndpoint);
         let mut event = evidence.event(self.now(), AuditDecision::Revoked, None, client_address);
         event.jti = Some(claims.jti.clone());
@@ -64,9 +68,12 @@ impl Broker {
         let now = self.now();
         // Every token issued up to now expires within the longest lifetime
         // any token can have, whatever `max_token_ttl` was when it was issued.
-        let until = now.plus(crate::token::MAX_LIFETIME);
-        self.stores.revocation.deprovision(principal, now, until).await?;
-        self.stores.revocation.block(principal, true).await?;
+        // The cut-off is exact and lands with the block in one write: a
+        // token issued after a later reinstatement lives at once, and none
+        // slips between a cut-off and its block.
+        let cutoff =
+            Cutoff { at: self.now_micros(), until: now.plus(crate::token::MAX_LIFETIME), block: Blocking::Block };
+        self.stores.revocation.deprovision(principal, &cutoff).await?;
         self.record(principal_event("deprovision", principal, now)).await?;
         self.metrics().count_deprovisioning(matches!(principal, Principal::Agent(_)), cause);
         Ok(())
@@ -86,7 +93,9 @@ impl Broker {
         let policy = self.policy();
         for agent in policy.inventory().agents().filter(|agent| !agent.is_active(now) && !done.contains(&agent.id)) {
             let principal = Principal::Agent(agent.id.clone());
-            self.stores.revocation.deprovision(&principal, now, now.plus(crate::token::MAX_LIFETIME)).await?;
+            let cutoff =
+                Cutoff { at: self.now_micros(), until: now.plus(crate::token::MAX_LIFETIME), block: Blocking::Keep };
+            self.stores.revocation.deprovision(&principal, &cutoff).await?;
             self.record(principal_event("expired", &principal, now)).await?;
             self.metrics().count_deprovisioning(true, DeprovisionCause::Expired);
             retired.push(agent.id.clone());
@@ -110,10 +119,15 @@ impl Broker {
     }
 
     /// Lifts a deprovisioned principal's block (admin API): tokens issued from
-    /// now on live; those cut off by the deprovisioning stay dead.
+    /// now on live; those cut off by the deprovisioning stay dead, and so
+    /// does any that named the principal while it was blocked (the cut-off
+    /// moves to now with the block's lifting, in one write).
     pub async fn reinstate(&self, principal: &Principal) -> Result<(), GrantError> {
-        self.stores.revocation.block(principal, false).await?;
-        self.record(principal_event("reinstate", principal, self.now())).await?;
+        let now = self.now();
+        let cutoff =
+            Cutoff { at: self.now_micros(), until: now.plus(crate::token::MAX_LIFETIME), block: Blocking::Lift };
+        self.stores.revocation.deprovision(principal, &cutoff).await?;
+        self.record(principal_event("reinstate", principal, now)).await?;
         Ok(())
     }
 }

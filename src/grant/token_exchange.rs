@@ -24,7 +24,7 @@ use super::{
 use crate::chain::{self, Issuance, Reentry};
 use crate::claims::{Claims, ScopeSet, TokenId};
 use crate::client_auth::AuthenticatedAgent;
-use crate::clock::UnixTime;
+use crate::clock::{UnixMicros, UnixTime};
 use crate::dpop::{Proof, ProofError};
 use crate::policy::{Action, Ask, Policy};
 use crate::store::{Lineage, Principal, Status};
@@ -191,6 +191,7 @@ pub(super) async fn handle(
     let issuance = Issuance {
         issuer: broker.settings().issuer.clone(),
         issued_at: now,
+        iat_micros: broker.now_micros(),
         jti,
         bound_to: proof.map(|proof| proof.jkt().to_owned()),
     };
@@ -287,11 +288,11 @@ async fn person(
     // No parent token names the acting agent here: a blocked agent is
     // refused explicitly.
     broker.ensure_not_blocked(agent.id(), None).await?;
-    let lineage = Lineage {
-        jtis: vec![person.token_id().clone()],
-        issued_at: person.issued_at(),
-        principals: vec![Principal::Subject(person.subject().to_owned())],
-    };
+    let lineage = Lineage::at(
+        vec![person.token_id().clone()],
+        UnixMicros::start_of(person.issued_at()),
+        [Principal::Subject(person.subject().to_owned())],
+    );
     match broker.status_of(policy, &lineage).await? {
         Status::Active => Ok(Parent::Person(person)),
         Status::Revoked => Err(GrantError::SubjectToken(Unacceptable::Revoked)),

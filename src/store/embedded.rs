@@ -7,13 +7,27 @@
 //! open their own read transaction (MVCC) and never wait for the writer.
 //!
 //! Tables:
-//! - `used` (id → until), `revoked` (jti → until), `deprovisioned`
-//!   (principal key → (at, until)), each with a `*_expiry` multimap
-//!   (until → key), so housekeeping reads only what has expired.
+//! - `used` (id → until), `revoked` (jti → until), `cutoffs` (principal key
+//!   → (cut-off in microseconds, until)), each with a `*_expiry` multimap
+//!   (until → key), so housekeeping reads only what has expired; `blocked`
+//!   (principal key). A deprovisioning writes its cut-off and its block in
+//!   one transaction.
 //! - `events`: (time, sequence) → the event as JSON, so newest-first and time
 //!   ranges are key ranges; `events_by_{agent,subject,jti,parent_jti}`
 //!   multimaps → (time, sequence), so a filtered query reads only its events.
-//! - `meta`: the next audit sequence number.
+//! - `issued_by_jti` (jti → (time, sequence)) and `issued_by_parent`
+//!   (parent jti → (time, sequence)): issuance events only, so that a trace
+//!   finds a token and its children whatever else names them.
+//! - `meta`: the next audit sequence number, and which migrations ran.
+//!
+//! Housekeeping also drops audit events older than the retention (and their
+//! index entries), a bounded number a pass, except the issuance or
+//! revocation of a token that has not expired.
+//!
+//! An older file is migrated when opened: its issuance indexes are built
+//! from the events, and its deprovisionings (`deprovisioned`, whole seconds)
+//! move to `cutoffs` as the last microsecond of their second, so they kill
+//! exactly what they killed before.
 //! - `approvals`, `approvals_expiry`: see `embedded_approvals.rs`.
 
 use std::fmt;
@@ -30,11 +44,11 @@ use redb::{
 use tokio::sync::oneshot;
 
 use super::{
-    AuditEvent, AuditFilter, AuditStore, Lineage, Principal, ReplayStore, RevocationStore, Status, StoreError, Take,
-    Use,
+    outlives, verdict, AuditDecision, AuditEvent, AuditFilter, AuditStore, Blocking, Cutoff, Lineage, Principal,
+    ReplayStore, Retention, RevocationStore, Status, StoreError, Take, Use,
 };
 use crate::claims::TokenId;
-use crate::clock::UnixTime;
+use crate::clock::{UnixMicros, UnixTime};
 
 /// The database file inside the data folder.
 const FILE_NAME: &str = "baton.redb";
@@ -48,7 +62,10 @@ const USED: TableDefinition<&str, i64> = TableDefinition::new("used");
 const USED_EXPIRY: Expiry = MultimapTableDefinition::new("used_expiry");
 const REVOKED: TableDefinition<&str, i64> = TableDefinition::new("revoked");
 const REVOKED_EXPIRY: Expiry = MultimapTableDefinition::new("revoked_expiry");
+/// Deprovisionings of an older file, in whole seconds: migrated to `CUTOFFS`.
 const DEPROVISIONED: TableDefinition<&str, (i64, i64)> = TableDefinition::new("deprovisioned");
+/// Principal key → (cut-off in microseconds, until).
+const CUTOFFS: TableDefinition<&str, (i64, i64)> = TableDefinition::new("cutoffs");
 const DEPROVISIONED_EXPIRY: Expiry = MultimapTableDefinition::new("deprovisioned_expiry");
 /// Blocked principals, kept until the block is lifted.
 const BLOCKED: TableDefinition<&str, ()> = TableDefinition::new("blocked");
@@ -57,8 +74,12 @@ const EVENTS_BY_AGENT: EventIndex = MultimapTableDefinition::new("events_by_agen
 const EVENTS_BY_SUBJECT: EventIndex = MultimapTableDefinition::new("events_by_subject");
 const EVENTS_BY_JTI: EventIndex = MultimapTableDefinition::new("events_by_jti");
 const EVENTS_BY_PARENT: EventIndex = MultimapTableDefinition::new("events_by_parent_jti");
+const ISSUED_BY_JTI: TableDefinition<&str, EventKey> = TableDefinition::new("issued_by_jti");
+const ISSUED_BY_PARENT: EventIndex = MultimapTableDefinition::new("issued_by_parent");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const NEXT_SEQUENCE: &str = "next_sequence";
+/// Present once the issuance indexes cover every event of the file.
+const ISSUED_INDEXED: &str = "issued_indexed";
 
 /// The most writes one transaction takes: enough to share an fsync widely,
 /// few enough that the first caller in a batch is not kept long.
@@ -71,6 +92,12 @@ const SWEEP_LIMIT: usize = 10_000;
 /// seconds, more than any verifier's clock leeway, so a swept entry never
 /// revives a token that some verifier still accepts.
 const KEEP_AFTER_EXPIRY: i64 = 300;
+/// The most audit events one pass removes for retention: few enough that
+/// the batch carrying the pass is not kept long. A pass that reaches it
+/// leaves the next one due at once, so sweeping keeps up with any inflow.
+const EVENT_SWEEP_LIMIT: usize = 2_000;
+/// The most audit events one pass examines for retention.
+const RETENTION_SCAN_LIMIT: usize = 2 * EVENT_SWEEP_LIMIT;
 /// The page cache: the working set of one broker fits well within it.
 const CACHE_BYTES: usize = 16 * 1024 * 1024;
 
@@ -90,8 +117,16 @@ struct WriterHandle {
 
 impl EmbeddedStore {
     /// Opens (or creates) `data_dir/baton.redb`, creating the folder if
-    /// needed, and starts the writer thread.
+    /// needed, and starts the writer thread. Audit events are kept for the
+    /// default [`Retention`].
     pub fn open(data_dir: &Path) -> Result<EmbeddedStore, StoreError> {
+        EmbeddedStore::open_with_retention(data_dir, Retention::default())
+    }
+
+    /// [`EmbeddedStore::open`], keeping audit events for `retention` (and
+    /// the issuance or revocation of a token that has not expired, however
+    /// old).
+    pub fn open_with_retention(data_dir: &Path, retention: Retention) -> Result<EmbeddedStore, StoreError> {
         super::data_dir::prepare(data_dir)
             .map_err(|error| StoreError(format!("cannot create {}: {error}", data_dir.display())))?;
         let path = data_dir.join(FILE_NAME);
@@ -111,7 +146,7 @@ impl EmbeddedStore {
             db: db.clone(),
             commits: commits.clone(),
             _alive: AliveFlag(writer_alive.clone()),
-            sweeps: Housekeeping::default(),
+            sweeps: Housekeeping { next: None, retention: retention.as_seconds() },
         };
         let thread = std::thread::Builder::new()
             .name("baton-store-writer".into())
@@ -165,11 +200,15 @@ fn writer_gone() -> StoreError {
     StoreError("embedded store: the writer has stopped".into())
 }
 
-/// Creates every table, so that read transactions always find them.
+/// Creates every table, so that read transactions always find them, and
+/// migrates what an older file holds.
 fn create_tables(db: &Database) -> Result<(), StoreError> {
     let create = || -> Result<(), Failure> {
         let txn = db.begin_write()?;
-        WriteTables::open(&txn)?;
+        {
+            let mut tables = WriteTables::open(&txn)?;
+            tables.migrate()?;
+        }
         txn.commit()?;
         Ok(())
     };
@@ -181,19 +220,33 @@ impl ReplayStore for EmbeddedStore {
     async fn use_once(&self, id: &str, until: UnixTime, now: UnixTime) -> Result<Use, StoreError> {
         match self.submit(Write::UseOnce { id: id.to_owned(), until, now }).await? {
             Applied::Used(answer) => Ok(answer),
-            Applied::Kept => Err(StoreError("embedded store: a use got no answer".into())),
+            _ => Err(StoreError("embedded store: a use got no answer".into())),
         }
     }
 }
 
 #[async_trait]
 impl RevocationStore for EmbeddedStore {
-    async fn revoke(&self, jti: &TokenId, until: UnixTime) -> Result<(), StoreError> {
-        self.submit(Write::Revoke { jti: jti.0.clone(), until }).await.map(drop)
+    async fn revoke(&self, jti: &TokenId, until: UnixTime) -> Result<bool, StoreError> {
+        // A repeated revocation that would not lengthen the entry writes
+        // nothing: a holder calling /revoke in a loop costs reads, not commits.
+        let kept = || -> Result<Option<i64>, Failure> {
+            let txn = self.db.begin_read()?;
+            let revoked = txn.open_table(REVOKED)?;
+            let kept = revoked.get(jti.0.as_str())?.map(|entry| entry.value());
+            Ok(kept)
+        };
+        if kept().map_err(StoreError::from)?.is_some_and(|kept| kept >= until.0) {
+            return Ok(false);
+        }
+        match self.submit(Write::Revoke { jti: jti.0.clone(), until }).await? {
+            Applied::Revoked(first) => Ok(first),
+            _ => Err(StoreError("embedded store: a revocation got no answer".into())),
+        }
     }
 
-    async fn deprovision(&self, principal: &Principal, at: UnixTime, until: UnixTime) -> Result<(), StoreError> {
-        self.submit(Write::Deprovision { key: principal.key(), at, until }).await.map(drop)
+    async fn deprovision(&self, principal: &Principal, cutoff: &Cutoff) -> Result<(), StoreError> {
+        self.submit(Write::Deprovision { key: principal.key(), cutoff: *cutoff }).await.map(drop)
     }
 
     async fn block(&self, principal: &Principal, blocked: bool) -> Result<(), StoreError> {
@@ -243,6 +296,39 @@ impl AuditStore for EmbeddedStore {
         })?;
         Ok(count)
     }
+
+    async fn issued(&self, jti: &TokenId) -> Result<Option<AuditEvent>, StoreError> {
+        let read = || -> Result<Option<AuditEvent>, Failure> {
+            let txn = self.db.begin_read()?;
+            let Some(key) = txn.open_table(ISSUED_BY_JTI)?.get(jti.0.as_str())?.map(|entry| entry.value()) else {
+                return Ok(None);
+            };
+            let events = txn.open_table(EVENTS)?;
+            let event = events.get(key)?.map(|json| serde_json::from_str(json.value())).transpose()?;
+            Ok(event)
+        };
+        read().map_err(StoreError::from)
+    }
+
+    async fn children(&self, parent: &TokenId, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
+        let read = || -> Result<Vec<AuditEvent>, Failure> {
+            let txn = self.db.begin_read()?;
+            let events = txn.open_table(EVENTS)?;
+            let index = txn.open_multimap_table(ISSUED_BY_PARENT)?;
+            let mut children = Vec::new();
+            // Values of a multimap come in key order: oldest first.
+            for entry in index.get(parent.0.as_str())? {
+                if children.len() >= limit.min(AuditFilter::MAX_LIMIT) {
+                    break;
+                }
+                if let Some(json) = events.get(entry?.value())? {
+                    children.push(serde_json::from_str(json.value())?);
+                }
+            }
+            Ok(children)
+        };
+        read().map_err(StoreError::from)
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -257,21 +343,16 @@ fn check(db: &Database, lineage: &Lineage) -> Result<Status, Failure> {
             return Ok(Status::Revoked);
         }
     }
-    let keys: Vec<String> = lineage.principals.iter().map(Principal::key).collect();
     let blocked = txn.open_table(BLOCKED)?;
-    for key in &keys {
-        if blocked.get(key.as_str())?.is_some() {
-            return Ok(Status::Deprovisioned);
-        }
+    let cutoffs = txn.open_table(CUTOFFS)?;
+    let mut blocks = Vec::with_capacity(lineage.principals.len());
+    let mut cuts = Vec::with_capacity(lineage.principals.len());
+    for named in &lineage.principals {
+        let key = named.principal.key();
+        blocks.push(blocked.get(key.as_str())?.is_some());
+        cuts.push((named.since, cutoffs.get(key.as_str())?.map(|entry| UnixMicros(entry.value().0))));
     }
-    let deprovisioned = txn.open_table(DEPROVISIONED)?;
-    for key in &keys {
-        let at = deprovisioned.get(key.as_str())?.map(|entry| entry.value().0);
-        if at.is_some_and(|at| at >= lineage.issued_at.0) {
-            return Ok(Status::Deprovisioned);
-        }
-    }
-    Ok(Status::Active)
+    Ok(verdict(false, blocks, cuts))
 }
 
 /// Reads the most selective index the filter names (or the time range of the
@@ -340,7 +421,7 @@ struct Request {
 enum Write {
     UseOnce { id: String, until: UnixTime, now: UnixTime },
     Revoke { jti: String, until: UnixTime },
-    Deprovision { key: String, at: UnixTime, until: UnixTime },
+    Deprovision { key: String, cutoff: Cutoff },
     Block { key: String, blocked: bool },
     Record { event: Box<AuditEvent>, json: String },
 }
@@ -349,6 +430,8 @@ enum Write {
 enum Applied {
     /// A use, first or replayed.
     Used(Use),
+    /// A revocation: whether the token was not revoked before.
+    Revoked(bool),
     /// Anything else: the write is kept.
     Kept,
 }
@@ -407,7 +490,9 @@ impl Writer {
                 answers.push(tables.apply(&request.write)?);
             }
             if let Some(now) = self.sweeps.due(batch) {
-                tables.sweep(now)?;
+                if tables.sweep(now, self.sweeps.retention)? {
+                    self.sweeps.again(now);
+                }
             }
             tables.finish()?;
         }
@@ -416,11 +501,14 @@ impl Writer {
     }
 }
 
-/// When to remove expired entries. The only time the store knows is the `now`
-/// its callers pass to `use_once`, so passes follow that clock.
-#[derive(Default)]
+/// When to remove expired entries. The only time the store knows is the one
+/// its callers pass: the `now` of `use_once`, and the time of each audit
+/// event (the broker's clock, like `now`), so that a broker whose clients
+/// spend no single-use ids still sweeps. Passes follow that clock.
 struct Housekeeping {
     next: Option<UnixTime>,
+    /// Seconds audit events are kept.
+    retention: i64,
 }
 
 impl Housekeeping {
@@ -429,8 +517,9 @@ impl Housekeeping {
     fn due(&mut self, batch: &[Request]) -> Option<UnixTime> {
         let now = batch
             .iter()
-            .filter_map(|request| match request.write {
-                Write::UseOnce { now, .. } => Some(now),
+            .filter_map(|request| match &request.write {
+                Write::UseOnce { now, .. } => Some(*now),
+                Write::Record { event, .. } => Some(event.time),
                 _ => None,
             })
             .max()?;
@@ -440,6 +529,11 @@ impl Housekeeping {
         self.next = Some(now.plus(SWEEP_INTERVAL));
         Some(now)
     }
+
+    /// A pass left old events behind: the next batch sweeps again.
+    fn again(&mut self, now: UnixTime) {
+        self.next = Some(now);
+    }
 }
 
 /// Every table, open in one write transaction.
@@ -448,7 +542,7 @@ struct WriteTables<'txn> {
     used_expiry: MultimapTable<'txn, i64, &'static str>,
     revoked: Table<'txn, &'static str, i64>,
     revoked_expiry: MultimapTable<'txn, i64, &'static str>,
-    deprovisioned: Table<'txn, &'static str, (i64, i64)>,
+    cutoffs: Table<'txn, &'static str, (i64, i64)>,
     deprovisioned_expiry: MultimapTable<'txn, i64, &'static str>,
     blocked: Table<'txn, &'static str, ()>,
     events: Table<'txn, EventKey, &'static str>,
@@ -456,6 +550,10 @@ struct WriteTables<'txn> {
     by_subject: MultimapTable<'txn, &'static str, EventKey>,
     by_jti: MultimapTable<'txn, &'static str, EventKey>,
     by_parent: MultimapTable<'txn, &'static str, EventKey>,
+    issued_by_jti: Table<'txn, &'static str, EventKey>,
+    issued_by_parent: MultimapTable<'txn, &'static str, EventKey>,
+    /// The deprovisionings of an older file, until migrated.
+    legacy_deprovisioned: Table<'txn, &'static str, (i64, i64)>,
     meta: Table<'txn, &'static str, u64>,
     /// The next audit sequence number, read once and written back once a
     /// transaction rather than once an event.
@@ -473,7 +571,7 @@ impl<'txn> WriteTables<'txn> {
             used_expiry: txn.open_multimap_table(USED_EXPIRY)?,
             revoked: txn.open_table(REVOKED)?,
             revoked_expiry: txn.open_multimap_table(REVOKED_EXPIRY)?,
-            deprovisioned: txn.open_table(DEPROVISIONED)?,
+            cutoffs: txn.open_table(CUTOFFS)?,
             deprovisioned_expiry: txn.open_multimap_table(DEPROVISIONED_EXPIRY)?,
             blocked: txn.open_table(BLOCKED)?,
             events: txn.open_table(EVENTS)?,
@@ -481,6 +579,9 @@ impl<'txn> WriteTables<'txn> {
             by_subject: txn.open_multimap_table(EVENTS_BY_SUBJECT)?,
             by_jti: txn.open_multimap_table(EVENTS_BY_JTI)?,
             by_parent: txn.open_multimap_table(EVENTS_BY_PARENT)?,
+            issued_by_jti: txn.open_table(ISSUED_BY_JTI)?,
+            issued_by_parent: txn.open_multimap_table(ISSUED_BY_PARENT)?,
+            legacy_deprovisioned: txn.open_table(DEPROVISIONED)?,
             meta,
             next_sequence,
             first_sequence: next_sequence,
@@ -499,8 +600,8 @@ impl<'txn> WriteTables<'txn> {
     fn apply(&mut self, write: &Write) -> Result<Applied, Failure> {
         match write {
             Write::UseOnce { id, until, now } => self.use_once(id, *until, *now).map(Applied::Used),
-            Write::Revoke { jti, until } => self.revoke(jti, *until).map(|()| Applied::Kept),
-            Write::Deprovision { key, at, until } => self.deprovision(key, *at, *until).map(|()| Applied::Kept),
+            Write::Revoke { jti, until } => self.revoke(jti, *until).map(Applied::Revoked),
+            Write::Deprovision { key, cutoff } => self.deprovision(key, cutoff).map(|()| Applied::Kept),
             Write::Block { key, blocked } => self.block(key, *blocked).map(|()| Applied::Kept),
             Write::Record { event, json } => self.record(event, json).map(|()| Applied::Kept),
         }
@@ -525,23 +626,82 @@ impl<'txn> WriteTables<'txn> {
         Ok(Use::First)
     }
 
-    /// A revocation is never shortened by a later one.
-    fn revoke(&mut self, jti: &str, until: UnixTime) -> Result<(), Failure> {
+    /// A revocation is never shortened by a later one; answers whether the
+    /// token was not revoked before.
+    fn revoke(&mut self, jti: &str, until: UnixTime) -> Result<bool, Failure> {
         let kept = self.revoked.get(jti)?.map(|entry| entry.value());
-        let until = kept.map_or(until.0, |kept| kept.max(until.0));
-        self.revoked.insert(jti, until)?;
-        self.revoked_expiry.insert(until, jti)?;
+        let end = kept.map_or(until.0, |kept| kept.max(until.0));
+        if kept != Some(end) {
+            self.revoked.insert(jti, end)?;
+            self.revoked_expiry.insert(end, jti)?;
+        }
+        Ok(kept.is_none())
+    }
+
+    /// Keeps the latest cut-off and the latest `until` (a deprovisioning
+    /// never moves back), and blocks or lifts the block in the same
+    /// transaction.
+    fn deprovision(&mut self, key: &str, cutoff: &Cutoff) -> Result<(), Failure> {
+        match cutoff.block {
+            Blocking::Block => {
+                self.blocked.insert(key, ())?;
+            }
+            Blocking::Lift => {
+                if self.blocked.remove(key)?.is_none() {
+                    return Ok(());
+                }
+            }
+            Blocking::Keep => {}
+        }
+        self.cut_off(key, cutoff.at.0, cutoff.until.0)
+    }
+
+    fn cut_off(&mut self, key: &str, at: i64, until: i64) -> Result<(), Failure> {
+        let kept = self.cutoffs.get(key)?.map(|entry| entry.value());
+        let (at, until) = kept.map_or((at, until), |(kept_at, kept_until)| (kept_at.max(at), kept_until.max(until)));
+        self.cutoffs.insert(key, (at, until))?;
+        self.deprovisioned_expiry.insert(until, key)?;
         Ok(())
     }
 
-    /// Keeps the latest `at` and the latest `until`: a deprovisioning never
-    /// moves back.
-    fn deprovision(&mut self, key: &str, at: UnixTime, until: UnixTime) -> Result<(), Failure> {
-        let kept = self.deprovisioned.get(key)?.map(|entry| entry.value());
-        let (at, until) =
-            kept.map_or((at.0, until.0), |(kept_at, kept_until)| (kept_at.max(at.0), kept_until.max(until.0)));
-        self.deprovisioned.insert(key, (at, until))?;
-        self.deprovisioned_expiry.insert(until, key)?;
+    /// Brings an older file up to date, once: deprovisionings kept in whole
+    /// seconds become cut-offs at the last microsecond of their second, and
+    /// the issuance indexes are built from the events.
+    fn migrate(&mut self) -> Result<(), Failure> {
+        let mut legacy = Vec::new();
+        for entry in self.legacy_deprovisioned.iter()? {
+            let (key, value) = entry?;
+            legacy.push((key.value().to_owned(), value.value()));
+        }
+        for (key, (at, until)) in legacy {
+            self.cut_off(&key, UnixMicros::end_of(UnixTime(at)).0, until)?;
+            self.legacy_deprovisioned.remove(key.as_str())?;
+        }
+        if self.meta.get(ISSUED_INDEXED)?.is_none() {
+            let mut issued = Vec::new();
+            for entry in self.events.iter()? {
+                let (key, json) = entry?;
+                let event: AuditEvent = serde_json::from_str(json.value())?;
+                if event.decision == AuditDecision::Issued {
+                    issued.push((key.value(), event));
+                }
+            }
+            for (key, event) in &issued {
+                self.index_issuance(event, *key)?;
+            }
+            self.meta.insert(ISSUED_INDEXED, 1)?;
+        }
+        Ok(())
+    }
+
+    /// Files an issuance in the indexes a trace reads.
+    fn index_issuance(&mut self, event: &AuditEvent, key: EventKey) -> Result<(), Failure> {
+        if let Some(jti) = &event.jti {
+            self.issued_by_jti.insert(jti.0.as_str(), key)?;
+            if let Some(parent) = &event.parent_jti {
+                self.issued_by_parent.insert(parent.0.as_str(), key)?;
+            }
+        }
         Ok(())
     }
 
@@ -561,18 +721,62 @@ impl<'txn> WriteTables<'txn> {
                 index.insert(value, key)?;
             }
         }
+        if event.decision == AuditDecision::Issued {
+            self.index_issuance(event, key)?;
+        }
         Ok(())
     }
 
-    /// Removes used ids past their end, and revocations and deprovisionings
-    /// past theirs by `KEEP_AFTER_EXPIRY`. Audit events are kept.
-    fn sweep(&mut self, now: UnixTime) -> Result<(), Failure> {
+    /// Removes used ids past their end, revocations and deprovisionings past
+    /// theirs by `KEEP_AFTER_EXPIRY`, and audit events older than
+    /// `retention` seconds; answers whether old events are left for
+    /// another pass.
+    fn sweep(&mut self, now: UnixTime, retention: i64) -> Result<bool, Failure> {
         let used = sweep(&mut self.used, &mut self.used_expiry, now.0, |until| until)?;
         let cutoff = now.plus(-KEEP_AFTER_EXPIRY).0;
         let revoked = sweep(&mut self.revoked, &mut self.revoked_expiry, cutoff, |until| until)?;
-        let deprovisioned = sweep(&mut self.deprovisioned, &mut self.deprovisioned_expiry, cutoff, |(_, until)| until)?;
-        tracing::debug!(used, revoked, deprovisioned, "embedded store: expired entries removed");
-        Ok(())
+        let deprovisioned = sweep(&mut self.cutoffs, &mut self.deprovisioned_expiry, cutoff, |(_, until)| until)?;
+        let events = self.sweep_events(now, now.plus(retention.saturating_neg()))?;
+        tracing::debug!(used, revoked, deprovisioned, events, "embedded store: expired entries removed");
+        Ok(events >= EVENT_SWEEP_LIMIT)
+    }
+
+    /// Removes events from before `horizon`, oldest first, with their index
+    /// entries, a bounded number a pass; keeps those of a token still alive
+    /// at `now`, which retention never drops.
+    fn sweep_events(&mut self, now: UnixTime, horizon: UnixTime) -> Result<usize, Failure> {
+        let mut old = Vec::new();
+        for entry in self.events.range(..(horizon.0, 0))?.take(RETENTION_SCAN_LIMIT) {
+            let (key, json) = entry?;
+            let event: AuditEvent = serde_json::from_str(json.value())?;
+            if !outlives(&event, now) {
+                old.push((key.value(), event));
+            }
+            if old.len() >= EVENT_SWEEP_LIMIT {
+                break;
+            }
+        }
+        for (key, event) in &old {
+            self.events.remove(*key)?;
+            let indexes = [
+                (&mut self.by_agent, event.agent.as_deref()),
+                (&mut self.by_subject, event.subject.as_deref()),
+                (&mut self.by_jti, event.jti.as_ref().map(|jti| jti.0.as_str())),
+                (&mut self.by_parent, event.parent_jti.as_ref().map(|jti| jti.0.as_str())),
+                (&mut self.issued_by_parent, event.parent_jti.as_ref().map(|jti| jti.0.as_str())),
+            ];
+            for (index, value) in indexes {
+                if let Some(value) = value {
+                    index.remove(value, *key)?;
+                }
+            }
+            if let Some(jti) = &event.jti {
+                if self.issued_by_jti.get(jti.0.as_str())?.is_some_and(|entry| entry.value() == *key) {
+                    self.issued_by_jti.remove(jti.0.as_str())?;
+                }
+            }
+        }
+        Ok(old.len())
     }
 }
 
@@ -660,6 +864,7 @@ mod tests {
             jti: None,
             parent_jti: None,
             expires_at: None,
+            iat_micros: None,
             rules: vec![],
             claimed_client: None,
             client_address: None,
@@ -674,9 +879,101 @@ mod tests {
         [
             txn.open_table(USED).unwrap().len().unwrap(),
             txn.open_table(REVOKED).unwrap().len().unwrap(),
-            txn.open_table(DEPROVISIONED).unwrap().len().unwrap(),
+            txn.open_table(CUTOFFS).unwrap().len().unwrap(),
             txn.open_table(EVENTS).unwrap().len().unwrap(),
         ]
+    }
+
+    #[tokio::test]
+    async fn an_older_file_is_migrated_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(EmbeddedStore::open(dir.path()).unwrap());
+        // What an older release left: a whole-seconds deprovisioning, and an
+        // issuance recorded before the issuance indexes.
+        let mut issued = event(UnixTime(990));
+        issued.decision = AuditDecision::Issued;
+        issued.jti = Some(TokenId("old-token".into()));
+        issued.parent_jti = Some(TokenId("old-parent".into()));
+        {
+            let db = Database::open(dir.path().join(FILE_NAME)).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(DEPROVISIONED).unwrap().insert("agent:x", (1000, 5000)).unwrap();
+            txn.open_table(EVENTS).unwrap().insert((990, 7), serde_json::to_string(&issued).unwrap().as_str()).unwrap();
+            txn.open_table(META).unwrap().remove(ISSUED_INDEXED).unwrap();
+            txn.commit().unwrap();
+        }
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let named_at = |second: i64, micros: i64| {
+            Lineage::at(
+                vec![],
+                UnixMicros(UnixMicros::start_of(UnixTime(second)).0 + micros),
+                [Principal::Agent("x".into())],
+            )
+        };
+        assert_eq!(store.check(&named_at(1000, 999_999)).await.unwrap(), Status::Deprovisioned, "its whole second");
+        assert_eq!(store.check(&named_at(1001, 0)).await.unwrap(), Status::Active, "not the next");
+        assert_eq!(store.issued(&TokenId("old-token".into())).await.unwrap(), Some(issued.clone()));
+        assert_eq!(store.children(&TokenId("old-parent".into()), 10).await.unwrap(), vec![issued]);
+        let txn = store.db.begin_read().unwrap();
+        assert!(txn.open_table(DEPROVISIONED).unwrap().get("agent:x").unwrap().is_none(), "moved, not copied");
+    }
+
+    #[tokio::test]
+    async fn retention_drops_old_events_with_their_index_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open_with_retention(dir.path(), Retention::days(1)).unwrap();
+        let day = 86_400;
+        let mut old = event(UnixTime(1000));
+        old.decision = AuditDecision::Issued;
+        old.jti = Some(TokenId("old".into()));
+        old.parent_jti = Some(TokenId("parent".into()));
+        old.expires_at = Some(UnixTime(1600));
+        let mut alive = old.clone();
+        alive.jti = Some(TokenId("alive".into()));
+        alive.expires_at = Some(UnixTime(1000 + 3 * day));
+        store.record(old).await.unwrap();
+        store.record(alive.clone()).await.unwrap();
+        store.record(event(UnixTime(1000 + day + 500))).await.unwrap();
+        // Housekeeping at 1000 + 2 days: the first event is past the day kept.
+        store.use_once("tick", UnixTime(1000 + 3 * day), UnixTime(1000 + 2 * day)).await.unwrap();
+        assert_eq!(count(&store)[3], 2, "the old event went, the live token's issuance stayed");
+        assert_eq!(store.issued(&TokenId("old".into())).await.unwrap(), None);
+        assert_eq!(store.children(&TokenId("parent".into()), 10).await.unwrap(), vec![alive]);
+        let txn = store.db.begin_read().unwrap();
+        let by_agent = txn.open_multimap_table(EVENTS_BY_AGENT).unwrap();
+        assert_eq!(by_agent.get("a").unwrap().count(), 2, "its index entries went with it");
+        let by_jti = txn.open_multimap_table(EVENTS_BY_JTI).unwrap();
+        assert_eq!(by_jti.get("old").unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn audit_events_alone_bring_housekeeping() {
+        // A broker whose clients spend no single-use ids still sweeps.
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open_with_retention(dir.path(), Retention::days(1)).unwrap();
+        store.record(event(UnixTime(1000))).await.unwrap();
+        store.record(event(UnixTime(1000 + 2 * 86_400))).await.unwrap();
+        assert_eq!(count(&store)[3], 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retention_keeps_up_past_one_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(EmbeddedStore::open_with_retention(dir.path(), Retention::days(1)).unwrap());
+        let old = EVENT_SWEEP_LIMIT * 2 + 10;
+        let mut writes = tokio::task::JoinSet::new();
+        for _ in 0..old {
+            let store = store.clone();
+            writes.spawn(async move { store.record(event(UnixTime(1000))).await.unwrap() });
+        }
+        while writes.join_next().await.is_some() {}
+        // Each batch past the retention carries one bounded pass, and the
+        // next batch another, until the old events are gone.
+        let later = UnixTime(1000 + 2 * 86_400);
+        for _ in 0..4 {
+            store.record(event(later)).await.unwrap();
+        }
+        assert_eq!(count(&store)[3], 4);
     }
 
     #[tokio::test]
@@ -689,7 +986,8 @@ mod tests {
         store.revoke(&TokenId("gone".into()), UnixTime(1100)).await.unwrap();
         store.revoke(&TokenId("recent".into()), UnixTime(1900)).await.unwrap();
         let agent = Principal::Agent("x".into());
-        store.deprovision(&agent, UnixTime(1000), UnixTime(1100)).await.unwrap();
+        let cutoff = Cutoff { at: UnixMicros::end_of(UnixTime(1000)), until: UnixTime(1100), block: Blocking::Keep };
+        store.deprovision(&agent, &cutoff).await.unwrap();
         store.record(event(UnixTime(1000))).await.unwrap();
         assert_eq!(count(&store), [2, 2, 1, 1]);
 
@@ -702,7 +1000,7 @@ mod tests {
         store.use_once("new", UnixTime(5000), UnixTime(2000)).await.unwrap();
         assert_eq!(count(&store), [3, 1, 0, 1]);
         assert_eq!(store.use_once("live", UnixTime(5000), UnixTime(2000)).await.unwrap(), Use::Replayed);
-        let lineage = Lineage { jtis: vec![TokenId("recent".into())], issued_at: UnixTime(0), principals: vec![] };
+        let lineage = Lineage { jtis: vec![TokenId("recent".into())], principals: vec![] };
         assert_eq!(store.check(&lineage).await.unwrap(), Status::Revoked);
         assert_eq!(store.query(&AuditFilter::default()).await.unwrap().len(), 1);
     }

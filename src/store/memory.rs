@@ -8,27 +8,36 @@ use async_trait::async_trait;
 
 use super::approvals::{ApprovalPage, ApprovalQuery, Creation, InMemory};
 use super::{
-    Approval, ApprovalId, ApprovalState, ApprovalStore, AuditEvent, AuditFilter, AuditStore, Lineage, Principal,
-    ReplayStore, RevocationStore, Status, StoreError, Use,
+    outlives, verdict, Approval, ApprovalId, ApprovalState, ApprovalStore, AuditDecision, AuditEvent, AuditFilter,
+    AuditStore, Blocking, Cutoff, Lineage, Principal, ReplayStore, Retention, RevocationStore, Status, StoreError, Use,
 };
 use crate::claims::TokenId;
-use crate::clock::UnixTime;
+use crate::clock::{UnixMicros, UnixTime};
 
 /// Replay, revocation, audit and approval state held in memory.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     used: Mutex<UsedIds>,
     revoked: Mutex<HashMap<TokenId, UnixTime>>,
-    deprovisioned: Mutex<HashMap<Principal, UnixTime>>,
+    deprovisioned: Mutex<HashMap<Principal, UnixMicros>>,
     blocked: Mutex<std::collections::HashSet<Principal>>,
     events: Mutex<Vec<AuditEvent>>,
     approvals: Mutex<InMemory>,
+    /// How long audit events are kept, when bounded.
+    retention: Option<Retention>,
 }
 
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store that keeps audit events for `retention` (and the
+    /// issuance of a token still alive, however old). [`MemoryStore::new`]
+    /// keeps them all.
+    pub fn with_retention(retention: Retention) -> Self {
+        MemoryStore { retention: Some(retention), ..Self::default() }
     }
 
     /// The audit events recorded so far, oldest first.
@@ -67,19 +76,36 @@ impl ReplayStore for MemoryStore {
 
 #[async_trait]
 impl RevocationStore for MemoryStore {
-    async fn revoke(&self, jti: &TokenId, until: UnixTime) -> Result<(), StoreError> {
-        self.revoked.lock().map_err(poisoned)?.insert(jti.clone(), until);
-        Ok(())
+    async fn revoke(&self, jti: &TokenId, until: UnixTime) -> Result<bool, StoreError> {
+        let mut revoked = self.revoked.lock().map_err(poisoned)?;
+        let first = !revoked.contains_key(jti);
+        let end = revoked.entry(jti.clone()).or_insert(until);
+        *end = (*end).max(until);
+        Ok(first)
     }
 
-    async fn deprovision(&self, principal: &Principal, at: UnixTime, _until: UnixTime) -> Result<(), StoreError> {
+    async fn deprovision(&self, principal: &Principal, cutoff: &Cutoff) -> Result<(), StoreError> {
+        // Both locks held: the cut-off and the block land together.
         let mut deprovisioned = self.deprovisioned.lock().map_err(poisoned)?;
-        let entry = deprovisioned.entry(principal.clone()).or_insert(at);
-        *entry = (*entry).max(at);
+        let mut blocked = self.blocked.lock().map_err(poisoned)?;
+        match cutoff.block {
+            Blocking::Block => {
+                blocked.insert(principal.clone());
+            }
+            Blocking::Lift => {
+                if !blocked.remove(principal) {
+                    return Ok(());
+                }
+            }
+            Blocking::Keep => {}
+        }
+        let entry = deprovisioned.entry(principal.clone()).or_insert(cutoff.at);
+        *entry = (*entry).max(cutoff.at);
         Ok(())
     }
 
     async fn block(&self, principal: &Principal, blocked: bool) -> Result<(), StoreError> {
+        let _deprovisioned = self.deprovisioned.lock().map_err(poisoned)?;
         let mut set = self.blocked.lock().map_err(poisoned)?;
         if blocked {
             set.insert(principal.clone());
@@ -91,19 +117,13 @@ impl RevocationStore for MemoryStore {
 
     async fn check(&self, lineage: &Lineage) -> Result<Status, StoreError> {
         let revoked = self.revoked.lock().map_err(poisoned)?;
-        if lineage.jtis.iter().any(|jti| revoked.contains_key(jti)) {
-            return Ok(Status::Revoked);
-        }
-        let blocked = self.blocked.lock().map_err(poisoned)?;
-        if lineage.principals.iter().any(|principal| blocked.contains(principal)) {
-            return Ok(Status::Deprovisioned);
-        }
         let deprovisioned = self.deprovisioned.lock().map_err(poisoned)?;
-        let killed = lineage
-            .principals
-            .iter()
-            .any(|principal| deprovisioned.get(principal).is_some_and(|at| *at >= lineage.issued_at));
-        Ok(if killed { Status::Deprovisioned } else { Status::Active })
+        let blocked = self.blocked.lock().map_err(poisoned)?;
+        Ok(verdict(
+            lineage.jtis.iter().any(|jti| revoked.contains_key(jti)),
+            lineage.principals.iter().map(|named| blocked.contains(&named.principal)),
+            lineage.principals.iter().map(|named| (named.since, deprovisioned.get(&named.principal).copied())),
+        ))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -114,7 +134,14 @@ impl RevocationStore for MemoryStore {
 #[async_trait]
 impl AuditStore for MemoryStore {
     async fn record(&self, event: AuditEvent) -> Result<(), StoreError> {
-        self.events.lock().map_err(poisoned)?.push(event);
+        let mut events = self.events.lock().map_err(poisoned)?;
+        // Retention: events past it go whenever a new one comes, except the
+        // issuance of a token still alive.
+        if let Some(retention) = self.retention {
+            let horizon = event.time.plus(retention.as_seconds().saturating_neg());
+            events.retain(|kept| kept.time >= horizon || outlives(kept, event.time));
+        }
+        events.push(event);
         Ok(())
     }
 
@@ -126,6 +153,19 @@ impl AuditStore for MemoryStore {
     async fn count(&self, filter: &AuditFilter) -> Result<usize, StoreError> {
         let events = self.events.lock().map_err(poisoned)?;
         Ok(events.iter().filter(|event| filter.matches(event)).take(AuditFilter::MAX_COUNT).count())
+    }
+
+    async fn issued(&self, jti: &TokenId) -> Result<Option<AuditEvent>, StoreError> {
+        let events = self.events.lock().map_err(poisoned)?;
+        let issuance = |event: &&AuditEvent| event.decision == AuditDecision::Issued && event.jti.as_ref() == Some(jti);
+        Ok(events.iter().find(issuance).cloned())
+    }
+
+    async fn children(&self, parent: &TokenId, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
+        let events = self.events.lock().map_err(poisoned)?;
+        let child =
+            |event: &&AuditEvent| event.decision == AuditDecision::Issued && event.parent_jti.as_ref() == Some(parent);
+        Ok(events.iter().filter(child).take(limit.min(AuditFilter::MAX_LIMIT)).cloned().collect())
     }
 }
 

@@ -42,10 +42,12 @@ use serde::Deserialize;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use super::redis::{describe, RevocationNotice, CALL_DEADLINE, CONNECTION_TIMEOUT, KEEP_AFTER_END, RESPONSE_TIMEOUT};
-use super::{Lineage, Principal, RevocationStore, Status, StoreError};
+use super::redis::{
+    cutoff_of, describe, RevocationNotice, CALL_DEADLINE, CONNECTION_TIMEOUT, KEEP_AFTER_END, RESPONSE_TIMEOUT,
+};
+use super::{verdict, Cutoff, Lineage, Principal, RevocationStore, Status, StoreError};
 use crate::claims::TokenId;
-use crate::clock::{Clock, SystemClock, UnixTime};
+use crate::clock::{Clock, SystemClock, UnixMicros, UnixTime};
 
 /// The first wait before reconnecting a dropped subscription; doubled on
 /// each failed attempt up to [`RECONNECT_MAX_DELAY`].
@@ -127,11 +129,11 @@ impl Drop for RevocationMirror {
 
 #[async_trait]
 impl RevocationStore for RevocationMirror {
-    async fn revoke(&self, _jti: &TokenId, _until: UnixTime) -> Result<(), StoreError> {
+    async fn revoke(&self, _jti: &TokenId, _until: UnixTime) -> Result<bool, StoreError> {
         Err(StoreError("read-only mirror".into()))
     }
 
-    async fn deprovision(&self, _principal: &Principal, _at: UnixTime, _until: UnixTime) -> Result<(), StoreError> {
+    async fn deprovision(&self, _principal: &Principal, _cutoff: &Cutoff) -> Result<(), StoreError> {
         Err(StoreError("read-only mirror".into()))
     }
 
@@ -213,32 +215,23 @@ struct State {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Deprovisioning {
-    /// Tokens naming the principal issued at or before this are dead.
-    at: UnixTime,
+    /// Tokens whose lineage named the principal at or before this are dead.
+    at: UnixMicros,
     /// When the entry ends.
     until: UnixTime,
 }
 
 impl State {
-    /// The Redis store's rule: revoked if any id is, else deprovisioned if a
-    /// principal was at or after the token's issue, else active.
+    /// The stores' rule ([`verdict`]), on the copy.
     fn status(&self, lineage: &Lineage) -> Status {
-        if lineage.jtis.iter().any(|jti| self.revoked.contains_key(jti)) {
-            return Status::Revoked;
-        }
-        if lineage.principals.iter().any(|principal| self.blocked.contains(principal)) {
-            return Status::Deprovisioned;
-        }
-        let deprovisioned = lineage
-            .principals
-            .iter()
-            .filter_map(|principal| self.deprovisioned.get(principal))
-            .any(|entry| entry.at >= lineage.issued_at);
-        if deprovisioned {
-            Status::Deprovisioned
-        } else {
-            Status::Active
-        }
+        verdict(
+            lineage.jtis.iter().any(|jti| self.revoked.contains_key(jti)),
+            lineage.principals.iter().map(|named| self.blocked.contains(&named.principal)),
+            lineage
+                .principals
+                .iter()
+                .map(|named| (named.since, self.deprovisioned.get(&named.principal).map(|entry| entry.at))),
+        )
     }
 
     /// Keeps the later end of two revocations of one id.
@@ -248,7 +241,7 @@ impl State {
     }
 
     /// Keeps the later `at` and the later end, as the store's script does.
-    fn deprovision(&mut self, principal: Principal, at: UnixTime, until: UnixTime) {
+    fn deprovision(&mut self, principal: Principal, at: UnixMicros, until: UnixTime) {
         let entry = self.deprovisioned.entry(principal).or_insert(Deprovisioning { at, until });
         entry.at = entry.at.max(at);
         entry.until = entry.until.max(until);
@@ -258,7 +251,8 @@ impl State {
     fn apply(&mut self, notice: RevocationNotice) {
         match notice {
             RevocationNotice::Token { jti, until } => self.revoke(jti, until.plus(KEEP_AFTER_END)),
-            RevocationNotice::Principal { principal, at, until } => {
+            RevocationNotice::Principal { principal, at, at_micros, until } => {
+                let at = at_micros.unwrap_or(UnixMicros::end_of(at));
                 self.deprovision(principal, at, until.plus(KEEP_AFTER_END));
             }
             RevocationNotice::Block { principal, blocked: true } => {
@@ -469,9 +463,8 @@ impl Source {
                     continue; // gone since the scan, or not a principal's key
                 };
                 // Unreadable here fails the load, as it fails the store's check.
-                let at: i64 =
-                    at.parse().map_err(|_| StoreError("redis load: unreadable deprovisioning time".into()))?;
-                state.deprovision(principal, UnixTime(at), until);
+                let at = cutoff_of(&at).ok_or_else(|| StoreError("redis load: unreadable cut-off".into()))?;
+                state.deprovision(principal, at, until);
             }
             if next == 0 {
                 break;
@@ -637,18 +630,19 @@ mod tests {
     use super::*;
 
     fn lineage(jtis: &[&str], issued_at: i64, principals: Vec<Principal>) -> Lineage {
-        Lineage {
-            jtis: jtis.iter().map(|jti| TokenId((*jti).to_owned())).collect(),
-            issued_at: UnixTime(issued_at),
-            principals,
-        }
+        let jtis = jtis.iter().map(|jti| TokenId((*jti).to_owned())).collect();
+        Lineage::at(jtis, UnixMicros::start_of(UnixTime(issued_at)), principals)
+    }
+
+    fn micros(seconds: i64) -> UnixMicros {
+        UnixMicros::end_of(UnixTime(seconds))
     }
 
     #[test]
     fn the_rule_is_the_stores() {
         let mut state = State::default();
         state.revoke(TokenId("parent".into()), UnixTime(1_000));
-        state.deprovision(Principal::Agent("a".into()), UnixTime(100), UnixTime(1_000));
+        state.deprovision(Principal::Agent("a".into()), micros(100), UnixTime(1_000));
         let agent = || vec![Principal::Subject("s".into()), Principal::Agent("a".into())];
         assert_eq!(state.status(&lineage(&["child", "parent"], 50, agent())), Status::Revoked);
         assert_eq!(state.status(&lineage(&["child"], 100, agent())), Status::Deprovisioned, "at == iat is dead");
@@ -661,9 +655,21 @@ mod tests {
     fn deprovisioning_moves_forward_only_and_ends_are_kept_longest() {
         let mut state = State::default();
         let agent = Principal::Agent("a".into());
-        state.deprovision(agent.clone(), UnixTime(200), UnixTime(900));
-        state.apply(RevocationNotice::Principal { principal: agent.clone(), at: UnixTime(100), until: UnixTime(50) });
-        assert_eq!(state.deprovisioned[&agent], Deprovisioning { at: UnixTime(200), until: UnixTime(900) });
+        state.deprovision(agent.clone(), micros(200), UnixTime(900));
+        state.apply(RevocationNotice::Principal {
+            principal: agent.clone(),
+            at: UnixTime(100),
+            at_micros: None,
+            until: UnixTime(50),
+        });
+        assert_eq!(state.deprovisioned[&agent], Deprovisioning { at: micros(200), until: UnixTime(900) });
+        state.apply(RevocationNotice::Principal {
+            principal: agent.clone(),
+            at: UnixTime(300),
+            at_micros: Some(UnixMicros(300_000_001)),
+            until: UnixTime(900),
+        });
+        assert_eq!(state.deprovisioned[&agent].at, UnixMicros(300_000_001), "the exact cut-off is taken");
         state.apply(RevocationNotice::Token { jti: TokenId("j".into()), until: UnixTime(1_000) });
         state.revoke(TokenId("j".into()), UnixTime(10));
         assert_eq!(state.revoked[&TokenId("j".into())], UnixTime(1_000 + KEEP_AFTER_END));
@@ -674,7 +680,7 @@ mod tests {
         let mut state = State::default();
         state.revoke(TokenId("old".into()), UnixTime(10));
         state.revoke(TokenId("new".into()), UnixTime(30));
-        state.deprovision(Principal::Subject("s".into()), UnixTime(1), UnixTime(10));
+        state.deprovision(Principal::Subject("s".into()), micros(1), UnixTime(10));
         let mut loaded = State::default();
         loaded.revoke(TokenId("loaded".into()), UnixTime(30));
         state.merge(loaded);
@@ -707,6 +713,7 @@ mod tests {
             RevocationNotice::Principal {
                 principal: Principal::Agent("a".into()),
                 at: UnixTime(1),
+                at_micros: None,
                 until: UnixTime(2),
             },
         ];

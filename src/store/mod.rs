@@ -4,6 +4,51 @@
 //!
 //! Every write returns only once it is durable: a caller that got `Ok` may
 //! tell its client the revocation, the used id or the audit event is kept.
+//!
+//! ## A token's life (DESIGN.md §2.4)
+//!
+//! - **Exact cut-offs.** Deprovisioning a principal records a cut-off
+//!   instant in microseconds ([`UnixMicros`], from the broker's clock) and,
+//!   for an admin's deprovisioning, blocks it, in one atomic write
+//!   ([`RevocationStore::deprovision`]). Baton tokens carry their issue
+//!   instant in `delegation.iat_micros` (and each ancestor's in its hop), so
+//!   a token issued after a reinstatement, even within the same second as
+//!   the deprovisioning, is not cut off. `iat` and `exp` stay whole seconds.
+//! - **Status follows the ancestors.** A principal is compared with the
+//!   issue instant of the first token of the lineage that named it
+//!   ([`Lineage::of`]): the subject from the root, an agent from the first
+//!   token it obtained or that was addressed to it. An exchange is made by
+//!   the agent the parent is addressed to, so a child minted from a parent
+//!   issued before its agent's cut-off (in the race with the
+//!   deprovisioning) is dead with its parent, after reinstatement too; and
+//!   a child of a revoked parent carries the parent's id. A token only
+//!   Baton's older releases issued, or a person's sign-in at a provider,
+//!   counts from the first microsecond of its `iat`; a cut-off recorded in
+//!   whole seconds counts as the last microsecond of its second, so older
+//!   state kills exactly what it killed before.
+//! - **Reinstatement moves the cut-off.** Lifting an admin's block also
+//!   moves the cut-off to that instant, in the same write
+//!   ([`Blocking::Lift`]): a chain's first token (an agent's own, or the
+//!   first hop of a person's chain), which nothing before it names, minted
+//!   in the instant between its agent's block check and the deprovisioning's
+//!   write, stays dead too. What is issued after the reinstatement lives.
+//! - **What is left.** On several nodes, cut-offs and issue instants are as
+//!   ordered as the nodes' clocks are.
+//!
+//! ## Evidence
+//!
+//! An audit store keeps issuance events in indexes of their own
+//! ([`AuditStore::issued`], [`AuditStore::children`]), so a trace finds a
+//! token, its ancestors and its children whatever number of refusals or
+//! revocations name it; a repeated revocation is not recorded again
+//! ([`RevocationStore::revoke`] tells whether it is the first). Events are
+//! kept for a [`Retention`] (default [`DEFAULT_AUDIT_RETENTION_DAYS`] days),
+//! except the issuance or revocation of a token that has not expired. (On
+//! Redis the stream is trimmed by age alone: a retention of at least a day,
+//! the longest any token lives, keeps every live token's events there; a
+//! shorter one, for tests, leaves its issuance in its issuance key only.
+//! Tokens a Redis store recorded before it kept issuance keys are still
+//! found, but not their children.)
 
 pub mod approvals;
 pub mod data_dir;
@@ -20,7 +65,7 @@ use serde::{Deserialize, Serialize};
 pub use approvals::{Approval, ApprovalId, ApprovalState, ApprovalStore, Decision, Fingerprint};
 
 use crate::claims::{Claims, TokenId};
-use crate::clock::UnixTime;
+use crate::clock::{UnixMicros, UnixTime};
 
 /// State that cannot be read or written. Callers fail closed (DESIGN.md §2.5).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -79,38 +124,100 @@ pub enum Status {
 }
 
 /// What a revocation check needs to know of a token: its id, its ancestry,
-/// when it was issued, and every principal it names.
+/// and every principal it names, each with the instant it was first named.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lineage {
     /// The token and its ancestors, the token first.
     pub jtis: Vec<TokenId>,
-    /// When the token was issued.
-    pub issued_at: UnixTime,
-    /// Its subject, every agent that obtained it or an ancestor, and the
-    /// agent it is addressed to.
-    pub principals: Vec<Principal>,
+    /// Its subject, every agent that obtained it or an ancestor or held one,
+    /// and the agent it is addressed to; each once.
+    pub principals: Vec<Named>,
+}
+
+/// A principal a token names, and since when its lineage names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Named {
+    /// Who.
+    pub principal: Principal,
+    /// The issue instant of the first token of the lineage (root first) that
+    /// named them. A deprovisioning's cut-off is compared with this, not with
+    /// the token's own issue: a child minted after the cut-off, from a parent
+    /// minted before it, is as dead as its parent.
+    pub since: UnixMicros,
 }
 
 impl Lineage {
     /// The lineage of a Baton token. Its holder (`aud`) counts too: a token
     /// addressed to a deprovisioned agent must not be exchanged into a fresh
     /// one that outlives the deprovisioning.
+    ///
+    /// Each principal is named since the first token of the path that names
+    /// it: the subject from the root; an agent from the first hop it obtained
+    /// or was addressed to. A token (or hop) minted before Baton recorded
+    /// issue instants counts from the first microsecond of its `iat`.
     pub fn of(claims: &Claims) -> Lineage {
         let mut jtis = vec![claims.jti.clone()];
         jtis.extend(claims.delegation.ancestry().cloned());
-        let mut principals = vec![Principal::Subject(claims.sub.clone())];
+        let own = claims.delegation.iat_micros.unwrap_or(UnixMicros::start_of(claims.iat));
+        let hops = &claims.delegation.hops;
+        let root = hops.first().map_or(own, |hop| hop.iat_micros.unwrap_or(UnixMicros::start_of(hop.iat)));
+        let mut lineage = Lineage { jtis, principals: Vec::new() };
+        lineage.name(Principal::Subject(claims.sub.clone()), root);
         // A chain's root from an identity provider names that provider's
-        // client, not an agent.
-        let hop_agents = claims.delegation.hops.iter().filter(|hop| hop.iss.is_none()).map(|hop| &hop.agent);
-        let agents = hop_agents.chain([&claims.client_id, &claims.aud]);
-        for agent in agents {
-            let principal = Principal::Agent(agent.clone());
-            if !principals.contains(&principal) {
-                principals.push(principal);
-            }
+        // client and audience, not agents.
+        for hop in hops.iter().filter(|hop| hop.iss.is_none()) {
+            let since = hop.iat_micros.unwrap_or(UnixMicros::start_of(hop.iat));
+            lineage.name(Principal::Agent(hop.agent.clone()), since);
+            lineage.name(Principal::Agent(hop.aud.clone()), since);
         }
-        Lineage { jtis, issued_at: claims.iat, principals }
+        lineage.name(Principal::Agent(claims.client_id.clone()), own);
+        lineage.name(Principal::Agent(claims.aud.clone()), own);
+        lineage
     }
+
+    /// A lineage whose principals are all named since `since`.
+    pub fn at(jtis: Vec<TokenId>, since: UnixMicros, principals: impl IntoIterator<Item = Principal>) -> Lineage {
+        let mut lineage = Lineage { jtis, principals: Vec::new() };
+        for principal in principals {
+            lineage.name(principal, since);
+        }
+        lineage
+    }
+
+    /// Names `principal` since `since`, unless it is named already (by an
+    /// earlier token of the path).
+    pub fn name(&mut self, principal: Principal, since: UnixMicros) {
+        if !self.principals.iter().any(|named| named.principal == principal) {
+            self.principals.push(Named { principal, since });
+        }
+    }
+}
+
+/// A principal's cut-off, written in one step with what it does to the
+/// principal's block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cutoff {
+    /// Tokens naming the principal since this instant or before are dead.
+    pub at: UnixMicros,
+    /// When the last of those expires.
+    pub until: UnixTime,
+    /// What happens to the block, in the same write.
+    pub block: Blocking,
+}
+
+/// What a cut-off does to its principal's block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blocking {
+    /// Blocks the principal: an admin's deprovisioning.
+    Block,
+    /// Lifts the block, if there is one, and only then moves the cut-off (to
+    /// the instant the block is lifted): a reinstatement. Whatever was
+    /// issued while the principal was blocked, a token that slipped past the
+    /// block check as the deprovisioning landed included, stays dead; what
+    /// is issued from then on lives. A principal not blocked is left alone.
+    Lift,
+    /// Leaves the block as it is: an agent past its registered life.
+    Keep,
 }
 
 /// Revoked tokens and deprovisioned principals.
@@ -118,12 +225,15 @@ impl Lineage {
 pub trait RevocationStore: Send + Sync {
     /// Revokes `jti`, and so every token descending from it, until `until`:
     /// the expiry of the revoked token, which no descendant outlives.
-    async fn revoke(&self, jti: &TokenId, until: UnixTime) -> Result<(), StoreError>;
+    /// Answers whether the token was not revoked before (a repeated
+    /// revocation only keeps the later `until`).
+    async fn revoke(&self, jti: &TokenId, until: UnixTime) -> Result<bool, StoreError>;
 
-    /// Deprovisions `principal` at `at`: every token naming it that was issued
-    /// at or before `at` is dead. `until` is when the last of those expires.
-    /// A later deprovisioning moves `at` forward, never back.
-    async fn deprovision(&self, principal: &Principal, at: UnixTime, until: UnixTime) -> Result<(), StoreError>;
+    /// Deprovisions `principal` at `cutoff.at`, and blocks it or lifts its
+    /// block as `cutoff.block` says, in one atomic write: every token whose
+    /// lineage named the principal at or before `at` is dead. A later
+    /// cut-off moves `at` forward, never back.
+    async fn deprovision(&self, principal: &Principal, cutoff: &Cutoff) -> Result<(), StoreError>;
 
     /// Blocks a principal, or lifts the block: while blocked, an agent cannot
     /// authenticate and every token naming the principal is dead, whenever it
@@ -136,6 +246,25 @@ pub trait RevocationStore: Send + Sync {
 
     /// Whether the store can be reached now (for readiness).
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// The rule every store applies to what it read for a lineage: revoked if
+/// any id is; else deprovisioned if any principal is blocked, or was cut off
+/// at or after the instant the lineage first named it; else active.
+pub(crate) fn verdict(
+    revoked: bool,
+    blocked: impl IntoIterator<Item = bool>,
+    cutoffs: impl IntoIterator<Item = (UnixMicros, Option<UnixMicros>)>,
+) -> Status {
+    if revoked {
+        return Status::Revoked;
+    }
+    let cut = cutoffs.into_iter().any(|(since, cutoff)| cutoff.is_some_and(|at| at >= since));
+    if blocked.into_iter().any(|blocked| blocked) || cut {
+        Status::Deprovisioned
+    } else {
+        Status::Active
+    }
 }
 
 /// An issuance or a refusal, as evidence (DESIGN.md §2.7).
@@ -177,6 +306,10 @@ pub struct AuditEvent {
     /// When the issued token expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<UnixTime>,
+    /// When the issued token was issued, in microseconds (its
+    /// `delegation.iat_micros`): a trace orders it against cut-offs exactly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat_micros: Option<UnixMicros>,
     /// The rules that permitted the grant.
     #[serde(default)]
     pub rules: Vec<String>,
@@ -307,6 +440,36 @@ pub trait AuditStore: Send + Sync {
     /// How many events match `filter`, whatever its `limit`, up to
     /// [`AuditFilter::MAX_COUNT`].
     async fn count(&self, filter: &AuditFilter) -> Result<usize, StoreError>;
+
+    /// The issuance event of token `jti`, found through an index of
+    /// issuances only, so that no number of refusals or revocations naming
+    /// the token can hide it. The default asks [`AuditStore::query`] for it
+    /// by decision, which is correct but reads every event naming `jti`.
+    async fn issued(&self, jti: &TokenId) -> Result<Option<AuditEvent>, StoreError> {
+        let filter = AuditFilter {
+            jti: Some(jti.clone()),
+            decision: Some(AuditDecision::Issued),
+            limit: Some(1),
+            ..AuditFilter::default()
+        };
+        Ok(self.query(&filter).await?.into_iter().next())
+    }
+
+    /// The issuance events of tokens exchanged from `parent`, at most `limit`
+    /// of them (capped at [`AuditFilter::MAX_LIMIT`]), oldest first, found
+    /// through an index of issuances only. The default asks
+    /// [`AuditStore::query`], reading every event naming `parent` as parent.
+    async fn children(&self, parent: &TokenId, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
+        let filter = AuditFilter {
+            parent_jti: Some(parent.clone()),
+            decision: Some(AuditDecision::Issued),
+            limit: Some(limit),
+            ..AuditFilter::default()
+        };
+        let mut children = self.query(&filter).await?;
+        children.reverse();
+        Ok(children)
+    }
 }
 
 /// Where a store's scan hands each matching event, newest first; it answers
@@ -317,3 +480,44 @@ pub(crate) type Take<'a> = dyn FnMut(AuditEvent) -> bool + Send + 'a;
 pub trait StateStore: ReplayStore + RevocationStore + AuditStore + ApprovalStore {}
 
 impl<T: ReplayStore + RevocationStore + AuditStore + ApprovalStore> StateStore for T {}
+
+/// Days audit events are kept by default.
+pub const DEFAULT_AUDIT_RETENTION_DAYS: u32 = 90;
+
+/// How long a store keeps audit events: older ones are dropped, except the
+/// issuance or revocation of a token that has not expired, which is kept
+/// however old it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    seconds: i64,
+}
+
+impl Retention {
+    /// Events are kept `days` days.
+    pub fn days(days: u32) -> Retention {
+        Retention { seconds: i64::from(days).saturating_mul(86_400) }
+    }
+
+    /// Events are kept `seconds` seconds (tests: a Redis store trims on its
+    /// own clock, which cannot be moved days ahead).
+    pub fn seconds(seconds: u32) -> Retention {
+        Retention { seconds: i64::from(seconds) }
+    }
+
+    /// The retention in seconds.
+    pub fn as_seconds(self) -> i64 {
+        self.seconds
+    }
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention::days(DEFAULT_AUDIT_RETENTION_DAYS)
+    }
+}
+
+/// Whether retention must keep `event` at `now`, however old it is: it is
+/// the issuance (or revocation) of a token that has not expired yet.
+pub(crate) fn outlives(event: &AuditEvent, now: UnixTime) -> bool {
+    event.jti.is_some() && event.expires_at.is_some_and(|expires_at| expires_at > now)
+}

@@ -7,12 +7,21 @@
 //! |---|---|---|---|
 //! | `baton:used:{id}` | string | `1` | at the id's end (`EXAT until`) |
 //! | `baton:revoked:{jti}` | string | `1` | the revoked token's expiry + [`KEEP_AFTER_END`] |
-//! | `baton:deprovisioned:{agent:…\|subject:…}` | string | the latest `at` (Unix seconds) | the last covered token's expiry + [`KEEP_AFTER_END`] |
-//! | `baton:audit` | stream | one `event` field (JSON) per entry | never; capped near [`AUDIT_STREAM_CAP`] entries |
+//! | `baton:deprovisioned:{agent:…\|subject:…}` | string | the latest cut-off, `<microseconds>us` (a bare number is an older whole-seconds cut-off) | the last covered token's expiry + [`KEEP_AFTER_END`] |
+//! | `baton:blocked:{agent:…\|subject:…}` | string | `1` while blocked | never; deleted on reinstatement |
+//! | `baton:audit` | stream | one `event` field (JSON) per entry | entries older than the retention (by Redis's clock) are trimmed as new ones come |
+//! | `baton:audit:issued:{jti}` | string | the token's issuance event (JSON) | the later of the token's expiry and the retention |
+//! | `baton:audit:children:{jti}` | list | the ids of the tokens issued from `jti`, oldest first | as their issuance events |
 //! | `baton:audit:jti:{jti}` | list | ids of the stream entries naming `jti` (the latest [`AUDIT_SCAN_LIMIT`]) | the token's expiry + one day |
 //! | `baton:audit:parent:{jti}` | list | ids of the stream entries whose parent is `jti` (the latest [`AUDIT_SCAN_LIMIT`]) | the token's expiry + one day |
 //! | `baton:approval:{id}` | hash | `state` and `record` (the approval as JSON) | the approval's expiry + one day |
 //! | `baton:approvals:pending` | sorted set | ids of pending approvals, scored by their expiry | never; expired ids are pruned |
+//!
+//! A deprovisioning writes its cut-off and its block in one `MULTI`. The
+//! issuance keys are written only for issued tokens, so no number of
+//! refusals or revocations naming a token hides it from a trace; and the
+//! stream is trimmed by age, never by count, so junk cannot push real
+//! evidence out (only what is older than the retention goes).
 //!
 //! Every revocation and deprovisioning is also published, in the transaction
 //! that writes it, on the channel `baton:revocations` as a JSON
@@ -41,11 +50,11 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AuditEvent, AuditFilter, AuditStore, Lineage, Principal, ReplayStore, RevocationStore, Status, StoreError, Take,
-    Use,
+    verdict, AuditDecision, AuditEvent, AuditFilter, AuditStore, Blocking, Cutoff, Lineage, Principal, ReplayStore,
+    Retention, RevocationStore, Status, StoreError, Take, Use,
 };
 use crate::claims::TokenId;
-use crate::clock::UnixTime;
+use crate::clock::{UnixMicros, UnixTime};
 
 /// How long one connection attempt may take.
 pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
@@ -58,8 +67,6 @@ pub const CALL_DEADLINE: Duration = Duration::from_secs(2);
 /// gave: the nodes' clocks and Redis's may differ, and verifiers accept a
 /// token for a short leeway after its `exp`.
 pub const KEEP_AFTER_END: i64 = 300;
-/// The audit stream is trimmed to about this many entries.
-pub const AUDIT_STREAM_CAP: u64 = 1_000_000;
 /// The most entries one audit query reads before it stops.
 pub const AUDIT_SCAN_LIMIT: usize = 100_000;
 
@@ -78,35 +85,80 @@ const AUDIT_CLOCK_SKEW: i64 = 300;
 /// Expiry times are clamped to 9999-12-31, which Redis accepts.
 const LATEST_EXPIRY: i64 = 253_402_300_799;
 
-/// Raises a principal's deprovisioning time, never lowering it, and pushes
-/// its expiry later, never earlier. `EXPIREAT … NX` covers a key created
-/// here (no expiry yet), `GT` one that exists.
-/// KEYS[1]: the principal's key. ARGV[1]: `at`. ARGV[2]: keep until.
+/// Raises a principal's cut-off, never lowering it, and pushes its expiry
+/// later, never earlier, with what it does to the block, and publishes the
+/// notices: one atomic step. `EXPIREAT … NX` covers a key created here (no
+/// expiry yet), `GT` one that exists. A stored bare number is an older
+/// whole-seconds cut-off: the last microsecond of that second. A lift
+/// changes nothing for a principal that is not blocked.
+/// KEYS[1]: the principal's cut-off key; KEYS[2]: its block key.
+/// ARGV[1]: the cut-off in microseconds; ARGV[2]: keep until; ARGV[3]:
+/// `block`, `lift` or `keep`; ARGV[4]: the channel; ARGV[5]: the cut-off's
+/// notice; ARGV[6]: the block's notice.
 const DEPROVISION_SCRIPT: &str = r"
 local stored = redis.call('GET', KEYS[1])
-if stored and not tonumber(stored) then
-  return redis.error_reply('ERR unreadable deprovisioning time')
+local current = nil
+if stored then
+  if string.sub(stored, -2) == 'us' then
+    current = tonumber(string.sub(stored, 1, -3))
+  elseif tonumber(stored) then
+    current = tonumber(stored) * 1000000 + 999999
+  end
+  if not current then
+    return redis.error_reply('ERR unreadable deprovisioning time')
+  end
 end
-if not stored or tonumber(ARGV[1]) > tonumber(stored) then
-  redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
+local mode = ARGV[3]
+if mode == 'lift' and redis.call('DEL', KEYS[2]) == 0 then
+  return 0
+end
+if mode == 'block' then
+  redis.call('SET', KEYS[2], 1)
+  redis.call('PUBLISH', ARGV[4], ARGV[6])
+end
+if not current or tonumber(ARGV[1]) > current then
+  redis.call('SET', KEYS[1], ARGV[1] .. 'us', 'KEEPTTL')
 end
 redis.call('EXPIREAT', KEYS[1], ARGV[2], 'NX')
 redis.call('EXPIREAT', KEYS[1], ARGV[2], 'GT')
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+if mode == 'lift' then
+  redis.call('PUBLISH', ARGV[4], ARGV[6])
+end
 return 1
 ";
 
-/// Appends an event to the capped stream and its id to each index list, in
-/// one atomic step, since the id is only known once `XADD` ran.
-/// KEYS[1]: the stream; KEYS[2..]: index lists. ARGV[1]: the event (JSON);
-/// ARGV[2]: the indexes' expiry; ARGV[3]: the stream's cap; ARGV[4]: the
-/// indexes' cap.
+/// Appends an event to the stream, trimming entries older than the
+/// retention by Redis's own clock (the one its ids are made of), and its id
+/// to each index list; an issuance also goes to its issuance key and its
+/// parent's children list. One atomic step, since the id is only known once
+/// `XADD` ran.
+/// KEYS[1]: the stream; KEYS[2..n+1]: index lists; then, for an issuance,
+/// its key and, when it has a parent, the parent's children list.
+/// ARGV[1]: the event (JSON); ARGV[2]: the index lists' expiry; ARGV[3]:
+/// the retention in seconds; ARGV[4]: the index lists' cap; ARGV[5]: n;
+/// ARGV[6]: the issuance keys' expiry; ARGV[7]: the issued token's id.
 const RECORD_SCRIPT: &str = r"
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'event', ARGV[1])
-for index = 2, #KEYS do
+local now = redis.call('TIME')
+local horizon = (tonumber(now[1]) - tonumber(ARGV[3])) * 1000
+if horizon < 0 then horizon = 0 end
+local id = redis.call('XADD', KEYS[1], 'MINID', string.format('%d', horizon), '*', 'event', ARGV[1])
+local lists = tonumber(ARGV[5])
+for index = 2, lists + 1 do
   redis.call('RPUSH', KEYS[index], id)
   redis.call('LTRIM', KEYS[index], -tonumber(ARGV[4]), -1)
   redis.call('EXPIREAT', KEYS[index], ARGV[2], 'NX')
   redis.call('EXPIREAT', KEYS[index], ARGV[2], 'GT')
+end
+local issued = KEYS[lists + 2]
+if issued then
+  redis.call('SET', issued, ARGV[1], 'EXAT', ARGV[6])
+  local children = KEYS[lists + 3]
+  if children then
+    redis.call('RPUSH', children, ARGV[7])
+    redis.call('EXPIREAT', children, ARGV[6], 'NX')
+    redis.call('EXPIREAT', children, ARGV[6], 'GT')
+  end
 end
 return id
 ";
@@ -128,8 +180,12 @@ pub enum RevocationNotice {
     Principal {
         /// Who.
         principal: Principal,
-        /// Tokens naming them issued at or before this are dead.
+        /// The cut-off's second, for readers that predate `at_micros`.
         at: UnixTime,
+        /// Tokens whose lineage named them at or before this instant are
+        /// dead. Absent from older writers: then the last microsecond of `at`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at_micros: Option<UnixMicros>,
         /// When the last of those expires.
         until: UnixTime,
     },
@@ -147,6 +203,7 @@ pub struct RedisStore {
     client: Client,
     link: RwLock<Link>,
     keys: Keys,
+    retention: Retention,
 }
 
 /// The connection in use, numbered so that concurrent calls that all saw it
@@ -172,7 +229,19 @@ impl RedisStore {
     /// now; after that, an outage fails calls, never the store.
     ///
     /// `rediss://` is refused: this build carries no TLS client for Redis.
+    /// Audit events are kept for the default [`Retention`].
     pub async fn connect(url: &str, prefix: &str) -> Result<RedisStore, StoreError> {
+        RedisStore::connect_with_retention(url, prefix, Retention::default()).await
+    }
+
+    /// [`RedisStore::connect`], keeping audit events for `retention` (by
+    /// Redis's clock); the issuance of a token is kept until it expires,
+    /// however short the retention.
+    pub async fn connect_with_retention(
+        url: &str,
+        prefix: &str,
+        retention: Retention,
+    ) -> Result<RedisStore, StoreError> {
         let scheme = url.split_once("://").map(|(scheme, _)| scheme.to_ascii_lowercase());
         match scheme.as_deref() {
             Some("redis") => {}
@@ -197,7 +266,12 @@ impl RedisStore {
                 Ok(Err(error)) => return Err(unreachable(describe(&error))),
                 Err(_) => return Err(unreachable(format!("no answer within {CALL_DEADLINE:?}"))),
             };
-        let store = RedisStore { client, link: RwLock::new(Link { generation: 0, manager }), keys: Keys::new(prefix) };
+        let store = RedisStore {
+            client,
+            link: RwLock::new(Link { generation: 0, manager }),
+            keys: Keys::new(prefix),
+            retention,
+        };
         store.ping().await.map_err(|error| unreachable(error.0))?;
         Ok(store)
     }
@@ -342,33 +416,57 @@ impl ReplayStore for RedisStore {
 
 #[async_trait]
 impl RevocationStore for RedisStore {
-    async fn revoke(&self, jti: &TokenId, until: UnixTime) -> Result<(), StoreError> {
+    async fn revoke(&self, jti: &TokenId, until: UnixTime) -> Result<bool, StoreError> {
         let key = self.keys.revoked(jti);
         let keep_until = expiry(until.plus(KEEP_AFTER_END));
         let notice = notice(&RevocationNotice::Token { jti: jti.clone(), until })?;
         let mut pipeline = ::redis::pipe();
-        // NX then EXPIREAT GT: a second revocation never shortens the first.
+        // NX then EXPIREAT GT: a second revocation never shortens the first,
+        // and the NX tells whether it is the first.
         pipeline.atomic();
-        pipeline.cmd("SET").arg(&key).arg(1).arg("NX").arg("EXAT").arg(keep_until).ignore();
+        pipeline.cmd("SET").arg(&key).arg(1).arg("NX").arg("EXAT").arg(keep_until);
         pipeline.cmd("EXPIREAT").arg(&key).arg(keep_until).arg("GT").ignore();
         pipeline.cmd("PUBLISH").arg(self.keys.revocations()).arg(notice).ignore();
-        self.call("revoke", |mut manager| async move { pipeline.query_async::<()>(&mut manager).await }).await
+        let (set,): (Value,) =
+            self.call("revoke", |mut manager| async move { pipeline.query_async(&mut manager).await }).await?;
+        match set {
+            Value::Nil => Ok(false),
+            Value::Okay => Ok(true),
+            Value::SimpleString(text) if text == "OK" => Ok(true),
+            _ => Err(StoreError("redis revoke: unexpected reply to SET".into())),
+        }
     }
 
-    async fn deprovision(&self, principal: &Principal, at: UnixTime, until: UnixTime) -> Result<(), StoreError> {
-        let notice = notice(&RevocationNotice::Principal { principal: principal.clone(), at, until })?;
-        let mut pipeline = ::redis::pipe();
-        pipeline.atomic();
-        pipeline
-            .cmd("EVAL")
+    async fn deprovision(&self, principal: &Principal, cutoff: &Cutoff) -> Result<(), StoreError> {
+        let notice = notice(&RevocationNotice::Principal {
+            principal: principal.clone(),
+            at: cutoff.at.second(),
+            at_micros: Some(cutoff.at),
+            until: cutoff.until,
+        })?;
+        let (mode, blocked) = match cutoff.block {
+            Blocking::Block => ("block", true),
+            Blocking::Lift => ("lift", false),
+            Blocking::Keep => ("keep", false),
+        };
+        let block_notice = self::notice(&RevocationNotice::Block { principal: principal.clone(), blocked })?;
+        // One script: the cut-off and the block land together, for every
+        // reader, and a block is published before its cut-off, a lifting after.
+        let mut command = ::redis::cmd("EVAL");
+        command
             .arg(DEPROVISION_SCRIPT)
-            .arg(1)
+            .arg(2)
             .arg(self.keys.deprovisioned(principal))
-            .arg(at.0)
-            .arg(expiry(until.plus(KEEP_AFTER_END)))
-            .ignore();
-        pipeline.cmd("PUBLISH").arg(self.keys.revocations()).arg(notice).ignore();
-        self.call("deprovision", |mut manager| async move { pipeline.query_async::<()>(&mut manager).await }).await
+            .arg(self.keys.blocked(principal))
+            .arg(cutoff.at.0)
+            .arg(expiry(cutoff.until.plus(KEEP_AFTER_END)))
+            .arg(mode)
+            .arg(self.keys.revocations())
+            .arg(notice)
+            .arg(block_notice);
+        self.call("deprovision", |mut manager| async move { command.query_async::<i64>(&mut manager).await })
+            .await
+            .map(drop)
     }
 
     async fn block(&self, principal: &Principal, blocked: bool) -> Result<(), StoreError> {
@@ -387,8 +485,8 @@ impl RevocationStore for RedisStore {
 
     async fn check(&self, lineage: &Lineage) -> Result<Status, StoreError> {
         let revoked = lineage.jtis.iter().map(|jti| self.keys.revoked(jti));
-        let blocked = lineage.principals.iter().map(|principal| self.keys.blocked(principal));
-        let deprovisioned = lineage.principals.iter().map(|principal| self.keys.deprovisioned(principal));
+        let blocked = lineage.principals.iter().map(|named| self.keys.blocked(&named.principal));
+        let deprovisioned = lineage.principals.iter().map(|named| self.keys.deprovisioned(&named.principal));
         let keys: Vec<String> = revoked.chain(blocked).chain(deprovisioned).collect();
         if keys.is_empty() {
             return Ok(Status::Active); // names nothing that could be revoked
@@ -402,20 +500,16 @@ impl RevocationStore for RedisStore {
             return Err(StoreError("redis check: MGET answered a different number of keys".into()));
         }
         let (revoked, principals) = values.split_at(lineage.jtis.len().min(values.len()));
-        if revoked.iter().any(Option::is_some) {
-            return Ok(Status::Revoked);
-        }
         let (blocked, deprovisioned) = principals.split_at(lineage.principals.len().min(principals.len()));
-        if blocked.iter().any(Option::is_some) {
-            return Ok(Status::Deprovisioned);
+        let mut cutoffs = Vec::with_capacity(deprovisioned.len());
+        for (named, stored) in lineage.principals.iter().zip(deprovisioned) {
+            let cutoff = stored
+                .as_deref()
+                .map(|text| cutoff_of(text).ok_or_else(|| StoreError("redis check: unreadable cut-off".into())))
+                .transpose()?;
+            cutoffs.push((named.since, cutoff));
         }
-        for at in deprovisioned.iter().flatten() {
-            let at: i64 = at.parse().map_err(|_| StoreError("redis check: unreadable deprovisioning time".into()))?;
-            if at >= lineage.issued_at.0 {
-                return Ok(Status::Deprovisioned);
-            }
-        }
-        Ok(Status::Active)
+        Ok(verdict(revoked.iter().any(Option::is_some), blocked.iter().map(Option::is_some), cutoffs))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -437,7 +531,20 @@ impl AuditStore for RedisStore {
         let mut keys = vec![self.keys.audit()];
         keys.extend(event.jti.as_ref().map(|jti| self.keys.audit_by_jti(jti)));
         keys.extend(event.parent_jti.as_ref().map(|parent| self.keys.audit_by_parent(parent)));
+        let lists = keys.len() - 1;
+        let issued = match (&event.jti, event.decision) {
+            (Some(jti), AuditDecision::Issued) => Some(jti),
+            _ => None,
+        };
+        if let Some(jti) = issued {
+            keys.push(self.keys.audit_issued(jti));
+            keys.extend(event.parent_jti.as_ref().map(|parent| self.keys.audit_children(parent)));
+        }
         let index_expiry = expiry(event.expires_at.unwrap_or(event.time).plus(AUDIT_INDEX_AFTER_END));
+        // A trace finds the token while it lives and as long as its stream
+        // entry is kept.
+        let retained = event.time.plus(self.retention.as_seconds());
+        let issued_expiry = expiry(event.expires_at.map_or(retained, |expires_at| expires_at.max(retained)));
         let mut command = ::redis::cmd("EVAL");
         command
             .arg(RECORD_SCRIPT)
@@ -445,8 +552,11 @@ impl AuditStore for RedisStore {
             .arg(&keys)
             .arg(json)
             .arg(index_expiry)
-            .arg(AUDIT_STREAM_CAP)
-            .arg(AUDIT_SCAN_LIMIT);
+            .arg(self.retention.as_seconds())
+            .arg(AUDIT_SCAN_LIMIT)
+            .arg(lists)
+            .arg(issued_expiry)
+            .arg(issued.map_or("", |jti| jti.0.as_str()));
         // The reply (the entry's id) comes once Redis applied, and with
         // `appendfsync always` persisted, the whole script.
         let _id: String =
@@ -474,6 +584,51 @@ impl AuditStore for RedisStore {
         })
         .await?;
         Ok(count)
+    }
+
+    async fn issued(&self, jti: &TokenId) -> Result<Option<AuditEvent>, StoreError> {
+        let mut command = ::redis::cmd("GET");
+        command.arg(self.keys.audit_issued(jti));
+        let json: Option<String> =
+            self.call("issued", |mut manager| async move { command.query_async(&mut manager).await }).await?;
+        if let Some(json) = json {
+            return serde_json::from_str(&json).map(Some).map_err(|_| StoreError("unreadable issuance event".into()));
+        }
+        // Recorded before issuance keys existed: the token's index list,
+        // read whole for its issuance.
+        let filter = AuditFilter {
+            jti: Some(jti.clone()),
+            decision: Some(AuditDecision::Issued),
+            limit: Some(1),
+            ..AuditFilter::default()
+        };
+        Ok(self.query(&filter).await?.into_iter().next())
+    }
+
+    async fn children(&self, parent: &TokenId, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
+        let limit = limit.min(AuditFilter::MAX_LIMIT);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut command = ::redis::cmd("LRANGE");
+        command.arg(self.keys.audit_children(parent)).arg(0).arg(limit.saturating_sub(1));
+        let jtis: Vec<String> =
+            self.call("children", |mut manager| async move { command.query_async(&mut manager).await }).await?;
+        if jtis.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut command = ::redis::cmd("MGET");
+        for jti in jtis {
+            command.arg(self.keys.audit_issued(&TokenId(jti)));
+        }
+        let events: Vec<Option<String>> =
+            self.call("children", |mut manager| async move { command.query_async(&mut manager).await }).await?;
+        // A child whose issuance key has expired is past its retention.
+        events
+            .into_iter()
+            .flatten()
+            .map(|json| serde_json::from_str(&json).map_err(|_| StoreError("unreadable issuance event".into())))
+            .collect()
     }
 }
 
@@ -519,6 +674,14 @@ impl Keys {
     fn audit_by_parent(&self, parent: &TokenId) -> String {
         format!("{}audit:parent:{}", self.prefix, parent.0)
     }
+
+    fn audit_issued(&self, jti: &TokenId) -> String {
+        format!("{}audit:issued:{}", self.prefix, jti.0)
+    }
+
+    fn audit_children(&self, parent: &TokenId) -> String {
+        format!("{}audit:children:{}", self.prefix, parent.0)
+    }
 }
 
 fn config() -> ConnectionManagerConfig {
@@ -557,6 +720,15 @@ fn expiry(at: UnixTime) -> i64 {
     at.0.clamp(1, LATEST_EXPIRY)
 }
 
+/// A stored cut-off: `<microseconds>us`, or an older whole-seconds one,
+/// which killed every token of its second.
+pub(super) fn cutoff_of(text: &str) -> Option<UnixMicros> {
+    match text.strip_suffix("us") {
+        Some(micros) => micros.parse().ok().map(UnixMicros),
+        None => text.parse().ok().map(|seconds| UnixMicros::end_of(UnixTime(seconds))),
+    }
+}
+
 /// A Unix time as stream-id milliseconds (ids start at 0).
 fn milliseconds(at: UnixTime) -> u64 {
     u64::try_from(at.0.clamp(0, LATEST_EXPIRY)).unwrap_or(0).saturating_mul(1000)
@@ -587,11 +759,33 @@ mod tests {
         let principal = RevocationNotice::Principal {
             principal: Principal::Agent("a1".into()),
             at: UnixTime(5),
+            at_micros: Some(UnixMicros(5_000_007)),
             until: UnixTime(9),
         };
         let json = notice(&principal).unwrap();
-        assert_eq!(json, r#"{"kind":"principal","principal":{"kind":"agent","id":"a1"},"at":5,"until":9}"#);
+        assert_eq!(
+            json,
+            r#"{"kind":"principal","principal":{"kind":"agent","id":"a1"},"at":5,"at_micros":5000007,"until":9}"#
+        );
         assert_eq!(serde_json::from_str::<RevocationNotice>(&json).unwrap(), principal);
+        let older = r#"{"kind":"principal","principal":{"kind":"agent","id":"a1"},"at":5,"until":9}"#;
+        assert_eq!(
+            serde_json::from_str::<RevocationNotice>(older).unwrap(),
+            RevocationNotice::Principal {
+                principal: Principal::Agent("a1".into()),
+                at: UnixTime(5),
+                at_micros: None,
+                until: UnixTime(9)
+            }
+        );
+    }
+
+    #[test]
+    fn cutoffs_read_both_forms() {
+        assert_eq!(cutoff_of("5000007us"), Some(UnixMicros(5_000_007)));
+        assert_eq!(cutoff_of("5"), Some(UnixMicros(5_999_999)), "an older whole-seconds cut-off");
+        assert_eq!(cutoff_of("soon"), None);
+        assert_eq!(cutoff_of("us"), None);
     }
 
     #[test]

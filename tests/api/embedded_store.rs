@@ -34,6 +34,7 @@ fn event(time: UnixTime, id: &str) -> AuditEvent {
         jti: Some(TokenId(id.into())),
         parent_jti: None,
         expires_at: Some(time.plus(600)),
+        iat_micros: None,
         rules: vec![],
         claimed_client: None,
         client_address: None,
@@ -121,7 +122,7 @@ fn acknowledged_events_survive_a_kill() {
             assert_eq!(recorded(&store, id).await, 1, "acknowledged event {id} was lost");
         }
         for jti in &acknowledged.revoked {
-            let lineage = Lineage { jtis: vec![TokenId(jti.clone())], issued_at: UnixTime(0), principals: vec![] };
+            let lineage = Lineage { jtis: vec![TokenId(jti.clone())], principals: vec![] };
             assert_eq!(store.check(&lineage).await.unwrap(), Status::Revoked, "acknowledged revocation {jti} was lost");
         }
     });
@@ -226,4 +227,19 @@ async fn reopen_after_drop(store: Arc<EmbeddedStore>, dir: &Path) {
     drop(store);
     let reopened = EmbeddedStore::open(dir).unwrap();
     assert_eq!(recorded(&reopened, "batch-0-0").await, 1);
+}
+
+#[tokio::test]
+async fn embedded_store_keeps_the_audit_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    crate::store_contract::retention(
+        move |retention| {
+            let data = data.clone();
+            async move { Arc::new(EmbeddedStore::open_with_retention(&data, retention).unwrap()) as Arc<dyn StateStore> }
+        },
+        async {},
+        "embedded",
+    )
+    .await;
 }

@@ -193,10 +193,10 @@ impl ReplayStore for Unreachable {
 
 #[async_trait]
 impl RevocationStore for Unreachable {
-    async fn revoke(&self, _: &baton::claims::TokenId, _: UnixTime) -> Result<(), StoreError> {
+    async fn revoke(&self, _: &baton::claims::TokenId, _: UnixTime) -> Result<bool, StoreError> {
         Err(StoreError("connection refused".into()))
     }
-    async fn deprovision(&self, _: &Principal, _: UnixTime, _: UnixTime) -> Result<(), StoreError> {
+    async fn deprovision(&self, _: &Principal, _: &baton::store::Cutoff) -> Result<(), StoreError> {
         Err(StoreError("connection refused".into()))
     }
     async fn block(&self, _: &Principal, _: bool) -> Result<(), StoreError> {

@@ -12,11 +12,11 @@ use axum::http::{header, Request};
 use axum::routing::get;
 use axum::Router;
 use baton::claims::TokenId;
-use baton::clock::{Clock, SystemClock, UnixTime};
+use baton::clock::{Clock, SystemClock, UnixMicros, UnixTime};
 use baton::grant::Stores;
 use baton::store::mirror::RevocationMirror;
 use baton::store::redis::RedisStore;
-use baton::store::{Lineage, Principal, RevocationStore, Status};
+use baton::store::{Blocking, Cutoff, Lineage, Principal, RevocationStore, Status};
 use baton::verifier::{Caller, Verifier, VerifierLayer};
 use serde_json::json;
 use tower::ServiceExt;
@@ -38,11 +38,16 @@ const PROPAGATION: Duration = Duration::from_secs(2);
 const RECOVERY: Duration = Duration::from_secs(10);
 
 fn lineage(jti: &str, issued_at: UnixTime, agent: &str) -> Lineage {
-    Lineage {
-        jtis: vec![TokenId(jti.to_owned()), TokenId(format!("{jti}-parent"))],
-        issued_at,
-        principals: vec![Principal::Subject("someone".into()), Principal::Agent(agent.to_owned())],
-    }
+    Lineage::at(
+        vec![TokenId(jti.to_owned()), TokenId(format!("{jti}-parent"))],
+        UnixMicros::start_of(issued_at),
+        [Principal::Subject("someone".into()), Principal::Agent(agent.to_owned())],
+    )
+}
+
+/// A deprovisioning in whole seconds, as the tests write them.
+fn cutoff(at: UnixTime, until: UnixTime) -> Cutoff {
+    Cutoff { at: UnixMicros::end_of(at), until, block: Blocking::Keep }
 }
 
 /// Polls `probe` until it holds, failing the test after `within`.
@@ -78,7 +83,7 @@ async fn revocations_before_and_after_connecting_are_seen() {
     let store = RedisStore::connect(&server.url(), PREFIX).await.unwrap();
     let now = SystemClock.now();
     store.revoke(&TokenId("before".into()), now.plus(600)).await.unwrap();
-    store.deprovision(&Principal::Agent("gone-before".into()), now, now.plus(600)).await.unwrap();
+    store.deprovision(&Principal::Agent("gone-before".into()), &cutoff(now, now.plus(600))).await.unwrap();
 
     let mirror = RevocationMirror::connect(&server.url(), PREFIX, WIDE).await.unwrap();
     mirror.ping().await.unwrap();
@@ -96,14 +101,14 @@ async fn revocations_before_and_after_connecting_are_seen() {
         status(&mirror, &after).await == Some(Status::Revoked)
     })
     .await;
-    store.deprovision(&Principal::Agent("gone-after".into()), now, now.plus(600)).await.unwrap();
+    store.deprovision(&Principal::Agent("gone-after".into()), &cutoff(now, now.plus(600))).await.unwrap();
     let gone = lineage("y", now, "gone-after");
     eventually("the deprovisioning notice", PROPAGATION, || async {
         status(&mirror, &gone).await == Some(Status::Deprovisioned)
     })
     .await;
     // A later deprovisioning at an earlier `at` moves nothing back.
-    store.deprovision(&Principal::Agent("gone-after".into()), now.plus(-100), now.plus(600)).await.unwrap();
+    store.deprovision(&Principal::Agent("gone-after".into()), &cutoff(now.plus(-100), now.plus(600))).await.unwrap();
     store.revoke(&TokenId("marker".into()), now.plus(600)).await.unwrap();
     let marker = lineage("marker", now, "a");
     eventually("the marker", PROPAGATION, || async { status(&mirror, &marker).await == Some(Status::Revoked) }).await;
@@ -111,14 +116,11 @@ async fn revocations_before_and_after_connecting_are_seen() {
 
     assert_eq!(mirror.check(&lineage("unrelated", now, "a")).await.unwrap(), Status::Active);
     assert_eq!(mirror.check(&lineage("foreign", now, "a")).await.unwrap(), Status::Active, "another prefix");
-    assert_eq!(
-        mirror.check(&Lineage { jtis: vec![], issued_at: now, principals: vec![] }).await.unwrap(),
-        Status::Active
-    );
+    assert_eq!(mirror.check(&Lineage { jtis: vec![], principals: vec![] }).await.unwrap(), Status::Active);
 
     // Read-only.
     assert_eq!(mirror.revoke(&TokenId("z".into()), now).await.unwrap_err().0, "read-only mirror");
-    assert!(mirror.deprovision(&Principal::Subject("s".into()), now, now).await.is_err());
+    assert!(mirror.deprovision(&Principal::Subject("s".into()), &cutoff(now, now)).await.is_err());
 
     // Dropping the mirror ends its subscription.
     let mut connection = raw(&server).await;
@@ -285,21 +287,21 @@ async fn what_a_check_costs() {
         store.revoke(&TokenId(format!("revoked-{index}")), now.plus(600)).await.unwrap();
     }
     for index in 0..100 {
-        store.deprovision(&Principal::Agent(format!("agent-{index}")), now, now.plus(600)).await.unwrap();
+        store.deprovision(&Principal::Agent(format!("agent-{index}")), &cutoff(now, now.plus(600))).await.unwrap();
     }
     // A generous bound: a loop that never yields must not outlast it.
     let mirror = RevocationMirror::connect(&server.url(), PREFIX, Duration::from_secs(30)).await.unwrap();
     // A three-hop token: its id and two ancestors, a subject and three agents.
-    let lineage = Lineage {
-        jtis: vec![TokenId("t3".into()), TokenId("t2".into()), TokenId("t1".into())],
-        issued_at: now.plus(1),
-        principals: vec![
+    let lineage = Lineage::at(
+        vec![TokenId("t3".into()), TokenId("t2".into()), TokenId("t1".into())],
+        UnixMicros::start_of(now.plus(1)),
+        [
             Principal::Subject("orchestrator".into()),
             Principal::Agent("planner".into()),
             Principal::Agent("booker".into()),
             Principal::Agent("agent-7".into()),
         ],
-    };
+    );
     assert_eq!(mirror.check(&lineage).await.unwrap(), Status::Active);
 
     let started = Instant::now();

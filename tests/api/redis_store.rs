@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use baton::claims::TokenId;
-use baton::clock::{Clock, SystemClock, UnixTime};
+use baton::clock::{Clock, SystemClock, UnixMicros, UnixTime};
 use baton::store::redis::RedisStore;
 use baton::store::{
-    AuditDecision, AuditEvent, AuditStore, Lineage, Principal, ReplayStore, RevocationStore, StateStore, Status, Use,
+    AuditDecision, AuditEvent, AuditStore, Blocking, Cutoff, Lineage, Principal, ReplayStore, RevocationStore,
+    StateStore, Status, Use,
 };
 use serde_json::json;
 
@@ -19,11 +20,16 @@ use crate::redis_server::{RedisServer, SilentLink};
 const HANG_BOUND: Duration = Duration::from_secs(5);
 
 fn lineage(jti: &str, issued_at: UnixTime, agent: &str) -> Lineage {
-    Lineage {
-        jtis: vec![TokenId(jti.to_owned())],
-        issued_at,
-        principals: vec![Principal::Subject("someone".into()), Principal::Agent(agent.to_owned())],
-    }
+    Lineage::at(
+        vec![TokenId(jti.to_owned())],
+        UnixMicros::start_of(issued_at),
+        [Principal::Subject("someone".into()), Principal::Agent(agent.to_owned())],
+    )
+}
+
+/// A deprovisioning in whole seconds, as the tests write them.
+fn cutoff(at: UnixTime, until: UnixTime) -> Cutoff {
+    Cutoff { at: UnixMicros::end_of(at), until, block: Blocking::Keep }
 }
 
 fn event(time: UnixTime) -> AuditEvent {
@@ -41,6 +47,7 @@ fn event(time: UnixTime) -> AuditEvent {
         jti: None,
         parent_jti: None,
         expires_at: None,
+        iat_micros: None,
         rules: vec![],
         claimed_client: None,
         client_address: None,
@@ -80,7 +87,7 @@ async fn an_outage_fails_calls_and_service_resumes() {
     server.kill();
     assert!(bounded("check", store.check(&revoked)).await.is_err(), "check fails closed");
     assert!(bounded("revoke", store.revoke(&TokenId("during".into()), now.plus(600))).await.is_err());
-    assert!(bounded("deprovision", store.deprovision(&Principal::Agent("a".into()), now, now.plus(600)))
+    assert!(bounded("deprovision", store.deprovision(&Principal::Agent("a".into()), &cutoff(now, now.plus(600))))
         .await
         .is_err());
     assert!(bounded("use_once", store.use_once("during", now.plus(60), now)).await.is_err());
@@ -169,7 +176,7 @@ async fn revocations_are_published() {
 
     store.revoke(&TokenId("published".into()), UnixTime(2_000_000_000)).await.unwrap();
     let agent = Principal::Agent("gone".into());
-    store.deprovision(&agent, UnixTime(1_900_000_000), UnixTime(2_000_000_600)).await.unwrap();
+    store.deprovision(&agent, &cutoff(UnixTime(1_900_000_000), UnixTime(2_000_000_600))).await.unwrap();
 
     let messages = listener.await.unwrap();
     assert_eq!(messages[0], json!({"kind": "token", "jti": "published", "until": 2_000_000_000}));
@@ -179,6 +186,7 @@ async fn revocations_are_published() {
             "kind": "principal",
             "principal": {"kind": "agent", "id": "gone"},
             "at": 1_900_000_000,
+            "at_micros": 1_900_000_000_999_999_i64,
             "until": 2_000_000_600
         })
     );
@@ -197,7 +205,7 @@ async fn two_nodes_share_revocations_and_replay() {
     assert_eq!(two.check(&token).await.unwrap(), Status::Revoked, "seen by the other node at once");
 
     let other = lineage("other", now, "agent-gone");
-    two.deprovision(&Principal::Agent("agent-gone".into()), now, now.plus(600)).await.unwrap();
+    two.deprovision(&Principal::Agent("agent-gone".into()), &cutoff(now, now.plus(600))).await.unwrap();
     assert_eq!(one.check(&other).await.unwrap(), Status::Deprovisioned);
 
     assert_eq!(one.use_once("shared-id", now.plus(60), now).await.unwrap(), Use::First);
@@ -207,4 +215,23 @@ async fn two_nodes_share_revocations_and_replay() {
     let elsewhere = RedisStore::connect(&server.url(), "elsewhere:").await.unwrap();
     assert_eq!(elsewhere.check(&token).await.unwrap(), Status::Active);
     assert_eq!(elsewhere.use_once("shared-id", now.plus(60), now).await.unwrap(), Use::First);
+}
+
+#[tokio::test]
+async fn redis_store_keeps_the_audit_retention() {
+    let server = RedisServer::start();
+    let url = server.url();
+    crate::store_contract::retention(
+        move |retention| {
+            let url = url.clone();
+            async move {
+                Arc::new(RedisStore::connect_with_retention(&url, "baton:", retention).await.unwrap())
+                    as Arc<dyn StateStore>
+            }
+        },
+        // The stream is trimmed by Redis's own clock: let the events age.
+        tokio::time::sleep(Duration::from_millis(2_100)),
+        "redis",
+    )
+    .await;
 }

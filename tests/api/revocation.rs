@@ -355,3 +355,200 @@ async fn an_agent_removed_from_the_inventory_is_deprovisioned_in_the_store_and_s
     );
     assert_eq!(introspect(&again, &chain.hops[3]).await, json!({"active": false}));
 }
+
+/// Sends `count` copies of a request, `batch` at a time concurrently, so
+/// that an embedded store shares its durable commits among them; answers
+/// each response's status.
+async fn flood(harness: &Harness, count: usize, batch: usize, request: impl Fn() -> Request<Body>) -> Vec<u16> {
+    use tower::ServiceExt;
+    let mut statuses = Vec::with_capacity(count);
+    let mut left = count;
+    while left > 0 {
+        let mut sent = tokio::task::JoinSet::new();
+        for _ in 0..batch.min(left) {
+            let router = harness.router.clone();
+            let request = request();
+            sent.spawn(async move { router.oneshot(request).await.unwrap().status().as_u16() });
+        }
+        left -= batch.min(left);
+        while let Some(status) = sent.join_next().await {
+            statuses.push(status.unwrap());
+        }
+    }
+    statuses
+}
+
+fn exchange_request(holder: &str, token: &str, audience: &str, scope: &str) -> Request<Body> {
+    let form = [
+        ("grant_type", EXCHANGE),
+        ("subject_token", token),
+        ("subject_token_type", ACCESS_TOKEN),
+        ("audience", audience),
+        ("scope", scope),
+    ];
+    Request::post("/token")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(header::AUTHORIZATION, basic_header(holder, "s"))
+        .body(Body::from(form_body(&form)))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trace_is_not_blinded_by_refused_exchanges_of_the_token() {
+    use baton::store::{AuditDecision, AuditFilter, AuditStore};
+    let chain = four_hops().await;
+    let harness = &chain.harness;
+    let parent = claims_of(&chain.hops[0]).jti;
+    let child = claims_of(&chain.hops[1]).jti;
+    // The holder asks 1,100 times for a scope its token does not carry:
+    // each refusal is evidence naming the token as parent.
+    let started = std::time::Instant::now();
+    let statuses = flood(harness, 1_100, 64, || exchange_request("b", &chain.hops[0], "c", "write")).await;
+    assert!(statuses.iter().all(|status| *status == 400), "every exchange is refused");
+    let refusals = AuditFilter {
+        parent_jti: Some(parent.clone()),
+        decision: Some(AuditDecision::Refused),
+        ..AuditFilter::default()
+    };
+    assert_eq!(harness.store.count(&refusals).await.unwrap(), 1_100);
+    eprintln!("1,100 refused exchanges in {:?}", started.elapsed());
+
+    let trace = admin(harness, "GET", &format!("/admin/trace/{}", parent.0), None).await;
+    assert_eq!(trace.status, 200, "{}", trace.body);
+    assert_eq!(trace.body["truncated"], false);
+    let children = trace.body["token"]["children"].as_array().unwrap();
+    assert_eq!(children.len(), 1, "{}", trace.body);
+    assert_eq!(children[0]["jti"], child.0, "the child is listed");
+    assert_eq!(children[0]["children"][0]["children"][0]["jti"], claims_of(&chain.hops[3]).jti.0);
+    // And from the child up: the parent is its ancestor.
+    let up = admin(harness, "GET", &format!("/admin/trace/{}", child.0), None).await;
+    assert_eq!(up.body["ancestors"][0]["jti"], parent.0);
+}
+
+#[tokio::test]
+async fn a_trace_survives_a_thousand_revocations_of_the_token_recorded_once() {
+    use baton::store::{AuditDecision, AuditFilter, AuditStore};
+    let chain = four_hops().await;
+    let harness = &chain.harness;
+    let token = &chain.hops[1];
+    let jti = claims_of(token).jti;
+    let revoke = || {
+        Request::post("/revoke")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::AUTHORIZATION, basic_header("c", "s"))
+            .body(Body::from(form_body(&[("token", token)])))
+            .unwrap()
+    };
+    let commits = harness.store.commits();
+    let statuses = flood(harness, 1_001, 64, revoke).await;
+    assert!(statuses.iter().all(|status| *status == 200), "RFC 7009 §2.2: 200 however often");
+    assert!(harness.store.commits() - commits < 100, "repeated revocations write next to nothing");
+    // And the admin API, once more: nothing new either.
+    assert_eq!(admin(harness, "POST", "/admin/revoke", Some(json!({"jti": jti}))).await.status, 200);
+    let revocations =
+        AuditFilter { jti: Some(jti.clone()), decision: Some(AuditDecision::Revoked), ..AuditFilter::default() };
+    assert_eq!(harness.store.count(&revocations).await.unwrap(), 1, "one revocation, one event");
+
+    let trace = admin(harness, "GET", &format!("/admin/trace/{}", jti.0), None).await;
+    assert_eq!(trace.status, 200, "{}", trace.body);
+    assert_eq!(trace.body["token"]["status"], "revoked");
+    assert_eq!(trace.body["token"]["children"][0]["status"], "revoked");
+    assert_eq!(trace.body["truncated"], false);
+}
+
+#[tokio::test]
+async fn a_token_issued_right_after_reinstatement_lives_at_once() {
+    let chain = four_hops().await;
+    let harness = &chain.harness;
+    // All on one second of the fixed clock: deprovision, reinstate, issue.
+    assert_eq!(admin(harness, "POST", "/admin/deprovision", Some(json!({"agent": "c"}))).await.status, 200);
+    assert_eq!(admin(harness, "POST", "/admin/reinstate", Some(json!({"agent": "c"}))).await.status, 200);
+    let fresh = harness.token(Some(("c", "s")), &[("grant_type", "client_credentials"), ("audience", "d")]).await;
+    assert_eq!(fresh.status, 200, "{}", fresh.body);
+    assert_eq!(claims_of(fresh.token()).iat, START, "the same second as the deprovisioning");
+    let onward = exchange(harness, "d", fresh.token(), "https://api.example").await;
+    assert_eq!(onward.status, 200, "the fresh token can be exchanged: {}", onward.body);
+    assert_eq!(introspect(harness, onward.token()).await["active"], true);
+    let trace = admin(harness, "GET", &format!("/admin/trace/{}", claims_of(fresh.token()).jti.0), None).await;
+    assert_eq!(trace.body["token"]["status"], "active", "the trace orders it exactly too: {}", trace.body);
+    let old = admin(harness, "GET", &format!("/admin/trace/{}", claims_of(&chain.hops[1]).jti.0), None).await;
+    assert_eq!(old.body["token"]["status"], "deprovisioned");
+    // What was issued before the deprovisioning stays dead.
+    assert_eq!(introspect(harness, &chain.hops[3]).await, json!({"active": false}));
+    exchange(harness, "c", &chain.hops[1], "d").await.assert_error(400, "invalid_request");
+}
+
+#[tokio::test]
+async fn a_child_minted_after_its_parents_cutoff_stays_dead_after_reinstatement() {
+    use baton::store::{Blocking, Cutoff, Principal, RevocationStore};
+    let chain = four_hops().await;
+    let harness = &chain.harness;
+    // hop 2 (b's, for c) was minted before the cut-off; hop 3 (c's child of
+    // it) after: the state an exchange racing c's deprovisioning leaves.
+    let parent = claims_of(&chain.hops[1]).delegation.iat_micros.unwrap();
+    let child = claims_of(&chain.hops[2]).delegation.iat_micros.unwrap();
+    assert!(parent < child);
+    let cutoff = Cutoff { at: parent, until: START.plus(86_400), block: Blocking::Block };
+    assert!(cutoff.at < child);
+    harness.store.deprovision(&Principal::Agent("c".into()), &cutoff).await.unwrap();
+    assert_eq!(introspect(harness, &chain.hops[3]).await, json!({"active": false}));
+
+    assert_eq!(admin(harness, "POST", "/admin/reinstate", Some(json!({"agent": "c"}))).await.status, 200);
+    // c counts from the parent that was addressed to it: the child stays
+    // dead, and so does what descends from it.
+    exchange(harness, "d", &chain.hops[2], "https://api.example").await.assert_error(400, "invalid_request");
+    assert_eq!(introspect(harness, &chain.hops[3]).await, json!({"active": false}));
+    // Hop 1 never named c.
+    assert_eq!(exchange(harness, "b", &chain.hops[0], "c").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trace_says_when_it_stopped_at_its_node_limit() {
+    use baton::store::{AuditDecision, AuditFilter, AuditStore};
+    let chain = four_hops().await;
+    let harness = &chain.harness;
+    let root = claims_of(&chain.hops[0]).jti;
+    let whole = admin(harness, "GET", &format!("/admin/trace/{}", root.0), None).await;
+    assert_eq!(whole.body["truncated"], false, "four tokens fit");
+    // A thousand more children of the root, as their issuance events.
+    let issued = harness.store.issued(&claims_of(&chain.hops[1]).jti).await.unwrap().unwrap();
+    let mut writes = tokio::task::JoinSet::new();
+    for index in 0..1_000 {
+        let mut child = issued.clone();
+        child.jti = Some(baton::claims::TokenId(format!("extra-{index}")));
+        let store = harness.store.clone();
+        writes.spawn(async move { store.record(child).await.unwrap() });
+    }
+    while writes.join_next().await.is_some() {}
+    let children =
+        AuditFilter { parent_jti: Some(root.clone()), decision: Some(AuditDecision::Issued), ..AuditFilter::default() };
+    assert_eq!(harness.store.count(&children).await.unwrap(), 1_001);
+    let cut = admin(harness, "GET", &format!("/admin/trace/{}", root.0), None).await;
+    assert_eq!(cut.status, 200);
+    assert_eq!(cut.body["truncated"], true, "the walk stopped at 1000 tokens");
+}
+
+#[tokio::test]
+async fn a_token_minted_as_its_agents_deprovisioning_landed_stays_dead_after_reinstatement() {
+    use baton::clock::UnixMicros;
+    use baton::store::{Blocking, Cutoff, Principal, RevocationStore};
+    let chain = four_hops().await;
+    let harness = &chain.harness;
+    // c's own token, minted after the cut-off that a deprovisioning took but
+    // before its write landed (the block check let it through).
+    let own = harness.token(Some(("c", "s")), &[("grant_type", "client_credentials"), ("audience", "d")]).await;
+    assert_eq!(own.status, 200, "{}", own.body);
+    let minted = claims_of(own.token()).delegation.iat_micros.unwrap();
+    let cutoff = Cutoff { at: UnixMicros(minted.0 - 1), until: START.plus(86_400), block: Blocking::Block };
+    harness.store.deprovision(&Principal::Agent("c".into()), &cutoff).await.unwrap();
+    exchange(harness, "d", own.token(), "https://api.example").await.assert_error(400, "invalid_request");
+
+    assert_eq!(admin(harness, "POST", "/admin/reinstate", Some(json!({"agent": "c"}))).await.status, 200);
+    exchange(harness, "d", own.token(), "https://api.example").await.assert_error(400, "invalid_request");
+    // What c gets now lives, in the same second.
+    let fresh = harness.token(Some(("c", "s")), &[("grant_type", "client_credentials"), ("audience", "d")]).await;
+    assert_eq!(exchange(harness, "d", fresh.token(), "https://api.example").await.status, 200);
+    // Reinstating an agent that is not deprovisioned kills nothing.
+    assert_eq!(admin(harness, "POST", "/admin/reinstate", Some(json!({"agent": "d"}))).await.status, 200);
+    assert_eq!(exchange(harness, "d", fresh.token(), "https://api.example").await.status, 200);
+}

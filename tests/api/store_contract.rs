@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use baton::claims::ScopeSet;
 use baton::claims::TokenId;
-use baton::clock::{Clock, SystemClock, UnixTime};
+use baton::clock::{Clock, SystemClock, UnixMicros, UnixTime};
 use baton::store::approvals::{ApprovalQuery, Creation, DEFAULT_PAGE, MAX_PAGE};
 use baton::store::{
-    Approval, ApprovalId, ApprovalState, AuditDecision, AuditEvent, AuditFilter, Decision, Fingerprint, Lineage,
-    Principal, StateStore, Status, Use,
+    Approval, ApprovalId, ApprovalState, AuditDecision, AuditEvent, AuditFilter, Blocking, Cutoff, Decision,
+    Fingerprint, Lineage, Named, Principal, Retention, StateStore, Status, Use,
 };
 
 fn jti(text: &str) -> TokenId {
@@ -18,9 +18,19 @@ fn jti(text: &str) -> TokenId {
 }
 
 fn lineage(jtis: &[&str], issued_at: UnixTime, agents: &[&str], subject: &str) -> Lineage {
+    lineage_at(jtis, UnixMicros::start_of(issued_at), agents, subject)
+}
+
+fn lineage_at(jtis: &[&str], since: UnixMicros, agents: &[&str], subject: &str) -> Lineage {
     let mut principals = vec![Principal::Subject(subject.to_owned())];
     principals.extend(agents.iter().map(|agent| Principal::Agent((*agent).to_owned())));
-    Lineage { jtis: jtis.iter().map(|text| jti(text)).collect(), issued_at, principals }
+    Lineage::at(jtis.iter().map(|text| jti(text)).collect(), since, principals)
+}
+
+/// A deprovisioning in whole seconds, as older brokers wrote them: it kills
+/// every token of its second.
+fn cutoff(at: UnixTime, until: UnixTime) -> Cutoff {
+    Cutoff { at: UnixMicros::end_of(at), until, block: Blocking::Keep }
 }
 
 fn event(time: UnixTime, agent: &str, subject: &str, id: Option<&str>, parent: Option<&str>) -> AuditEvent {
@@ -38,6 +48,7 @@ fn event(time: UnixTime, agent: &str, subject: &str, id: Option<&str>, parent: O
         jti: id.map(jti),
         parent_jti: parent.map(jti),
         expires_at: Some(time.plus(600)),
+        iat_micros: None,
         rules: vec![],
         claimed_client: None,
         client_address: None,
@@ -166,12 +177,12 @@ where
     let subject = id("subject");
     let before = lineage(&[&id("t1")], now.plus(-10), &[&agent], "someone");
     let after = lineage(&[&id("t2")], now.plus(10), &[&agent], "someone");
-    store.deprovision(&Principal::Agent(agent.clone()), now, now.plus(3600)).await.unwrap();
+    store.deprovision(&Principal::Agent(agent.clone()), &cutoff(now, now.plus(3600))).await.unwrap();
     assert_eq!(store.check(&before).await.unwrap(), Status::Deprovisioned);
     assert_eq!(store.check(&after).await.unwrap(), Status::Active);
-    store.deprovision(&Principal::Agent(agent.clone()), now.plus(-100), now.plus(3600)).await.unwrap();
+    store.deprovision(&Principal::Agent(agent.clone()), &cutoff(now.plus(-100), now.plus(3600))).await.unwrap();
     assert_eq!(store.check(&before).await.unwrap(), Status::Deprovisioned, "never moves back");
-    store.deprovision(&Principal::Subject(subject.clone()), now, now.plus(3600)).await.unwrap();
+    store.deprovision(&Principal::Subject(subject.clone()), &cutoff(now, now.plus(3600))).await.unwrap();
     assert_eq!(
         store.check(&lineage(&[&id("t3")], now.plus(-1), &["other"], &subject)).await.unwrap(),
         Status::Deprovisioned
@@ -186,6 +197,10 @@ where
     store.block(&Principal::Agent(blocked.clone()), false).await.unwrap();
     assert_eq!(store.check(&later).await.unwrap(), Status::Active);
     store.block(&Principal::Subject(blocked.clone()), true).await.unwrap();
+
+    exact_cutoffs(&store, tag, now).await;
+    revocation_is_told_once(&store, tag, now).await;
+    issuances_by_index(&store, tag, now).await;
 
     // Audit: newest first, every filter.
     let (agent_a, agent_b) = (id("agent-a"), id("agent-b"));
@@ -254,6 +269,164 @@ where
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     let later = SystemClock.now();
     assert_eq!(reopened.use_once(&id("short"), later.plus(60), later).await.unwrap(), Use::First);
+}
+
+/// A cut-off is exact within a second and lands with its block; a principal
+/// counts from when the lineage first named it.
+async fn exact_cutoffs(store: &Arc<dyn StateStore>, tag: &str, now: UnixTime) {
+    let agent = format!("{tag}-exact-agent");
+    let principal = Principal::Agent(agent.clone());
+    let at = UnixMicros(UnixMicros::start_of(now).0 + 500_000);
+    let before = lineage_at(&[&format!("{tag}-x1")], UnixMicros(at.0 - 1), &[&agent], "someone");
+    let same = lineage_at(&[&format!("{tag}-x2")], at, &[&agent], "someone");
+    let after = lineage_at(&[&format!("{tag}-x3")], UnixMicros(at.0 + 1), &[&agent], "someone");
+    assert_eq!(store.check(&after).await.unwrap(), Status::Active);
+    store.deprovision(&principal, &Cutoff { at, until: now.plus(3600), block: Blocking::Block }).await.unwrap();
+    // Blocked with the cut-off: even a token issued after it is dead now.
+    assert_eq!(store.check(&after).await.unwrap(), Status::Deprovisioned, "the block came with the cut-off");
+    store.block(&principal, false).await.unwrap();
+    assert_eq!(store.check(&after).await.unwrap(), Status::Active, "one microsecond after the cut-off lives");
+    assert_eq!(store.check(&same).await.unwrap(), Status::Deprovisioned, "at the cut-off is dead");
+    assert_eq!(store.check(&before).await.unwrap(), Status::Deprovisioned, "before it stays dead");
+    // A child issued after the cut-off, from a parent that named the agent
+    // before it: the agent counts from the parent, so the child is dead.
+    let child = Lineage {
+        jtis: vec![jti(&format!("{tag}-x4")), jti(&format!("{tag}-x1"))],
+        principals: vec![
+            Named { principal: Principal::Subject("someone".into()), since: UnixMicros(at.0 - 1) },
+            Named { principal: principal.clone(), since: UnixMicros(at.0 - 1) },
+            Named { principal: Principal::Agent(format!("{tag}-next")), since: UnixMicros(at.0 + 9) },
+        ],
+    };
+    assert_eq!(store.check(&child).await.unwrap(), Status::Deprovisioned, "a child follows its ancestors");
+    // Without a block the cut-off alone: nothing after it is dead.
+    let quiet = Principal::Agent(format!("{tag}-quiet"));
+    store.deprovision(&quiet, &Cutoff { at, until: now.plus(3600), block: Blocking::Keep }).await.unwrap();
+    let later = lineage_at(&[&format!("{tag}-x5")], UnixMicros(at.0 + 1), &[&format!("{tag}-quiet")], "someone");
+    assert_eq!(store.check(&later).await.unwrap(), Status::Active);
+    // Lifting a block that is not there changes nothing, the cut-off included.
+    let lift = |instant: i64| Cutoff { at: UnixMicros(at.0 + instant), until: now.plus(3600), block: Blocking::Lift };
+    store.deprovision(&quiet, &lift(30)).await.unwrap();
+    assert_eq!(store.check(&later).await.unwrap(), Status::Active, "not blocked: nothing to reinstate");
+
+    // A reinstatement lifts the block and moves the cut-off to its own
+    // instant, in one write: a token that slipped past the block check as
+    // the deprovisioning landed (named after its cut-off) stays dead.
+    let again = format!("{tag}-again");
+    store
+        .deprovision(&Principal::Agent(again.clone()), &Cutoff { at, until: now.plus(3600), block: Blocking::Block })
+        .await
+        .unwrap();
+    let slipped = lineage_at(&[&format!("{tag}-x6")], UnixMicros(at.0 + 5), &[&again], "someone");
+    let reissued = lineage_at(&[&format!("{tag}-x7")], UnixMicros(at.0 + 11), &[&again], "someone");
+    assert_eq!(store.check(&reissued).await.unwrap(), Status::Deprovisioned, "blocked");
+    store.deprovision(&Principal::Agent(again.clone()), &lift(10)).await.unwrap();
+    assert_eq!(store.check(&slipped).await.unwrap(), Status::Deprovisioned, "issued while blocked: dead");
+    assert_eq!(store.check(&reissued).await.unwrap(), Status::Active, "issued after the reinstatement");
+}
+
+/// A revocation tells whether it is the first, so that a repeated one is
+/// not recorded again.
+async fn revocation_is_told_once(store: &Arc<dyn StateStore>, tag: &str, now: UnixTime) {
+    let once = jti(&format!("{tag}-once"));
+    assert!(store.revoke(&once, now.plus(600)).await.unwrap(), "the first revocation");
+    assert!(!store.revoke(&once, now.plus(900)).await.unwrap(), "a repeated one");
+    assert!(!store.revoke(&once, now.plus(60)).await.unwrap());
+    assert_eq!(store.check(&lineage(&[&format!("{tag}-once")], now, &[], "s")).await.unwrap(), Status::Revoked);
+}
+
+/// Issuances and children are found through indexes of issuances, whatever
+/// number of refusals and revocations name the same token.
+async fn issuances_by_index(store: &Arc<dyn StateStore>, tag: &str, now: UnixTime) {
+    let id = |text: &str| format!("{tag}-{text}");
+    let agent = id("tracer");
+    let parent = id("traced");
+    store.record(event(now.plus(-5), &agent, "s", Some(&parent), None)).await.unwrap();
+    store.record(event(now.plus(-4), &agent, "s", Some(&id("child-1")), Some(&parent))).await.unwrap();
+    // 1,100 refused exchanges of the parent and 1,001 revocation events of
+    // it: more than one query's limit each.
+    let refusal = event(now.plus(-3), &agent, "s", None, Some(&parent));
+    let mut revocation = event(now.plus(-3), &agent, "s", Some(&parent), None);
+    revocation.decision = AuditDecision::Revoked;
+    let noise: Vec<AuditEvent> =
+        std::iter::repeat_n(refusal, 1_100).chain(std::iter::repeat_n(revocation, 1_001)).collect();
+    // Written concurrently, so that an embedded store shares its commits.
+    for batch in noise.chunks(128) {
+        let mut writes = tokio::task::JoinSet::new();
+        for event in batch.iter().cloned() {
+            let store = store.clone();
+            writes.spawn(async move { store.record(event).await });
+        }
+        while let Some(written) = writes.join_next().await {
+            written.unwrap().unwrap();
+        }
+    }
+    store.record(event(now.plus(-2), &agent, "s", Some(&id("child-2")), Some(&parent))).await.unwrap();
+
+    let issued = store.issued(&jti(&parent)).await.unwrap().expect("the issuance is found");
+    assert_eq!((issued.decision, issued.jti), (AuditDecision::Issued, Some(jti(&parent))));
+    let children = store.children(&jti(&parent), 10).await.unwrap();
+    let ids: Vec<_> = children.iter().map(|child| child.jti.clone().unwrap()).collect();
+    assert_eq!(ids, [jti(&id("child-1")), jti(&id("child-2"))], "oldest first, issuances only");
+    assert!(children.iter().all(|child| child.decision == AuditDecision::Issued));
+    let first = store.children(&jti(&parent), 1).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].jti, Some(jti(&id("child-1"))));
+    assert_eq!(store.issued(&jti(&id("never"))).await.unwrap(), None);
+    assert!(store.children(&jti(&id("child-2")), 10).await.unwrap().is_empty());
+    // What a plain query by jti would have shown: the newest 1000 events
+    // naming the token, none of them its issuance.
+    let by_jti = store.query(&AuditFilter { jti: Some(jti(&parent)), ..AuditFilter::default() }).await.unwrap();
+    assert!(by_jti.iter().all(|event| event.decision == AuditDecision::Revoked));
+}
+
+/// Retention: a store opened (by `open`) keeping events one second drops
+/// what is older, except the issuance of a token still alive. `settle` lets
+/// a store that trims on its own clock (Redis) see the events age.
+pub async fn retention<F, Fut, S>(open: F, settle: S, tag: &str)
+where
+    F: Fn(Retention) -> Fut,
+    Fut: Future<Output = Arc<dyn StateStore>>,
+    S: Future<Output = ()>,
+{
+    let store = open(Retention::seconds(1)).await;
+    let now = SystemClock.now();
+    let id = |text: &str| format!("{tag}-{text}");
+    let agent = id("retained");
+    let old = now.plus(-10);
+    store.record(event(old, &agent, "junk", None, None)).await.unwrap();
+    let mut dead = event(old, &agent, "s", Some(&id("expired")), None);
+    dead.expires_at = Some(now.plus(-5));
+    store.record(dead).await.unwrap();
+    let mut alive = event(old, &agent, "s", Some(&id("alive")), None);
+    alive.expires_at = Some(now.plus(600));
+    store.record(alive.clone()).await.unwrap();
+    settle.await;
+    // What makes each store look: an embedded store's housekeeping follows
+    // its callers' clock (moved past its next pass here), the others trim as
+    // events come.
+    let now = SystemClock.now().plus(120);
+    store.use_once(&id("tick"), now.plus(60), now).await.unwrap();
+    store.record(event(now, &agent, "fresh", None, None)).await.unwrap();
+
+    let kept = store.query(&AuditFilter { agent: Some(agent.clone()), ..AuditFilter::default() }).await.unwrap();
+    assert!(kept.iter().any(|event| event.subject.as_deref() == Some("fresh")), "{kept:?}");
+    assert!(!kept.iter().any(|event| event.subject.as_deref() == Some("junk")), "old junk is dropped: {kept:?}");
+    assert!(!kept.iter().any(|event| event.jti == Some(jti(&id("expired")))), "{kept:?}");
+    assert_eq!(store.issued(&jti(&id("alive"))).await.unwrap(), Some(alive), "a live token's issuance is kept");
+    assert_eq!(store.issued(&jti(&id("expired"))).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn memory_store_keeps_the_audit_retention() {
+    retention(
+        |retention| async move {
+            Arc::new(baton::store::memory::MemoryStore::with_retention(retention)) as Arc<dyn StateStore>
+        },
+        async {},
+        "memory",
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -583,8 +583,11 @@ fn without_jtis(claims: &Value) -> Value {
     let mut claims = claims.clone();
     claims.as_object_mut().unwrap().remove("jti");
     claims["delegation"].as_object_mut().unwrap().remove("approval");
+    // Issue instants, like ids, differ from one walk to the next.
+    claims["delegation"].as_object_mut().unwrap().remove("iat_micros");
     for hop in claims["delegation"]["hops"].as_array_mut().unwrap() {
         hop.as_object_mut().unwrap().remove("jti");
+        hop.as_object_mut().unwrap().remove("iat_micros");
     }
     claims
 }
