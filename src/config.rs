@@ -533,6 +533,8 @@ mod tests {
         );
         assert_eq!((config.refusal_interval, config.refusal_max_keys), (refusals.interval, refusals.max_keys));
     }
+
+    #[test]
     fn audit_retention_defaults_to_ninety_days_and_is_bounded() {
         assert_eq!(Config::load(None, Vec::new()).unwrap().audit_retention_days, 90);
         let kept = Config::load(None, vars(&[("BATON_AUDIT_RETENTION_DAYS", "7")])).unwrap();
