@@ -85,6 +85,7 @@ pub struct Metrics {
     pending_approvals: Gauge,
     waiting: Family<GrantLabels, Counter>,
     unauthenticated: Family<ReasonLabels, Counter>,
+    connections_refused: Counter,
 }
 
 impl Default for Metrics {
@@ -142,6 +143,12 @@ impl Metrics {
              endpoints), by reason; the audit trail holds them as one event per interval",
             unauthenticated.clone(),
         );
+        let connections_refused = Counter::default();
+        registry.register(
+            "baton_connections_refused",
+            "Connections closed as soon as accepted: their address, or all together, held the most allowed",
+            connections_refused.clone(),
+        );
         Metrics {
             registry,
             issued,
@@ -152,7 +159,13 @@ impl Metrics {
             pending_approvals,
             waiting,
             unauthenticated,
+            connections_refused,
         }
+    }
+
+    /// Counts a connection closed at once for being over a connection cap.
+    pub fn count_connection_refused(&self) {
+        self.connections_refused.inc();
     }
 
     /// Sets how many approvals are pending now.
@@ -288,6 +301,7 @@ fn request_reason(error: &RequestError) -> &'static str {
     match error {
         RequestError::NotForm => "not_form",
         RequestError::TooLarge => "too_large",
+        RequestError::BodyTooSlow => "body_too_slow",
         RequestError::MethodNotAllowed => "method_not_allowed",
         RequestError::Repeated(_) => "repeated_parameter",
         RequestError::Missing(_) => "missing_parameter",

@@ -217,6 +217,10 @@ impl From<&RequestError> for OAuthError {
                 OAuthError::bad_request(InvalidRequest, "the body must be application/x-www-form-urlencoded")
             }
             RequestError::TooLarge => OAuthError::new(InvalidRequest, 413, "the request body is too large"),
+            // RFC 9110 §15.5.9; no RFC 6749 code is closer than invalid_request.
+            RequestError::BodyTooSlow => {
+                OAuthError::new(InvalidRequest, 408, "the request body did not arrive in time")
+            }
             RequestError::MethodNotAllowed => OAuthError::new(InvalidRequest, 405, "use POST"),
             RequestError::Repeated(_) => OAuthError::bad_request(InvalidRequest, "a request parameter is repeated"),
             RequestError::Missing(_) => OAuthError::bad_request(InvalidRequest, "a required parameter is missing"),

@@ -66,6 +66,10 @@ pub enum RequestError {
     /// The body is over the size limit.
     #[error("the request body is too large")]
     TooLarge,
+    /// The body did not arrive whole within the connection's body deadline
+    /// (RFC 9110 §15.5.9).
+    #[error("the request body did not arrive in time")]
+    BodyTooSlow,
     /// Only `POST` is allowed.
     #[error("method not allowed")]
     MethodNotAllowed,

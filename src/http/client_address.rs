@@ -10,8 +10,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::{ConnectInfo, Request};
-use axum::http::{HeaderMap, HeaderName};
+use axum::extract::ConnectInfo;
+use axum::http::{Extensions, HeaderMap, HeaderName};
 
 /// RFC 7239 §4.
 const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
@@ -21,13 +21,15 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// The client's address: `ip:port` of the TCP peer, or the forwarded IP
 /// address when the peer is a trusted proxy; `None` where the server did
 /// not record the peer (the router called directly).
-pub(super) fn of(request: &Request, trusted_proxies: &[IpAddr]) -> Option<String> {
-    let ConnectInfo(peer) = request.extensions().get::<ConnectInfo<SocketAddr>>()?;
-    let forwarded = if is_trusted(peer.ip(), trusted_proxies) {
-        forwarded_client(request.headers(), trusted_proxies)
-    } else {
-        None
-    };
+pub(super) fn of<B>(request: &axum::http::Request<B>, trusted_proxies: &[IpAddr]) -> Option<String> {
+    of_parts(request.headers(), request.extensions(), trusted_proxies)
+}
+
+/// [`of`], from a request's headers and extensions.
+pub(super) fn of_parts(headers: &HeaderMap, extensions: &Extensions, trusted_proxies: &[IpAddr]) -> Option<String> {
+    let ConnectInfo(peer) = extensions.get::<ConnectInfo<SocketAddr>>()?;
+    let forwarded =
+        if is_trusted(peer.ip(), trusted_proxies) { forwarded_client(headers, trusted_proxies) } else { None };
     Some(forwarded.map_or_else(|| peer.to_string(), |ip| ip.to_string()))
 }
 
@@ -131,6 +133,7 @@ fn parse_node(node: &str) -> Option<IpAddr> {
 mod tests {
     use super::*;
     use axum::body::Body;
+    use axum::extract::Request;
 
     fn request(peer: &str, headers: &[(&str, &str)]) -> Request {
         let mut builder = axum::http::Request::post("/token");

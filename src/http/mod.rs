@@ -53,8 +53,7 @@ pub async fn serve(
     limits: Limits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let max_body_bytes = broker.settings().max_body_bytes;
-    server::run(listener, router(broker), limits, max_body_bytes, shutdown).await
+    server::run(listener, broker, limits, shutdown).await
 }
 
 /// `GET /metrics`: the broker's metrics, rendered; nothing in them names a

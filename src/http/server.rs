@@ -41,8 +41,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tower::Service;
 
 use super::error::ErrorResponse;
-use crate::grant::{GrantError, RequestError};
-use crate::oauth::{ErrorCode, OAuthError};
+use crate::grant::{Broker, RequestError};
+use crate::oauth::OAuthError;
 
 /// How long clients may take and how many connections they may hold; the
 /// config keys `header_timeout_ms`, `body_timeout_ms`, `idle_timeout_ms`,
@@ -89,11 +89,11 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// open connections finish their requests (idle ones close at once).
 pub(super) async fn run(
     listener: TcpListener,
-    router: Router,
+    broker: Arc<Broker>,
     limits: Limits,
-    max_body_bytes: usize,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    let router = super::router(broker.clone());
     let max_connections = fit_descriptors(limits.max_connections);
     let slots = Arc::new(Slots::new(max_connections, limits.max_connections_per_address.min(max_connections)));
     let limits = Arc::new(limits);
@@ -117,15 +117,16 @@ pub(super) async fn run(
         // descriptor and the slot are free again right away.
         let Some(slot) = slots.take(peer.ip()) else {
             tracing::debug!(%peer, "connection closed: too many open");
+            broker.metrics().count_connection_refused();
             continue;
         };
         let read = Arc::new(AtomicU64::new(0));
         let io = TokioIo::new(Watched { stream, read: read.clone(), stall: limits.idle_timeout, stalled: None });
         let service = {
-            let (router, limits) = (router.clone(), limits.clone());
+            let (router, broker, limits) = (router.clone(), broker.clone(), limits.clone());
             service_fn(move |request| {
-                let (router, limits) = (router.clone(), limits.clone());
-                async move { Ok::<_, Infallible>(handle(router, request, peer, &limits, max_body_bytes).await) }
+                let (router, broker, limits) = (router.clone(), broker.clone(), limits.clone());
+                async move { Ok::<_, Infallible>(handle(router, &broker, request, peer, &limits).await) }
             })
         };
         let connection = http1::Builder::new()
@@ -157,17 +158,19 @@ fn is_connection_error(error: &io::Error) -> bool {
 /// to the router with the client's address and its body under a deadline.
 async fn handle(
     mut router: Router,
-    request: Request<Incoming>,
+    broker: &Broker,
+    mut request: Request<Incoming>,
     peer: SocketAddr,
     limits: &Limits,
-    max_body_bytes: usize,
 ) -> Response {
-    if declared_length(request.headers()).is_some_and(|length| length > max_body_bytes as u64) {
-        return refusal(OAuthError::from(&GrantError::from(RequestError::TooLarge)));
-    }
-    let (mut parts, body) = request.into_parts();
     // What `into_make_service_with_connect_info` gave handlers.
-    parts.extensions.insert(ConnectInfo(peer));
+    request.extensions_mut().insert(ConnectInfo(peer));
+    let max_body_bytes = broker.settings().max_body_bytes;
+    if declared_length(request.headers()).is_some_and(|length| length > max_body_bytes as u64) {
+        let address = super::client_address::of(&request, broker.trusted_proxies());
+        return refused(broker, RequestError::TooLarge, address.as_deref());
+    }
+    let (parts, body) = request.into_parts();
     if body.is_end_stream() {
         // No body to wait for (most GETs): no deadline either.
         let request = Request::from_parts(parts, axum::body::Body::new(body));
@@ -178,6 +181,8 @@ async fn handle(
     }
     let complete = Arc::new(AtomicBool::new(false));
     let body = Tracked { inner: Limited::new(body, max_body_bytes), complete: complete.clone() };
+    // The refusal's evidence, should the body not come in time.
+    let address = super::client_address::of_parts(&parts.headers, &parts.extensions, broker.trusted_proxies());
     let call = router.call(Request::from_parts(parts, axum::body::Body::new(body)));
     let mut call = std::pin::pin!(call);
     let answered = tokio::select! {
@@ -192,7 +197,7 @@ async fn handle(
         // The handler still waits for the body: it is dropped mid-read.
         // Every handler reads its whole body before it acts, so nothing
         // is left half done.
-        None => return refusal(BODY_TIMEOUT),
+        None => return refused(broker, RequestError::BodyTooSlow, address.as_deref()),
     };
     match answered {
         Ok(response) => response,
@@ -200,10 +205,11 @@ async fn handle(
     }
 }
 
-/// RFC 9110 §15.5.9: the client did not send its request in time. No RFC
-/// 6749 code is closer than `invalid_request`.
-const BODY_TIMEOUT: OAuthError =
-    OAuthError { code: ErrorCode::InvalidRequest, status: 408, description: "the request body did not arrive in time" };
+/// A request refused before the router, counted with the other refusals of
+/// unauthenticated requests (by reason and client address).
+fn refused(broker: &Broker, error: RequestError, address: Option<&str>) -> Response {
+    refusal(OAuthError::from(&broker.refuse_unread(error, address)))
+}
 
 /// The `Content-Length` a request declares (hyper has refused conflicting or
 /// malformed ones already).

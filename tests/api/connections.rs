@@ -17,7 +17,7 @@ use crate::harness::{basic_header, Harness, Options};
 /// A broker served with `limits`; dropping `stop` (or sending on it) shuts it
 /// down, and `server` ends once its connections have.
 struct Served {
-    _harness: Harness,
+    harness: Harness,
     address: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     server: JoinHandle<std::io::Result<()>>,
@@ -31,7 +31,14 @@ async fn serve(limits: Limits) -> Served {
     let server = tokio::spawn(baton::http::serve(listener, harness.broker.clone(), limits, async move {
         let _ = stopped.await;
     }));
-    Served { _harness: harness, address, stop: Some(stop), server }
+    Served { harness, address, stop: Some(stop), server }
+}
+
+/// The value of one series of the broker's metrics (0 when absent).
+fn metric(served: &Served, series: &str) -> u64 {
+    let text = served.harness.broker.metrics().render().unwrap();
+    let line = text.lines().find(|line| line.starts_with(series));
+    line.and_then(|line| line.rsplit(' ').next()).map_or(0, |value| value.parse().unwrap())
 }
 
 /// Short timeouts, so that the tests wait seconds, not minutes.
@@ -186,6 +193,9 @@ async fn a_slow_body_is_answered_408_within_the_body_deadline() {
     assert!(text.contains("\"invalid_request\""), "{text}");
     assert!(took >= Duration::from_millis(900), "answered after {took:?}");
     eprintln!("slow body: answered 408 and closed after {took:?} (body deadline 1 s)");
+    // Evidence: counted with the other refusals of unauthenticated requests.
+    assert_eq!(metric(&served, "baton_unauthenticated_refusals_total{reason=\"body_too_slow\"}"), 1);
+    assert_eq!(served.harness.broker.flush_refusals().await.unwrap(), 1);
 }
 
 #[tokio::test]
@@ -244,6 +254,8 @@ async fn a_body_declared_over_the_cap_is_refused_at_once() {
     assert!(took < Duration::from_secs(10), "answered after {took:?}");
     assert!(closed_within(&mut stream, Duration::from_secs(10)).await.is_some(), "kept open after the 413");
     eprintln!("declared 64 MiB: 413 after {took:?}");
+    assert_eq!(metric(&served, "baton_unauthenticated_refusals_total{reason=\"too_large\"}"), 1);
+    assert_eq!(served.harness.broker.flush_refusals().await.unwrap(), 1);
 }
 
 /// Sees that this process may open `needed` descriptors, raising its soft
@@ -286,6 +298,8 @@ async fn one_address_holding_many_connections_does_not_lock_out_another() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(open, per_address, "the server keeps open {open} of {HELD} connections from one address");
+    // Each closed at once is counted.
+    assert_eq!(metric(&served, "baton_connections_refused_total"), (HELD - per_address) as u64);
 
     // Meanwhile another address is served.
     let asked = Instant::now();
