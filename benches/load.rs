@@ -263,6 +263,25 @@ async fn post(
     Ok(body)
 }
 
+/// One junk `POST /token`; `Ok` when it is refused as junk is: 401
+/// `invalid_client`, or 429 once the address is throttled.
+async fn refused(sender: &mut Sender, target: &Target, authorization: &HeaderValue, body: Bytes) -> Result<(), String> {
+    sender.ready().await.map_err(|error| format!("connection: {error}"))?;
+    let request = Request::post("/token")
+        .header(HOST, target.host.clone())
+        .header(CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"))
+        .header(AUTHORIZATION, authorization.clone())
+        .body(Full::new(body))
+        .map_err(|error| format!("request: {error}"))?;
+    let response = sender.send_request(request).await.map_err(|error| format!("transport: {error}"))?;
+    let status = response.status().as_u16();
+    response.into_body().collect().await.map_err(|error| format!("reading the body: {error}"))?;
+    match status {
+        401 | 429 => Ok(()),
+        other => Err(format!("junk answered HTTP {other}")),
+    }
+}
+
 fn basic(id: &str, secret: &str) -> HeaderValue {
     let credentials = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
     HeaderValue::from_str(&format!("Basic {credentials}")).unwrap()
@@ -345,13 +364,16 @@ enum Work {
     Assertions { body: String, assertions: Vec<String>, next: AtomicUsize },
     /// The first step, then each hop on the token the step before got.
     Walk { first: Call, hops: Vec<Hop> },
+    /// A client credentials request from a client nobody registered, a new
+    /// one each time: refused (401, or 429 once the address is throttled).
+    Junk { next: AtomicUsize },
 }
 
 impl Work {
     fn requests_per_unit(&self) -> u64 {
         match self {
             Work::Walk { hops, .. } => 1 + hops.len() as u64,
-            Work::Repeat(_) | Work::Assertions { .. } => 1,
+            Work::Repeat(_) | Work::Assertions { .. } | Work::Junk { .. } => 1,
         }
     }
 
@@ -365,6 +387,11 @@ impl Work {
                 let Some(assertion) = assertions.get(next.fetch_add(1, Ordering::Relaxed)) else { return Ok(false) };
                 let body = Bytes::from(format!("{body}&client_assertion={assertion}"));
                 post(sender, target, "/token", None, body, "access_token").await?;
+            }
+            Work::Junk { next } => {
+                let client = format!("junk-{}", next.fetch_add(1, Ordering::Relaxed));
+                let body = Bytes::from_static(b"grant_type=client_credentials");
+                refused(sender, target, &basic(&client, "not-a-secret"), body).await?;
             }
             Work::Walk { first, hops } => {
                 let mut token = access_token(
@@ -729,7 +756,7 @@ fn stop(child: &mut Child) {
 /// alive whatever the date, bookings without the approval step) plus `booker-jwt`.
 struct Broker {
     child: Child,
-    _folder: tempfile::TempDir,
+    folder: tempfile::TempDir,
     target: Target,
 }
 
@@ -781,6 +808,10 @@ impl Broker {
             // Every connection of a run comes from this one address: allow
             // as many as `BATON_LOAD_CONNECTIONS` may ask for.
             .env("BATON_MAX_CONNECTIONS_PER_ADDRESS", "1024")
+            // The refusals of junk are written every second, not every
+            // minute, so that the junk run's state growth shows within it
+            // (sixty times the default's worst case).
+            .env("BATON_REFUSAL_INTERVAL", "1")
             .stdin(Stdio::null())
             // The audit lines the broker logs are written (write(2) is made)
             // but not kept; the durable audit trail is in the store.
@@ -795,7 +826,7 @@ impl Broker {
             stop(&mut child);
             panic!("{why}\n{log}");
         }
-        Broker { child, _folder: folder, target: Target::loopback(port) }
+        Broker { child, folder, target: Target::loopback(port) }
     }
 }
 
@@ -997,8 +1028,43 @@ async fn phase(
              lifetime of its pre-signed assertions.",
             ASSERTION_LIFETIME - 30
         ));
-        return;
+    } else {
+        private_key_jwt(store, servers, target, key, settings, exchange_rate, report).await;
     }
+
+    // Junk, last: it spends the address's failure budget. The state it
+    // grows is that of the embedded store's file.
+    let database = broker.folder.path().join("data").join("baton.redb");
+    let size = || std::fs::metadata(&database).map_or(0, |metadata| metadata.len());
+    let before = size();
+    let measured = measure(servers, target, Work::Junk { next: AtomicUsize::new(0) }, settings).await;
+    // The last interval's refusals are written within a second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    if redis.is_none() {
+        let sent = measured.units.max(1);
+        let grown = size().saturating_sub(before);
+        report.note(format!(
+            "{server}: the junk run's refusals (one audit event a second) grew `baton.redb` by {} KiB over \
+             its warm-up and its measured window: {:.0} bytes per thousand junk requests of the window.",
+            grown / 1024,
+            grown as f64 * 1000.0 / sent as f64
+        ));
+    }
+    report.add(server, Workload::Junk, "client_secret_basic", measured);
+}
+
+/// (d): the hop of (b), authenticated with `private_key_jwt` from a pool of
+/// assertions signed before the run.
+async fn private_key_jwt(
+    store: &'static str,
+    servers: &[u32],
+    target: &Target,
+    key: &AgentKey,
+    settings: &Settings,
+    exchange_rate: f64,
+    report: &mut Report,
+) {
+    let server = if store == "embedded" { "Baton, embedded store" } else { "Baton, Redis store" };
     let hop1 = baton_hop1(target, KEY_AGENT).await;
     // Room for three times the rate of (b), at least 10,000 a second: a
     // run that still drains the pool ends early and says so.
@@ -1091,6 +1157,7 @@ enum Workload {
     Exchange,
     Walk,
     Introspection,
+    Junk,
 }
 
 impl Workload {
@@ -1102,6 +1169,7 @@ impl Workload {
             Workload::Exchange => "(b) token exchange, one hop",
             Workload::Walk => "three-hop walk (3 requests)",
             Workload::Introspection => "(c) introspection",
+            Workload::Junk => "junk: unknown clients, refused",
         }
     }
 }
