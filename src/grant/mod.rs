@@ -120,6 +120,8 @@ pub struct Broker {
     refusal_settings: RefusalSettings,
     /// The proxies whose forwarded client address is believed.
     trusted_proxies: Vec<std::net::IpAddr>,
+    /// The tokens this node is revoking right now.
+    revoking: revocation::Revoking,
 }
 
 /// A token request as the HTTP layer hands it over.
@@ -294,6 +296,7 @@ impl Broker {
             refusals: refusals::Refusals::new(RefusalSettings::default()),
             refusal_settings: RefusalSettings::default(),
             trusted_proxies: Vec::new(),
+            revoking: revocation::Revoking::default(),
             clock,
         }
     }

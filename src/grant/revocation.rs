@@ -3,10 +3,10 @@
 //! each descendant carries the revoked `jti` in its ancestry.
 
 use super::{Broker, Evidence, GrantError, TokenParams};
-use crate::claims::Claims;
+use crate::claims::{Claims, TokenId};
 use crate::client_auth::ClientAuthError;
 use crate::metrics::{DeprovisionCause, RevokedVia};
-use crate::store::{AuditDecision, Blocking, Cutoff, Principal};
+use crate::store::{AuditDecision, AuditFilter, Blocking, Cutoff, Principal, StoreError};
 
 /// Why an authenticated client may not revoke a token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,18 +43,39 @@ impl Broker {
             self.record(std::mem::take(&mut evidence).refused(self.now(), &error, client_address)).await?;
             return Err(error);
         }
+        let Some(_revoking) = self.revoking.claim(&claims.jti) else {
+            // Being revoked by another call on this node right now.
+            return Ok(());
+        };
         // Descendants never outlive the revoked token: its expiry bounds the entry.
-        if !self.stores.revocation.revoke(&claims.jti, claims.exp).await? {
+        let first = self.stores.revocation.revoke(&claims.jti, claims.exp).await?;
+        if !first && self.revocation_recorded(&claims.jti).await? {
             // Already revoked: still 200 (RFC 7009 §2.2), but nothing new
             // happened, so no new evidence that would crowd out the rest.
             return Ok(());
         }
-        self.metrics().count_revocation(RevokedVia::RevocationEndpoint);
+        if first {
+            self.metrics().count_revocation(RevokedVia::RevocationEndpoint);
+        }
         let mut event = evidence.event(self.now(), AuditDecision::Revoked, None, client_address);
         event.jti = Some(claims.jti.clone());
         event.expires_at = Some(claims.exp);
         self.record(event).await?;
         Ok(())
+    }
+
+    /// Whether the revocation of `jti` is in the audit trail. A revocation
+    /// whose event never landed (its answer was lost, or the record failed,
+    /// and the caller was told 503) is recorded by the next call that finds
+    /// the token already revoked: no revocation stays without evidence.
+    pub(super) async fn revocation_recorded(&self, jti: &TokenId) -> Result<bool, StoreError> {
+        let filter = AuditFilter {
+            jti: Some(jti.clone()),
+            decision: Some(AuditDecision::Revoked),
+            limit: Some(1),
+            ..Default::default()
+        };
+        Ok(!self.stores.audit.query(&filter).await?.is_empty())
     }
 
     /// Deprovisions an agent or a subject now (admin API): every token naming
@@ -148,4 +169,32 @@ fn holds(agent: &str, claims: &Claims) -> bool {
     claims.client_id == agent
         || claims.aud == agent
         || claims.delegation.hops.iter().any(|hop| hop.agent == agent || hop.aud == agent)
+}
+
+/// The tokens this node is revoking now, from the revocation's write to its
+/// event's, so that a concurrent call for the same token neither writes a
+/// second event nor takes the first call's event, not yet written, for one
+/// that was lost.
+#[derive(Debug, Default)]
+pub(crate) struct Revoking(std::sync::Mutex<std::collections::HashSet<TokenId>>);
+
+/// A token claimed in [`Revoking`] until dropped.
+pub(crate) struct RevokingClaim<'a> {
+    revoking: &'a Revoking,
+    jti: TokenId,
+}
+
+impl Revoking {
+    /// Claims `jti`; `None` while another call holds it.
+    pub(crate) fn claim(&self, jti: &TokenId) -> Option<RevokingClaim<'_>> {
+        let mut revoking = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        revoking.insert(jti.clone()).then(|| RevokingClaim { revoking: self, jti: jti.clone() })
+    }
+}
+
+impl Drop for RevokingClaim<'_> {
+    fn drop(&mut self) {
+        let mut revoking = self.revoking.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        revoking.remove(&self.jti);
+    }
 }

@@ -552,3 +552,68 @@ async fn a_token_minted_as_its_agents_deprovisioning_landed_stays_dead_after_rei
     assert_eq!(admin(harness, "POST", "/admin/reinstate", Some(json!({"agent": "d"}))).await.status, 200);
     assert_eq!(exchange(harness, "d", fresh.token(), "https://api.example").await.status, 200);
 }
+
+/// An audit trail that cannot record a revocation while `down` is set.
+struct RevocationsUnrecorded {
+    trail: baton::store::memory::MemoryStore,
+    down: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl baton::store::AuditStore for RevocationsUnrecorded {
+    async fn record(&self, event: baton::store::AuditEvent) -> Result<(), baton::store::StoreError> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) && event.decision == baton::store::AuditDecision::Revoked
+        {
+            return Err(baton::store::StoreError("disk full".into()));
+        }
+        self.trail.record(event).await
+    }
+    async fn query(
+        &self,
+        filter: &baton::store::AuditFilter,
+    ) -> Result<Vec<baton::store::AuditEvent>, baton::store::StoreError> {
+        self.trail.query(filter).await
+    }
+    async fn count(&self, filter: &baton::store::AuditFilter) -> Result<usize, baton::store::StoreError> {
+        self.trail.count(filter).await
+    }
+}
+
+/// DESIGN.md §2.7: a revocation kept while its event could not be written
+/// (the caller was told 503) gets its event from the next call, which finds
+/// the token already revoked; later calls add nothing.
+#[tokio::test]
+async fn a_revocation_whose_evidence_was_lost_is_recorded_by_the_retry() {
+    use baton::store::{AuditDecision, AuditFilter, AuditStore};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let policies = four_agents();
+    let state = std::sync::Arc::new(baton::store::memory::MemoryStore::new());
+    let audit = std::sync::Arc::new(RevocationsUnrecorded {
+        trail: baton::store::memory::MemoryStore::new(),
+        down: AtomicBool::new(false),
+    });
+    let stores = baton::grant::Stores { replay: state.clone(), revocation: state, audit: audit.clone() };
+    let harness =
+        Harness::with(Options { policies: policies.path().to_owned(), stores: Some(stores), ..Options::default() });
+    let root = harness.token(Some(("a", "s")), &[("grant_type", "client_credentials"), ("audience", "b")]).await;
+    let token = root.token().to_owned();
+    let jti = claims_of(&token).jti;
+    let revocations =
+        AuditFilter { jti: Some(jti.clone()), decision: Some(AuditDecision::Revoked), ..AuditFilter::default() };
+
+    audit.down.store(true, Ordering::SeqCst);
+    let lost = form(&harness, "/revoke", ("b", "s"), &[("token", &token)]).await;
+    assert_eq!(lost.status, 503, "{}", lost.body);
+    audit.down.store(false, Ordering::SeqCst);
+    assert_eq!(audit.count(&revocations).await.unwrap(), 0);
+    // The revocation itself holds already.
+    let refused = exchange(&harness, "b", &token, "c").await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+
+    let retried = form(&harness, "/revoke", ("b", "s"), &[("token", &token)]).await;
+    assert_eq!(retried.status, 200, "{}", retried.body);
+    assert_eq!(audit.count(&revocations).await.unwrap(), 1, "the retry records the revocation");
+    assert_eq!(form(&harness, "/revoke", ("b", "s"), &[("token", &token)]).await.status, 200);
+    assert_eq!(admin(&harness, "POST", "/admin/revoke", Some(json!({"jti": jti}))).await.status, 200);
+    assert_eq!(audit.count(&revocations).await.unwrap(), 1, "and nothing after it");
+}
