@@ -115,7 +115,8 @@ pub(super) async fn run(
         };
         // Over a cap: accepted, then closed at once (dropped), so that the
         // descriptor and the slot are free again right away.
-        let Some(slot) = slots.take(peer.ip()) else {
+        let proxy = broker.trusted_proxies().iter().any(|proxy| proxy.to_canonical() == peer.ip().to_canonical());
+        let Some(slot) = slots.take(peer.ip(), !proxy) else {
             tracing::debug!(%peer, "connection closed: too many open");
             broker.metrics().count_connection_refused();
             continue;
@@ -411,18 +412,33 @@ impl Slots {
         Slots { max, per_address, open: Mutex::new(Open::default()) }
     }
 
-    /// A slot for a connection from `address`, if both caps allow one.
-    fn take(self: &Arc<Self>, address: IpAddr) -> Option<Slot> {
-        // An IPv4 client on a dual-stack socket is the same client.
-        let address = address.to_canonical();
+    /// A slot for a connection from `address`, if both caps allow one. A
+    /// trusted proxy (`per_address: false`) speaks for many clients: only
+    /// the overall cap applies to it, and the proxy bounds each client.
+    fn take(self: &Arc<Self>, address: IpAddr, per_address: bool) -> Option<Slot> {
+        let address = client_key(address);
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         let here = open.by_address.get(&address).copied().unwrap_or(0);
-        if open.total >= self.max || here >= self.per_address {
+        if open.total >= self.max || (per_address && here >= self.per_address) {
             return None;
         }
         open.total += 1;
         open.by_address.insert(address, here + 1);
         Some(Slot { slots: self.clone(), address })
+    }
+}
+
+/// What a connection counts against: an IPv4 address (also when it comes
+/// over a dual-stack socket), or an IPv6 address's /64, what one host or
+/// site is usually given, so that a client cannot take slots by cycling
+/// through the addresses of its own network.
+fn client_key(address: IpAddr) -> IpAddr {
+    match address.to_canonical() {
+        IpAddr::V6(v6) => {
+            let [a, b, c, d, ..] = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(a, b, c, d, 0, 0, 0, 0))
+        }
+        v4 @ IpAddr::V4(_) => v4,
     }
 }
 
@@ -481,17 +497,38 @@ mod tests {
         let slots = Arc::new(Slots::new(3, 2));
         let (one, two, three): (IpAddr, IpAddr, IpAddr) =
             ("127.0.0.2".parse().unwrap(), "127.0.0.3".parse().unwrap(), "127.0.0.4".parse().unwrap());
-        let first = slots.take(one).unwrap();
-        let _second = slots.take(one).unwrap();
-        assert!(slots.take(one).is_none(), "per-address cap");
+        let first = slots.take(one, true).unwrap();
+        let _second = slots.take(one, true).unwrap();
+        assert!(slots.take(one, true).is_none(), "per-address cap");
         // The same client over a dual-stack socket counts as the same address.
-        assert!(slots.take("::ffff:127.0.0.2".parse().unwrap()).is_none());
-        let _third = slots.take(two).unwrap();
-        assert!(slots.take(three).is_none(), "overall cap");
+        assert!(slots.take("::ffff:127.0.0.2".parse().unwrap(), true).is_none());
+        let _third = slots.take(two, true).unwrap();
+        assert!(slots.take(three, true).is_none(), "overall cap");
         drop(first);
-        assert!(slots.take(three).is_some(), "a slot comes back when its connection ends");
+        assert!(slots.take(three, true).is_some(), "a slot comes back when its connection ends");
         let open = slots.open.lock().unwrap();
         assert_eq!((open.total, open.by_address.len()), (2, 2));
+    }
+
+    #[test]
+    fn an_ipv6_network_counts_as_one_address_and_a_trusted_proxy_only_against_the_total() {
+        let slots = Arc::new(Slots::new(3, 2));
+        let in_one_64: Vec<IpAddr> = ["2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:ffff::9"]
+            .iter()
+            .map(|ip| ip.parse().unwrap())
+            .collect();
+        let _held: Vec<Slot> = in_one_64.iter().take(2).map(|ip| slots.take(*ip, true).unwrap()).collect();
+        assert!(slots.take(in_one_64[2], true).is_none(), "another address of the same /64");
+        assert!(slots.take("2001:db8:1:3::1".parse().unwrap(), true).is_some(), "another /64");
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let _proxied = slots.take(proxy, false).unwrap();
+        assert!(slots.take(proxy, true).is_none(), "full: the total is reached");
+        drop(_held);
+        let _more: Vec<Slot> = (0..2).map(|_| slots.take(proxy, false).unwrap()).collect();
+        assert!(
+            slots.take(proxy, false).is_none(),
+            "three from the proxy, beyond the per-address cap of two; the overall cap still holds"
+        );
     }
 
     #[test]
