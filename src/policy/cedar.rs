@@ -133,7 +133,9 @@ impl Rules {
         }
         let validation = Validator::new(schema.clone()).validate(&policies, ValidationMode::Strict);
         if !validation.validation_passed() {
-            let errors: Vec<String> = validation.validation_errors().map(|error| format!("{error}")).collect();
+            // Sorted: the validator's order is not stable from one run to the next.
+            let mut errors: Vec<String> = validation.validation_errors().map(|error| format!("{error}")).collect();
+            errors.sort();
             return Err(PolicyError::Rules(format!("rules do not match the schema: {}", errors.join("; "))));
         }
         let inert = validation
