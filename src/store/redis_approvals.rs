@@ -47,13 +47,15 @@ redis.call('EXPIREAT', KEYS[2], ARGV[5])
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[1])
 redis.call('ZADD', KEYS[4], ARGV[4], ARGV[2])
-redis.call('EXPIREAT', KEYS[4], ARGV[5])
+redis.call('EXPIREAT', KEYS[4], ARGV[5], 'NX')
+redis.call('EXPIREAT', KEYS[4], ARGV[5], 'GT')
 redis.call('SET', KEYS[1], ARGV[4] .. ' ' .. ARGV[2], 'EXAT', ARGV[5])
 for index = 5, 6 do
   redis.call('ZADD', KEYS[index], 0, ARGV[7])
   redis.call('ZREMRANGEBYLEX', KEYS[index], '-', ARGV[8])
 end
-redis.call('EXPIREAT', KEYS[6], ARGV[5])
+redis.call('EXPIREAT', KEYS[6], ARGV[5], 'NX')
+redis.call('EXPIREAT', KEYS[6], ARGV[5], 'GT')
 return {0, ARGV[2]}
 ";
 
@@ -63,6 +65,11 @@ return {0, ARGV[2]}
 /// the agent's), of the new state (all, the agent's). ARGV: the expected
 /// state, the next state, the next record, the id, the listing member,
 /// keep-until, expiry, the listings' pruning bound.
+///
+/// In both scripts a shared set or listing keeps the latest keep-until of
+/// its members (`EXPIREAT … NX` for a key new here, `GT` for one that
+/// exists), never an earlier one: a member decided late must not take the
+/// others with it.
 const TRANSITION_SCRIPT: &str = r"
 if redis.call('HGET', KEYS[1], 'state') ~= ARGV[1] then
   return 0
@@ -82,7 +89,8 @@ if ARGV[1] ~= ARGV[2] then
     redis.call('ZADD', KEYS[index], 0, ARGV[5])
     redis.call('ZREMRANGEBYLEX', KEYS[index], '-', ARGV[8])
   end
-  redis.call('EXPIREAT', KEYS[8], ARGV[6])
+  redis.call('EXPIREAT', KEYS[8], ARGV[6], 'NX')
+  redis.call('EXPIREAT', KEYS[8], ARGV[6], 'GT')
 end
 return 1
 ";
