@@ -544,7 +544,11 @@ impl AuditStore for RedisStore {
         // A trace finds the token while it lives and as long as its stream
         // entry is kept.
         let retained = event.time.plus(self.retention.as_seconds());
-        let issued_expiry = expiry(event.expires_at.map_or(retained, |expires_at| expires_at.max(retained)));
+        // Past the token's end by the same margin as revocations, so that a
+        // Redis clock a little ahead, or a verifier's leeway, never finds a
+        // live token without its evidence.
+        let lives_until = event.expires_at.map(|expires_at| expires_at.plus(KEEP_AFTER_END));
+        let issued_expiry = expiry(lives_until.map_or(retained, |until| until.max(retained)));
         let mut command = ::redis::cmd("EVAL");
         command
             .arg(RECORD_SCRIPT)
