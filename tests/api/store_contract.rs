@@ -393,10 +393,11 @@ where
     let now = SystemClock.now();
     let id = |text: &str| format!("{tag}-{text}");
     let agent = id("retained");
-    let old = now.plus(-10);
+    let old = now.plus(-1000);
     store.record(event(old, &agent, "junk", None, None)).await.unwrap();
     let mut dead = event(old, &agent, "s", Some(&id("expired")), None);
-    dead.expires_at = Some(now.plus(-5));
+    // Expired longer ago than any store's margin past a token's end.
+    dead.expires_at = Some(now.plus(-500));
     store.record(dead).await.unwrap();
     let mut alive = event(old, &agent, "s", Some(&id("alive")), None);
     alive.expires_at = Some(now.plus(600));
