@@ -502,6 +502,30 @@ async fn a_child_minted_after_its_parents_cutoff_stays_dead_after_reinstatement(
     assert_eq!(exchange(harness, "b", &chain.hops[0], "c").await.status, 200);
 }
 
+/// The ancestor rule alone, without a block or a reinstatement to hide it: a
+/// cut-off for c between the parent addressed to c and the child c obtained
+/// kills the child, because c is counted from the first token that named it.
+#[tokio::test]
+async fn an_agent_is_counted_from_the_first_token_of_the_lineage_that_named_it() {
+    use baton::store::{Blocking, Cutoff, Principal, RevocationStore};
+    let chain = four_hops().await;
+    let harness = &chain.harness;
+    let parent = claims_of(&chain.hops[1]).delegation.iat_micros.unwrap();
+    let child = claims_of(&chain.hops[2]).delegation.iat_micros.unwrap();
+    assert!(parent < child);
+    // Keep: no block, only the cut-off, at the parent's own instant.
+    let cutoff = Cutoff { at: parent, until: START.plus(86_400), block: Blocking::Keep };
+    harness.store.deprovision(&Principal::Agent("c".into()), &cutoff).await.unwrap();
+    // The child was minted after the cut-off, yet dies with the parent that named c.
+    assert_eq!(introspect(harness, &chain.hops[3]).await, json!({"active": false}));
+    exchange(harness, "d", &chain.hops[2], "https://api.example").await.assert_error(400, "invalid_request");
+    // c itself is not blocked: a chain that names c only after the cut-off lives.
+    let fresh = exchange(harness, "b", &chain.hops[0], "c").await;
+    assert_eq!(fresh.status, 200, "{}", fresh.body);
+    let fresh_child = exchange(harness, "c", fresh.token(), "d").await;
+    assert_eq!(fresh_child.status, 200, "{}", fresh_child.body);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trace_says_when_it_stopped_at_its_node_limit() {
     use baton::store::{AuditDecision, AuditFilter, AuditStore};
