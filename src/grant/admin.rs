@@ -230,8 +230,11 @@ impl Broker {
         // each token at its issue instant (an event recorded before issue
         // instants were: the first microsecond of its second).
         let instant = |step: &AuditEvent| step.iat_micros.unwrap_or(UnixMicros::start_of(step.time));
-        let mut lineage =
-            Lineage { jtis: path.iter().rev().filter_map(|step| step.jti.clone()).collect(), principals: Vec::new() };
+        // The tokens of the path, newest first, then what the root came from:
+        // a person's sign-in, which a revocation can name too.
+        let jtis = path.iter().rev().filter_map(|step| step.jti.clone());
+        let sign_in = path.first().and_then(|root| root.parent_jti.clone());
+        let mut lineage = Lineage { jtis: jtis.chain(sign_in).collect(), principals: Vec::new() };
         if let (Some(subject), Some(root)) = (&event.subject, path.first()) {
             lineage.name(Principal::Subject(subject.clone()), instant(root));
         }
