@@ -606,3 +606,38 @@ async fn a_provider_token_with_its_own_history_or_key_or_from_the_future_is_refu
     let body = client.exchange("orchestrator", &key, (&ahead, ID_TOKEN), &to_planner).await;
     assert!(body["access_token"].is_string(), "{body}");
 }
+
+/// Revoking a person's sign-in (by its `jti`, through the admin API) kills
+/// the chain it started, and the trace says so as introspection would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_sign_in_shows_its_chain_revoked_in_the_trace() {
+    let mut provider = IdentityProvider::start();
+    let broker = broker_trusting(&provider.issuer).await;
+    let client = Client { http: reqwest::Client::new(), url: broker.url.clone() };
+    let id_token = provider.sign_in("alice");
+    let (orchestrator, planner) = (ProofKey::generate().unwrap(), ProofKey::generate().unwrap());
+    let hop1 = client.exchange("orchestrator", &orchestrator, (&id_token, ID_TOKEN), &[("audience", "planner")]).await;
+    let hop1 = hop1["access_token"].as_str().unwrap_or_else(|| panic!("{hop1}")).to_owned();
+    let claims = claims_of(&hop1);
+    let trace = || async {
+        let url = format!("{}/admin/trace/{}", broker.url, claims.jti.0);
+        let response = client.http.get(url).bearer_auth(ADMIN).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.json::<Value>().await.unwrap()
+    };
+    assert_eq!(trace().await["token"]["status"], "active");
+
+    let sign_in = &claims.delegation.hops[0].jti;
+    let response = client
+        .http
+        .post(format!("{}/admin/revoke", broker.url))
+        .bearer_auth(ADMIN)
+        .json(&json!({"jti": sign_in.0}))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.text().await.unwrap());
+    assert_eq!(trace().await["token"]["status"], "revoked");
+    let refused = client.exchange("planner", &planner, (&hop1, ACCESS_TOKEN), &[("audience", "booker")]).await;
+    assert_refused(&refused, "a chain whose sign-in was revoked");
+}
