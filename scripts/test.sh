@@ -139,11 +139,15 @@ check() {
     local name=$1
     shift
     section "$name"
+    local started=$SECONDS
     if ! "$@"; then
         echo "FAILED: $name" >&2
         failed+=("$name")
     fi
+    timings+=("$(printf '%-18s %4d s' "$name" $((SECONDS - started)))")
 }
+
+timings=()
 
 install_system_packages
 install_rust_components
@@ -155,6 +159,10 @@ check "rustfmt" cargo fmt --check
 check "doctests" cargo test --doc --locked
 # The examples' binaries, which tests/api/examples.rs runs as a user would.
 check "examples" cargo build --examples --locked
+section "Time so far (the suite's own time closes its summary)"
+printf '%s\n' "${timings[@]}"
+printf '%-18s %4d s\n' "all, so far" "$SECONDS"
+
 # The test suite runs last, so that its summary closes the output.
 if cargo nextest --version >/dev/null 2>&1; then
     check "tests (nextest)" cargo nextest run --locked --all-targets --no-fail-fast
