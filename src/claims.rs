@@ -280,7 +280,7 @@ pub struct Hop {
     pub iat_micros: Option<UnixMicros>,
 }
 
-/// A person's approval of one token request (issue 7): which approval, who
+/// A person's approval of one token request: which approval, who
 /// gave it and when.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,5 +1,5 @@
 //! `baton approvals list|approve|deny`: approvers decide pending requests
-//! (issue 7) through the admin API, authenticated with the admin token.
+//! through the admin API, authenticated with the admin token.
 
 use std::path::PathBuf;
 

@@ -1,4 +1,4 @@
-//! Human approval at impact thresholds (issue 7), at the token endpoint.
+//! Human approval at impact thresholds, at the token endpoint.
 //!
 //! After the policy granted, a grant whose scopes include one marked for
 //! approval is not issued at once. A request without `approval_id` creates a

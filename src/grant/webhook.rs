@@ -1,4 +1,4 @@
-//! Announcing new pending approvals to the approvers (issue 7): one JSON
+//! Announcing new pending approvals to the approvers: one JSON
 //! `POST` to a configured URL per approval, sent in the background with a
 //! bounded timeout. A webhook that fails is logged and changes nothing: the
 //! request already got its `authorization_pending`, and approvers can list

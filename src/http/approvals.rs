@@ -1,4 +1,4 @@
-//! Approvals over HTTP (issue 7): the `authorization_pending` answer of the
+//! Approvals over HTTP: the `authorization_pending` answer of the
 //! token endpoint, with the fields a polling client needs, and the admin
 //! routes where approvers list, approve and deny.
 

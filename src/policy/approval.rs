@@ -1,4 +1,4 @@
-//! Which granted scopes need a person's approval (issue 7), by either of two
+//! Which granted scopes need a person's approval, by either of two
 //! marks:
 //!
 //! - `approval = ["scope", …]` on a resource in `resources.toml`: the scope

@@ -99,7 +99,7 @@ pub struct Rules {
     entities: Entities,
     authorizer: Authorizer,
     /// Permit rules annotated `@approval("…")`, by id, with the annotation's
-    /// text: a scope they permit needs a person's approval (issue 7).
+    /// text: a scope they permit needs a person's approval.
     approvals: HashMap<String, String>,
 }
 

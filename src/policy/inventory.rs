@@ -97,7 +97,7 @@ pub struct Resource {
     /// Lifetime of tokens addressed to it, in seconds.
     pub token_ttl: i64,
     /// Its scopes that a person must approve before a token carrying them is
-    /// issued for this API (issue 7).
+    /// issued for this API.
     pub approval: ScopeSet,
     /// How the API authenticates to introspect tokens addressed to it, if it does.
     pub introspection: Option<(String, Credentials)>,

@@ -1,4 +1,4 @@
-//! Pending human approvals (issue 7): what an approval covers, its state, and
+//! Pending human approvals: what an approval covers, its state, and
 //! the trait every state store implements so that an approval asked on one
 //! broker node can be decided and used on another.
 //!

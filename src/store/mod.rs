@@ -368,7 +368,7 @@ pub enum AuditDecision {
     Refused,
     /// A token was revoked or a principal deprovisioned.
     Revoked,
-    /// A token request waits for a person's approval (issue 7).
+    /// A token request waits for a person's approval.
     Pending,
     /// A person approved a pending request.
     Approved,
