@@ -198,7 +198,7 @@ fn costs(c: &mut Criterion) {
                     ("subject_token", &fixture.hop1),
                     ("subject_token_type", ACCESS_TOKEN),
                     ("resource", "https://api.airline.example"),
-                    // flights.book would wait for a person's approval (issue 7).
+                    // flights.book would wait for a person's approval.
                     ("scope", "flights.read"),
                 ],
             ))

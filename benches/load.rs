@@ -54,7 +54,7 @@ const KEY_ID: &str = "load-key-1";
 /// at most 300 s, RFC 7523 §3 item 4).
 const ASSERTION_LIFETIME: i64 = 290;
 
-// The issue's targets and reference figures (issue 5), for the table.
+// The performance targets and reference figures, for the table.
 const TARGET_EXCHANGE_EMBEDDED: f64 = 12_000.0;
 const TARGET_EXCHANGE_REDIS: f64 = 10_000.0;
 const TARGET_INTROSPECTION: f64 = 15_000.0;
@@ -770,7 +770,7 @@ impl Broker {
             let path = entry.unwrap().path();
             if path.is_file() {
                 // The booking is measured as a machine-paced exchange: the
-                // person's approval the example asks for (issue 7) is left out.
+                // person's approval the example asks for is left out.
                 let text = std::fs::read_to_string(&path)
                     .unwrap()
                     .replace("expires = 2030-06-30", "expires = 9999-12-31")
