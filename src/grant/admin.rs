@@ -107,16 +107,9 @@ impl Broker {
         // Unknown here (issued before the audit trail, or by another
         // deployment): cover the longest lifetime any token can have.
         let until = issued.and_then(|event| event.expires_at).unwrap_or(now.plus(crate::token::MAX_LIFETIME));
-        let Some(_revoking) = self.revoking.claim(jti) else {
+        let Some(_recording) = self.revoke_once(jti, until, RevokedVia::Admin).await? else {
             return Ok(until);
         };
-        let first = self.stores.revocation.revoke(jti, until).await?;
-        if !first && self.revocation_recorded(jti).await? {
-            return Ok(until);
-        }
-        if first {
-            self.metrics().count_revocation(RevokedVia::Admin);
-        }
         let mut event = super::Evidence { grant_type: "admin_revoke".into(), ..Default::default() }.event(
             now,
             AuditDecision::Revoked,

@@ -30,7 +30,13 @@ pub(super) fn claimed_client(authorization: Option<&str>, params: &TokenParams) 
         params.get("client_assertion").and_then(|assertion| {
             let payload = assertion.split('.').nth(1)?;
             let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
-            serde_json::from_slice::<serde_json::Value>(&json).ok()?.get("iss")?.as_str().map(str::to_owned)
+            // Only `iss` is read: the rest is not built, and the assertion
+            // is verified, whole, by client authentication.
+            #[derive(serde::Deserialize)]
+            struct Issuer {
+                iss: String,
+            }
+            serde_json::from_slice::<Issuer>(&json).ok().map(|issuer| issuer.iss)
         })
     };
     from_basic.or_else(|| params.get("client_id").map(str::to_owned)).or_else(from_assertion)
@@ -151,9 +157,10 @@ impl Broker {
         params: &TokenParams,
         client_address: Option<&str>,
     ) -> Result<AuthenticatedClient, GrantError> {
-        let outcome = self.authenticate_in(policy, authorization, params, client_address).await;
+        let claimed = claimed_client(authorization, params);
+        let outcome = self.authenticate_in(policy, authorization, params, claimed.as_deref(), client_address).await;
         if let Err(error) = &outcome {
-            let claimed = claimed_client(authorization, params).map(|id| super::clip(&id));
+            let claimed = claimed.as_deref().map(super::clip);
             if proves_identity(error) {
                 // The agent is known for certain: an event of its own, and
                 // a refusal that cannot be recorded is not answered either.
@@ -181,6 +188,7 @@ impl Broker {
         policy: &Policy,
         authorization: Option<&str>,
         params: &TokenParams,
+        claimed: Option<&str>,
         client_address: Option<&str>,
     ) -> Result<AuthenticatedClient, GrantError> {
         /// A throttle key's claimed client is cut shorter than evidence is:
@@ -189,19 +197,12 @@ impl Broker {
         let Some(origin) = throttle::Origin::of(client_address) else {
             return self.verify_client(policy, authorization, params).await;
         };
-        let mut claimed = claimed_client(authorization, params).unwrap_or_default();
-        if claimed.len() > KEY_BYTES {
-            let mut end = KEY_BYTES;
-            while !claimed.is_char_boundary(end) {
-                end -= 1;
-            }
-            claimed.truncate(end);
-        }
-        self.throttle.check(origin, &claimed)?;
+        let claimed = super::prefix(claimed.unwrap_or_default(), KEY_BYTES);
+        self.throttle.check(origin, claimed)?;
         let outcome = self.verify_client(policy, authorization, params).await;
         match &outcome {
-            Ok(_) => self.throttle.succeeded(origin, &claimed),
-            Err(GrantError::Client(error)) if error.spends_budget() => self.throttle.failed(origin, &claimed),
+            Ok(_) => self.throttle.succeeded(origin, claimed),
+            Err(GrantError::Client(error)) if error.spends_budget() => self.throttle.failed(origin, claimed),
             Err(_) => {}
         }
         outcome

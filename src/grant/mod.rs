@@ -240,11 +240,17 @@ pub(crate) fn clip(text: &str) -> String {
     if text.len() <= MAX {
         return text.to_owned();
     }
-    let mut end = MAX;
+    format!("{}…", prefix(text, MAX))
+}
+
+/// The longest start of `text` of at most `max` bytes that ends on a
+/// character boundary.
+pub(crate) fn prefix(text: &str, max: usize) -> &str {
+    let mut end = max.min(text.len());
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}…", text.get(..end).unwrap_or_default())
+    text.get(..end).unwrap_or_default()
 }
 
 /// A token the grant handlers minted, with what the audit trail needs.
@@ -435,7 +441,8 @@ impl Broker {
         let params = &request.params;
         // Until authentication succeeds, the evidence names the client the
         // request claims to be, so that attempts against one client show.
-        evidence.claimed_client = claimed_client(request.authorization.as_deref(), params).map(|id| clip(&id));
+        let claimed = claimed_client(request.authorization.as_deref(), params);
+        evidence.claimed_client = claimed.as_deref().map(clip);
         let grant_type = params.require("grant_type")?;
         evidence.grant_type = clip(grant_type);
         evidence.scopes_asked = params.get("scope").map(clip);
@@ -443,7 +450,8 @@ impl Broker {
             return Err(RequestError::UnsupportedGrantType.into());
         }
         let address = request.client_address.as_deref();
-        let client = self.authenticate_in(policy, request.authorization.as_deref(), params, address).await?;
+        let client =
+            self.authenticate_in(policy, request.authorization.as_deref(), params, claimed.as_deref(), address).await?;
         evidence.agent = Some(client.id().to_owned());
         // RFC 6749 §5.2: an API's introspection credentials obtain no tokens.
         let agent = client.into_agent().ok_or(ClientAuthError::NotAnAgent)?;

@@ -5,6 +5,7 @@
 use super::{Broker, Evidence, GrantError, TokenParams};
 use crate::claims::{Claims, TokenId};
 use crate::client_auth::ClientAuthError;
+use crate::clock::UnixTime;
 use crate::metrics::{DeprovisionCause, RevokedVia};
 use crate::store::{AuditDecision, AuditFilter, Blocking, Cutoff, Principal, StoreError};
 
@@ -43,20 +44,13 @@ impl Broker {
             self.record(std::mem::take(&mut evidence).refused(self.now(), &error, client_address)).await?;
             return Err(error);
         }
-        let Some(_revoking) = self.revoking.claim(&claims.jti) else {
-            // Being revoked by another call on this node right now.
-            return Ok(());
-        };
         // Descendants never outlive the revoked token: its expiry bounds the entry.
-        let first = self.stores.revocation.revoke(&claims.jti, claims.exp).await?;
-        if !first && self.revocation_recorded(&claims.jti).await? {
+        let via = RevokedVia::RevocationEndpoint;
+        let Some(_recording) = self.revoke_once(&claims.jti, claims.exp, via).await? else {
             // Already revoked: still 200 (RFC 7009 §2.2), but nothing new
             // happened, so no new evidence that would crowd out the rest.
             return Ok(());
-        }
-        if first {
-            self.metrics().count_revocation(RevokedVia::RevocationEndpoint);
-        }
+        };
         let mut event = evidence.event(self.now(), AuditDecision::Revoked, None, client_address);
         event.jti = Some(claims.jti.clone());
         event.expires_at = Some(claims.exp);
@@ -64,11 +58,33 @@ impl Broker {
         Ok(())
     }
 
-    /// Whether the revocation of `jti` is in the audit trail. A revocation
-    /// whose event never landed (its answer was lost, or the record failed,
-    /// and the caller was told 503) is recorded by the next call that finds
-    /// the token already revoked: no revocation stays without evidence.
-    pub(super) async fn revocation_recorded(&self, jti: &TokenId) -> Result<bool, StoreError> {
+    /// Revokes `jti` until `until`, and tells whether this call is the one
+    /// to record it (`None`: it is not). Every call writes the revocation,
+    /// so that no call answers success for one that was not kept; the event
+    /// is written by the first, or by a later call that finds the first
+    /// one's event never landed (its answer was lost, or its record failed
+    /// and its caller was told 503), so no revocation stays without
+    /// evidence. A call that meets another on this node recording the same
+    /// token leaves the event to it.
+    pub(super) async fn revoke_once(
+        &self,
+        jti: &TokenId,
+        until: UnixTime,
+        via: RevokedVia,
+    ) -> Result<Option<RevokingClaim<'_>>, StoreError> {
+        let first = self.stores.revocation.revoke(jti, until).await?;
+        if first {
+            self.metrics().count_revocation(via);
+        }
+        let Some(claim) = self.revoking.claim(jti) else { return Ok(None) };
+        if !first && self.revocation_recorded(jti).await? {
+            return Ok(None);
+        }
+        Ok(Some(claim))
+    }
+
+    /// Whether the revocation of `jti` is in the audit trail.
+    async fn revocation_recorded(&self, jti: &TokenId) -> Result<bool, StoreError> {
         let filter = AuditFilter {
             jti: Some(jti.clone()),
             decision: Some(AuditDecision::Revoked),
@@ -178,7 +194,8 @@ fn holds(agent: &str, claims: &Claims) -> bool {
 #[derive(Debug, Default)]
 pub(crate) struct Revoking(std::sync::Mutex<std::collections::HashSet<TokenId>>);
 
-/// A token claimed in [`Revoking`] until dropped.
+/// A token claimed in [`Revoking`] until dropped: held by the call that
+/// records its revocation until the record is done.
 pub(crate) struct RevokingClaim<'a> {
     revoking: &'a Revoking,
     jti: TokenId,

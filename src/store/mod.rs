@@ -410,6 +410,17 @@ impl AuditFilter {
     /// a busy agent's day stays a bounded read.
     pub const MAX_COUNT: usize = 100_000;
 
+    /// The issuance event of token `jti`, looked for among every event that
+    /// names it.
+    pub fn issuance_of(jti: &TokenId) -> AuditFilter {
+        AuditFilter {
+            jti: Some(jti.clone()),
+            decision: Some(AuditDecision::Issued),
+            limit: Some(1),
+            ..AuditFilter::default()
+        }
+    }
+
     /// The effective limit.
     pub fn limit(&self) -> usize {
         self.limit.unwrap_or(Self::MAX_LIMIT).clamp(1, Self::MAX_LIMIT)
@@ -446,13 +457,7 @@ pub trait AuditStore: Send + Sync {
     /// the token can hide it. The default asks [`AuditStore::query`] for it
     /// by decision, which is correct but reads every event naming `jti`.
     async fn issued(&self, jti: &TokenId) -> Result<Option<AuditEvent>, StoreError> {
-        let filter = AuditFilter {
-            jti: Some(jti.clone()),
-            decision: Some(AuditDecision::Issued),
-            limit: Some(1),
-            ..AuditFilter::default()
-        };
-        Ok(self.query(&filter).await?.into_iter().next())
+        Ok(self.query(&AuditFilter::issuance_of(jti)).await?.into_iter().next())
     }
 
     /// The issuance events of tokens exchanged from `parent`, at most `limit`

@@ -600,13 +600,7 @@ impl AuditStore for RedisStore {
         }
         // Recorded before issuance keys existed: the token's index list,
         // read whole for its issuance.
-        let filter = AuditFilter {
-            jti: Some(jti.clone()),
-            decision: Some(AuditDecision::Issued),
-            limit: Some(1),
-            ..AuditFilter::default()
-        };
-        Ok(self.query(&filter).await?.into_iter().next())
+        Ok(self.query(&AuditFilter::issuance_of(jti)).await?.into_iter().next())
     }
 
     async fn children(&self, parent: &TokenId, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
