@@ -94,13 +94,19 @@ impl Origin {
     pub(crate) fn of(address: Option<&str>) -> Option<Origin> {
         let text = address?;
         let ip = text.parse::<SocketAddr>().map(|socket| socket.ip()).or_else(|_| text.parse::<IpAddr>()).ok()?;
-        Some(match ip {
+        Some(Origin::of_ip(ip))
+    }
+
+    /// The origin of a peer's IP address (an IPv4 client on a dual-stack
+    /// socket as the IPv4 address it is).
+    pub(crate) fn of_ip(ip: IpAddr) -> Origin {
+        match ip {
             IpAddr::V4(v4) => Origin::v4(v4, 32),
             IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
                 Some(v4) => Origin::v4(v4, 32),
                 None => Origin::v6(v6, 64),
             },
-        })
+        }
     }
 
     /// The network the origin is in: IPv4 /24, IPv6 /48.

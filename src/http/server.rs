@@ -41,6 +41,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tower::Service;
 
 use super::error::ErrorResponse;
+use crate::grant::throttle::Origin;
 use crate::grant::{Broker, RequestError};
 use crate::oauth::OAuthError;
 
@@ -404,7 +405,7 @@ struct Slots {
 #[derive(Default)]
 struct Open {
     total: usize,
-    by_address: HashMap<IpAddr, usize>,
+    by_address: HashMap<Origin, usize>,
 }
 
 impl Slots {
@@ -416,7 +417,9 @@ impl Slots {
     /// trusted proxy (`per_address: false`) speaks for many clients: only
     /// the overall cap applies to it, and the proxy bounds each client.
     fn take(self: &Arc<Self>, address: IpAddr, per_address: bool) -> Option<Slot> {
-        let address = client_key(address);
+        // What throttling counts by too: an IPv6 client by its /64, so that
+        // it cannot take slots by cycling through its network's addresses.
+        let address = Origin::of_ip(address);
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         let here = open.by_address.get(&address).copied().unwrap_or(0);
         if open.total >= self.max || (per_address && here >= self.per_address) {
@@ -428,24 +431,10 @@ impl Slots {
     }
 }
 
-/// What a connection counts against: an IPv4 address (also when it comes
-/// over a dual-stack socket), or an IPv6 address's /64, what one host or
-/// site is usually given, so that a client cannot take slots by cycling
-/// through the addresses of its own network.
-fn client_key(address: IpAddr) -> IpAddr {
-    match address.to_canonical() {
-        IpAddr::V6(v6) => {
-            let [a, b, c, d, ..] = v6.segments();
-            IpAddr::V6(std::net::Ipv6Addr::new(a, b, c, d, 0, 0, 0, 0))
-        }
-        v4 @ IpAddr::V4(_) => v4,
-    }
-}
-
 /// One open connection's place in [`Slots`], given back when dropped.
 struct Slot {
     slots: Arc<Slots>,
-    address: IpAddr,
+    address: Origin,
 }
 
 impl Drop for Slot {
