@@ -21,6 +21,7 @@
 
 #![warn(missing_docs)]
 
+pub mod app;
 pub mod chain;
 pub mod claims;
 pub mod cli;

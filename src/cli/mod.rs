@@ -5,18 +5,18 @@ pub mod admin;
 mod approvals;
 pub mod decode;
 mod policy;
-mod reload;
-pub mod serve;
+mod serve;
 mod trace;
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::app::lifetimes;
 use crate::clock::{Clock, SystemClock, UnixTime};
 use crate::config::{Config, ADMIN_TOKEN_VARIABLE, CONFIG_VARIABLE};
 use crate::keys;
-use crate::policy::{Lifetimes, Policy};
+use crate::policy::Policy;
 
 /// Baton: a token broker for delegation between AI agents.
 #[derive(Parser, Debug)]
@@ -380,9 +380,4 @@ fn load_config(path: Option<PathBuf>) -> Result<Config, String> {
     let default = PathBuf::from("baton.toml");
     let path = path.or_else(|| default.exists().then_some(default));
     Config::load(path.as_deref(), std::env::vars()).map_err(|error| error.to_string())
-}
-
-/// The policy's lifetimes from the config.
-pub fn lifetimes(config: &Config) -> Lifetimes {
-    Lifetimes { max_token_ttl: config.max_token_ttl, agent_token_ttl: config.agent_token_ttl }
 }

@@ -319,7 +319,7 @@ async fn an_expired_agent_is_retired_once_across_restarts_and_again_past_a_new_e
     let expiring = folder("2026-12-10");
     let harness = Harness::with(crate::harness::Options { policies: expiring.path().to_owned(), ..Default::default() });
     let data = tempfile::tempdir().unwrap();
-    let retire = baton::cli::serve::retire_expired_agents;
+    let retire = baton::app::retire_expired_agents;
     let expired_events = || async {
         let filter = AuditFilter { agent: Some("soon".into()), action: Some("expired".into()), ..Default::default() };
         harness.store.query(&filter).await.unwrap().len()

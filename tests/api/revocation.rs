@@ -317,7 +317,7 @@ async fn an_agent_removed_from_the_inventory_is_deprovisioned_in_the_store_and_s
     use baton::store::{Lineage, RevocationStore, Status};
     let chain = four_hops().await;
     let data = tempfile::tempdir().unwrap();
-    let serve = baton::cli::serve::deprovision_removed_agents;
+    let serve = baton::app::deprovision_removed_agents;
     assert!(serve(&chain.harness.broker, data.path()).await.unwrap().is_empty());
 
     let secret = secret_hash("s");

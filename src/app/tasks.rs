@@ -1,0 +1,83 @@
+//! The broker's background work: evidence flushed, the throttle pruned, keys
+//! reloaded, expired agents retired. Each loop runs until the process ends.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::grant::Broker;
+use crate::keys::{self, KeySet};
+
+/// Starts every background loop on the current runtime.
+pub(super) fn spawn(broker: &Arc<Broker>, config: &Config) {
+    tokio::spawn(reload_keys(broker.clone(), config.clone(), Arc::new(SystemClock)));
+    tokio::spawn(retire_expired_agents_every_minute(broker.clone(), config.data_dir.clone()));
+    tokio::spawn(flush_refusals_every_interval(broker.clone()));
+    tokio::spawn(prune_throttle_every_few_seconds(broker.clone()));
+}
+
+/// Every interval, writes the refusals of unauthenticated requests counted
+/// since the last as one audit event. Counts that cannot be written wait
+/// for the next interval.
+async fn flush_refusals_every_interval(broker: Arc<Broker>) {
+    let mut ticks = tokio::time::interval(broker.refusal_interval());
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        if let Err(error) = broker.flush_refusals().await {
+            tracing::warn!(%error, "refusals of unauthenticated requests not recorded yet; retrying");
+        }
+    }
+}
+
+/// Every few seconds, lets the throttle forget the budgets that are whole
+/// again, so that its tables rarely fill: a full table is pruned in the
+/// request too, but that costs the request.
+async fn prune_throttle_every_few_seconds(broker: Arc<Broker>) {
+    let mut ticks = tokio::time::interval(crate::grant::throttle::PRUNE_INTERVAL);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        broker.prune_throttle();
+    }
+}
+
+/// Reloads the key folder every few seconds, so that `baton keys rotate`
+/// takes effect without a restart and retired keys leave the JWKS on time.
+/// A folder that fails to load is logged and the keys in use stay.
+async fn reload_keys(broker: Arc<Broker>, config: Config, clock: Arc<dyn Clock>) {
+    let period = std::time::Duration::from_secs(keys::RELOAD_INTERVAL.unsigned_abs());
+    let mut ticks = tokio::time::interval(period);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        match KeySet::load(&config.keys_dir, config.max_token_ttl, clock.now()) {
+            Ok(keys) => {
+                if keys.signing().kid() != broker.keys().signing().kid() {
+                    tracing::info!(kid = %keys.signing().kid(), "signing with a new key");
+                }
+                broker.replace_keys(keys);
+            }
+            Err(error) => tracing::warn!(%error, "key folder did not reload; keeping the keys in use"),
+        }
+    }
+}
+
+/// Once a minute, from the start, records in the store the agents that have
+/// passed their `expires`, so that verifiers reading the store see their
+/// tokens dead.
+async fn retire_expired_agents_every_minute(broker: Arc<Broker>, data_dir: PathBuf) {
+    let mut ticks = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        ticks.tick().await;
+        match super::agents::retire_expired_agents(&broker, &data_dir).await {
+            Ok(retired) => {
+                for id in retired {
+                    tracing::info!(agent = %id, "agent past its expiry: its tokens are dead");
+                }
+            }
+            Err(error) => tracing::warn!(%error, "expired agents not recorded yet; retrying"),
+        }
+    }
+}
