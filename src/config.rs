@@ -220,7 +220,7 @@ impl Config {
             admin_token_sha256: raw.admin_token_sha256,
             dpop_nonce: raw.dpop_nonce.unwrap_or(false),
             approver: raw.approver.unwrap_or_default(),
-            approval_ttl: raw.approval_ttl.unwrap_or(crate::grant::approval::DEFAULT_APPROVAL_TTL),
+            approval_ttl: raw.approval_ttl.unwrap_or(crate::approvals::DEFAULT_APPROVAL_TTL),
             approval_webhook: raw.approval_webhook,
             clock_leeway_seconds: raw.clock_leeway_seconds.unwrap_or(DEFAULT_CLOCK_LEEWAY),
             auth_failures_per_client: raw.auth_failures_per_client.unwrap_or(throttle.per_client),
@@ -229,7 +229,7 @@ impl Config {
             refusal_max_keys: raw.refusal_max_keys.unwrap_or(refusals.max_keys),
             max_pending_approvals_per_agent: raw
                 .max_pending_approvals_per_agent
-                .unwrap_or(crate::grant::approval::DEFAULT_MAX_PENDING_PER_AGENT),
+                .unwrap_or(crate::approvals::DEFAULT_MAX_PENDING_PER_AGENT),
             header_timeout_ms: raw.header_timeout_ms.unwrap_or(5_000),
             body_timeout_ms: raw.body_timeout_ms.unwrap_or(10_000),
             idle_timeout_ms: raw.idle_timeout_ms.unwrap_or(60_000),

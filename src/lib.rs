@@ -21,7 +21,12 @@
 
 #![warn(missing_docs)]
 
+pub mod abuse;
+pub mod admin;
 pub mod app;
+pub mod approvals;
+mod audit;
+pub mod broker;
 pub mod chain;
 pub mod claims;
 pub mod cli;
@@ -29,12 +34,15 @@ pub mod client_auth;
 pub mod clock;
 pub mod config;
 pub mod dpop;
+pub mod governance;
 pub mod grant;
 pub mod http;
+pub mod introspection;
 pub mod keys;
 pub mod metrics;
 pub mod oauth;
 pub mod policy;
+pub mod revocation;
 pub mod store;
 pub mod token;
 pub mod upstream;

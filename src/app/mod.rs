@@ -11,9 +11,9 @@ pub use reload::DEBOUNCE;
 
 use std::sync::Arc;
 
+use crate::approvals::webhook::Webhook;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::grant::webhook::Webhook;
 use crate::grant::{ApprovalSettings, Broker, RefusalSettings, Settings, Stores, ThrottleSettings};
 use crate::keys::{self, KeySet};
 use crate::policy::{Lifetimes, Policy};

@@ -35,7 +35,7 @@ async fn flush_refusals_every_interval(broker: Arc<Broker>) {
 /// again, so that its tables rarely fill: a full table is pruned in the
 /// request too, but that costs the request.
 async fn prune_throttle_every_few_seconds(broker: Arc<Broker>) {
-    let mut ticks = tokio::time::interval(crate::grant::throttle::PRUNE_INTERVAL);
+    let mut ticks = tokio::time::interval(crate::abuse::throttle::PRUNE_INTERVAL);
     ticks.tick().await;
     loop {
         ticks.tick().await;

@@ -1,8 +1,9 @@
 //! `client_credentials` (RFC 6749 §4.4): an agent's own token, the root of a
 //! chain. `sub` is the agent, there is no `act`, depth is 0.
 
-use super::approval::{self, Asked};
-use super::{asked_scopes, named_target, Broker, Evidence, GrantError, Issued, TokenParams, CLIENT_CREDENTIALS};
+use super::{asked_scopes, named_target, Broker, GrantError, Issued, TokenParams, CLIENT_CREDENTIALS};
+use crate::approvals::{self as approval, Asked};
+use crate::audit::{clip, Evidence};
 use crate::chain::{self, Issuance};
 use crate::client_auth::AuthenticatedAgent;
 use crate::dpop::Proof;
@@ -20,7 +21,7 @@ pub(super) async fn handle(
     evidence.subject = Some(agent.id().to_owned());
     let requested = asked_scopes(params)?;
     let target = named_target(params)?;
-    evidence.target = target.map(super::clip);
+    evidence.target = target.map(clip);
     let now = broker.now();
     let ask = Ask {
         action: Action::Issue,

@@ -37,7 +37,7 @@ pub enum GrantError {
     Store(#[from] StoreError),
     /// The client may not revoke this token.
     #[error(transparent)]
-    NotAHolder(#[from] super::revocation::NotAHolder),
+    NotAHolder(#[from] crate::revocation::NotAHolder),
     /// The token could not be signed.
     #[error(transparent)]
     Mint(#[from] MintError),
@@ -50,11 +50,11 @@ pub enum GrantError {
     /// A scope needs a person's approval, which is pending, refused or
     /// does not cover this request.
     #[error(transparent)]
-    Approval(#[from] super::approval::ApprovalError),
+    Approval(#[from] crate::approvals::ApprovalError),
     /// The client's address failed to authenticate too often: refused
     /// without checking the credential (DESIGN.md §12).
     #[error(transparent)]
-    Throttled(#[from] super::throttle::Throttled),
+    Throttled(#[from] crate::abuse::throttle::Throttled),
 }
 
 /// A malformed token request.
@@ -139,4 +139,10 @@ pub enum Unacceptable {
     /// The person's name is that of a registered agent or resource.
     #[error("the person's name is a registered agent's or resource's")]
     SubjectIsRegistered,
+}
+
+impl crate::audit::Refusal for GrantError {
+    fn waits(&self) -> bool {
+        matches!(self, GrantError::Approval(crate::approvals::ApprovalError::Pending(_)))
+    }
 }

@@ -16,11 +16,12 @@
 //! granted scope needs one; and the child is made by [`chain::derive`] or
 //! [`chain::start`], which re-check every rule.
 
-use super::approval::{self, Asked};
 use super::{
-    asked_scopes, named_target, Broker, Evidence, GrantError, Issued, RequestError, TokenParams, Unacceptable,
-    ACCESS_TOKEN_TYPE, ID_TOKEN_TYPE, JWT_TOKEN_TYPE, TOKEN_EXCHANGE,
+    asked_scopes, named_target, Broker, GrantError, Issued, RequestError, TokenParams, Unacceptable, ACCESS_TOKEN_TYPE,
+    ID_TOKEN_TYPE, JWT_TOKEN_TYPE, TOKEN_EXCHANGE,
 };
+use crate::approvals::{self as approval, Asked};
+use crate::audit::{clip, Evidence};
 use crate::chain::{self, Issuance, Reentry};
 use crate::claims::{Claims, ScopeSet, TokenId};
 use crate::client_auth::AuthenticatedAgent;
@@ -121,7 +122,7 @@ pub(super) async fn handle(
     };
     let requested = asked_scopes(params)?;
     let target = named_target(params)?;
-    evidence.target = target.map(super::clip);
+    evidence.target = target.map(clip);
 
     // The subject token, and whether this agent may exchange it.
     let parent = match issuer_of(subject_token) {

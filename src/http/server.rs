@@ -41,7 +41,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tower::Service;
 
 use super::error::ErrorResponse;
-use crate::grant::throttle::Origin;
+use crate::abuse::throttle::Origin;
 use crate::grant::{Broker, RequestError};
 use crate::oauth::OAuthError;
 

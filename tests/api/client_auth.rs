@@ -369,7 +369,7 @@ async fn own_refusals(harness: &Harness) -> Vec<baton::store::AuditEvent> {
     events
         .into_iter()
         .filter(|event| event.decision == baton::store::AuditDecision::Refused)
-        .filter(|event| event.action != baton::grant::refusals::UNAUTHENTICATED_REFUSALS)
+        .filter(|event| event.action != baton::abuse::refusals::UNAUTHENTICATED_REFUSALS)
         .collect()
 }
 

@@ -89,7 +89,7 @@ impl Default for Options {
             approval_store: None,
             approver: Approver::Owner,
             approval_webhook: None,
-            max_pending_approvals: baton::grant::approval::DEFAULT_MAX_PENDING_PER_AGENT,
+            max_pending_approvals: baton::approvals::DEFAULT_MAX_PENDING_PER_AGENT,
             start: START,
             clock_leeway_seconds: 0,
         }
@@ -179,7 +179,7 @@ impl Harness {
             approver: approvals.approver,
             ttl: 600,
             max_pending_per_agent: approvals.max_pending_per_agent,
-            webhook: approvals.webhook.as_deref().map(|url| baton::grant::webhook::Webhook::new(url).unwrap()),
+            webhook: approvals.webhook.as_deref().map(|url| baton::approvals::webhook::Webhook::new(url).unwrap()),
         };
         let broker = Arc::new(
             Broker::new(settings.clone(), keys, policy, broker_stores, clock.clone()).with_approvals(approval_settings),

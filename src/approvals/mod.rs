@@ -16,118 +16,25 @@
 //! one ([`ApprovalError::TooManyPending`], audited like any refusal) until
 //! one is decided or expires.
 
-use std::sync::Arc;
+mod error;
+mod settings;
+pub mod webhook;
 
-use serde::Deserialize;
+pub use error::{ApprovalError, PendingApproval};
+pub use settings::{ApprovalSettings, Approver, DEFAULT_APPROVAL_TTL, DEFAULT_MAX_PENDING_PER_AGENT};
 
-use super::{clip, Broker, Evidence, GrantError, TokenParams};
+use crate::audit::{clip, Evidence};
 use crate::claims::HopApproval;
 use crate::clock::UnixTime;
+use crate::grant::{Broker, GrantError, TokenParams};
 use crate::policy::PolicyGrant;
 use crate::store::approvals::{ApprovalPage, ApprovalQuery, Creation};
-use crate::store::memory::MemoryStore;
-use crate::store::{
-    Approval, ApprovalId, ApprovalState, ApprovalStore, AuditApproval, AuditDecision, Decision, Fingerprint,
-};
+use crate::store::{Approval, ApprovalId, ApprovalState, AuditApproval, AuditDecision, Decision, Fingerprint};
 
 /// Seconds a client waits between two polls (CIBA Core §7.3 `interval`).
 pub const POLL_INTERVAL: i64 = 5;
-/// How long an approval can be decided and used, unless configured.
-pub const DEFAULT_APPROVAL_TTL: i64 = 600;
-/// How many approvals one agent may have pending at once, unless configured:
-/// enough for an agent waiting on a few people, few enough that one agent
-/// cannot flood its approvers or the store.
-pub const DEFAULT_MAX_PENDING_PER_AGENT: usize = 20;
 /// The request parameter carrying the approval's id, like CIBA's `auth_req_id`.
 pub const APPROVAL_ID: &str = "approval_id";
-
-/// Who decides a request that needs approval.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Approver {
-    /// The acting agent's owner, as registered in `agents.toml`.
-    #[default]
-    Owner,
-    /// The chain's subject: the person whose authority flows.
-    Subject,
-}
-
-/// How approvals are kept and announced.
-pub struct ApprovalSettings {
-    /// Where approvals live; shared by every node of a deployment.
-    pub store: Arc<dyn ApprovalStore>,
-    /// Who decides.
-    pub approver: Approver,
-    /// Seconds an approval stays usable.
-    pub ttl: i64,
-    /// How many approvals one agent may have pending at once; past it a new
-    /// request is refused, while a repeat of a pending one still gets its id.
-    pub max_pending_per_agent: usize,
-    /// Where new pending approvals are announced, if anywhere.
-    pub webhook: Option<super::webhook::Webhook>,
-}
-
-impl Default for ApprovalSettings {
-    /// In-process approvals: enough for one node and for tools; a served
-    /// broker is given its state store instead.
-    fn default() -> Self {
-        ApprovalSettings {
-            store: Arc::new(MemoryStore::new()),
-            approver: Approver::Owner,
-            ttl: DEFAULT_APPROVAL_TTL,
-            max_pending_per_agent: DEFAULT_MAX_PENDING_PER_AGENT,
-            webhook: None,
-        }
-    }
-}
-
-/// An approval the client should poll for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PendingApproval {
-    /// Its id, to send back as `approval_id`.
-    pub id: ApprovalId,
-    /// Seconds to wait between polls.
-    pub interval: i64,
-    /// Seconds until it expires.
-    pub expires_in: i64,
-}
-
-/// Why a request that needs approval gets no token (yet), or why an
-/// approver's decision is refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ApprovalError {
-    /// Waiting for the approver.
-    #[error("authorization pending: approval {} waits for a decision", .0.id)]
-    Pending(PendingApproval),
-    /// The approver denied the request.
-    #[error("the approver denied the request")]
-    Denied,
-    /// The approval expired before it was decided or used.
-    #[error("the approval expired")]
-    Expired,
-    /// No approval with that id is kept.
-    #[error("unknown approval id")]
-    Unknown,
-    /// The approval covers another request (subject, agent, parent, target or scopes differ).
-    #[error("the approval covers another request")]
-    Mismatch,
-    /// The approval was already used for a token.
-    #[error("the approval was already used")]
-    Used,
-    /// The admin API was asked about an approval that is not kept.
-    #[error("no approval with this id")]
-    NotFound,
-    /// The named approver is not the one configured for this request.
-    #[error("this approver may not decide this request")]
-    WrongApprover,
-    /// The approval was already decided.
-    #[error("the approval is already {}", .0.as_str())]
-    AlreadyDecided(ApprovalState),
-    /// The agent already has as many requests waiting for approval as
-    /// allowed: a new one is refused until one is decided or expires.
-    #[error("the agent has too many requests waiting for approval")]
-    TooManyPending,
-}
 
 /// The request a grant would answer, for its approval's fingerprint.
 pub(super) struct Asked<'a> {

@@ -4,10 +4,10 @@
 
 use serde::Serialize;
 
-use super::{Broker, GrantError, TokenParams};
 use crate::claims::{Actor, Confirmation, Delegation, ScopeSet, TokenId};
 use crate::client_auth::ClientAuthError;
 use crate::clock::UnixTime;
+use crate::grant::{Broker, GrantError, TokenParams};
 use crate::store::Status;
 
 /// An introspection response.

@@ -4,9 +4,10 @@
 
 use serde::Serialize;
 
-use super::{Broker, GrantError};
+use crate::audit::Evidence;
 use crate::claims::TokenId;
 use crate::clock::{UnixMicros, UnixTime};
+use crate::grant::{Broker, GrantError, CLIENT_CREDENTIALS, TOKEN_EXCHANGE};
 use crate::metrics::RevokedVia;
 use crate::policy::inventory::SecretHash;
 use crate::policy::lifecycle::{self, AgentWarning};
@@ -110,7 +111,7 @@ impl Broker {
         let Some(_recording) = self.revoke_once(jti, until, RevokedVia::Admin).await? else {
             return Ok(until);
         };
-        let mut event = super::Evidence { grant_type: "admin_revoke".into(), ..Default::default() }.event(
+        let mut event = Evidence { grant_type: "admin_revoke".into(), ..Default::default() }.event(
             now,
             AuditDecision::Revoked,
             None,
@@ -194,7 +195,7 @@ impl Broker {
     /// answer: the newest event of either grant type it made as the client.
     async fn last_token_request(&self, agent: &str) -> Result<Option<UnixTime>, StoreError> {
         let mut last = None;
-        for grant_type in [super::CLIENT_CREDENTIALS, super::TOKEN_EXCHANGE] {
+        for grant_type in [CLIENT_CREDENTIALS, TOKEN_EXCHANGE] {
             let filter = AuditFilter {
                 agent: Some(agent.to_owned()),
                 action: Some(grant_type.to_owned()),

@@ -2,17 +2,19 @@
 //! ancestors. Revoking a token revokes every token that descends from it:
 //! each descendant carries the revoked `jti` in its ancestry.
 
-use super::{Broker, Evidence, GrantError, TokenParams};
+mod error;
+mod in_flight;
+
+pub use error::NotAHolder;
+pub(crate) use in_flight::{Revoking, RevokingClaim};
+
+use crate::audit::Evidence;
 use crate::claims::{Claims, TokenId};
 use crate::client_auth::ClientAuthError;
 use crate::clock::UnixTime;
+use crate::grant::{Broker, GrantError, TokenParams};
 use crate::metrics::{DeprovisionCause, RevokedVia};
 use crate::store::{AuditDecision, AuditFilter, Blocking, Cutoff, Principal, StoreError};
-
-/// Why an authenticated client may not revoke a token.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the client holds neither the token nor any of its ancestors")]
-pub struct NotAHolder;
 
 impl Broker {
     /// Handles `POST /revoke`. Unknown, invalid or expired tokens get 200
@@ -185,33 +187,4 @@ fn holds(agent: &str, claims: &Claims) -> bool {
     claims.client_id == agent
         || claims.aud == agent
         || claims.delegation.hops.iter().any(|hop| hop.agent == agent || hop.aud == agent)
-}
-
-/// The tokens this node is revoking now, from the revocation's write to its
-/// event's, so that a concurrent call for the same token neither writes a
-/// second event nor takes the first call's event, not yet written, for one
-/// that was lost.
-#[derive(Debug, Default)]
-pub(crate) struct Revoking(std::sync::Mutex<std::collections::HashSet<TokenId>>);
-
-/// A token claimed in [`Revoking`] until dropped: held by the call that
-/// records its revocation until the record is done.
-pub(crate) struct RevokingClaim<'a> {
-    revoking: &'a Revoking,
-    jti: TokenId,
-}
-
-impl Revoking {
-    /// Claims `jti`; `None` while another call holds it.
-    pub(crate) fn claim(&self, jti: &TokenId) -> Option<RevokingClaim<'_>> {
-        let mut revoking = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        revoking.insert(jti.clone()).then(|| RevokingClaim { revoking: self, jti: jti.clone() })
-    }
-}
-
-impl Drop for RevokingClaim<'_> {
-    fn drop(&mut self) {
-        let mut revoking = self.revoking.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        revoking.remove(&self.jti);
-    }
 }

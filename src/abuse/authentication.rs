@@ -1,21 +1,20 @@
 //! Client authentication at the token, introspection and revocation
-//! endpoints, as the grants see it (DESIGN.md §12): the credential checked
-//! (`client_auth`), failed attempts throttled per address and client
-//! (`throttle`), and the refusals of requests whose client never proved
-//! itself counted in aggregate (`refusals`) rather than one event each.
+//! endpoints (DESIGN.md §12): the credential checked (`client_auth`),
+//! failed attempts throttled per address and client (`throttle`), and the
+//! refusals of requests whose client never proved itself counted in
+//! aggregate (`refusals`) rather than one event each.
 
 use base64::Engine;
 
-use super::{
-    refusals, throttle, Broker, Evidence, GrantError, RefusalSettings, RequestError, ThrottleSettings, TokenParams,
-    CLIENT_AUTHENTICATION,
-};
+use super::{refusals, throttle, RefusalSettings, ThrottleSettings};
+use crate::audit::{clip, prefix, Evidence};
 use crate::client_auth::{self, AuthenticatedClient, CredentialFields};
+use crate::grant::{Broker, GrantError, RequestError, TokenParams, CLIENT_AUTHENTICATION};
 use crate::policy::Policy;
 use crate::store::StoreError;
 
 /// Whether a refusal came after the client proved its credential.
-pub(super) fn proves_identity(error: &GrantError) -> bool {
+pub(crate) fn proves_identity(error: &GrantError) -> bool {
     match error {
         GrantError::Client(error) => error.proves_identity(),
         _ => false,
@@ -24,7 +23,7 @@ pub(super) fn proves_identity(error: &GrantError) -> bool {
 
 /// The client id a request claims, by Basic credentials, `client_id`, or a
 /// client assertion's `iss` (read unverified: it is evidence, not identity).
-pub(super) fn claimed_client(authorization: Option<&str>, params: &TokenParams) -> Option<String> {
+pub(crate) fn claimed_client(authorization: Option<&str>, params: &TokenParams) -> Option<String> {
     let from_basic = authorization.and_then(client_auth::basic_client_id);
     let from_assertion = || {
         params.get("client_assertion").and_then(|assertion| {
@@ -48,7 +47,7 @@ pub(super) fn claimed_client(authorization: Option<&str>, params: &TokenParams) 
 /// and the budgets name the same origins.
 fn grouped(client_address: Option<&str>) -> Option<String> {
     let address = client_address?;
-    Some(throttle::Origin::of(Some(address)).map_or_else(|| super::clip(address), |origin| origin.to_string()))
+    Some(throttle::Origin::of(Some(address)).map_or_else(|| clip(address), |origin| origin.to_string()))
 }
 
 impl Broker {
@@ -94,7 +93,7 @@ impl Broker {
 
     /// Counts the refusal of a request whose client never authenticated,
     /// for the next aggregate event and the metrics.
-    pub(super) fn count_refusal(
+    pub(crate) fn count_refusal(
         &self,
         error: &GrantError,
         claimed_client: Option<String>,
@@ -160,7 +159,7 @@ impl Broker {
         let claimed = claimed_client(authorization, params);
         let outcome = self.authenticate_in(policy, authorization, params, claimed.as_deref(), client_address).await;
         if let Err(error) = &outcome {
-            let claimed = claimed.as_deref().map(super::clip);
+            let claimed = claimed.as_deref().map(clip);
             if proves_identity(error) {
                 // The agent is known for certain: an event of its own, and
                 // a refusal that cannot be recorded is not answered either.
@@ -183,7 +182,7 @@ impl Broker {
     /// request is refused before its credential is checked, so that
     /// guessing stays slow whatever the guess. The budgets are the caller's
     /// own address's: an agent elsewhere is never locked out by them.
-    pub(super) async fn authenticate_in(
+    pub(crate) async fn authenticate_in(
         &self,
         policy: &Policy,
         authorization: Option<&str>,
@@ -197,7 +196,7 @@ impl Broker {
         let Some(origin) = throttle::Origin::of(client_address) else {
             return self.verify_client(policy, authorization, params).await;
         };
-        let claimed = super::prefix(claimed.unwrap_or_default(), KEY_BYTES);
+        let claimed = prefix(claimed.unwrap_or_default(), KEY_BYTES);
         self.throttle.check(origin, claimed)?;
         let outcome = self.verify_client(policy, authorization, params).await;
         match &outcome {

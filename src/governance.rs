@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::Broker;
+use crate::grant::Broker;
 use crate::policy::explain::{ExplainError, Explanation, Question};
 use crate::policy::{Policy, PolicyError};
 

@@ -1,0 +1,93 @@
+//! Evidence (DESIGN.md §2.7): what is known of a request as it is
+//! processed, and the audit event it becomes, issued or refused. Request
+//! text is clipped before it is kept, so that a hostile request cannot
+//! flood the trail.
+
+use crate::claims::TokenId;
+use crate::clock::UnixTime;
+use crate::store::{Approval, AuditApproval, AuditDecision, AuditEvent};
+
+/// A refusal as the audit trail records it: its reason, and whether the
+/// request waits for a person rather than being refused.
+pub(crate) trait Refusal: std::fmt::Display {
+    /// Whether the request waits for a person's decision.
+    fn waits(&self) -> bool;
+}
+
+/// What is known of a request as it is processed, for its audit event.
+#[derive(Debug, Default)]
+pub(crate) struct Evidence {
+    pub(crate) grant_type: String,
+    pub(crate) claimed_client: Option<String>,
+    pub(crate) subject: Option<String>,
+    pub(crate) agent: Option<String>,
+    pub(crate) chain: Vec<String>,
+    pub(crate) target: Option<String>,
+    pub(crate) scopes_asked: Option<String>,
+    pub(crate) parent_jti: Option<TokenId>,
+    pub(crate) rules: Vec<String>,
+    pub(crate) approval: Option<AuditApproval>,
+    /// The approval this request spent, as it stood approved: not evidence,
+    /// but what to put back if no token leaves after all.
+    pub(crate) spent_approval: Option<Approval>,
+}
+
+impl Evidence {
+    /// The event of a refusal; a request put to a person is recorded as
+    /// waiting, not refused.
+    pub(crate) fn refused(self, time: UnixTime, refusal: &dyn Refusal, client_address: Option<String>) -> AuditEvent {
+        let decision = if refusal.waits() { AuditDecision::Pending } else { AuditDecision::Refused };
+        self.event(time, decision, Some(refusal.to_string()), client_address)
+    }
+
+    /// The event of this request with `decision`.
+    pub(crate) fn event(
+        self,
+        time: UnixTime,
+        decision: AuditDecision,
+        reason: Option<String>,
+        client_address: Option<String>,
+    ) -> AuditEvent {
+        AuditEvent {
+            time,
+            decision,
+            reason,
+            action: self.grant_type,
+            subject: self.subject,
+            agent: self.agent,
+            chain: self.chain,
+            target: self.target,
+            scopes_asked: self.scopes_asked,
+            scopes_granted: None,
+            jti: None,
+            parent_jti: self.parent_jti,
+            expires_at: None,
+            iat_micros: None,
+            rules: self.rules,
+            claimed_client: self.claimed_client,
+            client_address,
+            approval: self.approval,
+            refusals: Vec::new(),
+        }
+    }
+}
+
+/// Request text kept as evidence, cut to a bounded length so that a hostile
+/// request cannot flood the audit trail (or paste a token into it whole).
+pub(crate) fn clip(text: &str) -> String {
+    const MAX: usize = 256;
+    if text.len() <= MAX {
+        return text.to_owned();
+    }
+    format!("{}…", prefix(text, MAX))
+}
+
+/// The longest start of `text` of at most `max` bytes that ends on a
+/// character boundary.
+pub(crate) fn prefix(text: &str, max: usize) -> &str {
+    let mut end = max.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.get(..end).unwrap_or_default()
+}
