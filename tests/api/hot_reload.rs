@@ -125,8 +125,11 @@ async fn an_agent_removed_while_serving_is_deprovisioned_at_the_reload() {
     eventually("the booker's deprovisioning", || async { metric(&broker, removed).await == 1 }).await;
     let (status, gone) = token(&broker, "booker", &[("grant_type", "client_credentials")]).await;
     assert_eq!((status, gone["error"].as_str()), (401, Some("invalid_client")));
-    let known: Vec<String> =
-        serde_json::from_slice(&std::fs::read(broker.folder.path().join("data/known-agents.json")).unwrap()).unwrap();
+    // The inventory file is written right after the deprovisioning is counted.
+    let known_path = broker.folder.path().join("data/known-agents.json");
+    let known = || serde_json::from_slice::<Vec<String>>(&std::fs::read(&known_path).unwrap()).unwrap();
+    eventually("the inventory file's update", || async { !known().contains(&"booker".to_owned()) }).await;
+    let known = known();
     assert!(!known.contains(&"booker".to_owned()), "deprovisioned once, then forgotten: {known:?}");
 
     // Put back, it stays blocked until reinstated (as at a restart).
