@@ -6,6 +6,7 @@ use base64::Engine;
 use serde::Deserialize;
 
 use crate::clock::{Clock, UnixTime};
+use crate::jose::{self, JoseError};
 use crate::keys::{self, Algorithm};
 use crate::policy::{Client, Credentials, Inventory};
 use crate::store::{ReplayStore, StoreError, Use};
@@ -21,6 +22,9 @@ pub const MAX_ASSERTION_LIFETIME: i64 = 300;
 /// The oldest an assertion's `iat` may be when presented, in seconds,
 /// before the clock leeway: an assertion is made for one request.
 pub const MAX_ASSERTION_AGE: i64 = 300;
+
+/// The algorithms an assertion may be signed with: Baton's allow-list.
+const ALGORITHMS: [Algorithm; 2] = [Algorithm::Es256, Algorithm::EdDsa];
 
 /// The latest NumericDate read: the last second of the year 9999. Anything
 /// later, or before the epoch, is no time an assertion is really made at.
@@ -379,25 +383,6 @@ struct CheckedAssertion {
 }
 
 #[derive(Deserialize)]
-struct AssertionHeader {
-    alg: String,
-    #[serde(default)]
-    typ: Option<String>,
-    #[serde(default)]
-    kid: Option<String>,
-    #[serde(default)]
-    crit: Option<serde_json::Value>,
-    #[serde(default)]
-    jku: Option<serde_json::Value>,
-    #[serde(default)]
-    x5u: Option<serde_json::Value>,
-    #[serde(default)]
-    jwk: Option<serde_json::Value>,
-    #[serde(default)]
-    x5c: Option<serde_json::Value>,
-}
-
-#[derive(Deserialize)]
 struct AssertionClaims {
     iss: Option<String>,
     sub: Option<String>,
@@ -452,22 +437,18 @@ fn check_assertion(
     now: UnixTime,
 ) -> Result<CheckedAssertion, ClientAuthError> {
     const MALFORMED: ClientAuthError = ClientAuthError::Assertion("not a signed JWT");
-    if assertion.len() > 8 * 1024 {
-        return Err(ClientAuthError::Assertion("too large"));
-    }
-    let mut parts = assertion.split('.');
-    let (Some(header), Some(payload), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-        return Err(MALFORMED);
-    };
-    let decode = |part: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).map_err(|_| MALFORMED);
-    let header: AssertionHeader = serde_json::from_slice(&decode(header)?).map_err(|_| MALFORMED)?;
-    let algorithm = Algorithm::from_name(&header.alg).ok_or(ClientAuthError::Assertion("algorithm not allowed"))?;
-    if header.crit.is_some() {
+    let assertion = jose::parse(assertion, 8 * 1024).map_err(|error| match error {
+        JoseError::TooLarge => ClientAuthError::Assertion("too large"),
+        JoseError::Malformed | JoseError::BadSignature | JoseError::Payload => MALFORMED,
+    })?;
+    let header = assertion.header();
+    let algorithm = header.algorithm_in(&ALGORITHMS).ok_or(ClientAuthError::Assertion("algorithm not allowed"))?;
+    if header.is_critical() {
         return Err(ClientAuthError::Assertion("critical header parameters are not supported"));
     }
     // RFC 8725 §3.10: the key is the one registered for the client, never
     // one the assertion names or carries.
-    if header.jku.is_some() || header.x5u.is_some() || header.jwk.is_some() || header.x5c.is_some() {
+    if header.names_or_carries_key() {
         return Err(ClientAuthError::Assertion("the header names or carries a key"));
     }
     // A token of another kind (an access token, say) is never an assertion.
@@ -478,10 +459,12 @@ fn check_assertion(
     {
         return Err(ClientAuthError::Assertion("typ is not a client assertion's"));
     }
-    // The claims are read before the signature is checked only to find whose
-    // key to check it with; nothing else is trusted until it verifies.
-    let unverified: AssertionClaims = serde_json::from_slice(&decode(payload)?).map_err(|_| MALFORMED)?;
-    let client_id = unverified.iss.clone().ok_or(ClientAuthError::Assertion("missing iss"))?;
+    // RFC 7523 §3: the claims are read before the signature is checked only
+    // to find whose keys to check it with (`iss`); nothing else is trusted
+    // until it verifies, and the claims checked below are decoded from the
+    // verified payload.
+    let unverified: AssertionClaims = assertion.insecure_claims().map_err(|_| MALFORMED)?;
+    let client_id = unverified.iss.ok_or(ClientAuthError::Assertion("missing iss"))?;
     let client = context.inventory.client(&client_id).ok_or(ClientAuthError::UnknownClient)?;
     let Credentials::Keys(keys) = client.credentials() else {
         return Err(ClientAuthError::WrongMethod);
@@ -495,13 +478,18 @@ fn check_assertion(
     });
     let mut verified = None;
     for key in candidates {
-        if let Ok(payload) = crate::token::verified_payload(assertion, key) {
-            verified = Some(payload);
-            break;
+        match assertion.verify::<AssertionClaims>(key) {
+            Ok(claims) => {
+                verified = Some(claims);
+                break;
+            }
+            // Another registered key may be the one.
+            Err(JoseError::BadSignature) => {}
+            Err(JoseError::TooLarge | JoseError::Malformed | JoseError::Payload) => return Err(MALFORMED),
         }
     }
-    let payload = verified.ok_or(ClientAuthError::Assertion("signature does not verify with a registered key"))?;
-    let claims: AssertionClaims = serde_json::from_slice(&payload).map_err(|_| MALFORMED)?;
+    let claims =
+        verified.ok_or(ClientAuthError::Assertion("signature does not verify with a registered key"))?.into_claims();
     // Item 1 and 2: iss and sub are the client id.
     if claims.iss.as_deref() != Some(client_id.as_str()) || claims.sub.as_deref() != Some(client_id.as_str()) {
         return Err(ClientAuthError::Assertion("iss and sub must both be the client id"));

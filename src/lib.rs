@@ -30,6 +30,7 @@ pub mod config;
 pub mod dpop;
 pub mod grant;
 pub mod http;
+pub mod jose;
 pub mod keys;
 pub mod metrics;
 pub mod oauth;

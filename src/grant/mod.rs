@@ -287,6 +287,8 @@ impl Broker {
             max_depth: settings.max_depth,
             algorithms: vec![Algorithm::Es256, Algorithm::EdDsa],
             leeway: settings.clock_leeway_seconds,
+            // Introspection and revocation read tokens for any audience; the exchange asks for its agent.
+            audience: crate::token::Audience::Any,
         };
         Broker {
             settings,
@@ -519,7 +521,7 @@ impl Broker {
     }
 
     /// Verifies one of this broker's own tokens.
-    fn verify(&self, token: &str) -> Result<crate::token::Verified<Claims>, crate::token::VerifyError> {
+    fn verify(&self, token: &str) -> Result<crate::jose::Verified<Claims>, crate::token::VerifyError> {
         crate::token::verify(token, self.keys().as_ref(), &self.validation, self.clock.as_ref())
     }
 
