@@ -3,6 +3,7 @@
 //! Exactly one method per request; the agent it proves is the acting agent.
 
 use base64::Engine;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::clock::{Clock, UnixTime};
@@ -30,14 +31,15 @@ const ALGORITHMS: [Algorithm; 2] = [Algorithm::Es256, Algorithm::EdDsa];
 /// later, or before the epoch, is no time an assertion is really made at.
 const LATEST_DATE: f64 = 253_402_300_799.0;
 
-/// A client secret as presented. Never printed.
+/// A client secret as presented. Never printed, and wiped from memory when
+/// dropped.
 #[derive(Clone)]
-pub struct ClientSecret(String);
+pub struct ClientSecret(SecretString);
 
 impl ClientSecret {
     /// Wraps a presented secret.
     pub fn new(secret: String) -> Self {
-        ClientSecret(secret)
+        ClientSecret(SecretString::from(secret))
     }
 }
 
@@ -273,11 +275,15 @@ pub fn presented(fields: CredentialFields<'_>) -> Result<Presented, ClientAuthEr
             if fields.client_id.is_some_and(|body_id| body_id != client_id) {
                 return Err(ClientAuthError::MultipleMethods);
             }
-            Ok(Presented::Secret { client_id, secret: ClientSecret(secret), method: AuthMethod::ClientSecretBasic })
+            Ok(Presented::Secret {
+                client_id,
+                secret: ClientSecret::new(secret),
+                method: AuthMethod::ClientSecretBasic,
+            })
         }
         (None, true, false) => Ok(Presented::Secret {
             client_id: fields.client_id.ok_or(ClientAuthError::Missing)?.to_owned(),
-            secret: ClientSecret(fields.client_secret.unwrap_or_default().to_owned()),
+            secret: ClientSecret(SecretString::from(fields.client_secret.unwrap_or_default())),
             method: AuthMethod::ClientSecretPost,
         }),
         (None, false, true) => {
@@ -325,7 +331,7 @@ fn parse_basic(header: &str) -> Result<(String, String), ClientAuthError> {
 }
 
 /// The context an authentication is checked in.
-pub struct Verifier<'a> {
+pub struct ClientAuthenticator<'a> {
     /// Registered agents.
     pub inventory: &'a Inventory,
     /// Single-use assertion ids.
@@ -341,7 +347,7 @@ pub struct Verifier<'a> {
 /// Checks the presented credentials against the inventory.
 pub async fn authenticate(
     presented: &Presented,
-    context: &Verifier<'_>,
+    context: &ClientAuthenticator<'_>,
 ) -> Result<AuthenticatedClient, ClientAuthError> {
     let now = context.clock.now();
     let (id, method) = match presented {
@@ -350,7 +356,8 @@ pub async fn authenticate(
             let Credentials::Secret(hash) = client.credentials() else {
                 return Err(ClientAuthError::WrongMethod);
             };
-            if !hash.matches(&secret.0) {
+            // The hash is compared in constant time.
+            if !hash.matches(secret.0.expose_secret()) {
                 return Err(ClientAuthError::WrongSecret);
             }
             if !client.is_active(now) {
@@ -433,7 +440,7 @@ fn date_claim(
 fn check_assertion(
     assertion: &str,
     body_client_id: Option<&str>,
-    context: &Verifier<'_>,
+    context: &ClientAuthenticator<'_>,
     now: UnixTime,
 ) -> Result<CheckedAssertion, ClientAuthError> {
     const MALFORMED: ClientAuthError = ClientAuthError::Assertion("not a signed JWT");
@@ -563,7 +570,7 @@ mod tests {
             panic!("expected a secret");
         };
         assert_eq!(client_id, "my agent");
-        assert_eq!(secret.0, "p:ss");
+        assert_eq!(secret.0.expose_secret(), "p:ss");
         assert_eq!(method, AuthMethod::ClientSecretBasic);
         assert_eq!(format!("{secret:?}"), "ClientSecret(***)");
     }

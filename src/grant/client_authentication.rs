@@ -221,7 +221,7 @@ impl Broker {
             client_assertion_type: params.get("client_assertion_type"),
             client_assertion: params.get("client_assertion"),
         })?;
-        let verifier = client_auth::Verifier {
+        let verifier = client_auth::ClientAuthenticator {
             inventory: policy.inventory(),
             replay: self.stores.replay.as_ref(),
             issuer: &self.settings.issuer,

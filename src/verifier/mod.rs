@@ -23,6 +23,8 @@ mod layer;
 use std::sync::Arc;
 use std::time::Duration;
 
+use secrecy::SecretString;
+
 pub use jwks::{published_keys, JwksError};
 pub use layer::{VerifierLayer, VerifierService};
 
@@ -280,7 +282,7 @@ pub struct VerifierBuilder {
     revocation: Option<RevocationSource>,
     clock: Arc<dyn Clock>,
     http: Option<reqwest::Client>,
-    introspection: Option<(String, String, Duration)>,
+    introspection: Option<(String, SecretString, Duration)>,
     public_url: Option<String>,
     replay: Option<Arc<dyn ReplayStore>>,
 }
@@ -357,7 +359,7 @@ impl VerifierBuilder {
         client_secret: impl Into<String>,
         cache: Duration,
     ) -> Self {
-        self.introspection = Some((client_id.into(), client_secret.into(), cache));
+        self.introspection = Some((client_id.into(), SecretString::from(client_secret.into()), cache));
         self
     }
 
