@@ -131,6 +131,7 @@ fn costs(c: &mut Criterion) {
         max_depth: 5,
         algorithms: vec![Algorithm::Es256],
         leeway: 0,
+        audience: baton::token::Audience::Any,
     };
     let hop1 = fixture.hop1.clone();
     let claims: Claims = baton::token::peek(&hop1).expect("peek").claims;

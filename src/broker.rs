@@ -18,7 +18,8 @@ use crate::metrics::Metrics;
 use crate::policy::{Lifetimes, Policy, Target};
 use crate::revocation::Revoking;
 use crate::store::{AuditEvent, AuditStore, Lineage, Principal, ReplayStore, RevocationStore, Status, StoreError};
-use crate::token::{MintError, Validation, Verified, VerifyError};
+use crate::jose::Verified;
+use crate::token::{MintError, Validation, VerifyError};
 use crate::upstream::Providers;
 
 /// The broker's fixed settings.
@@ -89,6 +90,8 @@ impl Broker {
             max_depth: settings.max_depth,
             algorithms: vec![Algorithm::Es256, Algorithm::EdDsa],
             leeway: settings.clock_leeway_seconds,
+            // Introspection and revocation read tokens for any audience; the exchange asks for its agent.
+            audience: crate::token::Audience::Any,
         };
         Broker {
             settings,

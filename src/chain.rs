@@ -8,8 +8,8 @@
 use crate::claims::{Actor, Claims, Confirmation, Delegation, Hop, TokenId};
 use crate::client_auth::AuthenticatedAgent;
 use crate::clock::{UnixMicros, UnixTime};
+use crate::jose::Verified;
 use crate::policy::PolicyGrant;
-use crate::token::Verified;
 use crate::upstream::Person;
 
 /// The facts of one issuance that are not derived from the chain.

@@ -3,9 +3,11 @@
 //! Exactly one method per request; the agent it proves is the acting agent.
 
 use base64::Engine;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::clock::{Clock, UnixTime};
+use crate::jose::{self, JoseError};
 use crate::keys::{self, Algorithm};
 use crate::policy::{Client, Credentials, Inventory};
 use crate::store::{ReplayStore, StoreError, Use};
@@ -22,18 +24,22 @@ pub const MAX_ASSERTION_LIFETIME: i64 = 300;
 /// before the clock leeway: an assertion is made for one request.
 pub const MAX_ASSERTION_AGE: i64 = 300;
 
+/// The algorithms an assertion may be signed with: Baton's allow-list.
+const ALGORITHMS: [Algorithm; 2] = [Algorithm::Es256, Algorithm::EdDsa];
+
 /// The latest NumericDate read: the last second of the year 9999. Anything
 /// later, or before the epoch, is no time an assertion is really made at.
 const LATEST_DATE: f64 = 253_402_300_799.0;
 
-/// A client secret as presented. Never printed.
+/// A client secret as presented. Never printed, and wiped from memory when
+/// dropped.
 #[derive(Clone)]
-pub struct ClientSecret(String);
+pub struct ClientSecret(SecretString);
 
 impl ClientSecret {
     /// Wraps a presented secret.
     pub fn new(secret: String) -> Self {
-        ClientSecret(secret)
+        ClientSecret(SecretString::from(secret))
     }
 }
 
@@ -269,11 +275,15 @@ pub fn presented(fields: CredentialFields<'_>) -> Result<Presented, ClientAuthEr
             if fields.client_id.is_some_and(|body_id| body_id != client_id) {
                 return Err(ClientAuthError::MultipleMethods);
             }
-            Ok(Presented::Secret { client_id, secret: ClientSecret(secret), method: AuthMethod::ClientSecretBasic })
+            Ok(Presented::Secret {
+                client_id,
+                secret: ClientSecret::new(secret),
+                method: AuthMethod::ClientSecretBasic,
+            })
         }
         (None, true, false) => Ok(Presented::Secret {
             client_id: fields.client_id.ok_or(ClientAuthError::Missing)?.to_owned(),
-            secret: ClientSecret(fields.client_secret.unwrap_or_default().to_owned()),
+            secret: ClientSecret(SecretString::from(fields.client_secret.unwrap_or_default())),
             method: AuthMethod::ClientSecretPost,
         }),
         (None, false, true) => {
@@ -321,7 +331,7 @@ fn parse_basic(header: &str) -> Result<(String, String), ClientAuthError> {
 }
 
 /// The context an authentication is checked in.
-pub struct Verifier<'a> {
+pub struct ClientAuthenticator<'a> {
     /// Registered agents.
     pub inventory: &'a Inventory,
     /// Single-use assertion ids.
@@ -337,7 +347,7 @@ pub struct Verifier<'a> {
 /// Checks the presented credentials against the inventory.
 pub async fn authenticate(
     presented: &Presented,
-    context: &Verifier<'_>,
+    context: &ClientAuthenticator<'_>,
 ) -> Result<AuthenticatedClient, ClientAuthError> {
     let now = context.clock.now();
     let (id, method) = match presented {
@@ -346,7 +356,8 @@ pub async fn authenticate(
             let Credentials::Secret(hash) = client.credentials() else {
                 return Err(ClientAuthError::WrongMethod);
             };
-            if !hash.matches(&secret.0) {
+            // The hash is compared in constant time.
+            if !hash.matches(secret.0.expose_secret()) {
                 return Err(ClientAuthError::WrongSecret);
             }
             if !client.is_active(now) {
@@ -376,25 +387,6 @@ struct CheckedAssertion {
     client_id: String,
     jti: String,
     expires_at: UnixTime,
-}
-
-#[derive(Deserialize)]
-struct AssertionHeader {
-    alg: String,
-    #[serde(default)]
-    typ: Option<String>,
-    #[serde(default)]
-    kid: Option<String>,
-    #[serde(default)]
-    crit: Option<serde_json::Value>,
-    #[serde(default)]
-    jku: Option<serde_json::Value>,
-    #[serde(default)]
-    x5u: Option<serde_json::Value>,
-    #[serde(default)]
-    jwk: Option<serde_json::Value>,
-    #[serde(default)]
-    x5c: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -448,26 +440,22 @@ fn date_claim(
 fn check_assertion(
     assertion: &str,
     body_client_id: Option<&str>,
-    context: &Verifier<'_>,
+    context: &ClientAuthenticator<'_>,
     now: UnixTime,
 ) -> Result<CheckedAssertion, ClientAuthError> {
     const MALFORMED: ClientAuthError = ClientAuthError::Assertion("not a signed JWT");
-    if assertion.len() > 8 * 1024 {
-        return Err(ClientAuthError::Assertion("too large"));
-    }
-    let mut parts = assertion.split('.');
-    let (Some(header), Some(payload), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-        return Err(MALFORMED);
-    };
-    let decode = |part: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).map_err(|_| MALFORMED);
-    let header: AssertionHeader = serde_json::from_slice(&decode(header)?).map_err(|_| MALFORMED)?;
-    let algorithm = Algorithm::from_name(&header.alg).ok_or(ClientAuthError::Assertion("algorithm not allowed"))?;
-    if header.crit.is_some() {
+    let assertion = jose::parse(assertion, 8 * 1024).map_err(|error| match error {
+        JoseError::TooLarge => ClientAuthError::Assertion("too large"),
+        JoseError::Malformed | JoseError::BadSignature | JoseError::Payload => MALFORMED,
+    })?;
+    let header = assertion.header();
+    let algorithm = header.algorithm_in(&ALGORITHMS).ok_or(ClientAuthError::Assertion("algorithm not allowed"))?;
+    if header.is_critical() {
         return Err(ClientAuthError::Assertion("critical header parameters are not supported"));
     }
     // RFC 8725 §3.10: the key is the one registered for the client, never
     // one the assertion names or carries.
-    if header.jku.is_some() || header.x5u.is_some() || header.jwk.is_some() || header.x5c.is_some() {
+    if header.names_or_carries_key() {
         return Err(ClientAuthError::Assertion("the header names or carries a key"));
     }
     // A token of another kind (an access token, say) is never an assertion.
@@ -478,10 +466,12 @@ fn check_assertion(
     {
         return Err(ClientAuthError::Assertion("typ is not a client assertion's"));
     }
-    // The claims are read before the signature is checked only to find whose
-    // key to check it with; nothing else is trusted until it verifies.
-    let unverified: AssertionClaims = serde_json::from_slice(&decode(payload)?).map_err(|_| MALFORMED)?;
-    let client_id = unverified.iss.clone().ok_or(ClientAuthError::Assertion("missing iss"))?;
+    // RFC 7523 §3: the claims are read before the signature is checked only
+    // to find whose keys to check it with (`iss`); nothing else is trusted
+    // until it verifies, and the claims checked below are decoded from the
+    // verified payload.
+    let unverified: AssertionClaims = assertion.insecure_claims().map_err(|_| MALFORMED)?;
+    let client_id = unverified.iss.ok_or(ClientAuthError::Assertion("missing iss"))?;
     let client = context.inventory.client(&client_id).ok_or(ClientAuthError::UnknownClient)?;
     let Credentials::Keys(keys) = client.credentials() else {
         return Err(ClientAuthError::WrongMethod);
@@ -495,13 +485,18 @@ fn check_assertion(
     });
     let mut verified = None;
     for key in candidates {
-        if let Ok(payload) = crate::token::verified_payload(assertion, key) {
-            verified = Some(payload);
-            break;
+        match assertion.verify::<AssertionClaims>(key) {
+            Ok(claims) => {
+                verified = Some(claims);
+                break;
+            }
+            // Another registered key may be the one.
+            Err(JoseError::BadSignature) => {}
+            Err(JoseError::TooLarge | JoseError::Malformed | JoseError::Payload) => return Err(MALFORMED),
         }
     }
-    let payload = verified.ok_or(ClientAuthError::Assertion("signature does not verify with a registered key"))?;
-    let claims: AssertionClaims = serde_json::from_slice(&payload).map_err(|_| MALFORMED)?;
+    let claims =
+        verified.ok_or(ClientAuthError::Assertion("signature does not verify with a registered key"))?.into_claims();
     // Item 1 and 2: iss and sub are the client id.
     if claims.iss.as_deref() != Some(client_id.as_str()) || claims.sub.as_deref() != Some(client_id.as_str()) {
         return Err(ClientAuthError::Assertion("iss and sub must both be the client id"));
@@ -575,7 +570,7 @@ mod tests {
             panic!("expected a secret");
         };
         assert_eq!(client_id, "my agent");
-        assert_eq!(secret.0, "p:ss");
+        assert_eq!(secret.0.expose_secret(), "p:ss");
         assert_eq!(method, AuthMethod::ClientSecretBasic);
         assert_eq!(format!("{secret:?}"), "ClientSecret(***)");
     }

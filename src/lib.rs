@@ -38,6 +38,7 @@ pub mod governance;
 pub mod grant;
 pub mod http;
 pub mod introspection;
+pub mod jose;
 pub mod keys;
 pub mod metrics;
 pub mod oauth;

@@ -2,38 +2,19 @@
 //!
 //! Verification follows RFC 9068 §4 and RFC 8725 in order: size, header
 //! (`typ`, algorithm allow-list, known `kid`), signature, claims, issuer,
-//! times, and the delegation path. Only [`verify`] builds a `Verified`.
-
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use serde::Deserialize;
+//! times, the delegation path, and the audience. Only [`verify`] hands out
+//! a `Verified<Claims>`.
 
 use crate::claims::{Claims, PathError};
 use crate::clock::Clock;
-use crate::keys::{Algorithm, KeyLookup, SigningKey, VerifyingKey};
+use crate::jose::{self, JoseError, Verified};
+use crate::keys::{Algorithm, KeyLookup, SigningKey};
 
 /// No Baton token lives longer than a day (the `max_token_ttl` ceiling).
 pub const MAX_LIFETIME: i64 = 86_400;
 
 /// The media type of a JWT access token (RFC 9068 §2.1).
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
-
-/// Claims whose signature and rules were checked. Only [`verify`] makes one,
-/// so code that takes a `Verified<Claims>` cannot be handed an unchecked token.
-#[derive(Debug, Clone)]
-pub struct Verified<T>(T);
-
-impl<T> Verified<T> {
-    /// The verified value.
-    pub fn claims(&self) -> &T {
-        &self.0
-    }
-
-    /// The verified value, kept once the token's checks are done with.
-    pub fn into_claims(self) -> T {
-        self.0
-    }
-}
 
 /// The rules a token must meet.
 #[derive(Debug, Clone)]
@@ -48,6 +29,36 @@ pub struct Validation {
     pub algorithms: Vec<Algorithm>,
     /// Tolerated clock difference for `exp` and `iat`, in seconds.
     pub leeway: i64,
+    /// The `aud` accepted.
+    pub audience: Audience,
+}
+
+impl Validation {
+    /// The same rules with another audience rule.
+    pub fn with_audience(&self, audience: Audience) -> Validation {
+        Validation { audience, ..self.clone() }
+    }
+}
+
+/// Which `aud` a token must carry (RFC 9068 §4 step 3, RFC 7519 §4.1.3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Audience {
+    /// Exactly this one, compared byte for byte.
+    Is(String),
+    /// Any: only where the reader is not the token's audience and the RFCs
+    /// say so, as for introspection (RFC 7662) and revocation (RFC 7009) at
+    /// the broker, and for display.
+    Any,
+}
+
+impl Audience {
+    /// Whether a token addressed to `aud` meets the rule.
+    pub fn admits(&self, aud: &str) -> bool {
+        match self {
+            Audience::Is(expected) => expected == aud,
+            Audience::Any => true,
+        }
+    }
 }
 
 /// Why a token did not verify. Kept for logs and audit; clients see one
@@ -96,6 +107,9 @@ pub enum VerifyError {
     /// The `delegation` path or `act` chain is not one the broker writes.
     #[error("delegation path: {0}")]
     Path(#[from] PathError),
+    /// `aud` is not the audience the rules ask for.
+    #[error("addressed to another audience")]
+    WrongAudience,
 }
 
 /// Why a token could not be minted.
@@ -110,52 +124,12 @@ impl MintError {
     }
 }
 
-#[derive(Deserialize)]
-struct Header {
-    alg: String,
-    #[serde(default)]
-    typ: Option<String>,
-    #[serde(default)]
-    kid: Option<String>,
-    #[serde(default)]
-    crit: Option<serde_json::Value>,
-    #[serde(default)]
-    jku: Option<serde_json::Value>,
-    #[serde(default)]
-    x5u: Option<serde_json::Value>,
-    #[serde(default)]
-    jwk: Option<serde_json::Value>,
-    #[serde(default)]
-    x5c: Option<serde_json::Value>,
-}
-
 /// Signs `claims` as an `at+jwt` (RFC 7515 §7.1, compact serialization).
 pub fn mint(claims: &Claims, key: &SigningKey) -> Result<String, MintError> {
     let header = serde_json::json!({ "typ": ACCESS_TOKEN_TYP, "kid": key.kid(), "alg": key.algorithm().name() });
     let header = serde_json::to_vec(&header).map_err(|error| MintError(error.to_string()))?;
     let payload = serde_json::to_vec(claims).map_err(|error| MintError(error.to_string()))?;
-    let mut token = String::with_capacity((header.len() + payload.len()) * 4 / 3 + 100);
-    URL_SAFE_NO_PAD.encode_string(&header, &mut token);
-    token.push('.');
-    URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
-    let signature = key.sign(token.as_bytes()).map_err(|error| MintError(error.to_string()))?;
-    token.push('.');
-    URL_SAFE_NO_PAD.encode_string(&signature, &mut token);
-    Ok(token)
-}
-
-/// Checks a compact JWS's signature with `key` and returns its decoded
-/// payload (RFC 7515 §5.2 steps 7–8). The caller has checked the header.
-pub fn verified_payload(token: &str, key: &VerifyingKey) -> Result<Vec<u8>, VerifyError> {
-    let (signing_input, signature) = token.rsplit_once('.').ok_or(VerifyError::Malformed)?;
-    let (_, payload) = signing_input.split_once('.').ok_or(VerifyError::Malformed)?;
-    // The strict decoder refuses padding and non-canonical trailing bits, so
-    // no two encodings of one signature both verify.
-    let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| VerifyError::BadSignature)?;
-    if !key.verify(signing_input.as_bytes(), &signature) {
-        return Err(VerifyError::BadSignature);
-    }
-    URL_SAFE_NO_PAD.decode(payload).map_err(|_| VerifyError::Malformed)
+    jose::sign(&header, &payload, key).map_err(|error| MintError(error.to_string()))
 }
 
 /// Verifies a Baton access token.
@@ -165,33 +139,36 @@ pub fn verify(
     rules: &Validation,
     clock: &dyn Clock,
 ) -> Result<Verified<Claims>, VerifyError> {
-    if token.len() > rules.max_token_bytes {
-        return Err(VerifyError::TooLarge);
-    }
-    let header = header(token)?;
+    let token = jose::parse(token, rules.max_token_bytes).map_err(|error| match error {
+        JoseError::TooLarge => VerifyError::TooLarge,
+        JoseError::Malformed | JoseError::BadSignature | JoseError::Payload => VerifyError::Malformed,
+    })?;
+    let header = token.header();
     // RFC 9068 §4 step 1 / RFC 8725 §3.11: explicit typing.
     match header.typ.as_deref() {
         Some(typ) if typ.eq_ignore_ascii_case(ACCESS_TOKEN_TYP) || typ.eq_ignore_ascii_case("application/at+jwt") => {}
         _ => return Err(VerifyError::WrongType),
     }
     // RFC 8725 §3.1: the algorithm must be on the allow-list and match the key.
-    let algorithm = Algorithm::from_name(&header.alg)
-        .filter(|algorithm| rules.algorithms.contains(algorithm))
-        .ok_or(VerifyError::AlgorithmNotAllowed)?;
-    if header.crit.is_some() {
+    let algorithm = header.algorithm_in(&rules.algorithms).ok_or(VerifyError::AlgorithmNotAllowed)?;
+    if header.is_critical() {
         return Err(VerifyError::CriticalHeader);
     }
     // RFC 8725 §3.10: keys come from the issuer's JWKS by `kid`, never from
     // the token itself. Baton writes none of these, so their presence is an attack.
-    if header.jku.is_some() || header.x5u.is_some() || header.jwk.is_some() || header.x5c.is_some() {
+    if header.names_or_carries_key() {
         return Err(VerifyError::KeyInHeader);
     }
     let key = header.kid.as_deref().and_then(|kid| keys.verifying(kid)).ok_or(VerifyError::UnknownKey)?;
     if key.algorithm() != algorithm {
         return Err(VerifyError::UnknownKey);
     }
-    let payload = verified_payload(token, key)?;
-    let claims: Claims = serde_json::from_slice(&payload).map_err(|_| VerifyError::BadClaims)?;
+    let verified = token.verify::<Claims>(key).map_err(|error| match error {
+        JoseError::BadSignature => VerifyError::BadSignature,
+        JoseError::Payload => VerifyError::BadClaims,
+        JoseError::TooLarge | JoseError::Malformed => VerifyError::Malformed,
+    })?;
+    let claims = verified.claims();
     if claims.iss != rules.issuer {
         return Err(VerifyError::WrongIssuer);
     }
@@ -206,22 +183,18 @@ pub fn verify(
         return Err(VerifyError::LifetimeTooLong);
     }
     claims.check_path(rules.max_depth)?;
-    Ok(Verified(claims))
-}
-
-fn header(token: &str) -> Result<Header, VerifyError> {
-    let mut parts = token.split('.');
-    let (Some(encoded), Some(_), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-        return Err(VerifyError::Malformed);
-    };
-    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded).map_err(|_| VerifyError::Malformed)?;
-    serde_json::from_slice(&json).map_err(|_| VerifyError::Malformed)
+    // Last, so that a token for another audience is refused only once it
+    // proved to be a live token of this broker.
+    if !rules.audience.admits(&claims.aud) {
+        return Err(VerifyError::WrongAudience);
+    }
+    Ok(verified)
 }
 
 /// Claims read without any check, for display only. A different type from
 /// [`Verified`], so it can never be passed where a checked token is needed.
 #[derive(Debug, Clone)]
-pub struct Unverified<T> {
+pub struct Peeked<T> {
     /// The header's `kid`, if any.
     pub kid: Option<String>,
     /// The header's `alg`.
@@ -230,11 +203,15 @@ pub struct Unverified<T> {
     pub claims: T,
 }
 
-/// Reads a token's header and claims without checking its signature.
-pub fn peek(token: &str) -> Result<Unverified<Claims>, VerifyError> {
-    let header = header(token)?;
-    let payload = token.split('.').nth(1).ok_or(VerifyError::Malformed)?;
-    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).map_err(|_| VerifyError::Malformed)?;
-    let claims = serde_json::from_slice(&json).map_err(|_| VerifyError::BadClaims)?;
-    Ok(Unverified { kid: header.kid, alg: header.alg, claims })
+/// Reads a token's header and claims without checking its signature, for
+/// display ([`jose::Unverified::insecure_claims`]).
+pub fn peek(token: &str) -> Result<Peeked<Claims>, VerifyError> {
+    // Display reads whatever it is given, at any length.
+    let token = jose::parse(token, usize::MAX).map_err(|_| VerifyError::Malformed)?;
+    let claims = token.insecure_claims().map_err(|error| match error {
+        JoseError::Payload => VerifyError::BadClaims,
+        JoseError::TooLarge | JoseError::Malformed | JoseError::BadSignature => VerifyError::Malformed,
+    })?;
+    let header = token.header();
+    Ok(Peeked { kid: header.kid.clone(), alg: header.alg.clone(), claims })
 }

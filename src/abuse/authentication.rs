@@ -4,11 +4,10 @@
 //! refusals of requests whose client never proved itself counted in
 //! aggregate (`refusals`) rather than one event each.
 
-use base64::Engine;
-
 use super::{refusals, throttle, RefusalSettings, ThrottleSettings};
 use crate::audit::{clip, prefix, Evidence};
 use crate::client_auth::{self, AuthenticatedClient, CredentialFields};
+use crate::jose;
 use crate::grant::{Broker, GrantError, RequestError, TokenParams, CLIENT_AUTHENTICATION};
 use crate::policy::Policy;
 use crate::store::StoreError;
@@ -27,15 +26,15 @@ pub(crate) fn claimed_client(authorization: Option<&str>, params: &TokenParams) 
     let from_basic = authorization.and_then(client_auth::basic_client_id);
     let from_assertion = || {
         params.get("client_assertion").and_then(|assertion| {
-            let payload = assertion.split('.').nth(1)?;
-            let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
             // Only `iss` is read: the rest is not built, and the assertion
             // is verified, whole, by client authentication.
             #[derive(serde::Deserialize)]
             struct Issuer {
                 iss: String,
             }
-            serde_json::from_slice::<Issuer>(&json).ok().map(|issuer| issuer.iss)
+            // The request body's cap bounds the assertion already.
+            let assertion = jose::parse(assertion, usize::MAX).ok()?;
+            assertion.insecure_claims::<Issuer>().ok().map(|issuer| issuer.iss)
         })
     };
     from_basic.or_else(|| params.get("client_id").map(str::to_owned)).or_else(from_assertion)
@@ -221,7 +220,7 @@ impl Broker {
             client_assertion_type: params.get("client_assertion_type"),
             client_assertion: params.get("client_assertion"),
         })?;
-        let verifier = client_auth::Verifier {
+        let verifier = client_auth::ClientAuthenticator {
             inventory: policy.inventory(),
             replay: self.stores.replay.as_ref(),
             issuer: &self.settings.issuer,

@@ -12,7 +12,7 @@ use crate::claims::Claims;
 use crate::clock::{Clock, FixedClock, SystemClock};
 use crate::keys::Algorithm;
 use crate::policy::Inventory;
-use crate::token::{self, Validation};
+use crate::token::{self, Audience, Validation};
 
 /// What a trace prints, as JSON too.
 struct Trace {
@@ -63,6 +63,8 @@ async fn gather(token: &str, issuer: &str, admin: Option<AdminClient>) -> Result
         max_depth: 32,
         algorithms: vec![Algorithm::Es256, Algorithm::EdDsa],
         leeway: 0,
+        // A trace reads tokens for any audience.
+        audience: Audience::Any,
     };
     let verified = token::verify(token, &keys, &rules, then.as_ref())
         .map_err(|error| format!("the token does not verify: {error}"))?;

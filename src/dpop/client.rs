@@ -99,12 +99,11 @@ impl ProofKey {
     /// Signs any header and claims with this key: for tests that show a
     /// receiver refuses what a well-behaved client never sends.
     pub fn sign(&self, header: &Value, claims: &Value) -> Result<String, ProofKeyError> {
-        let encode = |value: &Value| {
-            serde_json::to_vec(value).map(|bytes| URL_SAFE_NO_PAD.encode(bytes)).map_err(|_| ProofKeyError("encoding"))
-        };
-        let signing_input = format!("{}.{}", encode(header)?, encode(claims)?);
-        let signature =
-            self.pair.sign(&self.random, signing_input.as_bytes()).map_err(|_| ProofKeyError("signing failed"))?;
-        Ok(format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature.as_ref())))
+        let header = serde_json::to_vec(header).map_err(|_| ProofKeyError("encoding"))?;
+        let claims = serde_json::to_vec(claims).map_err(|_| ProofKeyError("encoding"))?;
+        crate::jose::sign_with(&header, &claims, |signing_input| {
+            let signature = self.pair.sign(&self.random, signing_input).map_err(|_| ProofKeyError("signing failed"))?;
+            Ok(signature.as_ref().to_vec())
+        })
     }
 }

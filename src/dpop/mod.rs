@@ -2,7 +2,9 @@
 //! private key a token is bound to, so that a stolen token is useless
 //! without the key.
 //!
-//! [`check`] is the list of RFC 9449 §4.3, in its order. Two steps need
+//! [`check`] is the list of RFC 9449 §4.3, in its order but for one step:
+//! the claims (step 3) are read only from the payload the signature (step
+//! 6) covers, so nothing a forger wrote is decoded. Two steps need
 //! state and are the caller's: the proof's `jti` is used once through the
 //! replay store ([`Proof::replay_id`], kept until [`Proof::replay_until`]),
 //! and the server nonce, when configured, is checked by [`nonce`].
@@ -17,6 +19,7 @@ use base64::Engine;
 use serde::Deserialize;
 
 use crate::clock::UnixTime;
+use crate::jose::{self, JoseError};
 use crate::keys::{self, Algorithm, VerifyingKey};
 
 /// The `typ` of a DPoP proof (RFC 9449 §4.2).
@@ -124,19 +127,6 @@ pub enum ProofError {
 }
 
 #[derive(Deserialize)]
-struct Header {
-    typ: Option<String>,
-    alg: String,
-    jwk: Option<serde_json::Map<String, serde_json::Value>>,
-    #[serde(default)]
-    jku: Option<serde_json::Value>,
-    #[serde(default)]
-    x5u: Option<serde_json::Value>,
-    #[serde(default)]
-    x5c: Option<serde_json::Value>,
-}
-
-#[derive(Deserialize)]
 struct Claims {
     jti: String,
     htm: String,
@@ -155,42 +145,43 @@ const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"]
 /// 2–12; step 1 is the HTTP layer's, step 13 the caller's with
 /// [`Proof::jkt`]).
 pub fn check(proof: &str, expected: &Expected<'_>, now: UnixTime) -> Result<Proof, ProofError> {
-    if proof.len() > MAX_PROOF_BYTES {
-        return Err(ProofError::Malformed);
-    }
-    // 2. A well-formed JWT.
-    let mut parts = proof.split('.');
-    let (Some(header), Some(payload), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-        return Err(ProofError::Malformed);
+    // 2. A well-formed JWT. Nothing of the payload is read before step 6.
+    let proof = jose::parse(proof, MAX_PROOF_BYTES).map_err(|_| ProofError::Malformed)?;
+    let header = proof.header();
+    let jwk = match &header.jwk {
+        None => None,
+        Some(serde_json::Value::Object(jwk)) => Some(jwk),
+        Some(_) => return Err(ProofError::Malformed),
     };
-    let header: Header = decode_json(header)?;
-    // 3. Every required claim: the payload parses only with all of them.
-    let claims: Claims = decode_json(payload)?;
     // 4. Explicit typing.
     if header.typ.as_deref() != Some(PROOF_TYP) {
         return Err(ProofError::WrongType);
     }
     // 5. An asymmetric algorithm Baton supports (never `none` or a MAC).
-    let algorithm = Algorithm::from_name(&header.alg)
-        .filter(|algorithm| ALGORITHMS.contains(algorithm))
-        .ok_or(ProofError::AlgorithmNotAllowed)?;
+    let algorithm = header.algorithm_in(&ALGORITHMS).ok_or(ProofError::AlgorithmNotAllowed)?;
     // The key is the `jwk` the proof carries (§4.2); a proof that also
     // names a key elsewhere (RFC 8725 §3.10) is not one Baton reads.
-    if header.jku.is_some() || header.x5u.is_some() || header.x5c.is_some() {
+    if header.names_key_elsewhere() {
         return Err(ProofError::Malformed);
     }
-    let jwk = header.jwk.ok_or(ProofError::Malformed)?;
+    let jwk = jwk.ok_or(ProofError::Malformed)?;
     // 7. No private key in the header (checked before the key is used).
     if PRIVATE_MEMBERS.iter().any(|member| jwk.contains_key(*member)) {
         return Err(ProofError::PrivateKey);
     }
-    let jwk = josekit::jwk::Jwk::from_map(jwk).map_err(|_| ProofError::UnusableKey)?;
+    let jwk = josekit::jwk::Jwk::from_map(jwk.clone()).map_err(|_| ProofError::UnusableKey)?;
     let key = VerifyingKey::from_jwk(&jwk).map_err(|_| ProofError::UnusableKey)?;
     if key.algorithm() != algorithm {
         return Err(ProofError::UnusableKey);
     }
-    // 6. The signature, with the key the proof carries.
-    crate::token::verified_payload(proof, &key).map_err(|_| ProofError::BadSignature)?;
+    // 6. The signature, with the key the proof carries; then 3, every
+    // required claim, read from the payload it covers: it parses only with
+    // all of them.
+    let claims = proof.verify::<Claims>(&key).map_err(|error| match error {
+        JoseError::BadSignature => ProofError::BadSignature,
+        JoseError::TooLarge | JoseError::Malformed | JoseError::Payload => ProofError::Malformed,
+    })?;
+    let claims = claims.into_claims();
     // 8. The method.
     if claims.htm != expected.method {
         return Err(ProofError::WrongMethod);
@@ -240,11 +231,6 @@ fn normalized_uri(uri: &str) -> Option<String> {
     url.set_query(None);
     url.set_fragment(None);
     Some(url.into())
-}
-
-fn decode_json<T: serde::de::DeserializeOwned>(part: &str) -> Result<T, ProofError> {
-    let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|_| ProofError::Malformed)?;
-    serde_json::from_slice(&bytes).map_err(|_| ProofError::Malformed)
 }
 
 #[cfg(test)]

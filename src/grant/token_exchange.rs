@@ -27,9 +27,10 @@ use crate::claims::{Claims, ScopeSet, TokenId};
 use crate::client_auth::AuthenticatedAgent;
 use crate::clock::{UnixMicros, UnixTime};
 use crate::dpop::{Proof, ProofError};
+use crate::jose::{self, Verified};
 use crate::policy::{Action, Ask, Policy};
 use crate::store::{Lineage, Principal, Status};
-use crate::token::{self, Verified};
+use crate::token::{self, Audience, VerifyError};
 use crate::upstream::{Declared, Person, UpstreamError};
 
 /// The token an exchange starts from.
@@ -151,7 +152,8 @@ pub(super) async fn handle(
     // The actor token: the acting agent's own token, which also caps the lifetime.
     let mut expires_no_later_than = parent.expires_at();
     if let Some(actor_token) = actor_token {
-        let actor = live_token(broker, policy, actor_token, GrantError::ActorToken).await?;
+        // The actor's own token is addressed to whatever it was obtained for.
+        let actor = live_token(broker, policy, actor_token, Audience::Any, GrantError::ActorToken).await?;
         let actor = actor.claims();
         if actor.sub != agent.id() || actor.client_id != agent.id() || actor.act.is_some() {
             return Err(GrantError::ActorToken(Unacceptable::NotTheClient));
@@ -216,7 +218,19 @@ async fn own_token(
     proof: Option<&Proof>,
     evidence: &mut Evidence,
 ) -> Result<Parent, GrantError> {
-    let parent = match live_token(broker, policy, subject_token, GrantError::SubjectToken).await {
+    // DESIGN.md §2.3: only an agent the token is addressed to may exchange it.
+    let to_agent = Audience::Is(agent.id().to_owned());
+    let (parent, addressed) = match live_token(broker, policy, subject_token, to_agent, GrantError::SubjectToken).await
+    {
+        // Addressed elsewhere, and otherwise valid: read again for any
+        // audience, so that a dead token is reported dead and the refusal
+        // names its chain, as every refusal after verification does.
+        Err(GrantError::SubjectToken(Unacceptable::Invalid(VerifyError::WrongAudience))) => {
+            (live_token(broker, policy, subject_token, Audience::Any, GrantError::SubjectToken).await, false)
+        }
+        other => (other, true),
+    };
+    let parent = match parent {
         // The parent names its holder: a blocked acting agent is told so
         // as a client, not through its token (one lookup on the way through).
         Err(GrantError::SubjectToken(Unacceptable::Deprovisioned)) => {
@@ -229,8 +243,7 @@ async fn own_token(
     evidence.subject = Some(claims.sub.clone());
     evidence.chain = claims.chain().into_iter().map(str::to_owned).collect();
     evidence.parent_jti = Some(claims.jti.clone());
-    // DESIGN.md §2.3: only an agent the token is addressed to may exchange it.
-    if claims.aud != agent.id() {
+    if !addressed {
         return Err(GrantError::SubjectToken(Unacceptable::NotAddressedToActor));
     }
     if claims.may_act.as_ref().is_some_and(|may_act| !may_act.names(agent.id(), &broker.settings().issuer)) {
@@ -312,15 +325,14 @@ struct PersonToken<'a> {
 /// The `iss` a token claims, read unverified: it only chooses which
 /// configured issuer checks the token, and is never fetched from.
 fn issuer_of(token: &str) -> Option<String> {
-    use base64::Engine;
     /// Only `iss`: the other claims are skipped, not built.
     #[derive(serde::Deserialize)]
     struct Issuer {
         iss: Option<String>,
     }
-    let payload = token.split('.').nth(1)?;
-    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
-    serde_json::from_slice::<Issuer>(&json).ok()?.iss
+    // The request body's cap bounds the token already.
+    let token = jose::parse(token, usize::MAX).ok()?;
+    token.insecure_claims::<Issuer>().ok()?.iss
 }
 
 /// A `subject_token_type`: Baton's tokens, or a person's ID token or JWT
@@ -350,16 +362,24 @@ fn accepted_type(kind: &str, parameter: &'static str) -> Result<&'static str, Gr
     }
 }
 
-/// A Baton token that verifies and is neither revoked nor descended from a
-/// revoked token. A store failure is not a verdict on the token: it fails the
-/// request as unavailable.
+/// A Baton token that verifies, is addressed to `audience`, and is neither
+/// revoked nor descended from a revoked token. A store failure is not a
+/// verdict on the token: it fails the request as unavailable.
 async fn live_token(
     broker: &Broker,
     policy: &Policy,
     token: &str,
+    audience: Audience,
     unacceptable: fn(Unacceptable) -> GrantError,
 ) -> Result<Verified<Claims>, GrantError> {
-    let verified = broker.verify(token).map_err(|error| unacceptable(Unacceptable::Invalid(error)))?;
+    let verified = match audience {
+        Audience::Any => broker.verify(token),
+        audience => {
+            let rules = broker.validation.with_audience(audience);
+            token::verify(token, broker.keys().as_ref(), &rules, broker.clock.as_ref())
+        }
+    }
+    .map_err(|error| unacceptable(Unacceptable::Invalid(error)))?;
     match broker.status_in(policy, verified.claims()).await? {
         Status::Active => Ok(verified),
         Status::Revoked => Err(unacceptable(Unacceptable::Revoked)),

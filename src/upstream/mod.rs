@@ -37,13 +37,14 @@ use openidconnect::core::{
     CoreProviderMetadata,
 };
 use openidconnect::{
-    AdditionalClaims, ClaimsVerificationError, ClientId, IdToken, IdTokenVerifier, IssuerUrl, JsonWebTokenType, Nonce,
-    SignatureVerificationError,
+    AdditionalClaims, ClaimsVerificationError, ClientId, IdToken, IdTokenClaims, IdTokenVerifier, IssuerUrl,
+    JsonWebTokenType, Nonce, SignatureVerificationError,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::claims::{MayAct, ScopeSet, TokenId};
 use crate::clock::{Clock, UnixTime};
+use crate::jose;
 use crate::policy::TrustedIssuer;
 
 /// The shortest time between two key fetches for one provider caused by an
@@ -169,6 +170,9 @@ impl AdditionalClaims for OtherClaims {}
 
 type PersonToken = IdToken<OtherClaims, CoreGenderClaim, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm>;
 
+/// The claims of a person's token, as the `openidconnect` crate verified them.
+type PersonClaims = IdTokenClaims<OtherClaims, CoreGenderClaim>;
+
 /// One provider's discovered keys.
 struct Discovered {
     keys: CoreJsonWebKeySet,
@@ -211,7 +215,7 @@ impl Providers {
         let slot = self.slot(&trusted.issuer);
         let mut discovered = slot.lock().await;
         let keys = self.keys(trusted, &mut discovered, false).await?;
-        match self.check(trusted, &parsed, keys, declared, leeway) {
+        let claims = match self.check(trusted, &parsed, keys, declared, leeway) {
             // A key not seen yet may be a rotation at the provider.
             Err(ClaimsVerificationError::SignatureVerification(SignatureVerificationError::NoMatchingKey)) => {
                 let keys = self.keys(trusted, &mut discovered, true).await?;
@@ -221,7 +225,7 @@ impl Providers {
         }
         .map_err(|error| UpstreamError::Invalid(error.to_string()))?;
         drop(discovered);
-        self.person(trusted, token)
+        person(trusted, token, claims)
     }
 
     fn slot(&self, issuer: &str) -> Arc<tokio::sync::Mutex<Option<Discovered>>> {
@@ -265,14 +269,15 @@ impl Providers {
         discovered.as_ref().map(|known| &known.keys).ok_or_else(|| UpstreamError::Unreachable("no keys".into()))
     }
 
-    fn check(
+    /// The token's claims, once they validate at the provider's `keys`.
+    fn check<'token>(
         &self,
         trusted: &TrustedIssuer,
-        token: &PersonToken,
+        token: &'token PersonToken,
         keys: &CoreJsonWebKeySet,
         declared: Declared,
         leeway: i64,
-    ) -> Result<(), ClaimsVerificationError> {
+    ) -> Result<&'token PersonClaims, ClaimsVerificationError> {
         let issuer = IssuerUrl::new(trusted.issuer.clone())
             .map_err(|error| ClaimsVerificationError::Other(error.to_string()))?;
         let algorithms = trusted
@@ -308,72 +313,88 @@ impl Providers {
                 });
         // The nonce binds the token to the sign-in that asked for it; that is
         // the client's check, not Baton's.
-        token.claims(&verifier, |_: Option<&Nonce>| Ok(())).map(|_| ())
+        token.claims(&verifier, |_: Option<&Nonce>| Ok(()))
     }
+}
 
-    /// The person a validated token names.
-    fn person(&self, trusted: &TrustedIssuer, raw: &str) -> Result<Person, UpstreamError> {
-        // Read only after `check` passed, from the same token.
-        let payload = raw.split('.').nth(1).ok_or_else(|| UpstreamError::Invalid("not a JWT".into()))?;
-        let bytes = URL_SAFE_NO_PAD.decode(payload).map_err(|_| UpstreamError::Invalid("payload".into()))?;
-        let claims: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_slice(&bytes).map_err(|_| UpstreamError::Invalid("payload".into()))?;
-        let text = |name: &str| claims.get(name).and_then(serde_json::Value::as_str);
-        let name = text(&trusted.subject_claim)
-            .filter(|name| !name.is_empty())
-            .ok_or_else(|| UpstreamError::Invalid(format!("no `{}` claim", trusted.subject_claim)))?;
-        // An email names a person only once the provider has verified it.
-        if trusted.subject_claim == "email" && claims.get("email_verified") != Some(&serde_json::Value::Bool(true)) {
-            return Err(UpstreamError::Invalid("email not verified".into()));
-        }
-        let scope = match text("scope") {
-            Some(scope) => Some(ScopeSet::parse(scope).map_err(|_| UpstreamError::Invalid("scope".into()))?),
-            None => None,
-        };
-        // A binding Baton cannot check (mTLS `x5t#S256`, or anything but
-        // `jkt`) would make the token a bearer token here: refused.
-        let jkt = match claims.get("cnf") {
-            None => None,
-            Some(cnf) => match cnf.get("jkt").and_then(serde_json::Value::as_str) {
-                Some(jkt) => Some(jkt.to_owned()),
-                None => return Err(UpstreamError::Invalid("bound by a method other than DPoP".into())),
-            },
-        };
-        // RFC 8693 §4.1: a history written by another issuer cannot be
-        // verified here; it is refused rather than dropped (module doc).
-        if claims.contains_key("act") {
-            return Err(UpstreamError::Invalid("the token carries its own act chain".into()));
-        }
-        // RFC 8693 §4.4: the one party allowed to act, checked by the exchange.
-        let may_act = match claims.get("may_act") {
-            None => None,
-            Some(value) => Some(
-                serde_json::from_value::<MayAct>(value.clone())
-                    .map_err(|_| UpstreamError::Invalid("may_act is not an object with a string sub".into()))?,
-            ),
-        };
-        let token_id = match text("jti") {
-            Some(jti) if !jti.is_empty() && jti.len() <= 256 => TokenId(jti.to_owned()),
-            _ => TokenId(URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, raw.as_bytes()))),
-        };
-        let client = text("azp").or(text("client_id")).unwrap_or(&trusted.audience).to_owned();
-        // Both were checked to be present and valid times by `check`.
-        let time = |name: &str| claims.get(name).and_then(serde_json::Value::as_i64).map(UnixTime);
-        let (Some(issued_at), Some(expires_at)) = (time("iat"), time("exp")) else {
-            return Err(UpstreamError::Invalid("iat and exp must be whole seconds".into()));
-        };
-        Ok(Person {
-            issuer: trusted.issuer.clone(),
-            subject: trusted.subject(name),
-            client,
-            audience: trusted.audience.clone(),
-            scope,
-            token_id,
-            issued_at,
-            expires_at,
-            jkt,
-            may_act,
-        })
+/// The person a validated token names, read from the claims `check` verified.
+fn person(trusted: &TrustedIssuer, raw: &str, claims: &PersonClaims) -> Result<Person, UpstreamError> {
+    let other = &claims.additional_claims().claims;
+    let text = |name: &str| other.get(name).and_then(serde_json::Value::as_str);
+    let name = subject_name(claims, &trusted.subject_claim)
+        .filter(|name| !name.is_empty())
+        .ok_or_else(|| UpstreamError::Invalid(format!("no `{}` claim", trusted.subject_claim)))?;
+    // An email names a person only once the provider has verified it.
+    if trusted.subject_claim == "email" && claims.email_verified() != Some(true) {
+        return Err(UpstreamError::Invalid("email not verified".into()));
+    }
+    let scope = match text("scope") {
+        Some(scope) => Some(ScopeSet::parse(scope).map_err(|_| UpstreamError::Invalid("scope".into()))?),
+        None => None,
+    };
+    // A binding Baton cannot check (mTLS `x5t#S256`, or anything but
+    // `jkt`) would make the token a bearer token here: refused.
+    let jkt = match other.get("cnf") {
+        None => None,
+        Some(cnf) => match cnf.get("jkt").and_then(serde_json::Value::as_str) {
+            Some(jkt) => Some(jkt.to_owned()),
+            None => return Err(UpstreamError::Invalid("bound by a method other than DPoP".into())),
+        },
+    };
+    // RFC 8693 §4.1: a history written by another issuer cannot be
+    // verified here; it is refused rather than dropped (module doc).
+    if other.contains_key("act") {
+        return Err(UpstreamError::Invalid("the token carries its own act chain".into()));
+    }
+    // RFC 8693 §4.4: the one party allowed to act, checked by the exchange.
+    let may_act = match other.get("may_act") {
+        None => None,
+        Some(value) => Some(
+            MayAct::deserialize(value)
+                .map_err(|_| UpstreamError::Invalid("may_act is not an object with a string sub".into()))?,
+        ),
+    };
+    let token_id = match text("jti") {
+        Some(jti) if !jti.is_empty() && jti.len() <= 256 => TokenId(jti.to_owned()),
+        _ => TokenId(URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, raw.as_bytes()))),
+    };
+    let client =
+        claims.authorized_party().map(|azp| azp.as_str()).or(text("client_id")).unwrap_or(&trusted.audience).to_owned();
+    // Both were checked to be present and valid times by `check`; a
+    // fractional second is not one Baton keeps.
+    let time = |at: chrono::DateTime<chrono::Utc>| (at.timestamp_subsec_nanos() == 0).then(|| UnixTime(at.timestamp()));
+    let (Some(issued_at), Some(expires_at)) = (time(claims.issue_time()), time(claims.expiration())) else {
+        return Err(UpstreamError::Invalid("iat and exp must be whole seconds".into()));
+    };
+    Ok(Person {
+        issuer: trusted.issuer.clone(),
+        subject: trusted.subject(name),
+        client,
+        audience: trusted.audience.clone(),
+        scope,
+        token_id,
+        issued_at,
+        expires_at,
+        jkt,
+        may_act,
+    })
+}
+
+/// The configured claim that names the person. The standard claims that
+/// can name one come from the crate's accessors (it keeps them out of the
+/// additional claims); any other claim is read as a string.
+fn subject_name<'a>(claims: &'a PersonClaims, name: &str) -> Option<&'a str> {
+    match name {
+        "sub" => Some(claims.subject().as_str()),
+        "email" => claims.email().map(|email| email.as_str()),
+        "preferred_username" => claims.preferred_username().map(|username| username.as_str()),
+        "phone_number" => claims.phone_number().map(|number| number.as_str()),
+        "name" => claims.name().and_then(|claim| claim.get(None)).map(|name| name.as_str()),
+        "given_name" => claims.given_name().and_then(|claim| claim.get(None)).map(|name| name.as_str()),
+        "family_name" => claims.family_name().and_then(|claim| claim.get(None)).map(|name| name.as_str()),
+        "middle_name" => claims.middle_name().and_then(|claim| claim.get(None)).map(|name| name.as_str()),
+        "nickname" => claims.nickname().and_then(|claim| claim.get(None)).map(|name| name.as_str()),
+        other => claims.additional_claims().claims.get(other).and_then(serde_json::Value::as_str),
     }
 }
 
@@ -381,11 +402,9 @@ impl Providers {
 /// §3.10): the provider's keys come from its JWKS, found by discovery, and
 /// Baton's own verifier refuses these headers just the same.
 fn refuse_key_headers(token: &str) -> Result<(), UpstreamError> {
-    let header = token.split('.').next().ok_or_else(|| UpstreamError::Invalid("not a JWT".into()))?;
-    let bytes = URL_SAFE_NO_PAD.decode(header).map_err(|_| UpstreamError::Invalid("not a JWT".into()))?;
-    let header: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(&bytes).map_err(|_| UpstreamError::Invalid("not a JWT".into()))?;
-    if ["jku", "x5u", "jwk", "x5c"].iter().any(|name| header.contains_key(*name)) {
+    // The request body's cap bounds the token already.
+    let token = jose::parse(token, usize::MAX).map_err(|_| UpstreamError::Invalid("not a JWT".into()))?;
+    if token.header().names_or_carries_key() {
         return Err(UpstreamError::Invalid("the header names or carries a key".into()));
     }
     Ok(())

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
@@ -20,7 +21,7 @@ pub(crate) struct Introspector {
     issuer: String,
     http: reqwest::Client,
     client_id: String,
-    client_secret: String,
+    client_secret: SecretString,
     cache_for: Duration,
     endpoint: Mutex<Option<String>>,
     answers: Mutex<HashMap<TokenId, (Instant, bool)>>,
@@ -42,7 +43,7 @@ impl Introspector {
         issuer: String,
         http: reqwest::Client,
         client_id: String,
-        client_secret: String,
+        client_secret: SecretString,
         cache_for: Duration,
     ) -> Introspector {
         Introspector {
@@ -67,7 +68,7 @@ impl Introspector {
         let answer: Answer = self
             .http
             .post(&endpoint)
-            .basic_auth(&self.client_id, Some(&self.client_secret))
+            .basic_auth(&self.client_id, Some(self.client_secret.expose_secret()))
             .form(&[("token", token)])
             .send()
             .await

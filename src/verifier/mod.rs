@@ -23,6 +23,8 @@ mod layer;
 use std::sync::Arc;
 use std::time::Duration;
 
+use secrecy::SecretString;
+
 pub use jwks::{published_keys, JwksError};
 pub use layer::{VerifierLayer, VerifierService};
 
@@ -32,7 +34,7 @@ use crate::dpop::{self, ProofError};
 use crate::keys::Algorithm;
 use crate::store::memory::MemoryStore;
 use crate::store::{Lineage, ReplayStore, RevocationStore, Status, StoreError, Use};
-use crate::token::{self, Validation, VerifyError};
+use crate::token::{self, Audience, Validation, VerifyError};
 
 /// The shortest time between two JWKS fetches caused by unknown `kid`s, so
 /// that a stream of forged tokens cannot make the API hammer the issuer.
@@ -239,10 +241,10 @@ impl Verifier {
             }
             other => other,
         }
-        .map_err(Rejection::Invalid)?;
-        if verified.claims().aud != self.audience {
-            return Err(Rejection::WrongAudience);
-        }
+        .map_err(|error| match error {
+            VerifyError::WrongAudience => Rejection::WrongAudience,
+            other => Rejection::Invalid(other),
+        })?;
         Ok(verified.into_claims())
     }
 
@@ -280,7 +282,7 @@ pub struct VerifierBuilder {
     revocation: Option<RevocationSource>,
     clock: Arc<dyn Clock>,
     http: Option<reqwest::Client>,
-    introspection: Option<(String, String, Duration)>,
+    introspection: Option<(String, SecretString, Duration)>,
     public_url: Option<String>,
     replay: Option<Arc<dyn ReplayStore>>,
 }
@@ -357,7 +359,7 @@ impl VerifierBuilder {
         client_secret: impl Into<String>,
         cache: Duration,
     ) -> Self {
-        self.introspection = Some((client_id.into(), client_secret.into(), cache));
+        self.introspection = Some((client_id.into(), SecretString::from(client_secret.into()), cache));
         self
     }
 
@@ -423,6 +425,7 @@ impl VerifierBuilder {
         if !(0..=300).contains(&self.leeway) {
             return Err(BuildError::Leeway);
         }
+        let audience_rule = Audience::Is(audience.clone());
         Ok(Verifier {
             realm: audience.clone(),
             audience,
@@ -433,6 +436,7 @@ impl VerifierBuilder {
                 max_depth: self.max_depth,
                 algorithms: self.algorithms,
                 leeway: self.leeway,
+                audience: audience_rule,
             },
             keys: jwks::JwksCache::new(self.issuer, http),
             revocation,

@@ -200,6 +200,7 @@ fn refused_by(outcome: &Result<Caller, Rejection>) -> &'static str {
             VerifyError::Path(PathError::ScopeWidened) => "delegation.scope_widened",
             VerifyError::Path(PathError::LifetimeExtended) => "delegation.lifetime_extended",
             VerifyError::Path(PathError::ActsAgain) => "delegation.acts_again",
+            VerifyError::WrongAudience => "aud",
         },
         Err(Rejection::WrongAudience) => "aud",
         Err(Rejection::InsufficientScope) => "scope",

@@ -1,0 +1,216 @@
+//! RFC 7515 compact serialization: what parses, what verifies, and what
+//! each header rule refuses.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde_json::{json, Value};
+
+use super::*;
+use crate::clock::UnixTime;
+use crate::keys::{self, KeyLookup, KeySet};
+
+const HOUR: i64 = 3600;
+
+/// A fresh key folder's signing key and its public half.
+struct Pair {
+    set: KeySet,
+    kid: String,
+}
+
+impl Pair {
+    fn new(algorithm: Algorithm) -> Pair {
+        let dir = tempfile::tempdir().unwrap();
+        let kid = keys::generate(dir.path(), algorithm, HOUR, UnixTime(1_000)).unwrap();
+        Pair { set: KeySet::load(dir.path(), HOUR, UnixTime(1_000)).unwrap(), kid }
+    }
+
+    fn signing(&self) -> &SigningKey {
+        self.set.signing()
+    }
+
+    fn verifying(&self) -> &VerifyingKey {
+        self.set.verifying(&self.kid).unwrap()
+    }
+}
+
+fn signed(header: &Value, claims: &Value, key: &SigningKey) -> String {
+    sign(&serde_json::to_vec(header).unwrap(), &serde_json::to_vec(claims).unwrap(), key).unwrap()
+}
+
+fn header_for(key: &SigningKey) -> Value {
+    json!({ "alg": key.algorithm().name(), "typ": "JWT", "kid": key.kid() })
+}
+
+fn claims() -> Value {
+    json!({ "iss": "https://broker.example", "sub": "agent" })
+}
+
+fn encode(value: &Value) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).unwrap())
+}
+
+#[test]
+fn a_signed_token_verifies_and_gives_its_claims() {
+    for algorithm in [Algorithm::Es256, Algorithm::EdDsa] {
+        let pair = Pair::new(algorithm);
+        let (signing, verifying) = (pair.signing(), pair.verifying());
+        let token = signed(&header_for(signing), &claims(), signing);
+        let parsed = parse(&token, 4096).unwrap();
+        assert_eq!(parsed.header().alg, algorithm.name());
+        assert_eq!(parsed.header().kid.as_deref(), Some(signing.kid()));
+        let verified: Verified<Value> = parsed.verify(verifying).unwrap();
+        assert_eq!(verified.claims(), &claims());
+    }
+}
+
+#[test]
+fn only_three_parts_make_a_compact_jws() {
+    let pair = Pair::new(Algorithm::Es256);
+    let signing = pair.signing();
+    let token = signed(&header_for(signing), &claims(), signing);
+    let (signing_input, _) = token.rsplit_once('.').unwrap();
+    for text in [signing_input.to_owned(), format!("{token}.extra"), String::new(), "a".into(), "..".into()] {
+        assert_eq!(parse(&text, 4096).err(), Some(JoseError::Malformed), "{text:?}");
+    }
+}
+
+#[test]
+fn parts_are_strict_base64url() {
+    let pair = Pair::new(Algorithm::Es256);
+    let (signing, verifying) = (pair.signing(), pair.verifying());
+    let token = signed(&header_for(signing), &claims(), signing);
+    let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+    // Standard base64's alphabet and padding are not base64url.
+    let header = serde_json::to_vec(&header_for(signing)).unwrap();
+    let padded = base64::engine::general_purpose::URL_SAFE.encode(&header);
+    assert!(padded.ends_with('='), "the test needs a header whose encoding pads");
+    assert_eq!(parse(&format!("{padded}.{}.{}", parts[1], parts[2]), 4096).err(), Some(JoseError::Malformed));
+    assert_eq!(parse(&format!("{}+.{}.{}", parts[0], parts[1], parts[2]), 4096).err(), Some(JoseError::Malformed));
+    // A padded signature is refused as a signature.
+    parts[2].push_str("==");
+    let padded_signature = parts.join(".");
+    assert_eq!(parse(&padded_signature, 4096).unwrap().verify::<Value>(verifying).err(), Some(JoseError::BadSignature));
+}
+
+#[test]
+fn a_signature_with_non_canonical_trailing_bits_is_refused() {
+    let pair = Pair::new(Algorithm::Es256);
+    let (signing, verifying) = (pair.signing(), pair.verifying());
+    let token = signed(&header_for(signing), &claims(), signing);
+    let (signing_input, signature) = token.rsplit_once('.').unwrap();
+    // 64 bytes encode to 86 characters whose last carries 4 unused bits:
+    // flipping one of them decodes to the same bytes under a lax decoder.
+    assert_eq!(signature.len(), 86);
+    let last = signature.chars().last().unwrap();
+    let index = base64_index(last);
+    let twin = base64_char(index ^ 1);
+    let forged = format!("{signing_input}.{}{twin}", &signature[..85]);
+    assert_eq!(parse(&forged, 4096).unwrap().verify::<Value>(verifying).err(), Some(JoseError::BadSignature));
+}
+
+fn base64_index(c: char) -> u8 {
+    const ALPHABET: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    ALPHABET.find(c).unwrap() as u8
+}
+
+fn base64_char(index: u8) -> char {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    ALPHABET[index as usize] as char
+}
+
+#[test]
+fn the_header_is_a_json_object_with_an_alg() {
+    let payload = encode(&claims());
+    for header in ["bm90IGpzb24".to_owned(), encode(&json!(["alg"])), encode(&json!({ "typ": "JWT" }))] {
+        assert_eq!(parse(&format!("{header}.{payload}.c2ln"), 4096).err(), Some(JoseError::Malformed), "{header}");
+    }
+}
+
+#[test]
+fn text_over_the_limit_is_not_read() {
+    let pair = Pair::new(Algorithm::Es256);
+    let signing = pair.signing();
+    let token = signed(&header_for(signing), &claims(), signing);
+    assert_eq!(parse(&token, token.len() - 1).err(), Some(JoseError::TooLarge));
+    assert!(parse(&token, token.len()).is_ok());
+}
+
+#[test]
+fn a_signature_over_other_bytes_fails() {
+    let pair = Pair::new(Algorithm::Es256);
+    let (signing, verifying) = (pair.signing(), pair.verifying());
+    let token = signed(&header_for(signing), &claims(), signing);
+    let other = signed(&header_for(signing), &json!({ "iss": "https://broker.example", "sub": "mallory" }), signing);
+    let (_, signature) = other.rsplit_once('.').unwrap();
+    let (signing_input, _) = token.rsplit_once('.').unwrap();
+    let spliced = format!("{signing_input}.{signature}");
+    assert_eq!(parse(&spliced, 4096).unwrap().verify::<Value>(verifying).err(), Some(JoseError::BadSignature));
+}
+
+#[test]
+fn a_token_signed_by_one_key_does_not_verify_with_another() {
+    let pair = Pair::new(Algorithm::Es256);
+    let signing = pair.signing();
+    let other_pair = Pair::new(Algorithm::Es256);
+    let other = other_pair.verifying();
+    let token = signed(&header_for(signing), &claims(), signing);
+    assert_eq!(parse(&token, 4096).unwrap().verify::<Value>(other).err(), Some(JoseError::BadSignature));
+    // Nor with a key of another algorithm, whatever the header says.
+    let eddsa_pair = Pair::new(Algorithm::EdDsa);
+    let eddsa = eddsa_pair.verifying();
+    assert_eq!(parse(&token, 4096).unwrap().verify::<Value>(eddsa).err(), Some(JoseError::BadSignature));
+}
+
+#[test]
+fn the_insecure_peek_needs_no_signature_and_verify_does() {
+    let pair = Pair::new(Algorithm::Es256);
+    let verifying = pair.verifying();
+    let unsigned = format!("{}.{}.", encode(&json!({ "alg": "ES256" })), encode(&claims()));
+    let parsed = parse(&unsigned, 4096).unwrap();
+    assert_eq!(parsed.insecure_claims::<Value>().unwrap(), claims());
+    assert_eq!(parsed.verify::<Value>(verifying).err(), Some(JoseError::BadSignature));
+    let none = format!("{}.{}.", encode(&json!({ "alg": "none" })), encode(&claims()));
+    assert_eq!(parse(&none, 4096).unwrap().verify::<Value>(verifying).err(), Some(JoseError::BadSignature));
+}
+
+#[test]
+fn claims_are_decoded_only_as_asked() {
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Strict {
+        exp: i64,
+    }
+    let pair = Pair::new(Algorithm::Es256);
+    let (signing, verifying) = (pair.signing(), pair.verifying());
+    let token = signed(&header_for(signing), &claims(), signing);
+    let parsed = parse(&token, 4096).unwrap();
+    assert_eq!(parsed.insecure_claims::<Strict>().err(), Some(JoseError::Payload));
+    assert_eq!(parsed.verify::<Strict>(verifying).err(), Some(JoseError::Payload));
+    let not_base64 = format!("{}.!!.c2ln", encode(&header_for(signing)));
+    assert_eq!(parse(&not_base64, 4096).unwrap().insecure_claims::<Value>().err(), Some(JoseError::Malformed));
+}
+
+#[test]
+fn header_rules_refuse_what_each_caller_asks() {
+    let header = |extra: Value| {
+        let mut header = json!({ "alg": "ES256" });
+        header.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let text = format!("{}.{}.c2ln", encode(&header), encode(&claims()));
+        parse(&text, 4096).unwrap().header().clone()
+    };
+    let plain = header(json!({}));
+    assert!(!plain.is_critical() && !plain.names_or_carries_key() && !plain.names_key_elsewhere());
+    assert!(header(json!({ "crit": ["exp"] })).is_critical());
+    for name in ["jku", "x5u", "x5c"] {
+        let named = header(json!({ name: "https://attacker.example/key" }));
+        assert!(named.names_or_carries_key() && named.names_key_elsewhere(), "{name}");
+    }
+    let carried = header(json!({ "jwk": { "kty": "EC" } }));
+    assert!(carried.names_or_carries_key() && carried.carries_jwk());
+    assert!(!carried.names_key_elsewhere(), "a DPoP proof carries its key as jwk");
+    assert_eq!(plain.algorithm_in(&[Algorithm::Es256]), Some(Algorithm::Es256));
+    assert_eq!(plain.algorithm_in(&[Algorithm::EdDsa]), None);
+    for alg in ["none", "HS256", "es256", "RS256"] {
+        assert_eq!(header(json!({ "alg": alg })).algorithm_in(&[Algorithm::Es256, Algorithm::EdDsa]), None, "{alg}");
+    }
+}
