@@ -13,12 +13,12 @@ use crate::abuse::{refusals, throttle, RefusalSettings, ThrottleSettings};
 use crate::approvals::ApprovalSettings;
 use crate::claims::{Claims, TokenId};
 use crate::clock::{Clock, UnixMicros, UnixTime};
+use crate::jose::Verified;
 use crate::keys::{Algorithm, KeySet};
 use crate::metrics::Metrics;
 use crate::policy::{Lifetimes, Policy, Target};
 use crate::revocation::Revoking;
 use crate::store::{AuditEvent, AuditStore, Lineage, Principal, ReplayStore, RevocationStore, Status, StoreError};
-use crate::jose::Verified;
 use crate::token::{MintError, Validation, VerifyError};
 use crate::upstream::Providers;
 

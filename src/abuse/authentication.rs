@@ -7,8 +7,8 @@
 use super::{refusals, throttle, RefusalSettings, ThrottleSettings};
 use crate::audit::{clip, prefix, Evidence};
 use crate::client_auth::{self, AuthenticatedClient, CredentialFields};
-use crate::jose;
 use crate::grant::{Broker, GrantError, RequestError, TokenParams, CLIENT_AUTHENTICATION};
+use crate::jose;
 use crate::policy::Policy;
 use crate::store::StoreError;
 
