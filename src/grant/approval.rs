@@ -212,7 +212,7 @@ pub(super) async fn check(
         }
         (ApprovalState::Pending, _) => Err(pending(&approval, now).into()),
         (ApprovalState::Approved, None) => {
-            Err(crate::store::StoreError("an approved approval has no decision".into()).into())
+            Err(crate::store::StoreError::Corrupt("an approved approval has no decision".into()).into())
         }
         (ApprovalState::Approved, Some(decision)) => {
             let stamp = HopApproval {
