@@ -215,3 +215,10 @@ impl Drop for RevokingClaim<'_> {
         revoking.remove(&self.jti);
     }
 }
+
+impl NotAHolder {
+    /// The label metrics and the audit trail count this refusal by.
+    pub fn reason(&self) -> &'static str {
+        "not_a_holder"
+    }
+}

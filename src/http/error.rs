@@ -39,7 +39,6 @@ impl From<OAuthError> for ErrorResponse {
 impl IntoResponse for ErrorResponse {
     fn into_response(self) -> Response {
         let OAuthError { code, status, description } = self.error;
-        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
         let body = Json(serde_json::json!({ "error": code.as_str(), "error_description": description }));
         let mut response = (status, body).into_response();
         let headers = response.headers_mut();
