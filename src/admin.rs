@@ -217,7 +217,7 @@ impl Broker {
     /// computed from the whole path as its lineage.
     async fn node(&self, policy: &Policy, path: &[AuditEvent]) -> Result<TraceNode, GrantError> {
         let Some(event) = path.last() else {
-            return Err(GrantError::Store(StoreError("empty trace path".into())));
+            return Err(GrantError::Store(StoreError::Corrupt("empty trace path".into())));
         };
         // As in `Lineage::of`: the subject named from the root, each agent
         // from the first token that it obtained or that was addressed to it,

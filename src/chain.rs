@@ -206,3 +206,17 @@ pub fn start(
         },
     })
 }
+
+impl ChainError {
+    /// The label metrics and the audit trail count this refusal by: the
+    /// variant, never its numbers.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ChainError::TooDeep { .. } => "chain_too_deep",
+            ChainError::ScopeWidened => "chain_scope_widened",
+            ChainError::LifetimeExtended => "chain_lifetime_extended",
+            ChainError::Unbound => "chain_unbound",
+            ChainError::ActsAgain => "chain_acts_again",
+        }
+    }
+}

@@ -553,6 +553,28 @@ fn check_assertion(
     Ok(CheckedAssertion { client_id, jti, expires_at: exp.plus(leeway) })
 }
 
+impl ClientAuthError {
+    /// The label metrics and the audit trail count this refusal by: the
+    /// variant, never the claimed client or the failed check's detail.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ClientAuthError::MultipleMethods => "client_multiple_methods",
+            ClientAuthError::Missing => "client_missing",
+            ClientAuthError::MalformedBasic => "client_malformed_basic",
+            ClientAuthError::UnsupportedAssertionType => "client_unsupported_assertion_type",
+            ClientAuthError::UnknownClient => "client_unknown",
+            ClientAuthError::Deprovisioned => "client_deprovisioned",
+            ClientAuthError::WrongMethod => "client_wrong_method",
+            ClientAuthError::WrongSecret => "client_wrong_secret",
+            ClientAuthError::Assertion(_) => "client_assertion_invalid",
+            ClientAuthError::Replayed => "client_assertion_replayed",
+            ClientAuthError::NotAnIntrospector => "client_not_an_introspector",
+            ClientAuthError::NotAnAgent => "client_not_an_agent",
+            ClientAuthError::Store(_) => "store_unavailable",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

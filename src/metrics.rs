@@ -13,9 +13,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::client_auth::ClientAuthError;
-use crate::grant::{GrantError, RequestError, Unacceptable, CLIENT_CREDENTIALS, TOKEN_EXCHANGE};
-use crate::oauth::OAuthError;
+use std::borrow::Cow;
 
 /// The media type of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -29,12 +27,29 @@ struct GrantLabels {
 struct RefusalLabels {
     grant_type: &'static str,
     error: &'static str,
-    reason: String,
+    reason: Cow<'static, str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
-    reason: String,
+    reason: Cow<'static, str>,
+}
+
+/// How one token request ended, as counted: the caller names the OAuth
+/// error code and the reason label, each from a fixed set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenOutcome {
+    /// A token was issued.
+    Issued,
+    /// Answered `authorization_pending`: a person has not decided yet.
+    AwaitingApproval,
+    /// Refused.
+    Refused {
+        /// The OAuth error code sent (RFC 6749 §5.2).
+        code: &'static str,
+        /// The variant of Baton's error, never its text.
+        reason: Cow<'static, str>,
+    },
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -173,36 +188,28 @@ impl Metrics {
         self.pending_approvals.set(i64::try_from(pending).unwrap_or(i64::MAX));
     }
 
-    /// Counts the answer to one token request: issued, or refused with its
-    /// OAuth error code and a reason from a fixed set.
-    pub fn count_token(&self, grant_type: Option<&str>, outcome: Result<(), &GrantError>) {
-        let grant_type = match grant_type {
-            Some(CLIENT_CREDENTIALS) => "client_credentials",
-            Some(TOKEN_EXCHANGE) => "token_exchange",
-            Some(_) => "other",
-            None => "none",
-        };
+    /// Counts the answer to one token request. `grant_type` is a label
+    /// from a fixed set (`token_exchange`, `client_credentials`, `other`,
+    /// `none`), never the client's text.
+    pub fn count_token(&self, grant_type: &'static str, outcome: TokenOutcome) {
         match outcome {
-            Ok(()) => {
+            TokenOutcome::Issued => {
                 self.issued.get_or_create(&GrantLabels { grant_type }).inc();
             }
             // Waiting for a person is not a refusal: alerts on refusals must
             // not fire because approvers are at lunch.
-            Err(GrantError::Approval(crate::grant::ApprovalError::Pending(_))) => {
+            TokenOutcome::AwaitingApproval => {
                 self.waiting.get_or_create(&GrantLabels { grant_type }).inc();
             }
-            Err(error) => {
-                let labels =
-                    RefusalLabels { grant_type, error: OAuthError::from(error).code.as_str(), reason: reason(error) };
-                self.refused.get_or_create(&labels).inc();
+            TokenOutcome::Refused { code, reason } => {
+                self.refused.get_or_create(&RefusalLabels { grant_type, error: code, reason }).inc();
             }
         }
     }
 
-    /// Counts a request refused before its client authenticated, by the
-    /// reason label of [`reason`] (a fixed set: never the claimed client or
-    /// the address).
-    pub fn count_unauthenticated(&self, reason: String) {
+    /// Counts a request refused before its client authenticated, by its
+    /// reason label (a fixed set: never the claimed client or the address).
+    pub fn count_unauthenticated(&self, reason: Cow<'static, str>) {
         self.unauthenticated.get_or_create(&ReasonLabels { reason }).inc();
     }
 
@@ -240,173 +247,15 @@ impl Metrics {
     }
 }
 
-/// A refusal's reason label: the variant of Baton's error, never its text.
-/// Exhaustive: a new variant does not compile until it has a label.
-pub fn reason(error: &GrantError) -> String {
-    use crate::dpop::ProofError;
-    use crate::grant::ApprovalError;
-    let label = match error {
-        GrantError::Request(request) => request_reason(request),
-        GrantError::Client(client) => client_reason(client),
-        GrantError::SubjectToken(unacceptable) => return format!("subject_token_{}", token_reason(unacceptable)),
-        GrantError::ActorToken(unacceptable) => return format!("actor_token_{}", token_reason(unacceptable)),
-        GrantError::Refused(refusal) => refusal.code(),
-        GrantError::Chain(chain) => match chain {
-            crate::chain::ChainError::TooDeep { .. } => "chain_too_deep",
-            crate::chain::ChainError::ScopeWidened => "chain_scope_widened",
-            crate::chain::ChainError::LifetimeExtended => "chain_lifetime_extended",
-            crate::chain::ChainError::Unbound => "chain_unbound",
-            crate::chain::ChainError::ActsAgain => "chain_acts_again",
-        },
-        GrantError::IdentityProvider(_) => "identity_provider_unavailable",
-        GrantError::Approval(approval) => match approval {
-            ApprovalError::Pending(_) => "approval_pending",
-            ApprovalError::Denied => "approval_denied",
-            ApprovalError::Expired => "approval_expired",
-            ApprovalError::Unknown => "approval_unknown",
-            ApprovalError::Mismatch => "approval_mismatch",
-            ApprovalError::Used => "approval_used",
-            ApprovalError::NotFound => "approval_not_found",
-            ApprovalError::WrongApprover => "approval_wrong_approver",
-            ApprovalError::AlreadyDecided(_) => "approval_already_decided",
-            ApprovalError::TooManyPending => "approval_too_many_pending",
-        },
-        GrantError::Dpop(proof) => match proof {
-            ProofError::Several => "dpop_several",
-            ProofError::Malformed => "dpop_malformed",
-            ProofError::WrongType => "dpop_wrong_type",
-            ProofError::AlgorithmNotAllowed => "dpop_algorithm",
-            ProofError::UnusableKey => "dpop_unusable_key",
-            ProofError::PrivateKey => "dpop_private_key",
-            ProofError::BadSignature => "dpop_signature",
-            ProofError::WrongMethod => "dpop_htm",
-            ProofError::WrongUri => "dpop_htu",
-            ProofError::UseNonce => "dpop_nonce",
-            ProofError::Stale => "dpop_iat",
-            ProofError::AccessTokenHash => "dpop_ath",
-            ProofError::KeyMismatch => "dpop_key_mismatch",
-            ProofError::Replayed => "dpop_replayed",
-            ProofError::Required => "dpop_required",
-        },
-        GrantError::Policy(_) => "policy_error",
-        GrantError::Store(_) => "store_unavailable",
-        GrantError::NotAHolder(_) => "not_a_holder",
-        GrantError::Mint(_) => "mint_failed",
-        GrantError::Throttled(_) => "throttled",
-    };
-    label.to_owned()
-}
-
-fn request_reason(error: &RequestError) -> &'static str {
-    match error {
-        RequestError::NotForm => "not_form",
-        RequestError::TooLarge => "too_large",
-        RequestError::BodyTooSlow => "body_too_slow",
-        RequestError::MethodNotAllowed => "method_not_allowed",
-        RequestError::Repeated(_) => "repeated_parameter",
-        RequestError::Missing(_) => "missing_parameter",
-        RequestError::UnsupportedGrantType => "unsupported_grant_type",
-        RequestError::UnsupportedTokenType(_) => "unsupported_token_type",
-        RequestError::ActorTokenPairing => "actor_token_pairing",
-        RequestError::MalformedScope => "malformed_scope",
-        RequestError::SeveralTargets => "several_targets",
-        RequestError::ResourceNotUri => "resource_not_uri",
-        RequestError::ConflictingTargets => "conflicting_targets",
-    }
-}
-
-fn client_reason(error: &ClientAuthError) -> &'static str {
-    match error {
-        ClientAuthError::MultipleMethods => "client_multiple_methods",
-        ClientAuthError::Missing => "client_missing",
-        ClientAuthError::MalformedBasic => "client_malformed_basic",
-        ClientAuthError::UnsupportedAssertionType => "client_unsupported_assertion_type",
-        ClientAuthError::UnknownClient => "client_unknown",
-        ClientAuthError::Deprovisioned => "client_deprovisioned",
-        ClientAuthError::WrongMethod => "client_wrong_method",
-        ClientAuthError::WrongSecret => "client_wrong_secret",
-        ClientAuthError::Assertion(_) => "client_assertion_invalid",
-        ClientAuthError::Replayed => "client_assertion_replayed",
-        ClientAuthError::NotAnIntrospector => "client_not_an_introspector",
-        ClientAuthError::NotAnAgent => "client_not_an_agent",
-        ClientAuthError::Store(_) => "store_unavailable",
-    }
-}
-
-fn token_reason(error: &Unacceptable) -> &'static str {
-    match error {
-        Unacceptable::Invalid(_) => "invalid",
-        Unacceptable::Revoked => "revoked",
-        Unacceptable::Deprovisioned => "deprovisioned",
-        Unacceptable::NotAddressedToActor => "not_addressed_to_actor",
-        Unacceptable::MayActViolation => "may_act_violation",
-        Unacceptable::DepthLimit => "depth_limit",
-        Unacceptable::NotTheClient => "not_the_client",
-        Unacceptable::UntrustedIssuer => "untrusted_issuer",
-        Unacceptable::MayNotStartChain => "may_not_start_chain",
-        Unacceptable::Upstream(_) => "identity_provider_token_invalid",
-        Unacceptable::SubjectIsRegistered => "subject_is_registered",
-    }
-}
-
 /// The lines of `text` that start with `prefix`: one metric's series.
 #[cfg(test)]
-fn series<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
+pub(crate) fn series<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
     text.lines().filter(|line| line.starts_with(prefix)).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::Refusal;
-
-    #[test]
-    fn issued_and_refused_requests_are_counted_by_bounded_labels() {
-        let metrics = Metrics::new();
-        metrics.count_token(Some(TOKEN_EXCHANGE), Ok(()));
-        metrics.count_token(Some(TOKEN_EXCHANGE), Ok(()));
-        let refused = GrantError::Refused(Refusal::NotPermitted("calendar.write".parse().unwrap()));
-        metrics.count_token(Some(TOKEN_EXCHANGE), Err(&refused));
-        metrics.count_token(Some("urn:evil:<script>"), Err(&GrantError::Request(RequestError::UnsupportedGrantType)));
-        metrics.count_token(None, Err(&GrantError::SubjectToken(Unacceptable::Revoked)));
-        let text = metrics.render().unwrap();
-        assert_eq!(
-            series(&text, "baton_tokens_issued_total"),
-            ["baton_tokens_issued_total{grant_type=\"token_exchange\"} 2"]
-        );
-        let refused = series(&text, "baton_token_requests_refused_total");
-        assert!(refused.contains(
-            &"baton_token_requests_refused_total{grant_type=\"token_exchange\",error=\"invalid_scope\",reason=\"not_permitted\"} 1"
-        ), "{text}");
-        assert!(refused.contains(
-            &"baton_token_requests_refused_total{grant_type=\"other\",error=\"unsupported_grant_type\",reason=\"unsupported_grant_type\"} 1"
-        ), "{text}");
-        assert!(refused.contains(
-            &"baton_token_requests_refused_total{grant_type=\"none\",error=\"invalid_request\",reason=\"subject_token_revoked\"} 1"
-        ), "{text}");
-        assert!(!text.contains("calendar.write") && !text.contains("evil"), "no request text in labels: {text}");
-        assert!(text.ends_with("# EOF\n"));
-    }
-
-    #[test]
-    fn unauthenticated_refusals_are_counted_by_reason_alone() {
-        let metrics = Metrics::new();
-        let throttled = GrantError::Throttled(crate::grant::Throttled { retry_after: 6 });
-        for _ in 0..3 {
-            metrics.count_unauthenticated(reason(&throttled));
-        }
-        metrics.count_unauthenticated(reason(&GrantError::Client(ClientAuthError::WrongSecret)));
-        let text = metrics.render().unwrap();
-        let mut lines = series(&text, "baton_unauthenticated_refusals_total");
-        lines.sort();
-        assert_eq!(
-            lines,
-            [
-                "baton_unauthenticated_refusals_total{reason=\"client_wrong_secret\"} 1",
-                "baton_unauthenticated_refusals_total{reason=\"throttled\"} 3"
-            ]
-        );
-    }
 
     #[test]
     fn reloads_read_zero_before_the_first() {

@@ -6,10 +6,13 @@
 //! assertion or proof, and one neutral text covers every unacceptable
 //! token so the code is no oracle of a token's state.
 
+use http::StatusCode;
+
 use crate::chain::ChainError;
 use crate::client_auth::ClientAuthError;
 use crate::dpop::ProofError;
 use crate::grant::{ApprovalError, GrantError, RequestError};
+use crate::metrics::TokenOutcome;
 use crate::policy::explain::{Explanation, Outcome};
 use crate::policy::Refusal;
 
@@ -74,7 +77,7 @@ pub struct OAuthError {
     /// The error code.
     pub code: ErrorCode,
     /// The HTTP status.
-    pub status: u16,
+    pub status: StatusCode,
     /// A description safe to send.
     pub description: &'static str,
 }
@@ -84,12 +87,12 @@ pub const UNACCEPTABLE_TOKEN: &str =
     "the presented token is invalid, expired, revoked or not acceptable for this request";
 
 impl OAuthError {
-    const fn new(code: ErrorCode, status: u16, description: &'static str) -> Self {
+    const fn new(code: ErrorCode, status: StatusCode, description: &'static str) -> Self {
         OAuthError { code, status, description }
     }
 
-    fn bad_request(code: ErrorCode, description: &'static str) -> Self {
-        OAuthError::new(code, 400, description)
+    const fn bad_request(code: ErrorCode, description: &'static str) -> Self {
+        OAuthError::new(code, StatusCode::BAD_REQUEST, description)
     }
 }
 
@@ -113,7 +116,9 @@ impl From<&GrantError> for OAuthError {
                 ChainError::ScopeWidened => {
                     OAuthError::bad_request(InvalidScope, "the requested scope exceeds what the presented token holds")
                 }
-                ChainError::LifetimeExtended => OAuthError::new(ServerError, 500, "the token could not be issued"),
+                ChainError::LifetimeExtended => {
+                    OAuthError::new(ServerError, StatusCode::INTERNAL_SERVER_ERROR, "the token could not be issued")
+                }
                 ChainError::Unbound => OAuthError::bad_request(InvalidDpopProof, DPOP_REQUIRED),
             },
             GrantError::Dpop(proof) => proof.into(),
@@ -122,22 +127,40 @@ impl From<&GrantError> for OAuthError {
                 OAuthError::bad_request(UnauthorizedClient, "the client may not revoke this token")
             }
             GrantError::Policy(_) | GrantError::Mint(_) => {
-                OAuthError::new(ServerError, 500, "the token could not be issued")
+                OAuthError::new(ServerError, StatusCode::INTERNAL_SERVER_ERROR, "the token could not be issued")
             }
-            GrantError::Store(_) => {
-                OAuthError::new(TemporarilyUnavailable, 503, "state could not be checked; try again later")
-            }
+            GrantError::Store(_) => OAuthError::new(
+                TemporarilyUnavailable,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "state could not be checked; try again later",
+            ),
             GrantError::IdentityProvider(_) => OAuthError::new(
                 TemporarilyUnavailable,
-                503,
+                StatusCode::SERVICE_UNAVAILABLE,
                 "the identity provider could not be reached; try again later",
             ),
             GrantError::Approval(approval) => approval.into(),
             // RFC 6749 has no code for "too many requests": Baton's code for
             // "try again later", with 429 (RFC 6585 §4) and `Retry-After`. The
             // text says nothing of whether the credential was right.
-            GrantError::Throttled(_) => {
-                OAuthError::new(TemporarilyUnavailable, 429, "too many requests; try again later")
+            GrantError::Throttled(_) => OAuthError::new(
+                TemporarilyUnavailable,
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many requests; try again later",
+            ),
+        }
+    }
+}
+
+/// How a refused token request is counted: waiting for a person is an
+/// outcome of its own, any other refusal carries the code the client is
+/// sent (from the mapping above) and the error's reason label.
+impl From<&GrantError> for TokenOutcome {
+    fn from(error: &GrantError) -> Self {
+        match error {
+            GrantError::Approval(ApprovalError::Pending(_)) => TokenOutcome::AwaitingApproval,
+            refused => {
+                TokenOutcome::Refused { code: OAuthError::from(refused).code.as_str(), reason: refused.reason() }
             }
         }
     }
@@ -188,12 +211,14 @@ impl From<&ApprovalError> for OAuthError {
                 OAuthError::bad_request(InvalidGrant, APPROVAL_NOT_FOR_THIS_REQUEST)
             }
             // The admin API's answers to an approver's decision.
-            ApprovalError::NotFound => OAuthError::new(InvalidRequest, 404, "no approval with this id"),
+            ApprovalError::NotFound => {
+                OAuthError::new(InvalidRequest, StatusCode::NOT_FOUND, "no approval with this id")
+            }
             ApprovalError::WrongApprover => {
-                OAuthError::new(AccessDenied, 403, "this approver may not decide this request")
+                OAuthError::new(AccessDenied, StatusCode::FORBIDDEN, "this approver may not decide this request")
             }
             ApprovalError::AlreadyDecided(_) => {
-                OAuthError::new(InvalidRequest, 409, "the approval was already decided")
+                OAuthError::new(InvalidRequest, StatusCode::CONFLICT, "the approval was already decided")
             }
             // A quota, not a fault of the request nor of the broker: 429
             // (RFC 6585 §4) with the code clients already treat as "retry
@@ -202,7 +227,7 @@ impl From<&ApprovalError> for OAuthError {
             // this request has none, and polling faster is not the cause.
             ApprovalError::TooManyPending => OAuthError::new(
                 TemporarilyUnavailable,
-                429,
+                StatusCode::TOO_MANY_REQUESTS,
                 "too many requests of this client wait for approval; ask again once one is decided or expired",
             ),
         }
@@ -216,12 +241,16 @@ impl From<&RequestError> for OAuthError {
             RequestError::NotForm => {
                 OAuthError::bad_request(InvalidRequest, "the body must be application/x-www-form-urlencoded")
             }
-            RequestError::TooLarge => OAuthError::new(InvalidRequest, 413, "the request body is too large"),
+            RequestError::TooLarge => {
+                OAuthError::new(InvalidRequest, StatusCode::PAYLOAD_TOO_LARGE, "the request body is too large")
+            }
             // RFC 9110 §15.5.9; no RFC 6749 code is closer than invalid_request.
             RequestError::BodyTooSlow => {
-                OAuthError::new(InvalidRequest, 408, "the request body did not arrive in time")
+                OAuthError::new(InvalidRequest, StatusCode::REQUEST_TIMEOUT, "the request body did not arrive in time")
             }
-            RequestError::MethodNotAllowed => OAuthError::new(InvalidRequest, 405, "use POST"),
+            RequestError::MethodNotAllowed => {
+                OAuthError::new(InvalidRequest, StatusCode::METHOD_NOT_ALLOWED, "use POST")
+            }
             RequestError::Repeated(_) => OAuthError::bad_request(InvalidRequest, "a request parameter is repeated"),
             RequestError::Missing(_) => OAuthError::bad_request(InvalidRequest, "a required parameter is missing"),
             RequestError::UnsupportedGrantType => {
@@ -264,13 +293,15 @@ impl From<&ClientAuthError> for OAuthError {
             | ClientAuthError::WrongMethod
             | ClientAuthError::WrongSecret
             | ClientAuthError::Assertion(_)
-            | ClientAuthError::Replayed => OAuthError::new(InvalidClient, 401, FAILED),
+            | ClientAuthError::Replayed => OAuthError::new(InvalidClient, StatusCode::UNAUTHORIZED, FAILED),
             ClientAuthError::NotAnAgent | ClientAuthError::NotAnIntrospector => {
                 OAuthError::bad_request(UnauthorizedClient, "this client may not use this endpoint")
             }
-            ClientAuthError::Store(_) => {
-                OAuthError::new(TemporarilyUnavailable, 503, "state could not be checked; try again later")
-            }
+            ClientAuthError::Store(_) => OAuthError::new(
+                TemporarilyUnavailable,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "state could not be checked; try again later",
+            ),
         }
     }
 }
@@ -306,4 +337,278 @@ pub fn explanation_json(explanation: &Explanation) -> serde_json::Value {
         outcome.insert("error".into(), OAuthError::from(refusal).code.as_str().into());
     }
     json
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::grant::{NotAHolder, PendingApproval, Throttled, Unacceptable};
+    use crate::metrics::{series, Metrics};
+    use crate::policy::PolicyError;
+    use crate::store::{ApprovalId, ApprovalState, StoreError};
+    use crate::token::MintError;
+
+    /// Text a client could have sent, carried inside some errors: no
+    /// description may repeat it.
+    const SENT: &str = "s3cr3t-sent-by-the-client";
+
+    fn scope() -> crate::claims::Scope {
+        "calendar.write".parse().unwrap()
+    }
+
+    /// Every variant of [`GrantError`] (and of the errors inside it), the
+    /// code and status it is sent with, and the reason it is counted by.
+    fn table() -> Vec<(GrantError, ErrorCode, u16, &'static str)> {
+        use ErrorCode::*;
+        let pending = PendingApproval { id: ApprovalId(SENT.into()), interval: 5, expires_in: 60 };
+        vec![
+            (RequestError::NotForm.into(), InvalidRequest, 400, "not_form"),
+            (RequestError::TooLarge.into(), InvalidRequest, 413, "too_large"),
+            (RequestError::BodyTooSlow.into(), InvalidRequest, 408, "body_too_slow"),
+            (RequestError::MethodNotAllowed.into(), InvalidRequest, 405, "method_not_allowed"),
+            (RequestError::Repeated(Some("scope")).into(), InvalidRequest, 400, "repeated_parameter"),
+            (RequestError::Missing("subject_token").into(), InvalidRequest, 400, "missing_parameter"),
+            (RequestError::UnsupportedGrantType.into(), UnsupportedGrantType, 400, "unsupported_grant_type"),
+            (
+                RequestError::UnsupportedTokenType("subject_token_type").into(),
+                InvalidRequest,
+                400,
+                "unsupported_token_type",
+            ),
+            (RequestError::ActorTokenPairing.into(), InvalidRequest, 400, "actor_token_pairing"),
+            (RequestError::MalformedScope.into(), InvalidScope, 400, "malformed_scope"),
+            (RequestError::SeveralTargets.into(), InvalidTarget, 400, "several_targets"),
+            (RequestError::ResourceNotUri.into(), InvalidTarget, 400, "resource_not_uri"),
+            (RequestError::ConflictingTargets.into(), InvalidTarget, 400, "conflicting_targets"),
+            (ClientAuthError::MultipleMethods.into(), InvalidRequest, 400, "client_multiple_methods"),
+            (ClientAuthError::Missing.into(), InvalidClient, 401, "client_missing"),
+            (ClientAuthError::MalformedBasic.into(), InvalidClient, 401, "client_malformed_basic"),
+            (ClientAuthError::UnsupportedAssertionType.into(), InvalidClient, 401, "client_unsupported_assertion_type"),
+            (ClientAuthError::UnknownClient.into(), InvalidClient, 401, "client_unknown"),
+            (ClientAuthError::Deprovisioned.into(), InvalidClient, 401, "client_deprovisioned"),
+            (ClientAuthError::WrongMethod.into(), InvalidClient, 401, "client_wrong_method"),
+            (ClientAuthError::WrongSecret.into(), InvalidClient, 401, "client_wrong_secret"),
+            (ClientAuthError::Assertion(SENT).into(), InvalidClient, 401, "client_assertion_invalid"),
+            (ClientAuthError::Replayed.into(), InvalidClient, 401, "client_assertion_replayed"),
+            (ClientAuthError::NotAnIntrospector.into(), UnauthorizedClient, 400, "client_not_an_introspector"),
+            (ClientAuthError::NotAnAgent.into(), UnauthorizedClient, 400, "client_not_an_agent"),
+            (
+                ClientAuthError::Store(StoreError::Unavailable(SENT.into())).into(),
+                TemporarilyUnavailable,
+                503,
+                "store_unavailable",
+            ),
+            (GrantError::SubjectToken(Unacceptable::Revoked), InvalidRequest, 400, "subject_token_revoked"),
+            (GrantError::SubjectToken(Unacceptable::Deprovisioned), InvalidRequest, 400, "subject_token_deprovisioned"),
+            (
+                GrantError::SubjectToken(Unacceptable::NotAddressedToActor),
+                InvalidRequest,
+                400,
+                "subject_token_not_addressed_to_actor",
+            ),
+            (
+                GrantError::SubjectToken(Unacceptable::MayActViolation),
+                InvalidRequest,
+                400,
+                "subject_token_may_act_violation",
+            ),
+            (GrantError::SubjectToken(Unacceptable::DepthLimit), InvalidRequest, 400, "subject_token_depth_limit"),
+            (
+                GrantError::SubjectToken(Unacceptable::UntrustedIssuer),
+                InvalidRequest,
+                400,
+                "subject_token_untrusted_issuer",
+            ),
+            (
+                GrantError::SubjectToken(Unacceptable::MayNotStartChain),
+                InvalidRequest,
+                400,
+                "subject_token_may_not_start_chain",
+            ),
+            (
+                GrantError::SubjectToken(Unacceptable::Upstream(SENT.into())),
+                InvalidRequest,
+                400,
+                "subject_token_identity_provider_token_invalid",
+            ),
+            (
+                GrantError::SubjectToken(Unacceptable::SubjectIsRegistered),
+                InvalidRequest,
+                400,
+                "subject_token_subject_is_registered",
+            ),
+            (GrantError::ActorToken(Unacceptable::NotTheClient), InvalidRequest, 400, "actor_token_not_the_client"),
+            (GrantError::ActorToken(Unacceptable::Revoked), InvalidRequest, 400, "actor_token_revoked"),
+            (Refusal::NoTarget.into(), InvalidTarget, 400, "no_target"),
+            (Refusal::UnknownTarget.into(), InvalidTarget, 400, "unknown_target"),
+            (Refusal::TargetDeprovisioned.into(), InvalidTarget, 400, "target_deprovisioned"),
+            (Refusal::TargetNotPermitted.into(), InvalidTarget, 400, "target_not_permitted"),
+            (Refusal::UnknownScope(scope()).into(), InvalidScope, 400, "unknown_scope"),
+            (Refusal::BeyondParent(scope()).into(), InvalidScope, 400, "beyond_parent"),
+            (Refusal::OutsideTarget(scope()).into(), InvalidScope, 400, "outside_target"),
+            (Refusal::NotPermitted(scope()).into(), InvalidScope, 400, "not_permitted"),
+            (Refusal::NoLifetime.into(), InvalidRequest, 400, "no_lifetime"),
+            (ChainError::TooDeep { depth: 6, limit: 5 }.into(), InvalidRequest, 400, "chain_too_deep"),
+            (ChainError::ScopeWidened.into(), InvalidScope, 400, "chain_scope_widened"),
+            (ChainError::LifetimeExtended.into(), ServerError, 500, "chain_lifetime_extended"),
+            (ChainError::Unbound.into(), InvalidDpopProof, 400, "chain_unbound"),
+            (ChainError::ActsAgain.into(), InvalidRequest, 400, "chain_acts_again"),
+            (PolicyError::Rules(SENT.into()).into(), ServerError, 500, "policy_error"),
+            (StoreError::Unavailable(SENT.into()).into(), TemporarilyUnavailable, 503, "store_unavailable"),
+            (StoreError::Corrupt(SENT.into()).into(), TemporarilyUnavailable, 503, "store_unavailable"),
+            (StoreError::ReadOnly.into(), TemporarilyUnavailable, 503, "store_unavailable"),
+            (NotAHolder.into(), UnauthorizedClient, 400, "not_a_holder"),
+            (MintError::new(SENT).into(), ServerError, 500, "mint_failed"),
+            (GrantError::IdentityProvider(SENT.into()), TemporarilyUnavailable, 503, "identity_provider_unavailable"),
+            (ProofError::Several.into(), InvalidDpopProof, 400, "dpop_several"),
+            (ProofError::Malformed.into(), InvalidDpopProof, 400, "dpop_malformed"),
+            (ProofError::WrongType.into(), InvalidDpopProof, 400, "dpop_wrong_type"),
+            (ProofError::AlgorithmNotAllowed.into(), InvalidDpopProof, 400, "dpop_algorithm"),
+            (ProofError::UnusableKey.into(), InvalidDpopProof, 400, "dpop_unusable_key"),
+            (ProofError::PrivateKey.into(), InvalidDpopProof, 400, "dpop_private_key"),
+            (ProofError::BadSignature.into(), InvalidDpopProof, 400, "dpop_signature"),
+            (ProofError::WrongMethod.into(), InvalidDpopProof, 400, "dpop_htm"),
+            (ProofError::WrongUri.into(), InvalidDpopProof, 400, "dpop_htu"),
+            (ProofError::UseNonce.into(), UseDpopNonce, 400, "dpop_nonce"),
+            (ProofError::Stale.into(), InvalidDpopProof, 400, "dpop_iat"),
+            (ProofError::AccessTokenHash.into(), InvalidDpopProof, 400, "dpop_ath"),
+            (ProofError::KeyMismatch.into(), InvalidDpopProof, 400, "dpop_key_mismatch"),
+            (ProofError::Replayed.into(), InvalidDpopProof, 400, "dpop_replayed"),
+            (ProofError::Required.into(), InvalidDpopProof, 400, "dpop_required"),
+            (ApprovalError::Pending(pending).into(), AuthorizationPending, 400, "approval_pending"),
+            (ApprovalError::Denied.into(), AccessDenied, 400, "approval_denied"),
+            (ApprovalError::Expired.into(), ExpiredToken, 400, "approval_expired"),
+            (ApprovalError::Unknown.into(), InvalidGrant, 400, "approval_unknown"),
+            (ApprovalError::Mismatch.into(), InvalidGrant, 400, "approval_mismatch"),
+            (ApprovalError::Used.into(), InvalidGrant, 400, "approval_used"),
+            (ApprovalError::NotFound.into(), InvalidRequest, 404, "approval_not_found"),
+            (ApprovalError::WrongApprover.into(), AccessDenied, 403, "approval_wrong_approver"),
+            (
+                ApprovalError::AlreadyDecided(ApprovalState::Approved).into(),
+                InvalidRequest,
+                409,
+                "approval_already_decided",
+            ),
+            (ApprovalError::TooManyPending.into(), TemporarilyUnavailable, 429, "approval_too_many_pending"),
+            (Throttled { retry_after: 7 }.into(), TemporarilyUnavailable, 429, "throttled"),
+        ]
+    }
+
+    /// The variant's name; no wildcard, so a new variant needs a row above.
+    fn variant(error: &GrantError) -> &'static str {
+        match error {
+            GrantError::Request(_) => "Request",
+            GrantError::Client(_) => "Client",
+            GrantError::SubjectToken(_) => "SubjectToken",
+            GrantError::ActorToken(_) => "ActorToken",
+            GrantError::Refused(_) => "Refused",
+            GrantError::Chain(_) => "Chain",
+            GrantError::Policy(_) => "Policy",
+            GrantError::Store(_) => "Store",
+            GrantError::NotAHolder(_) => "NotAHolder",
+            GrantError::Mint(_) => "Mint",
+            GrantError::IdentityProvider(_) => "IdentityProvider",
+            GrantError::Dpop(_) => "Dpop",
+            GrantError::Approval(_) => "Approval",
+            GrantError::Throttled(_) => "Throttled",
+        }
+    }
+
+    #[test]
+    fn every_error_maps_to_its_code_status_and_reason() {
+        let table = table();
+        for (error, code, status, reason) in &table {
+            let sent = OAuthError::from(error);
+            assert_eq!((sent.code, sent.status.as_u16()), (*code, *status), "{error:?}");
+            assert_eq!(error.reason(), *reason, "{error:?}");
+        }
+        let covered: BTreeSet<&str> = table.iter().map(|(error, ..)| variant(error)).collect();
+        assert_eq!(covered.len(), 14, "every GrantError variant has a row: {covered:?}");
+    }
+
+    #[test]
+    fn descriptions_never_repeat_what_the_request_carried() {
+        for (error, ..) in table() {
+            let description = OAuthError::from(&error).description;
+            assert!(!description.contains(SENT) && !description.contains("calendar.write"), "{error:?}: {description}");
+            assert!(!description.is_empty(), "{error:?}");
+        }
+    }
+
+    #[test]
+    fn unacceptable_tokens_share_one_description() {
+        for (error, ..) in table() {
+            if matches!(error, GrantError::SubjectToken(_) | GrantError::ActorToken(_)) {
+                assert_eq!(OAuthError::from(&error).description, UNACCEPTABLE_TOKEN, "{error:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn waiting_for_approval_is_counted_apart_from_refusals() {
+        let pending = PendingApproval { id: ApprovalId("a".into()), interval: 5, expires_in: 60 };
+        assert_eq!(
+            TokenOutcome::from(&GrantError::from(ApprovalError::Pending(pending))),
+            TokenOutcome::AwaitingApproval
+        );
+        assert_eq!(
+            TokenOutcome::from(&GrantError::from(ApprovalError::Denied)),
+            TokenOutcome::Refused { code: "access_denied", reason: "approval_denied".into() }
+        );
+    }
+
+    #[test]
+    fn issued_and_refused_requests_are_counted_by_bounded_labels() {
+        use crate::grant::error::grant_type_label;
+        use crate::grant::TOKEN_EXCHANGE;
+        let metrics = Metrics::new();
+        metrics.count_token(grant_type_label(Some(TOKEN_EXCHANGE)), TokenOutcome::Issued);
+        metrics.count_token(grant_type_label(Some(TOKEN_EXCHANGE)), TokenOutcome::Issued);
+        let refused = GrantError::Refused(Refusal::NotPermitted("calendar.write".parse().unwrap()));
+        metrics.count_token(grant_type_label(Some(TOKEN_EXCHANGE)), (&refused).into());
+        metrics.count_token(
+            grant_type_label(Some("urn:evil:<script>")),
+            (&GrantError::Request(RequestError::UnsupportedGrantType)).into(),
+        );
+        metrics.count_token(grant_type_label(None), (&GrantError::SubjectToken(Unacceptable::Revoked)).into());
+        let text = metrics.render().unwrap();
+        assert_eq!(
+            series(&text, "baton_tokens_issued_total"),
+            ["baton_tokens_issued_total{grant_type=\"token_exchange\"} 2"]
+        );
+        let refused = series(&text, "baton_token_requests_refused_total");
+        assert!(refused.contains(
+            &"baton_token_requests_refused_total{grant_type=\"token_exchange\",error=\"invalid_scope\",reason=\"not_permitted\"} 1"
+        ), "{text}");
+        assert!(refused.contains(
+            &"baton_token_requests_refused_total{grant_type=\"other\",error=\"unsupported_grant_type\",reason=\"unsupported_grant_type\"} 1"
+        ), "{text}");
+        assert!(refused.contains(
+            &"baton_token_requests_refused_total{grant_type=\"none\",error=\"invalid_request\",reason=\"subject_token_revoked\"} 1"
+        ), "{text}");
+        assert!(!text.contains("calendar.write") && !text.contains("evil"), "no request text in labels: {text}");
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn unauthenticated_refusals_are_counted_by_reason_alone() {
+        let metrics = Metrics::new();
+        let throttled = GrantError::Throttled(crate::grant::Throttled { retry_after: 6 });
+        for _ in 0..3 {
+            metrics.count_unauthenticated(throttled.reason());
+        }
+        metrics.count_unauthenticated(GrantError::Client(ClientAuthError::WrongSecret).reason());
+        let text = metrics.render().unwrap();
+        let mut lines = series(&text, "baton_unauthenticated_refusals_total");
+        lines.sort();
+        assert_eq!(
+            lines,
+            [
+                "baton_unauthenticated_refusals_total{reason=\"client_wrong_secret\"} 1",
+                "baton_unauthenticated_refusals_total{reason=\"throttled\"} 3"
+            ]
+        );
+    }
 }

@@ -78,7 +78,7 @@ impl Broker {
     pub async fn refuse(&self, error: RequestError, client_address: Option<String>) -> GrantError {
         let error = GrantError::Request(error);
         self.count_refusal(&error, None, client_address.as_deref());
-        self.metrics.count_token(None, Err(&error));
+        self.metrics.count_token(crate::grant::error::grant_type_label(None), (&error).into());
         error
     }
 
@@ -98,13 +98,13 @@ impl Broker {
         claimed_client: Option<String>,
         client_address: Option<&str>,
     ) {
-        let reason = crate::metrics::reason(error);
+        let reason = error.reason();
         tracing::debug!(target: "baton::audit", %reason, ?claimed_client, ?client_address, "unauthenticated request refused");
         self.metrics.count_unauthenticated(reason.clone());
         // A registered client stays named even past the bound on keys, so
         // that junk cannot hide guessing against it.
         let registered = claimed_client.as_deref().is_some_and(|id| self.policy().inventory().client(id).is_some());
-        self.refusals.count(self.now(), reason, (claimed_client, registered), grouped(client_address), 1);
+        self.refusals.count(self.now(), reason.into_owned(), (claimed_client, registered), grouped(client_address), 1);
     }
 
     /// Writes the refusals of unauthenticated requests counted since the

@@ -387,6 +387,14 @@ impl governor::clock::Clock for BrokerClock {
     }
 }
 
+impl Throttled {
+    /// The label metrics and the audit trail count this refusal by: never
+    /// the wait, which differs from one refusal to the next.
+    pub fn reason(&self) -> &'static str {
+        "throttled"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -119,7 +119,7 @@ pub(super) async fn check(
         }
         (ApprovalState::Pending, _) => Err(pending(&approval, now).into()),
         (ApprovalState::Approved, None) => {
-            Err(crate::store::StoreError("an approved approval has no decision".into()).into())
+            Err(crate::store::StoreError::Corrupt("an approved approval has no decision".into()).into())
         }
         (ApprovalState::Approved, Some(decision)) => {
             let stamp = HopApproval {
@@ -266,5 +266,24 @@ impl Broker {
             return Err(ApprovalError::AlreadyDecided(state).into());
         }
         Ok(decided)
+    }
+}
+
+impl ApprovalError {
+    /// The label metrics and the audit trail count this refusal by: the
+    /// variant, never the approval's id or state.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ApprovalError::Pending(_) => "approval_pending",
+            ApprovalError::Denied => "approval_denied",
+            ApprovalError::Expired => "approval_expired",
+            ApprovalError::Unknown => "approval_unknown",
+            ApprovalError::Mismatch => "approval_mismatch",
+            ApprovalError::Used => "approval_used",
+            ApprovalError::NotFound => "approval_not_found",
+            ApprovalError::WrongApprover => "approval_wrong_approver",
+            ApprovalError::AlreadyDecided(_) => "approval_already_decided",
+            ApprovalError::TooManyPending => "approval_too_many_pending",
+        }
     }
 }

@@ -233,5 +233,29 @@ fn normalized_uri(uri: &str) -> Option<String> {
     Some(url.into())
 }
 
+impl ProofError {
+    /// The label metrics and the audit trail count this refusal by: the
+    /// check that failed (named by the proof's claim where there is one).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ProofError::Several => "dpop_several",
+            ProofError::Malformed => "dpop_malformed",
+            ProofError::WrongType => "dpop_wrong_type",
+            ProofError::AlgorithmNotAllowed => "dpop_algorithm",
+            ProofError::UnusableKey => "dpop_unusable_key",
+            ProofError::PrivateKey => "dpop_private_key",
+            ProofError::BadSignature => "dpop_signature",
+            ProofError::WrongMethod => "dpop_htm",
+            ProofError::WrongUri => "dpop_htu",
+            ProofError::UseNonce => "dpop_nonce",
+            ProofError::Stale => "dpop_iat",
+            ProofError::AccessTokenHash => "dpop_ath",
+            ProofError::KeyMismatch => "dpop_key_mismatch",
+            ProofError::Replayed => "dpop_replayed",
+            ProofError::Required => "dpop_required",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -1,5 +1,8 @@
-//! What can go wrong while granting a token. The mapping to OAuth error codes
-//! lives in one place: [`crate::oauth`].
+//! What can go wrong while granting a token, and the reason label each
+//! refusal is counted by. The mapping to OAuth error codes lives in one
+//! place: [`crate::oauth`].
+
+use std::borrow::Cow;
 
 use crate::chain::ChainError;
 use crate::client_auth::ClientAuthError;
@@ -139,6 +142,90 @@ pub enum Unacceptable {
     /// The person's name is that of a registered agent or resource.
     #[error("the person's name is a registered agent's or resource's")]
     SubjectIsRegistered,
+}
+
+impl GrantError {
+    /// The label metrics and the audit trail count this refusal by: the
+    /// variant of Baton's error, never its text, so nothing a client sends
+    /// becomes a label. Each kind of error names its own reason; this only
+    /// delegates, and composes the presented token's role with its reason.
+    pub fn reason(&self) -> Cow<'static, str> {
+        let label = match self {
+            GrantError::Request(request) => request.reason(),
+            GrantError::Client(client) => client.reason(),
+            GrantError::SubjectToken(unacceptable) => {
+                return Cow::Owned(format!("subject_token_{}", unacceptable.reason()))
+            }
+            GrantError::ActorToken(unacceptable) => {
+                return Cow::Owned(format!("actor_token_{}", unacceptable.reason()))
+            }
+            GrantError::Refused(refusal) => refusal.code(),
+            GrantError::Chain(chain) => chain.reason(),
+            GrantError::Policy(_) => "policy_error",
+            GrantError::Store(_) => "store_unavailable",
+            GrantError::NotAHolder(not_a_holder) => not_a_holder.reason(),
+            GrantError::Mint(_) => "mint_failed",
+            GrantError::IdentityProvider(_) => "identity_provider_unavailable",
+            GrantError::Dpop(proof) => proof.reason(),
+            GrantError::Approval(approval) => approval.reason(),
+            GrantError::Throttled(throttled) => throttled.reason(),
+        };
+        Cow::Borrowed(label)
+    }
+}
+
+impl RequestError {
+    /// The label metrics and the audit trail count this refusal by: never
+    /// the parameter's name or value.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RequestError::NotForm => "not_form",
+            RequestError::TooLarge => "too_large",
+            RequestError::BodyTooSlow => "body_too_slow",
+            RequestError::MethodNotAllowed => "method_not_allowed",
+            RequestError::Repeated(_) => "repeated_parameter",
+            RequestError::Missing(_) => "missing_parameter",
+            RequestError::UnsupportedGrantType => "unsupported_grant_type",
+            RequestError::UnsupportedTokenType(_) => "unsupported_token_type",
+            RequestError::ActorTokenPairing => "actor_token_pairing",
+            RequestError::MalformedScope => "malformed_scope",
+            RequestError::SeveralTargets => "several_targets",
+            RequestError::ResourceNotUri => "resource_not_uri",
+            RequestError::ConflictingTargets => "conflicting_targets",
+        }
+    }
+}
+
+impl Unacceptable {
+    /// Why the token is not acceptable, as a label; [`GrantError::reason`]
+    /// prefixes it with the token's role (`subject_token_`, `actor_token_`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Unacceptable::Invalid(_) => "invalid",
+            Unacceptable::Revoked => "revoked",
+            Unacceptable::Deprovisioned => "deprovisioned",
+            Unacceptable::NotAddressedToActor => "not_addressed_to_actor",
+            Unacceptable::MayActViolation => "may_act_violation",
+            Unacceptable::DepthLimit => "depth_limit",
+            Unacceptable::NotTheClient => "not_the_client",
+            Unacceptable::UntrustedIssuer => "untrusted_issuer",
+            Unacceptable::MayNotStartChain => "may_not_start_chain",
+            Unacceptable::Upstream(_) => "identity_provider_token_invalid",
+            Unacceptable::SubjectIsRegistered => "subject_is_registered",
+        }
+    }
+}
+
+/// The metrics label of a request's `grant_type`: one of a fixed set
+/// (`token_exchange`, `client_credentials`, `other`, `none`), so that a
+/// client's text never becomes a label.
+pub fn grant_type_label(grant_type: Option<&str>) -> &'static str {
+    match grant_type {
+        Some(super::CLIENT_CREDENTIALS) => "client_credentials",
+        Some(super::TOKEN_EXCHANGE) => "token_exchange",
+        Some(_) => "other",
+        None => "none",
+    }
 }
 
 impl crate::audit::Refusal for GrantError {

@@ -144,7 +144,7 @@ impl Broker {
             // not an event of its own, so that junk cannot flood the trail.
             (Err(error), None) => {
                 self.count_refusal(&error, evidence.claimed_client.take(), request.client_address.as_deref());
-                self.metrics.count_token(request.params.get("grant_type"), Err(&error));
+                self.metrics.count_token(error::grant_type_label(request.params.get("grant_type")), (&error).into());
                 return Err(error);
             }
             (outcome, _) => outcome,
@@ -162,7 +162,8 @@ impl Broker {
         if let (Err(_), Some(approved)) = (&answer, spent_approval) {
             approval::restore(self, approved).await;
         }
-        self.metrics.count_token(request.params.get("grant_type"), answer.as_ref().map(drop));
+        let counted = answer.as_ref().err().map_or(crate::metrics::TokenOutcome::Issued, Into::into);
+        self.metrics.count_token(error::grant_type_label(request.params.get("grant_type")), counted);
         answer
     }
 

@@ -1,19 +1,18 @@
-//! The admin API under `/admin`, for security teams. Off unless an admin
-//! token is configured; each request carries it as a bearer token, checked
-//! against its configured SHA-256 in constant time.
+//! The admin API under `/admin`, for security teams: revoke, deprovision
+//! and reinstate, trace, the agent inventory, the audit trail and policy
+//! dry runs. Behind the admin credential ([`super::admin_auth`]).
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::middleware::Next;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
 
-use super::error::ErrorResponse;
+use super::admin_error::AdminError;
 use crate::claims::TokenId;
 use crate::grant::{Broker, GrantError};
 use crate::policy::explain::{ExplainError, Question};
@@ -29,35 +28,7 @@ pub(super) fn router(broker: Arc<Broker>) -> Router<Arc<Broker>> {
         .route("/admin/agents", get(agents))
         .route("/admin/audit", get(audit))
         .route("/admin/policy/explain", post(explain))
-        .route("/admin/approvals", get(super::approvals::list))
-        .route("/admin/approvals/{id}/approve", post(super::approvals::approve))
-        .route("/admin/approvals/{id}/deny", post(super::approvals::deny))
-        .route_layer(axum::middleware::from_fn_with_state(broker, authorize))
-}
-
-async fn authorize(State(broker): State<Arc<Broker>>, request: Request, next: Next) -> Response {
-    if !broker.admin_enabled() {
-        return (StatusCode::NOT_FOUND, Json(json!({ "error": "not_found" }))).into_response();
-    }
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split_once(' '))
-        // RFC 7235 §2.1: the scheme is case-insensitive.
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim());
-    if presented.is_some_and(|token| broker.is_admin(token)) {
-        return next.run(request).await;
-    }
-    let mut response = (
-        StatusCode::UNAUTHORIZED,
-        Json(json!({ "error": "invalid_token", "error_description": "admin credential required" })),
-    )
-        .into_response();
-    // RFC 6750 §3: name the scheme the endpoint expects.
-    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"baton-admin\""));
-    response
+        .route_layer(axum::middleware::from_fn_with_state(broker, super::admin_auth::authorize))
 }
 
 #[derive(Deserialize)]
@@ -68,13 +39,11 @@ struct RevokeBody {
 
 async fn revoke(
     State(broker): State<Arc<Broker>>,
-    body: Result<Json<RevokeBody>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    let Ok(Json(body)) = body else { return bad_body() };
-    match broker.revoke_jti(&body.jti).await {
-        Ok(until) => Json(json!({ "revoked": body.jti, "until": until })).into_response(),
-        Err(error) => ErrorResponse::from(&error).into_response(),
-    }
+    body: Result<Json<RevokeBody>, JsonRejection>,
+) -> Result<Json<Value>, AdminError> {
+    let Ok(Json(body)) = body else { return Err(AdminError::MalformedRequest) };
+    let until = broker.revoke_jti(&body.jti).await?;
+    Ok(Json(json!({ "revoked": body.jti, "until": until })))
 }
 
 #[derive(Deserialize)]
@@ -85,64 +54,51 @@ struct DeprovisionBody {
 }
 
 /// One agent or one subject, exactly.
-fn principal_of(body: Result<Json<DeprovisionBody>, axum::extract::rejection::JsonRejection>) -> Option<Principal> {
+fn principal_of(body: Result<Json<DeprovisionBody>, JsonRejection>) -> Result<Principal, AdminError> {
     match body {
-        Ok(Json(DeprovisionBody { agent: Some(agent), subject: None })) => Some(Principal::Agent(agent)),
-        Ok(Json(DeprovisionBody { agent: None, subject: Some(subject) })) => Some(Principal::Subject(subject)),
-        _ => None,
+        Ok(Json(DeprovisionBody { agent: Some(agent), subject: None })) => Ok(Principal::Agent(agent)),
+        Ok(Json(DeprovisionBody { agent: None, subject: Some(subject) })) => Ok(Principal::Subject(subject)),
+        _ => Err(AdminError::MalformedRequest),
     }
 }
 
 async fn deprovision(
     State(broker): State<Arc<Broker>>,
-    body: Result<Json<DeprovisionBody>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    let Some(principal) = principal_of(body) else { return bad_body() };
-    match broker.deprovision(&principal).await {
-        Ok(()) => Json(json!({ "deprovisioned": principal })).into_response(),
-        Err(error) => ErrorResponse::from(&error).into_response(),
-    }
+    body: Result<Json<DeprovisionBody>, JsonRejection>,
+) -> Result<Json<Value>, AdminError> {
+    let principal = principal_of(body)?;
+    broker.deprovision(&principal).await?;
+    Ok(Json(json!({ "deprovisioned": principal })))
 }
 
 async fn reinstate(
     State(broker): State<Arc<Broker>>,
-    body: Result<Json<DeprovisionBody>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    let Some(principal) = principal_of(body) else { return bad_body() };
-    match broker.reinstate(&principal).await {
-        Ok(()) => Json(json!({ "reinstated": principal })).into_response(),
-        Err(error) => ErrorResponse::from(&error).into_response(),
+    body: Result<Json<DeprovisionBody>, JsonRejection>,
+) -> Result<Json<Value>, AdminError> {
+    let principal = principal_of(body)?;
+    broker.reinstate(&principal).await?;
+    Ok(Json(json!({ "reinstated": principal })))
+}
+
+async fn trace(State(broker): State<Arc<Broker>>, Path(jti): Path<String>) -> Result<Response, AdminError> {
+    match broker.trace(&TokenId(jti)).await? {
+        Some(trace) => Ok(Json(trace).into_response()),
+        None => Err(AdminError::UnknownToken),
     }
 }
 
-async fn trace(State(broker): State<Arc<Broker>>, Path(jti): Path<String>) -> Response {
-    match broker.trace(&TokenId(jti)).await {
-        Ok(Some(trace)) => Json(trace).into_response(),
-        Ok(None) => (
-            StatusCode::NOT_FOUND,
-            Json(json!({ "error": "not_found", "error_description": "no token with this id was issued here" })),
-        )
-            .into_response(),
-        Err(error) => ErrorResponse::from(&error).into_response(),
-    }
-}
-
-async fn agents(State(broker): State<Arc<Broker>>) -> Response {
-    match broker.agent_reports().await {
-        Ok(reports) => Json(json!({ "agents": reports })).into_response(),
-        Err(error) => ErrorResponse::from(&error).into_response(),
-    }
+async fn agents(State(broker): State<Arc<Broker>>) -> Result<Json<Value>, AdminError> {
+    let reports = broker.agent_reports().await?;
+    Ok(Json(json!({ "agents": reports })))
 }
 
 async fn audit(
     State(broker): State<Arc<Broker>>,
-    filter: Result<Query<AuditFilter>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let Ok(Query(filter)) = filter else { return bad_body() };
-    match broker.audit_events(&filter).await {
-        Ok(events) => Json(json!({ "events": events })).into_response(),
-        Err(error) => ErrorResponse::from(&error).into_response(),
-    }
+    filter: Result<Query<AuditFilter>, QueryRejection>,
+) -> Result<Json<Value>, AdminError> {
+    let Ok(Query(filter)) = filter else { return Err(AdminError::MalformedRequest) };
+    let events = broker.audit_events(&filter).await?;
+    Ok(Json(json!({ "events": events })))
 }
 
 /// A dry run against the policy in force: the request as JSON (a
@@ -150,29 +106,16 @@ async fn audit(
 /// error the client would get.
 async fn explain(
     State(broker): State<Arc<Broker>>,
-    body: Result<Json<Question>, axum::extract::rejection::JsonRejection>,
-) -> Response {
+    body: Result<Json<Question>, JsonRejection>,
+) -> Result<Json<Value>, AdminError> {
     let question = match body {
         Ok(Json(question)) => question,
         // An unknown or misspelt field is named (DESIGN.md §10).
-        Err(rejection) => return bad_question(rejection.body_text()),
+        Err(rejection) => return Err(AdminError::InvalidQuestion(rejection.body_text())),
     };
     match broker.explain(&question) {
-        Ok(explanation) => Json(crate::oauth::explanation_json(&explanation)).into_response(),
-        Err(ExplainError::Question(error)) => bad_question(error.to_string()),
-        Err(ExplainError::Policy(error)) => ErrorResponse::from(&GrantError::Policy(error)).into_response(),
+        Ok(explanation) => Ok(Json(crate::oauth::explanation_json(&explanation))),
+        Err(ExplainError::Question(error)) => Err(AdminError::InvalidQuestion(error.to_string())),
+        Err(ExplainError::Policy(error)) => Err(AdminError::Grant(GrantError::Policy(error))),
     }
-}
-
-fn bad_question(description: String) -> Response {
-    (StatusCode::BAD_REQUEST, Json(json!({ "error": "invalid_request", "error_description": description })))
-        .into_response()
-}
-
-pub(super) fn bad_body() -> Response {
-    (
-        StatusCode::BAD_REQUEST,
-        Json(json!({ "error": "invalid_request", "error_description": "the request body or query is malformed" })),
-    )
-        .into_response()
 }

@@ -1,53 +1,42 @@
-//! Approvals over HTTP: the `authorization_pending` answer of the
-//! token endpoint, with the fields a polling client needs, and the admin
-//! routes where approvers list, approve and deny.
+//! The admin routes where approvers list, approve and deny the requests
+//! that wait for a person (DESIGN.md §11), behind the admin credential
+//! ([`super::admin_auth`]). The token endpoint's `authorization_pending`
+//! answer is an error response like the others ([`super::error`]).
 
 use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
 
-use super::error::ErrorResponse;
-use crate::grant::{ApprovalError, Broker, GrantError};
+use super::admin_error::AdminError;
+use crate::grant::Broker;
 use crate::store::approvals::{ApprovalQuery, Cursor, DEFAULT_PAGE, MAX_PAGE};
 use crate::store::{ApprovalId, ApprovalState};
 
-/// A token endpoint error as sent. `authorization_pending` also carries
-/// `approval_id`, `interval` and `expires_in` (CIBA Core §7.3, §11): the
-/// client repeats its request with `approval_id` every `interval` seconds.
-pub(super) fn token_error(error: &GrantError) -> Response {
-    let mut response = ErrorResponse::from(error).into_response();
-    if let GrantError::Approval(ApprovalError::Pending(pending)) = error {
-        let body = json!({
-            "error": "authorization_pending",
-            "error_description": crate::oauth::OAuthError::from(error).description,
-            "approval_id": pending.id,
-            "interval": pending.interval,
-            "expires_in": pending.expires_in,
-        });
-        let status = response.status();
-        let headers = response.headers().clone();
-        response = (status, Json(body)).into_response();
-        response.headers_mut().extend(headers);
-    }
-    response
+/// The approvals routes, behind the admin credential.
+pub(super) fn router(broker: Arc<Broker>) -> Router<Arc<Broker>> {
+    Router::new()
+        .route("/admin/approvals", get(list))
+        .route("/admin/approvals/{id}/approve", post(approve))
+        .route("/admin/approvals/{id}/deny", post(deny))
+        .route_layer(axum::middleware::from_fn_with_state(broker, super::admin_auth::authorize))
 }
 
 /// An approver's decision: who decides.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct DecisionBody {
+struct DecisionBody {
     approver: String,
 }
 
 /// What `GET /admin/approvals` may be asked.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct ListParams {
+struct ListParams {
     /// `pending` (the default: waiting and not expired), `approved`, `denied` or `consumed`.
     state: Option<String>,
     /// Only this agent's.
@@ -61,19 +50,13 @@ pub(super) struct ListParams {
 /// `GET /admin/approvals[?state=…&agent=…&limit=…&before=…]`: one page of
 /// approvals, newest first, with `next` (the `before` of the next page) when
 /// there may be more.
-pub(super) async fn list(
+async fn list(
     State(broker): State<Arc<Broker>>,
     params: Result<Query<ListParams>, QueryRejection>,
-) -> Response {
-    let Some(query) = params.ok().and_then(|Query(params)| query_of(params)) else {
-        return super::admin::bad_body();
-    };
-    match broker.list_approvals(query).await {
-        Ok(page) => {
-            Json(json!({ "approvals": page.approvals, "next": page.next.map(|next| next.to_string()) })).into_response()
-        }
-        Err(error) => ErrorResponse::from(&error).into_response(),
-    }
+) -> Result<Json<Value>, AdminError> {
+    let query = params.ok().and_then(|Query(params)| query_of(params)).ok_or(AdminError::MalformedRequest)?;
+    let page = broker.list_approvals(query).await?;
+    Ok(Json(json!({ "approvals": page.approvals, "next": page.next.map(|next| next.to_string()) })))
 }
 
 /// The store's query for `params`, if they are valid; its time is set by the broker.
@@ -97,20 +80,20 @@ fn query_of(params: ListParams) -> Option<ApprovalQuery> {
 }
 
 /// `POST /admin/approvals/{id}/approve` with `{"approver": …}`.
-pub(super) async fn approve(
+async fn approve(
     State(broker): State<Arc<Broker>>,
     Path(id): Path<String>,
     body: Result<Json<DecisionBody>, JsonRejection>,
-) -> Response {
+) -> Result<Json<Value>, AdminError> {
     decide(&broker, id, body, true).await
 }
 
 /// `POST /admin/approvals/{id}/deny` with `{"approver": …}`.
-pub(super) async fn deny(
+async fn deny(
     State(broker): State<Arc<Broker>>,
     Path(id): Path<String>,
     body: Result<Json<DecisionBody>, JsonRejection>,
-) -> Response {
+) -> Result<Json<Value>, AdminError> {
     decide(&broker, id, body, false).await
 }
 
@@ -119,10 +102,8 @@ async fn decide(
     id: String,
     body: Result<Json<DecisionBody>, JsonRejection>,
     approve: bool,
-) -> Response {
-    let Ok(Json(DecisionBody { approver })) = body else { return super::admin::bad_body() };
-    match broker.decide_approval(&ApprovalId(id), approver.trim(), approve).await {
-        Ok(approval) => Json(json!({ "approval": approval })).into_response(),
-        Err(error) => ErrorResponse::from(&error).into_response(),
-    }
+) -> Result<Json<Value>, AdminError> {
+    let Ok(Json(DecisionBody { approver })) = body else { return Err(AdminError::MalformedRequest) };
+    let approval = broker.decide_approval(&ApprovalId(id), approver.trim(), approve).await?;
+    Ok(Json(json!({ "approval": approval })))
 }

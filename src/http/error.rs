@@ -1,4 +1,6 @@
-//! OAuth error responses (RFC 6749 §5.2) from [`OAuthError`].
+//! OAuth error responses (RFC 6749 §5.2) from [`OAuthError`], and the
+//! token endpoint's `authorization_pending` answer with the fields a
+//! polling client needs.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -8,7 +10,7 @@ use std::sync::Arc;
 
 use axum::extract::{Request, State};
 
-use crate::grant::{Broker, GrantError, RequestError};
+use crate::grant::{ApprovalError, Broker, GrantError, PendingApproval, RequestError};
 use crate::oauth::{ErrorCode, OAuthError};
 
 /// A refused request, as sent.
@@ -16,6 +18,8 @@ pub struct ErrorResponse {
     error: OAuthError,
     /// Seconds to wait before trying again, where the refusal says.
     retry_after: Option<u64>,
+    /// The approval a person has yet to decide, for `authorization_pending`.
+    pending: Option<PendingApproval>,
 }
 
 impl From<&GrantError> for ErrorResponse {
@@ -24,7 +28,11 @@ impl From<&GrantError> for ErrorResponse {
             GrantError::Throttled(throttled) => Some(throttled.retry_after),
             _ => None,
         };
-        ErrorResponse { error: OAuthError::from(error), retry_after }
+        let pending = match error {
+            GrantError::Approval(ApprovalError::Pending(pending)) => Some(pending.clone()),
+            _ => None,
+        };
+        ErrorResponse { error: OAuthError::from(error), retry_after, pending }
     }
 }
 
@@ -32,16 +40,22 @@ impl From<&GrantError> for ErrorResponse {
 /// asks for no particular wait.
 impl From<OAuthError> for ErrorResponse {
     fn from(error: OAuthError) -> Self {
-        ErrorResponse { error, retry_after: None }
+        ErrorResponse { error, retry_after: None, pending: None }
     }
 }
 
 impl IntoResponse for ErrorResponse {
     fn into_response(self) -> Response {
         let OAuthError { code, status, description } = self.error;
-        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
-        let body = Json(serde_json::json!({ "error": code.as_str(), "error_description": description }));
-        let mut response = (status, body).into_response();
+        let mut body = serde_json::json!({ "error": code.as_str(), "error_description": description });
+        // CIBA Core §7.3, §11: the client repeats its request with
+        // `approval_id` every `interval` seconds until `expires_in`.
+        if let (Some(pending), Some(fields)) = (self.pending, body.as_object_mut()) {
+            fields.insert("approval_id".into(), serde_json::json!(pending.id));
+            fields.insert("interval".into(), pending.interval.into());
+            fields.insert("expires_in".into(), pending.expires_in.into());
+        }
+        let mut response = (status, Json(body)).into_response();
         let headers = response.headers_mut();
         match code {
             // RFC 6749 §5.2: a 401 for invalid_client names the scheme.

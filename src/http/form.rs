@@ -24,7 +24,7 @@ pub(super) async fn token(State(broker): State<Arc<Broker>>, request: Request) -
     };
     let mut response = match outcome {
         Ok(response) => Json(response).into_response(),
-        Err(error) => super::approvals::token_error(&error),
+        Err(error) => ErrorResponse::from(&error).into_response(),
     };
     // RFC 9449 §8: the nonce the next proof must carry, when nonces are on.
     if let Some(nonce) = broker.dpop_nonce().and_then(|nonce| HeaderValue::from_str(&nonce).ok()) {

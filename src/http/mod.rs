@@ -3,6 +3,8 @@
 //! responses, and nothing more.
 
 mod admin;
+mod admin_auth;
+mod admin_error;
 mod approvals;
 mod client_address;
 mod discovery;
@@ -36,6 +38,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/readyz", get(discovery::readyz))
         .route("/metrics", get(metrics))
         .merge(admin::router(broker.clone()))
+        .merge(approvals::router(broker.clone()))
         .fallback(error::not_found)
         .layer(axum::middleware::map_response(no_store))
         .with_state(broker)

@@ -188,3 +188,10 @@ fn holds(agent: &str, claims: &Claims) -> bool {
         || claims.aud == agent
         || claims.delegation.hops.iter().any(|hop| hop.agent == agent || hop.aud == agent)
 }
+
+impl NotAHolder {
+    /// The label metrics and the audit trail count this refusal by.
+    pub fn reason(&self) -> &'static str {
+        "not_a_holder"
+    }
+}

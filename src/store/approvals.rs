@@ -367,12 +367,12 @@ impl<'a> Pager<'a> {
 
 /// An approval as JSON, for the stores that keep text.
 pub(crate) fn encode(approval: &Approval) -> Result<String, StoreError> {
-    serde_json::to_string(approval).map_err(|_| StoreError("an approval cannot be encoded".into()))
+    serde_json::to_string(approval).map_err(|_| StoreError::Corrupt("an approval cannot be encoded".into()))
 }
 
 /// An approval read back from JSON.
 pub(crate) fn decode(json: &str) -> Result<Approval, StoreError> {
-    serde_json::from_str(json).map_err(|_| StoreError("an approval record is unreadable".into()))
+    serde_json::from_str(json).map_err(|_| StoreError::Corrupt("an approval record is unreadable".into()))
 }
 
 #[cfg(test)]

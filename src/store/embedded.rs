@@ -128,15 +128,15 @@ impl EmbeddedStore {
     /// old).
     pub fn open_with_retention(data_dir: &Path, retention: Retention) -> Result<EmbeddedStore, StoreError> {
         super::data_dir::prepare(data_dir)
-            .map_err(|error| StoreError(format!("cannot create {}: {error}", data_dir.display())))?;
+            .map_err(|error| StoreError::Io(format!("cannot create {}: {error}", data_dir.display())))?;
         let path = data_dir.join(FILE_NAME);
         let db = redb::Builder::new()
             .set_cache_size(CACHE_BYTES)
             .create(&path)
-            .map_err(|error| StoreError(format!("cannot open {}: {error}", path.display())))?;
+            .map_err(|error| StoreError::Io(format!("cannot open {}: {error}", path.display())))?;
         // redb creates the file as the umask allows.
         super::data_dir::restrict(&path)
-            .map_err(|error| StoreError(format!("cannot restrict {}: {error}", path.display())))?;
+            .map_err(|error| StoreError::Io(format!("cannot restrict {}: {error}", path.display())))?;
         create_tables(&db)?;
         let db = Arc::new(db);
         let commits = Arc::new(AtomicU64::new(0));
@@ -151,7 +151,7 @@ impl EmbeddedStore {
         let thread = std::thread::Builder::new()
             .name("baton-store-writer".into())
             .spawn(move || writer.run(&queue))
-            .map_err(|error| StoreError(format!("cannot start the store writer: {error}")))?;
+            .map_err(|error| StoreError::Io(format!("cannot start the store writer: {error}")))?;
         Ok(EmbeddedStore { path, db, writer: Some(WriterHandle { requests, thread }), commits, writer_alive })
     }
 
@@ -197,7 +197,7 @@ impl Drop for EmbeddedStore {
 }
 
 fn writer_gone() -> StoreError {
-    StoreError("embedded store: the writer has stopped".into())
+    StoreError::Unavailable("embedded store: the writer has stopped".into())
 }
 
 /// Creates every table, so that read transactions always find them, and
@@ -220,7 +220,7 @@ impl ReplayStore for EmbeddedStore {
     async fn use_once(&self, id: &str, until: UnixTime, now: UnixTime) -> Result<Use, StoreError> {
         match self.submit(Write::UseOnce { id: id.to_owned(), until, now }).await? {
             Applied::Used(answer) => Ok(answer),
-            _ => Err(StoreError("embedded store: a use got no answer".into())),
+            _ => Err(StoreError::Unavailable("embedded store: a use got no answer".into())),
         }
     }
 }
@@ -241,7 +241,7 @@ impl RevocationStore for EmbeddedStore {
         }
         match self.submit(Write::Revoke { jti: jti.0.clone(), until }).await? {
             Applied::Revoked(first) => Ok(first),
-            _ => Err(StoreError("embedded store: a revocation got no answer".into())),
+            _ => Err(StoreError::Unavailable("embedded store: a revocation got no answer".into())),
         }
     }
 
@@ -840,7 +840,11 @@ database_failures!(redb::TransactionError, redb::TableError, redb::StorageError,
 
 impl From<Failure> for StoreError {
     fn from(failure: Failure) -> Self {
-        StoreError(format!("embedded store: {failure}"))
+        let detail = format!("embedded store: {failure}");
+        match failure {
+            Failure::Database(_) => StoreError::Io(detail),
+            Failure::Json(_) => StoreError::Corrupt(detail),
+        }
     }
 }
 

@@ -311,9 +311,9 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, StoreError> {
     tokio::task::spawn_blocking(move || call(&db))
         .await
-        .map_err(|_| StoreError("embedded store: an approval call did not finish".into()))?
+        .map_err(|_| StoreError::Unavailable("embedded store: an approval call did not finish".into()))?
 }
 
 fn failure(error: impl Into<redb::Error>) -> StoreError {
-    StoreError(format!("embedded store: approvals: {}", error.into()))
+    StoreError::Io(format!("embedded store: approvals: {}", error.into()))
 }

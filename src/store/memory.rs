@@ -47,7 +47,7 @@ impl MemoryStore {
 }
 
 fn poisoned<T>(_: T) -> StoreError {
-    StoreError("in-memory state is poisoned".into())
+    StoreError::Poisoned("in-memory state is poisoned".into())
 }
 
 /// Used ids with their expiry, swept of expired ones whenever the map has

@@ -111,10 +111,9 @@ impl RevocationMirror {
         let address = client.get_connection_info().addr().to_string();
         let source = Source { client, names: Names::new(prefix), clock };
         let shared = Arc::new(Shared { max_staleness, state: RwLock::new(State::default()) });
-        let subscription = source
-            .open(&shared)
-            .await
-            .map_err(|error| StoreError(format!("cannot mirror the revocations at {address}: {}", error.0)))?;
+        let subscription = source.open(&shared).await.map_err(|error| {
+            StoreError::Unavailable(format!("cannot mirror the revocations at {address}: {}", error.detail()))
+        })?;
         let task = tokio::spawn(follow_forever(subscription, source, shared.clone())).abort_handle();
         Ok(RevocationMirror { shared, task, address, prefix: prefix.to_owned() })
     }
@@ -130,15 +129,15 @@ impl Drop for RevocationMirror {
 #[async_trait]
 impl RevocationStore for RevocationMirror {
     async fn revoke(&self, _jti: &TokenId, _until: UnixTime) -> Result<bool, StoreError> {
-        Err(StoreError("read-only mirror".into()))
+        Err(StoreError::ReadOnly)
     }
 
     async fn deprovision(&self, _principal: &Principal, _cutoff: &Cutoff) -> Result<(), StoreError> {
-        Err(StoreError("read-only mirror".into()))
+        Err(StoreError::ReadOnly)
     }
 
     async fn block(&self, _principal: &Principal, _blocked: bool) -> Result<(), StoreError> {
-        Err(StoreError("read-only mirror".into()))
+        Err(StoreError::ReadOnly)
     }
 
     async fn check(&self, lineage: &Lineage) -> Result<Status, StoreError> {
@@ -160,21 +159,21 @@ struct Shared {
 
 impl Shared {
     fn read(&self) -> Result<std::sync::RwLockReadGuard<'_, State>, StoreError> {
-        self.state.read().map_err(|_| StoreError("the revocation mirror is poisoned".into()))
+        self.state.read().map_err(|_| StoreError::Poisoned("the revocation mirror is poisoned".into()))
     }
 
     fn write(&self) -> Result<std::sync::RwLockWriteGuard<'_, State>, StoreError> {
-        self.state.write().map_err(|_| StoreError("the revocation mirror is poisoned".into()))
+        self.state.write().map_err(|_| StoreError::Poisoned("the revocation mirror is poisoned".into()))
     }
 
     /// Ok while the latest proof of a live subscription is recent enough.
     fn fresh(&self, state: &State) -> Result<(), StoreError> {
         match state.proven_at {
-            None => Err(StoreError("the revocation mirror is not subscribed".into())),
+            None => Err(StoreError::Unavailable("the revocation mirror is not subscribed".into())),
             Some(proven_at) => {
                 let age = proven_at.elapsed();
                 if age > self.max_staleness {
-                    Err(StoreError(format!(
+                    Err(StoreError::Unavailable(format!(
                         "the revocation mirror may be stale: its subscription was last proven alive {age:?} ago"
                     )))
                 } else {
@@ -367,9 +366,9 @@ fn client(url: &str) -> Result<Client, StoreError> {
     let scheme = url.split_once("://").map(|(scheme, _)| scheme.to_ascii_lowercase());
     if scheme.as_deref() != Some("redis") {
         // The URL is not echoed: it may carry a password.
-        return Err(StoreError("the revocation mirror needs a redis:// URL".into()));
+        return Err(StoreError::Misconfigured("the revocation mirror needs a redis:// URL".into()));
     }
-    Client::open(url).map_err(|_| StoreError("the Redis URL is not valid".into()))
+    Client::open(url).map_err(|_| StoreError::Misconfigured("the Redis URL is not valid".into()))
 }
 
 /// Awaits one Redis request for at most `deadline`.
@@ -380,8 +379,8 @@ async fn bounded<T>(
 ) -> Result<T, StoreError> {
     match tokio::time::timeout(deadline, request).await {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(error)) => Err(StoreError(format!("redis {operation}: {}", describe(&error)))),
-        Err(_) => Err(StoreError(format!("redis {operation}: no answer within {deadline:?}"))),
+        Ok(Err(error)) => Err(StoreError::Unavailable(format!("redis {operation}: {}", describe(&error)))),
+        Err(_) => Err(StoreError::Unavailable(format!("redis {operation}: no answer within {deadline:?}"))),
     }
 }
 
@@ -454,7 +453,7 @@ impl Source {
             };
             let pttls = pttls(&mut connection, &keys).await?;
             if ats.len() != keys.len() {
-                return Err(StoreError("redis load: MGET answered a different number of keys".into()));
+                return Err(StoreError::Corrupt("redis load: MGET answered a different number of keys".into()));
             }
             let now = self.clock.now();
             for ((key, at), pttl) in keys.iter().zip(ats).zip(pttls) {
@@ -463,7 +462,7 @@ impl Source {
                     continue; // gone since the scan, or not a principal's key
                 };
                 // Unreadable here fails the load, as it fails the store's check.
-                let at = cutoff_of(&at).ok_or_else(|| StoreError("redis load: unreadable cut-off".into()))?;
+                let at = cutoff_of(&at).ok_or_else(|| StoreError::Corrupt("redis load: unreadable cut-off".into()))?;
                 state.deprovision(principal, at, until);
             }
             if next == 0 {
@@ -514,7 +513,7 @@ async fn pttls(connection: &mut MultiplexedConnection, keys: &[String]) -> Resul
     if pttls.len() == keys.len() {
         Ok(pttls)
     } else {
-        Err(StoreError("redis load: PTTL answered a different number of keys".into()))
+        Err(StoreError::Corrupt("redis load: PTTL answered a different number of keys".into()))
     }
 }
 
@@ -530,7 +529,7 @@ async fn follow_forever(first: Subscription, source: Source, shared: Arc<Shared>
         if let Some(live) = subscription.take() {
             let (reason, proven) = follow(live, &source, &shared).await;
             shared.lose();
-            tracing::warn!(reason = %reason.0, "revocation mirror: subscription lost; checks fail until it is back");
+            tracing::warn!(reason = %reason.detail(), "revocation mirror: subscription lost; checks fail until it is back");
             if proven {
                 delay = RECONNECT_MIN_DELAY;
             }
@@ -539,7 +538,7 @@ async fn follow_forever(first: Subscription, source: Source, shared: Arc<Shared>
         match source.open(&shared).await {
             Ok(live) => subscription = Some(live),
             Err(error) => {
-                tracing::warn!(reason = %error.0, "revocation mirror: cannot resubscribe");
+                tracing::warn!(reason = %error.detail(), "revocation mirror: cannot resubscribe");
                 delay = delay.saturating_mul(2).min(RECONNECT_MAX_DELAY);
             }
         }
@@ -561,7 +560,7 @@ async fn follow(subscription: Subscription, source: &Source, shared: &Shared) ->
         tokio::select! {
             message = stream.next() => {
                 let Some(message) = message else {
-                    return (StoreError("the subscription dropped".into()), proven);
+                    return (StoreError::Unavailable("the subscription dropped".into()), proven);
                 };
                 if let Err(error) = apply(shared, &message) {
                     return (error, proven);
@@ -606,7 +605,7 @@ fn drain(stream: &mut PubSubStream, shared: &Shared) -> Result<(), StoreError> {
         // received message look absent.
         match tokio::task::unconstrained(stream.next()).now_or_never() {
             Some(Some(message)) => apply(shared, &message)?,
-            Some(None) => return Err(StoreError("the subscription dropped".into())),
+            Some(None) => return Err(StoreError::Unavailable("the subscription dropped".into())),
             None => return Ok(()),
         }
     }
@@ -621,7 +620,7 @@ fn apply(shared: &Shared, message: &Msg) -> Result<(), StoreError> {
             Ok(())
         }
         Notice::Other => Ok(()),
-        Notice::Unreadable => Err(StoreError("an unreadable revocation notice; reloading".into())),
+        Notice::Unreadable => Err(StoreError::Corrupt("an unreadable revocation notice; reloading".into())),
     }
 }
 

@@ -67,10 +67,47 @@ pub use approvals::{Approval, ApprovalId, ApprovalState, ApprovalStore, Decision
 use crate::claims::{Claims, TokenId};
 use crate::clock::{UnixMicros, UnixTime};
 
-/// State that cannot be read or written. Callers fail closed (DESIGN.md §2.5).
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("state store unavailable: {0}")]
-pub struct StoreError(pub String);
+/// State that cannot be read or written. Callers fail closed whatever the
+/// variant (DESIGN.md §2.5); the variant tells an operator where to look.
+/// Every text is the store's own, never a value from a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The backend does not answer, not in time, or not any more (a Redis
+    /// server down, a stopped writer, a mirror too stale to trust).
+    #[error("state store unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data, or a backend's reply, is not what was written or what
+    /// the protocol promises; or a value cannot be encoded to be stored.
+    #[error("state store unavailable: {0}")]
+    Corrupt(String),
+    /// The local database or its folder cannot be created, opened, read or
+    /// written.
+    #[error("state store unavailable: {0}")]
+    Io(String),
+    /// The store is configured so that it cannot work (a Redis URL it cannot use).
+    #[error("state store unavailable: {0}")]
+    Misconfigured(String),
+    /// A write was asked of a store that only reads (a revocation mirror).
+    #[error("state store unavailable: read-only mirror")]
+    ReadOnly,
+    /// In-process state was left half-changed by a panic elsewhere.
+    #[error("state store unavailable: {0}")]
+    Poisoned(String),
+}
+
+impl StoreError {
+    /// What went wrong, without the "state store unavailable" prefix.
+    pub fn detail(&self) -> &str {
+        match self {
+            StoreError::Unavailable(detail)
+            | StoreError::Corrupt(detail)
+            | StoreError::Io(detail)
+            | StoreError::Misconfigured(detail)
+            | StoreError::Poisoned(detail) => detail,
+            StoreError::ReadOnly => "read-only mirror",
+        }
+    }
+}
 
 /// Whether an id was seen before.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

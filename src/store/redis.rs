@@ -246,18 +246,19 @@ impl RedisStore {
         match scheme.as_deref() {
             Some("redis") => {}
             Some("rediss") => {
-                return Err(StoreError(
+                return Err(StoreError::Misconfigured(
                     "rediss:// needs TLS, which is not built into Baton's Redis client; \
                      use redis:// over a trusted network or a TLS tunnel"
                         .into(),
                 ))
             }
             // The URL is not echoed: it may carry a password.
-            _ => return Err(StoreError("the Redis URL must start with redis://".into())),
+            _ => return Err(StoreError::Misconfigured("the Redis URL must start with redis://".into())),
         }
-        let client = Client::open(url).map_err(|_| StoreError("the Redis URL is not valid".into()))?;
+        let client = Client::open(url).map_err(|_| StoreError::Misconfigured("the Redis URL is not valid".into()))?;
         let address = client.get_connection_info().addr().to_string();
-        let unreachable = |reason: String| StoreError(format!("cannot reach Redis at {address}: {reason}"));
+        let unreachable =
+            |reason: String| StoreError::Unavailable(format!("cannot reach Redis at {address}: {reason}"));
         let manager =
             match tokio::time::timeout(CALL_DEADLINE, ConnectionManager::new_with_config(client.clone(), config()))
                 .await
@@ -272,7 +273,7 @@ impl RedisStore {
             keys: Keys::new(prefix),
             retention,
         };
-        store.ping().await.map_err(|error| unreachable(error.0))?;
+        store.ping().await.map_err(|error| unreachable(error.detail().to_owned()))?;
         Ok(store)
     }
 
@@ -293,7 +294,8 @@ impl RedisStore {
         Fut: Future<Output = RedisResult<T>>,
     {
         let (generation, manager) = {
-            let link = self.link.read().map_err(|_| StoreError("the Redis connection state is poisoned".into()))?;
+            let link =
+                self.link.read().map_err(|_| StoreError::Poisoned("the Redis connection state is poisoned".into()))?;
             (link.generation, link.manager.clone())
         };
         match tokio::time::timeout(CALL_DEADLINE, request(manager)).await {
@@ -302,11 +304,11 @@ impl RedisStore {
                 if error.is_timeout() {
                     self.replace(generation);
                 }
-                Err(StoreError(format!("redis {operation}: {}", describe(&error))))
+                Err(StoreError::Unavailable(format!("redis {operation}: {}", describe(&error))))
             }
             Err(_) => {
                 self.replace(generation);
-                Err(StoreError(format!("redis {operation}: no answer within {CALL_DEADLINE:?}")))
+                Err(StoreError::Unavailable(format!("redis {operation}: no answer within {CALL_DEADLINE:?}")))
             }
         }
     }
@@ -409,7 +411,7 @@ impl ReplayStore for RedisStore {
             Value::Okay => Ok(Use::First),
             Value::SimpleString(text) if text == "OK" => Ok(Use::First),
             Value::Nil => Ok(Use::Replayed),
-            _ => Err(StoreError("redis use_once: unexpected reply to SET".into())),
+            _ => Err(StoreError::Corrupt("redis use_once: unexpected reply to SET".into())),
         }
     }
 }
@@ -433,7 +435,7 @@ impl RevocationStore for RedisStore {
             Value::Nil => Ok(false),
             Value::Okay => Ok(true),
             Value::SimpleString(text) if text == "OK" => Ok(true),
-            _ => Err(StoreError("redis revoke: unexpected reply to SET".into())),
+            _ => Err(StoreError::Corrupt("redis revoke: unexpected reply to SET".into())),
         }
     }
 
@@ -497,7 +499,7 @@ impl RevocationStore for RedisStore {
         let values: Vec<Option<String>> =
             self.call("check", |mut manager| async move { command.query_async(&mut manager).await }).await?;
         if values.len() != keys.len() {
-            return Err(StoreError("redis check: MGET answered a different number of keys".into()));
+            return Err(StoreError::Corrupt("redis check: MGET answered a different number of keys".into()));
         }
         let (revoked, principals) = values.split_at(lineage.jtis.len().min(values.len()));
         let (blocked, deprovisioned) = principals.split_at(lineage.principals.len().min(principals.len()));
@@ -505,7 +507,9 @@ impl RevocationStore for RedisStore {
         for (named, stored) in lineage.principals.iter().zip(deprovisioned) {
             let cutoff = stored
                 .as_deref()
-                .map(|text| cutoff_of(text).ok_or_else(|| StoreError("redis check: unreadable cut-off".into())))
+                .map(|text| {
+                    cutoff_of(text).ok_or_else(|| StoreError::Corrupt("redis check: unreadable cut-off".into()))
+                })
                 .transpose()?;
             cutoffs.push((named.since, cutoff));
         }
@@ -519,7 +523,7 @@ impl RevocationStore for RedisStore {
         if reply == "PONG" {
             Ok(())
         } else {
-            Err(StoreError("redis ping: unexpected reply".into()))
+            Err(StoreError::Corrupt("redis ping: unexpected reply".into()))
         }
     }
 }
@@ -527,7 +531,8 @@ impl RevocationStore for RedisStore {
 #[async_trait]
 impl AuditStore for RedisStore {
     async fn record(&self, event: AuditEvent) -> Result<(), StoreError> {
-        let json = serde_json::to_string(&event).map_err(|_| StoreError("audit event cannot be encoded".into()))?;
+        let json =
+            serde_json::to_string(&event).map_err(|_| StoreError::Corrupt("audit event cannot be encoded".into()))?;
         let mut keys = vec![self.keys.audit()];
         keys.extend(event.jti.as_ref().map(|jti| self.keys.audit_by_jti(jti)));
         keys.extend(event.parent_jti.as_ref().map(|parent| self.keys.audit_by_parent(parent)));
@@ -596,7 +601,9 @@ impl AuditStore for RedisStore {
         let json: Option<String> =
             self.call("issued", |mut manager| async move { command.query_async(&mut manager).await }).await?;
         if let Some(json) = json {
-            return serde_json::from_str(&json).map(Some).map_err(|_| StoreError("unreadable issuance event".into()));
+            return serde_json::from_str(&json)
+                .map(Some)
+                .map_err(|_| StoreError::Corrupt("unreadable issuance event".into()));
         }
         // Recorded before issuance keys existed: the token's index list,
         // read whole for its issuance.
@@ -625,7 +632,9 @@ impl AuditStore for RedisStore {
         events
             .into_iter()
             .flatten()
-            .map(|json| serde_json::from_str(&json).map_err(|_| StoreError("unreadable issuance event".into())))
+            .map(|json| {
+                serde_json::from_str(&json).map_err(|_| StoreError::Corrupt("unreadable issuance event".into()))
+            })
             .collect()
     }
 }
@@ -708,7 +717,7 @@ pub(super) fn describe(error: &RedisError) -> String {
 }
 
 fn notice(notice: &RevocationNotice) -> Result<String, StoreError> {
-    serde_json::to_string(notice).map_err(|_| StoreError("revocation notice cannot be encoded".into()))
+    serde_json::to_string(notice).map_err(|_| StoreError::Corrupt("revocation notice cannot be encoded".into()))
 }
 
 /// An expiry Redis accepts: `EXAT`/`EXPIREAT` refuse 0 and below, and
@@ -740,7 +749,7 @@ fn negative(count: usize) -> i64 {
 /// Decodes a stream entry and hands it to `take` when it matches; true once
 /// `take` wants no more.
 fn offer(entry: StreamId, filter: &AuditFilter, take: &mut Take<'_>) -> Result<bool, StoreError> {
-    let unreadable = || StoreError(format!("unreadable audit entry {}", entry.id));
+    let unreadable = || StoreError::Corrupt(format!("unreadable audit entry {}", entry.id));
     let json: String = entry.get("event").ok_or_else(unreadable)?;
     let event: AuditEvent = serde_json::from_str(&json).map_err(|_| unreadable())?;
     Ok(filter.matches(&event) && take(event))

@@ -176,7 +176,7 @@ impl ApprovalStore for RedisStore {
                 Some(waiting) => Ok(Creation::Waiting(Box::new(waiting))),
                 // Gone between the two calls (decided and past keeping):
                 // fail this request closed rather than create a second one.
-                None => Err(StoreError("a pending approval vanished while it was read".into())),
+                None => Err(StoreError::Corrupt("a pending approval vanished while it was read".into())),
             },
         }
     }

@@ -33,7 +33,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::dpop::{self, ProofError};
 use crate::keys::Algorithm;
 use crate::store::memory::MemoryStore;
-use crate::store::{Lineage, ReplayStore, RevocationStore, Status, StoreError, Use};
+use crate::store::{Lineage, ReplayStore, RevocationStore, Status, Use};
 use crate::token::{self, Audience, Validation, VerifyError};
 
 /// The shortest time between two JWKS fetches caused by unknown `kid`s, so
@@ -226,7 +226,7 @@ impl Verifier {
         match self.replay.use_once(&proof.replay_id(), proof.replay_until(), now).await {
             Ok(Use::First) => Ok(()),
             Ok(Use::Replayed) => Err(Rejection::Proof(ProofError::Replayed)),
-            Err(StoreError(reason)) => Err(Rejection::Unavailable(reason)),
+            Err(error) => Err(Rejection::Unavailable(error.detail().to_owned())),
         }
     }
 
@@ -257,7 +257,7 @@ impl Verifier {
             RevocationSource::Store(store) => match store.check(&Lineage::of(claims)).await {
                 Ok(Status::Active) => {}
                 Ok(Status::Revoked | Status::Deprovisioned) => return Err(Rejection::Revoked),
-                Err(StoreError(reason)) => return Err(Rejection::Unavailable(reason)),
+                Err(error) => return Err(Rejection::Unavailable(error.detail().to_owned())),
             },
             RevocationSource::Introspection(introspector) => match introspector.is_active(token, &claims.jti).await {
                 Ok(true) => {}

@@ -440,19 +440,19 @@ struct Unreachable;
 #[async_trait]
 impl ApprovalStore for Unreachable {
     async fn create(&self, _: &Approval, _: usize) -> Result<Creation, StoreError> {
-        Err(StoreError("connection refused".into()))
+        Err(StoreError::Unavailable("connection refused".into()))
     }
     async fn approval(&self, _: &ApprovalId) -> Result<Option<Approval>, StoreError> {
-        Err(StoreError("connection refused".into()))
+        Err(StoreError::Unavailable("connection refused".into()))
     }
     async fn transition(&self, _: ApprovalState, _: &Approval) -> Result<bool, StoreError> {
-        Err(StoreError("connection refused".into()))
+        Err(StoreError::Unavailable("connection refused".into()))
     }
     async fn list(&self, _: &ApprovalQuery) -> Result<ApprovalPage, StoreError> {
-        Err(StoreError("connection refused".into()))
+        Err(StoreError::Unavailable("connection refused".into()))
     }
     async fn count_pending(&self, _: UnixTime) -> Result<u64, StoreError> {
-        Err(StoreError("connection refused".into()))
+        Err(StoreError::Unavailable("connection refused".into()))
     }
 }
 
@@ -467,7 +467,7 @@ struct IssuancesUnrecorded {
 impl AuditStore for IssuancesUnrecorded {
     async fn record(&self, event: AuditEvent) -> Result<(), StoreError> {
         if self.down.load(Ordering::SeqCst) && event.decision == AuditDecision::Issued {
-            return Err(StoreError("disk full".into()));
+            return Err(StoreError::Io("disk full".into()));
         }
         self.trail.record(event).await
     }

@@ -187,39 +187,39 @@ struct Unreachable;
 #[async_trait]
 impl ReplayStore for Unreachable {
     async fn use_once(&self, _: &str, _: UnixTime, _: UnixTime) -> Result<Use, StoreError> {
-        Err(StoreError("connection refused".into()))
+        Err(StoreError::Unavailable("connection refused".into()))
     }
 }
 
 #[async_trait]
 impl RevocationStore for Unreachable {
     async fn revoke(&self, _: &baton::claims::TokenId, _: UnixTime) -> Result<bool, StoreError> {
-        Err(StoreError("connection refused".into()))
+        Err(StoreError::Unavailable("connection refused".into()))
     }
     async fn deprovision(&self, _: &Principal, _: &baton::store::Cutoff) -> Result<(), StoreError> {
-        Err(StoreError("connection refused".into()))
+        Err(StoreError::Unavailable("connection refused".into()))
     }
     async fn block(&self, _: &Principal, _: bool) -> Result<(), StoreError> {
-        Err(StoreError("connection refused".into()))
+        Err(StoreError::Unavailable("connection refused".into()))
     }
     async fn check(&self, _: &Lineage) -> Result<Status, StoreError> {
-        Err(StoreError("connection refused".into()))
+        Err(StoreError::Unavailable("connection refused".into()))
     }
     async fn ping(&self) -> Result<(), StoreError> {
-        Err(StoreError("connection refused".into()))
+        Err(StoreError::Unavailable("connection refused".into()))
     }
 }
 
 #[async_trait]
 impl AuditStore for Unreachable {
     async fn record(&self, _: AuditEvent) -> Result<(), StoreError> {
-        Err(StoreError("connection refused".into()))
+        Err(StoreError::Unavailable("connection refused".into()))
     }
     async fn query(&self, _: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
-        Err(StoreError("connection refused".into()))
+        Err(StoreError::Unavailable("connection refused".into()))
     }
     async fn count(&self, _: &AuditFilter) -> Result<usize, StoreError> {
-        Err(StoreError("connection refused".into()))
+        Err(StoreError::Unavailable("connection refused".into()))
     }
 }
 

@@ -119,7 +119,7 @@ async fn revocations_before_and_after_connecting_are_seen() {
     assert_eq!(mirror.check(&Lineage { jtis: vec![], principals: vec![] }).await.unwrap(), Status::Active);
 
     // Read-only.
-    assert_eq!(mirror.revoke(&TokenId("z".into()), now).await.unwrap_err().0, "read-only mirror");
+    assert_eq!(mirror.revoke(&TokenId("z".into()), now).await.unwrap_err().detail(), "read-only mirror");
     assert!(mirror.deprovision(&Principal::Subject("s".into()), &cutoff(now, now)).await.is_err());
 
     // Dropping the mirror ends its subscription.

@@ -139,13 +139,13 @@ async fn connect_fails_clearly_when_it_cannot_serve() {
     let url = server.url();
     server.kill();
     let down = bounded("connect", RedisStore::connect(&url, "baton:")).await.unwrap_err();
-    assert!(down.0.contains("cannot reach Redis at 127.0.0.1:"), "{down}");
+    assert!(down.detail().contains("cannot reach Redis at 127.0.0.1:"), "{down}");
 
     let tls = RedisStore::connect("rediss://:secret@127.0.0.1:6380/", "baton:").await.unwrap_err();
-    assert!(tls.0.contains("TLS"), "{tls}");
-    assert!(!tls.0.contains("secret"), "the URL's password is not echoed");
+    assert!(tls.detail().contains("TLS"), "{tls}");
+    assert!(!tls.detail().contains("secret"), "the URL's password is not echoed");
     let other = RedisStore::connect("http://:secret@127.0.0.1:6380/", "baton:").await.unwrap_err();
-    assert!(!other.0.contains("secret"), "the URL's password is not echoed");
+    assert!(!other.detail().contains("secret"), "the URL's password is not echoed");
 }
 
 #[tokio::test]

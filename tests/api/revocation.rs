@@ -588,7 +588,7 @@ impl baton::store::AuditStore for RevocationsUnrecorded {
     async fn record(&self, event: baton::store::AuditEvent) -> Result<(), baton::store::StoreError> {
         if self.down.load(std::sync::atomic::Ordering::SeqCst) && event.decision == baton::store::AuditDecision::Revoked
         {
-            return Err(baton::store::StoreError("disk full".into()));
+            return Err(baton::store::StoreError::Io("disk full".into()));
         }
         self.trail.record(event).await
     }
