@@ -7,6 +7,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::chain::{self, Bounds, Widening};
 use crate::clock::{UnixMicros, UnixTime};
 
 /// The claims of a Baton access token.
@@ -82,12 +83,15 @@ impl Claims {
     /// depth within the limit and equal to the number of hops and of actors,
     /// every hop exchanged by the agent its predecessor was addressed to,
     /// no agent acting twice unless that hop is marked as allowed to, and
-    /// scopes and expiry never growing from the root down to this token.
+    /// each hop, down to this token, narrowing its parent under the rule
+    /// [`crate::chain::derive`] applies ([`Bounds::narrow_to`]).
+    ///
+    /// The rule's binding clause ([`crate::chain::stays_bound`]) is left to
+    /// the broker, which refuses an unbound child of a bound token before
+    /// minting: applied here, it would be a refusal the verifier never made.
     pub fn check_path(&self, max_depth: u32) -> Result<(), PathError> {
         let delegation = &self.delegation;
-        if delegation.depth > max_depth {
-            return Err(PathError::TooDeep);
-        }
+        chain::within_limit(delegation.depth, max_depth)?;
         let chain = self.chain();
         if usize::try_from(delegation.depth).ok() != Some(delegation.hops.len()) || chain.len() != delegation.hops.len()
         {
@@ -121,16 +125,19 @@ impl Claims {
         if delegation.hops.iter().any(|hop| hop.iss.is_some() && hop.acts_again) {
             return Err(PathError::Inconsistent);
         }
-        let mut previous = delegation.hops.first();
-        for hop in delegation.hops.iter().skip(1) {
-            if let Some(parent) = previous {
-                parent.narrows_to(&hop.agent, &hop.scope, hop.exp)?;
-            }
-            previous = Some(hop);
+        // Every hop, then this token, only narrows its parent under the one
+        // rule that derived it, and was exchanged by an agent the parent was
+        // addressed to.
+        let mut hops = delegation.hops.iter();
+        let Some(root) = hops.next() else { return Ok(()) };
+        let (mut parent, mut bounds) = (root, Bounds::of_hop(root, 0));
+        for hop in hops {
+            parent.holds(&hop.agent)?;
+            bounds = bounds.narrow_to(&hop.scope, hop.exp, max_depth)?;
+            parent = hop;
         }
-        if let Some(parent) = previous {
-            parent.narrows_to(&self.client_id, &self.scope, self.exp)?;
-        }
+        parent.holds(&self.client_id)?;
+        bounds.narrow_to(&self.scope, self.exp, max_depth)?;
         Ok(())
     }
 
@@ -294,21 +301,13 @@ pub struct HopApproval {
 }
 
 impl Hop {
-    /// Whether a child held by `holder` with `scope` and `exp` only narrows this hop.
-    fn narrows_to(&self, holder: &str, scope: &ScopeSet, exp: UnixTime) -> Result<(), PathError> {
+    /// Refuses a child held by `holder` unless this hop was addressed to it.
+    fn holds(&self, holder: &str) -> Result<(), PathError> {
         // A person's token is addressed to the identity provider's client;
         // which agents may start a chain from it is the broker's to decide.
         let from_provider = self.iss.is_some();
         if !from_provider && self.aud != holder {
             return Err(PathError::WrongHolder);
-        }
-        // Its scopes, where it carries any, cap the chain (DESIGN.md §10).
-        let capped = !from_provider || !self.scope.is_empty();
-        if capped && !scope.is_subset(&self.scope) {
-            return Err(PathError::ScopeWidened);
-        }
-        if exp > self.exp {
-            return Err(PathError::LifetimeExtended);
         }
         Ok(())
     }
@@ -335,6 +334,16 @@ pub enum PathError {
     /// An agent acts twice in the chain, and the hop is not marked as allowed to.
     #[error("an agent acts twice in the chain")]
     ActsAgain,
+}
+
+impl From<Widening> for PathError {
+    fn from(widening: Widening) -> Self {
+        match widening {
+            Widening::TooDeep { .. } => PathError::TooDeep,
+            Widening::ScopeWidened => PathError::ScopeWidened,
+            Widening::LifetimeExtended => PathError::LifetimeExtended,
+        }
+    }
 }
 
 /// A token id (`jti`).

@@ -252,9 +252,9 @@ pub fn reason(error: &GrantError) -> String {
         GrantError::ActorToken(unacceptable) => return format!("actor_token_{}", token_reason(unacceptable)),
         GrantError::Refused(refusal) => refusal.code(),
         GrantError::Chain(chain) => match chain {
-            crate::chain::ChainError::TooDeep { .. } => "chain_too_deep",
-            crate::chain::ChainError::ScopeWidened => "chain_scope_widened",
-            crate::chain::ChainError::LifetimeExtended => "chain_lifetime_extended",
+            crate::chain::ChainError::Widened(crate::chain::Widening::TooDeep { .. }) => "chain_too_deep",
+            crate::chain::ChainError::Widened(crate::chain::Widening::ScopeWidened) => "chain_scope_widened",
+            crate::chain::ChainError::Widened(crate::chain::Widening::LifetimeExtended) => "chain_lifetime_extended",
             crate::chain::ChainError::Unbound => "chain_unbound",
             crate::chain::ChainError::ActsAgain => "chain_acts_again",
         },

@@ -6,7 +6,7 @@
 //! assertion or proof, and one neutral text covers every unacceptable
 //! token so the code is no oracle of a token's state.
 
-use crate::chain::ChainError;
+use crate::chain::{ChainError, Widening};
 use crate::client_auth::ClientAuthError;
 use crate::dpop::ProofError;
 use crate::grant::{ApprovalError, GrantError, RequestError};
@@ -107,13 +107,15 @@ impl From<&GrantError> for OAuthError {
             GrantError::Chain(chain) => match chain {
                 // RFC 8693 §2.2.2: the subject_token is not acceptable for
                 // this agent, as past the depth limit.
-                ChainError::TooDeep { .. } | ChainError::ActsAgain => {
+                ChainError::Widened(Widening::TooDeep { .. }) | ChainError::ActsAgain => {
                     OAuthError::bad_request(InvalidRequest, UNACCEPTABLE_TOKEN)
                 }
-                ChainError::ScopeWidened => {
+                ChainError::Widened(Widening::ScopeWidened) => {
                     OAuthError::bad_request(InvalidScope, "the requested scope exceeds what the presented token holds")
                 }
-                ChainError::LifetimeExtended => OAuthError::new(ServerError, 500, "the token could not be issued"),
+                ChainError::Widened(Widening::LifetimeExtended) => {
+                    OAuthError::new(ServerError, 500, "the token could not be issued")
+                }
                 ChainError::Unbound => OAuthError::bad_request(InvalidDpopProof, DPOP_REQUIRED),
             },
             GrantError::Dpop(proof) => proof.into(),

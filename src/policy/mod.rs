@@ -303,6 +303,12 @@ impl Policy {
     /// The checks before the rules, in order: the target must be registered
     /// and live; asked scopes must be registered, within the parent's and
     /// within the target API's; the token must have some lifetime left.
+    ///
+    /// The chain's narrowing rule ([`crate::chain::Bounds::narrow_to`]) holds
+    /// the child to the parent's scopes, expiry and depth again when it is
+    /// derived. The parent's scopes and expiry are read here as well, to
+    /// name the scope refused (`beyond_parent`, in policy tests and
+    /// explanations too) and to fit the lifetime under the parent's.
     fn prepare<'a>(&'a self, ask: &'a Ask<'a>) -> Result<Prepared<'a>, Refusal> {
         let inventory = &self.inventory;
         let target_name = match ask.target {
