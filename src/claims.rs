@@ -572,6 +572,46 @@ mod tests {
     }
 
     #[test]
+    fn a_persons_sign_in_caps_the_path_only_where_it_carries_scopes() {
+        let mut started = walked(&["web-app", "orchestrator", "booker"]);
+        started.delegation.hops[0].iss = Some("https://idp.example".into());
+        started.delegation.hops[0].scope = ScopeSet::parse("x").unwrap();
+        assert_eq!(started.check_path(5), Ok(()));
+        // The first agent's hop holds a scope the sign-in did not carry.
+        let mut beyond = started.clone();
+        beyond.delegation.hops[1].scope = ScopeSet::parse("x y").unwrap();
+        assert_eq!(beyond.check_path(5), Err(PathError::ScopeWidened));
+        // Without scopes, the sign-in leaves them to policy (DESIGN.md §10).
+        beyond.delegation.hops[0].scope = ScopeSet::default();
+        assert_eq!(beyond.check_path(5), Ok(()));
+        // Its expiry caps the chain whatever it carries.
+        let mut longer = started;
+        longer.delegation.hops[0].exp = UnixTime(99);
+        assert_eq!(longer.check_path(5), Err(PathError::LifetimeExtended));
+    }
+
+    #[test]
+    fn the_depth_limit_is_the_deepest_path_accepted_and_is_checked_first() {
+        let deep = walked(&["a", "b", "c", "d"]);
+        assert_eq!(deep.check_path(3), Ok(()));
+        assert_eq!(deep.check_path(2), Err(PathError::TooDeep));
+        // Over the limit is reported before an agent acting twice.
+        let back = walked(&["a", "b", "c", "a"]);
+        assert_eq!(back.check_path(3), Err(PathError::ActsAgain));
+        assert_eq!(back.check_path(2), Err(PathError::TooDeep));
+    }
+
+    #[test]
+    fn a_hop_is_exchanged_by_the_agent_its_parent_was_addressed_to() {
+        let mut diverted = walked(&["a", "b", "c"]);
+        diverted.delegation.hops[0].aud = "mallory".into();
+        assert_eq!(diverted.check_path(5), Err(PathError::WrongHolder));
+        let mut diverted = walked(&["a", "b", "c"]);
+        diverted.delegation.hops[1].aud = "mallory".into();
+        assert_eq!(diverted.check_path(5), Err(PathError::WrongHolder));
+    }
+
+    #[test]
     fn may_act_names_an_agent_exactly() {
         let may_act = |sub: &str, iss: Option<&str>| MayAct { sub: sub.into(), iss: iss.map(str::to_owned) };
         let broker = "https://baton.example";

@@ -18,6 +18,9 @@ use crate::policy::PolicyGrant;
 use crate::token::Verified;
 use crate::upstream::Person;
 
+#[cfg(test)]
+mod tests;
+
 /// The facts of one issuance that are not derived from the chain.
 #[derive(Debug, Clone)]
 pub struct Issuance {

@@ -129,6 +129,13 @@ impl PolicyGrant {
     pub fn approval(&self) -> Option<&ApprovalNeed> {
         self.approval.as_ref()
     }
+
+    /// A grant of `scope` for `target` until `expires_at`, as if the rules
+    /// permitted it: for unit tests of what is derived from a grant.
+    #[cfg(test)]
+    pub(crate) fn for_tests(target: &str, scope: ScopeSet, expires_at: UnixTime) -> PolicyGrant {
+        PolicyGrant { target: target.to_owned(), scope, expires_at, reasons: Vec::new(), approval: None }
+    }
 }
 
 /// Why the policy grants nothing.
