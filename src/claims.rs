@@ -84,7 +84,7 @@ impl Claims {
     /// every hop exchanged by the agent its predecessor was addressed to,
     /// no agent acting twice unless that hop is marked as allowed to, and
     /// each hop, down to this token, narrowing its parent under the rule
-    /// [`crate::chain::derive`] applies ([`Bounds::narrow_to`]).
+    /// [`crate::chain::derive()`] applies ([`Bounds::narrow_to`]).
     ///
     /// The rule's binding clause ([`crate::chain::stays_bound`]) is left to
     /// the broker, which refuses an unbound child of a bound token before

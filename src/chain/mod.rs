@@ -6,7 +6,7 @@
 //! authenticated agent and the parent's `act`, never from request input.
 //!
 //! The rule between a parent and its child is [`Bounds::narrow_to`] (scopes,
-//! expiry, depth) with [`stays_bound`] (DPoP binding). [`derive`] and
+//! expiry, depth) with [`stays_bound`] (DPoP binding). [`derive()`] and
 //! [`start`] apply it before they build a child, and [`Claims::check_path`]
 //! applies it to every pair of hops of a token it verifies. Only this module
 //! builds a [`Derived`], and [`crate::token::mint`] signs nothing else.
@@ -225,7 +225,7 @@ pub fn derive(
     child_of(parent.claims(), actor.id(), grant, max_depth, reentry, issuance)
 }
 
-/// [`derive`] for the agent named `actor`, from claims already verified.
+/// [`derive()`] for the agent named `actor`, from claims already verified.
 fn child_of(
     parent: &Claims,
     actor: &str,
