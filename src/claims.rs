@@ -7,6 +7,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::chain::{self, Bounds, Widening};
 use crate::clock::{UnixMicros, UnixTime};
 
 /// The claims of a Baton access token.
@@ -82,12 +83,15 @@ impl Claims {
     /// depth within the limit and equal to the number of hops and of actors,
     /// every hop exchanged by the agent its predecessor was addressed to,
     /// no agent acting twice unless that hop is marked as allowed to, and
-    /// scopes and expiry never growing from the root down to this token.
+    /// each hop, down to this token, narrowing its parent under the rule
+    /// [`crate::chain::derive()`] applies ([`Bounds::narrow_to`]).
+    ///
+    /// The rule's binding clause ([`crate::chain::stays_bound`]) is left to
+    /// the broker, which refuses an unbound child of a bound token before
+    /// minting: applied here, it would be a refusal the verifier never made.
     pub fn check_path(&self, max_depth: u32) -> Result<(), PathError> {
         let delegation = &self.delegation;
-        if delegation.depth > max_depth {
-            return Err(PathError::TooDeep);
-        }
+        chain::within_limit(delegation.depth, max_depth)?;
         let chain = self.chain();
         if usize::try_from(delegation.depth).ok() != Some(delegation.hops.len()) || chain.len() != delegation.hops.len()
         {
@@ -121,16 +125,19 @@ impl Claims {
         if delegation.hops.iter().any(|hop| hop.iss.is_some() && hop.acts_again) {
             return Err(PathError::Inconsistent);
         }
-        let mut previous = delegation.hops.first();
-        for hop in delegation.hops.iter().skip(1) {
-            if let Some(parent) = previous {
-                parent.narrows_to(&hop.agent, &hop.scope, hop.exp)?;
-            }
-            previous = Some(hop);
+        // Every hop, then this token, only narrows its parent under the one
+        // rule that derived it, and was exchanged by an agent the parent was
+        // addressed to.
+        let mut hops = delegation.hops.iter();
+        let Some(root) = hops.next() else { return Ok(()) };
+        let (mut parent, mut bounds) = (root, Bounds::of_hop(root, 0));
+        for hop in hops {
+            parent.holds(&hop.agent)?;
+            bounds = bounds.narrow_to(&hop.scope, hop.exp, max_depth)?;
+            parent = hop;
         }
-        if let Some(parent) = previous {
-            parent.narrows_to(&self.client_id, &self.scope, self.exp)?;
-        }
+        parent.holds(&self.client_id)?;
+        bounds.narrow_to(&self.scope, self.exp, max_depth)?;
         Ok(())
     }
 
@@ -294,21 +301,13 @@ pub struct HopApproval {
 }
 
 impl Hop {
-    /// Whether a child held by `holder` with `scope` and `exp` only narrows this hop.
-    fn narrows_to(&self, holder: &str, scope: &ScopeSet, exp: UnixTime) -> Result<(), PathError> {
+    /// Refuses a child held by `holder` unless this hop was addressed to it.
+    fn holds(&self, holder: &str) -> Result<(), PathError> {
         // A person's token is addressed to the identity provider's client;
         // which agents may start a chain from it is the broker's to decide.
         let from_provider = self.iss.is_some();
         if !from_provider && self.aud != holder {
             return Err(PathError::WrongHolder);
-        }
-        // Its scopes, where it carries any, cap the chain (DESIGN.md §10).
-        let capped = !from_provider || !self.scope.is_empty();
-        if capped && !scope.is_subset(&self.scope) {
-            return Err(PathError::ScopeWidened);
-        }
-        if exp > self.exp {
-            return Err(PathError::LifetimeExtended);
         }
         Ok(())
     }
@@ -335,6 +334,16 @@ pub enum PathError {
     /// An agent acts twice in the chain, and the hop is not marked as allowed to.
     #[error("an agent acts twice in the chain")]
     ActsAgain,
+}
+
+impl From<Widening> for PathError {
+    fn from(widening: Widening) -> Self {
+        match widening {
+            Widening::TooDeep { .. } => PathError::TooDeep,
+            Widening::ScopeWidened => PathError::ScopeWidened,
+            Widening::LifetimeExtended => PathError::LifetimeExtended,
+        }
+    }
 }
 
 /// A token id (`jti`).
@@ -560,6 +569,46 @@ mod tests {
         assert_eq!(started.check_path(5), Ok(()));
         assert!(started.has_acted("orchestrator"));
         assert_eq!(started.obtainers().count(), 1);
+    }
+
+    #[test]
+    fn a_persons_sign_in_caps_the_path_only_where_it_carries_scopes() {
+        let mut started = walked(&["web-app", "orchestrator", "booker"]);
+        started.delegation.hops[0].iss = Some("https://idp.example".into());
+        started.delegation.hops[0].scope = ScopeSet::parse("x").unwrap();
+        assert_eq!(started.check_path(5), Ok(()));
+        // The first agent's hop holds a scope the sign-in did not carry.
+        let mut beyond = started.clone();
+        beyond.delegation.hops[1].scope = ScopeSet::parse("x y").unwrap();
+        assert_eq!(beyond.check_path(5), Err(PathError::ScopeWidened));
+        // Without scopes, the sign-in leaves them to policy (DESIGN.md §10).
+        beyond.delegation.hops[0].scope = ScopeSet::default();
+        assert_eq!(beyond.check_path(5), Ok(()));
+        // Its expiry caps the chain whatever it carries.
+        let mut longer = started;
+        longer.delegation.hops[0].exp = UnixTime(99);
+        assert_eq!(longer.check_path(5), Err(PathError::LifetimeExtended));
+    }
+
+    #[test]
+    fn the_depth_limit_is_the_deepest_path_accepted_and_is_checked_first() {
+        let deep = walked(&["a", "b", "c", "d"]);
+        assert_eq!(deep.check_path(3), Ok(()));
+        assert_eq!(deep.check_path(2), Err(PathError::TooDeep));
+        // Over the limit is reported before an agent acting twice.
+        let back = walked(&["a", "b", "c", "a"]);
+        assert_eq!(back.check_path(3), Err(PathError::ActsAgain));
+        assert_eq!(back.check_path(2), Err(PathError::TooDeep));
+    }
+
+    #[test]
+    fn a_hop_is_exchanged_by_the_agent_its_parent_was_addressed_to() {
+        let mut diverted = walked(&["a", "b", "c"]);
+        diverted.delegation.hops[0].aud = "mallory".into();
+        assert_eq!(diverted.check_path(5), Err(PathError::WrongHolder));
+        let mut diverted = walked(&["a", "b", "c"]);
+        diverted.delegation.hops[1].aud = "mallory".into();
+        assert_eq!(diverted.check_path(5), Err(PathError::WrongHolder));
     }
 
     #[test]

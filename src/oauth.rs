@@ -8,7 +8,7 @@
 
 use http::StatusCode;
 
-use crate::chain::ChainError;
+use crate::chain::{ChainError, Widening};
 use crate::client_auth::ClientAuthError;
 use crate::dpop::ProofError;
 use crate::grant::{ApprovalError, GrantError, RequestError};
@@ -110,13 +110,13 @@ impl From<&GrantError> for OAuthError {
             GrantError::Chain(chain) => match chain {
                 // RFC 8693 §2.2.2: the subject_token is not acceptable for
                 // this agent, as past the depth limit.
-                ChainError::TooDeep { .. } | ChainError::ActsAgain => {
+                ChainError::Widened(Widening::TooDeep { .. }) | ChainError::ActsAgain => {
                     OAuthError::bad_request(InvalidRequest, UNACCEPTABLE_TOKEN)
                 }
-                ChainError::ScopeWidened => {
+                ChainError::Widened(Widening::ScopeWidened) => {
                     OAuthError::bad_request(InvalidScope, "the requested scope exceeds what the presented token holds")
                 }
-                ChainError::LifetimeExtended => {
+                ChainError::Widened(Widening::LifetimeExtended) => {
                     OAuthError::new(ServerError, StatusCode::INTERNAL_SERVER_ERROR, "the token could not be issued")
                 }
                 ChainError::Unbound => OAuthError::bad_request(InvalidDpopProof, DPOP_REQUIRED),
@@ -450,9 +450,14 @@ mod tests {
             (Refusal::OutsideTarget(scope()).into(), InvalidScope, 400, "outside_target"),
             (Refusal::NotPermitted(scope()).into(), InvalidScope, 400, "not_permitted"),
             (Refusal::NoLifetime.into(), InvalidRequest, 400, "no_lifetime"),
-            (ChainError::TooDeep { depth: 6, limit: 5 }.into(), InvalidRequest, 400, "chain_too_deep"),
-            (ChainError::ScopeWidened.into(), InvalidScope, 400, "chain_scope_widened"),
-            (ChainError::LifetimeExtended.into(), ServerError, 500, "chain_lifetime_extended"),
+            (
+                ChainError::Widened(Widening::TooDeep { depth: 6, limit: 5 }).into(),
+                InvalidRequest,
+                400,
+                "chain_too_deep",
+            ),
+            (ChainError::Widened(Widening::ScopeWidened).into(), InvalidScope, 400, "chain_scope_widened"),
+            (ChainError::Widened(Widening::LifetimeExtended).into(), ServerError, 500, "chain_lifetime_extended"),
             (ChainError::Unbound.into(), InvalidDpopProof, 400, "chain_unbound"),
             (ChainError::ActsAgain.into(), InvalidRequest, 400, "chain_acts_again"),
             (PolicyError::Rules(SENT.into()).into(), ServerError, 500, "policy_error"),

@@ -125,7 +125,8 @@ impl MintError {
 }
 
 /// Signs `claims` as an `at+jwt` (RFC 7515 §7.1, compact serialization).
-pub fn mint(claims: &Claims, key: &SigningKey) -> Result<String, MintError> {
+pub fn mint(derived: &crate::chain::Derived, key: &SigningKey) -> Result<String, MintError> {
+    let claims = derived.claims();
     let header = serde_json::json!({ "typ": ACCESS_TOKEN_TYP, "kid": key.kid(), "alg": key.algorithm().name() });
     let header = serde_json::to_vec(&header).map_err(|error| MintError(error.to_string()))?;
     let payload = serde_json::to_vec(claims).map_err(|error| MintError(error.to_string()))?;

@@ -49,9 +49,9 @@ pub(super) async fn handle(
         iat_micros: broker.now_micros(),
         jti,
         bound_to: proof.map(|proof| proof.jkt().to_owned()),
+        approval,
     };
-    let mut claims = chain::root(agent, &grant, issuance);
-    claims.delegation.approval = approval;
-    let access_token = token::mint(&claims, broker.keys().signing())?;
-    Ok(Issued::new(claims, access_token, None, now))
+    let derived = chain::root(agent, &grant, issuance);
+    let access_token = token::mint(&derived, broker.keys().signing())?;
+    Ok(Issued::new(derived.into_claims(), access_token, None, now))
 }

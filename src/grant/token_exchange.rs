@@ -135,10 +135,8 @@ pub(super) async fn handle(
         _ if subject_type == ID_TOKEN_TYPE => return Err(GrantError::SubjectToken(Unacceptable::UntrustedIssuer)),
         _ => own_token(broker, policy, agent, subject_token, proof, evidence).await?,
     };
-    let depth = parent.depth().saturating_add(1);
-    if depth > broker.settings().max_depth {
-        return Err(GrantError::SubjectToken(Unacceptable::DepthLimit));
-    }
+    let depth = chain::child_depth(parent.depth(), broker.settings().max_depth)
+        .map_err(|_| GrantError::SubjectToken(Unacceptable::DepthLimit))?;
     // DESIGN.md §2.2: no cycles. Refused before the policy is asked, so that
     // no person is asked to approve a hop that would not be issued.
     let reentry = match policy.inventory().agent(agent.id()) {
@@ -197,15 +195,15 @@ pub(super) async fn handle(
         iat_micros: broker.now_micros(),
         jti,
         bound_to: proof.map(|proof| proof.jkt().to_owned()),
+        approval,
     };
     let max_depth = broker.settings().max_depth;
-    let mut child = match &parent {
+    let child = match &parent {
         Parent::Token(token) => chain::derive(token, agent, &grant, max_depth, reentry, issuance)?,
         Parent::Person(person) => chain::start(person, agent, &grant, max_depth, issuance)?,
     };
-    child.delegation.approval = approval;
     let access_token = token::mint(&child, broker.keys().signing())?;
-    Ok(Issued::new(child, access_token, Some(issued_token_type), now))
+    Ok(Issued::new(child.into_claims(), access_token, Some(issued_token_type), now))
 }
 
 /// A Baton token as the parent: alive, addressed to the acting agent, and

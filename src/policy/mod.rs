@@ -129,6 +129,13 @@ impl PolicyGrant {
     pub fn approval(&self) -> Option<&ApprovalNeed> {
         self.approval.as_ref()
     }
+
+    /// A grant of `scope` for `target` until `expires_at`, as if the rules
+    /// permitted it: for unit tests of what is derived from a grant.
+    #[cfg(test)]
+    pub(crate) fn for_tests(target: &str, scope: ScopeSet, expires_at: UnixTime) -> PolicyGrant {
+        PolicyGrant { target: target.to_owned(), scope, expires_at, reasons: Vec::new(), approval: None }
+    }
 }
 
 /// Why the policy grants nothing.
@@ -303,6 +310,12 @@ impl Policy {
     /// The checks before the rules, in order: the target must be registered
     /// and live; asked scopes must be registered, within the parent's and
     /// within the target API's; the token must have some lifetime left.
+    ///
+    /// The chain's narrowing rule ([`crate::chain::Bounds::narrow_to`]) holds
+    /// the child to the parent's scopes, expiry and depth again when it is
+    /// derived. The parent's scopes and expiry are read here as well, to
+    /// name the scope refused (`beyond_parent`, in policy tests and
+    /// explanations too) and to fit the lifetime under the parent's.
     fn prepare<'a>(&'a self, ask: &'a Ask<'a>) -> Result<Prepared<'a>, Refusal> {
         let inventory = &self.inventory;
         let target_name = match ask.target {

@@ -1,0 +1,358 @@
+//! The delegation chain: how a child token is derived from its parent, and the
+//! one narrowing rule that makes a token's path checkable from the token alone.
+//!
+//! DESIGN.md §2 promises 1 and 2 live here: a child is never broader, longer
+//! lived or deeper than allowed, and its `act` is written by the broker from the
+//! authenticated agent and the parent's `act`, never from request input.
+//!
+//! The rule between a parent and its child is [`Bounds::narrow_to`] (scopes,
+//! expiry, depth) with [`stays_bound`] (DPoP binding). [`derive()`] and
+//! [`start`] apply it before they build a child, and [`Claims::check_path`]
+//! applies it to every pair of hops of a token it verifies. Only this module
+//! builds a [`Derived`], and [`crate::token::mint`] signs nothing else.
+
+use crate::claims::{Actor, Claims, Confirmation, Delegation, Hop, HopApproval, ScopeSet, TokenId};
+use crate::client_auth::AuthenticatedAgent;
+use crate::clock::{UnixMicros, UnixTime};
+use crate::jose::Verified;
+use crate::policy::PolicyGrant;
+use crate::upstream::Person;
+
+#[cfg(test)]
+mod tests;
+
+/// The facts of one issuance that are not derived from the chain.
+#[derive(Debug, Clone)]
+pub struct Issuance {
+    /// This broker's issuer identifier.
+    pub issuer: String,
+    /// Now.
+    pub issued_at: UnixTime,
+    /// Now, in microseconds: orders the issue against a deprovisioning's
+    /// cut-off within the same second.
+    pub iat_micros: UnixMicros,
+    /// A fresh token id.
+    pub jti: TokenId,
+    /// The thumbprint of the DPoP key the requester proved, if it did: the
+    /// token is bound to it (RFC 9449 §5).
+    pub bound_to: Option<String>,
+    /// The person's approval the token is issued under, where a granted
+    /// scope needed one (DESIGN.md §11); recorded in `delegation.approval`.
+    pub approval: Option<HopApproval>,
+}
+
+/// Claims derived by this module under the narrowing rule: the only input
+/// [`crate::token::mint`] signs, so a child that skipped the rule does not
+/// compile into a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Derived(Claims);
+
+impl Derived {
+    /// The derived claims.
+    pub fn claims(&self) -> &Claims {
+        &self.0
+    }
+
+    /// The derived claims, once the token is signed.
+    pub fn into_claims(self) -> Claims {
+        self.0
+    }
+}
+
+/// How a child would break the narrowing rule. Deriving reports it as
+/// [`ChainError::Widened`]; verifying a path, as [`crate::claims::PathError`]
+/// in that error's own words (audit events carry both texts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Widening {
+    /// Deeper than the limit allows.
+    #[error("depth {depth} exceeds the limit {limit}")]
+    TooDeep {
+        /// The depth the token has or would have.
+        depth: u32,
+        /// The configured limit.
+        limit: u32,
+    },
+    /// A scope not held by the parent.
+    #[error("scopes are not a subset of the parent's")]
+    ScopeWidened,
+    /// An expiry after the parent's.
+    #[error("expiry is later than the parent's")]
+    LifetimeExtended,
+}
+
+/// What a token of a chain holds, as the narrowing rule compares it with a
+/// child: its scopes, its expiry and its depth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds<'a> {
+    /// Its scopes; `None` where it sets no cap: a person's token that
+    /// carries no `scope` leaves the first hop's scopes to policy
+    /// (DESIGN.md §10).
+    scope: Option<&'a ScopeSet>,
+    exp: UnixTime,
+    depth: u32,
+}
+
+impl<'a> Bounds<'a> {
+    /// The bounds of one of Baton's tokens.
+    pub fn of_token(claims: &'a Claims) -> Bounds<'a> {
+        Bounds { scope: Some(&claims.scope), exp: claims.exp, depth: claims.delegation.depth }
+    }
+
+    /// The bounds of an ancestor recorded as `hop` at `depth` in a path. A
+    /// person's token at the root caps the chain's scopes only where it
+    /// carries some.
+    pub fn of_hop(hop: &'a Hop, depth: u32) -> Bounds<'a> {
+        let uncapped = hop.iss.is_some() && hop.scope.is_empty();
+        Bounds { scope: (!uncapped).then_some(&hop.scope), exp: hop.exp, depth }
+    }
+
+    /// The narrowing rule (DESIGN.md §2 promise 1): a child with `scope` and
+    /// `exp` is one deeper than this token and within `limit`, holds no scope
+    /// this token does not, and expires no later. Returns the child's bounds.
+    pub fn narrow_to<'b>(&self, scope: &'b ScopeSet, exp: UnixTime, limit: u32) -> Result<Bounds<'b>, Widening> {
+        let depth = child_depth(self.depth, limit)?;
+        if self.scope.is_some_and(|cap| !scope.is_subset(cap)) {
+            return Err(Widening::ScopeWidened);
+        }
+        if exp > self.exp {
+            return Err(Widening::LifetimeExtended);
+        }
+        Ok(Bounds { scope: Some(scope), exp, depth })
+    }
+}
+
+/// The depth of a token's child: the parent's + 1, never over `limit`
+/// (DESIGN.md §10: the limit is the largest depth a token may have).
+pub fn child_depth(parent: u32, limit: u32) -> Result<u32, Widening> {
+    let depth = parent.saturating_add(1);
+    within_limit(depth, limit).map(|()| depth)
+}
+
+/// Whether a token of `depth` is within `limit`.
+pub fn within_limit(depth: u32, limit: u32) -> Result<(), Widening> {
+    if depth > limit {
+        return Err(Widening::TooDeep { depth, limit });
+    }
+    Ok(())
+}
+
+/// A bound chain stays bound (DESIGN.md §2 promise 3): the child of a
+/// DPoP-bound token is bound too.
+pub fn stays_bound(parent_bound: bool, child_bound: bool) -> Result<(), ChainError> {
+    if parent_bound && !child_bound {
+        return Err(ChainError::Unbound);
+    }
+    Ok(())
+}
+
+/// A child that would break the narrowing rules.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChainError {
+    /// Deeper, broader or longer lived than its parent allows.
+    #[error(transparent)]
+    Widened(#[from] Widening),
+    /// A child of a DPoP-bound token that would not be bound: once a chain
+    /// is sender-constrained it stays so.
+    #[error("the parent is DPoP-bound and the child would not be")]
+    Unbound,
+    /// The acting agent already acted in the parent's chain (it obtained
+    /// the parent or an ancestor) and its registration does not allow it
+    /// to act again (DESIGN.md §2.2: no cycles).
+    #[error("the acting agent already acted in this chain")]
+    ActsAgain,
+}
+
+/// Whether an agent that already acted in a chain may act in it again: only
+/// where its registration says so (`may_act_again` in `agents.toml`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reentry {
+    /// The default: an agent acts at most once in a chain.
+    Refuse,
+    /// The agent's registration allows it explicitly; the hop is marked.
+    Allow,
+}
+
+/// Refuses `actor` on `parent` when it already acted in the parent's chain
+/// and `reentry` does not allow that; else whether it acts again.
+pub fn acts_again(parent: &Claims, actor: &str, reentry: Reentry) -> Result<bool, ChainError> {
+    match (parent.has_acted(actor), reentry) {
+        (true, Reentry::Refuse) => Err(ChainError::ActsAgain),
+        (again, _) => Ok(again),
+    }
+}
+
+/// The root of a chain: an agent's own token (`client_credentials`), with no `act`.
+pub fn root(agent: &AuthenticatedAgent, grant: &PolicyGrant, issuance: Issuance) -> Derived {
+    own_token(agent.id(), grant, issuance)
+}
+
+/// [`root`] for the agent named `agent`.
+fn own_token(agent: &str, grant: &PolicyGrant, issuance: Issuance) -> Derived {
+    Derived(Claims {
+        iss: issuance.issuer,
+        sub: agent.to_owned(),
+        aud: grant.target().to_owned(),
+        client_id: agent.to_owned(),
+        scope: grant.scope().clone(),
+        iat: issuance.issued_at,
+        exp: grant.expires_at(),
+        jti: issuance.jti,
+        act: None,
+        may_act: None,
+        cnf: issuance.bound_to.map(|jkt| Confirmation { jkt }),
+        delegation: Delegation {
+            approval: issuance.approval,
+            iat_micros: Some(issuance.iat_micros),
+            ..Delegation::default()
+        },
+    })
+}
+
+/// A child of `parent`, obtained by `actor` under `grant` (RFC 8693 §2.1, §4.1).
+///
+/// Applies the narrowing rule whatever the policy decided, so that a policy
+/// bug cannot widen a chain, and refuses an agent that already acted in the
+/// chain unless `reentry` allows it ([`Claims::check_path`] holds verified
+/// tokens to the same rule).
+pub fn derive(
+    parent: &Verified<Claims>,
+    actor: &AuthenticatedAgent,
+    grant: &PolicyGrant,
+    max_depth: u32,
+    reentry: Reentry,
+    issuance: Issuance,
+) -> Result<Derived, ChainError> {
+    child_of(parent.claims(), actor.id(), grant, max_depth, reentry, issuance)
+}
+
+/// [`derive()`] for the agent named `actor`, from claims already verified.
+fn child_of(
+    parent: &Claims,
+    actor: &str,
+    grant: &PolicyGrant,
+    max_depth: u32,
+    reentry: Reentry,
+    issuance: Issuance,
+) -> Result<Derived, ChainError> {
+    // The depth first, then a repeated agent, then the rest of the rule: the
+    // order in which the refusals have always been reported.
+    child_depth(parent.delegation.depth, max_depth)?;
+    let again = acts_again(parent, actor, reentry)?;
+    let bounds = Bounds::of_token(parent).narrow_to(grant.scope(), grant.expires_at(), max_depth)?;
+    stays_bound(parent.cnf.is_some(), issuance.bound_to.is_some())?;
+    let mut hops = parent.delegation.hops.clone();
+    hops.push(parent.as_hop());
+    Ok(Derived(Claims {
+        iss: issuance.issuer,
+        sub: parent.sub.clone(),
+        aud: grant.target().to_owned(),
+        client_id: actor.to_owned(),
+        scope: grant.scope().clone(),
+        iat: issuance.issued_at,
+        exp: grant.expires_at(),
+        jti: issuance.jti,
+        // DESIGN.md §2.2: the broker writes the chain; `may_act` is not inherited.
+        act: Some(Actor { sub: actor.to_owned(), act: parent.act.clone().map(Box::new) }),
+        may_act: None,
+        cnf: issuance.bound_to.map(|jkt| Confirmation { jkt }),
+        delegation: Delegation {
+            depth: bounds.depth,
+            hops,
+            approval: issuance.approval,
+            acts_again: again,
+            iat_micros: Some(issuance.iat_micros),
+        },
+    }))
+}
+
+/// The first hop of a person's chain: a child of the person's token from a
+/// trusted identity provider, obtained by `actor` under `grant`.
+///
+/// The person's token is the root hop, marked with its issuer and, if the
+/// provider bound it, its key; it caps the child's expiry, and its scopes,
+/// where it has any, cap the child's.
+pub fn start(
+    person: &Person,
+    actor: &AuthenticatedAgent,
+    grant: &PolicyGrant,
+    max_depth: u32,
+    issuance: Issuance,
+) -> Result<Derived, ChainError> {
+    let root = Hop {
+        jti: person.token_id().clone(),
+        agent: person.client().to_owned(),
+        aud: person.audience().to_owned(),
+        scope: person.scope().cloned().unwrap_or_default(),
+        iat: person.issued_at(),
+        exp: person.expires_at(),
+        // The key the provider bound the sign-in to, checked by the caller.
+        jkt: person.jkt().map(str::to_owned),
+        iss: Some(person.issuer().to_owned()),
+        approval: None,
+        acts_again: false,
+        iat_micros: None,
+    };
+    first_hop(root, person.subject(), actor.id(), grant, max_depth, issuance)
+}
+
+/// [`start`] from the person's token as its root hop, for `subject`.
+fn first_hop(
+    root: Hop,
+    subject: &str,
+    actor: &str,
+    grant: &PolicyGrant,
+    max_depth: u32,
+    issuance: Issuance,
+) -> Result<Derived, ChainError> {
+    // The person's binding is the caller's to prove; Baton's own binding
+    // starts with the child.
+    let bounds = Bounds::of_hop(&root, 0).narrow_to(grant.scope(), grant.expires_at(), max_depth)?;
+    Ok(Derived(Claims {
+        iss: issuance.issuer,
+        sub: subject.to_owned(),
+        aud: grant.target().to_owned(),
+        client_id: actor.to_owned(),
+        scope: grant.scope().clone(),
+        iat: issuance.issued_at,
+        exp: grant.expires_at(),
+        jti: issuance.jti,
+        act: Some(Actor { sub: actor.to_owned(), act: None }),
+        may_act: None,
+        cnf: issuance.bound_to.map(|jkt| Confirmation { jkt }),
+        delegation: Delegation {
+            depth: bounds.depth,
+            hops: vec![root],
+            approval: issuance.approval,
+            acts_again: false,
+            iat_micros: Some(issuance.iat_micros),
+        },
+    }))
+}
+
+/// Escape hatches around the narrowing rule. The broker never uses them.
+pub mod danger {
+    use super::Derived;
+    use crate::claims::Claims;
+
+    /// Takes `claims` as derived without applying any rule, so that
+    /// [`crate::token::mint`] signs them as they are: for benchmarks and
+    /// tools that need a token with exact claims. Every use is a token the
+    /// broker's rules did not check; audit each one.
+    pub fn derived_unchecked(claims: Claims) -> Derived {
+        Derived(claims)
+    }
+}
+
+impl ChainError {
+    /// The label metrics and the audit trail count this refusal by: the
+    /// variant, never its numbers.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ChainError::Widened(Widening::TooDeep { .. }) => "chain_too_deep",
+            ChainError::Widened(Widening::ScopeWidened) => "chain_scope_widened",
+            ChainError::Widened(Widening::LifetimeExtended) => "chain_lifetime_extended",
+            ChainError::Unbound => "chain_unbound",
+            ChainError::ActsAgain => "chain_acts_again",
+        }
+    }
+}
