@@ -12,11 +12,14 @@
 use std::sync::Arc;
 
 use base64::Engine;
+use baton::broker::Broker;
 use baton::claims::Claims;
 use baton::claims::ScopeSet;
 use baton::clock::{Clock, FixedClock, SystemClock};
-use baton::grant::{Broker, Settings, Stores, TokenParams, TokenRequest};
+use baton::context::{Settings, Stores};
+use baton::grant::TokenRequest;
 use baton::keys::{self, Algorithm, KeyLookup, KeySet};
+use baton::params::TokenParams;
 use baton::policy::{Action, Ask, Lifetimes, Policy};
 use baton::store::embedded::EmbeddedStore;
 use baton::store::{Lineage, RevocationStore};

@@ -7,11 +7,14 @@ use serde::Serialize;
 use crate::audit::Evidence;
 use crate::claims::TokenId;
 use crate::clock::{UnixMicros, UnixTime};
-use crate::grant::{Broker, GrantError, CLIENT_CREDENTIALS, TOKEN_EXCHANGE};
+use crate::context::Context;
+use crate::error::GrantError;
+use crate::grant::{CLIENT_CREDENTIALS, TOKEN_EXCHANGE};
 use crate::metrics::RevokedVia;
 use crate::policy::inventory::SecretHash;
 use crate::policy::lifecycle::{self, AgentWarning};
 use crate::policy::Policy;
+use crate::revocation::Revocations;
 use crate::store::{AuditDecision, AuditEvent, AuditFilter, Lineage, Principal, Status, StoreError};
 
 /// The most tokens one trace walks, so that a huge grant tree cannot make
@@ -85,191 +88,194 @@ pub struct AgentReport {
     pub warnings: Vec<AgentWarning>,
 }
 
-impl Broker {
-    /// Whether `presented` is the admin token. Always false when none is
-    /// configured: the admin API is then off.
-    pub fn is_admin(&self, presented: &str) -> bool {
-        let Some(hash) = self.settings.admin_token_sha256.as_deref().and_then(SecretHash::from_hex) else {
-            return false;
+/// Whether `presented` is the admin token. Always false when none is
+/// configured: the admin API is then off.
+pub fn is_admin(context: &Context, presented: &str) -> bool {
+    let Some(hash) = context.settings.admin_token_sha256.as_deref().and_then(SecretHash::from_hex) else {
+        return false;
+    };
+    hash.matches(presented)
+}
+
+/// Whether the admin API is on.
+pub fn admin_enabled(context: &Context) -> bool {
+    context.settings.admin_token_sha256.is_some()
+}
+
+/// Revokes a token by id, and so its descendants. Revoking a token
+/// already revoked changes nothing and records nothing.
+pub async fn revoke_jti(context: &Context, revocations: &Revocations, jti: &TokenId) -> Result<UnixTime, GrantError> {
+    let issued = context.stores.audit.issued(jti).await?;
+    let now = context.now();
+    // Unknown here (issued before the audit trail, or by another
+    // deployment): cover the longest lifetime any token can have.
+    let until = issued.and_then(|event| event.expires_at).unwrap_or(now.plus(crate::token::MAX_LIFETIME));
+    let Some(_recording) = revocations.revoke_once(context, jti, until, RevokedVia::Admin).await? else {
+        return Ok(until);
+    };
+    let mut event = Evidence { grant_type: "admin_revoke".into(), ..Default::default() }.event(
+        now,
+        AuditDecision::Revoked,
+        None,
+        None,
+    );
+    event.jti = Some(jti.clone());
+    event.expires_at = Some(until);
+    context.record(event).await?;
+    Ok(until)
+}
+
+/// The ancestors and descendants of a token, each with its status.
+///
+/// Issuances are read through the stores' issuance indexes
+/// ([`AuditStore::issued`], [`AuditStore::children`]), so no number of
+/// refusals or revocations naming a token hides it or its children.
+///
+/// [`AuditStore::issued`]: crate::store::AuditStore::issued
+/// [`AuditStore::children`]: crate::store::AuditStore::children
+pub async fn trace(context: &Context, jti: &TokenId) -> Result<Option<Trace>, GrantError> {
+    let Some(event) = context.stores.audit.issued(jti).await? else {
+        return Ok(None);
+    };
+    // Ancestors, newest first while walking up, then reversed.
+    let mut path = vec![event];
+    let mut truncated = false;
+    while let Some(parent) = path.last().and_then(|event| event.parent_jti.clone()) {
+        if path.len() >= MAX_TRACE_NODES {
+            truncated = true;
+            break;
+        }
+        // A parent without an issuance here is a person's sign-in at an
+        // identity provider, or past its retention: the walk ends.
+        match context.stores.audit.issued(&parent).await? {
+            Some(event) => path.push(event),
+            None => break,
+        }
+    }
+    path.reverse();
+    // One policy for the whole trace, even if a reload lands meanwhile.
+    let policy = context.policy();
+    let mut ancestors = Vec::new();
+    for depth in 1..path.len() {
+        ancestors.push(node(context, &policy, path.get(..depth).unwrap_or_default()).await?);
+    }
+    let mut walk = Walk { budget: MAX_TRACE_NODES, truncated };
+    let token = subtree(context, &policy, path, &mut walk).await?;
+    Ok(Some(Trace { ancestors, token, truncated: walk.truncated }))
+}
+
+/// The inventory, each agent with its last use and recent issuance.
+pub async fn agent_reports(context: &Context) -> Result<Vec<AgentReport>, GrantError> {
+    let now = context.now();
+    let mut reports = Vec::new();
+    let policy = context.policy();
+    for agent in policy.inventory().agents() {
+        let issued_last_day = AuditFilter {
+            agent: Some(agent.id.clone()),
+            decision: Some(AuditDecision::Issued),
+            since: Some(now.plus(-86_400)),
+            ..AuditFilter::default()
         };
-        hash.matches(presented)
+        let tokens_issued_last_day = context.stores.audit.count(&issued_last_day).await?;
+        let last_use = last_token_request(context, &agent.id).await?;
+        reports.push(AgentReport {
+            warnings: lifecycle::warnings(agent, last_use, now),
+            id: agent.id.clone(),
+            owner: agent.owner.clone(),
+            purpose: agent.purpose.clone(),
+            expires: agent.expires.to_string(),
+            groups: agent.groups.clone(),
+            active: agent.is_active(now),
+            last_use,
+            tokens_issued_last_day,
+        });
     }
+    Ok(reports)
+}
 
-    /// Whether the admin API is on.
-    pub fn admin_enabled(&self) -> bool {
-        self.settings.admin_token_sha256.is_some()
-    }
-
-    /// Revokes a token by id, and so its descendants. Revoking a token
-    /// already revoked changes nothing and records nothing.
-    pub async fn revoke_jti(&self, jti: &TokenId) -> Result<UnixTime, GrantError> {
-        let issued = self.stores.audit.issued(jti).await?;
-        let now = self.now();
-        // Unknown here (issued before the audit trail, or by another
-        // deployment): cover the longest lifetime any token can have.
-        let until = issued.and_then(|event| event.expires_at).unwrap_or(now.plus(crate::token::MAX_LIFETIME));
-        let Some(_recording) = self.revoke_once(jti, until, RevokedVia::Admin).await? else {
-            return Ok(until);
+/// When `agent` last asked the token endpoint for a token, whatever the
+/// answer: the newest event of either grant type it made as the client.
+async fn last_token_request(context: &Context, agent: &str) -> Result<Option<UnixTime>, StoreError> {
+    let mut last = None;
+    for grant_type in [CLIENT_CREDENTIALS, TOKEN_EXCHANGE] {
+        let filter = AuditFilter {
+            agent: Some(agent.to_owned()),
+            action: Some(grant_type.to_owned()),
+            limit: Some(1),
+            ..AuditFilter::default()
         };
-        let mut event = Evidence { grant_type: "admin_revoke".into(), ..Default::default() }.event(
-            now,
-            AuditDecision::Revoked,
-            None,
-            None,
-        );
-        event.jti = Some(jti.clone());
-        event.expires_at = Some(until);
-        self.record(event).await?;
-        Ok(until)
+        let newest = context.stores.audit.query(&filter).await?.first().map(|event| event.time);
+        last = last.max(newest);
     }
+    Ok(last)
+}
 
-    /// The ancestors and descendants of a token, each with its status.
-    ///
-    /// Issuances are read through the stores' issuance indexes
-    /// ([`AuditStore::issued`], [`AuditStore::children`]), so no number of
-    /// refusals or revocations naming a token hides it or its children.
-    ///
-    /// [`AuditStore::issued`]: crate::store::AuditStore::issued
-    /// [`AuditStore::children`]: crate::store::AuditStore::children
-    pub async fn trace(&self, jti: &TokenId) -> Result<Option<Trace>, GrantError> {
-        let Some(event) = self.stores.audit.issued(jti).await? else {
-            return Ok(None);
-        };
-        // Ancestors, newest first while walking up, then reversed.
-        let mut path = vec![event];
-        let mut truncated = false;
-        while let Some(parent) = path.last().and_then(|event| event.parent_jti.clone()) {
-            if path.len() >= MAX_TRACE_NODES {
-                truncated = true;
-                break;
-            }
-            // A parent without an issuance here is a person's sign-in at an
-            // identity provider, or past its retention: the walk ends.
-            match self.stores.audit.issued(&parent).await? {
-                Some(event) => path.push(event),
-                None => break,
-            }
-        }
-        path.reverse();
-        // One policy for the whole trace, even if a reload lands meanwhile.
-        let policy = self.policy();
-        let mut ancestors = Vec::new();
-        for depth in 1..path.len() {
-            ancestors.push(self.node(&policy, path.get(..depth).unwrap_or_default()).await?);
-        }
-        let mut walk = Walk { budget: MAX_TRACE_NODES, truncated };
-        let token = self.subtree(&policy, path, &mut walk).await?;
-        Ok(Some(Trace { ancestors, token, truncated: walk.truncated }))
-    }
+/// Audit events matching `filter`, newest first.
+pub async fn audit_events(context: &Context, filter: &AuditFilter) -> Result<Vec<AuditEvent>, GrantError> {
+    Ok(context.stores.audit.query(filter).await?)
+}
 
-    /// The inventory, each agent with its last use and recent issuance.
-    pub async fn agent_reports(&self) -> Result<Vec<AgentReport>, GrantError> {
-        let now = self.now();
-        let mut reports = Vec::new();
-        let policy = self.policy();
-        for agent in policy.inventory().agents() {
-            let issued_last_day = AuditFilter {
-                agent: Some(agent.id.clone()),
-                decision: Some(AuditDecision::Issued),
-                since: Some(now.plus(-86_400)),
-                ..AuditFilter::default()
-            };
-            let tokens_issued_last_day = self.stores.audit.count(&issued_last_day).await?;
-            let last_use = self.last_token_request(&agent.id).await?;
-            reports.push(AgentReport {
-                warnings: lifecycle::warnings(agent, last_use, now),
-                id: agent.id.clone(),
-                owner: agent.owner.clone(),
-                purpose: agent.purpose.clone(),
-                expires: agent.expires.to_string(),
-                groups: agent.groups.clone(),
-                active: agent.is_active(now),
-                last_use,
-                tokens_issued_last_day,
-            });
-        }
-        Ok(reports)
+/// The node for the last token of `path` (root first), its status
+/// computed from the whole path as its lineage.
+async fn node(context: &Context, policy: &Policy, path: &[AuditEvent]) -> Result<TraceNode, GrantError> {
+    let Some(event) = path.last() else {
+        return Err(GrantError::Store(StoreError::Corrupt("empty trace path".into())));
+    };
+    // As in `Lineage::of`: the subject named from the root, each agent
+    // from the first token that it obtained or that was addressed to it,
+    // each token at its issue instant (an event recorded before issue
+    // instants were: the first microsecond of its second).
+    let instant = |step: &AuditEvent| step.iat_micros.unwrap_or(UnixMicros::start_of(step.time));
+    // The tokens of the path, newest first, then what the root came from:
+    // a person's sign-in, which a revocation can name too.
+    let jtis = path.iter().rev().filter_map(|step| step.jti.clone());
+    let sign_in = path.first().and_then(|root| root.parent_jti.clone());
+    let mut lineage = Lineage { jtis: jtis.chain(sign_in).collect(), principals: Vec::new() };
+    if let (Some(subject), Some(root)) = (&event.subject, path.first()) {
+        lineage.name(Principal::Subject(subject.clone()), instant(root));
     }
+    for step in path {
+        for agent in step.agent.iter().chain(&step.target) {
+            lineage.name(Principal::Agent(agent.clone()), instant(step));
+        }
+    }
+    let now = context.now();
+    Ok(TraceNode {
+        jti: event.jti.clone().unwrap_or_else(|| TokenId(String::new())),
+        agent: event.agent.clone(),
+        subject: event.subject.clone(),
+        target: event.target.clone(),
+        scope: event.scopes_granted.clone(),
+        issued_at: event.time,
+        expires_at: event.expires_at,
+        status: context.lineage_status(policy, &lineage).await?,
+        expired: event.expires_at.is_some_and(|exp| exp <= now),
+        children: Vec::new(),
+    })
+}
 
-    /// When `agent` last asked the token endpoint for a token, whatever the
-    /// answer: the newest event of either grant type it made as the client.
-    async fn last_token_request(&self, agent: &str) -> Result<Option<UnixTime>, StoreError> {
-        let mut last = None;
-        for grant_type in [CLIENT_CREDENTIALS, TOKEN_EXCHANGE] {
-            let filter = AuditFilter {
-                agent: Some(agent.to_owned()),
-                action: Some(grant_type.to_owned()),
-                limit: Some(1),
-                ..AuditFilter::default()
-            };
-            let newest = self.stores.audit.query(&filter).await?.first().map(|event| event.time);
-            last = last.max(newest);
+/// The last token of `path` with every descendant, depth first, oldest
+/// child first, within the walk's budget of nodes.
+async fn subtree(
+    context: &Context,
+    policy: &Policy,
+    path: Vec<AuditEvent>,
+    walk: &mut Walk,
+) -> Result<TraceNode, GrantError> {
+    let mut node = node(context, policy, &path).await?;
+    walk.budget = walk.budget.saturating_sub(1);
+    // One more than the budget allows tells whether the walk stops short.
+    let children = context.stores.audit.children(&node.jti, walk.budget.saturating_add(1)).await?;
+    for child in children {
+        if walk.budget == 0 {
+            walk.truncated = true;
+            break;
         }
-        Ok(last)
+        let mut child_path = path.clone();
+        child_path.push(child);
+        node.children.push(Box::pin(subtree(context, policy, child_path, walk)).await?);
     }
-
-    /// Audit events matching `filter`, newest first.
-    pub async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, GrantError> {
-        Ok(self.stores.audit.query(filter).await?)
-    }
-
-    /// The node for the last token of `path` (root first), its status
-    /// computed from the whole path as its lineage.
-    async fn node(&self, policy: &Policy, path: &[AuditEvent]) -> Result<TraceNode, GrantError> {
-        let Some(event) = path.last() else {
-            return Err(GrantError::Store(StoreError::Corrupt("empty trace path".into())));
-        };
-        // As in `Lineage::of`: the subject named from the root, each agent
-        // from the first token that it obtained or that was addressed to it,
-        // each token at its issue instant (an event recorded before issue
-        // instants were: the first microsecond of its second).
-        let instant = |step: &AuditEvent| step.iat_micros.unwrap_or(UnixMicros::start_of(step.time));
-        // The tokens of the path, newest first, then what the root came from:
-        // a person's sign-in, which a revocation can name too.
-        let jtis = path.iter().rev().filter_map(|step| step.jti.clone());
-        let sign_in = path.first().and_then(|root| root.parent_jti.clone());
-        let mut lineage = Lineage { jtis: jtis.chain(sign_in).collect(), principals: Vec::new() };
-        if let (Some(subject), Some(root)) = (&event.subject, path.first()) {
-            lineage.name(Principal::Subject(subject.clone()), instant(root));
-        }
-        for step in path {
-            for agent in step.agent.iter().chain(&step.target) {
-                lineage.name(Principal::Agent(agent.clone()), instant(step));
-            }
-        }
-        let now = self.now();
-        Ok(TraceNode {
-            jti: event.jti.clone().unwrap_or_else(|| TokenId(String::new())),
-            agent: event.agent.clone(),
-            subject: event.subject.clone(),
-            target: event.target.clone(),
-            scope: event.scopes_granted.clone(),
-            issued_at: event.time,
-            expires_at: event.expires_at,
-            status: self.status_of(policy, &lineage).await?,
-            expired: event.expires_at.is_some_and(|exp| exp <= now),
-            children: Vec::new(),
-        })
-    }
-
-    /// The last token of `path` with every descendant, depth first, oldest
-    /// child first, within the walk's budget of nodes.
-    async fn subtree(&self, policy: &Policy, path: Vec<AuditEvent>, walk: &mut Walk) -> Result<TraceNode, GrantError> {
-        let mut node = self.node(policy, &path).await?;
-        walk.budget = walk.budget.saturating_sub(1);
-        // One more than the budget allows tells whether the walk stops short.
-        let children = self.stores.audit.children(&node.jti, walk.budget.saturating_add(1)).await?;
-        for child in children {
-            if walk.budget == 0 {
-                walk.truncated = true;
-                break;
-            }
-            let mut child_path = path.clone();
-            child_path.push(child);
-            node.children.push(Box::pin(self.subtree(policy, child_path, walk)).await?);
-        }
-        Ok(node)
-    }
+    Ok(node)
 }
 
 /// How far a trace may still walk, and whether it left tokens out.

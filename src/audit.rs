@@ -7,6 +7,10 @@ use crate::claims::TokenId;
 use crate::clock::UnixTime;
 use crate::store::{Approval, AuditApproval, AuditDecision, AuditEvent};
 
+/// The `action` of the event for a refusal at the introspection or
+/// revocation endpoint after the client proved its credential.
+pub const CLIENT_AUTHENTICATION: &str = "client_authentication";
+
 /// A refusal as the audit trail records it: its reason, and whether the
 /// request waits for a person rather than being refused.
 pub(crate) trait Refusal: std::fmt::Display {

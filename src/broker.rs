@@ -1,221 +1,271 @@
-//! The broker: the state every endpoint reads (settings, keys, the policy
-//! in force, the stores, the clock, metrics) and the checks they share,
-//! built once at start. The endpoints live in their own modules: `grant`
-//! (the token endpoint), `introspection`, `revocation`, `admin`,
-//! `approvals`, `governance`, and `abuse` for client authentication.
+//! The broker: the shared context and each endpoint's own state, wired
+//! together once. Its methods are the broker's whole public surface, one
+//! per operation, each handing the call to the module that owns it with
+//! just the parts that module reads.
 
-use std::sync::{Arc, RwLock};
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
 
-use base64::Engine;
-use ring::rand::{SecureRandom, SystemRandom};
-
-use crate::abuse::{refusals, throttle, RefusalSettings, ThrottleSettings};
-use crate::approvals::ApprovalSettings;
+use crate::abuse::{Guard, RefusalSettings, ThrottleSettings};
+use crate::admin::{AgentReport, Trace};
+use crate::approvals::{ApprovalSettings, Approvals};
 use crate::claims::{Claims, TokenId};
-use crate::clock::{Clock, UnixMicros, UnixTime};
-use crate::jose::Verified;
-use crate::keys::{Algorithm, KeySet};
+use crate::clock::{Clock, UnixTime};
+use crate::context::{Context, Settings, Stores};
+use crate::error::{GrantError, RequestError};
+use crate::grant::{TokenRequest, TokenResponse};
+use crate::introspection::Introspection;
+use crate::keys::KeySet;
 use crate::metrics::Metrics;
-use crate::policy::{Lifetimes, Policy, Target};
-use crate::revocation::Revoking;
-use crate::store::{AuditEvent, AuditStore, Lineage, Principal, ReplayStore, RevocationStore, Status, StoreError};
-use crate::token::{MintError, Validation, VerifyError};
-use crate::upstream::Providers;
+use crate::params::TokenParams;
+use crate::policy::explain::{ExplainError, Explanation, Question};
+use crate::policy::{Policy, PolicyError};
+use crate::revocation::Revocations;
+use crate::store::approvals::{ApprovalPage, ApprovalQuery};
+use crate::store::{Approval, ApprovalId, AuditEvent, AuditFilter, Principal, Status, StoreError};
+use crate::{admin, governance, grant, introspection, lifecycle};
 
-/// The broker's fixed settings.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// Issuer identifier.
-    pub issuer: String,
-    /// Largest delegation depth a token may have.
-    pub max_depth: u32,
-    /// Longest token accepted as `subject_token` or `actor_token`, in bytes.
-    pub max_token_bytes: usize,
-    /// Largest request body, in bytes.
-    pub max_body_bytes: usize,
-    /// Token lifetimes.
-    pub lifetimes: Lifetimes,
-    /// SHA-256 (hex) of the admin token; the admin API is off when absent.
-    pub admin_token_sha256: Option<String>,
-    /// Whether DPoP proofs must carry a server nonce (RFC 9449 §8).
-    pub dpop_nonce: bool,
-    /// Seconds of clock difference tolerated with other nodes, clients and
-    /// identity providers (`clock_leeway_seconds`). A child's `exp` is still
-    /// capped by its parent's, so no leeway makes a token outlive its parent.
-    pub clock_leeway_seconds: i64,
-}
-
-/// The state a broker is built from.
-pub struct Stores {
-    /// Single-use ids.
-    pub replay: Arc<dyn ReplayStore>,
-    /// Revocations.
-    pub revocation: Arc<dyn RevocationStore>,
-    /// The audit trail.
-    pub audit: Arc<dyn AuditStore>,
-}
-
-/// Everything the token endpoint needs, built once at start.
+/// A running broker.
 pub struct Broker {
-    pub(crate) settings: Settings,
-    /// The rules this broker's own tokens are checked by, built once.
-    pub(crate) validation: Validation,
-    pub(crate) keys: RwLock<Arc<KeySet>>,
-    /// Swapped whole on reload; each request takes one snapshot.
-    pub(crate) policy: RwLock<Arc<Policy>>,
-    pub(crate) stores: Stores,
-    pub(crate) approvals: ApprovalSettings,
-    pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) random: SystemRandom,
-    /// The trusted identity providers' discovered keys.
-    pub(crate) providers: Providers,
-    pub(crate) metrics: Metrics,
-    /// Failed client authentication, counted per address and client.
-    pub(crate) throttle: throttle::Throttle,
-    /// Refusals of unauthenticated requests since the last aggregate event.
-    pub(crate) refusals: refusals::Refusals,
-    pub(crate) refusal_settings: RefusalSettings,
-    /// The proxies whose forwarded client address is believed.
-    pub(crate) trusted_proxies: Vec<std::net::IpAddr>,
-    /// The tokens this node is revoking right now.
-    pub(crate) revoking: Revoking,
+    context: Context,
+    guard: Guard,
+    approvals: Approvals,
+    revocations: Revocations,
 }
 
 impl Broker {
-    /// Builds a broker.
+    /// A broker with in-memory approvals, the default abuse limits and no
+    /// trusted proxies.
     pub fn new(settings: Settings, keys: KeySet, policy: Policy, stores: Stores, clock: Arc<dyn Clock>) -> Broker {
-        let validation = Validation {
-            issuer: settings.issuer.clone(),
-            max_token_bytes: settings.max_token_bytes,
-            max_depth: settings.max_depth,
-            algorithms: vec![Algorithm::Es256, Algorithm::EdDsa],
-            leeway: settings.clock_leeway_seconds,
-            // Introspection and revocation read tokens for any audience; the exchange asks for its agent.
-            audience: crate::token::Audience::Any,
-        };
+        let guard = Guard::new(ThrottleSettings::default(), RefusalSettings::default(), Vec::new(), clock.clone());
         Broker {
-            settings,
-            validation,
-            keys: RwLock::new(Arc::new(keys)),
-            policy: RwLock::new(Arc::new(policy)),
-            stores,
-            providers: Providers::new(clock.clone()),
-            approvals: ApprovalSettings::default(),
-            random: SystemRandom::new(),
-            metrics: Metrics::new(),
-            throttle: throttle::Throttle::new(ThrottleSettings::default(), clock.clone()),
-            refusals: refusals::Refusals::new(RefusalSettings::default()),
-            refusal_settings: RefusalSettings::default(),
-            trusted_proxies: Vec::new(),
-            revoking: Revoking::default(),
-            clock,
+            context: Context::new(settings, keys, policy, stores, clock),
+            guard,
+            approvals: Approvals::new(ApprovalSettings::default()),
+            revocations: Revocations::default(),
         }
+    }
+
+    /// Sets where approvals are kept, who decides them and where they are
+    /// announced. Without this call a broker keeps them in memory.
+    pub fn with_approvals(mut self, approvals: ApprovalSettings) -> Broker {
+        self.approvals = Approvals::new(approvals);
+        self
+    }
+
+    /// The same broker with these limits on failed client authentication
+    /// and on the counting of unauthenticated refusals.
+    pub fn with_abuse_limits(mut self, throttle: ThrottleSettings, refusals: RefusalSettings) -> Broker {
+        let proxies = self.guard.trusted_proxies().to_vec();
+        self.guard = Guard::new(throttle, refusals, proxies, self.context.clock.clone());
+        self
+    }
+
+    /// The same broker believing the client address that these proxies
+    /// forward (`Forwarded`, `X-Forwarded-For`) when a request comes from
+    /// one of them; from anyone else those headers are ignored.
+    pub fn with_trusted_proxies(mut self, proxies: Vec<IpAddr>) -> Broker {
+        self.guard = self.guard.with_trusted_proxies(proxies);
+        self
+    }
+
+    /// What every endpoint reads.
+    pub fn context(&self) -> &Context {
+        &self.context
     }
 
     /// The settings.
     pub fn settings(&self) -> &Settings {
-        &self.settings
+        self.context.settings()
     }
 
     /// The signing and published keys, as of the last load.
     pub fn keys(&self) -> Arc<KeySet> {
-        match self.keys.read() {
-            Ok(keys) => keys.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.context.keys()
     }
 
     /// Swaps in a freshly loaded key set (after `baton keys rotate`, or when
     /// a retired key's publication ends).
     pub fn replace_keys(&self, keys: KeySet) {
-        let keys = Arc::new(keys);
-        match self.keys.write() {
-            Ok(mut current) => *current = keys,
-            Err(poisoned) => *poisoned.into_inner() = keys,
-        }
+        self.context.replace_keys(keys)
     }
 
     /// The policy in force now: a snapshot that a reload does not change
-    /// under its holder. A request takes one and uses it throughout.
+    /// under its holder.
     pub fn policy(&self) -> Arc<Policy> {
-        match self.policy.read() {
-            Ok(policy) => policy.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.context.policy()
     }
 
     /// The broker's metrics.
     pub fn metrics(&self) -> &Metrics {
-        &self.metrics
+        self.context.metrics()
     }
 
-    /// The trusted identity providers, as discovered.
-    pub(crate) fn providers(&self) -> &Providers {
-        &self.providers
-    }
-
-    /// Whether a verified token is alive (DESIGN.md §2.4): neither it nor an
-    /// ancestor revoked, and neither its subject nor any agent of its chain
-    /// deprovisioned since it was issued, whether by the admin API or by the
-    /// inventory (an agent removed from `agents.toml` or past its expiry).
+    /// Whether a verified token is alive ([`Context::status`]).
     pub async fn status(&self, claims: &Claims) -> Result<Status, StoreError> {
-        self.status_in(&self.policy(), claims).await
-    }
-
-    /// [`Broker::status`] against the request's policy snapshot.
-    pub(crate) async fn status_in(&self, policy: &Policy, claims: &Claims) -> Result<Status, StoreError> {
-        self.status_of(policy, &Lineage::of(claims)).await
-    }
-
-    /// The status of a lineage: the inventory first, then the store.
-    pub(crate) async fn status_of(&self, policy: &Policy, lineage: &Lineage) -> Result<Status, StoreError> {
-        let now = self.now();
-        let inventory = policy.inventory();
-        let retired = lineage.principals.iter().any(|named| match &named.principal {
-            // An agent removed or past its expiry; an API that is no longer
-            // registered counts the same for the tokens addressed to it.
-            Principal::Agent(id) => match inventory.target(id) {
-                Some(Target::Agent(agent)) => !agent.is_active(now),
-                Some(Target::Resource(_)) => false,
-                None => true,
-            },
-            Principal::Subject(_) => false,
-        });
-        if retired {
-            return Ok(Status::Deprovisioned);
-        }
-        self.stores.revocation.check(lineage).await
+        self.context.status(claims).await
     }
 
     /// Whether the state store answers now (readiness).
     pub async fn ping_store(&self) -> Result<(), StoreError> {
-        self.stores.revocation.ping().await
+        self.context.ping_store().await
     }
 
-    /// Logs an audit event as a structured `tracing` event and persists it.
-    pub(crate) async fn record(&self, event: AuditEvent) -> Result<(), StoreError> {
-        tracing::info!(target: "baton::audit", event = %serde_json::to_string(&event).unwrap_or_default());
-        self.stores.audit.record(event).await
+    /// `POST /token` ([`grant::token`]).
+    pub async fn token(&self, request: TokenRequest) -> Result<TokenResponse, GrantError> {
+        grant::token(&self.context, &self.guard, &self.approvals, request).await
     }
 
-    /// Verifies one of this broker's own tokens.
-    pub(crate) fn verify(&self, token: &str) -> Result<Verified<Claims>, VerifyError> {
-        crate::token::verify(token, self.keys().as_ref(), &self.validation, self.clock.as_ref())
+    /// A token request refused before it could be read ([`grant::refuse`]).
+    pub async fn refuse(&self, error: RequestError, client_address: Option<String>) -> GrantError {
+        grant::refuse(&self.context, &self.guard, error, client_address).await
     }
 
-    pub(crate) fn now(&self) -> UnixTime {
-        self.clock.now()
+    /// The server nonce DPoP proofs must carry now, when nonces are on
+    /// ([`grant::dpop_nonce`]).
+    pub fn dpop_nonce(&self) -> Option<String> {
+        grant::dpop_nonce(&self.context)
     }
 
-    /// Now, in microseconds (an issue instant or a deprovisioning's cut-off).
-    pub(crate) fn now_micros(&self) -> UnixMicros {
-        self.clock.now_micros()
+    /// `POST /introspect` ([`introspection::introspect`]).
+    pub async fn introspect(
+        &self,
+        authorization: Option<&str>,
+        params: &TokenParams,
+        client_address: Option<&str>,
+    ) -> Result<Introspection, GrantError> {
+        introspection::introspect(&self.context, &self.guard, authorization, params, client_address).await
     }
 
-    /// A fresh, unguessable token id: 128 random bits.
-    pub(crate) fn new_jti(&self) -> Result<TokenId, MintError> {
-        let mut bytes = [0u8; 16];
-        self.random.fill(&mut bytes).map_err(|_| MintError::new("no randomness available"))?;
-        Ok(TokenId(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)))
+    /// `POST /revoke` ([`Revocations::revoke`]).
+    pub async fn revoke(
+        &self,
+        authorization: Option<&str>,
+        params: &TokenParams,
+        client_address: Option<String>,
+    ) -> Result<(), GrantError> {
+        self.revocations.revoke(&self.context, &self.guard, authorization, params, client_address).await
+    }
+
+    /// An introspection or revocation request refused before it could be
+    /// read ([`Guard::refuse_unread`]).
+    pub fn refuse_unread(&self, error: RequestError, client_address: Option<&str>) -> GrantError {
+        self.guard.refuse_unread(&self.context, error, client_address)
+    }
+
+    /// The proxies whose forwarded client address is believed.
+    pub fn trusted_proxies(&self) -> &[IpAddr] {
+        self.guard.trusted_proxies()
+    }
+
+    /// Writes the refusals of unauthenticated requests counted since the
+    /// last call as one audit event ([`Guard::flush_refusals`]).
+    pub async fn flush_refusals(&self) -> Result<u64, StoreError> {
+        self.guard.flush_refusals(&self.context).await
+    }
+
+    /// How often [`Broker::flush_refusals`] is to be called.
+    pub fn refusal_interval(&self) -> std::time::Duration {
+        self.guard.refusal_interval()
+    }
+
+    /// Forgets the failed authentications whose budget is whole again.
+    pub fn prune_throttle(&self) {
+        self.guard.prune_throttle()
+    }
+
+    /// One page of approvals, newest first ([`Approvals::list`]).
+    pub async fn list_approvals(&self, query: ApprovalQuery) -> Result<ApprovalPage, GrantError> {
+        self.approvals.list(&self.context, query).await
+    }
+
+    /// How many approvals are pending now ([`Approvals::count_pending`]).
+    pub async fn count_pending_approvals(&self) -> Result<u64, GrantError> {
+        self.approvals.count_pending(&self.context).await
+    }
+
+    /// Approves or denies a pending approval as `approver`
+    /// ([`Approvals::decide`]).
+    pub async fn decide_approval(
+        &self,
+        id: &ApprovalId,
+        approver: &str,
+        approve: bool,
+    ) -> Result<Approval, GrantError> {
+        self.approvals.decide(&self.context, id, approver, approve).await
+    }
+
+    /// Deprovisions an agent or a subject now ([`lifecycle::deprovision`]).
+    pub async fn deprovision(&self, principal: &Principal) -> Result<(), GrantError> {
+        lifecycle::deprovision(&self.context, principal).await
+    }
+
+    /// Lifts a deprovisioned principal's block ([`lifecycle::reinstate`]).
+    pub async fn reinstate(&self, principal: &Principal) -> Result<(), GrantError> {
+        lifecycle::reinstate(&self.context, principal).await
+    }
+
+    /// Records the agents past their `expires` not yet in `done`
+    /// ([`lifecycle::retire_expired_agents`]).
+    pub async fn retire_expired_agents(
+        &self,
+        done: &std::collections::HashSet<String>,
+    ) -> Result<Vec<String>, GrantError> {
+        lifecycle::retire_expired_agents(&self.context, done).await
+    }
+
+    /// Deprovisions the agents of `known` the inventory no longer has
+    /// ([`lifecycle::deprovision_removed_agents`]).
+    pub async fn deprovision_removed_agents(&self, known: &[String]) -> Result<Vec<String>, GrantError> {
+        lifecycle::deprovision_removed_agents(&self.context, known).await
+    }
+
+    /// Whether `presented` is the admin token ([`admin::is_admin`]).
+    pub fn is_admin(&self, presented: &str) -> bool {
+        admin::is_admin(&self.context, presented)
+    }
+
+    /// Whether the admin API is on.
+    pub fn admin_enabled(&self) -> bool {
+        admin::admin_enabled(&self.context)
+    }
+
+    /// Revokes a token by id, and so its descendants ([`admin::revoke_jti`]).
+    pub async fn revoke_jti(&self, jti: &TokenId) -> Result<UnixTime, GrantError> {
+        admin::revoke_jti(&self.context, &self.revocations, jti).await
+    }
+
+    /// The ancestors and descendants of a token, each with its status
+    /// ([`admin::trace`]).
+    pub async fn trace(&self, jti: &TokenId) -> Result<Option<Trace>, GrantError> {
+        admin::trace(&self.context, jti).await
+    }
+
+    /// The agent inventory with lifecycle warnings ([`admin::agent_reports`]).
+    pub async fn agent_reports(&self) -> Result<Vec<AgentReport>, GrantError> {
+        admin::agent_reports(&self.context).await
+    }
+
+    /// The audit events `filter` selects ([`admin::audit_events`]).
+    pub async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, GrantError> {
+        admin::audit_events(&self.context, filter).await
+    }
+
+    /// Swaps in `policy` ([`governance::replace_policy`]).
+    pub fn replace_policy(&self, policy: Policy) {
+        governance::replace_policy(&self.context, policy)
+    }
+
+    /// Loads the folder `dir` whole and swaps it in, or keeps the policy in
+    /// force ([`governance::reload_policy`]).
+    pub fn reload_policy(&self, dir: &Path) -> Result<(), PolicyError> {
+        governance::reload_policy(&self.context, dir)
+    }
+
+    /// A dry run of `question` against the policy in force
+    /// ([`governance::explain`]).
+    pub fn explain(&self, question: &Question) -> Result<Explanation, ExplainError> {
+        governance::explain(&self.context, question)
     }
 }

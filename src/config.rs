@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::grant::{Approver, RefusalSettings, ThrottleSettings};
+use crate::abuse::{RefusalSettings, ThrottleSettings};
+use crate::approvals::Approver;
 use crate::keys::Algorithm;
 
 /// The variable that names the config file; not itself a config key.

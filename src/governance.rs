@@ -6,47 +6,45 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::grant::Broker;
+use crate::context::Context;
 use crate::policy::explain::{ExplainError, Explanation, Question};
 use crate::policy::{Policy, PolicyError};
 
-impl Broker {
-    /// Swaps in `policy`. Requests already under way finish on the snapshot
-    /// they took; the next ones see the new policy.
-    pub fn replace_policy(&self, policy: Policy) {
-        let policy = Arc::new(policy);
-        match self.policy.write() {
-            Ok(mut current) => *current = policy,
-            Err(poisoned) => *poisoned.into_inner() = policy,
+/// Swaps in `policy`. Requests already under way finish on the snapshot
+/// they took; the next ones see the new policy.
+pub fn replace_policy(context: &Context, policy: Policy) {
+    let policy = Arc::new(policy);
+    match context.policy.write() {
+        Ok(mut current) => *current = policy,
+        Err(poisoned) => *poisoned.into_inner() = policy,
+    }
+}
+
+/// Loads the folder `dir` whole, validates it, and swaps it in. A folder
+/// that does not load is refused and the policy in force stays (deny by
+/// default never means "deny everything because of a typo"). Either way
+/// the reload is counted in the metrics.
+pub fn reload_policy(context: &Context, dir: &Path) -> Result<(), PolicyError> {
+    match Policy::load(dir, context.settings.lifetimes) {
+        Ok(policy) => {
+            replace_policy(context, policy);
+            context.metrics.count_policy_reload(true);
+            Ok(())
+        }
+        Err(error) => {
+            context.metrics.count_policy_reload(false);
+            Err(error)
         }
     }
+}
 
-    /// Loads the folder `dir` whole, validates it, and swaps it in. A folder
-    /// that does not load is refused and the policy in force stays (deny by
-    /// default never means "deny everything because of a typo"). Either way
-    /// the reload is counted in the metrics.
-    pub fn reload_policy(&self, dir: &Path) -> Result<(), PolicyError> {
-        match Policy::load(dir, self.settings.lifetimes) {
-            Ok(policy) => {
-                self.replace_policy(policy);
-                self.metrics.count_policy_reload(true);
-                Ok(())
-            }
-            Err(error) => {
-                self.metrics.count_policy_reload(false);
-                Err(error)
-            }
-        }
-    }
-
-    /// A dry run of `question` against the policy in force, at the broker's
-    /// now (`POST /admin/policy/explain`).
-    ///
-    /// Nothing is issued and nothing is recorded. A dry run decides no
-    /// token, so it is not the evidence DESIGN.md §2.7 asks for; and an audit
-    /// event naming the agent would count as that agent's last use, hiding an
-    /// idle agent from the lifecycle warnings.
-    pub fn explain(&self, question: &Question) -> Result<Explanation, ExplainError> {
-        self.policy().explain(question, self.now())
-    }
+/// A dry run of `question` against the policy in force, at the broker's
+/// now (`POST /admin/policy/explain`).
+///
+/// Nothing is issued and nothing is recorded. A dry run decides no
+/// token, so it is not the evidence DESIGN.md §2.7 asks for; and an audit
+/// event naming the agent would count as that agent's last use, hiding an
+/// idle agent from the lifecycle warnings.
+pub fn explain(context: &Context, question: &Question) -> Result<Explanation, ExplainError> {
+    context.policy().explain(question, context.now())
 }

@@ -4,10 +4,13 @@
 
 use serde::Serialize;
 
+use crate::abuse::Guard;
 use crate::claims::{Actor, Confirmation, Delegation, ScopeSet, TokenId};
 use crate::client_auth::ClientAuthError;
 use crate::clock::UnixTime;
-use crate::grant::{Broker, GrantError, TokenParams};
+use crate::context::Context;
+use crate::error::GrantError;
+use crate::params::TokenParams;
 use crate::store::Status;
 
 /// An introspection response.
@@ -63,48 +66,47 @@ pub struct ActiveToken {
     pub delegation: Delegation,
 }
 
-impl Broker {
-    /// Handles `POST /introspect`.
-    pub async fn introspect(
-        &self,
-        authorization: Option<&str>,
-        params: &TokenParams,
-        client_address: Option<&str>,
-    ) -> Result<Introspection, GrantError> {
-        // One policy for the whole request, even if a reload lands meanwhile.
-        let policy = self.policy();
-        let client = self.authenticate_client_in(&policy, authorization, params, client_address).await?;
-        // Only APIs registered to introspect may; an agent learns nothing here.
-        let api = client.api().ok_or(ClientAuthError::NotAnIntrospector)?.to_owned();
-        let token = params.require("token")?;
-        let Ok(verified) = self.verify(token) else {
-            return Ok(Introspection::inactive());
-        };
-        let claims = verified.claims();
-        // The clock leeway lets a token from a node a little ahead verify;
-        // it never lengthens a life: past `exp` by this broker's clock, the
-        // token is inactive.
-        if claims.aud != api || claims.exp <= self.now() {
-            return Ok(Introspection::inactive());
-        }
-        // A store that cannot answer is not a verdict: fail closed (503).
-        if self.status_in(&policy, claims).await? != Status::Active {
-            return Ok(Introspection::inactive());
-        }
-        Ok(Introspection::Active(Box::new(ActiveToken {
-            active: true,
-            iss: claims.iss.clone(),
-            sub: claims.sub.clone(),
-            aud: claims.aud.clone(),
-            client_id: claims.client_id.clone(),
-            scope: claims.scope.clone(),
-            token_type: if claims.cnf.is_some() { "DPoP" } else { "Bearer" },
-            iat: claims.iat,
-            exp: claims.exp,
-            jti: claims.jti.clone(),
-            act: claims.act.clone(),
-            cnf: claims.cnf.clone(),
-            delegation: claims.delegation.clone(),
-        })))
+/// Handles `POST /introspect`.
+pub async fn introspect(
+    context: &Context,
+    guard: &Guard,
+    authorization: Option<&str>,
+    params: &TokenParams,
+    client_address: Option<&str>,
+) -> Result<Introspection, GrantError> {
+    // One policy for the whole request, even if a reload lands meanwhile.
+    let policy = context.policy();
+    let client = guard.authenticate_client_in(context, &policy, authorization, params, client_address).await?;
+    // Only APIs registered to introspect may; an agent learns nothing here.
+    let api = client.api().ok_or(ClientAuthError::NotAnIntrospector)?.to_owned();
+    let token = params.require("token")?;
+    let Ok(verified) = context.verify(token) else {
+        return Ok(Introspection::inactive());
+    };
+    let claims = verified.claims();
+    // The clock leeway lets a token from a node a little ahead verify;
+    // it never lengthens a life: past `exp` by this broker's clock, the
+    // token is inactive.
+    if claims.aud != api || claims.exp <= context.now() {
+        return Ok(Introspection::inactive());
     }
+    // A store that cannot answer is not a verdict: fail closed (503).
+    if context.token_status(&policy, claims).await? != Status::Active {
+        return Ok(Introspection::inactive());
+    }
+    Ok(Introspection::Active(Box::new(ActiveToken {
+        active: true,
+        iss: claims.iss.clone(),
+        sub: claims.sub.clone(),
+        aud: claims.aud.clone(),
+        client_id: claims.client_id.clone(),
+        scope: claims.scope.clone(),
+        token_type: if claims.cnf.is_some() { "DPoP" } else { "Bearer" },
+        iat: claims.iat,
+        exp: claims.exp,
+        jti: claims.jti.clone(),
+        act: claims.act.clone(),
+        cnf: claims.cnf.clone(),
+        delegation: claims.delegation.clone(),
+    })))
 }

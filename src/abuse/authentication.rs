@@ -4,11 +4,19 @@
 //! refusals of requests whose client never proved itself counted in
 //! aggregate (`refusals`) rather than one event each.
 
-use super::{refusals, throttle, RefusalSettings, ThrottleSettings};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::refusals::{self, RefusalSettings};
+use super::throttle::{self, ThrottleSettings};
+use crate::audit::CLIENT_AUTHENTICATION;
 use crate::audit::{clip, prefix, Evidence};
 use crate::client_auth::{self, AuthenticatedClient, CredentialFields};
-use crate::grant::{Broker, GrantError, RequestError, TokenParams, CLIENT_AUTHENTICATION};
+use crate::clock::Clock;
+use crate::context::Context;
+use crate::error::{GrantError, RequestError};
 use crate::jose;
+use crate::params::TokenParams;
 use crate::policy::Policy;
 use crate::store::StoreError;
 
@@ -49,22 +57,41 @@ fn grouped(client_address: Option<&str>) -> Option<String> {
     Some(throttle::Origin::of(Some(address)).map_or_else(|| clip(address), |origin| origin.to_string()))
 }
 
-impl Broker {
-    /// The same broker with these limits on failed client authentication
-    /// and on the counting of unauthenticated refusals.
-    pub fn with_abuse_limits(mut self, throttle: ThrottleSettings, refusals: RefusalSettings) -> Broker {
-        self.throttle = throttle::Throttle::new(throttle, self.clock.clone());
-        self.refusals = refusals::Refusals::new(refusals);
-        self.refusal_settings = refusals;
-        self
+/// The door of every endpoint that authenticates its client: failed
+/// attempts throttled per address and client, refusals of unauthenticated
+/// requests counted together until the next aggregate event.
+pub struct Guard {
+    /// Failed client authentication, counted per address and client.
+    throttle: throttle::Throttle,
+    /// Refusals of unauthenticated requests since the last aggregate event.
+    refusals: refusals::Refusals,
+    refusal_settings: RefusalSettings,
+    /// The proxies whose forwarded client address is believed.
+    trusted_proxies: Vec<IpAddr>,
+}
+
+impl Guard {
+    /// A guard with these limits, believing the client address that
+    /// `trusted_proxies` forward (`Forwarded`, `X-Forwarded-For`) when a
+    /// request comes from one of them; from anyone else those headers are
+    /// ignored.
+    pub fn new(
+        throttle: ThrottleSettings,
+        refusals: RefusalSettings,
+        trusted_proxies: Vec<IpAddr>,
+        clock: Arc<dyn Clock>,
+    ) -> Guard {
+        Guard {
+            throttle: throttle::Throttle::new(throttle, clock),
+            refusals: refusals::Refusals::new(refusals),
+            refusal_settings: refusals,
+            trusted_proxies,
+        }
     }
 
-    /// The same broker believing the client address that these proxies
-    /// forward (`Forwarded`, `X-Forwarded-For`) when a request comes from
-    /// one of them; from anyone else those headers are ignored.
-    pub fn with_trusted_proxies(mut self, proxies: Vec<std::net::IpAddr>) -> Broker {
-        self.trusted_proxies = proxies;
-        self
+    /// The same guard believing the addresses these proxies forward.
+    pub fn with_trusted_proxies(self, trusted_proxies: Vec<IpAddr>) -> Guard {
+        Guard { trusted_proxies, ..self }
     }
 
     /// The proxies whose forwarded client address is believed.
@@ -72,21 +99,11 @@ impl Broker {
         &self.trusted_proxies
     }
 
-    /// Counts a token request refused before it could be read (wrong
-    /// method, media type or size, repeated parameters): evidence too, in
-    /// the next aggregate event.
-    pub async fn refuse(&self, error: RequestError, client_address: Option<String>) -> GrantError {
-        let error = GrantError::Request(error);
-        self.count_refusal(&error, None, client_address.as_deref());
-        self.metrics.count_token(crate::grant::error::grant_type_label(None), (&error).into());
-        error
-    }
-
     /// Counts an introspection or revocation request refused before it
     /// could be read, as [`Broker::refuse`] does for the token endpoint.
-    pub fn refuse_unread(&self, error: RequestError, client_address: Option<&str>) -> GrantError {
+    pub fn refuse_unread(&self, context: &Context, error: RequestError, client_address: Option<&str>) -> GrantError {
         let error = GrantError::Request(error);
-        self.count_refusal(&error, None, client_address);
+        self.count_refusal(context, &error, None, client_address);
         error
     }
 
@@ -94,17 +111,24 @@ impl Broker {
     /// for the next aggregate event and the metrics.
     pub(crate) fn count_refusal(
         &self,
+        context: &Context,
         error: &GrantError,
         claimed_client: Option<String>,
         client_address: Option<&str>,
     ) {
         let reason = error.reason();
         tracing::debug!(target: "baton::audit", %reason, ?claimed_client, ?client_address, "unauthenticated request refused");
-        self.metrics.count_unauthenticated(reason.clone());
+        context.metrics.count_unauthenticated(reason.clone());
         // A registered client stays named even past the bound on keys, so
         // that junk cannot hide guessing against it.
-        let registered = claimed_client.as_deref().is_some_and(|id| self.policy().inventory().client(id).is_some());
-        self.refusals.count(self.now(), reason.into_owned(), (claimed_client, registered), grouped(client_address), 1);
+        let registered = claimed_client.as_deref().is_some_and(|id| context.policy().inventory().client(id).is_some());
+        self.refusals.count(
+            context.now(),
+            reason.into_owned(),
+            (claimed_client, registered),
+            grouped(client_address),
+            1,
+        );
     }
 
     /// Writes the refusals of unauthenticated requests counted since the
@@ -112,10 +136,10 @@ impl Broker {
     /// and answers how many it counts (0: nothing to write). Counts whose
     /// event cannot be written are kept for the next call. A background task
     /// calls it every interval and at shutdown; tests call it at will.
-    pub async fn flush_refusals(&self) -> Result<u64, StoreError> {
+    pub async fn flush_refusals(&self, context: &Context) -> Result<u64, StoreError> {
         let Some(taken) = self.refusals.take() else { return Ok(0) };
         let total = taken.total();
-        match self.record(taken.event(self.now())).await {
+        match context.record(taken.event(context.now())).await {
             Ok(()) => Ok(total),
             Err(error) => {
                 self.refusals.restore(taken);
@@ -140,23 +164,26 @@ impl Broker {
     /// counted as unauthenticated.
     pub async fn authenticate_client(
         &self,
+        context: &Context,
         authorization: Option<&str>,
         params: &TokenParams,
         client_address: Option<&str>,
     ) -> Result<AuthenticatedClient, GrantError> {
-        self.authenticate_client_in(&self.policy(), authorization, params, client_address).await
+        self.authenticate_client_in(context, &context.policy(), authorization, params, client_address).await
     }
 
     /// [`Broker::authenticate_client`] against the request's policy snapshot.
     pub(crate) async fn authenticate_client_in(
         &self,
+        context: &Context,
         policy: &Policy,
         authorization: Option<&str>,
         params: &TokenParams,
         client_address: Option<&str>,
     ) -> Result<AuthenticatedClient, GrantError> {
         let claimed = claimed_client(authorization, params);
-        let outcome = self.authenticate_in(policy, authorization, params, claimed.as_deref(), client_address).await;
+        let outcome =
+            self.authenticate_in(context, policy, authorization, params, claimed.as_deref(), client_address).await;
         if let Err(error) = &outcome {
             let claimed = claimed.as_deref().map(clip);
             if proves_identity(error) {
@@ -168,9 +195,9 @@ impl Broker {
                     claimed_client: claimed,
                     ..Evidence::default()
                 };
-                self.record(evidence.refused(self.now(), error, client_address.map(str::to_owned))).await?;
+                context.record(evidence.refused(context.now(), error, client_address.map(str::to_owned))).await?;
             } else {
-                self.count_refusal(error, claimed, client_address);
+                self.count_refusal(context, error, claimed, client_address);
             }
         }
         outcome
@@ -183,6 +210,7 @@ impl Broker {
     /// own address's: an agent elsewhere is never locked out by them.
     pub(crate) async fn authenticate_in(
         &self,
+        context: &Context,
         policy: &Policy,
         authorization: Option<&str>,
         params: &TokenParams,
@@ -193,11 +221,11 @@ impl Broker {
         /// it only tells budgets apart.
         const KEY_BYTES: usize = 64;
         let Some(origin) = throttle::Origin::of(client_address) else {
-            return self.verify_client(policy, authorization, params).await;
+            return self.verify_client(context, policy, authorization, params).await;
         };
         let claimed = prefix(claimed.unwrap_or_default(), KEY_BYTES);
         self.throttle.check(origin, claimed)?;
-        let outcome = self.verify_client(policy, authorization, params).await;
+        let outcome = self.verify_client(context, policy, authorization, params).await;
         match &outcome {
             Ok(_) => self.throttle.succeeded(origin, claimed),
             Err(GrantError::Client(error)) if error.spends_budget() => self.throttle.failed(origin, claimed),
@@ -209,6 +237,7 @@ impl Broker {
     /// Checks the credentials a request presents.
     async fn verify_client(
         &self,
+        context: &Context,
         policy: &Policy,
         authorization: Option<&str>,
         params: &TokenParams,
@@ -222,10 +251,10 @@ impl Broker {
         })?;
         let verifier = client_auth::ClientAuthenticator {
             inventory: policy.inventory(),
-            replay: self.stores.replay.as_ref(),
-            issuer: &self.settings.issuer,
-            clock: self.clock.as_ref(),
-            leeway: self.settings.clock_leeway_seconds,
+            replay: context.stores.replay.as_ref(),
+            issuer: &context.settings.issuer,
+            clock: context.clock.as_ref(),
+            leeway: context.settings.clock_leeway_seconds,
         };
         Ok(client_auth::authenticate(&presented, &verifier).await?)
     }

@@ -7,6 +7,7 @@ mod authentication;
 pub mod refusals;
 pub mod throttle;
 
+pub use authentication::Guard;
 pub(crate) use authentication::{claimed_client, proves_identity};
 pub use refusals::RefusalSettings;
 pub use throttle::{ThrottleSettings, Throttled};

@@ -28,6 +28,7 @@ use governor::state::StateStore;
 use governor::{Quota, RateLimiter};
 
 use crate::clock::Clock;
+pub use crate::error::Throttled;
 
 /// The default failures per minute from one address for one claimed client.
 pub const DEFAULT_PER_CLIENT: u32 = 10;
@@ -65,14 +66,6 @@ impl Default for ThrottleSettings {
     fn default() -> Self {
         ThrottleSettings { per_client: DEFAULT_PER_CLIENT, per_address: DEFAULT_PER_ADDRESS, max_keys: MAX_KEYS }
     }
-}
-
-/// A request refused unchecked because its address failed too often.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("too many failed client authentications from this address; retry in {retry_after} s")]
-pub struct Throttled {
-    /// Seconds until an attempt may be made again (`Retry-After`).
-    pub retry_after: u64,
 }
 
 /// Where a request comes from, as throttling and the refusal counts see
@@ -219,7 +212,7 @@ impl Throttle {
         }
         match waits.into_iter().flatten().max() {
             None => Ok(()),
-            Some(wait) => Err(Throttled::after(wait)),
+            Some(wait) => Err(throttled_after(wait)),
         }
     }
 
@@ -283,12 +276,11 @@ impl Throttle {
     }
 }
 
-impl Throttled {
-    fn after(wait: Duration) -> Throttled {
-        // Whole seconds, never 0: `Retry-After` is in seconds (RFC 9110 §10.2.3).
-        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        Throttled { retry_after: seconds.max(1) }
-    }
+/// A refusal that asks the client to wait `wait`.
+fn throttled_after(wait: Duration) -> Throttled {
+    // Whole seconds, never 0: `Retry-After` is in seconds (RFC 9110 §10.2.3).
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    Throttled { retry_after: seconds.max(1) }
 }
 
 /// One key of a budget, and whether asking about it spends from it.
@@ -384,14 +376,6 @@ impl governor::clock::Clock for BrokerClock {
 
     fn now(&self) -> Duration {
         Duration::from_secs(u64::try_from(self.0.now().0).unwrap_or(0))
-    }
-}
-
-impl Throttled {
-    /// The label metrics and the audit trail count this refusal by: never
-    /// the wait, which differs from one refusal to the next.
-    pub fn reason(&self) -> &'static str {
-        "throttled"
     }
 }
 

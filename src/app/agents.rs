@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
 
-use crate::grant::Broker;
+use crate::broker::Broker;
 
 /// The agents of the inventory last loaded, kept in `data_dir/known-agents.json`:
 /// those missing from the inventory now are deprovisioned, and the file then

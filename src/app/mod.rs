@@ -11,10 +11,13 @@ pub use reload::DEBOUNCE;
 
 use std::sync::Arc;
 
+use crate::abuse::{RefusalSettings, ThrottleSettings};
 use crate::approvals::webhook::Webhook;
+use crate::approvals::ApprovalSettings;
+use crate::broker::Broker;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::grant::{ApprovalSettings, Broker, RefusalSettings, Settings, Stores, ThrottleSettings};
+use crate::context::{Settings, Stores};
 use crate::keys::{self, KeySet};
 use crate::policy::{Lifetimes, Policy};
 use crate::store::embedded::EmbeddedStore;

@@ -11,8 +11,8 @@ use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
+use crate::broker::Broker;
 use crate::config::Config;
-use crate::grant::Broker;
 
 /// How long the folder must stay quiet before it is reloaded: one save by an
 /// editor (write a copy, rename it over) or a `git checkout` is a burst of

@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::broker::Broker;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::grant::Broker;
 use crate::keys::{self, KeySet};
 
 /// Starts every background loop on the current runtime.

@@ -16,17 +16,18 @@
 //! one ([`ApprovalError::TooManyPending`], audited like any refusal) until
 //! one is decided or expires.
 
-mod error;
 mod settings;
 pub mod webhook;
 
-pub use error::{ApprovalError, PendingApproval};
+pub use crate::error::{ApprovalError, PendingApproval};
 pub use settings::{ApprovalSettings, Approver, DEFAULT_APPROVAL_TTL, DEFAULT_MAX_PENDING_PER_AGENT};
 
 use crate::audit::{clip, Evidence};
 use crate::claims::HopApproval;
 use crate::clock::UnixTime;
-use crate::grant::{Broker, GrantError, TokenParams};
+use crate::context::Context;
+use crate::error::GrantError;
+use crate::params::TokenParams;
 use crate::policy::PolicyGrant;
 use crate::store::approvals::{ApprovalPage, ApprovalQuery, Creation};
 use crate::store::{Approval, ApprovalId, ApprovalState, AuditApproval, AuditDecision, Decision, Fingerprint};
@@ -37,125 +38,11 @@ pub const POLL_INTERVAL: i64 = 5;
 pub const APPROVAL_ID: &str = "approval_id";
 
 /// The request a grant would answer, for its approval's fingerprint.
-pub(super) struct Asked<'a> {
+pub(crate) struct Asked<'a> {
     pub grant_type: &'a str,
     pub subject: &'a str,
     pub agent: &'a str,
     pub parent_jti: Option<&'a crate::claims::TokenId>,
-}
-
-/// Lets a grant through when it needs no approval (`None`), or when the
-/// request carries the id of an approval for exactly it, which is then used
-/// up (`Some`, to record in the token). Anything else is an error: a new
-/// pending approval, or a refusal.
-pub(super) async fn check(
-    broker: &Broker,
-    asked: &Asked<'_>,
-    grant: &PolicyGrant,
-    params: &TokenParams,
-    evidence: &mut Evidence,
-) -> Result<Option<HopApproval>, GrantError> {
-    let Some(need) = grant.approval() else { return Ok(None) };
-    let fingerprint = Fingerprint {
-        subject: asked.subject.to_owned(),
-        agent: asked.agent.to_owned(),
-        parent_jti: asked.parent_jti.cloned(),
-        target: grant.target().to_owned(),
-        scope: grant.scope().clone(),
-    };
-    let now = broker.now();
-    let Some(presented) = params.get(APPROVAL_ID) else {
-        let approver = broker.approver_for(&fingerprint);
-        let approval = Approval {
-            id: ApprovalId(broker.new_jti()?.0),
-            request: fingerprint,
-            grant_type: asked.grant_type.to_owned(),
-            scopes_needing_approval: need.scopes.clone(),
-            marked_by: need.marked_by.clone(),
-            approver,
-            created_at: now,
-            expires_at: now.plus(broker.approvals.ttl),
-            state: ApprovalState::Pending,
-            decision: None,
-        };
-        // The same request asked again while its approval waits gets that
-        // approval's id back, found through the store's index on the request
-        // and atomically with creation: approvers are not asked (nor the
-        // webhook posted) twice for one request, however often an agent
-        // repeats it, concurrently or not.
-        let approval = match broker.approvals.store.create(&approval, broker.approvals.max_pending_per_agent).await? {
-            Creation::Created => {
-                if let Some(webhook) = &broker.approvals.webhook {
-                    webhook.announce(&approval);
-                }
-                approval
-            }
-            Creation::Waiting(waiting) => *waiting,
-            Creation::Full => return Err(ApprovalError::TooManyPending.into()),
-        };
-        evidence.approval = Some(AuditApproval { id: approval.id.clone(), approver: None });
-        return Err(pending(&approval, now).into());
-    };
-    evidence.approval = Some(AuditApproval { id: ApprovalId(clip(presented)), approver: None });
-    // Ids are 22 base64url characters; anything else was never issued, and
-    // is not worth a store lookup.
-    if presented.len() != 22 || !presented.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"-_".contains(&byte)) {
-        return Err(ApprovalError::Unknown.into());
-    }
-    let id = ApprovalId(presented.to_owned());
-    let approval = broker.approvals.store.approval(&id).await?.ok_or(ApprovalError::Unknown)?;
-    if approval.request != fingerprint {
-        return Err(ApprovalError::Mismatch.into());
-    }
-    evidence.approval = Some(AuditApproval {
-        id: approval.id.clone(),
-        approver: approval.decision.as_ref().map(|decision| decision.approver.clone()),
-    });
-    match (approval.state, &approval.decision) {
-        (ApprovalState::Denied, _) => Err(ApprovalError::Denied.into()),
-        (ApprovalState::Consumed, _) => Err(ApprovalError::Used.into()),
-        (ApprovalState::Pending | ApprovalState::Approved, _) if approval.is_expired(now) => {
-            Err(ApprovalError::Expired.into())
-        }
-        (ApprovalState::Pending, _) => Err(pending(&approval, now).into()),
-        (ApprovalState::Approved, None) => {
-            Err(crate::store::StoreError::Corrupt("an approved approval has no decision".into()).into())
-        }
-        (ApprovalState::Approved, Some(decision)) => {
-            let stamp = HopApproval {
-                id: approval.id.0.clone(),
-                approver: decision.approver.clone(),
-                approved_at: decision.at,
-            };
-            let consumed = Approval { state: ApprovalState::Consumed, ..approval.clone() };
-            // Single use: of two concurrent repeats, only one moves it on.
-            if !broker.approvals.store.transition(ApprovalState::Approved, &consumed).await? {
-                return Err(ApprovalError::Used.into());
-            }
-            // Spent before the token is minted and recorded, so that no
-            // second repeat can get past this point meanwhile; put back by
-            // `restore` if no token leaves after all.
-            evidence.spent_approval = Some(approval);
-            Ok(Some(stamp))
-        }
-    }
-}
-
-/// Makes an approval usable again when the request that spent it handed out
-/// no token (minting it or recording its issuance failed): it covers one
-/// token, and none left. Only the request holding the spent state moves it
-/// back, and only from `consumed`, so two repeats still never both get a
-/// token; a repeat that came meanwhile was told it was used, and may retry.
-/// If the store cannot be written, the approval stays spent: fail closed.
-pub(super) async fn restore(broker: &Broker, approved: Approval) {
-    let id = approved.id.clone();
-    match broker.approvals.store.transition(ApprovalState::Consumed, &approved).await {
-        Ok(true) => tracing::info!(approval = %id, "no token was handed out: the approval is usable again"),
-        Ok(false) => tracing::warn!(approval = %id, "the spent approval changed meanwhile; left as it is"),
-        Err(error) => {
-            tracing::warn!(approval = %id, %error, "no token was handed out, but the approval stays spent");
-        }
-    }
 }
 
 fn pending(approval: &Approval, now: UnixTime) -> ApprovalError {
@@ -166,19 +53,139 @@ fn pending(approval: &Approval, now: UnixTime) -> ApprovalError {
     })
 }
 
-impl Broker {
-    /// Sets where approvals are kept, who decides them and where they are
-    /// announced. Without this call a broker keeps them in memory.
-    pub fn with_approvals(mut self, approvals: ApprovalSettings) -> Broker {
-        self.approvals = approvals;
-        self
+/// Approvals at impact thresholds: where they are kept, who decides them,
+/// where they are announced.
+pub struct Approvals {
+    settings: ApprovalSettings,
+}
+
+impl Approvals {
+    /// Approvals kept, decided and announced as `settings` say.
+    pub fn new(settings: ApprovalSettings) -> Approvals {
+        Approvals { settings }
+    }
+
+    /// Lets a grant through when it needs no approval (`None`), or when the
+    /// request carries the id of an approval for exactly it, which is then used
+    /// up (`Some`, to record in the token). Anything else is an error: a new
+    /// pending approval, or a refusal.
+    pub(crate) async fn check(
+        &self,
+        context: &Context,
+        asked: &Asked<'_>,
+        grant: &PolicyGrant,
+        params: &TokenParams,
+        evidence: &mut Evidence,
+    ) -> Result<Option<HopApproval>, GrantError> {
+        let Some(need) = grant.approval() else { return Ok(None) };
+        let fingerprint = Fingerprint {
+            subject: asked.subject.to_owned(),
+            agent: asked.agent.to_owned(),
+            parent_jti: asked.parent_jti.cloned(),
+            target: grant.target().to_owned(),
+            scope: grant.scope().clone(),
+        };
+        let now = context.now();
+        let Some(presented) = params.get(APPROVAL_ID) else {
+            let approver = self.approver_for(context, &fingerprint);
+            let approval = Approval {
+                id: ApprovalId(context.new_jti()?.0),
+                request: fingerprint,
+                grant_type: asked.grant_type.to_owned(),
+                scopes_needing_approval: need.scopes.clone(),
+                marked_by: need.marked_by.clone(),
+                approver,
+                created_at: now,
+                expires_at: now.plus(self.settings.ttl),
+                state: ApprovalState::Pending,
+                decision: None,
+            };
+            // The same request asked again while its approval waits gets that
+            // approval's id back, found through the store's index on the request
+            // and atomically with creation: approvers are not asked (nor the
+            // webhook posted) twice for one request, however often an agent
+            // repeats it, concurrently or not.
+            let approval = match self.settings.store.create(&approval, self.settings.max_pending_per_agent).await? {
+                Creation::Created => {
+                    if let Some(webhook) = &self.settings.webhook {
+                        webhook.announce(&approval);
+                    }
+                    approval
+                }
+                Creation::Waiting(waiting) => *waiting,
+                Creation::Full => return Err(ApprovalError::TooManyPending.into()),
+            };
+            evidence.approval = Some(AuditApproval { id: approval.id.clone(), approver: None });
+            return Err(pending(&approval, now).into());
+        };
+        evidence.approval = Some(AuditApproval { id: ApprovalId(clip(presented)), approver: None });
+        // Ids are 22 base64url characters; anything else was never issued, and
+        // is not worth a store lookup.
+        if presented.len() != 22 || !presented.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"-_".contains(&byte))
+        {
+            return Err(ApprovalError::Unknown.into());
+        }
+        let id = ApprovalId(presented.to_owned());
+        let approval = self.settings.store.approval(&id).await?.ok_or(ApprovalError::Unknown)?;
+        if approval.request != fingerprint {
+            return Err(ApprovalError::Mismatch.into());
+        }
+        evidence.approval = Some(AuditApproval {
+            id: approval.id.clone(),
+            approver: approval.decision.as_ref().map(|decision| decision.approver.clone()),
+        });
+        match (approval.state, &approval.decision) {
+            (ApprovalState::Denied, _) => Err(ApprovalError::Denied.into()),
+            (ApprovalState::Consumed, _) => Err(ApprovalError::Used.into()),
+            (ApprovalState::Pending | ApprovalState::Approved, _) if approval.is_expired(now) => {
+                Err(ApprovalError::Expired.into())
+            }
+            (ApprovalState::Pending, _) => Err(pending(&approval, now).into()),
+            (ApprovalState::Approved, None) => {
+                Err(crate::store::StoreError::Corrupt("an approved approval has no decision".into()).into())
+            }
+            (ApprovalState::Approved, Some(decision)) => {
+                let stamp = HopApproval {
+                    id: approval.id.0.clone(),
+                    approver: decision.approver.clone(),
+                    approved_at: decision.at,
+                };
+                let consumed = Approval { state: ApprovalState::Consumed, ..approval.clone() };
+                // Single use: of two concurrent repeats, only one moves it on.
+                if !self.settings.store.transition(ApprovalState::Approved, &consumed).await? {
+                    return Err(ApprovalError::Used.into());
+                }
+                // Spent before the token is minted and recorded, so that no
+                // second repeat can get past this point meanwhile; put back by
+                // `restore` if no token leaves after all.
+                evidence.spent_approval = Some(approval);
+                Ok(Some(stamp))
+            }
+        }
+    }
+
+    /// Makes an approval usable again when the request that spent it handed out
+    /// no token (minting it or recording its issuance failed): it covers one
+    /// token, and none left. Only the request holding the spent state moves it
+    /// back, and only from `consumed`, so two repeats still never both get a
+    /// token; a repeat that came meanwhile was told it was used, and may retry.
+    /// If the store cannot be written, the approval stays spent: fail closed.
+    pub(crate) async fn restore(&self, approved: Approval) {
+        let id = approved.id.clone();
+        match self.settings.store.transition(ApprovalState::Consumed, &approved).await {
+            Ok(true) => tracing::info!(approval = %id, "no token was handed out: the approval is usable again"),
+            Ok(false) => tracing::warn!(approval = %id, "the spent approval changed meanwhile; left as it is"),
+            Err(error) => {
+                tracing::warn!(approval = %id, %error, "no token was handed out, but the approval stays spent");
+            }
+        }
     }
 
     /// The person configured to decide `request`.
-    fn approver_for(&self, request: &Fingerprint) -> String {
-        let policy = self.policy();
+    fn approver_for(&self, context: &Context, request: &Fingerprint) -> String {
+        let policy = context.policy();
         let inventory = policy.inventory();
-        match self.approvals.approver {
+        match self.settings.approver {
             // A chain an agent started for itself has no person as subject:
             // that agent's owner answers for it, not the agent.
             Approver::Subject => match inventory.agent(&request.subject) {
@@ -193,33 +200,34 @@ impl Broker {
 
     /// One page of approvals, newest first, for the approvers: `query`'s
     /// time is set to now.
-    pub async fn list_approvals(&self, query: ApprovalQuery) -> Result<ApprovalPage, GrantError> {
-        let query = ApprovalQuery { now: self.now(), ..query };
-        Ok(self.approvals.store.list(&query).await?)
+    pub async fn list(&self, context: &Context, query: ApprovalQuery) -> Result<ApprovalPage, GrantError> {
+        let query = ApprovalQuery { now: context.now(), ..query };
+        Ok(self.settings.store.list(&query).await?)
     }
 
     /// How many approvals are pending now, from the store's counts: never
     /// reads the approvals themselves, so a scrape costs the same however
     /// many wait.
-    pub async fn count_pending_approvals(&self) -> Result<u64, GrantError> {
-        Ok(self.approvals.store.count_pending(self.now()).await?)
+    pub async fn count_pending(&self, context: &Context) -> Result<u64, GrantError> {
+        Ok(self.settings.store.count_pending(context.now()).await?)
     }
 
     /// Approves (`approve`) or denies a pending approval as `approver`, who
     /// must be the one configured for its request. Audited either way.
-    pub async fn decide_approval(
+    pub async fn decide(
         &self,
+        context: &Context,
         id: &ApprovalId,
         approver: &str,
         approve: bool,
     ) -> Result<Approval, GrantError> {
-        let now = self.now();
+        let now = context.now();
         let mut evidence = Evidence {
             grant_type: if approve { "approval_approve" } else { "approval_deny" }.into(),
             approval: Some(AuditApproval { id: ApprovalId(clip(&id.0)), approver: Some(clip(approver)) }),
             ..Evidence::default()
         };
-        let outcome = self.decide(id, approver, approve, now, &mut evidence).await;
+        let outcome = self.apply_decision(id, approver, approve, now, &mut evidence).await;
         let event = match &outcome {
             Ok(_) => {
                 let decision = if approve { AuditDecision::Approved } else { AuditDecision::Denied };
@@ -227,11 +235,11 @@ impl Broker {
             }
             Err(error) => evidence.refused(now, error, None),
         };
-        self.record(event).await?;
+        context.record(event).await?;
         outcome
     }
 
-    async fn decide(
+    async fn apply_decision(
         &self,
         id: &ApprovalId,
         approver: &str,
@@ -239,7 +247,7 @@ impl Broker {
         now: UnixTime,
         evidence: &mut Evidence,
     ) -> Result<Approval, GrantError> {
-        let approval = self.approvals.store.approval(id).await?.ok_or(ApprovalError::NotFound)?;
+        let approval = self.settings.store.approval(id).await?.ok_or(ApprovalError::NotFound)?;
         evidence.subject = Some(approval.request.subject.clone());
         evidence.agent = Some(approval.request.agent.clone());
         evidence.target = Some(approval.request.target.clone());
@@ -260,30 +268,11 @@ impl Broker {
             decision: Some(Decision { approver: approver.to_owned(), at: now }),
             ..approval
         };
-        if !self.approvals.store.transition(ApprovalState::Pending, &decided).await? {
+        if !self.settings.store.transition(ApprovalState::Pending, &decided).await? {
             // Someone decided first: report what they decided.
-            let state = self.approvals.store.approval(id).await?.map_or(ApprovalState::Consumed, |now| now.state);
+            let state = self.settings.store.approval(id).await?.map_or(ApprovalState::Consumed, |now| now.state);
             return Err(ApprovalError::AlreadyDecided(state).into());
         }
         Ok(decided)
-    }
-}
-
-impl ApprovalError {
-    /// The label metrics and the audit trail count this refusal by: the
-    /// variant, never the approval's id or state.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            ApprovalError::Pending(_) => "approval_pending",
-            ApprovalError::Denied => "approval_denied",
-            ApprovalError::Expired => "approval_expired",
-            ApprovalError::Unknown => "approval_unknown",
-            ApprovalError::Mismatch => "approval_mismatch",
-            ApprovalError::Used => "approval_used",
-            ApprovalError::NotFound => "approval_not_found",
-            ApprovalError::WrongApprover => "approval_wrong_approver",
-            ApprovalError::AlreadyDecided(_) => "approval_already_decided",
-            ApprovalError::TooManyPending => "approval_too_many_pending",
-        }
     }
 }

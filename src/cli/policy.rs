@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::clock::UnixTime;
-use crate::oauth::OAuthError;
+use crate::error::oauth::OAuthError;
 use crate::policy::cases::{self, CaseResult};
 use crate::policy::check::{self, Severity};
 use crate::policy::explain::{Explanation, Outcome, Question};
@@ -89,7 +89,7 @@ pub fn explain(dir: &Path, lifetimes: Lifetimes, question: &Question, at: UnixTi
     let policy = Policy::load(dir, lifetimes).map_err(|error| format!("the policy does not load: {error}"))?;
     let explanation = policy.explain(question, at).map_err(|error| error.to_string())?;
     if json {
-        let text = serde_json::to_string_pretty(&crate::oauth::explanation_json(&explanation))
+        let text = serde_json::to_string_pretty(&crate::error::oauth::explanation_json(&explanation))
             .map_err(|error| error.to_string())?;
         emit(&(text + "\n"));
     } else {

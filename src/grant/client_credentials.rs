@@ -1,17 +1,21 @@
 //! `client_credentials` (RFC 6749 §4.4): an agent's own token, the root of a
 //! chain. `sub` is the agent, there is no `act`, depth is 0.
 
-use super::{asked_scopes, named_target, Broker, GrantError, Issued, TokenParams, CLIENT_CREDENTIALS};
-use crate::approvals::{self as approval, Asked};
+use super::{asked_scopes, named_target, Issued, CLIENT_CREDENTIALS};
+use crate::approvals::{Approvals, Asked};
 use crate::audit::{clip, Evidence};
 use crate::chain::{self, Issuance};
 use crate::client_auth::AuthenticatedAgent;
+use crate::context::Context;
 use crate::dpop::Proof;
+use crate::error::GrantError;
+use crate::params::TokenParams;
 use crate::policy::{Action, Ask, Policy};
 use crate::token;
 
 pub(super) async fn handle(
-    broker: &Broker,
+    context: &Context,
+    approvals: &Approvals,
     policy: &Policy,
     agent: &AuthenticatedAgent,
     params: &TokenParams,
@@ -22,7 +26,7 @@ pub(super) async fn handle(
     let requested = asked_scopes(params)?;
     let target = named_target(params)?;
     evidence.target = target.map(clip);
-    let now = broker.now();
+    let now = context.now();
     let ask = Ask {
         action: Action::Issue,
         agent: agent.id(),
@@ -41,17 +45,17 @@ pub(super) async fn handle(
     evidence.target = Some(grant.target().to_owned());
     evidence.rules = grant.reasons().to_vec();
     let asked = Asked { grant_type: CLIENT_CREDENTIALS, subject: agent.id(), agent: agent.id(), parent_jti: None };
-    let approval = approval::check(broker, &asked, &grant, params, evidence).await?;
-    let jti = broker.new_jti()?;
+    let approval = approvals.check(context, &asked, &grant, params, evidence).await?;
+    let jti = context.new_jti()?;
     let issuance = Issuance {
-        issuer: broker.settings().issuer.clone(),
+        issuer: context.settings().issuer.clone(),
         issued_at: now,
-        iat_micros: broker.now_micros(),
+        iat_micros: context.now_micros(),
         jti,
         bound_to: proof.map(|proof| proof.jkt().to_owned()),
         approval,
     };
     let derived = chain::root(agent, &grant, issuance);
-    let access_token = token::mint(&derived, broker.keys().signing())?;
+    let access_token = token::mint(&derived, context.keys().signing())?;
     Ok(Issued::new(derived.into_claims(), access_token, None, now))
 }

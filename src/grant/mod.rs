@@ -9,40 +9,25 @@
 //! `client_authentication`).
 
 mod client_credentials;
-pub mod error;
-pub mod params;
 mod token_exchange;
 
-use crate::abuse::{claimed_client, proves_identity};
+use crate::abuse::{claimed_client, proves_identity, Guard};
+use crate::approvals::Approvals;
 use crate::audit::{clip, Evidence};
-
-pub use error::{GrantError, RequestError, Unacceptable};
-pub use params::TokenParams;
-
-// Until every user names the modules these now live in.
-pub use crate::abuse::{RefusalSettings, ThrottleSettings, Throttled};
-pub use crate::approvals::{ApprovalError, ApprovalSettings, Approver, PendingApproval};
-pub use crate::introspection::{ActiveToken, Introspection};
-pub use crate::revocation::NotAHolder;
-
-pub use crate::broker::{Broker, Settings, Stores};
-
-use crate::approvals as approval;
-
 use crate::claims::{Claims, ScopeSet, TokenId};
 use crate::client_auth::ClientAuthError;
 use crate::clock::{UnixMicros, UnixTime};
+use crate::context::Context;
 use crate::dpop::{self, nonce::Nonces, Proof, ProofError};
+use crate::error::{GrantError, RequestError};
+use crate::params::TokenParams;
 use crate::policy::Policy;
-use crate::store::{AuditDecision, AuditEvent, Lineage, Principal, Status, Use};
+use crate::store::{AuditDecision, AuditEvent, Use};
 
 /// `grant_type` for token exchange (RFC 8693 §2.1).
 pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 /// `grant_type` for an agent's own token (RFC 6749 §4.4).
 pub const CLIENT_CREDENTIALS: &str = "client_credentials";
-/// The `action` of the event for a refusal at the introspection or
-/// revocation endpoint after the client proved its credential.
-pub const CLIENT_AUTHENTICATION: &str = "client_authentication";
 /// The token type of an access token (RFC 8693 §3).
 pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 /// The token type of a JWT (RFC 8693 §3).
@@ -126,131 +111,148 @@ impl Issued {
     }
 }
 
-impl Broker {
-    /// Handles `POST /token`, recording the outcome.
-    pub async fn token(&self, request: TokenRequest) -> Result<TokenResponse, GrantError> {
-        // One policy for the whole request, even if a reload lands meanwhile.
-        let policy = self.policy();
-        let mut evidence = Evidence::default();
-        let outcome = self.grant(&policy, &request, &mut evidence).await;
-        let outcome = match (outcome, &evidence.agent) {
-            // Refused after the client proved its credential: the agent is
-            // known for certain, and the refusal is an event of its own.
-            (Err(error), None) if proves_identity(&error) => {
-                evidence.agent = evidence.claimed_client.clone();
-                Err(error)
-            }
-            // No client authenticated: counted with the others of its kind,
-            // not an event of its own, so that junk cannot flood the trail.
-            (Err(error), None) => {
-                self.count_refusal(&error, evidence.claimed_client.take(), request.client_address.as_deref());
-                self.metrics.count_token(error::grant_type_label(request.params.get("grant_type")), (&error).into());
-                return Err(error);
-            }
-            (outcome, _) => outcome,
-        };
-        let spent_approval = evidence.spent_approval.take();
-        let event = match &outcome {
-            Ok(issued) => issued.event(evidence, self.clock.now(), request.client_address.clone()),
-            Err(error) => evidence.refused(self.clock.now(), error, request.client_address.clone()),
-        };
-        // A token whose issuance cannot be recorded is not handed out.
-        let answer = match self.record(event).await {
-            Ok(()) => outcome.map(|issued| issued.response),
-            Err(unavailable) => Err(unavailable.into()),
-        };
-        if let (Err(_), Some(approved)) = (&answer, spent_approval) {
-            approval::restore(self, approved).await;
+/// Handles `POST /token`, recording the outcome.
+pub async fn token(
+    context: &Context,
+    guard: &Guard,
+    approvals: &Approvals,
+    request: TokenRequest,
+) -> Result<TokenResponse, GrantError> {
+    // One policy for the whole request, even if a reload lands meanwhile.
+    let policy = context.policy();
+    let mut evidence = Evidence::default();
+    let outcome = dispatch(context, guard, approvals, &policy, &request, &mut evidence).await;
+    let outcome = match (outcome, &evidence.agent) {
+        // Refused after the client proved its credential: the agent is
+        // known for certain, and the refusal is an event of its own.
+        (Err(error), None) if proves_identity(&error) => {
+            evidence.agent = evidence.claimed_client.clone();
+            Err(error)
         }
-        let counted = answer.as_ref().err().map_or(crate::metrics::TokenOutcome::Issued, Into::into);
-        self.metrics.count_token(error::grant_type_label(request.params.get("grant_type")), counted);
-        answer
+        // No client authenticated: counted with the others of its kind,
+        // not an event of its own, so that junk cannot flood the trail.
+        (Err(error), None) => {
+            guard.count_refusal(context, &error, evidence.claimed_client.take(), request.client_address.as_deref());
+            context.metrics.count_token(grant_type_label(request.params.get("grant_type")), (&error).into());
+            return Err(error);
+        }
+        (outcome, _) => outcome,
+    };
+    let spent_approval = evidence.spent_approval.take();
+    let event = match &outcome {
+        Ok(issued) => issued.event(evidence, context.clock.now(), request.client_address.clone()),
+        Err(error) => evidence.refused(context.clock.now(), error, request.client_address.clone()),
+    };
+    // A token whose issuance cannot be recorded is not handed out.
+    let answer = match context.record(event).await {
+        Ok(()) => outcome.map(|issued| issued.response),
+        Err(unavailable) => Err(unavailable.into()),
+    };
+    if let (Err(_), Some(approved)) = (&answer, spent_approval) {
+        approvals.restore(approved).await;
     }
+    let counted = answer.as_ref().err().map_or(crate::metrics::TokenOutcome::Issued, Into::into);
+    context.metrics.count_token(grant_type_label(request.params.get("grant_type")), counted);
+    answer
+}
 
-    async fn grant(
-        &self,
-        policy: &Policy,
-        request: &TokenRequest,
-        evidence: &mut Evidence,
-    ) -> Result<Issued, GrantError> {
-        let params = &request.params;
-        // Until authentication succeeds, the evidence names the client the
-        // request claims to be, so that attempts against one client show.
-        let claimed = claimed_client(request.authorization.as_deref(), params);
-        evidence.claimed_client = claimed.as_deref().map(clip);
-        let grant_type = params.require("grant_type")?;
-        evidence.grant_type = clip(grant_type);
-        evidence.scopes_asked = params.get("scope").map(clip);
-        if grant_type != CLIENT_CREDENTIALS && grant_type != TOKEN_EXCHANGE {
-            return Err(RequestError::UnsupportedGrantType.into());
-        }
-        let address = request.client_address.as_deref();
-        let client =
-            self.authenticate_in(policy, request.authorization.as_deref(), params, claimed.as_deref(), address).await?;
-        evidence.agent = Some(client.id().to_owned());
-        // RFC 6749 §5.2: an API's introspection credentials obtain no tokens.
-        let agent = client.into_agent().ok_or(ClientAuthError::NotAnAgent)?;
-        let proof = self.dpop_proof(&request.dpop_proofs).await?;
-        if grant_type == TOKEN_EXCHANGE {
-            token_exchange::handle(self, policy, &agent, params, proof.as_ref(), evidence).await
-        } else {
-            // The token would carry the agent as its subject too.
-            self.ensure_not_blocked(agent.id(), Some(agent.id())).await?;
-            client_credentials::handle(self, policy, &agent, params, proof.as_ref(), evidence).await
-        }
+async fn dispatch(
+    context: &Context,
+    guard: &Guard,
+    approvals: &Approvals,
+    policy: &Policy,
+    request: &TokenRequest,
+    evidence: &mut Evidence,
+) -> Result<Issued, GrantError> {
+    let params = &request.params;
+    // Until authentication succeeds, the evidence names the client the
+    // request claims to be, so that attempts against one client show.
+    let claimed = claimed_client(request.authorization.as_deref(), params);
+    evidence.claimed_client = claimed.as_deref().map(clip);
+    let grant_type = params.require("grant_type")?;
+    evidence.grant_type = clip(grant_type);
+    evidence.scopes_asked = params.get("scope").map(clip);
+    if grant_type != CLIENT_CREDENTIALS && grant_type != TOKEN_EXCHANGE {
+        return Err(RequestError::UnsupportedGrantType.into());
     }
-
-    /// The request's DPoP proof, checked (RFC 9449 §4.3) and its `jti` spent
-    /// on every node; `None` when the client sent none.
-    async fn dpop_proof(&self, proofs: &[String]) -> Result<Option<Proof>, GrantError> {
-        let proof = match proofs {
-            [] => return Ok(None),
-            [proof] => proof,
-            _ => return Err(ProofError::Several.into()),
-        };
-        let now = self.now();
-        let nonces = self.dpop_nonces()?;
-        let token_endpoint = format!("{}/token", self.settings.issuer);
-        let expected =
-            dpop::Expected { method: "POST", uri: &token_endpoint, access_token: None, nonce: nonces.as_ref() };
-        let proof = dpop::check(proof, &expected, now)?;
-        match self.stores.replay.use_once(&proof.replay_id(), proof.replay_until(), now).await? {
-            Use::First => Ok(Some(proof)),
-            Use::Replayed => Err(ProofError::Replayed.into()),
-        }
+    let address = request.client_address.as_deref();
+    let client = guard
+        .authenticate_in(context, policy, request.authorization.as_deref(), params, claimed.as_deref(), address)
+        .await?;
+    evidence.agent = Some(client.id().to_owned());
+    // RFC 6749 §5.2: an API's introspection credentials obtain no tokens.
+    let agent = client.into_agent().ok_or(ClientAuthError::NotAnAgent)?;
+    let proof = dpop_proof(context, &request.dpop_proofs).await?;
+    if grant_type == TOKEN_EXCHANGE {
+        token_exchange::handle(context, approvals, policy, &agent, params, proof.as_ref(), evidence).await
+    } else {
+        // The token would carry the agent as its subject too.
+        context.ensure_not_blocked(agent.id(), Some(agent.id())).await?;
+        client_credentials::handle(context, approvals, policy, &agent, params, proof.as_ref(), evidence).await
     }
+}
 
-    /// The server nonce DPoP proofs must carry now, when nonces are on: the
-    /// HTTP layer hands it out in a `DPoP-Nonce` header (RFC 9449 §8).
-    pub fn dpop_nonce(&self) -> Option<String> {
-        self.dpop_nonces().ok().flatten().map(|nonces| nonces.current(self.now()))
+/// The request's DPoP proof, checked (RFC 9449 §4.3) and its `jti` spent
+/// on every node; `None` when the client sent none.
+async fn dpop_proof(context: &Context, proofs: &[String]) -> Result<Option<Proof>, GrantError> {
+    let proof = match proofs {
+        [] => return Ok(None),
+        [proof] => proof,
+        _ => return Err(ProofError::Several.into()),
+    };
+    let now = context.now();
+    let nonces = dpop_nonces(context)?;
+    let token_endpoint = format!("{}/token", context.settings.issuer);
+    let expected = dpop::Expected { method: "POST", uri: &token_endpoint, access_token: None, nonce: nonces.as_ref() };
+    let proof = dpop::check(proof, &expected, now)?;
+    match context.stores.replay.use_once(&proof.replay_id(), proof.replay_until(), now).await? {
+        Use::First => Ok(Some(proof)),
+        Use::Replayed => Err(ProofError::Replayed.into()),
     }
+}
 
-    fn dpop_nonces(&self) -> Result<Option<Nonces>, GrantError> {
-        if !self.settings.dpop_nonce {
-            return Ok(None);
-        }
-        let secret = self
-            .keys()
-            .signing()
-            .derive_secret(b"dpop nonce")
-            .ok_or_else(|| GrantError::Mint(crate::token::MintError::new("no nonce secret")))?;
-        Ok(Some(Nonces::new(&secret)))
+/// The server nonce DPoP proofs must carry now, when nonces are on: the
+/// HTTP layer hands it out in a `DPoP-Nonce` header (RFC 9449 §8).
+pub fn dpop_nonce(context: &Context) -> Option<String> {
+    dpop_nonces(context).ok().flatten().map(|nonces| nonces.current(context.now()))
+}
+
+fn dpop_nonces(context: &Context) -> Result<Option<Nonces>, GrantError> {
+    if !context.settings.dpop_nonce {
+        return Ok(None);
     }
+    let secret = context
+        .keys()
+        .signing()
+        .derive_secret(b"dpop nonce")
+        .ok_or_else(|| GrantError::Mint(crate::token::MintError::new("no nonce secret")))?;
+    Ok(Some(Nonces::new(&secret)))
+}
 
-    /// Refuses a deprovisioned agent until it is reinstated (DESIGN.md §2.4).
-    /// An exchange needs no separate call: the parent's revocation check
-    /// names its holder, the acting agent, and asks here only when it fails.
-    pub(crate) async fn ensure_not_blocked(&self, agent: &str, subject: Option<&str>) -> Result<(), GrantError> {
-        let mut principals = vec![Principal::Agent(agent.to_owned())];
-        principals.extend(subject.map(|subject| Principal::Subject(subject.to_owned())));
-        // A token "issued at the end of time" is killed by a block only,
-        // never by a deprovisioning's cut-off in the past.
-        let own = Lineage::at(Vec::new(), UnixMicros::MAX, principals);
-        match self.stores.revocation.check(&own).await? {
-            Status::Active => Ok(()),
-            Status::Revoked | Status::Deprovisioned => Err(ClientAuthError::Deprovisioned.into()),
-        }
+/// Counts a token request refused before it could be read (wrong
+/// method, media type or size, repeated parameters): evidence too, in
+/// the next aggregate event.
+pub async fn refuse(
+    context: &Context,
+    guard: &Guard,
+    error: RequestError,
+    client_address: Option<String>,
+) -> GrantError {
+    let error = GrantError::Request(error);
+    guard.count_refusal(context, &error, None, client_address.as_deref());
+    context.metrics.count_token(grant_type_label(None), (&error).into());
+    error
+}
+
+/// The metrics label of a request's `grant_type`: one of a fixed set
+/// (`token_exchange`, `client_credentials`, `other`, `none`), so that a
+/// client's text never becomes a label.
+pub fn grant_type_label(grant_type: Option<&str>) -> &'static str {
+    match grant_type {
+        Some(CLIENT_CREDENTIALS) => "client_credentials",
+        Some(TOKEN_EXCHANGE) => "token_exchange",
+        Some(_) => "other",
+        None => "none",
     }
 }
 
@@ -273,5 +275,44 @@ fn named_target(params: &TokenParams) -> Result<Option<&str>, GrantError> {
         (Some(audience), Some(resource)) if audience != resource => Err(RequestError::ConflictingTargets.into()),
         (Some(target), _) | (None, Some(target)) => Ok(Some(target)),
         (None, None) => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Unacceptable;
+    use crate::metrics::{series, Metrics, TokenOutcome};
+    use crate::policy::Refusal;
+
+    #[test]
+    fn issued_and_refused_requests_are_counted_by_bounded_labels() {
+        let metrics = Metrics::new();
+        metrics.count_token(grant_type_label(Some(TOKEN_EXCHANGE)), TokenOutcome::Issued);
+        metrics.count_token(grant_type_label(Some(TOKEN_EXCHANGE)), TokenOutcome::Issued);
+        let refused = GrantError::Refused(Refusal::NotPermitted("calendar.write".parse().unwrap()));
+        metrics.count_token(grant_type_label(Some(TOKEN_EXCHANGE)), (&refused).into());
+        metrics.count_token(
+            grant_type_label(Some("urn:evil:<script>")),
+            (&GrantError::Request(RequestError::UnsupportedGrantType)).into(),
+        );
+        metrics.count_token(grant_type_label(None), (&GrantError::SubjectToken(Unacceptable::Revoked)).into());
+        let text = metrics.render().unwrap();
+        assert_eq!(
+            series(&text, "baton_tokens_issued_total"),
+            ["baton_tokens_issued_total{grant_type=\"token_exchange\"} 2"]
+        );
+        let refused = series(&text, "baton_token_requests_refused_total");
+        assert!(refused.contains(
+            &"baton_token_requests_refused_total{grant_type=\"token_exchange\",error=\"invalid_scope\",reason=\"not_permitted\"} 1"
+        ), "{text}");
+        assert!(refused.contains(
+            &"baton_token_requests_refused_total{grant_type=\"other\",error=\"unsupported_grant_type\",reason=\"unsupported_grant_type\"} 1"
+        ), "{text}");
+        assert!(refused.contains(
+            &"baton_token_requests_refused_total{grant_type=\"none\",error=\"invalid_request\",reason=\"subject_token_revoked\"} 1"
+        ), "{text}");
+        assert!(!text.contains("calendar.write") && !text.contains("evil"), "no request text in labels: {text}");
+        assert!(text.ends_with("# EOF\n"));
     }
 }

@@ -16,18 +16,18 @@
 //! granted scope needs one; and the child is made by [`chain::derive`] or
 //! [`chain::start`], which re-check every rule.
 
-use super::{
-    asked_scopes, named_target, Broker, GrantError, Issued, RequestError, TokenParams, Unacceptable, ACCESS_TOKEN_TYPE,
-    ID_TOKEN_TYPE, JWT_TOKEN_TYPE, TOKEN_EXCHANGE,
-};
-use crate::approvals::{self as approval, Asked};
+use super::{asked_scopes, named_target, Issued, ACCESS_TOKEN_TYPE, ID_TOKEN_TYPE, JWT_TOKEN_TYPE, TOKEN_EXCHANGE};
+use crate::approvals::{Approvals, Asked};
 use crate::audit::{clip, Evidence};
 use crate::chain::{self, Issuance, Reentry};
 use crate::claims::{Claims, ScopeSet, TokenId};
 use crate::client_auth::AuthenticatedAgent;
 use crate::clock::{UnixMicros, UnixTime};
+use crate::context::Context;
 use crate::dpop::{Proof, ProofError};
+use crate::error::{GrantError, RequestError, Unacceptable};
 use crate::jose::{self, Verified};
+use crate::params::TokenParams;
 use crate::policy::{Action, Ask, Policy};
 use crate::store::{Lineage, Principal, Status};
 use crate::token::{self, Audience, VerifyError};
@@ -97,7 +97,8 @@ impl Parent {
 }
 
 pub(super) async fn handle(
-    broker: &Broker,
+    context: &Context,
+    approvals: &Approvals,
     policy: &Policy,
     agent: &AuthenticatedAgent,
     params: &TokenParams,
@@ -127,15 +128,15 @@ pub(super) async fn handle(
 
     // The subject token, and whether this agent may exchange it.
     let parent = match issuer_of(subject_token) {
-        Some(issuer) if issuer != broker.settings().issuer => {
+        Some(issuer) if issuer != context.settings().issuer => {
             let declared = if subject_type == ID_TOKEN_TYPE { Declared::IdToken } else { Declared::AccessTokenOrJwt };
             let presented = PersonToken { token: subject_token, issuer: &issuer, declared };
-            person(broker, policy, agent, presented, proof, evidence).await?
+            person(context, policy, agent, presented, proof, evidence).await?
         }
         _ if subject_type == ID_TOKEN_TYPE => return Err(GrantError::SubjectToken(Unacceptable::UntrustedIssuer)),
-        _ => own_token(broker, policy, agent, subject_token, proof, evidence).await?,
+        _ => own_token(context, policy, agent, subject_token, proof, evidence).await?,
     };
-    let depth = chain::child_depth(parent.depth(), broker.settings().max_depth)
+    let depth = chain::child_depth(parent.depth(), context.settings().max_depth)
         .map_err(|_| GrantError::SubjectToken(Unacceptable::DepthLimit))?;
     // DESIGN.md §2.2: no cycles. Refused before the policy is asked, so that
     // no person is asked to approve a hop that would not be issued.
@@ -151,7 +152,7 @@ pub(super) async fn handle(
     let mut expires_no_later_than = parent.expires_at();
     if let Some(actor_token) = actor_token {
         // The actor's own token is addressed to whatever it was obtained for.
-        let actor = live_token(broker, policy, actor_token, Audience::Any, GrantError::ActorToken).await?;
+        let actor = live_token(context, policy, actor_token, Audience::Any, GrantError::ActorToken).await?;
         let actor = actor.claims();
         if actor.sub != agent.id() || actor.client_id != agent.id() || actor.act.is_some() {
             return Err(GrantError::ActorToken(Unacceptable::NotTheClient));
@@ -162,7 +163,7 @@ pub(super) async fn handle(
         expires_no_later_than = expires_no_later_than.min(actor.exp);
     }
 
-    let now = broker.now();
+    let now = context.now();
     let ask = Ask {
         action: Action::Exchange,
         agent: agent.id(),
@@ -186,30 +187,30 @@ pub(super) async fn handle(
         agent: agent.id(),
         parent_jti: Some(parent.token_id()),
     };
-    let approval = approval::check(broker, &asked, &grant, params, evidence).await?;
+    let approval = approvals.check(context, &asked, &grant, params, evidence).await?;
 
-    let jti = broker.new_jti()?;
+    let jti = context.new_jti()?;
     let issuance = Issuance {
-        issuer: broker.settings().issuer.clone(),
+        issuer: context.settings().issuer.clone(),
         issued_at: now,
-        iat_micros: broker.now_micros(),
+        iat_micros: context.now_micros(),
         jti,
         bound_to: proof.map(|proof| proof.jkt().to_owned()),
         approval,
     };
-    let max_depth = broker.settings().max_depth;
+    let max_depth = context.settings().max_depth;
     let child = match &parent {
         Parent::Token(token) => chain::derive(token, agent, &grant, max_depth, reentry, issuance)?,
         Parent::Person(person) => chain::start(person, agent, &grant, max_depth, issuance)?,
     };
-    let access_token = token::mint(&child, broker.keys().signing())?;
+    let access_token = token::mint(&child, context.keys().signing())?;
     Ok(Issued::new(child.into_claims(), access_token, Some(issued_token_type), now))
 }
 
 /// A Baton token as the parent: alive, addressed to the acting agent, and
 /// used with a proof where it is bound.
 async fn own_token(
-    broker: &Broker,
+    context: &Context,
     policy: &Policy,
     agent: &AuthenticatedAgent,
     subject_token: &str,
@@ -218,13 +219,13 @@ async fn own_token(
 ) -> Result<Parent, GrantError> {
     // DESIGN.md §2.3: only an agent the token is addressed to may exchange it.
     let to_agent = Audience::Is(agent.id().to_owned());
-    let (parent, addressed) = match live_token(broker, policy, subject_token, to_agent, GrantError::SubjectToken).await
+    let (parent, addressed) = match live_token(context, policy, subject_token, to_agent, GrantError::SubjectToken).await
     {
         // Addressed elsewhere, and otherwise valid: read again for any
         // audience, so that a dead token is reported dead and the refusal
         // names its chain, as every refusal after verification does.
         Err(GrantError::SubjectToken(Unacceptable::Invalid(VerifyError::WrongAudience))) => {
-            (live_token(broker, policy, subject_token, Audience::Any, GrantError::SubjectToken).await, false)
+            (live_token(context, policy, subject_token, Audience::Any, GrantError::SubjectToken).await, false)
         }
         other => (other, true),
     };
@@ -232,7 +233,7 @@ async fn own_token(
         // The parent names its holder: a blocked acting agent is told so
         // as a client, not through its token (one lookup on the way through).
         Err(GrantError::SubjectToken(Unacceptable::Deprovisioned)) => {
-            broker.ensure_not_blocked(agent.id(), None).await?;
+            context.ensure_not_blocked(agent.id(), None).await?;
             return Err(GrantError::SubjectToken(Unacceptable::Deprovisioned));
         }
         other => other?,
@@ -244,7 +245,7 @@ async fn own_token(
     if !addressed {
         return Err(GrantError::SubjectToken(Unacceptable::NotAddressedToActor));
     }
-    if claims.may_act.as_ref().is_some_and(|may_act| !may_act.names(agent.id(), &broker.settings().issuer)) {
+    if claims.may_act.as_ref().is_some_and(|may_act| !may_act.names(agent.id(), &context.settings().issuer)) {
         return Err(GrantError::SubjectToken(Unacceptable::MayActViolation));
     }
     // DESIGN.md §2.3: a bound chain stays bound, so its child is bound to
@@ -263,7 +264,7 @@ async fn own_token(
 /// at that provider, presented by an agent allowed to start chains from it,
 /// and neither the sign-in revoked nor the person deprovisioned.
 async fn person(
-    broker: &Broker,
+    context: &Context,
     policy: &Policy,
     agent: &AuthenticatedAgent,
     presented: PersonToken<'_>,
@@ -275,8 +276,8 @@ async fn person(
     if !trusted.agents.contains(agent.id()) {
         return Err(GrantError::SubjectToken(Unacceptable::MayNotStartChain));
     }
-    let leeway = broker.settings().clock_leeway_seconds;
-    let person = match broker.providers().verify(trusted, subject_token, declared, leeway).await {
+    let leeway = context.settings().clock_leeway_seconds;
+    let person = match context.providers().verify(trusted, subject_token, declared, leeway).await {
         Ok(person) => person,
         Err(UpstreamError::Invalid(reason)) => return Err(GrantError::SubjectToken(Unacceptable::Upstream(reason))),
         Err(UpstreamError::Unreachable(reason)) => return Err(GrantError::IdentityProvider(reason)),
@@ -285,7 +286,7 @@ async fn person(
     evidence.parent_jti = Some(person.token_id().clone());
     // RFC 8693 §4.4, as for Baton's own tokens: the person allowed this one
     // agent, named exactly.
-    if person.may_act().is_some_and(|may_act| !may_act.names(agent.id(), &broker.settings().issuer)) {
+    if person.may_act().is_some_and(|may_act| !may_act.names(agent.id(), &context.settings().issuer)) {
         return Err(GrantError::SubjectToken(Unacceptable::MayActViolation));
     }
     // A person must never pass for an agent in policy or in revocation.
@@ -299,20 +300,20 @@ async fn person(
     }
     // No parent token names the acting agent here: a blocked agent is
     // refused explicitly.
-    broker.ensure_not_blocked(agent.id(), None).await?;
+    context.ensure_not_blocked(agent.id(), None).await?;
     let lineage = Lineage::at(
         vec![person.token_id().clone()],
         UnixMicros::start_of(person.issued_at()),
         [Principal::Subject(person.subject().to_owned())],
     );
-    match broker.status_of(policy, &lineage).await? {
+    match context.lineage_status(policy, &lineage).await? {
         Status::Active => Ok(Parent::Person(person)),
         Status::Revoked => Err(GrantError::SubjectToken(Unacceptable::Revoked)),
         Status::Deprovisioned => Err(GrantError::SubjectToken(Unacceptable::Deprovisioned)),
     }
 }
 
-/// A `subject_token` whose `iss` names another issuer than this broker.
+/// A `subject_token` whose `iss` names another issuer than this context.
 struct PersonToken<'a> {
     token: &'a str,
     /// Its `iss`, read unverified: it only chooses the configured issuer.
@@ -364,21 +365,21 @@ fn accepted_type(kind: &str, parameter: &'static str) -> Result<&'static str, Gr
 /// revoked nor descended from a revoked token. A store failure is not a
 /// verdict on the token: it fails the request as unavailable.
 async fn live_token(
-    broker: &Broker,
+    context: &Context,
     policy: &Policy,
     token: &str,
     audience: Audience,
     unacceptable: fn(Unacceptable) -> GrantError,
 ) -> Result<Verified<Claims>, GrantError> {
     let verified = match audience {
-        Audience::Any => broker.verify(token),
+        Audience::Any => context.verify(token),
         audience => {
-            let rules = broker.validation.with_audience(audience);
-            token::verify(token, broker.keys().as_ref(), &rules, broker.clock.as_ref())
+            let rules = context.validation.with_audience(audience);
+            token::verify(token, context.keys().as_ref(), &rules, context.clock.as_ref())
         }
     }
     .map_err(|error| unacceptable(Unacceptable::Invalid(error)))?;
-    match broker.status_in(policy, verified.claims()).await? {
+    match context.token_status(policy, verified.claims()).await? {
         Status::Active => Ok(verified),
         Status::Revoked => Err(unacceptable(Unacceptable::Revoked)),
         Status::Deprovisioned => Err(unacceptable(Unacceptable::Deprovisioned)),

@@ -13,8 +13,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::admin_error::AdminError;
+use crate::broker::Broker;
 use crate::claims::TokenId;
-use crate::grant::{Broker, GrantError};
+use crate::error::GrantError;
 use crate::policy::explain::{ExplainError, Question};
 use crate::store::{AuditFilter, Principal};
 
@@ -114,7 +115,7 @@ async fn explain(
         Err(rejection) => return Err(AdminError::InvalidQuestion(rejection.body_text())),
     };
     match broker.explain(&question) {
-        Ok(explanation) => Ok(Json(crate::oauth::explanation_json(&explanation))),
+        Ok(explanation) => Ok(Json(crate::error::oauth::explanation_json(&explanation))),
         Err(ExplainError::Question(error)) => Err(AdminError::InvalidQuestion(error.to_string())),
         Err(ExplainError::Policy(error)) => Err(AdminError::Grant(GrantError::Policy(error))),
     }

@@ -11,7 +11,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::admin_error::AdminError;
-use crate::grant::Broker;
+use crate::broker::Broker;
 
 /// Lets a request through to `next` only with the admin credential.
 pub(super) async fn authorize(State(broker): State<Arc<Broker>>, request: Request, next: Next) -> Response {

@@ -9,8 +9,8 @@ use axum::Json;
 use serde_json::json;
 
 use super::error::ErrorResponse;
-use crate::grant::GrantError;
-use crate::oauth::OAuthError;
+use crate::error::oauth::OAuthError;
+use crate::error::GrantError;
 
 /// A refused admin request.
 #[derive(Debug)]
@@ -98,7 +98,7 @@ impl IntoResponse for AdminError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::grant::ApprovalError;
+    use crate::error::ApprovalError;
     use crate::store::{ApprovalState, StoreError};
 
     #[test]

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::admin_error::AdminError;
-use crate::grant::Broker;
+use crate::broker::Broker;
 use crate::store::approvals::{ApprovalQuery, Cursor, DEFAULT_PAGE, MAX_PAGE};
 use crate::store::{ApprovalId, ApprovalState};
 

@@ -7,8 +7,9 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 
+use crate::broker::Broker;
 use crate::client_auth::AuthMethod;
-use crate::grant::{Broker, CLIENT_CREDENTIALS, TOKEN_EXCHANGE};
+use crate::grant::{CLIENT_CREDENTIALS, TOKEN_EXCHANGE};
 use crate::keys::Algorithm;
 
 /// One document serves both well-known paths, so they cannot disagree.

@@ -10,8 +10,9 @@ use std::sync::Arc;
 
 use axum::extract::{Request, State};
 
-use crate::grant::{ApprovalError, Broker, GrantError, PendingApproval, RequestError};
-use crate::oauth::{ErrorCode, OAuthError};
+use crate::broker::Broker;
+use crate::error::oauth::{ErrorCode, OAuthError};
+use crate::error::{ApprovalError, GrantError, PendingApproval, RequestError};
 
 /// A refused request, as sent.
 pub struct ErrorResponse {

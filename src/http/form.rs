@@ -15,7 +15,10 @@ use super::error::ErrorResponse;
 pub(super) const DPOP: HeaderName = HeaderName::from_static("dpop");
 /// The server nonce header (RFC 9449 §8.1).
 const DPOP_NONCE: HeaderName = HeaderName::from_static("dpop-nonce");
-use crate::grant::{Broker, RequestError, TokenParams, TokenRequest};
+use crate::broker::Broker;
+use crate::error::RequestError;
+use crate::grant::TokenRequest;
+use crate::params::TokenParams;
 
 pub(super) async fn token(State(broker): State<Arc<Broker>>, request: Request) -> Response {
     let outcome = match read(&broker, request).await {

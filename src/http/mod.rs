@@ -21,7 +21,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 
-use crate::grant::Broker;
+use crate::broker::Broker;
 
 /// The broker's routes. Every response carries `Cache-Control: no-store`:
 /// tokens, errors and metadata alike are never to be cached by intermediaries

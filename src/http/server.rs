@@ -42,8 +42,9 @@ use tower::Service;
 
 use super::error::ErrorResponse;
 use crate::abuse::throttle::Origin;
-use crate::grant::{Broker, RequestError};
-use crate::oauth::OAuthError;
+use crate::broker::Broker;
+use crate::error::oauth::OAuthError;
+use crate::error::RequestError;
 
 /// How long clients may take and how many connections they may hold; the
 /// config keys `header_timeout_ms`, `body_timeout_ms`, `idle_timeout_ms`,

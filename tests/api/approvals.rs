@@ -10,8 +10,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::{header, Request};
+use baton::approvals::Approver;
 use baton::clock::{Clock, SystemClock, UnixTime};
-use baton::grant::{Approver, Stores};
+use baton::context::Stores;
 use baton::store::approvals::{ApprovalPage, ApprovalQuery, Creation};
 use baton::store::memory::MemoryStore;
 use baton::store::{
@@ -244,7 +245,7 @@ async fn an_approval_covers_exactly_one_request() {
     let other_parent = harness.exchange("planner", &root, &[("audience", "booker")]).await;
     let refused = repeat(&harness, other_parent.token(), &id).await;
     refused.assert_error(400, "invalid_grant");
-    assert_eq!(refused.body["error_description"], baton::oauth::APPROVAL_NOT_FOR_THIS_REQUEST);
+    assert_eq!(refused.body["error_description"], baton::error::oauth::APPROVAL_NOT_FOR_THIS_REQUEST);
     // An id that was never issued, and one that is not even shaped like one.
     repeat(&harness, &hop1, "BBBBBBBBBBBBBBBBBBBBBB").await.assert_error(400, "invalid_grant");
     repeat(&harness, &hop1, "../../etc").await.assert_error(400, "invalid_grant");
@@ -535,7 +536,7 @@ async fn on_redis_an_approval_asked_on_one_node_is_decided_on_another() {
     };
     let node = |store: Arc<dyn StateStore>| {
         Harness::with(Options {
-            stores: Some(baton::grant::Stores {
+            stores: Some(baton::context::Stores {
                 replay: store.clone(),
                 revocation: store.clone(),
                 audit: store.clone(),

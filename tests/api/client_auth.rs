@@ -21,7 +21,7 @@ fn key_agent() -> KeyAgent {
 }
 
 /// The same, on the given stores.
-pub fn key_agent_with(stores: Option<baton::grant::Stores>) -> KeyAgent {
+pub fn key_agent_with(stores: Option<baton::context::Stores>) -> KeyAgent {
     key_agent_options(Options { stores, ..Options::default() })
 }
 

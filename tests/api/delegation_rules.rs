@@ -3,7 +3,7 @@
 //! marked so that every verifier agrees; `may_act` names one agent exactly;
 //! the clock leeway never lets a token outlive its parent.
 
-use baton::oauth::UNACCEPTABLE_TOKEN;
+use baton::error::oauth::UNACCEPTABLE_TOKEN;
 use baton::store::AuditDecision;
 use serde_json::{json, Value};
 

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::{header, Request};
 use baton::clock::UnixTime;
-use baton::grant::Stores;
+use baton::context::Stores;
 use baton::store::{
     AuditEvent, AuditFilter, AuditStore, Lineage, Principal, ReplayStore, RevocationStore, Status, StoreError, Use,
 };

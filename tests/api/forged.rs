@@ -17,7 +17,7 @@ async fn assert_refused(harness: &Harness, token: &str, case: &str) {
     let before = harness.events().await.len();
     let response = harness.exchange("planner", token, &[("audience", "booker")]).await;
     assert_eq!((response.status.as_u16(), response.error()), (400, "invalid_request"), "{case}: {}", response.body);
-    assert_eq!(response.body["error_description"], baton::oauth::UNACCEPTABLE_TOKEN, "{case}");
+    assert_eq!(response.body["error_description"], baton::error::oauth::UNACCEPTABLE_TOKEN, "{case}");
     assert!(!response.body.to_string().contains(token.split('.').next().unwrap()), "{case}: the token is echoed");
     let events = harness.events().await;
     assert_eq!(events.len(), before + 1);

@@ -16,7 +16,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use baton::clock::{Clock, SystemClock};
 use baton::dpop::{ProofFor, ProofKey};
-use baton::oauth::UNACCEPTABLE_TOKEN;
+use baton::error::oauth::UNACCEPTABLE_TOKEN;
 use baton::verifier::{Caller, Verifier, VerifierLayer};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};

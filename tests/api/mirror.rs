@@ -13,7 +13,7 @@ use axum::routing::get;
 use axum::Router;
 use baton::claims::TokenId;
 use baton::clock::{Clock, SystemClock, UnixMicros, UnixTime};
-use baton::grant::Stores;
+use baton::context::Stores;
 use baton::store::mirror::RevocationMirror;
 use baton::store::redis::RedisStore;
 use baton::store::{Blocking, Cutoff, Lineage, Principal, RevocationStore, Status};

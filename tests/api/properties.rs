@@ -3,8 +3,9 @@
 
 use baton::claims::{Actor, Claims, ScopeSet};
 use baton::clock::UnixTime;
-use baton::grant::{TokenParams, TokenRequest};
-use baton::oauth::ErrorCode;
+use baton::error::oauth::ErrorCode;
+use baton::grant::TokenRequest;
+use baton::params::TokenParams;
 use proptest::prelude::*;
 
 use crate::harness::*;
@@ -159,7 +160,7 @@ proptest! {
                         holder = target;
                     }
                     (Err(error), Err(code)) => {
-                        prop_assert_eq!(baton::oauth::OAuthError::from(&error).code, code, "{}", error);
+                        prop_assert_eq!(baton::error::oauth::OAuthError::from(&error).code, code, "{}", error);
                     }
                     (Ok(response), Err(code)) => prop_assert!(false, "issued {} where the oracle expects {:?}", response.scope, code),
                     (Err(error), Ok(scopes)) => prop_assert!(false, "refused ({}) where the oracle grants {}", error, scopes),

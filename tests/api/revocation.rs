@@ -616,7 +616,7 @@ async fn a_revocation_whose_evidence_was_lost_is_recorded_by_the_retry() {
         trail: baton::store::memory::MemoryStore::new(),
         down: AtomicBool::new(false),
     });
-    let stores = baton::grant::Stores { replay: state.clone(), revocation: state, audit: audit.clone() };
+    let stores = baton::context::Stores { replay: state.clone(), revocation: state, audit: audit.clone() };
     let harness =
         Harness::with(Options { policies: policies.path().to_owned(), stores: Some(stores), ..Options::default() });
     let root = harness.token(Some(("a", "s")), &[("grant_type", "client_credentials"), ("audience", "b")]).await;

@@ -11,7 +11,7 @@ use http::StatusCode;
 use crate::chain::{ChainError, Widening};
 use crate::client_auth::ClientAuthError;
 use crate::dpop::ProofError;
-use crate::grant::{ApprovalError, GrantError, RequestError};
+use crate::error::{ApprovalError, GrantError, RequestError};
 use crate::metrics::TokenOutcome;
 use crate::policy::explain::{Explanation, Outcome};
 use crate::policy::Refusal;
@@ -344,7 +344,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
-    use crate::grant::{NotAHolder, PendingApproval, Throttled, Unacceptable};
+    use crate::error::{NotAHolder, PendingApproval, Throttled, Unacceptable};
     use crate::metrics::{series, Metrics};
     use crate::policy::PolicyError;
     use crate::store::{ApprovalId, ApprovalState, StoreError};
@@ -565,42 +565,9 @@ mod tests {
     }
 
     #[test]
-    fn issued_and_refused_requests_are_counted_by_bounded_labels() {
-        use crate::grant::error::grant_type_label;
-        use crate::grant::TOKEN_EXCHANGE;
-        let metrics = Metrics::new();
-        metrics.count_token(grant_type_label(Some(TOKEN_EXCHANGE)), TokenOutcome::Issued);
-        metrics.count_token(grant_type_label(Some(TOKEN_EXCHANGE)), TokenOutcome::Issued);
-        let refused = GrantError::Refused(Refusal::NotPermitted("calendar.write".parse().unwrap()));
-        metrics.count_token(grant_type_label(Some(TOKEN_EXCHANGE)), (&refused).into());
-        metrics.count_token(
-            grant_type_label(Some("urn:evil:<script>")),
-            (&GrantError::Request(RequestError::UnsupportedGrantType)).into(),
-        );
-        metrics.count_token(grant_type_label(None), (&GrantError::SubjectToken(Unacceptable::Revoked)).into());
-        let text = metrics.render().unwrap();
-        assert_eq!(
-            series(&text, "baton_tokens_issued_total"),
-            ["baton_tokens_issued_total{grant_type=\"token_exchange\"} 2"]
-        );
-        let refused = series(&text, "baton_token_requests_refused_total");
-        assert!(refused.contains(
-            &"baton_token_requests_refused_total{grant_type=\"token_exchange\",error=\"invalid_scope\",reason=\"not_permitted\"} 1"
-        ), "{text}");
-        assert!(refused.contains(
-            &"baton_token_requests_refused_total{grant_type=\"other\",error=\"unsupported_grant_type\",reason=\"unsupported_grant_type\"} 1"
-        ), "{text}");
-        assert!(refused.contains(
-            &"baton_token_requests_refused_total{grant_type=\"none\",error=\"invalid_request\",reason=\"subject_token_revoked\"} 1"
-        ), "{text}");
-        assert!(!text.contains("calendar.write") && !text.contains("evil"), "no request text in labels: {text}");
-        assert!(text.ends_with("# EOF\n"));
-    }
-
-    #[test]
     fn unauthenticated_refusals_are_counted_by_reason_alone() {
         let metrics = Metrics::new();
-        let throttled = GrantError::Throttled(crate::grant::Throttled { retry_after: 6 });
+        let throttled = GrantError::Throttled(crate::error::Throttled { retry_after: 6 });
         for _ in 0..3 {
             metrics.count_unauthenticated(throttled.reason());
         }

@@ -49,3 +49,22 @@ pub enum ApprovalError {
     #[error("the agent has too many requests waiting for approval")]
     TooManyPending,
 }
+
+impl ApprovalError {
+    /// The label metrics and the audit trail count this refusal by: the
+    /// variant, never the approval's id or state.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ApprovalError::Pending(_) => "approval_pending",
+            ApprovalError::Denied => "approval_denied",
+            ApprovalError::Expired => "approval_expired",
+            ApprovalError::Unknown => "approval_unknown",
+            ApprovalError::Mismatch => "approval_mismatch",
+            ApprovalError::Used => "approval_used",
+            ApprovalError::NotFound => "approval_not_found",
+            ApprovalError::WrongApprover => "approval_wrong_approver",
+            ApprovalError::AlreadyDecided(_) => "approval_already_decided",
+            ApprovalError::TooManyPending => "approval_too_many_pending",
+        }
+    }
+}

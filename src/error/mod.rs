@@ -1,6 +1,11 @@
-//! What can go wrong while granting a token, and the reason label each
-//! refusal is counted by. The mapping to OAuth error codes lives in one
-//! place: [`crate::oauth`].
+//! What can go wrong at an endpoint, and the reason label each refusal is
+//! counted by: every error type names its own. The mapping to OAuth error
+//! codes lives in one place: [`oauth`].
+
+mod approval;
+pub mod oauth;
+
+pub use approval::{ApprovalError, PendingApproval};
 
 use std::borrow::Cow;
 
@@ -40,7 +45,7 @@ pub enum GrantError {
     Store(#[from] StoreError),
     /// The client may not revoke this token.
     #[error(transparent)]
-    NotAHolder(#[from] crate::revocation::NotAHolder),
+    NotAHolder(#[from] NotAHolder),
     /// The token could not be signed.
     #[error(transparent)]
     Mint(#[from] MintError),
@@ -53,11 +58,11 @@ pub enum GrantError {
     /// A scope needs a person's approval, which is pending, refused or
     /// does not cover this request.
     #[error(transparent)]
-    Approval(#[from] crate::approvals::ApprovalError),
+    Approval(#[from] ApprovalError),
     /// The client's address failed to authenticate too often: refused
     /// without checking the credential (DESIGN.md §12).
     #[error(transparent)]
-    Throttled(#[from] crate::abuse::throttle::Throttled),
+    Throttled(#[from] Throttled),
 }
 
 /// A malformed token request.
@@ -216,20 +221,36 @@ impl Unacceptable {
     }
 }
 
-/// The metrics label of a request's `grant_type`: one of a fixed set
-/// (`token_exchange`, `client_credentials`, `other`, `none`), so that a
-/// client's text never becomes a label.
-pub fn grant_type_label(grant_type: Option<&str>) -> &'static str {
-    match grant_type {
-        Some(super::CLIENT_CREDENTIALS) => "client_credentials",
-        Some(super::TOKEN_EXCHANGE) => "token_exchange",
-        Some(_) => "other",
-        None => "none",
+impl crate::audit::Refusal for GrantError {
+    fn waits(&self) -> bool {
+        matches!(self, GrantError::Approval(ApprovalError::Pending(_)))
     }
 }
 
-impl crate::audit::Refusal for GrantError {
-    fn waits(&self) -> bool {
-        matches!(self, GrantError::Approval(crate::approvals::ApprovalError::Pending(_)))
+/// Why an authenticated client may not revoke a token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the client holds neither the token nor any of its ancestors")]
+pub struct NotAHolder;
+
+impl NotAHolder {
+    /// The label metrics and the audit trail count this refusal by.
+    pub fn reason(&self) -> &'static str {
+        "not_a_holder"
+    }
+}
+
+/// A request refused unchecked because its address failed too often.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many failed client authentications from this address; retry in {retry_after} s")]
+pub struct Throttled {
+    /// Seconds until an attempt may be made again (`Retry-After`).
+    pub retry_after: u64,
+}
+
+impl Throttled {
+    /// The label metrics and the audit trail count this refusal by: never
+    /// the wait, which differs from one refusal to the next.
+    pub fn reason(&self) -> &'static str {
+        "throttled"
     }
 }

@@ -1,0 +1,94 @@
+//! The lifecycle of agents and subjects (DESIGN.md §2.4, §5): deprovisioned
+//! by the admin API, removed from the inventory or past their expiry, and
+//! reinstated. A deprovisioning kills every token naming the principal
+//! issued up to now, in the store, so that verifiers that read only the
+//! store see it too.
+
+use crate::audit::Evidence;
+use crate::context::Context;
+use crate::error::GrantError;
+use crate::metrics::DeprovisionCause;
+use crate::store::{AuditDecision, Blocking, Cutoff, Principal};
+
+/// Deprovisions an agent or a subject now (admin API): every token naming
+/// it that exists is dead, and it stays blocked (an agent cannot
+/// authenticate, no token naming it lives) until it is reinstated.
+pub async fn deprovision(context: &Context, principal: &Principal) -> Result<(), GrantError> {
+    deprovision_for(context, principal, DeprovisionCause::Admin).await
+}
+
+async fn deprovision_for(context: &Context, principal: &Principal, cause: DeprovisionCause) -> Result<(), GrantError> {
+    let now = context.now();
+    // Every token issued up to now expires within the longest lifetime
+    // any token can have, whatever `max_token_ttl` was when it was issued.
+    // The cut-off is exact and lands with the block in one write: a
+    // token issued after a later reinstatement lives at once, and none
+    // slips between a cut-off and its block.
+    let cutoff =
+        Cutoff { at: context.now_micros(), until: now.plus(crate::token::MAX_LIFETIME), block: Blocking::Block };
+    context.stores.revocation.deprovision(principal, &cutoff).await?;
+    context.record(principal_event("deprovision", principal, now)).await?;
+    context.metrics().count_deprovisioning(matches!(principal, Principal::Agent(_)), cause);
+    Ok(())
+}
+
+/// Writes a deprovisioning for every agent of the inventory that is past
+/// its `expires` and not yet in `done`, so that verifiers reading the
+/// store, not the inventory, see its tokens dead too. The cut-off only:
+/// an agent whose `expires` is extended later gets new tokens, never
+/// its old ones back. Returns the agents written.
+pub async fn retire_expired_agents(
+    context: &Context,
+    done: &std::collections::HashSet<String>,
+) -> Result<Vec<String>, GrantError> {
+    let now = context.now();
+    let mut retired = Vec::new();
+    let policy = context.policy();
+    for agent in policy.inventory().agents().filter(|agent| !agent.is_active(now) && !done.contains(&agent.id)) {
+        let principal = Principal::Agent(agent.id.clone());
+        let cutoff =
+            Cutoff { at: context.now_micros(), until: now.plus(crate::token::MAX_LIFETIME), block: Blocking::Keep };
+        context.stores.revocation.deprovision(&principal, &cutoff).await?;
+        context.record(principal_event("expired", &principal, now)).await?;
+        context.metrics().count_deprovisioning(true, DeprovisionCause::Expired);
+        retired.push(agent.id.clone());
+    }
+    Ok(retired)
+}
+
+/// Deprovisions every agent of `known` that the inventory no longer has:
+/// removing an agent from `agents.toml` kills its tokens in the store,
+/// for verifiers that read only the store, and blocks it, so that adding
+/// it back revives none of its old tokens. Returns the agents written.
+pub async fn deprovision_removed_agents(context: &Context, known: &[String]) -> Result<Vec<String>, GrantError> {
+    let policy = context.policy();
+    let inventory = policy.inventory();
+    let mut removed = Vec::new();
+    for id in known.iter().filter(|id| inventory.agent(id).is_none()) {
+        deprovision_for(context, &Principal::Agent(id.clone()), DeprovisionCause::Removed).await?;
+        removed.push(id.clone());
+    }
+    Ok(removed)
+}
+
+/// Lifts a deprovisioned principal's block (admin API): tokens issued from
+/// now on live; those cut off by the deprovisioning stay dead, and so
+/// does any that named the principal while it was blocked (the cut-off
+/// moves to now with the block's lifting, in one write).
+pub async fn reinstate(context: &Context, principal: &Principal) -> Result<(), GrantError> {
+    let now = context.now();
+    let cutoff =
+        Cutoff { at: context.now_micros(), until: now.plus(crate::token::MAX_LIFETIME), block: Blocking::Lift };
+    context.stores.revocation.deprovision(principal, &cutoff).await?;
+    context.record(principal_event("reinstate", principal, now)).await?;
+    Ok(())
+}
+
+fn principal_event(action: &str, principal: &Principal, now: crate::clock::UnixTime) -> crate::store::AuditEvent {
+    let (agent, subject) = match principal {
+        Principal::Agent(id) => (Some(id.clone()), None),
+        Principal::Subject(id) => (None, Some(id.clone())),
+    };
+    let evidence = Evidence { grant_type: action.into(), agent, subject, ..Evidence::default() };
+    evidence.event(now, AuditDecision::Revoked, None, None)
+}
