@@ -94,7 +94,7 @@ impl IntoResponse for ErrorResponse {
 }
 
 pub(super) async fn method_not_allowed(State(broker): State<Arc<Broker>>, request: Request) -> ErrorResponse {
-    let client_address = super::form::client_address(&broker, &request);
+    let client_address = super::client_address::of(&request, broker.trusted_proxies());
     ErrorResponse::from(&broker.refuse(RequestError::MethodNotAllowed, client_address).await)
 }
 

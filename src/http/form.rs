@@ -64,7 +64,7 @@ pub(super) async fn revoke(State(broker): State<Arc<Broker>>, request: Request) 
 /// The request's form, credentials and origin; on failure, the reason and
 /// the origin, so that the refusal can still be audited.
 async fn read(broker: &Broker, request: Request) -> Result<TokenRequest, (RequestError, Option<String>)> {
-    let client_address = client_address(broker, &request);
+    let client_address = super::client_address::of(&request, broker.trusted_proxies());
     let (parts, body) = request.into_parts();
     let refuse = |error| (error, client_address.clone());
     let is_form = parts
@@ -95,10 +95,4 @@ async fn read(broker: &Broker, request: Request) -> Result<TokenRequest, (Reques
         .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
         .collect();
     Ok(TokenRequest { authorization, params, client_address, dpop_proofs })
-}
-
-/// The client's address, where the server recorded it: the peer's
-/// `ip:port`, or the IP address a trusted proxy forwarded for.
-pub(super) fn client_address(broker: &Broker, request: &Request) -> Option<String> {
-    super::client_address::of(request, broker.trusted_proxies())
 }
