@@ -1,4 +1,4 @@
-//! Human approval at impact thresholds (issue 7), over HTTP: a scope marked
+//! Human approval at impact thresholds, over HTTP: a scope marked
 //! for approval answers `authorization_pending`; the approver decides through
 //! the admin API or `baton approvals`; the agent repeats with `approval_id`
 //! and gets a token whose `delegation` records the approval, once.

@@ -23,7 +23,7 @@ struct Vector {
     subject_token: Option<String>,
     #[serde(default)]
     params: Map<String, Value>,
-    /// The approver who approves the request before it is repeated (issue 7).
+    /// The approver who approves the request before it is repeated (people's approval).
     approved_by: Option<String>,
     expect: Expect,
 }

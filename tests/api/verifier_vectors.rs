@@ -579,7 +579,7 @@ impl<'a> Builder<'a> {
 
 /// The claims with every `jti` left out: what the walk and the baseline share.
 /// The claims without their random ids: the `jti`s, and the approval of the
-/// walk's booking (issue 7), whose id is as random as a `jti`.
+/// walk's booking (people's approval), whose id is as random as a `jti`.
 fn without_jtis(claims: &Value) -> Value {
     let mut claims = claims.clone();
     claims.as_object_mut().unwrap().remove("jti");
