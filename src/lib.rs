@@ -9,9 +9,48 @@
 //! # Architecture
 //!
 //! Data flows one way:
-//! `cli → http → grant → {token, chain, policy, store, keys, client_auth, dpop, upstream} → {claims, clock}`.
-//! Only [`http`] knows about HTTP; [`oauth`] is the one place that maps
-//! internal errors to OAuth error codes.
+//! `cli → app → http → broker → {grant, introspection, revocation, admin, approvals, lifecycle, governance}
+//! → {abuse, context, audit, error} → {chain, policy, store, client_auth, upstream, dpop, token}
+//! → {jose, claims, keys, clock}`.
+//! Only [`http`] and the verifier's layer know about HTTP; [`error::oauth`]
+//! is the one place that maps internal errors to OAuth error codes. No
+//! module imports one that imports it back (`scripts/module_cycles.py`
+//! checks it).
+//!
+//! # Layout
+//!
+//! Where each concept of the design lives:
+//!
+//! | concept | module |
+//! |---|---|
+//! | wiring config, stores, keys and background tasks; serving | [`app`] |
+//! | the command line (a thin layer over `app` and the admin API) | [`cli`] |
+//! | routes, forms, error responses, connection limits | [`http`] |
+//! | the running broker: each endpoint's state, one method per operation | [`broker`] |
+//! | the token endpoint: a dispatcher, one handler per grant | [`grant`] |
+//! | introspection (RFC 7662), revocation (RFC 7009) | [`introspection`], [`revocation`] |
+//! | the admin API's reads and revocations: trace, inventory, audit | [`admin`] |
+//! | people's approvals at impact thresholds | [`approvals`] |
+//! | agents and subjects deprovisioned, retired, reinstated | [`lifecycle`] |
+//! | policy reloaded and explained on a running broker | [`governance`] |
+//! | client authentication under a throttle; aggregated refusals | [`abuse`] |
+//! | what every endpoint reads: settings, keys, policy, stores, clock | [`context`] |
+//! | audit evidence of each decision | `audit` |
+//! | every endpoint error, its reason, the OAuth mapping | [`error`] |
+//! | a request's form parameters | [`params`] |
+//! | a token's claims; the one narrowing rule, deriving a child | [`claims`], [`chain`] |
+//! | Baton's tokens: minting and verification | [`token`] |
+//! | compact JWS: parse, insecure peek, verify, sign | [`jose`] |
+//! | signing keys, rotation, JWKS | [`keys`] |
+//! | client credentials and assertions (RFC 7523) | [`client_auth`] |
+//! | DPoP proofs (RFC 9449) | [`dpop`] |
+//! | people's tokens from trusted identity providers | [`upstream`] |
+//! | inventory, resources, Cedar rules, policy tests | [`policy`] |
+//! | revocation, replay, audit and approval state; embedded and Redis | [`store`] |
+//! | the verifier for APIs (a tower layer) | [`verifier`] |
+//! | Prometheus metrics | [`metrics`] |
+//! | the injected clock | [`clock`] |
+//! | `baton.toml` and `BATON_*` | [`config`] |
 //!
 //! # Non-goals
 //!

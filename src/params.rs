@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::error::RequestError;
+use crate::error::RequestError;
 
 /// The parameters Baton reads. Anything else is ignored.
 const KNOWN: &[&str] = &[

@@ -100,7 +100,7 @@ impl Guard {
     }
 
     /// Counts an introspection or revocation request refused before it
-    /// could be read, as [`Broker::refuse`] does for the token endpoint.
+    /// could be read, as [`crate::grant::refuse`] does for the token endpoint.
     pub fn refuse_unread(&self, context: &Context, error: RequestError, client_address: Option<&str>) -> GrantError {
         let error = GrantError::Request(error);
         self.count_refusal(context, &error, None, client_address);
@@ -148,7 +148,7 @@ impl Guard {
         }
     }
 
-    /// How often [`Broker::flush_refusals`] is to be called.
+    /// How often [`Guard::flush_refusals`] is to be called.
     pub fn refusal_interval(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.refusal_settings.interval)
     }

@@ -9,7 +9,7 @@
 //! elsewhere, and the same agent from another address still succeeds. Only
 //! failures spend the budget; a success leaves it as it was.
 //!
-//! Governor keeps the arithmetic; its state lives in [`Failures`], a store
+//! Governor keeps the arithmetic; its state lives in `Failures`, a store
 //! that can be asked without being charged (governor itself always charges)
 //! and that holds a bounded number of keys.
 
