@@ -113,12 +113,8 @@ pub async fn revoke_jti(context: &Context, revocations: &Revocations, jti: &Toke
     let Some(_recording) = revocations.revoke_once(context, jti, until, RevokedVia::Admin).await? else {
         return Ok(until);
     };
-    let mut event = Evidence { grant_type: "admin_revoke".into(), ..Default::default() }.event(
-        now,
-        AuditDecision::Revoked,
-        None,
-        None,
-    );
+    let mut event =
+        Evidence { action: "admin_revoke".into(), ..Default::default() }.event(now, AuditDecision::Revoked, None, None);
     event.jti = Some(jti.clone());
     event.expires_at = Some(until);
     context.record(event).await?;

@@ -21,7 +21,8 @@ pub(crate) trait Refusal: std::fmt::Display {
 /// What is known of a request as it is processed, for its audit event.
 #[derive(Debug, Default)]
 pub(crate) struct Evidence {
-    pub(crate) grant_type: String,
+    /// What was asked: a grant type, or the operation (`revoke`, …).
+    pub(crate) action: String,
     pub(crate) claimed_client: Option<String>,
     pub(crate) subject: Option<String>,
     pub(crate) agent: Option<String>,
@@ -56,7 +57,7 @@ impl Evidence {
             time,
             decision,
             reason,
-            action: self.grant_type,
+            action: self.action,
             subject: self.subject,
             agent: self.agent,
             chain: self.chain,

@@ -89,6 +89,6 @@ fn principal_event(action: &str, principal: &Principal, now: crate::clock::UnixT
         Principal::Agent(id) => (Some(id.clone()), None),
         Principal::Subject(id) => (None, Some(id.clone())),
     };
-    let evidence = Evidence { grant_type: action.into(), agent, subject, ..Evidence::default() };
+    let evidence = Evidence { action: action.into(), agent, subject, ..Evidence::default() };
     evidence.event(now, AuditDecision::Revoked, None, None)
 }

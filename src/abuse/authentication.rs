@@ -190,7 +190,7 @@ impl Guard {
                 // The agent is known for certain: an event of its own, and
                 // a refusal that cannot be recorded is not answered either.
                 let evidence = Evidence {
-                    grant_type: CLIENT_AUTHENTICATION.into(),
+                    action: CLIENT_AUTHENTICATION.into(),
                     agent: claimed.clone(),
                     claimed_client: claimed,
                     ..Evidence::default()

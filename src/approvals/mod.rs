@@ -223,7 +223,7 @@ impl Approvals {
     ) -> Result<Approval, GrantError> {
         let now = context.now();
         let mut evidence = Evidence {
-            grant_type: if approve { "approval_approve" } else { "approval_deny" }.into(),
+            action: if approve { "approval_approve" } else { "approval_deny" }.into(),
             approval: Some(AuditApproval { id: ApprovalId(clip(&id.0)), approver: Some(clip(approver)) }),
             ..Evidence::default()
         };

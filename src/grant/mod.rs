@@ -1,12 +1,13 @@
-//! The token endpoint's grants: `client_credentials` (an agent's own token)
-//! and RFC 8693 token exchange. One handler per grant, each reading only the
-//! broker's settings, keys, policy and stores.
+//! The token endpoint: [`token`] authenticates the client through the
+//! guard, checks a DPoP proof, and hands the request to the handler of its
+//! grant: `client_credentials` (an agent's own token) or RFC 8693 token
+//! exchange, each reading only the context and the approvals.
 //!
 //! Every outcome, issued or refused, is recorded as an audit event before
 //! the response leaves (DESIGN.md §2.7); refusals of requests whose client
 //! never authenticated are counted together instead, one event per interval,
 //! and failed client authentication is throttled (DESIGN.md §12; both in
-//! `client_authentication`).
+//! [`crate::abuse`]).
 
 mod client_credentials;
 mod token_exchange;
@@ -170,7 +171,7 @@ async fn dispatch(
     let claimed = claimed_client(request.authorization.as_deref(), params);
     evidence.claimed_client = claimed.as_deref().map(clip);
     let grant_type = params.require("grant_type")?;
-    evidence.grant_type = clip(grant_type);
+    evidence.action = clip(grant_type);
     evidence.scopes_asked = params.get("scope").map(clip);
     if grant_type != CLIENT_CREDENTIALS && grant_type != TOKEN_EXCHANGE {
         return Err(RequestError::UnsupportedGrantType.into());

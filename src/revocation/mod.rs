@@ -45,7 +45,7 @@ impl Revocations {
         };
         let claims = verified.claims();
         let mut evidence = Evidence {
-            grant_type: "revoke".into(),
+            action: "revoke".into(),
             subject: Some(claims.sub.clone()),
             agent: Some(agent.id().to_owned()),
             chain: claims.chain().into_iter().map(str::to_owned).collect(),
