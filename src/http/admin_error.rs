@@ -1,6 +1,6 @@
 //! The admin API's errors, as sent: one enum, each variant with its code,
 //! status and description. A broker error keeps the answer the one OAuth
-//! mapping gives it ([`crate::oauth`]), so the admin API and the token
+//! mapping gives it ([`crate::error::oauth`]), so the admin API and the token
 //! endpoint say the same of the same failure.
 
 use axum::http::{header, HeaderValue, StatusCode};
