@@ -26,7 +26,7 @@ use crate::upstream::Providers;
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Issuer identifier.
-    pub issuer: String,
+    pub issuer: crate::ids::Issuer,
     /// Largest delegation depth a token may have.
     pub max_depth: u32,
     /// Longest token accepted as `subject_token` or `actor_token`, in bytes.
@@ -91,7 +91,7 @@ impl Broker {
             algorithms: vec![Algorithm::Es256, Algorithm::EdDsa],
             leeway: settings.clock_leeway_seconds,
             // Introspection and revocation read tokens for any audience; the exchange asks for its agent.
-            audience: crate::token::Audience::Any,
+            audience: crate::token::AudienceRule::Any,
         };
         Broker {
             settings,

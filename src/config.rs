@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::grant::{Approver, RefusalSettings, ThrottleSettings};
+use crate::ids::Issuer;
 use crate::keys::Algorithm;
 
 /// The variable that names the config file; not itself a config key.
@@ -31,7 +32,7 @@ pub struct Config {
     /// Address to listen on.
     pub listen: SocketAddr,
     /// Issuer identifier (`iss`), also the base of every endpoint URL.
-    pub issuer: String,
+    pub issuer: Issuer,
     /// Key folder.
     pub keys_dir: PathBuf,
     /// Policy folder.
@@ -205,7 +206,7 @@ impl Config {
         let (throttle, refusals) = (ThrottleSettings::default(), RefusalSettings::default());
         let config = Config {
             listen,
-            issuer,
+            issuer: Issuer::new(issuer),
             keys_dir: raw.keys_dir.unwrap_or_else(|| "keys".into()),
             policies_dir: raw.policies_dir.unwrap_or_else(|| "policies".into()),
             data_dir: raw.data_dir.unwrap_or_else(|| "data".into()),

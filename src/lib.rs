@@ -9,7 +9,7 @@
 //! # Architecture
 //!
 //! Data flows one way:
-//! `cli → http → grant → {token, chain, policy, store, keys, client_auth, dpop, upstream} → {claims, clock}`.
+//! `cli → http → grant → {token, chain, policy, store, keys, client_auth, dpop, upstream} → {claims, ids, clock}`.
 //! Only [`http`] knows about HTTP; [`oauth`] is the one place that maps
 //! internal errors to OAuth error codes.
 //!
@@ -37,6 +37,7 @@ pub mod dpop;
 pub mod governance;
 pub mod grant;
 pub mod http;
+pub mod ids;
 pub mod introspection;
 pub mod jose;
 pub mod keys;

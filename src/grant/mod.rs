@@ -187,7 +187,7 @@ impl Broker {
         let address = request.client_address.as_deref();
         let client =
             self.authenticate_in(policy, request.authorization.as_deref(), params, claimed.as_deref(), address).await?;
-        evidence.agent = Some(client.id().to_owned());
+        evidence.agent = Some(client.id().to_string());
         // RFC 6749 §5.2: an API's introspection credentials obtain no tokens.
         let agent = client.into_agent().ok_or(ClientAuthError::NotAnAgent)?;
         let proof = self.dpop_proof(&request.dpop_proofs).await?;
@@ -195,7 +195,7 @@ impl Broker {
             token_exchange::handle(self, policy, &agent, params, proof.as_ref(), evidence).await
         } else {
             // The token would carry the agent as its subject too.
-            self.ensure_not_blocked(agent.id(), Some(agent.id())).await?;
+            self.ensure_not_blocked(agent.id(), Some(&crate::ids::Subject::of_agent(agent.id()))).await?;
             client_credentials::handle(self, policy, &agent, params, proof.as_ref(), evidence).await
         }
     }
@@ -241,7 +241,11 @@ impl Broker {
     /// Refuses a deprovisioned agent until it is reinstated (DESIGN.md §2.4).
     /// An exchange needs no separate call: the parent's revocation check
     /// names its holder, the acting agent, and asks here only when it fails.
-    pub(crate) async fn ensure_not_blocked(&self, agent: &str, subject: Option<&str>) -> Result<(), GrantError> {
+    pub(crate) async fn ensure_not_blocked(
+        &self,
+        agent: &crate::ids::AgentId,
+        subject: Option<&crate::ids::Subject>,
+    ) -> Result<(), GrantError> {
         let mut principals = vec![Principal::Agent(agent.to_owned())];
         principals.extend(subject.map(|subject| Principal::Subject(subject.to_owned())));
         // A token "issued at the end of time" is killed by a block only,

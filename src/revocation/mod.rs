@@ -35,10 +35,10 @@ impl Broker {
         let claims = verified.claims();
         let mut evidence = Evidence {
             grant_type: "revoke".into(),
-            subject: Some(claims.sub.clone()),
-            agent: Some(agent.id().to_owned()),
-            chain: claims.chain().into_iter().map(str::to_owned).collect(),
-            target: Some(claims.aud.clone()),
+            subject: Some(claims.sub.to_string()),
+            agent: Some(agent.id().to_string()),
+            chain: claims.chain().into_iter().map(ToString::to_string).collect(),
+            target: Some(claims.aud.to_string()),
             ..Evidence::default()
         };
         if !holds(agent.id(), claims) {
@@ -131,7 +131,7 @@ impl Broker {
         let mut retired = Vec::new();
         let policy = self.policy();
         for agent in policy.inventory().agents().filter(|agent| !agent.is_active(now) && !done.contains(&agent.id)) {
-            let principal = Principal::Agent(agent.id.clone());
+            let principal = Principal::Agent(agent.id.clone().into());
             let cutoff =
                 Cutoff { at: self.now_micros(), until: now.plus(crate::token::MAX_LIFETIME), block: Blocking::Keep };
             self.stores.revocation.deprovision(&principal, &cutoff).await?;
@@ -151,7 +151,7 @@ impl Broker {
         let inventory = policy.inventory();
         let mut removed = Vec::new();
         for id in known.iter().filter(|id| inventory.agent(id).is_none()) {
-            self.deprovision_for(&Principal::Agent(id.clone()), DeprovisionCause::Removed).await?;
+            self.deprovision_for(&Principal::Agent(id.clone().into()), DeprovisionCause::Removed).await?;
             removed.push(id.clone());
         }
         Ok(removed)
@@ -173,8 +173,8 @@ impl Broker {
 
 fn principal_event(action: &str, principal: &Principal, now: crate::clock::UnixTime) -> crate::store::AuditEvent {
     let (agent, subject) = match principal {
-        Principal::Agent(id) => (Some(id.clone()), None),
-        Principal::Subject(id) => (None, Some(id.clone())),
+        Principal::Agent(id) => (Some(id.to_string()), None),
+        Principal::Subject(id) => (None, Some(id.to_string())),
     };
     let evidence = Evidence { grant_type: action.into(), agent, subject, ..Evidence::default() };
     evidence.event(now, AuditDecision::Revoked, None, None)
