@@ -18,6 +18,7 @@ use baton::claims::ScopeSet;
 use baton::clock::{Clock, FixedClock, SystemClock};
 use baton::context::{Settings, Stores};
 use baton::grant::TokenRequest;
+use baton::ids::{AgentId, Audience};
 use baton::keys::{self, Algorithm, KeyLookup, KeySet};
 use baton::params::TokenParams;
 use baton::policy::{Action, Ask, Lifetimes, Policy};
@@ -94,7 +95,7 @@ async fn fixture() -> Fixture {
     let store = Arc::new(EmbeddedStore::open(&dir.path().join("data")).expect("store"));
     let stores = Stores { replay: store.clone(), revocation: store.clone(), audit: store.clone() };
     let settings = Settings {
-        issuer: issuer.clone(),
+        issuer: issuer.clone().into(),
         max_depth: 5,
         max_token_bytes: 16 * 1024,
         max_body_bytes: 64 * 1024,
@@ -129,12 +130,12 @@ fn costs(c: &mut Criterion) {
     let kid = keys.signing().kid().to_owned();
     let key = keys.verifying(&kid).expect("key");
     let rules = baton::token::Validation {
-        issuer: fixture.issuer.clone(),
+        issuer: fixture.issuer.clone().into(),
         max_token_bytes: 16 * 1024,
         max_depth: 5,
         algorithms: vec![Algorithm::Es256],
         leeway: 0,
-        audience: baton::token::Audience::Any,
+        audience: baton::token::AudienceRule::Any,
     };
     let hop1 = fixture.hop1.clone();
     let claims: Claims = baton::token::peek(&hop1).expect("peek").claims;
@@ -180,9 +181,9 @@ fn costs(c: &mut Criterion) {
     let asked = ScopeSet::parse("flights.read").expect("scope");
     let ask = Ask {
         action: Action::Exchange,
-        agent: "booker",
+        agent: &AgentId::new("booker"),
         subject: &claims.sub,
-        target: Some("https://api.airline.example"),
+        target: Some(Audience::new("https://api.airline.example")),
         requested: Some(&asked),
         parent_scopes: Some(&claims.scope),
         depth: claims.delegation.depth + 1,

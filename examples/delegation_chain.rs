@@ -105,7 +105,7 @@ fn pending(body: &Value) -> Option<String> {
 }
 
 fn audience_of(token: &str) -> String {
-    baton::token::peek(token).map(|unverified| unverified.claims.aud).unwrap_or_default()
+    baton::token::peek(token).map(|unverified| unverified.claims.aud.into_string()).unwrap_or_default()
 }
 
 #[tokio::main]

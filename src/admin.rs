@@ -228,11 +228,11 @@ async fn node(context: &Context, policy: &Policy, path: &[AuditEvent]) -> Result
     let sign_in = path.first().and_then(|root| root.parent_jti.clone());
     let mut lineage = Lineage { jtis: jtis.chain(sign_in).collect(), principals: Vec::new() };
     if let (Some(subject), Some(root)) = (&event.subject, path.first()) {
-        lineage.name(Principal::Subject(subject.clone()), instant(root));
+        lineage.name(Principal::Subject(subject.clone().into()), instant(root));
     }
     for step in path {
         for agent in step.agent.iter().chain(&step.target) {
-            lineage.name(Principal::Agent(agent.clone()), instant(step));
+            lineage.name(Principal::Agent(agent.clone().into()), instant(step));
         }
     }
     let now = context.now();

@@ -9,6 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::chain::{self, Bounds, Widening};
 use crate::clock::{UnixMicros, UnixTime};
+use crate::ids::{AgentId, Audience, Issuer, Subject};
 
 /// The claims of a Baton access token.
 ///
@@ -18,13 +19,13 @@ use crate::clock::{UnixMicros, UnixTime};
 #[serde(deny_unknown_fields)]
 pub struct Claims {
     /// Issuer (RFC 7519 §4.1.1).
-    pub iss: String,
+    pub iss: Issuer,
     /// The original subject whose authority flows down the chain.
-    pub sub: String,
+    pub sub: Subject,
     /// The single target: a resource URI or an agent id (RFC 8707, RFC 8693 §2.1).
-    pub aud: String,
+    pub aud: Audience,
     /// The acting agent that obtained this token (RFC 9068 §2.2).
-    pub client_id: String,
+    pub client_id: AgentId,
     /// Granted scopes (RFC 9068 §2.2.3).
     pub scope: ScopeSet,
     /// Issued at.
@@ -48,11 +49,11 @@ pub struct Claims {
 
 impl Claims {
     /// The agents of the `act` chain, newest first.
-    pub fn chain(&self) -> Vec<&str> {
+    pub fn chain(&self) -> Vec<&AgentId> {
         let mut agents = Vec::new();
         let mut next = self.act.as_ref();
         while let Some(actor) = next {
-            agents.push(actor.sub.as_str());
+            agents.push(&actor.sub);
             next = actor.act.as_deref();
         }
         agents
@@ -62,20 +63,20 @@ impl Claims {
     /// oldest first, each with whether it was marked as acting again: the
     /// root's agent, then the `act` chain's. A person's sign-in at the root
     /// is the identity provider's client, not an agent, and is left out.
-    fn obtainers(&self) -> impl Iterator<Item = (&str, bool)> {
+    fn obtainers(&self) -> impl Iterator<Item = (&AgentId, bool)> {
         self.delegation
             .hops
             .iter()
             .filter(|hop| hop.iss.is_none())
-            .map(|hop| (hop.agent.as_str(), hop.acts_again))
-            .chain(std::iter::once((self.client_id.as_str(), self.delegation.acts_again)))
+            .map(|hop| (&hop.agent, hop.acts_again))
+            .chain(std::iter::once((&self.client_id, self.delegation.acts_again)))
     }
 
     /// Whether `agent` already acted in this token's chain: it obtained this
     /// token or an ancestor (DESIGN.md §2.2: an agent acts at most once in a
     /// chain, unless its registration allows it explicitly). The comparison
     /// is exact, byte for byte.
-    pub fn has_acted(&self, agent: &str) -> bool {
+    pub fn has_acted(&self, agent: &AgentId) -> bool {
         self.obtainers().any(|(obtainer, _)| obtainer == agent)
     }
 
@@ -103,8 +104,8 @@ impl Claims {
             .hops
             .iter()
             .skip(1)
-            .map(|hop| hop.agent.as_str())
-            .chain((!delegation.hops.is_empty()).then_some(self.client_id.as_str()));
+            .map(|hop| &hop.agent)
+            .chain((!delegation.hops.is_empty()).then_some(&self.client_id));
         if !exchangers.eq(chain.iter().rev().copied()) {
             return Err(PathError::Inconsistent);
         }
@@ -114,7 +115,7 @@ impl Claims {
         }
         // An agent acts at most once, unless the broker marked the hop as one
         // its policy allowed; a mark where no agent repeats is not the broker's.
-        let mut earlier: Vec<&str> = Vec::with_capacity(delegation.hops.len().saturating_add(1));
+        let mut earlier: Vec<&AgentId> = Vec::with_capacity(delegation.hops.len().saturating_add(1));
         for (agent, acts_again) in self.obtainers() {
             match (earlier.contains(&agent), acts_again) {
                 (true, false) => return Err(PathError::ActsAgain),
@@ -184,7 +185,7 @@ pub struct Confirmation {
 #[serde(deny_unknown_fields)]
 pub struct Actor {
     /// The agent that acted.
-    pub sub: String,
+    pub sub: AgentId,
     /// The actor before it, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub act: Option<Box<Actor>>,
@@ -194,10 +195,10 @@ pub struct Actor {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MayAct {
     /// The agent that may act.
-    pub sub: String,
+    pub sub: AgentId,
     /// The issuer that names the agent, when given: for an agent, this broker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub iss: Option<String>,
+    pub iss: Option<Issuer>,
 }
 
 impl MayAct {
@@ -205,8 +206,8 @@ impl MayAct {
     /// equal to the agent's id byte for byte (no case folding, trimming or
     /// Unicode normalisation: a lookalike is another name), and `iss`, where
     /// given, this broker.
-    pub fn names(&self, agent: &str, issuer: &str) -> bool {
-        self.sub.as_bytes() == agent.as_bytes() && self.iss.as_deref().is_none_or(|iss| iss == issuer)
+    pub fn names(&self, agent: &AgentId, issuer: &Issuer) -> bool {
+        self.sub.as_bytes() == agent.as_bytes() && self.iss.as_ref().is_none_or(|iss| iss == issuer)
     }
 }
 
@@ -256,9 +257,9 @@ pub struct Hop {
     /// The ancestor's `jti`.
     pub jti: TokenId,
     /// The agent that obtained the ancestor.
-    pub agent: String,
+    pub agent: AgentId,
     /// The ancestor's target.
-    pub aud: String,
+    pub aud: Audience,
     /// The ancestor's scopes (a person's token from an identity provider
     /// may have none).
     #[serde(default, skip_serializing_if = "ScopeSet::is_empty")]
@@ -274,7 +275,7 @@ pub struct Hop {
     /// that provider's issuer. Such a hop's `aud` is the provider's client,
     /// not an agent, and its `jti` is the token's own or its SHA-256.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub iss: Option<String>,
+    pub iss: Option<Issuer>,
     /// The person's approval the ancestor was issued under, if it needed one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<HopApproval>,
@@ -302,11 +303,11 @@ pub struct HopApproval {
 
 impl Hop {
     /// Refuses a child held by `holder` unless this hop was addressed to it.
-    fn holds(&self, holder: &str) -> Result<(), PathError> {
+    fn holds(&self, holder: &AgentId) -> Result<(), PathError> {
         // A person's token is addressed to the identity provider's client;
         // which agents may start a chain from it is the broker's to decide.
         let from_provider = self.iss.is_some();
-        if !from_provider && self.aud != holder {
+        if !from_provider && !self.aud.is_agent(holder) {
             return Err(PathError::WrongHolder);
         }
         Ok(())
@@ -494,12 +495,12 @@ mod tests {
         let (first, rest) = agents.split_first().unwrap();
         let mut hops = Vec::new();
         let mut act = None;
-        let mut holder = (*first).to_owned();
+        let mut holder = AgentId::new(*first);
         for (index, next) in rest.iter().enumerate() {
             hops.push(Hop {
                 jti: TokenId(format!("t{index}")),
                 agent: holder.clone(),
-                aud: (*next).to_owned(),
+                aud: Audience::new(*next),
                 scope: scope.clone(),
                 iat: UnixTime(0),
                 exp: UnixTime(100),
@@ -509,12 +510,12 @@ mod tests {
                 acts_again: false,
                 iat_micros: None,
             });
-            act = Some(Actor { sub: (*next).to_owned(), act: act.map(Box::new) });
-            holder = (*next).to_owned();
+            act = Some(Actor { sub: AgentId::new(*next), act: act.map(Box::new) });
+            holder = AgentId::new(*next);
         }
         Claims {
             iss: "i".into(),
-            sub: (*first).to_owned(),
+            sub: Subject::new(*first),
             aud: "https://api.example".into(),
             client_id: holder,
             scope,
@@ -538,8 +539,8 @@ mod tests {
     fn an_agent_acts_once_in_a_chain_unless_the_hop_is_marked() {
         let straight = walked(&["a", "b", "c"]);
         assert_eq!(straight.check_path(5), Ok(()));
-        assert!(straight.has_acted("a") && straight.has_acted("b") && straight.has_acted("c"));
-        assert!(!straight.has_acted("d") && !straight.has_acted("A"));
+        assert!(straight.has_acted(&"a".into()) && straight.has_acted(&"b".into()) && straight.has_acted(&"c".into()));
+        assert!(!straight.has_acted(&"d".into()) && !straight.has_acted(&"A".into()));
 
         // a → b → a: the root's agent acts again.
         let mut back = walked(&["a", "b", "a"]);
@@ -567,7 +568,7 @@ mod tests {
         started.delegation.hops[0].iss = Some("https://idp.example".into());
         started.delegation.hops[0].agent = "orchestrator".into();
         assert_eq!(started.check_path(5), Ok(()));
-        assert!(started.has_acted("orchestrator"));
+        assert!(started.has_acted(&"orchestrator".into()));
         assert_eq!(started.obtainers().count(), 1);
     }
 
@@ -613,17 +614,17 @@ mod tests {
 
     #[test]
     fn may_act_names_an_agent_exactly() {
-        let may_act = |sub: &str, iss: Option<&str>| MayAct { sub: sub.into(), iss: iss.map(str::to_owned) };
+        let may_act = |sub: &str, iss: Option<&str>| MayAct { sub: sub.into(), iss: iss.map(Issuer::new) };
         let broker = "https://baton.example";
-        assert!(may_act("orchestrator", None).names("orchestrator", broker));
-        assert!(may_act("orchestrator", Some(broker)).names("orchestrator", broker));
-        assert!(!may_act("orchestrator", Some("https://idp.example")).names("orchestrator", broker));
+        assert!(may_act("orchestrator", None).names(&"orchestrator".into(), &broker.into()));
+        assert!(may_act("orchestrator", Some(broker)).names(&"orchestrator".into(), &broker.into()));
+        assert!(!may_act("orchestrator", Some("https://idp.example")).names(&"orchestrator".into(), &broker.into()));
         for lookalike in
             ["Orchestrator", "orchestrator ", " orchestrator", "orches\u{200B}trator", "\u{43e}rchestrator", ""]
         {
-            assert!(!may_act(lookalike, None).names("orchestrator", broker), "{lookalike:?}");
+            assert!(!may_act(lookalike, None).names(&"orchestrator".into(), &broker.into()), "{lookalike:?}");
         }
-        assert!(!may_act("planner", None).names("orchestrator", broker));
+        assert!(!may_act("planner", None).names(&"orchestrator".into(), &broker.into()));
     }
 
     #[test]

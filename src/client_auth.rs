@@ -7,6 +7,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::clock::{Clock, UnixTime};
+use crate::ids::{AgentId, Issuer};
 use crate::jose::{self, JoseError};
 use crate::keys::{self, Algorithm};
 use crate::policy::{Client, Credentials, Inventory};
@@ -125,14 +126,14 @@ pub struct CredentialFields<'a> {
 /// introspects. Only [`authenticate`] makes one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthenticatedClient {
-    id: String,
+    id: AgentId,
     method: AuthMethod,
     api: Option<String>,
 }
 
 impl AuthenticatedClient {
     /// The client id.
-    pub fn id(&self) -> &str {
+    pub fn id(&self) -> &AgentId {
         &self.id
     }
 
@@ -154,13 +155,13 @@ impl AuthenticatedClient {
 /// exchanges tokens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthenticatedAgent {
-    id: String,
+    id: AgentId,
     method: AuthMethod,
 }
 
 impl AuthenticatedAgent {
     /// The agent's id.
-    pub fn id(&self) -> &str {
+    pub fn id(&self) -> &AgentId {
         &self.id
     }
 
@@ -337,7 +338,7 @@ pub struct ClientAuthenticator<'a> {
     /// Single-use assertion ids.
     pub replay: &'a dyn ReplayStore,
     /// This broker's issuer: the only accepted assertion audience.
-    pub issuer: &'a str,
+    pub issuer: &'a Issuer,
     /// Now.
     pub clock: &'a dyn Clock,
     /// Seconds of clock difference tolerated with clients (RFC 7523 §3 item 4).
@@ -379,7 +380,7 @@ pub async fn authenticate(
         Some(Client::Resource(resource)) => Some(resource.uri.clone()),
         Some(Client::Agent(_)) | None => None,
     };
-    Ok(AuthenticatedClient { id, method, api })
+    Ok(AuthenticatedClient { id: AgentId::new(id), method, api })
 }
 
 /// An assertion that passed RFC 7523 §3, before its `jti` is spent.
@@ -507,7 +508,7 @@ fn check_assertion(
     // Item 3: the audience identifies this authorization server. Only the
     // issuer itself, as a single string: a list could smuggle this server in
     // beside another audience the assertion was really meant for.
-    if claims.aud.as_ref().and_then(serde_json::Value::as_str) != Some(context.issuer) {
+    if claims.aud.as_ref().and_then(serde_json::Value::as_str) != Some(context.issuer.as_str()) {
         return Err(ClientAuthError::Assertion("aud must be the issuer"));
     }
     // Item 4: exp is required, in the future, and near, with "some small

@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::abuse::{RefusalSettings, ThrottleSettings};
 use crate::approvals::Approver;
+use crate::ids::Issuer;
 use crate::keys::Algorithm;
 
 /// The variable that names the config file; not itself a config key.
@@ -32,7 +33,7 @@ pub struct Config {
     /// Address to listen on.
     pub listen: SocketAddr,
     /// Issuer identifier (`iss`), also the base of every endpoint URL.
-    pub issuer: String,
+    pub issuer: Issuer,
     /// Key folder.
     pub keys_dir: PathBuf,
     /// Policy folder.
@@ -206,7 +207,7 @@ impl Config {
         let (throttle, refusals) = (ThrottleSettings::default(), RefusalSettings::default());
         let config = Config {
             listen,
-            issuer,
+            issuer: Issuer::new(issuer),
             keys_dir: raw.keys_dir.unwrap_or_else(|| "keys".into()),
             policies_dir: raw.policies_dir.unwrap_or_else(|| "policies".into()),
             data_dir: raw.data_dir.unwrap_or_else(|| "data".into()),

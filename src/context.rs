@@ -12,6 +12,7 @@ use crate::claims::{Claims, TokenId};
 use crate::client_auth::ClientAuthError;
 use crate::clock::{Clock, UnixMicros, UnixTime};
 use crate::error::GrantError;
+use crate::ids::{AgentId, Issuer, Subject};
 use crate::jose::Verified;
 use crate::keys::{Algorithm, KeySet};
 use crate::metrics::Metrics;
@@ -24,7 +25,7 @@ use crate::upstream::Providers;
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Issuer identifier.
-    pub issuer: String,
+    pub issuer: Issuer,
     /// Largest delegation depth a token may have.
     pub max_depth: u32,
     /// Longest token accepted as `subject_token` or `actor_token`, in bytes.
@@ -79,7 +80,7 @@ impl Context {
             algorithms: vec![Algorithm::Es256, Algorithm::EdDsa],
             leeway: settings.clock_leeway_seconds,
             // Introspection and revocation read tokens for any audience; the exchange asks for its agent.
-            audience: crate::token::Audience::Any,
+            audience: crate::token::AudienceRule::Any,
         };
         Context {
             settings,
@@ -204,7 +205,11 @@ impl Context {
     /// Refuses a deprovisioned agent until it is reinstated (DESIGN.md §2.4).
     /// An exchange needs no separate call: the parent's revocation check
     /// names its holder, the acting agent, and asks here only when it fails.
-    pub(crate) async fn ensure_not_blocked(&self, agent: &str, subject: Option<&str>) -> Result<(), GrantError> {
+    pub(crate) async fn ensure_not_blocked(
+        &self,
+        agent: &AgentId,
+        subject: Option<&Subject>,
+    ) -> Result<(), GrantError> {
         let mut principals = vec![Principal::Agent(agent.to_owned())];
         principals.extend(subject.map(|subject| Principal::Subject(subject.to_owned())));
         // A token "issued at the end of time" is killed by a block only,

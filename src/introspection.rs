@@ -38,13 +38,13 @@ pub struct ActiveToken {
     /// Always true.
     pub active: bool,
     /// Issuer.
-    pub iss: String,
+    pub iss: crate::ids::Issuer,
     /// The chain's subject.
-    pub sub: String,
+    pub sub: crate::ids::Subject,
     /// The target.
-    pub aud: String,
+    pub aud: crate::ids::Audience,
     /// The agent that obtained the token.
-    pub client_id: String,
+    pub client_id: crate::ids::AgentId,
     /// Granted scopes.
     pub scope: ScopeSet,
     /// `DPoP` for a bound token (RFC 9449 §6.2), else `Bearer`.

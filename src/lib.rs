@@ -78,6 +78,7 @@ pub mod error;
 pub mod governance;
 pub mod grant;
 pub mod http;
+pub mod ids;
 pub mod introspection;
 pub mod jose;
 pub mod keys;

@@ -45,7 +45,7 @@ pub async fn retire_expired_agents(
     let mut retired = Vec::new();
     let policy = context.policy();
     for agent in policy.inventory().agents().filter(|agent| !agent.is_active(now) && !done.contains(&agent.id)) {
-        let principal = Principal::Agent(agent.id.clone());
+        let principal = Principal::Agent(agent.id.clone().into());
         let cutoff =
             Cutoff { at: context.now_micros(), until: now.plus(crate::token::MAX_LIFETIME), block: Blocking::Keep };
         context.stores.revocation.deprovision(&principal, &cutoff).await?;
@@ -65,7 +65,7 @@ pub async fn deprovision_removed_agents(context: &Context, known: &[String]) -> 
     let inventory = policy.inventory();
     let mut removed = Vec::new();
     for id in known.iter().filter(|id| inventory.agent(id).is_none()) {
-        deprovision_for(context, &Principal::Agent(id.clone()), DeprovisionCause::Removed).await?;
+        deprovision_for(context, &Principal::Agent(id.clone().into()), DeprovisionCause::Removed).await?;
         removed.push(id.clone());
     }
     Ok(removed)
@@ -86,8 +86,8 @@ pub async fn reinstate(context: &Context, principal: &Principal) -> Result<(), G
 
 fn principal_event(action: &str, principal: &Principal, now: crate::clock::UnixTime) -> crate::store::AuditEvent {
     let (agent, subject) = match principal {
-        Principal::Agent(id) => (Some(id.clone()), None),
-        Principal::Subject(id) => (None, Some(id.clone())),
+        Principal::Agent(id) => (Some(id.to_string()), None),
+        Principal::Subject(id) => (None, Some(id.to_string())),
     };
     let evidence = Evidence { action: action.into(), agent, subject, ..Evidence::default() };
     evidence.event(now, AuditDecision::Revoked, None, None)

@@ -7,6 +7,7 @@
 
 use crate::claims::{Claims, PathError};
 use crate::clock::Clock;
+use crate::ids::{Audience, Issuer};
 use crate::jose::{self, JoseError, Verified};
 use crate::keys::{Algorithm, KeyLookup, SigningKey};
 
@@ -20,7 +21,7 @@ pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
 #[derive(Debug, Clone)]
 pub struct Validation {
     /// The expected `iss`.
-    pub issuer: String,
+    pub issuer: Issuer,
     /// Longest token accepted, in bytes.
     pub max_token_bytes: usize,
     /// Largest `delegation.depth` accepted.
@@ -30,33 +31,33 @@ pub struct Validation {
     /// Tolerated clock difference for `exp` and `iat`, in seconds.
     pub leeway: i64,
     /// The `aud` accepted.
-    pub audience: Audience,
+    pub audience: AudienceRule,
 }
 
 impl Validation {
     /// The same rules with another audience rule.
-    pub fn with_audience(&self, audience: Audience) -> Validation {
+    pub fn with_audience(&self, audience: AudienceRule) -> Validation {
         Validation { audience, ..self.clone() }
     }
 }
 
 /// Which `aud` a token must carry (RFC 9068 §4 step 3, RFC 7519 §4.1.3).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Audience {
+pub enum AudienceRule {
     /// Exactly this one, compared byte for byte.
-    Is(String),
+    Is(Audience),
     /// Any: only where the reader is not the token's audience and the RFCs
     /// say so, as for introspection (RFC 7662) and revocation (RFC 7009) at
     /// the broker, and for display.
     Any,
 }
 
-impl Audience {
+impl AudienceRule {
     /// Whether a token addressed to `aud` meets the rule.
-    pub fn admits(&self, aud: &str) -> bool {
+    pub fn admits(&self, aud: &Audience) -> bool {
         match self {
-            Audience::Is(expected) => expected == aud,
-            Audience::Any => true,
+            AudienceRule::Is(expected) => expected == aud,
+            AudienceRule::Any => true,
         }
     }
 }

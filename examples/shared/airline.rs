@@ -29,7 +29,7 @@ pub fn router(issuer: &str, public_url: &str) -> Result<Router, String> {
 }
 
 async fn book(caller: Caller) -> Json<Value> {
-    let through = caller.chain().join(" <- ");
+    let through = caller.chain().iter().map(|agent| agent.as_str()).collect::<Vec<_>>().join(" <- ");
     println!("airline API: booking for {} by {} (chain: {through})", caller.subject(), caller.agent());
     Json(json!({
         "booked": true,

@@ -82,7 +82,7 @@ impl Approvals {
             subject: asked.subject.to_owned(),
             agent: asked.agent.to_owned(),
             parent_jti: asked.parent_jti.cloned(),
-            target: grant.target().to_owned(),
+            target: grant.target().to_string(),
             scope: grant.scope().clone(),
         };
         let now = context.now();

@@ -14,6 +14,7 @@
 use crate::claims::{Actor, Claims, Confirmation, Delegation, Hop, HopApproval, ScopeSet, TokenId};
 use crate::client_auth::AuthenticatedAgent;
 use crate::clock::{UnixMicros, UnixTime};
+use crate::ids::{AgentId, Issuer, Subject};
 use crate::jose::Verified;
 use crate::policy::PolicyGrant;
 use crate::upstream::Person;
@@ -25,7 +26,7 @@ mod tests;
 #[derive(Debug, Clone)]
 pub struct Issuance {
     /// This broker's issuer identifier.
-    pub issuer: String,
+    pub issuer: Issuer,
     /// Now.
     pub issued_at: UnixTime,
     /// Now, in microseconds: orders the issue against a deprovisioning's
@@ -174,7 +175,7 @@ pub enum Reentry {
 
 /// Refuses `actor` on `parent` when it already acted in the parent's chain
 /// and `reentry` does not allow that; else whether it acts again.
-pub fn acts_again(parent: &Claims, actor: &str, reentry: Reentry) -> Result<bool, ChainError> {
+pub fn acts_again(parent: &Claims, actor: &AgentId, reentry: Reentry) -> Result<bool, ChainError> {
     match (parent.has_acted(actor), reentry) {
         (true, Reentry::Refuse) => Err(ChainError::ActsAgain),
         (again, _) => Ok(again),
@@ -187,12 +188,13 @@ pub fn root(agent: &AuthenticatedAgent, grant: &PolicyGrant, issuance: Issuance)
 }
 
 /// [`root`] for the agent named `agent`.
-fn own_token(agent: &str, grant: &PolicyGrant, issuance: Issuance) -> Derived {
+fn own_token(agent: &AgentId, grant: &PolicyGrant, issuance: Issuance) -> Derived {
     Derived(Claims {
         iss: issuance.issuer,
-        sub: agent.to_owned(),
-        aud: grant.target().to_owned(),
-        client_id: agent.to_owned(),
+        // An agent's own token: the agent acts for itself.
+        sub: Subject::of_agent(agent),
+        aud: grant.target().clone(),
+        client_id: agent.clone(),
         scope: grant.scope().clone(),
         iat: issuance.issued_at,
         exp: grant.expires_at(),
@@ -228,7 +230,7 @@ pub fn derive(
 /// [`derive()`] for the agent named `actor`, from claims already verified.
 fn child_of(
     parent: &Claims,
-    actor: &str,
+    actor: &AgentId,
     grant: &PolicyGrant,
     max_depth: u32,
     reentry: Reentry,
@@ -245,14 +247,14 @@ fn child_of(
     Ok(Derived(Claims {
         iss: issuance.issuer,
         sub: parent.sub.clone(),
-        aud: grant.target().to_owned(),
-        client_id: actor.to_owned(),
+        aud: grant.target().clone(),
+        client_id: actor.clone(),
         scope: grant.scope().clone(),
         iat: issuance.issued_at,
         exp: grant.expires_at(),
         jti: issuance.jti,
         // DESIGN.md §2.2: the broker writes the chain; `may_act` is not inherited.
-        act: Some(Actor { sub: actor.to_owned(), act: parent.act.clone().map(Box::new) }),
+        act: Some(Actor { sub: actor.clone(), act: parent.act.clone().map(Box::new) }),
         may_act: None,
         cnf: issuance.bound_to.map(|jkt| Confirmation { jkt }),
         delegation: Delegation {
@@ -280,14 +282,14 @@ pub fn start(
 ) -> Result<Derived, ChainError> {
     let root = Hop {
         jti: person.token_id().clone(),
-        agent: person.client().to_owned(),
-        aud: person.audience().to_owned(),
+        agent: person.client().clone(),
+        aud: person.audience().clone(),
         scope: person.scope().cloned().unwrap_or_default(),
         iat: person.issued_at(),
         exp: person.expires_at(),
         // The key the provider bound the sign-in to, checked by the caller.
         jkt: person.jkt().map(str::to_owned),
-        iss: Some(person.issuer().to_owned()),
+        iss: Some(person.issuer().clone()),
         approval: None,
         acts_again: false,
         iat_micros: None,
@@ -298,8 +300,8 @@ pub fn start(
 /// [`start`] from the person's token as its root hop, for `subject`.
 fn first_hop(
     root: Hop,
-    subject: &str,
-    actor: &str,
+    subject: &Subject,
+    actor: &AgentId,
     grant: &PolicyGrant,
     max_depth: u32,
     issuance: Issuance,
@@ -309,14 +311,14 @@ fn first_hop(
     let bounds = Bounds::of_hop(&root, 0).narrow_to(grant.scope(), grant.expires_at(), max_depth)?;
     Ok(Derived(Claims {
         iss: issuance.issuer,
-        sub: subject.to_owned(),
-        aud: grant.target().to_owned(),
-        client_id: actor.to_owned(),
+        sub: subject.clone(),
+        aud: grant.target().clone(),
+        client_id: actor.clone(),
         scope: grant.scope().clone(),
         iat: issuance.issued_at,
         exp: grant.expires_at(),
         jti: issuance.jti,
-        act: Some(Actor { sub: actor.to_owned(), act: None }),
+        act: Some(Actor { sub: actor.clone(), act: None }),
         may_act: None,
         cnf: issuance.bound_to.map(|jkt| Confirmation { jkt }),
         delegation: Delegation {

@@ -43,7 +43,7 @@ fn grant(target: &str, scope: &ScopeSet, exp: i64) -> PolicyGrant {
 
 /// `a`'s own token for `b`, with scopes `s0 s1 s2` until 1000.
 fn a_for_b(bound: bool) -> Claims {
-    own_token("a", &grant("b", &scopes("s0 s1 s2"), 1000), issuance("root", bound)).into_claims()
+    own_token(&"a".into(), &grant("b", &scopes("s0 s1 s2"), 1000), issuance("root", bound)).into_claims()
 }
 
 /// A person's sign-in at a provider as a chain's root hop.
@@ -69,10 +69,10 @@ fn a_child_one_past_the_depth_limit_is_refused() {
     let narrower = grant("c", &scopes("s0"), 900);
     // The limit is the largest depth a token may have (DESIGN.md §10).
     assert_eq!(
-        child_of(&root, "b", &narrower, 0, Reentry::Refuse, issuance("t1", false)),
+        child_of(&root, &"b".into(), &narrower, 0, Reentry::Refuse, issuance("t1", false)),
         Err(ChainError::Widened(Widening::TooDeep { depth: 1, limit: 0 }))
     );
-    let child = child_of(&root, "b", &narrower, 1, Reentry::Refuse, issuance("t1", false)).unwrap();
+    let child = child_of(&root, &"b".into(), &narrower, 1, Reentry::Refuse, issuance("t1", false)).unwrap();
     assert_eq!(child.claims().delegation.depth, 1);
     assert_eq!(child.claims().check_path(1), Ok(()));
     assert_eq!(child.claims().check_path(0), Err(PathError::TooDeep));
@@ -84,11 +84,11 @@ fn a_child_one_past_the_depth_limit_is_refused() {
 fn the_depth_limit_is_reported_before_an_agent_acting_again() {
     let root = a_for_b(false);
     let back_to_a =
-        child_of(&root, "b", &grant("a", &scopes("s0"), 900), ROOMY, Reentry::Refuse, issuance("t1", false))
+        child_of(&root, &"b".into(), &grant("a", &scopes("s0"), 900), ROOMY, Reentry::Refuse, issuance("t1", false))
             .unwrap()
             .into_claims();
     assert_eq!(
-        child_of(&back_to_a, "a", &grant(API, &scopes("s0"), 800), 1, Reentry::Refuse, issuance("t2", false)),
+        child_of(&back_to_a, &"a".into(), &grant(API, &scopes("s0"), 800), 1, Reentry::Refuse, issuance("t2", false)),
         Err(ChainError::Widened(Widening::TooDeep { depth: 2, limit: 1 }))
     );
 }
@@ -97,18 +97,18 @@ fn the_depth_limit_is_reported_before_an_agent_acting_again() {
 fn an_agent_acts_again_only_where_its_registration_allows_and_the_hop_says_so() {
     let root = a_for_b(false);
     let back_to_a =
-        child_of(&root, "b", &grant("a", &scopes("s0"), 900), ROOMY, Reentry::Refuse, issuance("t1", false))
+        child_of(&root, &"b".into(), &grant("a", &scopes("s0"), 900), ROOMY, Reentry::Refuse, issuance("t1", false))
             .unwrap()
             .into_claims();
     assert!(!back_to_a.delegation.acts_again, "b is new to the chain");
     let again = grant(API, &scopes("s0"), 800);
     assert_eq!(
-        child_of(&back_to_a, "a", &again, ROOMY, Reentry::Refuse, issuance("t2", false)),
+        child_of(&back_to_a, &"a".into(), &again, ROOMY, Reentry::Refuse, issuance("t2", false)),
         Err(ChainError::ActsAgain)
     );
-    assert_eq!(acts_again(&back_to_a, "a", Reentry::Refuse), Err(ChainError::ActsAgain));
-    assert_eq!(acts_again(&back_to_a, "c", Reentry::Refuse), Ok(false));
-    let allowed = child_of(&back_to_a, "a", &again, ROOMY, Reentry::Allow, issuance("t2", false)).unwrap();
+    assert_eq!(acts_again(&back_to_a, &"a".into(), Reentry::Refuse), Err(ChainError::ActsAgain));
+    assert_eq!(acts_again(&back_to_a, &"c".into(), Reentry::Refuse), Ok(false));
+    let allowed = child_of(&back_to_a, &"a".into(), &again, ROOMY, Reentry::Allow, issuance("t2", false)).unwrap();
     assert!(allowed.claims().delegation.acts_again, "the repeat is marked");
     assert_eq!(allowed.claims().check_path(ROOMY), Ok(()));
     // Unmarked, the same path is one the broker did not write.
@@ -122,16 +122,16 @@ fn the_child_of_a_bound_token_is_bound() {
     let bound = a_for_b(true);
     let narrower = grant("c", &scopes("s0"), 900);
     assert_eq!(
-        child_of(&bound, "b", &narrower, ROOMY, Reentry::Refuse, issuance("t1", false)),
+        child_of(&bound, &"b".into(), &narrower, ROOMY, Reentry::Refuse, issuance("t1", false)),
         Err(ChainError::Unbound)
     );
-    let child = child_of(&bound, "b", &narrower, ROOMY, Reentry::Refuse, issuance("t1", true)).unwrap();
+    let child = child_of(&bound, &"b".into(), &narrower, ROOMY, Reentry::Refuse, issuance("t1", true)).unwrap();
     assert_eq!(child.claims().jkt(), Some("key-t1"));
     assert_eq!(child.claims().delegation.hops[0].jkt.as_deref(), Some("key-root"));
     assert!(child.claims().path_is_bound());
     // An unbound token's child may be bound.
     let unbound = a_for_b(false);
-    assert!(child_of(&unbound, "b", &narrower, ROOMY, Reentry::Refuse, issuance("t1", true)).is_ok());
+    assert!(child_of(&unbound, &"b".into(), &narrower, ROOMY, Reentry::Refuse, issuance("t1", true)).is_ok());
     assert_eq!(stays_bound(false, false), Ok(()));
     assert_eq!(stays_bound(true, false), Err(ChainError::Unbound));
 }
@@ -141,34 +141,42 @@ fn a_persons_root_hop_caps_the_first_hops_scopes_and_expiry() {
     let capped = sign_in(Some("s0 s1"), 600);
     let beyond = grant("b", &scopes("s0 s2"), 500);
     assert_eq!(
-        first_hop(capped.clone(), "alice", "a", &beyond, ROOMY, issuance("t1", false)),
+        first_hop(capped.clone(), &"alice".into(), &"a".into(), &beyond, ROOMY, issuance("t1", false)),
         Err(ChainError::Widened(Widening::ScopeWidened))
     );
     let longer = grant("b", &scopes("s0"), 601);
     assert_eq!(
-        first_hop(capped.clone(), "alice", "a", &longer, ROOMY, issuance("t1", false)),
+        first_hop(capped.clone(), &"alice".into(), &"a".into(), &longer, ROOMY, issuance("t1", false)),
         Err(ChainError::Widened(Widening::LifetimeExtended))
     );
     let within = grant("b", &scopes("s0 s1"), 600);
     assert_eq!(
-        first_hop(capped.clone(), "alice", "a", &within, 0, issuance("t1", false)),
+        first_hop(capped.clone(), &"alice".into(), &"a".into(), &within, 0, issuance("t1", false)),
         Err(ChainError::Widened(Widening::TooDeep { depth: 1, limit: 0 }))
     );
-    let child = first_hop(capped, "alice", "a", &within, ROOMY, issuance("t1", false)).unwrap();
+    let child = first_hop(capped, &"alice".into(), &"a".into(), &within, ROOMY, issuance("t1", false)).unwrap();
     let claims = child.claims();
     assert_eq!((claims.sub.as_str(), claims.client_id.as_str(), claims.delegation.depth), ("alice", "a", 1));
     assert_eq!(claims.act, Some(Actor { sub: "a".into(), act: None }));
     assert_eq!(claims.check_path(1), Ok(()));
-    assert!(!claims.has_acted("web-app"), "the sign-in's client is not an agent of the chain");
+    assert!(!claims.has_acted(&"web-app".into()), "the sign-in's client is not an agent of the chain");
 
     // A sign-in without scopes leaves them to policy (DESIGN.md §10); its
     // expiry still caps the chain.
     let uncapped = sign_in(None, 600);
     let anything = grant("b", &scopes("s4 s5"), 600);
-    let child = first_hop(uncapped.clone(), "alice", "a", &anything, ROOMY, issuance("t1", false)).unwrap();
+    let child =
+        first_hop(uncapped.clone(), &"alice".into(), &"a".into(), &anything, ROOMY, issuance("t1", false)).unwrap();
     assert_eq!(child.claims().check_path(1), Ok(()));
     assert_eq!(
-        first_hop(uncapped, "alice", "a", &grant("b", &scopes("s4"), 700), ROOMY, issuance("t1", false)),
+        first_hop(
+            uncapped,
+            &"alice".into(),
+            &"a".into(),
+            &grant("b", &scopes("s4"), 700),
+            ROOMY,
+            issuance("t1", false)
+        ),
         Err(ChainError::Widened(Widening::LifetimeExtended))
     );
 }
@@ -177,11 +185,12 @@ fn a_persons_root_hop_caps_the_first_hops_scopes_and_expiry() {
 fn an_approval_is_recorded_on_the_token_and_kept_by_its_descendants() {
     let approval = HopApproval { id: "ap-1".into(), approver: "owner@example".into(), approved_at: UnixTime(90) };
     let approved = Issuance { approval: Some(approval.clone()), ..issuance("root", false) };
-    let root = own_token("a", &grant("b", &scopes("s0"), 1000), approved).into_claims();
+    let root = own_token(&"a".into(), &grant("b", &scopes("s0"), 1000), approved).into_claims();
     assert_eq!(root.delegation.approval.as_ref(), Some(&approval));
-    let child = child_of(&root, "b", &grant("c", &scopes("s0"), 900), ROOMY, Reentry::Refuse, issuance("t1", false))
-        .unwrap()
-        .into_claims();
+    let child =
+        child_of(&root, &"b".into(), &grant("c", &scopes("s0"), 900), ROOMY, Reentry::Refuse, issuance("t1", false))
+            .unwrap()
+            .into_claims();
     assert_eq!(child.delegation.approval, None, "the child needed none of its own");
     assert_eq!(child.delegation.hops[0].approval.as_ref(), Some(&approval));
 }
@@ -213,16 +222,22 @@ fn walk(plans: &[Plan], next: usize) -> Claims {
     let target = |index: usize| plans.get(index).map_or(AGENTS[next], |plan| AGENTS[plan.agent]);
     let first = &plans[0];
     let root_grant = grant(target(1), &masked(first.mask), 1000 - first.shorten);
-    let mut token = own_token(AGENTS[first.agent], &root_grant, issuance("t0", first.bind)).into_claims();
+    let mut token = own_token(&AGENTS[first.agent].into(), &root_grant, issuance("t0", first.bind)).into_claims();
     for (index, plan) in plans.iter().enumerate().skip(1) {
         let scope = masked(plan.mask).intersection(&token.scope);
         let exp = token.exp.0 - plan.shorten;
         let bound = plan.bind || token.cnf.is_some();
         let hop = grant(target(index + 1), &scope, exp);
-        token =
-            child_of(&token, AGENTS[plan.agent], &hop, ROOMY, Reentry::Allow, issuance(&format!("t{index}"), bound))
-                .unwrap()
-                .into_claims();
+        token = child_of(
+            &token,
+            &AGENTS[plan.agent].into(),
+            &hop,
+            ROOMY,
+            Reentry::Allow,
+            issuance(&format!("t{index}"), bound),
+        )
+        .unwrap()
+        .into_claims();
     }
     token
 }
@@ -273,9 +288,9 @@ fn asked_scopes(parent: &Claims, ask: &Exchange) -> ScopeSet {
 /// exchanged, and the result.
 fn exchanged(mut parent: Claims, ask: &Exchange) -> (Claims, Result<Derived, ChainError>) {
     if ask.may_act {
-        parent.may_act = Some(MayAct { sub: parent.aud.clone(), iss: None });
+        parent.may_act = Some(MayAct { sub: AgentId::of_audience(&parent.aud), iss: None });
     }
-    let actor = parent.aud.clone();
+    let actor = AgentId::of_audience(&parent.aud);
     let asked = grant(API, &asked_scopes(&parent, ask), parent.exp.0 + ask.extend);
     let result = child_of(&parent, &actor, &asked, ask.limit, ask.reentry, issuance("child", ask.bound));
     (parent, result)
@@ -345,7 +360,7 @@ proptest! {
     fn child_act_is_the_actor_over_the_parents_act_and_never_may_act(parent in chain(), ask in exchange()) {
         let (parent, result) = exchanged(parent, &ask);
         if let Ok(child) = result {
-            let expected = Actor { sub: parent.aud.clone(), act: parent.act.clone().map(Box::new) };
+            let expected = Actor { sub: AgentId::of_audience(&parent.aud), act: parent.act.clone().map(Box::new) };
             prop_assert_eq!(child.claims().act.as_ref(), Some(&expected));
             prop_assert_eq!(child.claims().may_act.as_ref(), None);
             prop_assert_eq!(&child.claims().sub, &parent.sub);
@@ -366,7 +381,7 @@ proptest! {
     #[test]
     fn an_agent_acts_again_only_when_allowed_and_marked(parent in chain(), ask in exchange()) {
         let (parent, result) = exchanged(parent, &ask);
-        let repeat = parent.has_acted(&parent.aud);
+        let repeat = parent.has_acted(&AgentId::of_audience(&parent.aud));
         match result {
             Ok(child) => {
                 prop_assert!(!repeat || ask.reentry == Reentry::Allow);

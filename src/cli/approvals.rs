@@ -94,7 +94,7 @@ pub(super) fn execute(action: ApprovalsAction, config: Option<PathBuf>) -> Resul
     let token = admin.admin_token.clone().ok_or_else(|| AdminError::NoToken.to_string())?;
     let url = match &admin.url {
         Some(url) => url.clone(),
-        None => super::load_config(config)?.issuer,
+        None => super::load_config(config)?.issuer.into_string(),
     };
     let client = AdminClient::new(&url, token).map_err(|error| error.to_string())?;
     let runtime = tokio::runtime::Builder::new_current_thread()

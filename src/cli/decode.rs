@@ -57,7 +57,7 @@ pub fn tree(claims: &Claims) -> String {
     if !chain.is_empty() {
         out.push_str(&format!(
             "act chain (newest first): {}   depth {}\n",
-            chain.join(" <- "),
+            chain.iter().map(|agent| agent.as_str()).collect::<Vec<_>>().join(" <- "),
             claims.delegation.depth
         ));
     }

@@ -293,7 +293,7 @@ fn execute(cli: Cli) -> Result<(), String> {
     let url = match args.url {
         Some(url) => url,
         None if args.admin_token.is_none() => return Err(admin::AdminError::NoToken.to_string()),
-        None => load_config(cli.config)?.issuer,
+        None => load_config(cli.config)?.issuer.into_string(),
     };
     admin::run(action, &url, args.admin_token).map_err(|error| error.to_string())
 }
@@ -308,7 +308,7 @@ fn trace_token(
     config: Option<PathBuf>,
 ) -> Result<(), String> {
     let config = load_config(config)?;
-    let issuer = url.unwrap_or_else(|| config.issuer.clone());
+    let issuer = url.unwrap_or_else(|| config.issuer.to_string());
     let policy = Policy::load(&config.policies_dir, lifetimes(&config)).ok();
     let client = admin_token
         .map(|token| admin::AdminClient::new(&issuer, token))

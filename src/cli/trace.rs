@@ -10,9 +10,10 @@ use serde_json::{json, Value};
 use super::admin::AdminClient;
 use crate::claims::Claims;
 use crate::clock::{Clock, FixedClock, SystemClock};
+use crate::ids::Issuer;
 use crate::keys::Algorithm;
 use crate::policy::Inventory;
-use crate::token::{self, Audience, Validation};
+use crate::token::{self, AudienceRule, Validation};
 
 /// What a trace prints, as JSON too.
 struct Trace {
@@ -58,13 +59,13 @@ async fn gather(token: &str, issuer: &str, admin: Option<AdminClient>) -> Result
     // can still be traced; whether it has expired is reported beside.
     let then: Arc<dyn Clock> = Arc::new(FixedClock::new(unverified.claims.iat));
     let rules = Validation {
-        issuer: issuer.to_owned(),
+        issuer: Issuer::new(issuer),
         max_token_bytes: 64 * 1024,
         max_depth: 32,
         algorithms: vec![Algorithm::Es256, Algorithm::EdDsa],
         leeway: 0,
         // A trace reads tokens for any audience.
-        audience: Audience::Any,
+        audience: AudienceRule::Any,
     };
     let verified = token::verify(token, &keys, &rules, then.as_ref())
         .map_err(|error| format!("the token does not verify: {error}"))?;

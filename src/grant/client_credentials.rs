@@ -22,7 +22,7 @@ pub(super) async fn handle(
     proof: Option<&Proof>,
     evidence: &mut Evidence,
 ) -> Result<Issued, GrantError> {
-    evidence.subject = Some(agent.id().to_owned());
+    evidence.subject = Some(agent.id().to_string());
     let requested = asked_scopes(params)?;
     let target = named_target(params)?;
     evidence.target = target.map(clip);
@@ -30,8 +30,8 @@ pub(super) async fn handle(
     let ask = Ask {
         action: Action::Issue,
         agent: agent.id(),
-        subject: agent.id(),
-        target,
+        subject: &crate::ids::Subject::of_agent(agent.id()),
+        target: target.map(crate::ids::Audience::new),
         requested: requested.as_ref(),
         parent_scopes: None,
         depth: 0,
@@ -42,7 +42,7 @@ pub(super) async fn handle(
         now,
     };
     let grant = policy.grant(&ask)??;
-    evidence.target = Some(grant.target().to_owned());
+    evidence.target = Some(grant.target().to_string());
     evidence.rules = grant.reasons().to_vec();
     let asked = Asked { grant_type: CLIENT_CREDENTIALS, subject: agent.id(), agent: agent.id(), parent_jti: None };
     let approval = approvals.check(context, &asked, &grant, params, evidence).await?;

@@ -180,7 +180,7 @@ async fn dispatch(
     let client = guard
         .authenticate_in(context, policy, request.authorization.as_deref(), params, claimed.as_deref(), address)
         .await?;
-    evidence.agent = Some(client.id().to_owned());
+    evidence.agent = Some(client.id().to_string());
     // RFC 6749 §5.2: an API's introspection credentials obtain no tokens.
     let agent = client.into_agent().ok_or(ClientAuthError::NotAnAgent)?;
     let proof = dpop_proof(context, &request.dpop_proofs).await?;
@@ -188,7 +188,7 @@ async fn dispatch(
         token_exchange::handle(context, approvals, policy, &agent, params, proof.as_ref(), evidence).await
     } else {
         // The token would carry the agent as its subject too.
-        context.ensure_not_blocked(agent.id(), Some(agent.id())).await?;
+        context.ensure_not_blocked(agent.id(), Some(&crate::ids::Subject::of_agent(agent.id()))).await?;
         client_credentials::handle(context, approvals, policy, &agent, params, proof.as_ref(), evidence).await
     }
 }

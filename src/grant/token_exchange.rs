@@ -30,7 +30,7 @@ use crate::jose::{self, Verified};
 use crate::params::TokenParams;
 use crate::policy::{Action, Ask, Policy};
 use crate::store::{Lineage, Principal, Status};
-use crate::token::{self, Audience, VerifyError};
+use crate::token::{self, AudienceRule, VerifyError};
 use crate::upstream::{Declared, Person, UpstreamError};
 
 /// The token an exchange starts from.
@@ -42,7 +42,7 @@ enum Parent {
 }
 
 impl Parent {
-    fn subject(&self) -> &str {
+    fn subject(&self) -> &crate::ids::Subject {
         match self {
             Parent::Token(token) => &token.claims().sub,
             Parent::Person(person) => person.subject(),
@@ -50,7 +50,7 @@ impl Parent {
     }
 
     /// The agents that acted before, newest first.
-    fn chain(&self) -> Vec<&str> {
+    fn chain(&self) -> Vec<&crate::ids::AgentId> {
         match self {
             Parent::Token(token) => token.claims().chain(),
             Parent::Person(_) => Vec::new(),
@@ -152,9 +152,12 @@ pub(super) async fn handle(
     let mut expires_no_later_than = parent.expires_at();
     if let Some(actor_token) = actor_token {
         // The actor's own token is addressed to whatever it was obtained for.
-        let actor = live_token(context, policy, actor_token, Audience::Any, GrantError::ActorToken).await?;
+        let actor = live_token(context, policy, actor_token, AudienceRule::Any, GrantError::ActorToken).await?;
         let actor = actor.claims();
-        if actor.sub != agent.id() || actor.client_id != agent.id() || actor.act.is_some() {
+        if actor.sub != crate::ids::Subject::of_agent(agent.id())
+            || actor.client_id != *agent.id()
+            || actor.act.is_some()
+        {
             return Err(GrantError::ActorToken(Unacceptable::NotTheClient));
         }
         if let Some(jkt) = actor.jkt() {
@@ -168,7 +171,7 @@ pub(super) async fn handle(
         action: Action::Exchange,
         agent: agent.id(),
         subject: parent.subject(),
-        target,
+        target: target.map(crate::ids::Audience::new),
         requested: requested.as_ref(),
         parent_scopes: parent.scope(),
         depth,
@@ -179,7 +182,7 @@ pub(super) async fn handle(
         now,
     };
     let grant = policy.grant(&ask)??;
-    evidence.target = Some(grant.target().to_owned());
+    evidence.target = Some(grant.target().to_string());
     evidence.rules = grant.reasons().to_vec();
     let asked = Asked {
         grant_type: TOKEN_EXCHANGE,
@@ -218,14 +221,14 @@ async fn own_token(
     evidence: &mut Evidence,
 ) -> Result<Parent, GrantError> {
     // DESIGN.md §2.3: only an agent the token is addressed to may exchange it.
-    let to_agent = Audience::Is(agent.id().to_owned());
+    let to_agent = AudienceRule::Is(crate::ids::Audience::of_agent(agent.id()));
     let (parent, addressed) = match live_token(context, policy, subject_token, to_agent, GrantError::SubjectToken).await
     {
         // Addressed elsewhere, and otherwise valid: read again for any
         // audience, so that a dead token is reported dead and the refusal
         // names its chain, as every refusal after verification does.
         Err(GrantError::SubjectToken(Unacceptable::Invalid(VerifyError::WrongAudience))) => {
-            (live_token(context, policy, subject_token, Audience::Any, GrantError::SubjectToken).await, false)
+            (live_token(context, policy, subject_token, AudienceRule::Any, GrantError::SubjectToken).await, false)
         }
         other => (other, true),
     };
@@ -239,8 +242,8 @@ async fn own_token(
         other => other?,
     };
     let claims = parent.claims();
-    evidence.subject = Some(claims.sub.clone());
-    evidence.chain = claims.chain().into_iter().map(str::to_owned).collect();
+    evidence.subject = Some(claims.sub.to_string());
+    evidence.chain = claims.chain().into_iter().map(ToString::to_string).collect();
     evidence.parent_jti = Some(claims.jti.clone());
     if !addressed {
         return Err(GrantError::SubjectToken(Unacceptable::NotAddressedToActor));
@@ -254,7 +257,7 @@ async fn own_token(
     if claims.cnf.is_some() && proof.is_none() {
         return Err(ProofError::Required.into());
     }
-    if let Some(jkt) = claims.jkt().filter(|_| claims.client_id == agent.id()) {
+    if let Some(jkt) = claims.jkt().filter(|_| claims.client_id == *agent.id()) {
         proves(proof, jkt)?;
     }
     Ok(Parent::Token(parent))
@@ -282,7 +285,7 @@ async fn person(
         Err(UpstreamError::Invalid(reason)) => return Err(GrantError::SubjectToken(Unacceptable::Upstream(reason))),
         Err(UpstreamError::Unreachable(reason)) => return Err(GrantError::IdentityProvider(reason)),
     };
-    evidence.subject = Some(person.subject().to_owned());
+    evidence.subject = Some(person.subject().to_string());
     evidence.parent_jti = Some(person.token_id().clone());
     // RFC 8693 §4.4, as for Baton's own tokens: the person allowed this one
     // agent, named exactly.
@@ -290,6 +293,8 @@ async fn person(
         return Err(GrantError::SubjectToken(Unacceptable::MayActViolation));
     }
     // A person must never pass for an agent in policy or in revocation.
+    // Typed ids keep the kinds apart in code only: the inventory, the
+    // policy's rules and the store name principals by their text.
     if policy.inventory().target(person.subject()).is_some() {
         return Err(GrantError::SubjectToken(Unacceptable::SubjectIsRegistered));
     }
@@ -368,11 +373,11 @@ async fn live_token(
     context: &Context,
     policy: &Policy,
     token: &str,
-    audience: Audience,
+    audience: AudienceRule,
     unacceptable: fn(Unacceptable) -> GrantError,
 ) -> Result<Verified<Claims>, GrantError> {
     let verified = match audience {
-        Audience::Any => context.verify(token),
+        AudienceRule::Any => context.verify(token),
         audience => {
             let rules = context.validation.with_audience(audience);
             token::verify(token, context.keys().as_ref(), &rules, context.clock.as_ref())

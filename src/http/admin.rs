@@ -50,8 +50,8 @@ async fn revoke(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DeprovisionBody {
-    agent: Option<String>,
-    subject: Option<String>,
+    agent: Option<crate::ids::AgentId>,
+    subject: Option<crate::ids::Subject>,
 }
 
 /// One agent or one subject, exactly.

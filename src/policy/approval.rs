@@ -60,8 +60,11 @@ pub(super) fn required(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::LazyLock;
+
     use crate::claims::ScopeSet;
     use crate::clock::UnixTime;
+    use crate::ids::{AgentId, Audience, Subject};
     use crate::policy::{Action, Ask, Lifetimes, Policy};
 
     const AGENTS: &str = "[[agents]]\nid='a'\nowner='o'\npurpose='p'\nexpires=2030-01-01\n\
@@ -77,12 +80,15 @@ mod tests {
         Policy::load(dir.path(), Lifetimes { max_token_ttl: 3600, agent_token_ttl: 900 }).unwrap()
     }
 
+    static AGENT: LazyLock<AgentId> = LazyLock::new(|| AgentId::new("a"));
+    static SUBJECT: LazyLock<Subject> = LazyLock::new(|| Subject::of_agent(&AGENT));
+
     fn ask<'a>(target: &'a str, scope: Option<&'a ScopeSet>) -> Ask<'a> {
         Ask {
             action: Action::Issue,
-            agent: "a",
-            subject: "a",
-            target: Some(target),
+            agent: &AGENT,
+            subject: &SUBJECT,
+            target: Some(Audience::new(target)),
             requested: scope,
             parent_scopes: None,
             depth: 0,

@@ -380,8 +380,11 @@ fn parse_file(path: &Path) -> Result<PolicySet, PolicyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::LazyLock;
+
     use crate::claims::ScopeSet;
     use crate::clock::UnixTime;
+    use crate::ids::{AgentId, Audience, Subject};
     use crate::policy::{Ask, Lifetimes, Policy, Refusal};
 
     const AGENTS: &str = "[[agents]]\nid='a'\nowner='o'\npurpose='p'\nexpires=2030-01-01\n\
@@ -396,12 +399,15 @@ mod tests {
         Policy::load(dir.path(), Lifetimes { max_token_ttl: 3600, agent_token_ttl: 900 })
     }
 
+    static AGENT: LazyLock<AgentId> = LazyLock::new(|| AgentId::new("a"));
+    static SUBJECT: LazyLock<Subject> = LazyLock::new(|| Subject::of_agent(&AGENT));
+
     fn ask(scope: Option<&ScopeSet>) -> Ask<'_> {
         Ask {
             action: Action::Issue,
-            agent: "a",
-            subject: "a",
-            target: Some("https://api.example"),
+            agent: &AGENT,
+            subject: &SUBJECT,
+            target: Some(Audience::new("https://api.example")),
             requested: scope,
             parent_scopes: None,
             depth: 0,

@@ -14,6 +14,7 @@ use super::cedar::{Action, ScopeVerdict};
 use super::{Ask, Policy, PolicyError, Refusal};
 use crate::claims::{Scope, ScopeSet};
 use crate::clock::UnixTime;
+use crate::ids::{AgentId, Audience, Subject};
 
 /// A token request to put to the policy. Unknown fields are refused by name
 /// (DESIGN.md §10): a misspelt `parent_scope` must not silently ask another
@@ -24,14 +25,14 @@ pub struct Question {
     /// `issue` (an agent's own token) or `exchange`.
     pub action: Action,
     /// The acting agent.
-    pub agent: String,
+    pub agent: AgentId,
     /// The chain's subject; for `issue` the agent itself when omitted.
     #[serde(default)]
-    pub subject: Option<String>,
+    pub subject: Option<Subject>,
     /// The named target (`audience` / `resource`); the agent's
     /// `default_audience` when omitted.
     #[serde(default)]
-    pub target: Option<String>,
+    pub target: Option<Audience>,
     /// The asked scopes (`scope`); every permitted one when omitted.
     #[serde(default)]
     pub scopes: Option<Vec<String>>,
@@ -46,7 +47,7 @@ pub struct Question {
     pub depth: Option<u32>,
     /// The agents that already acted, newest first.
     #[serde(default)]
-    pub chain: Vec<String>,
+    pub chain: Vec<AgentId>,
     /// Whether the new token would be DPoP-bound.
     #[serde(default)]
     pub dpop_bound: bool,
@@ -161,10 +162,12 @@ impl Serialize for Refusal {
     }
 }
 
-/// A question's scope lists, parsed, for the [`Ask`] that borrows them.
+/// A question's scope lists and subject, parsed, for the [`Ask`] that
+/// borrows them.
 struct Parsed {
     requested: Option<ScopeSet>,
     parent: Option<ScopeSet>,
+    subject: Subject,
 }
 
 impl Question {
@@ -180,7 +183,9 @@ impl Question {
                 })
                 .transpose()
         };
-        let parsed = Parsed { requested: set(&self.scopes)?, parent: set(&self.parent_scopes)? };
+        // An agent's own token: the agent acts for itself.
+        let subject = self.subject.clone().unwrap_or_else(|| Subject::of_agent(&self.agent));
+        let parsed = Parsed { requested: set(&self.scopes)?, parent: set(&self.parent_scopes)?, subject };
         match self.action {
             Action::Issue => {
                 let starts_a_chain = parsed.parent.is_none()
@@ -216,12 +221,12 @@ impl Question {
         Ask {
             action: self.action,
             agent: &self.agent,
-            subject: self.subject.as_deref().unwrap_or(&self.agent),
-            target: self.target.as_deref(),
+            subject: &parsed.subject,
+            target: self.target.clone(),
             requested: parsed.requested.as_ref(),
             parent_scopes: parsed.parent.as_ref(),
             depth,
-            chain: self.chain.iter().map(String::as_str).collect(),
+            chain: self.chain.iter().collect(),
             dpop_bound: self.dpop_bound,
             chain_dpop_bound: self.chain_dpop_bound,
             expires_no_later_than: self.ttl.map(|ttl| now.plus(ttl)),
@@ -250,7 +255,7 @@ impl Policy {
             Err(refusal) => Outcome::Refused { refusal },
         };
         let Ok(prepared) = self.prepare(&ask) else {
-            let target = ask.target.map(str::to_owned).or_else(|| self.default_target(&ask));
+            let target = ask.target.as_ref().map(ToString::to_string).or_else(|| self.default_target(&ask));
             return Ok(Explanation { target, outcome, scopes: Vec::new() });
         };
         let verdicts = self.rules().explain(ask.agent, ask.action, prepared.candidates.iter(), &prepared.facts)?;

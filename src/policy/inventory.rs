@@ -142,6 +142,10 @@ pub enum Target<'a> {
 }
 
 /// Agents and resources, indexed.
+///
+/// Lookups take a name as text, whatever its kind: the same name may come
+/// from a typed id ([`crate::ids::AgentId`] and the others read as `&str`),
+/// a request or the store, and policy rules name principals by text too.
 pub struct Inventory {
     agents: BTreeMap<String, Agent>,
     resources: BTreeMap<String, Resource>,

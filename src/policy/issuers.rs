@@ -8,12 +8,13 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::PolicyError;
+use crate::ids::{AgentId, Issuer, Subject};
 
 /// One trusted identity provider.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrustedIssuer {
     /// Its issuer identifier, exactly as its tokens' `iss`; discovery starts here.
-    pub issuer: String,
+    pub issuer: Issuer,
     /// The `aud` its tokens must carry (the client id Baton's users sign in to).
     pub audience: String,
     /// The signature algorithms accepted from it.
@@ -23,13 +24,13 @@ pub struct TrustedIssuer {
     /// Put before the person's name, so that two providers' subjects never collide.
     pub subject_prefix: String,
     /// The agents that may start a chain from its tokens.
-    pub agents: BTreeSet<String>,
+    pub agents: BTreeSet<AgentId>,
 }
 
 impl TrustedIssuer {
     /// The chain's subject for a person this provider names `name`.
-    pub fn subject(&self, name: &str) -> String {
-        format!("{}{name}", self.subject_prefix)
+    pub fn subject(&self, name: &str) -> Subject {
+        Subject::new(format!("{}{name}", self.subject_prefix))
     }
 }
 
@@ -51,7 +52,7 @@ struct File {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Entry {
-    issuer: String,
+    issuer: Issuer,
     audience: String,
     #[serde(default = "default_algorithms")]
     algorithms: Vec<String>,
@@ -59,7 +60,7 @@ struct Entry {
     subject_claim: String,
     #[serde(default)]
     subject_prefix: String,
-    agents: BTreeSet<String>,
+    agents: BTreeSet<AgentId>,
 }
 
 fn default_algorithms() -> Vec<String> {

@@ -22,6 +22,7 @@ pub use issuers::{Issuers, TrustedIssuer};
 
 use crate::claims::{Scope, ScopeSet};
 use crate::clock::UnixTime;
+use crate::ids::{AgentId, Audience, Subject};
 
 /// A policy folder that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -70,11 +71,11 @@ pub struct Ask<'a> {
     /// Issue or exchange.
     pub action: Action,
     /// The authenticated acting agent.
-    pub agent: &'a str,
+    pub agent: &'a AgentId,
     /// The chain's subject.
-    pub subject: &'a str,
-    /// The named target, if any.
-    pub target: Option<&'a str>,
+    pub subject: &'a Subject,
+    /// The target the request names, if any: not yet known to be registered.
+    pub target: Option<Audience>,
     /// The asked scopes, if any.
     pub requested: Option<&'a ScopeSet>,
     /// The parent's scopes; `None` for an agent's own token.
@@ -82,7 +83,7 @@ pub struct Ask<'a> {
     /// The new token's depth.
     pub depth: u32,
     /// Agents that already acted.
-    pub chain: Vec<&'a str>,
+    pub chain: Vec<&'a AgentId>,
     /// The latest expiry the new token may have (parent's, actor token's).
     pub expires_no_later_than: Option<UnixTime>,
     /// Whether the new token would be DPoP-bound.
@@ -97,7 +98,7 @@ pub struct Ask<'a> {
 /// makes one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyGrant {
-    target: String,
+    target: Audience,
     scope: ScopeSet,
     expires_at: UnixTime,
     reasons: Vec<String>,
@@ -106,7 +107,7 @@ pub struct PolicyGrant {
 
 impl PolicyGrant {
     /// The target (`aud`).
-    pub fn target(&self) -> &str {
+    pub fn target(&self) -> &Audience {
         &self.target
     }
 
@@ -134,7 +135,7 @@ impl PolicyGrant {
     /// permitted it: for unit tests of what is derived from a grant.
     #[cfg(test)]
     pub(crate) fn for_tests(target: &str, scope: ScopeSet, expires_at: UnixTime) -> PolicyGrant {
-        PolicyGrant { target: target.to_owned(), scope, expires_at, reasons: Vec::new(), approval: None }
+        PolicyGrant { target: Audience::new(target), scope, expires_at, reasons: Vec::new(), approval: None }
     }
 }
 
@@ -304,7 +305,7 @@ impl Policy {
         reasons.sort();
         reasons.dedup();
         let approval = approval::required(&self.inventory, &self.rules, target_name, &scope, &permits);
-        Ok(Ok(PolicyGrant { target: target_name.to_owned(), scope, expires_at, reasons, approval }))
+        Ok(Ok(PolicyGrant { target: Audience::new(target_name), scope, expires_at, reasons, approval }))
     }
 
     /// The checks before the rules, in order: the target must be registered
@@ -318,8 +319,8 @@ impl Policy {
     /// explanations too) and to fit the lifetime under the parent's.
     fn prepare<'a>(&'a self, ask: &'a Ask<'a>) -> Result<Prepared<'a>, Refusal> {
         let inventory = &self.inventory;
-        let target_name = match ask.target {
-            Some(name) => name,
+        let target_name = match &ask.target {
+            Some(name) => name.as_str(),
             None => match inventory.agent(ask.agent).and_then(|agent| agent.default_audience.as_deref()) {
                 Some(name) => name,
                 None => return Err(Refusal::NoTarget),
@@ -366,7 +367,7 @@ impl Policy {
             target: target_name,
             target_is_agent,
             depth: ask.depth,
-            chain: ask.chain.clone(),
+            chain: ask.chain.iter().map(|agent| agent.as_str()).collect(),
             parent_scopes: ask
                 .parent_scopes
                 .map(|scopes| scopes.iter().map(Scope::as_str).collect())

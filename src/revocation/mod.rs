@@ -46,10 +46,10 @@ impl Revocations {
         let claims = verified.claims();
         let mut evidence = Evidence {
             action: "revoke".into(),
-            subject: Some(claims.sub.clone()),
-            agent: Some(agent.id().to_owned()),
-            chain: claims.chain().into_iter().map(str::to_owned).collect(),
-            target: Some(claims.aud.clone()),
+            subject: Some(claims.sub.to_string()),
+            agent: Some(agent.id().to_string()),
+            chain: claims.chain().into_iter().map(ToString::to_string).collect(),
+            target: Some(claims.aud.to_string()),
             ..Evidence::default()
         };
         if !holds(agent.id(), claims) {

@@ -48,6 +48,7 @@ use super::redis::{
 use super::{verdict, Cutoff, Lineage, Principal, RevocationStore, Status, StoreError};
 use crate::claims::TokenId;
 use crate::clock::{Clock, SystemClock, UnixMicros, UnixTime};
+use crate::ids::{AgentId, Subject};
 
 /// The first wait before reconnecting a dropped subscription; doubled on
 /// each failed attempt up to [`RECONNECT_MAX_DELAY`].
@@ -333,8 +334,8 @@ impl Names {
 /// A principal from its [`Principal::key`].
 fn principal_of(key: &str) -> Option<Principal> {
     match key.split_once(':')? {
-        ("agent", id) => Some(Principal::Agent(id.to_owned())),
-        ("subject", id) => Some(Principal::Subject(id.to_owned())),
+        ("agent", id) => Some(Principal::Agent(AgentId::new(id))),
+        ("subject", id) => Some(Principal::Subject(Subject::new(id))),
         _ => None,
     }
 }

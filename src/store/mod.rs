@@ -66,6 +66,7 @@ pub use approvals::{Approval, ApprovalId, ApprovalState, ApprovalStore, Decision
 
 use crate::claims::{Claims, TokenId};
 use crate::clock::{UnixMicros, UnixTime};
+use crate::ids::{AgentId, Subject};
 
 /// State that cannot be read or written. Callers fail closed whatever the
 /// variant (DESIGN.md §2.5); the variant tells an operator where to look.
@@ -132,9 +133,9 @@ pub trait ReplayStore: Send + Sync {
 #[serde(rename_all = "snake_case", tag = "kind", content = "id")]
 pub enum Principal {
     /// A registered agent, anywhere in a token's chain.
-    Agent(String),
+    Agent(AgentId),
     /// A chain's subject.
-    Subject(String),
+    Subject(Subject),
 }
 
 impl Principal {
@@ -205,10 +206,10 @@ impl Lineage {
         for hop in hops.iter().filter(|hop| hop.iss.is_none()) {
             let since = hop.iat_micros.unwrap_or(UnixMicros::start_of(hop.iat));
             lineage.name(Principal::Agent(hop.agent.clone()), since);
-            lineage.name(Principal::Agent(hop.aud.clone()), since);
+            lineage.name(Principal::Agent(AgentId::of_audience(&hop.aud)), since);
         }
         lineage.name(Principal::Agent(claims.client_id.clone()), own);
-        lineage.name(Principal::Agent(claims.aud.clone()), own);
+        lineage.name(Principal::Agent(AgentId::of_audience(&claims.aud)), own);
         lineage
     }
 
@@ -562,4 +563,22 @@ impl Default for Retention {
 /// the issuance (or revocation) of a token that has not expired yet.
 pub(crate) fn outlives(event: &AuditEvent, now: UnixTime) -> bool {
     event.jti.is_some() && event.expires_at.is_some_and(|expires_at| expires_at > now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn principals_keep_their_stored_forms() {
+        // Keys and notices written before the ids were typed must still be read.
+        let agent = Principal::Agent(AgentId::new("a1"));
+        let subject = Principal::Subject(Subject::new("user:alice"));
+        assert_eq!(agent.key(), "agent:a1");
+        assert_eq!(subject.key(), "subject:user:alice");
+        let written = r#"[{"kind":"agent","id":"a1"},{"kind":"subject","id":"user:alice"}]"#;
+        let both = vec![agent, subject];
+        assert_eq!(serde_json::to_string(&both).unwrap(), written);
+        assert_eq!(serde_json::from_str::<Vec<Principal>>(written).unwrap(), both);
+    }
 }

@@ -44,6 +44,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::claims::{MayAct, ScopeSet, TokenId};
 use crate::clock::{Clock, UnixTime};
+use crate::ids::{AgentId, Audience, Issuer, Subject};
 use crate::jose;
 use crate::policy::TrustedIssuer;
 
@@ -59,10 +60,10 @@ pub const MAX_AGE: Duration = Duration::from_secs(300);
 /// makes one.
 #[derive(Debug, Clone)]
 pub struct Person {
-    issuer: String,
-    subject: String,
-    client: String,
-    audience: String,
+    issuer: Issuer,
+    subject: Subject,
+    client: AgentId,
+    audience: Audience,
     scope: Option<ScopeSet>,
     token_id: TokenId,
     issued_at: UnixTime,
@@ -73,22 +74,22 @@ pub struct Person {
 
 impl Person {
     /// The provider's issuer identifier.
-    pub fn issuer(&self) -> &str {
+    pub fn issuer(&self) -> &Issuer {
         &self.issuer
     }
 
     /// The chain's subject: the person, prefixed as the provider is configured.
-    pub fn subject(&self) -> &str {
+    pub fn subject(&self) -> &Subject {
         &self.subject
     }
 
     /// The client the person signed in to (`azp`, else the audience).
-    pub fn client(&self) -> &str {
+    pub fn client(&self) -> &AgentId {
         &self.client
     }
 
     /// The audience the token was checked for.
-    pub fn audience(&self) -> &str {
+    pub fn audience(&self) -> &Audience {
         &self.audience
     }
 
@@ -248,7 +249,7 @@ impl Providers {
         let stale = discovered.as_ref().is_none_or(|known| known.fetched.elapsed() > MAX_AGE);
         let may_refetch = discovered.as_ref().is_some_and(|known| known.fetched.elapsed() >= REFETCH_INTERVAL);
         if stale {
-            let issuer = IssuerUrl::new(trusted.issuer.clone())
+            let issuer = IssuerUrl::new(trusted.issuer.as_str().to_owned())
                 .map_err(|error| UpstreamError::Unreachable(error.to_string()))?;
             let metadata = CoreProviderMetadata::discover_async(issuer, http)
                 .await
@@ -278,7 +279,7 @@ impl Providers {
         declared: Declared,
         leeway: i64,
     ) -> Result<&'token PersonClaims, ClaimsVerificationError> {
-        let issuer = IssuerUrl::new(trusted.issuer.clone())
+        let issuer = IssuerUrl::new(trusted.issuer.as_str().to_owned())
             .map_err(|error| ClaimsVerificationError::Other(error.to_string()))?;
         let algorithms = trusted
             .algorithms
@@ -358,8 +359,11 @@ fn person(trusted: &TrustedIssuer, raw: &str, claims: &PersonClaims) -> Result<P
         Some(jti) if !jti.is_empty() && jti.len() <= 256 => TokenId(jti.to_owned()),
         _ => TokenId(URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, raw.as_bytes()))),
     };
-    let client =
-        claims.authorized_party().map(|azp| azp.as_str()).or(text("client_id")).unwrap_or(&trusted.audience).to_owned();
+    // The provider's client, recorded as the root hop's agent; never one of
+    // the broker's agents (`Claims::check_path` leaves it out of the chain).
+    let client = AgentId::new(
+        claims.authorized_party().map(|azp| azp.as_str()).or(text("client_id")).unwrap_or(&trusted.audience),
+    );
     // Both were checked to be present and valid times by `check`; a
     // fractional second is not one Baton keeps.
     let time = |at: chrono::DateTime<chrono::Utc>| (at.timestamp_subsec_nanos() == 0).then(|| UnixTime(at.timestamp()));
@@ -370,7 +374,7 @@ fn person(trusted: &TrustedIssuer, raw: &str, claims: &PersonClaims) -> Result<P
         issuer: trusted.issuer.clone(),
         subject: trusted.subject(name),
         client,
-        audience: trusted.audience.clone(),
+        audience: Audience::new(trusted.audience.clone()),
         scope,
         token_id,
         issued_at,

@@ -31,10 +31,11 @@ pub use layer::{VerifierLayer, VerifierService};
 use crate::claims::{Claims, ScopeSet};
 use crate::clock::{Clock, SystemClock};
 use crate::dpop::{self, ProofError};
+use crate::ids::{AgentId, Audience, Issuer, Subject};
 use crate::keys::Algorithm;
 use crate::store::memory::MemoryStore;
 use crate::store::{Lineage, ReplayStore, RevocationStore, Status, Use};
-use crate::token::{self, Audience, Validation, VerifyError};
+use crate::token::{self, AudienceRule, Validation, VerifyError};
 
 /// The shortest time between two JWKS fetches caused by unknown `kid`s, so
 /// that a stream of forged tokens cannot make the API hammer the issuer.
@@ -65,17 +66,17 @@ pub struct Caller {
 
 impl Caller {
     /// Whose authority flows (the chain's subject).
-    pub fn subject(&self) -> &str {
+    pub fn subject(&self) -> &Subject {
         &self.claims.sub
     }
 
     /// The agent calling now: the one that obtained this token.
-    pub fn agent(&self) -> &str {
+    pub fn agent(&self) -> &AgentId {
         &self.claims.client_id
     }
 
     /// The agents that exchanged the token on its way here, newest first.
-    pub fn chain(&self) -> Vec<&str> {
+    pub fn chain(&self) -> Vec<&AgentId> {
         self.claims.chain()
     }
 
@@ -425,13 +426,13 @@ impl VerifierBuilder {
         if !(0..=300).contains(&self.leeway) {
             return Err(BuildError::Leeway);
         }
-        let audience_rule = Audience::Is(audience.clone());
+        let audience_rule = AudienceRule::Is(Audience::new(audience.clone()));
         Ok(Verifier {
             realm: audience.clone(),
             audience,
             required_scopes: self.required_scopes,
             rules: Validation {
-                issuer: self.issuer.clone(),
+                issuer: Issuer::new(self.issuer.clone()),
                 max_token_bytes: 16 * 1024,
                 max_depth: self.max_depth,
                 algorithms: self.algorithms,

@@ -144,7 +144,7 @@ async fn a_booking_waits_for_the_owner_and_its_token_records_the_approval() {
             max_depth: 5,
             algorithms: vec![baton::keys::Algorithm::Es256],
             leeway: 0,
-            audience: baton::token::Audience::Any,
+            audience: baton::token::AudienceRule::Any,
         },
         harness.clock.as_ref(),
     )

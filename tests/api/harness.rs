@@ -142,7 +142,7 @@ impl Harness {
             audit: store.clone() as Arc<dyn AuditStore>,
         });
         let settings = Settings {
-            issuer: options.issuer.clone(),
+            issuer: options.issuer.clone().into(),
             max_depth: options.max_depth,
             max_token_bytes: 16 * 1024,
             max_body_bytes: 64 * 1024,

@@ -41,7 +41,7 @@ fn lineage(jti: &str, issued_at: UnixTime, agent: &str) -> Lineage {
     Lineage::at(
         vec![TokenId(jti.to_owned()), TokenId(format!("{jti}-parent"))],
         UnixMicros::start_of(issued_at),
-        [Principal::Subject("someone".into()), Principal::Agent(agent.to_owned())],
+        [Principal::Subject("someone".into()), Principal::Agent(agent.into())],
     )
 }
 
@@ -231,7 +231,7 @@ async fn a_silent_subscription_fails_closed_and_is_replaced() {
 /// An API behind the verifier.
 fn api(verifier: Verifier) -> Router {
     Router::new()
-        .route("/bookings", get(|caller: Caller| async move { caller.subject().to_owned() }))
+        .route("/bookings", get(|caller: Caller| async move { caller.subject().to_string() }))
         .layer(VerifierLayer::new(Arc::new(verifier)))
 }
 
@@ -287,7 +287,10 @@ async fn what_a_check_costs() {
         store.revoke(&TokenId(format!("revoked-{index}")), now.plus(600)).await.unwrap();
     }
     for index in 0..100 {
-        store.deprovision(&Principal::Agent(format!("agent-{index}")), &cutoff(now, now.plus(600))).await.unwrap();
+        store
+            .deprovision(&Principal::Agent(format!("agent-{index}").into()), &cutoff(now, now.plus(600)))
+            .await
+            .unwrap();
     }
     // A generous bound: a loop that never yields must not outlast it.
     let mirror = RevocationMirror::connect(&server.url(), PREFIX, Duration::from_secs(30)).await.unwrap();

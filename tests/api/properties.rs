@@ -5,6 +5,7 @@ use baton::claims::{Actor, Claims, ScopeSet};
 use baton::clock::UnixTime;
 use baton::error::oauth::ErrorCode;
 use baton::grant::TokenRequest;
+use baton::ids::AgentId;
 use baton::params::TokenParams;
 use proptest::prelude::*;
 
@@ -78,14 +79,18 @@ fn permitted(holder: &str, depth: u32, earlier_agents: &[&str]) -> ScopeSet {
 fn expected(parent: &Claims, holder: &str, requested: Option<&ScopeSet>, now: UnixTime) -> Result<ScopeSet, ErrorCode> {
     let depth = parent.delegation.depth + 1;
     // Every chain starts with `a`'s own token; an agent acts once, but `c`.
-    let acted = holder == "a" || parent.chain().contains(&holder);
+    let acted = holder == "a" || parent.chain().contains(&&AgentId::new(holder));
     if parent.exp <= now || depth > MAX_DEPTH || (acted && holder != "c") {
         return Err(ErrorCode::InvalidRequest);
     }
     if requested.is_some_and(|asked| !asked.is_subset(&parent.scope)) {
         return Err(ErrorCode::InvalidScope);
     }
-    let grantable = parent.scope.intersection(&permitted(holder, depth, &parent.chain()));
+    let grantable = parent.scope.intersection(&permitted(
+        holder,
+        depth,
+        &parent.chain().iter().map(|agent| agent.as_str()).collect::<Vec<_>>(),
+    ));
     if grantable.is_empty() {
         return Err(ErrorCode::InvalidTarget);
     }
@@ -147,11 +152,11 @@ proptest! {
                         prop_assert_eq!(&child.client_id, holder);
                         prop_assert_eq!(
                             child.act.clone(),
-                            Some(Actor { sub: holder.to_owned(), act: parent_claims.act.clone().map(Box::new) })
+                            Some(Actor { sub: holder.into(), act: parent_claims.act.clone().map(Box::new) })
                         );
                         prop_assert_eq!(child.delegation.hops.last().map(|hop| &hop.jti), Some(&parent_claims.jti));
                         prop_assert!(child.check_path(MAX_DEPTH).is_ok());
-                        let acted = holder == "a" || parent_claims.chain().contains(&holder);
+                        let acted = holder == "a" || parent_claims.chain().contains(&&AgentId::new(holder));
                         prop_assert_eq!(child.delegation.acts_again, acted, "only a repeat is marked");
                         if target == "https://api.example" {
                             break;

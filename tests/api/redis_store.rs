@@ -23,7 +23,7 @@ fn lineage(jti: &str, issued_at: UnixTime, agent: &str) -> Lineage {
     Lineage::at(
         vec![TokenId(jti.to_owned())],
         UnixMicros::start_of(issued_at),
-        [Principal::Subject("someone".into()), Principal::Agent(agent.to_owned())],
+        [Principal::Subject("someone".into()), Principal::Agent(agent.into())],
     )
 }
 

@@ -22,8 +22,8 @@ fn lineage(jtis: &[&str], issued_at: UnixTime, agents: &[&str], subject: &str) -
 }
 
 fn lineage_at(jtis: &[&str], since: UnixMicros, agents: &[&str], subject: &str) -> Lineage {
-    let mut principals = vec![Principal::Subject(subject.to_owned())];
-    principals.extend(agents.iter().map(|agent| Principal::Agent((*agent).to_owned())));
+    let mut principals = vec![Principal::Subject(subject.into())];
+    principals.extend(agents.iter().map(|agent| Principal::Agent((*agent).into())));
     Lineage::at(jtis.iter().map(|text| jti(text)).collect(), since, principals)
 }
 
@@ -177,12 +177,12 @@ where
     let subject = id("subject");
     let before = lineage(&[&id("t1")], now.plus(-10), &[&agent], "someone");
     let after = lineage(&[&id("t2")], now.plus(10), &[&agent], "someone");
-    store.deprovision(&Principal::Agent(agent.clone()), &cutoff(now, now.plus(3600))).await.unwrap();
+    store.deprovision(&Principal::Agent(agent.clone().into()), &cutoff(now, now.plus(3600))).await.unwrap();
     assert_eq!(store.check(&before).await.unwrap(), Status::Deprovisioned);
     assert_eq!(store.check(&after).await.unwrap(), Status::Active);
-    store.deprovision(&Principal::Agent(agent.clone()), &cutoff(now.plus(-100), now.plus(3600))).await.unwrap();
+    store.deprovision(&Principal::Agent(agent.clone().into()), &cutoff(now.plus(-100), now.plus(3600))).await.unwrap();
     assert_eq!(store.check(&before).await.unwrap(), Status::Deprovisioned, "never moves back");
-    store.deprovision(&Principal::Subject(subject.clone()), &cutoff(now, now.plus(3600))).await.unwrap();
+    store.deprovision(&Principal::Subject(subject.clone().into()), &cutoff(now, now.plus(3600))).await.unwrap();
     assert_eq!(
         store.check(&lineage(&[&id("t3")], now.plus(-1), &["other"], &subject)).await.unwrap(),
         Status::Deprovisioned
@@ -192,11 +192,11 @@ where
     // A block kills whatever names the principal, whenever issued, until lifted.
     let blocked = id("blocked");
     let later = lineage(&[&id("t5")], now.plus(100), &[&blocked], "someone");
-    store.block(&Principal::Agent(blocked.clone()), true).await.unwrap();
+    store.block(&Principal::Agent(blocked.clone().into()), true).await.unwrap();
     assert_eq!(store.check(&later).await.unwrap(), Status::Deprovisioned);
-    store.block(&Principal::Agent(blocked.clone()), false).await.unwrap();
+    store.block(&Principal::Agent(blocked.clone().into()), false).await.unwrap();
     assert_eq!(store.check(&later).await.unwrap(), Status::Active);
-    store.block(&Principal::Subject(blocked.clone()), true).await.unwrap();
+    store.block(&Principal::Subject(blocked.clone().into()), true).await.unwrap();
 
     exact_cutoffs(&store, tag, now).await;
     revocation_is_told_once(&store, tag, now).await;
@@ -275,7 +275,7 @@ where
 /// counts from when the lineage first named it.
 async fn exact_cutoffs(store: &Arc<dyn StateStore>, tag: &str, now: UnixTime) {
     let agent = format!("{tag}-exact-agent");
-    let principal = Principal::Agent(agent.clone());
+    let principal = Principal::Agent(agent.clone().into());
     let at = UnixMicros(UnixMicros::start_of(now).0 + 500_000);
     let before = lineage_at(&[&format!("{tag}-x1")], UnixMicros(at.0 - 1), &[&agent], "someone");
     let same = lineage_at(&[&format!("{tag}-x2")], at, &[&agent], "someone");
@@ -295,12 +295,12 @@ async fn exact_cutoffs(store: &Arc<dyn StateStore>, tag: &str, now: UnixTime) {
         principals: vec![
             Named { principal: Principal::Subject("someone".into()), since: UnixMicros(at.0 - 1) },
             Named { principal: principal.clone(), since: UnixMicros(at.0 - 1) },
-            Named { principal: Principal::Agent(format!("{tag}-next")), since: UnixMicros(at.0 + 9) },
+            Named { principal: Principal::Agent(format!("{tag}-next").into()), since: UnixMicros(at.0 + 9) },
         ],
     };
     assert_eq!(store.check(&child).await.unwrap(), Status::Deprovisioned, "a child follows its ancestors");
     // Without a block the cut-off alone: nothing after it is dead.
-    let quiet = Principal::Agent(format!("{tag}-quiet"));
+    let quiet = Principal::Agent(format!("{tag}-quiet").into());
     store.deprovision(&quiet, &Cutoff { at, until: now.plus(3600), block: Blocking::Keep }).await.unwrap();
     let later = lineage_at(&[&format!("{tag}-x5")], UnixMicros(at.0 + 1), &[&format!("{tag}-quiet")], "someone");
     assert_eq!(store.check(&later).await.unwrap(), Status::Active);
@@ -314,13 +314,16 @@ async fn exact_cutoffs(store: &Arc<dyn StateStore>, tag: &str, now: UnixTime) {
     // the deprovisioning landed (named after its cut-off) stays dead.
     let again = format!("{tag}-again");
     store
-        .deprovision(&Principal::Agent(again.clone()), &Cutoff { at, until: now.plus(3600), block: Blocking::Block })
+        .deprovision(
+            &Principal::Agent(again.clone().into()),
+            &Cutoff { at, until: now.plus(3600), block: Blocking::Block },
+        )
         .await
         .unwrap();
     let slipped = lineage_at(&[&format!("{tag}-x6")], UnixMicros(at.0 + 5), &[&again], "someone");
     let reissued = lineage_at(&[&format!("{tag}-x7")], UnixMicros(at.0 + 11), &[&again], "someone");
     assert_eq!(store.check(&reissued).await.unwrap(), Status::Deprovisioned, "blocked");
-    store.deprovision(&Principal::Agent(again.clone()), &lift(10)).await.unwrap();
+    store.deprovision(&Principal::Agent(again.clone().into()), &lift(10)).await.unwrap();
     assert_eq!(store.check(&slipped).await.unwrap(), Status::Deprovisioned, "issued while blocked: dead");
     assert_eq!(store.check(&reissued).await.unwrap(), Status::Active, "issued after the reinstatement");
 }
