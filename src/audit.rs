@@ -96,3 +96,59 @@ pub(crate) fn prefix(text: &str, max: usize) -> &str {
     }
     text.get(..end).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    //! Evidence stays bounded (DESIGN.md §12: junk cannot grow the state)
+    //! and is always valid text.
+
+    use super::*;
+
+    /// The marker `clip` puts after what it kept.
+    const ELLIPSIS: &str = "…";
+
+    /// Text up to the limit is kept whole; one byte more, and it is cut.
+    #[test]
+    fn text_up_to_the_limit_is_kept_whole() {
+        let exact = "a".repeat(256);
+        assert_eq!(clip(&exact), exact);
+        assert_eq!(clip("booker"), "booker");
+        assert_eq!(clip(""), "");
+        assert_eq!(clip(&"a".repeat(257)), format!("{exact}{ELLIPSIS}"));
+    }
+
+    /// DESIGN.md §12: longer text keeps its first 256 bytes at most, then
+    /// the marker, and never splits a character (the kept part is a start
+    /// of the text, and valid UTF-8 by construction of `String`).
+    #[test]
+    fn clip_keeps_at_most_256_bytes_and_never_splits_a_character() {
+        // Shifted by 0–3 ASCII bytes so that the limit falls at each offset
+        // within a four-byte character, then within a two-byte one.
+        for wide in ["𝄞", "é"] {
+            for shift in 0..4 {
+                let text = format!("{}{}", "a".repeat(shift), wide.repeat(200));
+                let clipped = clip(&text);
+                let kept = clipped.strip_suffix(ELLIPSIS).unwrap();
+                assert!(kept.len() <= 256, "{} bytes kept", kept.len());
+                assert!(kept.len() > 256 - wide.len(), "no more cut than needed: {} bytes", kept.len());
+                assert!(text.starts_with(kept));
+                assert!(text.is_char_boundary(kept.len()));
+            }
+        }
+        // A token pasted whole is not kept whole.
+        let token = "eyJ".repeat(1_000);
+        assert_eq!(clip(&token), format!("{}{ELLIPSIS}", &token[..256]));
+    }
+
+    /// `prefix` ends on a character boundary at or before `max`, as long as
+    /// the text allows.
+    #[test]
+    fn prefix_ends_on_a_character_boundary() {
+        let text = "aé𝄞b"; // 1 + 2 + 4 + 1 bytes
+        let expected = [(0, ""), (1, "a"), (2, "a"), (3, "aé"), (4, "aé"), (6, "aé"), (7, "aé𝄞"), (8, "aé𝄞b")];
+        for (max, kept) in expected {
+            assert_eq!(prefix(text, max), kept, "max {max}");
+        }
+        assert_eq!(prefix(text, 1_000), text);
+    }
+}

@@ -221,3 +221,164 @@ impl Context {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! A token's status from the inventory (DESIGN.md §2.4, §5): an agent
+    //! removed from `agents.toml` or past its `expires` kills every token
+    //! that names it, wherever it stands in the path; an API does not.
+
+    use super::*;
+    use crate::claims::{Actor, Delegation, Hop, ScopeSet};
+    use crate::clock::FixedClock;
+    use crate::keys::{self, Algorithm};
+    use crate::store::memory::MemoryStore;
+
+    /// 2030-01-01T12:00:00Z: the last day of `ending`.
+    const LAST_DAY: i64 = 1_893_499_200;
+    /// 2030-01-02T00:00:00Z: the first second after it.
+    const DAY_AFTER: i64 = 1_893_542_400;
+    const API: &str = "https://api.example";
+    const SECRET: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+    const LIFETIMES: Lifetimes = Lifetimes { max_token_ttl: 3600, agent_token_ttl: 900 };
+
+    /// A policy folder: `lasting` and `relay` registered for another year,
+    /// `ending` until 2030-01-01, one API, and a rule that permits anything.
+    fn policy() -> Policy {
+        let dir = tempfile::tempdir().unwrap();
+        let agent = |id: &str, expires: &str| {
+            format!("[[agents]]\nid='{id}'\nowner='o'\npurpose='p'\nexpires={expires}\nsecret_sha256='{SECRET}'\n")
+        };
+        let agents = [agent("lasting", "2031-01-01"), agent("relay", "2031-01-01"), agent("ending", "2030-01-01")];
+        std::fs::write(dir.path().join("agents.toml"), agents.concat()).unwrap();
+        let resources = format!("[[resources]]\nuri='{API}'\nname='API'\nscopes=['read']\nttl=60\n");
+        std::fs::write(dir.path().join("resources.toml"), resources).unwrap();
+        std::fs::write(dir.path().join("rules.cedar"), "permit (principal, action, resource);\n").unwrap();
+        Policy::load(dir.path(), LIFETIMES).unwrap()
+    }
+
+    /// A broker's shared state on `store`, its clock at `now`.
+    fn context(store: Arc<MemoryStore>, now: i64) -> Context {
+        let dir = tempfile::tempdir().unwrap();
+        keys::generate(dir.path(), Algorithm::Es256, 3600, UnixTime(now)).unwrap();
+        let keys = KeySet::load(dir.path(), 3600, UnixTime(now)).unwrap();
+        let settings = Settings {
+            issuer: "https://baton.example".into(),
+            max_depth: 5,
+            max_token_bytes: 8 * 1024,
+            max_body_bytes: 64 * 1024,
+            lifetimes: LIFETIMES,
+            admin_token_sha256: None,
+            dpop_nonce: false,
+            clock_leeway_seconds: 30,
+        };
+        let stores = Stores { replay: store.clone(), revocation: store.clone(), audit: store };
+        Context::new(settings, keys, policy(), stores, Arc::new(FixedClock::new(UnixTime(now))))
+    }
+
+    /// A token `client_id` obtained for `aud` on `sub`'s authority, issued
+    /// on the last day, with no ancestors.
+    fn claims(sub: &str, aud: &str, client_id: &str) -> Claims {
+        Claims {
+            iss: "https://baton.example".into(),
+            sub: sub.into(),
+            aud: aud.into(),
+            client_id: client_id.into(),
+            scope: ScopeSet::parse("read").unwrap(),
+            iat: UnixTime(LAST_DAY - 60),
+            exp: UnixTime(LAST_DAY + 600),
+            jti: TokenId(format!("{client_id}-for-{aud}")),
+            act: None,
+            may_act: None,
+            cnf: None,
+            delegation: Delegation::default(),
+        }
+    }
+
+    /// The token the last of `agents` holds for `aud` after each passed
+    /// the authority to the next, the first on its own authority.
+    fn walked(agents: &[&str], aud: &str) -> Claims {
+        let (first, _) = agents.split_first().unwrap();
+        let targets = agents.iter().skip(1).copied().chain([aud]);
+        let mut hops: Vec<Hop> = Vec::new();
+        let mut act: Option<Actor> = None;
+        let mut last = None;
+        for (agent, target) in agents.iter().zip(targets) {
+            let mut token = claims(first, target, agent);
+            token.act = act.clone();
+            let depth = u32::try_from(hops.len()).unwrap();
+            token.delegation = Delegation { depth, hops: hops.clone(), ..Delegation::default() };
+            hops.push(token.as_hop());
+            act = Some(Actor { sub: target.to_owned(), act: act.map(Box::new) });
+            last = Some(token);
+        }
+        last.unwrap()
+    }
+
+    async fn status(context: &Context, claims: &Claims) -> Status {
+        context.lineage_status(&context.policy(), &Lineage::of(claims)).await.unwrap()
+    }
+
+    /// An API (a registered resource) is no agent, yet is named as the
+    /// holder of a token addressed to it: that stays fine. So does a person
+    /// as subject, who is in no inventory.
+    #[tokio::test]
+    async fn a_token_for_an_api_of_registered_agents_is_alive() {
+        let context = context(Arc::new(MemoryStore::new()), LAST_DAY);
+        assert_eq!(status(&context, &walked(&["lasting", "relay", "ending"], API)).await, Status::Active);
+        assert_eq!(status(&context, &claims("lasting", API, "lasting")).await, Status::Active);
+        assert_eq!(status(&context, &claims("alice@example.com", API, "lasting")).await, Status::Active);
+    }
+
+    /// DESIGN.md §2.4, §5: an agent removed from the inventory is
+    /// deprovisioned, and so is every token that names it: as the subject's
+    /// agent, the holder, the audience, or anywhere in the ancestry.
+    #[tokio::test]
+    async fn an_agent_removed_from_the_inventory_kills_every_token_naming_it() {
+        let context = context(Arc::new(MemoryStore::new()), LAST_DAY);
+        for token in [
+            claims("ghost", API, "ghost"),
+            claims("lasting", "ghost", "lasting"),
+            walked(&["ghost", "lasting"], API),
+            walked(&["lasting", "ghost", "relay"], API),
+            walked(&["lasting", "relay"], "ghost"),
+        ] {
+            assert_eq!(status(&context, &token).await, Status::Deprovisioned, "{:?}", token.chain());
+        }
+    }
+
+    /// DESIGN.md §5: `expires` is the agent's last day (UTC). On it the
+    /// agent's tokens live; from the next second, every token naming it is
+    /// deprovisioned, and a token that does not name it lives on.
+    #[tokio::test]
+    async fn an_agent_past_its_expiry_kills_every_token_naming_it() {
+        let naming_ending = [
+            claims("ending", API, "ending"),
+            claims("lasting", "ending", "lasting"),
+            walked(&["ending", "lasting"], API),
+            walked(&["lasting", "ending", "relay"], API),
+        ];
+        let store = Arc::new(MemoryStore::new());
+        let last_second = context(store.clone(), DAY_AFTER - 1);
+        for token in &naming_ending {
+            assert_eq!(status(&last_second, token).await, Status::Active, "{:?}", token.chain());
+        }
+        let after = context(store, DAY_AFTER);
+        for token in &naming_ending {
+            assert_eq!(status(&after, token).await, Status::Deprovisioned, "{:?}", token.chain());
+        }
+        assert_eq!(status(&after, &walked(&["lasting", "relay"], API)).await, Status::Active);
+    }
+
+    /// DESIGN.md §2.4: the inventory is read first, and the store after it:
+    /// a token of live agents whose ancestor was revoked is still dead.
+    #[tokio::test]
+    async fn a_live_inventory_still_asks_the_store() {
+        let store = Arc::new(MemoryStore::new());
+        let context = context(store.clone(), LAST_DAY);
+        let token = walked(&["lasting", "relay"], API);
+        let root = token.delegation.hops[0].jti.clone();
+        store.revoke(&root, UnixTime(LAST_DAY + 600)).await.unwrap();
+        assert_eq!(status(&context, &token).await, Status::Revoked);
+    }
+}

@@ -114,4 +114,46 @@ mod tests {
         assert_eq!(params.require("grant_type").unwrap(), "g");
         assert_eq!(params.require("audience").unwrap_err(), RequestError::Missing("audience"));
     }
+
+    /// DESIGN.md §10, RFC 8693 §2.1: a second `resource` names a second
+    /// target, like a second `audience`; one of each is not a repetition.
+    #[test]
+    fn a_second_target_is_refused_but_one_of_each_is_kept() {
+        let two_resources =
+            TokenParams::from_pairs([("resource", "https://a.example"), ("resource", "https://b.example")]);
+        assert_eq!(two_resources.unwrap_err(), RequestError::SeveralTargets);
+        let one_of_each = TokenParams::from_pairs([("audience", "booker"), ("resource", "https://a.example")]).unwrap();
+        assert_eq!(
+            (one_of_each.get("audience"), one_of_each.get("resource")),
+            (Some("booker"), Some("https://a.example"))
+        );
+    }
+
+    /// DESIGN.md §10: a repetition is refused whatever its values, an empty
+    /// one after a full one included (RFC 6749 §3.1 omits empty values, but
+    /// the name was still sent twice).
+    #[test]
+    fn a_repetition_is_refused_whatever_its_values() {
+        let full_then_empty = TokenParams::from_pairs([("grant_type", "client_credentials"), ("grant_type", "")]);
+        assert_eq!(full_then_empty.unwrap_err(), RequestError::Repeated(Some("grant_type")));
+        let same_twice = TokenParams::from_pairs([("token", "t"), ("token", "t")]);
+        assert_eq!(same_twice.unwrap_err(), RequestError::Repeated(Some("token")));
+    }
+
+    /// RFC 6749 §3.2: unknown parameters are ignored, and names are exact:
+    /// `Scope` is not `scope`, so it neither sets nor repeats it.
+    #[test]
+    fn unknown_parameters_never_stand_for_known_ones() {
+        let params = TokenParams::from_pairs([("Scope", "admin"), ("scope", "flights.read"), ("scope ", "x")]).unwrap();
+        assert_eq!(params.get("scope"), Some("flights.read"));
+        assert_eq!(params.get("Scope"), None);
+        assert_eq!(TokenParams::from_pairs([("Scope", "admin")]).unwrap().get("scope"), None);
+    }
+
+    /// RFC 6749 §3.1: `require` treats a parameter sent empty as missing.
+    #[test]
+    fn a_required_parameter_sent_empty_is_missing() {
+        let params = TokenParams::from_pairs([("subject_token", "")]).unwrap();
+        assert_eq!(params.require("subject_token").unwrap_err(), RequestError::Missing("subject_token"));
+    }
 }

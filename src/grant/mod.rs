@@ -316,4 +316,64 @@ mod tests {
         assert!(!text.contains("calendar.write") && !text.contains("evil"), "no request text in labels: {text}");
         assert!(text.ends_with("# EOF\n"));
     }
+
+    /// Token parameters from form pairs.
+    fn params(pairs: &[(&str, &str)]) -> TokenParams {
+        TokenParams::from_pairs(pairs.iter().copied()).unwrap()
+    }
+
+    /// The target the parameters `pairs` name.
+    fn target(pairs: &[(&str, &str)]) -> Result<Option<String>, GrantError> {
+        named_target(&params(pairs)).map(|target| target.map(str::to_owned))
+    }
+
+    /// RFC 8707 §2: a `resource` is an absolute URI with no fragment;
+    /// agents are named with `audience`.
+    #[test]
+    fn a_resource_must_be_an_absolute_uri_without_fragment() {
+        for resource in ["booker", "api.airline.example", "/flights", "https://api.airline.example#flights"] {
+            let outcome = target(&[("resource", resource)]);
+            assert!(matches!(outcome, Err(GrantError::Request(RequestError::ResourceNotUri))), "{resource}");
+        }
+        let uri = "https://api.airline.example/v1?x=1";
+        assert_eq!(target(&[("resource", uri)]).unwrap().as_deref(), Some(uri));
+        // An agent's name is no URI, and `audience` may carry it.
+        assert_eq!(target(&[("audience", "booker")]).unwrap().as_deref(), Some("booker"));
+    }
+
+    /// RFC 8693 §2.1, RFC 8707 §2: `audience` and `resource` name the one
+    /// target together; naming two is refused.
+    #[test]
+    fn audience_and_resource_must_name_the_same_target() {
+        let api = "https://api.airline.example";
+        let conflicting = target(&[("audience", "booker"), ("resource", api)]);
+        assert!(matches!(conflicting, Err(GrantError::Request(RequestError::ConflictingTargets))));
+        let trailing_slash = target(&[("audience", api), ("resource", "https://api.airline.example/")]);
+        assert!(matches!(trailing_slash, Err(GrantError::Request(RequestError::ConflictingTargets))));
+        assert_eq!(target(&[("audience", api), ("resource", api)]).unwrap().as_deref(), Some(api));
+    }
+
+    /// RFC 8693 §2.1: either parameter alone names the target; neither
+    /// leaves it to the policy's default (DESIGN.md §3).
+    #[test]
+    fn either_parameter_alone_is_the_target() {
+        let api = "https://api.airline.example";
+        assert_eq!(target(&[("audience", api)]).unwrap().as_deref(), Some(api));
+        assert_eq!(target(&[("resource", api)]).unwrap().as_deref(), Some(api));
+        assert_eq!(target(&[("grant_type", CLIENT_CREDENTIALS)]).unwrap(), None);
+    }
+
+    /// RFC 6749 §3.3: a malformed `scope` is refused as such (empty items,
+    /// characters outside the scope-token set); a well-formed one is parsed,
+    /// and an absent one is left to the parent and the policy.
+    #[test]
+    fn a_malformed_scope_is_refused() {
+        for scope in ["flights.read  flights.book", " flights.read", "flights\\read", "fl\"ights", "vuelos.reservá"] {
+            let outcome = asked_scopes(&params(&[("scope", scope)]));
+            assert!(matches!(outcome, Err(GrantError::Request(RequestError::MalformedScope))), "{scope:?}");
+        }
+        let asked = asked_scopes(&params(&[("scope", "flights.read flights.book")])).unwrap();
+        assert_eq!(asked, Some(ScopeSet::parse("flights.book flights.read").unwrap()));
+        assert_eq!(asked_scopes(&params(&[])).unwrap(), None);
+    }
 }

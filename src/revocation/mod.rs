@@ -3,6 +3,8 @@
 //! each descendant carries the revoked `jti` in its ancestry.
 
 mod in_flight;
+#[cfg(test)]
+mod tests;
 
 pub use crate::error::NotAHolder;
 use in_flight::{Revoking, RevokingClaim};
