@@ -309,7 +309,7 @@ mod tests {
             let depth = u32::try_from(hops.len()).unwrap();
             token.delegation = Delegation { depth, hops: hops.clone(), ..Delegation::default() };
             hops.push(token.as_hop());
-            act = Some(Actor { sub: target.to_owned(), act: act.map(Box::new) });
+            act = Some(Actor { sub: (*target).into(), act: act.map(Box::new) });
             last = Some(token);
         }
         last.unwrap()

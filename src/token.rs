@@ -275,7 +275,7 @@ mod tests {
     /// The exchange of `parent` by the agent it is addressed to, for `aud`:
     /// the child the broker would write (RFC 8693 §4.1, DESIGN.md §4).
     fn exchanged(parent: &Claims, aud: &str) -> Claims {
-        let holder = parent.aud.clone();
+        let holder = crate::ids::AgentId::new(parent.aud.as_str());
         let mut child = claims(&parent.sub, aud, &holder);
         child.jti = TokenId(format!("{}-child", parent.jti));
         child.act = Some(Actor { sub: holder, act: parent.act.clone().map(Box::new) });
@@ -289,7 +289,7 @@ mod tests {
         exchanged(&claims("orchestrator", "planner", "orchestrator"), "booker")
     }
 
-    fn rules(audience: Audience) -> Validation {
+    fn rules(audience: AudienceRule) -> Validation {
         Validation {
             issuer: ISSUER.into(),
             max_token_bytes: 8 * 1024,
@@ -330,7 +330,7 @@ mod tests {
             let keys = key_set(algorithm);
             for claims in [claims("orchestrator", "planner", "orchestrator"), one_hop()] {
                 let token = minted(&claims, keys.signing());
-                assert_eq!(verified(&token, &keys, &rules(Audience::Any)), Ok(claims), "{algorithm:?}");
+                assert_eq!(verified(&token, &keys, &rules(AudienceRule::Any)), Ok(claims), "{algorithm:?}");
             }
         }
     }
@@ -341,9 +341,9 @@ mod tests {
     fn a_token_over_the_size_limit_is_refused() {
         let keys = key_set(Algorithm::Es256);
         let token = minted(&one_hop(), keys.signing());
-        let at_limit = Validation { max_token_bytes: token.len(), ..rules(Audience::Any) };
+        let at_limit = Validation { max_token_bytes: token.len(), ..rules(AudienceRule::Any) };
         assert!(verified(&token, &keys, &at_limit).is_ok());
-        let below = Validation { max_token_bytes: token.len() - 1, ..rules(Audience::Any) };
+        let below = Validation { max_token_bytes: token.len() - 1, ..rules(AudienceRule::Any) };
         assert_eq!(verified(&token, &keys, &below), Err(VerifyError::TooLarge));
     }
 
@@ -356,16 +356,16 @@ mod tests {
         let claims = one_hop();
         for typ in ["at+jwt", "AT+JWT", "application/at+jwt", "Application/At+Jwt"] {
             let token = forged(keys.signing(), |header| drop(header.insert("typ".into(), json!(typ))), &claims);
-            assert_eq!(verified(&token, &keys, &rules(Audience::Any)), Ok(claims.clone()), "{typ}");
+            assert_eq!(verified(&token, &keys, &rules(AudienceRule::Any)), Ok(claims.clone()), "{typ}");
         }
         for typ in
             [json!("JWT"), json!("jwt"), json!("application/jwt"), json!("at+jwt "), json!("dpop+jwt"), json!(null)]
         {
             let token = forged(keys.signing(), |header| drop(header.insert("typ".into(), typ.clone())), &claims);
-            assert_eq!(verified(&token, &keys, &rules(Audience::Any)), Err(VerifyError::WrongType), "{typ}");
+            assert_eq!(verified(&token, &keys, &rules(AudienceRule::Any)), Err(VerifyError::WrongType), "{typ}");
         }
         let untyped = forged(keys.signing(), |header| drop(header.remove("typ")), &claims);
-        assert_eq!(verified(&untyped, &keys, &rules(Audience::Any)), Err(VerifyError::WrongType));
+        assert_eq!(verified(&untyped, &keys, &rules(AudienceRule::Any)), Err(VerifyError::WrongType));
     }
 
     /// RFC 8725 §3.1–3.2: `none` and MACs are refused, whatever the token
@@ -385,19 +385,19 @@ mod tests {
         };
         // `none`: an unsecured JWS (RFC 7515 §A.5), with an empty signature.
         let unsecured = format!("{}.", signing_input("none"));
-        assert_eq!(verified(&unsecured, &keys, &rules(Audience::Any)), Err(VerifyError::AlgorithmNotAllowed));
+        assert_eq!(verified(&unsecured, &keys, &rules(AudienceRule::Any)), Err(VerifyError::AlgorithmNotAllowed));
         // HS256 keyed with the published public key: the classic confusion.
         let input = signing_input("HS256");
         let secret = serde_json::to_vec(&keys.jwks()["keys"][0]).unwrap();
         let mac = ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret), input.as_bytes());
         let confused = format!("{input}.{}", URL_SAFE_NO_PAD.encode(mac.as_ref()));
-        assert_eq!(verified(&confused, &keys, &rules(Audience::Any)), Err(VerifyError::AlgorithmNotAllowed));
+        assert_eq!(verified(&confused, &keys, &rules(AudienceRule::Any)), Err(VerifyError::AlgorithmNotAllowed));
         // EdDSA is Baton's, but not in rules that allow ES256 only.
         let ed = key_set(Algorithm::EdDsa);
         let token = minted(&claims, ed.signing());
-        let es256_only = Validation { algorithms: vec![Algorithm::Es256], ..rules(Audience::Any) };
+        let es256_only = Validation { algorithms: vec![Algorithm::Es256], ..rules(AudienceRule::Any) };
         assert_eq!(verified(&token, &ed, &es256_only), Err(VerifyError::AlgorithmNotAllowed));
-        assert!(verified(&token, &ed, &rules(Audience::Any)).is_ok());
+        assert!(verified(&token, &ed, &rules(AudienceRule::Any)).is_ok());
     }
 
     /// RFC 8725 §3.10, RFC 7515 §4.1.4: the key is the published one with
@@ -408,9 +408,9 @@ mod tests {
         let claims = one_hop();
         let unknown =
             forged(keys.signing(), |header| drop(header.insert("kid".into(), json!("not-published"))), &claims);
-        assert_eq!(verified(&unknown, &keys, &rules(Audience::Any)), Err(VerifyError::UnknownKey));
+        assert_eq!(verified(&unknown, &keys, &rules(AudienceRule::Any)), Err(VerifyError::UnknownKey));
         let missing = forged(keys.signing(), |header| drop(header.remove("kid")), &claims);
-        assert_eq!(verified(&missing, &keys, &rules(Audience::Any)), Err(VerifyError::UnknownKey));
+        assert_eq!(verified(&missing, &keys, &rules(AudienceRule::Any)), Err(VerifyError::UnknownKey));
     }
 
     /// RFC 8725 §3.1: the algorithm must be the named key's. A header that
@@ -424,12 +424,12 @@ mod tests {
         let claims = one_hop();
         for (signer, other) in [(&es, &ed), (&ed, &es)] {
             assert_eq!(
-                verified(&minted(&claims, signer.signing()), &published, &rules(Audience::Any)),
+                verified(&minted(&claims, signer.signing()), &published, &rules(AudienceRule::Any)),
                 Ok(claims.clone())
             );
             let kid = other.signing().kid().to_owned();
             let crossed = forged(signer.signing(), |header| drop(header.insert("kid".into(), json!(kid))), &claims);
-            assert_eq!(verified(&crossed, &published, &rules(Audience::Any)), Err(VerifyError::UnknownKey));
+            assert_eq!(verified(&crossed, &published, &rules(AudienceRule::Any)), Err(VerifyError::UnknownKey));
         }
     }
 
@@ -447,7 +447,7 @@ mod tests {
             },
             &claims,
         );
-        assert_eq!(verified(&token, &keys, &rules(Audience::Any)), Err(VerifyError::CriticalHeader));
+        assert_eq!(verified(&token, &keys, &rules(AudienceRule::Any)), Err(VerifyError::CriticalHeader));
     }
 
     /// RFC 8725 §3.10: keys come from the broker's JWKS, never from the
@@ -465,7 +465,7 @@ mod tests {
             ("x5c", json!(["MIIB"])),
         ] {
             let token = forged(keys.signing(), |header| drop(header.insert(name.into(), value)), &claims);
-            assert_eq!(verified(&token, &keys, &rules(Audience::Any)), Err(VerifyError::KeyInHeader), "{name}");
+            assert_eq!(verified(&token, &keys, &rules(AudienceRule::Any)), Err(VerifyError::KeyInHeader), "{name}");
         }
     }
 
@@ -479,7 +479,7 @@ mod tests {
         let impostor = key_set(Algorithm::Es256);
         let kid = keys.signing().kid().to_owned();
         let token = forged(impostor.signing(), |header| drop(header.insert("kid".into(), json!(kid))), &claims);
-        assert_eq!(verified(&token, &keys, &rules(Audience::Any)), Err(VerifyError::BadSignature));
+        assert_eq!(verified(&token, &keys, &rules(AudienceRule::Any)), Err(VerifyError::BadSignature));
         // The broker's signature over other claims, moved onto these.
         let genuine = minted(&claims, keys.signing());
         let mut widened = claims.clone();
@@ -490,7 +490,7 @@ mod tests {
         let (payload, _) = rest.split_once('.').unwrap();
         let (_, signature) = genuine.rsplit_once('.').unwrap();
         let spliced = format!("{header}.{payload}.{signature}");
-        assert_eq!(verified(&spliced, &keys, &rules(Audience::Any)), Err(VerifyError::BadSignature));
+        assert_eq!(verified(&spliced, &keys, &rules(AudienceRule::Any)), Err(VerifyError::BadSignature));
     }
 
     /// RFC 9068 §4 step 2: `iss` must be this broker's, exactly.
@@ -501,7 +501,7 @@ mod tests {
             let mut claims = one_hop();
             claims.iss = issuer.into();
             let token = minted(&claims, keys.signing());
-            assert_eq!(verified(&token, &keys, &rules(Audience::Any)), Err(VerifyError::WrongIssuer), "{issuer}");
+            assert_eq!(verified(&token, &keys, &rules(AudienceRule::Any)), Err(VerifyError::WrongIssuer), "{issuer}");
         }
     }
 
@@ -513,12 +513,12 @@ mod tests {
         let keys = key_set(Algorithm::Es256);
         let claims = one_hop();
         let token = minted(&claims, keys.signing());
-        assert_eq!(verified(&token, &keys, &rules(Audience::Is("booker".into()))), Ok(claims.clone()));
+        assert_eq!(verified(&token, &keys, &rules(AudienceRule::Is("booker".into()))), Ok(claims.clone()));
         for other in ["planner", "Booker", "booker ", ""] {
-            let rules = rules(Audience::Is(other.into()));
+            let rules = rules(AudienceRule::Is(other.into()));
             assert_eq!(verified(&token, &keys, &rules), Err(VerifyError::WrongAudience), "{other:?}");
         }
-        assert_eq!(verified(&token, &keys, &rules(Audience::Any)), Ok(claims));
+        assert_eq!(verified(&token, &keys, &rules(AudienceRule::Any)), Ok(claims));
     }
 
     /// RFC 9068 §4 step 6, RFC 7519 §4.1.4: a token past `exp` is refused;
@@ -531,7 +531,7 @@ mod tests {
             let mut claims = claims("orchestrator", "planner", "orchestrator");
             claims.exp = UnixTime(exp);
             claims.iat = UnixTime(exp - 600);
-            verified(&minted(&claims, keys.signing()), &keys, &rules(Audience::Any))
+            verified(&minted(&claims, keys.signing()), &keys, &rules(AudienceRule::Any))
         };
         assert!(at(NOW + 1).is_ok());
         assert!(at(NOW).is_ok(), "within the leeway");
@@ -549,7 +549,7 @@ mod tests {
             let mut claims = claims("orchestrator", "planner", "orchestrator");
             claims.iat = UnixTime(iat);
             claims.exp = UnixTime(iat + 600);
-            verified(&minted(&claims, keys.signing()), &keys, &rules(Audience::Any))
+            verified(&minted(&claims, keys.signing()), &keys, &rules(AudienceRule::Any))
         };
         assert_eq!(at(NOW + LEEWAY).err(), None, "within the leeway");
         assert_eq!(at(NOW + LEEWAY + 1), Err(VerifyError::IssuedInFuture));
@@ -563,7 +563,7 @@ mod tests {
         let lasting = |seconds: i64| {
             let mut claims = claims("orchestrator", "planner", "orchestrator");
             claims.exp = claims.iat.plus(seconds);
-            verified(&minted(&claims, keys.signing()), &keys, &rules(Audience::Any))
+            verified(&minted(&claims, keys.signing()), &keys, &rules(AudienceRule::Any))
         };
         assert!(lasting(MAX_LIFETIME).is_ok());
         assert_eq!(lasting(MAX_LIFETIME + 1), Err(VerifyError::LifetimeTooLong));
@@ -577,7 +577,7 @@ mod tests {
     fn a_delegation_path_that_breaks_the_rules_is_refused() {
         let keys = key_set(Algorithm::Es256);
         let check = |claims: &Claims, max_depth: u32| {
-            let rules = Validation { max_depth, ..rules(Audience::Any) };
+            let rules = Validation { max_depth, ..rules(AudienceRule::Any) };
             verified(&minted(claims, keys.signing()), &keys, &rules)
         };
         let two_hops = exchanged(&one_hop(), "https://api.airline.example");
