@@ -3,8 +3,10 @@
 
 Each file under src/ is a module. A module refers to another through a
 `crate::` or `super::` path (in a `use`, or written inline). A module and its
-own descendants may refer to each other freely: they are one unit. Any other
-loop is printed, and the exit status is 1.
+own descendants may refer to each other freely: they are one unit. Loops are
+looked for twice: between files, and between the crate's top-level modules
+(each with everything under it). Any loop is printed, and the exit status
+is 1.
 
     python3 scripts/module_cycles.py [src]
 """
@@ -129,19 +131,21 @@ def main() -> int:
     files = {module_of(path, root): path for path in root.rglob("*.rs")}
     files.pop((), None)
     modules = set(files)
-    graph = {}
+    graph, top = {}, {}
     for module, path in files.items():
         text = strip_comments(path.read_text())
         for reference in references(module, path.name == "mod.rs", text):
             target = owner(reference, modules)
             if target and not related(module, target):
                 graph.setdefault(module, set()).add(target)
-    loops = cycles(graph)
+                top.setdefault(module[:1], set()).add(target[:1])
+    loops = cycles(graph) + [loop for loop in cycles(top) if loop not in cycles(graph)]
     for loop in loops:
         names = ["::".join(module) for module in loop]
         print("modules that import each other: " + ", ".join(names))
+        edges = graph if all(module in graph or module in files for module in loop) and loop in cycles(graph) else top
         for module in loop:
-            targets = sorted("::".join(t) for t in graph.get(module, ()) if t in loop)
+            targets = sorted("::".join(t) for t in edges.get(module, ()) if t in loop)
             print(f"  {'::'.join(module)} -> {', '.join(targets)}")
     return 1 if loops else 0
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one command that runs every check: installs what the tests need on a
 # fresh Debian machine (Rust toolchain, Python 3 and Node already present),
-# then runs clippy, rustfmt, the test suite and the doctests.
+# then runs clippy, rustfmt, the module-cycle check, the doctests, the
+# examples and the test suite.
 #
 #   ./scripts/test.sh
 #
@@ -155,6 +156,7 @@ install_interop_dependencies
 
 check "clippy" cargo clippy --all-targets --locked -- -D warnings
 check "rustfmt" cargo fmt --check
+check "module cycles" python3 scripts/module_cycles.py
 # nextest does not run doctests.
 check "doctests" cargo test --doc --locked
 # The examples' binaries, which tests/api/examples.rs runs as a user would.

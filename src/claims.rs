@@ -7,7 +7,6 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::chain::{self, Bounds, Widening};
 use crate::clock::{UnixMicros, UnixTime};
 use crate::ids::{AgentId, Audience, Issuer, Subject};
 
@@ -63,7 +62,7 @@ impl Claims {
     /// oldest first, each with whether it was marked as acting again: the
     /// root's agent, then the `act` chain's. A person's sign-in at the root
     /// is the identity provider's client, not an agent, and is left out.
-    fn obtainers(&self) -> impl Iterator<Item = (&AgentId, bool)> {
+    pub(crate) fn obtainers(&self) -> impl Iterator<Item = (&AgentId, bool)> {
         self.delegation
             .hops
             .iter()
@@ -78,68 +77,6 @@ impl Claims {
     /// is exact, byte for byte.
     pub fn has_acted(&self, agent: &AgentId) -> bool {
         self.obtainers().any(|(obtainer, _)| obtainer == agent)
-    }
-
-    /// Checks that the token's path is whole and only narrows (DESIGN.md §4):
-    /// depth within the limit and equal to the number of hops and of actors,
-    /// every hop exchanged by the agent its predecessor was addressed to,
-    /// no agent acting twice unless that hop is marked as allowed to, and
-    /// each hop, down to this token, narrowing its parent under the rule
-    /// [`crate::chain::derive()`] applies ([`Bounds::narrow_to`]).
-    ///
-    /// The rule's binding clause ([`crate::chain::stays_bound`]) is left to
-    /// the broker, which refuses an unbound child of a bound token before
-    /// minting: applied here, it would be a refusal the verifier never made.
-    pub fn check_path(&self, max_depth: u32) -> Result<(), PathError> {
-        let delegation = &self.delegation;
-        chain::within_limit(delegation.depth, max_depth)?;
-        let chain = self.chain();
-        if usize::try_from(delegation.depth).ok() != Some(delegation.hops.len()) || chain.len() != delegation.hops.len()
-        {
-            return Err(PathError::Inconsistent);
-        }
-        // Each exchange's agent, oldest first: the agents of the hops after
-        // the root, then this token's own client.
-        let exchangers = delegation
-            .hops
-            .iter()
-            .skip(1)
-            .map(|hop| &hop.agent)
-            .chain((!delegation.hops.is_empty()).then_some(&self.client_id));
-        if !exchangers.eq(chain.iter().rev().copied()) {
-            return Err(PathError::Inconsistent);
-        }
-        // Only a chain's root may come from an identity provider.
-        if delegation.hops.iter().skip(1).any(|hop| hop.iss.is_some()) {
-            return Err(PathError::Inconsistent);
-        }
-        // An agent acts at most once, unless the broker marked the hop as one
-        // its policy allowed; a mark where no agent repeats is not the broker's.
-        let mut earlier: Vec<&AgentId> = Vec::with_capacity(delegation.hops.len().saturating_add(1));
-        for (agent, acts_again) in self.obtainers() {
-            match (earlier.contains(&agent), acts_again) {
-                (true, false) => return Err(PathError::ActsAgain),
-                (false, true) => return Err(PathError::Inconsistent),
-                _ => earlier.push(agent),
-            }
-        }
-        if delegation.hops.iter().any(|hop| hop.iss.is_some() && hop.acts_again) {
-            return Err(PathError::Inconsistent);
-        }
-        // Every hop, then this token, only narrows its parent under the one
-        // rule that derived it, and was exchanged by an agent the parent was
-        // addressed to.
-        let mut hops = delegation.hops.iter();
-        let Some(root) = hops.next() else { return Ok(()) };
-        let (mut parent, mut bounds) = (root, Bounds::of_hop(root, 0));
-        for hop in hops {
-            parent.holds(&hop.agent)?;
-            bounds = bounds.narrow_to(&hop.scope, hop.exp, max_depth)?;
-            parent = hop;
-        }
-        parent.holds(&self.client_id)?;
-        bounds.narrow_to(&self.scope, self.exp, max_depth)?;
-        Ok(())
     }
 
     /// This token as an entry in a child's `delegation.hops`.
@@ -301,52 +238,6 @@ pub struct HopApproval {
     pub approved_at: UnixTime,
 }
 
-impl Hop {
-    /// Refuses a child held by `holder` unless this hop was addressed to it.
-    fn holds(&self, holder: &AgentId) -> Result<(), PathError> {
-        // A person's token is addressed to the identity provider's client;
-        // which agents may start a chain from it is the broker's to decide.
-        let from_provider = self.iss.is_some();
-        if !from_provider && !self.aud.is_agent(holder) {
-            return Err(PathError::WrongHolder);
-        }
-        Ok(())
-    }
-}
-
-/// A token whose recorded path is not one the broker would have written.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PathError {
-    /// Deeper than the limit.
-    #[error("deeper than the limit")]
-    TooDeep,
-    /// `delegation.depth`, `delegation.hops` and `act` disagree.
-    #[error("act chain and delegation hops disagree")]
-    Inconsistent,
-    /// A hop was exchanged by an agent its parent was not addressed to.
-    #[error("a hop was exchanged by an agent the parent was not addressed to")]
-    WrongHolder,
-    /// A hop holds a scope its parent did not.
-    #[error("a hop widened the scopes")]
-    ScopeWidened,
-    /// A hop outlives its parent.
-    #[error("a hop outlives its parent")]
-    LifetimeExtended,
-    /// An agent acts twice in the chain, and the hop is not marked as allowed to.
-    #[error("an agent acts twice in the chain")]
-    ActsAgain,
-}
-
-impl From<Widening> for PathError {
-    fn from(widening: Widening) -> Self {
-        match widening {
-            Widening::TooDeep { .. } => PathError::TooDeep,
-            Widening::ScopeWidened => PathError::ScopeWidened,
-            Widening::LifetimeExtended => PathError::LifetimeExtended,
-        }
-    }
-}
-
 /// A token id (`jti`).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -486,130 +377,6 @@ mod tests {
         assert!(ScopeSet::parse("a\\b").is_err());
         assert!(ScopeSet::parse("ünï").is_err());
         assert_eq!(ScopeSet::parse("b a a").unwrap().len(), 2);
-    }
-
-    /// A token obtained by each of `agents` in turn, the first by
-    /// `client_credentials` for the second, each addressed to the next.
-    fn walked(agents: &[&str]) -> Claims {
-        let scope = ScopeSet::parse("x").unwrap();
-        let (first, rest) = agents.split_first().unwrap();
-        let mut hops = Vec::new();
-        let mut act = None;
-        let mut holder = AgentId::new(*first);
-        for (index, next) in rest.iter().enumerate() {
-            hops.push(Hop {
-                jti: TokenId(format!("t{index}")),
-                agent: holder.clone(),
-                aud: Audience::new(*next),
-                scope: scope.clone(),
-                iat: UnixTime(0),
-                exp: UnixTime(100),
-                jkt: None,
-                iss: None,
-                approval: None,
-                acts_again: false,
-                iat_micros: None,
-            });
-            act = Some(Actor { sub: AgentId::new(*next), act: act.map(Box::new) });
-            holder = AgentId::new(*next);
-        }
-        Claims {
-            iss: "i".into(),
-            sub: Subject::new(*first),
-            aud: "https://api.example".into(),
-            client_id: holder,
-            scope,
-            iat: UnixTime(0),
-            exp: UnixTime(100),
-            jti: TokenId("last".into()),
-            act,
-            may_act: None,
-            cnf: None,
-            delegation: Delegation {
-                depth: u32::try_from(hops.len()).unwrap(),
-                hops,
-                approval: None,
-                acts_again: false,
-                iat_micros: None,
-            },
-        }
-    }
-
-    #[test]
-    fn an_agent_acts_once_in_a_chain_unless_the_hop_is_marked() {
-        let straight = walked(&["a", "b", "c"]);
-        assert_eq!(straight.check_path(5), Ok(()));
-        assert!(straight.has_acted(&"a".into()) && straight.has_acted(&"b".into()) && straight.has_acted(&"c".into()));
-        assert!(!straight.has_acted(&"d".into()) && !straight.has_acted(&"A".into()));
-
-        // a → b → a: the root's agent acts again.
-        let mut back = walked(&["a", "b", "a"]);
-        assert_eq!(back.check_path(5), Err(PathError::ActsAgain));
-        back.delegation.acts_again = true;
-        assert_eq!(back.check_path(5), Ok(()));
-        // b → c → b, deeper in the chain, then once more on.
-        let mut loop_ = walked(&["a", "b", "c", "b", "d"]);
-        assert_eq!(loop_.check_path(5), Err(PathError::ActsAgain));
-        loop_.delegation.hops[3].acts_again = true;
-        assert_eq!(loop_.check_path(5), Ok(()));
-        // A mark where nobody repeats is not the broker's writing.
-        let mut marked = walked(&["a", "b", "c"]);
-        marked.delegation.hops[1].acts_again = true;
-        assert_eq!(marked.check_path(5), Err(PathError::Inconsistent));
-        let mut marked = walked(&["a", "b", "c"]);
-        marked.delegation.acts_again = true;
-        assert_eq!(marked.check_path(5), Err(PathError::Inconsistent));
-    }
-
-    #[test]
-    fn a_person_signed_in_at_a_provider_is_not_an_agent_of_the_chain() {
-        // The sign-in's client happens to share a name with the first agent.
-        let mut started = walked(&["web-app", "orchestrator"]);
-        started.delegation.hops[0].iss = Some("https://idp.example".into());
-        started.delegation.hops[0].agent = "orchestrator".into();
-        assert_eq!(started.check_path(5), Ok(()));
-        assert!(started.has_acted(&"orchestrator".into()));
-        assert_eq!(started.obtainers().count(), 1);
-    }
-
-    #[test]
-    fn a_persons_sign_in_caps_the_path_only_where_it_carries_scopes() {
-        let mut started = walked(&["web-app", "orchestrator", "booker"]);
-        started.delegation.hops[0].iss = Some("https://idp.example".into());
-        started.delegation.hops[0].scope = ScopeSet::parse("x").unwrap();
-        assert_eq!(started.check_path(5), Ok(()));
-        // The first agent's hop holds a scope the sign-in did not carry.
-        let mut beyond = started.clone();
-        beyond.delegation.hops[1].scope = ScopeSet::parse("x y").unwrap();
-        assert_eq!(beyond.check_path(5), Err(PathError::ScopeWidened));
-        // Without scopes, the sign-in leaves them to policy (DESIGN.md §10).
-        beyond.delegation.hops[0].scope = ScopeSet::default();
-        assert_eq!(beyond.check_path(5), Ok(()));
-        // Its expiry caps the chain whatever it carries.
-        let mut longer = started;
-        longer.delegation.hops[0].exp = UnixTime(99);
-        assert_eq!(longer.check_path(5), Err(PathError::LifetimeExtended));
-    }
-
-    #[test]
-    fn the_depth_limit_is_the_deepest_path_accepted_and_is_checked_first() {
-        let deep = walked(&["a", "b", "c", "d"]);
-        assert_eq!(deep.check_path(3), Ok(()));
-        assert_eq!(deep.check_path(2), Err(PathError::TooDeep));
-        // Over the limit is reported before an agent acting twice.
-        let back = walked(&["a", "b", "c", "a"]);
-        assert_eq!(back.check_path(3), Err(PathError::ActsAgain));
-        assert_eq!(back.check_path(2), Err(PathError::TooDeep));
-    }
-
-    #[test]
-    fn a_hop_is_exchanged_by_the_agent_its_parent_was_addressed_to() {
-        let mut diverted = walked(&["a", "b", "c"]);
-        diverted.delegation.hops[0].aud = "mallory".into();
-        assert_eq!(diverted.check_path(5), Err(PathError::WrongHolder));
-        let mut diverted = walked(&["a", "b", "c"]);
-        diverted.delegation.hops[1].aud = "mallory".into();
-        assert_eq!(diverted.check_path(5), Err(PathError::WrongHolder));
     }
 
     #[test]

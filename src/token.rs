@@ -5,7 +5,8 @@
 //! times, the delegation path, and the audience. Only [`verify`] hands out
 //! a `Verified<Claims>`.
 
-use crate::claims::{Claims, PathError};
+use crate::chain::{self, PathError};
+use crate::claims::Claims;
 use crate::clock::Clock;
 use crate::ids::{Audience, Issuer};
 use crate::jose::{self, JoseError, Verified};
@@ -184,7 +185,7 @@ pub fn verify(
     if claims.exp.seconds_since(claims.iat) > MAX_LIFETIME {
         return Err(VerifyError::LifetimeTooLong);
     }
-    claims.check_path(rules.max_depth)?;
+    chain::check_path(claims, rules.max_depth)?;
     // Last, so that a token for another audience is refused only once it
     // proved to be a live token of this broker.
     if !rules.audience.admits(&claims.aud) {
@@ -232,7 +233,7 @@ mod tests {
 
     use super::*;
     use crate::chain::danger::derived_unchecked;
-    use crate::claims::{Actor, Delegation, PathError, ScopeSet, TokenId};
+    use crate::claims::{Actor, Delegation, ScopeSet, TokenId};
     use crate::clock::{FixedClock, UnixTime};
     use crate::keys::{self, Algorithm, KeySet, VerifyingKey};
 

@@ -19,8 +19,11 @@ use crate::jose::Verified;
 use crate::policy::PolicyGrant;
 use crate::upstream::Person;
 
+mod path;
 #[cfg(test)]
 mod tests;
+
+pub use path::{check_path, PathError};
 
 /// The facts of one issuance that are not derived from the chain.
 #[derive(Debug, Clone)]

@@ -4,7 +4,7 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::claims::{MayAct, PathError, Scope};
+use crate::claims::{MayAct, Scope};
 
 const UNIVERSE: [&str; 6] = ["s0", "s1", "s2", "s3", "s4", "s5"];
 const AGENTS: [&str; 4] = ["a", "b", "c", "d"];
@@ -74,8 +74,8 @@ fn a_child_one_past_the_depth_limit_is_refused() {
     );
     let child = child_of(&root, &"b".into(), &narrower, 1, Reentry::Refuse, issuance("t1", false)).unwrap();
     assert_eq!(child.claims().delegation.depth, 1);
-    assert_eq!(child.claims().check_path(1), Ok(()));
-    assert_eq!(child.claims().check_path(0), Err(PathError::TooDeep));
+    assert_eq!(check_path(child.claims(), 1), Ok(()));
+    assert_eq!(check_path(child.claims(), 0), Err(PathError::TooDeep));
     assert_eq!(child_depth(4, 5), Ok(5));
     assert_eq!(child_depth(5, 5), Err(Widening::TooDeep { depth: 6, limit: 5 }));
 }
@@ -110,11 +110,11 @@ fn an_agent_acts_again_only_where_its_registration_allows_and_the_hop_says_so() 
     assert_eq!(acts_again(&back_to_a, &"c".into(), Reentry::Refuse), Ok(false));
     let allowed = child_of(&back_to_a, &"a".into(), &again, ROOMY, Reentry::Allow, issuance("t2", false)).unwrap();
     assert!(allowed.claims().delegation.acts_again, "the repeat is marked");
-    assert_eq!(allowed.claims().check_path(ROOMY), Ok(()));
+    assert_eq!(check_path(allowed.claims(), ROOMY), Ok(()));
     // Unmarked, the same path is one the broker did not write.
     let mut unmarked = allowed.into_claims();
     unmarked.delegation.acts_again = false;
-    assert_eq!(unmarked.check_path(ROOMY), Err(PathError::ActsAgain));
+    assert_eq!(check_path(&unmarked, ROOMY), Err(PathError::ActsAgain));
 }
 
 #[test]
@@ -158,7 +158,7 @@ fn a_persons_root_hop_caps_the_first_hops_scopes_and_expiry() {
     let claims = child.claims();
     assert_eq!((claims.sub.as_str(), claims.client_id.as_str(), claims.delegation.depth), ("alice", "a", 1));
     assert_eq!(claims.act, Some(Actor { sub: "a".into(), act: None }));
-    assert_eq!(claims.check_path(1), Ok(()));
+    assert_eq!(check_path(claims, 1), Ok(()));
     assert!(!claims.has_acted(&"web-app".into()), "the sign-in's client is not an agent of the chain");
 
     // A sign-in without scopes leaves them to policy (DESIGN.md §10); its
@@ -167,7 +167,7 @@ fn a_persons_root_hop_caps_the_first_hops_scopes_and_expiry() {
     let anything = grant("b", &scopes("s4 s5"), 600);
     let child =
         first_hop(uncapped.clone(), &"alice".into(), &"a".into(), &anything, ROOMY, issuance("t1", false)).unwrap();
-    assert_eq!(child.claims().check_path(1), Ok(()));
+    assert_eq!(check_path(child.claims(), 1), Ok(()));
     assert_eq!(
         first_hop(
             uncapped,
@@ -394,11 +394,11 @@ proptest! {
 
     #[test]
     fn every_derived_chain_passes_check_path(parent in chain(), ask in exchange()) {
-        prop_assert_eq!(parent.check_path(ROOMY), Ok(()));
-        prop_assert_eq!(parent.check_path(parent.delegation.depth), Ok(()));
+        prop_assert_eq!(check_path(&parent, ROOMY), Ok(()));
+        prop_assert_eq!(check_path(&parent, parent.delegation.depth), Ok(()));
         let (_, result) = exchanged(parent, &ask);
         if let Ok(child) = result {
-            prop_assert_eq!(child.claims().check_path(ask.limit), Ok(()));
+            prop_assert_eq!(check_path(child.claims(), ask.limit), Ok(()));
         }
     }
 
@@ -420,16 +420,16 @@ proptest! {
                     .find(|scope| !parent_scope.contains(scope))
                     .unwrap_or_else(|| "outside".parse().unwrap());
                 *scope = scope.iter().cloned().chain([extra]).collect();
-                prop_assert_eq!(widened.check_path(ROOMY), Err(PathError::ScopeWidened));
+                prop_assert_eq!(check_path(&widened, ROOMY), Err(PathError::ScopeWidened));
             }
             1 => {
                 *exp = parent_exp.plus(by);
-                prop_assert_eq!(widened.check_path(ROOMY), Err(PathError::LifetimeExtended));
+                prop_assert_eq!(check_path(&widened, ROOMY), Err(PathError::LifetimeExtended));
             }
             _ => {
                 widened.delegation.depth += 1;
-                prop_assert!(widened.check_path(ROOMY).is_err());
-                prop_assert_eq!(widened.check_path(token.delegation.depth), Err(PathError::TooDeep));
+                prop_assert!(check_path(&widened, ROOMY).is_err());
+                prop_assert_eq!(check_path(&widened, token.delegation.depth), Err(PathError::TooDeep));
             }
         }
     }
