@@ -193,7 +193,7 @@ fn costs(c: &mut Criterion) {
         chain_dpop_bound: false,
         now: fixture.clock.now(),
     };
-    group.bench_function(POLICY.0, |b| b.iter(|| policy.grant(&ask).expect("evaluates").expect("granted")));
+    group.bench_function(POLICY.0, |b| b.iter(|| policy.decide(&ask).expect("evaluates").expect("granted")));
     group.bench_function(EXCHANGE_IN_PROCESS.0, |b| {
         b.iter(|| {
             runtime.block_on(token(

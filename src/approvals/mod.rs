@@ -28,7 +28,7 @@ use crate::clock::UnixTime;
 use crate::context::Context;
 use crate::error::GrantError;
 use crate::params::TokenParams;
-use crate::policy::PolicyGrant;
+use crate::policy::Allowance;
 use crate::store::approvals::{ApprovalPage, ApprovalQuery, Creation};
 use crate::store::{Approval, ApprovalId, ApprovalState, AuditApproval, AuditDecision, Decision, Fingerprint};
 
@@ -73,17 +73,17 @@ impl Approvals {
         &self,
         context: &Context,
         asked: &Asked<'_>,
-        grant: &PolicyGrant,
+        allowance: &Allowance,
         params: &TokenParams,
         evidence: &mut Evidence,
     ) -> Result<Option<HopApproval>, GrantError> {
-        let Some(need) = grant.approval() else { return Ok(None) };
+        let Some(need) = allowance.approval() else { return Ok(None) };
         let fingerprint = Fingerprint {
             subject: asked.subject.to_owned(),
             agent: asked.agent.to_owned(),
             parent_jti: asked.parent_jti.cloned(),
-            target: grant.target().to_string(),
-            scope: grant.scope().clone(),
+            target: allowance.target().to_string(),
+            scope: allowance.scope().clone(),
         };
         let now = context.now();
         let Some(presented) = params.get(APPROVAL_ID) else {

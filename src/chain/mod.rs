@@ -16,7 +16,7 @@ use crate::client_auth::AuthenticatedAgent;
 use crate::clock::{UnixMicros, UnixTime};
 use crate::ids::{AgentId, Issuer, Subject};
 use crate::jose::Verified;
-use crate::policy::PolicyGrant;
+use crate::policy::Allowance;
 use crate::upstream::Person;
 
 mod path;
@@ -186,21 +186,21 @@ pub fn acts_again(parent: &Claims, actor: &AgentId, reentry: Reentry) -> Result<
 }
 
 /// The root of a chain: an agent's own token (`client_credentials`), with no `act`.
-pub fn root(agent: &AuthenticatedAgent, grant: &PolicyGrant, issuance: Issuance) -> Derived {
-    own_token(agent.id(), grant, issuance)
+pub fn root(agent: &AuthenticatedAgent, allowance: &Allowance, issuance: Issuance) -> Derived {
+    own_token(agent.id(), allowance, issuance)
 }
 
 /// [`root`] for the agent named `agent`.
-fn own_token(agent: &AgentId, grant: &PolicyGrant, issuance: Issuance) -> Derived {
+fn own_token(agent: &AgentId, allowance: &Allowance, issuance: Issuance) -> Derived {
     Derived(Claims {
         iss: issuance.issuer,
         // An agent's own token: the agent acts for itself.
         sub: Subject::of_agent(agent),
-        aud: grant.target().clone(),
+        aud: allowance.target().clone(),
         client_id: agent.clone(),
-        scope: grant.scope().clone(),
+        scope: allowance.scope().clone(),
         iat: issuance.issued_at,
-        exp: grant.expires_at(),
+        exp: allowance.expires_at(),
         jti: issuance.jti,
         act: None,
         may_act: None,
@@ -222,19 +222,19 @@ fn own_token(agent: &AgentId, grant: &PolicyGrant, issuance: Issuance) -> Derive
 pub fn derive(
     parent: &Verified<Claims>,
     actor: &AuthenticatedAgent,
-    grant: &PolicyGrant,
+    allowance: &Allowance,
     max_depth: u32,
     reentry: Reentry,
     issuance: Issuance,
 ) -> Result<Derived, ChainError> {
-    child_of(parent.claims(), actor.id(), grant, max_depth, reentry, issuance)
+    child_of(parent.claims(), actor.id(), allowance, max_depth, reentry, issuance)
 }
 
 /// [`derive()`] for the agent named `actor`, from claims already verified.
 fn child_of(
     parent: &Claims,
     actor: &AgentId,
-    grant: &PolicyGrant,
+    allowance: &Allowance,
     max_depth: u32,
     reentry: Reentry,
     issuance: Issuance,
@@ -243,18 +243,18 @@ fn child_of(
     // order in which the refusals have always been reported.
     child_depth(parent.delegation.depth, max_depth)?;
     let again = acts_again(parent, actor, reentry)?;
-    let bounds = Bounds::of_token(parent).narrow_to(grant.scope(), grant.expires_at(), max_depth)?;
+    let bounds = Bounds::of_token(parent).narrow_to(allowance.scope(), allowance.expires_at(), max_depth)?;
     stays_bound(parent.cnf.is_some(), issuance.bound_to.is_some())?;
     let mut hops = parent.delegation.hops.clone();
     hops.push(parent.as_hop());
     Ok(Derived(Claims {
         iss: issuance.issuer,
         sub: parent.sub.clone(),
-        aud: grant.target().clone(),
+        aud: allowance.target().clone(),
         client_id: actor.clone(),
-        scope: grant.scope().clone(),
+        scope: allowance.scope().clone(),
         iat: issuance.issued_at,
-        exp: grant.expires_at(),
+        exp: allowance.expires_at(),
         jti: issuance.jti,
         // DESIGN.md §2.2: the broker writes the chain; `may_act` is not inherited.
         act: Some(Actor { sub: actor.clone(), act: parent.act.clone().map(Box::new) }),
@@ -279,7 +279,7 @@ fn child_of(
 pub fn start(
     person: &Person,
     actor: &AuthenticatedAgent,
-    grant: &PolicyGrant,
+    allowance: &Allowance,
     max_depth: u32,
     issuance: Issuance,
 ) -> Result<Derived, ChainError> {
@@ -297,7 +297,7 @@ pub fn start(
         acts_again: false,
         iat_micros: None,
     };
-    first_hop(root, person.subject(), actor.id(), grant, max_depth, issuance)
+    first_hop(root, person.subject(), actor.id(), allowance, max_depth, issuance)
 }
 
 /// [`start`] from the person's token as its root hop, for `subject`.
@@ -305,21 +305,21 @@ fn first_hop(
     root: Hop,
     subject: &Subject,
     actor: &AgentId,
-    grant: &PolicyGrant,
+    allowance: &Allowance,
     max_depth: u32,
     issuance: Issuance,
 ) -> Result<Derived, ChainError> {
     // The person's binding is the caller's to prove; Baton's own binding
     // starts with the child.
-    let bounds = Bounds::of_hop(&root, 0).narrow_to(grant.scope(), grant.expires_at(), max_depth)?;
+    let bounds = Bounds::of_hop(&root, 0).narrow_to(allowance.scope(), allowance.expires_at(), max_depth)?;
     Ok(Derived(Claims {
         iss: issuance.issuer,
         sub: subject.clone(),
-        aud: grant.target().clone(),
+        aud: allowance.target().clone(),
         client_id: actor.clone(),
-        scope: grant.scope().clone(),
+        scope: allowance.scope().clone(),
         iat: issuance.issued_at,
-        exp: grant.expires_at(),
+        exp: allowance.expires_at(),
         jti: issuance.jti,
         act: Some(Actor { sub: actor.clone(), act: None }),
         may_act: None,

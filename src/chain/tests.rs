@@ -37,13 +37,13 @@ fn issuance(jti: &str, bound: bool) -> Issuance {
     }
 }
 
-fn grant(target: &str, scope: &ScopeSet, exp: i64) -> PolicyGrant {
-    PolicyGrant::for_tests(target, scope.clone(), UnixTime(exp))
+fn allowance(target: &str, scope: &ScopeSet, exp: i64) -> Allowance {
+    Allowance::for_tests(target, scope.clone(), UnixTime(exp))
 }
 
 /// `a`'s own token for `b`, with scopes `s0 s1 s2` until 1000.
 fn a_for_b(bound: bool) -> Claims {
-    own_token(&"a".into(), &grant("b", &scopes("s0 s1 s2"), 1000), issuance("root", bound)).into_claims()
+    own_token(&"a".into(), &allowance("b", &scopes("s0 s1 s2"), 1000), issuance("root", bound)).into_claims()
 }
 
 /// A person's sign-in at a provider as a chain's root hop.
@@ -66,7 +66,7 @@ fn sign_in(scope: Option<&str>, exp: i64) -> Hop {
 #[test]
 fn a_child_one_past_the_depth_limit_is_refused() {
     let root = a_for_b(false);
-    let narrower = grant("c", &scopes("s0"), 900);
+    let narrower = allowance("c", &scopes("s0"), 900);
     // The limit is the largest depth a token may have (DESIGN.md §10).
     assert_eq!(
         child_of(&root, &"b".into(), &narrower, 0, Reentry::Refuse, issuance("t1", false)),
@@ -83,12 +83,25 @@ fn a_child_one_past_the_depth_limit_is_refused() {
 #[test]
 fn the_depth_limit_is_reported_before_an_agent_acting_again() {
     let root = a_for_b(false);
-    let back_to_a =
-        child_of(&root, &"b".into(), &grant("a", &scopes("s0"), 900), ROOMY, Reentry::Refuse, issuance("t1", false))
-            .unwrap()
-            .into_claims();
+    let back_to_a = child_of(
+        &root,
+        &"b".into(),
+        &allowance("a", &scopes("s0"), 900),
+        ROOMY,
+        Reentry::Refuse,
+        issuance("t1", false),
+    )
+    .unwrap()
+    .into_claims();
     assert_eq!(
-        child_of(&back_to_a, &"a".into(), &grant(API, &scopes("s0"), 800), 1, Reentry::Refuse, issuance("t2", false)),
+        child_of(
+            &back_to_a,
+            &"a".into(),
+            &allowance(API, &scopes("s0"), 800),
+            1,
+            Reentry::Refuse,
+            issuance("t2", false)
+        ),
         Err(ChainError::Widened(Widening::TooDeep { depth: 2, limit: 1 }))
     );
 }
@@ -96,12 +109,18 @@ fn the_depth_limit_is_reported_before_an_agent_acting_again() {
 #[test]
 fn an_agent_acts_again_only_where_its_registration_allows_and_the_hop_says_so() {
     let root = a_for_b(false);
-    let back_to_a =
-        child_of(&root, &"b".into(), &grant("a", &scopes("s0"), 900), ROOMY, Reentry::Refuse, issuance("t1", false))
-            .unwrap()
-            .into_claims();
+    let back_to_a = child_of(
+        &root,
+        &"b".into(),
+        &allowance("a", &scopes("s0"), 900),
+        ROOMY,
+        Reentry::Refuse,
+        issuance("t1", false),
+    )
+    .unwrap()
+    .into_claims();
     assert!(!back_to_a.delegation.acts_again, "b is new to the chain");
-    let again = grant(API, &scopes("s0"), 800);
+    let again = allowance(API, &scopes("s0"), 800);
     assert_eq!(
         child_of(&back_to_a, &"a".into(), &again, ROOMY, Reentry::Refuse, issuance("t2", false)),
         Err(ChainError::ActsAgain)
@@ -120,7 +139,7 @@ fn an_agent_acts_again_only_where_its_registration_allows_and_the_hop_says_so() 
 #[test]
 fn the_child_of_a_bound_token_is_bound() {
     let bound = a_for_b(true);
-    let narrower = grant("c", &scopes("s0"), 900);
+    let narrower = allowance("c", &scopes("s0"), 900);
     assert_eq!(
         child_of(&bound, &"b".into(), &narrower, ROOMY, Reentry::Refuse, issuance("t1", false)),
         Err(ChainError::Unbound)
@@ -139,17 +158,17 @@ fn the_child_of_a_bound_token_is_bound() {
 #[test]
 fn a_persons_root_hop_caps_the_first_hops_scopes_and_expiry() {
     let capped = sign_in(Some("s0 s1"), 600);
-    let beyond = grant("b", &scopes("s0 s2"), 500);
+    let beyond = allowance("b", &scopes("s0 s2"), 500);
     assert_eq!(
         first_hop(capped.clone(), &"alice".into(), &"a".into(), &beyond, ROOMY, issuance("t1", false)),
         Err(ChainError::Widened(Widening::ScopeWidened))
     );
-    let longer = grant("b", &scopes("s0"), 601);
+    let longer = allowance("b", &scopes("s0"), 601);
     assert_eq!(
         first_hop(capped.clone(), &"alice".into(), &"a".into(), &longer, ROOMY, issuance("t1", false)),
         Err(ChainError::Widened(Widening::LifetimeExtended))
     );
-    let within = grant("b", &scopes("s0 s1"), 600);
+    let within = allowance("b", &scopes("s0 s1"), 600);
     assert_eq!(
         first_hop(capped.clone(), &"alice".into(), &"a".into(), &within, 0, issuance("t1", false)),
         Err(ChainError::Widened(Widening::TooDeep { depth: 1, limit: 0 }))
@@ -164,7 +183,7 @@ fn a_persons_root_hop_caps_the_first_hops_scopes_and_expiry() {
     // A sign-in without scopes leaves them to policy (DESIGN.md §10); its
     // expiry still caps the chain.
     let uncapped = sign_in(None, 600);
-    let anything = grant("b", &scopes("s4 s5"), 600);
+    let anything = allowance("b", &scopes("s4 s5"), 600);
     let child =
         first_hop(uncapped.clone(), &"alice".into(), &"a".into(), &anything, ROOMY, issuance("t1", false)).unwrap();
     assert_eq!(check_path(child.claims(), 1), Ok(()));
@@ -173,7 +192,7 @@ fn a_persons_root_hop_caps_the_first_hops_scopes_and_expiry() {
             uncapped,
             &"alice".into(),
             &"a".into(),
-            &grant("b", &scopes("s4"), 700),
+            &allowance("b", &scopes("s4"), 700),
             ROOMY,
             issuance("t1", false)
         ),
@@ -185,12 +204,18 @@ fn a_persons_root_hop_caps_the_first_hops_scopes_and_expiry() {
 fn an_approval_is_recorded_on_the_token_and_kept_by_its_descendants() {
     let approval = HopApproval { id: "ap-1".into(), approver: "owner@example".into(), approved_at: UnixTime(90) };
     let approved = Issuance { approval: Some(approval.clone()), ..issuance("root", false) };
-    let root = own_token(&"a".into(), &grant("b", &scopes("s0"), 1000), approved).into_claims();
+    let root = own_token(&"a".into(), &allowance("b", &scopes("s0"), 1000), approved).into_claims();
     assert_eq!(root.delegation.approval.as_ref(), Some(&approval));
-    let child =
-        child_of(&root, &"b".into(), &grant("c", &scopes("s0"), 900), ROOMY, Reentry::Refuse, issuance("t1", false))
-            .unwrap()
-            .into_claims();
+    let child = child_of(
+        &root,
+        &"b".into(),
+        &allowance("c", &scopes("s0"), 900),
+        ROOMY,
+        Reentry::Refuse,
+        issuance("t1", false),
+    )
+    .unwrap()
+    .into_claims();
     assert_eq!(child.delegation.approval, None, "the child needed none of its own");
     assert_eq!(child.delegation.hops[0].approval.as_ref(), Some(&approval));
 }
@@ -221,13 +246,13 @@ fn plan() -> impl Strategy<Value = Plan> {
 fn walk(plans: &[Plan], next: usize) -> Claims {
     let target = |index: usize| plans.get(index).map_or(AGENTS[next], |plan| AGENTS[plan.agent]);
     let first = &plans[0];
-    let root_grant = grant(target(1), &masked(first.mask), 1000 - first.shorten);
+    let root_grant = allowance(target(1), &masked(first.mask), 1000 - first.shorten);
     let mut token = own_token(&AGENTS[first.agent].into(), &root_grant, issuance("t0", first.bind)).into_claims();
     for (index, plan) in plans.iter().enumerate().skip(1) {
         let scope = masked(plan.mask).intersection(&token.scope);
         let exp = token.exp.0 - plan.shorten;
         let bound = plan.bind || token.cnf.is_some();
-        let hop = grant(target(index + 1), &scope, exp);
+        let hop = allowance(target(index + 1), &scope, exp);
         token = child_of(
             &token,
             &AGENTS[plan.agent].into(),
@@ -291,7 +316,7 @@ fn exchanged(mut parent: Claims, ask: &Exchange) -> (Claims, Result<Derived, Cha
         parent.may_act = Some(MayAct { sub: AgentId::of_audience(&parent.aud), iss: None });
     }
     let actor = AgentId::of_audience(&parent.aud);
-    let asked = grant(API, &asked_scopes(&parent, ask), parent.exp.0 + ask.extend);
+    let asked = allowance(API, &asked_scopes(&parent, ask), parent.exp.0 + ask.extend);
     let result = child_of(&parent, &actor, &asked, ask.limit, ask.reentry, issuance("child", ask.bound));
     (parent, result)
 }

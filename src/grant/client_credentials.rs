@@ -41,11 +41,11 @@ pub(super) async fn handle(
         chain_dpop_bound: proof.is_some(),
         now,
     };
-    let grant = policy.grant(&ask)??;
-    evidence.target = Some(grant.target().to_string());
-    evidence.rules = grant.reasons().to_vec();
+    let allowance = policy.decide(&ask)??;
+    evidence.target = Some(allowance.target().to_string());
+    evidence.rules = allowance.reasons().to_vec();
     let asked = Asked { grant_type: CLIENT_CREDENTIALS, subject: agent.id(), agent: agent.id(), parent_jti: None };
-    let approval = approvals.check(context, &asked, &grant, params, evidence).await?;
+    let approval = approvals.check(context, &asked, &allowance, params, evidence).await?;
     let jti = context.new_jti()?;
     let issuance = Issuance {
         issuer: context.settings().issuer.clone(),
@@ -55,7 +55,7 @@ pub(super) async fn handle(
         bound_to: proof.map(|proof| proof.jkt().to_owned()),
         approval,
     };
-    let derived = chain::root(agent, &grant, issuance);
+    let derived = chain::root(agent, &allowance, issuance);
     let access_token = token::mint(&derived, context.keys().signing())?;
     Ok(Issued::new(derived.into_claims(), access_token, None, now))
 }

@@ -181,16 +181,16 @@ pub(super) async fn handle(
         chain_dpop_bound: proof.is_some() && parent.path_is_bound(),
         now,
     };
-    let grant = policy.grant(&ask)??;
-    evidence.target = Some(grant.target().to_string());
-    evidence.rules = grant.reasons().to_vec();
+    let allowance = policy.decide(&ask)??;
+    evidence.target = Some(allowance.target().to_string());
+    evidence.rules = allowance.reasons().to_vec();
     let asked = Asked {
         grant_type: TOKEN_EXCHANGE,
         subject: parent.subject(),
         agent: agent.id(),
         parent_jti: Some(parent.token_id()),
     };
-    let approval = approvals.check(context, &asked, &grant, params, evidence).await?;
+    let approval = approvals.check(context, &asked, &allowance, params, evidence).await?;
 
     let jti = context.new_jti()?;
     let issuance = Issuance {
@@ -203,8 +203,8 @@ pub(super) async fn handle(
     };
     let max_depth = context.settings().max_depth;
     let child = match &parent {
-        Parent::Token(token) => chain::derive(token, agent, &grant, max_depth, reentry, issuance)?,
-        Parent::Person(person) => chain::start(person, agent, &grant, max_depth, issuance)?,
+        Parent::Token(token) => chain::derive(token, agent, &allowance, max_depth, reentry, issuance)?,
+        Parent::Person(person) => chain::start(person, agent, &allowance, max_depth, issuance)?,
     };
     let access_token = token::mint(&child, context.keys().signing())?;
     Ok(Issued::new(child.into_claims(), access_token, Some(issued_token_type), now))

@@ -108,13 +108,13 @@ mod tests {
     fn a_marked_scope_needs_approval_only_for_its_own_resource() {
         let policy = load(MARKED, "permit (principal, action, resource);");
         let write = ScopeSet::parse("write").unwrap();
-        let need = policy.grant(&ask(API, Some(&write))).unwrap().unwrap().approval().cloned().unwrap();
+        let need = policy.decide(&ask(API, Some(&write))).unwrap().unwrap().approval().cloned().unwrap();
         assert_eq!(need.scopes, write);
         assert_eq!(need.marked_by, vec!["resources.toml: https://api.example".to_owned()]);
         let read = ScopeSet::parse("read").unwrap();
-        assert!(policy.grant(&ask(API, Some(&read))).unwrap().unwrap().approval().is_none());
+        assert!(policy.decide(&ask(API, Some(&read))).unwrap().unwrap().approval().is_none());
         // Carried onward to an agent, it needs none yet.
-        assert!(policy.grant(&ask("b", Some(&write))).unwrap().unwrap().approval().is_none());
+        assert!(policy.decide(&ask("b", Some(&write))).unwrap().unwrap().approval().is_none());
     }
 
     #[test]
@@ -127,11 +127,11 @@ mod tests {
              permit (principal, action, resource == Scope::\"write\") when { context.target_is_agent == false };",
         );
         let both = ScopeSet::parse("read write").unwrap();
-        let need = policy.grant(&ask(API, Some(&both))).unwrap().unwrap().approval().cloned().unwrap();
+        let need = policy.decide(&ask(API, Some(&both))).unwrap().unwrap().approval().cloned().unwrap();
         assert_eq!(need.scopes, ScopeSet::parse("write").unwrap());
         assert_eq!(need.marked_by, vec!["rules.cedar#writes: writes spend money".to_owned()]);
         let read = ScopeSet::parse("read").unwrap();
-        assert!(policy.grant(&ask(API, Some(&read))).unwrap().unwrap().approval().is_none());
+        assert!(policy.decide(&ask(API, Some(&read))).unwrap().unwrap().approval().is_none());
     }
 
     #[test]

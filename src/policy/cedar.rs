@@ -427,11 +427,11 @@ mod tests {
              forbid (principal, action, resource == Scope::\"read\") unless { context.dpop_bound };",
         )
         .unwrap();
-        assert_eq!(policy.grant(&ask(None)).unwrap(), Err(Refusal::TargetNotPermitted));
+        assert_eq!(policy.decide(&ask(None)).unwrap(), Err(Refusal::TargetNotPermitted));
         let bound = Ask { dpop_bound: true, ..ask(None) };
-        assert_eq!(policy.grant(&bound).unwrap().unwrap().scope(), &ScopeSet::parse("read").unwrap());
+        assert_eq!(policy.decide(&bound).unwrap().unwrap().scope(), &ScopeSet::parse("read").unwrap());
         let whole_chain = Ask { dpop_bound: true, chain_dpop_bound: true, ..ask(None) };
-        assert_eq!(policy.grant(&whole_chain).unwrap().unwrap().scope(), &ScopeSet::parse("read write").unwrap());
+        assert_eq!(policy.decide(&whole_chain).unwrap().unwrap().scope(), &ScopeSet::parse("read write").unwrap());
     }
 
     #[test]
@@ -446,7 +446,7 @@ mod tests {
     fn no_rules_deny_everything() {
         let policy = load("").unwrap();
         assert!(policy.rules().is_empty());
-        assert_eq!(policy.grant(&ask(None)).unwrap(), Err(Refusal::TargetNotPermitted));
+        assert_eq!(policy.decide(&ask(None)).unwrap(), Err(Refusal::TargetNotPermitted));
     }
 
     #[test]
@@ -456,11 +456,11 @@ mod tests {
              forbid (principal, action, resource == Scope::\"write\") when { context.ttl > 30 };",
         )
         .unwrap();
-        let grant = policy.grant(&ask(None)).unwrap().unwrap();
+        let grant = policy.decide(&ask(None)).unwrap().unwrap();
         assert_eq!(grant.scope(), &ScopeSet::parse("read").unwrap());
         assert_eq!(grant.expires_at(), UnixTime(1_800_000_060));
         let write = ScopeSet::parse("write").unwrap();
-        assert!(matches!(policy.grant(&ask(Some(&write))).unwrap(), Err(Refusal::NotPermitted(_))));
+        assert!(matches!(policy.decide(&ask(Some(&write))).unwrap(), Err(Refusal::NotPermitted(_))));
     }
 
     #[test]
@@ -472,7 +472,7 @@ mod tests {
              forbid (principal, action, resource) when { context.ttl * 9223372036854775807 > 0 };",
         )
         .unwrap();
-        assert_eq!(policy.grant(&ask(None)).unwrap(), Err(Refusal::TargetNotPermitted));
+        assert_eq!(policy.decide(&ask(None)).unwrap(), Err(Refusal::TargetNotPermitted));
     }
 
     #[test]
@@ -504,14 +504,14 @@ mod tests {
         let read = ScopeSet::parse("read").unwrap();
         let write = ScopeSet::parse("write").unwrap();
         let both = ScopeSet::parse("read write").unwrap();
-        assert_eq!(policy.grant(&ask(Some(&read))).unwrap().unwrap().scope(), &read);
+        assert_eq!(policy.decide(&ask(Some(&read))).unwrap().unwrap().scope(), &read);
         assert_eq!(
-            policy.grant(&ask(Some(&write))).unwrap(),
+            policy.decide(&ask(Some(&write))).unwrap(),
             Err(Refusal::NotPermitted(write.iter().next().unwrap().clone()))
         );
-        assert!(matches!(policy.grant(&ask(Some(&both))).unwrap(), Err(Refusal::NotPermitted(_))));
+        assert!(matches!(policy.decide(&ask(Some(&both))).unwrap(), Err(Refusal::NotPermitted(_))));
         let nothing = load("").unwrap();
-        assert_eq!(nothing.grant(&ask(Some(&read))).unwrap(), Err(Refusal::TargetNotPermitted));
+        assert_eq!(nothing.decide(&ask(Some(&read))).unwrap(), Err(Refusal::TargetNotPermitted));
     }
 
     #[test]
@@ -522,9 +522,9 @@ mod tests {
         )
         .unwrap();
         let read = ScopeSet::parse("read").unwrap();
-        let grant = policy.grant(&ask(Some(&read))).unwrap().unwrap();
+        let grant = policy.decide(&ask(Some(&read))).unwrap().unwrap();
         assert_eq!(grant.reasons(), ["rules.cedar#reads".to_owned()]);
-        let all = policy.grant(&ask(None)).unwrap().unwrap();
+        let all = policy.decide(&ask(None)).unwrap().unwrap();
         assert_eq!(all.reasons(), ["rules.cedar#reads".to_owned(), "rules.cedar#writes".to_owned()]);
     }
 }

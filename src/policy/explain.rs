@@ -3,7 +3,7 @@
 //! (`baton policy explain`, `POST /admin/policy/explain`, and the requests of
 //! policy test cases).
 //!
-//! The overall answer is [`Policy::grant`]'s own, so a dry run can never
+//! The overall answer is [`Policy::decide`]'s own, so a dry run can never
 //! disagree with what the broker would do; the per-scope detail comes from
 //! [`Rules::explain`](super::Rules::explain), which evaluates the same
 //! request once more against the permits alone and the forbids alone.
@@ -237,17 +237,17 @@ impl Question {
 
 impl Policy {
     /// Answers `question` at `now` without issuing anything: the overall
-    /// outcome exactly as [`Policy::grant`] decides it, and for each scope
+    /// outcome exactly as [`Policy::decide`] decides it, and for each scope
     /// put to the rules which permits and forbids matched.
     pub fn explain(&self, question: &Question, now: UnixTime) -> Result<Explanation, ExplainError> {
         let parsed = question.parse()?;
         let ask = question.ask(&parsed, now);
-        let outcome = match self.grant(&ask)? {
-            Ok(grant) => Outcome::Granted {
-                scopes: grant.scope().iter().map(ToString::to_string).collect(),
-                expires_in: grant.expires_at().seconds_since(now),
-                rules: grant.reasons().to_vec(),
-                approval: grant.approval().map(|need| ApprovalNeeded {
+        let outcome = match self.decide(&ask)? {
+            Ok(allowance) => Outcome::Granted {
+                scopes: allowance.scope().iter().map(ToString::to_string).collect(),
+                expires_in: allowance.expires_at().seconds_since(now),
+                rules: allowance.reasons().to_vec(),
+                approval: allowance.approval().map(|need| ApprovalNeeded {
                     scopes: need.scopes.iter().map(ToString::to_string).collect(),
                     marked_by: need.marked_by.clone(),
                 }),

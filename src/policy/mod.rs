@@ -94,10 +94,10 @@ pub struct Ask<'a> {
     pub now: UnixTime,
 }
 
-/// What the policy grants: target, scopes and expiry. Only [`Policy::grant`]
+/// What the policy allows for one request: target, scopes and expiry. Only [`Policy::decide`]
 /// makes one.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PolicyGrant {
+pub struct Allowance {
     target: Audience,
     scope: ScopeSet,
     expires_at: UnixTime,
@@ -105,7 +105,7 @@ pub struct PolicyGrant {
     approval: Option<ApprovalNeed>,
 }
 
-impl PolicyGrant {
+impl Allowance {
     /// The target (`aud`).
     pub fn target(&self) -> &Audience {
         &self.target
@@ -134,8 +134,8 @@ impl PolicyGrant {
     /// A grant of `scope` for `target` until `expires_at`, as if the rules
     /// permitted it: for unit tests of what is derived from a grant.
     #[cfg(test)]
-    pub(crate) fn for_tests(target: &str, scope: ScopeSet, expires_at: UnixTime) -> PolicyGrant {
-        PolicyGrant { target: Audience::new(target), scope, expires_at, reasons: Vec::new(), approval: None }
+    pub(crate) fn for_tests(target: &str, scope: ScopeSet, expires_at: UnixTime) -> Allowance {
+        Allowance { target: Audience::new(target), scope, expires_at, reasons: Vec::new(), approval: None }
     }
 }
 
@@ -204,7 +204,7 @@ impl Refusal {
     }
 }
 
-/// What [`Policy::grant`] settles before the rules are asked: the target,
+/// What [`Policy::decide`] settles before the rules are asked: the target,
 /// the scopes to put to the rules, the expiry and the facts.
 struct Prepared<'a> {
     target: &'a str,
@@ -254,7 +254,7 @@ impl Policy {
     /// one is refused or none was asked. A target for which nothing is
     /// permitted is refused as a target; an asked scope that is not permitted
     /// is refused as a scope (RFC 8693 §2.2.2, RFC 6749 §5.2).
-    pub fn grant(&self, ask: &Ask<'_>) -> Result<Result<PolicyGrant, Refusal>, PolicyError> {
+    pub fn decide(&self, ask: &Ask<'_>) -> Result<Result<Allowance, Refusal>, PolicyError> {
         let prepared = match self.prepare(ask) {
             Ok(prepared) => prepared,
             Err(refusal) => return Ok(Err(refusal)),
@@ -305,7 +305,7 @@ impl Policy {
         reasons.sort();
         reasons.dedup();
         let approval = approval::required(&self.inventory, &self.rules, target_name, &scope, &permits);
-        Ok(Ok(PolicyGrant { target: Audience::new(target_name), scope, expires_at, reasons, approval }))
+        Ok(Ok(Allowance { target: Audience::new(target_name), scope, expires_at, reasons, approval }))
     }
 
     /// The checks before the rules, in order: the target must be registered
