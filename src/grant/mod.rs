@@ -10,6 +10,7 @@
 //! [`crate::abuse`]).
 
 mod client_credentials;
+mod issue;
 mod token_exchange;
 
 use crate::abuse::{claimed_client, proves_identity, Guard};
@@ -184,12 +185,13 @@ async fn dispatch(
     // RFC 6749 §5.2: an API's introspection credentials obtain no tokens.
     let agent = client.into_agent().ok_or(ClientAuthError::NotAnAgent)?;
     let proof = dpop_proof(context, &request.dpop_proofs).await?;
+    let handler = issue::Handler { context, approvals, policy, params, proof: proof.as_ref() };
     if grant_type == TOKEN_EXCHANGE {
-        token_exchange::handle(context, approvals, policy, &agent, params, proof.as_ref(), evidence).await
+        token_exchange::handle(&handler, &agent, evidence).await
     } else {
         // The token would carry the agent as its subject too.
         context.ensure_not_blocked(agent.id(), Some(&crate::ids::Subject::of_agent(agent.id()))).await?;
-        client_credentials::handle(context, approvals, policy, &agent, params, proof.as_ref(), evidence).await
+        client_credentials::handle(&handler, &agent, evidence).await
     }
 }
 

@@ -16,10 +16,10 @@
 //! granted scope needs one; and the child is made by [`chain::derive`] or
 //! [`chain::start`], which re-check every rule.
 
-use super::{asked_scopes, named_target, Issued, ACCESS_TOKEN_TYPE, ID_TOKEN_TYPE, JWT_TOKEN_TYPE, TOKEN_EXCHANGE};
-use crate::approvals::{Approvals, Asked};
+use super::issue::Handler;
+use super::{asked_scopes, named_target, Issued, ACCESS_TOKEN_TYPE, ID_TOKEN_TYPE, JWT_TOKEN_TYPE};
 use crate::audit::{clip, Evidence};
-use crate::chain::{self, Issuance, Reentry};
+use crate::chain::{self, Reentry};
 use crate::claims::{Claims, ScopeSet, TokenId};
 use crate::client_auth::AuthenticatedAgent;
 use crate::clock::{UnixMicros, UnixTime};
@@ -27,7 +27,6 @@ use crate::context::Context;
 use crate::dpop::{Proof, ProofError};
 use crate::error::{GrantError, RequestError, Unacceptable};
 use crate::jose::{self, Verified};
-use crate::params::TokenParams;
 use crate::policy::{Action, Ask, Policy};
 use crate::store::{Lineage, Principal, Status};
 use crate::token::{self, AudienceRule, VerifyError};
@@ -97,14 +96,11 @@ impl Parent {
 }
 
 pub(super) async fn handle(
-    context: &Context,
-    approvals: &Approvals,
-    policy: &Policy,
+    handler: &Handler<'_>,
     agent: &AuthenticatedAgent,
-    params: &TokenParams,
-    proof: Option<&Proof>,
     evidence: &mut Evidence,
 ) -> Result<Issued, GrantError> {
+    let Handler { context, policy, params, proof, .. } = *handler;
     // RFC 8693 §2.1: the parameters.
     let subject_token = params.require("subject_token")?;
     let subject_type = subject_type(params.require("subject_token_type")?)?;
@@ -181,33 +177,12 @@ pub(super) async fn handle(
         chain_dpop_bound: proof.is_some() && parent.path_is_bound(),
         now,
     };
-    let allowance = policy.decide(&ask)??;
-    evidence.target = Some(allowance.target().to_string());
-    evidence.rules = allowance.reasons().to_vec();
-    let asked = Asked {
-        grant_type: TOKEN_EXCHANGE,
-        subject: parent.subject(),
-        agent: agent.id(),
-        parent_jti: Some(parent.token_id()),
-    };
-    let approval = approvals.check(context, &asked, &allowance, params, evidence).await?;
-
-    let jti = context.new_jti()?;
-    let issuance = Issuance {
-        issuer: context.settings().issuer.clone(),
-        issued_at: now,
-        iat_micros: context.now_micros(),
-        jti,
-        bound_to: proof.map(|proof| proof.jkt().to_owned()),
-        approval,
-    };
     let max_depth = context.settings().max_depth;
-    let child = match &parent {
-        Parent::Token(token) => chain::derive(token, agent, &allowance, max_depth, reentry, issuance)?,
-        Parent::Person(person) => chain::start(person, agent, &allowance, max_depth, issuance)?,
+    let child = |allowance: &_, issuance| match &parent {
+        Parent::Token(token) => chain::derive(token, agent, allowance, max_depth, reentry, issuance),
+        Parent::Person(person) => chain::start(person, agent, allowance, max_depth, issuance),
     };
-    let access_token = token::mint(&child, context.keys().signing())?;
-    Ok(Issued::new(child.into_claims(), access_token, Some(issued_token_type), now))
+    handler.issue(&ask, Some(parent.token_id()), evidence, child, Some(issued_token_type)).await
 }
 
 /// A Baton token as the parent: alive, addressed to the acting agent, and
