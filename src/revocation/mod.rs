@@ -6,7 +6,8 @@ mod in_flight;
 #[cfg(test)]
 mod tests;
 
-pub use crate::error::NotAHolder;
+use crate::error::NotAHolder;
+pub use crate::ids::AgentId;
 use in_flight::{Revoking, RevokingClaim};
 
 use crate::abuse::Guard;
@@ -114,8 +115,8 @@ impl Revocations {
 /// DESIGN.md §10: the client a token was issued to, the agent it is addressed
 /// to, or the holder of any ancestor (the agent that obtained it or the one
 /// it was addressed to).
-fn holds(agent: &str, claims: &Claims) -> bool {
-    claims.client_id == agent
-        || claims.aud == agent
-        || claims.delegation.hops.iter().any(|hop| hop.agent == agent || hop.aud == agent)
+fn holds(agent: &AgentId, claims: &Claims) -> bool {
+    claims.client_id == *agent
+        || claims.aud.is_agent(agent)
+        || claims.delegation.hops.iter().any(|hop| hop.agent == *agent || hop.aud.is_agent(agent))
 }

@@ -3,6 +3,7 @@
 use super::holds;
 use crate::claims::{Actor, Claims, Delegation, Hop, ScopeSet, TokenId};
 use crate::clock::UnixTime;
+use crate::ids::AgentId;
 
 /// A token `client_id` obtained for `aud`, on `sub`'s authority, with no
 /// ancestors yet.
@@ -41,18 +42,18 @@ fn booker_for_api() -> Claims {
 /// RFC 7009 §2.1: the client the token was issued to (`client_id`).
 #[test]
 fn the_client_a_token_was_issued_to_may_revoke_it() {
-    assert!(holds("booker", &booker_for_api()));
-    assert!(holds("orchestrator", &claims("orchestrator", "planner", "orchestrator")));
+    assert!(holds(&AgentId::new("booker"), &booker_for_api()));
+    assert!(holds(&AgentId::new("orchestrator"), &claims("orchestrator", "planner", "orchestrator")));
 }
 
 /// DESIGN.md §10: the agent a token is addressed to (`aud`) holds it too.
 #[test]
 fn the_agent_a_token_is_addressed_to_may_revoke_it() {
     let root = claims("orchestrator", "planner", "orchestrator");
-    assert!(holds("planner", &root));
+    assert!(holds(&AgentId::new("planner"), &root));
     let mut for_agent = booker_for_api();
     for_agent.aud = "auditor".into();
-    assert!(holds("auditor", &for_agent));
+    assert!(holds(&AgentId::new("auditor"), &for_agent));
 }
 
 /// DESIGN.md §10: the holder of any ancestor, the agent that obtained it
@@ -61,15 +62,15 @@ fn the_agent_a_token_is_addressed_to_may_revoke_it() {
 fn the_holder_of_any_ancestor_may_revoke_it() {
     let token = booker_for_api();
     // The root's agent obtained an ancestor and appears nowhere else.
-    assert!(holds("orchestrator", &token));
+    assert!(holds(&AgentId::new("orchestrator"), &token));
     // An ancestor was addressed to an agent that is nowhere else in the path.
     let mut redirected = claims("orchestrator", "https://api.airline.example", "booker");
     redirected.delegation.hops = vec![hop("orchestrator", "relay")];
-    assert!(holds("relay", &redirected));
+    assert!(holds(&AgentId::new("relay"), &redirected));
     // An agent that obtained a middle ancestor, and was addressed by none.
     let mut middle = claims("orchestrator", "https://api.airline.example", "booker");
     middle.delegation.hops = vec![hop("orchestrator", "planner"), hop("courier", "booker")];
-    assert!(holds("courier", &middle));
+    assert!(holds(&AgentId::new("courier"), &middle));
 }
 
 /// RFC 7009 §2.1, DESIGN.md §10: anyone else is refused, a name that
@@ -79,9 +80,9 @@ fn the_holder_of_any_ancestor_may_revoke_it() {
 fn no_one_else_may_revoke_it() {
     let token = booker_for_api();
     for stranger in ["mallory", "Booker", "booker ", "", "https://api.calendar.example"] {
-        assert!(!holds(stranger, &token), "{stranger:?}");
+        assert!(!holds(&AgentId::new(stranger), &token), "{stranger:?}");
     }
     let mut persons = booker_for_api();
     persons.sub = "alice@example.com".into();
-    assert!(!holds("alice@example.com", &persons));
+    assert!(!holds(&AgentId::new("alice@example.com"), &persons));
 }
