@@ -497,7 +497,7 @@ fn check_assertion(
         }
     }
     let claims =
-        verified.ok_or(ClientAuthError::Assertion("signature does not verify with a registered key"))?.into_claims();
+        verified.ok_or(ClientAuthError::Assertion("signature does not verify with a registered key"))?.into_payload();
     // Item 1 and 2: iss and sub are the client id.
     if claims.iss.as_deref() != Some(client_id.as_str()) || claims.sub.as_deref() != Some(client_id.as_str()) {
         return Err(ClientAuthError::Assertion("iss and sub must both be the client id"));

@@ -13,11 +13,11 @@ use crate::client_auth::ClientAuthError;
 use crate::clock::{Clock, UnixMicros, UnixTime};
 use crate::error::GrantError;
 use crate::ids::{AgentId, Issuer, Subject};
-use crate::jose::Verified;
 use crate::keys::{Algorithm, KeySet};
 use crate::metrics::Metrics;
 use crate::policy::{Lifetimes, Policy, Target};
 use crate::store::{AuditEvent, AuditStore, Lineage, Principal, ReplayStore, RevocationStore, Status, StoreError};
+use crate::token::Verified;
 use crate::token::{MintError, Validation, VerifyError};
 use crate::upstream::Providers;
 

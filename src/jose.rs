@@ -4,8 +4,10 @@
 //!
 //! [`parse`] gives an [`Unverified`] token: its decoded [`Header`], and its
 //! payload only through [`Unverified::insecure_claims`], whose name says
-//! what it is. Only [`Unverified::verify`] builds a [`Verified`], from the
-//! payload bytes the signature covers.
+//! what it is. Only [`Unverified::verify`] builds a [`Signed`] value, from
+//! the payload bytes the signature covers; each reader then applies the
+//! rules of what it reads (Baton's tokens: [`crate::token::verify`], which
+//! alone hands out a [`crate::token::Verified`]).
 //!
 //! Every part is base64url without padding, decoded strictly: padding and
 //! non-canonical trailing bits are refused, so that no two encodings of one
@@ -113,21 +115,23 @@ pub struct Unverified<'a> {
     signature: &'a str,
 }
 
-/// A payload whose signature verified. Only [`Unverified::verify`] makes
-/// one, so code that takes a `Verified` cannot be handed an unchecked
-/// token. Baton's own claims come from [`crate::token::verify`], which also
-/// applies the claim rules before it hands one out.
+/// A payload whose signature verified, decoded from the bytes the
+/// signature covers. Only [`Unverified::verify`] makes one. The rules of
+/// what it carries are its reader's to apply: a Baton token becomes a
+/// [`crate::token::Verified`] only once [`crate::token::verify`] applied
+/// them, a client assertion or a DPoP proof is read only by the check of
+/// its RFC.
 #[derive(Debug, Clone)]
-pub struct Verified<T>(T);
+pub struct Signed<T>(T);
 
-impl<T> Verified<T> {
-    /// The verified value.
-    pub fn claims(&self) -> &T {
+impl<T> Signed<T> {
+    /// The signed value.
+    pub fn payload(&self) -> &T {
         &self.0
     }
 
-    /// The verified value, kept once the token's checks are done with.
-    pub fn into_claims(self) -> T {
+    /// The signed value, for its reader's rules.
+    pub fn into_payload(self) -> T {
         self.0
     }
 }
@@ -175,7 +179,7 @@ impl Unverified<'_> {
     /// Checks the signature with `key` and decodes `T` from the payload it
     /// covers (RFC 7515 §5.2 steps 5–8). The key decides the algorithm: a
     /// header that names another one does not verify.
-    pub fn verify<T: DeserializeOwned>(&self, key: &VerifyingKey) -> Result<Verified<T>, JoseError> {
+    pub fn verify<T: DeserializeOwned>(&self, key: &VerifyingKey) -> Result<Signed<T>, JoseError> {
         if Algorithm::from_name(&self.header.alg) != Some(key.algorithm()) {
             return Err(JoseError::BadSignature);
         }
@@ -184,7 +188,7 @@ impl Unverified<'_> {
             return Err(JoseError::BadSignature);
         }
         let payload = URL_SAFE_NO_PAD.decode(self.payload).map_err(|_| JoseError::Malformed)?;
-        serde_json::from_slice(&payload).map(Verified).map_err(|_| JoseError::Payload)
+        serde_json::from_slice(&payload).map(Signed).map_err(|_| JoseError::Payload)
     }
 }
 

@@ -10,8 +10,8 @@
 //!
 //! Data flows one way:
 //! `cli → app → http → broker → {grant, introspection, revocation, admin, approvals, lifecycle, governance}
-//! → {abuse, context, audit, error} → {chain, policy, store, client_auth, upstream, dpop, token}
-//! → {jose, claims, keys, clock}`.
+//! → {abuse, context, audit, error} → {chain, policy, store, client_auth, upstream, dpop}
+//! → {token, narrowing} → {jose, claims, ids, keys, clock}`.
 //! Only [`http`] and the verifier's layer know about HTTP; [`error::oauth`]
 //! is the one place that maps internal errors to OAuth error codes. No
 //! module imports one that imports it back (`scripts/module_cycles.py`
@@ -38,8 +38,11 @@
 //! | audit evidence of each decision | `audit` |
 //! | every endpoint error, its reason, the OAuth mapping | [`error`] |
 //! | a request's form parameters | [`params`] |
-//! | a token's claims; the one narrowing rule, deriving a child | [`claims`], [`chain`] |
-//! | Baton's tokens: minting and verification | [`token`] |
+//! | a token's claims | [`claims`] |
+//! | the one narrowing rule, at derivation and at verification | [`narrowing`] |
+//! | deriving a child (the only claims that are signed) | [`chain`] |
+//! | Baton's tokens: verification into `Verified` | [`token`] |
+//! | identifiers: agent, subject, audience, issuer | [`ids`] |
 //! | compact JWS: parse, insecure peek, verify, sign | [`jose`] |
 //! | signing keys, rotation, JWKS | [`keys`] |
 //! | client credentials and assertions (RFC 7523) | [`client_auth`] |
@@ -84,6 +87,7 @@ pub mod jose;
 pub mod keys;
 pub mod lifecycle;
 pub mod metrics;
+pub mod narrowing;
 pub mod params;
 pub mod policy;
 pub mod revocation;

@@ -1,22 +1,41 @@
-//! Baton's own access tokens: minting, and verification into [`Verified`].
+//! Baton's own access tokens: their verification into [`Verified`]. They
+//! are minted from derived claims only ([`crate::chain::Derived::sign`]).
 //!
 //! Verification follows RFC 9068 §4 and RFC 8725 in order: size, header
 //! (`typ`, algorithm allow-list, known `kid`), signature, claims, issuer,
 //! times, the delegation path, and the audience. Only [`verify`] hands out
 //! a `Verified<Claims>`.
 
-use crate::chain::{self, PathError};
 use crate::claims::Claims;
 use crate::clock::Clock;
 use crate::ids::{Audience, Issuer};
-use crate::jose::{self, JoseError, Verified};
-use crate::keys::{Algorithm, KeyLookup, SigningKey};
+use crate::jose::{self, JoseError};
+use crate::keys::{Algorithm, KeyLookup};
+use crate::narrowing::{self, PathError};
 
 /// No Baton token lives longer than a day (the `max_token_ttl` ceiling).
 pub const MAX_LIFETIME: i64 = 86_400;
 
 /// The media type of a JWT access token (RFC 9068 §2.1).
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
+
+/// A Baton token's claims whose signature and rules were checked. Only
+/// [`verify`] makes one, so code that takes a `Verified<Claims>` (deriving
+/// a child, introspecting, revoking) cannot be handed an unchecked token.
+#[derive(Debug, Clone)]
+pub struct Verified<T>(T);
+
+impl<T> Verified<T> {
+    /// The verified claims.
+    pub fn claims(&self) -> &T {
+        &self.0
+    }
+
+    /// The verified claims, kept once the token's checks are done with.
+    pub fn into_claims(self) -> T {
+        self.0
+    }
+}
 
 /// The rules a token must meet.
 #[derive(Debug, Clone)]
@@ -126,15 +145,6 @@ impl MintError {
     }
 }
 
-/// Signs `claims` as an `at+jwt` (RFC 7515 §7.1, compact serialization).
-pub fn mint(derived: &crate::chain::Derived, key: &SigningKey) -> Result<String, MintError> {
-    let claims = derived.claims();
-    let header = serde_json::json!({ "typ": ACCESS_TOKEN_TYP, "kid": key.kid(), "alg": key.algorithm().name() });
-    let header = serde_json::to_vec(&header).map_err(|error| MintError(error.to_string()))?;
-    let payload = serde_json::to_vec(claims).map_err(|error| MintError(error.to_string()))?;
-    jose::sign(&header, &payload, key).map_err(|error| MintError(error.to_string()))
-}
-
 /// Verifies a Baton access token.
 pub fn verify(
     token: &str,
@@ -166,12 +176,12 @@ pub fn verify(
     if key.algorithm() != algorithm {
         return Err(VerifyError::UnknownKey);
     }
-    let verified = token.verify::<Claims>(key).map_err(|error| match error {
+    let signed = token.verify::<Claims>(key).map_err(|error| match error {
         JoseError::BadSignature => VerifyError::BadSignature,
         JoseError::Payload => VerifyError::BadClaims,
         JoseError::TooLarge | JoseError::Malformed => VerifyError::Malformed,
     })?;
-    let claims = verified.claims();
+    let claims = signed.into_payload();
     if claims.iss != rules.issuer {
         return Err(VerifyError::WrongIssuer);
     }
@@ -185,13 +195,13 @@ pub fn verify(
     if claims.exp.seconds_since(claims.iat) > MAX_LIFETIME {
         return Err(VerifyError::LifetimeTooLong);
     }
-    chain::check_path(claims, rules.max_depth)?;
+    narrowing::check_path(&claims, rules.max_depth)?;
     // Last, so that a token for another audience is refused only once it
     // proved to be a live token of this broker.
     if !rules.audience.admits(&claims.aud) {
         return Err(VerifyError::WrongAudience);
     }
-    Ok(verified)
+    Ok(Verified(claims))
 }
 
 /// Claims read without any check, for display only. A different type from
@@ -232,10 +242,9 @@ mod tests {
     use serde_json::{json, Value};
 
     use super::*;
-    use crate::chain::danger::derived_unchecked;
     use crate::claims::{Actor, Delegation, ScopeSet, TokenId};
     use crate::clock::{FixedClock, UnixTime};
-    use crate::keys::{self, Algorithm, KeySet, VerifyingKey};
+    use crate::keys::{self, Algorithm, KeySet, SigningKey, VerifyingKey};
 
     const ISSUER: &str = "https://baton.example";
     const NOW: i64 = 1_900_000_000;
@@ -308,7 +317,8 @@ mod tests {
 
     /// A token as the broker mints it.
     fn minted(claims: &Claims, key: &SigningKey) -> String {
-        mint(&derived_unchecked(claims.clone()), key).unwrap()
+        let header = json!({ "typ": ACCESS_TOKEN_TYP, "kid": key.kid(), "alg": key.algorithm().name() });
+        jose::sign(&serde_json::to_vec(&header).unwrap(), &serde_json::to_vec(claims).unwrap(), key).unwrap()
     }
 
     /// The header the broker writes.

@@ -7,23 +7,23 @@
 //!
 //! The rule between a parent and its child is [`Bounds::narrow_to`] (scopes,
 //! expiry, depth) with [`stays_bound`] (DPoP binding). [`derive()`] and
-//! [`start`] apply it before they build a child, and [`Claims::check_path`]
-//! applies it to every pair of hops of a token it verifies. Only this module
-//! builds a [`Derived`], and [`crate::token::mint`] signs nothing else.
+//! [`start`] apply it before they build a child, as
+//! [`crate::narrowing::check_path`] applies it to every pair of hops of a
+//! token being verified. Only this module builds a [`Derived`], and only a
+//! `Derived` is signed into a token ([`Derived::sign`]).
 
-use crate::claims::{Actor, Claims, Confirmation, Delegation, Hop, HopApproval, ScopeSet, TokenId};
+use crate::claims::{Actor, Claims, Confirmation, Delegation, Hop, HopApproval, TokenId};
 use crate::client_auth::AuthenticatedAgent;
 use crate::clock::{UnixMicros, UnixTime};
 use crate::ids::{AgentId, Issuer, Subject};
-use crate::jose::Verified;
+use crate::keys::SigningKey;
+use crate::narrowing::{child_depth, Bounds, Widening};
 use crate::policy::Allowance;
+use crate::token::{MintError, Verified, ACCESS_TOKEN_TYP};
 use crate::upstream::Person;
 
-mod path;
 #[cfg(test)]
 mod tests;
-
-pub use path::{check_path, PathError};
 
 /// The facts of one issuance that are not derived from the chain.
 #[derive(Debug, Clone)]
@@ -45,9 +45,9 @@ pub struct Issuance {
     pub approval: Option<HopApproval>,
 }
 
-/// Claims derived by this module under the narrowing rule: the only input
-/// [`crate::token::mint`] signs, so a child that skipped the rule does not
-/// compile into a token.
+/// Claims derived by this module under the narrowing rule: the only claims
+/// that are signed into a token ([`Derived::sign`]), so a child that skipped
+/// the rule does not compile into one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Derived(Claims);
 
@@ -61,83 +61,15 @@ impl Derived {
     pub fn into_claims(self) -> Claims {
         self.0
     }
-}
 
-/// How a child would break the narrowing rule. Deriving reports it as
-/// [`ChainError::Widened`]; verifying a path, as [`crate::claims::PathError`]
-/// in that error's own words (audit events carry both texts).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum Widening {
-    /// Deeper than the limit allows.
-    #[error("depth {depth} exceeds the limit {limit}")]
-    TooDeep {
-        /// The depth the token has or would have.
-        depth: u32,
-        /// The configured limit.
-        limit: u32,
-    },
-    /// A scope not held by the parent.
-    #[error("scopes are not a subset of the parent's")]
-    ScopeWidened,
-    /// An expiry after the parent's.
-    #[error("expiry is later than the parent's")]
-    LifetimeExtended,
-}
-
-/// What a token of a chain holds, as the narrowing rule compares it with a
-/// child: its scopes, its expiry and its depth.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Bounds<'a> {
-    /// Its scopes; `None` where it sets no cap: a person's token that
-    /// carries no `scope` leaves the first hop's scopes to policy
-    /// (DESIGN.md §10).
-    scope: Option<&'a ScopeSet>,
-    exp: UnixTime,
-    depth: u32,
-}
-
-impl<'a> Bounds<'a> {
-    /// The bounds of one of Baton's tokens.
-    pub fn of_token(claims: &'a Claims) -> Bounds<'a> {
-        Bounds { scope: Some(&claims.scope), exp: claims.exp, depth: claims.delegation.depth }
+    /// Signs the claims with `key` as an `at+jwt` (RFC 9068 §2.1, RFC 7515
+    /// §7.1 compact serialization): the token [`crate::token::verify`] reads.
+    pub fn sign(&self, key: &SigningKey) -> Result<String, MintError> {
+        let header = serde_json::json!({ "typ": ACCESS_TOKEN_TYP, "kid": key.kid(), "alg": key.algorithm().name() });
+        let header = serde_json::to_vec(&header).map_err(|error| MintError::new(&error.to_string()))?;
+        let payload = serde_json::to_vec(&self.0).map_err(|error| MintError::new(&error.to_string()))?;
+        crate::jose::sign(&header, &payload, key).map_err(|error| MintError::new(&error.to_string()))
     }
-
-    /// The bounds of an ancestor recorded as `hop` at `depth` in a path. A
-    /// person's token at the root caps the chain's scopes only where it
-    /// carries some.
-    pub fn of_hop(hop: &'a Hop, depth: u32) -> Bounds<'a> {
-        let uncapped = hop.iss.is_some() && hop.scope.is_empty();
-        Bounds { scope: (!uncapped).then_some(&hop.scope), exp: hop.exp, depth }
-    }
-
-    /// The narrowing rule (DESIGN.md §2 promise 1): a child with `scope` and
-    /// `exp` is one deeper than this token and within `limit`, holds no scope
-    /// this token does not, and expires no later. Returns the child's bounds.
-    pub fn narrow_to<'b>(&self, scope: &'b ScopeSet, exp: UnixTime, limit: u32) -> Result<Bounds<'b>, Widening> {
-        let depth = child_depth(self.depth, limit)?;
-        if self.scope.is_some_and(|cap| !scope.is_subset(cap)) {
-            return Err(Widening::ScopeWidened);
-        }
-        if exp > self.exp {
-            return Err(Widening::LifetimeExtended);
-        }
-        Ok(Bounds { scope: Some(scope), exp, depth })
-    }
-}
-
-/// The depth of a token's child: the parent's + 1, never over `limit`
-/// (DESIGN.md §10: the limit is the largest depth a token may have).
-pub fn child_depth(parent: u32, limit: u32) -> Result<u32, Widening> {
-    let depth = parent.saturating_add(1);
-    within_limit(depth, limit).map(|()| depth)
-}
-
-/// Whether a token of `depth` is within `limit`.
-pub fn within_limit(depth: u32, limit: u32) -> Result<(), Widening> {
-    if depth > limit {
-        return Err(Widening::TooDeep { depth, limit });
-    }
-    Ok(())
 }
 
 /// A bound chain stays bound (DESIGN.md §2 promise 3): the child of a
@@ -217,7 +149,7 @@ fn own_token(agent: &AgentId, allowance: &Allowance, issuance: Issuance) -> Deri
 ///
 /// Applies the narrowing rule whatever the policy decided, so that a policy
 /// bug cannot widen a chain, and refuses an agent that already acted in the
-/// chain unless `reentry` allows it ([`Claims::check_path`] holds verified
+/// chain unless `reentry` allows it ([`crate::narrowing::check_path`] holds verified
 /// tokens to the same rule).
 pub fn derive(
     parent: &Verified<Claims>,
@@ -261,7 +193,7 @@ fn child_of(
         may_act: None,
         cnf: issuance.bound_to.map(|jkt| Confirmation { jkt }),
         delegation: Delegation {
-            depth: bounds.depth,
+            depth: bounds.depth(),
             hops,
             approval: issuance.approval,
             acts_again: again,
@@ -325,7 +257,7 @@ fn first_hop(
         may_act: None,
         cnf: issuance.bound_to.map(|jkt| Confirmation { jkt }),
         delegation: Delegation {
-            depth: bounds.depth,
+            depth: bounds.depth(),
             hops: vec![root],
             approval: issuance.approval,
             acts_again: false,
@@ -340,7 +272,7 @@ pub mod danger {
     use crate::claims::Claims;
 
     /// Takes `claims` as derived without applying any rule, so that
-    /// [`crate::token::mint`] signs them as they are: for benchmarks and
+    /// [`Derived::sign`] signs them as they are: for benchmarks and
     /// tools that need a token with exact claims. Every use is a token the
     /// broker's rules did not check; audit each one.
     pub fn derived_unchecked(claims: Claims) -> Derived {

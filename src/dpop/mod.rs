@@ -181,7 +181,7 @@ pub fn check(proof: &str, expected: &Expected<'_>, now: UnixTime) -> Result<Proo
         JoseError::BadSignature => ProofError::BadSignature,
         JoseError::TooLarge | JoseError::Malformed | JoseError::Payload => ProofError::Malformed,
     })?;
-    let claims = claims.into_claims();
+    let claims = claims.into_payload();
     // 8. The method.
     if claims.htm != expected.method {
         return Err(ProofError::WrongMethod);

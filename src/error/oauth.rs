@@ -8,11 +8,12 @@
 
 use http::StatusCode;
 
-use crate::chain::{ChainError, Widening};
+use crate::chain::ChainError;
 use crate::client_auth::ClientAuthError;
 use crate::dpop::ProofError;
 use crate::error::{ApprovalError, GrantError, RequestError};
 use crate::metrics::TokenOutcome;
+use crate::narrowing::Widening;
 use crate::policy::explain::{Explanation, Outcome};
 use crate::policy::Refusal;
 

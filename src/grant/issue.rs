@@ -13,7 +13,6 @@ use crate::dpop::Proof;
 use crate::error::GrantError;
 use crate::params::TokenParams;
 use crate::policy::{Action, Allowance, Ask, Policy};
-use crate::token;
 
 /// What a grant handler reads: the shared context, the approvals, and the
 /// request's policy snapshot, parameters and DPoP proof.
@@ -55,7 +54,7 @@ impl Handler<'_> {
             approval,
         };
         let derived = derive(&allowance, issuance)?;
-        let access_token = token::mint(&derived, self.context.keys().signing())?;
+        let access_token = derived.sign(self.context.keys().signing())?;
         Ok(Issued::new(derived.into_claims(), access_token, issued_token_type, ask.now))
     }
 }

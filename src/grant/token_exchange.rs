@@ -26,10 +26,11 @@ use crate::clock::{UnixMicros, UnixTime};
 use crate::context::Context;
 use crate::dpop::{Proof, ProofError};
 use crate::error::{GrantError, RequestError, Unacceptable};
-use crate::jose::{self, Verified};
+use crate::jose;
+use crate::narrowing;
 use crate::policy::{Action, Ask, Policy};
 use crate::store::{Lineage, Principal, Status};
-use crate::token::{self, AudienceRule, VerifyError};
+use crate::token::{self, AudienceRule, Verified, VerifyError};
 use crate::upstream::{Declared, Person, UpstreamError};
 
 /// The token an exchange starts from.
@@ -132,7 +133,7 @@ pub(super) async fn handle(
         _ if subject_type == ID_TOKEN_TYPE => return Err(GrantError::SubjectToken(Unacceptable::UntrustedIssuer)),
         _ => own_token(context, policy, agent, subject_token, proof, evidence).await?,
     };
-    let depth = chain::child_depth(parent.depth(), context.settings().max_depth)
+    let depth = narrowing::child_depth(parent.depth(), context.settings().max_depth)
         .map_err(|_| GrantError::SubjectToken(Unacceptable::DepthLimit))?;
     // DESIGN.md §2.2: no cycles. Refused before the policy is asked, so that
     // no person is asked to approve a hop that would not be issued.

@@ -58,8 +58,8 @@ fn a_signed_token_verifies_and_gives_its_claims() {
         let parsed = parse(&token, 4096).unwrap();
         assert_eq!(parsed.header().alg, algorithm.name());
         assert_eq!(parsed.header().kid.as_deref(), Some(signing.kid()));
-        let verified: Verified<Value> = parsed.verify(verifying).unwrap();
-        assert_eq!(verified.claims(), &claims());
+        let verified: Signed<Value> = parsed.verify(verifying).unwrap();
+        assert_eq!(verified.payload(), &claims());
     }
 }
 

@@ -312,7 +312,7 @@ impl Policy {
     /// and live; asked scopes must be registered, within the parent's and
     /// within the target API's; the token must have some lifetime left.
     ///
-    /// The chain's narrowing rule ([`crate::chain::Bounds::narrow_to`]) holds
+    /// The chain's narrowing rule ([`crate::narrowing::Bounds::narrow_to`]) holds
     /// the child to the parent's scopes, expiry and depth again when it is
     /// derived. The parent's scopes and expiry are read here as well, to
     /// name the scope refused (`beyond_parent`, in policy tests and

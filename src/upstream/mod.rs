@@ -360,7 +360,7 @@ fn person(trusted: &TrustedIssuer, raw: &str, claims: &PersonClaims) -> Result<P
         _ => TokenId(URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, raw.as_bytes()))),
     };
     // The provider's client, recorded as the root hop's agent; never one of
-    // the broker's agents (`Claims::check_path` leaves it out of the chain).
+    // the broker's agents (`narrowing::check_path` leaves it out of the chain).
     let client = AgentId::new(
         claims.authorized_party().map(|azp| azp.as_str()).or(text("client_id")).unwrap_or(&trusted.audience),
     );

@@ -124,7 +124,7 @@ async fn an_agent_registered_with_may_act_again_may_and_the_hop_says_so() {
     assert_eq!(claims.chain(), vec!["c", "b", "c"]);
     assert!(claims.delegation.acts_again, "the repeated hop is marked");
     assert!(claims.delegation.hops.iter().all(|hop| !hop.acts_again));
-    assert_eq!(baton::chain::check_path(&claims, 5), Ok(()));
+    assert_eq!(baton::narrowing::check_path(&claims, 5), Ok(()));
     // The broker verifies the marked token as a parent, and the mark moves
     // into the hop with it.
     let after = setup.hop("d", &again, API).await;

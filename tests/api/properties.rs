@@ -155,7 +155,7 @@ proptest! {
                             Some(Actor { sub: holder.into(), act: parent_claims.act.clone().map(Box::new) })
                         );
                         prop_assert_eq!(child.delegation.hops.last().map(|hop| &hop.jti), Some(&parent_claims.jti));
-                        prop_assert!(baton::chain::check_path(&child, MAX_DEPTH).is_ok());
+                        prop_assert!(baton::narrowing::check_path(&child, MAX_DEPTH).is_ok());
                         let acted = holder == "a" || parent_claims.chain().contains(&&AgentId::new(holder));
                         prop_assert_eq!(child.delegation.acts_again, acted, "only a repeat is marked");
                         if target == "https://api.example" {
