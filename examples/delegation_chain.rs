@@ -105,7 +105,7 @@ fn pending(body: &Value) -> Option<String> {
 }
 
 fn audience_of(token: &str) -> String {
-    baton::token::peek(token).map(|unverified| unverified.claims.aud.into_string()).unwrap_or_default()
+    baton::token::insecure_peek(token).map(|unverified| unverified.claims.aud.into_string()).unwrap_or_default()
 }
 
 #[tokio::main]
@@ -163,7 +163,7 @@ async fn main() -> Result<(), String> {
     planner.await.map_err(|error| error.to_string())??;
     let (token, status, body) = booker.await.map_err(|error| error.to_string())??;
     println!("\nAPI decision: {status} {body}\n");
-    let claims = baton::token::peek(&token).map_err(|error| error.to_string())?.claims;
+    let claims = baton::token::insecure_peek(&token).map_err(|error| error.to_string())?.claims;
     println!("the final token's chain:\n{}", baton::cli::decode::tree(&claims));
     if status.is_success() {
         Ok(())

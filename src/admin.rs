@@ -8,7 +8,7 @@ use crate::audit::Evidence;
 use crate::claims::TokenId;
 use crate::clock::{UnixMicros, UnixTime};
 use crate::context::Context;
-use crate::error::GrantError;
+use crate::error::EndpointError;
 use crate::grant::{CLIENT_CREDENTIALS, TOKEN_EXCHANGE};
 use crate::metrics::RevokedVia;
 use crate::policy::inventory::SecretHash;
@@ -104,7 +104,11 @@ pub fn admin_enabled(context: &Context) -> bool {
 
 /// Revokes a token by id, and so its descendants. Revoking a token
 /// already revoked changes nothing and records nothing.
-pub async fn revoke_jti(context: &Context, revocations: &Revocations, jti: &TokenId) -> Result<UnixTime, GrantError> {
+pub async fn revoke_jti(
+    context: &Context,
+    revocations: &Revocations,
+    jti: &TokenId,
+) -> Result<UnixTime, EndpointError> {
     let issued = context.stores.audit.issued(jti).await?;
     let now = context.now();
     // Unknown here (issued before the audit trail, or by another
@@ -129,7 +133,7 @@ pub async fn revoke_jti(context: &Context, revocations: &Revocations, jti: &Toke
 ///
 /// [`AuditStore::issued`]: crate::store::AuditStore::issued
 /// [`AuditStore::children`]: crate::store::AuditStore::children
-pub async fn trace(context: &Context, jti: &TokenId) -> Result<Option<Trace>, GrantError> {
+pub async fn trace(context: &Context, jti: &TokenId) -> Result<Option<Trace>, EndpointError> {
     let Some(event) = context.stores.audit.issued(jti).await? else {
         return Ok(None);
     };
@@ -161,7 +165,7 @@ pub async fn trace(context: &Context, jti: &TokenId) -> Result<Option<Trace>, Gr
 }
 
 /// The inventory, each agent with its last use and recent issuance.
-pub async fn agent_reports(context: &Context) -> Result<Vec<AgentReport>, GrantError> {
+pub async fn agent_reports(context: &Context) -> Result<Vec<AgentReport>, EndpointError> {
     let now = context.now();
     let mut reports = Vec::new();
     let policy = context.policy();
@@ -207,15 +211,15 @@ async fn last_token_request(context: &Context, agent: &str) -> Result<Option<Uni
 }
 
 /// Audit events matching `filter`, newest first.
-pub async fn audit_events(context: &Context, filter: &AuditFilter) -> Result<Vec<AuditEvent>, GrantError> {
+pub async fn audit_events(context: &Context, filter: &AuditFilter) -> Result<Vec<AuditEvent>, EndpointError> {
     Ok(context.stores.audit.query(filter).await?)
 }
 
 /// The node for the last token of `path` (root first), its status
 /// computed from the whole path as its lineage.
-async fn node(context: &Context, policy: &Policy, path: &[AuditEvent]) -> Result<TraceNode, GrantError> {
+async fn node(context: &Context, policy: &Policy, path: &[AuditEvent]) -> Result<TraceNode, EndpointError> {
     let Some(event) = path.last() else {
-        return Err(GrantError::Store(StoreError::Corrupt("empty trace path".into())));
+        return Err(EndpointError::Store(StoreError::Corrupt("empty trace path".into())));
     };
     // As in `Lineage::of`: the subject named from the root, each agent
     // from the first token that it obtained or that was addressed to it,
@@ -257,7 +261,7 @@ async fn subtree(
     policy: &Policy,
     path: Vec<AuditEvent>,
     walk: &mut Walk,
-) -> Result<TraceNode, GrantError> {
+) -> Result<TraceNode, EndpointError> {
     let mut node = node(context, policy, &path).await?;
     walk.budget = walk.budget.saturating_sub(1);
     // One more than the budget allows tells whether the walk stops short.

@@ -13,7 +13,7 @@ use crate::approvals::{ApprovalSettings, Approvals};
 use crate::claims::{Claims, TokenId};
 use crate::clock::{Clock, UnixTime};
 use crate::context::{Context, Settings, Stores};
-use crate::error::{GrantError, RequestError};
+use crate::error::{EndpointError, RequestError};
 use crate::grant::{TokenRequest, TokenResponse};
 use crate::introspection::Introspection;
 use crate::keys::KeySet;
@@ -113,12 +113,12 @@ impl Broker {
     }
 
     /// `POST /token` ([`grant::token`]).
-    pub async fn token(&self, request: TokenRequest) -> Result<TokenResponse, GrantError> {
+    pub async fn token(&self, request: TokenRequest) -> Result<TokenResponse, EndpointError> {
         grant::token(&self.context, &self.guard, &self.approvals, request).await
     }
 
     /// A token request refused before it could be read ([`grant::refuse`]).
-    pub async fn refuse(&self, error: RequestError, client_address: Option<String>) -> GrantError {
+    pub async fn refuse(&self, error: RequestError, client_address: Option<String>) -> EndpointError {
         grant::refuse(&self.context, &self.guard, error, client_address).await
     }
 
@@ -134,7 +134,7 @@ impl Broker {
         authorization: Option<&str>,
         params: &TokenParams,
         client_address: Option<&str>,
-    ) -> Result<Introspection, GrantError> {
+    ) -> Result<Introspection, EndpointError> {
         introspection::introspect(&self.context, &self.guard, authorization, params, client_address).await
     }
 
@@ -144,13 +144,13 @@ impl Broker {
         authorization: Option<&str>,
         params: &TokenParams,
         client_address: Option<String>,
-    ) -> Result<(), GrantError> {
+    ) -> Result<(), EndpointError> {
         self.revocations.revoke(&self.context, &self.guard, authorization, params, client_address).await
     }
 
     /// An introspection or revocation request refused before it could be
     /// read ([`Guard::refuse_unread`]).
-    pub fn refuse_unread(&self, error: RequestError, client_address: Option<&str>) -> GrantError {
+    pub fn refuse_unread(&self, error: RequestError, client_address: Option<&str>) -> EndpointError {
         self.guard.refuse_unread(&self.context, error, client_address)
     }
 
@@ -176,12 +176,12 @@ impl Broker {
     }
 
     /// One page of approvals, newest first ([`Approvals::list`]).
-    pub async fn list_approvals(&self, query: ApprovalQuery) -> Result<ApprovalPage, GrantError> {
+    pub async fn list_approvals(&self, query: ApprovalQuery) -> Result<ApprovalPage, EndpointError> {
         self.approvals.list(&self.context, query).await
     }
 
     /// How many approvals are pending now ([`Approvals::count_pending`]).
-    pub async fn count_pending_approvals(&self) -> Result<u64, GrantError> {
+    pub async fn count_pending_approvals(&self) -> Result<u64, EndpointError> {
         self.approvals.count_pending(&self.context).await
     }
 
@@ -192,17 +192,17 @@ impl Broker {
         id: &ApprovalId,
         approver: &str,
         approve: bool,
-    ) -> Result<Approval, GrantError> {
+    ) -> Result<Approval, EndpointError> {
         self.approvals.decide(&self.context, id, approver, approve).await
     }
 
     /// Deprovisions an agent or a subject now ([`lifecycle::deprovision`]).
-    pub async fn deprovision(&self, principal: &Principal) -> Result<(), GrantError> {
+    pub async fn deprovision(&self, principal: &Principal) -> Result<(), EndpointError> {
         lifecycle::deprovision(&self.context, principal).await
     }
 
     /// Lifts a deprovisioned principal's block ([`lifecycle::reinstate`]).
-    pub async fn reinstate(&self, principal: &Principal) -> Result<(), GrantError> {
+    pub async fn reinstate(&self, principal: &Principal) -> Result<(), EndpointError> {
         lifecycle::reinstate(&self.context, principal).await
     }
 
@@ -211,13 +211,13 @@ impl Broker {
     pub async fn retire_expired_agents(
         &self,
         done: &std::collections::HashSet<String>,
-    ) -> Result<Vec<String>, GrantError> {
+    ) -> Result<Vec<String>, EndpointError> {
         lifecycle::retire_expired_agents(&self.context, done).await
     }
 
     /// Deprovisions the agents of `known` the inventory no longer has
     /// ([`lifecycle::deprovision_removed_agents`]).
-    pub async fn deprovision_removed_agents(&self, known: &[String]) -> Result<Vec<String>, GrantError> {
+    pub async fn deprovision_removed_agents(&self, known: &[String]) -> Result<Vec<String>, EndpointError> {
         lifecycle::deprovision_removed_agents(&self.context, known).await
     }
 
@@ -232,23 +232,23 @@ impl Broker {
     }
 
     /// Revokes a token by id, and so its descendants ([`admin::revoke_jti`]).
-    pub async fn revoke_jti(&self, jti: &TokenId) -> Result<UnixTime, GrantError> {
+    pub async fn revoke_jti(&self, jti: &TokenId) -> Result<UnixTime, EndpointError> {
         admin::revoke_jti(&self.context, &self.revocations, jti).await
     }
 
     /// The ancestors and descendants of a token, each with its status
     /// ([`admin::trace`]).
-    pub async fn trace(&self, jti: &TokenId) -> Result<Option<Trace>, GrantError> {
+    pub async fn trace(&self, jti: &TokenId) -> Result<Option<Trace>, EndpointError> {
         admin::trace(&self.context, jti).await
     }
 
     /// The agent inventory with lifecycle warnings ([`admin::agent_reports`]).
-    pub async fn agent_reports(&self) -> Result<Vec<AgentReport>, GrantError> {
+    pub async fn agent_reports(&self) -> Result<Vec<AgentReport>, EndpointError> {
         admin::agent_reports(&self.context).await
     }
 
     /// The audit events `filter` selects ([`admin::audit_events`]).
-    pub async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, GrantError> {
+    pub async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, EndpointError> {
         admin::audit_events(&self.context, filter).await
     }
 

@@ -348,12 +348,12 @@ pub struct ClientAuthenticator<'a> {
 /// Checks the presented credentials against the inventory.
 pub async fn authenticate(
     presented: &Presented,
-    context: &ClientAuthenticator<'_>,
+    authenticator: &ClientAuthenticator<'_>,
 ) -> Result<AuthenticatedClient, ClientAuthError> {
-    let now = context.clock.now();
+    let now = authenticator.clock.now();
     let (id, method) = match presented {
         Presented::Secret { client_id, secret, method } => {
-            let client = context.inventory.client(client_id).ok_or(ClientAuthError::UnknownClient)?;
+            let client = authenticator.inventory.client(client_id).ok_or(ClientAuthError::UnknownClient)?;
             let Credentials::Secret(hash) = client.credentials() else {
                 return Err(ClientAuthError::WrongMethod);
             };
@@ -367,16 +367,16 @@ pub async fn authenticate(
             (client_id.clone(), *method)
         }
         Presented::Assertion { client_id, assertion } => {
-            let checked = check_assertion(assertion, client_id.as_deref(), context, now)?;
+            let checked = check_assertion(assertion, client_id.as_deref(), authenticator, now)?;
             // RFC 7523 §3 item 7: the jti is single-use until the assertion expires.
             let key = format!("client_assertion:{}:{}", checked.client_id, checked.jti);
-            match context.replay.use_once(&key, checked.expires_at, now).await? {
+            match authenticator.replay.use_once(&key, checked.expires_at, now).await? {
                 Use::First => (checked.client_id, AuthMethod::PrivateKeyJwt),
                 Use::Replayed => return Err(ClientAuthError::Replayed),
             }
         }
     };
-    let api = match context.inventory.client(&id) {
+    let api = match authenticator.inventory.client(&id) {
         Some(Client::Resource(resource)) => Some(resource.uri.clone()),
         Some(Client::Agent(_)) | None => None,
     };
@@ -441,7 +441,7 @@ fn date_claim(
 fn check_assertion(
     assertion: &str,
     body_client_id: Option<&str>,
-    context: &ClientAuthenticator<'_>,
+    authenticator: &ClientAuthenticator<'_>,
     now: UnixTime,
 ) -> Result<CheckedAssertion, ClientAuthError> {
     const MALFORMED: ClientAuthError = ClientAuthError::Assertion("not a signed JWT");
@@ -473,7 +473,7 @@ fn check_assertion(
     // verified payload.
     let unverified: AssertionClaims = assertion.insecure_claims().map_err(|_| MALFORMED)?;
     let client_id = unverified.iss.ok_or(ClientAuthError::Assertion("missing iss"))?;
-    let client = context.inventory.client(&client_id).ok_or(ClientAuthError::UnknownClient)?;
+    let client = authenticator.inventory.client(&client_id).ok_or(ClientAuthError::UnknownClient)?;
     let Credentials::Keys(keys) = client.credentials() else {
         return Err(ClientAuthError::WrongMethod);
     };
@@ -508,13 +508,13 @@ fn check_assertion(
     // Item 3: the audience identifies this authorization server. Only the
     // issuer itself, as a single string: a list could smuggle this server in
     // beside another audience the assertion was really meant for.
-    if claims.aud.as_ref().and_then(serde_json::Value::as_str) != Some(context.issuer.as_str()) {
+    if claims.aud.as_ref().and_then(serde_json::Value::as_str) != Some(authenticator.issuer.as_str()) {
         return Err(ClientAuthError::Assertion("aud must be the issuer"));
     }
     // Item 4: exp is required, in the future, and near, with "some small
     // leeway ... to account for clock skew". Times are NumericDates, which
     // may be fractional (RFC 7519 §2); absurd ones are refused.
-    let leeway = context.leeway;
+    let leeway = authenticator.leeway;
     let exp = date_claim(claims.exp.as_ref(), Round::Down, "exp is not a valid NumericDate")?
         .ok_or(ClientAuthError::Assertion("missing exp"))?;
     let nbf = date_claim(claims.nbf.as_ref(), Round::Up, "nbf is not a valid NumericDate")?;

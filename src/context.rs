@@ -11,14 +11,14 @@ use ring::rand::{SecureRandom, SystemRandom};
 use crate::claims::{Claims, TokenId};
 use crate::client_auth::ClientAuthError;
 use crate::clock::{Clock, UnixMicros, UnixTime};
-use crate::error::GrantError;
+use crate::error::EndpointError;
 use crate::ids::{AgentId, Issuer, Subject};
 use crate::keys::{Algorithm, KeySet};
 use crate::metrics::Metrics;
 use crate::policy::{Lifetimes, Policy, Target};
 use crate::store::{AuditEvent, AuditStore, Lineage, Principal, ReplayStore, RevocationStore, Status, StoreError};
-use crate::token::Verified;
-use crate::token::{MintError, Validation, VerifyError};
+
+use crate::token::{AudienceRule, MintError, Validation, Verified, VerifyError};
 use crate::upstream::Providers;
 
 /// The broker's fixed settings.
@@ -181,9 +181,17 @@ impl Context {
         self.stores.audit.record(event).await
     }
 
-    /// Verifies one of this broker's own tokens.
-    pub(crate) fn verify(&self, token: &str) -> Result<Verified<Claims>, VerifyError> {
-        crate::token::verify(token, self.keys().as_ref(), &self.validation, self.clock.as_ref())
+    /// Verifies one of this broker's own tokens, for `audience`.
+    pub(crate) fn verify(&self, token: &str, audience: AudienceRule) -> Result<Verified<Claims>, VerifyError> {
+        let keys = self.keys();
+        match audience {
+            // The rules built at start: no copy on the common path.
+            AudienceRule::Any => crate::token::verify(token, keys.as_ref(), &self.validation, self.clock.as_ref()),
+            audience => {
+                let rules = self.validation.with_audience(audience);
+                crate::token::verify(token, keys.as_ref(), &rules, self.clock.as_ref())
+            }
+        }
     }
 
     pub(crate) fn now(&self) -> UnixTime {
@@ -209,7 +217,7 @@ impl Context {
         &self,
         agent: &AgentId,
         subject: Option<&Subject>,
-    ) -> Result<(), GrantError> {
+    ) -> Result<(), EndpointError> {
         let mut principals = vec![Principal::Agent(agent.to_owned())];
         principals.extend(subject.map(|subject| Principal::Subject(subject.to_owned())));
         // A token "issued at the end of time" is killed by a block only,

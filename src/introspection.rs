@@ -9,9 +9,10 @@ use crate::claims::{Actor, Confirmation, Delegation, ScopeSet, TokenId};
 use crate::client_auth::ClientAuthError;
 use crate::clock::UnixTime;
 use crate::context::Context;
-use crate::error::GrantError;
+use crate::error::EndpointError;
 use crate::params::TokenParams;
 use crate::store::Status;
+use crate::token::AudienceRule;
 
 /// An introspection response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -73,14 +74,15 @@ pub async fn introspect(
     authorization: Option<&str>,
     params: &TokenParams,
     client_address: Option<&str>,
-) -> Result<Introspection, GrantError> {
+) -> Result<Introspection, EndpointError> {
     // One policy for the whole request, even if a reload lands meanwhile.
     let policy = context.policy();
     let client = guard.authenticate_client_in(context, &policy, authorization, params, client_address).await?;
     // Only APIs registered to introspect may; an agent learns nothing here.
     let api = client.api().ok_or(ClientAuthError::NotAnIntrospector)?.to_owned();
     let token = params.require("token")?;
-    let Ok(verified) = context.verify(token) else {
+    // RFC 7662 §2.2: the audience is compared with the caller's below.
+    let Ok(verified) = context.verify(token, AudienceRule::Any) else {
         return Ok(Introspection::inactive());
     };
     let claims = verified.claims();

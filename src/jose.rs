@@ -56,20 +56,26 @@ pub struct Header {
     #[serde(default)]
     pub kid: Option<String>,
     /// `crit`: extensions a reader must understand.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub crit: Option<Value>,
     /// `jku`: a URL of a JWK set.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub jku: Option<Value>,
     /// `x5u`: a URL of a certificate chain.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub x5u: Option<Value>,
     /// `jwk`: a public key carried in the header.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub jwk: Option<Value>,
     /// `x5c`: a certificate chain carried in the header.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub x5c: Option<Value>,
+}
+
+/// A member that is present, whatever its value: `"jku": null` still names
+/// a key source, and is refused like any other (RFC 8725 §3.10).
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(deserializer).map(Some)
 }
 
 impl Header {
@@ -105,8 +111,8 @@ impl Header {
 }
 
 /// A compact JWS whose signature has not been checked. Only [`parse`]
-/// makes one.
-#[derive(Debug, Clone)]
+/// makes one. Its `Debug` shows the header only: the token is a credential.
+#[derive(Clone)]
 pub struct Unverified<'a> {
     header: Header,
     /// `header.payload`, exactly as received: what the signature covers.
@@ -133,6 +139,12 @@ impl<T> Signed<T> {
     /// The signed value, for its reader's rules.
     pub fn into_payload(self) -> T {
         self.0
+    }
+}
+
+impl std::fmt::Debug for Unverified<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Unverified").field("header", &self.header).finish_non_exhaustive()
     }
 }
 
@@ -190,6 +202,24 @@ impl Unverified<'_> {
         let payload = URL_SAFE_NO_PAD.decode(self.payload).map_err(|_| JoseError::Malformed)?;
         serde_json::from_slice(&payload).map(Signed).map_err(|_| JoseError::Payload)
     }
+}
+
+/// Whether `text` has the shape of a compact JWS (three parts), whatever
+/// they hold: to tell a token from an identifier, never to trust it.
+pub fn is_compact_shaped(text: &str) -> bool {
+    text.split('.').count() == 3
+}
+
+/// The payload of anything shaped like a compact JWS, read as `T` with no
+/// check at all, not even of the header: for evidence and routing only, as
+/// [`Unverified::insecure_claims`], where the text may be too broken to
+/// parse (naming the client a malformed assertion claims to be, choosing
+/// which configured issuer a malformed token is refused by). `None` when
+/// the second part is not base64url JSON of `T`.
+pub fn insecure_payload<T: DeserializeOwned>(text: &str) -> Option<T> {
+    let payload = text.split('.').nth(1)?;
+    let json = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    serde_json::from_slice(&json).ok()
 }
 
 /// Signs `payload` under `header` (both as serialized, JSON) with `key`, in

@@ -6,18 +6,22 @@
 
 use crate::audit::Evidence;
 use crate::context::Context;
-use crate::error::GrantError;
+use crate::error::EndpointError;
 use crate::metrics::DeprovisionCause;
 use crate::store::{AuditDecision, Blocking, Cutoff, Principal};
 
 /// Deprovisions an agent or a subject now (admin API): every token naming
 /// it that exists is dead, and it stays blocked (an agent cannot
 /// authenticate, no token naming it lives) until it is reinstated.
-pub async fn deprovision(context: &Context, principal: &Principal) -> Result<(), GrantError> {
+pub async fn deprovision(context: &Context, principal: &Principal) -> Result<(), EndpointError> {
     deprovision_for(context, principal, DeprovisionCause::Admin).await
 }
 
-async fn deprovision_for(context: &Context, principal: &Principal, cause: DeprovisionCause) -> Result<(), GrantError> {
+async fn deprovision_for(
+    context: &Context,
+    principal: &Principal,
+    cause: DeprovisionCause,
+) -> Result<(), EndpointError> {
     let now = context.now();
     // Every token issued up to now expires within the longest lifetime
     // any token can have, whatever `max_token_ttl` was when it was issued.
@@ -40,7 +44,7 @@ async fn deprovision_for(context: &Context, principal: &Principal, cause: Deprov
 pub async fn retire_expired_agents(
     context: &Context,
     done: &std::collections::HashSet<String>,
-) -> Result<Vec<String>, GrantError> {
+) -> Result<Vec<String>, EndpointError> {
     let now = context.now();
     let mut retired = Vec::new();
     let policy = context.policy();
@@ -60,7 +64,7 @@ pub async fn retire_expired_agents(
 /// removing an agent from `agents.toml` kills its tokens in the store,
 /// for verifiers that read only the store, and blocks it, so that adding
 /// it back revives none of its old tokens. Returns the agents written.
-pub async fn deprovision_removed_agents(context: &Context, known: &[String]) -> Result<Vec<String>, GrantError> {
+pub async fn deprovision_removed_agents(context: &Context, known: &[String]) -> Result<Vec<String>, EndpointError> {
     let policy = context.policy();
     let inventory = policy.inventory();
     let mut removed = Vec::new();
@@ -75,7 +79,7 @@ pub async fn deprovision_removed_agents(context: &Context, known: &[String]) -> 
 /// now on live; those cut off by the deprovisioning stay dead, and so
 /// does any that named the principal while it was blocked (the cut-off
 /// moves to now with the block's lifting, in one write).
-pub async fn reinstate(context: &Context, principal: &Principal) -> Result<(), GrantError> {
+pub async fn reinstate(context: &Context, principal: &Principal) -> Result<(), EndpointError> {
     let now = context.now();
     let cutoff =
         Cutoff { at: context.now_micros(), until: now.plus(crate::token::MAX_LIFETIME), block: Blocking::Lift };

@@ -218,7 +218,7 @@ pub struct Peeked<T> {
 
 /// Reads a token's header and claims without checking its signature, for
 /// display ([`jose::Unverified::insecure_claims`]).
-pub fn peek(token: &str) -> Result<Peeked<Claims>, VerifyError> {
+pub fn insecure_peek(token: &str) -> Result<Peeked<Claims>, VerifyError> {
     // Display reads whatever it is given, at any length.
     let token = jose::parse(token, usize::MAX).map_err(|_| VerifyError::Malformed)?;
     let claims = token.insecure_claims().map_err(|error| match error {

@@ -14,16 +14,16 @@ use crate::audit::{clip, prefix, Evidence};
 use crate::client_auth::{self, AuthenticatedClient, CredentialFields};
 use crate::clock::Clock;
 use crate::context::Context;
-use crate::error::{GrantError, RequestError};
+use crate::error::{EndpointError, RequestError};
 use crate::jose;
 use crate::params::TokenParams;
 use crate::policy::Policy;
 use crate::store::StoreError;
 
 /// Whether a refusal came after the client proved its credential.
-pub(crate) fn proves_identity(error: &GrantError) -> bool {
+pub(crate) fn proves_identity(error: &EndpointError) -> bool {
     match error {
-        GrantError::Client(error) => error.proves_identity(),
+        EndpointError::Client(error) => error.proves_identity(),
         _ => false,
     }
 }
@@ -40,9 +40,7 @@ pub(crate) fn claimed_client(authorization: Option<&str>, params: &TokenParams) 
             struct Issuer {
                 iss: String,
             }
-            // The request body's cap bounds the assertion already.
-            let assertion = jose::parse(assertion, usize::MAX).ok()?;
-            assertion.insecure_claims::<Issuer>().ok().map(|issuer| issuer.iss)
+            jose::insecure_payload::<Issuer>(assertion).map(|issuer| issuer.iss)
         })
     };
     from_basic.or_else(|| params.get("client_id").map(str::to_owned)).or_else(from_assertion)
@@ -101,8 +99,8 @@ impl Guard {
 
     /// Counts an introspection or revocation request refused before it
     /// could be read, as [`crate::grant::refuse`] does for the token endpoint.
-    pub fn refuse_unread(&self, context: &Context, error: RequestError, client_address: Option<&str>) -> GrantError {
-        let error = GrantError::Request(error);
+    pub fn refuse_unread(&self, context: &Context, error: RequestError, client_address: Option<&str>) -> EndpointError {
+        let error = EndpointError::Request(error);
         self.count_refusal(context, &error, None, client_address);
         error
     }
@@ -112,7 +110,7 @@ impl Guard {
     pub(crate) fn count_refusal(
         &self,
         context: &Context,
-        error: &GrantError,
+        error: &EndpointError,
         claimed_client: Option<String>,
         client_address: Option<&str>,
     ) {
@@ -168,11 +166,11 @@ impl Guard {
         authorization: Option<&str>,
         params: &TokenParams,
         client_address: Option<&str>,
-    ) -> Result<AuthenticatedClient, GrantError> {
+    ) -> Result<AuthenticatedClient, EndpointError> {
         self.authenticate_client_in(context, &context.policy(), authorization, params, client_address).await
     }
 
-    /// [`Broker::authenticate_client`] against the request's policy snapshot.
+    /// [`Guard::authenticate_client`] against the request's policy snapshot.
     pub(crate) async fn authenticate_client_in(
         &self,
         context: &Context,
@@ -180,7 +178,7 @@ impl Guard {
         authorization: Option<&str>,
         params: &TokenParams,
         client_address: Option<&str>,
-    ) -> Result<AuthenticatedClient, GrantError> {
+    ) -> Result<AuthenticatedClient, EndpointError> {
         let claimed = claimed_client(authorization, params);
         let outcome =
             self.authenticate_in(context, policy, authorization, params, claimed.as_deref(), client_address).await;
@@ -216,7 +214,7 @@ impl Guard {
         params: &TokenParams,
         claimed: Option<&str>,
         client_address: Option<&str>,
-    ) -> Result<AuthenticatedClient, GrantError> {
+    ) -> Result<AuthenticatedClient, EndpointError> {
         /// A throttle key's claimed client is cut shorter than evidence is:
         /// it only tells budgets apart.
         const KEY_BYTES: usize = 64;
@@ -228,7 +226,7 @@ impl Guard {
         let outcome = self.verify_client(context, policy, authorization, params).await;
         match &outcome {
             Ok(_) => self.throttle.succeeded(origin, claimed),
-            Err(GrantError::Client(error)) if error.spends_budget() => self.throttle.failed(origin, claimed),
+            Err(EndpointError::Client(error)) if error.spends_budget() => self.throttle.failed(origin, claimed),
             Err(_) => {}
         }
         outcome
@@ -241,7 +239,7 @@ impl Guard {
         policy: &Policy,
         authorization: Option<&str>,
         params: &TokenParams,
-    ) -> Result<AuthenticatedClient, GrantError> {
+    ) -> Result<AuthenticatedClient, EndpointError> {
         let presented = client_auth::presented(CredentialFields {
             authorization,
             client_id: params.get("client_id"),
@@ -249,13 +247,13 @@ impl Guard {
             client_assertion_type: params.get("client_assertion_type"),
             client_assertion: params.get("client_assertion"),
         })?;
-        let verifier = client_auth::ClientAuthenticator {
+        let authenticator = client_auth::ClientAuthenticator {
             inventory: policy.inventory(),
             replay: context.stores.replay.as_ref(),
             issuer: &context.settings.issuer,
             clock: context.clock.as_ref(),
             leeway: context.settings.clock_leeway_seconds,
         };
-        Ok(client_auth::authenticate(&presented, &verifier).await?)
+        Ok(client_auth::authenticate(&presented, &authenticator).await?)
     }
 }

@@ -1,7 +1,7 @@
 //! Human approval at impact thresholds, at the token endpoint.
 //!
-//! After the policy granted, a grant whose scopes include one marked for
-//! approval is not issued at once. A request without `approval_id` creates a
+//! After the policy allowed a request, an allowance whose scopes include one
+//! marked for approval is not issued at once. A request without `approval_id` creates a
 //! pending approval for exactly that request and answers
 //! `authorization_pending` with the id and a polling interval, the way a CIBA
 //! client polls with its `auth_req_id` (OpenID CIBA Core §7.3, §11). The
@@ -26,7 +26,7 @@ use crate::audit::{clip, Evidence};
 use crate::claims::HopApproval;
 use crate::clock::UnixTime;
 use crate::context::Context;
-use crate::error::GrantError;
+use crate::error::EndpointError;
 use crate::params::TokenParams;
 use crate::policy::Allowance;
 use crate::store::approvals::{ApprovalPage, ApprovalQuery, Creation};
@@ -37,11 +37,11 @@ pub const POLL_INTERVAL: i64 = 5;
 /// The request parameter carrying the approval's id, like CIBA's `auth_req_id`.
 pub const APPROVAL_ID: &str = "approval_id";
 
-/// The request a grant would answer, for its approval's fingerprint.
+/// The request an allowance would answer, for its approval's fingerprint.
 pub(crate) struct Asked<'a> {
     pub grant_type: &'a str,
-    pub subject: &'a str,
-    pub agent: &'a str,
+    pub subject: &'a crate::ids::Subject,
+    pub agent: &'a crate::ids::AgentId,
     pub parent_jti: Option<&'a crate::claims::TokenId>,
 }
 
@@ -65,7 +65,7 @@ impl Approvals {
         Approvals { settings }
     }
 
-    /// Lets a grant through when it needs no approval (`None`), or when the
+    /// Lets an allowance through when it needs no approval (`None`), or when the
     /// request carries the id of an approval for exactly it, which is then used
     /// up (`Some`, to record in the token). Anything else is an error: a new
     /// pending approval, or a refusal.
@@ -76,11 +76,11 @@ impl Approvals {
         allowance: &Allowance,
         params: &TokenParams,
         evidence: &mut Evidence,
-    ) -> Result<Option<HopApproval>, GrantError> {
+    ) -> Result<Option<HopApproval>, EndpointError> {
         let Some(need) = allowance.approval() else { return Ok(None) };
         let fingerprint = Fingerprint {
-            subject: asked.subject.to_owned(),
-            agent: asked.agent.to_owned(),
+            subject: asked.subject.to_string(),
+            agent: asked.agent.to_string(),
             parent_jti: asked.parent_jti.cloned(),
             target: allowance.target().to_string(),
             scope: allowance.scope().clone(),
@@ -200,7 +200,7 @@ impl Approvals {
 
     /// One page of approvals, newest first, for the approvers: `query`'s
     /// time is set to now.
-    pub async fn list(&self, context: &Context, query: ApprovalQuery) -> Result<ApprovalPage, GrantError> {
+    pub async fn list(&self, context: &Context, query: ApprovalQuery) -> Result<ApprovalPage, EndpointError> {
         let query = ApprovalQuery { now: context.now(), ..query };
         Ok(self.settings.store.list(&query).await?)
     }
@@ -208,7 +208,7 @@ impl Approvals {
     /// How many approvals are pending now, from the store's counts: never
     /// reads the approvals themselves, so a scrape costs the same however
     /// many wait.
-    pub async fn count_pending(&self, context: &Context) -> Result<u64, GrantError> {
+    pub async fn count_pending(&self, context: &Context) -> Result<u64, EndpointError> {
         Ok(self.settings.store.count_pending(context.now()).await?)
     }
 
@@ -220,7 +220,7 @@ impl Approvals {
         id: &ApprovalId,
         approver: &str,
         approve: bool,
-    ) -> Result<Approval, GrantError> {
+    ) -> Result<Approval, EndpointError> {
         let now = context.now();
         let mut evidence = Evidence {
             action: if approve { "approval_approve" } else { "approval_deny" }.into(),
@@ -246,7 +246,7 @@ impl Approvals {
         approve: bool,
         now: UnixTime,
         evidence: &mut Evidence,
-    ) -> Result<Approval, GrantError> {
+    ) -> Result<Approval, EndpointError> {
         let approval = self.settings.store.approval(id).await?.ok_or(ApprovalError::NotFound)?;
         evidence.subject = Some(approval.request.subject.clone());
         evidence.agent = Some(approval.request.agent.clone());

@@ -145,7 +145,7 @@ fn own_token(agent: &AgentId, allowance: &Allowance, issuance: Issuance) -> Deri
     })
 }
 
-/// A child of `parent`, obtained by `actor` under `grant` (RFC 8693 §2.1, §4.1).
+/// A child of `parent`, obtained by `actor` under `allowance` (RFC 8693 §2.1, §4.1).
 ///
 /// Applies the narrowing rule whatever the policy decided, so that a policy
 /// bug cannot widen a chain, and refuses an agent that already acted in the
@@ -203,7 +203,7 @@ fn child_of(
 }
 
 /// The first hop of a person's chain: a child of the person's token from a
-/// trusted identity provider, obtained by `actor` under `grant`.
+/// trusted identity provider, obtained by `actor` under `allowance`.
 ///
 /// The person's token is the root hop, marked with its issuer and, if the
 /// provider bound it, its key; it caps the child's expiry, and its scopes,

@@ -5,7 +5,7 @@ use crate::claims::Claims;
 use crate::token;
 
 pub(super) fn print(token: &str, json: bool) -> Result<(), String> {
-    let unverified = token::peek(token.trim()).map_err(|error| format!("cannot decode token: {error}"))?;
+    let unverified = token::insecure_peek(token.trim()).map_err(|error| format!("cannot decode token: {error}"))?;
     let text = if json {
         serde_json::to_string_pretty(&unverified.claims).map_err(|error| error.to_string())? + "\n"
     } else {

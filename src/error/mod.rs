@@ -16,9 +16,11 @@ use crate::policy::{PolicyError, Refusal};
 use crate::store::StoreError;
 use crate::token::{MintError, VerifyError};
 
-/// A token request that could not be granted.
+/// A request an endpoint refused: a token request, an introspection or a
+/// revocation, or an admin operation. Its reason and its OAuth answer are
+/// the variant's.
 #[derive(Debug, thiserror::Error)]
-pub enum GrantError {
+pub enum EndpointError {
     /// The request itself is malformed.
     #[error(transparent)]
     Request(#[from] RequestError),
@@ -149,31 +151,31 @@ pub enum Unacceptable {
     SubjectIsRegistered,
 }
 
-impl GrantError {
+impl EndpointError {
     /// The label metrics and the audit trail count this refusal by: the
     /// variant of Baton's error, never its text, so nothing a client sends
     /// becomes a label. Each kind of error names its own reason; this only
     /// delegates, and composes the presented token's role with its reason.
     pub fn reason(&self) -> Cow<'static, str> {
         let label = match self {
-            GrantError::Request(request) => request.reason(),
-            GrantError::Client(client) => client.reason(),
-            GrantError::SubjectToken(unacceptable) => {
+            EndpointError::Request(request) => request.reason(),
+            EndpointError::Client(client) => client.reason(),
+            EndpointError::SubjectToken(unacceptable) => {
                 return Cow::Owned(format!("subject_token_{}", unacceptable.reason()))
             }
-            GrantError::ActorToken(unacceptable) => {
+            EndpointError::ActorToken(unacceptable) => {
                 return Cow::Owned(format!("actor_token_{}", unacceptable.reason()))
             }
-            GrantError::Refused(refusal) => refusal.code(),
-            GrantError::Chain(chain) => chain.reason(),
-            GrantError::Policy(_) => "policy_error",
-            GrantError::Store(_) => "store_unavailable",
-            GrantError::NotAHolder(not_a_holder) => not_a_holder.reason(),
-            GrantError::Mint(_) => "mint_failed",
-            GrantError::IdentityProvider(_) => "identity_provider_unavailable",
-            GrantError::Dpop(proof) => proof.reason(),
-            GrantError::Approval(approval) => approval.reason(),
-            GrantError::Throttled(throttled) => throttled.reason(),
+            EndpointError::Refused(refusal) => refusal.code(),
+            EndpointError::Chain(chain) => chain.reason(),
+            EndpointError::Policy(_) => "policy_error",
+            EndpointError::Store(_) => "store_unavailable",
+            EndpointError::NotAHolder(not_a_holder) => not_a_holder.reason(),
+            EndpointError::Mint(_) => "mint_failed",
+            EndpointError::IdentityProvider(_) => "identity_provider_unavailable",
+            EndpointError::Dpop(proof) => proof.reason(),
+            EndpointError::Approval(approval) => approval.reason(),
+            EndpointError::Throttled(throttled) => throttled.reason(),
         };
         Cow::Borrowed(label)
     }
@@ -202,7 +204,7 @@ impl RequestError {
 }
 
 impl Unacceptable {
-    /// Why the token is not acceptable, as a label; [`GrantError::reason`]
+    /// Why the token is not acceptable, as a label; [`EndpointError::reason`]
     /// prefixes it with the token's role (`subject_token_`, `actor_token_`).
     pub fn reason(&self) -> &'static str {
         match self {
@@ -221,9 +223,9 @@ impl Unacceptable {
     }
 }
 
-impl crate::audit::Refusal for GrantError {
+impl crate::audit::Refusal for EndpointError {
     fn waits(&self) -> bool {
-        matches!(self, GrantError::Approval(ApprovalError::Pending(_)))
+        matches!(self, EndpointError::Approval(ApprovalError::Pending(_)))
     }
 }
 

@@ -6,12 +6,13 @@
 //! assertion or proof, and one neutral text covers every unacceptable
 //! token so the code is no oracle of a token's state.
 
-use http::StatusCode;
+// The `http` crate's status type (not `crate::http`): the wire mapping names statuses, no route.
+use ::http::StatusCode;
 
 use crate::chain::ChainError;
 use crate::client_auth::ClientAuthError;
 use crate::dpop::ProofError;
-use crate::error::{ApprovalError, GrantError, RequestError};
+use crate::error::{ApprovalError, EndpointError, RequestError};
 use crate::metrics::TokenOutcome;
 use crate::narrowing::Widening;
 use crate::policy::explain::{Explanation, Outcome};
@@ -97,18 +98,18 @@ impl OAuthError {
     }
 }
 
-impl From<&GrantError> for OAuthError {
-    fn from(error: &GrantError) -> Self {
+impl From<&EndpointError> for OAuthError {
+    fn from(error: &EndpointError) -> Self {
         use ErrorCode::*;
         match error {
-            GrantError::Request(request) => request.into(),
-            GrantError::Client(client) => client.into(),
+            EndpointError::Request(request) => request.into(),
+            EndpointError::Client(client) => client.into(),
             // RFC 8693 §2.2.2: an unacceptable subject_token is invalid_request, not invalid_grant.
-            GrantError::SubjectToken(_) | GrantError::ActorToken(_) => {
+            EndpointError::SubjectToken(_) | EndpointError::ActorToken(_) => {
                 OAuthError::bad_request(InvalidRequest, UNACCEPTABLE_TOKEN)
             }
-            GrantError::Refused(refusal) => refusal.into(),
-            GrantError::Chain(chain) => match chain {
+            EndpointError::Refused(refusal) => refusal.into(),
+            EndpointError::Chain(chain) => match chain {
                 // RFC 8693 §2.2.2: the subject_token is not acceptable for
                 // this agent, as past the depth limit.
                 ChainError::Widened(Widening::TooDeep { .. }) | ChainError::ActsAgain => {
@@ -122,29 +123,29 @@ impl From<&GrantError> for OAuthError {
                 }
                 ChainError::Unbound => OAuthError::bad_request(InvalidDpopProof, DPOP_REQUIRED),
             },
-            GrantError::Dpop(proof) => proof.into(),
+            EndpointError::Dpop(proof) => proof.into(),
             // RFC 7009 §2.1: the request is refused and the client told so.
-            GrantError::NotAHolder(_) => {
+            EndpointError::NotAHolder(_) => {
                 OAuthError::bad_request(UnauthorizedClient, "the client may not revoke this token")
             }
-            GrantError::Policy(_) | GrantError::Mint(_) => {
+            EndpointError::Policy(_) | EndpointError::Mint(_) => {
                 OAuthError::new(ServerError, StatusCode::INTERNAL_SERVER_ERROR, "the token could not be issued")
             }
-            GrantError::Store(_) => OAuthError::new(
+            EndpointError::Store(_) => OAuthError::new(
                 TemporarilyUnavailable,
                 StatusCode::SERVICE_UNAVAILABLE,
                 "state could not be checked; try again later",
             ),
-            GrantError::IdentityProvider(_) => OAuthError::new(
+            EndpointError::IdentityProvider(_) => OAuthError::new(
                 TemporarilyUnavailable,
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the identity provider could not be reached; try again later",
             ),
-            GrantError::Approval(approval) => approval.into(),
+            EndpointError::Approval(approval) => approval.into(),
             // RFC 6749 has no code for "too many requests": Baton's code for
             // "try again later", with 429 (RFC 6585 §4) and `Retry-After`. The
             // text says nothing of whether the credential was right.
-            GrantError::Throttled(_) => OAuthError::new(
+            EndpointError::Throttled(_) => OAuthError::new(
                 TemporarilyUnavailable,
                 StatusCode::TOO_MANY_REQUESTS,
                 "too many requests; try again later",
@@ -156,10 +157,10 @@ impl From<&GrantError> for OAuthError {
 /// How a refused token request is counted: waiting for a person is an
 /// outcome of its own, any other refusal carries the code the client is
 /// sent (from the mapping above) and the error's reason label.
-impl From<&GrantError> for TokenOutcome {
-    fn from(error: &GrantError) -> Self {
+impl From<&EndpointError> for TokenOutcome {
+    fn from(error: &EndpointError) -> Self {
         match error {
-            GrantError::Approval(ApprovalError::Pending(_)) => TokenOutcome::AwaitingApproval,
+            EndpointError::Approval(ApprovalError::Pending(_)) => TokenOutcome::AwaitingApproval,
             refused => {
                 TokenOutcome::Refused { code: OAuthError::from(refused).code.as_str(), reason: refused.reason() }
             }
@@ -359,9 +360,9 @@ mod tests {
         "calendar.write".parse().unwrap()
     }
 
-    /// Every variant of [`GrantError`] (and of the errors inside it), the
+    /// Every variant of [`EndpointError`] (and of the errors inside it), the
     /// code and status it is sent with, and the reason it is counted by.
-    fn table() -> Vec<(GrantError, ErrorCode, u16, &'static str)> {
+    fn table() -> Vec<(EndpointError, ErrorCode, u16, &'static str)> {
         use ErrorCode::*;
         let pending = PendingApproval { id: ApprovalId(SENT.into()), interval: 5, expires_in: 60 };
         vec![
@@ -401,47 +402,52 @@ mod tests {
                 503,
                 "store_unavailable",
             ),
-            (GrantError::SubjectToken(Unacceptable::Revoked), InvalidRequest, 400, "subject_token_revoked"),
-            (GrantError::SubjectToken(Unacceptable::Deprovisioned), InvalidRequest, 400, "subject_token_deprovisioned"),
+            (EndpointError::SubjectToken(Unacceptable::Revoked), InvalidRequest, 400, "subject_token_revoked"),
             (
-                GrantError::SubjectToken(Unacceptable::NotAddressedToActor),
+                EndpointError::SubjectToken(Unacceptable::Deprovisioned),
+                InvalidRequest,
+                400,
+                "subject_token_deprovisioned",
+            ),
+            (
+                EndpointError::SubjectToken(Unacceptable::NotAddressedToActor),
                 InvalidRequest,
                 400,
                 "subject_token_not_addressed_to_actor",
             ),
             (
-                GrantError::SubjectToken(Unacceptable::MayActViolation),
+                EndpointError::SubjectToken(Unacceptable::MayActViolation),
                 InvalidRequest,
                 400,
                 "subject_token_may_act_violation",
             ),
-            (GrantError::SubjectToken(Unacceptable::DepthLimit), InvalidRequest, 400, "subject_token_depth_limit"),
+            (EndpointError::SubjectToken(Unacceptable::DepthLimit), InvalidRequest, 400, "subject_token_depth_limit"),
             (
-                GrantError::SubjectToken(Unacceptable::UntrustedIssuer),
+                EndpointError::SubjectToken(Unacceptable::UntrustedIssuer),
                 InvalidRequest,
                 400,
                 "subject_token_untrusted_issuer",
             ),
             (
-                GrantError::SubjectToken(Unacceptable::MayNotStartChain),
+                EndpointError::SubjectToken(Unacceptable::MayNotStartChain),
                 InvalidRequest,
                 400,
                 "subject_token_may_not_start_chain",
             ),
             (
-                GrantError::SubjectToken(Unacceptable::Upstream(SENT.into())),
+                EndpointError::SubjectToken(Unacceptable::Upstream(SENT.into())),
                 InvalidRequest,
                 400,
                 "subject_token_identity_provider_token_invalid",
             ),
             (
-                GrantError::SubjectToken(Unacceptable::SubjectIsRegistered),
+                EndpointError::SubjectToken(Unacceptable::SubjectIsRegistered),
                 InvalidRequest,
                 400,
                 "subject_token_subject_is_registered",
             ),
-            (GrantError::ActorToken(Unacceptable::NotTheClient), InvalidRequest, 400, "actor_token_not_the_client"),
-            (GrantError::ActorToken(Unacceptable::Revoked), InvalidRequest, 400, "actor_token_revoked"),
+            (EndpointError::ActorToken(Unacceptable::NotTheClient), InvalidRequest, 400, "actor_token_not_the_client"),
+            (EndpointError::ActorToken(Unacceptable::Revoked), InvalidRequest, 400, "actor_token_revoked"),
             (Refusal::NoTarget.into(), InvalidTarget, 400, "no_target"),
             (Refusal::UnknownTarget.into(), InvalidTarget, 400, "unknown_target"),
             (Refusal::TargetDeprovisioned.into(), InvalidTarget, 400, "target_deprovisioned"),
@@ -467,7 +473,12 @@ mod tests {
             (StoreError::ReadOnly.into(), TemporarilyUnavailable, 503, "store_unavailable"),
             (NotAHolder.into(), UnauthorizedClient, 400, "not_a_holder"),
             (MintError::new(SENT).into(), ServerError, 500, "mint_failed"),
-            (GrantError::IdentityProvider(SENT.into()), TemporarilyUnavailable, 503, "identity_provider_unavailable"),
+            (
+                EndpointError::IdentityProvider(SENT.into()),
+                TemporarilyUnavailable,
+                503,
+                "identity_provider_unavailable",
+            ),
             (ProofError::Several.into(), InvalidDpopProof, 400, "dpop_several"),
             (ProofError::Malformed.into(), InvalidDpopProof, 400, "dpop_malformed"),
             (ProofError::WrongType.into(), InvalidDpopProof, 400, "dpop_wrong_type"),
@@ -503,22 +514,22 @@ mod tests {
     }
 
     /// The variant's name; no wildcard, so a new variant needs a row above.
-    fn variant(error: &GrantError) -> &'static str {
+    fn variant(error: &EndpointError) -> &'static str {
         match error {
-            GrantError::Request(_) => "Request",
-            GrantError::Client(_) => "Client",
-            GrantError::SubjectToken(_) => "SubjectToken",
-            GrantError::ActorToken(_) => "ActorToken",
-            GrantError::Refused(_) => "Refused",
-            GrantError::Chain(_) => "Chain",
-            GrantError::Policy(_) => "Policy",
-            GrantError::Store(_) => "Store",
-            GrantError::NotAHolder(_) => "NotAHolder",
-            GrantError::Mint(_) => "Mint",
-            GrantError::IdentityProvider(_) => "IdentityProvider",
-            GrantError::Dpop(_) => "Dpop",
-            GrantError::Approval(_) => "Approval",
-            GrantError::Throttled(_) => "Throttled",
+            EndpointError::Request(_) => "Request",
+            EndpointError::Client(_) => "Client",
+            EndpointError::SubjectToken(_) => "SubjectToken",
+            EndpointError::ActorToken(_) => "ActorToken",
+            EndpointError::Refused(_) => "Refused",
+            EndpointError::Chain(_) => "Chain",
+            EndpointError::Policy(_) => "Policy",
+            EndpointError::Store(_) => "Store",
+            EndpointError::NotAHolder(_) => "NotAHolder",
+            EndpointError::Mint(_) => "Mint",
+            EndpointError::IdentityProvider(_) => "IdentityProvider",
+            EndpointError::Dpop(_) => "Dpop",
+            EndpointError::Approval(_) => "Approval",
+            EndpointError::Throttled(_) => "Throttled",
         }
     }
 
@@ -531,7 +542,7 @@ mod tests {
             assert_eq!(error.reason(), *reason, "{error:?}");
         }
         let covered: BTreeSet<&str> = table.iter().map(|(error, ..)| variant(error)).collect();
-        assert_eq!(covered.len(), 14, "every GrantError variant has a row: {covered:?}");
+        assert_eq!(covered.len(), 14, "every EndpointError variant has a row: {covered:?}");
     }
 
     #[test]
@@ -546,7 +557,7 @@ mod tests {
     #[test]
     fn unacceptable_tokens_share_one_description() {
         for (error, ..) in table() {
-            if matches!(error, GrantError::SubjectToken(_) | GrantError::ActorToken(_)) {
+            if matches!(error, EndpointError::SubjectToken(_) | EndpointError::ActorToken(_)) {
                 assert_eq!(OAuthError::from(&error).description, UNACCEPTABLE_TOKEN, "{error:?}");
             }
         }
@@ -556,11 +567,11 @@ mod tests {
     fn waiting_for_approval_is_counted_apart_from_refusals() {
         let pending = PendingApproval { id: ApprovalId("a".into()), interval: 5, expires_in: 60 };
         assert_eq!(
-            TokenOutcome::from(&GrantError::from(ApprovalError::Pending(pending))),
+            TokenOutcome::from(&EndpointError::from(ApprovalError::Pending(pending))),
             TokenOutcome::AwaitingApproval
         );
         assert_eq!(
-            TokenOutcome::from(&GrantError::from(ApprovalError::Denied)),
+            TokenOutcome::from(&EndpointError::from(ApprovalError::Denied)),
             TokenOutcome::Refused { code: "access_denied", reason: "approval_denied".into() }
         );
     }
@@ -568,11 +579,11 @@ mod tests {
     #[test]
     fn unauthenticated_refusals_are_counted_by_reason_alone() {
         let metrics = Metrics::new();
-        let throttled = GrantError::Throttled(crate::error::Throttled { retry_after: 6 });
+        let throttled = EndpointError::Throttled(crate::error::Throttled { retry_after: 6 });
         for _ in 0..3 {
             metrics.count_unauthenticated(throttled.reason());
         }
-        metrics.count_unauthenticated(GrantError::Client(ClientAuthError::WrongSecret).reason());
+        metrics.count_unauthenticated(EndpointError::Client(ClientAuthError::WrongSecret).reason());
         let text = metrics.render().unwrap();
         let mut lines = series(&text, "baton_unauthenticated_refusals_total");
         lines.sort();

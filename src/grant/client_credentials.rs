@@ -6,7 +6,7 @@ use super::{asked_scopes, named_target, Issued};
 use crate::audit::{clip, Evidence};
 use crate::chain;
 use crate::client_auth::AuthenticatedAgent;
-use crate::error::GrantError;
+use crate::error::EndpointError;
 use crate::ids::{Audience, Subject};
 use crate::policy::{Action, Ask};
 
@@ -14,7 +14,7 @@ pub(super) async fn handle(
     handler: &Handler<'_>,
     agent: &AuthenticatedAgent,
     evidence: &mut Evidence,
-) -> Result<Issued, GrantError> {
+) -> Result<Issued, EndpointError> {
     let params = handler.params;
     let subject = Subject::of_agent(agent.id());
     evidence.subject = Some(subject.to_string());

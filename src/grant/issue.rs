@@ -10,7 +10,7 @@ use crate::chain::{ChainError, Derived, Issuance};
 use crate::claims::TokenId;
 use crate::context::Context;
 use crate::dpop::Proof;
-use crate::error::GrantError;
+use crate::error::EndpointError;
 use crate::params::TokenParams;
 use crate::policy::{Action, Allowance, Ask, Policy};
 
@@ -35,7 +35,7 @@ impl Handler<'_> {
         evidence: &mut Evidence,
         derive: impl FnOnce(&Allowance, Issuance) -> Result<Derived, ChainError>,
         issued_token_type: Option<&'static str>,
-    ) -> Result<Issued, GrantError> {
+    ) -> Result<Issued, EndpointError> {
         let allowance = self.policy.decide(ask)??;
         evidence.target = Some(allowance.target().to_string());
         evidence.rules = allowance.reasons().to_vec();

@@ -21,7 +21,7 @@ use crate::client_auth::ClientAuthError;
 use crate::clock::{UnixMicros, UnixTime};
 use crate::context::Context;
 use crate::dpop::{self, nonce::Nonces, Proof, ProofError};
-use crate::error::{GrantError, RequestError};
+use crate::error::{EndpointError, RequestError};
 use crate::params::TokenParams;
 use crate::policy::Policy;
 use crate::store::{AuditDecision, AuditEvent, Use};
@@ -119,7 +119,7 @@ pub async fn token(
     guard: &Guard,
     approvals: &Approvals,
     request: TokenRequest,
-) -> Result<TokenResponse, GrantError> {
+) -> Result<TokenResponse, EndpointError> {
     // One policy for the whole request, even if a reload lands meanwhile.
     let policy = context.policy();
     let mut evidence = Evidence::default();
@@ -165,7 +165,7 @@ async fn dispatch(
     policy: &Policy,
     request: &TokenRequest,
     evidence: &mut Evidence,
-) -> Result<Issued, GrantError> {
+) -> Result<Issued, EndpointError> {
     let params = &request.params;
     // Until authentication succeeds, the evidence names the client the
     // request claims to be, so that attempts against one client show.
@@ -197,7 +197,7 @@ async fn dispatch(
 
 /// The request's DPoP proof, checked (RFC 9449 §4.3) and its `jti` spent
 /// on every node; `None` when the client sent none.
-async fn dpop_proof(context: &Context, proofs: &[String]) -> Result<Option<Proof>, GrantError> {
+async fn dpop_proof(context: &Context, proofs: &[String]) -> Result<Option<Proof>, EndpointError> {
     let proof = match proofs {
         [] => return Ok(None),
         [proof] => proof,
@@ -220,7 +220,7 @@ pub fn dpop_nonce(context: &Context) -> Option<String> {
     dpop_nonces(context).ok().flatten().map(|nonces| nonces.current(context.now()))
 }
 
-fn dpop_nonces(context: &Context) -> Result<Option<Nonces>, GrantError> {
+fn dpop_nonces(context: &Context) -> Result<Option<Nonces>, EndpointError> {
     if !context.settings.dpop_nonce {
         return Ok(None);
     }
@@ -228,7 +228,7 @@ fn dpop_nonces(context: &Context) -> Result<Option<Nonces>, GrantError> {
         .keys()
         .signing()
         .derive_secret(b"dpop nonce")
-        .ok_or_else(|| GrantError::Mint(crate::token::MintError::new("no nonce secret")))?;
+        .ok_or_else(|| EndpointError::Mint(crate::token::MintError::new("no nonce secret")))?;
     Ok(Some(Nonces::new(&secret)))
 }
 
@@ -240,8 +240,8 @@ pub async fn refuse(
     guard: &Guard,
     error: RequestError,
     client_address: Option<String>,
-) -> GrantError {
-    let error = GrantError::Request(error);
+) -> EndpointError {
+    let error = EndpointError::Request(error);
     guard.count_refusal(context, &error, None, client_address.as_deref());
     context.metrics.count_token(grant_type_label(None), (&error).into());
     error
@@ -260,15 +260,15 @@ pub fn grant_type_label(grant_type: Option<&str>) -> &'static str {
 }
 
 /// The asked scopes, if any, parsed.
-fn asked_scopes(params: &TokenParams) -> Result<Option<ScopeSet>, GrantError> {
+fn asked_scopes(params: &TokenParams) -> Result<Option<ScopeSet>, EndpointError> {
     params
         .get("scope")
-        .map(|text| ScopeSet::parse(text).map_err(|_| GrantError::Request(RequestError::MalformedScope)))
+        .map(|text| ScopeSet::parse(text).map_err(|_| EndpointError::Request(RequestError::MalformedScope)))
         .transpose()
 }
 
 /// The one target named by `audience` and/or `resource` (RFC 8693 §2.1, RFC 8707).
-fn named_target(params: &TokenParams) -> Result<Option<&str>, GrantError> {
+fn named_target(params: &TokenParams) -> Result<Option<&str>, EndpointError> {
     // RFC 8707 §2: a resource is an absolute URI without a fragment; agents
     // are named with `audience`.
     if params.get("resource").is_some_and(|resource| !resource.contains("://") || resource.contains('#')) {
@@ -293,13 +293,13 @@ mod tests {
         let metrics = Metrics::new();
         metrics.count_token(grant_type_label(Some(TOKEN_EXCHANGE)), TokenOutcome::Issued);
         metrics.count_token(grant_type_label(Some(TOKEN_EXCHANGE)), TokenOutcome::Issued);
-        let refused = GrantError::Refused(Refusal::NotPermitted("calendar.write".parse().unwrap()));
+        let refused = EndpointError::Refused(Refusal::NotPermitted("calendar.write".parse().unwrap()));
         metrics.count_token(grant_type_label(Some(TOKEN_EXCHANGE)), (&refused).into());
         metrics.count_token(
             grant_type_label(Some("urn:evil:<script>")),
-            (&GrantError::Request(RequestError::UnsupportedGrantType)).into(),
+            (&EndpointError::Request(RequestError::UnsupportedGrantType)).into(),
         );
-        metrics.count_token(grant_type_label(None), (&GrantError::SubjectToken(Unacceptable::Revoked)).into());
+        metrics.count_token(grant_type_label(None), (&EndpointError::SubjectToken(Unacceptable::Revoked)).into());
         let text = metrics.render().unwrap();
         assert_eq!(
             series(&text, "baton_tokens_issued_total"),
@@ -325,7 +325,7 @@ mod tests {
     }
 
     /// The target the parameters `pairs` name.
-    fn target(pairs: &[(&str, &str)]) -> Result<Option<String>, GrantError> {
+    fn target(pairs: &[(&str, &str)]) -> Result<Option<String>, EndpointError> {
         named_target(&params(pairs)).map(|target| target.map(str::to_owned))
     }
 
@@ -335,7 +335,7 @@ mod tests {
     fn a_resource_must_be_an_absolute_uri_without_fragment() {
         for resource in ["booker", "api.airline.example", "/flights", "https://api.airline.example#flights"] {
             let outcome = target(&[("resource", resource)]);
-            assert!(matches!(outcome, Err(GrantError::Request(RequestError::ResourceNotUri))), "{resource}");
+            assert!(matches!(outcome, Err(EndpointError::Request(RequestError::ResourceNotUri))), "{resource}");
         }
         let uri = "https://api.airline.example/v1?x=1";
         assert_eq!(target(&[("resource", uri)]).unwrap().as_deref(), Some(uri));
@@ -349,9 +349,9 @@ mod tests {
     fn audience_and_resource_must_name_the_same_target() {
         let api = "https://api.airline.example";
         let conflicting = target(&[("audience", "booker"), ("resource", api)]);
-        assert!(matches!(conflicting, Err(GrantError::Request(RequestError::ConflictingTargets))));
+        assert!(matches!(conflicting, Err(EndpointError::Request(RequestError::ConflictingTargets))));
         let trailing_slash = target(&[("audience", api), ("resource", "https://api.airline.example/")]);
-        assert!(matches!(trailing_slash, Err(GrantError::Request(RequestError::ConflictingTargets))));
+        assert!(matches!(trailing_slash, Err(EndpointError::Request(RequestError::ConflictingTargets))));
         assert_eq!(target(&[("audience", api), ("resource", api)]).unwrap().as_deref(), Some(api));
     }
 
@@ -372,7 +372,7 @@ mod tests {
     fn a_malformed_scope_is_refused() {
         for scope in ["flights.read  flights.book", " flights.read", "flights\\read", "fl\"ights", "vuelos.reservá"] {
             let outcome = asked_scopes(&params(&[("scope", scope)]));
-            assert!(matches!(outcome, Err(GrantError::Request(RequestError::MalformedScope))), "{scope:?}");
+            assert!(matches!(outcome, Err(EndpointError::Request(RequestError::MalformedScope))), "{scope:?}");
         }
         let asked = asked_scopes(&params(&[("scope", "flights.read flights.book")])).unwrap();
         assert_eq!(asked, Some(ScopeSet::parse("flights.book flights.read").unwrap()));

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use super::admin_error::AdminError;
 use crate::broker::Broker;
 use crate::claims::TokenId;
-use crate::error::GrantError;
+use crate::error::EndpointError;
 use crate::policy::explain::{ExplainError, Question};
 use crate::store::{AuditFilter, Principal};
 
@@ -117,6 +117,6 @@ async fn explain(
     match broker.explain(&question) {
         Ok(explanation) => Ok(Json(crate::error::oauth::explanation_json(&explanation))),
         Err(ExplainError::Question(error)) => Err(AdminError::InvalidQuestion(error.to_string())),
-        Err(ExplainError::Policy(error)) => Err(AdminError::Grant(GrantError::Policy(error))),
+        Err(ExplainError::Policy(error)) => Err(AdminError::Grant(EndpointError::Policy(error))),
     }
 }

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::error::ErrorResponse;
 use crate::error::oauth::OAuthError;
-use crate::error::GrantError;
+use crate::error::EndpointError;
 
 /// A refused admin request.
 #[derive(Debug)]
@@ -29,10 +29,10 @@ pub(super) enum AdminError {
     /// No token with this id was issued here.
     UnknownToken,
     /// The broker could not do it: answered through the OAuth mapping.
-    Grant(GrantError),
+    Grant(EndpointError),
 }
 
-impl<E: Into<GrantError>> From<E> for AdminError {
+impl<E: Into<EndpointError>> From<E> for AdminError {
     fn from(error: E) -> Self {
         AdminError::Grant(error.into())
     }
@@ -143,7 +143,7 @@ mod tests {
     fn the_credential_challenge_names_the_bearer_scheme() {
         let response = AdminError::Unauthenticated.into_response();
         assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer realm=\"baton-admin\"");
-        let unavailable = AdminError::from(GrantError::from(StoreError::ReadOnly)).into_response();
+        let unavailable = AdminError::from(EndpointError::from(StoreError::ReadOnly)).into_response();
         assert_eq!(unavailable.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(unavailable.headers().contains_key(header::RETRY_AFTER), "the OAuth answer's headers are kept");
     }

@@ -12,7 +12,7 @@ use axum::extract::{Request, State};
 
 use crate::broker::Broker;
 use crate::error::oauth::{ErrorCode, OAuthError};
-use crate::error::{ApprovalError, GrantError, PendingApproval, RequestError};
+use crate::error::{ApprovalError, EndpointError, PendingApproval, RequestError};
 
 /// A refused request, as sent.
 pub struct ErrorResponse {
@@ -23,14 +23,14 @@ pub struct ErrorResponse {
     pending: Option<PendingApproval>,
 }
 
-impl From<&GrantError> for ErrorResponse {
-    fn from(error: &GrantError) -> Self {
+impl From<&EndpointError> for ErrorResponse {
+    fn from(error: &EndpointError) -> Self {
         let retry_after = match error {
-            GrantError::Throttled(throttled) => Some(throttled.retry_after),
+            EndpointError::Throttled(throttled) => Some(throttled.retry_after),
             _ => None,
         };
         let pending = match error {
-            GrantError::Approval(ApprovalError::Pending(pending)) => Some(pending.clone()),
+            EndpointError::Approval(ApprovalError::Pending(pending)) => Some(pending.clone()),
             _ => None,
         };
         ErrorResponse { error: OAuthError::from(error), retry_after, pending }

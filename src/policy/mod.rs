@@ -131,8 +131,8 @@ impl Allowance {
         self.approval.as_ref()
     }
 
-    /// A grant of `scope` for `target` until `expires_at`, as if the rules
-    /// permitted it: for unit tests of what is derived from a grant.
+    /// An allowance of `scope` for `target` until `expires_at`, as if the
+    /// rules permitted it: for unit tests of what is derived from one.
     #[cfg(test)]
     pub(crate) fn for_tests(target: &str, scope: ScopeSet, expires_at: UnixTime) -> Allowance {
         Allowance { target: Audience::new(target), scope, expires_at, reasons: Vec::new(), approval: None }

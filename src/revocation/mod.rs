@@ -6,8 +6,7 @@ mod in_flight;
 #[cfg(test)]
 mod tests;
 
-use crate::error::NotAHolder;
-pub use crate::ids::AgentId;
+pub use crate::error::NotAHolder;
 use in_flight::{Revoking, RevokingClaim};
 
 use crate::abuse::Guard;
@@ -16,10 +15,12 @@ use crate::claims::{Claims, TokenId};
 use crate::client_auth::ClientAuthError;
 use crate::clock::UnixTime;
 use crate::context::Context;
-use crate::error::GrantError;
+use crate::error::EndpointError;
+use crate::ids::AgentId;
 use crate::metrics::RevokedVia;
 use crate::params::TokenParams;
 use crate::store::{AuditDecision, AuditFilter, StoreError};
+use crate::token::AudienceRule;
 
 /// Revocation at this node: the revocations under way, so that a
 /// concurrent call for the same token records it once.
@@ -38,12 +39,13 @@ impl Revocations {
         authorization: Option<&str>,
         params: &TokenParams,
         client_address: Option<String>,
-    ) -> Result<(), GrantError> {
+    ) -> Result<(), EndpointError> {
         let client = guard.authenticate_client(context, authorization, params, client_address.as_deref()).await?;
         let agent = client.into_agent().ok_or(ClientAuthError::NotAnAgent)?;
         context.ensure_not_blocked(agent.id(), None).await?;
         let token = params.require("token")?;
-        let Ok(verified) = context.verify(token) else {
+        // RFC 7009 §2.1: a holder may revoke a token addressed to anyone.
+        let Ok(verified) = context.verify(token, AudienceRule::Any) else {
             return Ok(());
         };
         let claims = verified.claims();
@@ -56,7 +58,7 @@ impl Revocations {
             ..Evidence::default()
         };
         if !holds(agent.id(), claims) {
-            let error = GrantError::NotAHolder(NotAHolder);
+            let error = EndpointError::NotAHolder(NotAHolder);
             context.record(std::mem::take(&mut evidence).refused(context.now(), &error, client_address)).await?;
             return Err(error);
         }

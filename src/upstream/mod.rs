@@ -372,7 +372,7 @@ fn person(trusted: &TrustedIssuer, raw: &str, claims: &PersonClaims) -> Result<P
     };
     Ok(Person {
         issuer: trusted.issuer.clone(),
-        subject: trusted.subject(name),
+        subject: trusted.subject(&name),
         client,
         audience: Audience::new(trusted.audience.clone()),
         scope,
@@ -384,11 +384,13 @@ fn person(trusted: &TrustedIssuer, raw: &str, claims: &PersonClaims) -> Result<P
     })
 }
 
-/// The configured claim that names the person. The standard claims that
-/// can name one come from the crate's accessors (it keeps them out of the
-/// additional claims); any other claim is read as a string.
-fn subject_name<'a>(claims: &'a PersonClaims, name: &str) -> Option<&'a str> {
-    match name {
+/// The configured claim that names the person. The common standard
+/// claims come from the crate's accessors (it keeps them out of the
+/// additional claims), any other claim from the additional ones; a standard
+/// claim without an accessor here (`website`, a localized `name#fr`, …) is
+/// read from the verified claims as the crate writes them back.
+fn subject_name(claims: &PersonClaims, name: &str) -> Option<String> {
+    let standard = match name {
         "sub" => Some(claims.subject().as_str()),
         "email" => claims.email().map(|email| email.as_str()),
         "preferred_username" => claims.preferred_username().map(|username| username.as_str()),
@@ -399,7 +401,12 @@ fn subject_name<'a>(claims: &'a PersonClaims, name: &str) -> Option<&'a str> {
         "middle_name" => claims.middle_name().and_then(|claim| claim.get(None)).map(|name| name.as_str()),
         "nickname" => claims.nickname().and_then(|claim| claim.get(None)).map(|name| name.as_str()),
         other => claims.additional_claims().claims.get(other).and_then(serde_json::Value::as_str),
+    };
+    if let Some(name) = standard {
+        return Some(name.to_owned());
     }
+    let written = serde_json::to_value(claims).ok()?;
+    written.get(name).and_then(serde_json::Value::as_str).map(str::to_owned)
 }
 
 /// Refuses a token whose JOSE header names or carries a key (RFC 8725
