@@ -214,3 +214,38 @@ fn header_rules_refuse_what_each_caller_asks() {
         assert_eq!(header(json!({ "alg": alg })).algorithm_in(&[Algorithm::Es256, Algorithm::EdDsa]), None, "{alg}");
     }
 }
+
+/// RFC 8725 §3.10: a key source named in the header is refused even when
+/// its value is null; a critical list likewise (RFC 7515 §4.1.11).
+#[test]
+fn a_header_member_counts_when_present_even_as_null() {
+    for name in ["jku", "x5u", "x5c", "jwk", "crit"] {
+        let text = format!("{}.{}.c2ln", encode(&json!({ "alg": "ES256", name: null })), encode(&claims()));
+        let header = parse(&text, 4096).unwrap().header().clone();
+        assert!(header.names_or_carries_key() || header.is_critical(), "{name}");
+    }
+}
+
+/// Evidence is read even from a token too broken to parse: its payload
+/// alone names the claimed client or the issuer that refuses it.
+#[test]
+fn the_insecure_payload_is_read_past_a_broken_header() {
+    #[derive(serde::Deserialize)]
+    struct Issuer {
+        iss: String,
+    }
+    let broken = format!("!!.{}.c2ln", encode(&json!({ "iss": "https://idp.example" })));
+    assert!(parse(&broken, 4096).is_err());
+    assert_eq!(insecure_payload::<Issuer>(&broken).map(|issuer| issuer.iss).as_deref(), Some("https://idp.example"));
+    assert!(insecure_payload::<Issuer>("no-dots").is_none());
+    assert!(is_compact_shaped(&broken) && !is_compact_shaped("a.b") && !is_compact_shaped("a.b.c.d"));
+}
+
+/// An unverified token is a credential: its `Debug` shows the header only.
+#[test]
+fn an_unverified_token_prints_no_part_of_itself() {
+    let token = format!("{}.{}.c2lnbmF0dXJl", encode(&json!({ "alg": "ES256" })), encode(&claims()));
+    let printed = format!("{:?}", parse(&token, 4096).unwrap());
+    assert!(printed.contains("ES256") && !printed.contains("c2lnbmF0dXJl"), "{printed}");
+    assert!(!printed.contains(&encode(&claims())), "{printed}");
+}
