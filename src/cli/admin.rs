@@ -5,6 +5,7 @@
 //! header, its `Debug` is redacted, and no output of these commands, not even
 //! an error, contains it.
 
+use secrecy::{ExposeSecret, SecretString};
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -22,9 +23,10 @@ use crate::token;
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The admin token, as given on the command line or in
-/// `BATON_ADMIN_TOKEN`. `Debug` prints `AdminToken(***)`.
+/// `BATON_ADMIN_TOKEN`: redacted in `Debug` (`AdminToken(***)`) and
+/// zeroized when dropped.
 #[derive(Clone)]
-pub struct AdminToken(String);
+pub struct AdminToken(SecretString);
 
 impl fmt::Debug for AdminToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -36,7 +38,7 @@ impl FromStr for AdminToken {
     type Err = std::convert::Infallible;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        Ok(AdminToken(text.to_owned()))
+        Ok(AdminToken(SecretString::from(text)))
     }
 }
 
@@ -206,8 +208,11 @@ impl AdminClient {
     /// error carrying the body's `error` and `error_description`.
     async fn call(&self, request: reqwest::RequestBuilder) -> Result<Value, AdminError> {
         // `bearer_auth` marks the header sensitive, so reqwest never shows it.
-        let response =
-            request.bearer_auth(&self.token.0).send().await.map_err(|error| AdminError::Unreachable(chain(&error)))?;
+        let response = request
+            .bearer_auth(self.token.0.expose_secret())
+            .send()
+            .await
+            .map_err(|error| AdminError::Unreachable(chain(&error)))?;
         let status = response.status();
         let bytes = response.bytes().await.map_err(|error| AdminError::Unreachable(chain(&error)))?;
         let body: Option<Value> = serde_json::from_slice(&bytes).ok();
@@ -234,7 +239,7 @@ fn chain(error: &dyn std::error::Error) -> String {
 
 /// Runs `action` against the broker at `url`, printing the outcome.
 pub fn run(action: Action, url: &str, token: Option<AdminToken>) -> Result<(), AdminError> {
-    let token = token.filter(|token| !token.0.is_empty()).ok_or(AdminError::NoToken)?;
+    let token = token.filter(|token| !token.0.expose_secret().is_empty()).ok_or(AdminError::NoToken)?;
     let client = AdminClient::new(url, token)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -430,7 +435,7 @@ mod tests {
             description: None,
         };
         assert!(off.to_string().contains("admin_token_sha256"), "{off}");
-        assert_eq!(format!("{:?}", AdminToken("secret".into())), "AdminToken(***)");
+        assert_eq!(format!("{:?}", AdminToken(SecretString::from("secret"))), "AdminToken(***)");
         let missing = AdminError::NoToken.to_string();
         assert!(missing.contains("--admin-token") && missing.contains("BATON_ADMIN_TOKEN"), "{missing}");
     }
