@@ -12,6 +12,11 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 export DEBIAN_FRONTEND=noninteractive
+# A run in CI builds a fresh clone once: incremental compilation would only
+# spend time writing state that no later build reads.
+if [ "${CI:-}" = true ]; then
+    export CARGO_INCREMENTAL=0
+fi
 
 section() {
     printf '\n==> %s\n' "$*"
