@@ -13,9 +13,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 export DEBIAN_FRONTEND=noninteractive
 # A run in CI builds a fresh clone once: incremental compilation would only
-# spend time writing state that no later build reads.
+# spend time writing state that no later build reads, and nobody attaches a
+# debugger (a failing assertion still names its file and line).
 if [ "${CI:-}" = true ]; then
     export CARGO_INCREMENTAL=0
+    export CARGO_PROFILE_DEV_DEBUG=false
 fi
 
 section() {
