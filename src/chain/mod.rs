@@ -124,25 +124,8 @@ pub fn root(agent: &AuthenticatedAgent, allowance: &Allowance, issuance: Issuanc
 
 /// [`root`] for the agent named `agent`.
 fn own_token(agent: &AgentId, allowance: &Allowance, issuance: Issuance) -> Derived {
-    Derived(Claims {
-        iss: issuance.issuer,
-        // An agent's own token: the agent acts for itself.
-        sub: Subject::of_agent(agent),
-        aud: allowance.target().clone(),
-        client_id: agent.clone(),
-        scope: allowance.scope().clone(),
-        iat: issuance.issued_at,
-        exp: allowance.expires_at(),
-        jti: issuance.jti,
-        act: None,
-        may_act: None,
-        cnf: issuance.bound_to.map(|jkt| Confirmation { jkt }),
-        delegation: Delegation {
-            approval: issuance.approval,
-            iat_micros: Some(issuance.iat_micros),
-            ..Delegation::default()
-        },
-    })
+    // An agent's own token: the agent acts for itself.
+    issued(issuance, allowance, Subject::of_agent(agent), agent, None, Delegation::default())
 }
 
 /// A child of `parent`, obtained by `actor` under `allowance` (RFC 8693 §2.1, §4.1).
@@ -179,27 +162,10 @@ fn child_of(
     stays_bound(parent.cnf.is_some(), issuance.bound_to.is_some())?;
     let mut hops = parent.delegation.hops.clone();
     hops.push(parent.as_hop());
-    Ok(Derived(Claims {
-        iss: issuance.issuer,
-        sub: parent.sub.clone(),
-        aud: allowance.target().clone(),
-        client_id: actor.clone(),
-        scope: allowance.scope().clone(),
-        iat: issuance.issued_at,
-        exp: allowance.expires_at(),
-        jti: issuance.jti,
-        // DESIGN.md §2.2: the broker writes the chain; `may_act` is not inherited.
-        act: Some(Actor { sub: actor.clone(), act: parent.act.clone().map(Box::new) }),
-        may_act: None,
-        cnf: issuance.bound_to.map(|jkt| Confirmation { jkt }),
-        delegation: Delegation {
-            depth: bounds.depth(),
-            hops,
-            approval: issuance.approval,
-            acts_again: again,
-            iat_micros: Some(issuance.iat_micros),
-        },
-    }))
+    // DESIGN.md §2.2: the broker writes the chain.
+    let act = Actor { sub: actor.clone(), act: parent.act.clone().map(Box::new) };
+    let path = Delegation { depth: bounds.depth(), hops, acts_again: again, ..Delegation::default() };
+    Ok(issued(issuance, allowance, parent.sub.clone(), actor, Some(act), path))
 }
 
 /// The first hop of a person's chain: a child of the person's token from a
@@ -244,26 +210,38 @@ fn first_hop(
     // The person's binding is the caller's to prove; Baton's own binding
     // starts with the child.
     let bounds = Bounds::of_hop(&root, 0).narrow_to(allowance.scope(), allowance.expires_at(), max_depth)?;
-    Ok(Derived(Claims {
+    let act = Actor { sub: actor.clone(), act: None };
+    let path = Delegation { depth: bounds.depth(), hops: vec![root], ..Delegation::default() };
+    Ok(issued(issuance, allowance, subject.clone(), actor, Some(act), path))
+}
+
+/// The claims of a token for `sub`, obtained by `agent` with the chain
+/// `act` and the path `path`, under `allowance`: the one place that says
+/// what of the policy's answer and of this issuance a token carries. Never
+/// a `may_act`, which is the subject token's and not inherited (DESIGN.md
+/// §2.2).
+fn issued(
+    issuance: Issuance,
+    allowance: &Allowance,
+    sub: Subject,
+    agent: &AgentId,
+    act: Option<Actor>,
+    path: Delegation,
+) -> Derived {
+    Derived(Claims {
         iss: issuance.issuer,
-        sub: subject.clone(),
+        sub,
         aud: allowance.target().clone(),
-        client_id: actor.clone(),
+        client_id: agent.clone(),
         scope: allowance.scope().clone(),
         iat: issuance.issued_at,
         exp: allowance.expires_at(),
         jti: issuance.jti,
-        act: Some(Actor { sub: actor.clone(), act: None }),
+        act,
         may_act: None,
         cnf: issuance.bound_to.map(|jkt| Confirmation { jkt }),
-        delegation: Delegation {
-            depth: bounds.depth(),
-            hops: vec![root],
-            approval: issuance.approval,
-            acts_again: false,
-            iat_micros: Some(issuance.iat_micros),
-        },
-    }))
+        delegation: Delegation { approval: issuance.approval, iat_micros: Some(issuance.iat_micros), ..path },
+    })
 }
 
 /// Escape hatches around the narrowing rule. The broker never uses them.
