@@ -5,9 +5,9 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::claims::{MayAct, Scope, ScopeSet};
+use crate::narrowing::tests::{masked, UNIVERSE};
 use crate::narrowing::{check_path, PathError};
 
-const UNIVERSE: [&str; 6] = ["s0", "s1", "s2", "s3", "s4", "s5"];
 const AGENTS: [&str; 4] = ["a", "b", "c", "d"];
 const API: &str = "https://api.example";
 /// Deep enough for every chain built here; tests pick smaller limits.
@@ -15,16 +15,6 @@ const ROOMY: u32 = 16;
 
 fn scopes(text: &str) -> ScopeSet {
     ScopeSet::parse(text).unwrap()
-}
-
-/// The scopes of `UNIVERSE` whose bit is set in `mask`.
-fn masked(mask: u8) -> ScopeSet {
-    UNIVERSE
-        .iter()
-        .enumerate()
-        .filter(|(index, _)| mask & (1 << index) != 0)
-        .map(|(_, scope)| scope.parse::<Scope>().unwrap())
-        .collect()
 }
 
 fn issuance(jti: &str, bound: bool) -> Issuance {

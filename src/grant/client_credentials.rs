@@ -17,6 +17,8 @@ pub(super) async fn handle(
 ) -> Result<Issued, EndpointError> {
     let params = handler.params;
     let subject = Subject::of_agent(agent.id());
+    // A blocked agent is refused, and so is its own token: it is the subject too.
+    handler.context.ensure_not_blocked(agent.id(), Some(&subject)).await?;
     evidence.subject = Some(subject.to_string());
     let requested = asked_scopes(params)?;
     let target = named_target(params)?;

@@ -189,8 +189,6 @@ async fn dispatch(
     if grant_type == TOKEN_EXCHANGE {
         token_exchange::handle(&handler, &agent, evidence).await
     } else {
-        // The token would carry the agent as its subject too.
-        context.ensure_not_blocked(agent.id(), Some(&crate::ids::Subject::of_agent(agent.id()))).await?;
         client_credentials::handle(&handler, &agent, evidence).await
     }
 }

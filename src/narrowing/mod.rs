@@ -94,16 +94,17 @@ pub fn within_limit(depth: u32, limit: u32) -> Result<(), Widening> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use proptest::prelude::*;
 
     use super::*;
     use crate::claims::Scope;
 
-    const UNIVERSE: [&str; 6] = ["s0", "s1", "s2", "s3", "s4", "s5"];
+    /// The scopes random chains are drawn from.
+    pub(crate) const UNIVERSE: [&str; 6] = ["s0", "s1", "s2", "s3", "s4", "s5"];
 
     /// The scopes of `UNIVERSE` whose bits are set in `mask`.
-    fn masked(mask: u8) -> ScopeSet {
+    pub(crate) fn masked(mask: u8) -> ScopeSet {
         UNIVERSE
             .iter()
             .enumerate()
