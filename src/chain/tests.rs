@@ -71,19 +71,16 @@ fn a_child_one_past_the_depth_limit_is_refused() {
     assert_eq!(child_depth(5, 5), Err(Widening::TooDeep { depth: 6, limit: 5 }));
 }
 
+/// a's token for b, exchanged by b for a: the next hop would be a's again.
+fn b_back_to_a() -> Claims {
+    let root = a_for_b(false);
+    let back = allowance("a", &scopes("s0"), 900);
+    child_of(&root, &"b".into(), &back, ROOMY, Reentry::Refuse, issuance("t1", false)).unwrap().into_claims()
+}
+
 #[test]
 fn the_depth_limit_is_reported_before_an_agent_acting_again() {
-    let root = a_for_b(false);
-    let back_to_a = child_of(
-        &root,
-        &"b".into(),
-        &allowance("a", &scopes("s0"), 900),
-        ROOMY,
-        Reentry::Refuse,
-        issuance("t1", false),
-    )
-    .unwrap()
-    .into_claims();
+    let back_to_a = b_back_to_a();
     assert_eq!(
         child_of(
             &back_to_a,
@@ -99,17 +96,7 @@ fn the_depth_limit_is_reported_before_an_agent_acting_again() {
 
 #[test]
 fn an_agent_acts_again_only_where_its_registration_allows_and_the_hop_says_so() {
-    let root = a_for_b(false);
-    let back_to_a = child_of(
-        &root,
-        &"b".into(),
-        &allowance("a", &scopes("s0"), 900),
-        ROOMY,
-        Reentry::Refuse,
-        issuance("t1", false),
-    )
-    .unwrap()
-    .into_claims();
+    let back_to_a = b_back_to_a();
     assert!(!back_to_a.delegation.acts_again, "b is new to the chain");
     let again = allowance(API, &scopes("s0"), 800);
     assert_eq!(
