@@ -12,7 +12,7 @@
 //! `cli → app → http → broker → {grant, introspection, revocation, admin, approvals, lifecycle, governance}
 //! → {abuse, context, audit, error} → {chain, policy, store, client_auth, upstream, dpop}
 //! → {token, narrowing} → {jose, claims, ids, keys, clock}`.
-//! Only [`http`] and the verifier's layer know about HTTP; [`error::oauth`]
+//! Only [`http`] and the verifier's layers know about HTTP; [`error::oauth`]
 //! is the one place that maps internal errors to OAuth error codes. No
 //! module imports one that imports it back (`scripts/module_cycles.py`
 //! checks it).
@@ -50,7 +50,7 @@
 //! | people's tokens from trusted identity providers | [`upstream`] |
 //! | inventory, resources, Cedar rules, policy tests | [`policy`] |
 //! | revocation, replay, audit and approval state; embedded and Redis | [`store`] |
-//! | the verifier for APIs (a tower layer) | [`verifier`] |
+//! | the verifier for APIs and MCP servers (a tower layer, RFC 9728 metadata, scopes per MCP tool) | [`verifier`] |
 //! | Prometheus metrics | [`metrics`] |
 //! | the injected clock | [`clock`] |
 //! | `baton.toml` and `BATON_*` | [`config`] |

@@ -188,6 +188,29 @@ async fn a_booking_waits_for_the_owner_and_its_token_records_the_approval() {
     assert!(reasons.iter().any(|reason| reason.contains("already used")), "{reasons:?}");
 }
 
+/// The approval covers the request; its id is only a handle. Repeated as it
+/// was asked, the request redeems its approval, once; a request that differs
+/// in anything does not.
+#[tokio::test]
+async fn the_same_request_repeated_redeems_its_approval_once() {
+    let harness = Harness::new();
+    let (_, hop1) = two_hops(&harness).await;
+    let id = ask(&harness, &hop1).await;
+    // Still pending: the repeat is told the same approval.
+    let waiting = harness.exchange("booker", &hop1, BOOK).await;
+    assert_eq!(waiting.body["approval_id"], id.as_str(), "{}", waiting.body);
+    assert_eq!(decide(&harness, &id, "approve", BOOKER_OWNER).await.status, 200);
+    let wider = harness.exchange("booker", &hop1, &[("resource", AIRLINE), ("scope", "flights.book flights.read")]).await;
+    wider.assert_error(400, "authorization_pending");
+    assert_ne!(wider.body["approval_id"], id.as_str());
+    let issued = harness.exchange("booker", &hop1, BOOK).await;
+    assert_eq!(issued.status, 200, "{}", issued.body);
+    assert_eq!(json_of(issued.token())["delegation"]["approval"]["id"], id.as_str());
+    let next = harness.exchange("booker", &hop1, BOOK).await;
+    next.assert_error(400, "authorization_pending");
+    assert_ne!(next.body["approval_id"], id.as_str());
+}
+
 #[tokio::test]
 async fn a_denied_booking_is_access_denied() {
     let harness = Harness::new();
@@ -557,6 +580,12 @@ async fn on_redis_an_approval_asked_on_one_node_is_decided_on_another() {
     assert_eq!(issued.status, 200, "{}", issued.body);
     assert_eq!(json_of(issued.token())["delegation"]["approval"]["id"], id.as_str());
     repeat(&asking, &hop1, &id).await.assert_error(400, "invalid_grant");
+
+    // Repeated without its id, an approved request is found across nodes too.
+    let again = ask(&asking, &hop1).await;
+    assert_eq!(decide(&deciding, &again, "approve", BOOKER_OWNER).await.status, 200);
+    let issued = asking.exchange("booker", &hop1, BOOK).await;
+    assert_eq!(json_of(issued.token())["delegation"]["approval"]["id"], again.as_str());
 
     let denied = ask(&asking, &hop1).await;
     assert_eq!(decide(&deciding, &denied, "deny", BOOKER_OWNER).await.status, 200);
