@@ -55,21 +55,6 @@ let scout; // the scout's session (tests 1, 2)
 let booker; // the booker's session on the full parent (tests 3, 5, 6)
 let fullParent; // planner -> booker, flights.read flights.book
 
-// @modelcontextprotocol/sdk 1.32.2 parses authorization server metadata with
-// a schema that requires `authorization_endpoint` (dist/esm/shared/auth.js,
-// OAuthMetadataSchema), although RFC 8414 §2 requires it only of servers
-// with a grant that uses it, and Baton has none. The SDK never reads it in a
-// flow without a redirect URL (client/auth.js, authInternal), so a
-// placeholder is added to the document the SDK reads, and nothing else is
-// changed. The discovery test fails, naming this, once it is not needed.
-const PLACEHOLDER_AUTHORIZATION_ENDPOINT = `${BROKER_URL}/no-authorization-endpoint`;
-
-async function withAuthorizationEndpoint(response) {
-  const document = await response.json();
-  document.authorization_endpoint ??= PLACEHOLDER_AUTHORIZATION_ENDPOINT;
-  return Response.json(document, { status: response.status });
-}
-
 /**
  * The fetch the SDK uses for everything (MCP, discovery, token requests):
  * it records each exchange in `log` so that the tests can check what the
@@ -91,14 +76,11 @@ function recordingFetch(log, observe) {
       entry.rpc = message.method;
       entry.tool = message.params?.name;
     }
-    let response = await fetch(input, init);
+    const response = await fetch(input, init);
     entry.status = response.status;
     entry.challenge = response.headers.get('www-authenticate') ?? undefined;
     if (url.href === TOKEN_ENDPOINT) {
       entry.answer = await response.clone().json().catch(() => undefined);
-    }
-    if (url.href === AS_METADATA && response.ok) {
-      response = await withAuthorizationEndpoint(response);
     }
     log.push(entry);
     observe?.(entry, response);
@@ -218,11 +200,10 @@ const pendingApprovals = async () => (await admin('GET', '/admin/approvals?agent
  * (client/auth.js, fetchToken), so the provider reads the challenge itself
  * (the transport's fetch shows it each exchange) and widens its scope.
  *
- * A scope that needs a person answers `authorization_pending` with an
- * `approval_id`, to send again with the same request once approved (CIBA
- * style). The SDK keeps only `error` and `error_description` of an error
- * (client/auth.js, parseErrorResponse), so the provider reads the id from
- * the broker's answer the same way.
+ * A scope that needs a person answers `authorization_pending`; the SDK keeps
+ * only `error` and `error_description` of it (client/auth.js,
+ * parseErrorResponse), so the approval id stays with the broker, and the
+ * same request, repeated once a person approved it, gets the token.
  */
 class TokenExchangeProvider {
   constructor(agent, subjectToken, scope) {
@@ -230,7 +211,6 @@ class TokenExchangeProvider {
     this.subjectToken = subjectToken;
     this.scope = scope;
     this.held = undefined;
-    this.pending = undefined; // { id, scope } of the approval a person has to decide
   }
 
   get redirectUrl() {
@@ -252,7 +232,6 @@ class TokenExchangeProvider {
 
   saveTokens(tokens) {
     this.held = tokens;
-    this.pending = undefined;
   }
 
   invalidateCredentials(scope) {
@@ -276,19 +255,15 @@ class TokenExchangeProvider {
       subject_token_type: ACCESS_TOKEN,
     });
     if (scope) parameters.set('scope', scope);
-    if (this.pending && this.pending.scope === scope) parameters.set('approval_id', this.pending.id);
     return parameters;
   }
 
   /** One exchange the SDK made, as recordingFetch saw it. */
   observe(entry, response) {
-    if (entry.url === MCP_URL && response.status === 403) {
-      const { error, scope } = extractWWWAuthenticateParams(response);
-      if (error === 'insufficient_scope' && scope) {
-        this.scope = [...new Set([...scopes(this.scope), ...scopes(scope)])].join(' ');
-      }
-    } else if (entry.url === TOKEN_ENDPOINT && entry.answer?.error === 'authorization_pending') {
-      this.pending = { id: entry.answer.approval_id, scope: entry.form.scope };
+    if (entry.url !== MCP_URL || response.status !== 403) return;
+    const { error, scope } = extractWWWAuthenticateParams(response);
+    if (error === 'insufficient_scope' && scope) {
+      this.scope = [...new Set([...scopes(this.scope), ...scopes(scope)])].join(' ');
     }
   }
 }
@@ -313,13 +288,10 @@ test('discovery: the SDK finds Baton from the MCP server\'s 401 and protected re
   assert.deepEqual(resource.authorization_servers, [BROKER_URL]);
   assert.deepEqual(new Set(resource.scopes_supported), new Set(['flights.read', 'flights.book']));
 
-  // See withAuthorizationEndpoint: the SDK refuses Baton's metadata as served.
-  const refusal = await refusalOf(discoverAuthorizationServerMetadata(BROKER_URL));
-  assert.ok(
-    refusal && String(refusal.message).includes('authorization_endpoint'),
-    `the SDK now reads Baton's metadata as served: remove withAuthorizationEndpoint (${refusal})`,
-  );
-  const metadata = await discoverAuthorizationServerMetadata(BROKER_URL, { fetchFn: recordingFetch([]) });
+  // The SDK's schema (shared/auth.js, OAuthMetadataSchema) needs more than
+  // RFC 8414 does, authorization_endpoint among it: this parses only if
+  // Baton's document satisfies it.
+  const metadata = await discoverAuthorizationServerMetadata(BROKER_URL);
   assert.equal(metadata.issuer, BROKER_URL);
   assert.equal(metadata.token_endpoint, TOKEN_ENDPOINT);
   assert.equal(metadata.revocation_endpoint, `${BROKER_URL}/revoke`);
@@ -439,10 +411,10 @@ test('delegated exchange: the booker reads with least privilege, steps up, waits
   assert.equal(stepUp[0].form.resource, MCP_URL);
   assert.equal(stepUp[0].status, 400);
   assert.equal(stepUp[0].answer.error, 'authorization_pending', summary(during));
-  const approvalId = stepUp[0].answer.approval_id;
-  assert.ok(approvalId, JSON.stringify(stepUp[0].answer));
-  assert.ok(!before.includes(approvalId), 'a new approval');
-  assert.ok((await pendingApprovals()).includes(approvalId), 'the admin API lists it as pending');
+  // The person finds the request in the admin API.
+  const waiting = (await pendingApprovals()).filter((id) => !before.includes(id));
+  assert.deepEqual(waiting, [stepUp[0].answer.approval_id], 'one new approval, the one the broker named');
+  const [approvalId] = waiting;
   assert.deepEqual(scopes(provider.tokens().scope), new Set(['flights.read']), 'still the read-only token');
 
   await admin('POST', `/admin/approvals/${encodeURIComponent(approvalId)}/approve`, { approver: APPROVER });
@@ -464,7 +436,8 @@ test('delegated exchange: the booker reads with least privilege, steps up, waits
   const approved = tokenRequests(during);
   assert.equal(approved.length, 1, summary(during));
   assert.deepEqual(scopes(approved[0].form.scope), new Set(['flights.read', 'flights.book']), 'the same request');
-  assert.equal(approved[0].form.approval_id, approvalId, 'naming the approval');
+  assert.equal(approved[0].form.approval_id, undefined, 'the SDK knows no approval ids');
+  assert.equal(approved[0].form.subject_token, fullParent);
   assert.equal(approved[0].status, 200, summary(during));
 
   const held = provider.tokens();
@@ -475,6 +448,8 @@ test('delegated exchange: the booker reads with least privilege, steps up, waits
   assert.equal(claims.sub, 'orchestrator');
   assert.equal(claims.client_id, 'booker');
   assert.deepEqual(claims.act, { sub: 'booker', act: { sub: 'planner' } });
+  assert.equal(claims.delegation.approval?.id, approvalId, 'the token records the approval');
+  assert.equal(claims.delegation.approval?.approver, APPROVER);
 });
 
 test('step-up stays within the parent: a read-only parent cannot become a booking', async () => {
