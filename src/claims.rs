@@ -315,6 +315,11 @@ impl ScopeSet {
         ScopeSet(self.0.intersection(&other.0).cloned().collect())
     }
 
+    /// The scopes in either set.
+    pub fn union(&self, other: &ScopeSet) -> ScopeSet {
+        ScopeSet(self.0.union(&other.0).cloned().collect())
+    }
+
     /// The scopes, in order.
     pub fn iter(&self) -> impl Iterator<Item = &Scope> {
         self.0.iter()

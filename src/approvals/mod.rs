@@ -87,6 +87,14 @@ impl Approvals {
         };
         let now = context.now();
         let Some(presented) = params.get(APPROVAL_ID) else {
+            // The approval covers the request, and its id is only a handle:
+            // the same request repeated after a person approved it redeems
+            // that approval, for clients whose libraries cannot add a
+            // parameter to a token request (the MCP SDKs among them).
+            if let Some(approved) = self.approved(&fingerprint, asked.grant_type, now).await? {
+                evidence.approval = Some(AuditApproval { id: approved.id.clone(), approver: None });
+                return self.redeem(approved, evidence).await;
+            }
             let approver = self.approver_for(context, &fingerprint);
             let approval = Approval {
                 id: ApprovalId(context.new_jti()?.0),
@@ -141,27 +149,50 @@ impl Approvals {
                 Err(ApprovalError::Expired.into())
             }
             (ApprovalState::Pending, _) => Err(pending(&approval, now).into()),
-            (ApprovalState::Approved, None) => {
-                Err(crate::store::StoreError::Corrupt("an approved approval has no decision".into()).into())
-            }
-            (ApprovalState::Approved, Some(decision)) => {
-                let stamp = HopApproval {
-                    id: approval.id.0.clone(),
-                    approver: decision.approver.clone(),
-                    approved_at: decision.at,
-                };
-                let consumed = Approval { state: ApprovalState::Consumed, ..approval.clone() };
-                // Single use: of two concurrent repeats, only one moves it on.
-                if !self.settings.store.transition(ApprovalState::Approved, &consumed).await? {
-                    return Err(ApprovalError::Used.into());
-                }
-                // Spent before the token is minted and recorded, so that no
-                // second repeat can get past this point meanwhile; put back by
-                // `restore` if no token leaves after all.
-                evidence.spent_approval = Some(approval);
-                Ok(Some(stamp))
-            }
+            (ApprovalState::Approved, _) => self.redeem(approval, evidence).await,
         }
+    }
+
+    /// The unexpired approved approval of exactly this request, if one is
+    /// among the newest page of its agent's approved ones. One missed here
+    /// costs only a new pending approval.
+    async fn approved(
+        &self,
+        request: &Fingerprint,
+        grant_type: &str,
+        now: UnixTime,
+    ) -> Result<Option<Approval>, EndpointError> {
+        let query = ApprovalQuery {
+            state: ApprovalState::Approved,
+            agent: Some(request.agent.clone()),
+            before: None,
+            limit: crate::store::approvals::MAX_PAGE,
+            now,
+        };
+        let page = self.settings.store.list(&query).await?;
+        Ok(page.approvals.into_iter().find(|approval| {
+            approval.request == *request && approval.grant_type == grant_type && !approval.is_expired(now)
+        }))
+    }
+
+    /// Spends an approved approval on the token about to be issued.
+    async fn redeem(&self, approval: Approval, evidence: &mut Evidence) -> Result<Option<HopApproval>, EndpointError> {
+        let Some(decision) = &approval.decision else {
+            return Err(crate::store::StoreError::Corrupt("an approved approval has no decision".into()).into());
+        };
+        let stamp =
+            HopApproval { id: approval.id.0.clone(), approver: decision.approver.clone(), approved_at: decision.at };
+        evidence.approval = Some(AuditApproval { id: approval.id.clone(), approver: Some(decision.approver.clone()) });
+        let consumed = Approval { state: ApprovalState::Consumed, ..approval.clone() };
+        // Single use: of two concurrent repeats, only one moves it on.
+        if !self.settings.store.transition(ApprovalState::Approved, &consumed).await? {
+            return Err(ApprovalError::Used.into());
+        }
+        // Spent before the token is minted and recorded, so that no second
+        // repeat can get past this point meanwhile; put back by `restore` if
+        // no token leaves after all.
+        evidence.spent_approval = Some(approval);
+        Ok(Some(stamp))
     }
 
     /// Makes an approval usable again when the request that spent it handed out

@@ -15,9 +15,13 @@ use crate::keys::Algorithm;
 /// One document serves both well-known paths, so they cannot disagree.
 pub(super) async fn metadata(State(broker): State<Arc<Broker>>) -> Json<Value> {
     let issuer = &broker.settings().issuer;
-    let scopes: Vec<String> = broker.policy().inventory().all_scopes().iter().map(ToString::to_string).collect();
+    let policy = broker.policy();
+    let inventory = policy.inventory();
+    let scopes: Vec<String> = inventory.all_scopes().iter().map(ToString::to_string).collect();
+    let resources: Vec<&str> = inventory.resources().map(|resource| resource.uri.as_str()).collect();
     Json(json!({
         "issuer": issuer,
+        "authorization_endpoint": format!("{issuer}/authorize"),
         "token_endpoint": format!("{issuer}/token"),
         "jwks_uri": format!("{issuer}/jwks"),
         "introspection_endpoint": format!("{issuer}/introspect"),
@@ -43,7 +47,20 @@ pub(super) async fn metadata(State(broker): State<Arc<Broker>>) -> Json<Value> {
         "access_token_signing_alg_values_supported": broker.keys().algorithms(),
         "dpop_signing_alg_values_supported": crate::dpop::ALGORITHMS.map(Algorithm::name),
         "scopes_supported": scopes,
+        // RFC 9728 §4: the resources whose tokens this server issues, the
+        // `resource` values (RFC 8707) a client may ask for.
+        "protected_resources": resources,
     }))
+}
+
+/// The authorization endpoint the metadata names. RFC 8414 §2 lets a server
+/// without one leave it out, but MCP's TypeScript SDK, among other clients,
+/// refuses metadata without it. Baton issues no authorization codes, so
+/// every request is refused; no client has a registered redirect URI, so it
+/// is refused here rather than redirected (RFC 6749 §4.1.2.1).
+pub(super) async fn authorize() -> (StatusCode, Json<Value>) {
+    let description = "no authorization codes are issued: agents use client credentials or token exchange";
+    (StatusCode::BAD_REQUEST, Json(json!({ "error": "unsupported_response_type", "error_description": description })))
 }
 
 pub(super) async fn jwks(State(broker): State<Arc<Broker>>) -> Json<Value> {

@@ -350,10 +350,12 @@ fn entities(inventory: &Inventory, schema: &Schema) -> Result<Entities, PolicyEr
     for resource in inventory.resources() {
         let resource_uid = uid("Resource", &resource.uri)?;
         let attrs = HashMap::from([("name".to_owned(), RestrictedExpression::new_string(resource.name.clone()))]);
-        all.push(Entity::new(resource_uid.clone(), attrs, HashSet::new()).map_err(build)?);
-        for scope in resource.scopes.iter() {
-            all.push(Entity::new_no_attrs(uid("Scope", scope.as_str())?, HashSet::from([resource_uid.clone()])));
-        }
+        all.push(Entity::new(resource_uid, attrs, HashSet::new()).map_err(build)?);
+    }
+    // A scope is `in` every resource that lists it.
+    for scope in inventory.all_scopes().iter() {
+        let owners = inventory.scope_owners(scope).iter().map(|uri| uid("Resource", uri)).collect::<Result<_, _>>()?;
+        all.push(Entity::new_no_attrs(uid("Scope", scope.as_str())?, owners));
     }
     Entities::from_entities(all, Some(schema)).map_err(|error| PolicyError::Rules(format!("entities: {error}")))
 }

@@ -309,8 +309,8 @@ fn rule_findings(policy: &Policy) -> Vec<Finding> {
                     continue;
                 }
                 for (scope_index, scope) in scopes.iter().enumerate() {
-                    let owner = inventory.scope_owner(scope).unwrap_or_default();
-                    if resource_matches(&policy.resource_constraint(), scope.as_str(), owner) {
+                    let owners = inventory.scope_owners(scope);
+                    if resource_matches(&policy.resource_constraint(), scope.as_str(), owners) {
                         reached.insert((agent_index, action, scope_index));
                     }
                 }
@@ -337,7 +337,7 @@ fn rule_findings(policy: &Policy) -> Vec<Finding> {
                 let known = match kind {
                     Named::Target => inventory.target(name).is_some(),
                     Named::Agent => inventory.agent(name).is_some(),
-                    Named::Scope => name.parse().ok().and_then(|scope| inventory.scope_owner(&scope)).is_some(),
+                    Named::Scope => name.parse().is_ok_and(|scope| inventory.is_registered_scope(&scope)),
                     Named::Group | Named::Resource => true,
                 };
                 if !known {
@@ -378,7 +378,7 @@ fn unknown_entity(uid: &EntityUid, inventory: &Inventory, groups: &HashSet<&str>
         "Agent" if inventory.agent(id).is_none() => Named::Agent,
         "Group" if !groups.contains(id) => Named::Group,
         "Resource" if !inventory.resources().any(|resource| resource.uri == id) => Named::Resource,
-        "Scope" if id.parse().ok().and_then(|scope| inventory.scope_owner(&scope)).is_none() => Named::Scope,
+        "Scope" if !id.parse().is_ok_and(|scope| inventory.is_registered_scope(&scope)) => Named::Scope,
         _ => return None,
     };
     Some((kind, id.to_owned()))
@@ -414,10 +414,12 @@ fn action_matches(constraint: &ActionConstraint, action: Action) -> bool {
 
 /// Whether the scope `scope`, defined by the resource `owner`, satisfies a
 /// resource constraint.
-fn resource_matches(constraint: &ResourceConstraint, scope: &str, owner: &str) -> bool {
+fn resource_matches(constraint: &ResourceConstraint, scope: &str, owners: &[String]) -> bool {
     let is_scope = |uid: &EntityUid| uid.type_name().basename() == "Scope" && uid.id().unescaped() == scope;
-    let within =
-        |uid: &EntityUid| is_scope(uid) || (uid.type_name().basename() == "Resource" && uid.id().unescaped() == owner);
+    let is_owner = |uid: &EntityUid| {
+        uid.type_name().basename() == "Resource" && owners.iter().any(|owner| owner == uid.id().unescaped())
+    };
+    let within = |uid: &EntityUid| is_scope(uid) || is_owner(uid);
     match constraint {
         ResourceConstraint::Any => true,
         ResourceConstraint::Eq(uid) => is_scope(uid),
@@ -517,7 +519,7 @@ mod tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
         let report = check(&dir, Lifetimes { max_token_ttl: 3600, agent_token_ttl: 900 }, NOW);
         assert_eq!(report.findings, [], "{:?}", report.findings);
-        assert_eq!(report.counts, Some((3, 2, 6)));
+        assert_eq!(report.counts, Some((4, 3, 8)));
         assert!(report.test_cases > 0);
     }
 

@@ -149,7 +149,9 @@ pub enum Target<'a> {
 pub struct Inventory {
     agents: BTreeMap<String, Agent>,
     resources: BTreeMap<String, Resource>,
-    scope_owner: HashMap<Scope, String>,
+    /// Each scope's resources: usually one, several when APIs share a
+    /// vocabulary (an API and the MCP server in front of it).
+    scope_owners: HashMap<Scope, Vec<String>>,
     /// Introspecting APIs by client id, to their URI.
     introspectors: HashMap<String, String>,
 }
@@ -183,14 +185,19 @@ impl Inventory {
         self.resources.get(name).map(Target::Resource).or_else(|| self.agents.get(name).map(Target::Agent))
     }
 
-    /// The URI of the resource that defines `scope`.
-    pub fn scope_owner(&self, scope: &Scope) -> Option<&str> {
-        self.scope_owner.get(scope).map(String::as_str)
+    /// The URIs of the resources that define `scope`: empty when none does.
+    pub fn scope_owners(&self, scope: &Scope) -> &[String] {
+        self.scope_owners.get(scope).map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether a registered resource defines `scope`.
+    pub fn is_registered_scope(&self, scope: &Scope) -> bool {
+        self.scope_owners.contains_key(scope)
     }
 
     /// Every registered scope.
     pub fn all_scopes(&self) -> ScopeSet {
-        self.scope_owner.keys().cloned().collect()
+        self.scope_owners.keys().cloned().collect()
     }
 
     /// Reads `agents.toml` and `resources.toml` from `dir`.
@@ -202,7 +209,7 @@ impl Inventory {
 
     fn build(agents_file: AgentsFile, resources_file: ResourcesFile) -> Result<Inventory, PolicyError> {
         let mut resources = BTreeMap::new();
-        let mut scope_owner = HashMap::new();
+        let mut scope_owners: HashMap<Scope, Vec<String>> = HashMap::new();
         let mut introspectors = HashMap::new();
         for entry in resources_file.resources {
             let problem = |reason: String| PolicyError::Inventory { file: "resources.toml", reason };
@@ -217,9 +224,11 @@ impl Inventory {
                 let scope: Scope = text
                     .parse()
                     .map_err(|_| problem(format!("resource `{}`: `{text}` is not a valid scope", entry.uri)))?;
-                if let Some(other) = scope_owner.insert(scope.clone(), entry.uri.clone()) {
-                    return Err(problem(format!("scope `{text}` is defined by both `{other}` and `{}`", entry.uri)));
+                let owners = scope_owners.entry(scope.clone()).or_default();
+                if owners.contains(&entry.uri) {
+                    return Err(problem(format!("resource `{}`: scope `{text}` is listed twice", entry.uri)));
                 }
+                owners.push(entry.uri.clone());
                 scopes.push(scope);
             }
             let scopes: ScopeSet = scopes.into_iter().collect();
@@ -295,7 +304,7 @@ impl Inventory {
                 }
             }
         }
-        Ok(Inventory { agents, resources, scope_owner, introspectors })
+        Ok(Inventory { agents, resources, scope_owners, introspectors })
     }
 }
 
@@ -510,9 +519,16 @@ mod tests {
     }
 
     #[test]
-    fn a_scope_belongs_to_one_resource() {
-        let twice =
+    fn a_scope_may_be_shared_by_resources_but_listed_once_by_each() {
+        let shared =
             format!("{RESOURCES}\n[[resources]]\nuri='https://other.example'\nname='B'\nscopes=['a.read']\nttl=60");
-        assert!(parse("", &twice).is_err());
+        let inventory = parse("", &shared).unwrap();
+        let scope: Scope = "a.read".parse().unwrap();
+        let mut owners = inventory.scope_owners(&scope).to_vec();
+        owners.sort();
+        assert_eq!(owners.len(), 2, "{owners:?}");
+        assert!(owners.contains(&"https://other.example".to_owned()), "{owners:?}");
+        let twice = RESOURCES.replace("scopes = [", "scopes = [\"a.read\", ");
+        assert!(parse("", &twice).err().unwrap().to_string().contains("listed twice"));
     }
 }

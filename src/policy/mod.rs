@@ -336,7 +336,7 @@ impl Policy {
         };
         if let Some(requested) = ask.requested {
             for scope in requested.iter() {
-                if inventory.scope_owner(scope).is_none() {
+                if !inventory.is_registered_scope(scope) {
                     return Err(Refusal::UnknownScope(scope.clone()));
                 }
                 if ask.parent_scopes.is_some_and(|parent| !parent.contains(scope)) {

@@ -3,7 +3,8 @@
 //! RFC 6750 §3: 401 with `WWW-Authenticate: Bearer`, `error="invalid_token"`
 //! for a bad token, 403 `error="insufficient_scope"` for a missing scope;
 //! and RFC 9449 §7 for DPoP: the `DPoP` scheme with one `DPoP` proof, and
-//! a `DPoP` challenge naming `invalid_dpop_proof` when the proof fails.
+//! a `DPoP` challenge naming `invalid_dpop_proof` when the proof fails;
+//! RFC 9728 §5.1: each `Bearer` challenge names the API's metadata.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -90,7 +91,7 @@ where
                     request.extensions_mut().insert(caller);
                     inner.call(request).await
                 }
-                Err(rejection) => Ok(refusal(&verifier, &rejection)),
+                Err(rejection) => Ok(verifier.refusal(&rejection)),
             }
         })
     }
@@ -137,43 +138,67 @@ fn proof(request: &Request<Body>) -> Result<String, Rejection> {
     value.to_str().map(str::to_owned).map_err(|_| Rejection::Proof(ProofError::Malformed))
 }
 
-fn refusal(verifier: &Verifier, rejection: &Rejection) -> Response {
-    let realm = verifier.realm().replace('"', "");
-    let algs = crate::dpop::ALGORITHMS.map(crate::keys::Algorithm::name).join(" ");
-    let (status, challenge, error) = match rejection {
-        // RFC 9449 §7.1: a failed proof is answered with a DPoP challenge.
-        Rejection::Proof(_) => (
-            StatusCode::UNAUTHORIZED,
-            format!("DPoP realm=\"{realm}\", error=\"invalid_dpop_proof\", algs=\"{algs}\""),
-            "invalid_dpop_proof",
-        ),
-        // Both schemes are named, so that the client learns which it must use.
-        Rejection::WrongScheme => (
-            StatusCode::UNAUTHORIZED,
-            format!(
-                "Bearer realm=\"{realm}\", error=\"invalid_token\", DPoP realm=\"{realm}\", error=\"invalid_token\", algs=\"{algs}\""
-            ),
-            "invalid_token",
-        ),
-        // RFC 6750 §3.1: no error code when no credentials were sent.
-        Rejection::Missing => (StatusCode::UNAUTHORIZED, format!("Bearer realm=\"{realm}\""), "invalid_request"),
-        Rejection::Invalid(_) | Rejection::WrongAudience | Rejection::Revoked => {
-            (StatusCode::UNAUTHORIZED, format!("Bearer realm=\"{realm}\", error=\"invalid_token\""), "invalid_token")
+impl Verifier {
+    /// The answer to a refused request (RFC 6750 §3, RFC 9449 §7.1), for
+    /// the layer's own refusals and for a handler's, such as a scope that
+    /// only one operation asks ([`Caller::require`]). Every `Bearer`
+    /// challenge names the API's metadata (RFC 9728 §5.1), and a 401 names
+    /// the scopes to ask for first, so that a client without a token learns
+    /// where to get one and how little to ask.
+    pub fn refusal(&self, rejection: &Rejection) -> Response {
+        let (status, challenge, error) = self.challenge(rejection);
+        let mut response = (status, Json(serde_json::json!({ "error": error }))).into_response();
+        if let Ok(value) = HeaderValue::from_str(&challenge) {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
         }
-        Rejection::InsufficientScope => (
-            StatusCode::FORBIDDEN,
-            format!("Bearer realm=\"{realm}\", error=\"insufficient_scope\", scope=\"{}\"", verifier.required_scopes()),
-            "insufficient_scope",
-        ),
-        Rejection::Unavailable(_) => {
-            (StatusCode::SERVICE_UNAVAILABLE, format!("Bearer realm=\"{realm}\""), "temporarily_unavailable")
-        }
-    };
-    let mut response = (status, Json(serde_json::json!({ "error": error }))).into_response();
-    if let Ok(value) = HeaderValue::from_str(&challenge) {
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+        response
     }
-    response
+
+    fn challenge(&self, rejection: &Rejection) -> (StatusCode, String, &'static str) {
+        let realm = self.realm().replace('"', "");
+        let algs = crate::dpop::ALGORITHMS.map(crate::keys::Algorithm::name).join(" ");
+        let metadata = self.metadata_url().map(|url| format!(", resource_metadata=\"{}\"", url.replace('"', "")));
+        let metadata = metadata.as_deref().unwrap_or_default();
+        let first_scopes = match self.required_scopes().is_empty() {
+            true => String::new(),
+            false => format!(", scope=\"{}\"", self.required_scopes()),
+        };
+        match rejection {
+            // RFC 9449 §7.1: a failed proof is answered with a DPoP challenge.
+            Rejection::Proof(_) => (
+                StatusCode::UNAUTHORIZED,
+                format!("DPoP realm=\"{realm}\", error=\"invalid_dpop_proof\", algs=\"{algs}\""),
+                "invalid_dpop_proof",
+            ),
+            // Both schemes are named, so that the client learns which it must use.
+            Rejection::WrongScheme => (
+                StatusCode::UNAUTHORIZED,
+                format!(
+                    "Bearer realm=\"{realm}\", error=\"invalid_token\"{metadata}, DPoP realm=\"{realm}\", error=\"invalid_token\", algs=\"{algs}\""
+                ),
+                "invalid_token",
+            ),
+            // RFC 6750 §3.1: no error code when no credentials were sent.
+            Rejection::Missing => (
+                StatusCode::UNAUTHORIZED,
+                format!("Bearer realm=\"{realm}\"{metadata}{first_scopes}"),
+                "invalid_request",
+            ),
+            Rejection::Invalid(_) | Rejection::WrongAudience | Rejection::Revoked => (
+                StatusCode::UNAUTHORIZED,
+                format!("Bearer realm=\"{realm}\", error=\"invalid_token\"{metadata}{first_scopes}"),
+                "invalid_token",
+            ),
+            Rejection::InsufficientScope { ask_for } => (
+                StatusCode::FORBIDDEN,
+                format!("Bearer realm=\"{realm}\", error=\"insufficient_scope\", scope=\"{ask_for}\"{metadata}"),
+                "insufficient_scope",
+            ),
+            Rejection::Unavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, format!("Bearer realm=\"{realm}\""), "temporarily_unavailable")
+            }
+        }
+    }
 }
 
 /// Handlers behind the layer take the caller as an argument.

@@ -12,6 +12,12 @@
 //! as `Bearer` it is refused. The handler receives the caller as a typed
 //! [`Caller`].
 //!
+//! The API describes itself to clients by RFC 9728 protected resource
+//! metadata ([`metadata_routes`]), which names Baton as its authorization
+//! server; every refusal points there (`resource_metadata`), so that an MCP
+//! client, or any client that follows RFC 9728, finds where to get a token.
+//! [`ToolScopesLayer`] asks each MCP tool's own scopes on `tools/call`.
+//!
 //! There is no way to switch signature checking off. Skipping the revocation
 //! check is possible only through [`danger`], and says so.
 
@@ -19,6 +25,8 @@ pub mod danger;
 mod introspection;
 mod jwks;
 mod layer;
+mod metadata;
+mod tool_scopes;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +35,8 @@ use secrecy::SecretString;
 
 pub use jwks::{published_keys, JwksError};
 pub use layer::{VerifierLayer, VerifierService};
+pub use metadata::{metadata_routes, ResourceMetadata};
+pub use tool_scopes::{ToolScopesLayer, ToolScopesService};
 
 use crate::claims::{Claims, ScopeSet};
 use crate::clock::{Clock, SystemClock};
@@ -89,6 +99,18 @@ impl Caller {
     pub fn claims(&self) -> &Claims {
         &self.claims
     }
+
+    /// That the token holds every scope of `scopes`. When it does not, the
+    /// refusal asks for what it holds and what it lacks together, so that a
+    /// client that steps up (RFC 6750 §3.1, the MCP scope challenge) keeps
+    /// the rights it had.
+    pub fn require(&self, scopes: &ScopeSet) -> Result<(), Rejection> {
+        if scopes.is_subset(&self.claims.scope) {
+            Ok(())
+        } else {
+            Err(Rejection::InsufficientScope { ask_for: self.claims.scope.union(scopes) })
+        }
+    }
 }
 
 /// Why a request is refused (RFC 6750 §3.1).
@@ -105,7 +127,10 @@ pub enum Rejection {
     WrongAudience,
     /// The token lacks a required scope.
     #[error("insufficient scope")]
-    InsufficientScope,
+    InsufficientScope {
+        /// The scopes a new token should carry: those held and those lacking.
+        ask_for: ScopeSet,
+    },
     /// It, an ancestor, or a principal of its chain was revoked.
     #[error("token revoked")]
     Revoked,
@@ -152,6 +177,10 @@ pub struct Verifier {
     public_url: Option<String>,
     /// Single use of proof `jti`s.
     replay: Arc<dyn ReplayStore>,
+    /// What the API publishes about itself (RFC 9728 §2).
+    metadata: ResourceMetadata,
+    /// Where that document is, named in every refusal (RFC 9728 §5.1).
+    metadata_url: Option<String>,
 }
 
 impl Verifier {
@@ -170,6 +199,9 @@ impl Verifier {
             introspection: None,
             public_url: None,
             replay: None,
+            scopes_supported: None,
+            resource_name: None,
+            metadata_url: None,
         }
     }
 
@@ -181,6 +213,17 @@ impl Verifier {
     /// The realm named in `WWW-Authenticate`.
     pub fn realm(&self) -> &str {
         &self.realm
+    }
+
+    /// The API's protected resource metadata (RFC 9728 §2).
+    pub fn metadata(&self) -> &ResourceMetadata {
+        &self.metadata
+    }
+
+    /// Where the metadata is published, when the API has an http(s)
+    /// identifier or was told ([`VerifierBuilder::metadata_url`]).
+    pub fn metadata_url(&self) -> Option<&str> {
+        self.metadata_url.as_deref()
     }
 
     /// Checks a bearer token. A DPoP-bound token is refused here: it is
@@ -205,8 +248,10 @@ impl Verifier {
             }
             (Presented::Bearer(_), Some(_)) | (Presented::Dpop { .. }, None) => return Err(Rejection::WrongScheme),
         }
-        self.authorize(token, &claims).await?;
-        Ok(Caller { claims })
+        let caller = Caller { claims };
+        caller.require(&self.required_scopes)?;
+        self.check_revocation(token, &caller.claims).await?;
+        Ok(caller)
     }
 
     /// RFC 9449 §4.3 at a resource server, with step 13: the proof's key is
@@ -249,11 +294,8 @@ impl Verifier {
         Ok(verified.into_claims())
     }
 
-    /// The required scopes, and that neither the token nor its lineage is revoked.
-    async fn authorize(&self, token: &str, claims: &Claims) -> Result<(), Rejection> {
-        if !self.required_scopes.is_subset(&claims.scope) {
-            return Err(Rejection::InsufficientScope);
-        }
+    /// That neither the token nor its lineage is revoked.
+    async fn check_revocation(&self, token: &str, claims: &Claims) -> Result<(), Rejection> {
         match &self.revocation {
             RevocationSource::Store(store) => match store.check(&Lineage::of(claims)).await {
                 Ok(Status::Active) => {}
@@ -286,6 +328,9 @@ pub struct VerifierBuilder {
     introspection: Option<(String, SecretString, Duration)>,
     public_url: Option<String>,
     replay: Option<Arc<dyn ReplayStore>>,
+    scopes_supported: Option<ScopeSet>,
+    resource_name: Option<String>,
+    metadata_url: Option<String>,
 }
 
 /// A verifier that cannot be built as configured.
@@ -380,6 +425,26 @@ impl VerifierBuilder {
         self
     }
 
+    /// The scopes the API's metadata lists [default: the required scopes].
+    /// An API whose operations ask different scopes lists them all here.
+    pub fn scopes_supported(mut self, scopes: ScopeSet) -> Self {
+        self.scopes_supported = Some(scopes);
+        self
+    }
+
+    /// A name for people, in the API's metadata.
+    pub fn resource_name(mut self, name: impl Into<String>) -> Self {
+        self.resource_name = Some(name.into());
+        self
+    }
+
+    /// Where the API's metadata is published, when not at the well-known
+    /// URL its audience gives (RFC 9728 §3.1) [default: that URL].
+    pub fn metadata_url(mut self, url: impl Into<String>) -> Self {
+        self.metadata_url = Some(url.into());
+        self
+    }
+
     /// The clock (tests use a fixed one).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -427,6 +492,13 @@ impl VerifierBuilder {
             return Err(BuildError::Leeway);
         }
         let audience_rule = AudienceRule::Is(Audience::new(audience.clone()));
+        let metadata = ResourceMetadata::new(
+            &audience,
+            &self.issuer,
+            self.scopes_supported.as_ref().unwrap_or(&self.required_scopes),
+            self.resource_name,
+        );
+        let metadata_url = self.metadata_url.or_else(|| metadata::well_known_url(&audience));
         Ok(Verifier {
             realm: audience.clone(),
             audience,
@@ -444,6 +516,8 @@ impl VerifierBuilder {
             clock: self.clock,
             public_url: self.public_url,
             replay: self.replay.unwrap_or_else(|| Arc::new(MemoryStore::new())),
+            metadata,
+            metadata_url,
         })
     }
 }

@@ -32,7 +32,7 @@ async fn the_binary_serves_the_quick_start_walk_with_no_config() {
     // The agents it has known are kept, so that a later removal is seen.
     let known: Vec<String> =
         serde_json::from_slice(&std::fs::read(folder.path().join("data/known-agents.json")).unwrap()).unwrap();
-    assert_eq!(known, ["booker", "orchestrator", "planner"]);
+    assert_eq!(known, ["booker", "orchestrator", "planner", "scout"]);
 
     // A key was generated on first start, private to its owner.
     let key_file = std::fs::read_dir(folder.path().join("keys")).unwrap().next().unwrap().unwrap().path();
@@ -236,7 +236,7 @@ fn policy_check_validates_the_example_folder() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout} {}", String::from_utf8_lossy(&output.stderr));
-    assert!(stdout.contains("3 agents, 2 resources, 6 rules"), "{stdout}");
+    assert!(stdout.contains("4 agents, 3 resources, 8 rules"), "{stdout}");
     assert!(stdout.contains("policies: valid"), "{stdout}");
 
     let broken = tempfile::tempdir().unwrap();

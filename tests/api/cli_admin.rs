@@ -256,7 +256,7 @@ async fn revoke_and_agents_from_the_command_line() {
     let mut ids: Vec<&str> =
         json["agents"].as_array().unwrap().iter().map(|agent| agent["id"].as_str().unwrap()).collect();
     ids.sort_unstable();
-    assert_eq!(ids, ["booker", "orchestrator", "planner", "reporter", "retired"]);
+    assert_eq!(ids, ["booker", "orchestrator", "planner", "reporter", "retired", "scout"]);
 
     // A wrong admin token: refused with the broker's 401, and nothing done.
     let after = broker.root().await;

@@ -40,7 +40,7 @@ fn example_copy() -> tempfile::TempDir {
 fn check_passes_the_example_and_fails_on_unknown_names_with_every_finding() {
     let (ok, stdout, stderr) = baton(&example_policies(), &["check"]);
     assert!(ok, "{stdout}{stderr}");
-    assert!(stdout.contains("3 agents, 2 resources, 6 rules, 12 test cases"), "{stdout}");
+    assert!(stdout.contains("4 agents, 3 resources, 8 rules, 16 test cases"), "{stdout}");
     assert!(!stdout.contains("error:") && !stdout.contains("warning:"), "{stdout}");
 
     let folder = example_copy();
@@ -100,7 +100,7 @@ fn test_runs_the_shipped_cases_and_fails_on_a_wrong_expectation() {
     let (ok, stdout, stderr) = baton(&example_policies(), &["test"]);
     assert!(ok, "{stdout}{stderr}");
     assert!(stdout.contains("PASS  travel.toml: calendar.write never reaches the booker"), "{stdout}");
-    assert!(stdout.contains("policy cases: 12 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("policy cases: 16 passed, 0 failed"), "{stdout}");
 
     // A rule change that lets calendar.write through is caught by the case.
     let folder = example_copy();

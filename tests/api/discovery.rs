@@ -22,6 +22,27 @@ async fn both_metadata_documents_agree_and_name_the_endpoints() {
     }
     let scopes = metadata["scopes_supported"].as_array().unwrap();
     assert_eq!(scopes.len(), 4);
+    // RFC 9728 §4: the registered resources, which clients name as `resource`.
+    let resources = metadata["protected_resources"].as_array().unwrap();
+    assert!(resources.contains(&"https://api.airline.example".into()), "{resources:?}");
+    assert_eq!(metadata["dpop_signing_alg_values_supported"], serde_json::json!(["ES256", "EdDSA"]));
+}
+
+/// The authorization endpoint exists for clients that require one in the
+/// metadata, and refuses every request: no codes are issued, and with no
+/// registered redirect URI nothing is redirected (RFC 6749 §4.1.2.1).
+#[tokio::test]
+async fn the_authorization_endpoint_refuses_without_redirecting() {
+    let harness = Harness::new();
+    let metadata = harness.get("/.well-known/oauth-authorization-server").await.body;
+    assert_eq!(metadata["authorization_endpoint"], format!("{ISSUER}/authorize"));
+    assert_eq!(metadata["response_types_supported"], serde_json::json!([]));
+    let asked = harness
+        .get("/authorize?response_type=code&client_id=booker&redirect_uri=https%3A%2F%2Fattacker.example%2Fcb&state=x")
+        .await;
+    assert_eq!(asked.status, 400);
+    assert_eq!(asked.body["error"], "unsupported_response_type");
+    assert!(asked.headers.get("location").is_none());
 }
 
 #[tokio::test]
@@ -49,5 +70,5 @@ async fn health_and_readiness() {
     assert_eq!(harness.get("/healthz").await.status, 200);
     let ready = harness.get("/readyz").await;
     assert_eq!(ready.status, 200);
-    assert_eq!(ready.body["rules"], 6);
+    assert_eq!(ready.body["rules"], 8);
 }

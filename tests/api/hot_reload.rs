@@ -120,7 +120,8 @@ async fn an_agent_removed_while_serving_is_deprovisioned_at_the_reload() {
 
     let text = std::fs::read_to_string(&agents).unwrap();
     let start = text.find("[[agents]]\nid = \"booker\"").unwrap();
-    std::fs::write(&agents, &text[..start]).unwrap();
+    let end = text[start + 1..].find("[[agents]]").map_or(text.len(), |next| start + 1 + next);
+    std::fs::write(&agents, format!("{}{}", &text[..start], &text[end..])).unwrap();
     let removed = "baton_principals_deprovisioned_total{kind=\"agent\",cause=\"removed\"}";
     eventually("the booker's deprovisioning", || async { metric(&broker, removed).await == 1 }).await;
     let (status, gone) = token(&broker, "booker", &[("grant_type", "client_credentials")]).await;

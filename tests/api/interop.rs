@@ -24,7 +24,7 @@ const RUN_LIMIT: Duration = Duration::from_secs(180);
 const KEY_AGENT: &str = "orchestrator-jwt";
 const KEY_ID: &str = "interop-key-1";
 
-fn interop_dir() -> PathBuf {
+pub fn interop_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop")
 }
 
@@ -113,7 +113,7 @@ impl Broker {
     }
 }
 
-fn append(path: &Path, text: &str) {
+pub fn append(path: &Path, text: &str) {
     std::fs::OpenOptions::new().append(true).open(path).unwrap().write_all(text.as_bytes()).unwrap();
 }
 
@@ -134,21 +134,31 @@ fn healthy(port: u16) -> bool {
 }
 
 /// What one language's test runner did.
-struct Run {
+pub struct Run {
     name: &'static str,
     status: Option<ExitStatus>,
     output: String,
 }
 
 impl Run {
-    fn passed(&self) -> bool {
+    pub fn passed(&self) -> bool {
         self.status.is_some_and(|status| status.success())
+    }
+
+    /// The verdict and everything the runner printed.
+    pub fn report(&self) -> String {
+        let verdict = match self.status {
+            Some(status) if status.success() => "passed".to_owned(),
+            Some(status) => format!("FAILED ({status})"),
+            None => format!("FAILED (stopped after {} s)", RUN_LIMIT.as_secs()),
+        };
+        format!("\n===== {} tests: {verdict}\n{}\n", self.name, self.output)
     }
 }
 
 /// Runs `command` with its output in files under `folder`, stopping it after
 /// `RUN_LIMIT`.
-fn run(name: &'static str, mut command: Command, folder: &Path) -> Run {
+pub fn run(name: &'static str, mut command: Command, folder: &Path) -> Run {
     let stdout = folder.join(format!("{name}.out"));
     let stderr = folder.join(format!("{name}.err"));
     let mut child = command
@@ -223,7 +233,7 @@ fn node_and_python_clients_discover_exchange_verify_introspect_and_revoke() {
 
     let mut unittest = Command::new(&python);
     unittest
-        .args(["-m", "unittest", "-v"])
+        .args(["-m", "unittest", "-v", "test_interop"])
         .current_dir(&python_dir)
         .env_clear()
         .env("PATH", &path)
@@ -234,12 +244,7 @@ fn node_and_python_clients_discover_exchange_verify_introspect_and_revoke() {
 
     let mut report = String::new();
     for run in [&node, &python] {
-        let verdict = match run.status {
-            Some(status) if status.success() => "passed".to_owned(),
-            Some(status) => format!("FAILED ({status})"),
-            None => format!("FAILED (stopped after {} s)", RUN_LIMIT.as_secs()),
-        };
-        report.push_str(&format!("\n===== {} interop tests: {verdict}\n{}\n", run.name, run.output));
+        report.push_str(&run.report());
     }
     // Captured by the test runner: shown on failure, or with --no-capture.
     println!("{report}");

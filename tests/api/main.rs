@@ -23,6 +23,7 @@ mod harness;
 mod hot_reload;
 mod identity_provider;
 mod interop;
+mod mcp;
 mod mirror;
 mod nodes;
 mod process;

@@ -233,7 +233,7 @@ async fn the_admin_api_needs_its_credential() {
     let agents = admin(&harness, "GET", "/admin/agents", None).await;
     assert_eq!(agents.status, 200);
     let listed = agents.body["agents"].as_array().unwrap();
-    assert_eq!(listed.len(), 3);
+    assert_eq!(listed.len(), 4);
     assert_eq!(listed[0]["owner"], "travel-team@example.com");
     admin(&harness, "POST", "/admin/deprovision", Some(json!({"agent": "x", "subject": "y"})))
         .await

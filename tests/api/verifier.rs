@@ -85,8 +85,15 @@ async fn a_missing_scope_is_403_insufficient_scope() {
     let (status, challenge, body) = call(&api, Some(&format!("Bearer {hop2}"))).await;
     assert_eq!(status, 403, "{body}");
     let challenge = challenge.unwrap();
+    // RFC 6750 §3.1, and the MCP scope challenge: the scopes to ask for,
+    // the one lacking with those held, so that stepping up loses nothing.
     assert!(
-        challenge.contains("error=\"insufficient_scope\"") && challenge.contains("scope=\"flights.read\""),
+        challenge.contains("error=\"insufficient_scope\"") && challenge.contains("scope=\"flights.book flights.read\""),
+        "{challenge}"
+    );
+    // RFC 9728 §5.1: where the API describes itself, from its identifier.
+    assert!(
+        challenge.contains("resource_metadata=\"https://api.airline.example/.well-known/oauth-protected-resource\""),
         "{challenge}"
     );
 }

@@ -204,7 +204,7 @@ fn refused_by(outcome: &Result<Caller, Rejection>) -> &'static str {
             VerifyError::WrongAudience => "aud",
         },
         Err(Rejection::WrongAudience) => "aud",
-        Err(Rejection::InsufficientScope) => "scope",
+        Err(Rejection::InsufficientScope { .. }) => "scope",
         Err(Rejection::Revoked) => "revoked",
         Err(Rejection::WrongScheme) => "scheme",
         Err(Rejection::Proof(_)) => "dpop_proof",

@@ -1,0 +1,126 @@
+//! RFC 9728 protected resource metadata: what an API behind the verifier
+//! tells clients about itself, above all which authorization server issues
+//! its tokens. MCP clients start here: a 401 names this document, the
+//! document names Baton, and Baton's own metadata (RFC 8414) does the rest.
+
+use std::sync::Arc;
+
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+
+use super::Verifier;
+use crate::claims::ScopeSet;
+use crate::keys::Algorithm;
+
+/// RFC 9728 §3: the well-known path, put between an identifier's host and path.
+const WELL_KNOWN: &str = "/.well-known/oauth-protected-resource";
+
+/// The metadata document (RFC 9728 §2), with what Baton's tokens need.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResourceMetadata {
+    /// The API's identifier: the `aud` of its tokens, and the `resource` a
+    /// client asks for (RFC 8707).
+    pub resource: String,
+    /// The issuer that mints the API's tokens.
+    pub authorization_servers: Vec<String>,
+    /// The scopes the API's operations ask for.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub scopes_supported: Vec<String>,
+    /// Tokens come in the `Authorization` header only (RFC 6750 §2.1).
+    pub bearer_methods_supported: Vec<String>,
+    /// The proof algorithms accepted for DPoP-bound tokens (RFC 9449).
+    pub dpop_signing_alg_values_supported: Vec<String>,
+    /// A name for people.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource_name: Option<String>,
+}
+
+impl ResourceMetadata {
+    pub(super) fn new(resource: &str, issuer: &str, scopes: &ScopeSet, name: Option<String>) -> Self {
+        ResourceMetadata {
+            resource: resource.to_owned(),
+            authorization_servers: vec![issuer.to_owned()],
+            scopes_supported: scopes.iter().map(ToString::to_string).collect(),
+            bearer_methods_supported: vec!["header".to_owned()],
+            dpop_signing_alg_values_supported: crate::dpop::ALGORITHMS
+                .map(Algorithm::name)
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+            resource_name: name,
+        }
+    }
+}
+
+/// RFC 9728 §3.1: the metadata URL of an http(s) identifier, the well-known
+/// path inserted between its host and its path; none for another kind of
+/// identifier, or one with a query or fragment (§1.2 forbids them).
+pub(super) fn well_known_url(resource: &str) -> Option<String> {
+    let url = url::Url::parse(resource).ok()?;
+    if !matches!(url.scheme(), "https" | "http") || url.query().is_some() || url.fragment().is_some() {
+        return None;
+    }
+    let path = url.path().trim_end_matches('/');
+    Some(format!("{}{WELL_KNOWN}{path}", url.origin().ascii_serialization()))
+}
+
+/// The routes that publish the verifier's metadata: the well-known URL of
+/// its identifier (with the identifier's path, RFC 9728 §3.1) and the bare
+/// well-known path, which clients try when they know only the host. Mount
+/// them outside the verifier's layer: they are public.
+pub fn metadata_routes(verifier: Arc<Verifier>) -> Router {
+    let suffixed = url::Url::parse(&verifier.metadata().resource)
+        .ok()
+        .map(|url| url.path().trim_end_matches('/').to_owned())
+        .filter(|path| !path.is_empty());
+    let serve = move || {
+        let verifier = verifier.clone();
+        async move { ([(header::CACHE_CONTROL, "max-age=300")], Json(verifier.metadata().clone())).into_response() }
+    };
+    let router = Router::new().route(WELL_KNOWN, get(serve.clone()));
+    match suffixed {
+        Some(path) => router.route(&format!("{WELL_KNOWN}{path}"), get(serve)),
+        None => router,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_metadata_url_puts_the_well_known_path_before_the_identifiers_path() {
+        // RFC 9728 §3.1's own example, and the forms an API's identifier takes.
+        assert_eq!(
+            well_known_url("https://resource.example.com/resource1").as_deref(),
+            Some("https://resource.example.com/.well-known/oauth-protected-resource/resource1")
+        );
+        assert_eq!(
+            well_known_url("https://api.airline.example").as_deref(),
+            Some("https://api.airline.example/.well-known/oauth-protected-resource")
+        );
+        assert_eq!(
+            well_known_url("http://127.0.0.1:9091/mcp/").as_deref(),
+            Some("http://127.0.0.1:9091/.well-known/oauth-protected-resource/mcp")
+        );
+        assert_eq!(well_known_url("urn:example:api"), None);
+        assert_eq!(well_known_url("https://api.example/?tenant=a"), None);
+    }
+
+    #[test]
+    fn the_document_names_the_issuer_and_omits_what_is_empty() {
+        let scopes = ScopeSet::parse("flights.read flights.book").unwrap();
+        let document = ResourceMetadata::new("http://127.0.0.1:9091/mcp", "http://issuer.example", &scopes, None);
+        let json = serde_json::to_value(&document).unwrap();
+        assert_eq!(json["resource"], "http://127.0.0.1:9091/mcp");
+        assert_eq!(json["authorization_servers"], serde_json::json!(["http://issuer.example"]));
+        assert_eq!(json["scopes_supported"], serde_json::json!(["flights.book", "flights.read"]));
+        assert_eq!(json["bearer_methods_supported"], serde_json::json!(["header"]));
+        assert!(json.get("resource_name").is_none());
+        let bare = ResourceMetadata::new("https://api.example", "http://issuer.example", &ScopeSet::default(), None);
+        assert!(serde_json::to_value(&bare).unwrap().get("scopes_supported").is_none());
+    }
+}
