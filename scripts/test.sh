@@ -96,10 +96,10 @@ install_rust_components() {
 }
 
 # ---------------------------------------------------------------------------
-# The interop tests' clients (tests/interop/, run by tests/api/interop.rs),
-# pinned in their lock files:
-#   node/package-lock.json   openid-client, jose       -> node/node_modules/
-#   python/requirements.txt  PyJWT[crypto], requests   -> python/.venv/
+# The interop tests' clients (tests/interop/, run by tests/api/interop.rs
+# and tests/api/mcp.rs), pinned in their lock files:
+#   node/package-lock.json   openid-client, jose, @modelcontextprotocol/sdk  -> node/node_modules/
+#   python/requirements.txt  PyJWT[crypto], requests, mcp                    -> python/.venv/
 # Each is reinstalled only when its lock file (or the Python) changed.
 # ---------------------------------------------------------------------------
 install_interop_dependencies() {
