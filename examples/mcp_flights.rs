@@ -138,6 +138,7 @@ async fn main() -> Result<(), String> {
             .require_scopes(scopes(READ)?)
             .scopes_supported(scopes(&format!("{READ} {BOOK}"))?)
             .resource_name("Flights MCP server")
+            .publish_metadata()
             // Uncached: a revoked chain is refused on its very next call.
             .introspection(client_id, client_secret, Duration::ZERO)
             .build()
@@ -149,9 +150,14 @@ async fn main() -> Result<(), String> {
         StreamableHttpServerConfig::default(),
     );
     // Layers run outside in: the token first, then the tool's own scopes.
+    // Every tool is listed: one left out could not be called at all.
     let tools = axum::Router::new()
         .nest_service("/mcp", mcp)
-        .layer(ToolScopesLayer::new(verifier.clone()).tool("book_flight", scopes(BOOK)?))
+        .layer(
+            ToolScopesLayer::new(verifier.clone())
+                .tool("search_flights", ScopeSet::default())
+                .tool("book_flight", scopes(BOOK)?),
+        )
         .layer(VerifierLayer::new(verifier.clone()));
     let app = tools.merge(metadata_routes(verifier));
     let listener =

@@ -6,8 +6,9 @@
 //! `authorization_pending` with the id and a polling interval, the way a CIBA
 //! client polls with its `auth_req_id` (OpenID CIBA Core §7.3, §11). The
 //! approver decides through the admin API; the agent then repeats the same
-//! request with `approval_id` and gets its token, whose `delegation` records
-//! the approval. An approval covers one request and is used once.
+//! request, with `approval_id` or without (a client library that cannot add
+//! the parameter), and gets its token, whose `delegation` records the
+//! approval. An approval covers one request and is used once.
 //!
 //! Pending approvals are bounded and de-duplicated (DESIGN.md §11): the same
 //! request asked again gets its waiting approval's id, found through the
@@ -65,9 +66,10 @@ impl Approvals {
         Approvals { settings }
     }
 
-    /// Lets an allowance through when it needs no approval (`None`), or when the
-    /// request carries the id of an approval for exactly it, which is then used
-    /// up (`Some`, to record in the token). Anything else is an error: a new
+    /// Lets an allowance through when it needs no approval (`None`), or when a
+    /// person approved exactly this request (named by the `approval_id` it
+    /// carries, or found by the request itself), which is then used up
+    /// (`Some`, to record in the token). Anything else is an error: a new
     /// pending approval, or a refusal.
     pub(crate) async fn check(
         &self,
@@ -92,7 +94,6 @@ impl Approvals {
             // that approval, for clients whose libraries cannot add a
             // parameter to a token request (the MCP SDKs among them).
             if let Some(approved) = self.approved(&fingerprint, asked.grant_type, now).await? {
-                evidence.approval = Some(AuditApproval { id: approved.id.clone(), approver: None });
                 return self.redeem(approved, evidence).await;
             }
             let approver = self.approver_for(context, &fingerprint);

@@ -47,8 +47,9 @@ pub(super) async fn metadata(State(broker): State<Arc<Broker>>) -> Json<Value> {
         "access_token_signing_alg_values_supported": broker.keys().algorithms(),
         "dpop_signing_alg_values_supported": crate::dpop::ALGORITHMS.map(Algorithm::name),
         "scopes_supported": scopes,
-        // RFC 9728 §4: the resources whose tokens this server issues, the
-        // `resource` values (RFC 8707) a client may ask for.
+        // RFC 9728 §4: the registered APIs whose tokens this server issues,
+        // named as a request's `resource` (RFC 8707); agents are targets too,
+        // named as `audience`, and are not listed.
         "protected_resources": resources,
     }))
 }

@@ -31,7 +31,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/token", post(form::token).fallback(error::method_not_allowed))
         .route("/introspect", post(form::introspect).fallback(error::method_not_allowed))
         .route("/revoke", post(form::revoke).fallback(error::method_not_allowed))
-        .route("/authorize", get(discovery::authorize).post(discovery::authorize))
+        .route("/authorize", get(discovery::authorize).post(discovery::authorize).fallback(error::method_not_allowed))
         .route("/.well-known/oauth-authorization-server", get(discovery::metadata))
         .route("/.well-known/openid-configuration", get(discovery::metadata))
         .route("/jwks", get(discovery::jwks))

@@ -148,9 +148,9 @@ impl Verifier {
     pub fn refusal(&self, rejection: &Rejection) -> Response {
         let (status, challenge, error) = self.challenge(rejection);
         let mut response = (status, Json(serde_json::json!({ "error": error }))).into_response();
-        if let Ok(value) = HeaderValue::from_str(&challenge) {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
-        }
+        // A realm or URL that cannot be a header value still leaves a challenge.
+        let value = HeaderValue::from_str(&challenge).unwrap_or(HeaderValue::from_static("Bearer"));
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
         response
     }
 

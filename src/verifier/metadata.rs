@@ -67,23 +67,25 @@ pub(super) fn well_known_url(resource: &str) -> Option<String> {
     Some(format!("{}{WELL_KNOWN}{path}", url.origin().ascii_serialization()))
 }
 
-/// The routes that publish the verifier's metadata: the well-known URL of
-/// its identifier (with the identifier's path, RFC 9728 §3.1) and the bare
-/// well-known path, which clients try when they know only the host. Mount
-/// them outside the verifier's layer: they are public.
+/// The routes that publish the verifier's metadata: at the path of its
+/// metadata URL (for the well-known URL, the identifier's path after the
+/// well-known one, RFC 9728 §3.1) and at the bare well-known path, which MCP
+/// clients try when the first is missing. Mount them outside the verifier's
+/// layer: they are public. Nothing is served unless the verifier was built
+/// to publish ([`super::VerifierBuilder::publish_metadata`]).
 pub fn metadata_routes(verifier: Arc<Verifier>) -> Router {
-    let suffixed = url::Url::parse(&verifier.metadata().resource)
-        .ok()
-        .map(|url| url.path().trim_end_matches('/').to_owned())
-        .filter(|path| !path.is_empty());
+    let Some(path) = verifier.metadata_url().and_then(|url| url::Url::parse(url).ok()).map(|url| url.path().to_owned())
+    else {
+        return Router::new();
+    };
     let serve = move || {
         let verifier = verifier.clone();
         async move { ([(header::CACHE_CONTROL, "max-age=300")], Json(verifier.metadata().clone())).into_response() }
     };
     let router = Router::new().route(WELL_KNOWN, get(serve.clone()));
-    match suffixed {
-        Some(path) => router.route(&format!("{WELL_KNOWN}{path}"), get(serve)),
-        None => router,
+    match path == WELL_KNOWN || !path.starts_with('/') {
+        true => router,
+        false => router.route(&path, get(serve)),
     }
 }
 
@@ -122,5 +124,19 @@ mod tests {
         assert!(json.get("resource_name").is_none());
         let bare = ResourceMetadata::new("https://api.example", "http://issuer.example", &ScopeSet::default(), None);
         assert!(serde_json::to_value(&bare).unwrap().get("scopes_supported").is_none());
+    }
+
+    #[test]
+    fn only_an_api_that_publishes_names_its_metadata() {
+        use crate::verifier::{danger, BuildError};
+        let builder = || danger::without_revocation_check(Verifier::builder("http://issuer.example"));
+        let quiet = builder().audience("https://api.example/v1").build().unwrap();
+        assert_eq!(quiet.metadata_url(), None);
+        let published = builder().audience("https://api.example/v1").publish_metadata().build().unwrap();
+        assert_eq!(published.metadata_url(), Some("https://api.example/.well-known/oauth-protected-resource/v1"));
+        let elsewhere = builder().audience("urn:example:api").metadata_url("https://api.example/meta").build().unwrap();
+        assert_eq!(elsewhere.metadata_url(), Some("https://api.example/meta"));
+        let nowhere = builder().audience("urn:example:api").publish_metadata().build();
+        assert!(matches!(nowhere, Err(BuildError::MetadataUrl)));
     }
 }

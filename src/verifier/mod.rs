@@ -201,7 +201,7 @@ impl Verifier {
             replay: None,
             scopes_supported: None,
             resource_name: None,
-            metadata_url: None,
+            metadata: Publish::No,
         }
     }
 
@@ -220,8 +220,8 @@ impl Verifier {
         &self.metadata
     }
 
-    /// Where the metadata is published, when the API has an http(s)
-    /// identifier or was told ([`VerifierBuilder::metadata_url`]).
+    /// Where the metadata is published, when the API publishes it
+    /// ([`VerifierBuilder::publish_metadata`], [`VerifierBuilder::metadata_url`]).
     pub fn metadata_url(&self) -> Option<&str> {
         self.metadata_url.as_deref()
     }
@@ -330,7 +330,14 @@ pub struct VerifierBuilder {
     replay: Option<Arc<dyn ReplayStore>>,
     scopes_supported: Option<ScopeSet>,
     resource_name: Option<String>,
-    metadata_url: Option<String>,
+    metadata: Publish,
+}
+
+/// Whether, and where, the API publishes its metadata.
+enum Publish {
+    No,
+    AtWellKnown,
+    At(String),
 }
 
 /// A verifier that cannot be built as configured.
@@ -357,6 +364,10 @@ pub enum BuildError {
     /// Leeway must be between 0 and 300 seconds.
     #[error("leeway must be between 0 and 300 seconds")]
     Leeway,
+    /// Metadata published at the well-known URL of an audience that is not
+    /// an http(s) URL without query or fragment.
+    #[error("the metadata's well-known URL needs an http(s) audience without query or fragment")]
+    MetadataUrl,
 }
 
 impl VerifierBuilder {
@@ -438,10 +449,19 @@ impl VerifierBuilder {
         self
     }
 
-    /// Where the API's metadata is published, when not at the well-known
-    /// URL its audience gives (RFC 9728 §3.1) [default: that URL].
+    /// The API serves its metadata ([`metadata_routes`]) at the well-known
+    /// URL its audience gives (RFC 9728 §3.1), and every refusal names it
+    /// (§5.1). The audience must then be an http(s) URL: where clients
+    /// reach the API, as MCP clients expect.
+    pub fn publish_metadata(mut self) -> Self {
+        self.metadata = Publish::AtWellKnown;
+        self
+    }
+
+    /// The same as [`VerifierBuilder::publish_metadata`], at another URL:
+    /// for an API reached elsewhere than at its identifier.
     pub fn metadata_url(mut self, url: impl Into<String>) -> Self {
-        self.metadata_url = Some(url.into());
+        self.metadata = Publish::At(url.into());
         self
     }
 
@@ -498,7 +518,11 @@ impl VerifierBuilder {
             self.scopes_supported.as_ref().unwrap_or(&self.required_scopes),
             self.resource_name,
         );
-        let metadata_url = self.metadata_url.or_else(|| metadata::well_known_url(&audience));
+        let metadata_url = match self.metadata {
+            Publish::No => None,
+            Publish::AtWellKnown => Some(metadata::well_known_url(&audience).ok_or(BuildError::MetadataUrl)?),
+            Publish::At(url) => Some(url),
+        };
         Ok(Verifier {
             realm: audience.clone(),
             audience,

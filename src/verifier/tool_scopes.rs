@@ -6,7 +6,10 @@
 //! URL), so that a client steps up and tries again.
 //!
 //! It sits inside [`super::VerifierLayer`], which has already checked the
-//! token and the scopes every request needs.
+//! token and the scopes every request needs. Every tool the server offers is
+//! listed, with the scopes it needs beyond those (none, for some): a call of
+//! a tool not listed is refused, so that a tool added to the server and
+//! forgotten here is closed, not open to every token.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -37,14 +40,14 @@ pub struct ToolScopesLayer {
 }
 
 impl ToolScopesLayer {
-    /// No tool needs more than the verifier asks of every request, until
-    /// [`ToolScopesLayer::tool`] says otherwise. The verifier answers the
-    /// refusals, so that they name its metadata.
+    /// No tool may be called until [`ToolScopesLayer::tool`] lists it. The
+    /// verifier answers the refusals, so that they name its metadata.
     pub fn new(verifier: Arc<Verifier>) -> Self {
         ToolScopesLayer { verifier, tools: Arc::new(HashMap::new()) }
     }
 
-    /// The scopes a call of the tool `name` needs.
+    /// The scopes a call of the tool `name` needs beyond those every request
+    /// needs; an empty set opens it to every token the verifier accepts.
     pub fn tool(mut self, name: impl Into<String>, scopes: ScopeSet) -> Self {
         Arc::make_mut(&mut self.tools).insert(name.into(), scopes);
         self
@@ -52,33 +55,34 @@ impl ToolScopesLayer {
 
     /// The scopes the calls in a JSON-RPC body need together.
     fn needed(&self, body: &[u8]) -> Result<ScopeSet, Malformed> {
-        let messages = match serde_json::from_slice::<Messages>(body).map_err(|_| Malformed)? {
-            Messages::One(message) => vec![message],
-            Messages::Batch(messages) => messages,
-        };
         let mut needed = ScopeSet::default();
-        for message in messages {
+        for message in messages(body)? {
             if message.method.as_deref() == Some("tools/call") {
                 let name = message.params.and_then(|params| params.name).ok_or(Malformed)?;
-                if let Some(scopes) = self.tools.get(&name) {
-                    needed = needed.union(scopes);
-                }
+                needed = needed.union(self.tools.get(&name).ok_or(Malformed)?);
             }
         }
         Ok(needed)
     }
 }
 
-/// A body this layer cannot read as MCP messages.
+/// A body this layer cannot read as MCP messages, or a call of a tool it
+/// does not list.
 struct Malformed;
 
-/// The fields read from a JSON-RPC message. Parsed with derived types, which
-/// refuse a repeated key: the tool checked here is the tool the server runs.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Messages {
-    One(Message),
-    Batch(Vec<Message>),
+/// A JSON-RPC body: one message (an object) or a batch (an array of them).
+/// The shape is checked first, because derived types also read an array as
+/// a struct's fields in order; then the fields are read with derived types,
+/// which refuse a repeated key, so that the tool checked here is the tool
+/// the server runs.
+fn messages(body: &[u8]) -> Result<Vec<Message>, Malformed> {
+    match serde_json::from_slice::<serde_json::Value>(body).map_err(|_| Malformed)? {
+        serde_json::Value::Object(_) => Ok(vec![serde_json::from_slice(body).map_err(|_| Malformed)?]),
+        serde_json::Value::Array(items) if items.iter().all(serde_json::Value::is_object) => {
+            serde_json::from_slice(body).map_err(|_| Malformed)
+        }
+        _ => Err(Malformed),
+    }
 }
 
 #[derive(Deserialize)]
@@ -164,7 +168,9 @@ mod tests {
             .audience("http://127.0.0.1:9091/mcp")
             .build()
             .unwrap();
-        ToolScopesLayer::new(Arc::new(verifier)).tool("book_flight", ScopeSet::parse("flights.book").unwrap())
+        ToolScopesLayer::new(Arc::new(verifier))
+            .tool("search_flights", ScopeSet::default())
+            .tool("book_flight", ScopeSet::parse("flights.book").unwrap())
     }
 
     fn needed(body: &str) -> Option<String> {
@@ -194,5 +200,15 @@ mod tests {
         assert_eq!(needed(r#"{"method":"tools/call","params":{}}"#), None);
         assert_eq!(needed(r#"{"method":"tools/call","params":{"name":7}}"#), None);
         assert_eq!(needed("not json"), None);
+        // Read as a struct's fields in order, these would name no method.
+        let book = r#"{"method":"tools/call","params":{"name":"book_flight"}}"#;
+        assert_eq!(needed(&format!("[null,{book}]")), None);
+        assert_eq!(needed(&format!("[\"tools/call\",{book}]")), None);
+        assert_eq!(needed("[]").as_deref(), Some(""));
+    }
+
+    #[test]
+    fn a_tool_not_listed_is_closed() {
+        assert_eq!(needed(r#"{"method":"tools/call","params":{"name":"cancel_flight"}}"#), None);
     }
 }

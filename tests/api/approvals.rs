@@ -200,7 +200,8 @@ async fn the_same_request_repeated_redeems_its_approval_once() {
     let waiting = harness.exchange("booker", &hop1, BOOK).await;
     assert_eq!(waiting.body["approval_id"], id.as_str(), "{}", waiting.body);
     assert_eq!(decide(&harness, &id, "approve", BOOKER_OWNER).await.status, 200);
-    let wider = harness.exchange("booker", &hop1, &[("resource", AIRLINE), ("scope", "flights.book flights.read")]).await;
+    let wider =
+        harness.exchange("booker", &hop1, &[("resource", AIRLINE), ("scope", "flights.book flights.read")]).await;
     wider.assert_error(400, "authorization_pending");
     assert_ne!(wider.body["approval_id"], id.as_str());
     let issued = harness.exchange("booker", &hop1, BOOK).await;
@@ -209,6 +210,13 @@ async fn the_same_request_repeated_redeems_its_approval_once() {
     let next = harness.exchange("booker", &hop1, BOOK).await;
     next.assert_error(400, "authorization_pending");
     assert_ne!(next.body["approval_id"], id.as_str());
+    // An approval past its time is redeemed by nothing: the repeat asks anew.
+    let late = next.body["approval_id"].as_str().unwrap().to_owned();
+    assert_eq!(decide(&harness, &late, "approve", BOOKER_OWNER).await.status, 200);
+    harness.clock.advance(601);
+    let after = harness.exchange("booker", &hop1, BOOK).await;
+    after.assert_error(400, "authorization_pending");
+    assert_ne!(after.body["approval_id"], late.as_str());
 }
 
 #[tokio::test]
