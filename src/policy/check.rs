@@ -125,6 +125,17 @@ pub enum Finding {
         /// Why.
         why: DeadRule,
     },
+    /// A scope several resources share needs a person's approval at some of
+    /// them and not at others: a booking right marked at the API could be
+    /// had without anyone approving it through the other.
+    ApprovalDiffers {
+        /// The scope.
+        scope: String,
+        /// The resources that mark it for approval.
+        marked: Vec<String>,
+        /// Those that share it without the mark.
+        unmarked: Vec<String>,
+    },
     /// There are no rules: every request is denied.
     NoRules,
     /// A test file in `tests/` does not parse.
@@ -139,7 +150,10 @@ impl Finding {
             | Finding::AgentLacks { .. }
             | Finding::UnknownName { .. }
             | Finding::BadTestFile(_) => Severity::Error,
-            Finding::Agent { .. } | Finding::NeverMatches { .. } | Finding::NoRules => Severity::Warning,
+            Finding::Agent { .. }
+            | Finding::NeverMatches { .. }
+            | Finding::ApprovalDiffers { .. }
+            | Finding::NoRules => Severity::Warning,
         }
     }
 }
@@ -171,6 +185,12 @@ impl fmt::Display for Finding {
                     forbids.iter().map(|id| format!("`{id}`")).collect::<Vec<_>>().join(", ")
                 ),
             },
+            Finding::ApprovalDiffers { scope, marked, unmarked } => write!(
+                f,
+                "scope `{scope}` needs approval at {} but not at {}, which share it",
+                marked.join(", "),
+                unmarked.join(", ")
+            ),
             Finding::NoRules => f.write_str("no rules: every request will be denied"),
             Finding::BadTestFile(reason) => write!(f, "test file: {reason}"),
         }
@@ -197,6 +217,26 @@ impl Report {
     }
 }
 
+/// Scopes shared by resources that disagree on whether a person approves them.
+fn shared_scope_findings(inventory: &super::inventory::Inventory) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    for scope in inventory.all_scopes().iter() {
+        let (marked, unmarked): (Vec<_>, Vec<_>) = inventory
+            .resources()
+            .filter(|resource| resource.scopes.contains(scope))
+            .partition(|resource| resource.approval.contains(scope));
+        if !marked.is_empty() && !unmarked.is_empty() {
+            let uris = |resources: Vec<&super::inventory::Resource>| resources.iter().map(|r| r.uri.clone()).collect();
+            findings.push(Finding::ApprovalDiffers {
+                scope: scope.to_string(),
+                marked: uris(marked),
+                unmarked: uris(unmarked),
+            });
+        }
+    }
+    findings
+}
+
 /// Checks the policy folder `dir` at `now`.
 pub fn check(dir: &Path, lifetimes: Lifetimes, now: UnixTime) -> Report {
     let mut findings = missing_agent_fields(&dir.join("agents.toml"));
@@ -211,6 +251,7 @@ pub fn check(dir: &Path, lifetimes: Lifetimes, now: UnixTime) -> Report {
                     findings.push(Finding::Agent { agent: agent.id.clone(), warning });
                 }
             }
+            findings.extend(shared_scope_findings(inventory));
             findings.extend(rule_findings(&policy));
         }
     }
@@ -512,6 +553,24 @@ mod tests {
     fn run(agents_text: &str, rules: &str) -> Report {
         let dir = folder(agents_text, rules);
         check(dir.path(), Lifetimes { max_token_ttl: 3600, agent_token_ttl: 900 }, NOW)
+    }
+
+    #[test]
+    fn a_shared_scope_approved_at_one_resource_only_is_a_warning() {
+        let dir = folder(&agents(""), "permit (principal, action, resource);");
+        let shared = format!(
+            "{}approval=['write']\n[[resources]]\nuri='https://mcp.example/mcp'\nname='MCP'\nscopes=['write']\nttl=60\n",
+            RESOURCES
+        );
+        std::fs::write(dir.path().join("resources.toml"), shared).unwrap();
+        let report = check(dir.path(), Lifetimes { max_token_ttl: 3600, agent_token_ttl: 900 }, NOW);
+        let expected = Finding::ApprovalDiffers {
+            scope: "write".into(),
+            marked: vec!["https://api.example".into()],
+            unmarked: vec!["https://mcp.example/mcp".into()],
+        };
+        assert!(report.findings.contains(&expected), "{:?}", report.findings);
+        assert_eq!(expected.severity(), Severity::Warning);
     }
 
     #[test]
