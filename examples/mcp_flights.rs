@@ -23,7 +23,7 @@
 //! the default, with dev-only introspection credentials; `MCP_CLIENT_ID` and
 //! `MCP_CLIENT_SECRET` name others).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use baton::claims::ScopeSet;
@@ -31,10 +31,11 @@ use baton::verifier::{metadata_routes, Caller, ToolScopesLayer, Verifier, Verifi
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::Extension;
 use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::{ServerCapabilities, ServerConfig};
+use rmcp::model::{InitializeRequestParams, InitializeResult, ServerCapabilities, ServerConfig};
+use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
-use rmcp::{schemars, tool, tool_handler, tool_router, ErrorData, ServerHandler};
+use rmcp::{schemars, tool, tool_handler, tool_router, ErrorData, RoleServer, ServerHandler};
 use serde_json::{json, Value};
 
 /// Where searching and booking stand. Every call needs the first; a booking
@@ -56,9 +57,38 @@ struct Booking {
     flight: String,
 }
 
+/// One MCP session's handler: the transport makes one per session.
 #[derive(Clone)]
 struct Flights {
     tool_router: ToolRouter<Self>,
+    /// Who opened the session. Every call is authorized by its own token;
+    /// this keeps one caller's session from serving another's calls.
+    opened_by: Arc<OnceLock<(String, String)>>,
+}
+
+impl Flights {
+    fn new() -> Self {
+        Flights { tool_router: Self::tool_router(), opened_by: Arc::new(OnceLock::new()) }
+    }
+
+    /// The caller the verifier's layer checked for this HTTP request, if it
+    /// is the one that opened the session.
+    fn caller(&self, request: &axum::http::request::Parts) -> Result<Caller, ErrorData> {
+        // Absent only if the tools were served outside the layer: a server bug.
+        let caller = request.extensions.get::<Caller>().cloned();
+        let caller = caller.ok_or_else(|| ErrorData::internal_error("no verified caller", None))?;
+        match self.opened_by.get() {
+            Some(owner) if *owner != principal(&caller) => {
+                Err(ErrorData::invalid_request("this session belongs to another caller", None))
+            }
+            _ => Ok(caller),
+        }
+    }
+}
+
+/// Whose authority, in whose hands: the same for a token and its step-up.
+fn principal(caller: &Caller) -> (String, String) {
+    (caller.subject().to_string(), caller.agent().to_string())
 }
 
 #[tool_router]
@@ -69,7 +99,7 @@ impl Flights {
         Extension(request): Extension<axum::http::request::Parts>,
         Parameters(Route { from, to }): Parameters<Route>,
     ) -> Result<String, ErrorData> {
-        let caller = caller(&request)?;
+        let caller = self.caller(&request)?;
         println!("mcp_flights: search {from}->{to} for {} by {}", caller.subject(), through(&caller));
         let flights = ["BT101", "BT205"].map(|flight| json!({ "flight": flight, "from": from, "to": to }));
         Ok(json!({ "flights": flights, "caller": who(&caller) }).to_string())
@@ -81,7 +111,7 @@ impl Flights {
         Extension(request): Extension<axum::http::request::Parts>,
         Parameters(Booking { flight }): Parameters<Booking>,
     ) -> Result<String, ErrorData> {
-        let caller = caller(&request)?;
+        let caller = self.caller(&request)?;
         println!("mcp_flights: booking {flight} for {} by {}", caller.subject(), through(&caller));
         Ok(json!({
             "booked": true,
@@ -100,12 +130,20 @@ impl ServerHandler for Flights {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_instructions("Search and book flights; every call is authorized by Baton")
     }
-}
 
-/// The caller the verifier's layer checked for this HTTP request.
-fn caller(request: &axum::http::request::Parts) -> Result<Caller, ErrorData> {
-    // Absent only if the tools were served outside the layer: a server bug.
-    request.extensions.get::<Caller>().cloned().ok_or_else(|| ErrorData::internal_error("no verified caller", None))
+    async fn initialize(
+        &self,
+        request: InitializeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<InitializeResult, ErrorData> {
+        let caller =
+            context.extensions.get::<axum::http::request::Parts>().and_then(|parts| parts.extensions.get::<Caller>());
+        if let Some(caller) = caller {
+            let _ = self.opened_by.set(principal(caller));
+        }
+        context.peer.set_peer_info(request.clone());
+        self.negotiate_initialize(&request)
+    }
 }
 
 fn who(caller: &Caller) -> Value {
@@ -145,7 +183,7 @@ async fn main() -> Result<(), String> {
             .map_err(|error| error.to_string())?,
     );
     let mcp = StreamableHttpService::new(
-        || Ok(Flights { tool_router: Flights::tool_router() }),
+        || Ok(Flights::new()),
         Arc::new(LocalSessionManager::default()),
         StreamableHttpServerConfig::default(),
     );

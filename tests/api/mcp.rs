@@ -203,19 +203,24 @@ async fn session(url: &str, token: &str) -> String {
     id
 }
 
-/// The JSON a tool returned: the text content of the JSON-RPC result, which
-/// the server streams as server-sent events.
-async fn tool_result(response: reqwest::Response) -> Value {
+/// The JSON-RPC answer to a request, which the server streams as
+/// server-sent events.
+async fn answer(response: reqwest::Response) -> Value {
     let status = response.status();
     let body = response.text().await.unwrap();
     assert_eq!(status, 200, "{body}");
-    let message = body
-        .lines()
+    body.lines()
         .filter_map(|line| line.strip_prefix("data:"))
         .filter_map(|data| serde_json::from_str::<Value>(data.trim()).ok())
-        .find(|message| message.get("result").is_some())
-        .unwrap_or_else(|| panic!("no result in {body}"));
-    serde_json::from_str(message["result"]["content"][0]["text"].as_str().unwrap()).unwrap()
+        .find(|message| message.get("result").is_some() || message.get("error").is_some())
+        .unwrap_or_else(|| panic!("no answer in {body}"))
+}
+
+/// The JSON a tool returned: the text content of the JSON-RPC result.
+async fn tool_result(response: reqwest::Response) -> Value {
+    let message = answer(response).await;
+    let text = message["result"]["content"][0]["text"].as_str().unwrap_or_else(|| panic!("{message}"));
+    serde_json::from_str(text).unwrap()
 }
 
 fn initialize() -> Value {
@@ -364,6 +369,28 @@ async fn a_call_naming_its_tool_twice_is_refused_before_any_tool_runs() {
     ]);
     assert_eq!(mcp(flights, Some(read), &batch).await.status(), 403);
     assert!(!setup.flights.log().contains("booking"), "{}", setup.flights.log());
+}
+
+/// Each call is authorized by its own token; a session also stays with the
+/// caller that opened it, so one agent's calls never run in another's.
+#[tokio::test]
+async fn a_session_serves_only_the_caller_that_opened_it() {
+    let setup = McpSetup::start().await;
+    let (broker, flights) = (&setup.broker.url, &setup.flights.url);
+    let parent = booker_parent(broker, "flights.read").await;
+    let (_, booker) = for_mcp(broker, &parent, flights, "flights.read").await;
+    let booker = booker["access_token"].as_str().unwrap();
+    let (status, scout) = token(broker, "scout", &[("grant_type", "client_credentials"), ("resource", flights)]).await;
+    assert_eq!(status, 200, "{scout}");
+    let scout = scout["access_token"].as_str().unwrap();
+
+    let id = session(flights, booker).await;
+    let search = call("search_flights", json!({"from": "LHR", "to": "JFK"}));
+    let foreign = answer(send(flights, Some(scout), Some(&id), &search).await).await;
+    assert!(foreign["error"]["message"].as_str().unwrap().contains("another caller"), "{foreign}");
+    assert!(!setup.flights.log().contains("search"), "{}", setup.flights.log());
+    let own = tool_result(send(flights, Some(booker), Some(&id), &search).await).await;
+    assert_eq!(own["caller"]["agent"], "booker");
 }
 
 #[tokio::test]
