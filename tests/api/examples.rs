@@ -16,16 +16,17 @@ async fn broker() -> BrokerProcess {
 }
 
 /// Acts as the booker's owner: waits for the booking to be asked for, then
-/// approves it through the admin API, as `baton approvals approve` does.
-async fn approve_the_booking(url: &str) -> String {
+/// approves it through the admin API (with `admin`, the broker's admin
+/// token), as `baton approvals approve` does.
+async fn approve_the_booking(url: &str, admin: &str) -> String {
     let client = reqwest::Client::new();
     for _ in 0..300 {
         let listed: serde_json::Value =
-            client.get(format!("{url}/admin/approvals")).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
+            client.get(format!("{url}/admin/approvals")).bearer_auth(admin).send().await.unwrap().json().await.unwrap();
         if let Some(id) = listed["approvals"][0]["id"].as_str() {
             let approved = client
                 .post(format!("{url}/admin/approvals/{id}/approve"))
-                .bearer_auth(ADMIN)
+                .bearer_auth(admin)
                 .json(&serde_json::json!({"approver": "travel-team@example.com"}))
                 .send()
                 .await
@@ -45,7 +46,7 @@ async fn delegation_chain_books_through_three_agents_and_prints_the_chain() {
         let url = broker.url.clone();
         move || Command::new(example("delegation_chain")).env("BROKER_URL", url).output().unwrap()
     });
-    let id = approve_the_booking(&broker.url).await;
+    let id = approve_the_booking(&broker.url, ADMIN).await;
     let output = run.await.unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
@@ -63,7 +64,7 @@ async fn the_walk_script_runs_against_the_broker() {
         let url = broker.url.clone();
         move || Command::new("bash").arg(script).env("BROKER_URL", url).output().unwrap()
     });
-    let id = approve_the_booking(&broker.url).await;
+    let id = approve_the_booking(&broker.url, ADMIN).await;
     let output = run.await.unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
@@ -150,7 +151,7 @@ async fn protected_api_answers_who_calls_through_whom() {
         .await
         .unwrap();
     assert_eq!(pending["error"], "authorization_pending", "{pending}");
-    let id = approve_the_booking(&broker.url).await;
+    let id = approve_the_booking(&broker.url, ADMIN).await;
     form.push(("approval_id", id));
     let hop2 = token("booker", form).await;
 
@@ -189,7 +190,7 @@ async fn person_chain_takes_a_sign_in_through_three_bound_hops_to_the_api() {
                 .unwrap()
         }
     });
-    let id = approve_the_booking(&broker.url).await;
+    let id = approve_the_booking(&broker.url, ADMIN).await;
     let output = run.await.unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
@@ -205,4 +206,44 @@ async fn person_chain_takes_a_sign_in_through_three_bound_hops_to_the_api() {
     assert_eq!(answer["chain"], serde_json::json!(["booker", "planner", "orchestrator"]), "{decision}");
     let root = format!("\"baton-demo\" for \"baton-demo\" (from identity provider \"{}\")", provider.issuer);
     assert!(stdout.contains(&root), "{stdout}");
+}
+
+#[tokio::test]
+async fn mcp_agent_discovers_the_server_steps_up_for_a_booking_and_starts_a_scouts_chain() {
+    let setup = crate::mcp::McpSetup::start().await;
+    let run = tokio::task::spawn_blocking({
+        let (broker, mcp) = (setup.broker.url.clone(), setup.flights.url.clone());
+        move || Command::new(example("mcp_agent")).env("BROKER_URL", broker).env("MCP_URL", mcp).output().unwrap()
+    });
+    let id = approve_the_booking(&setup.broker.url, crate::mcp::ADMIN).await;
+    let output = run.await.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let mcp = &setup.flights.url;
+    let metadata = mcp.replace("/mcp", "/.well-known/oauth-protected-resource/mcp");
+    let booker_searched = "booker: search_flights LHR to JFK found BT101, BT205; \
+                           the server saw booker acting for orchestrator (chain: booker <- planner)";
+    let refused = "booker: book_flight refused: HTTP 403 insufficient_scope, \
+                   the server needs \"flights.book flights.read\"";
+    for line in [
+        // Discovery from the 401, then least privilege first.
+        format!("booker: without a token the MCP server answers 401: WWW-Authenticate: Bearer realm=\"{mcp}\""),
+        format!("resource_metadata=\"{metadata}\""),
+        format!("booker: its metadata (RFC 9728): resource {mcp}, authorization servers {}", setup.broker.url),
+        format!("booker: got a token for {mcp} with scope \"flights.read\""),
+        booker_searched.into(),
+        // The scope challenge, the person, the stepped-up token.
+        refused.into(),
+        format!("booker: waiting for a person to approve {id}"),
+        format!("booker: got a token for {mcp} with scope \"flights.book flights.read\""),
+        "booker: booked BT101 for orchestrator by booker (chain: booker <- planner)".into(),
+        // A chain started at the server with client credentials.
+        format!("scout: got a token for {mcp} with scope \"flights.read\""),
+        "scout: search_flights LHR to JFK found BT101, BT205; the server saw scout acting for scout".into(),
+    ] {
+        assert!(stdout.contains(&line), "{line}\n---\n{stdout}");
+    }
+    let log = setup.flights.log();
+    assert!(log.contains("booking BT101 for orchestrator by booker <- planner"), "{log}");
+    assert!(log.contains("search LHR->JFK for scout by scout"), "{log}");
 }
