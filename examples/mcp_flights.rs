@@ -23,19 +23,18 @@
 //! the default, with dev-only introspection credentials; `MCP_CLIENT_ID` and
 //! `MCP_CLIENT_SECRET` name others).
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use baton::claims::ScopeSet;
-use baton::verifier::{metadata_routes, Caller, ToolScopesLayer, Verifier, VerifierLayer};
+use baton::verifier::{metadata_routes, Caller, McpSessionsLayer, ToolScopesLayer, Verifier, VerifierLayer};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::Extension;
 use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::{InitializeRequestParams, InitializeResult, ServerCapabilities, ServerConfig};
-use rmcp::service::RequestContext;
+use rmcp::model::{ServerCapabilities, ServerConfig};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
-use rmcp::{schemars, tool, tool_handler, tool_router, ErrorData, RoleServer, ServerHandler};
+use rmcp::{schemars, tool, tool_handler, tool_router, ErrorData, ServerHandler};
 use serde_json::{json, Value};
 
 /// Where searching and booking stand. Every call needs the first; a booking
@@ -57,38 +56,15 @@ struct Booking {
     flight: String,
 }
 
-/// One MCP session's handler: the transport makes one per session.
 #[derive(Clone)]
 struct Flights {
     tool_router: ToolRouter<Self>,
-    /// Who opened the session. Every call is authorized by its own token;
-    /// this keeps one caller's session from serving another's calls.
-    opened_by: Arc<OnceLock<(String, String)>>,
 }
 
-impl Flights {
-    fn new() -> Self {
-        Flights { tool_router: Self::tool_router(), opened_by: Arc::new(OnceLock::new()) }
-    }
-
-    /// The caller the verifier's layer checked for this HTTP request, if it
-    /// is the one that opened the session.
-    fn caller(&self, request: &axum::http::request::Parts) -> Result<Caller, ErrorData> {
-        // Absent only if the tools were served outside the layer: a server bug.
-        let caller = request.extensions.get::<Caller>().cloned();
-        let caller = caller.ok_or_else(|| ErrorData::internal_error("no verified caller", None))?;
-        match self.opened_by.get() {
-            Some(owner) if *owner != principal(&caller) => {
-                Err(ErrorData::invalid_request("this session belongs to another caller", None))
-            }
-            _ => Ok(caller),
-        }
-    }
-}
-
-/// Whose authority, in whose hands: the same for a token and its step-up.
-fn principal(caller: &Caller) -> (String, String) {
-    (caller.subject().to_string(), caller.agent().to_string())
+/// The caller the verifier's layer checked for this HTTP request.
+fn caller(request: &axum::http::request::Parts) -> Result<Caller, ErrorData> {
+    // Absent only if the tools were served outside the layer: a server bug.
+    request.extensions.get::<Caller>().cloned().ok_or_else(|| ErrorData::internal_error("no verified caller", None))
 }
 
 #[tool_router]
@@ -99,7 +75,7 @@ impl Flights {
         Extension(request): Extension<axum::http::request::Parts>,
         Parameters(Route { from, to }): Parameters<Route>,
     ) -> Result<String, ErrorData> {
-        let caller = self.caller(&request)?;
+        let caller = caller(&request)?;
         println!("mcp_flights: search {from}->{to} for {} by {}", caller.subject(), through(&caller));
         let flights = ["BT101", "BT205"].map(|flight| json!({ "flight": flight, "from": from, "to": to }));
         Ok(json!({ "flights": flights, "caller": who(&caller) }).to_string())
@@ -111,7 +87,7 @@ impl Flights {
         Extension(request): Extension<axum::http::request::Parts>,
         Parameters(Booking { flight }): Parameters<Booking>,
     ) -> Result<String, ErrorData> {
-        let caller = self.caller(&request)?;
+        let caller = caller(&request)?;
         println!("mcp_flights: booking {flight} for {} by {}", caller.subject(), through(&caller));
         Ok(json!({
             "booked": true,
@@ -129,20 +105,6 @@ impl ServerHandler for Flights {
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_instructions("Search and book flights; every call is authorized by Baton")
-    }
-
-    async fn initialize(
-        &self,
-        request: InitializeRequestParams,
-        context: RequestContext<RoleServer>,
-    ) -> Result<InitializeResult, ErrorData> {
-        let caller =
-            context.extensions.get::<axum::http::request::Parts>().and_then(|parts| parts.extensions.get::<Caller>());
-        if let Some(caller) = caller {
-            let _ = self.opened_by.set(principal(caller));
-        }
-        context.peer.set_peer_info(request.clone());
-        self.negotiate_initialize(&request)
     }
 }
 
@@ -183,14 +145,16 @@ async fn main() -> Result<(), String> {
             .map_err(|error| error.to_string())?,
     );
     let mcp = StreamableHttpService::new(
-        || Ok(Flights::new()),
+        || Ok(Flights { tool_router: Flights::tool_router() }),
         Arc::new(LocalSessionManager::default()),
         StreamableHttpServerConfig::default(),
     );
-    // Layers run outside in: the token first, then the tool's own scopes.
-    // Every tool is listed: one left out could not be called at all.
+    // Layers run outside in: the token first, then the tool's own scopes
+    // (every tool is listed: one left out could not be called at all), then
+    // the session, which serves only the caller that opened it.
     let tools = axum::Router::new()
         .nest_service("/mcp", mcp)
+        .layer(McpSessionsLayer::default())
         .layer(
             ToolScopesLayer::new(verifier.clone())
                 .tool("search_flights", ScopeSet::default())

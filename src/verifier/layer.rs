@@ -4,7 +4,8 @@
 //! for a bad token, 403 `error="insufficient_scope"` for a missing scope;
 //! and RFC 9449 §7 for DPoP: the `DPoP` scheme with one `DPoP` proof, and
 //! a `DPoP` challenge naming `invalid_dpop_proof` when the proof fails;
-//! RFC 9728 §5.1: each `Bearer` challenge names the API's metadata.
+//! RFC 9728 §5.1: each `Bearer` challenge names the API's metadata, when it
+//! publishes one.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -142,9 +143,9 @@ impl Verifier {
     /// The answer to a refused request (RFC 6750 §3, RFC 9449 §7.1), for
     /// the layer's own refusals and for a handler's, such as a scope that
     /// only one operation asks ([`Caller::require`]). Every `Bearer`
-    /// challenge names the API's metadata (RFC 9728 §5.1), and a 401 names
-    /// the scopes to ask for first, so that a client without a token learns
-    /// where to get one and how little to ask.
+    /// challenge names the API's metadata when it publishes one (RFC 9728
+    /// §5.1), and a 401 names the scopes to ask for first, so that a client
+    /// without a token learns where to get one and how little to ask.
     pub fn refusal(&self, rejection: &Rejection) -> Response {
         let (status, challenge, error) = self.challenge(rejection);
         let mut response = (status, Json(serde_json::json!({ "error": error }))).into_response();

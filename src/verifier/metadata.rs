@@ -67,12 +67,25 @@ pub(super) fn well_known_url(resource: &str) -> Option<String> {
     Some(format!("{}{WELL_KNOWN}{path}", url.origin().ascii_serialization()))
 }
 
+/// Whether the metadata can be served at `url` by [`metadata_routes`]: an
+/// absolute http(s) URL without query or fragment, whose path no router
+/// reads as a parameter (`:name`, `*rest`, `{name}`) and is not the bare
+/// well-known path, which is served anyway.
+pub(super) fn is_servable(url: &str) -> bool {
+    let Ok(url) = url::Url::parse(url) else { return false };
+    let plain = url.path_segments().is_some_and(|mut segments| {
+        segments.all(|segment| !segment.is_empty() && !segment.starts_with([':', '*']) && !segment.contains(['{', '}']))
+    });
+    matches!(url.scheme(), "https" | "http") && url.query().is_none() && url.fragment().is_none() && plain
+}
+
 /// The routes that publish the verifier's metadata: at the path of its
 /// metadata URL (for the well-known URL, the identifier's path after the
 /// well-known one, RFC 9728 §3.1) and at the bare well-known path, which MCP
 /// clients try when the first is missing. Mount them outside the verifier's
 /// layer: they are public. Nothing is served unless the verifier was built
-/// to publish ([`super::VerifierBuilder::publish_metadata`]).
+/// to publish ([`super::VerifierBuilder::publish_metadata`]). Because of the
+/// bare path, one host publishes one verifier's metadata.
 pub fn metadata_routes(verifier: Arc<Verifier>) -> Router {
     let Some(path) = verifier.metadata_url().and_then(|url| url::Url::parse(url).ok()).map(|url| url.path().to_owned())
     else {
@@ -83,9 +96,10 @@ pub fn metadata_routes(verifier: Arc<Verifier>) -> Router {
         async move { ([(header::CACHE_CONTROL, "max-age=300")], Json(verifier.metadata().clone())).into_response() }
     };
     let router = Router::new().route(WELL_KNOWN, get(serve.clone()));
-    match path == WELL_KNOWN || !path.starts_with('/') {
-        true => router,
-        false => router.route(&path, get(serve)),
+    if path == WELL_KNOWN {
+        router
+    } else {
+        router.route(&path, get(serve))
     }
 }
 
@@ -138,5 +152,37 @@ mod tests {
         assert_eq!(elsewhere.metadata_url(), Some("https://api.example/meta"));
         let nowhere = builder().audience("urn:example:api").publish_metadata().build();
         assert!(matches!(nowhere, Err(BuildError::MetadataUrl)));
+        // Paths a router would read as parameters, or not a URL at all: refused
+        // when built, not found out when the routes are.
+        for url in ["https://api.example/:meta", "https://api.example/*meta", "/meta", "urn:x", "https://a.example//m"]
+        {
+            let built = builder().audience("https://api.example").metadata_url(url).build();
+            assert!(matches!(built, Err(BuildError::MetadataUrl)), "{url}");
+        }
+        let wild = builder().audience("https://api.example/*x").publish_metadata().build();
+        assert!(matches!(wild, Err(BuildError::MetadataUrl)));
+    }
+
+    #[tokio::test]
+    async fn the_routes_serve_the_document_where_the_verifier_says() {
+        use tower::ServiceExt;
+        let builder = || crate::verifier::danger::without_revocation_check(Verifier::builder("http://issuer.example"));
+        let status = |router: Router, path: &'static str| async move {
+            let request = axum::http::Request::get(path).body(axum::body::Body::empty()).unwrap();
+            router.oneshot(request).await.unwrap().status().as_u16()
+        };
+        let quiet = Arc::new(builder().audience("https://api.example/v1").build().unwrap());
+        assert_eq!(status(metadata_routes(quiet), WELL_KNOWN).await, 404);
+        let published = || Arc::new(builder().audience("https://api.example/v1").publish_metadata().build().unwrap());
+        assert_eq!(status(metadata_routes(published()), "/.well-known/oauth-protected-resource/v1").await, 200);
+        assert_eq!(status(metadata_routes(published()), WELL_KNOWN).await, 200);
+        let elsewhere = || {
+            Arc::new(
+                builder().audience("https://api.example").metadata_url("https://api.example/meta").build().unwrap(),
+            )
+        };
+        assert_eq!(status(metadata_routes(elsewhere()), "/meta").await, 200);
+        let bare = Arc::new(builder().audience("https://api.example").publish_metadata().build().unwrap());
+        assert_eq!(status(metadata_routes(bare), WELL_KNOWN).await, 200);
     }
 }

@@ -12,11 +12,13 @@
 //! as `Bearer` it is refused. The handler receives the caller as a typed
 //! [`Caller`].
 //!
-//! The API describes itself to clients by RFC 9728 protected resource
-//! metadata ([`metadata_routes`]), which names Baton as its authorization
-//! server; every refusal points there (`resource_metadata`), so that an MCP
-//! client, or any client that follows RFC 9728, finds where to get a token.
-//! [`ToolScopesLayer`] asks each MCP tool's own scopes on `tools/call`.
+//! An API may describe itself to clients by RFC 9728 protected resource
+//! metadata ([`VerifierBuilder::publish_metadata`], [`metadata_routes`]),
+//! which names Baton as its authorization server; its `Bearer` refusals then
+//! point there (`resource_metadata`), so that an MCP client, or any client
+//! that follows RFC 9728, finds where to get a token. [`ToolScopesLayer`]
+//! asks each MCP tool's own scopes on `tools/call`, and [`McpSessionsLayer`]
+//! keeps each MCP session to the caller that opened it.
 //!
 //! There is no way to switch signature checking off. Skipping the revocation
 //! check is possible only through [`danger`], and says so.
@@ -25,6 +27,7 @@ pub mod danger;
 mod introspection;
 mod jwks;
 mod layer;
+mod mcp_sessions;
 mod metadata;
 mod tool_scopes;
 
@@ -35,6 +38,7 @@ use secrecy::SecretString;
 
 pub use jwks::{published_keys, JwksError};
 pub use layer::{VerifierLayer, VerifierService};
+pub use mcp_sessions::{McpSessionsLayer, McpSessionsService};
 pub use metadata::{metadata_routes, ResourceMetadata};
 pub use tool_scopes::{ToolScopesLayer, ToolScopesService};
 
@@ -179,7 +183,8 @@ pub struct Verifier {
     replay: Arc<dyn ReplayStore>,
     /// What the API publishes about itself (RFC 9728 §2).
     metadata: ResourceMetadata,
-    /// Where that document is, named in every refusal (RFC 9728 §5.1).
+    /// Where that document is, when published: named in `Bearer` refusals
+    /// (RFC 9728 §5.1).
     metadata_url: Option<String>,
 }
 
@@ -364,9 +369,10 @@ pub enum BuildError {
     /// Leeway must be between 0 and 300 seconds.
     #[error("leeway must be between 0 and 300 seconds")]
     Leeway,
-    /// Metadata published at the well-known URL of an audience that is not
-    /// an http(s) URL without query or fragment.
-    #[error("the metadata's well-known URL needs an http(s) audience without query or fragment")]
+    /// The metadata's URL is not one the API can serve it at: an absolute
+    /// http(s) URL without query or fragment, whose path is a plain route
+    /// (from the audience, for the well-known URL).
+    #[error("the metadata URL must be an absolute http(s) URL without query or fragment, with a plain path")]
     MetadataUrl,
 }
 
@@ -523,6 +529,9 @@ impl VerifierBuilder {
             Publish::AtWellKnown => Some(metadata::well_known_url(&audience).ok_or(BuildError::MetadataUrl)?),
             Publish::At(url) => Some(url),
         };
+        if metadata_url.as_deref().is_some_and(|url| !metadata::is_servable(url)) {
+            return Err(BuildError::MetadataUrl);
+        }
         Ok(Verifier {
             realm: audience.clone(),
             audience,

@@ -372,7 +372,8 @@ async fn a_call_naming_its_tool_twice_is_refused_before_any_tool_runs() {
 }
 
 /// Each call is authorized by its own token; a session also stays with the
-/// caller that opened it, so one agent's calls never run in another's.
+/// caller that opened it: to any other, valid token or not, it does not
+/// exist, whether to call in it, read its stream or end it.
 #[tokio::test]
 async fn a_session_serves_only_the_caller_that_opened_it() {
     let setup = McpSetup::start().await;
@@ -386,11 +387,22 @@ async fn a_session_serves_only_the_caller_that_opened_it() {
 
     let id = session(flights, booker).await;
     let search = call("search_flights", json!({"from": "LHR", "to": "JFK"}));
-    let foreign = answer(send(flights, Some(scout), Some(&id), &search).await).await;
-    assert!(foreign["error"]["message"].as_str().unwrap().contains("another caller"), "{foreign}");
+    assert_eq!(send(flights, Some(scout), Some(&id), &search).await.status(), 404);
+    let client = reqwest::Client::new();
+    let stream = client.get(flights.as_str()).bearer_auth(scout).header("mcp-session-id", &id);
+    assert_eq!(stream.header("accept", "text/event-stream").send().await.unwrap().status(), 404);
+    let end = client.delete(flights.as_str()).bearer_auth(scout).header("mcp-session-id", &id).send().await.unwrap();
+    assert_eq!(end.status(), 404);
     assert!(!setup.flights.log().contains("search"), "{}", setup.flights.log());
+
+    // Its owner carries on; a session never opened is refused the same way.
     let own = tool_result(send(flights, Some(booker), Some(&id), &search).await).await;
     assert_eq!(own["caller"]["agent"], "booker");
+    assert_eq!(send(flights, Some(booker), Some("never-opened"), &search).await.status(), 404);
+    // Ended by its owner, it is gone for the owner too.
+    let ended = client.delete(flights.as_str()).bearer_auth(booker).header("mcp-session-id", &id).send().await.unwrap();
+    assert!(ended.status().is_success(), "{}", ended.status());
+    assert_eq!(send(flights, Some(booker), Some(&id), &search).await.status(), 404);
 }
 
 #[tokio::test]
