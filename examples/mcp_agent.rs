@@ -82,7 +82,8 @@ impl Agent {
             polled.push(("approval_id", &id));
             let deadline = Instant::now() + APPROVAL_WAIT;
             while pending(&body).is_some() {
-                let interval = body.get("interval").and_then(Value::as_u64).unwrap_or(DEFAULT_POLL_INTERVAL);
+                // At least a second: an interval of 0 would poll in a tight loop.
+                let interval = body.get("interval").and_then(Value::as_u64).unwrap_or(DEFAULT_POLL_INTERVAL).max(1);
                 let next = Instant::now() + Duration::from_secs(interval);
                 if next > deadline {
                     return Err(format!("{}: nobody approved {id} within {} s", self.id, APPROVAL_WAIT.as_secs()));
@@ -340,10 +341,17 @@ async fn call(client: &McpClient, tool: &'static str, arguments: Value) -> Resul
     let result = match client.call_tool(params).await {
         Ok(result) => result,
         Err(error) => {
-            return Err(match insufficient_scope(&error) {
-                Some(refusal) => CallFailure::InsufficientScope(refusal.get_required_scope().unwrap_or("").to_owned()),
+            // rmcp types any 403 with a challenge so; only `insufficient_scope`
+            // naming scopes is one to step up for.
+            let challenge = insufficient_scope(&error).map(|refusal| &refusal.www_authenticate_header);
+            let step_up = challenge
+                .filter(|challenge| challenge_param(challenge, "error").as_deref() == Some("insufficient_scope"))
+                .and_then(|challenge| challenge_param(challenge, "scope"))
+                .filter(|scope| !scope.is_empty());
+            return Err(match step_up {
+                Some(scope) => CallFailure::InsufficientScope(scope),
                 None => CallFailure::Other(format!("{tool}: {error}")),
-            })
+            });
         }
     };
     let text = result.content.iter().find_map(|content| content.as_text()).map(|content| content.text.as_str());

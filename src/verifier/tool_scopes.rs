@@ -54,20 +54,28 @@ impl ToolScopesLayer {
     }
 
     /// The scopes the calls in a JSON-RPC body need together.
-    fn needed(&self, body: &[u8]) -> Result<ScopeSet, Malformed> {
+    fn needed(&self, body: &[u8]) -> Result<ScopeSet, Unacceptable> {
         let mut needed = ScopeSet::default();
-        for message in messages(body)? {
+        for message in messages(body).map_err(|Malformed| Unacceptable::Malformed)? {
             if message.method.as_deref() == Some("tools/call") {
-                let name = message.params.and_then(|params| params.name).ok_or(Malformed)?;
-                needed = needed.union(self.tools.get(&name).ok_or(Malformed)?);
+                let name = message.params.and_then(|params| params.name).ok_or(Unacceptable::Malformed)?;
+                let scopes = self.tools.get(&name).ok_or(Unacceptable::Unlisted(name))?;
+                needed = needed.union(scopes);
             }
         }
         Ok(needed)
     }
 }
 
-/// A body this layer cannot read as MCP messages, or a call of a tool it
-/// does not list.
+/// Why a body is refused before any tool runs.
+enum Unacceptable {
+    /// It cannot be read as MCP messages, or could be read two ways.
+    Malformed,
+    /// It calls a tool this layer does not list.
+    Unlisted(String),
+}
+
+/// A body that is not JSON-RPC messages as this layer reads them.
 struct Malformed;
 
 /// A JSON-RPC body: one message (an object) or a batch (an array of them).
@@ -144,7 +152,14 @@ where
             };
             let needed = match scopes.needed(&bytes) {
                 Ok(needed) => needed,
-                Err(Malformed) => return Ok(refused(StatusCode::BAD_REQUEST)),
+                Err(Unacceptable::Malformed) => return Ok(refused(StatusCode::BAD_REQUEST)),
+                Err(Unacceptable::Unlisted(name)) => {
+                    // Told to the server's operator, who may have forgotten to list it.
+                    // A client's text: cut short, and logged quoted.
+                    let tool: String = name.chars().take(64).collect();
+                    tracing::warn!(tool = ?tool, "a call of a tool not listed for its scopes was refused");
+                    return Ok(refused(StatusCode::BAD_REQUEST));
+                }
             };
             if let Err(rejection) = caller.require(&needed) {
                 return Ok(scopes.verifier.refusal(&rejection));
@@ -175,6 +190,13 @@ mod tests {
 
     fn needed(body: &str) -> Option<String> {
         layer().needed(body.as_bytes()).ok().map(|scopes| scopes.to_string())
+    }
+
+    fn unlisted(body: &str) -> Option<String> {
+        match layer().needed(body.as_bytes()) {
+            Err(Unacceptable::Unlisted(name)) => Some(name),
+            _ => None,
+        }
     }
 
     #[test]
@@ -209,6 +231,7 @@ mod tests {
 
     #[test]
     fn a_tool_not_listed_is_closed() {
-        assert_eq!(needed(r#"{"method":"tools/call","params":{"name":"cancel_flight"}}"#), None);
+        let cancel = r#"{"method":"tools/call","params":{"name":"cancel_flight"}}"#;
+        assert_eq!(unlisted(cancel).as_deref(), Some("cancel_flight"));
     }
 }

@@ -1,8 +1,9 @@
 //! The runnable examples, run as their README says, against a real broker
 //! (and, for a person's chain, a real OpenID provider).
 
-use std::process::Command;
-use std::time::Duration;
+use std::fs::File;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::identity_provider::IdentityProvider;
 use crate::process::{example, BrokerProcess};
@@ -15,28 +16,88 @@ async fn broker() -> BrokerProcess {
     BrokerProcess::start(&[("BATON_ADMIN_TOKEN_SHA256", &crate::harness::secret_hash(ADMIN))]).await
 }
 
+/// How long a run may wait for its booking to be put to a person.
+const ASKED_WITHIN: Duration = Duration::from_secs(60);
+
 /// Acts as the booker's owner: waits for the booking to be asked for, then
 /// approves it through the admin API (with `admin`, the broker's admin
 /// token), as `baton approvals approve` does.
 async fn approve_the_booking(url: &str, admin: &str) -> String {
-    let client = reqwest::Client::new();
-    for _ in 0..300 {
-        let listed: serde_json::Value =
-            client.get(format!("{url}/admin/approvals")).bearer_auth(admin).send().await.unwrap().json().await.unwrap();
-        if let Some(id) = listed["approvals"][0]["id"].as_str() {
-            let approved = client
-                .post(format!("{url}/admin/approvals/{id}/approve"))
-                .bearer_auth(admin)
-                .json(&serde_json::json!({"approver": "travel-team@example.com"}))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(approved.status(), 200);
-            return id.to_owned();
+    let deadline = Instant::now() + ASKED_WITHIN;
+    loop {
+        if let Some(id) = approve_if_asked(url, admin).await {
+            return id;
         }
+        assert!(Instant::now() < deadline, "the booking was never put to its approver");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("the booking was never put to its approver");
+}
+
+/// Approves the first pending approval, if there is one, and names it.
+async fn approve_if_asked(url: &str, admin: &str) -> Option<String> {
+    let client = reqwest::Client::new();
+    let listed: serde_json::Value =
+        client.get(format!("{url}/admin/approvals")).bearer_auth(admin).send().await.unwrap().json().await.unwrap();
+    let id = listed["approvals"][0]["id"].as_str()?;
+    let approved = client
+        .post(format!("{url}/admin/approvals/{id}/approve"))
+        .bearer_auth(admin)
+        .json(&serde_json::json!({"approver": "travel-team@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(approved.status(), 200);
+    Some(id.to_owned())
+}
+
+/// An example's process, its output in files, killed when dropped.
+struct Run {
+    child: std::process::Child,
+    output: [std::path::PathBuf; 2],
+}
+
+impl Run {
+    fn start(command: &mut Command, folder: &std::path::Path, name: &str) -> Run {
+        let output = [folder.join(format!("{name}.out")), folder.join(format!("{name}.err"))];
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(File::create(&output[0]).unwrap())
+            .stderr(File::create(&output[1]).unwrap())
+            .spawn()
+            .unwrap();
+        Run { child, output }
+    }
+
+    fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.output[0]).unwrap_or_default()
+    }
+
+    fn report(&self) -> String {
+        format!("{}\n--- stderr\n{}", self.stdout(), std::fs::read_to_string(&self.output[1]).unwrap_or_default())
+    }
+
+    /// Its exit, if it has stopped.
+    fn stopped(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
+    /// Waits for it to stop, until `deadline`.
+    async fn finish(&mut self, deadline: Instant) -> std::process::ExitStatus {
+        loop {
+            if let Some(status) = self.stopped() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "still running at its deadline:\n{}", self.report());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 #[tokio::test]
@@ -211,14 +272,22 @@ async fn person_chain_takes_a_sign_in_through_three_bound_hops_to_the_api() {
 #[tokio::test]
 async fn mcp_agent_discovers_the_server_steps_up_for_a_booking_and_starts_a_scouts_chain() {
     let setup = crate::mcp::McpSetup::start().await;
-    let run = tokio::task::spawn_blocking({
-        let (broker, mcp) = (setup.broker.url.clone(), setup.flights.url.clone());
-        move || Command::new(example("mcp_agent")).env("BROKER_URL", broker).env("MCP_URL", mcp).output().unwrap()
-    });
-    let id = approve_the_booking(&setup.broker.url, crate::mcp::ADMIN).await;
-    let output = run.await.unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let mut command = Command::new(example("mcp_agent"));
+    command.env("BROKER_URL", &setup.broker.url).env("MCP_URL", &setup.flights.url);
+    let mut agent = Run::start(&mut command, setup.broker.folder.path(), "mcp_agent");
+    // Approve the booking once asked; an agent that stops first says why.
+    let asked_by = Instant::now() + ASKED_WITHIN;
+    let id = loop {
+        if let Some(id) = approve_if_asked(&setup.broker.url, crate::mcp::ADMIN).await {
+            break id;
+        }
+        assert!(agent.stopped().is_none(), "the agent stopped before asking for its booking:\n{}", agent.report());
+        assert!(Instant::now() < asked_by, "the booking was never put to its approver:\n{}", agent.report());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let status = agent.finish(Instant::now() + Duration::from_secs(120)).await;
+    assert!(status.success(), "{}", agent.report());
+    let stdout = agent.stdout();
     let mcp = &setup.flights.url;
     let metadata = mcp.replace("/mcp", "/.well-known/oauth-protected-resource/mcp");
     let booker_searched = "booker: search_flights LHR to JFK found BT101, BT205; \
