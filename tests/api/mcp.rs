@@ -3,8 +3,7 @@
 //! MCP SDKs (TypeScript `@modelcontextprotocol/sdk`, Python `mcp`), whose
 //! pinned installs live under `tests/interop/`.
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,7 +12,7 @@ use serde_json::{json, Value};
 
 use crate::harness::secret_hash;
 use crate::interop::{append, interop_dir, run};
-use crate::process::{example, free_port, BrokerProcess};
+use crate::process::{example, free_ports, BrokerProcess};
 
 /// The admin token the person approving bookings uses in these runs.
 pub const ADMIN: &str = "mcp-admin-token-5c1e9a";
@@ -39,36 +38,44 @@ pub struct McpServer {
     child: Child,
     /// Its resource identifier: where clients reach it.
     pub url: String,
-    log: PathBuf,
+    /// Its output: one line per tool call.
+    log: tempfile::NamedTempFile,
 }
 
 impl McpServer {
-    async fn start(broker: &BrokerProcess, port: u16, client: (&str, &str)) -> McpServer {
-        let log = broker.folder.path().join(format!("mcp-{port}.log"));
+    /// Starts the server for the broker at `broker` (which it reaches only
+    /// once a token is checked), so that it binds its port at once.
+    fn spawn(broker: &str, port: u16, client: (&str, &str)) -> McpServer {
+        let log = tempfile::NamedTempFile::new().unwrap();
         let child = Command::new(example("mcp_flights"))
             .env_clear()
-            .env("BROKER_URL", &broker.url)
+            .env("BROKER_URL", broker)
             .env("MCP_LISTEN", format!("127.0.0.1:{port}"))
             .env("MCP_CLIENT_ID", client.0)
             .env("MCP_CLIENT_SECRET", client.1)
             .stdin(Stdio::null())
-            .stdout(File::create(&log).unwrap())
-            .stderr(Stdio::null())
+            .stdout(log.reopen().unwrap())
+            .stderr(log.reopen().unwrap())
             .spawn()
             .unwrap();
-        let server = McpServer { child, url: format!("http://127.0.0.1:{port}/mcp"), log };
-        let metadata = format!("http://127.0.0.1:{port}/.well-known/oauth-protected-resource/mcp");
+        McpServer { child, url: format!("http://127.0.0.1:{port}/mcp"), log }
+    }
+
+    async fn wait_until_up(&mut self) {
+        let metadata = self.url.replace("/mcp", "/.well-known/oauth-protected-resource/mcp");
         let deadline = Instant::now() + Duration::from_secs(20);
         while !reqwest::get(&metadata).await.is_ok_and(|response| response.status().is_success()) {
-            assert!(Instant::now() < deadline, "the MCP server at {} did not come up", server.url);
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("the MCP server at {} stopped ({status}):\n{}", self.url, self.log());
+            }
+            assert!(Instant::now() < deadline, "the MCP server at {} did not come up:\n{}", self.url, self.log());
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        server
     }
 
     /// What the server logged: one line per tool call.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
     }
 }
 
@@ -81,11 +88,15 @@ impl Drop for McpServer {
 
 impl McpSetup {
     pub async fn start() -> McpSetup {
-        let (flights, other) = (free_port(), free_port());
-        let flights_url = format!("http://127.0.0.1:{flights}/mcp");
-        let other_url = format!("http://127.0.0.1:{other}/mcp");
+        // The servers bind their ports right after they are chosen, before
+        // the broker is waited for, so that nothing else takes them meanwhile.
+        let [broker, flights, other] = free_ports();
+        let broker_url = format!("http://127.0.0.1:{broker}");
+        let mut flights = McpServer::spawn(&broker_url, flights, ("flights-mcp", "dev-only-flights-mcp-secret"));
+        let mut other = McpServer::spawn(&broker_url, other, ("other-mcp", "other-mcp-secret"));
+        let (flights_url, other_url) = (flights.url.clone(), other.url.clone());
         let admin = secret_hash(ADMIN);
-        let broker = BrokerProcess::start_with_policies(&[("BATON_ADMIN_TOKEN_SHA256", &admin)], |policies| {
+        let broker = BrokerProcess::start_on(broker, &[("BATON_ADMIN_TOKEN_SHA256", &admin)], |policies| {
             for entry in std::fs::read_dir(policies).unwrap() {
                 let path = entry.unwrap().path();
                 if path.is_file() {
@@ -112,8 +123,8 @@ impl McpSetup {
             );
         })
         .await;
-        let flights = McpServer::start(&broker, flights, ("flights-mcp", "dev-only-flights-mcp-secret")).await;
-        let other = McpServer::start(&broker, other, ("other-mcp", "other-mcp-secret")).await;
+        flights.wait_until_up().await;
+        other.wait_until_up().await;
         McpSetup { broker, flights, other }
     }
 

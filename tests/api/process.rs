@@ -14,7 +14,16 @@ pub struct BrokerProcess {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    let [port] = free_ports();
+    port
+}
+
+/// `N` distinct free loopback ports: the listeners are held together, so
+/// that no two of them are the same port.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: [std::net::TcpListener; N] =
+        std::array::from_fn(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    listeners.map(|listener| listener.local_addr().unwrap().port())
 }
 
 /// A copy of the example policies in `folder/policies`, with the example
@@ -40,9 +49,13 @@ impl BrokerProcess {
 
     /// The same, after `change` has edited the copy of the example policies.
     pub async fn start_with_policies(extra: &[(&str, &str)], change: impl FnOnce(&Path)) -> BrokerProcess {
+        BrokerProcess::start_on(free_port(), extra, change).await
+    }
+
+    /// The same, on `port`.
+    pub async fn start_on(port: u16, extra: &[(&str, &str)], change: impl FnOnce(&Path)) -> BrokerProcess {
         let folder = tempfile::tempdir().unwrap();
         change(&copy_example_policies(folder.path()));
-        let port = free_port();
         let mut command = Command::new(env!("CARGO_BIN_EXE_baton"));
         command
             .arg("serve")
