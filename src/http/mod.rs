@@ -7,6 +7,7 @@ mod admin_auth;
 mod admin_error;
 mod approvals;
 mod client_address;
+mod console;
 mod discovery;
 mod error;
 mod form;
@@ -40,6 +41,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/metrics", get(metrics))
         .merge(admin::router(broker.clone()))
         .merge(approvals::router(broker.clone()))
+        .merge(console::router(broker.clone()))
         .fallback(error::not_found)
         .layer(axum::middleware::map_response(no_store))
         .with_state(broker)

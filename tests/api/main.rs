@@ -10,6 +10,7 @@ mod cli_admin;
 mod cli_policy;
 mod client_auth;
 mod connections;
+mod console;
 mod delegation_rules;
 mod discovery;
 mod dpop;

@@ -1,0 +1,166 @@
+//! The console for security teams (`/console`): pages rendered on the
+//! server from what the admin API serves, through the same broker calls
+//! (no second path to the store). On when the admin API is on.
+//!
+//! Signing in takes the admin credential and opens a session named by an
+//! `HttpOnly`, `SameSite=Strict` cookie (`Secure` when the issuer is https)
+//! that lasts [`session::SESSION_SECONDS`] at most. Every state change is a
+//! POST carrying the session's CSRF token. Every response forbids scripts
+//! and styles from anywhere but the console itself (a strict
+//! Content-Security-Policy), and every asset is in the binary.
+
+mod pages;
+mod session;
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::{Extension, Router};
+
+use crate::broker::Broker;
+use session::{Session, Sessions, COOKIE, SESSION_SECONDS};
+
+/// Scripts, styles and images from the console alone; no frames, no
+/// plugins, forms posted only to the console.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+     connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+const STYLE_SHEET: &str = include_str!("console.css");
+
+/// The console's routes.
+pub(super) fn router(broker: Arc<Broker>) -> Router<Arc<Broker>> {
+    Router::new()
+        .route("/console", get(home))
+        .route("/console/sign-in", get(sign_in_form).post(sign_in))
+        .route("/console/sign-out", axum::routing::post(sign_out))
+        .route("/console/agents", get(agents))
+        .route("/console/console.css", get(style_sheet))
+        .route_layer(axum::middleware::from_fn_with_state(broker, only_with_admin))
+        .layer(Extension(Arc::new(Sessions::default())))
+        .layer(axum::middleware::map_response(security_headers))
+}
+
+/// The console is off, and looks absent, while the admin API is.
+async fn only_with_admin(State(broker): State<Arc<Broker>>, request: Request, next: Next) -> Response {
+    if !broker.admin_enabled() {
+        return page(StatusCode::NOT_FOUND, pages::message("Not found", "Nothing here."));
+    }
+    next.run(request).await
+}
+
+async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    response
+}
+
+/// The session the request's cookie names, if it is live.
+fn session(broker: &Broker, sessions: &Sessions, headers: &HeaderMap) -> Option<(String, Session)> {
+    let id = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .find_map(|pair| pair.trim().strip_prefix(COOKIE)?.strip_prefix('=').map(str::to_owned))?;
+    let session = sessions.find(&id, broker.context().now())?;
+    Some((id, session))
+}
+
+/// The value of `name` in a form body, when it is there once.
+fn form_field(body: &[u8], name: &str) -> Option<String> {
+    let mut values = form_urlencoded::parse(body).filter(|(key, _)| key == name).map(|(_, value)| value.into_owned());
+    match (values.next(), values.next()) {
+        (Some(value), None) => Some(value),
+        _ => None,
+    }
+}
+
+fn page(status: StatusCode, markup: maud::Markup) -> Response {
+    (status, Html(markup.into_string())).into_response()
+}
+
+async fn home(
+    State(broker): State<Arc<Broker>>,
+    Extension(sessions): Extension<Arc<Sessions>>,
+    headers: HeaderMap,
+) -> Redirect {
+    match session(&broker, &sessions, &headers) {
+        Some(_) => Redirect::to("/console/agents"),
+        None => Redirect::to("/console/sign-in"),
+    }
+}
+
+async fn sign_in_form() -> Response {
+    page(StatusCode::OK, pages::sign_in(false))
+}
+
+async fn sign_in(
+    State(broker): State<Arc<Broker>>,
+    Extension(sessions): Extension<Arc<Sessions>>,
+    body: Bytes,
+) -> Response {
+    let presented = form_field(&body, "admin_token");
+    if !presented.is_some_and(|token| broker.is_admin(&token)) {
+        return page(StatusCode::UNAUTHORIZED, pages::sign_in(true));
+    }
+    let Some((id, _)) = sessions.open(broker.context().now()) else {
+        return page(StatusCode::SERVICE_UNAVAILABLE, pages::message("Unavailable", "No session could be opened."));
+    };
+    let secure = if broker.settings().issuer.starts_with("https://") { "; Secure" } else { "" };
+    let cookie = format!("{COOKIE}={id}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={SESSION_SECONDS}{secure}");
+    let mut response = Redirect::to("/console/agents").into_response();
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+}
+
+async fn sign_out(
+    State(broker): State<Arc<Broker>>,
+    Extension(sessions): Extension<Arc<Sessions>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some((id, session)) = session(&broker, &sessions, &headers) else {
+        return page(StatusCode::FORBIDDEN, pages::message("Refused", "You are not signed in: nothing was done."));
+    };
+    if !form_field(&body, "csrf").is_some_and(|csrf| session.allows(&csrf)) {
+        return page(StatusCode::FORBIDDEN, pages::message("Refused", "That form is stale: nothing was done."));
+    }
+    sessions.close(&id);
+    let mut response = Redirect::to("/console/sign-in").into_response();
+    let cleared = format!("{COOKIE}=; Path=/console; HttpOnly; SameSite=Strict; Max-Age=0");
+    if let Ok(value) = HeaderValue::from_str(&cleared) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+}
+
+async fn agents(
+    State(broker): State<Arc<Broker>>,
+    Extension(sessions): Extension<Arc<Sessions>>,
+    headers: HeaderMap,
+) -> Response {
+    let Some((_, session)) = session(&broker, &sessions, &headers) else {
+        return Redirect::to("/console/sign-in").into_response();
+    };
+    match broker.agent_reports().await {
+        Ok(reports) => page(StatusCode::OK, pages::agents(&reports, &session.csrf)),
+        // The store cannot be read: say so, and show nothing stale.
+        Err(_) => {
+            page(StatusCode::SERVICE_UNAVAILABLE, pages::message("Unavailable", "The state store cannot be read."))
+        }
+    }
+}
+
+async fn style_sheet() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE_SHEET)
+}

@@ -1,0 +1,173 @@
+//! The console for security teams: sign-in, the session cookie, CSRF on
+//! state changes, the security headers, and pages that render what agents
+//! registered as text. Driven through the router, as a browser would post.
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, Request, StatusCode};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+use crate::harness::*;
+
+struct Page {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+async fn send(harness: &Harness, request: Request<Body>) -> Page {
+    let response = harness.router.clone().oneshot(request).await.unwrap();
+    let (status, headers) = (response.status(), response.headers().clone());
+    let body = String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    Page { status, headers, body }
+}
+
+async fn get(harness: &Harness, path: &str, cookie: Option<&str>) -> Page {
+    let mut request = Request::get(path);
+    if let Some(cookie) = cookie {
+        request = request.header(header::COOKIE, cookie);
+    }
+    send(harness, request.body(Body::empty()).unwrap()).await
+}
+
+async fn post(harness: &Harness, path: &str, cookie: Option<&str>, form: &str) -> Page {
+    let mut request = Request::post(path).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    if let Some(cookie) = cookie {
+        request = request.header(header::COOKIE, cookie);
+    }
+    send(harness, request.body(Body::from(form.to_owned())).unwrap()).await
+}
+
+/// Signs in with the admin credential; the session cookie, as `name=value`.
+async fn sign_in(harness: &Harness) -> String {
+    let signed_in = post(harness, "/console/sign-in", None, &format!("admin_token={ADMIN_TOKEN}")).await;
+    assert_eq!(signed_in.status, StatusCode::SEE_OTHER, "{}", signed_in.body);
+    let cookie = signed_in.headers[header::SET_COOKIE].to_str().unwrap();
+    cookie.split(';').next().unwrap().to_owned()
+}
+
+/// The CSRF token a page's forms carry.
+fn csrf(page: &Page) -> String {
+    let start = page.body.find("name=\"csrf\" value=\"").expect(&page.body) + "name=\"csrf\" value=\"".len();
+    page.body[start..].split('"').next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn signing_in_takes_the_admin_credential_and_sets_a_strict_cookie() {
+    let harness = Harness::new();
+    let refused = post(&harness, "/console/sign-in", None, "admin_token=not-it").await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert!(refused.headers.get(header::SET_COOKIE).is_none());
+    assert!(refused.body.contains("not the admin credential"), "{}", refused.body);
+
+    let signed_in = post(&harness, "/console/sign-in", None, &format!("admin_token={ADMIN_TOKEN}")).await;
+    assert_eq!(signed_in.status, StatusCode::SEE_OTHER);
+    assert_eq!(signed_in.headers[header::LOCATION], "/console/agents");
+    let cookie = signed_in.headers[header::SET_COOKIE].to_str().unwrap();
+    let attributes: Vec<&str> = cookie.split("; ").collect();
+    assert!(attributes[0].starts_with("baton_console=") && attributes[0].len() > 40, "{cookie}");
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/console", "Max-Age=28800"] {
+        assert!(attributes.contains(&attribute), "{attribute} missing: {cookie}");
+    }
+    // The issuer is http here: a Secure cookie would never come back.
+    assert!(!attributes.contains(&"Secure"), "{cookie}");
+    let https = Harness::with(Options { issuer: "https://baton.example".into(), ..Options::default() });
+    let signed_in = post(&https, "/console/sign-in", None, &format!("admin_token={ADMIN_TOKEN}")).await;
+    assert!(signed_in.headers[header::SET_COOKIE].to_str().unwrap().ends_with("; Secure"));
+}
+
+#[tokio::test]
+async fn every_page_forbids_foreign_scripts_and_frames() {
+    let harness = Harness::new();
+    for path in ["/console/sign-in", "/console/console.css"] {
+        let page = get(&harness, path, None).await;
+        assert_eq!(page.status, StatusCode::OK, "{path}");
+        let policy = page.headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        assert!(policy.starts_with("default-src 'none'; script-src 'self';"), "{policy}");
+        assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+        assert_eq!(page.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        assert_eq!(page.headers[header::X_FRAME_OPTIONS], "DENY");
+    }
+    let sign_in_page = get(&harness, "/console/sign-in", None).await;
+    // No script at all, inline or not; the style sheet is the console's own.
+    assert!(!sign_in_page.body.contains("<script"), "{}", sign_in_page.body);
+    assert!(sign_in_page.body.contains("href=\"/console/console.css\""));
+}
+
+#[tokio::test]
+async fn the_agents_page_needs_a_live_session() {
+    let harness = Harness::new();
+    let anonymous = get(&harness, "/console/agents", None).await;
+    assert_eq!(
+        (anonymous.status, &anonymous.headers[header::LOCATION]),
+        (StatusCode::SEE_OTHER, &"/console/sign-in".parse().unwrap())
+    );
+    let forged = get(&harness, "/console/agents", Some("baton_console=forged")).await;
+    assert_eq!(forged.status, StatusCode::SEE_OTHER);
+
+    let cookie = sign_in(&harness).await;
+    let agents = get(&harness, "/console/agents", Some(&cookie)).await;
+    assert_eq!(agents.status, StatusCode::OK);
+    for agent in ["booker", "orchestrator", "planner", "scout"] {
+        assert!(agents.body.contains(&format!("data-agent=\"{agent}\"")), "{agent}: {}", agents.body);
+    }
+    assert!(agents.body.contains("Books flights with the airline API"));
+
+    // A session lasts a working day.
+    harness.clock.advance(8 * 3600);
+    let stale = get(&harness, "/console/agents", Some(&cookie)).await;
+    assert_eq!(stale.status, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn signing_out_needs_the_forms_csrf_token() {
+    let harness = Harness::new();
+    let cookie = sign_in(&harness).await;
+    let page = get(&harness, "/console/agents", Some(&cookie)).await;
+    let token = csrf(&page);
+
+    // Without the token, with another, or without the session: refused, and the session lives.
+    for (cookie, form) in [
+        (Some(cookie.as_str()), String::new()),
+        (Some(cookie.as_str()), "csrf=forged".into()),
+        (None, format!("csrf={token}")),
+    ] {
+        let refused = post(&harness, "/console/sign-out", cookie, &form).await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN, "{form}");
+    }
+    assert_eq!(get(&harness, "/console/agents", Some(&cookie)).await.status, StatusCode::OK);
+
+    let signed_out = post(&harness, "/console/sign-out", Some(&cookie), &format!("csrf={token}")).await;
+    assert_eq!(signed_out.status, StatusCode::SEE_OTHER);
+    assert!(signed_out.headers[header::SET_COOKIE].to_str().unwrap().contains("Max-Age=0"));
+    assert_eq!(get(&harness, "/console/agents", Some(&cookie)).await.status, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn what_an_agent_registered_is_shown_as_text() {
+    let payload = "<script>alert(1)</script><img src=x onerror=alert(2)>";
+    let agents = format!(
+        "[[agents]]\nid = \"agent-x\"\nowner = \"\\\"><svg onload=alert(3)>\"\npurpose = \"{payload}\"\n\
+         expires = 2030-06-30\nsecret_sha256 = \"{}\"\n",
+        secret_hash("s")
+    );
+    let policies = policy_folder(&agents, "", "");
+    let harness = Harness::with(Options { policies: policies.path().to_owned(), ..Options::default() });
+    let cookie = sign_in(&harness).await;
+    let page = get(&harness, "/console/agents", Some(&cookie)).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(!page.body.contains("<script>alert"), "{}", page.body);
+    assert!(!page.body.contains("<img src=x"), "{}", page.body);
+    assert!(!page.body.contains("<svg onload"), "{}", page.body);
+    assert!(page.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{}", page.body);
+}
+
+#[tokio::test]
+async fn the_console_is_absent_while_the_admin_api_is_off() {
+    let harness = Harness::with(Options { admin: false, ..Options::default() });
+    for path in ["/console", "/console/sign-in", "/console/agents"] {
+        assert_eq!(get(&harness, path, None).await.status, StatusCode::NOT_FOUND, "{path}");
+    }
+    let tried = post(&harness, "/console/sign-in", None, "admin_token=anything").await;
+    assert_eq!(tried.status, StatusCode::NOT_FOUND);
+}
