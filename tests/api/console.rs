@@ -171,3 +171,70 @@ async fn the_console_is_absent_while_the_admin_api_is_off() {
     let tried = post(&harness, "/console/sign-in", None, "admin_token=anything").await;
     assert_eq!(tried.status, StatusCode::NOT_FOUND);
 }
+
+/// The quick start's chain: T0 (orchestrator's, for the planner), T1 (the
+/// planner's, for the booker), T2 (the booker's, for the calendar API).
+async fn chain(harness: &Harness) -> [String; 3] {
+    let t0 = harness.as_agent("orchestrator", &[("grant_type", "client_credentials"), ("audience", "planner")]).await;
+    let t1 = harness.exchange("planner", t0.token(), &[("audience", "booker")]).await;
+    let t2 = harness
+        .exchange("booker", t1.token(), &[("resource", "https://api.airline.example"), ("scope", "flights.read")])
+        .await;
+    [t0, t1, t2].map(|response| json_of(response.token())["jti"].as_str().unwrap().to_owned())
+}
+
+/// Each token's state as the picture shows it, by id.
+fn states(page: &Page, jtis: &[String]) -> Vec<String> {
+    jtis.iter()
+        .map(|jti| {
+            let at = page
+                .body
+                .find(&format!("data-jti=\"{jti}\" data-status=\""))
+                .unwrap_or_else(|| panic!("{jti} not in {}", page.body));
+            page.body[at..].split("data-status=\"").nth(1).unwrap().split('"').next().unwrap().to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_tree_shows_a_chain_and_revoking_its_middle_kills_what_descends() {
+    let harness = Harness::new();
+    let jtis = chain(&harness).await;
+    let cookie = sign_in(&harness).await;
+    let traced = get(&harness, &format!("/console/trace?q={}", jtis[1]), Some(&cookie)).await;
+    assert_eq!(traced.status, StatusCode::OK, "{}", traced.body);
+    assert!(traced.body.contains("<svg"), "{}", traced.body);
+    assert_eq!(states(&traced, &jtis), ["live", "live", "live"]);
+    assert!(traced.body.contains("planner</tspan>"), "{}", traced.body);
+
+    // The confirmation says what will die: T1 and T2, held by the planner and the booker.
+    let confirm = get(&harness, &format!("/console/revoke?jti={}", jtis[1]), Some(&cookie)).await;
+    assert!(confirm.body.contains("<strong>2</strong> live tokens, held by booker, planner"), "{}", confirm.body);
+    let token = csrf(&confirm);
+    let forged = post(&harness, "/console/revoke", Some(&cookie), &format!("csrf=forged&jti={}", jtis[1])).await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let anonymous = post(&harness, "/console/revoke", None, &format!("csrf={token}&jti={}", jtis[1])).await;
+    assert_eq!(anonymous.status, StatusCode::FORBIDDEN);
+    let still = get(&harness, &format!("/console/trace?q={}", jtis[1]), Some(&cookie)).await;
+    assert_eq!(states(&still, &jtis), ["live", "live", "live"]);
+
+    let revoked = post(&harness, "/console/revoke", Some(&cookie), &format!("csrf={token}&jti={}", jtis[1])).await;
+    assert_eq!(revoked.status, StatusCode::SEE_OTHER, "{}", revoked.body);
+    let after = get(&harness, revoked.headers[header::LOCATION].to_str().unwrap(), Some(&cookie)).await;
+    assert_eq!(states(&after, &jtis), ["live", "revoked", "revoked"]);
+}
+
+#[tokio::test]
+async fn a_pasted_token_is_traced_and_an_unknown_id_is_said_so() {
+    let harness = Harness::new();
+    let t0 = harness.as_agent("orchestrator", &[("grant_type", "client_credentials"), ("audience", "planner")]).await;
+    let cookie = sign_in(&harness).await;
+    let traced = get(&harness, &format!("/console/trace?q={}", t0.token()), Some(&cookie)).await;
+    assert_eq!(traced.status, StatusCode::OK);
+    let jti = json_of(t0.token())["jti"].as_str().unwrap().to_owned();
+    assert!(traced.body.contains(&format!("<dl id=\"details\" data-jti=\"{jti}\"")), "{}", traced.body);
+    let unknown = get(&harness, "/console/trace?q=%3Cscript%3Eno-such-token", Some(&cookie)).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert!(unknown.body.contains("No token with that id is known."));
+    assert!(!unknown.body.contains("<script>no-such"), "{}", unknown.body);
+}

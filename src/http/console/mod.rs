@@ -11,18 +11,21 @@
 
 mod pages;
 mod session;
+mod tree;
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
 
 use crate::broker::Broker;
+use crate::claims::TokenId;
+use crate::store::AuditFilter;
 use session::{Session, Sessions, COOKIE, SESSION_SECONDS};
 
 /// Scripts, styles and images from the console alone; no frames, no
@@ -39,6 +42,8 @@ pub(super) fn router(broker: Arc<Broker>) -> Router<Arc<Broker>> {
         .route("/console/sign-in", get(sign_in_form).post(sign_in))
         .route("/console/sign-out", axum::routing::post(sign_out))
         .route("/console/agents", get(agents))
+        .route("/console/trace", get(trace))
+        .route("/console/revoke", get(revoke_form).post(revoke))
         .route("/console/console.css", get(style_sheet))
         .route_layer(axum::middleware::from_fn_with_state(broker, only_with_admin))
         .layer(Extension(Arc::new(Sessions::default())))
@@ -159,6 +164,101 @@ async fn agents(
             page(StatusCode::SERVICE_UNAVAILABLE, pages::message("Unavailable", "The state store cannot be read."))
         }
     }
+}
+
+/// The token a search names: a token id, or a token pasted whole, whose id
+/// is read without checking it (it is only looked up).
+fn searched_jti(query: &str) -> Option<TokenId> {
+    let query = query.trim();
+    if query.is_empty() || query.len() > 16 * 1024 {
+        return None;
+    }
+    if query.matches('.').count() == 2 {
+        return crate::token::insecure_peek(query).ok().map(|peeked| peeked.claims.jti);
+    }
+    Some(TokenId(query.to_owned()))
+}
+
+/// The `name` parameter of a query string.
+fn query_field(query: Option<&str>, name: &str) -> String {
+    form_field(query.unwrap_or_default().as_bytes(), name).unwrap_or_default()
+}
+
+async fn trace(
+    State(broker): State<Arc<Broker>>,
+    Extension(sessions): Extension<Arc<Sessions>>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let Some((_, session)) = session(&broker, &sessions, &headers) else {
+        return Redirect::to("/console/sign-in").into_response();
+    };
+    let query = query_field(uri.query(), "q");
+    let Some(jti) = searched_jti(&query) else {
+        return page(StatusCode::OK, pages::trace(&query, None, &session.csrf));
+    };
+    let found = match broker.trace(&jti).await {
+        Ok(found) => found,
+        Err(_) => {
+            return page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                pages::message("Unavailable", "The state store cannot be read."),
+            )
+        }
+    };
+    let Some(trace) = found else {
+        return page(StatusCode::NOT_FOUND, pages::trace(&query, None, &session.csrf));
+    };
+    let filter = AuditFilter { jti: Some(jti), limit: Some(50), ..AuditFilter::default() };
+    let events = broker.audit_events(&filter).await.unwrap_or_default();
+    page(StatusCode::OK, pages::trace(&query, Some((&trace, &events)), &session.csrf))
+}
+
+async fn revoke_form(
+    State(broker): State<Arc<Broker>>,
+    Extension(sessions): Extension<Arc<Sessions>>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let Some((_, session)) = session(&broker, &sessions, &headers) else {
+        return Redirect::to("/console/sign-in").into_response();
+    };
+    let jti = TokenId(query_field(uri.query(), "jti"));
+    match broker.trace(&jti).await {
+        Ok(Some(trace)) => page(StatusCode::OK, pages::revoke(&trace, &session.csrf)),
+        Ok(None) => page(StatusCode::NOT_FOUND, pages::message("Not found", "No token with that id is known.")),
+        Err(_) => {
+            page(StatusCode::SERVICE_UNAVAILABLE, pages::message("Unavailable", "The state store cannot be read."))
+        }
+    }
+}
+
+async fn revoke(
+    State(broker): State<Arc<Broker>>,
+    Extension(sessions): Extension<Arc<Sessions>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some((_, session)) = session(&broker, &sessions, &headers) else {
+        return page(StatusCode::FORBIDDEN, pages::message("Refused", "You are not signed in: nothing was done."));
+    };
+    if !form_field(&body, "csrf").is_some_and(|csrf| session.allows(&csrf)) {
+        return page(StatusCode::FORBIDDEN, pages::message("Refused", "That form is stale: nothing was done."));
+    }
+    let Some(jti) = form_field(&body, "jti").map(TokenId) else {
+        return page(StatusCode::BAD_REQUEST, pages::message("Refused", "No token was named: nothing was done."));
+    };
+    match broker.revoke_jti(&jti).await {
+        Ok(_) => Redirect::to(&format!("/console/trace?q={}", url_encoded(&jti.0))).into_response(),
+        Err(_) => page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            pages::message("Unavailable", "The revocation could not be recorded."),
+        ),
+    }
+}
+
+fn url_encoded(text: &str) -> String {
+    form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
 async fn style_sheet() -> impl IntoResponse {

@@ -4,7 +4,9 @@
 
 use maud::{html, Markup, DOCTYPE};
 
-use crate::admin::AgentReport;
+use super::tree::{self, Standing};
+use crate::admin::{AgentReport, Trace, TraceNode};
+use crate::store::AuditEvent;
 
 /// The frame every page shares: title, style sheet, and when signed in,
 /// the navigation and the sign-out form (a state change: it carries the
@@ -23,7 +25,10 @@ fn frame(title: &str, csrf: Option<&str>, body: Markup) -> Markup {
                 header {
                     span.brand { "Baton" }
                     @if let Some(csrf) = csrf {
-                        nav { a href="/console/agents" { "Agents" } }
+                        nav {
+                            a href="/console/agents" { "Agents" } " "
+                            a href="/console/trace" { "Trace" }
+                        }
                         form.sign-out method="post" action="/console/sign-out" {
                             input type="hidden" name="csrf" value=(csrf);
                             button type="submit" { "Sign out" }
@@ -85,4 +90,119 @@ pub fn agents(reports: &[AgentReport], csrf: &str) -> Markup {
 /// A page that says one thing, with the way back.
 pub fn message(title: &str, text: &str) -> Markup {
     frame(title, None, html! { p { (text) " " a href="/console" { "Back to the console" } } })
+}
+
+/// The search form for a token: its id, or the token itself.
+fn search(query: &str) -> Markup {
+    html! {
+        form.search method="get" action="/console/trace" {
+            label for="q" { "Token or token id (jti)" }
+            input #q type="search" name="q" value=(query) autocomplete="off" spellcheck="false";
+            button type="submit" { "Trace" }
+        }
+    }
+}
+
+/// A token's tree, its details, and what the audit trail says of it.
+pub fn trace(query: &str, found: Option<(&Trace, &[AuditEvent])>, csrf: &str) -> Markup {
+    frame(
+        "Trace",
+        Some(csrf),
+        html! {
+            (search(query))
+            @match found {
+                None => @if !query.is_empty() { p.notice role="status" { "No token with that id is known." } },
+                Some((trace, events)) => {
+                    @if trace.truncated { p.notice { "The tree is larger than shown." } }
+                    div.picture { (tree::picture(trace)) }
+                    (details(&trace.token))
+                    @if Standing::of(&trace.token) == Standing::Live {
+                        p { a.danger href={ "/console/revoke?jti=" (trace.token.jti.0) } { "Revoke this token and its descendants…" } }
+                    }
+                    h2 { "Audit events" }
+                    (audit_table(events))
+                }
+            }
+        },
+    )
+}
+
+fn details(node: &TraceNode) -> Markup {
+    html! {
+        dl #details data-jti=(node.jti.0) {
+            dt { "Token" } dd { code { (node.jti.0) } }
+            dt { "State" } dd { (Standing::of(node).name()) }
+            dt { "Subject" } dd { (node.subject.as_deref().unwrap_or("?")) }
+            dt { "Agent" } dd { (node.agent.as_deref().unwrap_or("?")) }
+            dt { "Target" } dd { (node.target.as_deref().unwrap_or("?")) }
+            dt { "Scopes" } dd { (node.scope.as_deref().unwrap_or("")) }
+            dt { "Issued" } dd { (node.issued_at) }
+            dt { "Expires" } dd { @match node.expires_at { Some(at) => (at), None => "?" } }
+        }
+    }
+}
+
+fn audit_table(events: &[AuditEvent]) -> Markup {
+    html! {
+        table.audit {
+            thead { tr { th { "Time" } th { "Action" } th { "Decision" } th { "Agent" } th { "Target" } th { "Scopes" } th { "Reason" } } }
+            tbody {
+                @for event in events {
+                    tr {
+                        td { (event.time) }
+                        td { (event.action) }
+                        td { (format!("{:?}", event.decision).to_lowercase()) }
+                        td { (event.agent.as_deref().unwrap_or("")) }
+                        td { (event.target.as_deref().unwrap_or("")) }
+                        td { (event.scopes_granted.as_deref().or(event.scopes_asked.as_deref()).unwrap_or("")) }
+                        td { (event.reason.as_deref().unwrap_or("")) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What revoking `node` kills: its live tokens, and the agents holding them.
+pub fn blast_radius(node: &TraceNode) -> (usize, Vec<String>) {
+    let mut live = 0;
+    let mut agents = Vec::new();
+    let mut stack = vec![node];
+    while let Some(node) = stack.pop() {
+        if Standing::of(node) == Standing::Live {
+            live += 1;
+            if let Some(agent) = &node.agent {
+                if !agents.contains(agent) {
+                    agents.push(agent.clone());
+                }
+            }
+        }
+        stack.extend(node.children.iter());
+    }
+    agents.sort();
+    (live, agents)
+}
+
+/// The confirmation before a revocation: exactly what will die.
+pub fn revoke(trace: &Trace, csrf: &str) -> Markup {
+    let (live, agents) = blast_radius(&trace.token);
+    frame(
+        "Revoke",
+        Some(csrf),
+        html! {
+            p #blast-radius {
+                "Revoking " code { (trace.token.jti.0) } " kills " strong { (live) } " live "
+                @if live == 1 { "token" } @else { "tokens" }
+                @if !agents.is_empty() { ", held by " (agents.join(", ")) }
+                ". Its ancestors stay live."
+            }
+            div.picture { (tree::picture(trace)) }
+            form method="post" action="/console/revoke" {
+                input type="hidden" name="csrf" value=(csrf);
+                input type="hidden" name="jti" value=(trace.token.jti.0);
+                button.danger type="submit" { "Revoke" }
+                " " a href={ "/console/trace?q=" (trace.token.jti.0) } { "Cancel" }
+            }
+        },
+    )
 }
