@@ -238,3 +238,39 @@ async fn a_pasted_token_is_traced_and_an_unknown_id_is_said_so() {
     assert!(unknown.body.contains("No token with that id is known."));
     assert!(!unknown.body.contains("<script>no-such"), "{}", unknown.body);
 }
+
+#[tokio::test]
+async fn a_pending_booking_is_approved_from_the_queue_and_a_denial_sticks() {
+    let harness = Harness::new();
+    let t0 = harness.as_agent("orchestrator", &[("grant_type", "client_credentials"), ("audience", "planner")]).await;
+    let t1 = harness.exchange("planner", t0.token(), &[("audience", "booker")]).await;
+    let book = [("resource", "https://api.airline.example"), ("scope", "flights.book")];
+    let pending = harness.exchange("booker", t1.token(), &book).await;
+    pending.assert_error(400, "authorization_pending");
+    let id = pending.body["approval_id"].as_str().unwrap().to_owned();
+
+    let cookie = sign_in(&harness).await;
+    let queue = get(&harness, "/console/approvals", Some(&cookie)).await;
+    assert_eq!(queue.status, StatusCode::OK);
+    assert!(queue.body.contains(&format!("data-approval=\"{id}\"")), "{}", queue.body);
+    // It follows the queue by reloading itself: no script.
+    assert!(queue.body.contains("<meta http-equiv=\"refresh\" content=\"5\">"), "{}", queue.body);
+    let token = csrf(&queue);
+    let decide =
+        |verdict: &str, csrf: &str| format!("csrf={csrf}&id={id}&approver=travel-team%40example.com&verdict={verdict}");
+    let forged = post(&harness, "/console/approvals", Some(&cookie), &decide("approve", "forged")).await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    harness.exchange("booker", t1.token(), &book).await.assert_error(400, "authorization_pending");
+
+    let approved = post(&harness, "/console/approvals", Some(&cookie), &decide("approve", &token)).await;
+    assert_eq!(approved.status, StatusCode::SEE_OTHER, "{}", approved.body);
+    let issued = harness.exchange("booker", t1.token(), &book).await;
+    assert_eq!(issued.status, 200, "{}", issued.body);
+    assert_eq!(json_of(issued.token())["delegation"]["approval"]["approver"], "travel-team@example.com");
+    let emptied = get(&harness, "/console/approvals", Some(&cookie)).await;
+    assert!(emptied.body.contains("Nothing waits for a person."), "{}", emptied.body);
+
+    // A decision taken stands: the same approval cannot be decided again.
+    let again = post(&harness, "/console/approvals", Some(&cookie), &decide("deny", &token)).await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+}

@@ -25,7 +25,9 @@ use axum::{Extension, Router};
 
 use crate::broker::Broker;
 use crate::claims::TokenId;
-use crate::store::AuditFilter;
+use crate::clock::UnixTime;
+use crate::store::approvals::ApprovalQuery;
+use crate::store::{ApprovalId, AuditFilter};
 use session::{Session, Sessions, COOKIE, SESSION_SECONDS};
 
 /// Scripts, styles and images from the console alone; no frames, no
@@ -44,6 +46,7 @@ pub(super) fn router(broker: Arc<Broker>) -> Router<Arc<Broker>> {
         .route("/console/agents", get(agents))
         .route("/console/trace", get(trace))
         .route("/console/revoke", get(revoke_form).post(revoke))
+        .route("/console/approvals", get(approvals).post(decide))
         .route("/console/console.css", get(style_sheet))
         .route_layer(axum::middleware::from_fn_with_state(broker, only_with_admin))
         .layer(Extension(Arc::new(Sessions::default())))
@@ -253,6 +256,57 @@ async fn revoke(
         Err(_) => page(
             StatusCode::SERVICE_UNAVAILABLE,
             pages::message("Unavailable", "The revocation could not be recorded."),
+        ),
+    }
+}
+
+async fn approvals(
+    State(broker): State<Arc<Broker>>,
+    Extension(sessions): Extension<Arc<Sessions>>,
+    headers: HeaderMap,
+) -> Response {
+    let Some((_, session)) = session(&broker, &sessions, &headers) else {
+        return Redirect::to("/console/sign-in").into_response();
+    };
+    // The broker sets the query's time.
+    match broker.list_approvals(ApprovalQuery::pending(UnixTime(0))).await {
+        Ok(listed) => page(StatusCode::OK, pages::approvals(&listed.approvals, &session.csrf)),
+        Err(_) => {
+            page(StatusCode::SERVICE_UNAVAILABLE, pages::message("Unavailable", "The state store cannot be read."))
+        }
+    }
+}
+
+async fn decide(
+    State(broker): State<Arc<Broker>>,
+    Extension(sessions): Extension<Arc<Sessions>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some((_, session)) = session(&broker, &sessions, &headers) else {
+        return page(StatusCode::FORBIDDEN, pages::message("Refused", "You are not signed in: nothing was done."));
+    };
+    if !form_field(&body, "csrf").is_some_and(|csrf| session.allows(&csrf)) {
+        return page(StatusCode::FORBIDDEN, pages::message("Refused", "That form is stale: nothing was done."));
+    }
+    let fields = (form_field(&body, "id"), form_field(&body, "approver"), form_field(&body, "verdict"));
+    let (Some(id), Some(approver), Some(verdict)) = fields else {
+        return page(
+            StatusCode::BAD_REQUEST,
+            pages::message("Refused", "The decision was incomplete: nothing was done."),
+        );
+    };
+    let approve = match verdict.as_str() {
+        "approve" => true,
+        "deny" => false,
+        _ => return page(StatusCode::BAD_REQUEST, pages::message("Refused", "No such decision: nothing was done.")),
+    };
+    match broker.decide_approval(&ApprovalId(id), approver.trim(), approve).await {
+        Ok(_) => Redirect::to("/console/approvals").into_response(),
+        // Decided already, expired, or not this approver's: the queue shows what stands.
+        Err(_) => page(
+            StatusCode::CONFLICT,
+            pages::message("Not decided", "It was decided already, has expired, or the store cannot be read."),
         ),
     }
 }

@@ -6,17 +6,24 @@ use maud::{html, Markup, DOCTYPE};
 
 use super::tree::{self, Standing};
 use crate::admin::{AgentReport, Trace, TraceNode};
-use crate::store::AuditEvent;
+use crate::store::{Approval, AuditEvent};
 
 /// The frame every page shares: title, style sheet, and when signed in,
 /// the navigation and the sign-out form (a state change: it carries the
 /// session's CSRF token).
 fn frame(title: &str, csrf: Option<&str>, body: Markup) -> Markup {
+    framed(title, csrf, None, body)
+}
+
+/// [`frame`], reloaded by the browser every `refresh` seconds when given:
+/// a page that follows a queue without any script.
+fn framed(title: &str, csrf: Option<&str>, refresh: Option<u32>, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
             head {
                 meta charset="utf-8";
+                @if let Some(seconds) = refresh { meta http-equiv="refresh" content=(seconds); }
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · Baton console" }
                 link rel="stylesheet" href="/console/console.css";
@@ -27,7 +34,8 @@ fn frame(title: &str, csrf: Option<&str>, body: Markup) -> Markup {
                     @if let Some(csrf) = csrf {
                         nav {
                             a href="/console/agents" { "Agents" } " "
-                            a href="/console/trace" { "Trace" }
+                            a href="/console/trace" { "Trace" } " "
+                            a href="/console/approvals" { "Approvals" }
                         }
                         form.sign-out method="post" action="/console/sign-out" {
                             input type="hidden" name="csrf" value=(csrf);
@@ -202,6 +210,55 @@ pub fn revoke(trace: &Trace, csrf: &str) -> Markup {
                 input type="hidden" name="jti" value=(trace.token.jti.0);
                 button.danger type="submit" { "Revoke" }
                 " " a href={ "/console/trace?q=" (trace.token.jti.0) } { "Cancel" }
+            }
+        },
+    )
+}
+
+/// How often the approvals page reloads itself, in seconds.
+pub const APPROVALS_REFRESH: u32 = 5;
+
+/// The requests waiting for a person, each with its approve and deny forms.
+/// The approver is the one the broker named; the console signs the decision
+/// in that name, as `baton approvals approve --as` does.
+pub fn approvals(pending: &[Approval], csrf: &str) -> Markup {
+    framed(
+        "Approvals",
+        Some(csrf),
+        Some(APPROVALS_REFRESH),
+        html! {
+            @if pending.is_empty() { p #no-approvals { "Nothing waits for a person." } }
+            @else {
+                table #approvals {
+                    thead { tr {
+                        th { "Approval" } th { "Agent" } th { "Subject" } th { "Target" } th { "Scopes" }
+                        th { "Approver" } th { "Expires" } th { "Decide" }
+                    } }
+                    tbody {
+                        @for approval in pending {
+                            tr data-approval=(approval.id.0) {
+                                td { code { (approval.id.0) } }
+                                td { (approval.request.agent) }
+                                td { (approval.request.subject) }
+                                td { (approval.request.target) }
+                                td { (approval.request.scope) }
+                                td { (approval.approver) }
+                                td { (approval.expires_at) }
+                                td {
+                                    @for (verdict, label) in [("approve", "Approve"), ("deny", "Deny")] {
+                                        form.decide method="post" action="/console/approvals" {
+                                            input type="hidden" name="csrf" value=(csrf);
+                                            input type="hidden" name="id" value=(approval.id.0);
+                                            input type="hidden" name="approver" value=(approval.approver);
+                                            input type="hidden" name="verdict" value=(verdict);
+                                            button type="submit" class=(verdict) { (label) }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
             }
         },
     )
