@@ -274,3 +274,32 @@ async fn a_pending_booking_is_approved_from_the_queue_and_a_denial_sticks() {
     let again = post(&harness, "/console/approvals", Some(&cookie), &decide("deny", &token)).await;
     assert_eq!(again.status, StatusCode::CONFLICT);
 }
+
+#[tokio::test]
+async fn deprovisioning_an_agent_from_the_picture_kills_the_tokens_it_is_in() {
+    let harness = Harness::new();
+    let jtis = chain(&harness).await;
+    let cookie = sign_in(&harness).await;
+    let confirm = get(&harness, &format!("/console/deprovision?agent=booker&jti={}", jtis[1]), Some(&cookie)).await;
+    assert_eq!(confirm.status, StatusCode::OK, "{}", confirm.body);
+    // T1 is addressed to the booker and T2 is its own: two die, T0 lives.
+    assert!(
+        confirm.body.contains("in this tree <strong>2</strong> live tokens, held by booker, planner"),
+        "{}",
+        confirm.body
+    );
+    let token = csrf(&confirm);
+    let forged =
+        post(&harness, "/console/deprovision", Some(&cookie), &format!("csrf=x&agent=booker&jti={}", jtis[1])).await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+
+    let done =
+        post(&harness, "/console/deprovision", Some(&cookie), &format!("csrf={token}&agent=booker&jti={}", jtis[1]))
+            .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    let after = get(&harness, done.headers[header::LOCATION].to_str().unwrap(), Some(&cookie)).await;
+    assert_eq!(states(&after, &jtis), ["live", "revoked", "revoked"]);
+    // Blocked until reinstated: it cannot even authenticate.
+    let blocked = harness.as_agent("booker", &[("grant_type", "client_credentials"), ("audience", "planner")]).await;
+    blocked.assert_error(401, "invalid_client");
+}

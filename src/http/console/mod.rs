@@ -26,8 +26,9 @@ use axum::{Extension, Router};
 use crate::broker::Broker;
 use crate::claims::TokenId;
 use crate::clock::UnixTime;
+use crate::ids::AgentId;
 use crate::store::approvals::ApprovalQuery;
-use crate::store::{ApprovalId, AuditFilter};
+use crate::store::{ApprovalId, AuditFilter, Principal};
 use session::{Session, Sessions, COOKIE, SESSION_SECONDS};
 
 /// Scripts, styles and images from the console alone; no frames, no
@@ -47,6 +48,7 @@ pub(super) fn router(broker: Arc<Broker>) -> Router<Arc<Broker>> {
         .route("/console/trace", get(trace))
         .route("/console/revoke", get(revoke_form).post(revoke))
         .route("/console/approvals", get(approvals).post(decide))
+        .route("/console/deprovision", get(deprovision_form).post(deprovision))
         .route("/console/console.css", get(style_sheet))
         .route_layer(axum::middleware::from_fn_with_state(broker, only_with_admin))
         .layer(Extension(Arc::new(Sessions::default())))
@@ -252,10 +254,54 @@ async fn revoke(
         return page(StatusCode::BAD_REQUEST, pages::message("Refused", "No token was named: nothing was done."));
     };
     match broker.revoke_jti(&jti).await {
-        Ok(_) => Redirect::to(&format!("/console/trace?q={}", url_encoded(&jti.0))).into_response(),
+        Ok(_) => Redirect::to(&format!("/console/trace?q={}", pages::url_encoded(&jti.0))).into_response(),
         Err(_) => page(
             StatusCode::SERVICE_UNAVAILABLE,
             pages::message("Unavailable", "The revocation could not be recorded."),
+        ),
+    }
+}
+
+async fn deprovision_form(
+    State(broker): State<Arc<Broker>>,
+    Extension(sessions): Extension<Arc<Sessions>>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let Some((_, session)) = session(&broker, &sessions, &headers) else {
+        return Redirect::to("/console/sign-in").into_response();
+    };
+    let agent = query_field(uri.query(), "agent");
+    let jti = TokenId(query_field(uri.query(), "jti"));
+    match broker.trace(&jti).await {
+        Ok(Some(trace)) if !agent.is_empty() => page(StatusCode::OK, pages::deprovision(&trace, &agent, &session.csrf)),
+        Ok(_) => page(StatusCode::NOT_FOUND, pages::message("Not found", "No token with that id is known.")),
+        Err(_) => {
+            page(StatusCode::SERVICE_UNAVAILABLE, pages::message("Unavailable", "The state store cannot be read."))
+        }
+    }
+}
+
+async fn deprovision(
+    State(broker): State<Arc<Broker>>,
+    Extension(sessions): Extension<Arc<Sessions>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some((_, session)) = session(&broker, &sessions, &headers) else {
+        return page(StatusCode::FORBIDDEN, pages::message("Refused", "You are not signed in: nothing was done."));
+    };
+    if !form_field(&body, "csrf").is_some_and(|csrf| session.allows(&csrf)) {
+        return page(StatusCode::FORBIDDEN, pages::message("Refused", "That form is stale: nothing was done."));
+    }
+    let (Some(agent), Some(jti)) = (form_field(&body, "agent"), form_field(&body, "jti")) else {
+        return page(StatusCode::BAD_REQUEST, pages::message("Refused", "No agent was named: nothing was done."));
+    };
+    match broker.deprovision(&Principal::Agent(AgentId::new(agent))).await {
+        Ok(()) => Redirect::to(&format!("/console/trace?q={}", pages::url_encoded(&jti))).into_response(),
+        Err(_) => page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            pages::message("Unavailable", "The deprovisioning could not be recorded."),
         ),
     }
 }
@@ -309,10 +355,6 @@ async fn decide(
             pages::message("Not decided", "It was decided already, has expired, or the store cannot be read."),
         ),
     }
-}
-
-fn url_encoded(text: &str) -> String {
-    form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
 async fn style_sheet() -> impl IntoResponse {

@@ -127,6 +127,13 @@ pub fn trace(query: &str, found: Option<(&Trace, &[AuditEvent])>, csrf: &str) ->
                     @if Standing::of(&trace.token) == Standing::Live {
                         p { a.danger href={ "/console/revoke?jti=" (trace.token.jti.0) } { "Revoke this token and its descendants…" } }
                     }
+                    @if let Some(agent) = &trace.token.agent {
+                        p {
+                            a.danger href={ "/console/deprovision?agent=" (url_encoded(agent)) "&jti=" (url_encoded(&trace.token.jti.0)) } {
+                                "Deprovision the agent " (agent) "…"
+                            }
+                        }
+                    }
                     h2 { "Audit events" }
                     (audit_table(events))
                 }
@@ -262,4 +269,72 @@ pub fn approvals(pending: &[Approval], csrf: &str) -> Markup {
             }
         },
     )
+}
+
+/// What deprovisioning `agent` kills in `trace`: every live token it
+/// obtained, is addressed to, or descends from one of those (it is then in
+/// the chain), and the agents holding them.
+pub fn agent_blast_radius(trace: &Trace, agent: &str) -> (usize, Vec<String>) {
+    let names = |node: &TraceNode| node.agent.as_deref() == Some(agent) || node.target.as_deref() == Some(agent);
+    let mut live = 0;
+    let mut holders = Vec::new();
+    let mut count = |node: &TraceNode| {
+        if Standing::of(node) == Standing::Live {
+            live += 1;
+            if let Some(holder) = &node.agent {
+                if !holders.contains(holder) {
+                    holders.push(holder.clone());
+                }
+            }
+        }
+    };
+    let mut above = false;
+    for ancestor in &trace.ancestors {
+        above = above || names(ancestor);
+        if above {
+            count(ancestor);
+        }
+    }
+    let mut stack = vec![(&trace.token, above)];
+    while let Some((node, inherited)) = stack.pop() {
+        let dies = inherited || names(node);
+        if dies {
+            count(node);
+        }
+        stack.extend(node.children.iter().map(|child| (child, dies)));
+    }
+    holders.sort();
+    (live, holders)
+}
+
+/// The confirmation before an agent is deprovisioned: what dies in this
+/// tree, and that the agent is blocked until reinstated.
+pub fn deprovision(trace: &Trace, agent: &str, csrf: &str) -> Markup {
+    let (live, holders) = agent_blast_radius(trace, agent);
+    frame(
+        "Deprovision",
+        Some(csrf),
+        html! {
+            p #blast-radius {
+                "Deprovisioning " code { (agent) } " kills every token it obtained, is addressed to or appears in the chain of, "
+                "everywhere; in this tree " strong { (live) } " live "
+                @if live == 1 { "token" } @else { "tokens" }
+                @if !holders.is_empty() { ", held by " (holders.join(", ")) }
+                ". It cannot authenticate until it is reinstated (" code { "baton reinstate agent " (agent) } ")."
+            }
+            div.picture { (tree::picture(trace)) }
+            form method="post" action="/console/deprovision" {
+                input type="hidden" name="csrf" value=(csrf);
+                input type="hidden" name="agent" value=(agent);
+                input type="hidden" name="jti" value=(trace.token.jti.0);
+                button.danger type="submit" { "Deprovision" }
+                " " a href={ "/console/trace?q=" (trace.token.jti.0) } { "Cancel" }
+            }
+        },
+    )
+}
+
+/// `text` as a query string value.
+pub fn url_encoded(text: &str) -> String {
+    form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }

@@ -8,7 +8,10 @@ use maud::{html, Markup, PreEscaped};
 use crate::admin::{Trace, TraceNode};
 use crate::store::Status;
 
-const WIDTH: i64 = 300;
+const WIDTH: i64 = 420;
+/// The most characters a line of a box holds (12 px monospace); the whole
+/// text is in the box's tooltip.
+const LINE: usize = 56;
 const HEIGHT: i64 = 78;
 const GAP_X: i64 = 24;
 const GAP_Y: i64 = 36;
@@ -127,12 +130,34 @@ fn token_box(placed: &Placed<'_>) -> Markup {
     html! {
         a href={ "/console/trace?q=" (node.jti.0) } {
             g class=(class) data-jti=(node.jti.0) data-status=(standing.name()) {
-                title { (agent) " → " (target) " (" (standing.name()) ")" }
+                title { (agent) " → " (target) " (" (standing.name()) "): " (node.scope.as_deref().unwrap_or("")) }
                 rect x=(placed.x) y=(placed.y) width=(WIDTH) height=(HEIGHT) rx="6" {}
-                text x=(placed.x + 10) y=(placed.y + 20) { tspan.agent { (agent) } (PreEscaped(" &#8594; ")) (target) }
-                text x=(placed.x + 10) y=(placed.y + 40) { (node.scope.as_deref().unwrap_or("")) }
+                text x=(placed.x + 10) y=(placed.y + 20) {
+                    tspan.agent { (agent) } (PreEscaped(" &#8594; ")) (fitted(target, LINE.saturating_sub(agent.len() + 3)))
+                }
+                text x=(placed.x + 10) y=(placed.y + 40) { (fitted(node.scope.as_deref().unwrap_or(""), LINE)) }
                 text.times x=(placed.x + 10) y=(placed.y + 60) { (times) " · " (standing.name()) }
             }
         }
+    }
+}
+
+/// `text` cut to `length` characters, marked when cut.
+fn fitted(text: &str, length: usize) -> String {
+    match text.char_indices().nth(length.saturating_sub(1)) {
+        Some((end, _)) if text.chars().count() > length => format!("{}…", &text[..end]),
+        _ => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fitted;
+
+    #[test]
+    fn a_long_line_is_cut_and_marked() {
+        assert_eq!(fitted("flights.read", 56), "flights.read");
+        assert_eq!(fitted("abcdef", 4), "abc…");
+        assert_eq!(fitted("ééééé", 3), "éé…");
     }
 }
