@@ -54,6 +54,7 @@ is_installed() {
 #   pkg-config, libssl-dev: the openssl-sys crate builds against OpenSSL
 #   curl:                   HTTP checks and the example walk
 #   redis-server:           the Redis store's tests start their own server
+#   chromium:               the console's browser tests (driven by playwright-core)
 # ---------------------------------------------------------------------------
 install_system_packages() {
     local packages=(
@@ -61,6 +62,7 @@ install_system_packages() {
         libssl-dev
         curl
         redis-server
+        chromium
     )
     section "System packages: ${packages[*]}"
     command -v dpkg >/dev/null 2>&1 || die "dpkg not found: this script expects Debian (install: ${packages[*]})"
@@ -98,7 +100,8 @@ install_rust_components() {
 # ---------------------------------------------------------------------------
 # The interop tests' clients (tests/interop/, run by tests/api/interop.rs
 # and tests/api/mcp.rs), pinned in their lock files:
-#   node/package-lock.json   openid-client, jose, @modelcontextprotocol/sdk  -> node/node_modules/
+#   node/package-lock.json   openid-client, jose, @modelcontextprotocol/sdk,
+#                            playwright-core                                 -> node/node_modules/
 #   python/requirements.txt  PyJWT[crypto], requests, mcp                    -> python/.venv/
 # Each is reinstalled only when its lock file (or the Python) changed.
 # ---------------------------------------------------------------------------

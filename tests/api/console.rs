@@ -303,3 +303,68 @@ async fn deprovisioning_an_agent_from_the_picture_kills_the_tokens_it_is_in() {
     let blocked = harness.as_agent("booker", &[("grant_type", "client_credentials"), ("audience", "planner")]).await;
     blocked.assert_error(401, "invalid_client");
 }
+
+/// The walk in headless Chromium, driven by playwright-core
+/// (`tests/interop/node/console.test.js`): sign in, find the chain, see the
+/// tree, approve a booking, revoke T1, deprovision an agent. Screenshots of
+/// each step are kept in `target/console-screenshots/`.
+#[tokio::test]
+async fn the_console_works_in_a_real_browser() {
+    let chromium = std::path::Path::new("/usr/bin/chromium");
+    assert!(chromium.exists(), "Debian's chromium is missing: run ./scripts/test.sh, which installs it");
+    let node_dir = crate::interop::interop_dir().join("node");
+    let installed = node_dir.join("node_modules/playwright-core/package.json");
+    assert!(installed.exists(), "{} is missing: run ./scripts/test.sh, which installs it", installed.display());
+
+    const ADMIN: &str = "console-admin-token-3f9d";
+    let broker = crate::process::BrokerProcess::start(&[("BATON_ADMIN_TOKEN_SHA256", &secret_hash(ADMIN))]).await;
+    let client = reqwest::Client::new();
+    let token = |agent: &'static str, form: Vec<(&'static str, String)>| {
+        let request = client
+            .post(format!("{}/token", broker.url))
+            .basic_auth(agent, Some(format!("dev-only-{agent}-secret")))
+            .form(&form);
+        async move { request.send().await.unwrap().json::<serde_json::Value>().await.unwrap() }
+    };
+    let exchange = |parent: &str, target: (&'static str, &str), scope: &str| {
+        vec![
+            ("grant_type", EXCHANGE.to_owned()),
+            ("subject_token", parent.to_owned()),
+            ("subject_token_type", ACCESS_TOKEN.to_owned()),
+            (target.0, target.1.to_owned()),
+            ("scope", scope.to_owned()),
+        ]
+    };
+    let t0 =
+        token("orchestrator", vec![("grant_type", "client_credentials".into()), ("audience", "planner".into())]).await;
+    let t0 = t0["access_token"].as_str().unwrap().to_owned();
+    let t1 = token("planner", exchange(&t0, ("audience", "booker"), "flights.read flights.book")).await;
+    let t1 = t1["access_token"].as_str().unwrap().to_owned();
+    let t2 = token("booker", exchange(&t1, ("resource", "https://api.airline.example"), "flights.read")).await;
+    let t2 = t2["access_token"].as_str().unwrap().to_owned();
+    let pending = token("booker", exchange(&t1, ("resource", "https://api.airline.example"), "flights.book")).await;
+    let approval = pending["approval_id"].as_str().unwrap_or_else(|| panic!("{pending}")).to_owned();
+
+    let screenshots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("../console-screenshots");
+    let mut node = std::process::Command::new("node");
+    node.args(["--test", "--test-concurrency=1", "--test-timeout=120000", "console.test.js"])
+        .current_dir(&node_dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", broker.folder.path())
+        .env("BROKER_URL", &broker.url)
+        .env("ADMIN_TOKEN", ADMIN)
+        .env("T0", json_of(&t0)["jti"].as_str().unwrap())
+        .env("T1", json_of(&t1)["jti"].as_str().unwrap())
+        .env("T2", json_of(&t2)["jti"].as_str().unwrap())
+        .env("APPROVAL_ID", &approval)
+        .env("CHROMIUM", chromium)
+        .env("SCREENSHOTS", &screenshots);
+    let folder = broker.folder.path().to_owned();
+    let run = tokio::task::spawn_blocking(move || crate::interop::run("console-browser", node, &folder)).await.unwrap();
+    println!("{}", run.report());
+    assert!(run.passed(), "{}", run.report());
+    for step in ["1-agents", "2-tree", "3-approvals", "4-revoke-confirmation", "5-revoked", "6-deprovisioned"] {
+        assert!(screenshots.join(format!("{step}.png")).exists(), "no screenshot of {step}");
+    }
+}

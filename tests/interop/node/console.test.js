@@ -1,0 +1,122 @@
+// The console in a real browser: headless Chromium (Debian's `chromium`),
+// driven by playwright-core, against a broker started by tests/api/console.rs,
+// which passes in environment variables:
+//
+//   BROKER_URL    the broker
+//   ADMIN_TOKEN   its admin credential
+//   T0, T1, T2    the ids of a chain's tokens: the orchestrator's for the
+//                 planner, the planner's for the booker, the booker's for the airline
+//   APPROVAL_ID   a booking waiting for a person
+//   CHROMIUM      the browser
+//   SCREENSHOTS   where each step's screenshot is kept
+//
+// Each step asserts on the page, and leaves a screenshot.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+
+import { chromium } from 'playwright-core';
+
+function required(name) {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set: these tests run from the Rust test (cargo nextest run --test api console::)`);
+  return value;
+}
+
+const BROKER = required('BROKER_URL');
+const ADMIN = required('ADMIN_TOKEN');
+const [T0, T1, T2] = ['T0', 'T1', 'T2'].map(required);
+const APPROVAL = required('APPROVAL_ID');
+const SHOTS = required('SCREENSHOTS');
+mkdirSync(SHOTS, { recursive: true });
+
+let browser;
+let page;
+// What the browser refused to load or run (a Content-Security-Policy
+// violation), and scripts that failed. Status codes are the pages' own
+// business: a wrong credential is answered 401 on purpose.
+const problems = [];
+
+before(async () => {
+  browser = await chromium.launch({ executablePath: required('CHROMIUM'), args: ['--no-sandbox'] });
+  page = await browser.newPage({ viewport: { width: 1300, height: 900 } });
+  page.setDefaultTimeout(30_000);
+  page.on('console', (message) => {
+    if (message.type() === 'error' && /Content Security Policy|Refused to/.test(message.text())) problems.push(message.text());
+  });
+  page.on('pageerror', (error) => problems.push(String(error)));
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+const shot = (name) => page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
+const state = (jti) => page.locator(`g[data-jti="${jti}"]`).getAttribute('data-status');
+
+async function trace(jti) {
+  await page.goto(`${BROKER}/console/trace`);
+  await page.fill('#q', jti);
+  await Promise.all([page.waitForURL(/\/console\/trace\?q=/), page.click('form.search button')]);
+}
+
+test('sign in with the admin credential, and see the inventory', async () => {
+  await page.goto(`${BROKER}/console`);
+  assert.match(page.url(), /\/console\/sign-in$/);
+  await page.fill('#admin_token', 'not-the-token');
+  await page.click('main button[type=submit]');
+  await page.locator('.notice').waitFor();
+  await page.fill('#admin_token', ADMIN);
+  await Promise.all([page.waitForURL(/\/console\/agents$/), page.click('main button[type=submit]')]);
+  for (const agent of ['orchestrator', 'planner', 'booker']) {
+    assert.equal(await page.locator(`tr[data-agent="${agent}"]`).count(), 1, agent);
+  }
+  const cookies = await page.context().cookies();
+  const session = cookies.find((cookie) => cookie.name === 'baton_console');
+  assert.ok(session.httpOnly && session.sameSite === 'Strict', JSON.stringify(session));
+  await shot('1-agents');
+});
+
+test('find the chain and see its tree', async () => {
+  await trace(T1);
+  assert.equal(await page.locator('#tree g.node').count(), 3);
+  assert.deepEqual([await state(T0), await state(T1), await state(T2)], ['live', 'live', 'live']);
+  assert.match(await page.locator('#details').innerText(), /planner/);
+  await shot('2-tree');
+});
+
+test('approve the pending booking from the queue', async () => {
+  await page.goto(`${BROKER}/console/approvals`);
+  const row = page.locator(`tr[data-approval="${APPROVAL}"]`);
+  assert.equal(await row.count(), 1);
+  await shot('3-approvals');
+  await Promise.all([page.waitForURL(/\/console\/approvals$/), row.locator('button.approve').click()]);
+  assert.equal(await page.locator(`tr[data-approval="${APPROVAL}"]`).count(), 0);
+  await page.locator('#no-approvals').waitFor();
+});
+
+test('revoke T1: T1 and T2 turn revoked, T0 stays live', async () => {
+  await trace(T1);
+  await Promise.all([page.waitForURL(/\/console\/revoke\?/), page.click('a[href^="/console/revoke"]')]);
+  assert.match(await page.locator('#blast-radius').innerText(), /kills 2 live tokens, held by booker, planner/);
+  await shot('4-revoke-confirmation');
+  await Promise.all([page.waitForURL(/\/console\/trace\?q=/), page.click('main button.danger')]);
+  assert.deepEqual([await state(T0), await state(T1), await state(T2)], ['live', 'revoked', 'revoked']);
+  await shot('5-revoked');
+});
+
+test('deprovision the orchestrator: T0 dies too', async () => {
+  await trace(T0);
+  await Promise.all([page.waitForURL(/\/console\/deprovision\?/), page.click('a[href^="/console/deprovision"]')]);
+  assert.match(await page.locator('#blast-radius').innerText(), /1 live token, held by orchestrator/);
+  await Promise.all([page.waitForURL(/\/console\/trace\?q=/), page.click('main button.danger')]);
+  assert.equal(await state(T0), 'revoked');
+  await shot('6-deprovisioned');
+});
+
+test('nothing on any page was refused by the browser', () => {
+  assert.ok(page, 'the browser ran');
+  assert.deepEqual(problems, []);
+});
