@@ -83,11 +83,22 @@ async fn every_page_forbids_foreign_scripts_and_frames() {
         let page = get(&harness, path, None).await;
         assert_eq!(page.status, StatusCode::OK, "{path}");
         let policy = page.headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
-        assert!(policy.starts_with("default-src 'none'; script-src 'self';"), "{policy}");
+        assert_eq!(
+            policy,
+            "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+        );
         assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
         assert_eq!(page.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
         assert_eq!(page.headers[header::X_FRAME_OPTIONS], "DENY");
     }
+    // A post another site's page made the browser send is refused unread.
+    let cross_site = Request::post("/console/sign-in")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header("sec-fetch-site", "cross-site")
+        .header(header::ORIGIN, "https://attacker.example");
+    let refused = send(&harness, cross_site.body(Body::from(format!("admin_token={ADMIN_TOKEN}"))).unwrap()).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(refused.headers.get(header::SET_COOKIE).is_none());
     let sign_in_page = get(&harness, "/console/sign-in", None).await;
     // No script at all, inline or not; the style sheet is the console's own.
     assert!(!sign_in_page.body.contains("<script"), "{}", sign_in_page.body);
@@ -137,6 +148,10 @@ async fn signing_out_needs_the_forms_csrf_token() {
     }
     assert_eq!(get(&harness, "/console/agents", Some(&cookie)).await.status, StatusCode::OK);
 
+    // Another session's token does not do either.
+    let other = sign_in(&harness).await;
+    let crossed = post(&harness, "/console/sign-out", Some(&other), &format!("csrf={token}")).await;
+    assert_eq!(crossed.status, StatusCode::FORBIDDEN);
     let signed_out = post(&harness, "/console/sign-out", Some(&cookie), &format!("csrf={token}")).await;
     assert_eq!(signed_out.status, StatusCode::SEE_OTHER);
     assert!(signed_out.headers[header::SET_COOKIE].to_str().unwrap().contains("Max-Age=0"));
@@ -255,9 +270,18 @@ async fn a_pending_booking_is_approved_from_the_queue_and_a_denial_sticks() {
     assert!(queue.body.contains(&format!("data-approval=\"{id}\"")), "{}", queue.body);
     // It follows the queue by reloading itself: no script.
     assert!(queue.body.contains("<meta http-equiv=\"refresh\" content=\"5\">"), "{}", queue.body);
-    let token = csrf(&queue);
+    // The queue links each request to its own page; the decision is taken there.
+    assert!(!queue.body.contains("verdict"), "{}", queue.body);
+    let request = get(&harness, &format!("/console/approval?id={id}"), Some(&cookie)).await;
+    assert_eq!(request.status, StatusCode::OK, "{}", request.body);
+    // The approver types their name: the form does not put it in their mouth.
+    assert!(request.body.contains("name=\"approver\" autocomplete=\"off\" required"), "{}", request.body);
+    let token = csrf(&request);
     let decide =
         |verdict: &str, csrf: &str| format!("csrf={csrf}&id={id}&approver=travel-team%40example.com&verdict={verdict}");
+    let someone_else = format!("csrf={token}&id={id}&approver=someone%40example.com&verdict=approve");
+    let refused = post(&harness, "/console/approvals", Some(&cookie), &someone_else).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT);
     let forged = post(&harness, "/console/approvals", Some(&cookie), &decide("approve", "forged")).await;
     assert_eq!(forged.status, StatusCode::FORBIDDEN);
     harness.exchange("booker", t1.token(), &book).await.assert_error(400, "authorization_pending");
@@ -346,6 +370,8 @@ async fn the_console_works_in_a_real_browser() {
     let approval = pending["approval_id"].as_str().unwrap_or_else(|| panic!("{pending}")).to_owned();
 
     let screenshots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("../console-screenshots");
+    // Only this run's screenshots count.
+    let _ = std::fs::remove_dir_all(&screenshots);
     let mut node = std::process::Command::new("node");
     node.args(["--test", "--test-concurrency=1", "--test-timeout=120000", "console.test.js"])
         .current_dir(&node_dir)

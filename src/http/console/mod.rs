@@ -27,14 +27,14 @@ use crate::broker::Broker;
 use crate::claims::TokenId;
 use crate::clock::UnixTime;
 use crate::ids::AgentId;
-use crate::store::approvals::ApprovalQuery;
+use crate::store::approvals::{ApprovalQuery, Cursor};
 use crate::store::{ApprovalId, AuditFilter, Principal};
 use session::{Session, Sessions, COOKIE, SESSION_SECONDS};
 
-/// Scripts, styles and images from the console alone; no frames, no
-/// plugins, forms posted only to the console.
-const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
-     connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+/// Nothing but the console's own style sheet: no script, no image, no
+/// fetch, no frame; forms posted only to the console.
+const CONTENT_SECURITY_POLICY: &str =
+    "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 const STYLE_SHEET: &str = include_str!("console.css");
 
@@ -45,11 +45,13 @@ pub(super) fn router(broker: Arc<Broker>) -> Router<Arc<Broker>> {
         .route("/console/sign-in", get(sign_in_form).post(sign_in))
         .route("/console/sign-out", axum::routing::post(sign_out))
         .route("/console/agents", get(agents))
-        .route("/console/trace", get(trace))
+        .route("/console/trace", get(trace).post(search))
         .route("/console/revoke", get(revoke_form).post(revoke))
         .route("/console/approvals", get(approvals).post(decide))
+        .route("/console/approval", get(approval))
         .route("/console/deprovision", get(deprovision_form).post(deprovision))
         .route("/console/console.css", get(style_sheet))
+        .route_layer(axum::middleware::from_fn(same_site_posts))
         .route_layer(axum::middleware::from_fn_with_state(broker, only_with_admin))
         .layer(Extension(Arc::new(Sessions::default())))
         .layer(axum::middleware::map_response(security_headers))
@@ -59,6 +61,23 @@ pub(super) fn router(broker: Arc<Broker>) -> Router<Arc<Broker>> {
 async fn only_with_admin(State(broker): State<Arc<Broker>>, request: Request, next: Next) -> Response {
     if !broker.admin_enabled() {
         return page(StatusCode::NOT_FOUND, pages::message("Not found", "Nothing here."));
+    }
+    next.run(request).await
+}
+
+/// A POST another site's page made the browser send is refused before it is
+/// read (`Sec-Fetch-Site`, sent by every current browser), whatever cookie
+/// or token it carries.
+async fn same_site_posts(request: Request, next: Next) -> Response {
+    let cross_site = request
+        .headers()
+        .get("sec-fetch-site")
+        .is_some_and(|site| !matches!(site.as_bytes(), b"same-origin" | b"none"));
+    if request.method() == axum::http::Method::POST && cross_site {
+        return page(
+            StatusCode::FORBIDDEN,
+            pages::message("Refused", "A request from another site: nothing was done."),
+        );
     }
     next.run(request).await
 }
@@ -215,8 +234,29 @@ async fn trace(
         return page(StatusCode::NOT_FOUND, pages::trace(&query, None, &session.csrf));
     };
     let filter = AuditFilter { jti: Some(jti), limit: Some(50), ..AuditFilter::default() };
-    let events = broker.audit_events(&filter).await.unwrap_or_default();
-    page(StatusCode::OK, pages::trace(&query, Some((&trace, &events)), &session.csrf))
+    // An audit trail that cannot be read is said so, not shown empty.
+    let events = broker.audit_events(&filter).await.ok();
+    page(StatusCode::OK, pages::trace(&query, Some((&trace, events.as_deref())), &session.csrf))
+}
+
+/// A search posted from the trace page: the token is read here and the
+/// answer is the page of its id, so that no token lands in a URL.
+async fn search(
+    State(broker): State<Arc<Broker>>,
+    Extension(sessions): Extension<Arc<Sessions>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some((_, session)) = session(&broker, &sessions, &headers) else {
+        return page(StatusCode::FORBIDDEN, pages::message("Refused", "You are not signed in."));
+    };
+    if !form_field(&body, "csrf").is_some_and(|csrf| session.allows(&csrf)) {
+        return page(StatusCode::FORBIDDEN, pages::message("Refused", "That form is stale."));
+    }
+    match form_field(&body, "q").as_deref().and_then(searched_jti) {
+        Some(jti) => Redirect::to(&format!("/console/trace?q={}", pages::url_encoded(&jti.0))).into_response(),
+        None => page(StatusCode::NOT_FOUND, pages::trace("", None, &session.csrf)),
+    }
 }
 
 async fn revoke_form(
@@ -294,7 +334,8 @@ async fn deprovision(
     if !form_field(&body, "csrf").is_some_and(|csrf| session.allows(&csrf)) {
         return page(StatusCode::FORBIDDEN, pages::message("Refused", "That form is stale: nothing was done."));
     }
-    let (Some(agent), Some(jti)) = (form_field(&body, "agent"), form_field(&body, "jti")) else {
+    let agent = form_field(&body, "agent").filter(|agent| (1..=256).contains(&agent.len()));
+    let (Some(agent), Some(jti)) = (agent, form_field(&body, "jti")) else {
         return page(StatusCode::BAD_REQUEST, pages::message("Refused", "No agent was named: nothing was done."));
     };
     match broker.deprovision(&Principal::Agent(AgentId::new(agent))).await {
@@ -310,13 +351,42 @@ async fn approvals(
     State(broker): State<Arc<Broker>>,
     Extension(sessions): Extension<Arc<Sessions>>,
     headers: HeaderMap,
+    uri: Uri,
 ) -> Response {
     let Some((_, session)) = session(&broker, &sessions, &headers) else {
         return Redirect::to("/console/sign-in").into_response();
     };
-    // The broker sets the query's time.
-    match broker.list_approvals(ApprovalQuery::pending(UnixTime(0))).await {
-        Ok(listed) => page(StatusCode::OK, pages::approvals(&listed.approvals, &session.csrf)),
+    // The broker sets the query's time; older pages start `before` a cursor.
+    let mut query = ApprovalQuery::pending(UnixTime(0));
+    query.before = Cursor::parse(&query_field(uri.query(), "before"));
+    match broker.list_approvals(query).await {
+        Ok(listed) => {
+            let older = listed.next.map(|next| next.to_string());
+            page(StatusCode::OK, pages::approvals(&listed.approvals, older.as_deref(), &session.csrf))
+        }
+        Err(_) => {
+            page(StatusCode::SERVICE_UNAVAILABLE, pages::message("Unavailable", "The state store cannot be read."))
+        }
+    }
+}
+
+async fn approval(
+    State(broker): State<Arc<Broker>>,
+    Extension(sessions): Extension<Arc<Sessions>>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let Some((_, session)) = session(&broker, &sessions, &headers) else {
+        return Redirect::to("/console/sign-in").into_response();
+    };
+    let id = query_field(uri.query(), "id");
+    let mut query = ApprovalQuery::pending(UnixTime(0));
+    query.limit = crate::store::approvals::MAX_PAGE;
+    match broker.list_approvals(query).await {
+        Ok(listed) => match listed.approvals.iter().find(|approval| approval.id.0 == id) {
+            Some(approval) => page(StatusCode::OK, pages::approval(approval, &session.csrf)),
+            None => page(StatusCode::NOT_FOUND, pages::message("Not waiting", "No such request waits for a person.")),
+        },
         Err(_) => {
             page(StatusCode::SERVICE_UNAVAILABLE, pages::message("Unavailable", "The state store cannot be read."))
         }

@@ -100,10 +100,12 @@ pub fn message(title: &str, text: &str) -> Markup {
     frame(title, None, html! { p { (text) " " a href="/console" { "Back to the console" } } })
 }
 
-/// The search form for a token: its id, or the token itself.
-fn search(query: &str) -> Markup {
+/// The search form for a token: its id, or the token itself. It posts, so
+/// that a pasted token never lands in a URL (history, proxy logs).
+fn search(query: &str, csrf: &str) -> Markup {
     html! {
-        form.search method="get" action="/console/trace" {
+        form.search method="post" action="/console/trace" {
+            input type="hidden" name="csrf" value=(csrf);
             label for="q" { "Token or token id (jti)" }
             input #q type="search" name="q" value=(query) autocomplete="off" spellcheck="false";
             button type="submit" { "Trace" }
@@ -112,12 +114,12 @@ fn search(query: &str) -> Markup {
 }
 
 /// A token's tree, its details, and what the audit trail says of it.
-pub fn trace(query: &str, found: Option<(&Trace, &[AuditEvent])>, csrf: &str) -> Markup {
+pub fn trace(query: &str, found: Option<(&Trace, Option<&[AuditEvent]>)>, csrf: &str) -> Markup {
     frame(
         "Trace",
         Some(csrf),
         html! {
-            (search(query))
+            (search(query, csrf))
             @match found {
                 None => @if !query.is_empty() { p.notice role="status" { "No token with that id is known." } },
                 Some((trace, events)) => {
@@ -125,7 +127,7 @@ pub fn trace(query: &str, found: Option<(&Trace, &[AuditEvent])>, csrf: &str) ->
                     div.picture { (tree::picture(trace)) }
                     (details(&trace.token))
                     @if Standing::of(&trace.token) == Standing::Live {
-                        p { a.danger href={ "/console/revoke?jti=" (trace.token.jti.0) } { "Revoke this token and its descendants…" } }
+                        p { a.danger href={ "/console/revoke?jti=" (url_encoded(&trace.token.jti.0)) } { "Revoke this token and its descendants…" } }
                     }
                     @if let Some(agent) = &trace.token.agent {
                         p {
@@ -135,7 +137,10 @@ pub fn trace(query: &str, found: Option<(&Trace, &[AuditEvent])>, csrf: &str) ->
                         }
                     }
                     h2 { "Audit events" }
-                    (audit_table(events))
+                    @match events {
+                        Some(events) => (audit_table(events)),
+                        None => p.notice role="status" { "The audit trail cannot be read now." },
+                    }
                 }
             }
         },
@@ -216,7 +221,7 @@ pub fn revoke(trace: &Trace, csrf: &str) -> Markup {
                 input type="hidden" name="csrf" value=(csrf);
                 input type="hidden" name="jti" value=(trace.token.jti.0);
                 button.danger type="submit" { "Revoke" }
-                " " a href={ "/console/trace?q=" (trace.token.jti.0) } { "Cancel" }
+                " " a href={ "/console/trace?q=" (url_encoded(&trace.token.jti.0)) } { "Cancel" }
             }
         },
     )
@@ -225,10 +230,10 @@ pub fn revoke(trace: &Trace, csrf: &str) -> Markup {
 /// How often the approvals page reloads itself, in seconds.
 pub const APPROVALS_REFRESH: u32 = 5;
 
-/// The requests waiting for a person, each with its approve and deny forms.
-/// The approver is the one the broker named; the console signs the decision
-/// in that name, as `baton approvals approve --as` does.
-pub fn approvals(pending: &[Approval], csrf: &str) -> Markup {
+/// The requests waiting for a person, newest first, each linking to the
+/// page where it is decided. The queue reloads itself and holds no button,
+/// so that a row moving under the pointer is never decided by mistake.
+pub fn approvals(pending: &[Approval], older: Option<&str>, csrf: &str) -> Markup {
     framed(
         "Approvals",
         Some(csrf),
@@ -239,33 +244,59 @@ pub fn approvals(pending: &[Approval], csrf: &str) -> Markup {
                 table #approvals {
                     thead { tr {
                         th { "Approval" } th { "Agent" } th { "Subject" } th { "Target" } th { "Scopes" }
-                        th { "Approver" } th { "Expires" } th { "Decide" }
+                        th { "Approver" } th { "Expires" }
                     } }
                     tbody {
                         @for approval in pending {
                             tr data-approval=(approval.id.0) {
-                                td { code { (approval.id.0) } }
+                                td { a.decide href={ "/console/approval?id=" (url_encoded(&approval.id.0)) } { code { (approval.id.0) } } }
                                 td { (approval.request.agent) }
                                 td { (approval.request.subject) }
                                 td { (approval.request.target) }
                                 td { (approval.request.scope) }
                                 td { (approval.approver) }
                                 td { (approval.expires_at) }
-                                td {
-                                    @for (verdict, label) in [("approve", "Approve"), ("deny", "Deny")] {
-                                        form.decide method="post" action="/console/approvals" {
-                                            input type="hidden" name="csrf" value=(csrf);
-                                            input type="hidden" name="id" value=(approval.id.0);
-                                            input type="hidden" name="approver" value=(approval.approver);
-                                            input type="hidden" name="verdict" value=(verdict);
-                                            button type="submit" class=(verdict) { (label) }
-                                        }
-                                    }
-                                }
                             }
                         }
                     }
                 }
+            }
+            @if let Some(before) = older {
+                p { a #older href={ "/console/approvals?before=" (url_encoded(before)) } { "Older requests…" } }
+            }
+        },
+    )
+}
+
+/// One request waiting for a person: what it asks, from which parent, and
+/// the decision, which the approver signs by typing the name the broker
+/// expects (as `baton approvals approve --as` does).
+pub fn approval(approval: &Approval, csrf: &str) -> Markup {
+    frame(
+        "Decide",
+        Some(csrf),
+        html! {
+            dl #details data-approval=(approval.id.0) {
+                dt { "Approval" } dd { code { (approval.id.0) } }
+                dt { "Agent" } dd { (approval.request.agent) }
+                dt { "Subject" } dd { (approval.request.subject) }
+                dt { "Target" } dd { (approval.request.target) }
+                dt { "Scopes" } dd { (approval.request.scope) }
+                dt { "Needs a person for" } dd { (approval.scopes_needing_approval) " (" (approval.marked_by.join(", ")) ")" }
+                @if let Some(parent) = &approval.request.parent_jti {
+                    dt { "Parent token" } dd { a href={ "/console/trace?q=" (url_encoded(&parent.0)) } { code { (parent.0) } } }
+                }
+                dt { "Approver" } dd { (approval.approver) }
+                dt { "Expires" } dd { (approval.expires_at) }
+            }
+            form.decide method="post" action="/console/approvals" {
+                input type="hidden" name="csrf" value=(csrf);
+                input type="hidden" name="id" value=(approval.id.0);
+                label for="approver" { "Your name, as the approver" }
+                input #approver type="text" name="approver" autocomplete="off" required;
+                button.approve type="submit" name="verdict" value="approve" { "Approve" }
+                " "
+                button.deny type="submit" name="verdict" value="deny" { "Deny" }
             }
         },
     )
@@ -328,7 +359,7 @@ pub fn deprovision(trace: &Trace, agent: &str, csrf: &str) -> Markup {
                 input type="hidden" name="agent" value=(agent);
                 input type="hidden" name="jti" value=(trace.token.jti.0);
                 button.danger type="submit" { "Deprovision" }
-                " " a href={ "/console/trace?q=" (trace.token.jti.0) } { "Cancel" }
+                " " a href={ "/console/trace?q=" (url_encoded(&trace.token.jti.0)) } { "Cancel" }
             }
         },
     )

@@ -92,9 +92,15 @@ test('approve the pending booking from the queue', async () => {
   const row = page.locator(`tr[data-approval="${APPROVAL}"]`);
   assert.equal(await row.count(), 1);
   await shot('3-approvals');
-  await Promise.all([page.waitForURL(/\/console\/approvals$/), row.locator('button.approve').click()]);
+  await Promise.all([page.waitForURL(/\/console\/approval\?id=/), row.locator('a.decide').click()]);
+  await page.fill('#approver', 'travel-team@example.com');
+  await Promise.all([page.waitForURL(/\/console\/approvals$/), page.click('button.approve')]);
   assert.equal(await page.locator(`tr[data-approval="${APPROVAL}"]`).count(), 0);
   await page.locator('#no-approvals').waitFor();
+  // Approved, not denied nor expired: the admin API says so.
+  const listed = await fetch(`${BROKER}/admin/approvals?state=approved`, { headers: { authorization: `Bearer ${ADMIN}` } });
+  const approved = (await listed.json()).approvals.map((approval) => approval.id);
+  assert.deepEqual(approved, [APPROVAL]);
 });
 
 test('revoke T1: T1 and T2 turn revoked, T0 stays live', async () => {
