@@ -124,6 +124,11 @@ async fn the_agents_page_needs_a_live_session() {
     }
     assert!(agents.body.contains("Books flights with the airline API"));
 
+    // A cookie planted under the same name (on a longer path, sent first)
+    // does not shadow the real one.
+    let planted = format!("baton_console=planted; {cookie}");
+    assert_eq!(get(&harness, "/console/agents", Some(&planted)).await.status, StatusCode::OK);
+
     // A session lasts a working day.
     harness.clock.advance(8 * 3600);
     let stale = get(&harness, "/console/agents", Some(&cookie)).await;

@@ -5,10 +5,13 @@
 //! Signing in takes the admin credential and opens a session named by an
 //! `HttpOnly`, `SameSite=Strict` cookie (`Secure` when the issuer is https)
 //! that lasts [`session::SESSION_SECONDS`] at most. Every state change is a
-//! POST carrying the session's CSRF token. Every response forbids scripts
-//! and styles from anywhere but the console itself (a strict
-//! Content-Security-Policy), and every asset is in the binary.
+//! POST carrying the session's CSRF token ([`extract::Posted`]), and a POST
+//! another site made the browser send is refused unread. Every response
+//! forbids everything but the console's own style sheet (a strict
+//! Content-Security-Policy): no page runs a script, and every asset is in
+//! the binary.
 
+mod extract;
 mod pages;
 mod session;
 mod tree;
@@ -17,19 +20,21 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::Next;
-use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::routing::get;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
 use axum::{Extension, Router};
 
 use crate::broker::Broker;
 use crate::claims::TokenId;
 use crate::clock::UnixTime;
 use crate::ids::AgentId;
-use crate::store::approvals::{ApprovalQuery, Cursor};
+use crate::store::approvals::{ApprovalQuery, Cursor, MAX_PAGE};
 use crate::store::{ApprovalId, AuditFilter, Principal};
-use session::{Session, Sessions, COOKIE, SESSION_SECONDS};
+use extract::{field, Posted, SignedIn};
+use pages::{page, unavailable};
+use session::{Sessions, COOKIE, SESSION_SECONDS};
 
 /// Nothing but the console's own style sheet: no script, no image, no
 /// fetch, no frame; forms posted only to the console.
@@ -43,13 +48,13 @@ pub(super) fn router(broker: Arc<Broker>) -> Router<Arc<Broker>> {
     Router::new()
         .route("/console", get(home))
         .route("/console/sign-in", get(sign_in_form).post(sign_in))
-        .route("/console/sign-out", axum::routing::post(sign_out))
+        .route("/console/sign-out", post(sign_out))
         .route("/console/agents", get(agents))
         .route("/console/trace", get(trace).post(search))
         .route("/console/revoke", get(revoke_form).post(revoke))
+        .route("/console/deprovision", get(deprovision_form).post(deprovision))
         .route("/console/approvals", get(approvals).post(decide))
         .route("/console/approval", get(approval))
-        .route("/console/deprovision", get(deprovision_form).post(deprovision))
         .route("/console/console.css", get(style_sheet))
         .route_layer(axum::middleware::from_fn(same_site_posts))
         .route_layer(axum::middleware::from_fn_with_state(broker, only_with_admin))
@@ -73,7 +78,7 @@ async fn same_site_posts(request: Request, next: Next) -> Response {
         .headers()
         .get("sec-fetch-site")
         .is_some_and(|site| !matches!(site.as_bytes(), b"same-origin" | b"none"));
-    if request.method() == axum::http::Method::POST && cross_site {
+    if request.method() == Method::POST && cross_site {
         return page(
             StatusCode::FORBIDDEN,
             pages::message("Refused", "A request from another site: nothing was done."),
@@ -91,39 +96,24 @@ async fn security_headers(mut response: Response) -> Response {
     response
 }
 
-/// The session the request's cookie names, if it is live.
-fn session(broker: &Broker, sessions: &Sessions, headers: &HeaderMap) -> Option<(String, Session)> {
-    let id = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .find_map(|pair| pair.trim().strip_prefix(COOKIE)?.strip_prefix('=').map(str::to_owned))?;
-    let session = sessions.find(&id, broker.context().now())?;
-    Some((id, session))
+/// The `name` parameter of a query string.
+fn query_field(uri: &Uri, name: &str) -> String {
+    field(uri.query().unwrap_or_default().as_bytes(), name).unwrap_or_default()
 }
 
-/// The value of `name` in a form body, when it is there once.
-fn form_field(body: &[u8], name: &str) -> Option<String> {
-    let mut values = form_urlencoded::parse(body).filter(|(key, _)| key == name).map(|(_, value)| value.into_owned());
-    match (values.next(), values.next()) {
-        (Some(value), None) => Some(value),
-        _ => None,
-    }
+fn refused(status: StatusCode, text: &str) -> Response {
+    page(status, pages::message("Refused", text))
 }
 
-fn page(status: StatusCode, markup: maud::Markup) -> Response {
-    (status, Html(markup.into_string())).into_response()
+/// A redirect to the trace page of `jti`.
+fn to_trace(jti: &str) -> Response {
+    Redirect::to(&format!("/console/trace?q={}", pages::url_encoded(jti))).into_response()
 }
 
-async fn home(
-    State(broker): State<Arc<Broker>>,
-    Extension(sessions): Extension<Arc<Sessions>>,
-    headers: HeaderMap,
-) -> Redirect {
-    match session(&broker, &sessions, &headers) {
-        Some(_) => Redirect::to("/console/agents"),
-        None => Redirect::to("/console/sign-in"),
+async fn home(signed_in: Result<SignedIn, Response>) -> Redirect {
+    match signed_in {
+        Ok(_) => Redirect::to("/console/agents"),
+        Err(_) => Redirect::to("/console/sign-in"),
     }
 }
 
@@ -136,8 +126,7 @@ async fn sign_in(
     Extension(sessions): Extension<Arc<Sessions>>,
     body: Bytes,
 ) -> Response {
-    let presented = form_field(&body, "admin_token");
-    if !presented.is_some_and(|token| broker.is_admin(&token)) {
+    if !field(&body, "admin_token").is_some_and(|token| broker.is_admin(&token)) {
         return page(StatusCode::UNAUTHORIZED, pages::sign_in(true));
     }
     let Some((id, _)) = sessions.open(broker.context().now()) else {
@@ -145,48 +134,26 @@ async fn sign_in(
     };
     let secure = if broker.settings().issuer.starts_with("https://") { "; Secure" } else { "" };
     let cookie = format!("{COOKIE}={id}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={SESSION_SECONDS}{secure}");
-    let mut response = Redirect::to("/console/agents").into_response();
-    if let Ok(value) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().insert(header::SET_COOKIE, value);
-    }
-    response
+    with_cookie(Redirect::to("/console/agents").into_response(), &cookie)
 }
 
-async fn sign_out(
-    State(broker): State<Arc<Broker>>,
-    Extension(sessions): Extension<Arc<Sessions>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let Some((id, session)) = session(&broker, &sessions, &headers) else {
-        return page(StatusCode::FORBIDDEN, pages::message("Refused", "You are not signed in: nothing was done."));
-    };
-    if !form_field(&body, "csrf").is_some_and(|csrf| session.allows(&csrf)) {
-        return page(StatusCode::FORBIDDEN, pages::message("Refused", "That form is stale: nothing was done."));
-    }
-    sessions.close(&id);
-    let mut response = Redirect::to("/console/sign-in").into_response();
+async fn sign_out(Extension(sessions): Extension<Arc<Sessions>>, form: Posted) -> Response {
+    sessions.close(&form.signed_in.id);
     let cleared = format!("{COOKIE}=; Path=/console; HttpOnly; SameSite=Strict; Max-Age=0");
-    if let Ok(value) = HeaderValue::from_str(&cleared) {
+    with_cookie(Redirect::to("/console/sign-in").into_response(), &cleared)
+}
+
+fn with_cookie(mut response: Response, cookie: &str) -> Response {
+    if let Ok(value) = HeaderValue::from_str(cookie) {
         response.headers_mut().insert(header::SET_COOKIE, value);
     }
     response
 }
 
-async fn agents(
-    State(broker): State<Arc<Broker>>,
-    Extension(sessions): Extension<Arc<Sessions>>,
-    headers: HeaderMap,
-) -> Response {
-    let Some((_, session)) = session(&broker, &sessions, &headers) else {
-        return Redirect::to("/console/sign-in").into_response();
-    };
+async fn agents(State(broker): State<Arc<Broker>>, signed_in: SignedIn) -> Response {
     match broker.agent_reports().await {
-        Ok(reports) => page(StatusCode::OK, pages::agents(&reports, &session.csrf)),
-        // The store cannot be read: say so, and show nothing stale.
-        Err(_) => {
-            page(StatusCode::SERVICE_UNAVAILABLE, pages::message("Unavailable", "The state store cannot be read."))
-        }
+        Ok(reports) => page(StatusCode::OK, pages::agents(&reports, &signed_in.session.csrf)),
+        Err(_) => unavailable(),
     }
 }
 
@@ -203,226 +170,121 @@ fn searched_jti(query: &str) -> Option<TokenId> {
     Some(TokenId(query.to_owned()))
 }
 
-/// The `name` parameter of a query string.
-fn query_field(query: Option<&str>, name: &str) -> String {
-    form_field(query.unwrap_or_default().as_bytes(), name).unwrap_or_default()
-}
-
-async fn trace(
-    State(broker): State<Arc<Broker>>,
-    Extension(sessions): Extension<Arc<Sessions>>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Response {
-    let Some((_, session)) = session(&broker, &sessions, &headers) else {
-        return Redirect::to("/console/sign-in").into_response();
-    };
-    let query = query_field(uri.query(), "q");
+async fn trace(State(broker): State<Arc<Broker>>, signed_in: SignedIn, uri: Uri) -> Response {
+    let csrf = &signed_in.session.csrf;
+    let query = query_field(&uri, "q");
     let Some(jti) = searched_jti(&query) else {
-        return page(StatusCode::OK, pages::trace(&query, None, &session.csrf));
+        return page(StatusCode::OK, pages::trace(&query, None, csrf));
     };
-    let found = match broker.trace(&jti).await {
-        Ok(found) => found,
-        Err(_) => {
-            return page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                pages::message("Unavailable", "The state store cannot be read."),
-            )
-        }
-    };
-    let Some(trace) = found else {
-        return page(StatusCode::NOT_FOUND, pages::trace(&query, None, &session.csrf));
+    let trace = match broker.trace(&jti).await {
+        Ok(Some(trace)) => trace,
+        Ok(None) => return page(StatusCode::NOT_FOUND, pages::trace(&query, None, csrf)),
+        Err(_) => return unavailable(),
     };
     let filter = AuditFilter { jti: Some(jti), limit: Some(50), ..AuditFilter::default() };
     // An audit trail that cannot be read is said so, not shown empty.
     let events = broker.audit_events(&filter).await.ok();
-    page(StatusCode::OK, pages::trace(&query, Some((&trace, events.as_deref())), &session.csrf))
+    page(StatusCode::OK, pages::trace(&query, Some((&trace, events.as_deref())), csrf))
 }
 
 /// A search posted from the trace page: the token is read here and the
 /// answer is the page of its id, so that no token lands in a URL.
-async fn search(
-    State(broker): State<Arc<Broker>>,
-    Extension(sessions): Extension<Arc<Sessions>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let Some((_, session)) = session(&broker, &sessions, &headers) else {
-        return page(StatusCode::FORBIDDEN, pages::message("Refused", "You are not signed in."));
-    };
-    if !form_field(&body, "csrf").is_some_and(|csrf| session.allows(&csrf)) {
-        return page(StatusCode::FORBIDDEN, pages::message("Refused", "That form is stale."));
-    }
-    match form_field(&body, "q").as_deref().and_then(searched_jti) {
-        Some(jti) => Redirect::to(&format!("/console/trace?q={}", pages::url_encoded(&jti.0))).into_response(),
-        None => page(StatusCode::NOT_FOUND, pages::trace("", None, &session.csrf)),
+async fn search(form: Posted) -> Response {
+    match form.field("q").as_deref().and_then(searched_jti) {
+        Some(jti) => to_trace(&jti.0),
+        None => page(StatusCode::NOT_FOUND, pages::trace("", None, &form.signed_in.session.csrf)),
     }
 }
 
-async fn revoke_form(
-    State(broker): State<Arc<Broker>>,
-    Extension(sessions): Extension<Arc<Sessions>>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Response {
-    let Some((_, session)) = session(&broker, &sessions, &headers) else {
-        return Redirect::to("/console/sign-in").into_response();
-    };
-    let jti = TokenId(query_field(uri.query(), "jti"));
-    match broker.trace(&jti).await {
-        Ok(Some(trace)) => page(StatusCode::OK, pages::revoke(&trace, &session.csrf)),
+async fn revoke_form(State(broker): State<Arc<Broker>>, signed_in: SignedIn, uri: Uri) -> Response {
+    match broker.trace(&TokenId(query_field(&uri, "jti"))).await {
+        Ok(Some(trace)) => page(StatusCode::OK, pages::revoke(&trace, &signed_in.session.csrf)),
         Ok(None) => page(StatusCode::NOT_FOUND, pages::message("Not found", "No token with that id is known.")),
-        Err(_) => {
-            page(StatusCode::SERVICE_UNAVAILABLE, pages::message("Unavailable", "The state store cannot be read."))
-        }
+        Err(_) => unavailable(),
     }
 }
 
-async fn revoke(
-    State(broker): State<Arc<Broker>>,
-    Extension(sessions): Extension<Arc<Sessions>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let Some((_, session)) = session(&broker, &sessions, &headers) else {
-        return page(StatusCode::FORBIDDEN, pages::message("Refused", "You are not signed in: nothing was done."));
-    };
-    if !form_field(&body, "csrf").is_some_and(|csrf| session.allows(&csrf)) {
-        return page(StatusCode::FORBIDDEN, pages::message("Refused", "That form is stale: nothing was done."));
-    }
-    let Some(jti) = form_field(&body, "jti").map(TokenId) else {
-        return page(StatusCode::BAD_REQUEST, pages::message("Refused", "No token was named: nothing was done."));
+async fn revoke(State(broker): State<Arc<Broker>>, form: Posted) -> Response {
+    let Some(jti) = form.field("jti").map(TokenId) else {
+        return refused(StatusCode::BAD_REQUEST, "No token was named: nothing was done.");
     };
     match broker.revoke_jti(&jti).await {
-        Ok(_) => Redirect::to(&format!("/console/trace?q={}", pages::url_encoded(&jti.0))).into_response(),
-        Err(_) => page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            pages::message("Unavailable", "The revocation could not be recorded."),
-        ),
+        Ok(_) => to_trace(&jti.0),
+        Err(_) => unavailable(),
     }
 }
 
-async fn deprovision_form(
-    State(broker): State<Arc<Broker>>,
-    Extension(sessions): Extension<Arc<Sessions>>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Response {
-    let Some((_, session)) = session(&broker, &sessions, &headers) else {
-        return Redirect::to("/console/sign-in").into_response();
+/// An agent named in a form or a query: a registered id is short.
+fn agent_named(name: Option<String>) -> Option<String> {
+    name.filter(|name| (1..=256).contains(&name.len()))
+}
+
+async fn deprovision_form(State(broker): State<Arc<Broker>>, signed_in: SignedIn, uri: Uri) -> Response {
+    let Some(agent) = agent_named(Some(query_field(&uri, "agent"))) else {
+        return refused(StatusCode::BAD_REQUEST, "No agent was named.");
     };
-    let agent = query_field(uri.query(), "agent");
-    let jti = TokenId(query_field(uri.query(), "jti"));
-    match broker.trace(&jti).await {
-        Ok(Some(trace)) if !agent.is_empty() => page(StatusCode::OK, pages::deprovision(&trace, &agent, &session.csrf)),
-        Ok(_) => page(StatusCode::NOT_FOUND, pages::message("Not found", "No token with that id is known.")),
-        Err(_) => {
-            page(StatusCode::SERVICE_UNAVAILABLE, pages::message("Unavailable", "The state store cannot be read."))
-        }
+    match broker.trace(&TokenId(query_field(&uri, "jti"))).await {
+        Ok(Some(trace)) => page(StatusCode::OK, pages::deprovision(&trace, &agent, &signed_in.session.csrf)),
+        Ok(None) => page(StatusCode::NOT_FOUND, pages::message("Not found", "No token with that id is known.")),
+        Err(_) => unavailable(),
     }
 }
 
-async fn deprovision(
-    State(broker): State<Arc<Broker>>,
-    Extension(sessions): Extension<Arc<Sessions>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let Some((_, session)) = session(&broker, &sessions, &headers) else {
-        return page(StatusCode::FORBIDDEN, pages::message("Refused", "You are not signed in: nothing was done."));
-    };
-    if !form_field(&body, "csrf").is_some_and(|csrf| session.allows(&csrf)) {
-        return page(StatusCode::FORBIDDEN, pages::message("Refused", "That form is stale: nothing was done."));
-    }
-    let agent = form_field(&body, "agent").filter(|agent| (1..=256).contains(&agent.len()));
-    let (Some(agent), Some(jti)) = (agent, form_field(&body, "jti")) else {
-        return page(StatusCode::BAD_REQUEST, pages::message("Refused", "No agent was named: nothing was done."));
+async fn deprovision(State(broker): State<Arc<Broker>>, form: Posted) -> Response {
+    let (Some(agent), Some(jti)) = (agent_named(form.field("agent")), form.field("jti")) else {
+        return refused(StatusCode::BAD_REQUEST, "No agent was named: nothing was done.");
     };
     match broker.deprovision(&Principal::Agent(AgentId::new(agent))).await {
-        Ok(()) => Redirect::to(&format!("/console/trace?q={}", pages::url_encoded(&jti))).into_response(),
-        Err(_) => page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            pages::message("Unavailable", "The deprovisioning could not be recorded."),
-        ),
+        Ok(()) => to_trace(&jti),
+        Err(_) => unavailable(),
     }
 }
 
-async fn approvals(
-    State(broker): State<Arc<Broker>>,
-    Extension(sessions): Extension<Arc<Sessions>>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Response {
-    let Some((_, session)) = session(&broker, &sessions, &headers) else {
-        return Redirect::to("/console/sign-in").into_response();
-    };
+async fn approvals(State(broker): State<Arc<Broker>>, signed_in: SignedIn, uri: Uri) -> Response {
     // The broker sets the query's time; older pages start `before` a cursor.
     let mut query = ApprovalQuery::pending(UnixTime(0));
-    query.before = Cursor::parse(&query_field(uri.query(), "before"));
+    query.before = Cursor::parse(&query_field(&uri, "before"));
     match broker.list_approvals(query).await {
         Ok(listed) => {
             let older = listed.next.map(|next| next.to_string());
-            page(StatusCode::OK, pages::approvals(&listed.approvals, older.as_deref(), &session.csrf))
+            page(StatusCode::OK, pages::approvals(&listed.approvals, older.as_deref(), &signed_in.session.csrf))
         }
-        Err(_) => {
-            page(StatusCode::SERVICE_UNAVAILABLE, pages::message("Unavailable", "The state store cannot be read."))
-        }
+        Err(_) => unavailable(),
     }
 }
 
-async fn approval(
-    State(broker): State<Arc<Broker>>,
-    Extension(sessions): Extension<Arc<Sessions>>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Response {
-    let Some((_, session)) = session(&broker, &sessions, &headers) else {
-        return Redirect::to("/console/sign-in").into_response();
-    };
-    let id = query_field(uri.query(), "id");
+async fn approval(State(broker): State<Arc<Broker>>, signed_in: SignedIn, uri: Uri) -> Response {
+    let id = query_field(&uri, "id");
     let mut query = ApprovalQuery::pending(UnixTime(0));
-    query.limit = crate::store::approvals::MAX_PAGE;
+    query.limit = MAX_PAGE;
     match broker.list_approvals(query).await {
         Ok(listed) => match listed.approvals.iter().find(|approval| approval.id.0 == id) {
-            Some(approval) => page(StatusCode::OK, pages::approval(approval, &session.csrf)),
+            Some(approval) => page(StatusCode::OK, pages::approval(approval, &signed_in.session.csrf)),
             None => page(StatusCode::NOT_FOUND, pages::message("Not waiting", "No such request waits for a person.")),
         },
-        Err(_) => {
-            page(StatusCode::SERVICE_UNAVAILABLE, pages::message("Unavailable", "The state store cannot be read."))
-        }
+        Err(_) => unavailable(),
     }
 }
 
-async fn decide(
-    State(broker): State<Arc<Broker>>,
-    Extension(sessions): Extension<Arc<Sessions>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let Some((_, session)) = session(&broker, &sessions, &headers) else {
-        return page(StatusCode::FORBIDDEN, pages::message("Refused", "You are not signed in: nothing was done."));
-    };
-    if !form_field(&body, "csrf").is_some_and(|csrf| session.allows(&csrf)) {
-        return page(StatusCode::FORBIDDEN, pages::message("Refused", "That form is stale: nothing was done."));
-    }
-    let fields = (form_field(&body, "id"), form_field(&body, "approver"), form_field(&body, "verdict"));
-    let (Some(id), Some(approver), Some(verdict)) = fields else {
-        return page(
-            StatusCode::BAD_REQUEST,
-            pages::message("Refused", "The decision was incomplete: nothing was done."),
-        );
+async fn decide(State(broker): State<Arc<Broker>>, form: Posted) -> Response {
+    let (Some(id), Some(approver), Some(verdict)) = (form.field("id"), form.field("approver"), form.field("verdict"))
+    else {
+        return refused(StatusCode::BAD_REQUEST, "The decision was incomplete: nothing was done.");
     };
     let approve = match verdict.as_str() {
         "approve" => true,
         "deny" => false,
-        _ => return page(StatusCode::BAD_REQUEST, pages::message("Refused", "No such decision: nothing was done.")),
+        _ => return refused(StatusCode::BAD_REQUEST, "No such decision: nothing was done."),
     };
     match broker.decide_approval(&ApprovalId(id), approver.trim(), approve).await {
         Ok(_) => Redirect::to("/console/approvals").into_response(),
         // Decided already, expired, or not this approver's: the queue shows what stands.
         Err(_) => page(
             StatusCode::CONFLICT,
-            pages::message("Not decided", "It was decided already, has expired, or the store cannot be read."),
+            pages::message(
+                "Not decided",
+                "It was decided already, has expired, is not yours, or the store cannot be read.",
+            ),
         ),
     }
 }

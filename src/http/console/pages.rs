@@ -2,11 +2,24 @@
 //! put into the markup, so an agent's id, purpose or owner is shown as text,
 //! whatever it holds. No page carries a script.
 
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
 use maud::{html, Markup, DOCTYPE};
 
 use super::tree::{self, Standing};
 use crate::admin::{AgentReport, Trace, TraceNode};
 use crate::store::{Approval, AuditEvent};
+
+/// `markup` as an HTML answer with `status`.
+pub fn page(status: StatusCode, markup: Markup) -> Response {
+    (status, Html(markup.into_string())).into_response()
+}
+
+/// The answer when the state store cannot be read or written: nothing is
+/// shown stale, and nothing was done.
+pub fn unavailable() -> Response {
+    page(StatusCode::SERVICE_UNAVAILABLE, message("Unavailable", "The state store cannot be reached now."))
+}
 
 /// The frame every page shares: title, style sheet, and when signed in,
 /// the navigation and the sign-out form (a state change: it carries the

@@ -1,0 +1,97 @@
+//! What every console handler needs before it does anything: a live
+//! session ([`SignedIn`]), and for a state change, a form posted with that
+//! session's CSRF token ([`Posted`]). A request without them is answered
+//! here, so no handler can forget to ask.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+
+use super::pages;
+use super::session::{Session, Sessions, COOKIE};
+use crate::broker::Broker;
+
+/// The sessions, as the router hands them to every request.
+fn sessions(parts: &Parts) -> Option<Arc<Sessions>> {
+    parts.extensions.get::<Arc<Sessions>>().cloned()
+}
+
+/// The live session the request's cookie names. Every value the browser
+/// sends under the cookie's name is tried: a cookie planted on a longer path
+/// comes first, and must not shadow the real one.
+pub fn session(broker: &Broker, sessions: &Sessions, headers: &HeaderMap) -> Option<(String, Session)> {
+    let now = broker.context().now();
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().strip_prefix(COOKIE)?.strip_prefix('='))
+        .find_map(|id| sessions.find(id, now).map(|session| (id.to_owned(), session)))
+}
+
+/// The value of `name` in a form or query string, when it is there once.
+pub fn field(text: &[u8], name: &str) -> Option<String> {
+    let mut values = form_urlencoded::parse(text).filter(|(key, _)| key == name).map(|(_, value)| value.into_owned());
+    match (values.next(), values.next()) {
+        (Some(value), None) => Some(value),
+        _ => None,
+    }
+}
+
+/// A request from a signed-in session; others are sent to sign in.
+pub struct SignedIn {
+    /// The session's id (the cookie's value).
+    pub id: String,
+    /// The session.
+    pub session: Session,
+}
+
+impl FromRequestParts<Arc<Broker>> for SignedIn {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, broker: &Arc<Broker>) -> Result<Self, Response> {
+        let found = sessions(parts).and_then(|sessions| session(broker, &sessions, &parts.headers));
+        match found {
+            Some((id, session)) => Ok(SignedIn { id, session }),
+            None => Err(Redirect::to("/console/sign-in").into_response()),
+        }
+    }
+}
+
+/// A form posted from a signed-in session with its CSRF token; anything
+/// else is refused before the handler runs, and nothing is done.
+pub struct Posted {
+    /// Who posted it.
+    pub signed_in: SignedIn,
+    body: Bytes,
+}
+
+impl Posted {
+    /// A field of the form.
+    pub fn field(&self, name: &str) -> Option<String> {
+        field(&self.body, name)
+    }
+}
+
+impl FromRequest<Arc<Broker>> for Posted {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, broker: &Arc<Broker>) -> Result<Self, Response> {
+        let (mut parts, body) = request.into_parts();
+        let refused = |text: &str| pages::page(StatusCode::FORBIDDEN, pages::message("Refused", text));
+        let Ok(signed_in) = SignedIn::from_request_parts(&mut parts, broker).await else {
+            return Err(refused("You are not signed in: nothing was done."));
+        };
+        let body =
+            Bytes::from_request(Request::from_parts(parts, body), broker).await.map_err(IntoResponse::into_response)?;
+        if !field(&body, "csrf").is_some_and(|csrf| signed_in.session.allows(&csrf)) {
+            return Err(refused("That form is stale: nothing was done."));
+        }
+        Ok(Posted { signed_in, body })
+    }
+}
