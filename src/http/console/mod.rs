@@ -12,6 +12,7 @@
 //! the binary.
 
 mod extract;
+mod link;
 mod pages;
 mod session;
 mod tree;
@@ -107,7 +108,7 @@ fn refused(status: StatusCode, text: &str) -> Response {
 
 /// A redirect to the trace page of `jti`.
 fn to_trace(jti: &str) -> Response {
-    Redirect::to(&format!("/console/trace?q={}", pages::url_encoded(jti))).into_response()
+    Redirect::to(&link::trace(jti)).into_response()
 }
 
 async fn home(signed_in: Result<SignedIn, Response>) -> Redirect {

@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use maud::{html, Markup, DOCTYPE};
 
+use super::link;
 use super::tree::{self, Standing};
 use crate::admin::{AgentReport, Trace, TraceNode};
 use crate::store::{Approval, AuditEvent};
@@ -140,11 +141,11 @@ pub fn trace(query: &str, found: Option<(&Trace, Option<&[AuditEvent]>)>, csrf: 
                     div.picture { (tree::picture(trace)) }
                     (details(&trace.token))
                     @if Standing::of(&trace.token) == Standing::Live {
-                        p { a.danger href={ "/console/revoke?jti=" (url_encoded(&trace.token.jti.0)) } { "Revoke this token and its descendants…" } }
+                        p { a.danger href={ "/console/revoke?jti=" (link::encoded(&trace.token.jti.0)) } { "Revoke this token and its descendants…" } }
                     }
                     @if let Some(agent) = &trace.token.agent {
                         p {
-                            a.danger href={ "/console/deprovision?agent=" (url_encoded(agent)) "&jti=" (url_encoded(&trace.token.jti.0)) } {
+                            a.danger href={ "/console/deprovision?agent=" (link::encoded(agent)) "&jti=" (link::encoded(&trace.token.jti.0)) } {
                                 "Deprovision the agent " (agent) "…"
                             }
                         }
@@ -234,7 +235,7 @@ pub fn revoke(trace: &Trace, csrf: &str) -> Markup {
                 input type="hidden" name="csrf" value=(csrf);
                 input type="hidden" name="jti" value=(trace.token.jti.0);
                 button.danger type="submit" { "Revoke" }
-                " " a href={ "/console/trace?q=" (url_encoded(&trace.token.jti.0)) } { "Cancel" }
+                " " a href=(link::trace(&trace.token.jti.0)) { "Cancel" }
             }
         },
     )
@@ -262,7 +263,7 @@ pub fn approvals(pending: &[Approval], older: Option<&str>, csrf: &str) -> Marku
                     tbody {
                         @for approval in pending {
                             tr data-approval=(approval.id.0) {
-                                td { a.decide href={ "/console/approval?id=" (url_encoded(&approval.id.0)) } { code { (approval.id.0) } } }
+                                td { a.decide href={ "/console/approval?id=" (link::encoded(&approval.id.0)) } { code { (approval.id.0) } } }
                                 td { (approval.request.agent) }
                                 td { (approval.request.subject) }
                                 td { (approval.request.target) }
@@ -275,7 +276,7 @@ pub fn approvals(pending: &[Approval], older: Option<&str>, csrf: &str) -> Marku
                 }
             }
             @if let Some(before) = older {
-                p { a #older href={ "/console/approvals?before=" (url_encoded(before)) } { "Older requests…" } }
+                p { a #older href={ "/console/approvals?before=" (link::encoded(before)) } { "Older requests…" } }
             }
         },
     )
@@ -297,7 +298,7 @@ pub fn approval(approval: &Approval, csrf: &str) -> Markup {
                 dt { "Scopes" } dd { (approval.request.scope) }
                 dt { "Needs a person for" } dd { (approval.scopes_needing_approval) " (" (approval.marked_by.join(", ")) ")" }
                 @if let Some(parent) = &approval.request.parent_jti {
-                    dt { "Parent token" } dd { a href={ "/console/trace?q=" (url_encoded(&parent.0)) } { code { (parent.0) } } }
+                    dt { "Parent token" } dd { a href=(link::trace(&parent.0)) { code { (parent.0) } } }
                 }
                 dt { "Approver" } dd { (approval.approver) }
                 dt { "Expires" } dd { (approval.expires_at) }
@@ -372,13 +373,8 @@ pub fn deprovision(trace: &Trace, agent: &str, csrf: &str) -> Markup {
                 input type="hidden" name="agent" value=(agent);
                 input type="hidden" name="jti" value=(trace.token.jti.0);
                 button.danger type="submit" { "Deprovision" }
-                " " a href={ "/console/trace?q=" (url_encoded(&trace.token.jti.0)) } { "Cancel" }
+                " " a href=(link::trace(&trace.token.jti.0)) { "Cancel" }
             }
         },
     )
-}
-
-/// `text` as a query string value.
-pub fn url_encoded(text: &str) -> String {
-    form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }

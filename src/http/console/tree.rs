@@ -128,7 +128,7 @@ fn token_box(placed: &Placed<'_>) -> Markup {
         format!("{} .. {}", node.issued_at, node.expires_at.map_or_else(|| "?".to_owned(), |at| at.to_string()));
     let class = format!("node {}{}", standing.name(), if placed.selected { " selected" } else { "" });
     html! {
-        a href={ "/console/trace?q=" (super::pages::url_encoded(&node.jti.0)) } {
+        a href=(super::link::trace(&node.jti.0)) {
             g class=(class) data-jti=(node.jti.0) data-status=(standing.name()) {
                 title { (agent) " → " (target) " (" (standing.name()) "): " (node.scope.as_deref().unwrap_or("")) }
                 rect x=(placed.x) y=(placed.y) width=(WIDTH) height=(HEIGHT) rx="6" {}
