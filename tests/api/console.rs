@@ -4,6 +4,7 @@
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, Request, StatusCode};
+use baton::clock::Clock;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
@@ -398,4 +399,35 @@ async fn the_console_works_in_a_real_browser() {
     for step in ["1-agents", "2-tree", "3-approvals", "4-revoke-confirmation", "5-revoked", "6-deprovisioned"] {
         assert!(screenshots.join(format!("{step}.png")).exists(), "no screenshot of {step}");
     }
+}
+
+#[tokio::test]
+async fn the_audit_search_filters_as_the_api_does_and_links_each_token() {
+    let harness = Harness::new();
+    let jtis = chain(&harness).await;
+    let cookie = sign_in(&harness).await;
+    let all = get(&harness, "/console/audit", Some(&cookie)).await;
+    assert_eq!(all.status, StatusCode::OK, "{}", all.body);
+    for jti in &jtis {
+        assert!(all.body.contains(&format!("href=\"/console/trace?q={jti}\"")), "{jti}: {}", all.body);
+    }
+
+    let planner = get(&harness, "/console/audit?agent=planner&decision=issued&subject=&limit=10", Some(&cookie)).await;
+    assert_eq!(planner.status, StatusCode::OK, "{}", planner.body);
+    assert!(planner.body.contains("<p id=\"found\">1 event, newest first</p>"), "{}", planner.body);
+    assert!(planner.body.contains(&format!("?q={}", jtis[1])) && !planner.body.contains(&format!("?q={}", jtis[2])));
+    // The filters come back filled in, as text.
+    assert!(planner.body.contains("name=\"agent\" value=\"planner\""), "{}", planner.body);
+
+    // Times as RFC 3339: nothing happened after tomorrow.
+    let tomorrow = time::OffsetDateTime::from_unix_timestamp(harness.clock.now().0 + 86_400).unwrap();
+    let tomorrow = tomorrow.format(&time::format_description::well_known::Rfc3339).unwrap();
+    let later = get(&harness, &format!("/console/audit?since={tomorrow}"), Some(&cookie)).await;
+    assert!(later.body.contains("<p id=\"found\">0 events, newest first</p>"), "{}", later.body);
+    let bad = get(&harness, "/console/audit?since=%3Cscript%3Eyesterday", Some(&cookie)).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.body.contains("`since` is not a time"), "{}", bad.body);
+    assert!(!bad.body.contains("<script>yesterday"), "{}", bad.body);
+    let wrong = get(&harness, "/console/audit?decision=maybe", Some(&cookie)).await;
+    assert_eq!(wrong.status, StatusCode::BAD_REQUEST);
 }

@@ -56,6 +56,7 @@ pub(super) fn router(broker: Arc<Broker>) -> Router<Arc<Broker>> {
         .route("/console/deprovision", get(deprovision_form).post(deprovision))
         .route("/console/approvals", get(approvals).post(decide))
         .route("/console/approval", get(approval))
+        .route("/console/audit", get(audit))
         .route("/console/console.css", get(style_sheet))
         .route_layer(axum::middleware::from_fn(same_site_posts))
         .route_layer(axum::middleware::from_fn_with_state(broker, only_with_admin))
@@ -286,6 +287,54 @@ async fn decide(State(broker): State<Arc<Broker>>, form: Posted) -> Response {
                 "Not decided",
                 "It was decided already, has expired, is not yours, or the store cannot be read.",
             ),
+        ),
+    }
+}
+
+/// The audit search's filters from a query string, as the admin API reads
+/// them; empty fields are no filter, and times may be RFC 3339.
+fn audit_filter(filled: &[(&str, String)]) -> Result<AuditFilter, String> {
+    let mut json = serde_json::Map::new();
+    for (name, value) in filled {
+        let value = match *name {
+            "since" | "until" => {
+                let seconds = value.parse::<i64>().ok().or_else(|| {
+                    time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
+                        .ok()
+                        .map(time::OffsetDateTime::unix_timestamp)
+                });
+                serde_json::Value::from(seconds.ok_or_else(|| format!("`{name}` is not a time"))?)
+            }
+            "limit" => serde_json::Value::from(value.parse::<u64>().map_err(|_| "`limit` is not a number".to_owned())?),
+            _ => serde_json::Value::from(value.as_str()),
+        };
+        json.insert((*name).to_owned(), value);
+    }
+    let filter: AuditFilter = serde_json::from_value(serde_json::Value::Object(json))
+        .map_err(|_| "a filter is not one the audit trail has".to_owned())?;
+    if filter.limit.is_some_and(|limit| !(1..=AuditFilter::MAX_LIMIT).contains(&limit)) {
+        return Err("`limit` must be between 1 and 1000".to_owned());
+    }
+    Ok(AuditFilter { limit: filter.limit.or(Some(50)), ..filter })
+}
+
+async fn audit(State(broker): State<Arc<Broker>>, signed_in: SignedIn, uri: Uri) -> Response {
+    let query = uri.query().unwrap_or_default().as_bytes();
+    let filled: Vec<(&str, String)> = pages::AUDIT_FILTERS
+        .iter()
+        .filter_map(|(name, _)| field(query, name).map(|value| (*name, value.trim().to_owned())))
+        .filter(|(_, value)| !value.is_empty())
+        .collect();
+    let csrf = &signed_in.session.csrf;
+    let filter = match audit_filter(&filled) {
+        Ok(filter) => filter,
+        Err(reason) => return page(StatusCode::BAD_REQUEST, pages::audit(&filled, Err(&reason), csrf)),
+    };
+    match broker.audit_events(&filter).await {
+        Ok(events) => page(StatusCode::OK, pages::audit(&filled, Ok(&events), csrf)),
+        Err(_) => page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            pages::audit(&filled, Err("The audit trail cannot be read now."), csrf),
         ),
     }
 }

@@ -49,7 +49,8 @@ fn framed(title: &str, csrf: Option<&str>, refresh: Option<u32>, body: Markup) -
                         nav {
                             a href="/console/agents" { "Agents" } " "
                             a href="/console/trace" { "Trace" } " "
-                            a href="/console/approvals" { "Approvals" }
+                            a href="/console/approvals" { "Approvals" } " "
+                            a href="/console/audit" { "Audit" }
                         }
                         form.sign-out method="post" action="/console/sign-out" {
                             input type="hidden" name="csrf" value=(csrf);
@@ -179,17 +180,22 @@ fn details(node: &TraceNode) -> Markup {
 fn audit_table(events: &[AuditEvent]) -> Markup {
     html! {
         table.audit {
-            thead { tr { th { "Time" } th { "Action" } th { "Decision" } th { "Agent" } th { "Target" } th { "Scopes" } th { "Reason" } } }
+            thead { tr {
+                th { "Time" } th { "Action" } th { "Decision" } th { "Subject" } th { "Agent" } th { "Target" }
+                th { "Scopes" } th { "Reason" } th { "Token" }
+            } }
             tbody {
                 @for event in events {
                     tr {
                         td { (event.time) }
                         td { (event.action) }
                         td { (format!("{:?}", event.decision).to_lowercase()) }
+                        td { (event.subject.as_deref().unwrap_or("")) }
                         td { (event.agent.as_deref().unwrap_or("")) }
                         td { (event.target.as_deref().unwrap_or("")) }
                         td { (event.scopes_granted.as_deref().or(event.scopes_asked.as_deref()).unwrap_or("")) }
                         td { (event.reason.as_deref().unwrap_or("")) }
+                        td { @if let Some(jti) = &event.jti { a href=(link::trace(&jti.0)) { code { (jti.0) } } } }
                     }
                 }
             }
@@ -374,6 +380,44 @@ pub fn deprovision(trace: &Trace, agent: &str, csrf: &str) -> Markup {
                 input type="hidden" name="jti" value=(trace.token.jti.0);
                 button.danger type="submit" { "Deprovision" }
                 " " a href=(link::trace(&trace.token.jti.0)) { "Cancel" }
+            }
+        },
+    )
+}
+
+/// The filters of the audit search, as the admin API has them.
+pub const AUDIT_FILTERS: [(&str, &str); 8] = [
+    ("agent", "Agent"),
+    ("subject", "Subject"),
+    ("jti", "Token id"),
+    ("action", "Action"),
+    ("decision", "Decision (issued, refused, revoked, pending, approved, denied)"),
+    ("since", "Since (RFC 3339 or Unix seconds)"),
+    ("until", "Until (RFC 3339 or Unix seconds)"),
+    ("limit", "At most (1 to 1000)"),
+];
+
+/// The audit search: its filters, refilled, and what they found or why
+/// they could not be read.
+pub fn audit(filled: &[(&str, String)], found: Result<&[AuditEvent], &str>, csrf: &str) -> Markup {
+    frame(
+        "Audit",
+        Some(csrf),
+        html! {
+            form.filters method="get" action="/console/audit" {
+                @for (name, label) in AUDIT_FILTERS {
+                    @let value = filled.iter().find(|(filled, _)| *filled == name).map_or("", |(_, value)| value.as_str());
+                    label for=(name) { (label) }
+                    input id=(name) type="text" name=(name) value=(value) autocomplete="off";
+                }
+                button type="submit" { "Search" }
+            }
+            @match found {
+                Ok(events) => {
+                    p #found { (events.len()) @if events.len() == 1 { " event" } @else { " events" } ", newest first" }
+                    (audit_table(events))
+                }
+                Err(reason) => p.notice role="alert" { (reason) },
             }
         },
     )
