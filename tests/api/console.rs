@@ -431,3 +431,30 @@ async fn the_audit_search_filters_as_the_api_does_and_links_each_token() {
     let wrong = get(&harness, "/console/audit?decision=maybe", Some(&cookie)).await;
     assert_eq!(wrong.status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn the_explain_form_shows_the_rules_that_decided() {
+    let harness = Harness::new();
+    let cookie = sign_in(&harness).await;
+    let empty = get(&harness, "/console/explain", Some(&cookie)).await;
+    assert_eq!(empty.status, StatusCode::OK);
+    assert!(!empty.body.contains("id=\"outcome\""));
+
+    let booking = "/console/explain?action=exchange&agent=booker&target=https%3A%2F%2Fapi.airline.example\
+                   &scopes=flights.book&subject=orchestrator&parent_scopes=flights.book+flights.read&chain=planner&depth=2";
+    let granted = get(&harness, booking, Some(&cookie)).await;
+    assert_eq!(granted.status, StatusCode::OK, "{}", granted.body);
+    assert!(granted.body.contains("data-result=\"granted\""), "{}", granted.body);
+    assert!(granted.body.contains("travel.cedar#booker-to-airline"), "{}", granted.body);
+    assert!(granted.body.contains("A person must approve flights.book first"), "{}", granted.body);
+
+    // Without the planner in the chain, the forbid decides, and says so.
+    let skipped = booking.replace("&chain=planner&depth=2", "&depth=1");
+    let refused = get(&harness, &skipped, Some(&cookie)).await;
+    assert!(refused.body.contains("data-result=\"refused\""), "{}", refused.body);
+    assert!(refused.body.contains("travel.cedar#bookings-go-through-the-planner"), "{}", refused.body);
+
+    let malformed = get(&harness, "/console/explain?action=exchange&agent=booker&depth=deep", Some(&cookie)).await;
+    assert_eq!(malformed.status, StatusCode::BAD_REQUEST);
+    assert!(malformed.body.contains("`depth` is not a number"), "{}", malformed.body);
+}

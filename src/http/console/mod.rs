@@ -31,6 +31,7 @@ use crate::broker::Broker;
 use crate::claims::TokenId;
 use crate::clock::UnixTime;
 use crate::ids::AgentId;
+use crate::policy::explain::Question;
 use crate::store::approvals::{ApprovalQuery, Cursor, MAX_PAGE};
 use crate::store::{ApprovalId, AuditFilter, Principal};
 use extract::{field, Posted, SignedIn};
@@ -57,6 +58,7 @@ pub(super) fn router(broker: Arc<Broker>) -> Router<Arc<Broker>> {
         .route("/console/approvals", get(approvals).post(decide))
         .route("/console/approval", get(approval))
         .route("/console/audit", get(audit))
+        .route("/console/explain", get(explain))
         .route("/console/console.css", get(style_sheet))
         .route_layer(axum::middleware::from_fn(same_site_posts))
         .route_layer(axum::middleware::from_fn_with_state(broker, only_with_admin))
@@ -336,6 +338,43 @@ async fn audit(State(broker): State<Arc<Broker>>, signed_in: SignedIn, uri: Uri)
             StatusCode::SERVICE_UNAVAILABLE,
             pages::audit(&filled, Err("The audit trail cannot be read now."), csrf),
         ),
+    }
+}
+
+/// The explain form's fields as the question the admin API takes: lists
+/// are space-separated, and empty fields are not asked.
+fn question(filled: &[(&str, String)]) -> Result<Question, String> {
+    let mut json = serde_json::Map::new();
+    for (name, value) in filled {
+        let words = || serde_json::Value::from(value.split_whitespace().collect::<Vec<_>>());
+        let value = match *name {
+            "scopes" | "parent_scopes" | "chain" => words(),
+            "depth" => serde_json::Value::from(value.parse::<u32>().map_err(|_| "`depth` is not a number".to_owned())?),
+            _ => serde_json::Value::from(value.as_str()),
+        };
+        json.insert((*name).to_owned(), value);
+    }
+    serde_json::from_value(serde_json::Value::Object(json))
+        .map_err(|error| format!("the question cannot be asked: {error}"))
+}
+
+/// A dry run against the policy in force: asking changes nothing, so the
+/// form is a GET and needs no CSRF token.
+async fn explain(State(broker): State<Arc<Broker>>, signed_in: SignedIn, uri: Uri) -> Response {
+    let query = uri.query().unwrap_or_default().as_bytes();
+    let filled: Vec<(&str, String)> = pages::EXPLAIN_FIELDS
+        .iter()
+        .filter_map(|(name, _)| field(query, name).map(|value| (*name, value.trim().to_owned())))
+        .filter(|(_, value)| !value.is_empty())
+        .collect();
+    let csrf = &signed_in.session.csrf;
+    if filled.is_empty() {
+        return page(StatusCode::OK, pages::explain(&filled, None, csrf));
+    }
+    let explained = question(&filled).and_then(|question| broker.explain(&question).map_err(|error| error.to_string()));
+    match explained {
+        Ok(explanation) => page(StatusCode::OK, pages::explain(&filled, Some(Ok(&explanation)), csrf)),
+        Err(reason) => page(StatusCode::BAD_REQUEST, pages::explain(&filled, Some(Err(&reason)), csrf)),
     }
 }
 

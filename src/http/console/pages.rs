@@ -9,6 +9,7 @@ use maud::{html, Markup, DOCTYPE};
 use super::link;
 use super::tree::{self, Standing};
 use crate::admin::{AgentReport, Trace, TraceNode};
+use crate::policy::explain::{Explanation, Outcome};
 use crate::store::{Approval, AuditEvent};
 
 /// `markup` as an HTML answer with `status`.
@@ -50,7 +51,8 @@ fn framed(title: &str, csrf: Option<&str>, refresh: Option<u32>, body: Markup) -
                             a href="/console/agents" { "Agents" } " "
                             a href="/console/trace" { "Trace" } " "
                             a href="/console/approvals" { "Approvals" } " "
-                            a href="/console/audit" { "Audit" }
+                            a href="/console/audit" { "Audit" } " "
+                            a href="/console/explain" { "Explain" }
                         }
                         form.sign-out method="post" action="/console/sign-out" {
                             input type="hidden" name="csrf" value=(csrf);
@@ -418,6 +420,75 @@ pub fn audit(filled: &[(&str, String)], found: Result<&[AuditEvent], &str>, csrf
                     (audit_table(events))
                 }
                 Err(reason) => p.notice role="alert" { (reason) },
+            }
+        },
+    )
+}
+
+/// The fields of the policy explain form: a token request, as
+/// `baton policy explain` and the admin API take it.
+pub const EXPLAIN_FIELDS: [(&str, &str); 8] = [
+    ("action", "Action (issue: the agent's own token; exchange: a hop)"),
+    ("agent", "Acting agent"),
+    ("target", "Target (a resource URI or an agent)"),
+    ("scopes", "Scopes asked (space-separated; empty: all allowed)"),
+    ("subject", "Subject (for an exchange)"),
+    ("parent_scopes", "Parent token's scopes (for an exchange)"),
+    ("chain", "Agents before it, newest first (space-separated)"),
+    ("depth", "Depth of the new token"),
+];
+
+/// The policy explain form, refilled, and the answer: what the broker would
+/// issue and the rules that decided each scope, or why it would refuse.
+pub fn explain(filled: &[(&str, String)], answer: Option<Result<&Explanation, &str>>, csrf: &str) -> Markup {
+    frame(
+        "Explain",
+        Some(csrf),
+        html! {
+            form.filters method="get" action="/console/explain" {
+                @for (name, label) in EXPLAIN_FIELDS {
+                    @let value = filled.iter().find(|(filled, _)| *filled == name).map_or("", |(_, value)| value.as_str());
+                    label for=(name) { (label) }
+                    input id=(name) type="text" name=(name) value=(value) autocomplete="off";
+                }
+                button type="submit" { "Explain" }
+            }
+            @match answer {
+                None => {},
+                Some(Err(reason)) => p.notice role="alert" { (reason) },
+                Some(Ok(explanation)) => {
+                    @match &explanation.outcome {
+                        Outcome::Granted { scopes, expires_in, rules, approval } => {
+                            p #outcome data-result="granted" {
+                                "Granted: " strong { (scopes.join(" ")) } " for " (explanation.target.as_deref().unwrap_or("?"))
+                                ", " (expires_in) " s, by " (rules.join(", ")) "."
+                                @if let Some(approval) = approval {
+                                    " A person must approve " (approval.scopes.join(" ")) " first (" (approval.marked_by.join(", ")) ")."
+                                }
+                            }
+                        }
+                        Outcome::Refused { refusal } => {
+                            p #outcome data-result="refused" { "Refused (" code { (refusal.code()) } "): " (refusal) }
+                        }
+                    }
+                    @if !explanation.scopes.is_empty() {
+                        table #scopes {
+                            thead { tr { th { "Scope" } th { "Asked" } th { "Granted" } th { "Permitted by" } th { "Forbidden by" } th { "Failed" } } }
+                            tbody {
+                                @for scope in &explanation.scopes {
+                                    tr data-scope=(scope.scope) {
+                                        td { code { (scope.scope) } }
+                                        td { @if scope.asked { "yes" } @else { "no" } }
+                                        td { @if scope.verdict.allowed { "yes" } @else { "no" } }
+                                        td { (scope.verdict.permitted_by.join(", ")) }
+                                        td { (scope.verdict.forbidden_by.join(", ")) }
+                                        td { (scope.verdict.failed.join(", ")) }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
             }
         },
     )
