@@ -396,7 +396,17 @@ async fn the_console_works_in_a_real_browser() {
     let run = tokio::task::spawn_blocking(move || crate::interop::run("console-browser", node, &folder)).await.unwrap();
     println!("{}", run.report());
     assert!(run.passed(), "{}", run.report());
-    for step in ["1-agents", "2-tree", "3-approvals", "4-revoke-confirmation", "5-revoked", "6-deprovisioned"] {
+    let steps = [
+        "1-agents",
+        "2-tree",
+        "3-approvals",
+        "4-revoke-confirmation",
+        "5-revoked",
+        "6-deprovisioned",
+        "7-audit",
+        "8-explain",
+    ];
+    for step in steps {
         assert!(screenshots.join(format!("{step}.png")).exists(), "no screenshot of {step}");
     }
 }

@@ -122,6 +122,24 @@ test('deprovision the orchestrator: T0 dies too', async () => {
   await shot('6-deprovisioned');
 });
 
+test('search the audit trail and ask the policy', async () => {
+  await page.goto(`${BROKER}/console/audit`);
+  await page.fill('#agent', 'planner');
+  await page.fill('#decision', 'issued');
+  await Promise.all([page.waitForURL(/\/console\/audit\?/), page.click('form.filters button')]);
+  assert.equal(await page.locator(`table.audit a[href="/console/trace?q=${T1}"]`).count(), 1);
+  await shot('7-audit');
+  await page.goto(`${BROKER}/console/explain`);
+  for (const [name, value] of [['action', 'exchange'], ['agent', 'booker'], ['target', 'https://api.airline.example'],
+    ['scopes', 'flights.book'], ['subject', 'orchestrator'], ['parent_scopes', 'flights.book flights.read'],
+    ['chain', 'planner'], ['depth', '2']]) {
+    await page.fill(`#${name}`, value);
+  }
+  await Promise.all([page.waitForURL(/\/console\/explain\?/), page.click('form.filters button')]);
+  assert.equal(await page.locator('#outcome').getAttribute('data-result'), 'granted');
+  await shot('8-explain');
+});
+
 test('nothing on any page was refused by the browser', () => {
   assert.ok(page, 'the browser ran');
   assert.deepEqual(problems, []);
