@@ -42,6 +42,9 @@ pub struct TraceNode {
     pub status: Status,
     /// Whether it has expired.
     pub expired: bool,
+    /// The person's approval its issuance used, when it needed one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval: Option<String>,
     /// Its children, for descendants.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub children: Vec<TraceNode>,
@@ -250,6 +253,7 @@ async fn node(context: &Context, policy: &Policy, path: &[AuditEvent]) -> Result
         expires_at: event.expires_at,
         status: context.lineage_status(policy, &lineage).await?,
         expired: event.expires_at.is_some_and(|exp| exp <= now),
+        approval: event.approval.as_ref().map(|approval| approval.id.0.clone()),
         children: Vec::new(),
     })
 }

@@ -297,6 +297,11 @@ async fn a_pending_booking_is_approved_from_the_queue_and_a_denial_sticks() {
     let issued = harness.exchange("booker", t1.token(), &book).await;
     assert_eq!(issued.status, 200, "{}", issued.body);
     assert_eq!(json_of(issued.token())["delegation"]["approval"]["approver"], "travel-team@example.com");
+    // The tree marks the hop a person approved.
+    let booked = json_of(issued.token())["jti"].as_str().unwrap().to_owned();
+    let traced = get(&harness, &format!("/console/trace?q={booked}"), Some(&cookie)).await;
+    assert!(traced.body.contains(&format!("data-approval=\"{id}\"")), "{}", traced.body);
+    assert!(traced.body.contains("Approved by a person"), "{}", traced.body);
     let emptied = get(&harness, "/console/approvals", Some(&cookie)).await;
     assert!(emptied.body.contains("Nothing waits for a person."), "{}", emptied.body);
 

@@ -175,6 +175,9 @@ fn details(node: &TraceNode) -> Markup {
             dt { "Scopes" } dd { (node.scope.as_deref().unwrap_or("")) }
             dt { "Issued" } dd { (node.issued_at) }
             dt { "Expires" } dd { @match node.expires_at { Some(at) => (at), None => "?" } }
+            @if let Some(approval) = &node.approval {
+                dt { "Approved by a person" } dd { code { (approval) } }
+            }
         }
     }
 }

@@ -137,6 +137,13 @@ fn token_box(placed: &Placed<'_>) -> Markup {
                 }
                 text x=(placed.x + 10) y=(placed.y + 40) { (fitted(node.scope.as_deref().unwrap_or(""), LINE)) }
                 text.times x=(placed.x + 10) y=(placed.y + 60) { (times) " · " (standing.name()) }
+                @if let Some(approval) = &node.approval {
+                    // A person approved this hop: marked in the corner.
+                    text.approved x=(placed.x + WIDTH - 10) y=(placed.y + 20) text-anchor="end" data-approval=(approval) {
+                        title { "approved by a person (" (approval) ")" }
+                        "approved"
+                    }
+                }
             }
         }
     }
