@@ -175,6 +175,11 @@ impl Broker {
         self.guard.prune_throttle()
     }
 
+    /// One approval while it waits ([`Approvals::pending_approval`]).
+    pub async fn pending_approval(&self, id: &ApprovalId) -> Result<Option<Approval>, EndpointError> {
+        self.approvals.pending_approval(&self.context, id).await
+    }
+
     /// One page of approvals, newest first ([`Approvals::list`]).
     pub async fn list_approvals(&self, query: ApprovalQuery) -> Result<ApprovalPage, EndpointError> {
         self.approvals.list(&self.context, query).await

@@ -237,6 +237,17 @@ impl Approvals {
         Ok(self.settings.store.list(&query).await?)
     }
 
+    /// The approval `id` while it waits for a person; `None` once decided,
+    /// expired or unknown.
+    pub async fn pending_approval(
+        &self,
+        context: &Context,
+        id: &ApprovalId,
+    ) -> Result<Option<Approval>, EndpointError> {
+        let approval = self.settings.store.approval(id).await?;
+        Ok(approval.filter(|approval| approval.is_listed_as(ApprovalState::Pending, context.now())))
+    }
+
     /// How many approvals are pending now, from the store's counts: never
     /// reads the approvals themselves, so a scrape costs the same however
     /// many wait.

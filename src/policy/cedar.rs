@@ -96,7 +96,14 @@ pub struct Rules {
     forbids: PolicySet,
     /// Rules the validator proved can never apply, with its reason.
     inert: Vec<(String, String)>,
+    /// The entities for a token addressed to an agent: a scope is `in`
+    /// every resource that lists it.
     entities: Entities,
+    /// The entities for a token addressed to a resource that shares a scope:
+    /// there the scope is `in` that resource alone, so that a rule written as
+    /// `resource in Resource::"A"` grants nothing for another resource B that
+    /// lists the same scope.
+    by_target: HashMap<String, Entities>,
     authorizer: Authorizer,
     /// Permit rules annotated `@approval("…")`, by id, with the annotation's
     /// text: a scope they permit needs a person's approval.
@@ -149,8 +156,15 @@ impl Rules {
             .map(|warning| (warning.policy_id().to_string(), warning.to_string()))
             .collect();
         let (permits, forbids) = split_by_effect(&policies)?;
-        let entities = entities(inventory, &schema)?;
-        Ok(Rules { schema, policies, permits, forbids, inert, entities, authorizer: Authorizer::new(), approvals })
+        let entities = build_entities(inventory, &schema, None)?;
+        let mut by_target = HashMap::new();
+        for resource in inventory.resources() {
+            if resource.scopes.iter().any(|scope| inventory.scope_owners(scope).len() > 1) {
+                by_target.insert(resource.uri.clone(), build_entities(inventory, &schema, Some(&resource.uri))?);
+            }
+        }
+        let authorizer = Authorizer::new();
+        Ok(Rules { schema, policies, permits, forbids, inert, entities, by_target, authorizer, approvals })
     }
 
     /// Why each `*.cedar` file of `dir` that cannot be read or parsed fails:
@@ -190,6 +204,11 @@ impl Rules {
         self.len() == 0
     }
 
+    /// The entities a request for `target` is evaluated against.
+    fn entities_for(&self, target: &str) -> &Entities {
+        self.by_target.get(target).unwrap_or(&self.entities)
+    }
+
     /// Decides each scope for `agent` under `action` with `facts`. A scope is
     /// granted only where a permit matches and no forbid does; an evaluation
     /// error counts as a denial (fail closed).
@@ -204,9 +223,10 @@ impl Rules {
         // built by `requests` alone from fixed types (a test checks them
         // against the schema), and a value of the wrong type would only fail
         // a rule's evaluation, which denies.
+        let entities = self.entities_for(facts.target);
         let mut verdicts = Vec::new();
         for (scope, request) in requests(agent, action, scopes, facts, None)? {
-            let response = self.authorizer.is_authorized(&request, &self.policies, &self.entities);
+            let response = self.authorizer.is_authorized(&request, &self.policies, entities);
             let failed = response.diagnostics().errors().next().is_some();
             let verdict = Verdict {
                 allowed: response.decision() == Decision::Allow && !failed,
@@ -229,11 +249,12 @@ impl Rules {
         scopes: impl IntoIterator<Item = &'s Scope>,
         facts: &Facts<'_>,
     ) -> Result<Vec<(&'s Scope, ScopeVerdict)>, PolicyError> {
+        let entities = self.entities_for(facts.target);
         let mut verdicts = Vec::new();
         for (scope, request) in requests(agent, action, scopes, facts, Some(&self.schema))? {
-            let whole = self.authorizer.is_authorized(&request, &self.policies, &self.entities);
-            let permits = self.authorizer.is_authorized(&request, &self.permits, &self.entities);
-            let forbids = self.authorizer.is_authorized(&request, &self.forbids, &self.entities);
+            let whole = self.authorizer.is_authorized(&request, &self.policies, entities);
+            let permits = self.authorizer.is_authorized(&request, &self.permits, entities);
+            let forbids = self.authorizer.is_authorized(&request, &self.forbids, entities);
             let mut failed: Vec<String> =
                 whole.diagnostics().errors().map(|error| policy_of(error).to_string()).collect();
             failed.sort();
@@ -328,7 +349,10 @@ fn uid(kind: &str, id: &str) -> Result<EntityUid, PolicyError> {
     Ok(EntityUid::from_type_name_and_id(kind, id))
 }
 
-fn entities(inventory: &Inventory, schema: &Schema) -> Result<Entities, PolicyError> {
+/// The inventory as Cedar entities. A scope is `in` every resource that
+/// lists it, or, for a request addressed to the resource `target`, in that
+/// resource alone when it lists the scope.
+fn build_entities(inventory: &Inventory, schema: &Schema, target: Option<&str>) -> Result<Entities, PolicyError> {
     let build = |error: cedar_policy::EntityAttrEvaluationError| PolicyError::Rules(error.to_string());
     let mut all = Vec::new();
     let mut groups = HashSet::new();
@@ -352,9 +376,12 @@ fn entities(inventory: &Inventory, schema: &Schema) -> Result<Entities, PolicyEr
         let attrs = HashMap::from([("name".to_owned(), RestrictedExpression::new_string(resource.name.clone()))]);
         all.push(Entity::new(resource_uid, attrs, HashSet::new()).map_err(build)?);
     }
-    // A scope is `in` every resource that lists it.
     for scope in inventory.all_scopes().iter() {
-        let owners = inventory.scope_owners(scope).iter().map(|uri| uid("Resource", uri)).collect::<Result<_, _>>()?;
+        let all_owners = inventory.scope_owners(scope);
+        let owners = match target.filter(|target| all_owners.iter().any(|owner| owner == target)) {
+            Some(target) => vec![uid("Resource", target)?].into_iter().collect(),
+            None => all_owners.iter().map(|uri| uid("Resource", uri)).collect::<Result<_, _>>()?,
+        };
         all.push(Entity::new_no_attrs(uid("Scope", scope.as_str())?, owners));
     }
     Entities::from_entities(all, Some(schema)).map_err(|error| PolicyError::Rules(format!("entities: {error}")))
@@ -434,6 +461,28 @@ mod tests {
         assert_eq!(policy.decide(&bound).unwrap().unwrap().scope(), &ScopeSet::parse("read").unwrap());
         let whole_chain = Ask { dpop_bound: true, chain_dpop_bound: true, ..ask(None) };
         assert_eq!(policy.decide(&whole_chain).unwrap().unwrap().scope(), &ScopeSet::parse("read write").unwrap());
+    }
+
+    /// DESIGN.md §2.1, §2.6: a rule written for one API's scopes grants them
+    /// for that API only, though another resource lists the same scope.
+    #[test]
+    fn a_rule_on_one_resource_grants_nothing_for_another_sharing_its_scope() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared =
+            format!("{RESOURCES}[[resources]]\nuri='https://mcp.example/mcp'\nname='MCP'\nscopes=['read']\nttl=60\n");
+        std::fs::write(dir.path().join("agents.toml"), AGENTS).unwrap();
+        std::fs::write(dir.path().join("resources.toml"), shared).unwrap();
+        std::fs::write(
+            dir.path().join("rules.cedar"),
+            "permit (principal, action, resource in Resource::\"https://api.example\");",
+        )
+        .unwrap();
+        let policy = Policy::load(dir.path(), Lifetimes { max_token_ttl: 3600, agent_token_ttl: 900 }).unwrap();
+        let read = ScopeSet::parse("read").unwrap();
+        assert_eq!(policy.decide(&ask(Some(&read))).unwrap().unwrap().scope(), &read);
+        let elsewhere = Ask { target: Some(Audience::new("https://mcp.example/mcp")), ..ask(Some(&read)) };
+        let refused = policy.decide(&elsewhere).unwrap();
+        assert!(matches!(refused, Err(Refusal::NotPermitted(_) | Refusal::TargetNotPermitted)), "{refused:?}");
     }
 
     #[test]
