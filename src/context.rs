@@ -18,7 +18,7 @@ use crate::metrics::Metrics;
 use crate::policy::{Lifetimes, Policy, Target};
 use crate::store::{AuditEvent, AuditStore, Lineage, Principal, ReplayStore, RevocationStore, Status, StoreError};
 
-use crate::token::{AudienceRule, MintError, Validation, Verified, VerifyError};
+use crate::token::{MintError, Validation, Verified, VerifyError};
 use crate::upstream::Providers;
 
 /// The broker's fixed settings.
@@ -181,17 +181,12 @@ impl Context {
         self.stores.audit.record(event).await
     }
 
-    /// Verifies one of this broker's own tokens, for `audience`.
-    pub(crate) fn verify(&self, token: &str, audience: AudienceRule) -> Result<Verified<Claims>, VerifyError> {
-        let keys = self.keys();
-        match audience {
-            // The rules built at start: no copy on the common path.
-            AudienceRule::Any => crate::token::verify(token, keys.as_ref(), &self.validation, self.clock.as_ref()),
-            audience => {
-                let rules = self.validation.with_audience(audience);
-                crate::token::verify(token, keys.as_ref(), &rules, self.clock.as_ref())
-            }
-        }
+    /// Verifies one of this broker's own tokens, whatever its audience:
+    /// each endpoint checks the audience its RFC asks of it (the token
+    /// endpoint, that the acting agent holds it; introspection, that the
+    /// asking API is its audience; revocation, none).
+    pub(crate) fn verify(&self, token: &str) -> Result<Verified<Claims>, VerifyError> {
+        crate::token::verify(token, self.keys().as_ref(), &self.validation, self.clock.as_ref())
     }
 
     pub(crate) fn now(&self) -> UnixTime {

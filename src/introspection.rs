@@ -12,7 +12,6 @@ use crate::context::Context;
 use crate::error::EndpointError;
 use crate::params::TokenParams;
 use crate::store::Status;
-use crate::token::AudienceRule;
 
 /// An introspection response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -82,7 +81,7 @@ pub async fn introspect(
     let api = client.api().ok_or(ClientAuthError::NotAnIntrospector)?.to_owned();
     let token = params.require("token")?;
     // RFC 7662 §2.2: the audience is compared with the caller's below.
-    let Ok(verified) = context.verify(token, AudienceRule::Any) else {
+    let Ok(verified) = context.verify(token) else {
         return Ok(Introspection::inactive());
     };
     let claims = verified.claims();

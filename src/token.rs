@@ -54,13 +54,6 @@ pub struct Validation {
     pub audience: AudienceRule,
 }
 
-impl Validation {
-    /// The same rules with another audience rule.
-    pub fn with_audience(&self, audience: AudienceRule) -> Validation {
-        Validation { audience, ..self.clone() }
-    }
-}
-
 /// Which `aud` a token must carry (RFC 9068 §4 step 3, RFC 7519 §4.1.3).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AudienceRule {

@@ -30,7 +30,7 @@ use crate::jose;
 use crate::narrowing;
 use crate::policy::{Action, Ask, Policy};
 use crate::store::{Lineage, Principal, Status};
-use crate::token::{AudienceRule, Verified, VerifyError};
+use crate::token::Verified;
 use crate::upstream::{Declared, Person, UpstreamError};
 
 /// The token an exchange starts from.
@@ -149,7 +149,7 @@ pub(super) async fn handle(
     let mut expires_no_later_than = parent.expires_at();
     if let Some(actor_token) = actor_token {
         // The actor's own token is addressed to whatever it was obtained for.
-        let actor = live_token(context, policy, actor_token, AudienceRule::Any, EndpointError::ActorToken).await?;
+        let actor = live_token(context, policy, actor_token, EndpointError::ActorToken).await?;
         let actor = actor.claims();
         if actor.sub != crate::ids::Subject::of_agent(agent.id())
             || actor.client_id != *agent.id()
@@ -196,20 +196,11 @@ async fn own_token(
     proof: Option<&Proof>,
     evidence: &mut Evidence,
 ) -> Result<Parent, EndpointError> {
-    // DESIGN.md §2.3: only an agent the token is addressed to may exchange it.
-    let to_agent = AudienceRule::Is(crate::ids::Audience::of_agent(agent.id()));
-    let (parent, addressed) = match live_token(context, policy, subject_token, to_agent, EndpointError::SubjectToken)
-        .await
-    {
-        // Addressed elsewhere, and otherwise valid: read again for any
-        // audience, so that a dead token is reported dead and the refusal
-        // names its chain, as every refusal after verification does.
-        Err(EndpointError::SubjectToken(Unacceptable::Invalid(VerifyError::WrongAudience))) => {
-            (live_token(context, policy, subject_token, AudienceRule::Any, EndpointError::SubjectToken).await, false)
-        }
-        other => (other, true),
-    };
-    let parent = match parent {
+    // Read for any audience, and the audience checked below, once the
+    // evidence names the chain: a dead token addressed elsewhere is
+    // reported dead, and the refusal names its chain, as every refusal after
+    // verification does.
+    let parent = match live_token(context, policy, subject_token, EndpointError::SubjectToken).await {
         // The parent names its holder: a blocked acting agent is told so
         // as a client, not through its token (one lookup on the way through).
         Err(EndpointError::SubjectToken(Unacceptable::Deprovisioned)) => {
@@ -222,7 +213,8 @@ async fn own_token(
     evidence.subject = Some(claims.sub.to_string());
     evidence.chain = claims.chain().into_iter().map(ToString::to_string).collect();
     evidence.parent_jti = Some(claims.jti.clone());
-    if !addressed {
+    // DESIGN.md §2.3: only an agent the token is addressed to may exchange it.
+    if !claims.aud.is_agent(agent.id()) {
         return Err(EndpointError::SubjectToken(Unacceptable::NotAddressedToActor));
     }
     if claims.may_act.as_ref().is_some_and(|may_act| !may_act.names(agent.id(), &context.settings().issuer)) {
@@ -348,10 +340,9 @@ async fn live_token(
     context: &Context,
     policy: &Policy,
     token: &str,
-    audience: AudienceRule,
     unacceptable: fn(Unacceptable) -> EndpointError,
 ) -> Result<Verified<Claims>, EndpointError> {
-    let verified = context.verify(token, audience).map_err(|error| unacceptable(Unacceptable::Invalid(error)))?;
+    let verified = context.verify(token).map_err(|error| unacceptable(Unacceptable::Invalid(error)))?;
     match context.token_status(policy, verified.claims()).await? {
         Status::Active => Ok(verified),
         Status::Revoked => Err(unacceptable(Unacceptable::Revoked)),

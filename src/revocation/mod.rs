@@ -20,7 +20,6 @@ use crate::ids::AgentId;
 use crate::metrics::RevokedVia;
 use crate::params::TokenParams;
 use crate::store::{AuditDecision, AuditFilter, StoreError};
-use crate::token::AudienceRule;
 
 /// Revocation at this node: the revocations under way, so that a
 /// concurrent call for the same token records it once.
@@ -45,7 +44,7 @@ impl Revocations {
         context.ensure_not_blocked(agent.id(), None).await?;
         let token = params.require("token")?;
         // RFC 7009 §2.1: a holder may revoke a token addressed to anyone.
-        let Ok(verified) = context.verify(token, AudienceRule::Any) else {
+        let Ok(verified) = context.verify(token) else {
             return Ok(());
         };
         let claims = verified.claims();
