@@ -250,8 +250,18 @@ async fn a_pasted_token_is_traced_and_an_unknown_id_is_said_so() {
     let harness = Harness::new();
     let t0 = harness.as_agent("orchestrator", &[("grant_type", "client_credentials"), ("audience", "planner")]).await;
     let cookie = sign_in(&harness).await;
-    let traced = get(&harness, &format!("/console/trace?q={}", t0.token()), Some(&cookie)).await;
+    // Pasted whole, a token is posted, and the answer leads to its id's page:
+    // the token itself never stands in a URL.
+    let token = csrf(&get(&harness, "/console/trace", Some(&cookie)).await);
+    let searched = post(&harness, "/console/trace", Some(&cookie), &format!("csrf={token}&q={}", t0.token())).await;
+    assert_eq!(searched.status, StatusCode::SEE_OTHER, "{}", searched.body);
+    let location = searched.headers[header::LOCATION].to_str().unwrap().to_owned();
+    assert!(!location.contains(t0.token()), "{location}");
+    let traced = get(&harness, &location, Some(&cookie)).await;
     assert_eq!(traced.status, StatusCode::OK);
+    // A whole token in a URL is not read.
+    let in_url = get(&harness, &format!("/console/trace?q={}", t0.token()), Some(&cookie)).await;
+    assert!(!in_url.body.contains(t0.token()) && !in_url.body.contains("id=\"details\""), "{}", in_url.body);
     let jti = json_of(t0.token())["jti"].as_str().unwrap().to_owned();
     assert!(traced.body.contains(&format!("<dl id=\"details\" data-jti=\"{jti}\"")), "{}", traced.body);
     let unknown = get(&harness, "/console/trace?q=%3Cscript%3Eno-such-token", Some(&cookie)).await;
@@ -302,6 +312,12 @@ async fn a_pending_booking_is_approved_from_the_queue_and_a_denial_sticks() {
     let traced = get(&harness, &format!("/console/trace?q={booked}"), Some(&cookie)).await;
     assert!(traced.body.contains(&format!("data-approval=\"{id}\"")), "{}", traced.body);
     assert!(traced.body.contains("Approved by a person"), "{}", traced.body);
+    // The admin API's trace, which the console reads, carries it.
+    let request = Request::get(format!("/admin/trace/{booked}"))
+        .header(header::AUTHORIZATION, format!("Bearer {ADMIN_TOKEN}"))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(harness.send(request).await.body["token"]["approval"], id.as_str());
     let emptied = get(&harness, "/console/approvals", Some(&cookie)).await;
     assert!(emptied.body.contains("Nothing waits for a person."), "{}", emptied.body);
 

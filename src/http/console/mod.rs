@@ -30,9 +30,10 @@ use axum::{Extension, Router};
 use crate::broker::Broker;
 use crate::claims::TokenId;
 use crate::clock::UnixTime;
+use crate::error::EndpointError;
 use crate::ids::AgentId;
-use crate::policy::explain::Question;
-use crate::store::approvals::{ApprovalQuery, Cursor, MAX_PAGE};
+use crate::policy::explain::{ExplainError, Question};
+use crate::store::approvals::{ApprovalQuery, Cursor};
 use crate::store::{ApprovalId, AuditFilter, Principal};
 use extract::{field, Posted, SignedIn};
 use pages::{page, unavailable};
@@ -176,10 +177,13 @@ fn searched_jti(query: &str) -> Option<TokenId> {
 
 async fn trace(State(broker): State<Arc<Broker>>, signed_in: SignedIn, uri: Uri) -> Response {
     let csrf = &signed_in.session.csrf;
+    // A token id only: a whole token is searched by posting it, so that it
+    // never stands in a URL.
     let query = query_field(&uri, "q");
-    let Some(jti) = searched_jti(&query) else {
-        return page(StatusCode::OK, pages::trace(&query, None, csrf));
-    };
+    if query.is_empty() || query.contains('.') || query.len() > 256 {
+        return page(StatusCode::OK, pages::trace("", None, csrf));
+    }
+    let jti = TokenId(query.clone());
     let trace = match broker.trace(&jti).await {
         Ok(Some(trace)) => trace,
         Ok(None) => return page(StatusCode::NOT_FOUND, pages::trace(&query, None, csrf)),
@@ -196,7 +200,7 @@ async fn trace(State(broker): State<Arc<Broker>>, signed_in: SignedIn, uri: Uri)
 async fn search(form: Posted) -> Response {
     match form.field("q").as_deref().and_then(searched_jti) {
         Some(jti) => to_trace(&jti.0),
-        None => page(StatusCode::NOT_FOUND, pages::trace("", None, &form.signed_in.session.csrf)),
+        None => page(StatusCode::NOT_FOUND, pages::message("Not found", "That is neither a token nor a token id.")),
     }
 }
 
@@ -258,14 +262,9 @@ async fn approvals(State(broker): State<Arc<Broker>>, signed_in: SignedIn, uri: 
 }
 
 async fn approval(State(broker): State<Arc<Broker>>, signed_in: SignedIn, uri: Uri) -> Response {
-    let id = query_field(&uri, "id");
-    let mut query = ApprovalQuery::pending(UnixTime(0));
-    query.limit = MAX_PAGE;
-    match broker.list_approvals(query).await {
-        Ok(listed) => match listed.approvals.iter().find(|approval| approval.id.0 == id) {
-            Some(approval) => page(StatusCode::OK, pages::approval(approval, &signed_in.session.csrf)),
-            None => page(StatusCode::NOT_FOUND, pages::message("Not waiting", "No such request waits for a person.")),
-        },
+    match broker.pending_approval(&ApprovalId(query_field(&uri, "id"))).await {
+        Ok(Some(approval)) => page(StatusCode::OK, pages::approval(&approval, &signed_in.session.csrf)),
+        Ok(None) => page(StatusCode::NOT_FOUND, pages::message("Not waiting", "No such request waits for a person.")),
         Err(_) => unavailable(),
     }
 }
@@ -282,6 +281,7 @@ async fn decide(State(broker): State<Arc<Broker>>, form: Posted) -> Response {
     };
     match broker.decide_approval(&ApprovalId(id), approver.trim(), approve).await {
         Ok(_) => Redirect::to("/console/approvals").into_response(),
+        Err(EndpointError::Store(_)) => unavailable(),
         // Decided already, expired, or not this approver's: the queue shows what stands.
         Err(_) => page(
             StatusCode::CONFLICT,
@@ -371,10 +371,17 @@ async fn explain(State(broker): State<Arc<Broker>>, signed_in: SignedIn, uri: Ur
     if filled.is_empty() {
         return page(StatusCode::OK, pages::explain(&filled, None, csrf));
     }
-    let explained = question(&filled).and_then(|question| broker.explain(&question).map_err(|error| error.to_string()));
-    match explained {
+    let question = match question(&filled) {
+        Ok(question) => question,
+        Err(reason) => return page(StatusCode::BAD_REQUEST, pages::explain(&filled, Some(Err(&reason)), csrf)),
+    };
+    match broker.explain(&question) {
         Ok(explanation) => page(StatusCode::OK, pages::explain(&filled, Some(Ok(&explanation)), csrf)),
-        Err(reason) => page(StatusCode::BAD_REQUEST, pages::explain(&filled, Some(Err(&reason)), csrf)),
+        Err(ExplainError::Question(error)) => {
+            page(StatusCode::BAD_REQUEST, pages::explain(&filled, Some(Err(&error.to_string())), csrf))
+        }
+        // The rules could not be evaluated: the broker's fault, not the asker's.
+        Err(ExplainError::Policy(_)) => unavailable(),
     }
 }
 
