@@ -45,6 +45,9 @@ pub struct TraceNode {
     /// The person's approval its issuance used, when it needed one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approval: Option<String>,
+    /// The thumbprint of the key it is bound to, when it is DPoP-bound.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dpop_jkt: Option<String>,
     /// Its children, for descendants.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub children: Vec<TraceNode>,
@@ -254,6 +257,7 @@ async fn node(context: &Context, policy: &Policy, path: &[AuditEvent]) -> Result
         status: context.lineage_status(policy, &lineage).await?,
         expired: event.expires_at.is_some_and(|exp| exp <= now),
         approval: event.approval.as_ref().map(|approval| approval.id.0.clone()),
+        dpop_jkt: event.dpop_jkt.clone(),
         children: Vec::new(),
     })
 }

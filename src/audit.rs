@@ -68,6 +68,7 @@ impl Evidence {
             parent_jti: self.parent_jti,
             expires_at: None,
             iat_micros: None,
+            dpop_jkt: None,
             rules: self.rules,
             claimed_client: self.claimed_client,
             client_address,

@@ -196,6 +196,7 @@ impl Taken {
             parent_jti: None,
             expires_at: None,
             iat_micros: None,
+            dpop_jkt: None,
             rules: Vec::new(),
             claimed_client: None,
             client_address: None,

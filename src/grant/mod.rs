@@ -84,6 +84,7 @@ pub(crate) struct Issued {
     jti: TokenId,
     expires_at: UnixTime,
     iat_micros: Option<UnixMicros>,
+    dpop_jkt: Option<String>,
 }
 
 impl Issued {
@@ -94,10 +95,12 @@ impl Issued {
         event.scopes_granted = Some(self.response.scope.to_string());
         event.expires_at = Some(self.expires_at);
         event.iat_micros = self.iat_micros;
+        event.dpop_jkt = self.dpop_jkt.clone();
         event
     }
 
     fn new(claims: Claims, access_token: String, issued_token_type: Option<&'static str>, now: UnixTime) -> Issued {
+        let dpop_jkt = claims.jkt().map(str::to_owned);
         Issued {
             response: TokenResponse {
                 access_token,
@@ -109,6 +112,7 @@ impl Issued {
             jti: claims.jti,
             expires_at: claims.exp,
             iat_micros: claims.delegation.iat_micros,
+            dpop_jkt,
         }
     }
 }

@@ -869,6 +869,7 @@ mod tests {
             parent_jti: None,
             expires_at: None,
             iat_micros: None,
+            dpop_jkt: None,
             rules: vec![],
             claimed_client: None,
             client_address: None,

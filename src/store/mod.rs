@@ -348,6 +348,10 @@ pub struct AuditEvent {
     /// `delegation.iat_micros`): a trace orders it against cut-offs exactly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat_micros: Option<UnixMicros>,
+    /// The thumbprint of the key the issued token is bound to (its
+    /// `cnf.jkt`, RFC 9449 §6), when it is DPoP-bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_jkt: Option<String>,
     /// The rules that permitted the grant.
     #[serde(default)]
     pub rules: Vec<String>,

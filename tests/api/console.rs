@@ -246,6 +246,29 @@ async fn the_tree_shows_a_chain_and_revoking_its_middle_kills_what_descends() {
 }
 
 #[tokio::test]
+async fn a_hop_bound_by_dpop_is_marked_with_its_key() {
+    let harness = Harness::new();
+    let keys = crate::dpop::agents();
+    let tokens = crate::dpop::bound_walk(&harness, &keys).await;
+    let bearer = chain(&harness).await;
+    let cookie = sign_in(&harness).await;
+    let traced =
+        get(&harness, &format!("/console/trace?q={}", json_of(&tokens[1])["jti"].as_str().unwrap()), Some(&cookie))
+            .await;
+    assert_eq!(traced.status, StatusCode::OK, "{}", traced.body);
+    // Each box names the key of the agent that obtained it.
+    assert_eq!(traced.body.matches("class=\"dpop\"").count(), 3, "{}", traced.body);
+    for key in [&keys.orchestrator, &keys.planner, &keys.booker] {
+        assert!(traced.body.contains(&format!("data-jkt=\"{}\"", key.jkt())), "{}", traced.body);
+    }
+    assert!(traced.body.contains(&format!("thumbprint <code>{}</code>", keys.planner.jkt())), "{}", traced.body);
+    // A bearer chain carries no mark.
+    let unbound = get(&harness, &format!("/console/trace?q={}", bearer[1]), Some(&cookie)).await;
+    assert_eq!(unbound.status, StatusCode::OK);
+    assert!(!unbound.body.contains("data-jkt"), "{}", unbound.body);
+}
+
+#[tokio::test]
 async fn a_pasted_token_is_traced_and_an_unknown_id_is_said_so() {
     let harness = Harness::new();
     let t0 = harness.as_agent("orchestrator", &[("grant_type", "client_credentials"), ("audience", "planner")]).await;

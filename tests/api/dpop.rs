@@ -44,13 +44,13 @@ fn exchange_form<'a>(subject_token: &'a str, extra: &[(&'a str, &'a str)]) -> Ve
     form
 }
 
-struct Agents {
-    orchestrator: ProofKey,
-    planner: ProofKey,
-    booker: ProofKey,
+pub(crate) struct Agents {
+    pub(crate) orchestrator: ProofKey,
+    pub(crate) planner: ProofKey,
+    pub(crate) booker: ProofKey,
 }
 
-fn agents() -> Agents {
+pub(crate) fn agents() -> Agents {
     Agents {
         orchestrator: ProofKey::generate().unwrap(),
         planner: ProofKey::generate().unwrap(),
@@ -59,7 +59,7 @@ fn agents() -> Agents {
 }
 
 /// The example walk, each hop bound to the key of the agent that obtained it.
-async fn bound_walk(harness: &Harness, keys: &Agents) -> [String; 3] {
+pub(crate) async fn bound_walk(harness: &Harness, keys: &Agents) -> [String; 3] {
     let root = bound(
         harness,
         "orchestrator",

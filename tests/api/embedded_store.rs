@@ -35,6 +35,7 @@ fn event(time: UnixTime, id: &str) -> AuditEvent {
         parent_jti: None,
         expires_at: Some(time.plus(600)),
         iat_micros: None,
+        dpop_jkt: None,
         rules: vec![],
         claimed_client: None,
         client_address: None,

@@ -48,6 +48,7 @@ fn event(time: UnixTime) -> AuditEvent {
         parent_jti: None,
         expires_at: None,
         iat_micros: None,
+        dpop_jkt: None,
         rules: vec![],
         claimed_client: None,
         client_address: None,

@@ -49,6 +49,7 @@ fn event(time: UnixTime, agent: &str, subject: &str, id: Option<&str>, parent: O
         parent_jti: parent.map(jti),
         expires_at: Some(time.plus(600)),
         iat_micros: None,
+        dpop_jkt: None,
         rules: vec![],
         claimed_client: None,
         client_address: None,

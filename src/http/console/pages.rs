@@ -178,6 +178,9 @@ fn details(node: &TraceNode) -> Markup {
             @if let Some(approval) = &node.approval {
                 dt { "Approved by a person" } dd { code { (approval) } }
             }
+            @if let Some(jkt) = &node.dpop_jkt {
+                dt { "Bound to a key (DPoP)" } dd { "thumbprint " code { (jkt) } }
+            }
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The delegation tree as a picture (SVG): the token asked about, its
 //! ancestors above it, its descendants below. Each token is a box naming its
-//! agent, target, scopes and lifetime, coloured by its state, and linking to
-//! its own page.
+//! agent, target, scopes and lifetime, coloured by its state, marked where a
+//! person approved it or it is bound to a key (DPoP), and linking to its own
+//! page.
 
 use maud::{html, Markup, PreEscaped};
 
@@ -142,6 +143,13 @@ fn token_box(placed: &Placed<'_>) -> Markup {
                     text.approved x=(placed.x + WIDTH - 10) y=(placed.y + 20) text-anchor="end" data-approval=(approval) {
                         title { "approved by a person (" (approval) ")" }
                         "approved"
+                    }
+                }
+                @if let Some(jkt) = &node.dpop_jkt {
+                    // Only the holder of one key can use it (RFC 9449).
+                    text.dpop x=(placed.x + WIDTH - 10) y=(placed.y + 40) text-anchor="end" data-jkt=(jkt) {
+                        title { "bound to a key by DPoP (thumbprint " (jkt) ")" }
+                        "DPoP"
                     }
                 }
             }
