@@ -2,7 +2,7 @@
 //! `jti`, deprovision, trace a token's ancestors and descendants, list the
 //! inventory with its use, and read the audit trail.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::audit::Evidence;
 use crate::claims::TokenId;
@@ -143,6 +143,21 @@ pub async fn trace(context: &Context, jti: &TokenId) -> Result<Option<Trace>, En
     let Some(event) = context.stores.audit.issued(jti).await? else {
         return Ok(None);
     };
+    let (path, truncated) = path_to(context, event).await?;
+    // One policy for the whole trace, even if a reload lands meanwhile.
+    let policy = context.policy();
+    let mut ancestors = Vec::new();
+    for depth in 1..path.len() {
+        ancestors.push(node(context, &policy, path.get(..depth).unwrap_or_default()).await?);
+    }
+    let mut walk = Walk { budget: MAX_TRACE_NODES, truncated };
+    let token = subtree(context, &policy, path, &mut walk).await?;
+    Ok(Some(Trace { ancestors, token, truncated: walk.truncated }))
+}
+
+/// The issuance of `event`'s token with its ancestors', root first, and
+/// whether the walk stopped at the node limit.
+async fn path_to(context: &Context, event: AuditEvent) -> Result<(Vec<AuditEvent>, bool), StoreError> {
     // Ancestors, newest first while walking up, then reversed.
     let mut path = vec![event];
     let mut truncated = false;
@@ -159,15 +174,48 @@ pub async fn trace(context: &Context, jti: &TokenId) -> Result<Option<Trace>, En
         }
     }
     path.reverse();
-    // One policy for the whole trace, even if a reload lands meanwhile.
-    let policy = context.policy();
-    let mut ancestors = Vec::new();
-    for depth in 1..path.len() {
-        ancestors.push(node(context, &policy, path.get(..depth).unwrap_or_default()).await?);
+    Ok((path, truncated))
+}
+
+/// Whose tokens [`tokens`] lists: a subject's (a person, or an agent
+/// acting for itself), those an agent obtained, or both at once.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenQuery {
+    /// Tokens of this subject.
+    pub subject: Option<String>,
+    /// Tokens this agent obtained.
+    pub agent: Option<String>,
+    /// At most this many, newest first (default and cap: [`TokenQuery::MAX_LIMIT`]).
+    pub limit: Option<usize>,
+}
+
+impl TokenQuery {
+    /// The most tokens one listing returns: each is a walk up its ancestry.
+    pub const MAX_LIMIT: usize = 200;
+}
+
+/// The tokens `query` selects, newest first, each with its status (as a
+/// trace computes it, from its ancestry) but without its descendants.
+/// `None` when the query names neither a subject nor an agent.
+pub async fn tokens(context: &Context, query: &TokenQuery) -> Result<Option<Vec<TraceNode>>, EndpointError> {
+    if query.subject.is_none() && query.agent.is_none() {
+        return Ok(None);
     }
-    let mut walk = Walk { budget: MAX_TRACE_NODES, truncated };
-    let token = subtree(context, &policy, path, &mut walk).await?;
-    Ok(Some(Trace { ancestors, token, truncated: walk.truncated }))
+    let filter = AuditFilter {
+        subject: query.subject.clone(),
+        agent: query.agent.clone(),
+        decision: Some(AuditDecision::Issued),
+        limit: Some(query.limit.unwrap_or(TokenQuery::MAX_LIMIT).clamp(1, TokenQuery::MAX_LIMIT)),
+        ..AuditFilter::default()
+    };
+    let policy = context.policy();
+    let mut nodes = Vec::new();
+    for event in context.stores.audit.query(&filter).await? {
+        let (path, _) = path_to(context, event).await?;
+        nodes.push(node(context, &policy, &path).await?);
+    }
+    Ok(Some(nodes))
 }
 
 /// The inventory, each agent with its last use and recent issuance.

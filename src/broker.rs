@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::abuse::{Guard, RefusalSettings, ThrottleSettings};
-use crate::admin::{AgentReport, Trace};
+use crate::admin::{AgentReport, TokenQuery, Trace, TraceNode};
 use crate::approvals::{ApprovalSettings, Approvals};
 use crate::claims::{Claims, TokenId};
 use crate::clock::{Clock, UnixTime};
@@ -245,6 +245,11 @@ impl Broker {
     /// ([`admin::trace`]).
     pub async fn trace(&self, jti: &TokenId) -> Result<Option<Trace>, EndpointError> {
         admin::trace(&self.context, jti).await
+    }
+
+    /// The tokens of a subject or an agent, with their status ([`admin::tokens`]).
+    pub async fn tokens(&self, query: &TokenQuery) -> Result<Option<Vec<TraceNode>>, EndpointError> {
+        admin::tokens(&self.context, query).await
     }
 
     /// The agent inventory with lifecycle warnings ([`admin::agent_reports`]).

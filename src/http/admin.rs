@@ -1,5 +1,5 @@
 //! The admin API under `/admin`, for security teams: revoke, deprovision
-//! and reinstate, trace, the agent inventory, the audit trail and policy
+//! and reinstate, trace, a subject's or an agent's tokens, the agent inventory, the audit trail and policy
 //! dry runs. Behind the admin credential ([`super::admin_auth`]).
 
 use std::sync::Arc;
@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::admin_error::AdminError;
+use crate::admin::TokenQuery;
 use crate::broker::Broker;
 use crate::claims::TokenId;
 use crate::error::EndpointError;
@@ -26,6 +27,7 @@ pub(super) fn router(broker: Arc<Broker>) -> Router<Arc<Broker>> {
         .route("/admin/deprovision", post(deprovision))
         .route("/admin/reinstate", post(reinstate))
         .route("/admin/trace/{jti}", get(trace))
+        .route("/admin/tokens", get(tokens))
         .route("/admin/agents", get(agents))
         .route("/admin/audit", get(audit))
         .route("/admin/policy/explain", post(explain))
@@ -86,6 +88,17 @@ async fn trace(State(broker): State<Arc<Broker>>, Path(jti): Path<String>) -> Re
         Some(trace) => Ok(Json(trace).into_response()),
         None => Err(AdminError::UnknownToken),
     }
+}
+
+/// The tokens of a subject or an agent (`?subject=…`, `?agent=…`, both, and
+/// `limit`), newest first, each with its status.
+async fn tokens(
+    State(broker): State<Arc<Broker>>,
+    query: Result<Query<TokenQuery>, QueryRejection>,
+) -> Result<Json<Value>, AdminError> {
+    let Ok(Query(query)) = query else { return Err(AdminError::MalformedRequest) };
+    let tokens = broker.tokens(&query).await?.ok_or(AdminError::MalformedRequest)?;
+    Ok(Json(json!({ "tokens": tokens })))
 }
 
 async fn agents(State(broker): State<Arc<Broker>>) -> Result<Json<Value>, AdminError> {

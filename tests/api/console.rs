@@ -378,6 +378,61 @@ async fn deprovisioning_an_agent_from_the_picture_kills_the_tokens_it_is_in() {
     blocked.assert_error(401, "invalid_client");
 }
 
+#[tokio::test]
+async fn a_subjects_and_an_agents_tokens_are_found_with_their_state() {
+    let harness = Harness::new();
+    let jtis = chain(&harness).await;
+    let cookie = sign_in(&harness).await;
+    // The chain's subject is the orchestrator, acting for itself.
+    let of_subject = get(&harness, "/console/tokens?subject=orchestrator", Some(&cookie)).await;
+    assert_eq!(of_subject.status, StatusCode::OK, "{}", of_subject.body);
+    assert_eq!(states(&of_subject, &jtis), ["live", "live", "live"]);
+    assert!(of_subject.body.contains("3 tokens, newest first"), "{}", of_subject.body);
+    let of_planner = get(&harness, "/console/tokens?agent=planner", Some(&cookie)).await;
+    assert!(of_planner.body.contains("1 token, newest first"), "{}", of_planner.body);
+    assert_eq!(states(&of_planner, &jtis[1..2]), ["live"]);
+    assert!(!of_planner.body.contains(&jtis[0]) && !of_planner.body.contains(&jtis[2]), "{}", of_planner.body);
+    // Both at once narrow; neither asks for a name; a payload is text.
+    let both = get(&harness, "/console/tokens?subject=orchestrator&agent=booker", Some(&cookie)).await;
+    assert_eq!(states(&both, &jtis[2..]), ["live"]);
+    assert!(both.body.contains("1 token, newest first"), "{}", both.body);
+    let neither = get(&harness, "/console/tokens", Some(&cookie)).await;
+    assert!(neither.body.contains("Name a subject, an agent, or both."), "{}", neither.body);
+    let payload = get(&harness, "/console/tokens?agent=%3Cscript%3Ealert(1)%3C/script%3E", Some(&cookie)).await;
+    assert!(payload.body.contains("0 tokens") && !payload.body.contains("<script>alert"), "{}", payload.body);
+
+    let revoked =
+        crate::revocation::admin(&harness, "POST", "/admin/revoke", Some(serde_json::json!({"jti": jtis[1]})));
+    assert_eq!(revoked.await.status, 200);
+    let after = get(&harness, "/console/tokens?subject=orchestrator", Some(&cookie)).await;
+    assert_eq!(states(&after, &jtis), ["live", "revoked", "revoked"]);
+}
+
+#[tokio::test]
+async fn deprovisioning_from_the_agents_page_says_what_the_agent_holds() {
+    let harness = Harness::new();
+    let jtis = chain(&harness).await;
+    let cookie = sign_in(&harness).await;
+    let agents = get(&harness, "/console/agents", Some(&cookie)).await;
+    assert!(agents.body.contains("href=\"/console/deprovision?agent=planner\""), "{}", agents.body);
+    let confirm = get(&harness, "/console/deprovision?agent=planner", Some(&cookie)).await;
+    assert_eq!(confirm.status, StatusCode::OK, "{}", confirm.body);
+    assert!(
+        confirm.body.contains("of the newest 1 it obtained, <strong>1</strong> live token, held by planner"),
+        "{}",
+        confirm.body
+    );
+    assert_eq!(states(&confirm, &jtis[1..2]), ["live"]);
+    let token = csrf(&confirm);
+    let done = post(&harness, "/console/deprovision", Some(&cookie), &format!("csrf={token}&agent=planner")).await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    let location = done.headers[header::LOCATION].to_str().unwrap();
+    assert_eq!(location, "/console/tokens?agent=planner");
+    let after = get(&harness, "/console/tokens?subject=orchestrator", Some(&cookie)).await;
+    // T1 is the planner's, T2 descends from it: both die; T0 was only addressed to it, and dies too.
+    assert_eq!(states(&after, &jtis), ["revoked", "revoked", "revoked"]);
+}
+
 /// The walk in headless Chromium, driven by playwright-core
 /// (`tests/interop/node/console.test.js`): sign in, find the chain, see the
 /// tree, approve a booking, revoke T1, deprovision an agent. Screenshots of

@@ -77,7 +77,7 @@ async fn introspect(harness: &Harness, token: &str) -> Value {
     response.body
 }
 
-async fn admin(harness: &Harness, method: &str, path: &str, body: Option<Value>) -> Response {
+pub(crate) async fn admin(harness: &Harness, method: &str, path: &str, body: Option<Value>) -> Response {
     let request = Request::builder()
         .method(method)
         .uri(path)
@@ -278,6 +278,31 @@ async fn admin_revoke_trace_agents_and_audit() {
     let window = admin(&harness, "GET", &format!("/admin/audit?since={}&limit=2", START.0), None).await;
     assert_eq!(window.body["events"].as_array().unwrap().len(), 2);
     assert_eq!(admin(&harness, "GET", "/admin/audit?bogus=1", None).await.status, 400);
+}
+
+#[tokio::test]
+async fn the_admin_api_lists_a_subjects_or_an_agents_tokens_with_their_status() {
+    let harness = Harness::new();
+    let [root, hop1, hop2] = harness.walk().await;
+    admin(&harness, "POST", "/admin/revoke", Some(json!({"jti": claims_of(&hop1).jti}))).await;
+    let listed = admin(&harness, "GET", &format!("/admin/tokens?subject={}", claims_of(&root).sub), None).await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    let status: Vec<(String, String)> = listed.body["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|token| (token["jti"].as_str().unwrap().to_owned(), token["status"].as_str().unwrap().to_owned()))
+        .collect();
+    // Newest first; the revoked hop's child is revoked through its ancestry.
+    let expected = [(&hop2, "revoked"), (&hop1, "revoked"), (&root, "active")]
+        .map(|(token, status)| (claims_of(token).jti.0, status.to_owned()));
+    assert_eq!(status, expected);
+    let planner = admin(&harness, "GET", "/admin/tokens?agent=planner&limit=5", None).await;
+    assert_eq!(planner.body["tokens"].as_array().unwrap().len(), 1);
+    assert_eq!(planner.body["tokens"][0]["jti"], claims_of(&hop1).jti.0);
+    // Naming nobody, or an unknown filter, is a malformed query.
+    admin(&harness, "GET", "/admin/tokens", None).await.assert_error(400, "invalid_request");
+    admin(&harness, "GET", "/admin/tokens?agent=planner&bogus=1", None).await.assert_error(400, "invalid_request");
 }
 
 #[tokio::test]

@@ -11,6 +11,25 @@ pub fn trace(jti: &str) -> String {
     format!("/console/trace?q={}", encoded(jti))
 }
 
+/// The tokens of `subject`.
+pub fn tokens_of_subject(subject: &str) -> String {
+    format!("/console/tokens?subject={}", encoded(subject))
+}
+
+/// The tokens `agent` obtained.
+pub fn tokens_of_agent(agent: &str) -> String {
+    format!("/console/tokens?agent={}", encoded(agent))
+}
+
+/// The confirmation before deprovisioning `agent`, seen from the tree of
+/// `jti` when given, else from its own tokens.
+pub fn deprovision(agent: &str, jti: Option<&str>) -> String {
+    match jti {
+        Some(jti) => format!("/console/deprovision?agent={}&jti={}", encoded(agent), encoded(jti)),
+        None => format!("/console/deprovision?agent={}", encoded(agent)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -27,6 +27,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 
+use crate::admin::TokenQuery;
 use crate::broker::Broker;
 use crate::claims::TokenId;
 use crate::clock::UnixTime;
@@ -36,7 +37,7 @@ use crate::policy::explain::{ExplainError, Question};
 use crate::store::approvals::{ApprovalQuery, Cursor};
 use crate::store::{ApprovalId, AuditFilter, Principal};
 use extract::{field, Posted, SignedIn};
-use pages::{page, unavailable};
+use pages::{page, unavailable, Seen};
 use session::{Sessions, COOKIE, SESSION_SECONDS};
 
 /// Nothing but the console's own style sheet: no script, no image, no
@@ -54,6 +55,7 @@ pub(super) fn router(broker: Arc<Broker>) -> Router<Arc<Broker>> {
         .route("/console/sign-out", post(sign_out))
         .route("/console/agents", get(agents))
         .route("/console/trace", get(trace).post(search))
+        .route("/console/tokens", get(tokens))
         .route("/console/revoke", get(revoke_form).post(revoke))
         .route("/console/deprovision", get(deprovision_form).post(deprovision))
         .route("/console/approvals", get(approvals).post(decide))
@@ -227,24 +229,67 @@ fn agent_named(name: Option<String>) -> Option<String> {
     name.filter(|name| (1..=256).contains(&name.len()))
 }
 
+/// The confirmation before deprovisioning an agent: seen from the tree of
+/// the token `jti` when the query names one, else from the agent's tokens.
 async fn deprovision_form(State(broker): State<Arc<Broker>>, signed_in: SignedIn, uri: Uri) -> Response {
     let Some(agent) = agent_named(Some(query_field(&uri, "agent"))) else {
         return refused(StatusCode::BAD_REQUEST, "No agent was named.");
     };
-    match broker.trace(&TokenId(query_field(&uri, "jti"))).await {
-        Ok(Some(trace)) => page(StatusCode::OK, pages::deprovision(&trace, &agent, &signed_in.session.csrf)),
+    let csrf = &signed_in.session.csrf;
+    let jti = query_field(&uri, "jti");
+    if jti.is_empty() {
+        let query = TokenQuery { agent: Some(agent.clone()), ..TokenQuery::default() };
+        return match broker.tokens(&query).await {
+            Ok(tokens) => {
+                page(StatusCode::OK, pages::deprovision(&agent, Seen::Tokens(&tokens.unwrap_or_default()), csrf))
+            }
+            Err(_) => unavailable(),
+        };
+    }
+    match broker.trace(&TokenId(jti)).await {
+        Ok(Some(trace)) => page(StatusCode::OK, pages::deprovision(&agent, Seen::Tree(&trace), csrf)),
         Ok(None) => page(StatusCode::NOT_FOUND, pages::message("Not found", "No token with that id is known.")),
         Err(_) => unavailable(),
     }
 }
 
+/// Deprovisions the agent, then shows where it was confirmed from, updated.
 async fn deprovision(State(broker): State<Arc<Broker>>, form: Posted) -> Response {
-    let (Some(agent), Some(jti)) = (agent_named(form.field("agent")), form.field("jti")) else {
+    let Some(agent) = agent_named(form.field("agent")) else {
         return refused(StatusCode::BAD_REQUEST, "No agent was named: nothing was done.");
     };
-    match broker.deprovision(&Principal::Agent(AgentId::new(agent))).await {
-        Ok(()) => to_trace(&jti),
-        Err(_) => unavailable(),
+    if broker.deprovision(&Principal::Agent(AgentId::new(agent.clone()))).await.is_err() {
+        return unavailable();
+    }
+    match form.field("jti") {
+        Some(jti) => to_trace(&jti),
+        None => Redirect::to(&link::tokens_of_agent(&agent)).into_response(),
+    }
+}
+
+/// The filled fields of a form sent as a query string, each trimmed, empty
+/// ones left out.
+fn filled<'a>(uri: &Uri, fields: &[(&'a str, &str)]) -> Vec<(&'a str, String)> {
+    let query = uri.query().unwrap_or_default().as_bytes();
+    fields
+        .iter()
+        .filter_map(|(name, _)| field(query, name).map(|value| (*name, value.trim().to_owned())))
+        .filter(|(_, value)| !value.is_empty())
+        .collect()
+}
+
+/// The tokens of a subject or an agent, each with its state.
+async fn tokens(State(broker): State<Arc<Broker>>, signed_in: SignedIn, uri: Uri) -> Response {
+    let filled = filled(&uri, &pages::TOKEN_FIELDS);
+    let named = |name: &str| filled.iter().find(|(filled, _)| *filled == name).map(|(_, value)| value.clone());
+    let query = TokenQuery { subject: named("subject"), agent: named("agent"), limit: Some(100) };
+    let csrf = &signed_in.session.csrf;
+    match broker.tokens(&query).await {
+        Ok(found) => page(StatusCode::OK, pages::tokens(&filled, found.as_deref().map(Ok), csrf)),
+        Err(_) => page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            pages::tokens(&filled, Some(Err("The audit trail cannot be read now.")), csrf),
+        ),
     }
 }
 
@@ -321,12 +366,7 @@ fn audit_filter(filled: &[(&str, String)]) -> Result<AuditFilter, String> {
 }
 
 async fn audit(State(broker): State<Arc<Broker>>, signed_in: SignedIn, uri: Uri) -> Response {
-    let query = uri.query().unwrap_or_default().as_bytes();
-    let filled: Vec<(&str, String)> = pages::AUDIT_FILTERS
-        .iter()
-        .filter_map(|(name, _)| field(query, name).map(|value| (*name, value.trim().to_owned())))
-        .filter(|(_, value)| !value.is_empty())
-        .collect();
+    let filled = filled(&uri, &pages::AUDIT_FILTERS);
     let csrf = &signed_in.session.csrf;
     let filter = match audit_filter(&filled) {
         Ok(filter) => filter,
@@ -361,12 +401,7 @@ fn question(filled: &[(&str, String)]) -> Result<Question, String> {
 /// A dry run against the policy in force: asking changes nothing, so the
 /// form is a GET and needs no CSRF token.
 async fn explain(State(broker): State<Arc<Broker>>, signed_in: SignedIn, uri: Uri) -> Response {
-    let query = uri.query().unwrap_or_default().as_bytes();
-    let filled: Vec<(&str, String)> = pages::EXPLAIN_FIELDS
-        .iter()
-        .filter_map(|(name, _)| field(query, name).map(|value| (*name, value.trim().to_owned())))
-        .filter(|(_, value)| !value.is_empty())
-        .collect();
+    let filled = filled(&uri, &pages::EXPLAIN_FIELDS);
     let csrf = &signed_in.session.csrf;
     if filled.is_empty() {
         return page(StatusCode::OK, pages::explain(&filled, None, csrf));

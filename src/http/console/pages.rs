@@ -50,6 +50,7 @@ fn framed(title: &str, csrf: Option<&str>, refresh: Option<u32>, body: Markup) -
                         nav {
                             a href="/console/agents" { "Agents" } " "
                             a href="/console/trace" { "Trace" } " "
+                            a href="/console/tokens" { "Tokens" } " "
                             a href="/console/approvals" { "Approvals" } " "
                             a href="/console/audit" { "Audit" } " "
                             a href="/console/explain" { "Explain" }
@@ -91,12 +92,12 @@ pub fn agents(reports: &[AgentReport], csrf: &str) -> Markup {
             table #agents {
                 thead { tr {
                     th { "Agent" } th { "Owner" } th { "Purpose" } th { "Expires" } th { "Active" }
-                    th { "Last use" } th { "Issued (24 h)" } th { "Warnings" }
+                    th { "Last use" } th { "Issued (24 h)" } th { "Warnings" } th {}
                 } }
                 tbody {
                     @for agent in reports {
                         tr data-agent=(agent.id) {
-                            td { code { (agent.id) } }
+                            td { a href=(link::tokens_of_agent(&agent.id)) { code { (agent.id) } } }
                             td { (agent.owner) }
                             td { (agent.purpose) }
                             td { (agent.expires) }
@@ -104,6 +105,7 @@ pub fn agents(reports: &[AgentReport], csrf: &str) -> Markup {
                             td { @match agent.last_use { Some(at) => (at), None => "never" } }
                             td { (agent.tokens_issued_last_day) }
                             td { @for warning in &agent.warnings { p.warning { (warning) } } }
+                            td { a.danger href=(link::deprovision(&agent.id, None)) { "Deprovision…" } }
                         }
                     }
                 }
@@ -127,6 +129,7 @@ fn search(query: &str, csrf: &str) -> Markup {
             input #q type="search" name="q" value=(query) autocomplete="off" spellcheck="false";
             button type="submit" { "Trace" }
         }
+        p { "Or find " a href="/console/tokens" { "a subject's or an agent's tokens" } "." }
     }
 }
 
@@ -148,7 +151,7 @@ pub fn trace(query: &str, found: Option<(&Trace, Option<&[AuditEvent]>)>, csrf: 
                     }
                     @if let Some(agent) = &trace.token.agent {
                         p {
-                            a.danger href={ "/console/deprovision?agent=" (link::encoded(agent)) "&jti=" (link::encoded(&trace.token.jti.0)) } {
+                            a.danger href=(link::deprovision(agent, Some(&trace.token.jti.0))) {
                                 "Deprovision the agent " (agent) "…"
                             }
                         }
@@ -169,8 +172,12 @@ fn details(node: &TraceNode) -> Markup {
         dl #details data-jti=(node.jti.0) {
             dt { "Token" } dd { code { (node.jti.0) } }
             dt { "State" } dd { (Standing::of(node).name()) }
-            dt { "Subject" } dd { (node.subject.as_deref().unwrap_or("?")) }
-            dt { "Agent" } dd { (node.agent.as_deref().unwrap_or("?")) }
+            dt { "Subject" } dd {
+                @match &node.subject { Some(subject) => a href=(link::tokens_of_subject(subject)) { (subject) }, None => "?" }
+            }
+            dt { "Agent" } dd {
+                @match &node.agent { Some(agent) => a href=(link::tokens_of_agent(agent)) { (agent) }, None => "?" }
+            }
             dt { "Target" } dd { (node.target.as_deref().unwrap_or("?")) }
             dt { "Scopes" } dd { (node.scope.as_deref().unwrap_or("")) }
             dt { "Issued" } dd { (node.issued_at) }
@@ -211,37 +218,56 @@ fn audit_table(events: &[AuditEvent]) -> Markup {
     }
 }
 
-/// What revoking `node` kills: its live tokens, and the agents holding them.
-pub fn blast_radius(node: &TraceNode) -> (usize, Vec<String>) {
-    let mut live = 0;
-    let mut agents = Vec::new();
+/// The live tokens among those counted, and the agents holding them.
+#[derive(Default)]
+pub struct Tally {
+    /// How many live tokens.
+    pub live: usize,
+    /// Their holders, sorted, each once.
+    pub holders: Vec<String>,
+}
+
+impl Tally {
+    /// Counts `node` when it is live.
+    fn count(&mut self, node: &TraceNode) {
+        if Standing::of(node) != Standing::Live {
+            return;
+        }
+        self.live += 1;
+        if let Some(holder) = node.agent.as_ref().filter(|holder| !self.holders.contains(holder)) {
+            self.holders.push(holder.clone());
+            self.holders.sort();
+        }
+    }
+
+    /// "2 live tokens, held by booker, planner".
+    fn said(&self) -> Markup {
+        html! {
+            strong { (self.live) } " live " @if self.live == 1 { "token" } @else { "tokens" }
+            @if !self.holders.is_empty() { ", held by " (self.holders.join(", ")) }
+        }
+    }
+}
+
+/// What revoking `node` kills: it and its descendants.
+pub fn blast_radius(node: &TraceNode) -> Tally {
+    let mut tally = Tally::default();
     let mut stack = vec![node];
     while let Some(node) = stack.pop() {
-        if Standing::of(node) == Standing::Live {
-            live += 1;
-            if let Some(agent) = &node.agent {
-                if !agents.contains(agent) {
-                    agents.push(agent.clone());
-                }
-            }
-        }
+        tally.count(node);
         stack.extend(node.children.iter());
     }
-    agents.sort();
-    (live, agents)
+    tally
 }
 
 /// The confirmation before a revocation: exactly what will die.
 pub fn revoke(trace: &Trace, csrf: &str) -> Markup {
-    let (live, agents) = blast_radius(&trace.token);
     frame(
         "Revoke",
         Some(csrf),
         html! {
             p #blast-radius {
-                "Revoking " code { (trace.token.jti.0) } " kills " strong { (live) } " live "
-                @if live == 1 { "token" } @else { "tokens" }
-                @if !agents.is_empty() { ", held by " (agents.join(", ")) }
+                "Revoking " code { (trace.token.jti.0) } " kills " (blast_radius(&trace.token).said())
                 ". Its ancestors stay live."
             }
             div.picture { (tree::picture(trace)) }
@@ -330,67 +356,142 @@ pub fn approval(approval: &Approval, csrf: &str) -> Markup {
     )
 }
 
-/// What deprovisioning `agent` kills in `trace`: every live token it
+/// What deprovisioning `agent` kills in `trace`: every token the agent
 /// obtained, is addressed to, or descends from one of those (it is then in
-/// the chain), and the agents holding them.
-pub fn agent_blast_radius(trace: &Trace, agent: &str) -> (usize, Vec<String>) {
+/// the chain).
+pub fn agent_blast_radius(trace: &Trace, agent: &str) -> Tally {
     let names = |node: &TraceNode| node.agent.as_deref() == Some(agent) || node.target.as_deref() == Some(agent);
-    let mut live = 0;
-    let mut holders = Vec::new();
-    let mut count = |node: &TraceNode| {
-        if Standing::of(node) == Standing::Live {
-            live += 1;
-            if let Some(holder) = &node.agent {
-                if !holders.contains(holder) {
-                    holders.push(holder.clone());
-                }
-            }
-        }
-    };
+    let mut tally = Tally::default();
     let mut above = false;
     for ancestor in &trace.ancestors {
         above = above || names(ancestor);
         if above {
-            count(ancestor);
+            tally.count(ancestor);
         }
     }
     let mut stack = vec![(&trace.token, above)];
     while let Some((node, inherited)) = stack.pop() {
         let dies = inherited || names(node);
         if dies {
-            count(node);
+            tally.count(node);
         }
         stack.extend(node.children.iter().map(|child| (child, dies)));
     }
-    holders.sort();
-    (live, holders)
+    tally
 }
 
-/// The confirmation before an agent is deprovisioned: what dies in this
-/// tree, and that the agent is blocked until reinstated.
-pub fn deprovision(trace: &Trace, agent: &str, csrf: &str) -> Markup {
-    let (live, holders) = agent_blast_radius(trace, agent);
+/// Where a deprovisioning is confirmed from: the tree of one token, or the
+/// list of the agent's own tokens.
+pub enum Seen<'a> {
+    /// The tree of a token the agent is in.
+    Tree(&'a Trace),
+    /// The newest tokens the agent obtained.
+    Tokens(&'a [TraceNode]),
+}
+
+/// The confirmation before an agent is deprovisioned: what dies among what
+/// is shown, and that the agent is blocked until reinstated.
+pub fn deprovision(agent: &str, seen: Seen<'_>, csrf: &str) -> Markup {
+    let dies = match seen {
+        Seen::Tree(trace) => html! { "in this tree " (agent_blast_radius(trace, agent).said()) "." },
+        Seen::Tokens(tokens) => {
+            let mut tally = Tally::default();
+            tokens.iter().for_each(|token| tally.count(token));
+            html! { "of the newest " (tokens.len()) " it obtained, " (tally.said()) ", and whatever descends from them." }
+        }
+    };
     frame(
         "Deprovision",
         Some(csrf),
         html! {
             p #blast-radius {
-                "Deprovisioning " code { (agent) } " kills every token it obtained, is addressed to or appears in the chain of, "
-                "everywhere; in this tree " strong { (live) } " live "
-                @if live == 1 { "token" } @else { "tokens" }
-                @if !holders.is_empty() { ", held by " (holders.join(", ")) }
-                ". It cannot authenticate until it is reinstated (" code { "baton reinstate agent " (agent) } ")."
+                "Deprovisioning " code { (agent) } " kills every token it obtained, is addressed to or appears in the chain of, everywhere; "
+                (dies)
+                " It cannot authenticate until it is reinstated (" code { "baton reinstate agent " (agent) } ")."
             }
-            div.picture { (tree::picture(trace)) }
+            @match seen {
+                Seen::Tree(trace) => div.picture { (tree::picture(trace)) },
+                Seen::Tokens(tokens) => (token_table(tokens)),
+            }
             form method="post" action="/console/deprovision" {
                 input type="hidden" name="csrf" value=(csrf);
                 input type="hidden" name="agent" value=(agent);
-                input type="hidden" name="jti" value=(trace.token.jti.0);
+                @if let Seen::Tree(trace) = seen { input type="hidden" name="jti" value=(trace.token.jti.0); }
                 button.danger type="submit" { "Deprovision" }
-                " " a href=(link::trace(&trace.token.jti.0)) { "Cancel" }
+                " "
+                @match seen {
+                    Seen::Tree(trace) => a href=(link::trace(&trace.token.jti.0)) { "Cancel" },
+                    Seen::Tokens(_) => a href=(link::tokens_of_agent(agent)) { "Cancel" },
+                }
             }
         },
     )
+}
+
+/// The fields of the token search.
+pub const TOKEN_FIELDS: [(&str, &str); 2] =
+    [("subject", "Subject (a person, or an agent for itself)"), ("agent", "Agent that obtained them")];
+
+/// The tokens of a subject or an agent: the search, refilled, and what it
+/// found or why it could not be read.
+pub fn tokens(filled: &[(&str, String)], found: Option<Result<&[TraceNode], &str>>, csrf: &str) -> Markup {
+    let agent = filled.iter().find(|(name, _)| *name == "agent").map(|(_, value)| value.as_str());
+    frame(
+        "Tokens",
+        Some(csrf),
+        html! {
+            form.filters method="get" action="/console/tokens" {
+                @for (name, label) in TOKEN_FIELDS {
+                    @let value = filled.iter().find(|(filled, _)| *filled == name).map_or("", |(_, value)| value.as_str());
+                    label for=(name) { (label) }
+                    input id=(name) type="text" name=(name) value=(value) autocomplete="off";
+                }
+                button type="submit" { "Find" }
+            }
+            @match found {
+                None => p { "Name a subject, an agent, or both." },
+                Some(Err(reason)) => p.notice role="alert" { (reason) },
+                Some(Ok(tokens)) => {
+                    p #found { (tokens.len()) @if tokens.len() == 1 { " token" } @else { " tokens" } ", newest first" }
+                    (token_table(tokens))
+                    @if let Some(agent) = agent {
+                        p { a.danger href=(link::deprovision(agent, None)) { "Deprovision the agent " (agent) "…" } }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// Tokens as rows: state, id (linking to its tree), who, for what, when.
+fn token_table(tokens: &[TraceNode]) -> Markup {
+    html! {
+        table #tokens {
+            thead { tr {
+                th { "State" } th { "Token" } th { "Agent" } th { "Subject" } th { "Target" } th { "Scopes" }
+                th { "Issued" } th { "Expires" } th { "Marks" }
+            } }
+            tbody {
+                @for token in tokens {
+                    @let standing = Standing::of(token).name();
+                    tr data-jti=(token.jti.0) data-status=(standing) {
+                        td class={ "state " (standing) } { (standing) }
+                        td { a href=(link::trace(&token.jti.0)) { code { (token.jti.0) } } }
+                        td { (token.agent.as_deref().unwrap_or("?")) }
+                        td { (token.subject.as_deref().unwrap_or("?")) }
+                        td { (token.target.as_deref().unwrap_or("?")) }
+                        td { (token.scope.as_deref().unwrap_or("")) }
+                        td { (token.issued_at) }
+                        td { @match token.expires_at { Some(at) => (at), None => "?" } }
+                        td {
+                            @if token.approval.is_some() { span.approved { "approved" } " " }
+                            @if token.dpop_jkt.is_some() { span.dpop { "DPoP" } }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The filters of the audit search, as the admin API has them.
