@@ -24,6 +24,7 @@ use crate::policy::{Policy, PolicyError};
 use crate::revocation::Revocations;
 use crate::store::approvals::{ApprovalPage, ApprovalQuery};
 use crate::store::{Approval, ApprovalId, AuditEvent, AuditFilter, Principal, Status, StoreError};
+use crate::upstream::sign_in::SignIn;
 use crate::{admin, governance, grant, introspection, lifecycle};
 
 /// A running broker.
@@ -32,6 +33,7 @@ pub struct Broker {
     guard: Guard,
     approvals: Approvals,
     revocations: Revocations,
+    console_sign_in: Option<Arc<SignIn>>,
 }
 
 impl Broker {
@@ -44,6 +46,7 @@ impl Broker {
             guard,
             approvals: Approvals::new(ApprovalSettings::default()),
             revocations: Revocations::default(),
+            console_sign_in: None,
         }
     }
 
@@ -68,6 +71,18 @@ impl Broker {
     pub fn with_trusted_proxies(mut self, proxies: Vec<IpAddr>) -> Broker {
         self.guard = self.guard.with_trusted_proxies(proxies);
         self
+    }
+
+    /// The same broker letting listed security-team members sign in to the
+    /// console at an identity provider.
+    pub fn with_console_sign_in(mut self, sign_in: SignIn) -> Broker {
+        self.console_sign_in = Some(Arc::new(sign_in));
+        self
+    }
+
+    /// Signing in to the console at an identity provider, when configured.
+    pub fn console_sign_in(&self) -> Option<&SignIn> {
+        self.console_sign_in.as_deref()
     }
 
     /// What every endpoint reads.

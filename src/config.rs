@@ -109,6 +109,43 @@ pub struct Config {
     /// still alive is kept however old. At least one day, the longest any
     /// token lives, so trimming by age never reaches a live token's events.
     pub audit_retention_days: u32,
+    /// Signing in to the console at an identity provider, besides the admin
+    /// credential; off unless configured.
+    pub console_sign_in: Option<ConsoleSignIn>,
+}
+
+/// The console's registration at an identity provider, and who may sign in
+/// there: the keys `console_issuer`, `console_client_id`,
+/// `console_client_secret` and `console_members`, all or none.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConsoleSignIn {
+    /// The provider's issuer URL: https, or http on a loopback address.
+    pub issuer: String,
+    /// The console's client id at the provider.
+    pub client_id: String,
+    client_secret: String,
+    /// Who may sign in: subjects (`sub`) at the provider, or email
+    /// addresses it has verified.
+    pub members: Vec<String>,
+}
+
+impl ConsoleSignIn {
+    /// The console's client secret at the provider.
+    pub fn client_secret(&self) -> secrecy::SecretString {
+        secrecy::SecretString::from(self.client_secret.clone())
+    }
+}
+
+impl std::fmt::Debug for ConsoleSignIn {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("ConsoleSignIn")
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"***")
+            .field("members", &self.members)
+            .finish()
+    }
 }
 
 /// A configuration that cannot be used; the message names the key.
@@ -169,6 +206,10 @@ struct Raw {
     max_connections_per_address: Option<usize>,
     trusted_proxies: Option<Vec<IpAddr>>,
     audit_retention_days: Option<u32>,
+    console_issuer: Option<String>,
+    console_client_id: Option<String>,
+    console_client_secret: Option<String>,
+    console_members: Option<Vec<String>>,
 }
 
 impl Config {
@@ -200,6 +241,7 @@ impl Config {
     }
 
     fn resolve(raw: Raw) -> Result<Config, ConfigError> {
+        let console_sign_in = console_sign_in(&raw)?;
         let listen = raw.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
         let issuer = raw.issuer.unwrap_or_else(|| format!("http://{listen}"));
         check_issuer(&issuer)?;
@@ -239,7 +281,14 @@ impl Config {
             max_connections_per_address: raw.max_connections_per_address.unwrap_or(128),
             trusted_proxies: raw.trusted_proxies.unwrap_or_default(),
             audit_retention_days: raw.audit_retention_days.unwrap_or(crate::store::DEFAULT_AUDIT_RETENTION_DAYS),
+            console_sign_in,
         };
+        if config.console_sign_in.is_some() && config.admin_token_sha256.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "console_issuer",
+                problem: "the console is on only with the admin API: set admin_token_sha256 too".into(),
+            });
+        }
         if config.approval_webhook.as_deref().is_some_and(|url| !url.starts_with("http://")) {
             return Err(ConfigError::Invalid {
                 key: "approval_webhook",
@@ -294,7 +343,43 @@ impl Config {
 }
 
 /// The keys whose value is a list: as a variable, comma-separated.
-const LIST_KEYS: &[&str] = &["trusted_proxies"];
+const LIST_KEYS: &[&str] = &["trusted_proxies", "console_members"];
+
+/// The console's sign-in at an identity provider: every key of it, or none.
+fn console_sign_in(raw: &Raw) -> Result<Option<ConsoleSignIn>, ConfigError> {
+    let members = raw.console_members.clone().unwrap_or_default();
+    let (issuer, client_id, client_secret) =
+        match (&raw.console_issuer, &raw.console_client_id, &raw.console_client_secret) {
+            (None, None, None) if members.is_empty() => return Ok(None),
+            (Some(issuer), Some(id), Some(secret)) if !members.is_empty() => (issuer, id, secret),
+            _ => {
+                return Err(ConfigError::Invalid {
+                    key: "console_issuer",
+                    problem: "console_issuer, console_client_id, console_client_secret and console_members go together"
+                        .into(),
+                })
+            }
+        };
+    let invalid = |problem: &str| ConfigError::Invalid { key: "console_issuer", problem: problem.to_owned() };
+    let url = url::Url::parse(issuer).map_err(|_| invalid("must be a URL"))?;
+    // Anything but loopback is reached over TLS: the ID token it hands back
+    // opens the console.
+    let loopback = matches!(url.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
+        || matches!(url.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback())
+        || url.host_str() == Some("localhost");
+    if !(url.scheme() == "https" || (url.scheme() == "http" && loopback)) {
+        return Err(invalid("must be an https:// URL (http:// only on a loopback address)"));
+    }
+    if members.iter().any(|member| member.trim().is_empty()) {
+        return Err(ConfigError::Invalid { key: "console_members", problem: "an entry is empty".into() });
+    }
+    Ok(Some(ConsoleSignIn {
+        issuer: issuer.clone(),
+        client_id: client_id.clone(),
+        client_secret: client_secret.clone(),
+        members,
+    }))
+}
 
 /// A variable's comma-separated text as a TOML array of strings, blanks
 /// dropped (so that an empty variable is an empty list).
@@ -545,5 +630,36 @@ mod tests {
             let error = Config::load(None, vars(&[("BATON_AUDIT_RETENTION_DAYS", bad)])).unwrap_err().to_string();
             assert!(error.contains("audit_retention_days"), "{error}");
         }
+    }
+
+    #[test]
+    fn the_console_signs_in_at_a_provider_only_with_every_key_and_the_admin_api() {
+        let hash = "ab".repeat(32);
+        let all = [
+            ("BATON_ADMIN_TOKEN_SHA256", hash.as_str()),
+            ("BATON_CONSOLE_ISSUER", "https://idp.example"),
+            ("BATON_CONSOLE_CLIENT_ID", "baton-console"),
+            ("BATON_CONSOLE_CLIENT_SECRET", "s3cret"),
+            ("BATON_CONSOLE_MEMBERS", "alice@example.com, carol"),
+        ];
+        let config = Config::load(None, vars(&all)).unwrap();
+        let sign_in = config.console_sign_in.as_ref().unwrap();
+        assert_eq!(sign_in.members, ["alice@example.com", "carol"]);
+        assert!(!format!("{config:?}").contains("s3cret"), "the secret is not printed");
+        for missing in 1..all.len() {
+            let mut some = all.to_vec();
+            some.remove(missing);
+            let error = Config::load(None, vars(&some)).unwrap_err().to_string();
+            assert!(error.contains("go together"), "{error}");
+        }
+        let error = Config::load(None, vars(&all[1..])).unwrap_err().to_string();
+        assert!(error.contains("admin_token_sha256"), "{error}");
+        // Plain http only on loopback.
+        let mut plain = all.to_vec();
+        plain[1] = ("BATON_CONSOLE_ISSUER", "http://idp.example");
+        assert!(Config::load(None, vars(&plain)).unwrap_err().to_string().contains("https://"));
+        plain[1] = ("BATON_CONSOLE_ISSUER", "http://127.0.0.1:9400");
+        assert!(Config::load(None, vars(&plain)).is_ok());
+        assert!(Config::load(None, vars(&[])).unwrap().console_sign_in.is_none());
     }
 }

@@ -23,6 +23,7 @@ use crate::policy::{Lifetimes, Policy};
 use crate::store::embedded::EmbeddedStore;
 use crate::store::redis::RedisStore;
 use crate::store::{Retention, StateStore};
+use crate::upstream::sign_in::{SignIn, SignInSettings};
 
 /// The token lifetimes the config sets.
 pub fn lifetimes(config: &Config) -> Lifetimes {
@@ -67,10 +68,23 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> Result<Broker, Str
         ..ThrottleSettings::default()
     };
     let refusals = RefusalSettings { interval: config.refusal_interval, max_keys: config.refusal_max_keys };
-    Ok(Broker::new(settings, keys, policy, stores, clock)
+    let broker = Broker::new(settings, keys, policy, stores, clock.clone())
         .with_approvals(approvals)
         .with_abuse_limits(throttle, refusals)
-        .with_trusted_proxies(config.trusted_proxies.clone()))
+        .with_trusted_proxies(config.trusted_proxies.clone());
+    Ok(match &config.console_sign_in {
+        Some(console) => {
+            let settings = SignInSettings {
+                issuer: console.issuer.clone(),
+                client_id: console.client_id.clone(),
+                client_secret: console.client_secret(),
+                redirect_uri: format!("{}/console/callback", config.issuer),
+                members: console.members.clone(),
+            };
+            broker.with_console_sign_in(SignIn::new(settings, clock).map_err(|error| error.to_string())?)
+        }
+        None => broker,
+    })
 }
 
 /// Redis when `redis_url` is set (several nodes share it), else the embedded

@@ -26,6 +26,8 @@
 //!   neither drop that history silently nor graft it into its own chain,
 //!   whose every hop it vouches for.
 
+pub mod sign_in;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -446,7 +446,10 @@ async fn the_console_works_in_a_real_browser() {
     assert!(installed.exists(), "{} is missing: run ./scripts/test.sh, which installs it", installed.display());
 
     const ADMIN: &str = "console-admin-token-3f9d";
-    let broker = crate::process::BrokerProcess::start(&[("BATON_ADMIN_TOKEN_SHA256", &secret_hash(ADMIN))]).await;
+    // The browser reaches the broker as `localhost` and the identity
+    // provider as `127.0.0.1`: two sites, as in a real deployment.
+    let (broker, provider) = crate::console_provider::broker_and_provider("localhost", ADMIN).await;
+    let console = broker.url.replace("127.0.0.1", "localhost");
     let client = reqwest::Client::new();
     let token = |agent: &'static str, form: Vec<(&'static str, String)>| {
         let request = client
@@ -483,7 +486,8 @@ async fn the_console_works_in_a_real_browser() {
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", broker.folder.path())
-        .env("BROKER_URL", &broker.url)
+        .env("BROKER_URL", &console)
+        .env("PROVIDER_URL", &provider.issuer)
         .env("ADMIN_TOKEN", ADMIN)
         .env("T0", json_of(&t0)["jti"].as_str().unwrap())
         .env("T1", json_of(&t1)["jti"].as_str().unwrap())
@@ -496,6 +500,7 @@ async fn the_console_works_in_a_real_browser() {
     println!("{}", run.report());
     assert!(run.passed(), "{}", run.report());
     let steps = [
+        "0-provider-signed-in",
         "1-agents",
         "2-tree",
         "3-approvals",

@@ -45,6 +45,11 @@ pub struct IdentityProvider {
 
 impl IdentityProvider {
     pub fn start() -> IdentityProvider {
+        IdentityProvider::start_with(&[])
+    }
+
+    /// The provider with these variables set (`IDP_CONSOLE_REDIRECT_URI`).
+    pub fn start_with(variables: &[(&str, &str)]) -> IdentityProvider {
         let installed = node_dir().join("node_modules/oidc-provider/package.json");
         assert!(installed.exists(), "oidc-provider is not installed: run ./scripts/test.sh, which installs it");
         let mut child = Command::new("node")
@@ -53,6 +58,7 @@ impl IdentityProvider {
             .env("IDP_PORT", free_port().to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
+            .envs(variables.iter().copied())
             .stderr(Stdio::null())
             .spawn()
             .expect("node");
@@ -77,6 +83,12 @@ impl IdentityProvider {
     /// A person signed in through the provider's login and consent pages.
     pub fn sign_in(&mut self, name: &str) -> String {
         self.ask(&format!("login {name}"))["id_token"].as_str().unwrap().to_owned()
+    }
+
+    /// A person signed in from an authorization URL the console built:
+    /// where the provider sends the browser back, with the code unspent.
+    pub fn walk(&mut self, name: &str, authorization_url: &str) -> String {
+        self.ask(&format!("walk {name} {authorization_url}"))["location"].as_str().unwrap().to_owned()
     }
 
     /// A person signed in as [`IdentityProvider::sign_in`] does, the client

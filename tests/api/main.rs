@@ -11,6 +11,7 @@ mod cli_policy;
 mod client_auth;
 mod connections;
 mod console;
+mod console_provider;
 mod delegation_rules;
 mod discovery;
 mod dpop;

@@ -25,13 +25,17 @@ fn sessions(parts: &Parts) -> Option<Arc<Sessions>> {
 /// comes first, and must not shadow the real one.
 pub fn session(broker: &Broker, sessions: &Sessions, headers: &HeaderMap) -> Option<(String, Session)> {
     let now = broker.context().now();
+    cookie_values(headers, COOKIE).find_map(|id| sessions.find(id, now).map(|session| (id.to_owned(), session)))
+}
+
+/// Every value the browser sends under the cookie `name`, in its order.
+pub fn cookie_values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(';'))
-        .filter_map(|pair| pair.trim().strip_prefix(COOKIE)?.strip_prefix('='))
-        .find_map(|id| sessions.find(id, now).map(|session| (id.to_owned(), session)))
+        .filter_map(move |pair| pair.trim().strip_prefix(name)?.strip_prefix('='))
 }
 
 /// The value of `name` in a form or query string, when it is there once.

@@ -14,6 +14,7 @@
 mod extract;
 mod link;
 mod pages;
+mod provider;
 mod session;
 mod tree;
 
@@ -52,6 +53,8 @@ pub(super) fn router(broker: Arc<Broker>) -> Router<Arc<Broker>> {
     Router::new()
         .route("/console", get(home))
         .route("/console/sign-in", get(sign_in_form).post(sign_in))
+        .route("/console/sign-in/provider", get(provider::start))
+        .route("/console/callback", get(provider::callback))
         .route("/console/sign-out", post(sign_out))
         .route("/console/agents", get(agents))
         .route("/console/trace", get(trace).post(search))
@@ -66,6 +69,7 @@ pub(super) fn router(broker: Arc<Broker>) -> Router<Arc<Broker>> {
         .route_layer(axum::middleware::from_fn(same_site_posts))
         .route_layer(axum::middleware::from_fn_with_state(broker, only_with_admin))
         .layer(Extension(Arc::new(Sessions::default())))
+        .layer(Extension(Arc::new(provider::PendingSignIns::default())))
         .layer(axum::middleware::map_response(security_headers))
 }
 
@@ -124,8 +128,8 @@ async fn home(signed_in: Result<SignedIn, Response>) -> Redirect {
     }
 }
 
-async fn sign_in_form() -> Response {
-    page(StatusCode::OK, pages::sign_in(false))
+async fn sign_in_form(State(broker): State<Arc<Broker>>) -> Response {
+    page(StatusCode::OK, pages::sign_in(false, broker.console_sign_in().map(|provider| provider.issuer())))
 }
 
 async fn sign_in(
@@ -134,14 +138,29 @@ async fn sign_in(
     body: Bytes,
 ) -> Response {
     if !field(&body, "admin_token").is_some_and(|token| broker.is_admin(&token)) {
-        return page(StatusCode::UNAUTHORIZED, pages::sign_in(true));
+        let provider = broker.console_sign_in().map(|provider| provider.issuer());
+        return page(StatusCode::UNAUTHORIZED, pages::sign_in(true, provider));
     }
     let Some((id, _)) = sessions.open(broker.context().now()) else {
         return page(StatusCode::SERVICE_UNAVAILABLE, pages::message("Unavailable", "No session could be opened."));
     };
-    let secure = if broker.settings().issuer.starts_with("https://") { "; Secure" } else { "" };
-    let cookie = format!("{COOKIE}={id}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={SESSION_SECONDS}{secure}");
-    with_cookie(Redirect::to("/console/agents").into_response(), &cookie)
+    with_cookie(Redirect::to("/console/agents").into_response(), &session_cookie(&id, &broker))
+}
+
+/// `; Secure` when the broker is reached over https.
+fn secure_attribute(broker: &Broker) -> &'static str {
+    if broker.settings().issuer.starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    }
+}
+
+/// The cookie naming session `id`: for the console's paths only, out of
+/// scripts' reach, never sent from another site, for a working day at most.
+fn session_cookie(id: &str, broker: &Broker) -> String {
+    let secure = secure_attribute(broker);
+    format!("{COOKIE}={id}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={SESSION_SECONDS}{secure}")
 }
 
 async fn sign_out(Extension(sessions): Extension<Arc<Sessions>>, form: Posted) -> Response {

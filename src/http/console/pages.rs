@@ -30,15 +30,16 @@ fn frame(title: &str, csrf: Option<&str>, body: Markup) -> Markup {
     framed(title, csrf, None, body)
 }
 
-/// [`frame`], reloaded by the browser every `refresh` seconds when given:
-/// a page that follows a queue without any script.
-fn framed(title: &str, csrf: Option<&str>, refresh: Option<u32>, body: Markup) -> Markup {
+/// [`frame`], with a `meta refresh` when given (`"5"`: reload every five
+/// seconds, to follow a queue; `"0; url=…"`: move on at once), which needs
+/// no script.
+fn framed(title: &str, csrf: Option<&str>, refresh: Option<&str>, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
             head {
                 meta charset="utf-8";
-                @if let Some(seconds) = refresh { meta http-equiv="refresh" content=(seconds); }
+                @if let Some(refresh) = refresh { meta http-equiv="refresh" content=(refresh); }
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · Baton console" }
                 link rel="stylesheet" href="/console/console.css";
@@ -67,18 +68,36 @@ fn framed(title: &str, csrf: Option<&str>, refresh: Option<u32>, body: Markup) -
     }
 }
 
-/// The sign-in form, with a notice when the last attempt failed.
-pub fn sign_in(failed: bool) -> Markup {
+/// The sign-in form, with a notice when the last attempt failed, and the
+/// way to the identity provider when one is configured.
+pub fn sign_in(failed: bool, provider: Option<&str>) -> Markup {
     frame(
         "Sign in",
         None,
         html! {
             @if failed { p.notice role="alert" { "That is not the admin credential." } }
+            @if let Some(issuer) = provider {
+                p { a #provider.button href="/console/sign-in/provider" { "Sign in at " (issuer) } }
+                p { "Or with the admin credential:" }
+            }
             form method="post" action="/console/sign-in" {
                 label for="admin_token" { "Admin token" }
                 input #admin_token type="password" name="admin_token" autocomplete="current-password" required;
                 button type="submit" { "Sign in" }
             }
+        },
+    )
+}
+
+/// After a sign-in at the provider: the console opens by itself (a
+/// navigation of its own, which sends the new `Strict` session cookie).
+pub fn signed_in(member: &str) -> Markup {
+    framed(
+        "Signed in",
+        None,
+        Some("0; url=/console/agents"),
+        html! {
+            p #signed-in { "Signed in as " strong { (member) } ". " a href="/console/agents" { "Open the console" } }
         },
     )
 }
@@ -291,7 +310,7 @@ pub fn approvals(pending: &[Approval], older: Option<&str>, csrf: &str) -> Marku
     framed(
         "Approvals",
         Some(csrf),
-        Some(APPROVALS_REFRESH),
+        Some(&APPROVALS_REFRESH.to_string()),
         html! {
             @if pending.is_empty() { p #no-approvals { "Nothing waits for a person." } }
             @else {

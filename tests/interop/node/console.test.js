@@ -2,7 +2,9 @@
 // driven by playwright-core, against a broker started by tests/api/console.rs,
 // which passes in environment variables:
 //
-//   BROKER_URL    the broker
+//   BROKER_URL    the broker, as `localhost`
+//   PROVIDER_URL  the identity provider its console signs in at, as `127.0.0.1`
+//                 (another site); Alice is a listed member there
 //   ADMIN_TOKEN   its admin credential
 //   T0, T1, T2    the ids of a chain's tokens: the orchestrator's for the
 //                 planner, the planner's for the booker, the booker's for the airline
@@ -26,6 +28,7 @@ function required(name) {
 }
 
 const BROKER = required('BROKER_URL');
+const PROVIDER = required('PROVIDER_URL');
 const ADMIN = required('ADMIN_TOKEN');
 const [T0, T1, T2] = ['T0', 'T1', 'T2'].map(required);
 const APPROVAL = required('APPROVAL_ID');
@@ -61,6 +64,24 @@ async function trace(jti) {
   await page.fill('#q', jti);
   await Promise.all([page.waitForURL(/\/console\/trace\?q=/), page.click('form.search button')]);
 }
+
+test('sign in at the identity provider as a listed member, and sign out', async () => {
+  await page.goto(`${BROKER}/console`);
+  await Promise.all([page.waitForURL((url) => url.href.startsWith(PROVIDER)), page.click('#provider')]);
+  // The provider's own pages: a login form, then a consent form.
+  await page.fill('input[name=login]', 'alice');
+  await page.fill('input[name=password]', 'any');
+  await page.click('button[type=submit]');
+  await page.locator('button[type=submit]').waitFor();
+  // Back from another site, the console opens with its Strict session cookie.
+  await Promise.all([page.waitForURL(`${BROKER}/console/agents`), page.click('button[type=submit]')]);
+  assert.equal(await page.locator('tr[data-agent="planner"]').count(), 1);
+  const cookies = await page.context().cookies(`${BROKER}/console/callback`);
+  assert.ok(cookies.some((cookie) => cookie.name === 'baton_console' && cookie.sameSite === 'Strict'), JSON.stringify(cookies));
+  assert.ok(!cookies.some((cookie) => cookie.name === 'baton_console_sign_in'), JSON.stringify(cookies));
+  await shot('0-provider-signed-in');
+  await Promise.all([page.waitForURL(/\/console\/sign-in$/), page.click('form.sign-out button')]);
+});
 
 test('sign in with the admin credential, and see the inventory', async () => {
   await page.goto(`${BROKER}/console`);

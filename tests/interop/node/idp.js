@@ -19,6 +19,11 @@
 //                       ES256 one (it signs nothing else) -> {"token"}
 //   sign-with-header {"header": {...}, "claims": {...}}
 //                       signed with the provider's key, extra header members
+//   walk <name> <url>   sign <name> in from the authorization URL another
+//                       client built (the console's) -> {"location"}: where
+//                       the provider sends the browser back, code unspent
+// With IDP_CONSOLE_REDIRECT_URI set, it also registers the console's client,
+// `baton-console` (secret `dev-only-baton-console-secret`), returning there.
 // It stops when its input closes.
 
 import { createHash, randomBytes } from 'node:crypto';
@@ -56,6 +61,15 @@ const ecKid = 'idp-key-2';
 const { privateKey: ecKey } = await jose.generateKeyPair('ES256', { extractable: true });
 const ecJwk = { ...(await jose.exportJWK(ecKey)), kid: ecKid, alg: 'ES256', use: 'sig' };
 
+const consoleRedirectUri = process.env.IDP_CONSOLE_REDIRECT_URI;
+const consoleClient = {
+  client_id: 'baton-console',
+  client_secret: 'dev-only-baton-console-secret',
+  redirect_uris: [consoleRedirectUri],
+  grant_types: ['authorization_code'],
+  response_types: ['code'],
+};
+
 const provider = new Provider(issuer, {
   clients: [{
     client_id: clientId,
@@ -63,7 +77,7 @@ const provider = new Provider(issuer, {
     redirect_uris: [redirectUri],
     grant_types: ['authorization_code'],
     response_types: ['code'],
-  }],
+  }, ...(consoleRedirectUri ? [consoleClient] : [])],
   jwks: { keys: [signingJwk, ecJwk] },
   claims: { openid: ['sub'], email: ['email', 'email_verified'] },
   findAccount: (_, id) => ({
@@ -133,15 +147,20 @@ async function login(name, resource) {
     code_challenge: challenge, code_challenge_method: 'S256', nonce: randomBytes(8).toString('hex'),
     ...(resource ? { resource, scope: 'openid email flights.read' } : {}),
   }).toString();
+  const location = await walk(jar, authorize, name, redirectUri);
+  const code = new URL(location).searchParams.get('code');
+  if (!code) throw new Error(`no code in ${location}`);
+  return exchangeCode(code, verifier, resource);
+}
+
+/// From an authorization URL through the login and consent pages, as
+/// `name`: where the provider sends the browser back to `returnTo`.
+async function walk(jar, authorize, name, returnTo) {
   let response = await step(jar, authorize);
   for (let hops = 0; hops < 10; hops += 1) {
     const location = response.headers.get('location');
     if (!location) throw new Error(`no redirect (status ${response.status})`);
-    if (location.startsWith(redirectUri)) {
-      const code = new URL(location).searchParams.get('code');
-      if (!code) throw new Error(`no code in ${location}`);
-      return exchangeCode(code, verifier, resource);
-    }
+    if (location.startsWith(returnTo)) return location;
     const interaction = location.match(/\/interaction\/([^/?]+)/);
     if (interaction) {
       const page = await step(jar, location);
@@ -191,6 +210,10 @@ const commands = {
   'sign-es256': async (argument) => ({
     token: await sign(JSON.parse(argument), ecKey, { alg: 'ES256', kid: ecKid }),
   }),
+  walk: async (argument) => {
+    const [name, url] = argument.split(' ');
+    return { location: await walk(new Jar(), url, name, consoleRedirectUri) };
+  },
   'sign-with-header': async (argument) => {
     const { header, claims } = JSON.parse(argument);
     return { token: await sign(claims, privateKey, header) };

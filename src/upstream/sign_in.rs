@@ -1,0 +1,206 @@
+//! A security-team member signing in to the console at an identity
+//! provider: the OpenID Connect authorization code flow (Core §3.1) with
+//! PKCE (RFC 7636), through the `openidconnect` crate.
+//!
+//! [`SignIn::start`] gives the URL to send the browser to and what to keep
+//! until it returns ([`Pending`]); [`SignIn::finish`] exchanges the code,
+//! verifies the ID token (signature at the provider's keys, `iss`, `aud`,
+//! times, and the `nonce` of this very sign-in) and admits the person only
+//! when the configuration lists them.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreGenderClaim, CoreProviderMetadata};
+use openidconnect::{
+    AccessToken, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EmptyAdditionalClaims, EndpointMaybeSet,
+    EndpointNotSet, EndpointSet, IssuerUrl, Nonce, OAuth2TokenResponse as _, PkceCodeChallenge, PkceCodeVerifier,
+    RedirectUrl, Scope, SubjectIdentifier, TokenResponse as _, UserInfoClaims,
+};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::clock::Clock;
+
+/// How long the provider's metadata is reused before it is fetched again.
+const METADATA_MAX_AGE: Duration = Duration::from_secs(300);
+
+/// A client of the provider as discovery describes it: an authorization
+/// endpoint, and perhaps token and UserInfo endpoints.
+type Client =
+    CoreClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointMaybeSet, EndpointMaybeSet>;
+
+/// The console's registration at its identity provider.
+#[derive(Clone)]
+pub struct SignInSettings {
+    /// The provider's issuer URL (discovered through OIDC Discovery).
+    pub issuer: String,
+    /// The console's client id there.
+    pub client_id: String,
+    /// The console's client secret there.
+    pub client_secret: SecretString,
+    /// Where the provider sends the browser back: the console's callback.
+    pub redirect_uri: String,
+    /// Who may sign in: each entry a subject (`sub`) at the provider, or an
+    /// email address the provider has verified.
+    pub members: Vec<String>,
+}
+
+impl std::fmt::Debug for SignInSettings {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("SignInSettings")
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("redirect_uri", &self.redirect_uri)
+            .field("members", &self.members)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a sign-in keeps between sending the browser away and its return.
+pub struct Pending {
+    /// The `state` the provider hands back; it names this sign-in.
+    pub state: String,
+    nonce: Nonce,
+    verifier: PkceCodeVerifier,
+}
+
+/// Why a sign-in failed; none of it is shown to the browser in detail.
+#[derive(Debug, thiserror::Error)]
+pub enum SignInError {
+    /// Discovery or the token endpoint could not be reached.
+    #[error("the identity provider cannot be reached: {0}")]
+    Unreachable(String),
+    /// The provider refused the code.
+    #[error("the identity provider refused the code: {0}")]
+    Refused(String),
+    /// The ID token is missing or does not verify.
+    #[error("the ID token is not acceptable: {0}")]
+    Invalid(String),
+    /// The person signed in, but is not listed.
+    #[error("`{0}` is not a listed member of the security team")]
+    NotMember(String),
+}
+
+/// Signs people in at the configured provider.
+pub struct SignIn {
+    settings: SignInSettings,
+    http: reqwest::Client,
+    clock: Arc<dyn Clock>,
+    metadata: tokio::sync::Mutex<Option<(CoreProviderMetadata, Instant)>>,
+}
+
+impl SignIn {
+    /// Sign-ins at `settings`' provider, reached with bounded HTTP calls
+    /// that follow no redirect.
+    pub fn new(settings: SignInSettings, clock: Arc<dyn Clock>) -> Result<SignIn, SignInError> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|error| SignInError::Unreachable(error.to_string()))?;
+        Ok(SignIn { settings, http, clock, metadata: tokio::sync::Mutex::new(None) })
+    }
+
+    /// The provider's issuer URL.
+    pub fn issuer(&self) -> &str {
+        &self.settings.issuer
+    }
+
+    /// The URL to send the browser to, and what to keep until it returns.
+    pub async fn start(&self) -> Result<(String, Pending), SignInError> {
+        let metadata = self.metadata().await?;
+        let client = self.client(metadata)?;
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let (url, state, nonce) = client
+            .authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random)
+            .add_scope(Scope::new("email".to_owned()))
+            .set_pkce_challenge(challenge)
+            .url();
+        Ok((url.to_string(), Pending { state: state.secret().clone(), nonce, verifier }))
+    }
+
+    /// The listed member the provider signed in, from the `code` it handed
+    /// back for `pending`.
+    pub async fn finish(&self, pending: Pending, code: String) -> Result<String, SignInError> {
+        let metadata = self.metadata().await?;
+        let client = self.client(metadata)?;
+        let response = client
+            .exchange_code(AuthorizationCode::new(code))
+            .map_err(|error| SignInError::Refused(error.to_string()))?
+            .set_pkce_verifier(pending.verifier)
+            .request_async(&self.http)
+            .await
+            .map_err(|error| SignInError::Refused(error.to_string()))?;
+        // Core §3.1.3.7: the ID token names who signed in; the access token
+        // is not used.
+        let id_token = response.id_token().ok_or_else(|| SignInError::Invalid("no ID token".into()))?;
+        let now =
+            chrono::DateTime::from_timestamp(self.clock.now().0, 0).unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
+        let verifier = client.id_token_verifier().set_time_fn(move || now);
+        let claims =
+            id_token.claims(&verifier, &pending.nonce).map_err(|error| SignInError::Invalid(error.to_string()))?;
+        let subject = claims.subject().clone();
+        // An email names a person only once the provider has verified it.
+        let mut email = claims.email().filter(|_| claims.email_verified() == Some(true)).map(|email| email.to_string());
+        if email.is_none() && !self.is_member(subject.as_str()) {
+            // Many providers put the email in the UserInfo answer alone
+            // (Core §5.4); that answer must name the same subject (§5.3.2).
+            email = self.verified_email(&client, response.access_token().clone(), subject.clone()).await?;
+        }
+        let member = [Some(subject.as_str()), email.as_deref()].into_iter().flatten().find(|name| self.is_member(name));
+        match member {
+            Some(member) => Ok(member.to_owned()),
+            None => Err(SignInError::NotMember(email.unwrap_or_else(|| subject.to_string()))),
+        }
+    }
+
+    fn is_member(&self, name: &str) -> bool {
+        self.settings.members.iter().any(|member| member == name)
+    }
+
+    /// The verified email the provider's UserInfo endpoint gives for
+    /// `subject`, when it has one.
+    async fn verified_email(
+        &self,
+        client: &Client,
+        access_token: AccessToken,
+        subject: SubjectIdentifier,
+    ) -> Result<Option<String>, SignInError> {
+        let Ok(request) = client.user_info(access_token, Some(subject)) else {
+            return Ok(None);
+        };
+        let claims: UserInfoClaims<EmptyAdditionalClaims, CoreGenderClaim> = request
+            .request_async(&self.http)
+            .await
+            .map_err(|error| SignInError::Invalid(format!("userinfo: {error}")))?;
+        Ok(claims.email().filter(|_| claims.email_verified() == Some(true)).map(|email| email.to_string()))
+    }
+
+    /// The provider's metadata, discovered again when older than
+    /// [`METADATA_MAX_AGE`] (its keys may have rotated).
+    async fn metadata(&self) -> Result<CoreProviderMetadata, SignInError> {
+        let mut cached = self.metadata.lock().await;
+        if let Some((metadata, fetched)) = cached.as_ref() {
+            if fetched.elapsed() < METADATA_MAX_AGE {
+                return Ok(metadata.clone());
+            }
+        }
+        let issuer = IssuerUrl::new(self.settings.issuer.clone())
+            .map_err(|error| SignInError::Unreachable(error.to_string()))?;
+        let metadata = CoreProviderMetadata::discover_async(issuer, &self.http)
+            .await
+            .map_err(|error| SignInError::Unreachable(format!("discovery: {error}")))?;
+        *cached = Some((metadata.clone(), Instant::now()));
+        Ok(metadata)
+    }
+
+    fn client(&self, metadata: CoreProviderMetadata) -> Result<Client, SignInError> {
+        let redirect = RedirectUrl::new(self.settings.redirect_uri.clone())
+            .map_err(|error| SignInError::Unreachable(error.to_string()))?;
+        let secret = ClientSecret::new(self.settings.client_secret.expose_secret().to_owned());
+        Ok(CoreClient::from_provider_metadata(metadata, ClientId::new(self.settings.client_id.clone()), Some(secret))
+            .set_redirect_uri(redirect))
+    }
+}
