@@ -94,6 +94,25 @@ pub struct AgentReport {
     pub warnings: Vec<AgentWarning>,
 }
 
+/// Who made an admin action, as the audit trail names them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Operator {
+    /// A caller of the admin API (the CLI among them), with the admin token.
+    AdminApi,
+    /// Someone signed in to the console: `admin token`, or the member an
+    /// identity provider signed in.
+    Console(String),
+}
+
+impl std::fmt::Display for Operator {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Operator::AdminApi => formatter.write_str("admin API"),
+            Operator::Console(who) => write!(formatter, "console: {who}"),
+        }
+    }
+}
+
 /// Whether `presented` is the admin token. Always false when none is
 /// configured: the admin API is then off.
 pub fn is_admin(context: &Context, presented: &str) -> bool {
@@ -114,6 +133,7 @@ pub async fn revoke_jti(
     context: &Context,
     revocations: &Revocations,
     jti: &TokenId,
+    by: &Operator,
 ) -> Result<UnixTime, EndpointError> {
     let issued = context.stores.audit.issued(jti).await?;
     let now = context.now();
@@ -127,6 +147,7 @@ pub async fn revoke_jti(
         Evidence { action: "admin_revoke".into(), ..Default::default() }.event(now, AuditDecision::Revoked, None, None);
     event.jti = Some(jti.clone());
     event.expires_at = Some(until);
+    event.by = Some(by.to_string());
     context.record(event).await?;
     Ok(until)
 }

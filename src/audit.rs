@@ -72,6 +72,7 @@ impl Evidence {
             rules: self.rules,
             claimed_client: self.claimed_client,
             client_address,
+            by: None,
             approval: self.approval,
             refusals: Vec::new(),
         }

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::abuse::{Guard, RefusalSettings, ThrottleSettings};
-use crate::admin::{AgentReport, TokenQuery, Trace, TraceNode};
+use crate::admin::{AgentReport, Operator, TokenQuery, Trace, TraceNode};
 use crate::approvals::{ApprovalSettings, Approvals};
 use crate::claims::{Claims, TokenId};
 use crate::clock::{Clock, UnixTime};
@@ -217,13 +217,13 @@ impl Broker {
     }
 
     /// Deprovisions an agent or a subject now ([`lifecycle::deprovision`]).
-    pub async fn deprovision(&self, principal: &Principal) -> Result<(), EndpointError> {
-        lifecycle::deprovision(&self.context, principal).await
+    pub async fn deprovision(&self, principal: &Principal, by: &Operator) -> Result<(), EndpointError> {
+        lifecycle::deprovision(&self.context, principal, by).await
     }
 
     /// Lifts a deprovisioned principal's block ([`lifecycle::reinstate`]).
-    pub async fn reinstate(&self, principal: &Principal) -> Result<(), EndpointError> {
-        lifecycle::reinstate(&self.context, principal).await
+    pub async fn reinstate(&self, principal: &Principal, by: &Operator) -> Result<(), EndpointError> {
+        lifecycle::reinstate(&self.context, principal, by).await
     }
 
     /// Records the agents past their `expires` not yet in `done`
@@ -252,8 +252,8 @@ impl Broker {
     }
 
     /// Revokes a token by id, and so its descendants ([`admin::revoke_jti`]).
-    pub async fn revoke_jti(&self, jti: &TokenId) -> Result<UnixTime, EndpointError> {
-        admin::revoke_jti(&self.context, &self.revocations, jti).await
+    pub async fn revoke_jti(&self, jti: &TokenId, by: &Operator) -> Result<UnixTime, EndpointError> {
+        admin::revoke_jti(&self.context, &self.revocations, jti, by).await
     }
 
     /// The ancestors and descendants of a token, each with its status

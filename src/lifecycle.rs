@@ -4,6 +4,7 @@
 //! issued up to now, in the store, so that verifiers that read only the
 //! store see it too.
 
+use crate::admin::Operator;
 use crate::audit::Evidence;
 use crate::context::Context;
 use crate::error::EndpointError;
@@ -13,14 +14,15 @@ use crate::store::{AuditDecision, Blocking, Cutoff, Principal};
 /// Deprovisions an agent or a subject now (admin API): every token naming
 /// it that exists is dead, and it stays blocked (an agent cannot
 /// authenticate, no token naming it lives) until it is reinstated.
-pub async fn deprovision(context: &Context, principal: &Principal) -> Result<(), EndpointError> {
-    deprovision_for(context, principal, DeprovisionCause::Admin).await
+pub async fn deprovision(context: &Context, principal: &Principal, by: &Operator) -> Result<(), EndpointError> {
+    deprovision_for(context, principal, DeprovisionCause::Admin, Some(by)).await
 }
 
 async fn deprovision_for(
     context: &Context,
     principal: &Principal,
     cause: DeprovisionCause,
+    by: Option<&Operator>,
 ) -> Result<(), EndpointError> {
     let now = context.now();
     // Every token issued up to now expires within the longest lifetime
@@ -31,7 +33,7 @@ async fn deprovision_for(
     let cutoff =
         Cutoff { at: context.now_micros(), until: now.plus(crate::token::MAX_LIFETIME), block: Blocking::Block };
     context.stores.revocation.deprovision(principal, &cutoff).await?;
-    context.record(principal_event("deprovision", principal, now)).await?;
+    context.record(principal_event("deprovision", principal, now, by)).await?;
     context.metrics().count_deprovisioning(matches!(principal, Principal::Agent(_)), cause);
     Ok(())
 }
@@ -53,7 +55,7 @@ pub async fn retire_expired_agents(
         let cutoff =
             Cutoff { at: context.now_micros(), until: now.plus(crate::token::MAX_LIFETIME), block: Blocking::Keep };
         context.stores.revocation.deprovision(&principal, &cutoff).await?;
-        context.record(principal_event("expired", &principal, now)).await?;
+        context.record(principal_event("expired", &principal, now, None)).await?;
         context.metrics().count_deprovisioning(true, DeprovisionCause::Expired);
         retired.push(agent.id.clone());
     }
@@ -69,7 +71,7 @@ pub async fn deprovision_removed_agents(context: &Context, known: &[String]) -> 
     let inventory = policy.inventory();
     let mut removed = Vec::new();
     for id in known.iter().filter(|id| inventory.agent(id).is_none()) {
-        deprovision_for(context, &Principal::Agent(id.clone().into()), DeprovisionCause::Removed).await?;
+        deprovision_for(context, &Principal::Agent(id.clone().into()), DeprovisionCause::Removed, None).await?;
         removed.push(id.clone());
     }
     Ok(removed)
@@ -79,20 +81,29 @@ pub async fn deprovision_removed_agents(context: &Context, known: &[String]) -> 
 /// now on live; those cut off by the deprovisioning stay dead, and so
 /// does any that named the principal while it was blocked (the cut-off
 /// moves to now with the block's lifting, in one write).
-pub async fn reinstate(context: &Context, principal: &Principal) -> Result<(), EndpointError> {
+pub async fn reinstate(context: &Context, principal: &Principal, by: &Operator) -> Result<(), EndpointError> {
     let now = context.now();
     let cutoff =
         Cutoff { at: context.now_micros(), until: now.plus(crate::token::MAX_LIFETIME), block: Blocking::Lift };
     context.stores.revocation.deprovision(principal, &cutoff).await?;
-    context.record(principal_event("reinstate", principal, now)).await?;
+    context.record(principal_event("reinstate", principal, now, Some(by))).await?;
     Ok(())
 }
 
-fn principal_event(action: &str, principal: &Principal, now: crate::clock::UnixTime) -> crate::store::AuditEvent {
+/// The event of `action` on `principal`, made `by` an operator, or by the
+/// broker itself (an expiry, a removal from the inventory) when `None`.
+fn principal_event(
+    action: &str,
+    principal: &Principal,
+    now: crate::clock::UnixTime,
+    by: Option<&Operator>,
+) -> crate::store::AuditEvent {
     let (agent, subject) = match principal {
         Principal::Agent(id) => (Some(id.to_string()), None),
         Principal::Subject(id) => (None, Some(id.to_string())),
     };
     let evidence = Evidence { action: action.into(), agent, subject, ..Evidence::default() };
-    evidence.event(now, AuditDecision::Revoked, None, None)
+    let mut event = evidence.event(now, AuditDecision::Revoked, None, None);
+    event.by = by.map(Operator::to_string);
+    event
 }

@@ -200,6 +200,7 @@ impl Taken {
             rules: Vec::new(),
             claimed_client: None,
             client_address: None,
+            by: None,
             approval: None,
             refusals,
         }

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::admin_error::AdminError;
-use crate::admin::TokenQuery;
+use crate::admin::{Operator, TokenQuery};
 use crate::broker::Broker;
 use crate::claims::TokenId;
 use crate::error::EndpointError;
@@ -45,7 +45,7 @@ async fn revoke(
     body: Result<Json<RevokeBody>, JsonRejection>,
 ) -> Result<Json<Value>, AdminError> {
     let Ok(Json(body)) = body else { return Err(AdminError::MalformedRequest) };
-    let until = broker.revoke_jti(&body.jti).await?;
+    let until = broker.revoke_jti(&body.jti, &Operator::AdminApi).await?;
     Ok(Json(json!({ "revoked": body.jti, "until": until })))
 }
 
@@ -70,7 +70,7 @@ async fn deprovision(
     body: Result<Json<DeprovisionBody>, JsonRejection>,
 ) -> Result<Json<Value>, AdminError> {
     let principal = principal_of(body)?;
-    broker.deprovision(&principal).await?;
+    broker.deprovision(&principal, &Operator::AdminApi).await?;
     Ok(Json(json!({ "deprovisioned": principal })))
 }
 
@@ -79,7 +79,7 @@ async fn reinstate(
     body: Result<Json<DeprovisionBody>, JsonRejection>,
 ) -> Result<Json<Value>, AdminError> {
     let principal = principal_of(body)?;
-    broker.reinstate(&principal).await?;
+    broker.reinstate(&principal, &Operator::AdminApi).await?;
     Ok(Json(json!({ "reinstated": principal })))
 }
 

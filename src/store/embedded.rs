@@ -873,6 +873,7 @@ mod tests {
             rules: vec![],
             claimed_client: None,
             client_address: None,
+            by: None,
             approval: None,
             refusals: Vec::new(),
         }

@@ -361,6 +361,9 @@ pub struct AuditEvent {
     /// The client's network address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_address: Option<String>,
+    /// Who made an admin action: `admin API`, or `console: <who signed in>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
     /// The human approval the event concerns, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<AuditApproval>,

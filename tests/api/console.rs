@@ -243,6 +243,11 @@ async fn the_tree_shows_a_chain_and_revoking_its_middle_kills_what_descends() {
     assert_eq!(revoked.status, StatusCode::SEE_OTHER, "{}", revoked.body);
     let after = get(&harness, revoked.headers[header::LOCATION].to_str().unwrap(), Some(&cookie)).await;
     assert_eq!(states(&after, &jtis), ["live", "revoked", "revoked"]);
+    // The audit trail names who did it, and how.
+    let events = harness.events().await;
+    let revocation = events.iter().find(|event| event.action == "admin_revoke").unwrap();
+    assert_eq!(revocation.by.as_deref(), Some("console: admin token"));
+    assert!(after.body.contains("Signed in as admin token"), "{}", after.body);
 }
 
 #[tokio::test]
@@ -376,6 +381,9 @@ async fn deprovisioning_an_agent_from_the_picture_kills_the_tokens_it_is_in() {
     // Blocked until reinstated: it cannot even authenticate.
     let blocked = harness.as_agent("booker", &[("grant_type", "client_credentials"), ("audience", "planner")]).await;
     blocked.assert_error(401, "invalid_client");
+    let events = harness.events().await;
+    let deprovisioned = events.iter().find(|event| event.action == "deprovision").unwrap();
+    assert_eq!(deprovisioned.by.as_deref(), Some("console: admin token"));
 }
 
 #[tokio::test]

@@ -98,7 +98,9 @@ async fn a_listed_member_signs_in_at_the_provider_once_in_the_browser_that_start
     let agents = client().get(format!("{}/console/agents", broker.url)).header("cookie", &session).send().await;
     let agents = agents.unwrap();
     assert_eq!(agents.status(), StatusCode::OK);
-    assert!(agents.text().await.unwrap().contains("data-agent=\"planner\""));
+    let agents = agents.text().await.unwrap();
+    assert!(agents.contains("data-agent=\"planner\""), "{agents}");
+    assert!(agents.contains("Signed in as alice@example.com"), "{agents}");
 
     // A code and state are good once.
     let again = back(&callback, Some(&cookie)).await;

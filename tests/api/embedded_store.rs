@@ -39,6 +39,7 @@ fn event(time: UnixTime, id: &str) -> AuditEvent {
         rules: vec![],
         claimed_client: None,
         client_address: None,
+        by: None,
         approval: None,
         refusals: Vec::new(),
     }

@@ -52,6 +52,7 @@ fn event(time: UnixTime) -> AuditEvent {
         rules: vec![],
         claimed_client: None,
         client_address: None,
+        by: None,
         approval: None,
         refusals: Vec::new(),
     }

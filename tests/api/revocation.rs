@@ -250,6 +250,8 @@ async fn admin_revoke_trace_agents_and_audit() {
     let revoked = admin(&harness, "POST", "/admin/revoke", Some(json!({"jti": jti}))).await;
     assert_eq!(revoked.status, 200, "{}", revoked.body);
     assert_eq!(revoked.body["until"], claims_of(&hop1).exp.0);
+    let recorded = harness.events().await.into_iter().find(|event| event.action == "admin_revoke").unwrap();
+    assert_eq!(recorded.by.as_deref(), Some("admin API"));
     harness.exchange("booker", &hop1, &[("resource", AIRLINE)]).await.assert_error(400, "invalid_request");
 
     let trace = admin(&harness, "GET", &format!("/admin/trace/{}", claims_of(&hop2).jti), None).await;

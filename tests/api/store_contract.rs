@@ -53,6 +53,7 @@ fn event(time: UnixTime, agent: &str, subject: &str, id: Option<&str>, parent: O
         rules: vec![],
         claimed_client: None,
         client_address: None,
+        by: None,
         approval: None,
         refusals: Vec::new(),
     }

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 
 use super::pages;
 use super::session::{Session, Sessions, COOKIE};
+use crate::admin::Operator;
 use crate::broker::Broker;
 
 /// The sessions, as the router hands them to every request.
@@ -79,6 +80,11 @@ impl Posted {
     /// A field of the form.
     pub fn field(&self, name: &str) -> Option<String> {
         field(&self.body, name)
+    }
+
+    /// Who posted it, as the audit trail names them.
+    pub fn operator(&self) -> Operator {
+        Operator::Console(self.signed_in.session.who.clone())
     }
 }
 

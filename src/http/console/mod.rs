@@ -48,6 +48,9 @@ const CONTENT_SECURITY_POLICY: &str =
 
 const STYLE_SHEET: &str = include_str!("console.css");
 
+/// Whom a session opened with the admin credential is recorded as.
+const ADMIN_TOKEN_SESSION: &str = "admin token";
+
 /// The console's routes.
 pub(super) fn router(broker: Arc<Broker>) -> Router<Arc<Broker>> {
     Router::new()
@@ -141,7 +144,7 @@ async fn sign_in(
         let provider = broker.console_sign_in().map(|provider| provider.issuer());
         return page(StatusCode::UNAUTHORIZED, pages::sign_in(true, provider));
     }
-    let Some((id, _)) = sessions.open(broker.context().now()) else {
+    let Some((id, _)) = sessions.open(broker.context().now(), ADMIN_TOKEN_SESSION) else {
         return page(StatusCode::SERVICE_UNAVAILABLE, pages::message("Unavailable", "No session could be opened."));
     };
     with_cookie(Redirect::to("/console/agents").into_response(), &session_cookie(&id, &broker))
@@ -178,7 +181,7 @@ fn with_cookie(mut response: Response, cookie: &str) -> Response {
 
 async fn agents(State(broker): State<Arc<Broker>>, signed_in: SignedIn) -> Response {
     match broker.agent_reports().await {
-        Ok(reports) => page(StatusCode::OK, pages::agents(&reports, &signed_in.session.csrf)),
+        Ok(reports) => page(StatusCode::OK, pages::agents(&reports, &signed_in.session)),
         Err(_) => unavailable(),
     }
 }
@@ -197,23 +200,23 @@ fn searched_jti(query: &str) -> Option<TokenId> {
 }
 
 async fn trace(State(broker): State<Arc<Broker>>, signed_in: SignedIn, uri: Uri) -> Response {
-    let csrf = &signed_in.session.csrf;
+    let session = &signed_in.session;
     // A token id only: a whole token is searched by posting it, so that it
     // never stands in a URL.
     let query = query_field(&uri, "q");
     if query.is_empty() || query.contains('.') || query.len() > 256 {
-        return page(StatusCode::OK, pages::trace("", None, csrf));
+        return page(StatusCode::OK, pages::trace("", None, session));
     }
     let jti = TokenId(query.clone());
     let trace = match broker.trace(&jti).await {
         Ok(Some(trace)) => trace,
-        Ok(None) => return page(StatusCode::NOT_FOUND, pages::trace(&query, None, csrf)),
+        Ok(None) => return page(StatusCode::NOT_FOUND, pages::trace(&query, None, session)),
         Err(_) => return unavailable(),
     };
     let filter = AuditFilter { jti: Some(jti), limit: Some(50), ..AuditFilter::default() };
     // An audit trail that cannot be read is said so, not shown empty.
     let events = broker.audit_events(&filter).await.ok();
-    page(StatusCode::OK, pages::trace(&query, Some((&trace, events.as_deref())), csrf))
+    page(StatusCode::OK, pages::trace(&query, Some((&trace, events.as_deref())), session))
 }
 
 /// A search posted from the trace page: the token is read here and the
@@ -227,7 +230,7 @@ async fn search(form: Posted) -> Response {
 
 async fn revoke_form(State(broker): State<Arc<Broker>>, signed_in: SignedIn, uri: Uri) -> Response {
     match broker.trace(&TokenId(query_field(&uri, "jti"))).await {
-        Ok(Some(trace)) => page(StatusCode::OK, pages::revoke(&trace, &signed_in.session.csrf)),
+        Ok(Some(trace)) => page(StatusCode::OK, pages::revoke(&trace, &signed_in.session)),
         Ok(None) => page(StatusCode::NOT_FOUND, pages::message("Not found", "No token with that id is known.")),
         Err(_) => unavailable(),
     }
@@ -237,7 +240,7 @@ async fn revoke(State(broker): State<Arc<Broker>>, form: Posted) -> Response {
     let Some(jti) = form.field("jti").map(TokenId) else {
         return refused(StatusCode::BAD_REQUEST, "No token was named: nothing was done.");
     };
-    match broker.revoke_jti(&jti).await {
+    match broker.revoke_jti(&jti, &form.operator()).await {
         Ok(_) => to_trace(&jti.0),
         Err(_) => unavailable(),
     }
@@ -254,19 +257,19 @@ async fn deprovision_form(State(broker): State<Arc<Broker>>, signed_in: SignedIn
     let Some(agent) = agent_named(Some(query_field(&uri, "agent"))) else {
         return refused(StatusCode::BAD_REQUEST, "No agent was named.");
     };
-    let csrf = &signed_in.session.csrf;
+    let session = &signed_in.session;
     let jti = query_field(&uri, "jti");
     if jti.is_empty() {
         let query = TokenQuery { agent: Some(agent.clone()), ..TokenQuery::default() };
         return match broker.tokens(&query).await {
             Ok(tokens) => {
-                page(StatusCode::OK, pages::deprovision(&agent, Seen::Tokens(&tokens.unwrap_or_default()), csrf))
+                page(StatusCode::OK, pages::deprovision(&agent, Seen::Tokens(&tokens.unwrap_or_default()), session))
             }
             Err(_) => unavailable(),
         };
     }
     match broker.trace(&TokenId(jti)).await {
-        Ok(Some(trace)) => page(StatusCode::OK, pages::deprovision(&agent, Seen::Tree(&trace), csrf)),
+        Ok(Some(trace)) => page(StatusCode::OK, pages::deprovision(&agent, Seen::Tree(&trace), session)),
         Ok(None) => page(StatusCode::NOT_FOUND, pages::message("Not found", "No token with that id is known.")),
         Err(_) => unavailable(),
     }
@@ -277,7 +280,7 @@ async fn deprovision(State(broker): State<Arc<Broker>>, form: Posted) -> Respons
     let Some(agent) = agent_named(form.field("agent")) else {
         return refused(StatusCode::BAD_REQUEST, "No agent was named: nothing was done.");
     };
-    if broker.deprovision(&Principal::Agent(AgentId::new(agent.clone()))).await.is_err() {
+    if broker.deprovision(&Principal::Agent(AgentId::new(agent.clone())), &form.operator()).await.is_err() {
         return unavailable();
     }
     match form.field("jti") {
@@ -302,12 +305,12 @@ async fn tokens(State(broker): State<Arc<Broker>>, signed_in: SignedIn, uri: Uri
     let filled = filled(&uri, &pages::TOKEN_FIELDS);
     let named = |name: &str| filled.iter().find(|(filled, _)| *filled == name).map(|(_, value)| value.clone());
     let query = TokenQuery { subject: named("subject"), agent: named("agent"), limit: Some(100) };
-    let csrf = &signed_in.session.csrf;
+    let session = &signed_in.session;
     match broker.tokens(&query).await {
-        Ok(found) => page(StatusCode::OK, pages::tokens(&filled, found.as_deref().map(Ok), csrf)),
+        Ok(found) => page(StatusCode::OK, pages::tokens(&filled, found.as_deref().map(Ok), session)),
         Err(_) => page(
             StatusCode::SERVICE_UNAVAILABLE,
-            pages::tokens(&filled, Some(Err("The audit trail cannot be read now.")), csrf),
+            pages::tokens(&filled, Some(Err("The audit trail cannot be read now.")), session),
         ),
     }
 }
@@ -319,7 +322,7 @@ async fn approvals(State(broker): State<Arc<Broker>>, signed_in: SignedIn, uri: 
     match broker.list_approvals(query).await {
         Ok(listed) => {
             let older = listed.next.map(|next| next.to_string());
-            page(StatusCode::OK, pages::approvals(&listed.approvals, older.as_deref(), &signed_in.session.csrf))
+            page(StatusCode::OK, pages::approvals(&listed.approvals, older.as_deref(), &signed_in.session))
         }
         Err(_) => unavailable(),
     }
@@ -327,7 +330,7 @@ async fn approvals(State(broker): State<Arc<Broker>>, signed_in: SignedIn, uri: 
 
 async fn approval(State(broker): State<Arc<Broker>>, signed_in: SignedIn, uri: Uri) -> Response {
     match broker.pending_approval(&ApprovalId(query_field(&uri, "id"))).await {
-        Ok(Some(approval)) => page(StatusCode::OK, pages::approval(&approval, &signed_in.session.csrf)),
+        Ok(Some(approval)) => page(StatusCode::OK, pages::approval(&approval, &signed_in.session)),
         Ok(None) => page(StatusCode::NOT_FOUND, pages::message("Not waiting", "No such request waits for a person.")),
         Err(_) => unavailable(),
     }
@@ -386,16 +389,16 @@ fn audit_filter(filled: &[(&str, String)]) -> Result<AuditFilter, String> {
 
 async fn audit(State(broker): State<Arc<Broker>>, signed_in: SignedIn, uri: Uri) -> Response {
     let filled = filled(&uri, &pages::AUDIT_FILTERS);
-    let csrf = &signed_in.session.csrf;
+    let session = &signed_in.session;
     let filter = match audit_filter(&filled) {
         Ok(filter) => filter,
-        Err(reason) => return page(StatusCode::BAD_REQUEST, pages::audit(&filled, Err(&reason), csrf)),
+        Err(reason) => return page(StatusCode::BAD_REQUEST, pages::audit(&filled, Err(&reason), session)),
     };
     match broker.audit_events(&filter).await {
-        Ok(events) => page(StatusCode::OK, pages::audit(&filled, Ok(&events), csrf)),
+        Ok(events) => page(StatusCode::OK, pages::audit(&filled, Ok(&events), session)),
         Err(_) => page(
             StatusCode::SERVICE_UNAVAILABLE,
-            pages::audit(&filled, Err("The audit trail cannot be read now."), csrf),
+            pages::audit(&filled, Err("The audit trail cannot be read now."), session),
         ),
     }
 }
@@ -421,18 +424,18 @@ fn question(filled: &[(&str, String)]) -> Result<Question, String> {
 /// form is a GET and needs no CSRF token.
 async fn explain(State(broker): State<Arc<Broker>>, signed_in: SignedIn, uri: Uri) -> Response {
     let filled = filled(&uri, &pages::EXPLAIN_FIELDS);
-    let csrf = &signed_in.session.csrf;
+    let session = &signed_in.session;
     if filled.is_empty() {
-        return page(StatusCode::OK, pages::explain(&filled, None, csrf));
+        return page(StatusCode::OK, pages::explain(&filled, None, session));
     }
     let question = match question(&filled) {
         Ok(question) => question,
-        Err(reason) => return page(StatusCode::BAD_REQUEST, pages::explain(&filled, Some(Err(&reason)), csrf)),
+        Err(reason) => return page(StatusCode::BAD_REQUEST, pages::explain(&filled, Some(Err(&reason)), session)),
     };
     match broker.explain(&question) {
-        Ok(explanation) => page(StatusCode::OK, pages::explain(&filled, Some(Ok(&explanation)), csrf)),
+        Ok(explanation) => page(StatusCode::OK, pages::explain(&filled, Some(Ok(&explanation)), session)),
         Err(ExplainError::Question(error)) => {
-            page(StatusCode::BAD_REQUEST, pages::explain(&filled, Some(Err(&error.to_string())), csrf))
+            page(StatusCode::BAD_REQUEST, pages::explain(&filled, Some(Err(&error.to_string())), session))
         }
         // The rules could not be evaluated: the broker's fault, not the asker's.
         Err(ExplainError::Policy(_)) => unavailable(),

@@ -7,6 +7,7 @@ use axum::response::{Html, IntoResponse, Response};
 use maud::{html, Markup, DOCTYPE};
 
 use super::link;
+use super::session::Session;
 use super::tree::{self, Standing};
 use crate::admin::{AgentReport, Trace, TraceNode};
 use crate::policy::explain::{Explanation, Outcome};
@@ -26,14 +27,14 @@ pub fn unavailable() -> Response {
 /// The frame every page shares: title, style sheet, and when signed in,
 /// the navigation and the sign-out form (a state change: it carries the
 /// session's CSRF token).
-fn frame(title: &str, csrf: Option<&str>, body: Markup) -> Markup {
-    framed(title, csrf, None, body)
+fn frame(title: &str, session: Option<&Session>, body: Markup) -> Markup {
+    framed(title, session, None, body)
 }
 
 /// [`frame`], with a `meta refresh` when given (`"5"`: reload every five
 /// seconds, to follow a queue; `"0; url=…"`: move on at once), which needs
 /// no script.
-fn framed(title: &str, csrf: Option<&str>, refresh: Option<&str>, body: Markup) -> Markup {
+fn framed(title: &str, session: Option<&Session>, refresh: Option<&str>, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -47,7 +48,7 @@ fn framed(title: &str, csrf: Option<&str>, refresh: Option<&str>, body: Markup) 
             body {
                 header {
                     span.brand { "Baton" }
-                    @if let Some(csrf) = csrf {
+                    @if let Some(session) = session {
                         nav {
                             a href="/console/agents" { "Agents" } " "
                             a href="/console/trace" { "Trace" } " "
@@ -56,8 +57,9 @@ fn framed(title: &str, csrf: Option<&str>, refresh: Option<&str>, body: Markup) 
                             a href="/console/audit" { "Audit" } " "
                             a href="/console/explain" { "Explain" }
                         }
+                        span.who { "Signed in as " (session.who) }
                         form.sign-out method="post" action="/console/sign-out" {
-                            input type="hidden" name="csrf" value=(csrf);
+                            input type="hidden" name="csrf" value=(session.csrf);
                             button type="submit" { "Sign out" }
                         }
                     }
@@ -103,10 +105,10 @@ pub fn signed_in(member: &str) -> Markup {
 }
 
 /// The agent inventory, as `baton agents` shows it.
-pub fn agents(reports: &[AgentReport], csrf: &str) -> Markup {
+pub fn agents(reports: &[AgentReport], session: &Session) -> Markup {
     frame(
         "Agents",
-        Some(csrf),
+        Some(session),
         html! {
             table #agents {
                 thead { tr {
@@ -153,10 +155,11 @@ fn search(query: &str, csrf: &str) -> Markup {
 }
 
 /// A token's tree, its details, and what the audit trail says of it.
-pub fn trace(query: &str, found: Option<(&Trace, Option<&[AuditEvent]>)>, csrf: &str) -> Markup {
+pub fn trace(query: &str, found: Option<(&Trace, Option<&[AuditEvent]>)>, session: &Session) -> Markup {
+    let csrf = session.csrf.as_str();
     frame(
         "Trace",
-        Some(csrf),
+        Some(session),
         html! {
             (search(query, csrf))
             @match found {
@@ -280,10 +283,11 @@ pub fn blast_radius(node: &TraceNode) -> Tally {
 }
 
 /// The confirmation before a revocation: exactly what will die.
-pub fn revoke(trace: &Trace, csrf: &str) -> Markup {
+pub fn revoke(trace: &Trace, session: &Session) -> Markup {
+    let csrf = session.csrf.as_str();
     frame(
         "Revoke",
-        Some(csrf),
+        Some(session),
         html! {
             p #blast-radius {
                 "Revoking " code { (trace.token.jti.0) } " kills " (blast_radius(&trace.token).said())
@@ -306,10 +310,10 @@ pub const APPROVALS_REFRESH: u32 = 5;
 /// The requests waiting for a person, newest first, each linking to the
 /// page where it is decided. The queue reloads itself and holds no button,
 /// so that a row moving under the pointer is never decided by mistake.
-pub fn approvals(pending: &[Approval], older: Option<&str>, csrf: &str) -> Markup {
+pub fn approvals(pending: &[Approval], older: Option<&str>, session: &Session) -> Markup {
     framed(
         "Approvals",
-        Some(csrf),
+        Some(session),
         Some(&APPROVALS_REFRESH.to_string()),
         html! {
             @if pending.is_empty() { p #no-approvals { "Nothing waits for a person." } }
@@ -344,10 +348,11 @@ pub fn approvals(pending: &[Approval], older: Option<&str>, csrf: &str) -> Marku
 /// One request waiting for a person: what it asks, from which parent, and
 /// the decision, which the approver signs by typing the name the broker
 /// expects (as `baton approvals approve --as` does).
-pub fn approval(approval: &Approval, csrf: &str) -> Markup {
+pub fn approval(approval: &Approval, session: &Session) -> Markup {
+    let csrf = session.csrf.as_str();
     frame(
         "Decide",
-        Some(csrf),
+        Some(session),
         html! {
             dl #details data-approval=(approval.id.0) {
                 dt { "Approval" } dd { code { (approval.id.0) } }
@@ -410,7 +415,8 @@ pub enum Seen<'a> {
 
 /// The confirmation before an agent is deprovisioned: what dies among what
 /// is shown, and that the agent is blocked until reinstated.
-pub fn deprovision(agent: &str, seen: Seen<'_>, csrf: &str) -> Markup {
+pub fn deprovision(agent: &str, seen: Seen<'_>, session: &Session) -> Markup {
+    let csrf = session.csrf.as_str();
     let dies = match seen {
         Seen::Tree(trace) => html! { "in this tree " (agent_blast_radius(trace, agent).said()) "." },
         Seen::Tokens(tokens) => {
@@ -421,7 +427,7 @@ pub fn deprovision(agent: &str, seen: Seen<'_>, csrf: &str) -> Markup {
     };
     frame(
         "Deprovision",
-        Some(csrf),
+        Some(session),
         html! {
             p #blast-radius {
                 "Deprovisioning " code { (agent) } " kills every token it obtained, is addressed to or appears in the chain of, everywhere; "
@@ -453,11 +459,11 @@ pub const TOKEN_FIELDS: [(&str, &str); 2] =
 
 /// The tokens of a subject or an agent: the search, refilled, and what it
 /// found or why it could not be read.
-pub fn tokens(filled: &[(&str, String)], found: Option<Result<&[TraceNode], &str>>, csrf: &str) -> Markup {
+pub fn tokens(filled: &[(&str, String)], found: Option<Result<&[TraceNode], &str>>, session: &Session) -> Markup {
     let agent = filled.iter().find(|(name, _)| *name == "agent").map(|(_, value)| value.as_str());
     frame(
         "Tokens",
-        Some(csrf),
+        Some(session),
         html! {
             form.filters method="get" action="/console/tokens" {
                 @for (name, label) in TOKEN_FIELDS {
@@ -527,10 +533,10 @@ pub const AUDIT_FILTERS: [(&str, &str); 8] = [
 
 /// The audit search: its filters, refilled, and what they found or why
 /// they could not be read.
-pub fn audit(filled: &[(&str, String)], found: Result<&[AuditEvent], &str>, csrf: &str) -> Markup {
+pub fn audit(filled: &[(&str, String)], found: Result<&[AuditEvent], &str>, session: &Session) -> Markup {
     frame(
         "Audit",
-        Some(csrf),
+        Some(session),
         html! {
             form.filters method="get" action="/console/audit" {
                 @for (name, label) in AUDIT_FILTERS {
@@ -566,10 +572,10 @@ pub const EXPLAIN_FIELDS: [(&str, &str); 8] = [
 
 /// The policy explain form, refilled, and the answer: what the broker would
 /// issue and the rules that decided each scope, or why it would refuse.
-pub fn explain(filled: &[(&str, String)], answer: Option<Result<&Explanation, &str>>, csrf: &str) -> Markup {
+pub fn explain(filled: &[(&str, String)], answer: Option<Result<&Explanation, &str>>, session: &Session) -> Markup {
     frame(
         "Explain",
-        Some(csrf),
+        Some(session),
         html! {
             form.filters method="get" action="/console/explain" {
                 @for (name, label) in EXPLAIN_FIELDS {

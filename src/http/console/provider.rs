@@ -120,7 +120,7 @@ pub async fn callback(
             return refused("The sign-in could not be completed.");
         }
     };
-    let Some((id, _)) = sessions.open(now) else {
+    let Some((id, _)) = sessions.open(now, &member) else {
         return page(StatusCode::SERVICE_UNAVAILABLE, pages::message("Unavailable", "No session could be opened."));
     };
     tracing::info!(%member, issuer = sign_in.issuer(), "console sign-in");

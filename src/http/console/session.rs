@@ -26,6 +26,9 @@ pub const COOKIE: &str = "baton_console";
 pub struct Session {
     /// The token every state change must carry in its form.
     pub csrf: String,
+    /// Who signed in: `admin token`, or the member an identity provider
+    /// signed in. Their actions are recorded under this name.
+    pub who: String,
     expires_at: UnixTime,
 }
 
@@ -50,9 +53,9 @@ impl Default for Sessions {
 
 impl Sessions {
     /// A new session from `now`, with its id; `None` when no randomness is to be had.
-    pub fn open(&self, now: UnixTime) -> Option<(String, Session)> {
+    pub fn open(&self, now: UnixTime, who: &str) -> Option<(String, Session)> {
         let id = self.random_text()?;
-        let session = Session { csrf: self.random_text()?, expires_at: now.plus(SESSION_SECONDS) };
+        let session = Session { csrf: self.random_text()?, who: who.to_owned(), expires_at: now.plus(SESSION_SECONDS) };
         let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
         sessions.retain(|_, session| session.expires_at.0 > now.0);
         if sessions.len() >= MAX_SESSIONS {
@@ -92,7 +95,7 @@ mod tests {
     #[test]
     fn a_session_ends_at_its_time_and_when_closed() {
         let sessions = Sessions::default();
-        let (id, session) = sessions.open(UnixTime(1000)).unwrap();
+        let (id, session) = sessions.open(UnixTime(1000), "admin token").unwrap();
         assert!(sessions.find(&id, UnixTime(1000 + SESSION_SECONDS - 1)).is_some());
         assert!(sessions.find(&id, UnixTime(1000 + SESSION_SECONDS)).is_none());
         assert!(session.allows(&session.csrf) && !session.allows("forged"));
@@ -103,7 +106,8 @@ mod tests {
     #[test]
     fn the_sessions_kept_are_bounded() {
         let sessions = Sessions::default();
-        let ids: Vec<String> = (0..MAX_SESSIONS + 5).map(|at| sessions.open(UnixTime(at as i64)).unwrap().0).collect();
+        let ids: Vec<String> =
+            (0..MAX_SESSIONS + 5).map(|at| sessions.open(UnixTime(at as i64), "admin token").unwrap().0).collect();
         let kept = sessions.sessions.lock().unwrap().len();
         assert_eq!(kept, MAX_SESSIONS);
         // The first opened is the first to end, and went first.
