@@ -13,7 +13,7 @@ use crate::approvals::{ApprovalSettings, Approvals};
 use crate::claims::{Claims, TokenId};
 use crate::clock::{Clock, UnixTime};
 use crate::context::{Context, Settings, Stores};
-use crate::error::{EndpointError, RequestError};
+use crate::error::{EndpointError, RequestError, Throttled};
 use crate::grant::{TokenRequest, TokenResponse};
 use crate::introspection::Introspection;
 use crate::keys::KeySet;
@@ -241,9 +241,12 @@ impl Broker {
         lifecycle::deprovision_removed_agents(&self.context, known).await
     }
 
-    /// Whether `presented` is the admin token ([`admin::is_admin`]).
-    pub fn is_admin(&self, presented: &str) -> bool {
-        admin::is_admin(&self.context, presented)
+    /// Whether `presented` is the admin token ([`admin::is_admin`]), checked
+    /// under the throttle of `client_address` ([`Guard::admit_admin`]). No
+    /// credential at all guesses nothing, and spends no budget.
+    pub fn admit_admin(&self, presented: Option<&str>, client_address: Option<&str>) -> Result<bool, Throttled> {
+        let Some(presented) = presented else { return Ok(false) };
+        self.guard.admit_admin(client_address, || admin::is_admin(&self.context, presented))
     }
 
     /// Whether the admin API is on.

@@ -14,7 +14,7 @@ use crate::audit::{clip, prefix, Evidence};
 use crate::client_auth::{self, AuthenticatedClient, CredentialFields};
 use crate::clock::Clock;
 use crate::context::Context;
-use crate::error::{EndpointError, RequestError};
+use crate::error::{EndpointError, RequestError, Throttled};
 use crate::jose;
 use crate::params::TokenParams;
 use crate::policy::Policy;
@@ -67,6 +67,10 @@ pub struct Guard {
     /// The proxies whose forwarded client address is believed.
     trusted_proxies: Vec<IpAddr>,
 }
+
+/// The throttle budget that wrong admin credentials spend: no agent id holds
+/// a space, so it is no client's.
+const ADMIN_CREDENTIAL: &str = "admin credential";
 
 impl Guard {
     /// A guard with these limits, believing the client address that
@@ -149,6 +153,26 @@ impl Guard {
     /// How often [`Guard::flush_refusals`] is to be called.
     pub fn refusal_interval(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.refusal_settings.interval)
+    }
+
+    /// Whether `admitted`, the check of an admin credential presented from
+    /// `client_address`, passes: under a throttle of its own per address,
+    /// as client secrets are (DESIGN.md §12), so that guessing it stays
+    /// slow. Past the address's budget it is refused unchecked.
+    pub fn admit_admin(
+        &self,
+        client_address: Option<&str>,
+        admitted: impl FnOnce() -> bool,
+    ) -> Result<bool, Throttled> {
+        let Some(origin) = throttle::Origin::of(client_address) else { return Ok(admitted()) };
+        self.throttle.check(origin, ADMIN_CREDENTIAL)?;
+        let admitted = admitted();
+        if admitted {
+            self.throttle.succeeded(origin, ADMIN_CREDENTIAL);
+        } else {
+            self.throttle.failed(origin, ADMIN_CREDENTIAL);
+        }
+        Ok(admitted)
     }
 
     /// Forgets the failed authentications whose budget is whole again, so

@@ -1,7 +1,7 @@
 //! The admin credential, checked in front of every admin route (the admin
 //! API's own and the approvals'): a bearer token compared with its
-//! configured SHA-256 in constant time. Off unless an admin token is
-//! configured.
+//! configured SHA-256 in constant time, throttled per client address like
+//! a client's secret. Off unless an admin token is configured.
 
 use std::sync::Arc;
 
@@ -26,8 +26,10 @@ pub(super) async fn authorize(State(broker): State<Arc<Broker>>, request: Reques
         // RFC 7235 §2.1: the scheme is case-insensitive.
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim());
-    if presented.is_some_and(|token| broker.is_admin(token)) {
-        return next.run(request).await;
+    let client_address = super::client_address::of(&request, broker.trusted_proxies());
+    match broker.admit_admin(presented, client_address.as_deref()) {
+        Ok(true) => next.run(request).await,
+        Ok(false) => AdminError::Unauthenticated.into_response(),
+        Err(throttled) => AdminError::from(throttled).into_response(),
     }
-    AdminError::Unauthenticated.into_response()
 }

@@ -57,7 +57,7 @@ fn csrf(page: &Page) -> String {
 async fn signing_in_takes_the_admin_credential_and_sets_a_strict_cookie() {
     let harness = Harness::new();
     let refused = post(&harness, "/console/sign-in", None, "admin_token=not-it").await;
-    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
     assert!(refused.headers.get(header::SET_COOKIE).is_none());
     assert!(refused.body.contains("not the admin credential"), "{}", refused.body);
 
@@ -75,6 +75,45 @@ async fn signing_in_takes_the_admin_credential_and_sets_a_strict_cookie() {
     let https = Harness::with(Options { issuer: "https://baton.example".into(), ..Options::default() });
     let signed_in = post(&https, "/console/sign-in", None, &format!("admin_token={ADMIN_TOKEN}")).await;
     assert!(signed_in.headers[header::SET_COOKIE].to_str().unwrap().ends_with("; Secure"));
+}
+
+/// A sign-in form posted from `peer`, as the server records it.
+async fn sign_in_from(harness: &Harness, peer: &str, token: &str) -> Page {
+    let request = Request::post("/console/sign-in")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .extension(axum::extract::ConnectInfo(peer.parse::<std::net::SocketAddr>().unwrap()))
+        .body(Body::from(format!("admin_token={token}")))
+        .unwrap();
+    send(harness, request).await
+}
+
+#[tokio::test]
+async fn guessing_the_admin_credential_is_throttled_per_address() {
+    let harness = Harness::new();
+    let mut wrong = 0;
+    let throttled = loop {
+        let page = sign_in_from(&harness, "10.0.0.1:4000", "guess").await;
+        if page.status == StatusCode::TOO_MANY_REQUESTS {
+            break page;
+        }
+        assert_eq!(page.status, StatusCode::FORBIDDEN);
+        wrong += 1;
+        assert!(wrong < 100, "never throttled");
+    };
+    assert!(throttled.headers.contains_key(header::RETRY_AFTER));
+    // Refused unchecked: even the right credential, from there.
+    let right = sign_in_from(&harness, "10.0.0.1:4001", ADMIN_TOKEN).await;
+    assert_eq!(right.status, StatusCode::TOO_MANY_REQUESTS);
+    // The admin API shares that address's budget.
+    let api = Request::get("/admin/agents")
+        .header(header::AUTHORIZATION, format!("Bearer {ADMIN_TOKEN}"))
+        .extension(axum::extract::ConnectInfo("10.0.0.1:4002".parse::<std::net::SocketAddr>().unwrap()))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&harness, api).await.status, StatusCode::TOO_MANY_REQUESTS);
+    // Another address is not locked out by it.
+    let elsewhere = sign_in_from(&harness, "10.9.9.9:4000", ADMIN_TOKEN).await;
+    assert_eq!(elsewhere.status, StatusCode::SEE_OTHER, "{}", elsewhere.body);
 }
 
 #[tokio::test]

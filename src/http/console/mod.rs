@@ -21,7 +21,7 @@ mod tree;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Request, State};
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -138,11 +138,29 @@ async fn sign_in_form(State(broker): State<Arc<Broker>>) -> Response {
 async fn sign_in(
     State(broker): State<Arc<Broker>>,
     Extension(sessions): Extension<Arc<Sessions>>,
-    body: Bytes,
+    request: Request,
 ) -> Response {
-    if !field(&body, "admin_token").is_some_and(|token| broker.is_admin(&token)) {
-        let provider = broker.console_sign_in().map(|provider| provider.issuer());
-        return page(StatusCode::UNAUTHORIZED, pages::sign_in(true, provider));
+    let client_address = super::client_address::of(&request, broker.trusted_proxies());
+    let Ok(body) = Bytes::from_request(request, &broker).await else {
+        return refused(StatusCode::BAD_REQUEST, "The form could not be read.");
+    };
+    let presented = field(&body, "admin_token");
+    match broker.admit_admin(presented.as_deref(), client_address.as_deref()) {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(client_address = client_address.as_deref().unwrap_or("?"), "console sign-in refused");
+            let provider = broker.console_sign_in().map(|provider| provider.issuer());
+            // 403, not 401: a form, not an HTTP authentication scheme, asked for it.
+            return page(StatusCode::FORBIDDEN, pages::sign_in(true, provider));
+        }
+        Err(throttled) => {
+            let mut response =
+                refused(StatusCode::TOO_MANY_REQUESTS, "Too many wrong credentials from here: wait, then try again.");
+            if let Ok(value) = HeaderValue::from_str(&throttled.retry_after.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            return response;
+        }
     }
     let Some((id, _)) = sessions.open(broker.context().now(), ADMIN_TOKEN_SESSION) else {
         return page(StatusCode::SERVICE_UNAVAILABLE, pages::message("Unavailable", "No session could be opened."));

@@ -39,7 +39,7 @@ let browser;
 let page;
 // What the browser refused to load or run (a Content-Security-Policy
 // violation), and scripts that failed. Status codes are the pages' own
-// business: a wrong credential is answered 401 on purpose.
+// business: a wrong credential is answered 403 on purpose.
 const problems = [];
 
 before(async () => {
