@@ -230,6 +230,9 @@ async fn the_console_is_absent_while_the_admin_api_is_off() {
     }
     let tried = post(&harness, "/console/sign-in", None, "admin_token=anything").await;
     assert_eq!(tried.status, StatusCode::NOT_FOUND);
+    // Answered as any unknown route is.
+    let unknown = get(&harness, "/no-such-route", None).await;
+    assert_eq!(tried.body, unknown.body);
 }
 
 /// The quick start's chain: T0 (orchestrator's, for the planner), T1 (the
@@ -328,6 +331,7 @@ async fn a_pasted_token_is_traced_and_an_unknown_id_is_said_so() {
     assert_eq!(traced.status, StatusCode::OK);
     // A whole token in a URL is not read.
     let in_url = get(&harness, &format!("/console/trace?q={}", t0.token()), Some(&cookie)).await;
+    assert_eq!(in_url.status, StatusCode::BAD_REQUEST);
     assert!(!in_url.body.contains(t0.token()) && !in_url.body.contains("id=\"details\""), "{}", in_url.body);
     let jti = json_of(t0.token())["jti"].as_str().unwrap().to_owned();
     assert!(traced.body.contains(&format!("<dl id=\"details\" data-jti=\"{jti}\"")), "{}", traced.body);

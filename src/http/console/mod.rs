@@ -79,7 +79,8 @@ pub(super) fn router(broker: Arc<Broker>) -> Router<Arc<Broker>> {
 /// The console is off, and looks absent, while the admin API is.
 async fn only_with_admin(State(broker): State<Arc<Broker>>, request: Request, next: Next) -> Response {
     if !broker.admin_enabled() {
-        return page(StatusCode::NOT_FOUND, pages::message("Not found", "Nothing here."));
+        // As an unknown route is answered, so that a scan learns nothing.
+        return super::error::not_found().await.into_response();
     }
     next.run(request).await
 }
@@ -222,8 +223,11 @@ async fn trace(State(broker): State<Arc<Broker>>, signed_in: SignedIn, uri: Uri)
     // A token id only: a whole token is searched by posting it, so that it
     // never stands in a URL.
     let query = query_field(&uri, "q");
-    if query.is_empty() || query.contains('.') || query.len() > 256 {
+    if query.is_empty() {
         return page(StatusCode::OK, pages::trace("", None, session));
+    }
+    if query.contains('.') || query.len() > 256 {
+        return page(StatusCode::BAD_REQUEST, pages::trace("", None, session));
     }
     let jti = TokenId(query.clone());
     let trace = match broker.trace(&jti).await {
