@@ -23,6 +23,8 @@ use crate::policy::explain::{ExplainError, Explanation, Question};
 use crate::policy::{Policy, PolicyError};
 use crate::revocation::Revocations;
 use crate::store::approvals::{ApprovalPage, ApprovalQuery};
+use crate::store::sessions::LocalSessions;
+use crate::store::SessionStore;
 use crate::store::{Approval, ApprovalId, AuditEvent, AuditFilter, Principal, Status, StoreError};
 use crate::upstream::sign_in::SignIn;
 use crate::{admin, governance, grant, introspection, lifecycle};
@@ -34,6 +36,7 @@ pub struct Broker {
     approvals: Approvals,
     revocations: Revocations,
     console_sign_in: Option<Arc<SignIn>>,
+    console_sessions: Arc<dyn SessionStore>,
 }
 
 impl Broker {
@@ -47,6 +50,7 @@ impl Broker {
             approvals: Approvals::new(ApprovalSettings::default()),
             revocations: Revocations::default(),
             console_sign_in: None,
+            console_sessions: Arc::new(LocalSessions::default()),
         }
     }
 
@@ -78,6 +82,18 @@ impl Broker {
     pub fn with_console_sign_in(mut self, sign_in: SignIn) -> Broker {
         self.console_sign_in = Some(Arc::new(sign_in));
         self
+    }
+
+    /// The same broker keeping console sessions in `sessions` (the state
+    /// store, so that every node knows them) rather than in its memory.
+    pub fn with_console_sessions(mut self, sessions: Arc<dyn SessionStore>) -> Broker {
+        self.console_sessions = sessions;
+        self
+    }
+
+    /// Where console sessions are kept.
+    pub fn console_sessions(&self) -> &dyn SessionStore {
+        self.console_sessions.as_ref()
     }
 
     /// Signing in to the console at an identity provider, when configured.

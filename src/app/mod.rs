@@ -22,7 +22,7 @@ use crate::keys::{self, KeySet};
 use crate::policy::{Lifetimes, Policy};
 use crate::store::embedded::EmbeddedStore;
 use crate::store::redis::RedisStore;
-use crate::store::{Retention, StateStore};
+use crate::store::{Retention, SessionStore, StateStore};
 use crate::upstream::sign_in::{SignIn, SignInSettings};
 
 /// The token lifetimes the config sets.
@@ -61,6 +61,7 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> Result<Broker, Str
         max_pending_per_agent: config.max_pending_approvals_per_agent,
         webhook,
     };
+    let sessions: Arc<dyn SessionStore> = store.clone();
     let stores = Stores { replay: store.clone(), revocation: store.clone(), audit: store };
     let throttle = ThrottleSettings {
         per_client: config.auth_failures_per_client,
@@ -69,6 +70,7 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> Result<Broker, Str
     };
     let refusals = RefusalSettings { interval: config.refusal_interval, max_keys: config.refusal_max_keys };
     let broker = Broker::new(settings, keys, policy, stores, clock.clone())
+        .with_console_sessions(sessions)
         .with_approvals(approvals)
         .with_abuse_limits(throttle, refusals)
         .with_trusted_proxies(config.trusted_proxies.clone());

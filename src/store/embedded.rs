@@ -36,6 +36,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
+use super::sessions::{LocalSessions, SessionKey, SessionRecord, SessionStore};
 use async_trait::async_trait;
 use redb::{
     Database, MultimapTable, MultimapTableDefinition, ReadableDatabase, ReadableMultimapTable, ReadableTable, Table,
@@ -108,6 +109,8 @@ pub struct EmbeddedStore {
     writer: Option<WriterHandle>,
     commits: Arc<AtomicU64>,
     writer_alive: Arc<AtomicBool>,
+    /// Console sessions: one node's, in memory.
+    sessions: LocalSessions,
 }
 
 struct WriterHandle {
@@ -152,7 +155,14 @@ impl EmbeddedStore {
             .name("baton-store-writer".into())
             .spawn(move || writer.run(&queue))
             .map_err(|error| StoreError::Io(format!("cannot start the store writer: {error}")))?;
-        Ok(EmbeddedStore { path, db, writer: Some(WriterHandle { requests, thread }), commits, writer_alive })
+        Ok(EmbeddedStore {
+            path,
+            db,
+            writer: Some(WriterHandle { requests, thread }),
+            commits,
+            writer_alive,
+            sessions: LocalSessions::default(),
+        })
     }
 
     /// The database, for the approvals kept in the same file.
@@ -213,6 +223,21 @@ fn create_tables(db: &Database) -> Result<(), StoreError> {
         Ok(())
     };
     create().map_err(StoreError::from)
+}
+
+#[async_trait]
+impl SessionStore for EmbeddedStore {
+    async fn open_session(&self, key: &SessionKey, session: &SessionRecord, now: UnixTime) -> Result<(), StoreError> {
+        self.sessions.open_session(key, session, now).await
+    }
+
+    async fn session(&self, key: &SessionKey, now: UnixTime) -> Result<Option<SessionRecord>, StoreError> {
+        self.sessions.session(key, now).await
+    }
+
+    async fn close_session(&self, key: &SessionKey) -> Result<(), StoreError> {
+        self.sessions.close_session(key).await
+    }
 }
 
 #[async_trait]

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::approvals::{ApprovalPage, ApprovalQuery, Creation, InMemory};
+use super::sessions::{LocalSessions, SessionKey, SessionRecord, SessionStore};
 use super::{
     outlives, verdict, Approval, ApprovalId, ApprovalState, ApprovalStore, AuditDecision, AuditEvent, AuditFilter,
     AuditStore, Blocking, Cutoff, Lineage, Principal, ReplayStore, Retention, RevocationStore, Status, StoreError, Use,
@@ -25,6 +26,7 @@ pub struct MemoryStore {
     approvals: Mutex<InMemory>,
     /// How long audit events are kept, when bounded.
     retention: Option<Retention>,
+    sessions: LocalSessions,
 }
 
 impl MemoryStore {
@@ -56,6 +58,21 @@ fn poisoned<T>(_: T) -> StoreError {
 struct UsedIds {
     until: HashMap<String, UnixTime>,
     sweep_at: usize,
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    async fn open_session(&self, key: &SessionKey, session: &SessionRecord, now: UnixTime) -> Result<(), StoreError> {
+        self.sessions.open_session(key, session, now).await
+    }
+
+    async fn session(&self, key: &SessionKey, now: UnixTime) -> Result<Option<SessionRecord>, StoreError> {
+        self.sessions.session(key, now).await
+    }
+
+    async fn close_session(&self, key: &SessionKey) -> Result<(), StoreError> {
+        self.sessions.close_session(key).await
+    }
 }
 
 #[async_trait]

@@ -58,11 +58,14 @@ pub mod memory;
 pub mod mirror;
 pub mod redis;
 mod redis_approvals;
+mod redis_sessions;
+pub mod sessions;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use approvals::{Approval, ApprovalId, ApprovalState, ApprovalStore, Decision, Fingerprint};
+pub use sessions::{SessionKey, SessionRecord, SessionStore};
 
 use crate::claims::{Claims, TokenId};
 use crate::clock::{UnixMicros, UnixTime};
@@ -527,9 +530,9 @@ pub trait AuditStore: Send + Sync {
 pub(crate) type Take<'a> = dyn FnMut(AuditEvent) -> bool + Send + 'a;
 
 /// Everything a broker keeps: one store serves every trait.
-pub trait StateStore: ReplayStore + RevocationStore + AuditStore + ApprovalStore {}
+pub trait StateStore: ReplayStore + RevocationStore + AuditStore + ApprovalStore + SessionStore {}
 
-impl<T: ReplayStore + RevocationStore + AuditStore + ApprovalStore> StateStore for T {}
+impl<T: ReplayStore + RevocationStore + AuditStore + ApprovalStore + SessionStore> StateStore for T {}
 
 /// Days audit events are kept by default.
 pub const DEFAULT_AUDIT_RETENTION_DAYS: u32 = 90;

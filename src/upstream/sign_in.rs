@@ -18,6 +18,7 @@ use openidconnect::{
     RedirectUrl, Scope, SubjectIdentifier, TokenResponse as _, UserInfoClaims,
 };
 use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
 
@@ -58,11 +59,16 @@ impl std::fmt::Debug for SignInSettings {
 }
 
 /// What a sign-in keeps between sending the browser away and its return.
+/// The browser may keep it itself: it holds nothing that would let anyone
+/// else use the code (PKCE binds the code to the verifier, the nonce binds
+/// the ID token to this sign-in, and both come back only from the browser
+/// that left with them).
+#[derive(Serialize, Deserialize)]
 pub struct Pending {
     /// The `state` the provider hands back; it names this sign-in.
     pub state: String,
-    nonce: Nonce,
-    verifier: PkceCodeVerifier,
+    nonce: String,
+    verifier: String,
 }
 
 /// Why a sign-in failed; none of it is shown to the browser in detail.
@@ -118,7 +124,12 @@ impl SignIn {
             .add_scope(Scope::new("email".to_owned()))
             .set_pkce_challenge(challenge)
             .url();
-        Ok((url.to_string(), Pending { state: state.secret().clone(), nonce, verifier }))
+        let pending = Pending {
+            state: state.secret().clone(),
+            nonce: nonce.secret().clone(),
+            verifier: verifier.secret().clone(),
+        };
+        Ok((url.to_string(), pending))
     }
 
     /// The listed member the provider signed in, from the `code` it handed
@@ -129,7 +140,7 @@ impl SignIn {
         let response = client
             .exchange_code(AuthorizationCode::new(code))
             .map_err(|error| SignInError::Refused(error.to_string()))?
-            .set_pkce_verifier(pending.verifier)
+            .set_pkce_verifier(PkceCodeVerifier::new(pending.verifier))
             .request_async(&self.http)
             .await
             .map_err(|error| SignInError::Refused(error.to_string()))?;
@@ -139,8 +150,9 @@ impl SignIn {
         let now =
             chrono::DateTime::from_timestamp(self.clock.now().0, 0).unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
         let verifier = client.id_token_verifier().set_time_fn(move || now);
-        let claims =
-            id_token.claims(&verifier, &pending.nonce).map_err(|error| SignInError::Invalid(error.to_string()))?;
+        let claims = id_token
+            .claims(&verifier, &Nonce::new(pending.nonce))
+            .map_err(|error| SignInError::Invalid(error.to_string()))?;
         let subject = claims.subject().clone();
         // An email names a person only once the provider has verified it.
         let mut email = claims.email().filter(|_| claims.email_verified() == Some(true)).map(|email| email.to_string());

@@ -283,6 +283,49 @@ struct Attempt {
     body: Value,
 }
 
+/// The session cookie a console sign-in on `node` sets, as `name=value`.
+async fn console_sign_in(node: &Node) -> String {
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let signed_in =
+        client.post(node.url("/console/sign-in")).form(&[("admin_token", ADMIN_TOKEN)]).send().await.unwrap();
+    assert_eq!(signed_in.status(), 303);
+    let cookie = signed_in.headers()["set-cookie"].to_str().unwrap();
+    cookie.split(';').next().unwrap().to_owned()
+}
+
+/// The console's agents page on `node` with `cookie`: its status and body.
+async fn console_agents(node: &Node, cookie: &str) -> (u16, String) {
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let page = client.get(node.url("/console/agents")).header("cookie", cookie).send().await.unwrap();
+    (page.status().as_u16(), page.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_console_session_is_known_to_every_node_on_redis() {
+    let redis = RedisServer::start();
+    let deployment = Deployment::new();
+    let url = redis.url();
+    let a = deployment.start("node-a", &[("BATON_REDIS_URL", &url)]).await;
+    let b = deployment.start("node-b", &[("BATON_REDIS_URL", &url)]).await;
+    let cookie = console_sign_in(&a).await;
+    let (status, page) = console_agents(&b, &cookie).await;
+    assert_eq!(status, 200, "signed in on A, known on B");
+    // Signing out on B ends the session on A too.
+    let csrf = page.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap();
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let out = client.post(b.url("/console/sign-out")).header("cookie", &cookie).form(&[("csrf", csrf)]).send();
+    assert_eq!(out.await.unwrap().status(), 303);
+    assert_eq!(console_agents(&a, &cookie).await.0, 303, "sent to sign in");
+    // Redis keeps a hash of the session id, never the id itself.
+    let id = cookie.split_once('=').unwrap().1;
+    let second = console_sign_in(&a).await;
+    let mut connection = redis::Client::open(url).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*console-session*").query_async(&mut connection).await.unwrap();
+    assert_eq!(keys.len(), 1, "the first was ended: {keys:?}");
+    let kept = keys.join(" ");
+    assert!(!kept.contains(second.split_once('=').unwrap().1) && !kept.contains(id), "{kept}");
+}
+
 #[tokio::test]
 async fn an_outage_gives_only_503_and_service_resumes() {
     let mut redis = RedisServer::start();

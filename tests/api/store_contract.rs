@@ -10,7 +10,7 @@ use baton::clock::{Clock, SystemClock, UnixMicros, UnixTime};
 use baton::store::approvals::{ApprovalQuery, Creation, DEFAULT_PAGE, MAX_PAGE};
 use baton::store::{
     Approval, ApprovalId, ApprovalState, AuditDecision, AuditEvent, AuditFilter, Blocking, Cutoff, Decision,
-    Fingerprint, Lineage, Named, Principal, Retention, StateStore, Status, Use,
+    Fingerprint, Lineage, Named, Principal, Retention, SessionKey, SessionRecord, StateStore, Status, Use,
 };
 
 fn jti(text: &str) -> TokenId {
@@ -163,6 +163,17 @@ where
         }
     }
     assert_eq!(firsts, 1, "exactly one of concurrent uses is first");
+
+    // Console sessions: kept under their key until they end; closed at once.
+    let key = SessionKey::of(&id("session"));
+    let session = SessionRecord { csrf: id("csrf"), who: "admin token".into(), expires_at: now.plus(60) };
+    assert_eq!(store.session(&key, now).await.unwrap(), None);
+    store.open_session(&key, &session, now).await.unwrap();
+    assert_eq!(store.session(&key, now).await.unwrap(), Some(session.clone()));
+    assert_eq!(store.session(&key, now.plus(60)).await.unwrap(), None, "ended at its time");
+    assert_eq!(store.session(&SessionKey::of(&id("other")), now).await.unwrap(), None);
+    store.close_session(&key).await.unwrap();
+    assert_eq!(store.session(&key, now).await.unwrap(), None);
 
     // Revocation cascades through the lineage.
     let (root, middle, leaf) = (id("root"), id("middle"), id("leaf"));

@@ -12,21 +12,22 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 
 use super::pages;
-use super::session::{Session, Sessions, COOKIE};
+use super::session::{self, Session, COOKIE};
 use crate::admin::Operator;
 use crate::broker::Broker;
-
-/// The sessions, as the router hands them to every request.
-fn sessions(parts: &Parts) -> Option<Arc<Sessions>> {
-    parts.extensions.get::<Arc<Sessions>>().cloned()
-}
+use crate::store::StoreError;
 
 /// The live session the request's cookie names. Every value the browser
 /// sends under the cookie's name is tried: a cookie planted on a longer path
 /// comes first, and must not shadow the real one.
-pub fn session(broker: &Broker, sessions: &Sessions, headers: &HeaderMap) -> Option<(String, Session)> {
-    let now = broker.context().now();
-    cookie_values(headers, COOKIE).find_map(|id| sessions.find(id, now).map(|session| (id.to_owned(), session)))
+pub async fn session(broker: &Broker, headers: &HeaderMap) -> Result<Option<(String, Session)>, StoreError> {
+    // Bounded: a browser sends a handful; a forged header is cut short.
+    for id in cookie_values(headers, COOKIE).take(8) {
+        if let Some(session) = session::find(broker, id).await? {
+            return Ok(Some((id.to_owned(), session)));
+        }
+    }
+    Ok(None)
 }
 
 /// Every value the browser sends under the cookie `name`, in its order.
@@ -60,10 +61,11 @@ impl FromRequestParts<Arc<Broker>> for SignedIn {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, broker: &Arc<Broker>) -> Result<Self, Response> {
-        let found = sessions(parts).and_then(|sessions| session(broker, &sessions, &parts.headers));
-        match found {
-            Some((id, session)) => Ok(SignedIn { id, session }),
-            None => Err(Redirect::to("/console/sign-in").into_response()),
+        match session(broker, &parts.headers).await {
+            Ok(Some((id, session))) => Ok(SignedIn { id, session }),
+            Ok(None) => Err(Redirect::to("/console/sign-in").into_response()),
+            // Who is signed in cannot be told: nothing is shown, nothing done.
+            Err(_) => Err(pages::unavailable()),
         }
     }
 }
@@ -92,14 +94,16 @@ impl FromRequest<Arc<Broker>> for Posted {
     type Rejection = Response;
 
     async fn from_request(request: Request, broker: &Arc<Broker>) -> Result<Self, Response> {
-        let (mut parts, body) = request.into_parts();
+        let (parts, body) = request.into_parts();
         let refused = |text: &str| pages::page(StatusCode::FORBIDDEN, pages::message("Refused", text));
-        let Ok(signed_in) = SignedIn::from_request_parts(&mut parts, broker).await else {
-            return Err(refused("You are not signed in: nothing was done."));
+        let signed_in = match session(broker, &parts.headers).await {
+            Ok(Some((id, session))) => SignedIn { id, session },
+            Ok(None) => return Err(refused("You are not signed in: nothing was done.")),
+            Err(_) => return Err(pages::unavailable()),
         };
         let body =
             Bytes::from_request(Request::from_parts(parts, body), broker).await.map_err(IntoResponse::into_response)?;
-        if !field(&body, "csrf").is_some_and(|csrf| signed_in.session.allows(&csrf)) {
+        if !field(&body, "csrf").is_some_and(|csrf| session::allows(&signed_in.session, &csrf)) {
             return Err(refused("That form is stale: nothing was done."));
         }
         Ok(Posted { signed_in, body })

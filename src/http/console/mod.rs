@@ -26,7 +26,7 @@ use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Extension, Router};
+use axum::Router;
 
 use crate::admin::TokenQuery;
 use crate::broker::Broker;
@@ -39,7 +39,7 @@ use crate::store::approvals::{ApprovalQuery, Cursor};
 use crate::store::{ApprovalId, AuditFilter, Principal};
 use extract::{field, Posted, SignedIn};
 use pages::{page, unavailable, Seen};
-use session::{Sessions, COOKIE, SESSION_SECONDS};
+use session::{COOKIE, SESSION_SECONDS};
 
 /// Nothing but the console's own style sheet: no script, no image, no
 /// fetch, no frame; forms posted only to the console.
@@ -71,8 +71,6 @@ pub(super) fn router(broker: Arc<Broker>) -> Router<Arc<Broker>> {
         .route("/console/console.css", get(style_sheet))
         .route_layer(axum::middleware::from_fn(same_site_posts))
         .route_layer(axum::middleware::from_fn_with_state(broker, only_with_admin))
-        .layer(Extension(Arc::new(Sessions::default())))
-        .layer(Extension(Arc::new(provider::PendingSignIns::default())))
         .layer(axum::middleware::map_response(security_headers))
 }
 
@@ -136,11 +134,7 @@ async fn sign_in_form(State(broker): State<Arc<Broker>>) -> Response {
     page(StatusCode::OK, pages::sign_in(false, broker.console_sign_in().map(|provider| provider.issuer())))
 }
 
-async fn sign_in(
-    State(broker): State<Arc<Broker>>,
-    Extension(sessions): Extension<Arc<Sessions>>,
-    request: Request,
-) -> Response {
+async fn sign_in(State(broker): State<Arc<Broker>>, request: Request) -> Response {
     let client_address = super::client_address::of(&request, broker.trusted_proxies());
     let Ok(body) = Bytes::from_request(request, &broker).await else {
         return refused(StatusCode::BAD_REQUEST, "The form could not be read.");
@@ -163,7 +157,7 @@ async fn sign_in(
             return response;
         }
     }
-    let Some((id, _)) = sessions.open(broker.context().now(), ADMIN_TOKEN_SESSION) else {
+    let Ok((id, _)) = session::open(&broker, ADMIN_TOKEN_SESSION).await else {
         return page(StatusCode::SERVICE_UNAVAILABLE, pages::message("Unavailable", "No session could be opened."));
     };
     with_cookie(Redirect::to("/console/agents").into_response(), &session_cookie(&id, &broker))
@@ -185,8 +179,11 @@ fn session_cookie(id: &str, broker: &Broker) -> String {
     format!("{COOKIE}={id}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={SESSION_SECONDS}{secure}")
 }
 
-async fn sign_out(Extension(sessions): Extension<Arc<Sessions>>, form: Posted) -> Response {
-    sessions.close(&form.signed_in.id);
+async fn sign_out(State(broker): State<Arc<Broker>>, form: Posted) -> Response {
+    if session::close(&broker, &form.signed_in.id).await.is_err() {
+        // Not ended where every node looks: the browser is not told it is.
+        return unavailable();
+    }
     let cleared = format!("{COOKIE}=; Path=/console; HttpOnly; SameSite=Strict; Max-Age=0");
     with_cookie(Redirect::to("/console/sign-in").into_response(), &cleared)
 }
