@@ -112,6 +112,20 @@ pub struct Config {
     /// Signing in to the console at an identity provider, besides the admin
     /// credential; off unless configured.
     pub console_sign_in: Option<ConsoleSignIn>,
+    /// How log lines are written.
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Lines for people, coloured only on a terminal.
+    #[default]
+    Text,
+    /// One JSON object a line, for log collectors; an audit event is one
+    /// record with its fields.
+    Json,
 }
 
 /// The console's registration at an identity provider, and who may sign in
@@ -210,6 +224,7 @@ struct Raw {
     console_client_id: Option<String>,
     console_client_secret: Option<String>,
     console_members: Option<Vec<String>>,
+    log_format: Option<LogFormat>,
 }
 
 impl Config {
@@ -282,6 +297,7 @@ impl Config {
             trusted_proxies: raw.trusted_proxies.unwrap_or_default(),
             audit_retention_days: raw.audit_retention_days.unwrap_or(crate::store::DEFAULT_AUDIT_RETENTION_DAYS),
             console_sign_in,
+            log_format: raw.log_format.unwrap_or_default(),
         };
         if config.console_sign_in.is_some() && config.admin_token_sha256.is_none() {
             return Err(ConfigError::Invalid {
@@ -661,5 +677,13 @@ mod tests {
         plain[1] = ("BATON_CONSOLE_ISSUER", "http://127.0.0.1:9400");
         assert!(Config::load(None, vars(&plain)).is_ok());
         assert!(Config::load(None, vars(&[])).unwrap().console_sign_in.is_none());
+    }
+
+    #[test]
+    fn logs_are_text_unless_json_is_asked() {
+        assert_eq!(Config::load(None, vars(&[])).unwrap().log_format, LogFormat::Text);
+        let json = Config::load(None, vars(&[("BATON_LOG_FORMAT", "json")])).unwrap();
+        assert_eq!(json.log_format, LogFormat::Json);
+        assert!(Config::load(None, vars(&[("BATON_LOG_FORMAT", "xml")])).is_err());
     }
 }

@@ -175,9 +175,36 @@ impl Context {
         self.stores.revocation.ping().await
     }
 
-    /// Logs an audit event as a structured `tracing` event and persists it.
+    /// Logs an audit event as a structured `tracing` event, one field each
+    /// (one JSON record with `log_format = "json"`), and persists it.
     pub(crate) async fn record(&self, event: AuditEvent) -> Result<(), StoreError> {
-        tracing::info!(target: "baton::audit", event = %serde_json::to_string(&event).unwrap_or_default());
+        let decision = serde_json::to_value(event.decision).ok();
+        let list = |items: &[String]| (!items.is_empty()).then(|| items.join(" "));
+        tracing::info!(
+            target: "baton::audit",
+            decision = decision.as_ref().and_then(serde_json::Value::as_str),
+            action = event.action.as_str(),
+            reason = event.reason.as_deref(),
+            subject = event.subject.as_deref(),
+            agent = event.agent.as_deref(),
+            chain = list(&event.chain).as_deref(),
+            // `target` names the log line's source in every log format.
+            aud = event.target.as_deref(),
+            scopes_asked = event.scopes_asked.as_deref(),
+            scopes_granted = event.scopes_granted.as_deref(),
+            jti = event.jti.as_ref().map(|jti| jti.0.as_str()),
+            parent_jti = event.parent_jti.as_ref().map(|jti| jti.0.as_str()),
+            expires_at = event.expires_at.map(|at| at.0),
+            dpop_jkt = event.dpop_jkt.as_deref(),
+            rules = list(&event.rules).as_deref(),
+            claimed_client = event.claimed_client.as_deref(),
+            client_address = event.client_address.as_deref(),
+            by = event.by.as_deref(),
+            approval = event.approval.as_ref().map(|approval| approval.id.0.as_str()),
+            approver = event.approval.as_ref().and_then(|approval| approval.approver.as_deref()),
+            refusals = (!event.refusals.is_empty()).then(|| event.refusals.iter().map(|count| count.count).sum::<u64>()),
+            "audit"
+        );
         self.stores.audit.record(event).await
     }
 

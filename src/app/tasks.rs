@@ -15,6 +15,34 @@ pub(super) fn spawn(broker: &Arc<Broker>, config: &Config) {
     tokio::spawn(retire_expired_agents_every_minute(broker.clone(), config.data_dir.clone()));
     tokio::spawn(flush_refusals_every_interval(broker.clone()));
     tokio::spawn(prune_throttle_every_few_seconds(broker.clone()));
+    tokio::spawn(watch_store_every_few_seconds(broker.clone()));
+}
+
+/// How often the state store is asked whether it answers.
+const STORE_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Every few seconds, asks the state store whether it answers. The metrics
+/// show it, and the log says, once each, when it stops answering and when
+/// it answers again; meanwhile every request that needs it is answered 503.
+async fn watch_store_every_few_seconds(broker: Arc<Broker>) {
+    let mut ticks = tokio::time::interval(STORE_CHECK);
+    let mut up = true;
+    loop {
+        ticks.tick().await;
+        match broker.ping_store().await {
+            Ok(()) if !up => {
+                tracing::info!("state store reachable again");
+                up = true;
+            }
+            Ok(()) => {}
+            Err(error) if up => {
+                tracing::warn!(%error, "state store unreachable: requests that need it are answered 503 until it is back");
+                up = false;
+            }
+            Err(_) => {}
+        }
+        broker.metrics().set_store_up(up);
+    }
 }
 
 /// Every interval, writes the refusals of unauthenticated requests counted

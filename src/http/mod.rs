@@ -11,6 +11,7 @@ mod console;
 mod discovery;
 mod error;
 mod form;
+mod observe;
 mod server;
 
 pub use server::Limits;
@@ -42,8 +43,10 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .merge(admin::router(broker.clone()))
         .merge(approvals::router(broker.clone()))
         .merge(console::router(broker.clone()))
+        .route_layer(axum::middleware::from_fn_with_state(broker.clone(), observe::duration))
         .fallback(error::not_found)
         .layer(axum::middleware::map_response(no_store))
+        .layer(axum::middleware::from_fn(observe::request_id))
         .with_state(broker)
 }
 

@@ -53,7 +53,7 @@ fn metric(text: &str, prefix: &str) -> u64 {
         .sum()
 }
 
-async fn metrics_text(harness: &Harness) -> String {
+pub(crate) async fn metrics_text(harness: &Harness) -> String {
     let raw = harness.router.clone().oneshot(Request::get("/metrics").body(Body::empty()).unwrap()).await.unwrap();
     let bytes = http_body_util::BodyExt::collect(raw.into_body()).await.unwrap().to_bytes();
     String::from_utf8(bytes.to_vec()).unwrap()

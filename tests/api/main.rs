@@ -28,6 +28,7 @@ mod interop;
 mod mcp;
 mod mirror;
 mod nodes;
+mod observability;
 mod process;
 mod properties;
 mod redis_server;

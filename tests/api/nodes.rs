@@ -4,7 +4,7 @@
 //! bounded in attempts and in time; measured times are printed, not asserted.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -67,8 +67,8 @@ impl Deployment {
             .env("BATON_POLICIES_DIR", &self.policies)
             .env("BATON_ADMIN_TOKEN_SHA256", secret_hash(ADMIN_TOKEN))
             .envs(extra.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::OpenOptions::new().append(true).open(&log).unwrap());
         let mut node = Node { child: command.spawn().unwrap(), base: format!("http://127.0.0.1:{port}"), log };
         let client = client();
         for _ in 0..100 {
@@ -98,6 +98,15 @@ impl Node {
 
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits, bounded, until the log holds `text`.
+    async fn wait_for_log(&self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.log().contains(text) {
+            assert!(Instant::now() < deadline, "never logged {text:?}: {}", self.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// SIGKILL: the process gets no chance to flush or clean up anything.
@@ -357,6 +366,7 @@ async fn an_outage_gives_only_503_and_service_resumes() {
 
     let not_ready = readyz(&node).await;
     assert_eq!(not_ready, 503, "/readyz while Redis is down");
+    node.wait_for_log("state store unreachable").await;
     // Let the run go on through the outage for a while.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stop.store(true, Ordering::SeqCst);
@@ -403,6 +413,8 @@ async fn an_outage_gives_only_503_and_service_resumes() {
     let resumed = resumed.unwrap_or_else(|| panic!("exchanges did not resume within 20 s: {}", node.log()));
     eprintln!("service resumed {resumed:?} after Redis restarted");
     assert_eq!(readyz(&node).await, 200);
+    node.wait_for_log("state store reachable again").await;
+    assert_eq!(node.log().matches("state store unreachable").count(), 1, "said once: {}", node.log());
 
     // The revocation made before the outage was persisted (AOF, fsync always).
     booker_exchange(&node, &hop1).await.assert_error(400, "invalid_request");

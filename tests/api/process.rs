@@ -41,6 +41,9 @@ pub fn copy_example_policies(folder: &Path) -> PathBuf {
     policies
 }
 
+/// The file, in the broker's folder, that its standard output goes to.
+const LOG: &str = "broker.log";
+
 impl BrokerProcess {
     /// `baton serve` with no config but `BATON_LISTEN` and `extra` variables.
     pub async fn start(extra: &[(&str, &str)]) -> BrokerProcess {
@@ -62,7 +65,7 @@ impl BrokerProcess {
             .current_dir(folder.path())
             .env_clear()
             .env("BATON_LISTEN", format!("127.0.0.1:{port}"))
-            .stdout(Stdio::null())
+            .stdout(std::fs::File::create(folder.path().join(LOG)).unwrap())
             .stderr(Stdio::null());
         for (name, value) in extra {
             command.env(name, value);
@@ -71,6 +74,11 @@ impl BrokerProcess {
         let process = BrokerProcess { child, url: format!("http://127.0.0.1:{port}"), folder };
         process.wait_until_healthy().await;
         process
+    }
+
+    /// What the broker has logged so far (its standard output).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.folder.path().join(LOG)).unwrap_or_default()
     }
 
     /// The process id, for signals.
