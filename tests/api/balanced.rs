@@ -7,12 +7,14 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use crate::harness::secret_hash;
 use crate::nodes::{
-    admin, booker_exchange, client, introspect, jti, planner_exchange, readyz, revoke, walk, Deployment, Node,
+    admin, as_agent, booker_exchange, client, introspect, jti, planner_exchange, readyz, revoke, walk, Deployment,
+    Node, Reply,
 };
 use crate::process::free_port;
 use crate::redis_server::RedisServer;
@@ -72,16 +74,38 @@ async fn metric_total(node: &Node, name: &str) -> u64 {
         .sum()
 }
 
+/// The compose file's topology, on loopback: fields drop (and processes
+/// die) balancer first, Redis last.
+struct Balanced {
+    balancer: Node,
+    nodes: [Node; 2],
+    deployment: Deployment,
+    redis: RedisServer,
+}
+
+impl Balanced {
+    async fn start() -> Balanced {
+        let redis = RedisServer::start();
+        let port = free_port();
+        let mut deployment = Deployment::new();
+        deployment.issuer = format!("http://127.0.0.1:{port}");
+        let nodes =
+            [start_node(&deployment, "broker-1", &redis).await, start_node(&deployment, "broker-2", &redis).await];
+        assert_eq!((readyz(&nodes[0]).await, readyz(&nodes[1]).await), (200, 200));
+        let balancer = balancer(&deployment, port, [&nodes[0], &nodes[1]]).await;
+        Balanced { balancer, nodes, deployment, redis }
+    }
+}
+
+/// The orchestrator's own token, asked through the balancer.
+async fn root_token(balancer: &Node) -> Reply {
+    as_agent(balancer, "orchestrator", &[("grant_type", "client_credentials"), ("audience", "planner")]).await
+}
+
 #[tokio::test]
 async fn the_quick_start_walks_through_a_balancer_in_front_of_two_nodes() {
-    let redis = RedisServer::start();
-    let port = free_port();
-    let mut deployment = Deployment::new();
-    deployment.issuer = format!("http://127.0.0.1:{port}");
-    let one = start_node(&deployment, "broker-1", &redis).await;
-    let two = start_node(&deployment, "broker-2", &redis).await;
-    assert_eq!((readyz(&one).await, readyz(&two).await), (200, 200));
-    let balancer = balancer(&deployment, port, [&one, &two]).await;
+    let Balanced { balancer, nodes, deployment, redis: _redis } = Balanced::start().await;
+    let [one, two] = &nodes;
 
     // One address, one issuer: discovery through the balancer names it.
     let metadata: Value = client()
@@ -101,12 +125,12 @@ async fn the_quick_start_walks_through_a_balancer_in_front_of_two_nodes() {
     // decided and used on different nodes.
     let [root, hop1, hop2] = walk(&balancer).await;
     let issued =
-        [metric_total(&one, "baton_tokens_issued_total").await, metric_total(&two, "baton_tokens_issued_total").await];
+        [metric_total(one, "baton_tokens_issued_total").await, metric_total(two, "baton_tokens_issued_total").await];
     eprintln!("tokens issued through the balancer: {} by broker-1, {} by broker-2", issued[0], issued[1]);
     assert_eq!(issued[0] + issued[1], 3, "the walk issues three tokens");
     assert!(issued.iter().all(|&count| count > 0), "one node served every issuance: {issued:?}");
-    let waited = metric_total(&one, "baton_token_requests_awaiting_approval_total").await
-        + metric_total(&two, "baton_token_requests_awaiting_approval_total").await;
+    let waited = metric_total(one, "baton_token_requests_awaiting_approval_total").await
+        + metric_total(two, "baton_token_requests_awaiting_approval_total").await;
     assert_eq!(waited, 1, "the booking waited for its approval once");
 
     // Each node believes the client address the balancer forwards, and
@@ -133,13 +157,54 @@ async fn the_quick_start_walks_through_a_balancer_in_front_of_two_nodes() {
     // the call returns, both nodes, asked directly, know the cascade.
     let revoked = revoke(&balancer, "booker", &hop1).await;
     assert_eq!(revoked.status, 200, "{}", revoked.body);
-    for node in [&one, &two] {
+    for node in &nodes {
         assert_eq!(introspect(node, &hop2).await, json!({"active": false}), "{}", node.url(""));
         booker_exchange(node, &hop1).await.assert_error(400, "invalid_request");
         // The cascade stops at the revoked token: the root lives on.
         let child = planner_exchange(node, &root).await;
         assert_eq!(child.status, 200, "{}", child.body);
     }
+}
+
+/// Asks through the balancer until `done` holds of an answer, each answer
+/// before it being 503 `temporarily_unavailable`; panics after 20 s.
+async fn poll_while_unavailable(balancer: &Node, what: &str, done: impl Fn(&Reply) -> bool) -> Duration {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(20) {
+        let reply = root_token(balancer).await;
+        if done(&reply) {
+            return started.elapsed();
+        }
+        reply.assert_error(503, "temporarily_unavailable");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what} within 20 s: {}", balancer.log());
+}
+
+#[tokio::test]
+async fn with_redis_down_the_balancer_fails_closed_and_recovers() {
+    let Balanced { balancer, nodes: _nodes, deployment: _deployment, mut redis } = Balanced::start().await;
+    assert_eq!(root_token(&balancer).await.status, 200);
+
+    // Redis dies: every node answers 503 and reports itself not ready, the
+    // balancer takes both out, and then answers 503 itself, in the same
+    // format, with nothing issued meanwhile.
+    redis.kill();
+    let from_balancer = |reply: &Reply| {
+        reply.body["error_description"].as_str().is_some_and(|text| text.starts_with("no broker node is ready"))
+    };
+    let out = poll_while_unavailable(&balancer, "the balancer did not take the nodes out", from_balancer).await;
+    let reply = root_token(&balancer).await;
+    reply.assert_error(503, "temporarily_unavailable");
+    assert!(from_balancer(&reply), "{}", reply.body);
+
+    // Redis returns: the nodes are ready again and the balancer sends them
+    // requests, with no restart of anything but Redis.
+    redis.restart();
+    let back = poll_while_unavailable(&balancer, "service did not resume", |reply| reply.status == 200).await;
+    eprintln!(
+        "the balancer answered for the nodes {out:?} after Redis died; service resumed {back:?} after it returned"
+    );
 }
 
 /// Runs `docker-compose config` on the repository's compose file (it needs

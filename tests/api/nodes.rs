@@ -160,7 +160,7 @@ async fn post(node: &Node, path: &str, basic: Option<(&str, &str)>, form: &[(&st
 }
 
 /// The example agent `agent` with its dev secret.
-async fn as_agent(node: &Node, agent: &str, form: &[(&str, &str)]) -> Reply {
+pub async fn as_agent(node: &Node, agent: &str, form: &[(&str, &str)]) -> Reply {
     let secret = format!("dev-only-{agent}-secret");
     post(node, "/token", Some((agent, &secret)), form).await
 }
