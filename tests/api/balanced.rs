@@ -207,6 +207,44 @@ async fn with_redis_down_the_balancer_fails_closed_and_recovers() {
     );
 }
 
+/// The files `docker build` sends to the builder, read from .dockerignore by
+/// Docker's own Python client (which comes with Debian's docker-compose).
+fn build_context() -> Vec<String> {
+    let script = "import json, os, sys\n\
+        from docker.utils.build import exclude_paths\n\
+        lines = [line.strip() for line in open('.dockerignore').read().splitlines()]\n\
+        patterns = [line for line in lines if line and not line.startswith('#')]\n\
+        json.dump(sorted(path for path in exclude_paths('.', patterns) if os.path.isfile(path)), sys.stdout)\n";
+    let output = Command::new("python3").args(["-c", script]).current_dir(repository()).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn the_image_is_built_from_the_sources_alone() {
+    let context = build_context();
+    let bytes: u64 = context.iter().map(|file| std::fs::metadata(repository().join(file)).unwrap().len()).sum();
+    eprintln!("build context: {} files, {bytes} bytes", context.len());
+    // Nothing but the crate's sources: no build output, state, key, policy,
+    // test client (node_modules, .venv) or screenshot, wherever it lies.
+    let top = ["Cargo.toml", "Cargo.lock", "Dockerfile", ".dockerignore"];
+    let strays: Vec<&String> =
+        context.iter().filter(|file| !top.contains(&file.as_str()) && !file.starts_with("src/")).collect();
+    assert!(strays.is_empty(), "sent to the image builder: {strays:?}");
+    // And everything the Dockerfile copies in from it.
+    let dockerfile = std::fs::read_to_string(repository().join("Dockerfile")).unwrap();
+    for copy in dockerfile.lines().filter(|line| line.starts_with("COPY ") && !line.contains("--from")) {
+        let words: Vec<&str> = copy.split_whitespace().collect();
+        for source in &words[1..words.len() - 1] {
+            let source = source.trim_end_matches('/');
+            assert!(
+                context.iter().any(|file| file == source || file.starts_with(&format!("{source}/"))),
+                "{copy}: {source} is not in the build context"
+            );
+        }
+    }
+}
+
 /// Runs `docker-compose config` on the repository's compose file (it needs
 /// no Docker daemon) and returns the loaded file as JSON, through the YAML
 /// module `docker-compose` itself runs on.
@@ -243,12 +281,13 @@ fn the_compose_file_loads_in_docker_compose() {
     // the balanced test runs HAProxy with, at the address the nodes trust.
     let balancer = &services["balancer"];
     assert_eq!(balancer["ports"], json!(["127.0.0.1:8080:8080/tcp"]));
-    let mounted =
-        format!("{}:/usr/local/etc/haproxy/haproxy.cfg:ro", repository().join("deploy/haproxy.cfg").display());
+    // docker-compose names host paths from the real working folder.
+    let repository = repository().canonicalize().unwrap();
+    let mounted = format!("{}:/usr/local/etc/haproxy/haproxy.cfg:ro", repository.join("deploy/haproxy.cfg").display());
     assert_eq!(balancer["volumes"], json!([mounted]));
     let balancer_address = &balancer["networks"]["default"]["ipv4_address"];
 
-    let policies = format!("{}:/app/policies:ro", repository().join("policies").display());
+    let policies = format!("{}:/app/policies:ro", repository.join("policies").display());
     let dev_admin_hash = secret_hash("dev-only-admin-token");
     for (name, data) in [("broker-1", "broker-1-data"), ("broker-2", "broker-2-data")] {
         let broker = &services[name];
