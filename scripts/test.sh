@@ -57,7 +57,8 @@ is_installed() {
 #   chromium:               the console's browser tests (driven by playwright-core)
 #   haproxy:                the load balancer of docker-compose.yml, run by the
 #                           test of the same topology without containers
-#   docker-compose:         loads docker-compose.yml in a test (no daemon needed)
+#   docker-compose:         loads docker-compose.yml in a test (no daemon needed);
+#                           its python3-docker reads the image's build context
 # ---------------------------------------------------------------------------
 install_system_packages() {
     local packages=(
