@@ -4,7 +4,7 @@
 //! with the very configuration the compose file mounts (deploy/haproxy.cfg),
 //! one address and one issuer. Loopback only; every wait is bounded.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -205,6 +205,48 @@ async fn with_redis_down_the_balancer_fails_closed_and_recovers() {
     eprintln!(
         "the balancer answered for the nodes {out:?} after Redis died; service resumed {back:?} after it returned"
     );
+}
+
+/// Whether the balancer has closed `connection` (it reads end of stream or
+/// a reset), without waiting: an open, idle one has nothing to read.
+fn closed(connection: &mut std::net::TcpStream) -> bool {
+    connection.set_nonblocking(true).unwrap();
+    !matches!(connection.read(&mut [0u8; 1]), Err(error) if error.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+#[tokio::test]
+async fn the_balancer_bounds_the_connections_of_one_address() {
+    let topology = Balanced::start().await;
+    let address = topology.balancer.url("").trim_start_matches("http://").to_owned();
+
+    // One address opens 8 connections more than it may hold, and says
+    // nothing on any: at least those 8 are closed at once (more if the
+    // balancer still counted one of the start's, closing), and at most 128
+    // stay open, waiting for a request.
+    let mut connections: Vec<std::net::TcpStream> =
+        (0..136).map(|_| std::net::TcpStream::connect(&address).unwrap()).collect();
+    let started = Instant::now();
+    let mut refused = 0;
+    while refused < 8 && started.elapsed() < Duration::from_secs(10) {
+        refused = connections.iter_mut().map(closed).filter(|&is_closed| is_closed).count();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!((8..=12).contains(&refused), "{refused} connections closed of 136 from one address");
+
+    // Meanwhile another address is served, and this one once it lets go.
+    let elsewhere = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let answer = elsewhere.get(topology.balancer.url("/healthz")).send().await.unwrap();
+    assert_eq!(answer.status(), 200);
+    drop(connections);
+    let started = Instant::now();
+    while client().get(topology.balancer.url("/healthz")).send().await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(10), "the address was not served again within 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The files `docker build` sends to the builder, read from .dockerignore by
