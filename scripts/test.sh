@@ -55,6 +55,10 @@ is_installed() {
 #   curl:                   HTTP checks and the example walk
 #   redis-server:           the Redis store's tests start their own server
 #   chromium:               the console's browser tests (driven by playwright-core)
+#   haproxy:                the load balancer of docker-compose.yml, run by the
+#                           test of the same topology without containers
+#   docker-compose:         loads docker-compose.yml in a test (no daemon needed);
+#                           its python3-docker reads the image's build context
 # ---------------------------------------------------------------------------
 install_system_packages() {
     local packages=(
@@ -63,6 +67,8 @@ install_system_packages() {
         curl
         redis-server
         chromium
+        haproxy
+        docker-compose
     )
     section "System packages: ${packages[*]}"
     command -v dpkg >/dev/null 2>&1 || die "dpkg not found: this script expects Debian (install: ${packages[*]})"

@@ -5,6 +5,7 @@
 
 mod abuse;
 mod approvals;
+mod balanced;
 mod binary;
 mod cli_admin;
 mod cli_policy;

@@ -19,15 +19,15 @@ use crate::redis_server::RedisServer;
 /// A folder the brokers of one test run in: the example policies (with
 /// agents that do not expire) and one signing key, generated before any
 /// broker starts so that nodes sharing the folder sign with the same key.
-struct Deployment {
+pub struct Deployment {
     folder: tempfile::TempDir,
     /// Every node of the deployment answers as this issuer.
-    issuer: String,
+    pub issuer: String,
     policies: PathBuf,
 }
 
 impl Deployment {
-    fn new() -> Deployment {
+    pub fn new() -> Deployment {
         let folder = tempfile::tempdir().unwrap();
         let policies = crate::process::copy_example_policies(folder.path());
         let output = Command::new(env!("CARGO_BIN_EXE_baton"))
@@ -47,15 +47,14 @@ impl Deployment {
         deployment
     }
 
-    fn path(&self) -> &Path {
+    pub fn path(&self) -> &Path {
         self.folder.path()
     }
 
     /// Starts `baton serve` in the deployment's folder with the admin API
     /// on, plus `extra` variables; returns once `/healthz` answers.
-    async fn start(&self, name: &str, extra: &[(&str, &str)]) -> Node {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let log = self.path().join(format!("{name}.log"));
+    pub async fn start(&self, name: &str, extra: &[(&str, &str)]) -> Node {
+        let port = crate::process::free_port();
         let mut command = Command::new(env!("CARGO_BIN_EXE_baton"));
         command
             .arg("serve")
@@ -66,10 +65,29 @@ impl Deployment {
             .env("BATON_KEYS_DIR", self.path().join("keys"))
             .env("BATON_POLICIES_DIR", &self.policies)
             .env("BATON_ADMIN_TOKEN_SHA256", secret_hash(ADMIN_TOKEN))
-            .envs(extra.iter().copied())
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(std::fs::OpenOptions::new().append(true).open(&log).unwrap());
-        let mut node = Node { child: command.spawn().unwrap(), base: format!("http://127.0.0.1:{port}"), log };
+            .envs(extra.iter().copied());
+        Node::launch(name, command, port, &self.path().join(format!("{name}.log"))).await
+    }
+}
+
+/// A running server process (a broker, or the balancer in front of some),
+/// killed (SIGKILL) when dropped.
+pub struct Node {
+    child: Child,
+    base: String,
+    log: PathBuf,
+}
+
+impl Node {
+    /// Spawns `command`, which serves HTTP on loopback `port`, with its
+    /// standard output and error in `log`; returns once `GET /healthz`
+    /// answers 200 through it, and panics with the log if it exits first or
+    /// does not answer within 10 s.
+    pub async fn launch(name: &str, mut command: Command, port: u16, log: &Path) -> Node {
+        let output = std::fs::File::create(log).unwrap();
+        command.stdout(output.try_clone().unwrap()).stderr(output);
+        let child = command.spawn().unwrap_or_else(|error| panic!("cannot start {name}: {error}"));
+        let mut node = Node { child, base: format!("http://127.0.0.1:{port}"), log: log.to_owned() };
         let client = client();
         for _ in 0..100 {
             if let Some(status) = node.child.try_wait().unwrap() {
@@ -82,21 +100,12 @@ impl Deployment {
         }
         panic!("{name} did not come up within 10 s: {}", node.log());
     }
-}
 
-/// A running broker, killed (SIGKILL) when dropped.
-struct Node {
-    child: Child,
-    base: String,
-    log: PathBuf,
-}
-
-impl Node {
-    fn url(&self, path: &str) -> String {
+    pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
-    fn log(&self) -> String {
+    pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
@@ -124,23 +133,23 @@ impl Drop for Node {
 }
 
 /// Every request is bounded: a broker that hangs fails the test instead.
-fn client() -> reqwest::Client {
+pub fn client() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap()
 }
 
 #[derive(Debug)]
-struct Reply {
-    status: u16,
-    body: Value,
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
 }
 
 impl Reply {
-    fn token(&self) -> &str {
+    pub fn token(&self) -> &str {
         self.body["access_token"].as_str().unwrap_or_else(|| panic!("no token in {}: {}", self.status, self.body))
     }
 
     #[track_caller]
-    fn assert_error(&self, status: u16, error: &str) {
+    pub fn assert_error(&self, status: u16, error: &str) {
         assert_eq!((self.status, self.body["error"].as_str()), (status, Some(error)), "body: {}", self.body);
         assert!(self.body.get("access_token").is_none(), "a refusal carried a token: {}", self.body);
     }
@@ -160,7 +169,7 @@ async fn post(node: &Node, path: &str, basic: Option<(&str, &str)>, form: &[(&st
 }
 
 /// The example agent `agent` with its dev secret.
-async fn as_agent(node: &Node, agent: &str, form: &[(&str, &str)]) -> Reply {
+pub async fn as_agent(node: &Node, agent: &str, form: &[(&str, &str)]) -> Reply {
     let secret = format!("dev-only-{agent}-secret");
     post(node, "/token", Some((agent, &secret)), form).await
 }
@@ -173,18 +182,18 @@ async fn exchange(node: &Node, agent: &str, subject_token: &str, extra: &[(&str,
 }
 
 /// The booker trades the planner's token for one for the airline API.
-async fn booker_exchange(node: &Node, hop1: &str) -> Reply {
+pub async fn booker_exchange(node: &Node, hop1: &str) -> Reply {
     exchange(node, "booker", hop1, &[("resource", AIRLINE), ("scope", "flights.book")]).await
 }
 
 /// The planner trades the orchestrator's token for one for the booker.
-async fn planner_exchange(node: &Node, root: &str) -> Reply {
+pub async fn planner_exchange(node: &Node, root: &str) -> Reply {
     exchange(node, "planner", root, &[("audience", "booker")]).await
 }
 
 /// orchestrator → planner → booker → airline API, as in the README, the
 /// booking approved by its approver.
-async fn walk(node: &Node) -> [String; 3] {
+pub async fn walk(node: &Node) -> [String; 3] {
     let root = as_agent(node, "orchestrator", &[("grant_type", "client_credentials"), ("audience", "planner")]).await;
     assert_eq!(root.status, 200, "{}", root.body);
     let hop1 = planner_exchange(node, root.token()).await;
@@ -202,19 +211,19 @@ async fn walk(node: &Node) -> [String; 3] {
 }
 
 /// The airline API introspects a token addressed to it.
-async fn introspect(node: &Node, token: &str) -> Value {
+pub async fn introspect(node: &Node, token: &str) -> Value {
     let reply =
         post(node, "/introspect", Some(("airline-api", "dev-only-airline-api-secret")), &[("token", token)]).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     reply.body
 }
 
-async fn revoke(node: &Node, agent: &str, token: &str) -> Reply {
+pub async fn revoke(node: &Node, agent: &str, token: &str) -> Reply {
     let secret = format!("dev-only-{agent}-secret");
     post(node, "/revoke", Some((agent, &secret)), &[("token", token)]).await
 }
 
-async fn admin(node: &Node, request: reqwest::RequestBuilder) -> Value {
+pub async fn admin(node: &Node, request: reqwest::RequestBuilder) -> Value {
     let response = request.bearer_auth(ADMIN_TOKEN).send().await.unwrap();
     let status = response.status();
     let body: Value = response.json().await.unwrap();
@@ -222,11 +231,11 @@ async fn admin(node: &Node, request: reqwest::RequestBuilder) -> Value {
     body
 }
 
-async fn readyz(node: &Node) -> u16 {
+pub async fn readyz(node: &Node) -> u16 {
     client().get(node.url("/readyz")).send().await.unwrap().status().as_u16()
 }
 
-fn jti(token: &str) -> String {
+pub fn jti(token: &str) -> String {
     json_of(token)["jti"].as_str().unwrap().to_owned()
 }
 
