@@ -23,9 +23,10 @@ use crate::policy::explain::{ExplainError, Explanation, Question};
 use crate::policy::{Policy, PolicyError};
 use crate::revocation::Revocations;
 use crate::store::approvals::{ApprovalPage, ApprovalQuery};
+use crate::store::lifecycle::LocalLifecycle;
 use crate::store::sessions::LocalSessions;
-use crate::store::SessionStore;
 use crate::store::{Approval, ApprovalId, AuditEvent, AuditFilter, Principal, Status, StoreError};
+use crate::store::{LifecycleStore, SessionStore};
 use crate::upstream::sign_in::SignIn;
 use crate::{admin, governance, grant, introspection, lifecycle};
 
@@ -37,6 +38,7 @@ pub struct Broker {
     revocations: Revocations,
     console_sign_in: Option<Arc<SignIn>>,
     console_sessions: Arc<dyn SessionStore>,
+    lifecycle: Arc<dyn LifecycleStore>,
 }
 
 impl Broker {
@@ -51,6 +53,7 @@ impl Broker {
             revocations: Revocations::default(),
             console_sign_in: None,
             console_sessions: Arc::new(LocalSessions::default()),
+            lifecycle: Arc::new(LocalLifecycle::default()),
         }
     }
 
@@ -88,6 +91,14 @@ impl Broker {
     /// store, so that every node knows them) rather than in its memory.
     pub fn with_console_sessions(mut self, sessions: Arc<dyn SessionStore>) -> Broker {
         self.console_sessions = sessions;
+        self
+    }
+
+    /// The same broker keeping what was done about the inventory's agents
+    /// in `lifecycle` (the state store, so that every node acts once)
+    /// rather than in its memory.
+    pub fn with_lifecycle_store(mut self, lifecycle: Arc<dyn LifecycleStore>) -> Broker {
+        self.lifecycle = lifecycle;
         self
     }
 
@@ -242,19 +253,16 @@ impl Broker {
         lifecycle::reinstate(&self.context, principal, by).await
     }
 
-    /// Records the agents past their `expires` not yet in `done`
+    /// Retires the agents past their `expires` that no node has retired yet
     /// ([`lifecycle::retire_expired_agents`]).
-    pub async fn retire_expired_agents(
-        &self,
-        done: &std::collections::HashSet<String>,
-    ) -> Result<Vec<String>, EndpointError> {
-        lifecycle::retire_expired_agents(&self.context, done).await
+    pub async fn retire_expired_agents(&self) -> Result<Vec<String>, EndpointError> {
+        lifecycle::retire_expired_agents(&self.context, self.lifecycle.as_ref()).await
     }
 
-    /// Deprovisions the agents of `known` the inventory no longer has
-    /// ([`lifecycle::deprovision_removed_agents`]).
-    pub async fn deprovision_removed_agents(&self, known: &[String]) -> Result<Vec<String>, EndpointError> {
-        lifecycle::deprovision_removed_agents(&self.context, known).await
+    /// Deprovisions the agents the inventory had and no longer has, that no
+    /// node has deprovisioned yet ([`lifecycle::deprovision_removed_agents`]).
+    pub async fn deprovision_removed_agents(&self) -> Result<Vec<String>, EndpointError> {
+        lifecycle::deprovision_removed_agents(&self.context, self.lifecycle.as_ref()).await
     }
 
     /// Whether `presented` is the admin token ([`admin::is_admin`]), checked

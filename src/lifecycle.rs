@@ -9,7 +9,9 @@ use crate::audit::Evidence;
 use crate::context::Context;
 use crate::error::EndpointError;
 use crate::metrics::DeprovisionCause;
-use crate::store::{AuditDecision, Blocking, Cutoff, Principal};
+use std::collections::BTreeSet;
+
+use crate::store::{AuditDecision, Blocking, Cutoff, LifecycleStore, Principal};
 
 /// Deprovisions an agent or a subject now (admin API): every token naming
 /// it that exists is dead, and it stays blocked (an agent cannot
@@ -39,42 +41,63 @@ async fn deprovision_for(
 }
 
 /// Writes a deprovisioning for every agent of the inventory that is past
-/// its `expires` and not yet in `done`, so that verifiers reading the
-/// store, not the inventory, see its tokens dead too. The cut-off only:
-/// an agent whose `expires` is extended later gets new tokens, never
-/// its old ones back. Returns the agents written.
+/// its `expires`, once: `store` answers which one this node is the first to
+/// retire at that `expires` (a retirement that cannot be written is given
+/// back, and made at the next call). Verifiers that read the store, not the
+/// inventory, then see its tokens dead too. The cut-off only: an agent
+/// whose `expires` is extended later gets new tokens, never its old ones
+/// back. Returns the agents written.
 pub async fn retire_expired_agents(
     context: &Context,
-    done: &std::collections::HashSet<String>,
+    store: &dyn LifecycleStore,
 ) -> Result<Vec<String>, EndpointError> {
     let now = context.now();
     let mut retired = Vec::new();
     let policy = context.policy();
-    for agent in policy.inventory().agents().filter(|agent| !agent.is_active(now) && !done.contains(&agent.id)) {
+    for agent in policy.inventory().agents().filter(|agent| !agent.is_active(now)) {
+        let expires = agent.expires.to_string();
+        if !store.claim_retirement(&agent.id, &expires).await? {
+            continue;
+        }
         let principal = Principal::Agent(agent.id.clone().into());
         let cutoff =
             Cutoff { at: context.now_micros(), until: now.plus(crate::token::MAX_LIFETIME), block: Blocking::Keep };
-        context.stores.revocation.deprovision(&principal, &cutoff).await?;
-        context.record(principal_event("expired", &principal, now, None)).await?;
+        let written = match context.stores.revocation.deprovision(&principal, &cutoff).await {
+            Ok(()) => context.record(principal_event("expired", &principal, now, None)).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = written {
+            // Given back: the next round writes it (the cut-off again, which changes nothing).
+            let _ = store.release_retirement(&agent.id, &expires).await;
+            return Err(error.into());
+        }
         context.metrics().count_deprovisioning(true, DeprovisionCause::Expired);
         retired.push(agent.id.clone());
     }
     Ok(retired)
 }
 
-/// Deprovisions every agent of `known` that the inventory no longer has:
-/// removing an agent from `agents.toml` kills its tokens in the store,
-/// for verifiers that read only the store, and blocks it, so that adding
-/// it back revives none of its old tokens. Returns the agents written.
-pub async fn deprovision_removed_agents(context: &Context, known: &[String]) -> Result<Vec<String>, EndpointError> {
-    let policy = context.policy();
-    let inventory = policy.inventory();
-    let mut removed = Vec::new();
-    for id in known.iter().filter(|id| inventory.agent(id).is_none()) {
-        deprovision_for(context, &Principal::Agent(id.clone().into()), DeprovisionCause::Removed, None).await?;
-        removed.push(id.clone());
+/// Deprovisions every agent the inventory had and no longer has, once:
+/// `store` answers which agents this node is the first to see gone.
+/// Removing an agent from `agents.toml` kills its tokens in the store, for
+/// verifiers that read only the store, and blocks it, so that adding it
+/// back revives none of its old tokens. Returns the agents written.
+pub async fn deprovision_removed_agents(
+    context: &Context,
+    store: &dyn LifecycleStore,
+) -> Result<Vec<String>, EndpointError> {
+    let current: BTreeSet<String> = context.policy().inventory().agents().map(|agent| agent.id.clone()).collect();
+    let gone = store.replace_known_agents(&current).await?;
+    for (done, id) in gone.iter().enumerate() {
+        if let Err(error) =
+            deprovision_for(context, &Principal::Agent(id.clone().into()), DeprovisionCause::Removed, None).await
+        {
+            // Given back: the next reload or restart deprovisions them.
+            let _ = store.keep_known(gone.get(done..).unwrap_or_default()).await;
+            return Err(error);
+        }
     }
-    Ok(removed)
+    Ok(gone)
 }
 
 /// Lifts a deprovisioned principal's block (admin API): tokens issued from

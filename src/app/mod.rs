@@ -2,11 +2,9 @@
 //! and the broker together, starts the background tasks, and serves. The
 //! command line only parses arguments and calls in here.
 
-mod agents;
 mod reload;
 mod tasks;
 
-pub use agents::{deprovision_removed_agents, retire_expired_agents};
 pub use reload::DEBOUNCE;
 
 use std::sync::Arc;
@@ -22,7 +20,7 @@ use crate::keys::{self, KeySet};
 use crate::policy::{Lifetimes, Policy};
 use crate::store::embedded::EmbeddedStore;
 use crate::store::redis::RedisStore;
-use crate::store::{Retention, SessionStore, StateStore};
+use crate::store::{LifecycleStore, Retention, SessionStore, StateStore};
 use crate::upstream::sign_in::{SignIn, SignInSettings};
 
 /// The token lifetimes the config sets.
@@ -62,6 +60,7 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> Result<Broker, Str
         webhook,
     };
     let sessions: Arc<dyn SessionStore> = store.clone();
+    let lifecycle: Arc<dyn LifecycleStore> = store.clone();
     let stores = Stores { replay: store.clone(), revocation: store.clone(), audit: store };
     let throttle = ThrottleSettings {
         per_client: config.auth_failures_per_client,
@@ -71,6 +70,7 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> Result<Broker, Str
     let refusals = RefusalSettings { interval: config.refusal_interval, max_keys: config.refusal_max_keys };
     let broker = Broker::new(settings, keys, policy, stores, clock.clone())
         .with_console_sessions(sessions)
+        .with_lifecycle_store(lifecycle)
         .with_approvals(approvals)
         .with_abuse_limits(throttle, refusals)
         .with_trusted_proxies(config.trusted_proxies.clone());
@@ -114,7 +114,7 @@ async fn open_store(config: &Config) -> Result<Arc<dyn StateStore>, String> {
 /// `config.listen` until Ctrl-C or `SIGTERM`.
 pub async fn serve(config: Config) -> Result<(), String> {
     let broker = Arc::new(build(&config, Arc::new(SystemClock)).await?);
-    for id in deprovision_removed_agents(&broker, &config.data_dir).await? {
+    for id in broker.deprovision_removed_agents().await.map_err(|error| error.to_string())? {
         tracing::info!(agent = %id, "agent removed from the inventory: deprovisioned");
     }
     tasks::spawn(&broker, &config);

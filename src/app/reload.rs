@@ -114,7 +114,7 @@ async fn reload(broker: &Arc<Broker>, config: &Config) {
             return;
         }
     }
-    match super::agents::deprovision_removed_agents(broker, &config.data_dir).await {
+    match broker.deprovision_removed_agents().await {
         Ok(removed) => {
             for id in removed {
                 tracing::info!(agent = %id, "agent removed from the inventory: deprovisioned");

@@ -1,7 +1,6 @@
 //! The broker's background work: evidence flushed, the throttle pruned, keys
 //! reloaded, expired agents retired. Each loop runs until the process ends.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::broker::Broker;
@@ -12,7 +11,7 @@ use crate::keys::{self, KeySet};
 /// Starts every background loop on the current runtime.
 pub(super) fn spawn(broker: &Arc<Broker>, config: &Config) {
     tokio::spawn(reload_keys(broker.clone(), config.clone(), Arc::new(SystemClock)));
-    tokio::spawn(retire_expired_agents_every_minute(broker.clone(), config.data_dir.clone()));
+    tokio::spawn(retire_expired_agents_every_minute(broker.clone()));
     tokio::spawn(flush_refusals_every_interval(broker.clone()));
     tokio::spawn(prune_throttle_every_few_seconds(broker.clone()));
     tokio::spawn(watch_store_every_few_seconds(broker.clone()));
@@ -95,11 +94,11 @@ async fn reload_keys(broker: Arc<Broker>, config: Config, clock: Arc<dyn Clock>)
 /// Once a minute, from the start, records in the store the agents that have
 /// passed their `expires`, so that verifiers reading the store see their
 /// tokens dead.
-async fn retire_expired_agents_every_minute(broker: Arc<Broker>, data_dir: PathBuf) {
+async fn retire_expired_agents_every_minute(broker: Arc<Broker>) {
     let mut ticks = tokio::time::interval(std::time::Duration::from_secs(60));
     loop {
         ticks.tick().await;
-        match super::agents::retire_expired_agents(&broker, &data_dir).await {
+        match broker.retire_expired_agents().await {
             Ok(retired) => {
                 for id in retired {
                     tracing::info!(agent = %id, "agent past its expiry: its tokens are dead");

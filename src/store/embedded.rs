@@ -36,12 +36,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
+use super::lifecycle::{LifecycleStore, LocalLifecycle};
 use super::sessions::{LocalSessions, SessionKey, SessionRecord, SessionStore};
 use async_trait::async_trait;
 use redb::{
     Database, MultimapTable, MultimapTableDefinition, ReadableDatabase, ReadableMultimapTable, ReadableTable, Table,
     TableDefinition, WriteTransaction,
 };
+use std::collections::BTreeSet;
 use tokio::sync::oneshot;
 
 use super::{
@@ -111,6 +113,8 @@ pub struct EmbeddedStore {
     writer_alive: Arc<AtomicBool>,
     /// Console sessions: one node's, in memory.
     sessions: LocalSessions,
+    /// The agents' lifecycle: one node's, in files of the data folder.
+    lifecycle: LocalLifecycle,
 }
 
 struct WriterHandle {
@@ -162,6 +166,7 @@ impl EmbeddedStore {
             commits,
             writer_alive,
             sessions: LocalSessions::default(),
+            lifecycle: LocalLifecycle::in_folder(data_dir),
         })
     }
 
@@ -237,6 +242,25 @@ impl SessionStore for EmbeddedStore {
 
     async fn close_session(&self, key: &SessionKey) -> Result<(), StoreError> {
         self.sessions.close_session(key).await
+    }
+}
+
+#[async_trait]
+impl LifecycleStore for EmbeddedStore {
+    async fn replace_known_agents(&self, current: &BTreeSet<String>) -> Result<Vec<String>, StoreError> {
+        self.lifecycle.replace_known_agents(current).await
+    }
+
+    async fn keep_known(&self, agents: &[String]) -> Result<(), StoreError> {
+        self.lifecycle.keep_known(agents).await
+    }
+
+    async fn claim_retirement(&self, agent: &str, expires: &str) -> Result<bool, StoreError> {
+        self.lifecycle.claim_retirement(agent, expires).await
+    }
+
+    async fn release_retirement(&self, agent: &str, expires: &str) -> Result<(), StoreError> {
+        self.lifecycle.release_retirement(agent, expires).await
     }
 }
 

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::approvals::{ApprovalPage, ApprovalQuery, Creation, InMemory};
+use super::lifecycle::{LifecycleStore, LocalLifecycle};
 use super::sessions::{LocalSessions, SessionKey, SessionRecord, SessionStore};
 use super::{
     outlives, verdict, Approval, ApprovalId, ApprovalState, ApprovalStore, AuditDecision, AuditEvent, AuditFilter,
@@ -14,6 +15,7 @@ use super::{
 };
 use crate::claims::TokenId;
 use crate::clock::{UnixMicros, UnixTime};
+use std::collections::BTreeSet;
 
 /// Replay, revocation, audit and approval state held in memory.
 #[derive(Debug, Default)]
@@ -27,6 +29,7 @@ pub struct MemoryStore {
     /// How long audit events are kept, when bounded.
     retention: Option<Retention>,
     sessions: LocalSessions,
+    lifecycle: LocalLifecycle,
 }
 
 impl MemoryStore {
@@ -72,6 +75,25 @@ impl SessionStore for MemoryStore {
 
     async fn close_session(&self, key: &SessionKey) -> Result<(), StoreError> {
         self.sessions.close_session(key).await
+    }
+}
+
+#[async_trait]
+impl LifecycleStore for MemoryStore {
+    async fn replace_known_agents(&self, current: &BTreeSet<String>) -> Result<Vec<String>, StoreError> {
+        self.lifecycle.replace_known_agents(current).await
+    }
+
+    async fn keep_known(&self, agents: &[String]) -> Result<(), StoreError> {
+        self.lifecycle.keep_known(agents).await
+    }
+
+    async fn claim_retirement(&self, agent: &str, expires: &str) -> Result<bool, StoreError> {
+        self.lifecycle.claim_retirement(agent, expires).await
+    }
+
+    async fn release_retirement(&self, agent: &str, expires: &str) -> Result<(), StoreError> {
+        self.lifecycle.release_retirement(agent, expires).await
     }
 }
 

@@ -54,10 +54,12 @@ pub mod approvals;
 pub mod data_dir;
 pub mod embedded;
 mod embedded_approvals;
+pub mod lifecycle;
 pub mod memory;
 pub mod mirror;
 pub mod redis;
 mod redis_approvals;
+mod redis_lifecycle;
 mod redis_sessions;
 pub mod sessions;
 
@@ -65,6 +67,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use approvals::{Approval, ApprovalId, ApprovalState, ApprovalStore, Decision, Fingerprint};
+pub use lifecycle::LifecycleStore;
 pub use sessions::{SessionKey, SessionRecord, SessionStore};
 
 use crate::claims::{Claims, TokenId};
@@ -530,9 +533,12 @@ pub trait AuditStore: Send + Sync {
 pub(crate) type Take<'a> = dyn FnMut(AuditEvent) -> bool + Send + 'a;
 
 /// Everything a broker keeps: one store serves every trait.
-pub trait StateStore: ReplayStore + RevocationStore + AuditStore + ApprovalStore + SessionStore {}
+pub trait StateStore:
+    ReplayStore + RevocationStore + AuditStore + ApprovalStore + SessionStore + LifecycleStore
+{
+}
 
-impl<T: ReplayStore + RevocationStore + AuditStore + ApprovalStore + SessionStore> StateStore for T {}
+impl<T: ReplayStore + RevocationStore + AuditStore + ApprovalStore + SessionStore + LifecycleStore> StateStore for T {}
 
 /// Days audit events are kept by default.
 pub const DEFAULT_AUDIT_RETENTION_DAYS: u32 = 90;

@@ -221,7 +221,7 @@ async fn the_agents_list_carries_warnings_for_unused_expiring_and_expired_agents
     assert_eq!(busy.len(), 1, "{busy:?}");
     assert_eq!((busy[0]["kind"].as_str(), busy[0]["days"].as_i64()), (Some("idle"), Some(30)));
     assert_eq!(warnings(&list.body, "soon"), [json!({"kind": "expired", "expires": "2026-12-10"})]);
-    assert_eq!(harness.broker.retire_expired_agents(&Default::default()).await.unwrap(), ["soon"]);
+    assert_eq!(harness.broker.retire_expired_agents().await.unwrap(), ["soon"]);
     issue("soon").await.assert_error(401, "invalid_client");
 }
 
@@ -318,20 +318,18 @@ async fn an_expired_agent_is_retired_once_across_restarts_and_again_past_a_new_e
     };
     let expiring = folder("2026-12-10");
     let harness = Harness::with(crate::harness::Options { policies: expiring.path().to_owned(), ..Default::default() });
-    let data = tempfile::tempdir().unwrap();
-    let retire = baton::app::retire_expired_agents;
     let expired_events = || async {
         let filter = AuditFilter { agent: Some("soon".into()), action: Some("expired".into()), ..Default::default() };
         harness.store.query(&filter).await.unwrap().len()
     };
-    assert!(retire(&harness.broker, data.path()).await.unwrap().is_empty(), "not expired yet");
+    assert!(harness.broker.retire_expired_agents().await.unwrap().is_empty(), "not expired yet");
 
     harness.clock.advance(10 * 86_400);
-    assert_eq!(retire(&harness.broker, data.path()).await.unwrap(), ["soon"]);
-    assert!(retire(&harness.broker, data.path()).await.unwrap().is_empty());
+    assert_eq!(harness.broker.retire_expired_agents().await.unwrap(), ["soon"]);
+    assert!(harness.broker.retire_expired_agents().await.unwrap().is_empty());
     // Restarted on the same store and data folder: nothing written again.
     let restarted = harness.restarted_with(expiring.path());
-    assert!(retire(&restarted.broker, data.path()).await.unwrap().is_empty());
+    assert!(restarted.broker.retire_expired_agents().await.unwrap().is_empty());
     assert_eq!(
         series(&metrics(&restarted).await, "baton_principals_deprovisioned_total{kind=\"agent\",cause=\"expired\"}"),
         0
@@ -341,9 +339,9 @@ async fn an_expired_agent_is_retired_once_across_restarts_and_again_past_a_new_e
     // Its life extended, then over again: retired once more.
     let extended = folder("2027-01-31");
     let renewed = harness.restarted_with(extended.path());
-    assert!(retire(&renewed.broker, data.path()).await.unwrap().is_empty(), "active again");
+    assert!(renewed.broker.retire_expired_agents().await.unwrap().is_empty(), "active again");
     harness.clock.advance(60 * 86_400);
-    assert_eq!(retire(&renewed.broker, data.path()).await.unwrap(), ["soon"]);
-    assert!(retire(&renewed.broker, data.path()).await.unwrap().is_empty());
+    assert_eq!(renewed.broker.retire_expired_agents().await.unwrap(), ["soon"]);
+    assert!(renewed.broker.retire_expired_agents().await.unwrap().is_empty());
     assert_eq!(expired_events().await, 2);
 }

@@ -184,7 +184,9 @@ impl Harness {
             webhook: approvals.webhook.as_deref().map(|url| baton::approvals::webhook::Webhook::new(url).unwrap()),
         };
         let broker = Arc::new(
-            Broker::new(settings.clone(), keys, policy, broker_stores, clock.clone()).with_approvals(approval_settings),
+            Broker::new(settings.clone(), keys, policy, broker_stores, clock.clone())
+                .with_approvals(approval_settings)
+                .with_lifecycle_store(store.clone()),
         );
         let router = baton::http::router(broker.clone());
         Harness { dir, clock, store, router, broker, settings, stores, approvals }

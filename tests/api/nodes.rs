@@ -345,6 +345,29 @@ async fn a_console_session_is_known_to_every_node_on_redis() {
 }
 
 #[tokio::test]
+async fn an_agent_removed_from_the_inventory_is_deprovisioned_once_by_all_the_nodes() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let policies = tempfile::tempdir().unwrap();
+    let folder = crate::process::copy_example_policies(policies.path());
+    let deployment = Deployment::with_policies(&folder);
+    // The first node records the inventory; then the booker leaves it.
+    drop(deployment.start("first", &[("BATON_REDIS_URL", &url)]).await);
+    let agents = folder.join("agents.toml");
+    let text = std::fs::read_to_string(&agents).unwrap();
+    let start = text.find("[[agents]]\nid = \"booker\"").unwrap();
+    let end = text[start + 1..].find("[[agents]]").map_or(text.len(), |next| start + 1 + next);
+    std::fs::write(&agents, format!("{}{}", &text[..start], &text[end..])).unwrap();
+    // Two nodes start on it together; each looks for removed agents before it serves.
+    let redis_url = [("BATON_REDIS_URL", url.as_str())];
+    let (a, b) = tokio::join!(deployment.start("node-a", &redis_url), deployment.start("node-b", &redis_url));
+    let events = admin(&a, client().get(a.url("/admin/audit?agent=booker&action=deprovision"))).await;
+    assert_eq!(events["events"].as_array().unwrap().len(), 1, "{events}");
+    let said = [&a, &b].iter().filter(|node| node.log().contains("agent removed from the inventory")).count();
+    assert_eq!(said, 1, "one node deprovisioned it: {} / {}", a.log(), b.log());
+}
+
+#[tokio::test]
 async fn an_outage_gives_only_503_and_service_resumes() {
     let mut redis = RedisServer::start();
     let deployment = Deployment::new();

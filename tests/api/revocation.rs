@@ -332,10 +332,10 @@ async fn an_expired_agent_is_recorded_for_verifiers_reading_the_store() {
     harness.clock.advance(
         baton::clock::UnixTime(time::macros::datetime!(2030-01-02 0:00 UTC).unix_timestamp()).seconds_since(START),
     );
-    let retired = harness.broker.retire_expired_agents(&Default::default()).await.unwrap();
+    let retired = harness.broker.retire_expired_agents().await.unwrap();
     assert_eq!(retired.len(), 4);
     assert_eq!(harness.store.check(&lineage).await.unwrap(), Status::Deprovisioned, "the store alone says dead");
-    let again = harness.broker.retire_expired_agents(&retired.into_iter().collect()).await.unwrap();
+    let again = harness.broker.retire_expired_agents().await.unwrap();
     assert!(again.is_empty());
 }
 
@@ -343,9 +343,7 @@ async fn an_expired_agent_is_recorded_for_verifiers_reading_the_store() {
 async fn an_agent_removed_from_the_inventory_is_deprovisioned_in_the_store_and_stays_out() {
     use baton::store::{Lineage, RevocationStore, Status};
     let chain = four_hops().await;
-    let data = tempfile::tempdir().unwrap();
-    let serve = baton::app::deprovision_removed_agents;
-    assert!(serve(&chain.harness.broker, data.path()).await.unwrap().is_empty());
+    assert!(chain.harness.broker.deprovision_removed_agents().await.unwrap().is_empty());
 
     let secret = secret_hash("s");
     let inventory = |ids: &[&str]| -> String {
@@ -361,7 +359,7 @@ async fn an_agent_removed_from_the_inventory_is_deprovisioned_in_the_store_and_s
     );
     let without_c = policy_folder(&inventory(&["a", "b", "d"]), &resources, "permit (principal, action, resource);");
     let restarted = chain.harness.restarted_with(without_c.path());
-    assert_eq!(serve(&restarted.broker, data.path()).await.unwrap(), vec!["c".to_owned()]);
+    assert_eq!(restarted.broker.deprovision_removed_agents().await.unwrap(), vec!["c".to_owned()]);
     // The store alone now says so: what a verifier reading the store sees.
     let lineage = Lineage::of(&claims_of(&chain.hops[3]));
     assert_eq!(chain.harness.store.check(&lineage).await.unwrap(), Status::Deprovisioned);
@@ -369,7 +367,7 @@ async fn an_agent_removed_from_the_inventory_is_deprovisioned_in_the_store_and_s
     // Added back: still out until reinstated, and its old tokens stay dead.
     let with_c = policy_folder(&inventory(&["a", "b", "c", "d"]), &resources, "permit (principal, action, resource);");
     let again = chain.harness.restarted_with(with_c.path());
-    assert!(serve(&again.broker, data.path()).await.unwrap().is_empty());
+    assert!(again.broker.deprovision_removed_agents().await.unwrap().is_empty());
     again
         .token(Some(("c", "s")), &[("grant_type", "client_credentials"), ("audience", "d")])
         .await

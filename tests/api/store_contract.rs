@@ -164,6 +164,33 @@ where
     }
     assert_eq!(firsts, 1, "exactly one of concurrent uses is first");
 
+    // The agents' lifecycle: each removal and each retirement answered once.
+    let (a, b) = (id("agent-a"), id("agent-b"));
+    let known = |ids: &[&String]| ids.iter().map(|id| (*id).clone()).collect::<std::collections::BTreeSet<String>>();
+    store.replace_known_agents(&known(&[&a, &b])).await.unwrap();
+    assert_eq!(store.replace_known_agents(&known(&[&a])).await.unwrap(), std::slice::from_ref(&b));
+    assert!(store.replace_known_agents(&known(&[&a])).await.unwrap().is_empty(), "answered once");
+    store.keep_known(std::slice::from_ref(&b)).await.unwrap();
+    assert_eq!(
+        store.replace_known_agents(&known(&[&a])).await.unwrap(),
+        std::slice::from_ref(&b),
+        "given back, answered again"
+    );
+    let claims: Vec<_> = (0..16)
+        .map(|_| {
+            let (store, agent) = (store.clone(), a.clone());
+            tokio::spawn(async move { store.claim_retirement(&agent, "2020-01-01").await.unwrap() })
+        })
+        .collect();
+    let mut won = 0;
+    for claim in claims {
+        won += usize::from(claim.await.unwrap());
+    }
+    assert_eq!(won, 1, "exactly one of concurrent claims retires the agent");
+    assert!(store.claim_retirement(&a, "2021-01-01").await.unwrap(), "a moved expiry is a new retirement");
+    store.release_retirement(&a, "2021-01-01").await.unwrap();
+    assert!(store.claim_retirement(&a, "2021-01-01").await.unwrap(), "released, claimed again");
+
     // Console sessions: kept under their key until they end; closed at once.
     let key = SessionKey::of(&id("session"));
     let session = SessionRecord { csrf: id("csrf"), who: "admin token".into(), expires_at: now.plus(60) };
