@@ -105,27 +105,39 @@ pub fn admin_enabled(context: &Context) -> bool {
     context.settings.admin_token_sha256.is_some()
 }
 
-/// Revokes a token by id, and so its descendants. Revoking a token
-/// already revoked changes nothing and records nothing.
+/// Revokes a token by id, and so its descendants, returning until when the
+/// revocation is kept; `None`, and nothing done, for an id the broker knows
+/// nothing of. Revoking a token already revoked changes nothing and records
+/// nothing.
+///
+/// Known ids are the tokens issued here (their issuance is kept while they
+/// live, whatever the retention) and a person's sign-in at a trusted
+/// provider that a chain issued here started from. Any other id names no
+/// token this broker would accept, and a typo must not pass for a
+/// revocation.
 pub async fn revoke_jti(
     context: &Context,
     revocations: &Revocations,
     jti: &TokenId,
-) -> Result<UnixTime, EndpointError> {
+) -> Result<Option<UnixTime>, EndpointError> {
     let issued = context.stores.audit.issued(jti).await?;
+    if issued.is_none() && context.stores.audit.children(jti, 1).await?.is_empty() {
+        return Ok(None);
+    }
     let now = context.now();
-    // Unknown here (issued before the audit trail, or by another
-    // deployment): cover the longest lifetime any token can have.
+    // A sign-in, whose lifetime the broker never saw, or an issuance
+    // recorded without its expiry: cover the longest lifetime any token can
+    // have.
     let until = issued.and_then(|event| event.expires_at).unwrap_or(now.plus(crate::token::MAX_LIFETIME));
     let Some(_recording) = revocations.revoke_once(context, jti, until, RevokedVia::Admin).await? else {
-        return Ok(until);
+        return Ok(Some(until));
     };
     let mut event =
         Evidence { action: "admin_revoke".into(), ..Default::default() }.event(now, AuditDecision::Revoked, None, None);
     event.jti = Some(jti.clone());
     event.expires_at = Some(until);
     context.record(event).await?;
-    Ok(until)
+    Ok(Some(until))
 }
 
 /// The ancestors and descendants of a token, each with its status.

@@ -236,8 +236,9 @@ impl Broker {
         admin::admin_enabled(&self.context)
     }
 
-    /// Revokes a token by id, and so its descendants ([`admin::revoke_jti`]).
-    pub async fn revoke_jti(&self, jti: &TokenId) -> Result<UnixTime, EndpointError> {
+    /// Revokes a token by id, and so its descendants; `None` for an id the
+    /// broker knows nothing of ([`admin::revoke_jti`]).
+    pub async fn revoke_jti(&self, jti: &TokenId) -> Result<Option<UnixTime>, EndpointError> {
         admin::revoke_jti(&self.context, &self.revocations, jti).await
     }
 

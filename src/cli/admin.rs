@@ -87,6 +87,11 @@ pub enum AdminError {
         /// The JSON `error_description`, when there was one.
         description: Option<String>,
     },
+    /// The broker knows no token with this id, and revoked nothing.
+    #[error(
+        "no token with id `{0}` is known to the broker (never issued there, or long expired): nothing was revoked"
+    )]
+    UnknownToken(String),
     /// The argument has two dots but is not a token whose `jti` can be read.
     #[error("cannot read the jti of that token: {0}")]
     Unreadable(String),
@@ -104,9 +109,13 @@ fn refused(status: reqwest::StatusCode, error: Option<&str>, description: Option
         (None, Some(description)) => text.push_str(&format!(": {description}")),
         (None, None) => {}
     }
-    // The admin API answers a bare `not_found` when it is off; other 404s
-    // (an unknown approval) are about what was asked.
-    if status == reqwest::StatusCode::NOT_FOUND && error.is_none_or(|error| error == "not_found") {
+    // The admin API answers a bare `not_found`, without a description, when
+    // it is off; other 404s (an unknown token or approval) describe what was
+    // asked.
+    if status == reqwest::StatusCode::NOT_FOUND
+        && description.is_none()
+        && error.is_none_or(|error| error == "not_found")
+    {
         text.push_str(" (the admin API is off unless the broker has `admin_token_sha256` configured)");
     }
     text
@@ -255,7 +264,14 @@ async fn perform(client: &AdminClient, action: Action) -> Result<String, AdminEr
     match action {
         Action::RevokeToken(argument) => {
             let jti = jti_of(&argument)?;
-            let revoked = client.revoke(&jti).await?;
+            let revoked = client.revoke(&jti).await.map_err(|error| match error {
+                AdminError::Refused {
+                    status: reqwest::StatusCode::NOT_FOUND,
+                    error: Some(code),
+                    description: Some(_),
+                } if code == "not_found" => AdminError::UnknownToken(jti.clone()),
+                other => other,
+            })?;
             Ok(format!(
                 "revoked token {} and every token that descends from it; the revocation is kept until {}, when the \
                  last of them has expired\n",
@@ -302,6 +318,9 @@ async fn perform(client: &AdminClient, action: Action) -> Result<String, AdminEr
 /// token (shaped as a compact JWS: three parts).
 fn jti_of(argument: &str) -> Result<String, AdminError> {
     let argument = argument.trim();
+    if argument.is_empty() {
+        return Err(AdminError::Unreadable("an empty argument is neither a jti nor a token".into()));
+    }
     if !crate::jose::is_compact_shaped(argument) {
         return Ok(argument.to_owned());
     }

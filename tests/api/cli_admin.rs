@@ -171,10 +171,23 @@ async fn revoke_and_agents_from_the_command_line() {
         .await;
     assert_eq!((status, refused["error"].as_str()), (400, Some("invalid_request")), "{refused}");
 
-    // A jti may start with `-` (base64url); one the broker never issued is
-    // revoked all the same.
-    let dashed = succeeded(&baton(folder, &["revoke", "token", "-dashed_jti", "--url", url], &admin, &mut outputs));
-    assert!(dashed.contains("revoked token -dashed_jti"), "{dashed}");
+    // An id the broker never issued: nothing is revoked, the command says
+    // so and fails (a jti may start with `-`, base64url, and is read as one).
+    for unknown in ["not-a-jti", "-dashed_jti"] {
+        let refused = baton(folder, &["revoke", "token", unknown, "--url", url], &admin, &mut outputs);
+        assert!(!refused.status.success(), "{unknown}");
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            stderr.contains(&format!("no token with id `{unknown}` is known to the broker"))
+                && stderr.contains("nothing was revoked")
+                && !stderr.contains("admin API is off"),
+            "{stderr}"
+        );
+    }
+    // Neither is something shaped like a token whose jti cannot be read.
+    let garbled = baton(folder, &["revoke", "token", "a.b.c", "--url", url], &admin, &mut outputs);
+    assert!(!garbled.status.success());
+    assert!(String::from_utf8_lossy(&garbled.stderr).contains("cannot read the jti"), "{garbled:?}");
 
     // Revoke by the whole token: its jti is read from it.
     let other = broker.root().await;
