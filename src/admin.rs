@@ -74,8 +74,12 @@ pub struct AgentReport {
     pub expires: String,
     /// Groups.
     pub groups: Vec<String>,
-    /// Whether it is within its registered life.
+    /// Whether it is within its registered life (`expires`), whatever an
+    /// admin did.
     pub active: bool,
+    /// Whether it was deprovisioned by an admin and not reinstated: it
+    /// cannot authenticate, and every token naming it is dead.
+    pub blocked: bool,
     /// When it last asked for a token as the authenticated client, whether
     /// issued, refused or put to an approver. Events that only name it (an
     /// admin's deprovisioning or reinstatement, its expiry, an approver's
@@ -201,6 +205,7 @@ pub async fn agent_reports(context: &Context) -> Result<Vec<AgentReport>, Endpoi
             expires: agent.expires.to_string(),
             groups: agent.groups.clone(),
             active: agent.is_active(now),
+            blocked: context.any_blocked(vec![Principal::Agent(agent.id.clone().into())]).await?,
             last_use,
             tokens_issued_last_day,
         });

@@ -136,6 +136,10 @@ struct AgentRow {
     purpose: String,
     expires: String,
     active: bool,
+    /// Deprovisioned and not reinstated; absent from brokers older than the
+    /// field.
+    #[serde(default)]
+    blocked: bool,
     last_use: Option<UnixTime>,
     tokens_issued_last_day: u64,
     /// Computed by the broker; absent from brokers older than the field.
@@ -342,7 +346,7 @@ fn table(agents: &[AgentRow]) -> String {
                 agent.owner.clone(),
                 agent.purpose.clone(),
                 agent.expires.clone(),
-                if agent.active { "yes" } else { "no" }.to_owned(),
+                activity(agent).to_owned(),
                 agent.last_use.map_or_else(|| "never".to_owned(), |time| time.to_string()),
                 agent.tokens_issued_last_day.to_string(),
             ]
@@ -363,11 +367,28 @@ fn table(agents: &[AgentRow]) -> String {
     out
 }
 
+/// The `ACTIVE` cell: `blocked` for an agent deprovisioned and not
+/// reinstated, whatever its registered life says, since it can do nothing;
+/// else whether it is within its registered life.
+fn activity(agent: &AgentRow) -> &'static str {
+    match (agent.blocked, agent.active) {
+        (true, _) => "blocked",
+        (false, true) => "yes",
+        (false, false) => "no",
+    }
+}
+
 /// The broker's warnings, one line each: expired or expiring, idle or never
-/// used, without an owner.
+/// used, without an owner; and the agents blocked.
 fn warnings(agents: &[AgentRow]) -> String {
     let mut out = String::new();
     for agent in agents {
+        if agent.blocked {
+            out.push_str(&format!(
+                "warning: agent `{0}` is deprovisioned: it cannot authenticate until `baton reinstate agent {0}`\n",
+                agent.id
+            ));
+        }
         for warning in &agent.warnings {
             out.push_str(&format!("warning: agent `{}` {warning}\n", agent.id));
         }
@@ -386,6 +407,7 @@ mod tests {
             purpose: "tests".into(),
             expires: expires.into(),
             active,
+            blocked: false,
             last_use: last_use.map(UnixTime),
             tokens_issued_last_day: 3,
             warnings: Vec::new(),
@@ -401,6 +423,19 @@ mod tests {
         assert!(lines[1].starts_with("a          team@example.com"), "{table}");
         assert!(lines[1].contains("1970-01-01T00:00:00Z") && lines[1].ends_with(" 3"), "{table}");
         assert!(lines[2].contains("  no  ") && lines[2].contains("never"), "{table}");
+    }
+
+    #[test]
+    fn a_blocked_agent_reads_blocked_not_active() {
+        let blocked = AgentRow { blocked: true, ..row("gone", "2030-06-30", true, None) };
+        let table = table(&[blocked]);
+        assert!(table.lines().nth(1).unwrap().contains("  blocked  "), "{table}");
+        assert!(!table.contains(" yes "), "{table}");
+        let blocked = AgentRow { blocked: true, ..row("gone", "2030-06-30", true, None) };
+        assert_eq!(
+            warnings(&[blocked]),
+            "warning: agent `gone` is deprovisioned: it cannot authenticate until `baton reinstate agent gone`\n"
+        );
     }
 
     #[test]

@@ -236,6 +236,9 @@ async fn revoke_and_agents_from_the_command_line() {
         "the cut-off holds: {still_dead}"
     );
 
+    // Deprovision the reporter: it is listed as blocked until reinstated.
+    succeeded(&baton(folder, &["revoke", "agent", "reporter", "--url", url], &admin, &mut outputs));
+
     // The inventory, with the URL taken from the config (`issuer` follows `listen`).
     let listed = succeeded(&baton(folder, &["agents"], &[admin[0], ("BATON_LISTEN", &broker.listen)], &mut outputs));
     assert!(listed.starts_with("ID "), "{listed}");
@@ -258,6 +261,10 @@ async fn revoke_and_agents_from_the_command_line() {
     assert!(planner[6].parse::<usize>().unwrap() >= 2, "the planner exchanged twice: {listed}");
     assert_eq!(row(&listed, "booker")[0], "booker", "{listed}");
     assert_eq!(row(&listed, "reporter")[5], "never", "{listed}");
+    assert_eq!(row(&listed, "reporter")[4], "blocked", "deprovisioned, not reinstated: {listed}");
+    assert_eq!(row(&listed, "booker")[4], "yes", "deprovisioned, then reinstated: {listed}");
+    assert!(listed.contains("warning: agent `reporter` is deprovisioned"), "{listed}");
+    assert!(!listed.contains("warning: agent `booker` is deprovisioned"), "{listed}");
     assert_eq!(row(&listed, "retired")[4], "no", "{listed}");
     assert!(listed.contains(&format!("warning: agent `reporter` expires on {soon} (7 days left)")), "{listed}");
     assert!(listed.contains("warning: agent `reporter` was never used"), "{listed}");
@@ -270,6 +277,12 @@ async fn revoke_and_agents_from_the_command_line() {
         json["agents"].as_array().unwrap().iter().map(|agent| agent["id"].as_str().unwrap()).collect();
     ids.sort_unstable();
     assert_eq!(ids, ["booker", "orchestrator", "planner", "reporter", "retired", "scout"]);
+    // `blocked` is the admin's block, `active` the registered life.
+    for agent in json["agents"].as_array().unwrap() {
+        let (id, blocked, active) = (agent["id"].as_str().unwrap(), &agent["blocked"], &agent["active"]);
+        assert_eq!(blocked, &serde_json::json!(id == "reporter"), "{agent}");
+        assert_eq!(active, &serde_json::json!(id != "retired"), "{agent}");
+    }
 
     // A wrong admin token: refused with the broker's 401, and nothing done.
     let after = broker.root().await;
