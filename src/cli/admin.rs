@@ -1,4 +1,4 @@
-//! `baton revoke token|agent|subject` and `baton agents`: the admin API
+//! `baton revoke token|agent|subject`, `baton agents` and `baton audit`: the admin API
 //! (DESIGN.md §3) over HTTP, authenticated with the admin token.
 //!
 //! The admin token is a secret: it travels only in the `Authorization`
@@ -58,6 +58,15 @@ pub enum Action {
     /// List the inventory, as a table or as the raw JSON.
     Agents {
         /// Print the broker's JSON instead of a table.
+        json: bool,
+    },
+    /// Read the audit trail.
+    Audit {
+        /// The query string of `GET /admin/audit`.
+        query: String,
+        /// The most events asked for.
+        limit: usize,
+        /// Print the broker's JSON instead of one line an event.
         json: bool,
     },
 }
@@ -314,6 +323,10 @@ async fn perform(client: &AdminClient, action: Action) -> Result<String, AdminEr
             let inventory: Inventory =
                 serde_json::from_value(body).map_err(|error| AdminError::Unexpected(error.to_string()))?;
             Ok(table(&inventory.agents) + &warnings(&inventory.agents))
+        }
+        Action::Audit { query, limit, json } => {
+            let body = client.get(&format!("/admin/audit?{query}")).await?;
+            super::audit::render(body, json, limit).map_err(|error| AdminError::Unexpected(error.to_string()))
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod admin;
 mod approvals;
+mod audit;
 pub mod decode;
 mod policy;
 mod serve;
@@ -66,6 +67,8 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// The audit trail, newest first, filtered (admin API).
+    Audit(audit::AuditArgs),
     /// List, approve or deny requests waiting for a person's approval (admin API).
     Approvals {
         #[command(subcommand)]
@@ -285,6 +288,10 @@ fn execute(cli: Cli) -> Result<(), String> {
             (admin::Action::ReinstateSubject(id), admin)
         }
         Command::Agents { json, admin } => (admin::Action::Agents { json }, admin),
+        Command::Audit(args) => {
+            let action = admin::Action::Audit { query: args.query()?, limit: args.limit(), json: args.json };
+            (action, args.admin)
+        }
         Command::Approvals { action } => return approvals::execute(action, cli.config),
         command => return local(command, cli.config),
     };
@@ -372,6 +379,7 @@ fn local(command: Command, config: Option<PathBuf>) -> Result<(), String> {
         | Command::Revoke { .. }
         | Command::Reinstate { .. }
         | Command::Agents { .. }
+        | Command::Audit(_)
         | Command::Approvals { .. } => Ok(()),
     }
 }

@@ -284,6 +284,40 @@ async fn revoke_and_agents_from_the_command_line() {
         assert_eq!(active, &serde_json::json!(id != "retired"), "{agent}");
     }
 
+    // The audit trail: the admin's revocation of the root, by its jti.
+    let audit = succeeded(&baton(folder, &["audit", "--jti", &jti, "--url", url], &admin, &mut outputs));
+    let revocation = audit.lines().find(|line| line.contains("admin_revoke")).unwrap_or_else(|| panic!("{audit}"));
+    assert!(revocation.contains("  revoked ") && revocation.contains(&format!("jti {jti}")), "{audit}");
+    // The planner's issuances since an hour ago (RFC 3339), one line each.
+    let hour_ago = time::OffsetDateTime::from_unix_timestamp(SystemClock.now().0 - 3600)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let issued = succeeded(&baton(
+        folder,
+        &["audit", "--agent", "planner", "--decision", "issued", "--since", &hour_ago, "--url", url],
+        &admin,
+        &mut outputs,
+    ));
+    let lines: Vec<&str> = issued.lines().collect();
+    assert!(lines.len() >= 2, "the planner exchanged twice: {issued}");
+    for line in &lines {
+        assert!(line.contains("  issued ") && line.contains("agent planner") && line.contains("target "), "{issued}");
+    }
+    let json = succeeded(&baton(
+        folder,
+        &["audit", "--agent", "planner", "--decision", "issued", "--limit", "1", "--json", "--url", url],
+        &admin,
+        &mut outputs,
+    ));
+    let json: Value = serde_json::from_str(&json).unwrap();
+    let events = json["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{json}");
+    assert_eq!((events[0]["agent"].as_str(), events[0]["decision"].as_str()), (Some("planner"), Some("issued")));
+    let bad = baton(folder, &["audit", "--since", "yesterday", "--url", url], &admin, &mut outputs);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--since `yesterday`"), "{bad:?}");
+
     // A wrong admin token: refused with the broker's 401, and nothing done.
     let after = broker.root().await;
     let wrong = baton(
