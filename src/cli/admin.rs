@@ -77,11 +77,8 @@ pub enum AdminError {
     /// No admin token was given.
     #[error("no admin token: pass --admin-token or set {ADMIN_TOKEN_VARIABLE}")]
     NoToken,
-    /// The URL is not an `http://` URL.
-    #[error(
-        "the broker URL `{0}` must start with http://: this command line has no TLS; pass --url with the \
-         broker's plain address (its `listen`), on its host or through a tunnel"
-    )]
+    /// The URL is neither an `https://` nor an `http://` URL.
+    #[error("the broker URL `{0}` must start with https:// or http://")]
     BadUrl(String),
     /// The broker could not be reached, or its answer could not be read.
     #[error("{0}")]
@@ -173,9 +170,8 @@ impl AdminClient {
     /// A client for the broker at `base` (its issuer URL). Redirects are not
     /// followed, so the admin token goes nowhere but `base`.
     pub fn new(base: &str, token: AdminToken) -> Result<AdminClient, AdminError> {
-        // reqwest is built without a TLS backend: say so rather than fail
-        // with "scheme is not http" deep in the connector.
-        if !base.starts_with("http://") {
+        // Say so here rather than fail with "builder error" deep in reqwest.
+        if !(base.starts_with("https://") || base.starts_with("http://")) {
             return Err(AdminError::BadUrl(base.to_owned()));
         }
         let http = reqwest::Client::builder()
@@ -505,5 +501,14 @@ mod tests {
         assert_eq!(format!("{:?}", AdminToken(SecretString::from("secret"))), "AdminToken(***)");
         let missing = AdminError::NoToken.to_string();
         assert!(missing.contains("--admin-token") && missing.contains("BATON_ADMIN_TOKEN"), "{missing}");
+    }
+
+    #[test]
+    fn a_broker_url_is_https_or_http() {
+        let token = || AdminToken(SecretString::from("t"));
+        assert!(AdminClient::new("https://baton.example", token()).is_ok());
+        assert!(AdminClient::new("http://127.0.0.1:8080", token()).is_ok());
+        let error = AdminClient::new("ftp://baton.example", token()).unwrap_err().to_string();
+        assert_eq!(error, "the broker URL `ftp://baton.example` must start with https:// or http://");
     }
 }

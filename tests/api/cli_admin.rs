@@ -376,3 +376,34 @@ async fn without_an_admin_credential_the_command_says_the_admin_api_is_off() {
     let (status, body) = broker.exchange("planner", &root, "booker").await;
     assert_eq!(status, 200, "{body}");
 }
+
+/// An `https://` broker URL is spoken to over TLS: the first bytes the
+/// command sends are a TLS handshake record (a listener that answers none
+/// stands in for the broker, so no certificate is involved).
+#[test]
+fn the_command_line_speaks_tls_to_an_https_url() {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let first_bytes = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let mut first = [0u8; 3];
+        stream.read_exact(&mut first).ok().map(|()| first)
+    });
+    let folder = tempfile::tempdir().unwrap();
+    let mut outputs = Vec::new();
+    let url = format!("https://{address}");
+    let output = baton(folder.path(), &["agents", "--url", &url], &[("BATON_ADMIN_TOKEN", ADMIN)], &mut outputs);
+    if !first_bytes.is_finished() {
+        // The command never connected: let the listener's thread end.
+        let _ = std::net::TcpStream::connect(address);
+    }
+    let first = first_bytes.join().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // 0x16: handshake; 0x03: TLS's major version.
+    assert_eq!(first.map(|bytes| [bytes[0], bytes[1]]), Some([0x16, 0x03]), "{stderr}");
+    assert!(!output.status.success(), "the stand-in answered nothing");
+    assert!(!stderr.contains("must start with"), "{stderr}");
+    assert!(!outputs.concat().contains(ADMIN));
+}
