@@ -27,11 +27,53 @@ pub const DEFAULT_CLOCK_LEEWAY: i64 = 30;
 /// token whose revocation was already swept.
 pub const MAX_CLOCK_LEEWAY: i64 = 300;
 
+/// Where to listen: `host:port`, the host an IP address (IPv6 in brackets)
+/// or a name resolved when the broker binds (`localhost:8080`). Checked for
+/// its shape when the config loads; [`crate::app::serve`] binds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen(String);
+
+impl Listen {
+    /// `text` as a listen address, if it is `host:port`.
+    pub fn parse(text: &str) -> Result<Listen, ConfigError> {
+        let invalid = |problem: &str| ConfigError::Invalid { key: "listen", problem: format!("`{text}`: {problem}") };
+        if text.parse::<SocketAddr>().is_ok() {
+            return Ok(Listen(text.to_owned()));
+        }
+        let (host, port) = text.rsplit_once(':').ok_or_else(|| invalid("must be host:port"))?;
+        port.parse::<u16>().map_err(|_| invalid("the port must be a number from 0 to 65535"))?;
+        // A name as DNS writes it (RFC 1123 labels): nothing that is a URL,
+        // a path or an unbracketed IPv6 address.
+        let label_ok = |label: &str| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        };
+        if host.len() > 253 || !host.trim_end_matches('.').split('.').all(label_ok) {
+            return Err(invalid("the host must be an IP address (IPv6 in brackets) or a host name"));
+        }
+        Ok(Listen(text.to_owned()))
+    }
+
+    /// The address as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// The resolved configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// Address to listen on.
-    pub listen: SocketAddr,
+    /// Address to listen on, resolved when the broker binds it.
+    pub listen: Listen,
     /// Issuer identifier (`iss`), also the base of every endpoint URL.
     pub issuer: Issuer,
     /// Key folder.
@@ -138,7 +180,7 @@ pub enum ConfigError {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct Raw {
-    listen: Option<SocketAddr>,
+    listen: Option<String>,
     issuer: Option<String>,
     keys_dir: Option<PathBuf>,
     policies_dir: Option<PathBuf>,
@@ -200,7 +242,7 @@ impl Config {
     }
 
     fn resolve(raw: Raw) -> Result<Config, ConfigError> {
-        let listen = raw.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let listen = Listen::parse(raw.listen.as_deref().unwrap_or("127.0.0.1:8080"))?;
         let issuer = raw.issuer.unwrap_or_else(|| format!("http://{listen}"));
         check_issuer(&issuer)?;
         // The defaults are the broker's own, defined once beside the code.
@@ -364,6 +406,21 @@ mod tests {
         let subject = Config::load(None, vars(&[("BATON_APPROVER", "subject")])).unwrap();
         assert_eq!(subject.approver, Approver::Subject);
         assert_eq!(config.clock_leeway_seconds, 30);
+    }
+
+    #[test]
+    fn listen_takes_an_address_or_a_host_name_with_a_port() {
+        for good in ["127.0.0.1:9000", "[::1]:9000", "0.0.0.0:0", "localhost:9000", "baton.internal.example:443"] {
+            let config = Config::load(None, vars(&[("BATON_LISTEN", good)])).unwrap();
+            assert_eq!(config.listen.as_str(), good);
+            assert_eq!(config.issuer, format!("http://{good}"), "the default issuer follows it");
+        }
+        for bad in
+            ["localhost", "localhost:http", "localhost:65536", ":8080", "http://localhost:8080", "::1:8080", "a/b:1"]
+        {
+            let error = Config::load(None, vars(&[("BATON_LISTEN", bad)])).unwrap_err().to_string();
+            assert!(error.contains("`listen`") && error.contains(bad), "{bad}: {error}");
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::approvals::webhook::Webhook;
 use crate::approvals::ApprovalSettings;
 use crate::broker::Broker;
 use crate::clock::{Clock, SystemClock};
-use crate::config::Config;
+use crate::config::{Config, Listen};
 use crate::context::{Settings, Stores};
 use crate::keys::{self, KeySet};
 use crate::policy::{Lifetimes, Policy};
@@ -94,6 +94,23 @@ async fn open_store(config: &Config) -> Result<Arc<dyn StateStore>, String> {
     }
 }
 
+/// Binds `listen`, resolving a host name now: the first of its addresses
+/// that can be bound, IPv4 first, so that `localhost:8080` binds
+/// `127.0.0.1:8080` wherever the resolver lists `::1` first (one socket:
+/// the server serves one listener).
+async fn bind(listen: &Listen) -> std::io::Result<tokio::net::TcpListener> {
+    let mut addresses: Vec<std::net::SocketAddr> = tokio::net::lookup_host(listen.as_str()).await?.collect();
+    addresses.sort_by_key(std::net::SocketAddr::is_ipv6);
+    let mut last_error = None;
+    for address in addresses {
+        match tokio::net::TcpListener::bind(address).await {
+            Ok(listener) => return Ok(listener),
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "resolves to no address")))
+}
+
 /// Builds the broker, starts its background tasks and serves it on
 /// `config.listen` until Ctrl-C or `SIGTERM`.
 pub async fn serve(config: Config) -> Result<(), String> {
@@ -103,10 +120,9 @@ pub async fn serve(config: Config) -> Result<(), String> {
     }
     tasks::spawn(&broker, &config);
     reload::spawn(broker.clone(), config.clone())?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|error| format!("listen on {}: {error}", config.listen))?;
-    tracing::info!(listen = %config.listen, issuer = %config.issuer, "baton is serving");
+    let listener = bind(&config.listen).await.map_err(|error| format!("listen on {}: {error}", config.listen))?;
+    let bound = listener.local_addr().map_err(|error| format!("listen on {}: {error}", config.listen))?;
+    tracing::info!(listen = %config.listen, %bound, issuer = %config.issuer, "baton is serving");
     // Ctrl-C or SIGTERM (what `docker stop` sends) ends the broker gracefully.
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|error| format!("signal handler: {error}"))?;

@@ -278,6 +278,18 @@ fn a_broken_policy_folder_stops_the_broker_at_start() {
     assert!(stderr.contains("policy") && stderr.contains("schema"), "{stderr}");
 }
 
+/// A host name in `listen` is resolved when the broker binds: `localhost`
+/// binds the loopback address, and the default issuer keeps the name.
+#[tokio::test]
+async fn listen_takes_a_host_name() {
+    let port = free_port();
+    let listen = format!("localhost:{port}");
+    let broker = BrokerProcess::start_on(port, &[("BATON_LISTEN", &listen)], |_| {}).await;
+    let url = format!("{}/.well-known/oauth-authorization-server", broker.url);
+    let metadata: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+    assert_eq!(metadata["issuer"], format!("http://{listen}"));
+}
+
 #[tokio::test]
 async fn token_trace_verifies_and_shows_statuses_and_descendants() {
     let admin_hash = crate::harness::secret_hash("trace-admin");
