@@ -30,16 +30,13 @@ pub fn lifetimes(config: &Config) -> Lifetimes {
 }
 
 /// Builds the broker the config describes, generating a first key when the
-/// key folder has none.
+/// key folder has none. The key comes last: a broker refused for its policy,
+/// its webhook or its store leaves no key behind to be found, or mistaken for
+/// the one a working start would publish.
 pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> Result<Broker, String> {
-    let now = clock.now();
-    if !keys::has_current_key(&config.keys_dir, config.max_token_ttl, now).map_err(|error| error.to_string())? {
-        let kid = keys::generate(&config.keys_dir, config.signing_algorithm, config.max_token_ttl, now)
-            .map_err(|error| error.to_string())?;
-        tracing::info!(%kid, dir = %config.keys_dir.display(), "generated a signing key");
-    }
-    let keys = KeySet::load(&config.keys_dir, config.max_token_ttl, now).map_err(|error| error.to_string())?;
     let policy = Policy::load(&config.policies_dir, lifetimes(config)).map_err(|error| format!("policy: {error}"))?;
+    let webhook =
+        config.approval_webhook.as_deref().map(Webhook::new).transpose().map_err(|error| error.to_string())?;
     let settings = Settings {
         issuer: config.issuer.clone(),
         max_depth: config.max_depth,
@@ -51,8 +48,13 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> Result<Broker, Str
         clock_leeway_seconds: config.clock_leeway_seconds,
     };
     let store = open_store(config).await?;
-    let webhook =
-        config.approval_webhook.as_deref().map(Webhook::new).transpose().map_err(|error| error.to_string())?;
+    let now = clock.now();
+    if !keys::has_current_key(&config.keys_dir, config.max_token_ttl, now).map_err(|error| error.to_string())? {
+        let kid = keys::generate(&config.keys_dir, config.signing_algorithm, config.max_token_ttl, now)
+            .map_err(|error| error.to_string())?;
+        tracing::info!(%kid, dir = %config.keys_dir.display(), "generated a signing key");
+    }
+    let keys = KeySet::load(&config.keys_dir, config.max_token_ttl, now).map_err(|error| error.to_string())?;
     let approvals = ApprovalSettings {
         store: store.clone(),
         approver: config.approver,

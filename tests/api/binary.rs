@@ -276,6 +276,11 @@ fn a_broken_policy_folder_stops_the_broker_at_start() {
     assert!(!output.status.success(), "the broker started on a policy that does not load");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("policy") && stderr.contains("schema"), "{stderr}");
+    // Refused before any key was generated: nothing to find or mistake later.
+    let keys = folder.path().join("keys");
+    let written: Vec<_> =
+        std::fs::read_dir(&keys).map(|dir| dir.flatten().map(|entry| entry.path()).collect()).unwrap_or_default();
+    assert!(written.is_empty(), "a refused start wrote keys: {written:?}");
 }
 
 /// A host name in `listen` is resolved when the broker binds: `localhost`
