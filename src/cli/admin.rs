@@ -34,6 +34,12 @@ impl fmt::Debug for AdminToken {
     }
 }
 
+impl From<String> for AdminToken {
+    fn from(text: String) -> Self {
+        AdminToken(SecretString::from(text))
+    }
+}
+
 impl FromStr for AdminToken {
     type Err = std::convert::Infallible;
 
@@ -75,7 +81,10 @@ pub enum Action {
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
     /// No admin token was given.
-    #[error("no admin token: pass --admin-token or set {ADMIN_TOKEN_VARIABLE}")]
+    #[error(
+        "no admin token: pass --admin-token, or set {ADMIN_TOKEN_VARIABLE} or {ADMIN_TOKEN_VARIABLE}_FILE (a file \
+         holding it)"
+    )]
     NoToken,
     /// The URL is neither an `https://` nor an `http://` URL.
     #[error("the broker URL `{0}` must start with https:// or http://")]

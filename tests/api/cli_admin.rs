@@ -51,7 +51,11 @@ async fn start(extra_agents: &str, admin: bool) -> Broker {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     if admin {
-        command.env("BATON_ADMIN_TOKEN_SHA256", secret_hash(ADMIN));
+        // From a file, as a mounted container secret is (a trailing newline
+        // and all).
+        let hash_file = folder.path().join("admin-token.sha256");
+        std::fs::write(&hash_file, secret_hash(ADMIN) + "\n").unwrap();
+        command.env("BATON_ADMIN_TOKEN_SHA256_FILE", hash_file);
     }
     let server = Server(command.spawn().unwrap());
     let base = format!("http://{listen}");
@@ -334,6 +338,20 @@ async fn revoke_and_agents_from_the_command_line() {
     let wrong = baton(folder, &["agents", "--url", url, "--admin-token", WRONG_ADMIN], &[], &mut outputs);
     assert!(!wrong.status.success());
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("401"));
+
+    // The admin token from a file that `BATON_ADMIN_TOKEN_FILE` names, its
+    // trailing newline trimmed; both variables set is refused, naming both.
+    let token_file = folder.join("admin-token");
+    std::fs::write(&token_file, format!("{ADMIN}\n")).unwrap();
+    let token_file = token_file.to_str().unwrap();
+    let from_file =
+        succeeded(&baton(folder, &["agents", "--url", url], &[("BATON_ADMIN_TOKEN_FILE", token_file)], &mut outputs));
+    assert!(from_file.starts_with("ID "), "{from_file}");
+    let both =
+        baton(folder, &["agents", "--url", url], &[admin[0], ("BATON_ADMIN_TOKEN_FILE", token_file)], &mut outputs);
+    assert!(!both.status.success());
+    let stderr = String::from_utf8_lossy(&both.stderr);
+    assert!(stderr.contains("BATON_ADMIN_TOKEN and BATON_ADMIN_TOKEN_FILE"), "{stderr}");
 
     // No admin token at all: the error names both ways to give one.
     let missing = baton(folder, &["agents", "--url", url], &[], &mut outputs);
