@@ -2,8 +2,8 @@
 //! the streamable HTTP transport, each call checked by Baton's verifier.
 //!
 //! ```sh
-//! cargo run --release -- serve                       # the broker, in one terminal
-//! cargo run --release --example mcp_flights          # this server, in another
+//! cargo run -- serve                       # the broker, in one terminal
+//! cargo run --example mcp_flights          # this server, in another
 //! ```
 //!
 //! MCP clients find their way from the server alone: a request without a
