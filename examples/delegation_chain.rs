@@ -2,7 +2,7 @@
 //! exchange, ending with the API's decision and the trace of the final token.
 //!
 //! ```sh
-//! cargo run --release -- serve                   # the broker, in one terminal
+//! cargo run -- serve                   # the broker, in one terminal
 //! cargo run --example delegation_chain           # this, in another
 //! ```
 //!

@@ -2,9 +2,9 @@
 //! the official Rust MCP SDK (`rmcp`) and its streamable HTTP transport.
 //!
 //! ```sh
-//! cargo run --release -- serve                 # the broker, in one terminal
-//! cargo run --release --example mcp_flights    # the MCP server, in another
-//! cargo run --release --example mcp_agent      # this, in a third
+//! cargo run -- serve                 # the broker, in one terminal
+//! cargo run --example mcp_flights    # the MCP server, in another
+//! cargo run --example mcp_agent      # this, in a third
 //! ```
 //!
 //! Part one is a delegated chain. The orchestrator obtains a token for the

@@ -2,8 +2,8 @@
 //! the streamable HTTP transport, each call checked by Baton's verifier.
 //!
 //! ```sh
-//! cargo run --release -- serve                       # the broker, in one terminal
-//! cargo run --release --example mcp_flights          # this server, in another
+//! cargo run -- serve                       # the broker, in one terminal
+//! cargo run --example mcp_flights          # this server, in another
 //! ```
 //!
 //! MCP clients find their way from the server alone: a request without a
@@ -21,7 +21,8 @@
 //! server's resource identifier is `http://<MCP_LISTEN>/mcp`, which must be
 //! registered in `policies/resources.toml` (the example policies register
 //! the default, with dev-only introspection credentials; `MCP_CLIENT_ID` and
-//! `MCP_CLIENT_SECRET` name others).
+//! `MCP_CLIENT_SECRET`, or `MCP_CLIENT_SECRET_FILE` naming a file that holds
+//! it, name others).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -131,7 +132,9 @@ async fn main() -> Result<(), String> {
     let listen = std::env::var("MCP_LISTEN").unwrap_or_else(|_| "127.0.0.1:9091".into());
     let resource = format!("http://{listen}/mcp");
     let client_id = std::env::var("MCP_CLIENT_ID").unwrap_or_else(|_| "flights-mcp".into());
-    let client_secret = std::env::var("MCP_CLIENT_SECRET").unwrap_or_else(|_| "dev-only-flights-mcp-secret".into());
+    let client_secret = baton::config::secret_variable("MCP_CLIENT_SECRET", |name| std::env::var(name).ok())
+        .map_err(|error| error.to_string())?
+        .unwrap_or_else(|| "dev-only-flights-mcp-secret".into());
     let verifier = Arc::new(
         Verifier::builder(&issuer)
             .audience(&resource)

@@ -3,7 +3,7 @@
 //! the booker to the airline API, each agent proving its own DPoP key.
 //!
 //! ```sh
-//! cargo run --release -- serve                       # the broker
+//! cargo run -- serve                       # the broker
 //! cargo run --example protected_api                  # the airline API
 //! cargo run --example person_chain -- "$ID_TOKEN"    # this
 //! ```

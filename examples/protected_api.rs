@@ -1,7 +1,7 @@
 //! An API behind Baton's verifier.
 //!
 //! ```sh
-//! cargo run --release -- serve                   # the broker, in one terminal
+//! cargo run -- serve                   # the broker, in one terminal
 //! cargo run --example protected_api              # this API, in another
 //! ```
 //!

@@ -4,7 +4,7 @@
 # Needs a broker running with the example policies (policies/), by default at
 # http://127.0.0.1:8080 (set BROKER_URL to use another), plus curl and python3.
 #
-#   cargo run --release -- serve      # in another terminal
+#   cargo run -- serve      # in another terminal
 #   examples/three_hop_walk.sh
 #
 # The client secrets below are the published DEV ONLY secrets of the example
@@ -64,7 +64,7 @@ if isinstance(value, (str, int)):
 
 post_token() {
     if ! curl -sS "$@" "$URL/token"; then
-        echo "error: no answer from $URL/token: is the broker running (cargo run --release -- serve)?" >&2
+        echo "error: no answer from $URL/token: is the broker running (cargo run -- serve)?" >&2
         exit 1
     fi
 }
@@ -79,7 +79,7 @@ request_token() {
     if [ "$(printf '%s' "$response" | field error)" = authorization_pending ]; then
         id=$(printf '%s' "$response" | field approval_id)
         echo "waiting for a person to approve $id; as the booker's owner, run:"
-        echo "  cargo run --release -- approvals approve $id --as travel-team@example.com"
+        echo "  cargo run -- approvals approve $id --as travel-team@example.com"
         while [ "$(printf '%s' "$response" | field error)" = authorization_pending ]; do
             interval=$(printf '%s' "$response" | field interval)
             sleep "${interval:-5}"
@@ -132,4 +132,4 @@ print(json.dumps(json.loads(base64.urlsafe_b64decode(payload)), indent=2))
 
 echo
 echo "==> To see the chain as a tree, run:"
-echo "cargo run --release -- token decode $T2"
+echo "cargo run -- token decode $T2"

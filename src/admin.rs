@@ -77,8 +77,12 @@ pub struct AgentReport {
     pub expires: String,
     /// Groups.
     pub groups: Vec<String>,
-    /// Whether it is within its registered life.
+    /// Whether it is within its registered life (`expires`), whatever an
+    /// admin did.
     pub active: bool,
+    /// Whether it was deprovisioned by an admin and not reinstated: it
+    /// cannot authenticate, and every token naming it is dead.
+    pub blocked: bool,
     /// When it last asked for a token as the authenticated client, whether
     /// issued, refused or put to an approver. Events that only name it (an
     /// admin's deprovisioning or reinstatement, its expiry, an approver's
@@ -127,21 +131,33 @@ pub fn admin_enabled(context: &Context) -> bool {
     context.settings.admin_token_sha256.is_some()
 }
 
-/// Revokes a token by id, and so its descendants. Revoking a token
-/// already revoked changes nothing and records nothing.
+/// Revokes a token by id, and so its descendants, returning until when the
+/// revocation is kept; `None`, and nothing done, for an id the broker knows
+/// nothing of. Revoking a token already revoked changes nothing and records
+/// nothing.
+///
+/// Known ids are the tokens issued here (their issuance is kept while they
+/// live, whatever the retention) and a person's sign-in at a trusted
+/// provider that a chain issued here started from. Any other id names no
+/// token this broker would accept, and a typo must not pass for a
+/// revocation.
 pub async fn revoke_jti(
     context: &Context,
     revocations: &Revocations,
     jti: &TokenId,
     by: &Operator,
-) -> Result<UnixTime, EndpointError> {
+) -> Result<Option<UnixTime>, EndpointError> {
     let issued = context.stores.audit.issued(jti).await?;
+    if issued.is_none() && context.stores.audit.children(jti, 1).await?.is_empty() {
+        return Ok(None);
+    }
     let now = context.now();
-    // Unknown here (issued before the audit trail, or by another
-    // deployment): cover the longest lifetime any token can have.
+    // A sign-in, whose lifetime the broker never saw, or an issuance
+    // recorded without its expiry: cover the longest lifetime any token can
+    // have.
     let until = issued.and_then(|event| event.expires_at).unwrap_or(now.plus(crate::token::MAX_LIFETIME));
     let Some(_recording) = revocations.revoke_once(context, jti, until, RevokedVia::Admin).await? else {
-        return Ok(until);
+        return Ok(Some(until));
     };
     let mut event =
         Evidence { action: "admin_revoke".into(), ..Default::default() }.event(now, AuditDecision::Revoked, None, None);
@@ -149,7 +165,7 @@ pub async fn revoke_jti(
     event.expires_at = Some(until);
     event.by = Some(by.to_string());
     context.record(event).await?;
-    Ok(until)
+    Ok(Some(until))
 }
 
 /// The ancestors and descendants of a token, each with its status.
@@ -261,6 +277,7 @@ pub async fn agent_reports(context: &Context) -> Result<Vec<AgentReport>, Endpoi
             expires: agent.expires.to_string(),
             groups: agent.groups.clone(),
             active: agent.is_active(now),
+            blocked: context.any_blocked(vec![Principal::Agent(agent.id.clone().into())]).await?,
             last_use,
             tokens_issued_last_day,
         });

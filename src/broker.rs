@@ -278,8 +278,9 @@ impl Broker {
         admin::admin_enabled(&self.context)
     }
 
-    /// Revokes a token by id, and so its descendants ([`admin::revoke_jti`]).
-    pub async fn revoke_jti(&self, jti: &TokenId, by: &Operator) -> Result<UnixTime, EndpointError> {
+    /// Revokes a token by id, and so its descendants; `None` for an id the
+    /// broker knows nothing of ([`admin::revoke_jti`]).
+    pub async fn revoke_jti(&self, jti: &TokenId, by: &Operator) -> Result<Option<UnixTime>, EndpointError> {
         admin::revoke_jti(&self.context, &self.revocations, jti, by).await
     }
 

@@ -25,8 +25,9 @@ pub const MAX_ASSERTION_LIFETIME: i64 = 300;
 /// before the clock leeway: an assertion is made for one request.
 pub const MAX_ASSERTION_AGE: i64 = 300;
 
-/// The algorithms an assertion may be signed with: Baton's allow-list.
-const ALGORITHMS: [Algorithm; 2] = [Algorithm::Es256, Algorithm::EdDsa];
+/// The algorithms a `private_key_jwt` assertion may be signed with, at
+/// every endpoint that authenticates clients: Baton's allow-list.
+pub const ASSERTION_ALGORITHMS: [Algorithm; 2] = [Algorithm::Es256, Algorithm::EdDsa];
 
 /// The latest NumericDate read: the last second of the year 9999. Anything
 /// later, or before the epoch, is no time an assertion is really made at.
@@ -62,6 +63,11 @@ pub enum AuthMethod {
 }
 
 impl AuthMethod {
+    /// Every method, as the token, introspection and revocation endpoints
+    /// all accept them.
+    pub const ALL: [AuthMethod; 3] =
+        [AuthMethod::ClientSecretBasic, AuthMethod::ClientSecretPost, AuthMethod::PrivateKeyJwt];
+
     /// The registered name of the method.
     pub fn name(self) -> &'static str {
         match self {
@@ -450,7 +456,8 @@ fn check_assertion(
         JoseError::Malformed | JoseError::BadSignature | JoseError::Payload => MALFORMED,
     })?;
     let header = assertion.header();
-    let algorithm = header.algorithm_in(&ALGORITHMS).ok_or(ClientAuthError::Assertion("algorithm not allowed"))?;
+    let algorithm =
+        header.algorithm_in(&ASSERTION_ALGORITHMS).ok_or(ClientAuthError::Assertion("algorithm not allowed"))?;
     if header.is_critical() {
         return Err(ClientAuthError::Assertion("critical header parameters are not supported"));
     }

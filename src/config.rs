@@ -19,6 +19,42 @@ pub const CONFIG_VARIABLE: &str = "BATON_CONFIG";
 /// the broker itself only ever sees its hash (`admin_token_sha256`).
 pub const ADMIN_TOKEN_VARIABLE: &str = "BATON_ADMIN_TOKEN";
 
+/// Appended to a secret's variable, names a variable whose value is the path
+/// of a file holding the secret (`BATON_REDIS_URL_FILE`): the way container
+/// secrets are mounted, and the secret stays out of the process list and
+/// the environment other tools dump.
+pub const FILE_SUFFIX: &str = "_FILE";
+
+/// The config keys that are secrets, and so also read from
+/// `BATON_<KEY>_FILE`: the admin token's hash, and the Redis URL, which may
+/// carry a password.
+const SECRET_KEYS: &[&str] = &["admin_token_sha256", "redis_url"];
+
+/// A secret from the environment: the value of `variable`, or the content of
+/// the file that `<variable>_FILE` names, without its trailing newline.
+/// `lookup` reads a variable. Both set is an error naming both; neither is
+/// `None`.
+pub fn secret_variable(variable: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Option<String>, ConfigError> {
+    let file_variable = format!("{variable}{FILE_SUFFIX}");
+    match (lookup(variable), lookup(&file_variable)) {
+        (Some(_), Some(_)) => Err(ConfigError::SecretTwice { variable: variable.to_owned(), file_variable }),
+        (Some(value), None) => Ok(Some(value)),
+        (None, Some(path)) => {
+            let path = PathBuf::from(path);
+            let mut value = std::fs::read_to_string(&path).map_err(|source| ConfigError::SecretFile {
+                variable: file_variable,
+                path,
+                source,
+            })?;
+            // Trimmed in place, so that no copy of the secret is left behind.
+            let kept = value.trim_end_matches(['\n', '\r']).len();
+            value.truncate(kept);
+            Ok(Some(value))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
 /// The default `clock_leeway_seconds`: enough for clocks kept by NTP.
 pub const DEFAULT_CLOCK_LEEWAY: i64 = 30;
 
@@ -27,11 +63,53 @@ pub const DEFAULT_CLOCK_LEEWAY: i64 = 30;
 /// token whose revocation was already swept.
 pub const MAX_CLOCK_LEEWAY: i64 = 300;
 
+/// Where to listen: `host:port`, the host an IP address (IPv6 in brackets)
+/// or a name resolved when the broker binds (`localhost:8080`). Checked for
+/// its shape when the config loads; [`crate::app::serve`] binds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen(String);
+
+impl Listen {
+    /// `text` as a listen address, if it is `host:port`.
+    pub fn parse(text: &str) -> Result<Listen, ConfigError> {
+        let invalid = |problem: &str| ConfigError::Invalid { key: "listen", problem: format!("`{text}`: {problem}") };
+        if text.parse::<SocketAddr>().is_ok() {
+            return Ok(Listen(text.to_owned()));
+        }
+        let (host, port) = text.rsplit_once(':').ok_or_else(|| invalid("must be host:port"))?;
+        port.parse::<u16>().map_err(|_| invalid("the port must be a number from 0 to 65535"))?;
+        // A name as DNS writes it (RFC 1123 labels): nothing that is a URL,
+        // a path or an unbracketed IPv6 address.
+        let label_ok = |label: &str| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        };
+        if host.len() > 253 || !host.trim_end_matches('.').split('.').all(label_ok) {
+            return Err(invalid("the host must be an IP address (IPv6 in brackets) or a host name"));
+        }
+        Ok(Listen(text.to_owned()))
+    }
+
+    /// The address as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// The resolved configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// Address to listen on.
-    pub listen: SocketAddr,
+    /// Address to listen on, resolved when the broker binds it.
+    pub listen: Listen,
     /// Issuer identifier (`iss`), also the base of every endpoint URL.
     pub issuer: Issuer,
     /// Key folder.
@@ -176,6 +254,24 @@ pub enum ConfigError {
     /// The file or a variable does not parse, or names an unknown key.
     #[error("config: {0}")]
     Parse(String),
+    /// A secret is given both as a variable and as a file.
+    #[error("both {variable} and {file_variable} are set: set only one")]
+    SecretTwice {
+        /// The variable holding the value.
+        variable: String,
+        /// The variable naming a file that holds it.
+        file_variable: String,
+    },
+    /// The file a `*_FILE` variable names cannot be read.
+    #[error("{variable}: cannot read {}: {source}", path.display())]
+    SecretFile {
+        /// The variable that names the file.
+        variable: String,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// A key has a value outside what is allowed.
     #[error("config key `{key}`: {problem}")]
     Invalid {
@@ -189,7 +285,7 @@ pub enum ConfigError {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct Raw {
-    listen: Option<SocketAddr>,
+    listen: Option<String>,
     issuer: Option<String>,
     keys_dir: Option<PathBuf>,
     policies_dir: Option<PathBuf>,
@@ -242,6 +338,17 @@ impl Config {
             }
             None => toml::Table::new(),
         };
+        let mut variables: std::collections::BTreeMap<String, String> = variables.into_iter().collect();
+        for key in SECRET_KEYS {
+            let variable = format!("BATON_{}", key.to_ascii_uppercase());
+            if let Some(value) = secret_variable(&variable, |name| variables.get(name).cloned())? {
+                table.insert((*key).to_owned(), toml::Value::String(value));
+            }
+            variables.remove(&format!("{variable}{FILE_SUFFIX}"));
+            variables.remove(&variable);
+        }
+        // The command line's own secret, not a config key.
+        variables.remove(&format!("{ADMIN_TOKEN_VARIABLE}{FILE_SUFFIX}"));
         for (name, value) in variables {
             let Some(key) = name.strip_prefix("BATON_") else { continue };
             if name == CONFIG_VARIABLE || name == ADMIN_TOKEN_VARIABLE || key.is_empty() {
@@ -257,7 +364,7 @@ impl Config {
 
     fn resolve(raw: Raw) -> Result<Config, ConfigError> {
         let console_sign_in = console_sign_in(&raw)?;
-        let listen = raw.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let listen = Listen::parse(raw.listen.as_deref().unwrap_or("127.0.0.1:8080"))?;
         let issuer = raw.issuer.unwrap_or_else(|| format!("http://{listen}"));
         check_issuer(&issuer)?;
         // The defaults are the broker's own, defined once beside the code.
@@ -465,6 +572,66 @@ mod tests {
         let subject = Config::load(None, vars(&[("BATON_APPROVER", "subject")])).unwrap();
         assert_eq!(subject.approver, Approver::Subject);
         assert_eq!(config.clock_leeway_seconds, 30);
+    }
+
+    #[test]
+    fn secrets_are_read_from_the_files_that_file_variables_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let hash = "a".repeat(64);
+        let hash_file = dir.path().join("admin.sha256");
+        std::fs::write(&hash_file, format!("{hash}\n")).unwrap();
+        let redis_file = dir.path().join("redis-url");
+        std::fs::write(&redis_file, "redis://:pass@127.0.0.1:6379/0\r\n").unwrap();
+        let config = Config::load(
+            None,
+            vars(&[
+                ("BATON_ADMIN_TOKEN_SHA256_FILE", hash_file.to_str().unwrap()),
+                ("BATON_REDIS_URL_FILE", redis_file.to_str().unwrap()),
+                // The command line's, which the broker ignores either way.
+                ("BATON_ADMIN_TOKEN_FILE", "/nonexistent"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.admin_token_sha256.as_deref(), Some(hash.as_str()), "the trailing newline is trimmed");
+        assert_eq!(config.redis_url.as_deref(), Some("redis://:pass@127.0.0.1:6379/0"));
+
+        let both = Config::load(
+            None,
+            vars(&[("BATON_REDIS_URL", "redis://127.0.0.1"), ("BATON_REDIS_URL_FILE", redis_file.to_str().unwrap())]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(both.contains("BATON_REDIS_URL ") && both.contains("BATON_REDIS_URL_FILE"), "{both}");
+        let missing = dir.path().join("missing");
+        let unreadable = Config::load(None, vars(&[("BATON_ADMIN_TOKEN_SHA256_FILE", missing.to_str().unwrap())]))
+            .unwrap_err()
+            .to_string();
+        assert!(unreadable.contains("BATON_ADMIN_TOKEN_SHA256_FILE") && unreadable.contains("missing"), "{unreadable}");
+        // What a file holds is checked as the value itself is.
+        std::fs::write(&hash_file, "abc\n").unwrap();
+        let short = Config::load(None, vars(&[("BATON_ADMIN_TOKEN_SHA256_FILE", hash_file.to_str().unwrap())]));
+        assert!(short.unwrap_err().to_string().contains("admin_token_sha256"));
+        // Only secrets have a file variant: any other is an unknown key, named.
+        let other = Config::load(None, vars(&[("BATON_MAX_DEPTH_FILE", "/x")])).unwrap_err().to_string();
+        assert!(other.contains("max_depth_file"), "{other}");
+        let lookup = |name: &str| (name == "TOKEN").then(|| "t".to_owned());
+        assert_eq!(secret_variable("TOKEN", lookup).unwrap().as_deref(), Some("t"));
+        assert_eq!(secret_variable("OTHER", lookup).unwrap(), None);
+    }
+
+    #[test]
+    fn listen_takes_an_address_or_a_host_name_with_a_port() {
+        for good in ["127.0.0.1:9000", "[::1]:9000", "0.0.0.0:0", "localhost:9000", "baton.internal.example:443"] {
+            let config = Config::load(None, vars(&[("BATON_LISTEN", good)])).unwrap();
+            assert_eq!(config.listen.as_str(), good);
+            assert_eq!(config.issuer, format!("http://{good}"), "the default issuer follows it");
+        }
+        for bad in
+            ["localhost", "localhost:http", "localhost:65536", ":8080", "http://localhost:8080", "::1:8080", "a/b:1"]
+        {
+            let error = Config::load(None, vars(&[("BATON_LISTEN", bad)])).unwrap_err().to_string();
+            assert!(error.contains("`listen`") && error.contains(bad), "{bad}: {error}");
+        }
     }
 
     #[test]

@@ -242,12 +242,21 @@ impl Context {
     ) -> Result<(), EndpointError> {
         let mut principals = vec![Principal::Agent(agent.to_owned())];
         principals.extend(subject.map(|subject| Principal::Subject(subject.to_owned())));
+        if self.any_blocked(principals).await? {
+            return Err(ClientAuthError::Deprovisioned.into());
+        }
+        Ok(())
+    }
+
+    /// Whether any of `principals` is blocked now: deprovisioned (by an
+    /// admin, or removed from the inventory) and not reinstated. One lookup.
+    pub(crate) async fn any_blocked(&self, principals: Vec<Principal>) -> Result<bool, StoreError> {
         // A token "issued at the end of time" is killed by a block only,
         // never by a deprovisioning's cut-off in the past.
         let own = Lineage::at(Vec::new(), UnixMicros::MAX, principals);
         match self.stores.revocation.check(&own).await? {
-            Status::Active => Ok(()),
-            Status::Revoked | Status::Deprovisioned => Err(ClientAuthError::Deprovisioned.into()),
+            Status::Active => Ok(false),
+            Status::Revoked | Status::Deprovisioned => Ok(true),
         }
     }
 }

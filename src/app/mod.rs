@@ -14,7 +14,7 @@ use crate::approvals::webhook::Webhook;
 use crate::approvals::ApprovalSettings;
 use crate::broker::Broker;
 use crate::clock::{Clock, SystemClock};
-use crate::config::Config;
+use crate::config::{Config, Listen};
 use crate::context::{Settings, Stores};
 use crate::keys::{self, KeySet};
 use crate::policy::{Lifetimes, Policy};
@@ -29,16 +29,13 @@ pub fn lifetimes(config: &Config) -> Lifetimes {
 }
 
 /// Builds the broker the config describes, generating a first key when the
-/// key folder has none.
+/// key folder has none. The key comes last: a broker refused for its policy,
+/// its webhook or its store leaves no key behind to be found, or mistaken for
+/// the one a working start would publish.
 pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> Result<Broker, String> {
-    let now = clock.now();
-    if !keys::has_current_key(&config.keys_dir, config.max_token_ttl, now).map_err(|error| error.to_string())? {
-        let kid = keys::generate(&config.keys_dir, config.signing_algorithm, config.max_token_ttl, now)
-            .map_err(|error| error.to_string())?;
-        tracing::info!(%kid, dir = %config.keys_dir.display(), "generated a signing key");
-    }
-    let keys = KeySet::load(&config.keys_dir, config.max_token_ttl, now).map_err(|error| error.to_string())?;
     let policy = Policy::load(&config.policies_dir, lifetimes(config)).map_err(|error| format!("policy: {error}"))?;
+    let webhook =
+        config.approval_webhook.as_deref().map(Webhook::new).transpose().map_err(|error| error.to_string())?;
     let settings = Settings {
         issuer: config.issuer.clone(),
         max_depth: config.max_depth,
@@ -50,8 +47,13 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> Result<Broker, Str
         clock_leeway_seconds: config.clock_leeway_seconds,
     };
     let store = open_store(config).await?;
-    let webhook =
-        config.approval_webhook.as_deref().map(Webhook::new).transpose().map_err(|error| error.to_string())?;
+    let now = clock.now();
+    if !keys::has_current_key(&config.keys_dir, config.max_token_ttl, now).map_err(|error| error.to_string())? {
+        let kid = keys::generate(&config.keys_dir, config.signing_algorithm, config.max_token_ttl, now)
+            .map_err(|error| error.to_string())?;
+        tracing::info!(%kid, dir = %config.keys_dir.display(), "generated a signing key");
+    }
+    let keys = KeySet::load(&config.keys_dir, config.max_token_ttl, now).map_err(|error| error.to_string())?;
     let approvals = ApprovalSettings {
         store: store.clone(),
         approver: config.approver,
@@ -110,6 +112,23 @@ async fn open_store(config: &Config) -> Result<Arc<dyn StateStore>, String> {
     }
 }
 
+/// Binds `listen`, resolving a host name now: the first of its addresses
+/// that can be bound, IPv4 first, so that `localhost:8080` binds
+/// `127.0.0.1:8080` wherever the resolver lists `::1` first (one socket:
+/// the server serves one listener).
+async fn bind(listen: &Listen) -> std::io::Result<tokio::net::TcpListener> {
+    let mut addresses: Vec<std::net::SocketAddr> = tokio::net::lookup_host(listen.as_str()).await?.collect();
+    addresses.sort_by_key(std::net::SocketAddr::is_ipv6);
+    let mut last_error = None;
+    for address in addresses {
+        match tokio::net::TcpListener::bind(address).await {
+            Ok(listener) => return Ok(listener),
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "resolves to no address")))
+}
+
 /// Builds the broker, starts its background tasks and serves it on
 /// `config.listen` until Ctrl-C or `SIGTERM`.
 pub async fn serve(config: Config) -> Result<(), String> {
@@ -119,10 +138,9 @@ pub async fn serve(config: Config) -> Result<(), String> {
     }
     tasks::spawn(&broker, &config);
     reload::spawn(broker.clone(), config.clone())?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|error| format!("listen on {}: {error}", config.listen))?;
-    tracing::info!(listen = %config.listen, issuer = %config.issuer, "baton is serving");
+    let listener = bind(&config.listen).await.map_err(|error| format!("listen on {}: {error}", config.listen))?;
+    let bound = listener.local_addr().map_err(|error| format!("listen on {}: {error}", config.listen))?;
+    tracing::info!(listen = %config.listen, %bound, issuer = %config.issuer, "baton is serving");
     // Ctrl-C or SIGTERM (what `docker stop` sends) ends the broker gracefully.
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|error| format!("signal handler: {error}"))?;

@@ -1,4 +1,4 @@
-//! `baton revoke token|agent|subject` and `baton agents`: the admin API
+//! `baton revoke token|agent|subject`, `baton agents` and `baton audit`: the admin API
 //! (DESIGN.md §3) over HTTP, authenticated with the admin token.
 //!
 //! The admin token is a secret: it travels only in the `Authorization`
@@ -34,6 +34,12 @@ impl fmt::Debug for AdminToken {
     }
 }
 
+impl From<String> for AdminToken {
+    fn from(text: String) -> Self {
+        AdminToken(SecretString::from(text))
+    }
+}
+
 impl FromStr for AdminToken {
     type Err = std::convert::Infallible;
 
@@ -60,19 +66,28 @@ pub enum Action {
         /// Print the broker's JSON instead of a table.
         json: bool,
     },
+    /// Read the audit trail.
+    Audit {
+        /// The query string of `GET /admin/audit`.
+        query: String,
+        /// The most events asked for.
+        limit: usize,
+        /// Print the broker's JSON instead of one line an event.
+        json: bool,
+    },
 }
 
 /// Why an admin call failed. Never carries the admin token.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
     /// No admin token was given.
-    #[error("no admin token: pass --admin-token or set {ADMIN_TOKEN_VARIABLE}")]
-    NoToken,
-    /// The URL is not an `http://` URL.
     #[error(
-        "the broker URL `{0}` must start with http://: this command line has no TLS; pass --url with the \
-         broker's plain address (its `listen`), on its host or through a tunnel"
+        "no admin token: pass --admin-token, or set {ADMIN_TOKEN_VARIABLE} or {ADMIN_TOKEN_VARIABLE}_FILE (a file \
+         holding it)"
     )]
+    NoToken,
+    /// The URL is neither an `https://` nor an `http://` URL.
+    #[error("the broker URL `{0}` must start with https:// or http://")]
     BadUrl(String),
     /// The broker could not be reached, or its answer could not be read.
     #[error("{0}")]
@@ -87,6 +102,11 @@ pub enum AdminError {
         /// The JSON `error_description`, when there was one.
         description: Option<String>,
     },
+    /// The broker knows no token with this id, and revoked nothing.
+    #[error(
+        "no token with id `{0}` is known to the broker (never issued there, or long expired): nothing was revoked"
+    )]
+    UnknownToken(String),
     /// The argument has two dots but is not a token whose `jti` can be read.
     #[error("cannot read the jti of that token: {0}")]
     Unreadable(String),
@@ -104,9 +124,13 @@ fn refused(status: reqwest::StatusCode, error: Option<&str>, description: Option
         (None, Some(description)) => text.push_str(&format!(": {description}")),
         (None, None) => {}
     }
-    // The admin API answers a bare `not_found` when it is off; other 404s
-    // (an unknown approval) are about what was asked.
-    if status == reqwest::StatusCode::NOT_FOUND && error.is_none_or(|error| error == "not_found") {
+    // The admin API answers a bare `not_found`, without a description, when
+    // it is off; other 404s (an unknown token or approval) describe what was
+    // asked.
+    if status == reqwest::StatusCode::NOT_FOUND
+        && description.is_none()
+        && error.is_none_or(|error| error == "not_found")
+    {
         text.push_str(" (the admin API is off unless the broker has `admin_token_sha256` configured)");
     }
     text
@@ -127,6 +151,10 @@ struct AgentRow {
     purpose: String,
     expires: String,
     active: bool,
+    /// Deprovisioned and not reinstated; absent from brokers older than the
+    /// field.
+    #[serde(default)]
+    blocked: bool,
     last_use: Option<UnixTime>,
     tokens_issued_last_day: u64,
     /// Computed by the broker; absent from brokers older than the field.
@@ -151,9 +179,8 @@ impl AdminClient {
     /// A client for the broker at `base` (its issuer URL). Redirects are not
     /// followed, so the admin token goes nowhere but `base`.
     pub fn new(base: &str, token: AdminToken) -> Result<AdminClient, AdminError> {
-        // reqwest is built without a TLS backend: say so rather than fail
-        // with "scheme is not http" deep in the connector.
-        if !base.starts_with("http://") {
+        // Say so here rather than fail with "builder error" deep in reqwest.
+        if !(base.starts_with("https://") || base.starts_with("http://")) {
             return Err(AdminError::BadUrl(base.to_owned()));
         }
         let http = reqwest::Client::builder()
@@ -255,7 +282,14 @@ async fn perform(client: &AdminClient, action: Action) -> Result<String, AdminEr
     match action {
         Action::RevokeToken(argument) => {
             let jti = jti_of(&argument)?;
-            let revoked = client.revoke(&jti).await?;
+            let revoked = client.revoke(&jti).await.map_err(|error| match error {
+                AdminError::Refused {
+                    status: reqwest::StatusCode::NOT_FOUND,
+                    error: Some(code),
+                    description: Some(_),
+                } if code == "not_found" => AdminError::UnknownToken(jti.clone()),
+                other => other,
+            })?;
             Ok(format!(
                 "revoked token {} and every token that descends from it; the revocation is kept until {}, when the \
                  last of them has expired\n",
@@ -295,6 +329,10 @@ async fn perform(client: &AdminClient, action: Action) -> Result<String, AdminEr
                 serde_json::from_value(body).map_err(|error| AdminError::Unexpected(error.to_string()))?;
             Ok(table(&inventory.agents) + &warnings(&inventory.agents))
         }
+        Action::Audit { query, limit, json } => {
+            let body = client.get(&format!("/admin/audit?{query}")).await?;
+            super::audit::render(body, json, limit).map_err(|error| AdminError::Unexpected(error.to_string()))
+        }
     }
 }
 
@@ -302,6 +340,9 @@ async fn perform(client: &AdminClient, action: Action) -> Result<String, AdminEr
 /// token (shaped as a compact JWS: three parts).
 fn jti_of(argument: &str) -> Result<String, AdminError> {
     let argument = argument.trim();
+    if argument.is_empty() {
+        return Err(AdminError::Unreadable("an empty argument is neither a jti nor a token".into()));
+    }
     if !crate::jose::is_compact_shaped(argument) {
         return Ok(argument.to_owned());
     }
@@ -323,7 +364,7 @@ fn table(agents: &[AgentRow]) -> String {
                 agent.owner.clone(),
                 agent.purpose.clone(),
                 agent.expires.clone(),
-                if agent.active { "yes" } else { "no" }.to_owned(),
+                activity(agent).to_owned(),
                 agent.last_use.map_or_else(|| "never".to_owned(), |time| time.to_string()),
                 agent.tokens_issued_last_day.to_string(),
             ]
@@ -344,11 +385,28 @@ fn table(agents: &[AgentRow]) -> String {
     out
 }
 
+/// The `ACTIVE` cell: `blocked` for an agent deprovisioned and not
+/// reinstated, whatever its registered life says, since it can do nothing;
+/// else whether it is within its registered life.
+fn activity(agent: &AgentRow) -> &'static str {
+    match (agent.blocked, agent.active) {
+        (true, _) => "blocked",
+        (false, true) => "yes",
+        (false, false) => "no",
+    }
+}
+
 /// The broker's warnings, one line each: expired or expiring, idle or never
-/// used, without an owner.
+/// used, without an owner; and the agents blocked.
 fn warnings(agents: &[AgentRow]) -> String {
     let mut out = String::new();
     for agent in agents {
+        if agent.blocked {
+            out.push_str(&format!(
+                "warning: agent `{0}` is deprovisioned: it cannot authenticate until `baton reinstate agent {0}`\n",
+                agent.id
+            ));
+        }
         for warning in &agent.warnings {
             out.push_str(&format!("warning: agent `{}` {warning}\n", agent.id));
         }
@@ -367,6 +425,7 @@ mod tests {
             purpose: "tests".into(),
             expires: expires.into(),
             active,
+            blocked: false,
             last_use: last_use.map(UnixTime),
             tokens_issued_last_day: 3,
             warnings: Vec::new(),
@@ -382,6 +441,19 @@ mod tests {
         assert!(lines[1].starts_with("a          team@example.com"), "{table}");
         assert!(lines[1].contains("1970-01-01T00:00:00Z") && lines[1].ends_with(" 3"), "{table}");
         assert!(lines[2].contains("  no  ") && lines[2].contains("never"), "{table}");
+    }
+
+    #[test]
+    fn a_blocked_agent_reads_blocked_not_active() {
+        let blocked = AgentRow { blocked: true, ..row("gone", "2030-06-30", true, None) };
+        let table = table(&[blocked]);
+        assert!(table.lines().nth(1).unwrap().contains("  blocked  "), "{table}");
+        assert!(!table.contains(" yes "), "{table}");
+        let blocked = AgentRow { blocked: true, ..row("gone", "2030-06-30", true, None) };
+        assert_eq!(
+            warnings(&[blocked]),
+            "warning: agent `gone` is deprovisioned: it cannot authenticate until `baton reinstate agent gone`\n"
+        );
     }
 
     #[test]
@@ -438,5 +510,14 @@ mod tests {
         assert_eq!(format!("{:?}", AdminToken(SecretString::from("secret"))), "AdminToken(***)");
         let missing = AdminError::NoToken.to_string();
         assert!(missing.contains("--admin-token") && missing.contains("BATON_ADMIN_TOKEN"), "{missing}");
+    }
+
+    #[test]
+    fn a_broker_url_is_https_or_http() {
+        let token = || AdminToken(SecretString::from("t"));
+        assert!(AdminClient::new("https://baton.example", token()).is_ok());
+        assert!(AdminClient::new("http://127.0.0.1:8080", token()).is_ok());
+        let error = AdminClient::new("ftp://baton.example", token()).unwrap_err().to_string();
+        assert_eq!(error, "the broker URL `ftp://baton.example` must start with https:// or http://");
     }
 }

@@ -91,7 +91,7 @@ pub(super) fn execute(action: ApprovalsAction, config: Option<PathBuf>) -> Resul
         | ApprovalsAction::Approve { admin, .. }
         | ApprovalsAction::Deny { admin, .. } => admin,
     };
-    let token = admin.admin_token.clone().ok_or_else(|| AdminError::NoToken.to_string())?;
+    let token = admin.token()?.ok_or_else(|| AdminError::NoToken.to_string())?;
     let url = match &admin.url {
         Some(url) => url.clone(),
         None => super::load_config(config)?.issuer.into_string(),

@@ -3,6 +3,7 @@
 
 pub mod admin;
 mod approvals;
+mod audit;
 pub mod decode;
 mod policy;
 mod serve;
@@ -66,6 +67,8 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// The audit trail, newest first, filtered (admin API).
+    Audit(audit::AuditArgs),
     /// List, approve or deny requests waiting for a person's approval (admin API).
     Approvals {
         #[command(subcommand)]
@@ -79,10 +82,27 @@ struct AdminArgs {
     /// The broker's base URL [default: the config's `issuer`].
     #[arg(long)]
     url: Option<String>,
-    /// The admin token. Prefer the variable: arguments are visible to other
-    /// users of the machine.
+    /// The admin token. Prefer the variable, or `BATON_ADMIN_TOKEN_FILE`
+    /// naming a file that holds it: arguments are visible to other users of
+    /// the machine.
     #[arg(long, env = ADMIN_TOKEN_VARIABLE, hide_env_values = true)]
     admin_token: Option<admin::AdminToken>,
+}
+
+impl AdminArgs {
+    /// The admin token given, wherever it was given ([`admin_token`]).
+    fn token(&self) -> Result<Option<admin::AdminToken>, String> {
+        admin_token(self.admin_token.clone())
+    }
+}
+
+/// The admin token: `--admin-token`, else `BATON_ADMIN_TOKEN`, else the
+/// content of the file `BATON_ADMIN_TOKEN_FILE` names (its trailing newline
+/// trimmed). Both variables set is an error naming both.
+fn admin_token(given: Option<admin::AdminToken>) -> Result<Option<admin::AdminToken>, String> {
+    let from_environment = crate::config::secret_variable(ADMIN_TOKEN_VARIABLE, |name| std::env::var(name).ok())
+        .map_err(|error| error.to_string())?;
+    Ok(given.or(from_environment.map(admin::AdminToken::from)))
 }
 
 #[derive(Subcommand, Debug)]
@@ -285,17 +305,22 @@ fn execute(cli: Cli) -> Result<(), String> {
             (admin::Action::ReinstateSubject(id), admin)
         }
         Command::Agents { json, admin } => (admin::Action::Agents { json }, admin),
+        Command::Audit(args) => {
+            let action = admin::Action::Audit { query: args.query()?, limit: args.limit(), json: args.json };
+            (action, args.admin)
+        }
         Command::Approvals { action } => return approvals::execute(action, cli.config),
         command => return local(command, cli.config),
     };
     // The config is read only for the default URL, so that `--url` works
     // wherever the command runs.
+    let token = args.token()?;
     let url = match args.url {
         Some(url) => url,
-        None if args.admin_token.is_none() => return Err(admin::AdminError::NoToken.to_string()),
+        None if token.is_none() => return Err(admin::AdminError::NoToken.to_string()),
         None => load_config(cli.config)?.issuer.into_string(),
     };
-    admin::run(action, &url, args.admin_token).map_err(|error| error.to_string())
+    admin::run(action, &url, token).map_err(|error| error.to_string())
 }
 
 /// `baton token trace`: the inventory, where the local policy folder loads,
@@ -304,13 +329,13 @@ fn trace_token(
     token: &str,
     json: bool,
     url: Option<String>,
-    admin_token: Option<admin::AdminToken>,
+    admin_token_given: Option<admin::AdminToken>,
     config: Option<PathBuf>,
 ) -> Result<(), String> {
     let config = load_config(config)?;
     let issuer = url.unwrap_or_else(|| config.issuer.to_string());
     let policy = Policy::load(&config.policies_dir, lifetimes(&config)).ok();
-    let client = admin_token
+    let client = admin_token(admin_token_given)?
         .map(|token| admin::AdminClient::new(&issuer, token))
         .transpose()
         .map_err(|error| error.to_string())?;
@@ -372,6 +397,7 @@ fn local(command: Command, config: Option<PathBuf>) -> Result<(), String> {
         | Command::Revoke { .. }
         | Command::Reinstate { .. }
         | Command::Agents { .. }
+        | Command::Audit(_)
         | Command::Approvals { .. } => Ok(()),
     }
 }

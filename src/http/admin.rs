@@ -45,8 +45,10 @@ async fn revoke(
     body: Result<Json<RevokeBody>, JsonRejection>,
 ) -> Result<Json<Value>, AdminError> {
     let Ok(Json(body)) = body else { return Err(AdminError::MalformedRequest) };
-    let until = broker.revoke_jti(&body.jti, &Operator::AdminApi).await?;
-    Ok(Json(json!({ "revoked": body.jti, "until": until })))
+    match broker.revoke_jti(&body.jti, &Operator::AdminApi).await? {
+        Some(until) => Ok(Json(json!({ "revoked": body.jti, "until": until }))),
+        None => Err(AdminError::UnknownToken),
+    }
 }
 
 #[derive(Deserialize)]

@@ -11,7 +11,7 @@ use cedar_policy::{
 };
 
 use super::inventory::Inventory;
-use super::PolicyError;
+use super::{diagnostic, PolicyError};
 use crate::claims::Scope;
 
 /// The schema shipped with Baton.
@@ -118,12 +118,17 @@ impl Rules {
             .map_err(|error| PolicyError::Rules(format!("shipped schema: {error}")))?;
         let mut policies = PolicySet::new();
         let mut approvals = HashMap::new();
+        // Each file with its text, and each rule's file, for the validator's
+        // diagnostics.
+        let mut sources = Vec::new();
+        let mut source_of: HashMap<String, usize> = HashMap::new();
         for path in &cedar_files(dir)? {
             let name = path.file_name().and_then(|name| name.to_str()).unwrap_or("rules.cedar");
-            let parsed = parse_file(path)?;
+            let (parsed, text) = parse_file(path)?;
             for (index, policy) in parsed.policies().enumerate() {
                 let label = policy.annotation("id").map_or_else(|| index.to_string(), str::to_owned);
                 let id = format!("{name}#{label}");
+                source_of.insert(id.clone(), sources.len());
                 if let Some(text) = policy.annotation("approval") {
                     // On a forbid it could only mean nothing: refuse it rather than ignore it.
                     if policy.effect() != Effect::Permit {
@@ -137,13 +142,22 @@ impl Rules {
                 let renamed = policy.new_id(PolicyId::new(id));
                 policies.add(renamed).map_err(|error| PolicyError::Rules(error.to_string()))?;
             }
+            sources.push((path.clone(), text));
         }
         let validation = Validator::new(schema.clone()).validate(&policies, ValidationMode::Strict);
         if !validation.validation_passed() {
+            let mut errors: Vec<String> = validation
+                .validation_errors()
+                .map(|error| {
+                    match source_of.get(&error.policy_id().to_string()).and_then(|index| sources.get(*index)) {
+                        Some((path, text)) => diagnostic::render(path, text, error),
+                        None => format!("rule {}: {error}", error.policy_id()),
+                    }
+                })
+                .collect();
             // Sorted: the validator's order is not stable from one run to the next.
-            let mut errors: Vec<String> = validation.validation_errors().map(|error| format!("{error}")).collect();
             errors.sort();
-            return Err(PolicyError::Rules(format!("rules do not match the schema: {}", errors.join("; "))));
+            return Err(PolicyError::Cedar(format!("rules do not match the schema:\n{}", errors.join("\n"))));
         }
         let inert = validation
             .validation_warnings()
@@ -398,12 +412,18 @@ fn cedar_files(dir: &Path) -> Result<Vec<PathBuf>, PolicyError> {
     Ok(files)
 }
 
-/// One rules file, read and parsed (not yet validated).
-fn parse_file(path: &Path) -> Result<PolicySet, PolicyError> {
+/// One rules file, read and parsed (not yet validated), with its text for
+/// the diagnostics of its rules.
+fn parse_file(path: &Path) -> Result<(PolicySet, String), PolicyError> {
     let text =
         std::fs::read_to_string(path).map_err(|source| PolicyError::Read { path: path.to_path_buf(), source })?;
-    PolicySet::from_str(&text)
-        .map_err(|error| PolicyError::Parse { path: path.to_path_buf(), reason: format!("{error:?}") })
+    match PolicySet::from_str(&text) {
+        Ok(policies) => Ok((policies, text)),
+        Err(errors) => {
+            let rendered: Vec<String> = errors.iter().map(|error| diagnostic::render(path, &text, error)).collect();
+            Err(PolicyError::Cedar(rendered.join("\n")))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -488,9 +508,9 @@ mod tests {
     #[test]
     fn rules_that_do_not_match_the_schema_do_not_load() {
         let unknown_attribute = "permit (principal, action, resource) when { principal.clearance == 3 };";
-        assert!(matches!(load(unknown_attribute), Err(PolicyError::Rules(_))));
+        assert!(matches!(load(unknown_attribute), Err(PolicyError::Cedar(_))));
         assert!(load("permit (principal, action == Action::\"delete\", resource);").is_err());
-        assert!(matches!(load("permit (principal"), Err(PolicyError::Parse { .. })));
+        assert!(matches!(load("permit (principal"), Err(PolicyError::Cedar(_))));
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod approval;
 pub mod cases;
 pub mod cedar;
 pub mod check;
+mod diagnostic;
 pub mod explain;
 pub mod inventory;
 pub mod issuers;
@@ -54,6 +55,10 @@ pub enum PolicyError {
     /// The Cedar rules or their evaluation failed.
     #[error("rules: {0}")]
     Rules(String),
+    /// Rules files that Cedar refuses, as its diagnostics, each naming its
+    /// file, line and column.
+    #[error("{0}")]
+    Cedar(String),
 }
 
 /// Lifetimes the policy applies.

@@ -276,6 +276,23 @@ fn a_broken_policy_folder_stops_the_broker_at_start() {
     assert!(!output.status.success(), "the broker started on a policy that does not load");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("policy") && stderr.contains("schema"), "{stderr}");
+    // Refused before any key was generated: nothing to find or mistake later.
+    let keys = folder.path().join("keys");
+    let written: Vec<_> =
+        std::fs::read_dir(&keys).map(|dir| dir.flatten().map(|entry| entry.path()).collect()).unwrap_or_default();
+    assert!(written.is_empty(), "a refused start wrote keys: {written:?}");
+}
+
+/// A host name in `listen` is resolved when the broker binds: `localhost`
+/// binds the loopback address, and the default issuer keeps the name.
+#[tokio::test]
+async fn listen_takes_a_host_name() {
+    let port = free_port();
+    let listen = format!("localhost:{port}");
+    let broker = BrokerProcess::start_on(port, &[("BATON_LISTEN", &listen)], |_| {}).await;
+    let url = format!("{}/.well-known/oauth-authorization-server", broker.url);
+    let metadata: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+    assert_eq!(metadata["issuer"], format!("http://{listen}"));
 }
 
 #[tokio::test]

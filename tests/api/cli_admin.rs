@@ -51,7 +51,11 @@ async fn start(extra_agents: &str, admin: bool) -> Broker {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     if admin {
-        command.env("BATON_ADMIN_TOKEN_SHA256", secret_hash(ADMIN));
+        // From a file, as a mounted container secret is (a trailing newline
+        // and all).
+        let hash_file = folder.path().join("admin-token.sha256");
+        std::fs::write(&hash_file, secret_hash(ADMIN) + "\n").unwrap();
+        command.env("BATON_ADMIN_TOKEN_SHA256_FILE", hash_file);
     }
     let server = Server(command.spawn().unwrap());
     let base = format!("http://{listen}");
@@ -171,10 +175,23 @@ async fn revoke_and_agents_from_the_command_line() {
         .await;
     assert_eq!((status, refused["error"].as_str()), (400, Some("invalid_request")), "{refused}");
 
-    // A jti may start with `-` (base64url); one the broker never issued is
-    // revoked all the same.
-    let dashed = succeeded(&baton(folder, &["revoke", "token", "-dashed_jti", "--url", url], &admin, &mut outputs));
-    assert!(dashed.contains("revoked token -dashed_jti"), "{dashed}");
+    // An id the broker never issued: nothing is revoked, the command says
+    // so and fails (a jti may start with `-`, base64url, and is read as one).
+    for unknown in ["not-a-jti", "-dashed_jti"] {
+        let refused = baton(folder, &["revoke", "token", unknown, "--url", url], &admin, &mut outputs);
+        assert!(!refused.status.success(), "{unknown}");
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            stderr.contains(&format!("no token with id `{unknown}` is known to the broker"))
+                && stderr.contains("nothing was revoked")
+                && !stderr.contains("admin API is off"),
+            "{stderr}"
+        );
+    }
+    // Neither is something shaped like a token whose jti cannot be read.
+    let garbled = baton(folder, &["revoke", "token", "a.b.c", "--url", url], &admin, &mut outputs);
+    assert!(!garbled.status.success());
+    assert!(String::from_utf8_lossy(&garbled.stderr).contains("cannot read the jti"), "{garbled:?}");
 
     // Revoke by the whole token: its jti is read from it.
     let other = broker.root().await;
@@ -223,6 +240,9 @@ async fn revoke_and_agents_from_the_command_line() {
         "the cut-off holds: {still_dead}"
     );
 
+    // Deprovision the reporter: it is listed as blocked until reinstated.
+    succeeded(&baton(folder, &["revoke", "agent", "reporter", "--url", url], &admin, &mut outputs));
+
     // The inventory, with the URL taken from the config (`issuer` follows `listen`).
     let listed = succeeded(&baton(folder, &["agents"], &[admin[0], ("BATON_LISTEN", &broker.listen)], &mut outputs));
     assert!(listed.starts_with("ID "), "{listed}");
@@ -245,6 +265,10 @@ async fn revoke_and_agents_from_the_command_line() {
     assert!(planner[6].parse::<usize>().unwrap() >= 2, "the planner exchanged twice: {listed}");
     assert_eq!(row(&listed, "booker")[0], "booker", "{listed}");
     assert_eq!(row(&listed, "reporter")[5], "never", "{listed}");
+    assert_eq!(row(&listed, "reporter")[4], "blocked", "deprovisioned, not reinstated: {listed}");
+    assert_eq!(row(&listed, "booker")[4], "yes", "deprovisioned, then reinstated: {listed}");
+    assert!(listed.contains("warning: agent `reporter` is deprovisioned"), "{listed}");
+    assert!(!listed.contains("warning: agent `booker` is deprovisioned"), "{listed}");
     assert_eq!(row(&listed, "retired")[4], "no", "{listed}");
     assert!(listed.contains(&format!("warning: agent `reporter` expires on {soon} (7 days left)")), "{listed}");
     assert!(listed.contains("warning: agent `reporter` was never used"), "{listed}");
@@ -257,6 +281,46 @@ async fn revoke_and_agents_from_the_command_line() {
         json["agents"].as_array().unwrap().iter().map(|agent| agent["id"].as_str().unwrap()).collect();
     ids.sort_unstable();
     assert_eq!(ids, ["booker", "orchestrator", "planner", "reporter", "retired", "scout"]);
+    // `blocked` is the admin's block, `active` the registered life.
+    for agent in json["agents"].as_array().unwrap() {
+        let (id, blocked, active) = (agent["id"].as_str().unwrap(), &agent["blocked"], &agent["active"]);
+        assert_eq!(blocked, &serde_json::json!(id == "reporter"), "{agent}");
+        assert_eq!(active, &serde_json::json!(id != "retired"), "{agent}");
+    }
+
+    // The audit trail: the admin's revocation of the root, by its jti.
+    let audit = succeeded(&baton(folder, &["audit", "--jti", &jti, "--url", url], &admin, &mut outputs));
+    let revocation = audit.lines().find(|line| line.contains("admin_revoke")).unwrap_or_else(|| panic!("{audit}"));
+    assert!(revocation.contains("  revoked ") && revocation.contains(&format!("jti {jti}")), "{audit}");
+    // The planner's issuances since an hour ago (RFC 3339), one line each.
+    let hour_ago = time::OffsetDateTime::from_unix_timestamp(SystemClock.now().0 - 3600)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let issued = succeeded(&baton(
+        folder,
+        &["audit", "--agent", "planner", "--decision", "issued", "--since", &hour_ago, "--url", url],
+        &admin,
+        &mut outputs,
+    ));
+    let lines: Vec<&str> = issued.lines().collect();
+    assert!(lines.len() >= 2, "the planner exchanged twice: {issued}");
+    for line in &lines {
+        assert!(line.contains("  issued ") && line.contains("agent planner") && line.contains("target "), "{issued}");
+    }
+    let json = succeeded(&baton(
+        folder,
+        &["audit", "--agent", "planner", "--decision", "issued", "--limit", "1", "--json", "--url", url],
+        &admin,
+        &mut outputs,
+    ));
+    let json: Value = serde_json::from_str(&json).unwrap();
+    let events = json["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{json}");
+    assert_eq!((events[0]["agent"].as_str(), events[0]["decision"].as_str()), (Some("planner"), Some("issued")));
+    let bad = baton(folder, &["audit", "--since", "yesterday", "--url", url], &admin, &mut outputs);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--since `yesterday`"), "{bad:?}");
 
     // A wrong admin token: refused with the broker's 401, and nothing done.
     let after = broker.root().await;
@@ -274,6 +338,20 @@ async fn revoke_and_agents_from_the_command_line() {
     let wrong = baton(folder, &["agents", "--url", url, "--admin-token", WRONG_ADMIN], &[], &mut outputs);
     assert!(!wrong.status.success());
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("401"));
+
+    // The admin token from a file that `BATON_ADMIN_TOKEN_FILE` names, its
+    // trailing newline trimmed; both variables set is refused, naming both.
+    let token_file = folder.join("admin-token");
+    std::fs::write(&token_file, format!("{ADMIN}\n")).unwrap();
+    let token_file = token_file.to_str().unwrap();
+    let from_file =
+        succeeded(&baton(folder, &["agents", "--url", url], &[("BATON_ADMIN_TOKEN_FILE", token_file)], &mut outputs));
+    assert!(from_file.starts_with("ID "), "{from_file}");
+    let both =
+        baton(folder, &["agents", "--url", url], &[admin[0], ("BATON_ADMIN_TOKEN_FILE", token_file)], &mut outputs);
+    assert!(!both.status.success());
+    let stderr = String::from_utf8_lossy(&both.stderr);
+    assert!(stderr.contains("BATON_ADMIN_TOKEN and BATON_ADMIN_TOKEN_FILE"), "{stderr}");
 
     // No admin token at all: the error names both ways to give one.
     let missing = baton(folder, &["agents", "--url", url], &[], &mut outputs);
@@ -315,4 +393,35 @@ async fn without_an_admin_credential_the_command_says_the_admin_api_is_off() {
     let root = broker.root().await;
     let (status, body) = broker.exchange("planner", &root, "booker").await;
     assert_eq!(status, 200, "{body}");
+}
+
+/// An `https://` broker URL is spoken to over TLS: the first bytes the
+/// command sends are a TLS handshake record (a listener that answers none
+/// stands in for the broker, so no certificate is involved).
+#[test]
+fn the_command_line_speaks_tls_to_an_https_url() {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let first_bytes = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let mut first = [0u8; 3];
+        stream.read_exact(&mut first).ok().map(|()| first)
+    });
+    let folder = tempfile::tempdir().unwrap();
+    let mut outputs = Vec::new();
+    let url = format!("https://{address}");
+    let output = baton(folder.path(), &["agents", "--url", &url], &[("BATON_ADMIN_TOKEN", ADMIN)], &mut outputs);
+    if !first_bytes.is_finished() {
+        // The command never connected: let the listener's thread end.
+        let _ = std::net::TcpStream::connect(address);
+    }
+    let first = first_bytes.join().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // 0x16: handshake; 0x03: TLS's major version.
+    assert_eq!(first.map(|bytes| [bytes[0], bytes[1]]), Some([0x16, 0x03]), "{stderr}");
+    assert!(!output.status.success(), "the stand-in answered nothing");
+    assert!(!stderr.contains("must start with"), "{stderr}");
+    assert!(!outputs.concat().contains(ADMIN));
 }

@@ -67,6 +67,40 @@ fn check_passes_the_example_and_fails_on_unknown_names_with_every_finding() {
     assert!(stderr.contains("3 errors"), "{stderr}");
 }
 
+/// Cedar's own diagnostics, as a compiler's read: the file, line and column
+/// of the mistake, the line itself with the span marked, and Cedar's help.
+#[test]
+fn check_names_the_file_line_and_column_of_a_syntax_or_schema_error() {
+    let folder = example_copy();
+    let broken = folder.path().join("broken.cedar");
+    // Line 4, column 24: the `}` where an operand should be.
+    std::fs::write(
+        &broken,
+        "// a rule\n@id(\"broken\")\npermit (principal, action, resource)\nwhen { context.depth > };\n",
+    )
+    .unwrap();
+    let (ok, stdout, stderr) = baton(folder.path(), &["check"]);
+    assert!(!ok, "{stdout}");
+    let expected = format!("{}:4:24: unexpected token `}}`", broken.display());
+    assert!(stdout.contains(&expected), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("    4 | when { context.depth > };\n      |                        ^ expected"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("ParseErrors") && !stdout.contains("NonEmpty"), "no Debug dump: {stdout}");
+
+    // A rule that parses but breaks the schema: the attribute's span.
+    std::fs::write(
+        &broken,
+        "@id(\"broken\")\npermit (principal, action, resource)\nwhen { principal.clearance == 3 };\n",
+    )
+    .unwrap();
+    let (ok, stdout, _) = baton(folder.path(), &["check"]);
+    assert!(!ok, "{stdout}");
+    assert!(stdout.contains(&format!("{}:3:8: ", broken.display())) && stdout.contains("`clearance`"), "{stdout}");
+    assert!(stdout.contains("      |        ^^^^^^^^^^^^^^^^^^^"), "{stdout}");
+}
+
 #[test]
 fn check_names_agents_without_owner_purpose_or_expiry() {
     let folder = example_copy();

@@ -222,6 +222,7 @@ async fn an_agent_removed_from_the_inventory_is_deprovisioned() {
 
 #[tokio::test]
 async fn the_admin_api_needs_its_credential() {
+    use baton::store::{AuditDecision, AuditFilter, AuditStore};
     let harness = Harness::new();
     let bare = harness.send(Request::get("/admin/agents").body(Body::empty()).unwrap()).await;
     assert_eq!(bare.status, 401);
@@ -240,6 +241,12 @@ async fn the_admin_api_needs_its_credential() {
         .assert_error(400, "invalid_request");
     admin(&harness, "POST", "/admin/revoke", Some(json!({"nope": 1}))).await.assert_error(400, "invalid_request");
     assert_eq!(admin(&harness, "GET", "/admin/trace/unknown", None).await.status, 404);
+    // An id no token here has: nothing is revoked, and the answer says so.
+    let unknown = admin(&harness, "POST", "/admin/revoke", Some(json!({"jti": "not-a-jti"}))).await;
+    unknown.assert_error(404, "not_found");
+    assert_eq!(unknown.body["error_description"], "no token with this id was issued here");
+    let revocations = AuditFilter { decision: Some(AuditDecision::Revoked), ..AuditFilter::default() };
+    assert_eq!(harness.store.count(&revocations).await.unwrap(), 0, "nothing recorded");
 }
 
 #[tokio::test]

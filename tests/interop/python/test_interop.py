@@ -1,5 +1,5 @@
-"""Interop: PyJWT and requests, libraries nobody here wrote, against a running
-Baton broker. Started by tests/api/interop.rs (after the Node tests), which
+"""Interop: PyJWT, requests and authlib, libraries nobody here wrote, against a
+running Baton broker. Started by tests/api/interop.rs (after the Node tests), which
 passes in environment variables:
 
   BATON_ISSUER           the broker's issuer, e.g. http://127.0.0.1:41234
@@ -15,6 +15,8 @@ import unittest
 
 import jwt
 import requests
+from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
+from authlib.oidc.discovery import OpenIDProviderMetadata
 
 EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN = "urn:ietf:params:oauth:token-type:access_token"
@@ -40,8 +42,8 @@ def credentials(agent):
     return (agent, f"dev-only-{agent}-secret")
 
 
-def metadata():
-    response = requests.get(f"{ISSUER}/.well-known/oauth-authorization-server", timeout=TIMEOUT)
+def metadata(path="/.well-known/oauth-authorization-server"):
+    response = requests.get(f"{ISSUER}{path}", timeout=TIMEOUT)
     response.raise_for_status()
     return response.json()
 
@@ -234,6 +236,25 @@ class IntrospectAndRevoke(unittest.TestCase):
 
     def test_garbage_introspects_inactive(self):
         self.assertEqual(self.broker.introspect("not-a-token"), {"active": False})
+
+
+class StrictClientsAcceptTheMetadata(unittest.TestCase):
+    """authlib's validation of both discovery documents, as served. Both
+    specifications require https URLs; authlib takes http on loopback, where
+    the broker under test listens, as secure (RFC 8252 §7.3), with no switch
+    turned on."""
+
+    def test_the_authorization_server_metadata_validates(self):
+        # RFC 8414 §2, every registered field authlib knows.
+        document = metadata("/.well-known/oauth-authorization-server")
+        AuthorizationServerMetadata(document).validate()
+        self.assertEqual(document["issuer"], ISSUER)
+
+    def test_the_openid_configuration_validates(self):
+        # OpenID Connect Discovery 1.0 §3, on top of RFC 8414.
+        document = metadata("/.well-known/openid-configuration")
+        OpenIDProviderMetadata(document).validate()
+        self.assertEqual(document["issuer"], ISSUER)
 
 
 if __name__ == "__main__":
