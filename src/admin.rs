@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::audit::Evidence;
+pub use crate::audit::Operator;
 use crate::claims::TokenId;
 use crate::clock::{UnixMicros, UnixTime};
 use crate::context::Context;
@@ -96,25 +97,6 @@ pub struct AgentReport {
     /// What needs attention: expired or expiring within 14 days, unused
     /// for 30 days or never used, without an owner.
     pub warnings: Vec<AgentWarning>,
-}
-
-/// Who made an admin action, as the audit trail names them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Operator {
-    /// A caller of the admin API (the CLI among them), with the admin token.
-    AdminApi,
-    /// Someone signed in to the console: `admin token`, or the member an
-    /// identity provider signed in.
-    Console(String),
-}
-
-impl std::fmt::Display for Operator {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Operator::AdminApi => formatter.write_str("admin API"),
-            Operator::Console(who) => write!(formatter, "console: {who}"),
-        }
-    }
 }
 
 /// Whether `presented` is the admin token. Always false when none is

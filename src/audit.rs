@@ -37,6 +37,25 @@ pub(crate) struct Evidence {
     pub(crate) spent_approval: Option<Approval>,
 }
 
+/// Who made an admin action, as the audit trail names them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Operator {
+    /// A caller of the admin API (the CLI among them), with the admin token.
+    AdminApi,
+    /// Someone signed in to the console: `admin token`, or the member an
+    /// identity provider signed in.
+    Console(String),
+}
+
+impl std::fmt::Display for Operator {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Operator::AdminApi => formatter.write_str("admin API"),
+            Operator::Console(who) => write!(formatter, "console: {who}"),
+        }
+    }
+}
+
 impl Evidence {
     /// The event of a refusal; a request put to a person is recorded as
     /// waiting, not refused.

@@ -239,8 +239,9 @@ impl Broker {
         id: &ApprovalId,
         approver: &str,
         approve: bool,
+        by: &Operator,
     ) -> Result<Approval, EndpointError> {
-        self.approvals.decide(&self.context, id, approver, approve).await
+        self.approvals.decide(&self.context, id, approver, approve, by).await
     }
 
     /// Deprovisions an agent or a subject now ([`lifecycle::deprovision`]).

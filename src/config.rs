@@ -28,7 +28,7 @@ pub const FILE_SUFFIX: &str = "_FILE";
 /// The config keys that are secrets, and so also read from
 /// `BATON_<KEY>_FILE`: the admin token's hash, and the Redis URL, which may
 /// carry a password.
-const SECRET_KEYS: &[&str] = &["admin_token_sha256", "redis_url"];
+const SECRET_KEYS: &[&str] = &["admin_token_sha256", "redis_url", "console_client_secret"];
 
 /// A secret from the environment: the value of `variable`, or the content of
 /// the file that `<variable>_FILE` names, without its trailing newline.
@@ -412,6 +412,14 @@ impl Config {
                 problem: "the console is on only with the admin API: set admin_token_sha256 too".into(),
             });
         }
+        // The code and the session cookie come back to the issuer's URL:
+        // in clear only on this machine.
+        if config.console_sign_in.is_some() && !is_https_or_loopback(config.issuer.as_str()) {
+            return Err(ConfigError::Invalid {
+                key: "console_issuer",
+                problem: "signing in at a provider needs an https issuer (http only on a loopback address)".into(),
+            });
+        }
         if config.approval_webhook.as_deref().is_some_and(|url| !url.starts_with("http://")) {
             return Err(ConfigError::Invalid {
                 key: "approval_webhook",
@@ -468,6 +476,15 @@ impl Config {
 /// The keys whose value is a list: as a variable, comma-separated.
 const LIST_KEYS: &[&str] = &["trusted_proxies", "console_members"];
 
+/// Whether `url` is https, or http on a loopback address.
+fn is_https_or_loopback(url: &str) -> bool {
+    let Ok(url) = url::Url::parse(url) else { return false };
+    let loopback = matches!(url.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
+        || matches!(url.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback())
+        || url.host_str() == Some("localhost");
+    url.scheme() == "https" || (url.scheme() == "http" && loopback)
+}
+
 /// The console's sign-in at an identity provider: every key of it, or none.
 fn console_sign_in(raw: &Raw) -> Result<Option<ConsoleSignIn>, ConfigError> {
     let members = raw.console_members.clone().unwrap_or_default();
@@ -483,18 +500,21 @@ fn console_sign_in(raw: &Raw) -> Result<Option<ConsoleSignIn>, ConfigError> {
                 })
             }
         };
-    let invalid = |problem: &str| ConfigError::Invalid { key: "console_issuer", problem: problem.to_owned() };
-    let url = url::Url::parse(issuer).map_err(|_| invalid("must be a URL"))?;
     // Anything but loopback is reached over TLS: the ID token it hands back
     // opens the console.
-    let loopback = matches!(url.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
-        || matches!(url.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback())
-        || url.host_str() == Some("localhost");
-    if !(url.scheme() == "https" || (url.scheme() == "http" && loopback)) {
-        return Err(invalid("must be an https:// URL (http:// only on a loopback address)"));
+    if !is_https_or_loopback(issuer) {
+        return Err(ConfigError::Invalid {
+            key: "console_issuer",
+            problem: "must be an https:// URL (http:// only on a loopback address)".into(),
+        });
     }
-    if members.iter().any(|member| member.trim().is_empty()) {
-        return Err(ConfigError::Invalid { key: "console_members", problem: "an entry is empty".into() });
+    // A name with a space could pass for the admin credential's sessions
+    // (`admin token`) in the audit trail.
+    if members.iter().any(|member| member.is_empty() || member.contains(char::is_whitespace)) {
+        return Err(ConfigError::Invalid {
+            key: "console_members",
+            problem: "an entry is empty or has a space".into(),
+        });
     }
     Ok(Some(ConsoleSignIn {
         issuer: issuer.clone(),
@@ -843,6 +863,13 @@ mod tests {
         assert!(Config::load(None, vars(&plain)).unwrap_err().to_string().contains("https://"));
         plain[1] = ("BATON_CONSOLE_ISSUER", "http://127.0.0.1:9400");
         assert!(Config::load(None, vars(&plain)).is_ok());
+        // The broker's own address, where the code comes back, too.
+        let mut exposed = all.to_vec();
+        exposed.push(("BATON_ISSUER", "http://baton.example"));
+        assert!(Config::load(None, vars(&exposed)).unwrap_err().to_string().contains("https issuer"));
+        let mut spaced = all.to_vec();
+        spaced[4] = ("BATON_CONSOLE_MEMBERS", "admin token");
+        assert!(Config::load(None, vars(&spaced)).is_err());
         assert!(Config::load(None, vars(&[])).unwrap().console_sign_in.is_none());
     }
 

@@ -4,8 +4,7 @@
 //! issued up to now, in the store, so that verifiers that read only the
 //! store see it too.
 
-use crate::admin::Operator;
-use crate::audit::Evidence;
+use crate::audit::{Evidence, Operator};
 use crate::context::Context;
 use crate::error::EndpointError;
 use crate::metrics::DeprovisionCause;

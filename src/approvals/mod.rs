@@ -23,7 +23,7 @@ pub mod webhook;
 pub use crate::error::{ApprovalError, PendingApproval};
 pub use settings::{ApprovalSettings, Approver, DEFAULT_APPROVAL_TTL, DEFAULT_MAX_PENDING_PER_AGENT};
 
-use crate::audit::{clip, Evidence};
+use crate::audit::{clip, Evidence, Operator};
 use crate::claims::HopApproval;
 use crate::clock::UnixTime;
 use crate::context::Context;
@@ -256,13 +256,16 @@ impl Approvals {
     }
 
     /// Approves (`approve`) or denies a pending approval as `approver`, who
-    /// must be the one configured for its request. Audited either way.
+    /// must be the one configured for its request. Audited either way,
+    /// naming who made the call `by` (the admin API, or the console and who
+    /// signed in there) beside the approver named.
     pub async fn decide(
         &self,
         context: &Context,
         id: &ApprovalId,
         approver: &str,
         approve: bool,
+        by: &Operator,
     ) -> Result<Approval, EndpointError> {
         let now = context.now();
         let mut evidence = Evidence {
@@ -278,6 +281,8 @@ impl Approvals {
             }
             Err(error) => evidence.refused(now, error, None),
         };
+        let mut event = event;
+        event.by = Some(by.to_string());
         context.record(event).await?;
         outcome
     }

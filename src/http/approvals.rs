@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::admin_error::AdminError;
+use crate::admin::Operator;
 use crate::broker::Broker;
 use crate::store::approvals::{ApprovalQuery, Cursor, DEFAULT_PAGE, MAX_PAGE};
 use crate::store::{ApprovalId, ApprovalState};
@@ -104,6 +105,6 @@ async fn decide(
     approve: bool,
 ) -> Result<Json<Value>, AdminError> {
     let Ok(Json(DecisionBody { approver })) = body else { return Err(AdminError::MalformedRequest) };
-    let approval = broker.decide_approval(&ApprovalId(id), approver.trim(), approve).await?;
+    let approval = broker.decide_approval(&ApprovalId(id), approver.trim(), approve, &Operator::AdminApi).await?;
     Ok(Json(json!({ "approval": approval })))
 }

@@ -16,15 +16,29 @@ use super::StoreError;
 use crate::clock::UnixTime;
 
 /// A signed-in console session, as kept.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SessionRecord {
     /// The token every state change must carry in its form.
     pub csrf: String,
     /// Who signed in: `admin token`, or the member an identity provider
     /// signed in.
     pub who: String,
+    /// What admitted them, so that the session ends when that does: a
+    /// fingerprint of the admin token's hash, or the provider's issuer.
+    pub admitted_by: String,
     /// When it ends.
     pub expires_at: UnixTime,
+}
+
+impl std::fmt::Debug for SessionRecord {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("SessionRecord")
+            .field("who", &self.who)
+            .field("admitted_by", &self.admitted_by)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a session is kept under: the SHA-256 of its id, in hex.
@@ -86,7 +100,7 @@ impl SessionStore for LocalSessions {
 
 impl LocalSessions {
     /// Keeps `session`, forgetting ended ones, and the soonest to end when full.
-    pub fn open(&self, key: &SessionKey, session: &SessionRecord, now: UnixTime) {
+    fn open(&self, key: &SessionKey, session: &SessionRecord, now: UnixTime) {
         let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
         sessions.retain(|_, kept| kept.expires_at.0 > now.0);
         if sessions.len() >= MAX_LOCAL_SESSIONS {
@@ -99,24 +113,20 @@ impl LocalSessions {
     }
 
     /// The session under `key`, while it lasts at `now`.
-    pub fn find(&self, key: &SessionKey, now: UnixTime) -> Option<SessionRecord> {
+    fn find(&self, key: &SessionKey, now: UnixTime) -> Option<SessionRecord> {
         let sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
         sessions.get(key).filter(|session| session.expires_at.0 > now.0).cloned()
     }
 
     /// Ends the session under `key`.
-    pub fn close(&self, key: &SessionKey) {
+    fn close(&self, key: &SessionKey) {
         self.sessions.lock().unwrap_or_else(PoisonError::into_inner).remove(key);
     }
 
     /// How many are kept.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.sessions.lock().unwrap_or_else(PoisonError::into_inner).len()
-    }
-
-    /// Whether none is kept.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -125,7 +135,12 @@ mod tests {
     use super::*;
 
     fn record(expires_at: i64) -> SessionRecord {
-        SessionRecord { csrf: "c".into(), who: "admin token".into(), expires_at: UnixTime(expires_at) }
+        SessionRecord {
+            csrf: "c".into(),
+            who: "admin token".into(),
+            admitted_by: "admin:0".into(),
+            expires_at: UnixTime(expires_at),
+        }
     }
 
     #[test]

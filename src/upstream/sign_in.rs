@@ -41,8 +41,8 @@ pub struct SignInSettings {
     pub client_secret: SecretString,
     /// Where the provider sends the browser back: the console's callback.
     pub redirect_uri: String,
-    /// Who may sign in: each entry a subject (`sub`) at the provider, or an
-    /// email address the provider has verified.
+    /// Who may sign in: an entry with an `@` is an email the provider must
+    /// have verified; any other, a subject (`sub`) at the provider.
     pub members: Vec<String>,
 }
 
@@ -83,9 +83,21 @@ pub enum SignInError {
     /// The ID token is missing or does not verify.
     #[error("the ID token is not acceptable: {0}")]
     Invalid(String),
+    /// The provider's issuer or the redirect URI is not a usable URL.
+    #[error("the sign-in is misconfigured: {0}")]
+    Misconfigured(String),
     /// The person signed in, but is not listed.
     #[error("`{0}` is not a listed member of the security team")]
     NotMember(String),
+}
+
+/// How the provider names a person.
+#[derive(Clone, Copy)]
+enum Name<'a> {
+    /// Its `sub`.
+    Subject(&'a str),
+    /// An email it has verified.
+    Email(&'a str),
 }
 
 /// Signs people in at the configured provider.
@@ -112,6 +124,11 @@ impl SignIn {
     /// The provider's issuer URL.
     pub fn issuer(&self) -> &str {
         &self.settings.issuer
+    }
+
+    /// Whether `member` (as [`SignIn::finish`] names one) is listed.
+    pub fn lists(&self, member: &str) -> bool {
+        self.settings.members.iter().any(|listed| listed == member)
     }
 
     /// The URL to send the browser to, and what to keep until it returns.
@@ -154,22 +171,31 @@ impl SignIn {
             .claims(&verifier, &Nonce::new(pending.nonce))
             .map_err(|error| SignInError::Invalid(error.to_string()))?;
         let subject = claims.subject().clone();
+        if self.is_member(Name::Subject(subject.as_str())) {
+            return Ok(subject.to_string());
+        }
         // An email names a person only once the provider has verified it.
         let mut email = claims.email().filter(|_| claims.email_verified() == Some(true)).map(|email| email.to_string());
-        if email.is_none() && !self.is_member(subject.as_str()) {
+        if email.is_none() {
             // Many providers put the email in the UserInfo answer alone
             // (Core §5.4); that answer must name the same subject (§5.3.2).
             email = self.verified_email(&client, response.access_token().clone(), subject.clone()).await?;
         }
-        let member = [Some(subject.as_str()), email.as_deref()].into_iter().flatten().find(|name| self.is_member(name));
-        match member {
-            Some(member) => Ok(member.to_owned()),
-            None => Err(SignInError::NotMember(email.unwrap_or_else(|| subject.to_string()))),
+        match email {
+            Some(email) if self.is_member(Name::Email(&email)) => Ok(email),
+            email => Err(SignInError::NotMember(email.unwrap_or_else(|| subject.to_string()))),
         }
     }
 
-    fn is_member(&self, name: &str) -> bool {
-        self.settings.members.iter().any(|member| member == name)
+    /// Whether the configuration lists `name`. An entry with an `@` is an
+    /// email, matched only by a verified email; any other is a subject. So a
+    /// provider that lets people choose a `sub` like `alice@example.com`
+    /// lets nobody pass for Alice.
+    fn is_member(&self, name: Name<'_>) -> bool {
+        self.settings.members.iter().any(|member| match name {
+            Name::Email(email) => member.contains('@') && member.eq_ignore_ascii_case(email),
+            Name::Subject(subject) => !member.contains('@') && member == subject,
+        })
     }
 
     /// The verified email the provider's UserInfo endpoint gives for
@@ -200,7 +226,7 @@ impl SignIn {
             }
         }
         let issuer = IssuerUrl::new(self.settings.issuer.clone())
-            .map_err(|error| SignInError::Unreachable(error.to_string()))?;
+            .map_err(|error| SignInError::Misconfigured(error.to_string()))?;
         let metadata = CoreProviderMetadata::discover_async(issuer, &self.http)
             .await
             .map_err(|error| SignInError::Unreachable(format!("discovery: {error}")))?;
@@ -210,7 +236,7 @@ impl SignIn {
 
     fn client(&self, metadata: CoreProviderMetadata) -> Result<Client, SignInError> {
         let redirect = RedirectUrl::new(self.settings.redirect_uri.clone())
-            .map_err(|error| SignInError::Unreachable(error.to_string()))?;
+            .map_err(|error| SignInError::Misconfigured(error.to_string()))?;
         let secret = ClientSecret::new(self.settings.client_secret.expose_secret().to_owned());
         Ok(CoreClient::from_provider_metadata(metadata, ClientId::new(self.settings.client_id.clone()), Some(secret))
             .set_redirect_uri(redirect))

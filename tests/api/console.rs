@@ -391,6 +391,10 @@ async fn a_pending_booking_is_approved_from_the_queue_and_a_denial_sticks() {
     assert_eq!(harness.send(request).await.body["token"]["approval"], id.as_str());
     let emptied = get(&harness, "/console/approvals", Some(&cookie)).await;
     assert!(emptied.body.contains("Nothing waits for a person."), "{}", emptied.body);
+    // The trail names the approver typed and who made the call.
+    let events = harness.events().await;
+    let approved = events.iter().find(|event| event.action == "approval_approve").unwrap();
+    assert_eq!(approved.by.as_deref(), Some("console: admin token"));
 
     // A decision taken stands: the same approval cannot be decided again.
     let again = post(&harness, "/console/approvals", Some(&cookie), &decide("deny", &token)).await;
@@ -482,6 +486,10 @@ async fn deprovisioning_from_the_agents_page_says_what_the_agent_holds() {
     let after = get(&harness, "/console/tokens?subject=orchestrator", Some(&cookie)).await;
     // T1 is the planner's, T2 descends from it: both die; T0 was only addressed to it, and dies too.
     assert_eq!(states(&after, &jtis), ["revoked", "revoked", "revoked"]);
+    // The inventory says it is blocked, and offers no second deprovisioning.
+    let agents = get(&harness, "/console/agents", Some(&cookie)).await;
+    let row = agents.body.split("data-agent=\"planner\"").nth(1).unwrap().split("</tr>").next().unwrap();
+    assert!(row.contains("<span class=\"blocked\">blocked</span>") && !row.contains("Deprovision"), "{row}");
 }
 
 /// The walk in headless Chromium, driven by playwright-core

@@ -27,7 +27,7 @@ pub async fn broker_and_provider(host: &str, admin: &str) -> (BrokerProcess, Ide
         ("BATON_CONSOLE_ISSUER", provider.issuer.as_str()),
         ("BATON_CONSOLE_CLIENT_ID", "baton-console"),
         ("BATON_CONSOLE_CLIENT_SECRET", "dev-only-baton-console-secret"),
-        ("BATON_CONSOLE_MEMBERS", "alice@example.com, carol"),
+        ("BATON_CONSOLE_MEMBERS", "alice@example.com, carol, unverified-dan@example.com"),
     ];
     (BrokerProcess::start_on(port, &variables, |_| {}).await, provider)
 }
@@ -102,7 +102,7 @@ async fn a_listed_member_signs_in_at_the_provider_once_in_the_browser_that_start
     assert!(agents.contains("data-agent=\"planner\""), "{agents}");
     assert!(agents.contains("Signed in as alice@example.com"), "{agents}");
 
-    // A code and state are good once.
+    // A code is good once, at the provider: coming back with it again opens nothing.
     let again = back(&callback, Some(&cookie)).await;
     assert_eq!(again.status(), StatusCode::FORBIDDEN);
     assert!(set_cookie(&again, "baton_console").is_none());
@@ -123,9 +123,23 @@ async fn a_person_the_console_does_not_list_gets_no_session() {
     assert!(set_cookie(&mallory, "baton_console").is_none());
     assert!(mallory.text().await.unwrap().contains("not a listed member"));
 
-    // A state that was never started, even with a cookie to match, opens nothing.
+    // An email the provider has not verified names nobody, even one listed.
+    let (url, cookie) = start(&broker).await;
+    let dan = back(&provider.walk("unverified-dan", &url), Some(&cookie)).await;
+    assert_eq!(dan.status(), StatusCode::FORBIDDEN);
+    assert!(set_cookie(&dan, "baton_console").is_none());
+    // A subject that reads like a listed email is a subject, not that email.
+    let (url, cookie) = start(&broker).await;
+    let lookalike = back(&provider.walk("alice@example.com", &url), Some(&cookie)).await;
+    assert_eq!(lookalike.status(), StatusCode::FORBIDDEN);
+    assert!(set_cookie(&lookalike, "baton_console").is_none());
+
+    // A sign-in cookie made up to match a made-up state opens nothing.
+    use base64::Engine;
+    let made_up = serde_json::json!({"state": "forged", "nonce": "n", "verifier": "v".repeat(43)});
+    let made_up = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(made_up.to_string());
     let forged = format!("{}/console/callback?code=forged&state=forged", broker.url);
-    let refused = back(&forged, Some("baton_console_sign_in=forged")).await;
+    let refused = back(&forged, Some(&format!("baton_console_sign_in={made_up}"))).await;
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);
     assert!(set_cookie(&refused, "baton_console").is_none());
     // The provider's refusal is not a sign-in either.

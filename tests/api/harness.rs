@@ -301,7 +301,10 @@ impl Harness {
         pending.assert_error(400, "authorization_pending");
         let id = pending.body["approval_id"].as_str().unwrap().to_owned();
         let owner = self.broker.policy().inventory().agent(agent).unwrap().owner.clone();
-        self.broker.decide_approval(&ApprovalId(id.clone()), &owner, true).await.unwrap();
+        self.broker
+            .decide_approval(&ApprovalId(id.clone()), &owner, true, &baton::admin::Operator::AdminApi)
+            .await
+            .unwrap();
         let mut repeated = extra.to_vec();
         repeated.push(("approval_id", &id));
         self.exchange(agent, subject_token, &repeated).await

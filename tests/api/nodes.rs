@@ -334,14 +334,23 @@ async fn a_console_session_is_known_to_every_node_on_redis() {
     let out = client.post(b.url("/console/sign-out")).header("cookie", &cookie).form(&[("csrf", csrf)]).send();
     assert_eq!(out.await.unwrap().status(), 303);
     assert_eq!(console_agents(&a, &cookie).await.0, 303, "sent to sign in");
+    // A new admin token ends the sessions the old one opened.
+    let kept = console_sign_in(&a).await;
+    let rotated_hash = secret_hash("a-new-admin-token");
+    let rotated =
+        deployment.start("node-c", &[("BATON_REDIS_URL", &url), ("BATON_ADMIN_TOKEN_SHA256", &rotated_hash)]).await;
+    assert_eq!(console_agents(&a, &kept).await.0, 200);
+    assert_eq!(console_agents(&rotated, &kept).await.0, 303, "not the credential that opened it");
     // Redis keeps a hash of the session id, never the id itself.
     let id = cookie.split_once('=').unwrap().1;
     let second = console_sign_in(&a).await;
     let mut connection = redis::Client::open(url).unwrap().get_multiplexed_async_connection().await.unwrap();
     let keys: Vec<String> = redis::cmd("KEYS").arg("*console-session*").query_async(&mut connection).await.unwrap();
-    assert_eq!(keys.len(), 1, "the first was ended: {keys:?}");
-    let kept = keys.join(" ");
-    assert!(!kept.contains(second.split_once('=').unwrap().1) && !kept.contains(id), "{kept}");
+    assert_eq!(keys.len(), 2, "the first was ended; two were opened since: {keys:?}");
+    let stored = keys.join(" ");
+    for raw in [id, kept.split_once('=').unwrap().1, second.split_once('=').unwrap().1] {
+        assert!(!stored.contains(raw), "{stored}");
+    }
 }
 
 #[tokio::test]

@@ -193,7 +193,12 @@ where
 
     // Console sessions: kept under their key until they end; closed at once.
     let key = SessionKey::of(&id("session"));
-    let session = SessionRecord { csrf: id("csrf"), who: "admin token".into(), expires_at: now.plus(60) };
+    let session = SessionRecord {
+        csrf: id("csrf"),
+        who: "admin token".into(),
+        admitted_by: "admin:0".into(),
+        expires_at: now.plus(60),
+    };
     assert_eq!(store.session(&key, now).await.unwrap(), None);
     store.open_session(&key, &session, now).await.unwrap();
     assert_eq!(store.session(&key, now).await.unwrap(), Some(session.clone()));

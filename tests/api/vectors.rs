@@ -82,7 +82,16 @@ async fn exchange_vectors() {
             let context = format!("{name}: asked first: {}", response.body);
             assert_eq!(response.body["error"], "authorization_pending", "{context}");
             let id = response.body["approval_id"].as_str().unwrap().to_owned();
-            harness.broker.decide_approval(&baton::store::ApprovalId(id.clone()), approver, true).await.unwrap();
+            harness
+                .broker
+                .decide_approval(
+                    &baton::store::ApprovalId(id.clone()),
+                    approver,
+                    true,
+                    &baton::admin::Operator::AdminApi,
+                )
+                .await
+                .unwrap();
             form.push(("approval_id".into(), id));
             response = send(form).await;
         }

@@ -11,6 +11,11 @@ pub fn trace(jti: &str) -> String {
     format!("/console/trace?q={}", encoded(jti))
 }
 
+/// The confirmation before revoking the token `jti`.
+pub fn revoke(jti: &str) -> String {
+    format!("/console/revoke?jti={}", encoded(jti))
+}
+
 /// The tokens of `subject`.
 pub fn tokens_of_subject(subject: &str) -> String {
     format!("/console/tokens?subject={}", encoded(subject))

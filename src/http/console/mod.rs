@@ -2,9 +2,11 @@
 //! server from what the admin API serves, through the same broker calls
 //! (no second path to the store). On when the admin API is on.
 //!
-//! Signing in takes the admin credential and opens a session named by an
-//! `HttpOnly`, `SameSite=Strict` cookie (`Secure` when the issuer is https)
-//! that lasts [`session::SESSION_SECONDS`] at most. Every state change is a
+//! Signing in takes the admin credential, or a listed member's sign-in at
+//! the configured identity provider ([`provider`]), and opens a session
+//! named by an `HttpOnly`, `SameSite=Strict` cookie (`Secure` when the
+//! issuer is https) that lasts [`session::SESSION_SECONDS`] at most, kept by
+//! the state store ([`session`]). Every state change is a
 //! POST carrying the session's CSRF token ([`extract::Posted`]), and a POST
 //! another site made the browser send is refused unread. Every response
 //! forbids everything but the console's own style sheet (a strict
@@ -39,7 +41,7 @@ use crate::store::approvals::{ApprovalQuery, Cursor};
 use crate::store::{ApprovalId, AuditFilter, Principal};
 use extract::{field, Posted, SignedIn};
 use pages::{page, unavailable, Seen};
-use session::{COOKIE, SESSION_SECONDS};
+use session::{Admission, COOKIE, SESSION_SECONDS};
 
 /// Nothing but the console's own style sheet: no script, no image, no
 /// fetch, no frame; forms posted only to the console.
@@ -47,9 +49,6 @@ const CONTENT_SECURITY_POLICY: &str =
     "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 const STYLE_SHEET: &str = include_str!("console.css");
-
-/// Whom a session opened with the admin credential is recorded as.
-const ADMIN_TOKEN_SESSION: &str = "admin token";
 
 /// The console's routes.
 pub(super) fn router(broker: Arc<Broker>) -> Router<Arc<Broker>> {
@@ -157,7 +156,7 @@ async fn sign_in(State(broker): State<Arc<Broker>>, request: Request) -> Respons
             return response;
         }
     }
-    let Ok((id, _)) = session::open(&broker, ADMIN_TOKEN_SESSION).await else {
+    let Ok((id, _)) = session::open(&broker, Admission::AdminToken).await else {
         return page(StatusCode::SERVICE_UNAVAILABLE, pages::message("Unavailable", "No session could be opened."));
     };
     with_cookie(Redirect::to("/console/agents").into_response(), &session_cookie(&id, &broker))
@@ -184,7 +183,8 @@ async fn sign_out(State(broker): State<Arc<Broker>>, form: Posted) -> Response {
         // Not ended where every node looks: the browser is not told it is.
         return unavailable();
     }
-    let cleared = format!("{COOKIE}=; Path=/console; HttpOnly; SameSite=Strict; Max-Age=0");
+    let cleared =
+        format!("{COOKIE}=; Path=/console; HttpOnly; SameSite=Strict; Max-Age=0{}", secure_attribute(&broker));
     with_cookie(Redirect::to("/console/sign-in").into_response(), &cleared)
 }
 
@@ -365,16 +365,13 @@ async fn decide(State(broker): State<Arc<Broker>>, form: Posted) -> Response {
         "deny" => false,
         _ => return refused(StatusCode::BAD_REQUEST, "No such decision: nothing was done."),
     };
-    match broker.decide_approval(&ApprovalId(id), approver.trim(), approve).await {
+    match broker.decide_approval(&ApprovalId(id), approver.trim(), approve, &form.operator()).await {
         Ok(_) => Redirect::to("/console/approvals").into_response(),
         Err(EndpointError::Store(_)) => unavailable(),
         // Decided already, expired, or not this approver's: the queue shows what stands.
         Err(_) => page(
             StatusCode::CONFLICT,
-            pages::message(
-                "Not decided",
-                "It was decided already, has expired, is not yours, or the store cannot be read.",
-            ),
+            pages::message("Not decided", "It was decided already, has expired, or is not yours to decide."),
         ),
     }
 }

@@ -122,11 +122,14 @@ pub fn agents(reports: &[AgentReport], session: &Session) -> Markup {
                             td { (agent.owner) }
                             td { (agent.purpose) }
                             td { (agent.expires) }
-                            td { @if agent.active { "yes" } @else { "no" } }
+                            td {
+                                // As `baton agents` says: blocked until reinstated, whatever its dates.
+                                @if agent.blocked { span.blocked { "blocked" } } @else if agent.active { "yes" } @else { "no" }
+                            }
                             td { @match agent.last_use { Some(at) => (at), None => "never" } }
                             td { (agent.tokens_issued_last_day) }
                             td { @for warning in &agent.warnings { p.warning { (warning) } } }
-                            td { a.danger href=(link::deprovision(&agent.id, None)) { "Deprovision…" } }
+                            td { @if !agent.blocked { a.danger href=(link::deprovision(&agent.id, None)) { "Deprovision…" } } }
                         }
                     }
                 }
@@ -169,7 +172,7 @@ pub fn trace(query: &str, found: Option<(&Trace, Option<&[AuditEvent]>)>, sessio
                     div.picture { (tree::picture(trace)) }
                     (details(&trace.token))
                     @if Standing::of(&trace.token) == Standing::Live {
-                        p { a.danger href={ "/console/revoke?jti=" (link::encoded(&trace.token.jti.0)) } { "Revoke this token and its descendants…" } }
+                        p { a.danger href=(link::revoke(&trace.token.jti.0)) { "Revoke this token and its descendants…" } }
                     }
                     @if let Some(agent) = &trace.token.agent {
                         p {
@@ -219,7 +222,7 @@ fn audit_table(events: &[AuditEvent]) -> Markup {
         table.audit {
             thead { tr {
                 th { "Time" } th { "Action" } th { "Decision" } th { "Subject" } th { "Agent" } th { "Target" }
-                th { "Scopes" } th { "Reason" } th { "Token" }
+                th { "Scopes" } th { "Reason" } th { "By" } th { "Token" }
             } }
             tbody {
                 @for event in events {
@@ -232,6 +235,7 @@ fn audit_table(events: &[AuditEvent]) -> Markup {
                         td { (event.target.as_deref().unwrap_or("")) }
                         td { (event.scopes_granted.as_deref().or(event.scopes_asked.as_deref()).unwrap_or("")) }
                         td { (event.reason.as_deref().unwrap_or("")) }
+                        td.by { (event.by.as_deref().unwrap_or("")) }
                         td { @if let Some(jti) = &event.jti { a href=(link::trace(&jti.0)) { code { (jti.0) } } } }
                     }
                 }

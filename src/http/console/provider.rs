@@ -76,13 +76,14 @@ pub async fn callback(State(broker): State<Arc<Broker>>, headers: HeaderMap, uri
         .filter_map(from_cookie)
         .find(|pending| !state.is_empty() && pending.state == state);
     let Some(started) = started else {
-        return refused("This sign-in was not started in this browser, or has expired.");
+        return cleared(refused("This sign-in was not started in this browser, or has expired."), &broker);
     };
     let Some(code) = field(query, "code") else {
         // RFC 6749 §4.1.2.1: the provider said why in `error`; it is not repeated.
-        return refused("The identity provider did not sign you in.");
+        return cleared(refused("The identity provider did not sign you in."), &broker);
     };
-    // The code is good once, at the provider: a second return fails there.
+    // The broker keeps nothing of a sign-in: a code is good once at the
+    // provider (RFC 6749 §4.1.2), so a second return fails there.
     let member = match sign_in.finish(started, code).await {
         Ok(member) => member,
         Err(SignInError::NotMember(person)) => {
@@ -94,7 +95,7 @@ pub async fn callback(State(broker): State<Arc<Broker>>, headers: HeaderMap, uri
             return cleared(refused("The sign-in could not be completed."), &broker);
         }
     };
-    let Ok((id, _)) = session::open(&broker, &member).await else {
+    let Ok((id, _)) = session::open(&broker, session::Admission::Member(&member)).await else {
         return page(StatusCode::SERVICE_UNAVAILABLE, pages::message("Unavailable", "No session could be opened."));
     };
     tracing::info!(%member, issuer = sign_in.issuer(), "console sign-in");

@@ -82,7 +82,8 @@ const provider = new Provider(issuer, {
   claims: { openid: ['sub'], email: ['email', 'email_verified'] },
   findAccount: (_, id) => ({
     accountId: id,
-    claims: () => ({ sub: id, email: `${id}@example.com`, email_verified: true }),
+    // People whose name starts `unverified` have an email the provider has not verified.
+    claims: () => ({ sub: id, email: `${id}@example.com`, email_verified: !id.startsWith('unverified') }),
   }),
   pkce: { required: () => true },
   features: {
