@@ -192,6 +192,9 @@ pub struct Config {
     pub console_sign_in: Option<ConsoleSignIn>,
     /// How log lines are written.
     pub log_format: LogFormat,
+    /// Where request spans are sent over OTLP/HTTP (JSON), the collector's
+    /// `/v1/traces` URL; none are made when absent.
+    pub otlp_endpoint: Option<String>,
 }
 
 /// How log lines are written.
@@ -321,6 +324,7 @@ struct Raw {
     console_client_secret: Option<String>,
     console_members: Option<Vec<String>>,
     log_format: Option<LogFormat>,
+    otlp_endpoint: Option<String>,
 }
 
 impl Config {
@@ -405,7 +409,18 @@ impl Config {
             audit_retention_days: raw.audit_retention_days.unwrap_or(crate::store::DEFAULT_AUDIT_RETENTION_DAYS),
             console_sign_in,
             log_format: raw.log_format.unwrap_or_default(),
+            otlp_endpoint: raw.otlp_endpoint,
         };
+        if config
+            .otlp_endpoint
+            .as_deref()
+            .is_some_and(|url| !(url.starts_with("http://") || url.starts_with("https://")))
+        {
+            return Err(ConfigError::Invalid {
+                key: "otlp_endpoint",
+                problem: "must be an http:// or https:// URL".into(),
+            });
+        }
         if config.console_sign_in.is_some() && config.admin_token_sha256.is_none() {
             return Err(ConfigError::Invalid {
                 key: "console_issuer",

@@ -92,6 +92,7 @@ pub mod params;
 pub mod policy;
 pub mod revocation;
 pub mod store;
+pub mod telemetry;
 pub mod token;
 pub mod upstream;
 pub mod verifier;

@@ -54,6 +54,17 @@ pub enum TokenOutcome {
     },
 }
 
+impl TokenOutcome {
+    /// `issued`, `pending` or `refused`, as the audit trail says it.
+    pub fn label(&self) -> &'static str {
+        match self {
+            TokenOutcome::Issued => "issued",
+            TokenOutcome::AwaitingApproval => "pending",
+            TokenOutcome::Refused { .. } => "refused",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RevocationLabels {
     via: &'static str,

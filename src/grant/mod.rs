@@ -145,6 +145,7 @@ pub async fn token(
         (outcome, _) => outcome,
     };
     let spent_approval = evidence.spent_approval.take();
+    let agent = evidence.agent.clone();
     let event = match &outcome {
         Ok(issued) => issued.event(evidence, context.clock.now(), request.client_address.clone()),
         Err(error) => evidence.refused(context.clock.now(), error, request.client_address.clone()),
@@ -158,7 +159,13 @@ pub async fn token(
         approvals.restore(approved).await;
     }
     let counted = answer.as_ref().err().map_or(crate::metrics::TokenOutcome::Issued, Into::into);
-    context.metrics.count_token(grant_type_label(request.params.get("grant_type")), counted);
+    let grant_type = grant_type_label(request.params.get("grant_type"));
+    // The request's span (a trace, where traces are on) says what was decided.
+    let span = tracing::Span::current();
+    span.record("grant_type", grant_type);
+    span.record("agent", agent.as_deref());
+    span.record("decision", counted.label());
+    context.metrics.count_token(grant_type, counted);
     answer
 }
 

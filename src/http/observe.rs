@@ -13,19 +13,36 @@ use axum::middleware::Next;
 use axum::response::Response;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry_http::HeaderExtractor;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
 use ring::rand::{SecureRandom, SystemRandom};
 use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::broker::Broker;
 
 /// The header that carries a request's id, both ways.
 pub(super) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Gives the request an id, logs under it, and answers with it.
+/// Gives the request an id, logs under it, and answers with it. With
+/// traces on, the request's span continues the caller's trace when it sent
+/// a W3C `traceparent`; the token endpoint names on it the grant type, the
+/// acting agent and the decision.
 pub(super) async fn request_id(request: Request, next: Next) -> Response {
     let id = id_of(request.headers());
-    let span =
-        tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path());
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %request.method(),
+        path = %request.uri().path(),
+        grant_type = tracing::field::Empty,
+        agent = tracing::field::Empty,
+        decision = tracing::field::Empty,
+    );
+    let caller = TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()));
+    // Without traces on there is no trace to join: nothing to do.
+    let _ = span.set_parent(caller);
     let mut response = next.run(request).instrument(span).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(X_REQUEST_ID, value);

@@ -117,3 +117,83 @@ async fn every_answer_has_a_request_id_and_metrics_time_each_route() {
     assert!(!text.contains("no-such-token") && !text.contains("no-such-route"), "{text}");
     assert!(text.contains("baton_build_info{version="), "{text}");
 }
+
+/// A collector taking OTLP/HTTP JSON at `/v1/traces`: what it received.
+async fn collector() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    use axum::routing::post;
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = received.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        post(move |body: axum::body::Bytes| {
+            let kept = kept.clone();
+            async move {
+                kept.lock().unwrap().push(serde_json::from_slice::<Value>(&body).unwrap());
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1/traces", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, received)
+}
+
+/// Every span in what the collector received.
+fn spans(received: &[Value]) -> Vec<Value> {
+    let each = |value: &Value, key: &str| value[key].as_array().cloned().unwrap_or_default();
+    received
+        .iter()
+        .flat_map(|export| each(export, "resourceSpans"))
+        .flat_map(|resource| each(&resource, "scopeSpans"))
+        .flat_map(|scope| each(&scope, "spans"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_token_exchange_is_a_span_of_the_callers_trace_sent_over_otlp() {
+    const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const CALLER: &str = "00f067aa0ba902b7";
+    let (endpoint, received) = collector().await;
+    let broker = BrokerProcess::start(&[("BATON_OTLP_ENDPOINT", &endpoint)]).await;
+    let root: Value = client_credentials(&broker, "otlp-1").await.json().await.unwrap();
+    let exchanged = reqwest::Client::new()
+        .post(format!("{}/token", broker.url))
+        .basic_auth("planner", Some("dev-only-planner-secret"))
+        .header("traceparent", format!("00-{TRACE}-{CALLER}-01"))
+        .form(&[
+            ("grant_type", crate::harness::EXCHANGE),
+            ("subject_token", root["access_token"].as_str().unwrap()),
+            ("subject_token_type", crate::harness::ACCESS_TOKEN),
+            ("audience", "booker"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(exchanged.status(), 200);
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let span = loop {
+        let found = spans(&received.lock().unwrap()).into_iter().find(|span| span["traceId"] == TRACE);
+        if let Some(span) = found {
+            break span;
+        }
+        assert!(Instant::now() < deadline, "no span of the caller's trace: {:?}", received.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(span["parentSpanId"], CALLER, "{span}");
+    assert_eq!(span["name"], "request", "{span}");
+    let attribute = |key: &str| {
+        span["attributes"].as_array().unwrap().iter().find(|pair| pair["key"] == key).map(|pair| pair["value"].clone())
+    };
+    assert_eq!(attribute("grant_type"), Some(serde_json::json!({"stringValue": "token_exchange"})), "{span}");
+    assert_eq!(attribute("agent"), Some(serde_json::json!({"stringValue": "planner"})), "{span}");
+    assert_eq!(attribute("decision"), Some(serde_json::json!({"stringValue": "issued"})), "{span}");
+    // The first request came without a `traceparent`: a trace of its own.
+    // (It ended first, so it was exported by now.)
+    let all = spans(&received.lock().unwrap());
+    let orchestrator = serde_json::json!({"key": "agent", "value": {"stringValue": "orchestrator"}});
+    let root = all.iter().find(|span| span["attributes"].as_array().unwrap().contains(&orchestrator)).unwrap();
+    assert_ne!(root["traceId"], TRACE, "{root}");
+    assert!(root["parentSpanId"].as_str().unwrap_or_default().is_empty(), "{root}");
+}
