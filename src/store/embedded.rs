@@ -36,14 +36,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
-use super::lifecycle::{LifecycleStore, LocalLifecycle};
-use super::sessions::{LocalSessions, SessionKey, SessionRecord, SessionStore};
+use super::lifecycle::LocalLifecycle;
+use super::sessions::LocalSessions;
+use super::OneNode;
 use async_trait::async_trait;
 use redb::{
     Database, MultimapTable, MultimapTableDefinition, ReadableDatabase, ReadableMultimapTable, ReadableTable, Table,
     TableDefinition, WriteTransaction,
 };
-use std::collections::BTreeSet;
 use tokio::sync::oneshot;
 
 use super::{
@@ -230,37 +230,13 @@ fn create_tables(db: &Database) -> Result<(), StoreError> {
     create().map_err(StoreError::from)
 }
 
-#[async_trait]
-impl SessionStore for EmbeddedStore {
-    async fn open_session(&self, key: &SessionKey, session: &SessionRecord, now: UnixTime) -> Result<(), StoreError> {
-        self.sessions.open_session(key, session, now).await
+impl OneNode for EmbeddedStore {
+    fn sessions(&self) -> &LocalSessions {
+        &self.sessions
     }
 
-    async fn session(&self, key: &SessionKey, now: UnixTime) -> Result<Option<SessionRecord>, StoreError> {
-        self.sessions.session(key, now).await
-    }
-
-    async fn close_session(&self, key: &SessionKey) -> Result<(), StoreError> {
-        self.sessions.close_session(key).await
-    }
-}
-
-#[async_trait]
-impl LifecycleStore for EmbeddedStore {
-    async fn replace_known_agents(&self, current: &BTreeSet<String>) -> Result<Vec<String>, StoreError> {
-        self.lifecycle.replace_known_agents(current).await
-    }
-
-    async fn keep_known(&self, agents: &[String]) -> Result<(), StoreError> {
-        self.lifecycle.keep_known(agents).await
-    }
-
-    async fn claim_retirement(&self, agent: &str, expires: &str) -> Result<bool, StoreError> {
-        self.lifecycle.claim_retirement(agent, expires).await
-    }
-
-    async fn release_retirement(&self, agent: &str, expires: &str) -> Result<(), StoreError> {
-        self.lifecycle.release_retirement(agent, expires).await
+    fn lifecycle(&self) -> &LocalLifecycle {
+        &self.lifecycle
     }
 }
 

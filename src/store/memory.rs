@@ -7,15 +7,15 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::approvals::{ApprovalPage, ApprovalQuery, Creation, InMemory};
-use super::lifecycle::{LifecycleStore, LocalLifecycle};
-use super::sessions::{LocalSessions, SessionKey, SessionRecord, SessionStore};
+use super::lifecycle::LocalLifecycle;
+use super::sessions::LocalSessions;
+use super::OneNode;
 use super::{
     outlives, verdict, Approval, ApprovalId, ApprovalState, ApprovalStore, AuditDecision, AuditEvent, AuditFilter,
     AuditStore, Blocking, Cutoff, Lineage, Principal, ReplayStore, Retention, RevocationStore, Status, StoreError, Use,
 };
 use crate::claims::TokenId;
 use crate::clock::{UnixMicros, UnixTime};
-use std::collections::BTreeSet;
 
 /// Replay, revocation, audit and approval state held in memory.
 #[derive(Debug, Default)]
@@ -63,37 +63,13 @@ struct UsedIds {
     sweep_at: usize,
 }
 
-#[async_trait]
-impl SessionStore for MemoryStore {
-    async fn open_session(&self, key: &SessionKey, session: &SessionRecord, now: UnixTime) -> Result<(), StoreError> {
-        self.sessions.open_session(key, session, now).await
+impl OneNode for MemoryStore {
+    fn sessions(&self) -> &LocalSessions {
+        &self.sessions
     }
 
-    async fn session(&self, key: &SessionKey, now: UnixTime) -> Result<Option<SessionRecord>, StoreError> {
-        self.sessions.session(key, now).await
-    }
-
-    async fn close_session(&self, key: &SessionKey) -> Result<(), StoreError> {
-        self.sessions.close_session(key).await
-    }
-}
-
-#[async_trait]
-impl LifecycleStore for MemoryStore {
-    async fn replace_known_agents(&self, current: &BTreeSet<String>) -> Result<Vec<String>, StoreError> {
-        self.lifecycle.replace_known_agents(current).await
-    }
-
-    async fn keep_known(&self, agents: &[String]) -> Result<(), StoreError> {
-        self.lifecycle.keep_known(agents).await
-    }
-
-    async fn claim_retirement(&self, agent: &str, expires: &str) -> Result<bool, StoreError> {
-        self.lifecycle.claim_retirement(agent, expires).await
-    }
-
-    async fn release_retirement(&self, agent: &str, expires: &str) -> Result<(), StoreError> {
-        self.lifecycle.release_retirement(agent, expires).await
+    fn lifecycle(&self) -> &LocalLifecycle {
+        &self.lifecycle
     }
 }
 

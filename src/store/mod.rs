@@ -63,6 +63,8 @@ mod redis_lifecycle;
 mod redis_sessions;
 pub mod sessions;
 
+use std::collections::BTreeSet;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -531,6 +533,50 @@ pub trait AuditStore: Send + Sync {
 /// Where a store's scan hands each matching event, newest first; it answers
 /// true once it wants no more, and the scan stops.
 pub(crate) type Take<'a> = dyn FnMut(AuditEvent) -> bool + Send + 'a;
+
+/// A store for one node: its console sessions and its agents' lifecycle
+/// are that node's own ([`sessions::LocalSessions`],
+/// [`lifecycle::LocalLifecycle`]); the traits follow from these two.
+pub trait OneNode {
+    /// The node's console sessions.
+    fn sessions(&self) -> &sessions::LocalSessions;
+    /// The node's record of its agents' lifecycle.
+    fn lifecycle(&self) -> &lifecycle::LocalLifecycle;
+}
+
+#[async_trait]
+impl<T: OneNode + Send + Sync> SessionStore for T {
+    async fn open_session(&self, key: &SessionKey, session: &SessionRecord, now: UnixTime) -> Result<(), StoreError> {
+        self.sessions().open_session(key, session, now).await
+    }
+
+    async fn session(&self, key: &SessionKey, now: UnixTime) -> Result<Option<SessionRecord>, StoreError> {
+        self.sessions().session(key, now).await
+    }
+
+    async fn close_session(&self, key: &SessionKey) -> Result<(), StoreError> {
+        self.sessions().close_session(key).await
+    }
+}
+
+#[async_trait]
+impl<T: OneNode + Send + Sync> LifecycleStore for T {
+    async fn replace_known_agents(&self, current: &BTreeSet<String>) -> Result<Vec<String>, StoreError> {
+        self.lifecycle().replace_known_agents(current).await
+    }
+
+    async fn keep_known(&self, agents: &[String]) -> Result<(), StoreError> {
+        self.lifecycle().keep_known(agents).await
+    }
+
+    async fn claim_retirement(&self, agent: &str, expires: &str) -> Result<bool, StoreError> {
+        self.lifecycle().claim_retirement(agent, expires).await
+    }
+
+    async fn release_retirement(&self, agent: &str, expires: &str) -> Result<(), StoreError> {
+        self.lifecycle().release_retirement(agent, expires).await
+    }
+}
 
 /// Everything a broker keeps: one store serves every trait.
 pub trait StateStore:

@@ -457,6 +457,21 @@ pub fn deprovision(agent: &str, seen: Seen<'_>, session: &Session) -> Markup {
     )
 }
 
+/// A form of text fields, sent as a query string (asking changes nothing),
+/// each refilled with what was `filled` in.
+fn filter_form(action: &str, fields: &[(&str, &str)], filled: &[(&str, String)], button: &str) -> Markup {
+    html! {
+        form.filters method="get" action=(action) {
+            @for (name, label) in fields {
+                @let value = filled.iter().find(|(filled, _)| filled == name).map_or("", |(_, value)| value.as_str());
+                label for=(name) { (label) }
+                input id=(name) type="text" name=(name) value=(value) autocomplete="off";
+            }
+            button type="submit" { (button) }
+        }
+    }
+}
+
 /// The fields of the token search.
 pub const TOKEN_FIELDS: [(&str, &str); 2] =
     [("subject", "Subject (a person, or an agent for itself)"), ("agent", "Agent that obtained them")];
@@ -469,14 +484,7 @@ pub fn tokens(filled: &[(&str, String)], found: Option<Result<&[TraceNode], &str
         "Tokens",
         Some(session),
         html! {
-            form.filters method="get" action="/console/tokens" {
-                @for (name, label) in TOKEN_FIELDS {
-                    @let value = filled.iter().find(|(filled, _)| *filled == name).map_or("", |(_, value)| value.as_str());
-                    label for=(name) { (label) }
-                    input id=(name) type="text" name=(name) value=(value) autocomplete="off";
-                }
-                button type="submit" { "Find" }
-            }
+            (filter_form("/console/tokens", &TOKEN_FIELDS, filled, "Find"))
             @match found {
                 None => p { "Name a subject, an agent, or both." },
                 Some(Err(reason)) => p.notice role="alert" { (reason) },
@@ -542,14 +550,7 @@ pub fn audit(filled: &[(&str, String)], found: Result<&[AuditEvent], &str>, sess
         "Audit",
         Some(session),
         html! {
-            form.filters method="get" action="/console/audit" {
-                @for (name, label) in AUDIT_FILTERS {
-                    @let value = filled.iter().find(|(filled, _)| *filled == name).map_or("", |(_, value)| value.as_str());
-                    label for=(name) { (label) }
-                    input id=(name) type="text" name=(name) value=(value) autocomplete="off";
-                }
-                button type="submit" { "Search" }
-            }
+            (filter_form("/console/audit", &AUDIT_FILTERS, filled, "Search"))
             @match found {
                 Ok(events) => {
                     p #found { (events.len()) @if events.len() == 1 { " event" } @else { " events" } ", newest first" }
@@ -581,14 +582,7 @@ pub fn explain(filled: &[(&str, String)], answer: Option<Result<&Explanation, &s
         "Explain",
         Some(session),
         html! {
-            form.filters method="get" action="/console/explain" {
-                @for (name, label) in EXPLAIN_FIELDS {
-                    @let value = filled.iter().find(|(filled, _)| *filled == name).map_or("", |(_, value)| value.as_str());
-                    label for=(name) { (label) }
-                    input id=(name) type="text" name=(name) value=(value) autocomplete="off";
-                }
-                button type="submit" { "Explain" }
-            }
+            (filter_form("/console/explain", &EXPLAIN_FIELDS, filled, "Explain"))
             @match answer {
                 None => {},
                 Some(Err(reason)) => p.notice role="alert" { (reason) },
