@@ -167,7 +167,20 @@ impl Context {
         if retired {
             return Ok(Status::Deprovisioned);
         }
-        self.stores.revocation.check(lineage).await
+        self.measured("revocation_check", self.stores.revocation.check(lineage)).await
+    }
+
+    /// `call` to the state store, timed and counted as `operation` in the
+    /// metrics.
+    pub(crate) async fn measured<T>(
+        &self,
+        operation: &'static str,
+        call: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let started = std::time::Instant::now();
+        let result = call.await;
+        self.metrics.observe_store(operation, started.elapsed().as_secs_f64(), result.is_err());
+        result
     }
 
     /// Whether the state store answers now (readiness).
@@ -205,7 +218,7 @@ impl Context {
             refusals = (!event.refusals.is_empty()).then(|| event.refusals.iter().map(|count| count.count).sum::<u64>()),
             "audit"
         );
-        self.stores.audit.record(event).await
+        self.measured("audit_record", self.stores.audit.record(event)).await
     }
 
     /// Verifies one of this broker's own tokens, whatever its audience:
@@ -254,7 +267,7 @@ impl Context {
         // A token "issued at the end of time" is killed by a block only,
         // never by a deprovisioning's cut-off in the past.
         let own = Lineage::at(Vec::new(), UnixMicros::MAX, principals);
-        match self.stores.revocation.check(&own).await? {
+        match self.measured("revocation_check", self.stores.revocation.check(&own)).await? {
             Status::Active => Ok(false),
             Status::Revoked | Status::Deprovisioned => Ok(true),
         }

@@ -89,6 +89,11 @@ struct EndpointLabels {
     status: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    operation: &'static str,
+}
+
 /// A histogram of request durations: 0.25 ms to about 4 s, doubling.
 fn duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_25, 2.0, 15))
@@ -128,6 +133,8 @@ pub struct Metrics {
     unauthenticated: Family<ReasonLabels, Counter>,
     connections_refused: Counter,
     request_durations: Family<EndpointLabels, Histogram, fn() -> Histogram>,
+    store_durations: Family<OperationLabels, Histogram, fn() -> Histogram>,
+    store_errors: Family<OperationLabels, Counter>,
     store_up: Gauge,
 }
 
@@ -200,6 +207,21 @@ impl Metrics {
             "Time from a request's headers to its answer, by the route that matched and the status class",
             request_durations.clone(),
         );
+        let store_durations = Family::<OperationLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            duration_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "baton_store_operation_duration_seconds",
+            "Time the state store took for the operations on the request path (revocation_check, \
+             audit_record, dpop_replay, revoke), failed ones included",
+            store_durations.clone(),
+        );
+        let store_errors = Family::<OperationLabels, Counter>::default();
+        registry.register(
+            "baton_store_errors",
+            "State store operations on the request path that failed (each answered 503), by operation",
+            store_errors.clone(),
+        );
         let store_up = Gauge::default();
         registry.register(
             "baton_store_up",
@@ -210,6 +232,8 @@ impl Metrics {
         Metrics {
             registry,
             request_durations,
+            store_durations,
+            store_errors,
             store_up,
             issued,
             refused,
@@ -236,6 +260,16 @@ impl Metrics {
         self.request_durations
             .get_or_create(&EndpointLabels { endpoint: endpoint.to_owned(), status })
             .observe(seconds);
+    }
+
+    /// Records how long the state store took for `operation` (a fixed
+    /// name), and whether it failed.
+    pub fn observe_store(&self, operation: &'static str, seconds: f64, failed: bool) {
+        let labels = OperationLabels { operation };
+        self.store_durations.get_or_create(&labels).observe(seconds);
+        if failed {
+            self.store_errors.get_or_create(&labels).inc();
+        }
     }
 
     /// Sets whether the state store answered its last check.
@@ -346,7 +380,14 @@ mod tests {
         metrics.observe_request("/token", 200, 0.0004);
         metrics.observe_request("/token", 400, 0.003);
         metrics.set_store_up(true);
+        metrics.observe_store("revocation_check", 0.001, false);
+        metrics.observe_store("revocation_check", 0.002, true);
         let text = metrics.render().unwrap();
+        assert!(
+            text.contains("baton_store_operation_duration_seconds_count{operation=\"revocation_check\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("baton_store_errors_total{operation=\"revocation_check\"} 1"), "{text}");
         let count = series(&text, "baton_http_request_duration_seconds_count");
         assert!(
             count.contains(&"baton_http_request_duration_seconds_count{endpoint=\"/token\",status=\"2xx\"} 1"),

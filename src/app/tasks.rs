@@ -25,22 +25,21 @@ const STORE_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
 /// it answers again; meanwhile every request that needs it is answered 503.
 async fn watch_store_every_few_seconds(broker: Arc<Broker>) {
     let mut ticks = tokio::time::interval(STORE_CHECK);
-    let mut up = true;
+    let mut was_up = true;
     loop {
         ticks.tick().await;
-        match broker.ping_store().await {
-            Ok(()) if !up => {
-                tracing::info!("state store reachable again");
-                up = true;
-            }
-            Ok(()) => {}
-            Err(error) if up => {
+        let answered = broker.ping_store().await;
+        // The gauge first: whoever reads the log line finds it set.
+        broker.metrics().set_store_up(answered.is_ok());
+        let up = answered.is_ok();
+        match answered {
+            Ok(()) if !was_up => tracing::info!("state store reachable again"),
+            Err(error) if was_up => {
                 tracing::warn!(%error, "state store unreachable: requests that need it are answered 503 until it is back");
-                up = false;
             }
-            Err(_) => {}
+            _ => {}
         }
-        broker.metrics().set_store_up(up);
+        was_up = up;
     }
 }
 

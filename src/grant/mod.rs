@@ -217,7 +217,9 @@ async fn dpop_proof(context: &Context, proofs: &[String]) -> Result<Option<Proof
     let token_endpoint = format!("{}/token", context.settings.issuer);
     let expected = dpop::Expected { method: "POST", uri: &token_endpoint, access_token: None, nonce: nonces.as_ref() };
     let proof = dpop::check(proof, &expected, now)?;
-    match context.stores.replay.use_once(&proof.replay_id(), proof.replay_until(), now).await? {
+    let id = proof.replay_id();
+    let replay = context.stores.replay.use_once(&id, proof.replay_until(), now);
+    match context.measured("dpop_replay", replay).await? {
         Use::First => Ok(Some(proof)),
         Use::Replayed => Err(ProofError::Replayed.into()),
     }

@@ -90,7 +90,7 @@ impl Revocations {
         until: UnixTime,
         via: RevokedVia,
     ) -> Result<Option<RevokingClaim<'_>>, StoreError> {
-        let first = context.stores.revocation.revoke(jti, until).await?;
+        let first = context.measured("revoke", context.stores.revocation.revoke(jti, until)).await?;
         if first {
             context.metrics().count_revocation(via);
         }

@@ -408,6 +408,9 @@ async fn an_outage_gives_only_503_and_service_resumes() {
     let not_ready = readyz(&node).await;
     assert_eq!(not_ready, 503, "/readyz while Redis is down");
     node.wait_for_log("state store unreachable").await;
+    let metrics = client().get(node.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("baton_store_up 0"), "{metrics}");
+    assert!(metrics.contains("baton_store_errors_total{operation="), "{metrics}");
     // Let the run go on through the outage for a while.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stop.store(true, Ordering::SeqCst);

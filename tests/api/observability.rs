@@ -116,6 +116,12 @@ async fn every_answer_has_a_request_id_and_metrics_time_each_route() {
     // A route's pattern, never the path sent.
     assert!(!text.contains("no-such-token") && !text.contains("no-such-route"), "{text}");
     assert!(text.contains("baton_build_info{version="), "{text}");
+    // The state store's operations on the request path are timed too.
+    for operation in ["audit_record", "revocation_check"] {
+        let prefix = format!("baton_store_operation_duration_seconds_count{{operation=\"{operation}\"}} ");
+        let count = text.lines().find_map(|line| line.strip_prefix(&prefix)).and_then(|n| n.parse::<u64>().ok());
+        assert!(count.is_some_and(|count| count >= 1), "{operation}: {text}");
+    }
 }
 
 /// A collector taking OTLP/HTTP JSON at `/v1/traces`: what it received.
