@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 
 use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreGenderClaim, CoreProviderMetadata};
 use openidconnect::{
-    AccessToken, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EmptyAdditionalClaims, EndpointMaybeSet,
-    EndpointNotSet, EndpointSet, IssuerUrl, Nonce, OAuth2TokenResponse as _, PkceCodeChallenge, PkceCodeVerifier,
-    RedirectUrl, Scope, SubjectIdentifier, TokenResponse as _, UserInfoClaims,
+    AccessToken, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken, EmptyAdditionalClaims,
+    EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl, Nonce, OAuth2TokenResponse as _, PkceCodeChallenge,
+    PkceCodeVerifier, RedirectUrl, Scope, SignatureVerificationError, SubjectIdentifier, TokenResponse as _,
+    UserInfoClaims,
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -24,6 +25,19 @@ use crate::clock::Clock;
 
 /// How long the provider's metadata is reused before it is fetched again.
 const METADATA_MAX_AGE: Duration = Duration::from_secs(300);
+
+/// How long a failed discovery stands before the next is tried.
+const RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// What is known of the provider's metadata.
+enum Discovery {
+    /// Nothing yet.
+    NotYet,
+    /// Fetched then.
+    Found(Box<CoreProviderMetadata>, Instant),
+    /// The last attempt failed then.
+    Failed(Instant),
+}
 
 /// A client of the provider as discovery describes it: an authorization
 /// endpoint, and perhaps token and UserInfo endpoints.
@@ -105,7 +119,7 @@ pub struct SignIn {
     settings: SignInSettings,
     http: reqwest::Client,
     clock: Arc<dyn Clock>,
-    metadata: tokio::sync::Mutex<Option<(CoreProviderMetadata, Instant)>>,
+    metadata: tokio::sync::Mutex<Discovery>,
 }
 
 impl SignIn {
@@ -118,7 +132,7 @@ impl SignIn {
             .timeout(Duration::from_secs(5))
             .build()
             .map_err(|error| SignInError::Unreachable(error.to_string()))?;
-        Ok(SignIn { settings, http, clock, metadata: tokio::sync::Mutex::new(None) })
+        Ok(SignIn { settings, http, clock, metadata: tokio::sync::Mutex::new(Discovery::NotYet) })
     }
 
     /// The provider's issuer URL.
@@ -133,7 +147,7 @@ impl SignIn {
 
     /// The URL to send the browser to, and what to keep until it returns.
     pub async fn start(&self) -> Result<(String, Pending), SignInError> {
-        let metadata = self.metadata().await?;
+        let metadata = self.metadata(false).await?;
         let client = self.client(metadata)?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let (url, state, nonce) = client
@@ -152,7 +166,7 @@ impl SignIn {
     /// The listed member the provider signed in, from the `code` it handed
     /// back for `pending`.
     pub async fn finish(&self, pending: Pending, code: String) -> Result<String, SignInError> {
-        let metadata = self.metadata().await?;
+        let metadata = self.metadata(false).await?;
         let client = self.client(metadata)?;
         let response = client
             .exchange_code(AuthorizationCode::new(code))
@@ -166,10 +180,18 @@ impl SignIn {
         let id_token = response.id_token().ok_or_else(|| SignInError::Invalid("no ID token".into()))?;
         let now =
             chrono::DateTime::from_timestamp(self.clock.now().0, 0).unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
-        let verifier = client.id_token_verifier().set_time_fn(move || now);
-        let claims = id_token
-            .claims(&verifier, &Nonce::new(pending.nonce))
-            .map_err(|error| SignInError::Invalid(error.to_string()))?;
+        let nonce = Nonce::new(pending.nonce);
+        let claims = match id_token.claims(&client.id_token_verifier().set_time_fn(move || now), &nonce) {
+            // A key not seen yet may be a rotation at the provider: its keys once more.
+            Err(ClaimsVerificationError::SignatureVerification(SignatureVerificationError::NoMatchingKey)) => {
+                let rediscovered = self.client(self.metadata(true).await?)?;
+                let verifier = rediscovered.id_token_verifier().set_time_fn(move || now);
+                let verified = id_token.claims(&verifier, &nonce).cloned();
+                verified
+            }
+            verified => verified.cloned(),
+        }
+        .map_err(|error| SignInError::Invalid(error.to_string()))?;
         let subject = claims.subject().clone();
         if self.is_member(Name::Subject(subject.as_str())) {
             return Ok(subject.to_string());
@@ -217,21 +239,32 @@ impl SignIn {
     }
 
     /// The provider's metadata, discovered again when older than
-    /// [`METADATA_MAX_AGE`] (its keys may have rotated).
-    async fn metadata(&self) -> Result<CoreProviderMetadata, SignInError> {
+    /// [`METADATA_MAX_AGE`] (its keys may have rotated) or when `stale`.
+    /// A discovery that failed is not tried again for [`RETRY_AFTER`]:
+    /// sign-ins started meanwhile fail at once rather than queue behind it.
+    async fn metadata(&self, stale: bool) -> Result<CoreProviderMetadata, SignInError> {
         let mut cached = self.metadata.lock().await;
-        if let Some((metadata, fetched)) = cached.as_ref() {
-            if fetched.elapsed() < METADATA_MAX_AGE {
-                return Ok(metadata.clone());
+        match &*cached {
+            Discovery::Found(metadata, fetched) if !stale && fetched.elapsed() < METADATA_MAX_AGE => {
+                return Ok((**metadata).clone());
             }
+            Discovery::Failed(at) if at.elapsed() < RETRY_AFTER => {
+                return Err(SignInError::Unreachable("discovery failed moments ago".into()));
+            }
+            _ => {}
         }
         let issuer = IssuerUrl::new(self.settings.issuer.clone())
             .map_err(|error| SignInError::Misconfigured(error.to_string()))?;
-        let metadata = CoreProviderMetadata::discover_async(issuer, &self.http)
-            .await
-            .map_err(|error| SignInError::Unreachable(format!("discovery: {error}")))?;
-        *cached = Some((metadata.clone(), Instant::now()));
-        Ok(metadata)
+        match CoreProviderMetadata::discover_async(issuer, &self.http).await {
+            Ok(metadata) => {
+                *cached = Discovery::Found(Box::new(metadata.clone()), Instant::now());
+                Ok(metadata)
+            }
+            Err(error) => {
+                *cached = Discovery::Failed(Instant::now());
+                Err(SignInError::Unreachable(format!("discovery: {error}")))
+            }
+        }
     }
 
     fn client(&self, metadata: CoreProviderMetadata) -> Result<Client, SignInError> {

@@ -148,3 +148,27 @@ async fn a_person_the_console_does_not_list_gets_no_session() {
     let denied = format!("{}/console/callback?error=access_denied&state={state}", broker.url);
     assert_eq!(back(&denied, Some(&cookie)).await.status(), StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn a_provider_that_cannot_be_reached_gives_503_and_no_cookie() {
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    let hash = secret_hash(ADMIN);
+    let broker = BrokerProcess::start(&[
+        ("BATON_ADMIN_TOKEN_SHA256", hash.as_str()),
+        ("BATON_CONSOLE_ISSUER", nowhere.as_str()),
+        ("BATON_CONSOLE_CLIENT_ID", "baton-console"),
+        ("BATON_CONSOLE_CLIENT_SECRET", "dev-only-baton-console-secret"),
+        ("BATON_CONSOLE_MEMBERS", "alice@example.com"),
+    ])
+    .await;
+    // The second is answered from the failure the first met, without a wait behind it.
+    for _ in 0..2 {
+        let started = client().get(format!("{}/console/sign-in/provider", broker.url)).send().await.unwrap();
+        assert_eq!(started.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(set_cookie(&started, "baton_console_sign_in").is_none());
+        assert!(started.text().await.unwrap().contains("cannot be reached"));
+    }
+    // The admin credential still signs in.
+    let signed_in = client().post(format!("{}/console/sign-in", broker.url)).form(&[("admin_token", ADMIN)]).send();
+    assert_eq!(signed_in.await.unwrap().status(), StatusCode::SEE_OTHER);
+}
