@@ -26,8 +26,8 @@ pub const ADMIN_TOKEN_VARIABLE: &str = "BATON_ADMIN_TOKEN";
 pub const FILE_SUFFIX: &str = "_FILE";
 
 /// The config keys that are secrets, and so also read from
-/// `BATON_<KEY>_FILE`: the admin token's hash, and the Redis URL, which may
-/// carry a password.
+/// `BATON_<KEY>_FILE`: the admin token's hash, the Redis URL, which may
+/// carry a password, and the console's client secret at its provider.
 const SECRET_KEYS: &[&str] = &["admin_token_sha256", "redis_url", "console_client_secret"];
 
 /// A secret from the environment: the value of `variable`, or the content of

@@ -188,9 +188,12 @@ impl Context {
         self.stores.revocation.ping().await
     }
 
-    /// Logs an audit event as a structured `tracing` event, one field each
-    /// (one JSON record with `log_format = "json"`), and persists it.
+    /// Persists an audit event, then logs it as a structured `tracing`
+    /// event, one field each (one JSON record with `log_format = "json"`):
+    /// the log says `stored = false` of one the store did not take, whose
+    /// request was refused.
     pub(crate) async fn record(&self, event: AuditEvent) -> Result<(), StoreError> {
+        let stored = self.measured("audit_record", self.stores.audit.record(event.clone())).await;
         let decision = serde_json::to_value(event.decision).ok();
         let list = |items: &[String]| (!items.is_empty()).then(|| items.join(" "));
         tracing::info!(
@@ -216,9 +219,10 @@ impl Context {
             approval = event.approval.as_ref().map(|approval| approval.id.0.as_str()),
             approver = event.approval.as_ref().and_then(|approval| approval.approver.as_deref()),
             refusals = (!event.refusals.is_empty()).then(|| event.refusals.iter().map(|count| count.count).sum::<u64>()),
+            stored = stored.is_ok(),
             "audit"
         );
-        self.measured("audit_record", self.stores.audit.record(event)).await
+        stored
     }
 
     /// Verifies one of this broker's own tokens, whatever its audience:

@@ -57,7 +57,12 @@ pub fn init(config: &Config, runtime: &tokio::runtime::Handle) -> Result<Telemet
             .boxed(),
     };
     let traces = config.otlp_endpoint.as_deref().map(|endpoint| exporting_to(endpoint, runtime)).transpose()?;
-    let spans = traces.as_ref().map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer("baton")));
+    // Audit records stay in the log and the store: who asked for what is not
+    // sent to a trace collector, which is often run by other people.
+    let not_audit = tracing_subscriber::filter::filter_fn(|metadata| metadata.target() != "baton::audit");
+    let spans = traces
+        .as_ref()
+        .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer("baton")).with_filter(not_audit));
     tracing_subscriber::registry()
         .with(filter)
         .with(logs)

@@ -113,12 +113,12 @@ pub(super) fn render(body: Value, json: bool, limit: usize) -> Result<String, se
         out.push_str(&line(event));
         out.push('\n');
         for count in &event.refusals {
-            let _ = write!(out, "    {} x {}", count.count, count.reason);
+            let _ = write!(out, "    {} x {}", count.count, inert(&count.reason));
             if let Some(claimed) = &count.claimed_client {
-                let _ = write!(out, "  claimed {claimed}");
+                let _ = write!(out, "  claimed {}", inert(claimed));
             }
             if let Some(address) = &count.client_address {
-                let _ = write!(out, "  from {address}");
+                let _ = write!(out, "  from {}", inert(address));
             }
             if count.overflow {
                 out.push_str("  (past the interval's bound: client and address not kept)");
@@ -136,6 +136,28 @@ pub(super) fn render(body: Value, json: bool, limit: usize) -> Result<String, se
     Ok(out)
 }
 
+/// `text` with its control characters escaped (`\u{1b}`, `\n`…): a
+/// client's own text (the client id it claimed) must not move the cursor,
+/// colour, or forge a line on the terminal reading the trail.
+fn inert(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let escaped = text
+        .chars()
+        .map(
+            |character| {
+                if character.is_control() {
+                    character.escape_default().to_string()
+                } else {
+                    character.to_string()
+                }
+            },
+        )
+        .collect();
+    std::borrow::Cow::Owned(escaped)
+}
+
 /// One event: when, the decision, the action, then each field it has.
 fn line(event: &AuditEvent) -> String {
     let decision = match event.decision {
@@ -149,7 +171,7 @@ fn line(event: &AuditEvent) -> String {
     let mut out = format!("{}  {decision:<8}  {}", event.time, event.action);
     let mut field = |name: &str, value: Option<&str>| {
         if let Some(value) = value {
-            let _ = write!(out, "  {name} {value}");
+            let _ = write!(out, "  {name} {}", inert(value));
         }
     };
     field("agent", event.agent.as_deref());
@@ -240,5 +262,11 @@ mod tests {
         let full = render(serde_json::json!({"events": [{"time": 0, "decision": "revoked", "action": "a"}]}), false, 1);
         assert!(full.unwrap().contains("there may be more"));
         assert_eq!(render(serde_json::json!({"events": []}), false, 10).unwrap(), "no audit events match\n");
+    }
+
+    #[test]
+    fn a_clients_text_cannot_drive_the_terminal() {
+        assert_eq!(super::inert("booker"), "booker");
+        assert_eq!(super::inert("x\u{1b}[2K\rforged\nline"), "x\\u{1b}[2K\\rforged\\nline");
     }
 }

@@ -139,7 +139,11 @@ pub async fn token(
         // not an event of its own, so that junk cannot flood the trail.
         (Err(error), None) => {
             guard.count_refusal(context, &error, evidence.claimed_client.take(), request.client_address.as_deref());
-            context.metrics.count_token(grant_type_label(request.params.get("grant_type")), (&error).into());
+            let grant_type = grant_type_label(request.params.get("grant_type"));
+            let span = tracing::Span::current();
+            span.record("grant_type", grant_type);
+            span.record("decision", "refused");
+            context.metrics.count_token(grant_type, (&error).into());
             return Err(error);
         }
         (outcome, _) => outcome,

@@ -54,7 +54,8 @@ pub(super) async fn request_id(request: Request, next: Next) -> Response {
 /// (`/admin/trace/{jti}`): a fixed set, whatever paths clients send.
 pub(super) async fn duration(State(broker): State<Arc<Broker>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let endpoint = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_owned();
+    // A route layer: only requests that matched a route come here.
+    let endpoint = request.extensions().get::<MatchedPath>().map_or("", MatchedPath::as_str).to_owned();
     let response = next.run(request).await;
     broker.metrics().observe_request(&endpoint, response.status().as_u16(), started.elapsed().as_secs_f64());
     response
@@ -88,14 +89,10 @@ mod tests {
     #[test]
     fn a_plain_id_is_kept_and_any_other_replaced() {
         assert_eq!(id_of(&with("req-42:a.b_c")), "req-42:a.b_c");
-        for odd in ["has space", "quote\"", &"x".repeat(65), "new\u{7f}line"] {
-            if let Ok(value) = HeaderValue::from_str(odd) {
-                let mut headers = HeaderMap::new();
-                headers.insert(X_REQUEST_ID, value);
-                let id = id_of(&headers);
-                assert_ne!(id, odd);
-                assert_eq!(id.len(), 22);
-            }
+        for odd in ["has space", "quote\"", &"x".repeat(65), "a/b", "tab\tin", ""] {
+            let id = id_of(&with(odd));
+            assert_ne!(id, odd);
+            assert_eq!(id.len(), 22);
         }
         assert_ne!(id_of(&HeaderMap::new()), id_of(&HeaderMap::new()));
     }

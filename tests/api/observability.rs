@@ -52,6 +52,7 @@ async fn json_logs_carry_each_audit_event_as_a_record_under_its_request_id() {
     assert!(audit["scopes_granted"].is_string() && audit["client_address"].is_string(), "{audit}");
     assert!(audit["expires_at"].is_number(), "{audit}");
     assert_eq!(audit["span"]["request_id"], "walk-1", "{audit}");
+    assert_eq!(audit["stored"], true, "logged once the store took it: {audit}");
     assert!(audit["timestamp"].is_string() && audit["level"] == "INFO", "{audit}");
     // Every line is one JSON object; the startup lines too.
     assert!(lines.iter().any(|line| line["fields"].is_null() && line["message"] == "baton is serving"), "{lines:?}");
@@ -195,6 +196,9 @@ async fn a_token_exchange_is_a_span_of_the_callers_trace_sent_over_otlp() {
     assert_eq!(attribute("grant_type"), Some(serde_json::json!({"stringValue": "token_exchange"})), "{span}");
     assert_eq!(attribute("agent"), Some(serde_json::json!({"stringValue": "planner"})), "{span}");
     assert_eq!(attribute("decision"), Some(serde_json::json!({"stringValue": "issued"})), "{span}");
+    // Audit records stay in the log and the store, not in the trace.
+    let events = span["events"].as_array().cloned().unwrap_or_default();
+    assert!(events.iter().all(|event| event["name"] != "audit"), "{span}");
     // The first request came without a `traceparent`: a trace of its own.
     // (It ended first, so it was exported by now.)
     let all = spans(&received.lock().unwrap());
