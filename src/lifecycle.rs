@@ -40,12 +40,11 @@ async fn deprovision_for(
 }
 
 /// Writes a deprovisioning for every agent of the inventory that is past
-/// its `expires`, once: `store` answers which one this node is the first to
-/// retire at that `expires` (a retirement that cannot be written is given
-/// back, and made at the next call). Verifiers that read the store, not the
-/// inventory, then see its tokens dead too. The cut-off only: an agent
-/// whose `expires` is extended later gets new tokens, never its old ones
-/// back. Returns the agents written.
+/// its `expires` and not retired at that `expires` yet, each by the node
+/// whose claim lands (see [`LifecycleStore::claim`]): verifiers that read
+/// the store, not the inventory, then see its tokens dead too. The cut-off
+/// only: an agent whose `expires` is extended later gets new tokens, never
+/// its old ones back. Returns the agents written.
 pub async fn retire_expired_agents(
     context: &Context,
     store: &dyn LifecycleStore,
@@ -55,48 +54,45 @@ pub async fn retire_expired_agents(
     let policy = context.policy();
     for agent in policy.inventory().agents().filter(|agent| !agent.is_active(now)) {
         let expires = agent.expires.to_string();
-        if !store.claim_retirement(&agent.id, &expires).await? {
+        if store.is_retired(&agent.id, &expires).await?
+            || !store.claim(&format!("retire:{}:{expires}", agent.id)).await?
+        {
             continue;
         }
         let principal = Principal::Agent(agent.id.clone().into());
         let cutoff =
             Cutoff { at: context.now_micros(), until: now.plus(crate::token::MAX_LIFETIME), block: Blocking::Keep };
-        let written = match context.stores.revocation.deprovision(&principal, &cutoff).await {
-            Ok(()) => context.record(principal_event("expired", &principal, now, None)).await,
-            Err(error) => Err(error),
-        };
-        if let Err(error) = written {
-            // Given back: the next round writes it (the cut-off again, which changes nothing).
-            let _ = store.release_retirement(&agent.id, &expires).await;
-            return Err(error.into());
-        }
+        context.stores.revocation.deprovision(&principal, &cutoff).await?;
+        context.record(principal_event("expired", &principal, now, None)).await?;
+        // Done only now: a failure before leaves it to the next claim.
+        store.mark_retired(&agent.id, &expires).await?;
         context.metrics().count_deprovisioning(true, DeprovisionCause::Expired);
         retired.push(agent.id.clone());
     }
     Ok(retired)
 }
 
-/// Deprovisions every agent the inventory had and no longer has, once:
-/// `store` answers which agents this node is the first to see gone.
-/// Removing an agent from `agents.toml` kills its tokens in the store, for
-/// verifiers that read only the store, and blocks it, so that adding it
-/// back revives none of its old tokens. Returns the agents written.
+/// Deprovisions every agent the inventory had and no longer has, each by
+/// the node whose claim lands. Removing an agent from `agents.toml` kills
+/// its tokens in the store, for verifiers that read only the store, and
+/// blocks it, so that adding it back revives none of its old tokens.
+/// Returns the agents written.
 pub async fn deprovision_removed_agents(
     context: &Context,
     store: &dyn LifecycleStore,
 ) -> Result<Vec<String>, EndpointError> {
     let current: BTreeSet<String> = context.policy().inventory().agents().map(|agent| agent.id.clone()).collect();
-    let gone = store.replace_known_agents(&current).await?;
-    for (done, id) in gone.iter().enumerate() {
-        if let Err(error) =
-            deprovision_for(context, &Principal::Agent(id.clone().into()), DeprovisionCause::Removed, None).await
-        {
-            // Given back: the next reload or restart deprovisions them.
-            let _ = store.keep_known(gone.get(done..).unwrap_or_default()).await;
-            return Err(error);
+    let mut removed = Vec::new();
+    for id in store.known_agents_missing(&current).await? {
+        if !store.claim(&format!("remove:{id}")).await? {
+            continue;
         }
+        deprovision_for(context, &Principal::Agent(id.clone().into()), DeprovisionCause::Removed, None).await?;
+        // Forgotten only now: a failure before leaves it to the next claim.
+        store.forget_known(&id).await?;
+        removed.push(id);
     }
-    Ok(gone)
+    Ok(removed)
 }
 
 /// Lifts a deprovisioned principal's block (admin API): tokens issued from

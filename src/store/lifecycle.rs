@@ -1,41 +1,53 @@
 //! What was done about the inventory's agents, kept where every node that
 //! shares the store sees it: each agent removed from the inventory, and each
 //! agent past its expiry, is deprovisioned once (one cut-off, one audit
-//! event, one metric), by whichever node sees it first, and a restart or a
-//! reload does nothing twice (so it never undoes a reinstatement).
+//! event, one metric), by whichever node claims it first, and a restart or a
+//! reload does nothing twice (so it never undoes a reinstatement). A removal
+//! or a retirement is recorded done only once its deprovisioning is written:
+//! a node that fails or dies in between leaves it to the next claim.
 //!
 //! The embedded store keeps this in two files of its data folder,
 //! `known-agents.json` and `retired-agents.json`; Redis, in a set and a hash
 //! that scripts change atomically.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
 use super::StoreError;
 
+/// How long a claim on a removal or a retirement holds: the node that made
+/// it writes the deprovisioning within that, or, failing or gone, leaves it
+/// to whichever node claims it next. It is not given back when done, so a
+/// node that saw the same change a moment late cannot write it again; an
+/// agent removed, put back and removed again within this is deprovisioned
+/// again at the first reload or start after it.
+pub const CLAIM_SECONDS: u64 = 60;
+
 /// Where the agents' lifecycle is kept.
 #[async_trait]
 pub trait LifecycleStore: Send + Sync {
-    /// Records `current` as the agents of the inventory, answering those
-    /// recorded before that `current` lacks. Each removed agent is answered
-    /// once, to one caller, which deprovisions it; a caller whose
-    /// deprovisioning fails gives it back ([`LifecycleStore::keep_known`]).
-    async fn replace_known_agents(&self, current: &BTreeSet<String>) -> Result<Vec<String>, StoreError>;
+    /// Adds `current` to the agents known, and answers those known that
+    /// `current` lacks: agents removed from the inventory, answered until
+    /// their deprovisioning is written and they are forgotten.
+    async fn known_agents_missing(&self, current: &BTreeSet<String>) -> Result<Vec<String>, StoreError>;
 
-    /// Records `agents` as known again, so that the next replacement answers
-    /// them again: their deprovisioning could not be written.
-    async fn keep_known(&self, agents: &[String]) -> Result<(), StoreError>;
+    /// Forgets `agent`: its removal is written.
+    async fn forget_known(&self, agent: &str) -> Result<(), StoreError>;
 
-    /// Claims the retirement of `agent`, past its `expires`: `true` for the
-    /// first caller, `false` after, until its `expires` changes.
-    async fn claim_retirement(&self, agent: &str, expires: &str) -> Result<bool, StoreError>;
+    /// Whether `agent` was retired at `expires`.
+    async fn is_retired(&self, agent: &str, expires: &str) -> Result<bool, StoreError>;
 
-    /// Gives back a claim whose retirement could not be written, so that the
-    /// next round makes it.
-    async fn release_retirement(&self, agent: &str, expires: &str) -> Result<(), StoreError>;
+    /// Records `agent` as retired at `expires`.
+    async fn mark_retired(&self, agent: &str, expires: &str) -> Result<(), StoreError>;
+
+    /// Claims `work` (a removal, a retirement) for [`CLAIM_SECONDS`]: `true`
+    /// for one caller in that time, so that nodes seeing the same change at
+    /// once write it once.
+    async fn claim(&self, work: &str) -> Result<bool, StoreError>;
 }
 
 /// The file of the agents last known, in the data folder.
@@ -55,12 +67,13 @@ struct State {
 pub struct LocalLifecycle {
     folder: Option<PathBuf>,
     state: Mutex<Option<State>>,
+    claims: Mutex<HashMap<String, Instant>>,
 }
 
 impl LocalLifecycle {
     /// Kept in `folder`'s two files, read on first use.
     pub fn in_folder(folder: &Path) -> LocalLifecycle {
-        LocalLifecycle { folder: Some(folder.to_owned()), state: Mutex::new(None) }
+        LocalLifecycle { folder: Some(folder.to_owned()), ..LocalLifecycle::default() }
     }
 
     /// Runs `change` on the state, loaded first if need be, and writes the
@@ -113,34 +126,39 @@ impl LocalLifecycle {
 
 #[async_trait]
 impl LifecycleStore for LocalLifecycle {
-    async fn replace_known_agents(&self, current: &BTreeSet<String>) -> Result<Vec<String>, StoreError> {
+    async fn known_agents_missing(&self, current: &BTreeSet<String>) -> Result<Vec<String>, StoreError> {
         self.change(|state| {
-            let removed = state.known.difference(current).cloned().collect();
-            state.known = current.clone();
-            removed
+            let missing = state.known.difference(current).cloned().collect();
+            state.known.extend(current.iter().cloned());
+            missing
         })
     }
 
-    async fn keep_known(&self, agents: &[String]) -> Result<(), StoreError> {
-        self.change(|state| state.known.extend(agents.iter().cloned()))
+    async fn forget_known(&self, agent: &str) -> Result<(), StoreError> {
+        self.change(|state| {
+            state.known.remove(agent);
+        })
     }
 
-    async fn claim_retirement(&self, agent: &str, expires: &str) -> Result<bool, StoreError> {
+    async fn is_retired(&self, agent: &str, expires: &str) -> Result<bool, StoreError> {
+        self.change(|state| state.retired.get(agent).is_some_and(|retired| retired == expires))
+    }
+
+    async fn mark_retired(&self, agent: &str, expires: &str) -> Result<(), StoreError> {
         self.change(|state| {
-            if state.retired.get(agent).map(String::as_str) == Some(expires) {
-                return false;
-            }
             state.retired.insert(agent.to_owned(), expires.to_owned());
-            true
         })
     }
 
-    async fn release_retirement(&self, agent: &str, expires: &str) -> Result<(), StoreError> {
-        self.change(|state| {
-            if state.retired.get(agent).map(String::as_str) == Some(expires) {
-                state.retired.remove(agent);
-            }
-        })
+    async fn claim(&self, work: &str) -> Result<bool, StoreError> {
+        let mut claims = self.claims.lock().unwrap_or_else(PoisonError::into_inner);
+        let hold = Duration::from_secs(CLAIM_SECONDS);
+        claims.retain(|_, at| at.elapsed() < hold);
+        if claims.contains_key(work) {
+            return Ok(false);
+        }
+        claims.insert(work.to_owned(), Instant::now());
+        Ok(true)
     }
 }
 
@@ -153,24 +171,25 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn each_removal_and_retirement_is_answered_once_and_survives_a_restart() {
+    async fn removals_are_answered_until_forgotten_and_retirements_survive_a_restart() {
         let folder = tempfile::tempdir().unwrap();
         let lifecycle = LocalLifecycle::in_folder(folder.path());
-        assert!(lifecycle.replace_known_agents(&set(&["a", "b"])).await.unwrap().is_empty());
-        assert_eq!(lifecycle.replace_known_agents(&set(&["a"])).await.unwrap(), ["b"]);
-        assert!(lifecycle.replace_known_agents(&set(&["a"])).await.unwrap().is_empty());
-        lifecycle.keep_known(&["b".to_owned()]).await.unwrap();
-        assert_eq!(lifecycle.replace_known_agents(&set(&["a"])).await.unwrap(), ["b"], "given back, answered again");
+        assert!(lifecycle.known_agents_missing(&set(&["a", "b"])).await.unwrap().is_empty());
+        assert_eq!(lifecycle.known_agents_missing(&set(&["a"])).await.unwrap(), ["b"]);
+        assert_eq!(lifecycle.known_agents_missing(&set(&["a"])).await.unwrap(), ["b"], "until forgotten");
+        lifecycle.forget_known("b").await.unwrap();
+        assert!(lifecycle.known_agents_missing(&set(&["a"])).await.unwrap().is_empty());
 
-        assert!(lifecycle.claim_retirement("a", "2020-01-01").await.unwrap());
-        assert!(!lifecycle.claim_retirement("a", "2020-01-01").await.unwrap());
-        assert!(lifecycle.claim_retirement("a", "2021-01-01").await.unwrap(), "a moved expiry is a new retirement");
-        lifecycle.release_retirement("a", "2021-01-01").await.unwrap();
-        assert!(lifecycle.claim_retirement("a", "2021-01-01").await.unwrap(), "released, claimed again");
+        assert!(lifecycle.claim("retirement:a").await.unwrap());
+        assert!(!lifecycle.claim("retirement:a").await.unwrap(), "held");
+        assert!(!lifecycle.is_retired("a", "2020-01-01").await.unwrap());
+        lifecycle.mark_retired("a", "2020-01-01").await.unwrap();
+        assert!(lifecycle.is_retired("a", "2020-01-01").await.unwrap());
+        assert!(!lifecycle.is_retired("a", "2021-01-01").await.unwrap(), "a moved expiry is a new retirement");
 
         let restarted = LocalLifecycle::in_folder(folder.path());
-        assert!(!restarted.claim_retirement("a", "2021-01-01").await.unwrap());
-        assert!(restarted.replace_known_agents(&set(&["a"])).await.unwrap().is_empty());
+        assert!(restarted.is_retired("a", "2020-01-01").await.unwrap());
+        assert!(restarted.known_agents_missing(&set(&["a"])).await.unwrap().is_empty());
         let known: Vec<String> =
             serde_json::from_slice(&std::fs::read(folder.path().join(KNOWN_AGENTS)).unwrap()).unwrap();
         assert_eq!(known, ["a"]);

@@ -561,20 +561,24 @@ impl<T: OneNode + Send + Sync> SessionStore for T {
 
 #[async_trait]
 impl<T: OneNode + Send + Sync> LifecycleStore for T {
-    async fn replace_known_agents(&self, current: &BTreeSet<String>) -> Result<Vec<String>, StoreError> {
-        self.lifecycle().replace_known_agents(current).await
+    async fn known_agents_missing(&self, current: &BTreeSet<String>) -> Result<Vec<String>, StoreError> {
+        self.lifecycle().known_agents_missing(current).await
     }
 
-    async fn keep_known(&self, agents: &[String]) -> Result<(), StoreError> {
-        self.lifecycle().keep_known(agents).await
+    async fn forget_known(&self, agent: &str) -> Result<(), StoreError> {
+        self.lifecycle().forget_known(agent).await
     }
 
-    async fn claim_retirement(&self, agent: &str, expires: &str) -> Result<bool, StoreError> {
-        self.lifecycle().claim_retirement(agent, expires).await
+    async fn is_retired(&self, agent: &str, expires: &str) -> Result<bool, StoreError> {
+        self.lifecycle().is_retired(agent, expires).await
     }
 
-    async fn release_retirement(&self, agent: &str, expires: &str) -> Result<(), StoreError> {
-        self.lifecycle().release_retirement(agent, expires).await
+    async fn mark_retired(&self, agent: &str, expires: &str) -> Result<(), StoreError> {
+        self.lifecycle().mark_retired(agent, expires).await
+    }
+
+    async fn claim(&self, work: &str) -> Result<bool, StoreError> {
+        self.lifecycle().claim(work).await
     }
 }
 

@@ -3,49 +3,34 @@
 //!
 //! | key | type | holds | expires |
 //! |---|---|---|---|
-//! | `baton:agents:known` | set | the agents of the inventory last loaded by any node | never |
+//! | `baton:agents:known` | set | the agents of the inventories loaded, less those whose removal is written | never |
 //! | `baton:agents:retired` | hash | agent → the `expires` it was retired at | never |
+//! | `baton:agents:claim:{work}` | string | a node's claim on a removal or a retirement | [`CLAIM_SECONDS`] |
 //!
-//! Each change is one script on one key, so two nodes that see the same
-//! removal or expiry at once get it answered to one of them.
+//! Each command is on one key, so nodes that see the same change at once
+//! write it once: the one whose claim lands.
 
 use std::collections::BTreeSet;
 
 use async_trait::async_trait;
 
-use super::lifecycle::LifecycleStore;
+use super::lifecycle::{LifecycleStore, CLAIM_SECONDS};
 use super::redis::RedisStore;
 use super::StoreError;
 
-/// Replaces the known set with ARGV, answering the members it had that ARGV
-/// lacks. KEYS: the known set.
-const REPLACE_SCRIPT: &str = r"
-local before = redis.call('SMEMBERS', KEYS[1])
-redis.call('DEL', KEYS[1])
+/// Adds ARGV to the known set and answers its members that ARGV lacks.
+/// KEYS: the known set.
+const MISSING_SCRIPT: &str = r"
 local now = {}
 for _, id in ipairs(ARGV) do
   now[id] = true
   redis.call('SADD', KEYS[1], id)
 end
-local gone = {}
-for _, id in ipairs(before) do
-  if not now[id] then table.insert(gone, id) end
+local missing = {}
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if not now[id] then table.insert(missing, id) end
 end
-return gone
-";
-
-/// Sets ARGV[1] to ARGV[2] unless it holds that already: 1 when set.
-/// KEYS: the retired hash.
-const CLAIM_SCRIPT: &str = r"
-if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return 1
-";
-
-/// Removes ARGV[1] when it holds ARGV[2]. KEYS: the retired hash.
-const RELEASE_SCRIPT: &str = r"
-if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then redis.call('HDEL', KEYS[1], ARGV[1]) end
-return 0
+return missing
 ";
 
 impl RedisStore {
@@ -60,33 +45,37 @@ impl RedisStore {
 
 #[async_trait]
 impl LifecycleStore for RedisStore {
-    async fn replace_known_agents(&self, current: &BTreeSet<String>) -> Result<Vec<String>, StoreError> {
+    async fn known_agents_missing(&self, current: &BTreeSet<String>) -> Result<Vec<String>, StoreError> {
         let mut command = ::redis::cmd("EVAL");
-        command.arg(REPLACE_SCRIPT).arg(1).arg(self.known_agents_key()).arg(current.iter().collect::<Vec<_>>());
+        command.arg(MISSING_SCRIPT).arg(1).arg(self.known_agents_key()).arg(current.iter().collect::<Vec<_>>());
         self.call("known agents", |mut manager| async move { command.query_async(&mut manager).await }).await
     }
 
-    async fn keep_known(&self, agents: &[String]) -> Result<(), StoreError> {
-        if agents.is_empty() {
-            return Ok(());
-        }
-        let mut command = ::redis::cmd("SADD");
-        command.arg(self.known_agents_key()).arg(agents);
+    async fn forget_known(&self, agent: &str) -> Result<(), StoreError> {
+        let mut command = ::redis::cmd("SREM");
+        command.arg(self.known_agents_key()).arg(agent);
         self.call("known agents", |mut manager| async move { command.query_async::<()>(&mut manager).await }).await
     }
 
-    async fn claim_retirement(&self, agent: &str, expires: &str) -> Result<bool, StoreError> {
-        let mut command = ::redis::cmd("EVAL");
-        command.arg(CLAIM_SCRIPT).arg(1).arg(self.retired_agents_key()).arg(agent).arg(expires);
-        let claimed: i64 =
-            self.call("retirement claim", |mut manager| async move { command.query_async(&mut manager).await }).await?;
-        Ok(claimed == 1)
+    async fn is_retired(&self, agent: &str, expires: &str) -> Result<bool, StoreError> {
+        let mut command = ::redis::cmd("HGET");
+        command.arg(self.retired_agents_key()).arg(agent);
+        let retired: Option<String> =
+            self.call("retired agents", |mut manager| async move { command.query_async(&mut manager).await }).await?;
+        Ok(retired.as_deref() == Some(expires))
     }
 
-    async fn release_retirement(&self, agent: &str, expires: &str) -> Result<(), StoreError> {
-        let mut command = ::redis::cmd("EVAL");
-        command.arg(RELEASE_SCRIPT).arg(1).arg(self.retired_agents_key()).arg(agent).arg(expires);
-        self.call("retirement release", |mut manager| async move { command.query_async::<()>(&mut manager).await })
-            .await
+    async fn mark_retired(&self, agent: &str, expires: &str) -> Result<(), StoreError> {
+        let mut command = ::redis::cmd("HSET");
+        command.arg(self.retired_agents_key()).arg(agent).arg(expires);
+        self.call("retired agents", |mut manager| async move { command.query_async::<()>(&mut manager).await }).await
+    }
+
+    async fn claim(&self, work: &str) -> Result<bool, StoreError> {
+        let mut command = ::redis::cmd("SET");
+        command.arg(self.prefixed(&format!("agents:claim:{work}"))).arg(1).arg("NX").arg("EX").arg(CLAIM_SECONDS);
+        let set: Option<String> =
+            self.call("lifecycle claim", |mut manager| async move { command.query_async(&mut manager).await }).await?;
+        Ok(set.is_some())
     }
 }

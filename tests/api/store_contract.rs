@@ -164,32 +164,30 @@ where
     }
     assert_eq!(firsts, 1, "exactly one of concurrent uses is first");
 
-    // The agents' lifecycle: each removal and each retirement answered once.
+    // The agents' lifecycle: removals answered until forgotten, retirements
+    // recorded, and each claimed by one of concurrent callers.
     let (a, b) = (id("agent-a"), id("agent-b"));
     let known = |ids: &[&String]| ids.iter().map(|id| (*id).clone()).collect::<std::collections::BTreeSet<String>>();
-    store.replace_known_agents(&known(&[&a, &b])).await.unwrap();
-    assert_eq!(store.replace_known_agents(&known(&[&a])).await.unwrap(), std::slice::from_ref(&b));
-    assert!(store.replace_known_agents(&known(&[&a])).await.unwrap().is_empty(), "answered once");
-    store.keep_known(std::slice::from_ref(&b)).await.unwrap();
-    assert_eq!(
-        store.replace_known_agents(&known(&[&a])).await.unwrap(),
-        std::slice::from_ref(&b),
-        "given back, answered again"
-    );
+    store.known_agents_missing(&known(&[&a, &b])).await.unwrap();
+    assert_eq!(store.known_agents_missing(&known(&[&a])).await.unwrap(), std::slice::from_ref(&b));
+    assert_eq!(store.known_agents_missing(&known(&[&a])).await.unwrap(), std::slice::from_ref(&b), "until forgotten");
+    store.forget_known(&b).await.unwrap();
+    assert!(store.known_agents_missing(&known(&[&a])).await.unwrap().is_empty());
     let claims: Vec<_> = (0..16)
         .map(|_| {
-            let (store, agent) = (store.clone(), a.clone());
-            tokio::spawn(async move { store.claim_retirement(&agent, "2020-01-01").await.unwrap() })
+            let (store, work) = (store.clone(), format!("retire:{a}"));
+            tokio::spawn(async move { store.claim(&work).await.unwrap() })
         })
         .collect();
     let mut won = 0;
     for claim in claims {
         won += usize::from(claim.await.unwrap());
     }
-    assert_eq!(won, 1, "exactly one of concurrent claims retires the agent");
-    assert!(store.claim_retirement(&a, "2021-01-01").await.unwrap(), "a moved expiry is a new retirement");
-    store.release_retirement(&a, "2021-01-01").await.unwrap();
-    assert!(store.claim_retirement(&a, "2021-01-01").await.unwrap(), "released, claimed again");
+    assert_eq!(won, 1, "exactly one of concurrent claims holds");
+    assert!(!store.is_retired(&a, "2020-01-01").await.unwrap());
+    store.mark_retired(&a, "2020-01-01").await.unwrap();
+    assert!(store.is_retired(&a, "2020-01-01").await.unwrap());
+    assert!(!store.is_retired(&a, "2021-01-01").await.unwrap(), "a moved expiry is a new retirement");
 
     // Console sessions: kept under their key until they end; closed at once.
     let key = SessionKey::of(&id("session"));
