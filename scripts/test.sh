@@ -54,6 +54,7 @@ is_installed() {
 #   pkg-config, libssl-dev: the openssl-sys crate builds against OpenSSL
 #   curl:                   HTTP checks and the example walk
 #   redis-server:           the Redis store's tests start their own server
+#   openssl:                the Redis TLS tests make a throwaway CA and certificates
 #   chromium:               the console's browser tests (driven by playwright-core)
 # ---------------------------------------------------------------------------
 install_system_packages() {
@@ -62,6 +63,7 @@ install_system_packages() {
         libssl-dev
         curl
         redis-server
+        openssl
         chromium
     )
     section "System packages: ${packages[*]}"

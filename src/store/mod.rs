@@ -58,7 +58,9 @@ pub mod memory;
 pub mod mirror;
 pub mod redis;
 mod redis_approvals;
+mod redis_link;
 mod redis_sessions;
+pub mod redis_target;
 pub mod sessions;
 
 use async_trait::async_trait;

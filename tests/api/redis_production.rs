@@ -1,0 +1,149 @@
+//! The Redis store against Redis as production runs it, all real servers
+//! on loopback (`crate::redis_setups`): TLS with a client certificate and an
+//! ACL user, a Sentinel failover, and a Redis Cluster.
+
+use std::time::{Duration, Instant};
+
+use baton::claims::TokenId;
+use baton::clock::{Clock, SystemClock};
+use baton::store::redis::RedisStore;
+use baton::store::redis_target::{RedisTarget, RedisTls, RedisUrl};
+use baton::store::{Retention, RevocationStore, Status, StoreError};
+use futures_util::StreamExt;
+
+use crate::redis_setups::{RedisCluster, SentinelSet, TlsFiles, TlsRedis, PASSWORD, USER};
+use crate::redis_store::{bounded, keeps_the_contract, lineage};
+
+/// How long a failover may take, from the master's death to a promoted
+/// replica serving: 1 s to declare it down, an election, the promotion, on
+/// a loaded machine.
+const FAILOVER_BOUND: Duration = Duration::from_secs(60);
+
+async fn connect(url: &str, tls: &RedisTls, prefix: &str) -> Result<RedisStore, StoreError> {
+    let target = RedisTarget::new(&RedisUrl::new(url), tls)?;
+    RedisStore::connect_to(target, prefix, Retention::default()).await
+}
+
+#[tokio::test]
+async fn redis_store_over_tls_with_a_client_certificate_keeps_the_contract() {
+    let files = TlsFiles::generate();
+    let redis = TlsRedis::start(&files);
+    keeps_the_contract(redis.url(USER, PASSWORD), files.client(), "baton:", "redis-tls").await;
+}
+
+#[tokio::test]
+async fn tls_refuses_a_wrong_password_a_missing_certificate_and_a_stranger_authority() {
+    let files = TlsFiles::generate();
+    let redis = TlsRedis::start(&files);
+    let store = connect(&redis.url(USER, PASSWORD), &files.client(), "baton:").await.unwrap();
+    assert!(!format!("{store:?}").contains(PASSWORD), "the password is not printed");
+
+    let wrong = bounded("connect", connect(&redis.url(USER, "not-it"), &files.client(), "baton:")).await.unwrap_err();
+    assert!(matches!(wrong, StoreError::Unavailable(_)), "{wrong}");
+    assert!(!wrong.detail().contains("not-it"), "the password is not echoed: {wrong}");
+
+    let anonymous = RedisTls { cert: None, key: None, ..files.client() };
+    let refused = bounded("connect", connect(&redis.url(USER, PASSWORD), &anonymous, "baton:")).await;
+    assert!(refused.is_err(), "the server asks for a client certificate");
+
+    let stranger = RedisTls { ca: Some(files.path("stranger.pem")), ..files.client() };
+    let refused = bounded("connect", connect(&redis.url(USER, PASSWORD), &stranger, "baton:")).await;
+    assert!(refused.is_err(), "a server certificate from another authority is refused");
+
+    let plain = format!("redis://{USER}:{PASSWORD}@127.0.0.1:{}/", redis.tls_port);
+    assert!(bounded("connect", connect(&plain, &RedisTls::default(), "baton:")).await.is_err(), "no plain text");
+}
+
+/// Sentinel: the store follows the master through a failover. A revocation
+/// acknowledged before the master died (so held by a replica, `WAIT`) is
+/// there after the promotion; while no master serves, calls fail (the
+/// broker's 503), none hangs; after it, writes are acknowledged again.
+#[tokio::test]
+async fn redis_store_on_sentinel_keeps_the_contract_and_every_acknowledged_revocation_through_a_failover() {
+    let mut set = SentinelSet::start();
+    let url = set.url();
+    keeps_the_contract(url.clone(), RedisTls::default(), "contract:", "redis-sentinel").await;
+
+    let store = RedisStore::connect(&url, "baton:").await.unwrap();
+    let now = SystemClock.now();
+    assert!(store.revoke(&TokenId("before-failover".into()), now.plus(600)).await.unwrap());
+    let revoked = lineage("before-failover", now, "a");
+    let old_master = set.kill_master();
+    let killed = Instant::now();
+
+    let mut refused = 0;
+    let promoted = loop {
+        match bounded("check", store.check(&revoked)).await {
+            Ok(status) => {
+                assert_eq!(status, Status::Revoked, "the acknowledged revocation survived the failover");
+                break killed.elapsed();
+            }
+            Err(error) => {
+                assert!(matches!(error, StoreError::Unavailable(_)), "{error}");
+                refused += 1;
+            }
+        }
+        assert!(killed.elapsed() < FAILOVER_BOUND, "no master served within {FAILOVER_BOUND:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let new_master = set.master_port().unwrap();
+    assert_ne!(new_master, old_master, "a replica was promoted");
+
+    // A revocation is acknowledged once the other replica follows the new
+    // master. One refused before then may have been applied: the retry says so.
+    let during = TokenId("after-failover".into());
+    let acknowledged = loop {
+        match bounded("revoke", store.revoke(&during, now.plus(600))).await {
+            Ok(_) => break killed.elapsed(),
+            Err(error) => assert!(matches!(error, StoreError::Unavailable(_)), "{error}"),
+        }
+        assert!(killed.elapsed() < FAILOVER_BOUND, "no revocation acknowledged within {FAILOVER_BOUND:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(store.check(&lineage("after-failover", now, "a")).await.unwrap(), Status::Revoked);
+    assert_eq!(store.check(&lineage("untouched", now, "a")).await.unwrap(), Status::Active);
+    eprintln!(
+        "failover: {refused} checks refused, the revocation read back {promoted:?} after the kill, \
+         writes acknowledged again after {acknowledged:?}"
+    );
+}
+
+/// Cluster: every key under the hash-tagged prefix lands on one node, so the
+/// scripts, transactions and multi-key reads of the contract all work.
+#[tokio::test]
+async fn redis_store_on_a_cluster_keeps_the_contract_in_one_slot() {
+    let cluster = RedisCluster::start();
+    let url = cluster.url();
+    let untagged = RedisStore::connect(&url, "baton:").await.unwrap_err();
+    assert!(untagged.detail().contains("hash tag"), "{untagged}");
+
+    keeps_the_contract(url, RedisTls::default(), "{baton}:", "redis-cluster").await;
+    let counts = cluster.key_counts();
+    assert_eq!(counts.iter().filter(|count| **count > 0).count(), 1, "one node holds every key: {counts:?}");
+}
+
+/// Revocations are published with a plain `PUBLISH`, which a cluster carries
+/// to every node: a subscriber on any node hears them.
+#[tokio::test]
+async fn revocations_published_on_a_cluster_reach_every_node() {
+    let cluster = RedisCluster::start();
+    let store = RedisStore::connect(&cluster.url(), "{baton}:").await.unwrap();
+    let channel = store.revocation_channel();
+    let mut listeners = Vec::new();
+    for node in &cluster.nodes {
+        let client = redis::Client::open(node.url()).unwrap();
+        let mut pubsub = client.get_async_pubsub().await.unwrap();
+        pubsub.subscribe(&channel).await.unwrap();
+        listeners.push(pubsub);
+    }
+    let now = SystemClock.now();
+    store.revoke(&TokenId("published-on-a-cluster".into()), now.plus(600)).await.unwrap();
+    for mut pubsub in listeners {
+        let message = tokio::time::timeout(Duration::from_secs(10), pubsub.on_message().next())
+            .await
+            .expect("the notice reaches every node")
+            .unwrap();
+        let payload: String = message.get_payload().unwrap();
+        assert!(payload.contains("published-on-a-cluster"), "{payload}");
+    }
+}

@@ -1,0 +1,293 @@
+//! Redis as production runs it, started by the tests on loopback: a server
+//! behind TLS with client certificates and an ACL user, a master with two
+//! replicas watched by three Sentinels, and a three-master Cluster. Every
+//! wait polls with a bounded deadline.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use baton::store::redis_target::RedisTls;
+
+use crate::redis_server::RedisServer;
+
+/// The master's name the Sentinels watch.
+pub const MASTER: &str = "baton-master";
+/// The ACL user the TLS server knows, and its password.
+pub const USER: &str = "baton";
+pub const PASSWORD: &str = "s3cret-pw";
+
+/// Polls `ready` every 50 ms until it holds, panicking with `what` after
+/// `within`.
+pub fn wait_until(what: &str, within: Duration, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !ready() {
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One request to the Redis (or Sentinel) on a plain loopback `port`.
+pub fn query<T: redis::FromRedisValue>(port: u16, command: &redis::Cmd) -> redis::RedisResult<T> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/"))?;
+    let mut connection = client.get_connection_with_timeout(Duration::from_secs(1))?;
+    connection.set_read_timeout(Some(Duration::from_secs(2)))?;
+    command.query(&mut connection)
+}
+
+/// A throwaway certificate authority, a server certificate for 127.0.0.1
+/// and a client certificate, made by `openssl` in a temporary folder.
+pub struct TlsFiles {
+    dir: tempfile::TempDir,
+}
+
+impl TlsFiles {
+    pub fn generate() -> TlsFiles {
+        let files = TlsFiles { dir: tempfile::tempdir().unwrap() };
+        files.authority("ca");
+        files.issue("server", "ca", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n");
+        files.issue("client", "ca", "extendedKeyUsage=clientAuth\n");
+        // An authority that signed neither: trusting it alone must fail.
+        files.authority("stranger");
+        files
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The files a client that trusts the right authority and shows its
+    /// certificate uses.
+    pub fn client(&self) -> RedisTls {
+        RedisTls {
+            ca: Some(self.path("ca.pem")),
+            cert: Some(self.path("client.pem")),
+            key: Some(self.path("client.key")),
+        }
+    }
+
+    fn authority(&self, name: &str) {
+        self.openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN=baton test {name}"),
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.pem"),
+        ]);
+    }
+
+    fn issue(&self, name: &str, authority: &str, extensions: &str) {
+        let extensions_file = format!("{name}.ext");
+        std::fs::write(
+            self.path(&extensions_file),
+            format!("basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n{extensions}"),
+        )
+        .unwrap();
+        self.openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            &format!("/CN=baton test {name}"),
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+        ]);
+        self.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{authority}.pem"),
+            "-CAkey",
+            &format!("{authority}.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &extensions_file,
+            "-out",
+            &format!("{name}.pem"),
+        ]);
+    }
+
+    fn openssl(&self, args: &[&str]) {
+        let output = Command::new("openssl").args(args).current_dir(self.dir.path()).output().unwrap();
+        assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+}
+
+/// A server answering TLS (client certificates required) on `tls_port`, with
+/// the default user off and [`USER`] allowed everything; its plain port
+/// only tells the tests it is up (it answers `NOAUTH`).
+pub struct TlsRedis {
+    /// Kept for its lifetime: the server stops when it is dropped.
+    _server: RedisServer,
+    pub tls_port: u16,
+}
+
+impl TlsRedis {
+    pub fn start(files: &TlsFiles) -> TlsRedis {
+        let tls_port = crate::process::free_port();
+        let path = |name: &str| files.path(name).to_string_lossy().into_owned();
+        let server = RedisServer::start_with(
+            vec![
+                "--tls-port".into(),
+                tls_port.to_string(),
+                "--tls-cert-file".into(),
+                path("server.pem"),
+                "--tls-key-file".into(),
+                path("server.key"),
+                "--tls-ca-cert-file".into(),
+                path("ca.pem"),
+                "--tls-auth-clients".into(),
+                "yes".into(),
+            ]
+            .into_iter()
+            // One argument a word, as the config file's `user` lines.
+            .chain(
+                ["--user", "default", "off", "--user", USER, "on", &format!(">{PASSWORD}"), "~*", "&*", "+@all"]
+                    .map(String::from),
+            )
+            .collect(),
+        );
+        TlsRedis { _server: server, tls_port }
+    }
+
+    /// `rediss://` with `user` and `password`.
+    pub fn url(&self, user: &str, password: &str) -> String {
+        format!("rediss://{user}:{password}@127.0.0.1:{}/", self.tls_port)
+    }
+}
+
+/// A master, two replicas and three Sentinels (quorum 2) that declare a
+/// master down after 1 s without an answer.
+pub struct SentinelSet {
+    pub servers: Vec<RedisServer>,
+    pub sentinels: Vec<RedisServer>,
+}
+
+impl SentinelSet {
+    pub fn start() -> SentinelSet {
+        let master = RedisServer::start();
+        let follow = || vec!["--replicaof".to_owned(), "127.0.0.1".to_owned(), master.port().to_string()];
+        let replicas = [RedisServer::start_with(follow()), RedisServer::start_with(follow())];
+        wait_until("two replicas in sync", Duration::from_secs(30), || {
+            query::<String>(master.port(), redis::cmd("INFO").arg("replication"))
+                .is_ok_and(|info| info.matches("state=online").count() == 2)
+        });
+        let config = format!(
+            "sentinel monitor {MASTER} 127.0.0.1 {} 2\n\
+             sentinel down-after-milliseconds {MASTER} 1000\n\
+             sentinel failover-timeout {MASTER} 10000\n\
+             sentinel parallel-syncs {MASTER} 2\n",
+            master.port()
+        );
+        let sentinels: Vec<RedisServer> = (0..3).map(|_| RedisServer::start_sentinel(&config)).collect();
+        // A failover needs the Sentinels to know each other and the replicas
+        // (they learn both from hello messages, every 2 s).
+        for sentinel in &sentinels {
+            wait_until("the Sentinels know each other and both replicas", Duration::from_secs(30), || {
+                let others =
+                    query::<Vec<redis::Value>>(sentinel.port(), redis::cmd("SENTINEL").arg("SENTINELS").arg(MASTER));
+                let replicas =
+                    query::<Vec<redis::Value>>(sentinel.port(), redis::cmd("SENTINEL").arg("REPLICAS").arg(MASTER));
+                others.is_ok_and(|others| others.len() == 2) && replicas.is_ok_and(|replicas| replicas.len() == 2)
+            });
+        }
+        let mut servers = vec![master];
+        servers.extend(replicas);
+        SentinelSet { servers, sentinels }
+    }
+
+    /// `redis+sentinel://` naming all three Sentinels.
+    pub fn url(&self) -> String {
+        let sentinels: Vec<String> =
+            self.sentinels.iter().map(|sentinel| format!("127.0.0.1:{}", sentinel.port())).collect();
+        format!("redis+sentinel://{}/{MASTER}", sentinels.join(","))
+    }
+
+    /// The port of the master the first Sentinel that answers names.
+    pub fn master_port(&self) -> Option<u16> {
+        self.sentinels.iter().find_map(|sentinel| {
+            let address: Vec<String> =
+                query(sentinel.port(), redis::cmd("SENTINEL").arg("GET-MASTER-ADDR-BY-NAME").arg(MASTER)).ok()?;
+            address.get(1)?.parse().ok()
+        })
+    }
+
+    /// Kills the current master abruptly (SIGKILL); answers its port.
+    pub fn kill_master(&mut self) -> u16 {
+        let port = self.master_port().unwrap();
+        let master = self.servers.iter_mut().find(|server| server.port() == port).unwrap();
+        master.kill();
+        port
+    }
+}
+
+/// Three masters sharing the 16384 slots, no replicas.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub fn start() -> RedisCluster {
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|_| {
+                // The bus port is given, not derived (port + 10000 may not exist).
+                let bus = crate::process::free_port();
+                RedisServer::start_with(vec![
+                    "--cluster-enabled".into(),
+                    "yes".into(),
+                    "--cluster-config-file".into(),
+                    "nodes.conf".into(),
+                    "--cluster-port".into(),
+                    bus.to_string(),
+                    "--cluster-node-timeout".into(),
+                    "2000".into(),
+                ])
+            })
+            .collect();
+        let addresses: Vec<String> = nodes.iter().map(|node| format!("127.0.0.1:{}", node.port())).collect();
+        let output = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .arg("--cluster-yes")
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "redis-cli --cluster create: {}", String::from_utf8_lossy(&output.stdout));
+        for node in &nodes {
+            wait_until("the cluster is ok on every node", Duration::from_secs(30), || {
+                query::<String>(node.port(), &redis::cmd("CLUSTER").arg("INFO").clone())
+                    .is_ok_and(|info| info.contains("cluster_state:ok"))
+            });
+        }
+        RedisCluster { nodes }
+    }
+
+    /// `redis+cluster://` naming every node.
+    pub fn url(&self) -> String {
+        let addresses: Vec<String> = self.nodes.iter().map(|node| format!("127.0.0.1:{}", node.port())).collect();
+        format!("redis+cluster://{}", addresses.join(","))
+    }
+
+    /// How many keys each node holds.
+    pub fn key_counts(&self) -> Vec<u64> {
+        self.nodes.iter().map(|node| query(node.port(), &redis::cmd("DBSIZE")).unwrap()).collect()
+    }
+}
