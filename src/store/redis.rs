@@ -249,13 +249,7 @@ impl RedisStore {
     /// replicas) holds and serves all of Baton's state; the others hold
     /// none of it. A cluster still brings its failover.
     pub async fn connect_to(target: RedisTarget, prefix: &str, retention: Retention) -> Result<RedisStore, StoreError> {
-        if target.topology() == Topology::Cluster && hash_tag(prefix).is_none() {
-            return Err(StoreError::Misconfigured(
-                "on a Redis Cluster the key prefix needs a hash tag, such as {baton}:, so that every key \
-                 lands in one slot"
-                    .into(),
-            ));
-        }
+        check_prefix(target.topology(), prefix)?;
         let replicas = u32::from(target.topology() == Topology::Sentinel);
         let RedisTarget { source, address, .. } = target;
         let store = RedisStore { link: Link::new(source), address, keys: Keys::new(prefix), retention, replicas };
@@ -676,6 +670,18 @@ impl Keys {
     fn audit_children(&self, parent: &TokenId) -> String {
         format!("{}audit:children:{}", self.prefix, parent.0)
     }
+}
+
+/// Refuses, on a Redis Cluster, a prefix without a hash tag: its keys would
+/// spread over slots that no script or `MGET` may span.
+pub(super) fn check_prefix(topology: Topology, prefix: &str) -> Result<(), StoreError> {
+    if topology == Topology::Cluster && hash_tag(prefix).is_none() {
+        return Err(StoreError::Misconfigured(
+            "on a Redis Cluster the key prefix needs a hash tag, such as {baton}:, so that every key lands in one slot"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The hash tag of a key that starts with `prefix`, as Redis Cluster reads

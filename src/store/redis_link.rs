@@ -19,7 +19,10 @@ use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use ::redis::cluster::{ClusterClient, ClusterConfig};
 use ::redis::cluster_async::ClusterConnection;
 use ::redis::sentinel::SentinelClient;
-use ::redis::{Client, Cmd, Pipeline, RedisError, RedisFuture, RedisResult, ServerErrorKind, Value};
+use ::redis::{
+    Client, Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, RedisResult, ServerErrorKind,
+    TlsCertificates, Value,
+};
 
 use super::StoreError;
 
@@ -46,7 +49,15 @@ pub(crate) enum Source {
     /// a lock: the library's client caches its Sentinel connections mutably.
     Sentinel(tokio::sync::Mutex<SentinelClient>),
     /// A Redis Cluster.
-    Cluster(ClusterClient),
+    Cluster {
+        /// The cluster's client.
+        client: ClusterClient,
+        /// A node's connection details (credentials, TLS), for a client to
+        /// one node of the cluster.
+        node: ConnectionInfo,
+        /// The TLS files, for that client.
+        certificates: Option<TlsCertificates>,
+    },
 }
 
 /// A connection any call can use: cheap to clone, shared by concurrent calls.
@@ -84,9 +95,40 @@ impl Source {
                 let client = sentinels.lock().await.async_get_client().await?;
                 ConnectionManager::new_lazy_with_config(client, manager_config()).map(Connection::Server)
             }
-            Source::Cluster(client) => Ok(Connection::Cluster(client.get_pending_async_connection_with_config(
+            Source::Cluster { client, .. } => Ok(Connection::Cluster(client.get_pending_async_connection_with_config(
                 ClusterConfig::new().set_connection_timeout(CONNECTION_TIMEOUT).set_response_timeout(RESPONSE_TIMEOUT),
             ))),
+        }
+    }
+
+    /// A client for the one node that holds `key`: the server, the master
+    /// the Sentinels name now, or the cluster node serving `key`'s slot (a
+    /// subscriber there hears the channels of that slot, and a `SCAN` there
+    /// reads its keys).
+    pub(crate) async fn node_for(&self, key: &str) -> RedisResult<Client> {
+        match self {
+            Source::Server(client) => Ok(client.clone()),
+            Source::Sentinel(sentinels) => sentinels.lock().await.async_get_client().await,
+            Source::Cluster { client, node, certificates } => {
+                let mut cluster = client.get_pending_async_connection_with_config(
+                    ClusterConfig::new()
+                        .set_connection_timeout(CONNECTION_TIMEOUT)
+                        .set_response_timeout(RESPONSE_TIMEOUT),
+                );
+                let slot: i64 = ::redis::cmd("CLUSTER").arg("KEYSLOT").arg(key).query_async(&mut cluster).await?;
+                let slots: Vec<Value> = ::redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut cluster).await?;
+                let (host, port) = slot_owner(&slots, slot).ok_or_else(|| {
+                    RedisError::from((::redis::ErrorKind::Client, "no cluster node serves the keys' slot"))
+                })?;
+                let scheme = if certificates.is_some() { "rediss" } else { "redis" };
+                let info = format!("{scheme}://{host}:{port}/")
+                    .into_connection_info()?
+                    .set_redis_settings(node.redis_settings().clone());
+                match certificates {
+                    Some(certificates) => Client::build_with_tls(info, certificates.clone()),
+                    None => Client::open(info),
+                }
+            }
         }
     }
 
@@ -94,7 +136,7 @@ impl Source {
     /// call open another (see the module's doc).
     fn drops_connection_on(&self, error: &RedisError) -> bool {
         match self {
-            Source::Server(_) | Source::Cluster(_) => error.is_timeout(),
+            Source::Server(_) | Source::Cluster { .. } => error.is_timeout(),
             Source::Sentinel(_) => {
                 error.is_timeout()
                     || error.is_io_error()
@@ -214,6 +256,32 @@ pub(crate) fn describe(error: &RedisError) -> String {
     }
 }
 
+/// The master serving `slot`, from a `CLUSTER SLOTS` reply: entries of
+/// `[first, last, [host, port, …], replicas…]`.
+fn slot_owner(slots: &[Value], slot: i64) -> Option<(String, u16)> {
+    slots.iter().find_map(|range| {
+        let Value::Array(range) = range else { return None };
+        let (Some(Value::Int(first)), Some(Value::Int(last)), Some(Value::Array(master))) =
+            (range.first(), range.get(1), range.get(2))
+        else {
+            return None;
+        };
+        if !(*first..=*last).contains(&slot) {
+            return None;
+        }
+        let host = match master.first()? {
+            Value::BulkString(host) => String::from_utf8(host.clone()).ok()?,
+            Value::SimpleString(host) => host.clone(),
+            _ => return None,
+        };
+        let port = match master.get(1)? {
+            Value::Int(port) => u16::try_from(*port).ok()?,
+            _ => return None,
+        };
+        Some((host, port))
+    })
+}
+
 fn manager_config() -> ConnectionManagerConfig {
     ConnectionManagerConfig::new()
         .set_connection_timeout(Some(CONNECTION_TIMEOUT))
@@ -221,4 +289,34 @@ fn manager_config() -> ConnectionManagerConfig {
         .set_number_of_retries(RECONNECT_RETRIES)
         .set_min_delay(RECONNECT_MIN_DELAY)
         .set_max_delay(RECONNECT_MAX_DELAY)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(text: &str) -> Value {
+        Value::BulkString(text.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn the_master_of_a_slot_is_read_from_cluster_slots() {
+        let slots = vec![
+            Value::Array(vec![
+                Value::Int(0),
+                Value::Int(5460),
+                Value::Array(vec![text("10.0.0.1"), Value::Int(7000), text("id1")]),
+            ]),
+            Value::Array(vec![
+                Value::Int(5461),
+                Value::Int(16383),
+                Value::Array(vec![text("10.0.0.2"), Value::Int(7001), text("id2")]),
+                Value::Array(vec![text("10.0.0.3"), Value::Int(7002), text("id3")]),
+            ]),
+        ];
+        assert_eq!(slot_owner(&slots, 0), Some(("10.0.0.1".into(), 7000)));
+        assert_eq!(slot_owner(&slots, 5461), Some(("10.0.0.2".into(), 7001)), "the master, not a replica");
+        assert_eq!(slot_owner(&slots, 16384), None);
+        assert_eq!(slot_owner(&[Value::Int(1)], 0), None);
+    }
 }

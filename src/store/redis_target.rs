@@ -204,7 +204,14 @@ impl RedisTarget {
                 Source::Server(client.map_err(invalid)?)
             }
             Topology::Sentinel => Source::Sentinel(tokio::sync::Mutex::new(sentinel(&parts, certificates)?)),
-            Topology::Cluster => Source::Cluster(cluster(&parts, certificates)?),
+            Topology::Cluster => {
+                let node = node_infos(&parts, true)?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| StoreError::Misconfigured("the Redis URL names no address".into()))?;
+                let client = cluster(&parts, certificates.clone())?;
+                Source::Cluster { client, node, certificates }
+            }
         };
         let hosts = parts.hosts.join(",");
         let address = match parts.topology {

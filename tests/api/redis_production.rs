@@ -2,10 +2,12 @@
 //! on loopback (`crate::redis_setups`): TLS with a client certificate and an
 //! ACL user, a Sentinel failover, and a Redis Cluster.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use baton::claims::TokenId;
 use baton::clock::{Clock, SystemClock};
+use baton::store::mirror::RevocationMirror;
 use baton::store::redis::RedisStore;
 use baton::store::redis_target::{RedisTarget, RedisTls, RedisUrl};
 use baton::store::{Retention, RevocationStore, Status, StoreError};
@@ -18,10 +20,29 @@ use crate::redis_store::{bounded, keeps_the_contract, lineage};
 /// replica serving: 1 s to declare it down, an election, the promotion, on
 /// a loaded machine.
 const FAILOVER_BOUND: Duration = Duration::from_secs(60);
+/// The revocation mirrors' staleness bound: wide, so that a loaded machine
+/// cannot make them fail closed while nothing fails.
+const MIRROR_STALENESS: Duration = Duration::from_secs(5);
 
 async fn connect(url: &str, tls: &RedisTls, prefix: &str) -> Result<RedisStore, StoreError> {
     let target = RedisTarget::new(&RedisUrl::new(url), tls)?;
     RedisStore::connect_to(target, prefix, Retention::default()).await
+}
+
+async fn mirror(url: &str, tls: &RedisTls, prefix: &str) -> RevocationMirror {
+    let target = RedisTarget::new(&RedisUrl::new(url), tls).unwrap();
+    RevocationMirror::connect_to(target, prefix, MIRROR_STALENESS, Arc::new(SystemClock)).await.unwrap()
+}
+
+/// Polls until `mirror` answers `expected` for `jti`'s lineage (it fails
+/// closed while it resubscribes), within `within`.
+async fn mirror_sees(mirror: &RevocationMirror, jti: &str, expected: Status, within: Duration) {
+    let deadline = Instant::now() + within;
+    let lineage = lineage(jti, SystemClock.now(), "a");
+    while mirror.check(&lineage).await.ok() != Some(expected) {
+        assert!(Instant::now() < deadline, "the mirror did not see {jti} as {expected:?} within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]
@@ -52,6 +73,14 @@ async fn tls_refuses_a_wrong_password_a_missing_certificate_and_a_stranger_autho
 
     let plain = format!("redis://{USER}:{PASSWORD}@127.0.0.1:{}/", redis.tls_port);
     assert!(bounded("connect", connect(&plain, &RedisTls::default(), "baton:")).await.is_err(), "no plain text");
+
+    // A verifier's revocation mirror reads and subscribes over TLS too.
+    let now = SystemClock.now();
+    store.revoke(&TokenId("loaded-over-tls".into()), now.plus(600)).await.unwrap();
+    let mirror = mirror(&redis.url(USER, PASSWORD), &files.client(), "baton:").await;
+    mirror_sees(&mirror, "loaded-over-tls", Status::Revoked, Duration::from_secs(2)).await;
+    store.revoke(&TokenId("pushed-over-tls".into()), now.plus(600)).await.unwrap();
+    mirror_sees(&mirror, "pushed-over-tls", Status::Revoked, Duration::from_secs(5)).await;
 }
 
 /// Sentinel: the store follows the master through a failover. A revocation
@@ -65,6 +94,7 @@ async fn redis_store_on_sentinel_keeps_the_contract_and_every_acknowledged_revoc
     keeps_the_contract(url.clone(), RedisTls::default(), "contract:", "redis-sentinel").await;
 
     let store = RedisStore::connect(&url, "baton:").await.unwrap();
+    let mirror = mirror(&url, &RedisTls::default(), "baton:").await;
     let now = SystemClock.now();
     assert!(store.revoke(&TokenId("before-failover".into()), now.plus(600)).await.unwrap());
     let revoked = lineage("before-failover", now, "a");
@@ -102,6 +132,9 @@ async fn redis_store_on_sentinel_keeps_the_contract_and_every_acknowledged_revoc
     };
     assert_eq!(store.check(&lineage("after-failover", now, "a")).await.unwrap(), Status::Revoked);
     assert_eq!(store.check(&lineage("untouched", now, "a")).await.unwrap(), Status::Active);
+    // The mirror resubscribed to the promoted master and reloaded.
+    mirror_sees(&mirror, "after-failover", Status::Revoked, FAILOVER_BOUND).await;
+    mirror_sees(&mirror, "before-failover", Status::Revoked, Duration::from_secs(1)).await;
     eprintln!(
         "failover: {refused} checks refused, the revocation read back {promoted:?} after the kill, \
          writes acknowledged again after {acknowledged:?}"
@@ -123,11 +156,16 @@ async fn redis_store_on_a_cluster_keeps_the_contract_in_one_slot() {
 }
 
 /// Revocations are published with a plain `PUBLISH`, which a cluster carries
-/// to every node: a subscriber on any node hears them.
+/// to every node: a subscriber on any node hears them. A revocation mirror
+/// loads from, and subscribes at, the node serving the prefix's slot.
 #[tokio::test]
 async fn revocations_published_on_a_cluster_reach_every_node() {
     let cluster = RedisCluster::start();
     let store = RedisStore::connect(&cluster.url(), "{baton}:").await.unwrap();
+    let now = SystemClock.now();
+    store.revoke(&TokenId("before-the-mirror".into()), now.plus(600)).await.unwrap();
+    let mirror = mirror(&cluster.url(), &RedisTls::default(), "{baton}:").await;
+    mirror_sees(&mirror, "before-the-mirror", Status::Revoked, Duration::from_secs(2)).await;
     let channel = store.revocation_channel();
     let mut listeners = Vec::new();
     for node in &cluster.nodes {
@@ -136,7 +174,6 @@ async fn revocations_published_on_a_cluster_reach_every_node() {
         pubsub.subscribe(&channel).await.unwrap();
         listeners.push(pubsub);
     }
-    let now = SystemClock.now();
     store.revoke(&TokenId("published-on-a-cluster".into()), now.plus(600)).await.unwrap();
     for mut pubsub in listeners {
         let message = tokio::time::timeout(Duration::from_secs(10), pubsub.on_message().next())
@@ -146,4 +183,5 @@ async fn revocations_published_on_a_cluster_reach_every_node() {
         let payload: String = message.get_payload().unwrap();
         assert!(payload.contains("published-on-a-cluster"), "{payload}");
     }
+    mirror_sees(&mirror, "published-on-a-cluster", Status::Revoked, Duration::from_secs(5)).await;
 }
