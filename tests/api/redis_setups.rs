@@ -29,7 +29,16 @@ pub fn wait_until(what: &str, within: Duration, mut ready: impl FnMut() -> bool)
 
 /// One request to the Redis (or Sentinel) on a plain loopback `port`.
 pub fn query<T: redis::FromRedisValue>(port: u16, command: &redis::Cmd) -> redis::RedisResult<T> {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/"))?;
+    request(&format!("redis://127.0.0.1:{port}/"), command)
+}
+
+/// One request as [`USER`] to the Redis on a plain loopback `port`.
+pub fn query_as_user<T: redis::FromRedisValue>(port: u16, command: &redis::Cmd) -> redis::RedisResult<T> {
+    request(&format!("redis://{USER}:{PASSWORD}@127.0.0.1:{port}/"), command)
+}
+
+fn request<T: redis::FromRedisValue>(url: &str, command: &redis::Cmd) -> redis::RedisResult<T> {
+    let client = redis::Client::open(url)?;
     let mut connection = client.get_connection_with_timeout(Duration::from_secs(1))?;
     connection.set_read_timeout(Some(Duration::from_secs(2)))?;
     command.query(&mut connection)
@@ -159,11 +168,7 @@ impl TlsRedis {
                 "yes".into(),
             ]
             .into_iter()
-            // One argument a word, as the config file's `user` lines.
-            .chain(
-                ["--user", "default", "off", "--user", USER, "on", &format!(">{PASSWORD}"), "~*", "&*", "+@all"]
-                    .map(String::from),
-            )
+            .chain(acl())
             .collect(),
         );
         TlsRedis { _server: server, tls_port }
@@ -175,8 +180,18 @@ impl TlsRedis {
     }
 }
 
+/// Arguments that turn the default user off and let [`USER`] do anything
+/// with [`PASSWORD`]: one argument a word, as the config file's `user` lines.
+fn acl() -> Vec<String> {
+    ["--user", "default", "off", "--user", USER, "on", &format!(">{PASSWORD}"), "~*", "&*", "+@all"]
+        .map(String::from)
+        .to_vec()
+}
+
 /// A master, two replicas and three Sentinels (quorum 2) that declare a
-/// master down after 1 s without an answer.
+/// master down after 1 s without an answer. The data nodes know [`USER`]
+/// only (ACL), among themselves too; the Sentinels ask without credentials
+/// and use them on the data nodes.
 pub struct SentinelSet {
     pub servers: Vec<RedisServer>,
     pub sentinels: Vec<RedisServer>,
@@ -184,18 +199,24 @@ pub struct SentinelSet {
 
 impl SentinelSet {
     pub fn start() -> SentinelSet {
-        let master = RedisServer::start();
-        let follow = || vec!["--replicaof".to_owned(), "127.0.0.1".to_owned(), master.port().to_string()];
+        let master = RedisServer::start_with(acl());
+        let follow = || {
+            let port = master.port().to_string();
+            let replica = ["--replicaof", "127.0.0.1", &port, "--masteruser", USER, "--masterauth", PASSWORD];
+            acl().into_iter().chain(replica.map(String::from)).collect()
+        };
         let replicas = [RedisServer::start_with(follow()), RedisServer::start_with(follow())];
         wait_until("two replicas in sync", Duration::from_secs(30), || {
-            query::<String>(master.port(), redis::cmd("INFO").arg("replication"))
+            query_as_user::<String>(master.port(), redis::cmd("INFO").arg("replication"))
                 .is_ok_and(|info| info.matches("state=online").count() == 2)
         });
         let config = format!(
             "sentinel monitor {MASTER} 127.0.0.1 {} 2\n\
              sentinel down-after-milliseconds {MASTER} 1000\n\
              sentinel failover-timeout {MASTER} 10000\n\
-             sentinel parallel-syncs {MASTER} 2\n",
+             sentinel parallel-syncs {MASTER} 2\n\
+             sentinel auth-user {MASTER} {USER}\n\
+             sentinel auth-pass {MASTER} {PASSWORD}\n",
             master.port()
         );
         let sentinels: Vec<RedisServer> = (0..3).map(|_| RedisServer::start_sentinel(&config)).collect();
@@ -215,11 +236,12 @@ impl SentinelSet {
         SentinelSet { servers, sentinels }
     }
 
-    /// `redis+sentinel://` naming all three Sentinels.
+    /// `redis+sentinel://` with [`USER`]'s credentials, naming all three
+    /// Sentinels.
     pub fn url(&self) -> String {
         let sentinels: Vec<String> =
             self.sentinels.iter().map(|sentinel| format!("127.0.0.1:{}", sentinel.port())).collect();
-        format!("redis+sentinel://{}/{MASTER}", sentinels.join(","))
+        format!("redis+sentinel://{USER}:{PASSWORD}@{}/{MASTER}", sentinels.join(","))
     }
 
     /// The port of the master the first Sentinel that answers names.
