@@ -185,3 +185,30 @@ async fn revocations_published_on_a_cluster_reach_every_node() {
     }
     mirror_sees(&mirror, "published-on-a-cluster", Status::Revoked, Duration::from_secs(5)).await;
 }
+
+/// Sentinel over TLS: the store asks the Sentinels and reaches the master
+/// over TLS with its client certificate, and follows a failover there too.
+#[tokio::test]
+async fn redis_store_follows_a_sentinel_failover_over_tls() {
+    let files = TlsFiles::generate();
+    let mut set = SentinelSet::start_with(Some(&files));
+    let url = set.url();
+    assert!(url.starts_with("rediss+sentinel://"));
+    let store = connect(&url, &files.client(), "baton:").await.unwrap();
+    let now = SystemClock.now();
+    assert!(store.revoke(&TokenId("before-failover".into()), now.plus(600)).await.unwrap());
+    let anonymous = RedisTls { cert: None, key: None, ..files.client() };
+    assert!(bounded("connect", connect(&url, &anonymous, "baton:")).await.is_err(), "no client certificate");
+
+    set.kill_master();
+    let killed = Instant::now();
+    let revoked = lineage("before-failover", now, "a");
+    loop {
+        if let Ok(status) = bounded("check", store.check(&revoked)).await {
+            assert_eq!(status, Status::Revoked);
+            break;
+        }
+        assert!(killed.elapsed() < FAILOVER_BOUND, "no master served within {FAILOVER_BOUND:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -54,7 +54,13 @@ impl TlsFiles {
     pub fn generate() -> TlsFiles {
         let files = TlsFiles { dir: tempfile::tempdir().unwrap() };
         files.authority("ca");
-        files.issue("server", "ca", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n");
+        // The servers' certificate is a client's too: replicas and Sentinels
+        // show it to the servers they connect to.
+        files.issue(
+            "server",
+            "ca",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n",
+        );
         files.issue("client", "ca", "extendedKeyUsage=clientAuth\n");
         // An authority that signed neither: trusting it alone must fail.
         files.authority("stranger");
@@ -73,6 +79,26 @@ impl TlsFiles {
             cert: Some(self.path("client.pem")),
             key: Some(self.path("client.key")),
         }
+    }
+
+    /// A server's (or Sentinel's) arguments for TLS on `tls_port`, client
+    /// certificates required, and TLS to the servers it connects to.
+    pub fn server_arguments(&self, tls_port: u16) -> Vec<String> {
+        let path = |name: &str| self.path(name).to_string_lossy().into_owned();
+        vec![
+            "--tls-port".into(),
+            tls_port.to_string(),
+            "--tls-cert-file".into(),
+            path("server.pem"),
+            "--tls-key-file".into(),
+            path("server.key"),
+            "--tls-ca-cert-file".into(),
+            path("ca.pem"),
+            "--tls-auth-clients".into(),
+            "yes".into(),
+            "--tls-replication".into(),
+            "yes".into(),
+        ]
     }
 
     fn authority(&self, name: &str) {
@@ -153,24 +179,7 @@ pub struct TlsRedis {
 impl TlsRedis {
     pub fn start(files: &TlsFiles) -> TlsRedis {
         let tls_port = crate::process::free_port();
-        let path = |name: &str| files.path(name).to_string_lossy().into_owned();
-        let server = RedisServer::start_with(
-            vec![
-                "--tls-port".into(),
-                tls_port.to_string(),
-                "--tls-cert-file".into(),
-                path("server.pem"),
-                "--tls-key-file".into(),
-                path("server.key"),
-                "--tls-ca-cert-file".into(),
-                path("ca.pem"),
-                "--tls-auth-clients".into(),
-                "yes".into(),
-            ]
-            .into_iter()
-            .chain(acl())
-            .collect(),
-        );
+        let server = RedisServer::start_with(files.server_arguments(tls_port).into_iter().chain(acl()).collect());
         TlsRedis { _server: server, tls_port }
     }
 
@@ -191,38 +200,75 @@ fn acl() -> Vec<String> {
 /// A master, two replicas and three Sentinels (quorum 2) that declare a
 /// master down after 1 s without an answer. The data nodes know [`USER`]
 /// only (ACL), among themselves too; the Sentinels ask without credentials
-/// and use them on the data nodes.
+/// and use them on the data nodes. With TLS files, every link between them
+/// is TLS, and so are the ports they name to clients.
 pub struct SentinelSet {
-    pub servers: Vec<RedisServer>,
-    pub sentinels: Vec<RedisServer>,
+    /// Each data node with the port the Sentinels name it by.
+    pub servers: Vec<(RedisServer, u16)>,
+    /// Each Sentinel with the port clients reach it on.
+    pub sentinels: Vec<(RedisServer, u16)>,
+    tls: bool,
 }
 
 impl SentinelSet {
     pub fn start() -> SentinelSet {
-        let master = RedisServer::start_with(acl());
+        SentinelSet::start_with(None)
+    }
+
+    pub fn start_with(tls: Option<&TlsFiles>) -> SentinelSet {
+        // A node's plain port, answering NOAUTH, only tells the tests it is up.
+        let node = |extra: Vec<String>| -> (RedisServer, u16) {
+            match tls {
+                Some(files) => {
+                    let tls_port = crate::process::free_port();
+                    let arguments = files.server_arguments(tls_port).into_iter().chain(extra).collect();
+                    (RedisServer::start_with(arguments), tls_port)
+                }
+                None => {
+                    let server = RedisServer::start_with(extra);
+                    let port = server.port();
+                    (server, port)
+                }
+            }
+        };
+        let master = node(acl());
         let follow = || {
-            let port = master.port().to_string();
+            let port = master.1.to_string();
             let replica = ["--replicaof", "127.0.0.1", &port, "--masteruser", USER, "--masterauth", PASSWORD];
             acl().into_iter().chain(replica.map(String::from)).collect()
         };
-        let replicas = [RedisServer::start_with(follow()), RedisServer::start_with(follow())];
+        let replicas = [node(follow()), node(follow())];
         wait_until("two replicas in sync", Duration::from_secs(30), || {
-            query_as_user::<String>(master.port(), redis::cmd("INFO").arg("replication"))
+            query_as_user::<String>(master.0.port(), redis::cmd("INFO").arg("replication"))
                 .is_ok_and(|info| info.matches("state=online").count() == 2)
         });
-        let config = format!(
-            "sentinel monitor {MASTER} 127.0.0.1 {} 2\n\
-             sentinel down-after-milliseconds {MASTER} 1000\n\
-             sentinel failover-timeout {MASTER} 10000\n\
-             sentinel parallel-syncs {MASTER} 2\n\
-             sentinel auth-user {MASTER} {USER}\n\
-             sentinel auth-pass {MASTER} {PASSWORD}\n",
-            master.port()
-        );
-        let sentinels: Vec<RedisServer> = (0..3).map(|_| RedisServer::start_sentinel(&config)).collect();
+        let sentinels: Vec<(RedisServer, u16)> = (0..3)
+            .map(|_| {
+                let tls_port = crate::process::free_port();
+                let mut config = format!(
+                    "sentinel monitor {MASTER} 127.0.0.1 {} 2\n\
+                     sentinel down-after-milliseconds {MASTER} 1000\n\
+                     sentinel failover-timeout {MASTER} 10000\n\
+                     sentinel parallel-syncs {MASTER} 2\n\
+                     sentinel auth-user {MASTER} {USER}\n\
+                     sentinel auth-pass {MASTER} {PASSWORD}\n",
+                    master.1
+                );
+                if let Some(files) = tls {
+                    // The config file's lines are the arguments without `--`.
+                    let arguments = files.server_arguments(tls_port);
+                    for pair in arguments.chunks(2) {
+                        config.push_str(&format!("{} {}\n", pair[0].trim_start_matches("--"), pair[1]));
+                    }
+                }
+                let sentinel = RedisServer::start_sentinel(&config);
+                let port = if tls.is_some() { tls_port } else { sentinel.port() };
+                (sentinel, port)
+            })
+            .collect();
         // A failover needs the Sentinels to know each other and the replicas
         // (they learn both from hello messages, every 2 s).
-        for sentinel in &sentinels {
+        for (sentinel, _) in &sentinels {
             wait_until("the Sentinels know each other and both replicas", Duration::from_secs(30), || {
                 let others =
                     query::<Vec<redis::Value>>(sentinel.port(), redis::cmd("SENTINEL").arg("SENTINELS").arg(MASTER));
@@ -233,20 +279,20 @@ impl SentinelSet {
         }
         let mut servers = vec![master];
         servers.extend(replicas);
-        SentinelSet { servers, sentinels }
+        SentinelSet { servers, sentinels, tls: tls.is_some() }
     }
 
-    /// `redis+sentinel://` with [`USER`]'s credentials, naming all three
-    /// Sentinels.
+    /// `redis+sentinel://` (`rediss+sentinel://` with TLS) with [`USER`]'s
+    /// credentials, naming all three Sentinels.
     pub fn url(&self) -> String {
-        let sentinels: Vec<String> =
-            self.sentinels.iter().map(|sentinel| format!("127.0.0.1:{}", sentinel.port())).collect();
-        format!("redis+sentinel://{USER}:{PASSWORD}@{}/{MASTER}", sentinels.join(","))
+        let sentinels: Vec<String> = self.sentinels.iter().map(|(_, port)| format!("127.0.0.1:{port}")).collect();
+        let scheme = if self.tls { "rediss+sentinel" } else { "redis+sentinel" };
+        format!("{scheme}://{USER}:{PASSWORD}@{}/{MASTER}", sentinels.join(","))
     }
 
     /// The port of the master the first Sentinel that answers names.
     pub fn master_port(&self) -> Option<u16> {
-        self.sentinels.iter().find_map(|sentinel| {
+        self.sentinels.iter().find_map(|(sentinel, _)| {
             let address: Vec<String> =
                 query(sentinel.port(), redis::cmd("SENTINEL").arg("GET-MASTER-ADDR-BY-NAME").arg(MASTER)).ok()?;
             address.get(1)?.parse().ok()
@@ -256,7 +302,7 @@ impl SentinelSet {
     /// Kills the current master abruptly (SIGKILL); answers its port.
     pub fn kill_master(&mut self) -> u16 {
         let port = self.master_port().unwrap();
-        let master = self.servers.iter_mut().find(|server| server.port() == port).unwrap();
+        let (master, _) = self.servers.iter_mut().find(|(_, named)| *named == port).unwrap();
         master.kill();
         port
     }
