@@ -149,6 +149,9 @@ async fn redis_store_on_a_cluster_keeps_the_contract_in_one_slot() {
     let url = cluster.url();
     let untagged = RedisStore::connect(&url, "baton:").await.unwrap_err();
     assert!(untagged.detail().contains("hash tag"), "{untagged}");
+    let wrong = url.replace(PASSWORD, "not-it");
+    let refused = bounded("connect", RedisStore::connect(&wrong, "{baton}:")).await.unwrap_err();
+    assert!(!refused.detail().contains("not-it"), "the password is not echoed: {refused}");
 
     keeps_the_contract(url, RedisTls::default(), "{baton}:", "redis-cluster").await;
     let counts = cluster.key_counts();
@@ -168,8 +171,8 @@ async fn revocations_published_on_a_cluster_reach_every_node() {
     mirror_sees(&mirror, "before-the-mirror", Status::Revoked, Duration::from_secs(2)).await;
     let channel = store.revocation_channel();
     let mut listeners = Vec::new();
-    for node in &cluster.nodes {
-        let client = redis::Client::open(node.url()).unwrap();
+    for node in cluster.node_urls() {
+        let client = redis::Client::open(node).unwrap();
         let mut pubsub = client.get_async_pubsub().await.unwrap();
         pubsub.subscribe(&channel).await.unwrap();
         listeners.push(pubsub);
@@ -211,4 +214,24 @@ async fn redis_store_follows_a_sentinel_failover_over_tls() {
         assert!(killed.elapsed() < FAILOVER_BOUND, "no master served within {FAILOVER_BOUND:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Cluster over TLS: the store and a revocation mirror reach the nodes, and
+/// the node serving the prefix's slot, over TLS with a client certificate.
+#[tokio::test]
+async fn redis_store_and_mirror_on_a_cluster_over_tls() {
+    let files = TlsFiles::generate();
+    let cluster = RedisCluster::start_with(Some(&files));
+    let url = cluster.url();
+    assert!(url.starts_with("rediss+cluster://"));
+    let store = connect(&url, &files.client(), "{baton}:").await.unwrap();
+    let now = SystemClock.now();
+    store.revoke(&TokenId("loaded-over-tls".into()), now.plus(600)).await.unwrap();
+    assert_eq!(store.check(&lineage("loaded-over-tls", now, "a")).await.unwrap(), Status::Revoked);
+    let mirror = mirror(&url, &files.client(), "{baton}:").await;
+    mirror_sees(&mirror, "loaded-over-tls", Status::Revoked, Duration::from_secs(2)).await;
+    store.revoke(&TokenId("pushed-over-tls".into()), now.plus(600)).await.unwrap();
+    mirror_sees(&mirror, "pushed-over-tls", Status::Revoked, Duration::from_secs(5)).await;
+    let anonymous = RedisTls { cert: None, key: None, ..files.client() };
+    assert!(bounded("connect", connect(&url, &anonymous, "{baton}:")).await.is_err(), "no client certificate");
 }

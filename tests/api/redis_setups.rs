@@ -216,21 +216,7 @@ impl SentinelSet {
     }
 
     pub fn start_with(tls: Option<&TlsFiles>) -> SentinelSet {
-        // A node's plain port, answering NOAUTH, only tells the tests it is up.
-        let node = |extra: Vec<String>| -> (RedisServer, u16) {
-            match tls {
-                Some(files) => {
-                    let tls_port = crate::process::free_port();
-                    let arguments = files.server_arguments(tls_port).into_iter().chain(extra).collect();
-                    (RedisServer::start_with(arguments), tls_port)
-                }
-                None => {
-                    let server = RedisServer::start_with(extra);
-                    let port = server.port();
-                    (server, port)
-                }
-            }
-        };
+        let node = |extra| data_node(tls, extra);
         let master = node(acl());
         let follow = || {
             let port = master.1.to_string();
@@ -308,19 +294,44 @@ impl SentinelSet {
     }
 }
 
-/// Three masters sharing the 16384 slots, no replicas.
+/// A data node with `extra` arguments, over TLS with `tls`; with the port
+/// it is named by (its TLS port with TLS: its plain port, answering
+/// NOAUTH, then only tells the tests it is up).
+fn data_node(tls: Option<&TlsFiles>, extra: Vec<String>) -> (RedisServer, u16) {
+    match tls {
+        Some(files) => {
+            let tls_port = crate::process::free_port();
+            let arguments = files.server_arguments(tls_port).into_iter().chain(extra).collect();
+            (RedisServer::start_with(arguments), tls_port)
+        }
+        None => {
+            let server = RedisServer::start_with(extra);
+            let port = server.port();
+            (server, port)
+        }
+    }
+}
+
+/// Three masters sharing the 16384 slots, no replicas, knowing [`USER`]
+/// only (ACL). With TLS files, clients and the cluster bus speak TLS.
 pub struct RedisCluster {
-    pub nodes: Vec<RedisServer>,
+    /// Each node with the port it is named by.
+    pub nodes: Vec<(RedisServer, u16)>,
+    tls: bool,
 }
 
 impl RedisCluster {
     pub fn start() -> RedisCluster {
-        let nodes: Vec<RedisServer> = (0..3)
+        RedisCluster::start_with(None)
+    }
+
+    pub fn start_with(tls: Option<&TlsFiles>) -> RedisCluster {
+        let nodes: Vec<(RedisServer, u16)> = (0..3)
             .map(|_| {
                 // The bus port is given, not derived (port + 10000 may not exist).
                 let bus = crate::process::free_port();
-                RedisServer::start_with(vec![
-                    "--cluster-enabled".into(),
+                let mut cluster = vec![
+                    "--cluster-enabled".to_owned(),
                     "yes".into(),
                     "--cluster-config-file".into(),
                     "nodes.conf".into(),
@@ -328,34 +339,51 @@ impl RedisCluster {
                     bus.to_string(),
                     "--cluster-node-timeout".into(),
                     "2000".into(),
-                ])
+                ];
+                if tls.is_some() {
+                    cluster.extend(["--tls-cluster".to_owned(), "yes".into()]);
+                }
+                data_node(tls, cluster.into_iter().chain(acl()).collect())
             })
             .collect();
-        let addresses: Vec<String> = nodes.iter().map(|node| format!("127.0.0.1:{}", node.port())).collect();
-        let output = Command::new("redis-cli")
-            .args(["--cluster", "create"])
-            .args(&addresses)
-            .arg("--cluster-yes")
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "redis-cli --cluster create: {}", String::from_utf8_lossy(&output.stdout));
-        for node in &nodes {
+        let addresses: Vec<String> = nodes.iter().map(|(_, port)| format!("127.0.0.1:{port}")).collect();
+        let mut create = Command::new("redis-cli");
+        create.args(["--user", USER, "--pass", PASSWORD, "--no-auth-warning"]);
+        if let Some(files) = tls {
+            create.arg("--tls").arg("--cacert").arg(files.path("ca.pem"));
+            create.arg("--cert").arg(files.path("client.pem")).arg("--key").arg(files.path("client.key"));
+        }
+        let output = create.args(["--cluster", "create"]).args(&addresses).arg("--cluster-yes").output().unwrap();
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster create: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        for (node, _) in &nodes {
             wait_until("the cluster is ok on every node", Duration::from_secs(30), || {
-                query::<String>(node.port(), &redis::cmd("CLUSTER").arg("INFO").clone())
+                query_as_user::<String>(node.port(), &redis::cmd("CLUSTER").arg("INFO").clone())
                     .is_ok_and(|info| info.contains("cluster_state:ok"))
             });
         }
-        RedisCluster { nodes }
+        RedisCluster { nodes, tls: tls.is_some() }
     }
 
-    /// `redis+cluster://` naming every node.
+    /// `redis+cluster://` (`rediss+cluster://` with TLS) with [`USER`]'s
+    /// credentials, naming every node.
     pub fn url(&self) -> String {
-        let addresses: Vec<String> = self.nodes.iter().map(|node| format!("127.0.0.1:{}", node.port())).collect();
-        format!("redis+cluster://{}", addresses.join(","))
+        let addresses: Vec<String> = self.nodes.iter().map(|(_, port)| format!("127.0.0.1:{port}")).collect();
+        let scheme = if self.tls { "rediss+cluster" } else { "redis+cluster" };
+        format!("{scheme}://{USER}:{PASSWORD}@{}", addresses.join(","))
+    }
+
+    /// A plain `redis://` URL to each node, with [`USER`]'s credentials.
+    pub fn node_urls(&self) -> Vec<String> {
+        self.nodes.iter().map(|(node, _)| format!("redis://{USER}:{PASSWORD}@127.0.0.1:{}/", node.port())).collect()
     }
 
     /// How many keys each node holds.
     pub fn key_counts(&self) -> Vec<u64> {
-        self.nodes.iter().map(|node| query(node.port(), &redis::cmd("DBSIZE")).unwrap()).collect()
+        self.nodes.iter().map(|(node, _)| query_as_user(node.port(), &redis::cmd("DBSIZE")).unwrap()).collect()
     }
 }
