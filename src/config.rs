@@ -451,9 +451,10 @@ fn check_redis(config: &Config) -> Result<(), ConfigError> {
         });
     }
     let Some(url) = &config.redis_url else {
-        return match tls.is_set() {
-            true => Err(ConfigError::Invalid { key: "redis_tls_ca", problem: "set without redis_url".into() }),
-            false => Ok(()),
+        let named = [("redis_tls_ca", &tls.ca), ("redis_tls_cert", &tls.cert), ("redis_tls_key", &tls.key)];
+        return match named.into_iter().find(|(_, path)| path.is_some()) {
+            Some((key, _)) => Err(ConfigError::Invalid { key, problem: "set without redis_url".into() }),
+            None => Ok(()),
         };
     };
     // The problem never echoes the URL: it may carry a password.
@@ -702,6 +703,8 @@ mod tests {
         assert!(Config::load(None, plain).unwrap_err().to_string().contains("rediss"));
         let half = vars(&[("BATON_REDIS_URL", "rediss://h:6380/"), ("BATON_REDIS_TLS_CERT", "/c.pem")]);
         assert!(Config::load(None, half).unwrap_err().to_string().contains("redis_tls_key"));
+        let alone = vars(&[("BATON_REDIS_TLS_CERT", "/c.pem"), ("BATON_REDIS_TLS_KEY", "/k.pem")]);
+        assert!(Config::load(None, alone).unwrap_err().to_string().contains("redis_tls_cert"));
         let error =
             Config::load(None, vars(&[("BATON_REDIS_URL", "redis+sentinel://u:s3cret@a:1/")])).unwrap_err().to_string();
         assert!(error.contains("redis_url") && !error.contains("s3cret"), "{error}");
