@@ -11,7 +11,7 @@ use crate::abuse::{RefusalSettings, ThrottleSettings};
 use crate::approvals::Approver;
 use crate::ids::Issuer;
 use crate::keys::Algorithm;
-use crate::store::redis_target::{RedisTls, RedisUrl, Topology};
+use crate::store::redis_target::{RedisTls, RedisUrl, Topology, MAX_REPLICA_ACKS};
 
 /// The variable that names the config file; not itself a config key.
 pub const CONFIG_VARIABLE: &str = "BATON_CONFIG";
@@ -62,6 +62,9 @@ pub struct Config {
     /// TLS files for a `rediss` Redis URL (`redis_tls_ca`, `redis_tls_cert`,
     /// `redis_tls_key`).
     pub redis_tls: RedisTls,
+    /// Replicas that must acknowledge a revocation before it is; by default
+    /// 1 under Sentinel, else 0.
+    pub redis_replica_acks: Option<u32>,
     /// SHA-256 (hex) of the admin token; the admin API is off when absent.
     pub admin_token_sha256: Option<String>,
     /// Whether DPoP proofs at the token endpoint must carry a server nonce
@@ -197,6 +200,7 @@ struct Raw {
     redis_tls_ca: Option<PathBuf>,
     redis_tls_cert: Option<PathBuf>,
     redis_tls_key: Option<PathBuf>,
+    redis_replica_acks: Option<u32>,
     admin_token_sha256: Option<String>,
     dpop_nonce: Option<bool>,
     approver: Option<Approver>,
@@ -272,6 +276,7 @@ impl Config {
             redis_url: raw.redis_url,
             redis_prefix,
             redis_tls: RedisTls { ca: raw.redis_tls_ca, cert: raw.redis_tls_cert, key: raw.redis_tls_key },
+            redis_replica_acks: raw.redis_replica_acks,
             admin_token_sha256: raw.admin_token_sha256,
             dpop_nonce: raw.dpop_nonce.unwrap_or(false),
             approver: raw.approver.unwrap_or_default(),
@@ -443,6 +448,9 @@ fn default_redis_prefix(url: Option<&RedisUrl>) -> String {
 /// The Redis URL is a form the store reads, a cluster's prefix carries a
 /// hash tag, and the TLS files go with a TLS URL, a certificate with its key.
 fn check_redis(config: &Config) -> Result<(), ConfigError> {
+    if let Some(acks) = config.redis_replica_acks {
+        within("redis_replica_acks", i64::from(acks), 0, i64::from(MAX_REPLICA_ACKS))?;
+    }
     let tls = &config.redis_tls;
     if tls.cert.is_some() != tls.key.is_some() {
         return Err(ConfigError::Invalid {
@@ -703,6 +711,10 @@ mod tests {
         assert!(Config::load(None, plain).unwrap_err().to_string().contains("rediss"));
         let half = vars(&[("BATON_REDIS_URL", "rediss://h:6380/"), ("BATON_REDIS_TLS_CERT", "/c.pem")]);
         assert!(Config::load(None, half).unwrap_err().to_string().contains("redis_tls_key"));
+        let acks = vars(&[("BATON_REDIS_URL", "redis://h:6379/"), ("BATON_REDIS_REPLICA_ACKS", "1")]);
+        assert_eq!(Config::load(None, acks).unwrap().redis_replica_acks, Some(1));
+        let many = vars(&[("BATON_REDIS_URL", "redis://h:6379/"), ("BATON_REDIS_REPLICA_ACKS", "17")]);
+        assert!(Config::load(None, many).unwrap_err().to_string().contains("redis_replica_acks"));
         let alone = vars(&[("BATON_REDIS_TLS_CERT", "/c.pem"), ("BATON_REDIS_TLS_KEY", "/k.pem")]);
         assert!(Config::load(None, alone).unwrap_err().to_string().contains("redis_tls_cert"));
         let error =

@@ -96,7 +96,10 @@ async fn open_store(config: &Config) -> Result<Arc<dyn StateStore>, String> {
     let retention = Retention::days(config.audit_retention_days);
     match &config.redis_url {
         Some(url) => {
-            let target = RedisTarget::new(url, &config.redis_tls).map_err(|error| format!("redis: {error}"))?;
+            let mut target = RedisTarget::new(url, &config.redis_tls).map_err(|error| format!("redis: {error}"))?;
+            if let Some(acks) = config.redis_replica_acks {
+                target = target.with_replica_acks(acks);
+            }
             let topology = target.topology();
             let store = RedisStore::connect_to(target, &config.redis_prefix, retention)
                 .await

@@ -34,11 +34,12 @@
 //! Writes are acknowledged by Redis once applied; they are durable when the
 //! server runs with `appendonly yes` and `appendfsync always`.
 //!
-//! Under Sentinel, a revocation, deprovisioning or block is acknowledged only
-//! once a replica has it too (`WAIT`): the master may then die and the
-//! Sentinels promote a replica without losing it (they promote the replica
-//! furthest along). When no replica acknowledges within [`REPLICA_WAIT`],
-//! the call fails (503) though the master applied it; a retry is harmless.
+//! Under Sentinel (or wherever [`RedisTarget::with_replica_acks`] asks), a
+//! revocation, deprovisioning or block is acknowledged only once a replica
+//! has it too (`WAIT`): the master may then die and the Sentinels promote a
+//! replica without losing it (they promote the replica furthest along).
+//! When no replica acknowledges within [`REPLICA_WAIT`], the call fails
+//! (503) though the master applied it; a retry is harmless.
 //!
 //! The check reads several keys in one `MGET`, and the scripts and
 //! transactions write several at once, so every key must hash to one slot of
@@ -72,9 +73,10 @@ pub const KEEP_AFTER_END: i64 = 300;
 /// The most entries one audit query reads before it stops.
 pub const AUDIT_SCAN_LIMIT: usize = 100_000;
 
-/// How long a revocation waits for a replica to acknowledge it, under
-/// Sentinel: within [`CALL_DEADLINE`], with room for the write itself.
-pub const REPLICA_WAIT: Duration = Duration::from_millis(1000);
+/// How long a revocation waits for replicas to acknowledge it: well within
+/// [`RESPONSE_TIMEOUT`], so that a missing replica is told apart from a
+/// Redis that stopped answering (whose connection is replaced).
+pub const REPLICA_WAIT: Duration = Duration::from_millis(500);
 /// Audit indexes outlive the token they index by this many seconds.
 const AUDIT_INDEX_AFTER_END: i64 = 86_400;
 /// Stream entries read (or fetched by id) per round trip of a query.
@@ -204,8 +206,8 @@ pub struct RedisStore {
     address: String,
     keys: Keys,
     retention: Retention,
-    /// Replicas that must acknowledge a revocation before it is (1 under
-    /// Sentinel, else 0).
+    /// Replicas that must acknowledge a revocation before it is
+    /// ([`RedisTarget::with_replica_acks`]).
     replicas: u32,
 }
 
@@ -250,8 +252,7 @@ impl RedisStore {
     /// none of it. A cluster still brings its failover.
     pub async fn connect_to(target: RedisTarget, prefix: &str, retention: Retention) -> Result<RedisStore, StoreError> {
         check_prefix(target.topology(), prefix)?;
-        let replicas = u32::from(target.topology() == Topology::Sentinel);
-        let RedisTarget { source, address, .. } = target;
+        let RedisTarget { source, address, replica_acks: replicas, .. } = target;
         let store = RedisStore { link: Link::new(source), address, keys: Keys::new(prefix), retention, replicas };
         store.ping().await.map_err(|error| {
             StoreError::Unavailable(format!("cannot reach Redis at {}: {}", store.address, error.detail()))

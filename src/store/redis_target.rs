@@ -67,7 +67,12 @@ pub struct RedisTarget {
     pub(super) source: Source,
     pub(super) topology: Topology,
     pub(super) address: String,
+    /// Replicas that must acknowledge a revocation before it is.
+    pub(super) replica_acks: u32,
 }
+
+/// The most replicas a revocation may wait for (`redis_replica_acks`).
+pub const MAX_REPLICA_ACKS: u32 = 16;
 
 /// A URL split into its parts, before anything is opened.
 struct Parts<'a> {
@@ -218,12 +223,25 @@ impl RedisTarget {
             Topology::Server | Topology::Cluster => hosts,
             Topology::Sentinel => format!("the master the Sentinels at {hosts} name"),
         };
-        Ok(RedisTarget { source, topology: parts.topology, address })
+        // Under Sentinel a failover is automatic: one replica's copy is what
+        // makes a revocation outlive its master. Elsewhere replicas may not
+        // exist, and a wait for one would fail every revocation.
+        let replica_acks = u32::from(parts.topology == Topology::Sentinel);
+        Ok(RedisTarget { source, topology: parts.topology, address, replica_acks })
     }
 
     /// What this target reaches.
     pub fn topology(&self) -> Topology {
         self.topology
+    }
+
+    /// Acknowledges revocations, deprovisionings and blocks only once
+    /// `acks` replicas have them (`WAIT`), at most [`MAX_REPLICA_ACKS`]; by
+    /// default 1 under Sentinel, else 0. For a server or cluster whose
+    /// replicas may be promoted.
+    pub fn with_replica_acks(mut self, acks: u32) -> RedisTarget {
+        self.replica_acks = acks.min(MAX_REPLICA_ACKS);
+        self
     }
 }
 

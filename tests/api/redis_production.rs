@@ -13,7 +13,8 @@ use baton::store::redis_target::{RedisTarget, RedisTls, RedisUrl};
 use baton::store::{Retention, RevocationStore, Status, StoreError};
 use futures_util::StreamExt;
 
-use crate::redis_setups::{RedisCluster, SentinelSet, TlsFiles, TlsRedis, PASSWORD, USER};
+use crate::redis_server::RedisServer;
+use crate::redis_setups::{query, wait_until, RedisCluster, SentinelSet, TlsFiles, TlsRedis, PASSWORD, USER};
 use crate::redis_store::{bounded, keeps_the_contract, lineage};
 
 /// How long a failover may take, from the master's death to a promoted
@@ -234,4 +235,37 @@ async fn redis_store_and_mirror_on_a_cluster_over_tls() {
     mirror_sees(&mirror, "pushed-over-tls", Status::Revoked, Duration::from_secs(5)).await;
     let anonymous = RedisTls { cert: None, key: None, ..files.client() };
     assert!(bounded("connect", connect(&url, &anonymous, "{baton}:")).await.is_err(), "no client certificate");
+}
+
+/// `redis_replica_acks` on one server with a replica: a revocation is
+/// acknowledged once the replica has it; with the replica gone it fails
+/// (the broker's 503) although the master applied it, and once the replica
+/// is back a retry is acknowledged and changes nothing.
+#[tokio::test]
+async fn a_revocation_no_replica_acknowledges_fails_and_a_retry_is_harmless() {
+    let master = RedisServer::start();
+    let mut replica =
+        RedisServer::start_with(["--replicaof", "127.0.0.1", &master.port().to_string()].map(String::from).to_vec());
+    let in_sync = || {
+        wait_until("the replica in sync", Duration::from_secs(30), || {
+            query::<String>(master.port(), redis::cmd("INFO").arg("replication"))
+                .is_ok_and(|info| info.contains("state=online"))
+        })
+    };
+    in_sync();
+    let target = RedisTarget::new(&RedisUrl::new(master.url()), &RedisTls::default()).unwrap().with_replica_acks(1);
+    let store = RedisStore::connect_to(target, "baton:", Retention::default()).await.unwrap();
+    let now = SystemClock.now();
+    assert!(store.revoke(&TokenId("acknowledged".into()), now.plus(600)).await.unwrap());
+
+    replica.kill();
+    let alone = TokenId("unacknowledged".into());
+    let refused = bounded("revoke", store.revoke(&alone, now.plus(600))).await.unwrap_err();
+    assert!(refused.detail().contains("no replica acknowledged"), "{refused}");
+    assert_eq!(store.check(&lineage("unacknowledged", now, "a")).await.unwrap(), Status::Revoked, "applied");
+
+    replica.restart();
+    in_sync();
+    assert!(!store.revoke(&alone, now.plus(600)).await.unwrap(), "the retry finds it revoked");
+    assert_eq!(store.check(&lineage("acknowledged", now, "a")).await.unwrap(), Status::Revoked);
 }
