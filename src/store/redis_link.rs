@@ -7,21 +7,24 @@
 //! reset), which could last until the kernel gives up on it; so a call that
 //! times out drops the connection. Sentinel: besides, a connection refused
 //! or lost, or a write refused as `READONLY`, means the master may have
-//! changed, so the next call asks the Sentinels again which node is master.
+//! changed, so the next call asks the Sentinels again which node is master;
+//! and at most every [`MASTER_RECHECK`] a call asks them whether the node
+//! in use is still the one they name, since an old master that is alive
+//! (a planned failover, a partition) goes on answering, stale, until the
+//! Sentinels demote it, seconds later.
 //! Cluster: the library follows slot moves and failovers itself; a timeout
 //! drops the connection as for one server.
 
 use std::future::Future;
 use std::sync::RwLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use ::redis::cluster::{ClusterClient, ClusterConfig};
 use ::redis::cluster_async::ClusterConnection;
-use ::redis::sentinel::SentinelClient;
 use ::redis::{
-    Client, Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, RedisResult, ServerErrorKind,
-    TlsCertificates, Value,
+    AsyncConnectionConfig, Client, Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisError, RedisFuture,
+    RedisResult, ServerErrorKind, TlsCertificates, Value,
 };
 
 use super::StoreError;
@@ -39,25 +42,46 @@ const RECONNECT_RETRIES: usize = 1;
 const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(100);
 const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(200);
 
+/// How often, at most, the Sentinels are asked whether the master in use
+/// is still theirs: the bound on how long a node keeps using an old master
+/// after they switched.
+pub const MASTER_RECHECK: Duration = Duration::from_millis(500);
+
 /// Where connections come from.
 // One a store, made once: the variants' sizes do not matter.
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Source {
     /// One server.
     Server(Client),
-    /// The master named by Sentinels; asked again after each lost link. Behind
-    /// a lock: the library's client caches its Sentinel connections mutably.
-    Sentinel(tokio::sync::Mutex<SentinelClient>),
+    /// The master named by Sentinels; asked again after each lost link.
+    Sentinel(Sentinels),
     /// A Redis Cluster.
     Cluster {
         /// The cluster's client.
         client: ClusterClient,
-        /// A node's connection details (credentials, TLS), for a client to
-        /// one node of the cluster.
-        node: ConnectionInfo,
-        /// The TLS files, for that client.
-        certificates: Option<TlsCertificates>,
+        /// For a client to one node of the cluster.
+        node: NodeTemplate,
     },
+}
+
+/// What every data node's connection shares: the credentials, database and
+/// TLS files, for a client to a node found at run time.
+pub(crate) struct NodeTemplate {
+    /// A node's connection details; only the address changes.
+    pub(crate) info: ConnectionInfo,
+    /// The TLS files, when the nodes speak TLS.
+    pub(crate) certificates: Option<TlsCertificates>,
+}
+
+/// A set of Sentinels watching one master, asked as Redis asks clients to
+/// (its Sentinel client guidelines): the first Sentinel that answers names
+/// the master (`SENTINEL GET-MASTER-ADDR-BY-NAME`, which names a promoted
+/// replica as soon as it is promoted), and that node must say it is master
+/// (`ROLE`) before it is used.
+pub(crate) struct Sentinels {
+    sentinels: Vec<Client>,
+    master: String,
+    node: NodeTemplate,
 }
 
 /// A connection any call can use: cheap to clone, shared by concurrent calls.
@@ -74,6 +98,9 @@ pub(crate) enum Connection {
 struct Current {
     generation: u64,
     connection: Option<Connection>,
+    /// Under Sentinel, the address of the master the connection goes to,
+    /// and when the Sentinels last named it.
+    master: Option<(String, Instant)>,
 }
 
 /// A source and the connection opened from it.
@@ -83,21 +110,33 @@ pub(super) struct Link {
 }
 
 impl Source {
-    /// Opens a connection; the server's connect on first use.
-    async fn open(&self) -> RedisResult<Connection> {
+    /// Opens a connection (the server's connect on first use), with the
+    /// master's address under Sentinel.
+    async fn open(&self) -> RedisResult<(Connection, Option<String>)> {
         match self {
             Source::Server(client) => {
-                ConnectionManager::new_lazy_with_config(client.clone(), manager_config()).map(Connection::Server)
+                let manager = ConnectionManager::new_lazy_with_config(client.clone(), manager_config())?;
+                Ok((Connection::Server(manager), None))
             }
             Source::Sentinel(sentinels) => {
-                // The Sentinels' answer is checked by the library: the node
-                // they name must say it is master (`ROLE`).
-                let client = sentinels.lock().await.async_get_client().await?;
-                ConnectionManager::new_lazy_with_config(client, manager_config()).map(Connection::Server)
+                let (client, address) = sentinels.master().await?;
+                let manager = ConnectionManager::new_lazy_with_config(client, manager_config())?;
+                Ok((Connection::Server(manager), Some(address)))
             }
-            Source::Cluster { client, .. } => Ok(Connection::Cluster(client.get_pending_async_connection_with_config(
-                ClusterConfig::new().set_connection_timeout(CONNECTION_TIMEOUT).set_response_timeout(RESPONSE_TIMEOUT),
-            ))),
+            Source::Cluster { client, .. } => {
+                let config = ClusterConfig::new()
+                    .set_connection_timeout(CONNECTION_TIMEOUT)
+                    .set_response_timeout(RESPONSE_TIMEOUT);
+                Ok((Connection::Cluster(client.get_pending_async_connection_with_config(config)), None))
+            }
+        }
+    }
+
+    /// The address of the master the Sentinels name now; none for the others.
+    async fn named_master(&self) -> RedisResult<Option<String>> {
+        match self {
+            Source::Sentinel(sentinels) => sentinels.named().await.map(|(host, port)| Some(format!("{host}:{port}"))),
+            Source::Server(_) | Source::Cluster { .. } => Ok(None),
         }
     }
 
@@ -108,8 +147,8 @@ impl Source {
     pub(crate) async fn node_for(&self, key: &str) -> RedisResult<Client> {
         match self {
             Source::Server(client) => Ok(client.clone()),
-            Source::Sentinel(sentinels) => sentinels.lock().await.async_get_client().await,
-            Source::Cluster { client, node, certificates } => {
+            Source::Sentinel(sentinels) => sentinels.master().await.map(|(client, _)| client),
+            Source::Cluster { client, node } => {
                 let mut cluster = client.get_pending_async_connection_with_config(
                     ClusterConfig::new()
                         .set_connection_timeout(CONNECTION_TIMEOUT)
@@ -120,14 +159,7 @@ impl Source {
                 let (host, port) = slot_owner(&slots, slot).ok_or_else(|| {
                     RedisError::from((::redis::ErrorKind::Client, "no cluster node serves the keys' slot"))
                 })?;
-                let scheme = if certificates.is_some() { "rediss" } else { "redis" };
-                let info = format!("{scheme}://{host}:{port}/")
-                    .into_connection_info()?
-                    .set_redis_settings(node.redis_settings().clone());
-                match certificates {
-                    Some(certificates) => Client::build_with_tls(info, certificates.clone()),
-                    None => Client::open(info),
-                }
+                node.client(&host, port)
             }
         }
     }
@@ -148,10 +180,68 @@ impl Source {
     }
 }
 
+impl NodeTemplate {
+    /// A client for the node at `host:port`.
+    fn client(&self, host: &str, port: u16) -> RedisResult<Client> {
+        let scheme = if self.certificates.is_some() { "rediss" } else { "redis" };
+        let info = format!("{scheme}://{host}:{port}/")
+            .into_connection_info()?
+            .set_redis_settings(self.info.redis_settings().clone());
+        match &self.certificates {
+            Some(certificates) => Client::build_with_tls(info, certificates.clone()),
+            None => Client::open(info),
+        }
+    }
+}
+
+impl Sentinels {
+    /// Sentinels, each as a client (without credentials), watching `master`
+    /// whose nodes are reached as `node` says.
+    pub(crate) fn new(sentinels: Vec<Client>, master: &str, node: NodeTemplate) -> Sentinels {
+        Sentinels { sentinels, master: master.to_owned(), node }
+    }
+
+    /// The master's address as the first Sentinel that answers names it.
+    async fn named(&self) -> RedisResult<(String, u16)> {
+        let mut last = RedisError::from((::redis::ErrorKind::Client, "no Sentinel is configured"));
+        for sentinel in &self.sentinels {
+            match self.ask(sentinel).await {
+                Ok(Some(address)) => return Ok(address),
+                Ok(None) => last = RedisError::from((::redis::ErrorKind::Client, "the Sentinels know no such master")),
+                Err(error) => last = error,
+            }
+        }
+        Err(last)
+    }
+
+    async fn ask(&self, sentinel: &Client) -> RedisResult<Option<(String, u16)>> {
+        let mut connection = sentinel.get_multiplexed_async_connection_with_config(&connection_config()).await?;
+        let address: Option<(String, u16)> = ::redis::cmd("SENTINEL")
+            .arg("GET-MASTER-ADDR-BY-NAME")
+            .arg(&self.master)
+            .query_async(&mut connection)
+            .await?;
+        Ok(address)
+    }
+
+    /// A client for the master the Sentinels name, once it says it is
+    /// master; with its address.
+    async fn master(&self) -> RedisResult<(Client, String)> {
+        let (host, port) = self.named().await?;
+        let client = self.node.client(&host, port)?;
+        let mut connection = client.get_multiplexed_async_connection_with_config(&connection_config()).await?;
+        let role: Vec<Value> = ::redis::cmd("ROLE").query_async(&mut connection).await?;
+        match role.first() {
+            Some(Value::BulkString(role)) if role.as_slice() == b"master" => Ok((client, format!("{host}:{port}"))),
+            _ => Err(RedisError::from((::redis::ErrorKind::Client, "the node the Sentinels name is not master (yet)"))),
+        }
+    }
+}
+
 impl Link {
     /// A link that opens its first connection on the first call.
     pub(super) fn new(source: Source) -> Link {
-        Link { source, current: RwLock::new(Current { generation: 0, connection: None }) }
+        Link { source, current: RwLock::new(Current { generation: 0, connection: None, master: None }) }
     }
 
     /// Runs one request, bounded by [`CALL_DEADLINE`] (opening a connection
@@ -161,15 +251,16 @@ impl Link {
         F: FnOnce(Connection) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
-        let (generation, connection) = {
-            let current = self
-                .current
-                .read()
-                .map_err(|_| StoreError::Poisoned("the Redis connection state is poisoned".into()))?;
-            (current.generation, current.connection.clone())
+        let poisoned = || StoreError::Poisoned("the Redis connection state is poisoned".into());
+        let (generation, connection, due) = {
+            let current = self.current.read().map_err(|_| poisoned())?;
+            let due = current.master.as_ref().is_some_and(|(_, named_at)| named_at.elapsed() >= MASTER_RECHECK);
+            (current.generation, current.connection.clone(), due)
         };
+        let recheck = due && self.claim_recheck(generation);
         let attempt = async {
             let connection = match connection {
+                Some(connection) if recheck => self.recheck(generation, connection).await?,
                 Some(connection) => connection,
                 None => self.open(generation).await?,
             };
@@ -192,13 +283,51 @@ impl Link {
 
     /// Opens a connection and keeps it, unless another call already did.
     async fn open(&self, generation: u64) -> RedisResult<Connection> {
-        let connection = self.source.open().await?;
+        let (connection, master) = self.source.open().await?;
         if let Ok(mut current) = self.current.write() {
             if current.generation == generation && current.connection.is_none() {
                 current.connection = Some(connection.clone());
+                current.master = master.map(|address| (address, Instant::now()));
             }
         }
         Ok(connection)
+    }
+
+    /// Whether this call rechecks the master: one call a period does, the
+    /// one that marks it checked now.
+    fn claim_recheck(&self, generation: u64) -> bool {
+        let Ok(mut current) = self.current.write() else { return false };
+        if current.generation != generation {
+            return false;
+        }
+        match &mut current.master {
+            Some((_, named_at)) if named_at.elapsed() >= MASTER_RECHECK => {
+                *named_at = Instant::now();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// `connection` while the Sentinels still name its master, else a new
+    /// one to the master they name. When no Sentinel answers, the
+    /// connection in use is kept: no failover happens without them.
+    async fn recheck(&self, generation: u64, connection: Connection) -> RedisResult<Connection> {
+        let named = match self.source.named_master().await {
+            Ok(named) => named,
+            Err(error) => {
+                tracing::warn!(reason = %describe(&error), "redis: no Sentinel confirms the master in use");
+                return Ok(connection);
+            }
+        };
+        let in_use = self.current.read().ok().and_then(|current| current.master.as_ref().map(|(at, _)| at.clone()));
+        if named.is_none() || named == in_use {
+            return Ok(connection);
+        }
+        tracing::warn!("redis: the Sentinels name another master; reconnecting");
+        self.drop_connection(generation);
+        let generation = self.current.read().map_or(generation, |current| current.generation);
+        self.open(generation).await
     }
 
     /// Forgets the connection of `generation`, so that the next call opens
@@ -208,7 +337,7 @@ impl Link {
         if current.generation != generation {
             return; // another call already dropped it
         }
-        *current = Current { generation: generation.wrapping_add(1), connection: None };
+        *current = Current { generation: generation.wrapping_add(1), connection: None, master: None };
     }
 }
 
@@ -280,6 +409,13 @@ fn slot_owner(slots: &[Value], slot: i64) -> Option<(String, u16)> {
         };
         Some((host, port))
     })
+}
+
+/// For the short-lived connections that ask Sentinels and check roles.
+fn connection_config() -> AsyncConnectionConfig {
+    AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECTION_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
 }
 
 fn manager_config() -> ConnectionManagerConfig {

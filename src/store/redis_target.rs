@@ -24,11 +24,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use ::redis::cluster::{ClusterClient, ClusterClientBuilder};
-use ::redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
-use ::redis::{ClientTlsConfig, ConnectionInfo, IntoConnectionInfo, TlsCertificates, TlsMode};
+use ::redis::{Client, ClientTlsConfig, ConnectionInfo, IntoConnectionInfo, TlsCertificates, TlsMode};
 use serde::Deserialize;
 
-use super::redis_link::{Source, CONNECTION_TIMEOUT, RESPONSE_TIMEOUT};
+use super::redis_link::{NodeTemplate, Sentinels, Source, CONNECTION_TIMEOUT, RESPONSE_TIMEOUT};
 use super::StoreError;
 
 /// A `redis_url` (see the module's table). Its `Debug` leaves out the
@@ -203,19 +202,15 @@ impl RedisTarget {
             Topology::Server => {
                 let info = url.expose().into_connection_info().map_err(invalid)?;
                 let client = match certificates {
-                    Some(certificates) if tls.is_set() => ::redis::Client::build_with_tls(info, certificates),
-                    _ => ::redis::Client::open(info),
+                    Some(certificates) if tls.is_set() => Client::build_with_tls(info, certificates),
+                    _ => Client::open(info),
                 };
                 Source::Server(client.map_err(invalid)?)
             }
-            Topology::Sentinel => Source::Sentinel(tokio::sync::Mutex::new(sentinel(&parts, certificates)?)),
+            Topology::Sentinel => Source::Sentinel(sentinels(&parts, certificates)?),
             Topology::Cluster => {
-                let node = node_infos(&parts, true)?
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| StoreError::Misconfigured("the Redis URL names no address".into()))?;
-                let client = cluster(&parts, certificates.clone())?;
-                Source::Cluster { client, node, certificates }
+                let node = NodeTemplate { info: first_node(&parts)?, certificates: certificates.clone() };
+                Source::Cluster { client: cluster(&parts, certificates)?, node }
             }
         };
         let hosts = parts.hosts.join(",");
@@ -251,35 +246,34 @@ impl fmt::Debug for RedisTarget {
     }
 }
 
-/// A Sentinel client for `parts`: the Sentinels asked without credentials,
-/// the master with the URL's.
-fn sentinel(parts: &Parts<'_>, certificates: Option<TlsCertificates>) -> Result<SentinelClient, StoreError> {
+/// The Sentinels of `parts`, asked without credentials, and the master's
+/// name and connection details (the URL's credentials and database).
+fn sentinels(parts: &Parts<'_>, certificates: Option<TlsCertificates>) -> Result<Sentinels, StoreError> {
     let (master, db) = sentinel_path(parts.path)?;
-    let nodes = node_infos(parts, false)?;
     let invalid = |_| StoreError::Misconfigured("the Redis Sentinel settings are not valid".into());
-    let mut builder =
-        SentinelClientBuilder::new(nodes.iter().map(|node| node.addr().clone()), master, SentinelServerType::Master)
-            .map_err(invalid)?;
-    if let Some(credentials) = node_infos(parts, true)?.first() {
-        let settings = credentials.redis_settings();
-        if let Some(username) = settings.username() {
-            builder = builder.set_client_to_redis_username(username);
-        }
-        if let Some(password) = settings.password() {
-            builder = builder.set_client_to_redis_password(password);
-        }
-    }
+    let sentinels = node_infos(parts, false)?
+        .into_iter()
+        .map(|info| match &certificates {
+            Some(certificates) => Client::build_with_tls(info, certificates.clone()),
+            None => Client::open(info),
+        })
+        .collect::<Result<Vec<Client>, _>>()
+        .map_err(invalid)?;
+    let mut template = first_node(parts)?;
     if let Some(db) = db {
-        builder = builder.set_client_to_redis_db(db);
+        let settings = template.redis_settings().clone().set_db(db);
+        template = template.set_redis_settings(settings);
     }
-    if let Some(certificates) = certificates {
-        builder = builder
-            .set_client_to_sentinel_tls_mode(TlsMode::Secure)
-            .set_client_to_redis_tls_mode(TlsMode::Secure)
-            .set_client_to_sentinel_certificates(certificates.clone())
-            .set_client_to_redis_certificates(certificates);
-    }
-    builder.build().map_err(invalid)
+    Ok(Sentinels::new(sentinels, master, NodeTemplate { info: template, certificates }))
+}
+
+/// The first address of `parts` with the URL's credentials: the connection
+/// details every data node shares.
+fn first_node(parts: &Parts<'_>) -> Result<ConnectionInfo, StoreError> {
+    node_infos(parts, true)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| StoreError::Misconfigured("the Redis URL names no address".into()))
 }
 
 /// A Cluster client for `parts`, starting from every node it names.

@@ -216,13 +216,13 @@ impl SentinelSet {
     }
 
     pub fn start_with(tls: Option<&TlsFiles>) -> SentinelSet {
-        let node = |extra| data_node(tls, extra);
-        let master = node(acl());
-        let follow = || {
-            let port = master.1.to_string();
-            let replica = ["--replicaof", "127.0.0.1", &port, "--masteruser", USER, "--masterauth", PASSWORD];
-            acl().into_iter().chain(replica.map(String::from)).collect()
-        };
+        // Every data node may become a replica (a demoted master too): each
+        // knows the credentials to replicate with.
+        let as_replica = ["--masteruser", USER, "--masterauth", PASSWORD].map(String::from);
+        let node =
+            |extra: Vec<String>| data_node(tls, acl().into_iter().chain(as_replica.clone()).chain(extra).collect());
+        let master = node(Vec::new());
+        let follow = || ["--replicaof", "127.0.0.1", &master.1.to_string()].map(String::from).to_vec();
         let replicas = [node(follow()), node(follow())];
         wait_until("two replicas in sync", Duration::from_secs(30), || {
             query_as_user::<String>(master.0.port(), redis::cmd("INFO").arg("replication"))
