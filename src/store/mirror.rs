@@ -411,6 +411,8 @@ struct Source {
 struct Subscription {
     sink: PubSubSink,
     stream: PubSubStream,
+    /// Under Sentinel, the master subscribed to.
+    master: Option<String>,
 }
 
 impl Source {
@@ -420,7 +422,7 @@ impl Source {
         // Everything published before this moment is in the keys the load
         // reads; everything after, on the subscription.
         let subscribed_at = Instant::now();
-        let client = bounded("subscribe", CALL_DEADLINE, self.target.node_for(&self.names.channel)).await?;
+        let (client, master) = bounded("subscribe", CALL_DEADLINE, self.target.node_for(&self.names.channel)).await?;
         let pubsub = bounded("subscribe", CONNECTION_TIMEOUT, client.get_async_pubsub()).await?;
         let (mut sink, stream) = pubsub.split();
         bounded("subscribe", RESPONSE_TIMEOUT, sink.subscribe(&self.names.channel)).await?;
@@ -431,7 +433,22 @@ impl Source {
         state.proven_at = Some(subscribed_at);
         drop(state);
         tracing::info!(revoked, deprovisioned, "revocation mirror: subscribed and loaded");
-        Ok(Subscription { sink, stream })
+        Ok(Subscription { sink, stream, master })
+    }
+
+    /// Ok while the Sentinels name `master`, or none of them answers (no
+    /// failover happens without them).
+    async fn still_named(&self, master: &str) -> Result<(), StoreError> {
+        match bounded("recheck", CALL_DEADLINE, self.target.named_master()).await {
+            Ok(Some(named)) if named != master => {
+                Err(StoreError::Unavailable("the Sentinels name another master".into()))
+            }
+            Ok(_) => Ok(()),
+            Err(error) => {
+                tracing::warn!(reason = %error.detail(), "revocation mirror: no Sentinel confirms the master");
+                Ok(())
+            }
+        }
     }
 
     /// Every revocation and deprovisioning the store holds now.
@@ -565,7 +582,7 @@ async fn follow_forever(first: Subscription, source: Source, shared: Arc<Shared>
 /// Applies notices and proves the subscription alive until it fails; says
 /// why, and whether it was proven alive at least once.
 async fn follow(subscription: Subscription, source: &Source, shared: &Shared) -> (StoreError, bool) {
-    let Subscription { sink, mut stream } = subscription;
+    let Subscription { sink, mut stream, master } = subscription;
     let mut heartbeat = tokio::time::interval((shared.max_staleness / 3).max(MIN_HEARTBEAT));
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Past this, a `PING` is lost and the connection with it.
@@ -592,8 +609,15 @@ async fn follow(subscription: Subscription, source: &Source, shared: &Shared) ->
                 in_flight = None;
                 // The answer came after every message pushed before it: once
                 // those are applied, the copy is current as of `sent`.
-                let proof = answer.and_then(|()| drain(&mut stream, shared)).and_then(|()| shared.prove(sent));
-                if let Err(error) = proof {
+                let proof = answer.and_then(|()| drain(&mut stream, shared));
+                // A live old master (a planned failover, a partition) answers
+                // but hears no more revocations: under Sentinel the proof
+                // holds only while the Sentinels still name it.
+                let proof = match (proof, &master) {
+                    (Ok(()), Some(master)) => source.still_named(master).await,
+                    (proof, _) => proof,
+                };
+                if let Err(error) = proof.and_then(|()| shared.prove(sent)) {
                     return (error, proven);
                 }
                 proven = true;

@@ -133,7 +133,7 @@ impl Source {
     }
 
     /// The address of the master the Sentinels name now; none for the others.
-    async fn named_master(&self) -> RedisResult<Option<String>> {
+    pub(crate) async fn named_master(&self) -> RedisResult<Option<String>> {
         match self {
             Source::Sentinel(sentinels) => sentinels.named().await.map(|(host, port)| Some(format!("{host}:{port}"))),
             Source::Server(_) | Source::Cluster { .. } => Ok(None),
@@ -141,13 +141,13 @@ impl Source {
     }
 
     /// A client for the one node that holds `key`: the server, the master
-    /// the Sentinels name now, or the cluster node serving `key`'s slot (a
-    /// subscriber there hears the channels of that slot, and a `SCAN` there
-    /// reads its keys).
-    pub(crate) async fn node_for(&self, key: &str) -> RedisResult<Client> {
+    /// the Sentinels name now (with its address, to compare with theirs
+    /// later), or the cluster node serving `key`'s slot (a subscriber there
+    /// hears the channels of that slot, and a `SCAN` there reads its keys).
+    pub(crate) async fn node_for(&self, key: &str) -> RedisResult<(Client, Option<String>)> {
         match self {
-            Source::Server(client) => Ok(client.clone()),
-            Source::Sentinel(sentinels) => sentinels.master().await.map(|(client, _)| client),
+            Source::Server(client) => Ok((client.clone(), None)),
+            Source::Sentinel(sentinels) => sentinels.master().await.map(|(client, address)| (client, Some(address))),
             Source::Cluster { client, node } => {
                 let mut cluster = client.get_pending_async_connection_with_config(
                     ClusterConfig::new()
@@ -159,7 +159,7 @@ impl Source {
                 let (host, port) = slot_owner(&slots, slot).ok_or_else(|| {
                     RedisError::from((::redis::ErrorKind::Client, "no cluster node serves the keys' slot"))
                 })?;
-                node.client(&host, port)
+                Ok((node.client(&host, port)?, None))
             }
         }
     }

@@ -274,7 +274,8 @@ async fn a_revocation_no_replica_acknowledges_fails_and_a_retry_is_harmless() {
 
 /// A planned failover (`SENTINEL FAILOVER`): the old master lives on,
 /// answering, until the Sentinels demote it seconds later. The store reads
-/// from the master they name within [`MASTER_RECHECK`] of the switch; and
+/// from the master they name within [`MASTER_RECHECK`] of the switch, a
+/// revocation mirror within a heartbeat; and
 /// with every replica asked to acknowledge (`redis_replica_acks` = 2), no
 /// revocation it acknowledged, before, during or after, is lost.
 #[tokio::test]
@@ -282,6 +283,7 @@ async fn a_planned_sentinel_failover_loses_no_revocation_acknowledged_by_every_r
     let set = SentinelSet::start();
     let target = RedisTarget::new(&RedisUrl::new(set.url()), &RedisTls::default()).unwrap().with_replica_acks(2);
     let store = RedisStore::connect_to(target, "baton:", Retention::default()).await.unwrap();
+    let mirror = mirror(&set.url(), &RedisTls::default(), "baton:").await;
     let now = SystemClock.now();
     let old_master = set.master_port().unwrap();
     let mut acknowledged = Vec::new();
@@ -318,6 +320,11 @@ async fn a_planned_sentinel_failover_loses_no_revocation_acknowledged_by_every_r
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             eprintln!("planned failover: the store read the new master {:?} after the switch", written.elapsed());
+            // The mirror's heartbeat finds the Sentinels name another master,
+            // resubscribes there and reloads, long before the old master is
+            // demoted (which took over ten seconds here).
+            mirror_sees(&mirror, "direct", Status::Revoked, MIRROR_STALENESS + Duration::from_secs(3)).await;
+            eprintln!("planned failover: the mirror followed {:?} after the switch", written.elapsed());
         }
         match bounded("revoke", revoke(attempts)).await {
             Ok(jti) => {
