@@ -38,8 +38,11 @@
 //! revocation, deprovisioning or block is acknowledged only once a replica
 //! has it too (`WAIT`): the master may then die and the Sentinels promote a
 //! replica without losing it (they promote the replica furthest along).
-//! When no replica acknowledges within [`REPLICA_WAIT`], the call fails
-//! (503) though the master applied it; a retry is harmless.
+//! In a planned failover or a partition the old master may go on
+//! acknowledging until the store next asks the Sentinels
+//! ([`MASTER_RECHECK`]); only acknowledgements from every replica keep
+//! those. When too few replicas acknowledge within [`REPLICA_WAIT`], the
+//! call fails (503) though the master applied it; a retry is harmless.
 //!
 //! The check reads several keys in one `MGET`, and the scripts and
 //! transactions write several at once, so every key must hash to one slot of
