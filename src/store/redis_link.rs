@@ -16,10 +16,11 @@
 //! drops the connection as for one server.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
-use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use ::redis::cluster::{ClusterClient, ClusterConfig};
 use ::redis::cluster_async::ClusterConnection;
 use ::redis::{
@@ -79,9 +80,18 @@ pub(crate) struct NodeTemplate {
 /// replica as soon as it is promoted), and that node must say it is master
 /// (`ROLE`) before it is used.
 pub(crate) struct Sentinels {
-    sentinels: Vec<Client>,
+    sentinels: Vec<Sentinel>,
+    /// The Sentinel that answered last, asked first next time: one that is
+    /// down costs a connection timeout only when the others fail too.
+    preferred: AtomicUsize,
     master: String,
     node: NodeTemplate,
+}
+
+/// One Sentinel: a client, and the connection kept open to it.
+struct Sentinel {
+    client: Client,
+    connection: tokio::sync::Mutex<Option<MultiplexedConnection>>,
 }
 
 /// A connection any call can use: cheap to clone, shared by concurrent calls.
@@ -135,7 +145,11 @@ impl Source {
     /// The address of the master the Sentinels name now; none for the others.
     pub(crate) async fn named_master(&self) -> RedisResult<Option<String>> {
         match self {
-            Source::Sentinel(sentinels) => sentinels.named().await.map(|(host, port)| Some(format!("{host}:{port}"))),
+            // Bounded on its own: a recheck must not make its call late.
+            Source::Sentinel(sentinels) => match tokio::time::timeout(MASTER_RECHECK, sentinels.named()).await {
+                Ok(named) => named.map(|(host, port)| Some(format!("{host}:{port}"))),
+                Err(_) => Err(RedisError::from((::redis::ErrorKind::Io, "no Sentinel answered in time"))),
+            },
             Source::Server(_) | Source::Cluster { .. } => Ok(None),
         }
     }
@@ -198,15 +212,26 @@ impl Sentinels {
     /// Sentinels, each as a client (without credentials), watching `master`
     /// whose nodes are reached as `node` says.
     pub(crate) fn new(sentinels: Vec<Client>, master: &str, node: NodeTemplate) -> Sentinels {
-        Sentinels { sentinels, master: master.to_owned(), node }
+        let sentinels = sentinels
+            .into_iter()
+            .map(|client| Sentinel { client, connection: tokio::sync::Mutex::new(None) })
+            .collect();
+        Sentinels { sentinels, preferred: AtomicUsize::new(0), master: master.to_owned(), node }
     }
 
-    /// The master's address as the first Sentinel that answers names it.
+    /// The master's address as the first Sentinel that answers names it,
+    /// starting with the one that answered last.
     async fn named(&self) -> RedisResult<(String, u16)> {
         let mut last = RedisError::from((::redis::ErrorKind::Client, "no Sentinel is configured"));
-        for sentinel in &self.sentinels {
+        let count = self.sentinels.len();
+        let first = self.preferred.load(Ordering::Relaxed);
+        for index in (0..count).map(|offset| first.wrapping_add(offset) % count) {
+            let Some(sentinel) = self.sentinels.get(index) else { continue };
             match self.ask(sentinel).await {
-                Ok(Some(address)) => return Ok(address),
+                Ok(Some(address)) => {
+                    self.preferred.store(index, Ordering::Relaxed);
+                    return Ok(address);
+                }
                 Ok(None) => last = RedisError::from((::redis::ErrorKind::Client, "the Sentinels know no such master")),
                 Err(error) => last = error,
             }
@@ -214,14 +239,21 @@ impl Sentinels {
         Err(last)
     }
 
-    async fn ask(&self, sentinel: &Client) -> RedisResult<Option<(String, u16)>> {
-        let mut connection = sentinel.get_multiplexed_async_connection_with_config(&connection_config()).await?;
-        let address: Option<(String, u16)> = ::redis::cmd("SENTINEL")
+    /// What `sentinel` names, on the connection kept to it (opened when
+    /// there is none, dropped when it fails).
+    async fn ask(&self, sentinel: &Sentinel) -> RedisResult<Option<(String, u16)>> {
+        let mut kept = sentinel.connection.lock().await;
+        let mut connection = match kept.as_ref() {
+            Some(connection) => connection.clone(),
+            None => sentinel.client.get_multiplexed_async_connection_with_config(&connection_config()).await?,
+        };
+        let asked = ::redis::cmd("SENTINEL")
             .arg("GET-MASTER-ADDR-BY-NAME")
             .arg(&self.master)
-            .query_async(&mut connection)
-            .await?;
-        Ok(address)
+            .query_async::<Option<(String, u16)>>(&mut connection)
+            .await;
+        *kept = asked.is_ok().then_some(connection);
+        asked
     }
 
     /// A client for the master the Sentinels name, once it says it is

@@ -86,7 +86,8 @@ async fn tls_refuses_a_wrong_password_a_missing_certificate_and_a_stranger_autho
     mirror_sees(&mirror, "pushed-over-tls", Status::Revoked, Duration::from_secs(5)).await;
 }
 
-/// Sentinel: the store follows the master through a failover. A revocation
+/// Sentinel: the store follows the master through a failover, with one of
+/// the three Sentinels down. A revocation
 /// acknowledged before the master died (so held by a replica, `WAIT`) is
 /// there after the promotion; while no master serves, calls fail (the
 /// broker's 503), none hangs; after it, writes are acknowledged again.
@@ -96,6 +97,9 @@ async fn redis_store_on_sentinel_keeps_the_contract_and_every_acknowledged_revoc
     let url = set.url();
     keeps_the_contract(url.clone(), RedisTls::default(), "contract:", "redis-sentinel").await;
 
+    // The first Sentinel listed is down from now on: the others answer, and
+    // two of three still elect a leader for the failover.
+    set.sentinels[0].0.kill();
     let store = RedisStore::connect(&url, "baton:").await.unwrap();
     let mirror = mirror(&url, &RedisTls::default(), "baton:").await;
     let now = SystemClock.now();
