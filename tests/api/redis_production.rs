@@ -228,7 +228,7 @@ async fn redis_store_follows_a_sentinel_failover_over_tls() {
 #[tokio::test]
 async fn redis_store_and_mirror_on_a_cluster_over_tls() {
     let files = TlsFiles::generate();
-    let cluster = RedisCluster::start_with(Some(&files));
+    let cluster = RedisCluster::start_with(Some(&files), 0);
     let url = cluster.url();
     assert!(url.starts_with("rediss+cluster://"));
     let store = connect(&url, &files.client(), "{baton}:").await.unwrap();
@@ -355,4 +355,49 @@ async fn a_planned_sentinel_failover_loses_no_revocation_acknowledged_by_every_r
         acknowledged.len(),
         started.elapsed()
     );
+}
+
+/// Cluster with a replica per master: the master holding the store's slot
+/// is killed, its replica takes over, and the store carries on without a
+/// restart; a revocation acknowledged by the replica (`redis_replica_acks`
+/// = 1) before the kill is there after it.
+#[tokio::test]
+async fn redis_store_follows_a_cluster_failover() {
+    let mut cluster = RedisCluster::start_with(None, 1);
+    let target = RedisTarget::new(&RedisUrl::new(cluster.url()), &RedisTls::default()).unwrap().with_replica_acks(1);
+    let store = RedisStore::connect_to(target, "{baton}:", Retention::default()).await.unwrap();
+    let now = SystemClock.now();
+    // The replicas may still be syncing: a revocation is acknowledged once
+    // one has it.
+    let before = TokenId("before-failover".into());
+    let started = Instant::now();
+    while bounded("revoke", store.revoke(&before, now.plus(600))).await.is_err() {
+        assert!(started.elapsed() < FAILOVER_BOUND, "no replica acknowledged within {FAILOVER_BOUND:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster.kill_master_with_keys();
+    let killed = Instant::now();
+    let revoked = lineage("before-failover", now, "a");
+    let mut refused = 0;
+    loop {
+        match bounded("check", store.check(&revoked)).await {
+            Ok(status) => {
+                assert_eq!(status, Status::Revoked, "the acknowledged revocation survived the failover");
+                break;
+            }
+            Err(error) => {
+                assert!(matches!(error, StoreError::Unavailable(_)), "{error}");
+                refused += 1;
+            }
+        }
+        assert!(killed.elapsed() < FAILOVER_BOUND, "the cluster did not serve within {FAILOVER_BOUND:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("cluster failover: {refused} checks refused, served again {:?} after the kill", killed.elapsed());
+    // The promoted replica has no replica of its own: a revocation is
+    // applied but not acknowledged (the broker's 503) until one joins.
+    let after = TokenId("after-failover".into());
+    let refused = bounded("revoke", store.revoke(&after, now.plus(600))).await.unwrap_err();
+    assert!(refused.detail().contains("no replica acknowledged"), "{refused}");
+    assert_eq!(store.check(&lineage("after-failover", now, "a")).await.unwrap(), Status::Revoked);
 }

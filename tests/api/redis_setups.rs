@@ -322,11 +322,13 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     pub fn start() -> RedisCluster {
-        RedisCluster::start_with(None)
+        RedisCluster::start_with(None, 0)
     }
 
-    pub fn start_with(tls: Option<&TlsFiles>) -> RedisCluster {
-        let nodes: Vec<(RedisServer, u16)> = (0..3)
+    /// Three masters, each with `replicas` replicas (which replicate as
+    /// [`USER`]); over TLS with `tls`.
+    pub fn start_with(tls: Option<&TlsFiles>, replicas: usize) -> RedisCluster {
+        let nodes: Vec<(RedisServer, u16)> = (0..3 * (1 + replicas))
             .map(|_| {
                 // The bus port is given, not derived (port + 10000 may not exist).
                 let bus = crate::process::free_port();
@@ -343,7 +345,8 @@ impl RedisCluster {
                 if tls.is_some() {
                     cluster.extend(["--tls-cluster".to_owned(), "yes".into()]);
                 }
-                data_node(tls, cluster.into_iter().chain(acl()).collect())
+                let as_replica = ["--masteruser", USER, "--masterauth", PASSWORD].map(String::from);
+                data_node(tls, cluster.into_iter().chain(acl()).chain(as_replica).collect())
             })
             .collect();
         let addresses: Vec<String> = nodes.iter().map(|(_, port)| format!("127.0.0.1:{port}")).collect();
@@ -353,7 +356,9 @@ impl RedisCluster {
             create.arg("--tls").arg("--cacert").arg(files.path("ca.pem"));
             create.arg("--cert").arg(files.path("client.pem")).arg("--key").arg(files.path("client.key"));
         }
-        let output = create.args(["--cluster", "create"]).args(&addresses).arg("--cluster-yes").output().unwrap();
+        create.args(["--cluster", "create"]).args(&addresses);
+        create.args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"]);
+        let output = create.output().unwrap();
         assert!(
             output.status.success(),
             "redis-cli --cluster create: {}{}",
@@ -382,8 +387,32 @@ impl RedisCluster {
         self.nodes.iter().map(|(node, _)| format!("redis://{USER}:{PASSWORD}@127.0.0.1:{}/", node.port())).collect()
     }
 
+    /// The ports of the masters, as the nodes name them.
+    pub fn master_ports(&self) -> Vec<u16> {
+        self.nodes
+            .iter()
+            .filter(|(node, _)| {
+                query_as_user::<Vec<redis::Value>>(node.port(), &redis::cmd("ROLE"))
+                    .is_ok_and(|role| role.first() == Some(&redis::Value::BulkString(b"master".to_vec())))
+            })
+            .map(|(_, port)| *port)
+            .collect()
+    }
+
+    /// Kills the master that holds keys (SIGKILL); answers its port.
+    pub fn kill_master_with_keys(&mut self) -> u16 {
+        let masters = self.master_ports();
+        let counts = self.key_counts();
+        let index = (0..self.nodes.len())
+            .find(|index| masters.contains(&self.nodes[*index].1) && counts[*index] > 0)
+            .expect("a master holds the keys");
+        self.nodes[index].0.kill();
+        self.nodes[index].1
+    }
+
     /// How many keys each node holds.
     pub fn key_counts(&self) -> Vec<u64> {
-        self.nodes.iter().map(|(node, _)| query_as_user(node.port(), &redis::cmd("DBSIZE")).unwrap()).collect()
+        // A killed node counts none.
+        self.nodes.iter().map(|(node, _)| query_as_user(node.port(), &redis::cmd("DBSIZE")).unwrap_or(0)).collect()
     }
 }
