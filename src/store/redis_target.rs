@@ -7,7 +7,7 @@
 //! | form | reaches |
 //! |---|---|
 //! | `redis://[user:password@]host[:port][/db]` | one server |
-//! | `redis+sentinel://[user:password@]host:port[,host:port…]/master[/db]` | the master the Sentinels at those addresses name `master`, followed through failovers |
+//! | `redis+sentinel://[user:password@]host:port[,host:port…]/master[/db][?sentinel_username=…&sentinel_password=…]` | the master the Sentinels at those addresses name `master`, followed through failovers |
 //! | `redis+cluster://[user:password@]host:port[,host:port…]` | a Redis Cluster, discovered from any of the nodes named |
 //!
 //! Each has a TLS twin whose scheme starts `rediss` (`rediss://`,
@@ -15,7 +15,9 @@
 //! client certificate and key come from files ([`RedisTls`]), else the
 //! platform's roots are trusted and no client certificate is shown. Under
 //! Sentinel, TLS covers the Sentinels and the data nodes alike, and the
-//! credentials are the data nodes' (the Sentinels are asked without any).
+//! credentials before the `@` are the data nodes'; the Sentinels are asked
+//! with `sentinel_username` and `sentinel_password` (percent-encoded) where
+//! they require a password, else without any.
 //!
 //! The URL may carry a password: [`RedisUrl`] prints only its scheme and
 //! addresses, and no error here echoes it.
@@ -81,8 +83,11 @@ struct Parts<'a> {
     credentials: Option<&'a str>,
     /// `host:port` entries (one for a server, as written for the others).
     hosts: Vec<&'a str>,
-    /// What follows the addresses, without the leading `/`.
+    /// What follows the addresses, without the leading `/`, up to the query.
     path: &'a str,
+    /// What follows the `?`, if anything (never printed: it may hold a
+    /// password).
+    query: &'a str,
 }
 
 impl RedisUrl {
@@ -126,6 +131,7 @@ impl RedisUrl {
         };
         // The credentials end at the last `@` before the path: a password
         // may hold an `@` only percent-encoded, but be lenient with one.
+        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
         let authority_end = rest.find('/').unwrap_or(rest.len());
         let (credentials, after) = match rest.get(..authority_end).and_then(|authority| authority.rfind('@')) {
             Some(at) => (rest.get(..at), rest.get(at.saturating_add(1)..).unwrap_or("")),
@@ -141,7 +147,14 @@ impl RedisUrl {
                 "the Redis URL names several addresses: use redis+sentinel:// or redis+cluster://".into(),
             ));
         }
-        Ok(Parts { tls, topology, credentials, hosts, path })
+        if !query.is_empty() && topology == Topology::Cluster {
+            return Err(StoreError::Misconfigured("a Redis Cluster URL takes no parameters".into()));
+        }
+        let parts = Parts { tls, topology, credentials, hosts, path, query };
+        if topology == Topology::Sentinel {
+            sentinel_credentials(&parts)?;
+        }
+        Ok(parts)
     }
 
     /// The scheme and addresses, without the credentials.
@@ -251,8 +264,19 @@ impl fmt::Debug for RedisTarget {
 fn sentinels(parts: &Parts<'_>, certificates: Option<TlsCertificates>) -> Result<Sentinels, StoreError> {
     let (master, db) = sentinel_path(parts.path)?;
     let invalid = |_| StoreError::Misconfigured("the Redis Sentinel settings are not valid".into());
+    let (username, password) = sentinel_credentials(parts)?;
     let sentinels = node_infos(parts, false)?
         .into_iter()
+        .map(|info| {
+            let mut settings = info.redis_settings().clone();
+            if let Some(username) = &username {
+                settings = settings.set_username(username);
+            }
+            if let Some(password) = &password {
+                settings = settings.set_password(password);
+            }
+            info.set_redis_settings(settings)
+        })
         .map(|info| match &certificates {
             Some(certificates) => Client::build_with_tls(info, certificates.clone()),
             None => Client::open(info),
@@ -265,6 +289,28 @@ fn sentinels(parts: &Parts<'_>, certificates: Option<TlsCertificates>) -> Result
         template = template.set_redis_settings(settings);
     }
     Ok(Sentinels::new(sentinels, master, NodeTemplate { info: template, certificates }))
+}
+
+/// The Sentinels' own user and password, from the URL's parameters
+/// `sentinel_username` and `sentinel_password`; any other parameter is a
+/// mistake.
+fn sentinel_credentials(parts: &Parts<'_>) -> Result<(Option<String>, Option<String>), StoreError> {
+    let (mut username, mut password) = (None, None);
+    for (name, value) in form_urlencoded::parse(parts.query.as_bytes()) {
+        match name.as_ref() {
+            "sentinel_username" => username = Some(value.into_owned()),
+            "sentinel_password" => password = Some(value.into_owned()),
+            // Not named: a mistyped parameter may be a password.
+            _ => {
+                return Err(StoreError::Misconfigured(
+                    "the Redis URL has an unknown parameter: a Sentinel URL takes sentinel_username and \
+                     sentinel_password"
+                        .into(),
+                ))
+            }
+        }
+    }
+    Ok((username, password))
 }
 
 /// The first address of `parts` with the URL's credentials: the connection
@@ -345,6 +391,8 @@ mod tests {
             ("rediss://baton:pw@redis.internal:6380/2", Topology::Server, true),
             ("redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster", Topology::Sentinel, false),
             ("rediss+sentinel://u:p@10.0.0.1:26379/mymaster/1", Topology::Sentinel, true),
+            ("redis+sentinel://10.0.0.1:26379/mymaster?sentinel_password=p%40ss", Topology::Sentinel, false),
+            ("redis+sentinel://a:1/m/2?sentinel_username=s&sentinel_password=p", Topology::Sentinel, false),
             ("redis+cluster://10.0.0.1:7000,10.0.0.2:7000", Topology::Cluster, false),
             ("REDISS+CLUSTER://u:p@10.0.0.1:7000/", Topology::Cluster, true),
         ];
@@ -360,6 +408,8 @@ mod tests {
             "redis+sentinel://a:26379/",
             "redis+sentinel://a:26379,,b:1/m",
             "redis+sentinel://a:26379/m/zero",
+            "redis+sentinel://a:26379/m?password=p",
+            "redis+cluster://a:7000?sentinel_password=p",
         ] {
             assert!(RedisUrl::new(bad).check().is_err(), "{bad}");
         }
@@ -371,6 +421,7 @@ mod tests {
             "rediss://baton:s3cret@redis.internal:6380/0",
             "redis+sentinel://baton:s3cret@a:26379,b:26379/mymaster",
             "redis+cluster://:s3cret@a:7000,b:7000",
+            "redis+sentinel://a:26379,b:26379/mymaster?sentinel_password=s3cret",
         ] {
             let url = RedisUrl::new(url);
             let printed = format!("{url:?}");

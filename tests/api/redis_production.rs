@@ -15,7 +15,8 @@ use futures_util::StreamExt;
 
 use crate::redis_server::RedisServer;
 use crate::redis_setups::{
-    query, query_as_user, wait_until, RedisCluster, SentinelSet, TlsFiles, TlsRedis, MASTER, PASSWORD, USER,
+    ask_sentinel, query, query_as_user, wait_until, RedisCluster, SentinelSet, TlsFiles, TlsRedis, MASTER, PASSWORD,
+    SENTINEL_PASSWORD, USER,
 };
 use crate::redis_store::{bounded, keeps_the_contract, lineage};
 
@@ -209,6 +210,10 @@ async fn redis_store_follows_a_sentinel_failover_over_tls() {
     assert!(store.revoke(&TokenId("before-failover".into()), now.plus(600)).await.unwrap());
     let anonymous = RedisTls { cert: None, key: None, ..files.client() };
     assert!(bounded("connect", connect(&url, &anonymous, "baton:")).await.is_err(), "no client certificate");
+    let (without, _) = url.split_once('?').unwrap();
+    let refused = bounded("connect", connect(without, &files.client(), "baton:")).await.unwrap_err();
+    assert!(matches!(refused, StoreError::Unavailable(_)), "the Sentinels want their password: {refused}");
+    assert!(!refused.detail().contains(SENTINEL_PASSWORD) && !format!("{store:?}").contains(SENTINEL_PASSWORD));
 
     set.kill_master();
     let killed = Instant::now();
@@ -299,7 +304,7 @@ async fn a_planned_sentinel_failover_loses_no_revocation_acknowledged_by_every_r
     acknowledged.push(revoke(0).await.unwrap());
 
     let (sentinel, _) = &set.sentinels[0];
-    let _: String = query(sentinel.port(), redis::cmd("SENTINEL").arg("FAILOVER").arg(MASTER)).unwrap();
+    let _: String = ask_sentinel(sentinel.port(), redis::cmd("SENTINEL").arg("FAILOVER").arg(MASTER)).unwrap();
     let started = Instant::now();
     let mut attempts = 1;
     let mut switched = None;

@@ -16,6 +16,8 @@ pub const MASTER: &str = "baton-master";
 /// The ACL user the TLS server knows, and its password.
 pub const USER: &str = "baton";
 pub const PASSWORD: &str = "s3cret-pw";
+/// The password the test Sentinels require (`requirepass`).
+pub const SENTINEL_PASSWORD: &str = "sentinel-s3cret";
 
 /// Polls `ready` every 50 ms until it holds, panicking with `what` after
 /// `within`.
@@ -30,6 +32,11 @@ pub fn wait_until(what: &str, within: Duration, mut ready: impl FnMut() -> bool)
 /// One request to the Redis (or Sentinel) on a plain loopback `port`.
 pub fn query<T: redis::FromRedisValue>(port: u16, command: &redis::Cmd) -> redis::RedisResult<T> {
     request(&format!("redis://127.0.0.1:{port}/"), command)
+}
+
+/// One request to the Sentinel on a plain loopback `port`, with its password.
+pub fn ask_sentinel<T: redis::FromRedisValue>(port: u16, command: &redis::Cmd) -> redis::RedisResult<T> {
+    request(&format!("redis://:{SENTINEL_PASSWORD}@127.0.0.1:{port}/"), command)
 }
 
 /// One request as [`USER`] to the Redis on a plain loopback `port`.
@@ -199,8 +206,8 @@ fn acl() -> Vec<String> {
 
 /// A master, two replicas and three Sentinels (quorum 2) that declare a
 /// master down after 1 s without an answer. The data nodes know [`USER`]
-/// only (ACL), among themselves too; the Sentinels ask without credentials
-/// and use them on the data nodes. With TLS files, every link between them
+/// only (ACL), among themselves too; the Sentinels use them on the data
+/// nodes, and require [`SENTINEL_PASSWORD`] of clients and of each other. With TLS files, every link between them
 /// is TLS, and so are the ports they name to clients.
 pub struct SentinelSet {
     /// Each data node with the port the Sentinels name it by.
@@ -237,7 +244,9 @@ impl SentinelSet {
                      sentinel failover-timeout {MASTER} 10000\n\
                      sentinel parallel-syncs {MASTER} 2\n\
                      sentinel auth-user {MASTER} {USER}\n\
-                     sentinel auth-pass {MASTER} {PASSWORD}\n",
+                     sentinel auth-pass {MASTER} {PASSWORD}\n\
+                     requirepass {SENTINEL_PASSWORD}\n\
+                     sentinel sentinel-pass {SENTINEL_PASSWORD}\n",
                     master.1
                 );
                 if let Some(files) = tls {
@@ -256,10 +265,14 @@ impl SentinelSet {
         // (they learn both from hello messages, every 2 s).
         for (sentinel, _) in &sentinels {
             wait_until("the Sentinels know each other and both replicas", Duration::from_secs(30), || {
-                let others =
-                    query::<Vec<redis::Value>>(sentinel.port(), redis::cmd("SENTINEL").arg("SENTINELS").arg(MASTER));
-                let replicas =
-                    query::<Vec<redis::Value>>(sentinel.port(), redis::cmd("SENTINEL").arg("REPLICAS").arg(MASTER));
+                let others = ask_sentinel::<Vec<redis::Value>>(
+                    sentinel.port(),
+                    redis::cmd("SENTINEL").arg("SENTINELS").arg(MASTER),
+                );
+                let replicas = ask_sentinel::<Vec<redis::Value>>(
+                    sentinel.port(),
+                    redis::cmd("SENTINEL").arg("REPLICAS").arg(MASTER),
+                );
                 others.is_ok_and(|others| others.len() == 2) && replicas.is_ok_and(|replicas| replicas.len() == 2)
             });
         }
@@ -269,18 +282,19 @@ impl SentinelSet {
     }
 
     /// `redis+sentinel://` (`rediss+sentinel://` with TLS) with [`USER`]'s
-    /// credentials, naming all three Sentinels.
+    /// credentials, naming all three Sentinels, with their password.
     pub fn url(&self) -> String {
         let sentinels: Vec<String> = self.sentinels.iter().map(|(_, port)| format!("127.0.0.1:{port}")).collect();
         let scheme = if self.tls { "rediss+sentinel" } else { "redis+sentinel" };
-        format!("{scheme}://{USER}:{PASSWORD}@{}/{MASTER}", sentinels.join(","))
+        format!("{scheme}://{USER}:{PASSWORD}@{}/{MASTER}?sentinel_password={SENTINEL_PASSWORD}", sentinels.join(","))
     }
 
     /// The port of the master the first Sentinel that answers names.
     pub fn master_port(&self) -> Option<u16> {
         self.sentinels.iter().find_map(|(sentinel, _)| {
             let address: Vec<String> =
-                query(sentinel.port(), redis::cmd("SENTINEL").arg("GET-MASTER-ADDR-BY-NAME").arg(MASTER)).ok()?;
+                ask_sentinel(sentinel.port(), redis::cmd("SENTINEL").arg("GET-MASTER-ADDR-BY-NAME").arg(MASTER))
+                    .ok()?;
             address.get(1)?.parse().ok()
         })
     }
