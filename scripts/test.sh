@@ -54,6 +54,7 @@ is_installed() {
 #   pkg-config, libssl-dev: the openssl-sys crate builds against OpenSSL
 #   curl:                   HTTP checks and the example walk
 #   redis-server:           the Redis store's tests start their own server
+#   openssl:                the Redis TLS tests make a throwaway CA and certificates
 #   chromium:               the console's browser tests (driven by playwright-core)
 #   haproxy:                the load balancer of docker-compose.yml, run by the
 #                           test of the same topology without containers
@@ -66,6 +67,7 @@ install_system_packages() {
         libssl-dev
         curl
         redis-server
+        openssl
         chromium
         haproxy
         docker-compose

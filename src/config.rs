@@ -11,6 +11,7 @@ use crate::abuse::{RefusalSettings, ThrottleSettings};
 use crate::approvals::Approver;
 use crate::ids::Issuer;
 use crate::keys::Algorithm;
+use crate::store::redis_target::{RedisTls, RedisUrl, Topology, MAX_REPLICA_ACKS};
 
 /// The variable that names the config file; not itself a config key.
 pub const CONFIG_VARIABLE: &str = "BATON_CONFIG";
@@ -130,10 +131,18 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Largest token accepted in a request, in bytes.
     pub max_token_bytes: usize,
-    /// Redis for shared state (`redis://` or `rediss://`); the embedded store when absent.
-    pub redis_url: Option<String>,
-    /// Prefix of every Redis key, so that brokers can share a server.
+    /// Redis for shared state: one server, Sentinel or Cluster, over TLS or
+    /// not (the forms of [`RedisUrl`]); the embedded store when absent.
+    pub redis_url: Option<RedisUrl>,
+    /// Prefix of every Redis key, so that brokers can share a server; on a
+    /// Redis Cluster it carries a hash tag (default `{baton}:` there).
     pub redis_prefix: String,
+    /// TLS files for a `rediss` Redis URL (`redis_tls_ca`, `redis_tls_cert`,
+    /// `redis_tls_key`).
+    pub redis_tls: RedisTls,
+    /// Replicas that must acknowledge a revocation before it is; by default
+    /// 1 under Sentinel, else 0.
+    pub redis_replica_acks: Option<u32>,
     /// SHA-256 (hex) of the admin token; the admin API is off when absent.
     pub admin_token_sha256: Option<String>,
     /// Whether DPoP proofs at the token endpoint must carry a server nonce
@@ -299,8 +308,12 @@ struct Raw {
     agent_token_ttl: Option<i64>,
     max_body_bytes: Option<usize>,
     max_token_bytes: Option<usize>,
-    redis_url: Option<String>,
+    redis_url: Option<RedisUrl>,
     redis_prefix: Option<String>,
+    redis_tls_ca: Option<PathBuf>,
+    redis_tls_cert: Option<PathBuf>,
+    redis_tls_key: Option<PathBuf>,
+    redis_replica_acks: Option<u32>,
     admin_token_sha256: Option<String>,
     dpop_nonce: Option<bool>,
     approver: Option<Approver>,
@@ -373,6 +386,7 @@ impl Config {
         check_issuer(&issuer)?;
         // The defaults are the broker's own, defined once beside the code.
         let (throttle, refusals) = (ThrottleSettings::default(), RefusalSettings::default());
+        let redis_prefix = raw.redis_prefix.clone().unwrap_or_else(|| default_redis_prefix(raw.redis_url.as_ref()));
         let config = Config {
             listen,
             issuer: Issuer::new(issuer),
@@ -386,7 +400,9 @@ impl Config {
             max_body_bytes: raw.max_body_bytes.unwrap_or(64 * 1024),
             max_token_bytes: raw.max_token_bytes.unwrap_or(16 * 1024),
             redis_url: raw.redis_url,
-            redis_prefix: raw.redis_prefix.unwrap_or_else(|| "baton:".into()),
+            redis_prefix,
+            redis_tls: RedisTls { ca: raw.redis_tls_ca, cert: raw.redis_tls_cert, key: raw.redis_tls_key },
+            redis_replica_acks: raw.redis_replica_acks,
             admin_token_sha256: raw.admin_token_sha256,
             dpop_nonce: raw.dpop_nonce.unwrap_or(false),
             approver: raw.approver.unwrap_or_default(),
@@ -445,14 +461,7 @@ impl Config {
         within("clock_leeway_seconds", config.clock_leeway_seconds, 0, MAX_CLOCK_LEEWAY)?;
         let max_pending = i64::try_from(config.max_pending_approvals_per_agent).unwrap_or(i64::MAX);
         within("max_pending_approvals_per_agent", max_pending, 1, 10_000)?;
-        if let Some(url) = &config.redis_url {
-            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                return Err(ConfigError::Invalid {
-                    key: "redis_url",
-                    problem: "must start with redis:// or rediss://".into(),
-                });
-            }
-        }
+        check_redis(&config)?;
         if let Some(hash) = &config.admin_token_sha256 {
             if hash.len() != 64 || !hash.bytes().all(|byte| byte.is_ascii_hexdigit()) {
                 return Err(ConfigError::Invalid {
@@ -585,6 +594,54 @@ fn within(key: &'static str, value: i64, low: i64, high: i64) -> Result<(), Conf
     }
 }
 
+/// `baton:`, or `{baton}:` on a Redis Cluster, where every key must hash to
+/// one slot.
+fn default_redis_prefix(url: Option<&RedisUrl>) -> String {
+    match url.map(RedisUrl::check) {
+        Some(Ok(Topology::Cluster)) => "{baton}:".into(),
+        _ => "baton:".into(),
+    }
+}
+
+/// The Redis URL is a form the store reads, a cluster's prefix carries a
+/// hash tag, and the TLS files go with a TLS URL, a certificate with its key.
+fn check_redis(config: &Config) -> Result<(), ConfigError> {
+    if let Some(acks) = config.redis_replica_acks {
+        within("redis_replica_acks", i64::from(acks), 0, i64::from(MAX_REPLICA_ACKS))?;
+    }
+    let tls = &config.redis_tls;
+    if tls.cert.is_some() != tls.key.is_some() {
+        return Err(ConfigError::Invalid {
+            key: if tls.cert.is_some() { "redis_tls_key" } else { "redis_tls_cert" },
+            problem: "redis_tls_cert and redis_tls_key go together".into(),
+        });
+    }
+    let Some(url) = &config.redis_url else {
+        let named = [("redis_tls_ca", &tls.ca), ("redis_tls_cert", &tls.cert), ("redis_tls_key", &tls.key)];
+        return match named.into_iter().find(|(_, path)| path.is_some()) {
+            Some((key, _)) => Err(ConfigError::Invalid { key, problem: "set without redis_url".into() }),
+            None => Ok(()),
+        };
+    };
+    // The problem never echoes the URL: it may carry a password.
+    let topology =
+        url.check().map_err(|error| ConfigError::Invalid { key: "redis_url", problem: error.detail().to_owned() })?;
+    if topology == Topology::Cluster && crate::store::redis::hash_tag(&config.redis_prefix).is_none() {
+        return Err(ConfigError::Invalid {
+            key: "redis_prefix",
+            problem: "on a Redis Cluster it needs a hash tag, such as {baton}:, so that every key lands in one slot"
+                .into(),
+        });
+    }
+    if tls.is_set() && !url.is_tls() {
+        return Err(ConfigError::Invalid {
+            key: "redis_url",
+            problem: "redis_tls_ca, redis_tls_cert and redis_tls_key need a rediss URL".into(),
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -628,7 +685,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.admin_token_sha256.as_deref(), Some(hash.as_str()), "the trailing newline is trimmed");
-        assert_eq!(config.redis_url.as_deref(), Some("redis://:pass@127.0.0.1:6379/0"));
+        assert_eq!(config.redis_url.as_ref().map(RedisUrl::expose), Some("redis://:pass@127.0.0.1:6379/0"));
 
         let both = Config::load(
             None,
@@ -848,6 +905,39 @@ mod tests {
             let error = Config::load(None, vars(&[("BATON_AUDIT_RETENTION_DAYS", bad)])).unwrap_err().to_string();
             assert!(error.contains("audit_retention_days"), "{error}");
         }
+    }
+
+    #[test]
+    fn redis_forms_tls_files_and_cluster_prefixes_are_checked() {
+        let sentinel = "redis+sentinel://baton:s3cret@10.0.0.1:26379,10.0.0.2:26379/mymaster";
+        let config = Config::load(None, vars(&[("BATON_REDIS_URL", sentinel)])).unwrap();
+        assert_eq!(config.redis_prefix, "baton:");
+        assert!(!format!("{config:?}").contains("s3cret"), "the Redis password is not printed");
+        let cluster = Config::load(None, vars(&[("BATON_REDIS_URL", "redis+cluster://a:7000,b:7000")])).unwrap();
+        assert_eq!(cluster.redis_prefix, "{baton}:", "a cluster's default prefix is one slot");
+        let untagged = vars(&[("BATON_REDIS_URL", "redis+cluster://a:7000"), ("BATON_REDIS_PREFIX", "baton:")]);
+        assert!(Config::load(None, untagged).unwrap_err().to_string().contains("redis_prefix"));
+        let tls = vars(&[
+            ("BATON_REDIS_URL", "rediss://baton:s3cret@redis.internal:6380/"),
+            ("BATON_REDIS_TLS_CA", "/etc/baton/redis-ca.pem"),
+            ("BATON_REDIS_TLS_CERT", "/etc/baton/redis-client.pem"),
+            ("BATON_REDIS_TLS_KEY", "/etc/baton/redis-client.key"),
+        ]);
+        let config = Config::load(None, tls).unwrap();
+        assert_eq!(config.redis_tls.ca.as_deref(), Some(Path::new("/etc/baton/redis-ca.pem")));
+        let plain = vars(&[("BATON_REDIS_URL", "redis://h:6379/"), ("BATON_REDIS_TLS_CA", "/ca.pem")]);
+        assert!(Config::load(None, plain).unwrap_err().to_string().contains("rediss"));
+        let half = vars(&[("BATON_REDIS_URL", "rediss://h:6380/"), ("BATON_REDIS_TLS_CERT", "/c.pem")]);
+        assert!(Config::load(None, half).unwrap_err().to_string().contains("redis_tls_key"));
+        let acks = vars(&[("BATON_REDIS_URL", "redis://h:6379/"), ("BATON_REDIS_REPLICA_ACKS", "1")]);
+        assert_eq!(Config::load(None, acks).unwrap().redis_replica_acks, Some(1));
+        let many = vars(&[("BATON_REDIS_URL", "redis://h:6379/"), ("BATON_REDIS_REPLICA_ACKS", "17")]);
+        assert!(Config::load(None, many).unwrap_err().to_string().contains("redis_replica_acks"));
+        let alone = vars(&[("BATON_REDIS_TLS_CERT", "/c.pem"), ("BATON_REDIS_TLS_KEY", "/k.pem")]);
+        assert!(Config::load(None, alone).unwrap_err().to_string().contains("redis_tls_cert"));
+        let error =
+            Config::load(None, vars(&[("BATON_REDIS_URL", "redis+sentinel://u:s3cret@a:1/")])).unwrap_err().to_string();
+        assert!(error.contains("redis_url") && !error.contains("s3cret"), "{error}");
     }
 
     #[test]

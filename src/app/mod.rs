@@ -20,6 +20,7 @@ use crate::keys::{self, KeySet};
 use crate::policy::{Lifetimes, Policy};
 use crate::store::embedded::EmbeddedStore;
 use crate::store::redis::RedisStore;
+use crate::store::redis_target::RedisTarget;
 use crate::store::{LifecycleStore, Retention, SessionStore, StateStore};
 use crate::upstream::sign_in::{SignIn, SignInSettings};
 
@@ -97,10 +98,15 @@ async fn open_store(config: &Config) -> Result<Arc<dyn StateStore>, String> {
     let retention = Retention::days(config.audit_retention_days);
     match &config.redis_url {
         Some(url) => {
-            let store = RedisStore::connect_with_retention(url, &config.redis_prefix, retention)
+            let mut target = RedisTarget::new(url, &config.redis_tls).map_err(|error| format!("redis: {error}"))?;
+            if let Some(acks) = config.redis_replica_acks {
+                target = target.with_replica_acks(acks);
+            }
+            let topology = target.topology();
+            let store = RedisStore::connect_to(target, &config.redis_prefix, retention)
                 .await
                 .map_err(|error| format!("redis: {error}"))?;
-            tracing::info!(prefix = %config.redis_prefix, "state in Redis");
+            tracing::info!(prefix = %config.redis_prefix, ?topology, "state in Redis");
             Ok(Arc::new(store))
         }
         None => {

@@ -20,6 +20,12 @@
 //! silent subscription is replaced with bounded backoff, and the full state
 //! reloaded, before the copy is fresh again.
 //!
+//! Each subscription, and the load behind it, goes to the node holding the
+//! store's keys (one server, the master the Sentinels name at that moment,
+//! or the cluster node serving the prefix's hash tag), over TLS where the
+//! target says so; after a failover the next subscription follows the
+//! promotion.
+//!
 //! The mirror publishes nothing, so it cannot disturb other subscribers; it
 //! ignores notices of kinds it does not know (another tool's heartbeats),
 //! and resynchronises from the keys on a notice of a known kind it cannot
@@ -43,8 +49,11 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use super::redis::{
-    cutoff_of, describe, RevocationNotice, CALL_DEADLINE, CONNECTION_TIMEOUT, KEEP_AFTER_END, RESPONSE_TIMEOUT,
+    check_prefix, cutoff_of, describe, RevocationNotice, CALL_DEADLINE, CONNECTION_TIMEOUT, KEEP_AFTER_END,
+    RESPONSE_TIMEOUT,
 };
+use super::redis_link::Source as RedisSource;
+use super::redis_target::{RedisTarget, RedisTls, RedisUrl};
 use super::{verdict, Cutoff, Lineage, Principal, RevocationStore, Status, StoreError};
 use crate::claims::TokenId;
 use crate::clock::{Clock, SystemClock, UnixMicros, UnixTime};
@@ -108,9 +117,24 @@ impl RevocationMirror {
         max_staleness: Duration,
         clock: Arc<dyn Clock>,
     ) -> Result<RevocationMirror, StoreError> {
-        let client = client(url)?;
-        let address = client.get_connection_info().addr().to_string();
-        let source = Source { client, names: Names::new(prefix), clock };
+        let target = RedisTarget::new(&RedisUrl::new(url), &RedisTls::default())?;
+        RevocationMirror::connect_to(target, prefix, max_staleness, clock).await
+    }
+
+    /// [`RevocationMirror::connect_with_clock`], to a target that may carry
+    /// TLS files. Each subscription goes to the node that holds the
+    /// store's keys: the server, the master the Sentinels name at that
+    /// moment (a failover ends the subscription, and the next one follows
+    /// the promotion), or the cluster node serving the prefix's hash tag.
+    pub async fn connect_to(
+        target: RedisTarget,
+        prefix: &str,
+        max_staleness: Duration,
+        clock: Arc<dyn Clock>,
+    ) -> Result<RevocationMirror, StoreError> {
+        check_prefix(target.topology, prefix)?;
+        let RedisTarget { source: target, address, .. } = target;
+        let source = Source { target, names: Names::new(prefix), clock };
         let shared = Arc::new(Shared { max_staleness, state: RwLock::new(State::default()) });
         let subscription = source.open(&shared).await.map_err(|error| {
             StoreError::Unavailable(format!("cannot mirror the revocations at {address}: {}", error.detail()))
@@ -363,15 +387,6 @@ fn end_of(pttl: i64, now: UnixTime) -> Option<UnixTime> {
     }
 }
 
-fn client(url: &str) -> Result<Client, StoreError> {
-    let scheme = url.split_once("://").map(|(scheme, _)| scheme.to_ascii_lowercase());
-    if scheme.as_deref() != Some("redis") {
-        // The URL is not echoed: it may carry a password.
-        return Err(StoreError::Misconfigured("the revocation mirror needs a redis:// URL".into()));
-    }
-    Client::open(url).map_err(|_| StoreError::Misconfigured("the Redis URL is not valid".into()))
-}
-
 /// Awaits one Redis request for at most `deadline`.
 async fn bounded<T>(
     operation: &str,
@@ -387,7 +402,7 @@ async fn bounded<T>(
 
 /// Where the copy comes from.
 struct Source {
-    client: Client,
+    target: RedisSource,
     names: Names,
     clock: Arc<dyn Clock>,
 }
@@ -396,6 +411,8 @@ struct Source {
 struct Subscription {
     sink: PubSubSink,
     stream: PubSubStream,
+    /// Under Sentinel, the master subscribed to.
+    master: Option<String>,
 }
 
 impl Source {
@@ -405,26 +422,42 @@ impl Source {
         // Everything published before this moment is in the keys the load
         // reads; everything after, on the subscription.
         let subscribed_at = Instant::now();
-        let pubsub = bounded("subscribe", CONNECTION_TIMEOUT, self.client.get_async_pubsub()).await?;
+        let (client, master) = bounded("subscribe", CALL_DEADLINE, self.target.node_for(&self.names.channel)).await?;
+        let pubsub = bounded("subscribe", CONNECTION_TIMEOUT, client.get_async_pubsub()).await?;
         let (mut sink, stream) = pubsub.split();
         bounded("subscribe", RESPONSE_TIMEOUT, sink.subscribe(&self.names.channel)).await?;
-        let loaded = self.load().await?;
+        let loaded = self.load(&client).await?;
         let (revoked, deprovisioned) = (loaded.revoked.len(), loaded.deprovisioned.len());
         let mut state = shared.write()?;
         state.merge(loaded);
         state.proven_at = Some(subscribed_at);
         drop(state);
         tracing::info!(revoked, deprovisioned, "revocation mirror: subscribed and loaded");
-        Ok(Subscription { sink, stream })
+        Ok(Subscription { sink, stream, master })
+    }
+
+    /// Ok while the Sentinels name `master`, or none of them answers (no
+    /// failover happens without them).
+    async fn still_named(&self, master: &str) -> Result<(), StoreError> {
+        match bounded("recheck", CALL_DEADLINE, self.target.named_master()).await {
+            Ok(Some(named)) if named != master => {
+                Err(StoreError::Unavailable("the Sentinels name another master".into()))
+            }
+            Ok(_) => Ok(()),
+            Err(error) => {
+                tracing::warn!(reason = %error.detail(), "revocation mirror: no Sentinel confirms the master");
+                Ok(())
+            }
+        }
     }
 
     /// Every revocation and deprovisioning the store holds now.
-    async fn load(&self) -> Result<State, StoreError> {
+    async fn load(&self, client: &Client) -> Result<State, StoreError> {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECTION_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT));
         let mut connection =
-            bounded("load", CALL_DEADLINE, self.client.get_multiplexed_async_connection_with_config(&config)).await?;
+            bounded("load", CALL_DEADLINE, client.get_multiplexed_async_connection_with_config(&config)).await?;
         let mut state = State::default();
         let mut cursor = 0u64;
         loop {
@@ -549,7 +582,7 @@ async fn follow_forever(first: Subscription, source: Source, shared: Arc<Shared>
 /// Applies notices and proves the subscription alive until it fails; says
 /// why, and whether it was proven alive at least once.
 async fn follow(subscription: Subscription, source: &Source, shared: &Shared) -> (StoreError, bool) {
-    let Subscription { sink, mut stream } = subscription;
+    let Subscription { sink, mut stream, master } = subscription;
     let mut heartbeat = tokio::time::interval((shared.max_staleness / 3).max(MIN_HEARTBEAT));
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Past this, a `PING` is lost and the connection with it.
@@ -576,8 +609,15 @@ async fn follow(subscription: Subscription, source: &Source, shared: &Shared) ->
                 in_flight = None;
                 // The answer came after every message pushed before it: once
                 // those are applied, the copy is current as of `sent`.
-                let proof = answer.and_then(|()| drain(&mut stream, shared)).and_then(|()| shared.prove(sent));
-                if let Err(error) = proof {
+                let proof = answer.and_then(|()| drain(&mut stream, shared));
+                // A live old master (a planned failover, a partition) answers
+                // but hears no more revocations: under Sentinel the proof
+                // holds only while the Sentinels still name it.
+                let proof = match (proof, &master) {
+                    (Ok(()), Some(master)) => source.still_named(master).await,
+                    (proof, _) => proof,
+                };
+                if let Err(error) = proof.and_then(|()| shared.prove(sent)) {
                     return (error, proven);
                 }
                 proven = true;
@@ -745,12 +785,5 @@ mod tests {
         assert_eq!(end_of(0, now), Some(now));
         assert_eq!(end_of(1, now), Some(UnixTime(1_001)), "rounded up");
         assert_eq!(end_of(2_000, now), Some(UnixTime(1_002)));
-    }
-
-    #[test]
-    fn only_redis_urls_are_taken() {
-        assert!(client("rediss://h:6380/").is_err());
-        assert!(client("http://h/").is_err());
-        assert!(client("redis://127.0.0.1:6379/").is_ok());
     }
 }

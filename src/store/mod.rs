@@ -60,7 +60,9 @@ pub mod mirror;
 pub mod redis;
 mod redis_approvals;
 mod redis_lifecycle;
+mod redis_link;
 mod redis_sessions;
+pub mod redis_target;
 pub mod sessions;
 
 use std::collections::BTreeSet;

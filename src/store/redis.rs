@@ -34,21 +34,34 @@
 //! Writes are acknowledged by Redis once applied; they are durable when the
 //! server runs with `appendonly yes` and `appendfsync always`.
 //!
-//! The check reads several keys in one `MGET`, so the keys of one lineage must
-//! live on one server: a single Redis (with replicas or Sentinel), not a
-//! Redis Cluster.
+//! Under Sentinel (or wherever [`RedisTarget::with_replica_acks`] asks), a
+//! revocation, deprovisioning or block is acknowledged only once a replica
+//! has it too (`WAIT`): the master may then die and the Sentinels promote a
+//! replica without losing it (they promote the replica furthest along).
+//! In a planned failover or a partition the old master may go on
+//! acknowledging until the store next asks the Sentinels
+//! ([`MASTER_RECHECK`]); only acknowledgements from every replica keep
+//! those. When too few replicas acknowledge within [`REPLICA_WAIT`], the
+//! call fails (503) though the master applied it; a retry is harmless.
+//!
+//! The check reads several keys in one `MGET`, and the scripts and
+//! transactions write several at once, so every key must hash to one slot of
+//! a Redis Cluster: there the prefix must carry a hash tag (`{baton}:`), and
+//! one shard holds all of Baton's state (see [`RedisStore::connect_to`]).
 
 use std::fmt;
 use std::future::Future;
-use std::sync::RwLock;
 use std::time::Duration;
 
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::streams::{StreamId, StreamRangeReply};
-use ::redis::{Client, RedisError, RedisResult, Value};
+use ::redis::{Pipeline, RedisResult, Value};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub(super) use super::redis_link::describe;
+use super::redis_link::{Connection, Link};
+pub use super::redis_link::{CALL_DEADLINE, CONNECTION_TIMEOUT, MASTER_RECHECK, RESPONSE_TIMEOUT};
+use super::redis_target::{RedisTarget, RedisTls, RedisUrl, Topology};
 use super::{
     verdict, AuditDecision, AuditEvent, AuditFilter, AuditStore, Blocking, Cutoff, Lineage, Principal, ReplayStore,
     Retention, RevocationStore, Status, StoreError, Take, Use,
@@ -56,13 +69,6 @@ use super::{
 use crate::claims::TokenId;
 use crate::clock::{UnixMicros, UnixTime};
 
-/// How long one connection attempt may take.
-pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long Redis may take to answer one request on an open connection.
-pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
-/// The most any store call waits, whatever the connection is doing: past it
-/// the call fails, so callers answer 503 quickly instead of queueing.
-pub const CALL_DEADLINE: Duration = Duration::from_secs(2);
 /// Seconds a revocation or deprovisioning is kept after the end its caller
 /// gave: the nodes' clocks and Redis's may differ, and verifiers accept a
 /// token for a short leeway after its `exp`.
@@ -70,11 +76,10 @@ pub const KEEP_AFTER_END: i64 = 300;
 /// The most entries one audit query reads before it stops.
 pub const AUDIT_SCAN_LIMIT: usize = 100_000;
 
-/// Reconnection attempts behind one failed connection, beyond the first:
-/// few, so that an outage fails calls quickly rather than queueing them.
-const RECONNECT_RETRIES: usize = 1;
-const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(100);
-const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(200);
+/// How long a revocation waits for replicas to acknowledge it: well within
+/// [`RESPONSE_TIMEOUT`], so that a missing replica is told apart from a
+/// Redis that stopped answering (whose connection is replaced).
+pub const REPLICA_WAIT: Duration = Duration::from_millis(500);
 /// Audit indexes outlive the token they index by this many seconds.
 const AUDIT_INDEX_AFTER_END: i64 = 86_400;
 /// Stream entries read (or fetched by id) per round trip of a query.
@@ -200,36 +205,28 @@ pub enum RevocationNotice {
 
 /// Replay, revocation and audit state in Redis, shared by every node.
 pub struct RedisStore {
-    client: Client,
-    link: RwLock<Link>,
+    link: Link,
+    address: String,
     keys: Keys,
     retention: Retention,
-}
-
-/// The connection in use, numbered so that concurrent calls that all saw it
-/// hang replace it once.
-struct Link {
-    generation: u64,
-    manager: ConnectionManager,
+    /// Replicas that must acknowledge a revocation before it is
+    /// ([`RedisTarget::with_replica_acks`]).
+    replicas: u32,
 }
 
 impl fmt::Debug for RedisStore {
-    // By hand: the client's connection details may carry a password.
+    // By hand: the connection details may carry a password.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisStore")
-            .field("address", &self.client.get_connection_info().addr().to_string())
-            .field("prefix", &self.keys.prefix)
-            .finish()
+        f.debug_struct("RedisStore").field("address", &self.address).field("prefix", &self.keys.prefix).finish()
     }
 }
 
 impl RedisStore {
-    /// Connects to the Redis at `url` (`redis://[user:password@]host[:port][/db]`),
-    /// keeping every key under `prefix`. Fails when Redis cannot be reached
-    /// now; after that, an outage fails calls, never the store.
-    ///
-    /// `rediss://` is refused: this build carries no TLS client for Redis.
-    /// Audit events are kept for the default [`Retention`].
+    /// Connects to the Redis at `url` (any form of [`RedisUrl`]; a `rediss`
+    /// one trusts the platform's roots), keeping every key under `prefix`.
+    /// Fails when Redis cannot be reached now; after that, an outage fails
+    /// calls, never the store. Audit events are kept for the default
+    /// [`Retention`].
     pub async fn connect(url: &str, prefix: &str) -> Result<RedisStore, StoreError> {
         RedisStore::connect_with_retention(url, prefix, Retention::default()).await
     }
@@ -242,38 +239,27 @@ impl RedisStore {
         prefix: &str,
         retention: Retention,
     ) -> Result<RedisStore, StoreError> {
-        let scheme = url.split_once("://").map(|(scheme, _)| scheme.to_ascii_lowercase());
-        match scheme.as_deref() {
-            Some("redis") => {}
-            Some("rediss") => {
-                return Err(StoreError::Misconfigured(
-                    "rediss:// needs TLS, which is not built into Baton's Redis client; \
-                     use redis:// over a trusted network or a TLS tunnel"
-                        .into(),
-                ))
-            }
-            // The URL is not echoed: it may carry a password.
-            _ => return Err(StoreError::Misconfigured("the Redis URL must start with redis://".into())),
-        }
-        let client = Client::open(url).map_err(|_| StoreError::Misconfigured("the Redis URL is not valid".into()))?;
-        let address = client.get_connection_info().addr().to_string();
-        let unreachable =
-            |reason: String| StoreError::Unavailable(format!("cannot reach Redis at {address}: {reason}"));
-        let manager =
-            match tokio::time::timeout(CALL_DEADLINE, ConnectionManager::new_with_config(client.clone(), config()))
-                .await
-            {
-                Ok(Ok(manager)) => manager,
-                Ok(Err(error)) => return Err(unreachable(describe(&error))),
-                Err(_) => return Err(unreachable(format!("no answer within {CALL_DEADLINE:?}"))),
-            };
-        let store = RedisStore {
-            client,
-            link: RwLock::new(Link { generation: 0, manager }),
-            keys: Keys::new(prefix),
-            retention,
-        };
-        store.ping().await.map_err(|error| unreachable(error.detail().to_owned()))?;
+        let target = RedisTarget::new(&RedisUrl::new(url), &RedisTls::default())?;
+        RedisStore::connect_to(target, prefix, retention).await
+    }
+
+    /// Connects to `target` (with its TLS files), keeping every key under
+    /// `prefix` and audit events for `retention`.
+    ///
+    /// On a Redis Cluster the prefix must carry a hash tag (`{baton}:`), so
+    /// that every key lands in one slot: a lineage check reads keys of many
+    /// tokens and principals in one `MGET`, and the audit and approval
+    /// scripts write the stream or the pending set with per-token keys, so
+    /// no finer tag would keep them whole. The cost: one shard (with its
+    /// replicas) holds and serves all of Baton's state; the others hold
+    /// none of it. A cluster still brings its failover.
+    pub async fn connect_to(target: RedisTarget, prefix: &str, retention: Retention) -> Result<RedisStore, StoreError> {
+        check_prefix(target.topology(), prefix)?;
+        let RedisTarget { source, address, replica_acks: replicas, .. } = target;
+        let store = RedisStore { link: Link::new(source), address, keys: Keys::new(prefix), retention, replicas };
+        store.ping().await.map_err(|error| {
+            StoreError::Unavailable(format!("cannot reach Redis at {}: {}", store.address, error.detail()))
+        })?;
         Ok(store)
     }
 
@@ -290,41 +276,36 @@ impl RedisStore {
     /// Runs one request on the current connection, bounded by [`CALL_DEADLINE`].
     pub(super) async fn call<T, F, Fut>(&self, operation: &'static str, request: F) -> Result<T, StoreError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Connection) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
-        let (generation, manager) = {
-            let link =
-                self.link.read().map_err(|_| StoreError::Poisoned("the Redis connection state is poisoned".into()))?;
-            (link.generation, link.manager.clone())
-        };
-        match tokio::time::timeout(CALL_DEADLINE, request(manager)).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => {
-                if error.is_timeout() {
-                    self.replace(generation);
-                }
-                Err(StoreError::Unavailable(format!("redis {operation}: {}", describe(&error))))
-            }
-            Err(_) => {
-                self.replace(generation);
-                Err(StoreError::Unavailable(format!("redis {operation}: no answer within {CALL_DEADLINE:?}")))
-            }
-        }
+        self.link.call(operation, request).await
     }
 
-    /// Swaps in a fresh connection manager after a call hung. The library
-    /// reconnects by itself when a connection drops, but not when one merely
-    /// stops answering (a peer gone without a reset), which could last until
-    /// the kernel gives up on it. The new manager connects on first use.
-    fn replace(&self, generation: u64) {
-        let Ok(mut link) = self.link.write() else { return };
-        if link.generation != generation {
-            return; // another call already replaced it
+    /// Runs `pipeline`, a `MULTI … EXEC` whose `EXEC` (or single command)
+    /// comes last, followed by a `WAIT` for the replicas a revocation needs;
+    /// answers the last reply but the `WAIT`'s.
+    async fn replicated(&self, operation: &'static str, mut pipeline: Pipeline) -> Result<Value, StoreError> {
+        if self.replicas > 0 {
+            let wait = u64::try_from(REPLICA_WAIT.as_millis()).unwrap_or(u64::MAX);
+            pipeline.cmd("WAIT").arg(self.replicas).arg(wait);
         }
-        if let Ok(manager) = ConnectionManager::new_lazy_with_config(self.client.clone(), config()) {
-            *link = Link { generation: generation.wrapping_add(1), manager };
+        let mut replies: Vec<Value> =
+            self.call(operation, |mut connection| async move { pipeline.query_async(&mut connection).await }).await?;
+        if self.replicas > 0 {
+            let acknowledged = match replies.pop() {
+                Some(Value::Int(count)) => count,
+                _ => return Err(StoreError::Corrupt(format!("redis {operation}: unexpected reply to WAIT"))),
+            };
+            if acknowledged < i64::from(self.replicas) {
+                // Applied on the master, not yet safe from its loss: the
+                // caller is told it failed, and may retry.
+                return Err(StoreError::Unavailable(format!(
+                    "redis {operation}: no replica acknowledged within {REPLICA_WAIT:?}"
+                )));
+            }
         }
+        replies.pop().ok_or_else(|| StoreError::Corrupt(format!("redis {operation}: no reply")))
     }
 
     /// Hands `take` the events matching `filter`, newest first, until it
@@ -424,13 +405,17 @@ impl RevocationStore for RedisStore {
         let notice = notice(&RevocationNotice::Token { jti: jti.clone(), until })?;
         let mut pipeline = ::redis::pipe();
         // NX then EXPIREAT GT: a second revocation never shortens the first,
-        // and the NX tells whether it is the first.
-        pipeline.atomic();
-        pipeline.cmd("SET").arg(&key).arg(1).arg("NX").arg("EXAT").arg(keep_until);
+        // and the NX tells whether it is the first. `MULTI` by hand, so that
+        // a `WAIT` can follow the `EXEC` on the same connection.
+        pipeline.cmd("MULTI").ignore();
+        pipeline.cmd("SET").arg(&key).arg(1).arg("NX").arg("EXAT").arg(keep_until).ignore();
         pipeline.cmd("EXPIREAT").arg(&key).arg(keep_until).arg("GT").ignore();
         pipeline.cmd("PUBLISH").arg(self.keys.revocations()).arg(notice).ignore();
-        let (set,): (Value,) =
-            self.call("revoke", |mut manager| async move { pipeline.query_async(&mut manager).await }).await?;
+        pipeline.cmd("EXEC");
+        let set = match self.replicated("revoke", pipeline).await? {
+            Value::Array(mut replies) if replies.len() == 3 => replies.swap_remove(0),
+            _ => return Err(StoreError::Corrupt("redis revoke: unexpected reply to EXEC".into())),
+        };
         match set {
             Value::Nil => Ok(false),
             Value::Okay => Ok(true),
@@ -454,8 +439,9 @@ impl RevocationStore for RedisStore {
         let block_notice = self::notice(&RevocationNotice::Block { principal: principal.clone(), blocked })?;
         // One script: the cut-off and the block land together, for every
         // reader, and a block is published before its cut-off, a lifting after.
-        let mut command = ::redis::cmd("EVAL");
-        command
+        let mut pipeline = ::redis::pipe();
+        pipeline
+            .cmd("EVAL")
             .arg(DEPROVISION_SCRIPT)
             .arg(2)
             .arg(self.keys.deprovisioned(principal))
@@ -466,15 +452,13 @@ impl RevocationStore for RedisStore {
             .arg(self.keys.revocations())
             .arg(notice)
             .arg(block_notice);
-        self.call("deprovision", |mut manager| async move { command.query_async::<i64>(&mut manager).await })
-            .await
-            .map(drop)
+        self.replicated("deprovision", pipeline).await.map(drop)
     }
 
     async fn block(&self, principal: &Principal, blocked: bool) -> Result<(), StoreError> {
         let notice = notice(&RevocationNotice::Block { principal: principal.clone(), blocked })?;
         let mut pipeline = ::redis::pipe();
-        pipeline.atomic();
+        pipeline.cmd("MULTI").ignore();
         // A block lasts until it is lifted: no expiry.
         if blocked {
             pipeline.cmd("SET").arg(self.keys.blocked(principal)).arg(1).ignore();
@@ -482,7 +466,8 @@ impl RevocationStore for RedisStore {
             pipeline.cmd("DEL").arg(self.keys.blocked(principal)).ignore();
         }
         pipeline.cmd("PUBLISH").arg(self.keys.revocations()).arg(notice).ignore();
-        self.call("block", |mut manager| async move { pipeline.query_async::<()>(&mut manager).await }).await
+        pipeline.cmd("EXEC");
+        self.replicated("block", pipeline).await.map(drop)
     }
 
     async fn check(&self, lineage: &Lineage) -> Result<Status, StoreError> {
@@ -691,29 +676,24 @@ impl Keys {
     }
 }
 
-fn config() -> ConnectionManagerConfig {
-    ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(CONNECTION_TIMEOUT))
-        .set_response_timeout(Some(RESPONSE_TIMEOUT))
-        .set_number_of_retries(RECONNECT_RETRIES)
-        .set_min_delay(RECONNECT_MIN_DELAY)
-        .set_max_delay(RECONNECT_MAX_DELAY)
+/// Refuses, on a Redis Cluster, a prefix without a hash tag: its keys would
+/// spread over slots that no script or `MGET` may span.
+pub(super) fn check_prefix(topology: Topology, prefix: &str) -> Result<(), StoreError> {
+    if topology == Topology::Cluster && hash_tag(prefix).is_none() {
+        return Err(StoreError::Misconfigured(
+            "on a Redis Cluster the key prefix needs a hash tag, such as {baton}:, so that every key lands in one slot"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
-/// What went wrong, in words of our own: a server's message may echo the
-/// arguments of a command, and arguments are ids.
-pub(super) fn describe(error: &RedisError) -> String {
-    if error.is_timeout() {
-        "timed out".into()
-    } else if error.is_connection_refusal() {
-        "connection refused".into()
-    } else if error.is_connection_dropped() {
-        "connection lost".into()
-    } else if let Some(code) = error.code() {
-        format!("{} ({code})", error.category())
-    } else {
-        error.category().into()
-    }
+/// The hash tag of a key that starts with `prefix`, as Redis Cluster reads
+/// it: what lies between the first `{` and the next `}`, when not empty.
+pub fn hash_tag(prefix: &str) -> Option<&str> {
+    let (_, after) = prefix.split_once('{')?;
+    let (tag, _) = after.split_once('}')?;
+    (!tag.is_empty()).then_some(tag)
 }
 
 fn notice(notice: &RevocationNotice) -> Result<String, StoreError> {
@@ -804,6 +784,15 @@ mod tests {
         assert_eq!(milliseconds(UnixTime(-1)), 0);
         assert_eq!(milliseconds(UnixTime(2)), 2000);
         assert_eq!(negative(3), -3);
+    }
+
+    #[test]
+    fn hash_tags_are_read_as_redis_cluster_reads_them() {
+        assert_eq!(hash_tag("{baton}:"), Some("baton"));
+        assert_eq!(hash_tag("tenant-{b1}:"), Some("b1"));
+        assert_eq!(hash_tag("{}baton:"), None, "an empty tag hashes the whole key");
+        assert_eq!(hash_tag("baton:"), None);
+        assert_eq!(hash_tag("baton{:"), None);
     }
 
     #[test]

@@ -535,3 +535,94 @@ async fn replayed_assertion_is_refused_across_nodes() {
     let (fresh, _) = with_assertion(&b, assertion("fresh")).await;
     assert_eq!(fresh.status, 200, "{}", fresh.body);
 }
+
+/// Polls `attempt` every 100 ms until it answers 200, each other answer
+/// being 503 `temporarily_unavailable` (fail closed), within `within`;
+/// answers how many 503s came first.
+async fn until_served<F, Fut>(node: &Node, within: Duration, mut attempt: F) -> usize
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Reply>,
+{
+    let started = Instant::now();
+    let mut refused = 0;
+    loop {
+        let reply = attempt().await;
+        if reply.status == 200 {
+            return refused;
+        }
+        reply.assert_error(503, "temporarily_unavailable");
+        refused += 1;
+        assert!(started.elapsed() < within, "not served again within {within:?}: {}", node.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn brokers_carry_on_through_a_sentinel_failover() {
+    let mut set = crate::redis_setups::SentinelSet::start();
+    let deployment = Deployment::new();
+    let url = set.url();
+    let a = deployment.start("node-a", &[("BATON_REDIS_URL", &url)]).await;
+    let b = deployment.start("node-b", &[("BATON_REDIS_URL", &url)]).await;
+    let [root, hop1, hop2] = walk(&a).await;
+    assert_eq!(revoke(&a, "booker", &hop1).await.status, 200, "acknowledged before the master dies");
+
+    set.kill_master();
+    let killed = Instant::now();
+    // Until a replica is promoted, node B fails closed; then it serves, and
+    // the revocation acknowledged before the kill holds.
+    let refused = until_served(&b, Duration::from_secs(60), || planner_exchange(&b, &root)).await;
+    let served = killed.elapsed();
+    assert!(refused > 0, "the master's death was noticed");
+    assert_eq!(readyz(&b).await, 200);
+    booker_exchange(&b, &hop1).await.assert_error(400, "invalid_request");
+    assert_eq!(introspect(&b, &hop2).await, json!({"active": false}));
+
+    // Node A, not restarted, writes again once a replica follows the new master.
+    let [_, other_hop1, _] = walk(&b).await;
+    until_served(&a, Duration::from_secs(60), || revoke(&a, "booker", &other_hop1)).await;
+    booker_exchange(&b, &other_hop1).await.assert_error(400, "invalid_request");
+    for password in [crate::redis_setups::PASSWORD, crate::redis_setups::SENTINEL_PASSWORD] {
+        assert!(!a.log().contains(password) && !b.log().contains(password), "a Redis password is never logged");
+    }
+    eprintln!("sentinel failover: {refused} exchanges answered 503, served again {served:?} after the kill");
+}
+
+#[tokio::test]
+async fn a_broker_keeps_its_state_in_redis_over_tls_with_a_client_certificate() {
+    use crate::redis_setups::{TlsFiles, TlsRedis, PASSWORD, USER};
+    let files = TlsFiles::generate();
+    let redis = TlsRedis::start(&files);
+    let deployment = Deployment::new();
+    let url = redis.url(USER, PASSWORD);
+    let path = |name: &str| files.path(name).to_string_lossy().into_owned();
+    let (ca, cert, key) = (path("ca.pem"), path("client.pem"), path("client.key"));
+    let tls = [
+        ("BATON_REDIS_URL", url.as_str()),
+        ("BATON_REDIS_TLS_CA", &ca),
+        ("BATON_REDIS_TLS_CERT", &cert),
+        ("BATON_REDIS_TLS_KEY", &key),
+    ];
+    let a = deployment.start("node-a", &tls).await;
+    let b = deployment.start("node-b", &tls).await;
+    assert_eq!((readyz(&a).await, readyz(&b).await), (200, 200));
+    let [_, hop1, hop2] = walk(&a).await;
+    assert_eq!(revoke(&a, "booker", &hop1).await.status, 200);
+    assert_eq!(introspect(&b, &hop2).await, json!({"active": false}));
+    assert!(!a.log().contains(PASSWORD), "the Redis password is never logged");
+}
+
+#[tokio::test]
+async fn a_broker_keeps_its_state_on_a_redis_cluster_under_its_default_prefix() {
+    let cluster = crate::redis_setups::RedisCluster::start();
+    let deployment = Deployment::new();
+    let url = cluster.url();
+    let a = deployment.start("node-a", &[("BATON_REDIS_URL", &url)]).await;
+    let b = deployment.start("node-b", &[("BATON_REDIS_URL", &url)]).await;
+    let [_, hop1, hop2] = walk(&a).await;
+    assert_eq!(revoke(&a, "booker", &hop1).await.status, 200);
+    assert_eq!(introspect(&b, &hop2).await, json!({"active": false}));
+    let counts = cluster.key_counts();
+    assert_eq!(counts.iter().filter(|count| **count > 0).count(), 1, "one slot, one node: {counts:?}");
+}

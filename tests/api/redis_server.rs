@@ -1,5 +1,7 @@
 //! A real `redis-server`, started by the tests on a free loopback port with
-//! append-only persistence in a temporary folder.
+//! append-only persistence in a temporary folder, and with extra arguments
+//! for the servers of a TLS, Sentinel or Cluster set-up
+//! ([`crate::redis_setups`]).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -13,20 +15,49 @@ pub struct RedisServer {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
+    /// A config file to read first, in the server's folder (a Sentinel
+    /// needs one it can rewrite).
+    config: Option<String>,
+    extra: Vec<String>,
 }
 
 impl RedisServer {
     /// Starts a server; panics with a clear message when `redis-server` is
     /// not installed (`./scripts/test.sh` installs it).
     pub fn start() -> RedisServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut server = RedisServer { child: None, port, dir: tempfile::tempdir().unwrap() };
+        RedisServer::start_with(Vec::new())
+    }
+
+    /// Starts a server with `extra` arguments after the usual ones; it is
+    /// ready once its plain port answers (`PONG`, or an error such as
+    /// `NOAUTH` when the default user is off).
+    pub fn start_with(extra: Vec<String>) -> RedisServer {
+        RedisServer::start_configured(None, extra)
+    }
+
+    /// Starts a Sentinel whose config file holds `config` (its `sentinel
+    /// monitor …` lines).
+    pub fn start_sentinel(config: &str) -> RedisServer {
+        RedisServer::start_configured(Some(config.to_owned()), vec!["--sentinel".into()])
+    }
+
+    fn start_configured(config: Option<String>, extra: Vec<String>) -> RedisServer {
+        let port = crate::process::free_port();
+        let mut server = RedisServer { child: None, port, dir: tempfile::tempdir().unwrap(), config, extra };
+        if let Some(config) = &server.config {
+            std::fs::write(server.dir.path().join("redis.conf"), config).unwrap();
+        }
         server.launch();
         server
     }
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// The plain port.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// Stops the server abruptly (SIGKILL): only what was fsynced survives.
@@ -44,11 +75,16 @@ impl RedisServer {
     }
 
     fn launch(&mut self) {
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        if self.config.is_some() {
+            command.arg(self.dir.path().join("redis.conf"));
+        }
+        let child = command
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", ""])
             .args(["--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "yes"])
             .arg("--dir")
             .arg(self.dir.path())
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -65,11 +101,22 @@ impl RedisServer {
     }
 
     fn answers_ping(&self) -> bool {
-        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else { return false };
-        let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
-        let mut reply = [0u8; 7];
-        stream.write_all(b"PING\r\n").is_ok() && stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+        answers_ping(self.port)
     }
+}
+
+/// Whether a Redis (server or Sentinel) answers on `port`: `PONG`, or
+/// `NOAUTH` from a server whose default user is off.
+pub fn answers_ping(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut reply = [0u8; 16];
+    if stream.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let read = stream.read(&mut reply).unwrap_or(0);
+    let reply = &reply[..read];
+    reply.starts_with(b"+PONG") || reply.starts_with(b"-NOAUTH")
 }
 
 impl Drop for RedisServer {

@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 use baton::claims::TokenId;
 use baton::clock::{Clock, SystemClock, UnixMicros, UnixTime};
 use baton::store::redis::RedisStore;
+use baton::store::redis_target::{RedisTarget, RedisTls, RedisUrl};
 use baton::store::{
-    AuditDecision, AuditEvent, AuditStore, Blocking, Cutoff, Lineage, Principal, ReplayStore, RevocationStore,
-    StateStore, Status, Use,
+    AuditDecision, AuditEvent, AuditStore, Blocking, Cutoff, Lineage, Principal, ReplayStore, Retention,
+    RevocationStore, StateStore, Status, Use,
 };
 use serde_json::json;
 
@@ -19,7 +20,7 @@ use crate::redis_server::{RedisServer, SilentLink};
 /// performance target.
 const HANG_BOUND: Duration = Duration::from_secs(5);
 
-fn lineage(jti: &str, issued_at: UnixTime, agent: &str) -> Lineage {
+pub fn lineage(jti: &str, issued_at: UnixTime, agent: &str) -> Lineage {
     Lineage::at(
         vec![TokenId(jti.to_owned())],
         UnixMicros::start_of(issued_at),
@@ -59,22 +60,30 @@ fn event(time: UnixTime) -> AuditEvent {
 }
 
 /// Awaits `call`, failing the test if it hangs past [`HANG_BOUND`].
-async fn bounded<T>(what: &str, call: impl std::future::Future<Output = T>) -> T {
+pub async fn bounded<T>(what: &str, call: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(HANG_BOUND, call).await.unwrap_or_else(|_| panic!("{what} hung while Redis was down"))
+}
+
+/// Runs the store contract on stores connected to `url` (with `tls`) under
+/// `prefix`.
+pub async fn keeps_the_contract(url: String, tls: RedisTls, prefix: &'static str, tag: &str) {
+    crate::store_contract::run(
+        move || {
+            let target = RedisTarget::new(&RedisUrl::new(url.as_str()), &tls).unwrap();
+            async move {
+                Arc::new(RedisStore::connect_to(target, prefix, Retention::default()).await.unwrap())
+                    as Arc<dyn StateStore>
+            }
+        },
+        tag,
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn redis_store_keeps_the_contract() {
     let server = RedisServer::start();
-    let url = server.url();
-    crate::store_contract::run(
-        move || {
-            let url = url.clone();
-            async move { Arc::new(RedisStore::connect(&url, "baton:").await.unwrap()) as Arc<dyn StateStore> }
-        },
-        "redis",
-    )
-    .await;
+    keeps_the_contract(server.url(), RedisTls::default(), "baton:", "redis").await;
 }
 
 #[tokio::test]
@@ -143,8 +152,10 @@ async fn connect_fails_clearly_when_it_cannot_serve() {
     let down = bounded("connect", RedisStore::connect(&url, "baton:")).await.unwrap_err();
     assert!(down.detail().contains("cannot reach Redis at 127.0.0.1:"), "{down}");
 
-    let tls = RedisStore::connect("rediss://:secret@127.0.0.1:6380/", "baton:").await.unwrap_err();
-    assert!(tls.detail().contains("TLS"), "{tls}");
+    let tls = bounded("connect", RedisStore::connect(&url.replace("redis://", "rediss://:secret@"), "baton:"))
+        .await
+        .unwrap_err();
+    assert!(tls.detail().contains("cannot reach Redis"), "{tls}");
     assert!(!tls.detail().contains("secret"), "the URL's password is not echoed");
     let other = RedisStore::connect("http://:secret@127.0.0.1:6380/", "baton:").await.unwrap_err();
     assert!(!other.detail().contains("secret"), "the URL's password is not echoed");
