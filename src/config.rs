@@ -609,6 +609,18 @@ fn check_redis(config: &Config) -> Result<(), ConfigError> {
     if let Some(acks) = config.redis_replica_acks {
         within("redis_replica_acks", i64::from(acks), 0, i64::from(MAX_REPLICA_ACKS))?;
     }
+    // A cluster promotes a replica by itself: a revocation only its old
+    // master held is lost then. Whether there are replicas to wait for is
+    // not known here, so the operator says it.
+    let cluster = matches!(config.redis_url.as_ref().map(RedisUrl::check), Some(Ok(Topology::Cluster)));
+    if cluster && config.redis_replica_acks.is_none() {
+        return Err(ConfigError::Invalid {
+            key: "redis_replica_acks",
+            problem: "on a Redis Cluster, set how many replicas must hold a revocation before it is acknowledged: \
+                      1 or more, or 0 for a cluster without replicas (whose failover loses revocations)"
+                .into(),
+        });
+    }
     let tls = &config.redis_tls;
     if tls.cert.is_some() != tls.key.is_some() {
         return Err(ConfigError::Invalid {
@@ -913,9 +925,14 @@ mod tests {
         let config = Config::load(None, vars(&[("BATON_REDIS_URL", sentinel)])).unwrap();
         assert_eq!(config.redis_prefix, "baton:");
         assert!(!format!("{config:?}").contains("s3cret"), "the Redis password is not printed");
-        let cluster = Config::load(None, vars(&[("BATON_REDIS_URL", "redis+cluster://a:7000,b:7000")])).unwrap();
+        let cluster = vars(&[("BATON_REDIS_URL", "redis+cluster://a:7000,b:7000"), ("BATON_REDIS_REPLICA_ACKS", "1")]);
+        let cluster = Config::load(None, cluster).unwrap();
         assert_eq!(cluster.redis_prefix, "{baton}:", "a cluster's default prefix is one slot");
-        let untagged = vars(&[("BATON_REDIS_URL", "redis+cluster://a:7000"), ("BATON_REDIS_PREFIX", "baton:")]);
+        let untagged = vars(&[
+            ("BATON_REDIS_URL", "redis+cluster://a:7000"),
+            ("BATON_REDIS_PREFIX", "baton:"),
+            ("BATON_REDIS_REPLICA_ACKS", "1"),
+        ]);
         assert!(Config::load(None, untagged).unwrap_err().to_string().contains("redis_prefix"));
         let tls = vars(&[
             ("BATON_REDIS_URL", "rediss://baton:s3cret@redis.internal:6380/"),
@@ -931,6 +948,10 @@ mod tests {
         assert!(Config::load(None, half).unwrap_err().to_string().contains("redis_tls_key"));
         let acks = vars(&[("BATON_REDIS_URL", "redis://h:6379/"), ("BATON_REDIS_REPLICA_ACKS", "1")]);
         assert_eq!(Config::load(None, acks).unwrap().redis_replica_acks, Some(1));
+        let cluster = vars(&[("BATON_REDIS_URL", "redis+cluster://h:7000")]);
+        assert!(Config::load(None, cluster).unwrap_err().to_string().contains("redis_replica_acks"));
+        let cluster = vars(&[("BATON_REDIS_URL", "redis+cluster://h:7000"), ("BATON_REDIS_REPLICA_ACKS", "1")]);
+        assert_eq!(Config::load(None, cluster).unwrap().redis_replica_acks, Some(1));
         let many = vars(&[("BATON_REDIS_URL", "redis://h:6379/"), ("BATON_REDIS_REPLICA_ACKS", "17")]);
         assert!(Config::load(None, many).unwrap_err().to_string().contains("redis_replica_acks"));
         let alone = vars(&[("BATON_REDIS_TLS_CERT", "/c.pem"), ("BATON_REDIS_TLS_KEY", "/k.pem")]);

@@ -436,17 +436,20 @@ impl Source {
         Ok(Subscription { sink, stream, master })
     }
 
-    /// Ok while the Sentinels name `master`, or none of them answers (no
-    /// failover happens without them).
-    async fn still_named(&self, master: &str) -> Result<(), StoreError> {
+    /// Whether the Sentinels still name `master`: `Ok(true)` when one says
+    /// so, `Ok(false)` when none answers (the copy is then not proven
+    /// fresh again, and fails closed once older than its bound, for an old
+    /// master cut off with this node goes on answering), an error when they
+    /// name another.
+    async fn still_named(&self, master: &str) -> Result<bool, StoreError> {
         match bounded("recheck", CALL_DEADLINE, self.target.named_master()).await {
             Ok(Some(named)) if named != master => {
                 Err(StoreError::Unavailable("the Sentinels name another master".into()))
             }
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(true),
             Err(error) => {
                 tracing::warn!(reason = %error.detail(), "revocation mirror: no Sentinel confirms the master");
-                Ok(())
+                Ok(false)
             }
         }
     }
@@ -613,14 +616,16 @@ async fn follow(subscription: Subscription, source: &Source, shared: &Shared) ->
                 // A live old master (a planned failover, a partition) answers
                 // but hears no more revocations: under Sentinel the proof
                 // holds only while the Sentinels still name it.
-                let proof = match (proof, &master) {
+                let confirmed = match (proof, &master) {
                     (Ok(()), Some(master)) => source.still_named(master).await,
-                    (proof, _) => proof,
+                    (proof, _) => proof.map(|()| true),
                 };
-                if let Err(error) = proof.and_then(|()| shared.prove(sent)) {
-                    return (error, proven);
+                match confirmed.and_then(|confirmed| if confirmed { shared.prove(sent).map(|()| true) } else { Ok(false) }) {
+                    Ok(true) => proven = true,
+                    // Unconfirmed: the copy ages toward its staleness bound.
+                    Ok(false) => {}
+                    Err(error) => return (error, proven),
                 }
-                proven = true;
             }
             _ = prune.tick() => {
                 if let Ok(mut state) = shared.write() {

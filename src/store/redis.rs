@@ -60,7 +60,7 @@ use serde::{Deserialize, Serialize};
 
 pub(super) use super::redis_link::describe;
 use super::redis_link::{Connection, Link};
-pub use super::redis_link::{CALL_DEADLINE, CONNECTION_TIMEOUT, MASTER_RECHECK, RESPONSE_TIMEOUT};
+pub use super::redis_link::{CALL_DEADLINE, CONNECTION_TIMEOUT, MASTER_RECHECK, RESPONSE_TIMEOUT, UNCONFIRMED_LIMIT};
 use super::redis_target::{RedisTarget, RedisTls, RedisUrl, Topology};
 use super::{
     verdict, AuditDecision, AuditEvent, AuditFilter, AuditStore, Blocking, Cutoff, Lineage, Principal, ReplayStore,

@@ -48,6 +48,16 @@ const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(200);
 /// after they switched.
 pub const MASTER_RECHECK: Duration = Duration::from_millis(500);
 
+/// How long a master no Sentinel has confirmed stays in use: past it the
+/// connection is dropped and calls fail (503) until a Sentinel names a
+/// master again, for an old master cut off with this node goes on answering
+/// with what it had (DESIGN.md §2.5: stale beyond a bound fails closed).
+pub const UNCONFIRMED_LIMIT: Duration = Duration::from_secs(2);
+
+/// How long one Sentinel may take to answer: one that hangs (a host gone,
+/// packets dropped) must leave time to ask the next within a recheck.
+const SENTINEL_ANSWER: Duration = Duration::from_millis(200);
+
 /// Where connections come from.
 // One a store, made once: the variants' sizes do not matter.
 #[allow(clippy::large_enum_variant)]
@@ -108,9 +118,17 @@ pub(crate) enum Connection {
 struct Current {
     generation: u64,
     connection: Option<Connection>,
-    /// Under Sentinel, the address of the master the connection goes to,
-    /// and when the Sentinels last named it.
-    master: Option<(String, Instant)>,
+    /// Under Sentinel, the master the connection goes to.
+    master: Option<Master>,
+}
+
+/// The master in use under Sentinel.
+struct Master {
+    address: String,
+    /// When a call last took it upon itself to ask the Sentinels.
+    checked_at: Instant,
+    /// When a Sentinel last named it.
+    confirmed_at: Instant,
 }
 
 /// A source and the connection opened from it.
@@ -241,19 +259,31 @@ impl Sentinels {
 
     /// What `sentinel` names, on the connection kept to it (opened when
     /// there is none, dropped when it fails).
+    /// Bounded by [`SENTINEL_ANSWER`]: a Sentinel that hangs loses its kept
+    /// connection and leaves the question to the next.
     async fn ask(&self, sentinel: &Sentinel) -> RedisResult<Option<(String, u16)>> {
         let mut kept = sentinel.connection.lock().await;
-        let mut connection = match kept.as_ref() {
-            Some(connection) => connection.clone(),
-            None => sentinel.client.get_multiplexed_async_connection_with_config(&connection_config()).await?,
+        let reused = kept.take();
+        let asking = async {
+            let mut connection = match reused {
+                Some(connection) => connection,
+                None => sentinel.client.get_multiplexed_async_connection_with_config(&connection_config()).await?,
+            };
+            let asked = ::redis::cmd("SENTINEL")
+                .arg("GET-MASTER-ADDR-BY-NAME")
+                .arg(&self.master)
+                .query_async::<Option<(String, u16)>>(&mut connection)
+                .await?;
+            Ok((asked, connection))
         };
-        let asked = ::redis::cmd("SENTINEL")
-            .arg("GET-MASTER-ADDR-BY-NAME")
-            .arg(&self.master)
-            .query_async::<Option<(String, u16)>>(&mut connection)
-            .await;
-        *kept = asked.is_ok().then_some(connection);
-        asked
+        match tokio::time::timeout(SENTINEL_ANSWER, asking).await {
+            Ok(Ok((asked, connection))) => {
+                *kept = Some(connection);
+                Ok(asked)
+            }
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(RedisError::from((::redis::ErrorKind::Io, "the Sentinel did not answer in time"))),
+        }
     }
 
     /// A client for the master the Sentinels name, once it says it is
@@ -286,7 +316,7 @@ impl Link {
         let poisoned = || StoreError::Poisoned("the Redis connection state is poisoned".into());
         let (generation, connection, due) = {
             let current = self.current.read().map_err(|_| poisoned())?;
-            let due = current.master.as_ref().is_some_and(|(_, named_at)| named_at.elapsed() >= MASTER_RECHECK);
+            let due = current.master.as_ref().is_some_and(|master| master.checked_at.elapsed() >= MASTER_RECHECK);
             (current.generation, current.connection.clone(), due)
         };
         let recheck = due && self.claim_recheck(generation);
@@ -319,7 +349,8 @@ impl Link {
         if let Ok(mut current) = self.current.write() {
             if current.generation == generation && current.connection.is_none() {
                 current.connection = Some(connection.clone());
-                current.master = master.map(|address| (address, Instant::now()));
+                let now = Instant::now();
+                current.master = master.map(|address| Master { address, checked_at: now, confirmed_at: now });
             }
         }
         Ok(connection)
@@ -333,8 +364,8 @@ impl Link {
             return false;
         }
         match &mut current.master {
-            Some((_, named_at)) if named_at.elapsed() >= MASTER_RECHECK => {
-                *named_at = Instant::now();
+            Some(master) if master.checked_at.elapsed() >= MASTER_RECHECK => {
+                master.checked_at = Instant::now();
                 true
             }
             _ => false,
@@ -343,17 +374,34 @@ impl Link {
 
     /// `connection` while the Sentinels still name its master, else a new
     /// one to the master they name. When no Sentinel answers, the
-    /// connection in use is kept: no failover happens without them.
+    /// connection in use is kept for [`UNCONFIRMED_LIMIT`] after the last
+    /// confirmation (no failover happens without them), then dropped.
     async fn recheck(&self, generation: u64, connection: Connection) -> RedisResult<Connection> {
         let named = match self.source.named_master().await {
             Ok(named) => named,
             Err(error) => {
                 tracing::warn!(reason = %describe(&error), "redis: no Sentinel confirms the master in use");
-                return Ok(connection);
+                let confirmed_at = self
+                    .current
+                    .read()
+                    .ok()
+                    .and_then(|current| current.master.as_ref().map(|master| master.confirmed_at));
+                if confirmed_at.is_some_and(|at| at.elapsed() < UNCONFIRMED_LIMIT) {
+                    return Ok(connection);
+                }
+                self.drop_connection(generation);
+                return Err(error);
             }
         };
-        let in_use = self.current.read().ok().and_then(|current| current.master.as_ref().map(|(at, _)| at.clone()));
+        let in_use =
+            self.current.read().ok().and_then(|current| current.master.as_ref().map(|master| master.address.clone()));
         if named.is_none() || named == in_use {
+            if let Ok(mut current) = self.current.write() {
+                let same = current.generation == generation;
+                if let Some(master) = current.master.as_mut().filter(|_| same) {
+                    master.confirmed_at = Instant::now();
+                }
+            }
             return Ok(connection);
         }
         tracing::warn!("redis: the Sentinels name another master; reconnecting");

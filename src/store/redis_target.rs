@@ -129,14 +129,21 @@ impl RedisUrl {
             "rediss+cluster" => (true, Topology::Cluster),
             _ => return Err(StoreError::Misconfigured(forms.into())),
         };
-        // The credentials end at the last `@` before the path: a password
-        // may hold an `@` only percent-encoded, but be lenient with one.
-        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let authority_end = rest.find('/').unwrap_or(rest.len());
-        let (credentials, after) = match rest.get(..authority_end).and_then(|authority| authority.rfind('@')) {
+        // The credentials end at the last `@`. One that holds `/`, `?` or
+        // `#` unencoded would be read as an address, a path or a query, and
+        // so be printed as one: refused, without saying what it was.
+        let (credentials, after) = match rest.rfind('@') {
             Some(at) => (rest.get(..at), rest.get(at.saturating_add(1)..).unwrap_or("")),
             None => (None, rest),
         };
+        if credentials.is_some_and(|credentials| credentials.contains(['/', '?', '#'])) {
+            return Err(StoreError::Misconfigured(
+                "the Redis URL's user and password must percent-encode `/`, `?`, `#` and `@`; \
+                 a Sentinel password goes in the sentinel_password parameter, percent-encoded"
+                    .into(),
+            ));
+        }
+        let (after, query) = after.split_once('?').unwrap_or((after, ""));
         let (hosts, path) = after.split_once('/').unwrap_or((after, ""));
         let hosts: Vec<&str> = hosts.split(',').map(str::trim).collect();
         if hosts.iter().any(|host| host.is_empty()) {
@@ -232,8 +239,10 @@ impl RedisTarget {
             Topology::Sentinel => format!("the master the Sentinels at {hosts} name"),
         };
         // Under Sentinel a failover is automatic: one replica's copy is what
-        // makes a revocation outlive its master. Elsewhere replicas may not
-        // exist, and a wait for one would fail every revocation.
+        // makes a revocation outlive its master. A cluster's failover is too,
+        // but whether it has replicas is the operator's to say: the broker's
+        // config asks for `redis_replica_acks` there. A single server's
+        // replicas are promoted by no one Baton knows of.
         let replica_acks = u32::from(parts.topology == Topology::Sentinel);
         Ok(RedisTarget { source, topology: parts.topology, address, replica_acks })
     }
@@ -432,6 +441,14 @@ mod tests {
         }
         let url = RedisUrl::new("redis+sentinel://a:26379/mymaster");
         assert_eq!(format!("{url:?}"), r#"RedisUrl("redis+sentinel://a:26379/mymaster")"#);
+        // A password that would read as an address, a path or a query is
+        // refused, and printed nowhere.
+        for url in ["redis://:ab/s3cret@host/0", "redis://:ab?s3cret@host/0", "redis://u:ab#s3cret@host/0"] {
+            let url = RedisUrl::new(url);
+            assert!(url.check().is_err(), "{url:?}");
+            let printed = format!("{url:?}");
+            assert!(!printed.contains("s3cret"), "{printed}");
+        }
     }
 
     #[test]

@@ -618,8 +618,10 @@ async fn a_broker_keeps_its_state_on_a_redis_cluster_under_its_default_prefix() 
     let cluster = crate::redis_setups::RedisCluster::start();
     let deployment = Deployment::new();
     let url = cluster.url();
-    let a = deployment.start("node-a", &[("BATON_REDIS_URL", &url)]).await;
-    let b = deployment.start("node-b", &[("BATON_REDIS_URL", &url)]).await;
+    // This test cluster has no replicas: nothing to wait for.
+    let settings = [("BATON_REDIS_URL", url.as_str()), ("BATON_REDIS_REPLICA_ACKS", "0")];
+    let a = deployment.start("node-a", &settings).await;
+    let b = deployment.start("node-b", &settings).await;
     let [_, hop1, hop2] = walk(&a).await;
     assert_eq!(revoke(&a, "booker", &hop1).await.status, 200);
     assert_eq!(introspect(&b, &hop2).await, json!({"active": false}));

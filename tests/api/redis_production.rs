@@ -406,3 +406,33 @@ async fn redis_store_follows_a_cluster_failover() {
     assert!(refused.detail().contains("no replica acknowledged"), "{refused}");
     assert_eq!(store.check(&lineage("after-failover", now, "a")).await.unwrap(), Status::Revoked);
 }
+
+/// Cut off from every Sentinel, a node cannot tell whether the master it
+/// reads is still theirs: within a bound the store and the mirror refuse
+/// (503) rather than answer from what may be an old master.
+#[tokio::test]
+async fn with_no_sentinel_answering_the_store_and_the_mirror_fail_closed() {
+    let mut set = SentinelSet::start();
+    let url = set.url();
+    let store = RedisStore::connect(&url, "baton:").await.unwrap();
+    let mirror = mirror(&url, &RedisTls::default(), "baton:").await;
+    let now = SystemClock.now();
+    let revoked = lineage("cut-off", now, "a");
+    assert!(store.revoke(&TokenId("cut-off".into()), now.plus(600)).await.unwrap());
+    mirror_sees(&mirror, "cut-off", Status::Revoked, MIRROR_STALENESS).await;
+    for (sentinel, _) in &mut set.sentinels {
+        sentinel.kill();
+    }
+    // The master is alive and answers; only the Sentinels are gone.
+    let cut = Instant::now();
+    let bound = baton::store::redis::UNCONFIRMED_LIMIT + MIRROR_STALENESS + Duration::from_secs(10);
+    let mut store_refuses = false;
+    let mut mirror_refuses = false;
+    while !(store_refuses && mirror_refuses) {
+        store_refuses |= matches!(bounded("check", store.check(&revoked)).await, Err(StoreError::Unavailable(_)));
+        mirror_refuses |= matches!(mirror.check(&revoked).await, Err(StoreError::Unavailable(_)));
+        assert!(cut.elapsed() < bound, "still answering {:?} after the Sentinels went", cut.elapsed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("cut off from the Sentinels: failed closed within {:?}", cut.elapsed());
+}
