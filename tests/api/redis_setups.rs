@@ -205,7 +205,8 @@ fn acl() -> Vec<String> {
 }
 
 /// A master, two replicas and three Sentinels (quorum 2) that declare a
-/// master down after 1 s without an answer. The data nodes know [`USER`]
+/// master down after 3 s without an answer (a fsync stalled by a loaded
+/// machine must not pass for a dead master). The data nodes know [`USER`]
 /// only (ACL), among themselves too; the Sentinels use them on the data
 /// nodes, and require [`SENTINEL_PASSWORD`] of clients and of each other. With TLS files, every link between them
 /// is TLS, and so are the ports they name to clients.
@@ -240,7 +241,7 @@ impl SentinelSet {
                 let tls_port = crate::process::free_port();
                 let mut config = format!(
                     "sentinel monitor {MASTER} 127.0.0.1 {} 2\n\
-                     sentinel down-after-milliseconds {MASTER} 1000\n\
+                     sentinel down-after-milliseconds {MASTER} 3000\n\
                      sentinel failover-timeout {MASTER} 10000\n\
                      sentinel parallel-syncs {MASTER} 2\n\
                      sentinel auth-user {MASTER} {USER}\n\
