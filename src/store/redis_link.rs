@@ -16,7 +16,7 @@
 //! drops the connection as for one server.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
@@ -320,24 +320,33 @@ impl Link {
             (current.generation, current.connection.clone(), due)
         };
         let recheck = due && self.claim_recheck(generation);
+        // The connection the request went out on: a recheck may have opened
+        // another, and it is that one a failure drops.
+        let used = AtomicU64::new(generation);
         let attempt = async {
             let connection = match connection {
-                Some(connection) if recheck => self.recheck(generation, connection).await?,
+                Some(connection) if recheck => {
+                    let (connection, opened) = self.recheck(generation, connection).await?;
+                    used.store(opened, Ordering::Relaxed);
+                    connection
+                }
                 Some(connection) => connection,
                 None => self.open(generation).await?,
             };
             request(connection).await
         };
-        match tokio::time::timeout(CALL_DEADLINE, attempt).await {
+        let outcome = tokio::time::timeout(CALL_DEADLINE, attempt).await;
+        let used = used.load(Ordering::Relaxed);
+        match outcome {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => {
                 if self.source.drops_connection_on(&error) {
-                    self.drop_connection(generation);
+                    self.drop_connection(used);
                 }
                 Err(StoreError::Unavailable(format!("redis {operation}: {}", describe(&error))))
             }
             Err(_) => {
-                self.drop_connection(generation);
+                self.drop_connection(used);
                 Err(StoreError::Unavailable(format!("redis {operation}: no answer within {CALL_DEADLINE:?}")))
             }
         }
@@ -373,10 +382,10 @@ impl Link {
     }
 
     /// `connection` while the Sentinels still name its master, else a new
-    /// one to the master they name. When no Sentinel answers, the
+    /// one to the master they name; with the generation it belongs to. When no Sentinel answers, the
     /// connection in use is kept for [`UNCONFIRMED_LIMIT`] after the last
     /// confirmation (no failover happens without them), then dropped.
-    async fn recheck(&self, generation: u64, connection: Connection) -> RedisResult<Connection> {
+    async fn recheck(&self, generation: u64, connection: Connection) -> RedisResult<(Connection, u64)> {
         let named = match self.source.named_master().await {
             Ok(named) => named,
             Err(error) => {
@@ -387,7 +396,7 @@ impl Link {
                     .ok()
                     .and_then(|current| current.master.as_ref().map(|master| master.confirmed_at));
                 if confirmed_at.is_some_and(|at| at.elapsed() < UNCONFIRMED_LIMIT) {
-                    return Ok(connection);
+                    return Ok((connection, generation));
                 }
                 self.drop_connection(generation);
                 return Err(error);
@@ -402,12 +411,12 @@ impl Link {
                     master.confirmed_at = Instant::now();
                 }
             }
-            return Ok(connection);
+            return Ok((connection, generation));
         }
         tracing::warn!("redis: the Sentinels name another master; reconnecting");
         self.drop_connection(generation);
         let generation = self.current.read().map_or(generation, |current| current.generation);
-        self.open(generation).await
+        Ok((self.open(generation).await?, generation))
     }
 
     /// Forgets the connection of `generation`, so that the next call opens
