@@ -47,14 +47,20 @@ pub async fn start(State(broker): State<Arc<Broker>>) -> Response {
     let Some(sign_in) = broker.console_sign_in() else {
         return page(StatusCode::NOT_FOUND, pages::message("Not found", "No identity provider is configured."));
     };
-    let started = sign_in.start().await;
-    let Some((url, cookie)) = started.ok().and_then(|(url, pending)| Some((url, to_cookie(&pending)?))) else {
-        tracing::warn!(issuer = sign_in.issuer(), "console sign-in could not start: the provider cannot be reached");
-        return page(
+    let unavailable = || {
+        page(
             StatusCode::SERVICE_UNAVAILABLE,
             pages::message("Unavailable", "The identity provider cannot be reached now."),
-        );
+        )
     };
+    let (url, pending) = match sign_in.start().await {
+        Ok(started) => started,
+        Err(error) => {
+            tracing::warn!(%error, issuer = sign_in.issuer(), "console sign-in could not start");
+            return unavailable();
+        }
+    };
+    let Some(cookie) = to_cookie(&pending) else { return unavailable() };
     let secure = super::secure_attribute(&broker);
     let cookie =
         format!("{COOKIE}={cookie}; Path=/console/callback; HttpOnly; SameSite=Lax; Max-Age={PENDING_SECONDS}{secure}");
