@@ -5,9 +5,6 @@
 
 use std::sync::{Arc, RwLock};
 
-use base64::Engine;
-use ring::rand::{SecureRandom, SystemRandom};
-
 use crate::claims::{Claims, TokenId};
 use crate::client_auth::ClientAuthError;
 use crate::clock::{Clock, UnixMicros, UnixTime};
@@ -64,7 +61,6 @@ pub struct Context {
     pub(crate) policy: RwLock<Arc<Policy>>,
     pub(crate) stores: Stores,
     pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) random: SystemRandom,
     /// The trusted identity providers' discovered keys.
     pub(crate) providers: Providers,
     pub(crate) metrics: Metrics,
@@ -89,7 +85,6 @@ impl Context {
             policy: RwLock::new(Arc::new(policy)),
             stores,
             providers: Providers::new(clock.clone()),
-            random: SystemRandom::new(),
             metrics: Metrics::new(),
             clock,
         }
@@ -244,9 +239,7 @@ impl Context {
 
     /// A fresh, unguessable token id: 128 random bits.
     pub(crate) fn new_jti(&self) -> Result<TokenId, MintError> {
-        let mut bytes = [0u8; 16];
-        self.random.fill(&mut bytes).map_err(|_| MintError::new("no randomness available"))?;
-        Ok(TokenId(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)))
+        crate::ids::random_text::<16>().map(TokenId).ok_or_else(|| MintError::new("no randomness available"))
     }
 
     /// Refuses a deprovisioned agent until it is reinstated (DESIGN.md §2.4).

@@ -24,6 +24,9 @@ use std::borrow::Borrow;
 use std::fmt;
 use std::ops::Deref;
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 
 /// Declares an identifier newtype over `String`, after openidconnect-rs's
@@ -193,6 +196,15 @@ impl AgentId {
     }
 }
 
+/// `N` bytes from the system's generator as base64url text: an unguessable
+/// id (a token's `jti`, a request id) or secret (a console session, its
+/// CSRF token). `None` when no randomness is to be had.
+pub fn random_text<const N: usize>() -> Option<String> {
+    let mut bytes = [0u8; N];
+    SystemRandom::new().fill(&mut bytes).ok()?;
+    Some(URL_SAFE_NO_PAD.encode(bytes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,5 +251,13 @@ mod tests {
         let agent = AgentId::new("orchestrator");
         assert!(agent == "orchestrator");
         assert!(agent != "Orchestrator" && agent != "orchestrator " && !agent.is_empty());
+    }
+
+    #[test]
+    fn random_text_is_as_long_as_asked_and_not_repeated() {
+        let (one, two) = (super::random_text::<32>().unwrap(), super::random_text::<32>().unwrap());
+        assert_eq!(one.len(), 43);
+        assert_ne!(one, two);
+        assert_eq!(super::random_text::<16>().unwrap().len(), 22);
     }
 }

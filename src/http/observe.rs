@@ -11,12 +11,9 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry_http::HeaderExtractor;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use ring::rand::{SecureRandom, SystemRandom};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -70,10 +67,8 @@ fn id_of(headers: &HeaderMap) -> String {
     if let Some(id) = headers.get(X_REQUEST_ID).and_then(|value| value.to_str().ok()).filter(plain) {
         return id.to_owned();
     }
-    let mut bytes = [0u8; 16];
-    // Without randomness the id is only less unique; the request goes on.
-    let _ = SystemRandom::new().fill(&mut bytes);
-    URL_SAFE_NO_PAD.encode(bytes)
+    // Without randomness the request has no id of its own; it goes on.
+    crate::ids::random_text::<16>().unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -5,7 +5,6 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use ring::rand::{SecureRandom, SystemRandom};
 use subtle::ConstantTimeEq;
 
 use crate::broker::Broker;
@@ -54,13 +53,13 @@ pub enum Admission<'a> {
 /// A new session, with its id (the cookie's value).
 pub async fn open(broker: &Broker, admission: Admission<'_>) -> Result<(String, Session), OpenError> {
     let now = broker.context().now();
-    let id = random_text().ok_or(OpenError::Randomness)?;
+    let id = crate::ids::random_text::<32>().ok_or(OpenError::Randomness)?;
     let (who, admitted_by) = match admission {
         Admission::AdminToken => (ADMIN_TOKEN.to_owned(), admin_fingerprint(broker)),
         Admission::Member(member) => (member.to_owned(), provider_admission(broker)),
     };
     let session = Session {
-        csrf: random_text().ok_or(OpenError::Randomness)?,
+        csrf: crate::ids::random_text::<32>().ok_or(OpenError::Randomness)?,
         who,
         admitted_by: admitted_by.ok_or(OpenError::NotAdmitted)?,
         expires_at: now.plus(SESSION_SECONDS),
@@ -102,13 +101,6 @@ pub async fn close(broker: &Broker, id: &str) -> Result<(), StoreError> {
     broker.console_sessions().close_session(&SessionKey::of(id)).await
 }
 
-/// 256 random bits, as text fit for a cookie or a form field.
-fn random_text() -> Option<String> {
-    let mut bytes = [0u8; 32];
-    SystemRandom::new().fill(&mut bytes).ok()?;
-    Some(URL_SAFE_NO_PAD.encode(bytes))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,12 +116,5 @@ mod tests {
         };
         assert!(allows(&session, "token"));
         assert!(!allows(&session, "forged") && !allows(&session, "toke") && !allows(&session, ""));
-    }
-
-    #[test]
-    fn random_text_is_not_repeated() {
-        let (one, two) = (random_text().unwrap(), random_text().unwrap());
-        assert_eq!(one.len(), 43);
-        assert_ne!(one, two);
     }
 }
