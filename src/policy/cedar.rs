@@ -13,6 +13,9 @@ use cedar_policy::{
 use super::inventory::Inventory;
 use super::{diagnostic, PolicyError};
 use crate::claims::Scope;
+use memo::{Memo, RequestKey};
+
+mod memo;
 
 /// The schema shipped with Baton.
 pub const SCHEMA: &str = include_str!("schema.cedarschema");
@@ -108,6 +111,8 @@ pub struct Rules {
     /// Permit rules annotated `@approval("…")`, by id, with the annotation's
     /// text: a scope they permit needs a person's approval.
     approvals: HashMap<String, String>,
+    /// The verdicts given so far under these rules.
+    memo: Memo,
 }
 
 impl Rules {
@@ -178,7 +183,8 @@ impl Rules {
             }
         }
         let authorizer = Authorizer::new();
-        Ok(Rules { schema, policies, permits, forbids, inert, entities, by_target, authorizer, approvals })
+        let memo = Memo::default();
+        Ok(Rules { schema, policies, permits, forbids, inert, entities, by_target, authorizer, approvals, memo })
     }
 
     /// Why each `*.cedar` file of `dir` that cannot be read or parsed fails:
@@ -225,7 +231,8 @@ impl Rules {
 
     /// Decides each scope for `agent` under `action` with `facts`. A scope is
     /// granted only where a permit matches and no forbid does; an evaluation
-    /// error counts as a denial (fail closed).
+    /// error counts as a denial (fail closed). A request decided before
+    /// under these rules is answered as it was then ([`Memo`]).
     pub fn decide<'s>(
         &self,
         agent: &str,
@@ -233,19 +240,31 @@ impl Rules {
         scopes: impl IntoIterator<Item = &'s Scope>,
         facts: &Facts<'_>,
     ) -> Result<Vec<(&'s Scope, Verdict)>, PolicyError> {
+        let key = RequestKey::new(agent, action, facts);
+        let mut verdicts = Vec::new();
+        let mut undecided = Vec::new();
+        for scope in scopes {
+            match self.memo.get(&key, scope) {
+                Some(verdict) => verdicts.push((scope, verdict)),
+                None => undecided.push(scope),
+            }
+        }
+        if undecided.is_empty() {
+            return Ok(verdicts);
+        }
         // Not validated against the schema on every request: requests are
         // built by `requests` alone from fixed types (a test checks them
         // against the schema), and a value of the wrong type would only fail
         // a rule's evaluation, which denies.
         let entities = self.entities_for(facts.target);
-        let mut verdicts = Vec::new();
-        for (scope, request) in requests(agent, action, scopes, facts, None)? {
+        for (scope, request) in requests(agent, action, undecided, facts, None)? {
             let response = self.authorizer.is_authorized(&request, &self.policies, entities);
             let failed = response.diagnostics().errors().next().is_some();
             let verdict = Verdict {
                 allowed: response.decision() == Decision::Allow && !failed,
                 reasons: response.diagnostics().reason().map(|id| id.to_string()).collect(),
             };
+            self.memo.put(&key, scope, &verdict);
             verdicts.push((scope, verdict));
         }
         Ok(verdicts)
@@ -544,6 +563,29 @@ mod tests {
         )
         .unwrap();
         assert_eq!(policy.decide(&ask(None)).unwrap(), Err(Refusal::TargetNotPermitted));
+    }
+
+    /// A request decided again under the same rules gets the same answer,
+    /// now from the memo: grants with their reasons, refusals, and denials
+    /// by a rule that failed.
+    #[test]
+    fn a_request_decided_again_gets_the_same_answer() {
+        let policy = load(
+            "@id(\"reads\") permit (principal, action, resource == Scope::\"read\");\n\
+             @id(\"broken\") forbid (principal, action, resource == Scope::\"write\") \
+             when { context.ttl * 9223372036854775807 > 0 };",
+        )
+        .unwrap();
+        let read = ScopeSet::parse("read").unwrap();
+        let write = ScopeSet::parse("write").unwrap();
+        let first = (policy.decide(&ask(Some(&read))), policy.decide(&ask(Some(&write))), policy.decide(&ask(None)));
+        let remembered = policy.rules().memo.len();
+        assert!(remembered >= 2, "{remembered}");
+        let again = (policy.decide(&ask(Some(&read))), policy.decide(&ask(Some(&write))), policy.decide(&ask(None)));
+        assert_eq!(policy.rules().memo.len(), remembered, "nothing new to remember");
+        assert_eq!(format!("{first:?}"), format!("{again:?}"));
+        assert_eq!(again.0.unwrap().unwrap().reasons(), ["rules.cedar#reads".to_owned()]);
+        assert!(matches!(again.1.unwrap(), Err(Refusal::NotPermitted(_))));
     }
 
     #[test]
