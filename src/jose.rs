@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::keys::{Algorithm, KeyError, SigningKey, VerifyingKey};
+use crate::keys::{Algorithm, KeyError, SigningKey, TokenDigest, VerifiedSignatures, VerifyingKey};
 
 /// Why a compact JWS was not read or did not verify.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -192,6 +192,30 @@ impl Unverified<'_> {
     /// covers (RFC 7515 §5.2 steps 5–8). The key decides the algorithm: a
     /// header that names another one does not verify.
     pub fn verify<T: DeserializeOwned>(&self, key: &VerifyingKey) -> Result<Signed<T>, JoseError> {
+        self.check_signature(key)?;
+        self.signed_payload()
+    }
+
+    /// [`Unverified::verify`], where `verified` remembers the tokens `key`'s
+    /// set verified before: one of those is not checked again, any other is,
+    /// and is remembered if it verifies.
+    pub fn verify_remembered<T: DeserializeOwned>(
+        &self,
+        key: &VerifyingKey,
+        verified: &VerifiedSignatures,
+    ) -> Result<Signed<T>, JoseError> {
+        if Algorithm::from_name(&self.header.alg) != Some(key.algorithm()) {
+            return Err(JoseError::BadSignature);
+        }
+        let digest = TokenDigest::of(self.signing_input.as_bytes(), self.signature.as_bytes());
+        if !verified.contains(&digest) {
+            self.check_signature(key)?;
+            verified.remember(digest);
+        }
+        self.signed_payload()
+    }
+
+    fn check_signature(&self, key: &VerifyingKey) -> Result<(), JoseError> {
         if Algorithm::from_name(&self.header.alg) != Some(key.algorithm()) {
             return Err(JoseError::BadSignature);
         }
@@ -199,6 +223,11 @@ impl Unverified<'_> {
         if !key.verify(self.signing_input.as_bytes(), &signature) {
             return Err(JoseError::BadSignature);
         }
+        Ok(())
+    }
+
+    /// The payload as `T`, once its signature is known good.
+    fn signed_payload<T: DeserializeOwned>(&self) -> Result<Signed<T>, JoseError> {
         let payload = URL_SAFE_NO_PAD.decode(self.payload).map_err(|_| JoseError::Malformed)?;
         serde_json::from_slice(&payload).map(Signed).map_err(|_| JoseError::Payload)
     }

@@ -21,6 +21,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::clock::UnixTime;
+pub use verified::{TokenDigest, VerifiedSignatures};
+
+mod verified;
 
 /// A signature algorithm Baton signs or accepts (RFC 8725 §3.1: an allow-list).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -223,11 +226,20 @@ pub enum KeyState {
 pub trait KeyLookup {
     /// The published key with this id.
     fn verifying(&self, kid: &str) -> Option<&VerifyingKey>;
+
+    /// The tokens these keys verified already, where they are remembered.
+    fn verified(&self) -> Option<&VerifiedSignatures> {
+        None
+    }
 }
 
 impl KeyLookup for KeySet {
     fn verifying(&self, kid: &str) -> Option<&VerifyingKey> {
         self.verifying.get(kid)
+    }
+
+    fn verified(&self) -> Option<&VerifiedSignatures> {
+        Some(&self.verified)
     }
 }
 
@@ -241,6 +253,8 @@ impl KeyLookup for BTreeMap<String, VerifyingKey> {
 pub struct KeySet {
     signing: SigningKey,
     verifying: BTreeMap<String, VerifyingKey>,
+    /// The tokens these keys verified already; a new set starts with none.
+    verified: VerifiedSignatures,
 }
 
 impl KeySet {
@@ -265,7 +279,7 @@ impl KeySet {
             verifying.insert(kid, VerifyingKey::from_jwk(&jwk)?);
         }
         let (_, signing) = signing.ok_or_else(|| KeyError::NoCurrentKey(dir.to_path_buf()))?;
-        Ok(KeySet { signing, verifying })
+        Ok(KeySet { signing, verifying, verified: VerifiedSignatures::default() })
     }
 
     /// The key that signs new tokens.

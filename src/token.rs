@@ -169,7 +169,11 @@ pub fn verify(
     if key.algorithm() != algorithm {
         return Err(VerifyError::UnknownKey);
     }
-    let signed = token.verify::<Claims>(key).map_err(|error| match error {
+    let signed = match keys.verified() {
+        Some(verified) => token.verify_remembered::<Claims>(key, verified),
+        None => token.verify::<Claims>(key),
+    };
+    let signed = signed.map_err(|error| match error {
         JoseError::BadSignature => VerifyError::BadSignature,
         JoseError::Payload => VerifyError::BadClaims,
         JoseError::TooLarge | JoseError::Malformed => VerifyError::Malformed,

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::clock::UnixTime;
-use crate::keys::{self, KeyLookup, KeySet};
+use crate::keys::{self, KeyLookup, KeySet, VerifiedSignatures};
 
 const HOUR: i64 = 3600;
 
@@ -145,6 +145,38 @@ fn a_signature_over_other_bytes_fails() {
     let (signing_input, _) = token.rsplit_once('.').unwrap();
     let spliced = format!("{signing_input}.{signature}");
     assert_eq!(parse(&spliced, 4096).unwrap().verify::<Value>(verifying).err(), Some(JoseError::BadSignature));
+}
+
+/// A token that verified once is remembered and verifies again without a
+/// second check; a token that differs from it in any byte (another payload
+/// under its signature, its signature's non-canonical twin) is checked, and
+/// refused; and a remembered token still needs a key of its algorithm.
+#[test]
+fn a_remembered_token_verifies_again_and_no_other_takes_its_place() {
+    let pair = Pair::new(Algorithm::Es256);
+    let (signing, verifying) = (pair.signing(), pair.verifying());
+    let verified = VerifiedSignatures::default();
+    let token = signed(&header_for(signing), &claims(), signing);
+    let first: Signed<Value> = parse(&token, 4096).unwrap().verify_remembered(verifying, &verified).unwrap();
+    assert_eq!(verified.len(), 1);
+    let again: Signed<Value> = parse(&token, 4096).unwrap().verify_remembered(verifying, &verified).unwrap();
+    assert_eq!((first.payload(), verified.len()), (again.payload(), 1));
+
+    let refused = |text: &str| parse(text, 4096).unwrap().verify_remembered::<Value>(verifying, &verified).err();
+    let (signing_input, signature) = token.rsplit_once('.').unwrap();
+    let (header, _) = signing_input.split_once('.').unwrap();
+    let mallory = encode(&json!({ "iss": "https://broker.example", "sub": "mallory" }));
+    assert_eq!(refused(&format!("{header}.{mallory}.{signature}")), Some(JoseError::BadSignature));
+    let last = signature.chars().last().unwrap();
+    let twin = format!("{signing_input}.{}{}", &signature[..signature.len() - 1], base64_char(base64_index(last) ^ 1));
+    assert_eq!(refused(&twin), Some(JoseError::BadSignature));
+    let eddsa_pair = Pair::new(Algorithm::EdDsa);
+    let eddsa = parse(&token, 4096).unwrap().verify_remembered::<Value>(eddsa_pair.verifying(), &verified);
+    assert_eq!(eddsa.err(), Some(JoseError::BadSignature));
+    assert_eq!(verified.len(), 1, "nothing refused is remembered");
+    // A key set starts with nothing remembered: a rotation or a reload
+    // forgets what the set before it verified.
+    assert!(pair.set.verified().unwrap().is_empty());
 }
 
 #[test]

@@ -1,0 +1,96 @@
+//! The signatures a key set has verified already, by the digest of the
+//! token they sign, so that a token presented again (one subject token
+//! exchanged for several targets, one access token introspected on every
+//! call an API serves) is not verified again.
+//!
+//! The digest covers the whole compact token: its header (with the `kid`
+//! that chose the key), its payload and its signature. A token remembered
+//! here verified under a key of this set, and a set's keys never change (a
+//! rotation or a reload builds a new set, with nothing remembered), so its
+//! signature is still good. Everything else about a token (its type,
+//! algorithm, issuer, times, audience, depth and revocation) is checked on
+//! every presentation as before: this saves the signature check, nothing else.
+
+use std::collections::HashSet;
+use std::sync::{Mutex, PoisonError};
+
+use ring::digest::{Context, SHA256};
+
+/// Tokens remembered at most (32 bytes each: half a megabyte); when full,
+/// the memory starts over. Only tokens that verified are remembered, so no
+/// one can fill it without tokens this broker signed.
+const CAPACITY: usize = 16_384;
+
+/// The digests of the tokens whose signatures verified.
+#[derive(Default)]
+pub struct VerifiedSignatures {
+    digests: Mutex<HashSet<TokenDigest>>,
+}
+
+/// SHA-256 of a compact token: its signing input, a `.`, its signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenDigest([u8; 32]);
+
+impl TokenDigest {
+    /// The digest of the token `signing_input.signature`.
+    pub fn of(signing_input: &[u8], signature: &[u8]) -> TokenDigest {
+        let mut context = Context::new(&SHA256);
+        context.update(signing_input);
+        context.update(b".");
+        context.update(signature);
+        let mut digest = [0; 32];
+        digest.copy_from_slice(context.finish().as_ref());
+        TokenDigest(digest)
+    }
+}
+
+impl VerifiedSignatures {
+    /// Whether the token with this digest verified before.
+    pub fn contains(&self, digest: &TokenDigest) -> bool {
+        self.digests.lock().unwrap_or_else(PoisonError::into_inner).contains(digest)
+    }
+
+    /// Remembers a token whose signature just verified.
+    pub fn remember(&self, digest: TokenDigest) {
+        let mut digests = self.digests.lock().unwrap_or_else(PoisonError::into_inner);
+        if digests.len() >= CAPACITY {
+            digests.clear();
+        }
+        digests.insert(digest);
+    }
+
+    /// How many tokens are remembered.
+    pub fn len(&self) -> usize {
+        self.digests.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_digest_names_the_whole_token() {
+        let token = TokenDigest::of(b"header.payload", b"signature");
+        assert_eq!(token, TokenDigest::of(b"header.payload", b"signature"));
+        assert_ne!(token, TokenDigest::of(b"header.payloae", b"signature"));
+        assert_ne!(token, TokenDigest::of(b"header.payload", b"signaturf"));
+        // The separator is part of it: parts cannot trade characters.
+        assert_ne!(TokenDigest::of(b"a.bc", b"d"), TokenDigest::of(b"a.b", b"cd"));
+    }
+
+    #[test]
+    fn a_full_memory_starts_over() {
+        let verified = VerifiedSignatures::default();
+        for index in 0..=CAPACITY {
+            verified.remember(TokenDigest::of(index.to_string().as_bytes(), b"signature"));
+        }
+        assert_eq!(verified.len(), 1);
+        assert!(verified.contains(&TokenDigest::of(CAPACITY.to_string().as_bytes(), b"signature")));
+    }
+}
