@@ -148,6 +148,41 @@ pub async fn obtain<V: AsRef<str>>(target: &Target, authorization: &HeaderValue,
     access_token(&body).unwrap()
 }
 
+/// `count` tokens, each the answer to its own `POST /token` of `pairs`
+/// (the same request, so many different tokens), on 64 connections at once.
+pub async fn obtain_many<V: AsRef<str>>(
+    target: &Target,
+    authorization: &HeaderValue,
+    pairs: &[(&str, V)],
+    count: usize,
+) -> Vec<String> {
+    let body = Bytes::from(form(pairs));
+    let asked = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let (target, authorization, body, asked) =
+                (target.clone(), authorization.clone(), body.clone(), asked.clone());
+            tokio::spawn(async move {
+                let mut sender = connect(&target).await.unwrap_or_else(|error| panic!("{}: {error}", target.issuer()));
+                let mut tokens = Vec::new();
+                while asked.fetch_add(1, Ordering::Relaxed) < count {
+                    let answer =
+                        post(&mut sender, &target, "/token", Some(&authorization), body.clone(), "access_token")
+                            .await
+                            .unwrap_or_else(|error| panic!("setting up at {}: {error}", target.issuer()));
+                    tokens.push(access_token(&answer).unwrap());
+                }
+                tokens
+            })
+        })
+        .collect();
+    let mut tokens = Vec::with_capacity(count);
+    for task in tasks {
+        tokens.extend(task.await.expect("a setup task panicked"));
+    }
+    tokens
+}
+
 // ---------------------------------------------------------------------------
 // Workloads
 // ---------------------------------------------------------------------------
@@ -196,6 +231,8 @@ pub enum Work {
     Assertions { body: String, assertions: Vec<String>, next: AtomicUsize },
     /// The first step, then each hop on the token the step before got.
     Walk { first: Call, hops: Vec<Hop> },
+    /// `hop` on each of `tokens` in turn, round and round.
+    Rotate { hop: Hop, tokens: Vec<String>, next: AtomicUsize },
     /// A client credentials request from a client nobody registered, a new
     /// one each time: refused (401, or 429 once the address is throttled).
     Junk { next: AtomicUsize },
@@ -205,7 +242,7 @@ impl Work {
     fn requests_per_unit(&self) -> u64 {
         match self {
             Work::Walk { hops, .. } => 1 + hops.len() as u64,
-            Work::Repeat(_) | Work::Assertions { .. } | Work::Junk { .. } => 1,
+            Work::Repeat(_) | Work::Assertions { .. } | Work::Junk { .. } | Work::Rotate { .. } => 1,
         }
     }
 
@@ -219,6 +256,11 @@ impl Work {
                 let Some(assertion) = assertions.get(next.fetch_add(1, Ordering::Relaxed)) else { return Ok(false) };
                 let body = Bytes::from(format!("{body}&client_assertion={assertion}"));
                 post(sender, target, "/token", None, body, "access_token").await?;
+            }
+            Work::Rotate { hop, tokens, next } => {
+                let token = &tokens[next.fetch_add(1, Ordering::Relaxed) % tokens.len()];
+                let body = Bytes::from(format!("{}{token}{}", hop.before, hop.after));
+                post(sender, target, "/token", Some(&hop.authorization), body, "access_token").await?;
             }
             Work::Junk { next } => {
                 let client = format!("junk-{}", next.fetch_add(1, Ordering::Relaxed));

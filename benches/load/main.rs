@@ -48,7 +48,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
-use client::{agent, basic, form, measure, obtain, Call, Hop, Target, Work, QUIET_WAIT, REQUEST_TIMEOUT};
+use client::{agent, basic, form, measure, obtain, obtain_many, Call, Hop, Target, Work, QUIET_WAIT, REQUEST_TIMEOUT};
 use keys::{AgentKey, BareKey};
 use report::{Report, Workload};
 use servers::{Endpoint, Server, Servers};
@@ -68,6 +68,10 @@ const KEY_AGENT: &str = "booker-jwt";
 /// How far ahead of signing the pre-signed assertions expire (Baton accepts
 /// at most 300 s, RFC 7523 §3 item 4).
 const ASSERTION_LIFETIME: Duration = Duration::from_secs(290);
+/// The subject tokens (b′) takes in turn: more than a broker remembers
+/// verified signatures of (16,384), so that none is remembered when it
+/// comes round again.
+const FRESH_TOKENS: usize = 40_000;
 /// The warm-up the peer needs, and the default: V8 is still compiling
 /// oidc-provider's code over its first few thousand requests, which cost it
 /// about three times the CPU of a warm one (see benches/README.md).
@@ -211,6 +215,26 @@ async fn run_all(
     if let Some(bare) = servers.bare() {
         let parent = bare_key.parent_token(&bare.target.issuer());
         report.add(Server::Bare, Workload::Exchange, measure(&bare, exchange(&parent), settings).await);
+    }
+
+    // (b′) The hop of (b), each time on a subject token the broker has not
+    // seen: what (b) costs where no token is presented twice (the broker
+    // remembers the signatures it verified).
+    for broker in &brokers {
+        let root = obtain(&broker.target, &agent("orchestrator"), &orchestrator_form()).await;
+        let started = Instant::now();
+        let parents =
+            obtain_many(&broker.target, &agent("planner"), &planner_form(&root, "booker"), FRESH_TOKENS).await;
+        println!(
+            "  obtained {FRESH_TOKENS} subject tokens in {:.1} s (before the run)",
+            started.elapsed().as_secs_f64()
+        );
+        let work = Work::Rotate {
+            hop: walk_hop("booker", "resource", AIRLINE, Some("flights.book")),
+            tokens: parents,
+            next: AtomicUsize::new(0),
+        };
+        report.add(broker.server, Workload::ExchangeFresh, measure(broker, work, settings).await);
     }
 
     // (c) The airline API introspects a valid token addressed to it.
@@ -364,17 +388,12 @@ fn encode(value: &str) -> String {
 /// The planner's token for `agent_id` on Baton, from the orchestrator's own.
 async fn baton_hop1(target: &Target, agent_id: &str) -> String {
     let root = obtain(target, &agent("orchestrator"), &orchestrator_form()).await;
-    obtain(
-        target,
-        &agent("planner"),
-        &[
-            ("grant_type", EXCHANGE),
-            ("subject_token", &root),
-            ("subject_token_type", ACCESS_TOKEN),
-            ("audience", agent_id),
-        ],
-    )
-    .await
+    obtain(target, &agent("planner"), &planner_form(&root, agent_id)).await
+}
+
+/// The planner's exchange of the orchestrator's `root` for `agent_id`.
+fn planner_form<'a>(root: &'a str, agent_id: &'a str) -> [(&'static str, &'a str); 4] {
+    [("grant_type", EXCHANGE), ("subject_token", root), ("subject_token_type", ACCESS_TOKEN), ("audience", agent_id)]
 }
 
 /// The planner's token for the booker on the peer (agents are addressed by

@@ -29,6 +29,8 @@ pub enum Workload {
     ClientCredentials,
     /// (b), `client_secret_basic`.
     Exchange,
+    /// (b′): (b) on a subject token never presented before.
+    ExchangeFresh,
     /// (d), `private_key_jwt`.
     ExchangeByKey,
     Walk,
@@ -41,6 +43,7 @@ impl Workload {
         match self {
             Workload::ClientCredentials => "(a) client credentials",
             Workload::Exchange => "(b) token exchange, one hop",
+            Workload::ExchangeFresh => "(b′) token exchange, one hop, each on a new subject token",
             Workload::ExchangeByKey => "(d) token exchange, one hop",
             Workload::Walk => "three-hop walk (3 requests)",
             Workload::Introspection => "(c) introspection",
@@ -241,7 +244,7 @@ impl Report {
         let _ = writeln!(out);
         let brokers = [Server::Embedded, Server::Redis];
 
-        let _ = writeln!(out, "\n### Token exchange (b)\n");
+        let _ = writeln!(out, "\n### Token exchange (b), (b′)\n");
         let _ = writeln!(
             out,
             "| store | measure | Baton | peer | bare endpoint | Baton vs peer | target ≥ {TARGET_PEER_RATIO}× | \
@@ -251,14 +254,17 @@ impl Report {
         let _ = writeln!(out, "|---|---|--:|--:|--:|--:|---|--:|---|");
         let peer = self.find(Server::Peer, Workload::Exchange);
         let bare = self.find(Server::Bare, Workload::Exchange);
-        for broker in brokers {
-            let Some(baton) = self.find(broker, Workload::Exchange) else { continue };
+        for (broker, workload) in
+            brokers.into_iter().flat_map(|broker| [(broker, Workload::Exchange), (broker, Workload::ExchangeFresh)])
+        {
+            let Some(baton) = self.find(broker, workload) else { continue };
+            let tag = if workload == Workload::ExchangeFresh { ", (b′) new subject tokens" } else { ", (b)" };
             for measure in [Measure::Rate, Measure::Cpu] {
                 let versus_peer = peer.and_then(|peer| measure.ratio(baton, peer));
                 let versus_bare = bare.and_then(|bare| measure.ratio(baton, bare));
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| {}{tag} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     store(broker),
                     measure.name(),
                     measure.show(Some(baton)),
@@ -297,7 +303,7 @@ impl Report {
         let _ = writeln!(out, "| store | workload | p50 ms | p99 ms | p99 ÷ p50 | target ≤ {TARGET_SPREAD}× |");
         let _ = writeln!(out, "|---|---|--:|--:|--:|---|");
         for broker in brokers {
-            for workload in [Workload::Exchange, Workload::ExchangeByKey] {
+            for workload in [Workload::Exchange, Workload::ExchangeFresh, Workload::ExchangeByKey] {
                 let Some(baton) = self.find(broker, workload) else { continue };
                 let spread = baton.percentile(0.99) / baton.percentile(0.5);
                 let spread = spread.is_finite().then_some(spread);
@@ -387,6 +393,14 @@ impl Report {
              request. (d) is the same hop by `booker-jwt`, an agent registered with a JWKS for this run: each \
              request carries its own assertion, signed just before the run (unique `jti`, `exp` 290 s ahead), \
              so the broker also verifies one more signature and writes the `jti` to the replay store.",
+            "(b) presents one subject token again and again, and (c) introspects one token again and again, \
+             as an agent does that exchanges the token it holds for each call it makes, and as an API does \
+             that introspects the token of each call it serves. Baton remembers the tokens whose signatures \
+             it verified (by SHA-256 of the whole token, for as long as its key set is loaded), so there it \
+             checks the signature once, and everything else on every request. (b′) is the hop of (b) on a \
+             new subject token each time (40,000 obtained before the run, taken in turn: more than Baton \
+             remembers), so every request verifies a signature, as the bare endpoint and the peer do on every \
+             request of (b).",
             "The bare endpoint is the ceiling for (b) on this machine: the same request over the same HTTP, \
              answered by axum with the client id read from HTTP Basic, the form parsed, the subject token's \
              ES256 signature verified and its claims decoded, its `aud` and `exp` checked, and a child with the \
