@@ -78,11 +78,12 @@ impl Revocations {
     /// Revokes `jti` until `until`, and tells whether this call is the one
     /// to record it (`None`: it is not). Every call writes the revocation,
     /// so that no call answers success for one that was not kept; the event
-    /// is written by the first, or by a later call that finds the first
-    /// one's event never landed (its answer was lost, or its record failed
-    /// and its caller was told 503), so no revocation stays without
-    /// evidence. A call that meets another on this node recording the same
-    /// token leaves the event to it.
+    /// is written by a call that claims the token on this node and finds no
+    /// event of its revocation in the trail: the first, or a later one where
+    /// the first one's event never landed (its answer was lost, or its record
+    /// failed and its caller was told 503), so no revocation stays without
+    /// evidence and none has two. A call that meets another on this node
+    /// recording the same token leaves the event to it.
     pub(crate) async fn revoke_once(
         &self,
         context: &Context,
@@ -95,7 +96,10 @@ impl Revocations {
             context.metrics().count_revocation(via);
         }
         let Some(claim) = self.revoking.claim(jti) else { return Ok(None) };
-        if !first && self.revocation_recorded(context, jti).await? {
+        // Even the first write may find the event recorded: a call that
+        // wrote after it can have claimed, found no event and recorded one
+        // before this call claimed.
+        if self.revocation_recorded(context, jti).await? {
             return Ok(None);
         }
         Ok(Some(claim))
