@@ -5,7 +5,9 @@
 //! [`parse`] gives an [`Unverified`] token: its decoded [`Header`], and its
 //! payload only through [`Unverified::insecure_claims`], whose name says
 //! what it is. Only [`Unverified::verify`] builds a [`Signed`] value, from
-//! the payload bytes the signature covers; each reader then applies the
+//! the payload bytes the signature covers (and, within the crate, its twin
+//! that skips the check of a token the key set verified before, whose
+//! digest only the crate can remember); each reader then applies the
 //! rules of what it reads (Baton's tokens: [`crate::token::verify`], which
 //! alone hands out a [`crate::token::Verified`]).
 //!
@@ -122,7 +124,8 @@ pub struct Unverified<'a> {
 }
 
 /// A payload whose signature verified, decoded from the bytes the
-/// signature covers. Only [`Unverified::verify`] makes one. The rules of
+/// signature covers. Only [`Unverified::verify`] makes one (and, within the
+/// crate, its twin for tokens verified before). The rules of
 /// what it carries are its reader's to apply: a Baton token becomes a
 /// [`crate::token::Verified`] only once [`crate::token::verify`] applied
 /// them, a client assertion or a DPoP proof is read only by the check of
@@ -197,22 +200,22 @@ impl Unverified<'_> {
     }
 
     /// [`Unverified::verify`], where `verified` remembers the tokens `key`'s
-    /// set verified before: one of those is not checked again, any other is,
-    /// and is remembered if it verifies.
-    pub fn verify_remembered<T: DeserializeOwned>(
+    /// set verified before: one of those is not checked again. The digest is
+    /// returned where the signature was checked now, for the caller to
+    /// remember once the token passed the rest of its checks.
+    pub(crate) fn verify_remembered<T: DeserializeOwned>(
         &self,
         key: &VerifyingKey,
         verified: &VerifiedSignatures,
-    ) -> Result<Signed<T>, JoseError> {
-        if Algorithm::from_name(&self.header.alg) != Some(key.algorithm()) {
-            return Err(JoseError::BadSignature);
-        }
-        let digest = TokenDigest::of(self.signing_input.as_bytes(), self.signature.as_bytes());
-        if !verified.contains(&digest) {
+    ) -> Result<(Signed<T>, Option<TokenDigest>), JoseError> {
+        let digest = TokenDigest::of(key, self.signing_input.as_bytes(), self.signature.as_bytes());
+        let checked_now = if verified.contains(&digest) {
+            None
+        } else {
             self.check_signature(key)?;
-            verified.remember(digest);
-        }
-        self.signed_payload()
+            Some(digest)
+        };
+        Ok((self.signed_payload()?, checked_now))
     }
 
     fn check_signature(&self, key: &VerifyingKey) -> Result<(), JoseError> {

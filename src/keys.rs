@@ -21,7 +21,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::clock::UnixTime;
-pub use verified::{TokenDigest, VerifiedSignatures};
+pub(crate) use verified::TokenDigest;
+pub use verified::VerifiedSignatures;
 
 mod verified;
 
@@ -228,7 +229,7 @@ pub trait KeyLookup {
     fn verifying(&self, kid: &str) -> Option<&VerifyingKey>;
 
     /// The tokens these keys verified already, where they are remembered.
-    fn verified(&self) -> Option<&VerifiedSignatures> {
+    fn verified_signatures(&self) -> Option<&VerifiedSignatures> {
         None
     }
 }
@@ -238,7 +239,7 @@ impl KeyLookup for KeySet {
         self.verifying.get(kid)
     }
 
-    fn verified(&self) -> Option<&VerifiedSignatures> {
+    fn verified_signatures(&self) -> Option<&VerifiedSignatures> {
         Some(&self.verified)
     }
 }
@@ -280,6 +281,12 @@ impl KeySet {
         }
         let (_, signing) = signing.ok_or_else(|| KeyError::NoCurrentKey(dir.to_path_buf()))?;
         Ok(KeySet { signing, verifying, verified: VerifiedSignatures::default() })
+    }
+
+    /// Whether `other` signs with the same key and publishes the same ones
+    /// (key ids are thumbprints: the same id is the same key).
+    pub fn same_keys(&self, other: &KeySet) -> bool {
+        self.signing.kid() == other.signing.kid() && self.verifying.keys().eq(other.verifying.keys())
     }
 
     /// The key that signs new tokens.
@@ -566,6 +573,22 @@ mod tests {
         let public = jwk.to_public_key().unwrap();
         assert_eq!(thumbprint(&jwk).unwrap(), thumbprint(&public).unwrap());
         assert_eq!(thumbprint(&jwk).unwrap().len(), 43);
+    }
+
+    /// A reload of an unchanged folder is the same keys (and the broker
+    /// keeps the set it has); a rotation is not.
+    #[test]
+    fn a_rotation_makes_other_keys_and_a_reload_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        generate(dir.path(), Algorithm::Es256, 3600, UnixTime(1_000)).unwrap();
+        let first = KeySet::load(dir.path(), 3600, UnixTime(1_000)).unwrap();
+        assert!(first.same_keys(&KeySet::load(dir.path(), 3600, UnixTime(1_010)).unwrap()));
+        rotate(dir.path(), Algorithm::Es256, 3600, UnixTime(1_020)).unwrap();
+        let rotated = KeySet::load(dir.path(), 3600, UnixTime(1_020)).unwrap();
+        assert!(!first.same_keys(&rotated));
+        // Once the retired key's tokens have all expired, it leaves the set.
+        let later = KeySet::load(dir.path(), 3600, UnixTime(1_020 + 3600 + RELOAD_INTERVAL)).unwrap();
+        assert!(!rotated.same_keys(&later));
     }
 
     #[test]

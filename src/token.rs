@@ -169,11 +169,15 @@ pub fn verify(
     if key.algorithm() != algorithm {
         return Err(VerifyError::UnknownKey);
     }
-    let signed = match keys.verified() {
-        Some(verified) => token.verify_remembered::<Claims>(key, verified),
-        None => token.verify::<Claims>(key),
+    // A token that verified before under this key set (see
+    // `keys::VerifiedSignatures`) is not checked again; every other check is.
+    let signed = match keys.verified_signatures() {
+        Some(verified) => token
+            .verify_remembered::<Claims>(key, verified)
+            .map(|(signed, checked_now)| (signed, checked_now.map(|digest| (verified, digest)))),
+        None => token.verify::<Claims>(key).map(|signed| (signed, None)),
     };
-    let signed = signed.map_err(|error| match error {
+    let (signed, to_remember) = signed.map_err(|error| match error {
         JoseError::BadSignature => VerifyError::BadSignature,
         JoseError::Payload => VerifyError::BadClaims,
         JoseError::TooLarge | JoseError::Malformed => VerifyError::Malformed,
@@ -197,6 +201,9 @@ pub fn verify(
     // proved to be a live token of this broker.
     if !rules.audience.admits(&claims.aud) {
         return Err(VerifyError::WrongAudience);
+    }
+    if let Some((verified, digest)) = to_remember {
+        verified.remember(digest);
     }
     Ok(Verified(claims))
 }
@@ -341,6 +348,28 @@ mod tests {
                 assert_eq!(verified(&token, &keys, &rules(AudienceRule::Any)), Ok(claims), "{algorithm:?}");
             }
         }
+    }
+
+    /// A key set remembers a token only once it passed every check, and a
+    /// remembered token is still held to every rule but its signature: its
+    /// times, and the audience a caller asks for.
+    #[test]
+    fn a_remembered_token_is_checked_on_every_presentation_but_its_signature() {
+        let keys = key_set(Algorithm::Es256);
+        let remembered = || keys.verified_signatures().unwrap().len();
+        let token = minted(&one_hop(), keys.signing());
+        let for_planner = rules(AudienceRule::Is("planner".into()));
+        assert_eq!(verified(&token, &keys, &for_planner), Err(VerifyError::WrongAudience));
+        assert_eq!(remembered(), 0, "refused: not remembered");
+        assert_eq!(verified(&token, &keys, &rules(AudienceRule::Any)), Ok(one_hop()));
+        assert_eq!(remembered(), 1);
+        assert_eq!(verified(&token, &keys, &rules(AudienceRule::Any)), Ok(one_hop()), "remembered");
+        assert_eq!(verified(&token, &keys, &for_planner), Err(VerifyError::WrongAudience));
+        let later = FixedClock::new(UnixTime(NOW + 540 + LEEWAY));
+        assert_eq!(verify(&token, &keys, &rules(AudienceRule::Any), &later).err(), Some(VerifyError::Expired));
+        // A token the key set never met is checked in full.
+        let other = key_set(Algorithm::Es256);
+        assert_eq!(verified(&token, &other, &rules(AudienceRule::Any)), Err(VerifyError::UnknownKey));
     }
 
     /// RFC 8725 §3.11 (and the `max_token_bytes` setting): a token longer

@@ -400,7 +400,8 @@ impl Report {
              checks the signature once, and everything else on every request. (b′) is the hop of (b) on a \
              new subject token each time (40,000 obtained before the run, taken in turn: more than Baton \
              remembers), so every request verifies a signature, as the bare endpoint and the peer do on every \
-             request of (b).",
+             request of (b). In every run the policy's decision is the same request's each time, which Baton \
+             decides once per policy load and remembers (keyed by every input of the request).",
             "The bare endpoint is the ceiling for (b) on this machine: the same request over the same HTTP, \
              answered by axum with the client id read from HTTP Basic, the form parsed, the subject token's \
              ES256 signature verified and its claims decoded, its `aud` and `exp` checked, and a child with the \

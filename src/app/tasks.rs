@@ -71,7 +71,8 @@ async fn prune_throttle_every_few_seconds(broker: Arc<Broker>) {
 
 /// Reloads the key folder every few seconds, so that `baton keys rotate`
 /// takes effect without a restart and retired keys leave the JWKS on time.
-/// A folder that fails to load is logged and the keys in use stay.
+/// A folder that fails to load is logged and the keys in use stay, and so
+/// do keys that did not change, with the signatures they remember.
 async fn reload_keys(broker: Arc<Broker>, config: Config, clock: Arc<dyn Clock>) {
     let period = std::time::Duration::from_secs(keys::RELOAD_INTERVAL.unsigned_abs());
     let mut ticks = tokio::time::interval(period);
@@ -79,6 +80,7 @@ async fn reload_keys(broker: Arc<Broker>, config: Config, clock: Arc<dyn Clock>)
     loop {
         ticks.tick().await;
         match KeySet::load(&config.keys_dir, config.max_token_ttl, clock.now()) {
+            Ok(keys) if keys.same_keys(&broker.keys()) => {}
             Ok(keys) => {
                 if keys.signing().kid() != broker.keys().signing().kid() {
                     tracing::info!(kid = %keys.signing().kid(), "signing with a new key");

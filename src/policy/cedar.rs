@@ -241,33 +241,34 @@ impl Rules {
         facts: &Facts<'_>,
     ) -> Result<Vec<(&'s Scope, Verdict)>, PolicyError> {
         let key = RequestKey::new(agent, action, facts);
-        let mut verdicts = Vec::new();
-        let mut undecided = Vec::new();
-        for scope in scopes {
-            match self.memo.get(&key, scope) {
-                Some(verdict) => verdicts.push((scope, verdict)),
-                None => undecided.push(scope),
+        let mut verdicts: Vec<(&'s Scope, Option<Verdict>)> =
+            scopes.into_iter().map(|scope| (scope, self.memo.get(&key, scope))).collect();
+        let undecided: Vec<&'s Scope> =
+            verdicts.iter().filter(|(_, verdict)| verdict.is_none()).map(|(scope, _)| *scope).collect();
+        if !undecided.is_empty() {
+            // Not validated against the schema on every request: requests
+            // are built by `requests` alone from fixed types (a test checks
+            // them against the schema), and a value of the wrong type would
+            // only fail a rule's evaluation, which denies.
+            let entities = self.entities_for(facts.target);
+            let mut decided = Vec::with_capacity(undecided.len());
+            for (scope, request) in requests(agent, action, undecided, facts, None)? {
+                let response = self.authorizer.is_authorized(&request, &self.policies, entities);
+                let failed = response.diagnostics().errors().next().is_some();
+                let verdict = Verdict {
+                    allowed: response.decision() == Decision::Allow && !failed,
+                    reasons: response.diagnostics().reason().map(|id| id.to_string()).collect(),
+                };
+                self.memo.put(&key, scope, &verdict);
+                decided.push(verdict);
+            }
+            // In the scopes' order, as they were asked.
+            let mut decided = decided.into_iter();
+            for (_, verdict) in verdicts.iter_mut().filter(|(_, verdict)| verdict.is_none()) {
+                *verdict = decided.next();
             }
         }
-        if undecided.is_empty() {
-            return Ok(verdicts);
-        }
-        // Not validated against the schema on every request: requests are
-        // built by `requests` alone from fixed types (a test checks them
-        // against the schema), and a value of the wrong type would only fail
-        // a rule's evaluation, which denies.
-        let entities = self.entities_for(facts.target);
-        for (scope, request) in requests(agent, action, undecided, facts, None)? {
-            let response = self.authorizer.is_authorized(&request, &self.policies, entities);
-            let failed = response.diagnostics().errors().next().is_some();
-            let verdict = Verdict {
-                allowed: response.decision() == Decision::Allow && !failed,
-                reasons: response.diagnostics().reason().map(|id| id.to_string()).collect(),
-            };
-            self.memo.put(&key, scope, &verdict);
-            verdicts.push((scope, verdict));
-        }
-        Ok(verdicts)
+        Ok(verdicts.into_iter().filter_map(|(scope, verdict)| Some((scope, verdict?))).collect())
     }
 }
 

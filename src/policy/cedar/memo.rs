@@ -4,37 +4,45 @@
 //! the request alone: no clock, no outside state. The rules and entities are
 //! fixed for one loaded policy (a reload builds new [`Rules`](super::Rules),
 //! with an empty memo), so a request seen before under the same policy is
-//! answered from memory. The key holds every input of the request in full,
-//! never a digest of it: two requests share an answer only when they are
-//! the same request.
+//! answered from memory. The key is the SHA-256 of every input of the
+//! request, encoded without ambiguity: two requests share an answer only when
+//! they are the same request, and an entry takes the same few bytes however
+//! long the request's texts.
+//!
+//! Where a token's lifetime is capped by its parent's expiry, its `ttl` fact
+//! changes every second, and so does its key: such requests are remembered
+//! for a second at most.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
+
+use ring::digest::{digest, SHA256};
 
 use super::{Action, Facts, Verdict};
 use crate::claims::Scope;
 
 /// Requests remembered at most; when full, the memo starts over. Agents
-/// repeat few requests, each many times: a few thousand hold them, and
-/// requests that all differ cost one lookup each, never memory.
+/// repeat few requests, each many times: a few thousand hold them. Requests
+/// that all differ fill it and start it over, each costing a lookup, an
+/// entry of a few dozen bytes and the rules' names that decided it.
 const CAPACITY: usize = 4_096;
 
-/// Verdicts by the whole request they answer.
+/// Verdicts by the digest of the whole request they answer.
 #[derive(Default)]
 pub(super) struct Memo {
-    verdicts: Mutex<HashMap<Box<[u8]>, Verdict>>,
+    verdicts: Mutex<HashMap<[u8; 32], Verdict>>,
 }
 
 impl Memo {
     /// The verdict given before to `request` for `scope`, if any.
     pub(super) fn get(&self, request: &RequestKey, scope: &Scope) -> Option<Verdict> {
         let key = request.with(scope);
-        self.verdicts.lock().unwrap_or_else(PoisonError::into_inner).get(key.as_slice()).cloned()
+        self.verdicts.lock().unwrap_or_else(PoisonError::into_inner).get(&key).cloned()
     }
 
     /// Remembers the verdict on `request` for `scope`.
     pub(super) fn put(&self, request: &RequestKey, scope: &Scope, verdict: &Verdict) {
-        let key = request.with(scope).into_boxed_slice();
+        let key = request.with(scope);
         let mut verdicts = self.verdicts.lock().unwrap_or_else(PoisonError::into_inner);
         if verdicts.len() >= CAPACITY {
             verdicts.clear();
@@ -88,12 +96,14 @@ impl RequestKey {
         }
     }
 
-    /// The whole key: this request's inputs and `scope`.
-    fn with(&self, scope: &Scope) -> Vec<u8> {
-        let mut key = RequestKey(Vec::with_capacity(self.0.len() + 8 + scope.as_str().len()));
-        key.0.extend_from_slice(&self.0);
-        key.text(scope.as_str());
-        key.0
+    /// The whole key: the digest of this request's inputs and `scope`.
+    fn with(&self, scope: &Scope) -> [u8; 32] {
+        let mut whole = RequestKey(Vec::with_capacity(self.0.len() + 8 + scope.as_str().len()));
+        whole.0.extend_from_slice(&self.0);
+        whole.text(scope.as_str());
+        let mut key = [0; 32];
+        key.copy_from_slice(digest(&SHA256, &whole.0).as_ref());
+        key
     }
 }
 
@@ -119,31 +129,42 @@ mod tests {
         Verdict { allowed, reasons: vec!["rules.cedar#0".to_owned()] }
     }
 
+    /// Every input of the request is part of the key: a request that differs
+    /// in any one of them, each tried in turn, is another request.
     #[test]
     fn a_verdict_is_given_back_only_for_the_same_request() {
         let memo = Memo::default();
         let scope: Scope = "read".parse().unwrap();
-        let asked = RequestKey::new("planner", Action::Exchange, &facts("alice", vec!["orchestrator"]));
+        let base = || facts("alice", vec!["orchestrator"]);
+        let asked = RequestKey::new("planner", Action::Exchange, &base());
         memo.put(&asked, &scope, &verdict(true));
         assert_eq!(memo.get(&asked, &scope), Some(verdict(true)));
-        let same = RequestKey::new("planner", Action::Exchange, &facts("alice", vec!["orchestrator"]));
-        assert_eq!(memo.get(&same, &scope), Some(verdict(true)));
-        // Any input that differs is another request.
-        let other_scope: Scope = "write".parse().unwrap();
-        assert_eq!(memo.get(&asked, &other_scope), None);
-        for other in [
-            RequestKey::new("booker", Action::Exchange, &facts("alice", vec!["orchestrator"])),
-            RequestKey::new("planner", Action::Issue, &facts("alice", vec!["orchestrator"])),
-            RequestKey::new("planner", Action::Exchange, &facts("bob", vec!["orchestrator"])),
-            RequestKey::new("planner", Action::Exchange, &facts("alice", vec![])),
-            RequestKey::new("planner", Action::Exchange, &Facts { ttl: 299, ..facts("alice", vec!["orchestrator"]) }),
-            RequestKey::new(
-                "planner",
-                Action::Exchange,
-                &Facts { dpop_bound: true, ..facts("alice", vec!["orchestrator"]) },
+        assert_eq!(memo.get(&RequestKey::new("planner", Action::Exchange, &base()), &scope), Some(verdict(true)));
+        assert_eq!(memo.get(&asked, &"write".parse().unwrap()), None, "scope");
+        let others: [(&str, RequestKey); 11] = [
+            ("agent", RequestKey::new("booker", Action::Exchange, &base())),
+            ("action", RequestKey::new("planner", Action::Issue, &base())),
+            ("subject", RequestKey::new("planner", Action::Exchange, &Facts { subject: "bob", ..base() })),
+            (
+                "target",
+                RequestKey::new("planner", Action::Exchange, &Facts { target: "https://other.example", ..base() }),
             ),
-        ] {
-            assert_eq!(memo.get(&other, &scope), None);
+            (
+                "target_is_agent",
+                RequestKey::new("planner", Action::Exchange, &Facts { target_is_agent: true, ..base() }),
+            ),
+            ("depth", RequestKey::new("planner", Action::Exchange, &Facts { depth: 2, ..base() })),
+            ("chain", RequestKey::new("planner", Action::Exchange, &Facts { chain: vec![], ..base() })),
+            ("parent_scopes", RequestKey::new("planner", Action::Exchange, &Facts { parent_scopes: vec![], ..base() })),
+            ("dpop_bound", RequestKey::new("planner", Action::Exchange, &Facts { dpop_bound: true, ..base() })),
+            (
+                "chain_dpop_bound",
+                RequestKey::new("planner", Action::Exchange, &Facts { chain_dpop_bound: true, ..base() }),
+            ),
+            ("ttl", RequestKey::new("planner", Action::Exchange, &Facts { ttl: 299, ..base() })),
+        ];
+        for (field, other) in others {
+            assert_eq!(memo.get(&other, &scope), None, "{field}");
         }
     }
 
