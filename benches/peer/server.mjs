@@ -1,4 +1,4 @@
-// The peer of the load benchmark (benches/load.rs): oidc-provider with the
+// The peer of the load benchmark (benches/load/): oidc-provider with the
 // smallest glue that gives it an RFC 8693 token-exchange grant, and its own
 // RFC 7662 introspection. Started by the benchmark as
 //
