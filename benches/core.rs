@@ -33,8 +33,10 @@ const GROUP: &str = "token";
 struct Measured(&'static str, &'static str);
 
 const RAW_VERIFY: Measured = Measured("raw_verify", "raw ES256 verify with ring (baseline)");
-const BATON_VERIFY: Measured =
-    Measured("baton_verify", "Baton's verification, every check (signature included), no revocation");
+const BATON_VERIFY: Measured = Measured(
+    "baton_verify",
+    "Baton's verification, every check, signature included (keys that remember nothing), no revocation",
+);
 const BATON_VERIFY_AGAIN: Measured = Measured(
     "baton_verify_again",
     "Baton's verification of a token its key set verified before: every check but the signature",

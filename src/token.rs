@@ -367,9 +367,32 @@ mod tests {
         assert_eq!(verified(&token, &keys, &for_planner), Err(VerifyError::WrongAudience));
         let later = FixedClock::new(UnixTime(NOW + 540 + LEEWAY));
         assert_eq!(verify(&token, &keys, &rules(AudienceRule::Any), &later).err(), Some(VerifyError::Expired));
-        // A token the key set never met is checked in full.
-        let other = key_set(Algorithm::Es256);
-        assert_eq!(verified(&token, &other, &rules(AudienceRule::Any)), Err(VerifyError::UnknownKey));
+        // Another payload under the remembered token's header and signature
+        // is checked, and refused.
+        let (signing_input, signature) = token.rsplit_once('.').unwrap();
+        let (head, _) = signing_input.split_once('.').unwrap();
+        let mut widened = one_hop();
+        widened.aud = "https://api.airline.example".into();
+        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&widened).unwrap());
+        let spliced = format!("{head}.{payload}.{signature}");
+        assert_eq!(verified(&spliced, &keys, &rules(AudienceRule::Any)), Err(VerifyError::BadSignature));
+        assert_eq!(remembered(), 1);
+    }
+
+    /// Each key set remembers its own tokens: a set loaded again from the
+    /// same folder starts with none, and checks the token in full.
+    #[test]
+    fn a_key_set_loaded_again_remembers_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        keys::generate(dir.path(), Algorithm::Es256, HOUR, UnixTime(NOW)).unwrap();
+        let first = KeySet::load(dir.path(), HOUR, UnixTime(NOW)).unwrap();
+        let token = minted(&one_hop(), first.signing());
+        assert_eq!(verified(&token, &first, &rules(AudienceRule::Any)), Ok(one_hop()));
+        assert_eq!(first.verified_signatures().unwrap().len(), 1);
+        let again = KeySet::load(dir.path(), HOUR, UnixTime(NOW)).unwrap();
+        assert!(again.same_keys(&first));
+        assert!(again.verified_signatures().unwrap().is_empty());
+        assert_eq!(verified(&token, &again, &rules(AudienceRule::Any)), Ok(one_hop()));
     }
 
     /// RFC 8725 §3.11 (and the `max_token_bytes` setting): a token longer

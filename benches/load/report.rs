@@ -396,8 +396,9 @@ impl Report {
             "(b) presents one subject token again and again, and (c) introspects one token again and again, \
              as an agent does that exchanges the token it holds for each call it makes, and as an API does \
              that introspects the token of each call it serves. Baton remembers the tokens whose signatures \
-             it verified (by SHA-256 of the whole token, for as long as its key set is loaded), so there it \
-             checks the signature once, and everything else on every request. (b′) is the hop of (b) on a \
+             it verified (by SHA-256 of the key and the whole token, once every check passed, for as long as \
+             its keys do not change), so there it checks the signature once, and everything else on every \
+             request. (b′) is the hop of (b) on a \
              new subject token each time (40,000 obtained before the run, taken in turn: more than Baton \
              remembers), so every request verifies a signature, as the bare endpoint and the peer do on every \
              request of (b). In every run the policy's decision is the same request's each time, which Baton \

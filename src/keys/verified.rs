@@ -40,7 +40,8 @@ impl TokenDigest {
     /// The digest of the token `signing_input.signature` under `key`.
     pub(crate) fn of(key: &VerifyingKey, signing_input: &[u8], signature: &[u8]) -> TokenDigest {
         let mut context = Context::new(&SHA256);
-        // Fixed lengths for each algorithm: the key cannot run into the token.
+        // The key first: 65 bytes for P-256, 32 for Ed25519. `token::verify`
+        // has tied the token's `alg` to the key's algorithm before it asks.
         context.update(&key.public);
         context.update(signing_input);
         context.update(b".");

@@ -268,7 +268,14 @@ impl Rules {
                 *verdict = decided.next();
             }
         }
-        Ok(verdicts.into_iter().filter_map(|(scope, verdict)| Some((scope, verdict?))).collect())
+        verdicts
+            .into_iter()
+            .map(|(scope, verdict)| {
+                verdict
+                    .map(|verdict| (scope, verdict))
+                    .ok_or_else(|| PolicyError::Rules("a scope left undecided".into()))
+            })
+            .collect()
     }
 }
 
@@ -587,6 +594,36 @@ mod tests {
         assert_eq!(format!("{first:?}"), format!("{again:?}"));
         assert_eq!(again.0.unwrap().unwrap().reasons(), ["rules.cedar#reads".to_owned()]);
         assert!(matches!(again.1.unwrap(), Err(Refusal::NotPermitted(_))));
+    }
+
+    /// Scopes decided before and scopes never decided, asked together, each
+    /// get their own verdict, in the order asked.
+    #[test]
+    fn remembered_and_new_verdicts_keep_their_scopes() {
+        let policy = load("@id(\"reads\") permit (principal, action, resource == Scope::\"read\");").unwrap();
+        let rules = policy.rules();
+        let facts = Facts {
+            subject: "alice",
+            target: "https://api.example",
+            target_is_agent: false,
+            depth: 1,
+            chain: vec!["b"],
+            parent_scopes: vec!["read", "write"],
+            dpop_bound: false,
+            chain_dpop_bound: false,
+            ttl: 60,
+        };
+        let (read, write): (Scope, Scope) = ("read".parse().unwrap(), "write".parse().unwrap());
+        let first = rules.decide("a", Action::Exchange, [&read], &facts).unwrap();
+        assert_eq!(first, [(&read, Verdict { allowed: true, reasons: vec!["rules.cedar#reads".into()] })]);
+        for asked in [[&write, &read], [&read, &write]] {
+            let verdicts = rules.decide("a", Action::Exchange, asked, &facts).unwrap();
+            let named: Vec<(&str, bool)> =
+                verdicts.iter().map(|(scope, verdict)| (scope.as_str(), verdict.allowed)).collect();
+            let expected: Vec<(&str, bool)> =
+                asked.iter().map(|scope| (scope.as_str(), scope.as_str() == "read")).collect();
+            assert_eq!(named, expected);
+        }
     }
 
     #[test]

@@ -82,8 +82,9 @@ impl Revocations {
     /// event of its revocation in the trail: the first, or a later one where
     /// the first one's event never landed (its answer was lost, or its record
     /// failed and its caller was told 503), so no revocation stays without
-    /// evidence and none has two. A call that meets another on this node
-    /// recording the same token leaves the event to it.
+    /// evidence and, on one node, none has two (nodes sharing a store can
+    /// each record one). A call that meets another on this node recording
+    /// the same token leaves the event to it.
     pub(crate) async fn revoke_once(
         &self,
         context: &Context,
@@ -99,10 +100,14 @@ impl Revocations {
         // Even the first write may find the event recorded: a call that
         // wrote after it can have claimed, found no event and recorded one
         // before this call claimed.
-        if self.revocation_recorded(context, jti).await? {
-            return Ok(None);
+        match self.revocation_recorded(context, jti).await {
+            Ok(true) => Ok(None),
+            Ok(false) => Ok(Some(claim)),
+            // The first write records whatever the trail says: an event
+            // twice is better than none.
+            Err(_) if first => Ok(Some(claim)),
+            Err(error) => Err(error),
         }
-        Ok(Some(claim))
     }
 
     /// Whether the revocation of `jti` is in the audit trail.

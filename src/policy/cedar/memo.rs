@@ -175,6 +175,12 @@ mod tests {
         let one = RequestKey::new("ab", Action::Exchange, &facts("c", vec!["d", "e"]));
         let two = RequestKey::new("a", Action::Exchange, &facts("bc", vec!["de"]));
         assert_ne!(one.0, two.0);
+        let chain = |chain| RequestKey::new("a", Action::Exchange, &facts("s", chain)).0;
+        assert_ne!(chain(vec!["ab"]), chain(vec!["a", "b"]));
+        assert_ne!(chain(vec!["a", ""]), chain(vec!["a"]));
+        let at =
+            |subject, target| RequestKey::new("a", Action::Exchange, &Facts { target, ..facts(subject, vec![]) }).0;
+        assert_ne!(at("a", "bc"), at("ab", "c"));
     }
 
     #[test]
