@@ -17,7 +17,11 @@
 //!   multimaps → (time, sequence), so a filtered query reads only its events.
 //! - `issued_by_jti` (jti → (time, sequence)) and `issued_by_parent`
 //!   (parent jti → (time, sequence)): issuance events only, so that a trace
-//!   finds a token and its children whatever else names them.
+//!   finds a token and its children whatever else names them. An issuance is
+//!   indexed by its jti and its parent there alone, not in
+//!   `events_by_{jti,parent_jti}` too: those keys are random, and each entry
+//!   is a page the commit rewrites. A query by jti or parent reads both
+//!   indexes (a file written before holds an issuance in both: it comes once).
 //! - `meta`: the next audit sequence number, and which migrations ran.
 //!
 //! Housekeeping also drops audit events older than the retention (and their
@@ -41,8 +45,8 @@ use super::sessions::LocalSessions;
 use super::OneNode;
 use async_trait::async_trait;
 use redb::{
-    Database, MultimapTable, MultimapTableDefinition, ReadableDatabase, ReadableMultimapTable, ReadableTable, Table,
-    TableDefinition, WriteTransaction,
+    Database, MultimapTable, MultimapTableDefinition, MultimapTableHandle, ReadableDatabase, ReadableMultimapTable,
+    ReadableTable, Table, TableDefinition, WriteTransaction,
 };
 use tokio::sync::oneshot;
 
@@ -402,8 +406,17 @@ fn scan(db: &Database, filter: &AuditFilter, take: &mut Take<'_>) -> Result<(), 
     match index {
         Some((table, key)) => {
             let index = txn.open_multimap_table(table)?;
-            for entry in index.get(key)?.rev() {
-                let (time, sequence) = entry?.value();
+            let named = index.get(key)?.rev().map(|entry| Ok(entry?.value()));
+            // Issuances are indexed by jti and parent in their own tables.
+            let issued: Vec<Result<EventKey, Failure>> = if table.name() == EVENTS_BY_JTI.name() {
+                txn.open_table(ISSUED_BY_JTI)?.get(key)?.map(|entry| Ok(entry.value())).into_iter().collect()
+            } else if table.name() == EVENTS_BY_PARENT.name() {
+                txn.open_multimap_table(ISSUED_BY_PARENT)?.get(key)?.rev().map(|entry| Ok(entry?.value())).collect()
+            } else {
+                Vec::new()
+            };
+            for entry in NewestFirst::new(named, issued.into_iter()) {
+                let (time, sequence) = entry?;
                 if time > until {
                     continue;
                 }
@@ -426,6 +439,49 @@ fn scan(db: &Database, filter: &AuditFilter, take: &mut Take<'_>) -> Result<(), 
         }
     }
     Ok(())
+}
+
+/// Two streams of event keys, each newest first, as one stream newest
+/// first; a key in both comes once.
+struct NewestFirst<A: Iterator, B: Iterator> {
+    one: std::iter::Peekable<A>,
+    other: std::iter::Peekable<B>,
+}
+
+impl<A, B> NewestFirst<A, B>
+where
+    A: Iterator<Item = Result<EventKey, Failure>>,
+    B: Iterator<Item = Result<EventKey, Failure>>,
+{
+    fn new(one: A, other: B) -> Self {
+        NewestFirst { one: one.peekable(), other: other.peekable() }
+    }
+}
+
+impl<A, B> Iterator for NewestFirst<A, B>
+where
+    A: Iterator<Item = Result<EventKey, Failure>>,
+    B: Iterator<Item = Result<EventKey, Failure>>,
+{
+    type Item = Result<EventKey, Failure>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let order = match (self.one.peek(), self.other.peek()) {
+            (Some(Ok(one)), Some(Ok(other))) => one.cmp(other),
+            // An error first, whichever side it is on.
+            (Some(Err(_)), _) | (Some(_), None) => std::cmp::Ordering::Greater,
+            (_, Some(Err(_))) | (None, Some(_)) => std::cmp::Ordering::Less,
+            (None, None) => return None,
+        };
+        match order {
+            std::cmp::Ordering::Greater => self.one.next(),
+            std::cmp::Ordering::Less => self.other.next(),
+            std::cmp::Ordering::Equal => {
+                self.other.next();
+                self.one.next()
+            }
+        }
+    }
 }
 
 /// Hands the event to `take` if it matches; true once `take` wants no more.
@@ -735,18 +791,24 @@ impl<'txn> WriteTables<'txn> {
         self.next_sequence = sequence.saturating_add(1);
         let key = (event.time.0, sequence);
         self.events.insert(key, json)?;
+        let issued = event.decision == AuditDecision::Issued;
+        // An issuance's jti and parent go to the issuance indexes alone.
+        let (jti, parent) = match issued {
+            true => (None, None),
+            false => (event.jti.as_ref(), event.parent_jti.as_ref()),
+        };
         let indexes = [
             (&mut self.by_agent, event.agent.as_deref()),
             (&mut self.by_subject, event.subject.as_deref()),
-            (&mut self.by_jti, event.jti.as_ref().map(|jti| jti.0.as_str())),
-            (&mut self.by_parent, event.parent_jti.as_ref().map(|jti| jti.0.as_str())),
+            (&mut self.by_jti, jti.map(|jti| jti.0.as_str())),
+            (&mut self.by_parent, parent.map(|jti| jti.0.as_str())),
         ];
         for (index, value) in indexes {
             if let Some(value) = value {
                 index.insert(value, key)?;
             }
         }
-        if event.decision == AuditDecision::Issued {
+        if issued {
             self.index_issuance(event, key)?;
         }
         Ok(())
@@ -1034,5 +1096,63 @@ mod tests {
         let lineage = Lineage { jtis: vec![TokenId("recent".into())], principals: vec![] };
         assert_eq!(store.check(&lineage).await.unwrap(), Status::Revoked);
         assert_eq!(store.query(&AuditFilter::default()).await.unwrap().len(), 1);
+    }
+
+    /// An issuance is indexed by its jti and parent in the issuance indexes
+    /// alone, and still found by a query by either, once; so is one of a
+    /// file written when the general indexes held issuances too.
+    #[tokio::test]
+    async fn an_issuance_is_found_by_jti_and_parent_once_in_either_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let token = |jti: &str| Some(TokenId(jti.into()));
+        let issued = AuditEvent {
+            decision: AuditDecision::Issued,
+            action: "exchange".into(),
+            jti: token("child"),
+            parent_jti: token("parent"),
+            expires_at: Some(UnixTime(2_000_000_000)),
+            ..event(UnixTime(1_000))
+        };
+        let revoked = AuditEvent { jti: token("child"), ..event(UnixTime(1_001)) };
+        let refused = AuditEvent {
+            decision: AuditDecision::Refused,
+            action: "exchange".into(),
+            parent_jti: token("parent"),
+            ..event(UnixTime(1_002))
+        };
+        for one in [issued, revoked, refused] {
+            store.record(one).await.unwrap();
+        }
+        {
+            let txn = store.db.begin_read().unwrap();
+            assert_eq!(txn.open_multimap_table(EVENTS_BY_JTI).unwrap().get("child").unwrap().count(), 1);
+            assert_eq!(txn.open_multimap_table(EVENTS_BY_PARENT).unwrap().get("parent").unwrap().count(), 1);
+        }
+        let decisions = |filter: AuditFilter| {
+            let store = &store;
+            async move {
+                let found = store.query(&filter).await.unwrap();
+                found.iter().map(|event| event.decision).collect::<Vec<_>>()
+            }
+        };
+        let by_jti = AuditFilter { jti: token("child"), ..AuditFilter::default() };
+        let by_parent = AuditFilter { parent_jti: token("parent"), ..AuditFilter::default() };
+        let newest_first_by_jti = vec![AuditDecision::Revoked, AuditDecision::Issued];
+        let newest_first_by_parent = vec![AuditDecision::Refused, AuditDecision::Issued];
+        assert_eq!(decisions(by_jti.clone()).await, newest_first_by_jti);
+        assert_eq!(decisions(by_parent.clone()).await, newest_first_by_parent);
+
+        // The layout of before: the issuance in the general indexes too.
+        let key = {
+            let txn = store.db.begin_read().unwrap();
+            txn.open_table(ISSUED_BY_JTI).unwrap().get("child").unwrap().unwrap().value()
+        };
+        let txn = store.db.begin_write().unwrap();
+        txn.open_multimap_table(EVENTS_BY_JTI).unwrap().insert("child", key).unwrap();
+        txn.open_multimap_table(EVENTS_BY_PARENT).unwrap().insert("parent", key).unwrap();
+        txn.commit().unwrap();
+        assert_eq!(decisions(by_jti).await, newest_first_by_jti);
+        assert_eq!(decisions(by_parent).await, newest_first_by_parent);
     }
 }
