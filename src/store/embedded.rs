@@ -22,6 +22,10 @@
 //!   `events_by_{jti,parent_jti}` too: those keys are random, and each entry
 //!   is a page the commit rewrites. A query by jti or parent reads both
 //!   indexes (a file written before holds an issuance in both: it comes once).
+//!   A file written so is read correctly only by this version and later ones:
+//!   an older binary's queries by jti or parent would miss its issuances
+//!   (traces, which read the issuance indexes, would not). One jti has one
+//!   issuance: the broker makes each jti once.
 //! - `meta`: the next audit sequence number, and which migrations ran.
 //!
 //! Housekeeping also drops audit events older than the retention (and their
@@ -45,8 +49,8 @@ use super::sessions::LocalSessions;
 use super::OneNode;
 use async_trait::async_trait;
 use redb::{
-    Database, MultimapTable, MultimapTableDefinition, MultimapTableHandle, ReadableDatabase, ReadableMultimapTable,
-    ReadableTable, Table, TableDefinition, WriteTransaction,
+    Database, MultimapTable, MultimapTableDefinition, ReadableDatabase, ReadableMultimapTable, ReadableTable, Table,
+    TableDefinition, WriteTransaction,
 };
 use tokio::sync::oneshot;
 
@@ -395,27 +399,36 @@ fn scan(db: &Database, filter: &AuditFilter, take: &mut Take<'_>) -> Result<(), 
     }
     let txn = db.begin_read()?;
     let events = txn.open_table(EVENTS)?;
+    // Issuances are indexed by jti and by parent in their own tables.
+    enum Issuances {
+        ByJti,
+        ByParent,
+        Elsewhere,
+    }
     let index = [
-        (EVENTS_BY_JTI, filter.jti.as_ref().map(|jti| jti.0.as_str())),
-        (EVENTS_BY_PARENT, filter.parent_jti.as_ref().map(|jti| jti.0.as_str())),
-        (EVENTS_BY_AGENT, filter.agent.as_deref()),
-        (EVENTS_BY_SUBJECT, filter.subject.as_deref()),
+        (EVENTS_BY_JTI, Issuances::ByJti, filter.jti.as_ref().map(|jti| jti.0.as_str())),
+        (EVENTS_BY_PARENT, Issuances::ByParent, filter.parent_jti.as_ref().map(|jti| jti.0.as_str())),
+        (EVENTS_BY_AGENT, Issuances::Elsewhere, filter.agent.as_deref()),
+        (EVENTS_BY_SUBJECT, Issuances::Elsewhere, filter.subject.as_deref()),
     ]
     .into_iter()
-    .find_map(|(table, key)| key.map(|key| (table, key)));
+    .find_map(|(table, issuances, key)| key.map(|key| (table, issuances, key)));
     match index {
-        Some((table, key)) => {
+        Some((table, issuances, key)) => {
             let index = txn.open_multimap_table(table)?;
             let named = index.get(key)?.rev().map(|entry| Ok(entry?.value()));
-            // Issuances are indexed by jti and parent in their own tables.
-            let issued: Vec<Result<EventKey, Failure>> = if table.name() == EVENTS_BY_JTI.name() {
-                txn.open_table(ISSUED_BY_JTI)?.get(key)?.map(|entry| Ok(entry.value())).into_iter().collect()
-            } else if table.name() == EVENTS_BY_PARENT.name() {
-                txn.open_multimap_table(ISSUED_BY_PARENT)?.get(key)?.rev().map(|entry| Ok(entry?.value())).collect()
-            } else {
-                Vec::new()
+            let by_parent = txn.open_multimap_table(ISSUED_BY_PARENT)?;
+            // Read as the merge asks, like the index itself: a query that
+            // wants one event reads one.
+            let issued: Box<dyn Iterator<Item = Result<EventKey, Failure>> + '_> = match issuances {
+                Issuances::ByJti => {
+                    let one = txn.open_table(ISSUED_BY_JTI)?.get(key)?.map(|entry| entry.value());
+                    Box::new(one.into_iter().map(Ok))
+                }
+                Issuances::ByParent => Box::new(by_parent.get(key)?.rev().map(|entry| Ok(entry?.value()))),
+                Issuances::Elsewhere => Box::new(std::iter::empty()),
             };
-            for entry in NewestFirst::new(named, issued.into_iter()) {
+            for entry in NewestFirst::new(named, issued) {
                 let (time, sequence) = entry?;
                 if time > until {
                     continue;
@@ -1037,6 +1050,9 @@ mod tests {
         assert_eq!(by_agent.get("a").unwrap().count(), 2, "its index entries went with it");
         let by_jti = txn.open_multimap_table(EVENTS_BY_JTI).unwrap();
         assert_eq!(by_jti.get("old").unwrap().count(), 0);
+        assert!(txn.open_table(ISSUED_BY_JTI).unwrap().get("old").unwrap().is_none());
+        let children = txn.open_multimap_table(ISSUED_BY_PARENT).unwrap();
+        assert_eq!(children.get("parent").unwrap().count(), 1, "the live child's entry alone");
     }
 
     #[tokio::test]
@@ -1099,60 +1115,80 @@ mod tests {
     }
 
     /// An issuance is indexed by its jti and parent in the issuance indexes
-    /// alone, and still found by a query by either, once; so is one of a
-    /// file written when the general indexes held issuances too.
+    /// alone, and still found by a query by either, once and in time order
+    /// among the other events; so is one of a file written when the general
+    /// indexes held issuances too.
     #[tokio::test]
     async fn an_issuance_is_found_by_jti_and_parent_once_in_either_layout() {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(dir.path()).unwrap();
         let token = |jti: &str| Some(TokenId(jti.into()));
-        let issued = AuditEvent {
+        let issued = |time: i64, jti: &str| AuditEvent {
             decision: AuditDecision::Issued,
             action: "exchange".into(),
-            jti: token("child"),
+            jti: token(jti),
             parent_jti: token("parent"),
             expires_at: Some(UnixTime(2_000_000_000)),
-            ..event(UnixTime(1_000))
+            ..event(UnixTime(time))
         };
-        let revoked = AuditEvent { jti: token("child"), ..event(UnixTime(1_001)) };
-        let refused = AuditEvent {
+        let refused = |time: i64| AuditEvent {
             decision: AuditDecision::Refused,
             action: "exchange".into(),
             parent_jti: token("parent"),
-            ..event(UnixTime(1_002))
+            ..event(UnixTime(time))
         };
-        for one in [issued, revoked, refused] {
+        let revoked = AuditEvent { jti: token("first"), ..event(UnixTime(1_001)) };
+        for one in [refused(999), issued(1_000, "first"), revoked, refused(1_002), issued(1_003, "second")] {
             store.record(one).await.unwrap();
         }
         {
             let txn = store.db.begin_read().unwrap();
-            assert_eq!(txn.open_multimap_table(EVENTS_BY_JTI).unwrap().get("child").unwrap().count(), 1);
-            assert_eq!(txn.open_multimap_table(EVENTS_BY_PARENT).unwrap().get("parent").unwrap().count(), 1);
+            assert_eq!(txn.open_multimap_table(EVENTS_BY_JTI).unwrap().get("first").unwrap().count(), 1);
+            assert_eq!(txn.open_multimap_table(EVENTS_BY_PARENT).unwrap().get("parent").unwrap().count(), 2);
         }
-        let decisions = |filter: AuditFilter| {
+        let found = |filter: AuditFilter| {
             let store = &store;
             async move {
                 let found = store.query(&filter).await.unwrap();
-                found.iter().map(|event| event.decision).collect::<Vec<_>>()
+                found.iter().map(|event| (event.time.0, event.decision)).collect::<Vec<_>>()
             }
         };
-        let by_jti = AuditFilter { jti: token("child"), ..AuditFilter::default() };
+        let by_jti = AuditFilter { jti: token("first"), ..AuditFilter::default() };
         let by_parent = AuditFilter { parent_jti: token("parent"), ..AuditFilter::default() };
-        let newest_first_by_jti = vec![AuditDecision::Revoked, AuditDecision::Issued];
-        let newest_first_by_parent = vec![AuditDecision::Refused, AuditDecision::Issued];
-        assert_eq!(decisions(by_jti.clone()).await, newest_first_by_jti);
-        assert_eq!(decisions(by_parent.clone()).await, newest_first_by_parent);
+        let first_one = AuditFilter { limit: Some(1), ..by_parent.clone() };
+        let window = AuditFilter { since: Some(UnixTime(1_000)), until: Some(UnixTime(1_002)), ..by_parent.clone() };
+        let expected = [
+            (by_jti, vec![(1_001, AuditDecision::Revoked), (1_000, AuditDecision::Issued)]),
+            (
+                by_parent,
+                vec![
+                    (1_003, AuditDecision::Issued),
+                    (1_002, AuditDecision::Refused),
+                    (1_000, AuditDecision::Issued),
+                    (999, AuditDecision::Refused),
+                ],
+            ),
+            (first_one, vec![(1_003, AuditDecision::Issued)]),
+            (window, vec![(1_002, AuditDecision::Refused), (1_000, AuditDecision::Issued)]),
+        ];
+        for (filter, events) in &expected {
+            assert_eq!(&found(filter.clone()).await, events, "{filter:?}");
+        }
 
-        // The layout of before: the issuance in the general indexes too.
-        let key = {
+        // The layout of before: each issuance in the general indexes too.
+        let keys: Vec<(&str, EventKey)> = {
             let txn = store.db.begin_read().unwrap();
-            txn.open_table(ISSUED_BY_JTI).unwrap().get("child").unwrap().unwrap().value()
+            let issued = txn.open_table(ISSUED_BY_JTI).unwrap();
+            ["first", "second"].map(|jti| (jti, issued.get(jti).unwrap().unwrap().value())).to_vec()
         };
         let txn = store.db.begin_write().unwrap();
-        txn.open_multimap_table(EVENTS_BY_JTI).unwrap().insert("child", key).unwrap();
-        txn.open_multimap_table(EVENTS_BY_PARENT).unwrap().insert("parent", key).unwrap();
+        for (jti, key) in keys {
+            txn.open_multimap_table(EVENTS_BY_JTI).unwrap().insert(jti, key).unwrap();
+            txn.open_multimap_table(EVENTS_BY_PARENT).unwrap().insert("parent", key).unwrap();
+        }
         txn.commit().unwrap();
-        assert_eq!(decisions(by_jti).await, newest_first_by_jti);
-        assert_eq!(decisions(by_parent).await, newest_first_by_parent);
+        for (filter, events) in &expected {
+            assert_eq!(&found(filter.clone()).await, events, "old layout: {filter:?}");
+        }
     }
 }
