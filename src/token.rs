@@ -171,13 +171,12 @@ pub fn verify(
     }
     // A token that verified before under this key set (see
     // `keys::VerifiedSignatures`) is not checked again; every other check is.
-    let signed = match keys.verified_signatures() {
-        Some(verified) => token
-            .verify_remembered::<Claims>(key, verified)
-            .map(|(signed, checked_now)| (signed, checked_now.map(|digest| (verified, digest)))),
+    let remembered = keys.verified_signatures();
+    let signed = match remembered {
+        Some(remembered) => token.verify_remembered::<Claims>(key, remembered),
         None => token.verify::<Claims>(key).map(|signed| (signed, None)),
     };
-    let (signed, to_remember) = signed.map_err(|error| match error {
+    let (signed, checked_now) = signed.map_err(|error| match error {
         JoseError::BadSignature => VerifyError::BadSignature,
         JoseError::Payload => VerifyError::BadClaims,
         JoseError::TooLarge | JoseError::Malformed => VerifyError::Malformed,
@@ -202,8 +201,8 @@ pub fn verify(
     if !rules.audience.admits(&claims.aud) {
         return Err(VerifyError::WrongAudience);
     }
-    if let Some((verified, digest)) = to_remember {
-        verified.remember(digest);
+    if let (Some(remembered), Some(digest)) = (remembered, checked_now) {
+        remembered.remember(digest);
     }
     Ok(Verified(claims))
 }

@@ -241,41 +241,37 @@ impl Rules {
         facts: &Facts<'_>,
     ) -> Result<Vec<(&'s Scope, Verdict)>, PolicyError> {
         let key = RequestKey::new(agent, action, facts);
-        let mut verdicts: Vec<(&'s Scope, Option<Verdict>)> =
-            scopes.into_iter().map(|scope| (scope, self.memo.get(&key, scope))).collect();
-        let undecided: Vec<&'s Scope> =
-            verdicts.iter().filter(|(_, verdict)| verdict.is_none()).map(|(scope, _)| *scope).collect();
-        if !undecided.is_empty() {
-            // Not validated against the schema on every request: requests
-            // are built by `requests` alone from fixed types (a test checks
-            // them against the schema), and a value of the wrong type would
-            // only fail a rule's evaluation, which denies.
-            let entities = self.entities_for(facts.target);
-            let mut decided = Vec::with_capacity(undecided.len());
-            for (scope, request) in requests(agent, action, undecided, facts, None)? {
-                let response = self.authorizer.is_authorized(&request, &self.policies, entities);
-                let failed = response.diagnostics().errors().next().is_some();
-                let verdict = Verdict {
-                    allowed: response.decision() == Decision::Allow && !failed,
-                    reasons: response.diagnostics().reason().map(|id| id.to_string()).collect(),
-                };
-                self.memo.put(&key, scope, &verdict);
-                decided.push(verdict);
-            }
-            // In the scopes' order, as they were asked.
-            let mut decided = decided.into_iter();
-            for (_, verdict) in verdicts.iter_mut().filter(|(_, verdict)| verdict.is_none()) {
-                *verdict = decided.next();
-            }
+        // Built for the first scope not remembered, and shared by the rest.
+        let mut parts: Option<RequestParts> = None;
+        let mut verdicts = Vec::new();
+        for scope in scopes {
+            let verdict = match self.memo.get(&key, scope) {
+                Some(verdict) => verdict,
+                None => {
+                    let parts = match &mut parts {
+                        Some(parts) => parts,
+                        None => parts.insert(RequestParts::new(agent, action, facts)?),
+                    };
+                    // Not validated against the schema on every request:
+                    // requests are built by `RequestParts` alone from fixed
+                    // types (a test checks them against the schema), and a
+                    // value of the wrong type would only fail a rule's
+                    // evaluation, which denies.
+                    let request = parts.request(scope, None)?;
+                    let response =
+                        self.authorizer.is_authorized(&request, &self.policies, self.entities_for(facts.target));
+                    let failed = response.diagnostics().errors().next().is_some();
+                    let verdict = Verdict {
+                        allowed: response.decision() == Decision::Allow && !failed,
+                        reasons: response.diagnostics().reason().map(|id| id.to_string()).collect(),
+                    };
+                    self.memo.put(&key, scope, &verdict);
+                    verdict
+                }
+            };
+            verdicts.push((scope, verdict));
         }
-        verdicts
-            .into_iter()
-            .map(|(scope, verdict)| {
-                verdict
-                    .map(|verdict| (scope, verdict))
-                    .ok_or_else(|| PolicyError::Rules("a scope left undecided".into()))
-            })
-            .collect()
+        Ok(verdicts)
     }
 }
 
@@ -347,23 +343,37 @@ fn requests<'s>(
     facts: &Facts<'_>,
     schema: Option<&Schema>,
 ) -> Result<Vec<(&'s Scope, Request)>, PolicyError> {
-    let principal = uid("Agent", agent)?;
-    let action_uid = uid("Action", action.name())?;
-    let context = context(facts)?;
-    scopes
-        .into_iter()
-        .map(|scope| {
-            let request = Request::new(
-                principal.clone(),
-                action_uid.clone(),
-                uid("Scope", scope.as_str())?,
-                context.clone(),
-                schema,
-            )
-            .map_err(|error| PolicyError::Rules(format!("request does not match the schema: {error}")))?;
-            Ok((scope, request))
+    let parts = RequestParts::new(agent, action, facts)?;
+    scopes.into_iter().map(|scope| Ok((scope, parts.request(scope, schema)?))).collect()
+}
+
+/// What the requests for every scope of one ask share.
+struct RequestParts {
+    principal: EntityUid,
+    action: EntityUid,
+    context: Context,
+}
+
+impl RequestParts {
+    fn new(agent: &str, action: Action, facts: &Facts<'_>) -> Result<RequestParts, PolicyError> {
+        Ok(RequestParts {
+            principal: uid("Agent", agent)?,
+            action: uid("Action", action.name())?,
+            context: context(facts)?,
         })
-        .collect()
+    }
+
+    /// The request for `scope`; checked against `schema` when one is given.
+    fn request(&self, scope: &Scope, schema: Option<&Schema>) -> Result<Request, PolicyError> {
+        Request::new(
+            self.principal.clone(),
+            self.action.clone(),
+            uid("Scope", scope.as_str())?,
+            self.context.clone(),
+            schema,
+        )
+        .map_err(|error| PolicyError::Rules(format!("request does not match the schema: {error}")))
+    }
 }
 
 fn context(facts: &Facts<'_>) -> Result<Context, PolicyError> {
